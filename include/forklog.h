@@ -1,0 +1,248 @@
+/*
+ * forklog: one log file, many processes, whole records.
+ *
+ * forklog_open() runs once, before fork(). It opens the file with O_APPEND and puts the append lock (a
+ * process-shared, robust pthread mutex) in an anonymous shared mapping. Every forked child, pool worker and
+ * thread then uses the inherited handle as is: each call appends one whole record with one write(2) while it
+ * holds the lock. No server process, no daemon, no set-up in the child.
+ *
+ * This header is the reference. Conventions that hold for every function below:
+ *   - Success is 0 (or a documented non-negative value); failure is a negative errno value, and strerror(-rc)
+ *     explains it. The global errno is not used to report results.
+ *   - The library never aborts, exits, prints, or installs signal handlers.
+ *   - A record that fails leaves nothing of itself in the file.
+ *   - "fork-safe" means: a child forked at any moment (even while another thread of the parent is in the middle
+ *     of a record) may use the inherited handle at once.
+ *
+ * Single-header use: in exactly one .c file of the program, `#define FORKLOG_IMPLEMENTATION` before
+ * `#include "forklog.h"` (the generated single-file forklog.h), then `cc prog.c -pthread`. Compile that file in
+ * the default gnu mode, or define _DEFAULT_SOURCE (or _GNU_SOURCE) before any #include.
+ */
+#ifndef FORKLOG_H
+#define FORKLOG_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* FORKLOG_API marks the exported functions. Override it (e.g. to `static`) before including this header. */
+#ifndef FORKLOG_API
+#if defined(FORKLOG_STATIC)
+#define FORKLOG_API static
+#elif defined(__GNUC__)
+#define FORKLOG_API __attribute__((visibility("default")))
+#else
+#define FORKLOG_API
+#endif
+#endif
+
+#if defined(__GNUC__)
+#define FORKLOG_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#else
+#define FORKLOG_PRINTF(fmt_index, first_arg)
+#endif
+
+#define FORKLOG_VERSION_MAJOR 0
+#define FORKLOG_VERSION_MINOR 1
+#define FORKLOG_VERSION_PATCH 0
+/* Numeric form: major * 10000 + minor * 100 + patch. */
+#define FORKLOG_VERSION_NUMBER (FORKLOG_VERSION_MAJOR * 10000 + FORKLOG_VERSION_MINOR * 100 + FORKLOG_VERSION_PATCH)
+#define FORKLOG_VERSION_STRING "0.1.0"
+
+/* The version of the library actually linked, as FORKLOG_VERSION_NUMBER. Safe anywhere. */
+FORKLOG_API unsigned forklog_version(void);
+/* The same as a string, e.g. "0.1.0". Safe anywhere. */
+FORKLOG_API const char *forklog_version_string(void);
+
+/* The opaque handle. One forklog_open() creates it; fork() copies it into every child. */
+typedef struct forklog forklog;
+
+/* Record levels, lowest first. 0 is not a level: in forklog_options it means "the default". */
+enum forklog_level { FORKLOG_DEBUG = 1, FORKLOG_INFO = 2, FORKLOG_WARN = 3, FORKLOG_ERROR = 4 };
+
+/* Record formats of forklog_log(). forklog_write() ignores the format: it writes bytes as given. */
+enum forklog_format {
+    /* `2026-11-28T16:05:13.123456Z INFO pid=4242 message`: RFC 3339 UTC time with microseconds, level, pid,
+     * message. Control bytes of the message (0x00-0x1f, 0x7f) are escaped as \n, \r, \t or \xHH, so one record is
+     * always one line; other bytes, backslashes included, are kept as they are. */
+    FORKLOG_FORMAT_TEXT = 0,
+    /* JSON Lines: `{"ts":"...","level":"info","pid":4242,"msg":"..."}`, escaped per RFC 8259. Invalid UTF-8 in the
+     * message becomes U+FFFD, so every record is valid UTF-8 and valid JSON. */
+    FORKLOG_FORMAT_JSON = 1
+};
+
+/* Bits of forklog_options.flags. */
+enum forklog_flag {
+    /* fdatasync(2) after every record, before the call returns (with FORKLOG_BUFFERED: after every flush). */
+    FORKLOG_SYNC = 1u << 0,
+    /* Records are copied, under the lock, into a buffer in the shared segment and written in large write(2)
+     * calls: when the buffer fills, when its oldest record is older than flush_ms, on forklog_flush() and on
+     * forklog_close(). Because the buffer is shared, a record whose call returned survives the death of its
+     * writer: any other process's next call past flush_ms, flush or close writes it. Records are lost only if
+     * every process holding the handle dies before a flush. */
+    FORKLOG_BUFFERED = 1u << 1
+};
+
+/* Options of forklog_open(). A zeroed struct (or a NULL pointer) means every default. Fields are only ever
+ * added at the end. */
+struct forklog_options {
+    /* Minimum level written; lower records cost no formatting, no lock and no syscall. 0: FORKLOG_INFO. */
+    enum forklog_level level;
+    /* Format of forklog_log() records. 0: FORKLOG_FORMAT_TEXT. */
+    enum forklog_format format;
+    /* Permission bits used when the file (or a rotated file) is created, before the umask. 0: 0644. */
+    unsigned mode;
+    /* Bitwise OR of enum forklog_flag values; any other bit is -EINVAL. */
+    unsigned flags;
+    /* Largest record in bytes as it lands in the file, newline included. A longer record is cut to this size and
+     * ends with a marker that says how many bytes were cut; the call then returns that count. 0: 1 MiB.
+     * Valid: 256 .. 1 GiB. */
+    size_t max_record;
+    /* Size-based rotation: before a record would take the file past this many bytes, exactly one process
+     * renames path to path.1 (path.1 to path.2, ...) and every process moves to the new file before its next
+     * record. A record is never split between files. 0: never rotate. */
+    unsigned long long rotate_bytes;
+    /* Rotated files kept: path.1 (newest) .. path.N. 0: 5. Valid: 1 .. 1000. */
+    unsigned rotate_keep;
+    /* FORKLOG_BUFFERED: the longest a record may wait in the buffer, in milliseconds, checked on every call.
+     * 0: 100. */
+    unsigned flush_ms;
+    /* FORKLOG_BUFFERED: buffer size in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB. */
+    size_t buffer_size;
+};
+
+/*
+ * Opens (creating it with opts->mode if missing) the file at `path` for appending, O_APPEND | O_CLOEXEC, and
+ * creates the shared segment that holds the append lock. Call it once, before fork(); children use the
+ * inherited handle as is. Every writer of the file must go through this handle (or a handle forked from it).
+ * Returns 0 and stores the handle in *out. Errors: -EINVAL (NULL out or path, empty path, bad option),
+ * -ENOENT (missing parent directory), -EACCES, -EISDIR, -EROFS, -ENOMEM, and the other errors of open(2),
+ * fstat(2) and mmap(2). On failure *out is set to NULL (when out is not NULL) and nothing is created but the
+ * file itself. Thread-safe; not async-signal-safe.
+ */
+FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
+
+/*
+ * Formats one record (see enum forklog_format) and appends it whole. A record below the handle's level returns
+ * 0 at once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then
+ * ends with a marker: ` [forklog: N bytes cut]` in text, `"cut":N` in JSON); the count is capped at INT_MAX.
+ * Errors: -EINVAL (NULL log or fmt, level out of range), -ENOMEM, and the errors of write(2) (-ENOSPC, -EFBIG,
+ * -EIO, ...), after which nothing of the record is in the file. Thread-safe and fork-safe; not
+ * async-signal-safe (it formats with vsnprintf).
+ */
+FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);
+
+/* forklog_log() with a va_list. */
+FORKLOG_API int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap) FORKLOG_PRINTF(3, 0);
+
+#define forklog_debug(log, ...) forklog_log((log), FORKLOG_DEBUG, __VA_ARGS__)
+#define forklog_info(log, ...)  forklog_log((log), FORKLOG_INFO, __VA_ARGS__)
+#define forklog_warn(log, ...)  forklog_log((log), FORKLOG_WARN, __VA_ARGS__)
+#define forklog_error(log, ...) forklog_log((log), FORKLOG_ERROR, __VA_ARGS__)
+
+/*
+ * Appends `len` bytes as one record, exactly as given, adding a '\n' only when they do not end with one. No
+ * prefix, no escaping, no level. len 0 writes an empty line. Returns 0, or a positive count of bytes cut to fit
+ * max_record (the record then ends with ` [forklog: N bytes cut]\n`), capped at INT_MAX. Errors: -EINVAL (NULL
+ * log, or NULL record with len > 0), and the errors of write(2), after which nothing of the record is in the
+ * file. Thread-safe and fork-safe; not async-signal-safe (the lock is a pthread mutex and is not recursive).
+ */
+FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
+
+/*
+ * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the
+ * negative errno of write(2); buffered records stay buffered on failure. Thread-safe and fork-safe.
+ */
+FORKLOG_API int forklog_flush(forklog *log);
+
+/*
+ * Asks every process that holds the handle to reopen `path` (by name) before its next record, for external
+ * rotation (logrotate's `create` mode, or a move by hand). It only increments a counter in the shared segment:
+ * it is async-signal-safe, so a SIGHUP handler may call it. Returns 0, or -EINVAL for a NULL log.
+ */
+FORKLOG_API int forklog_reopen(forklog *log);
+
+/*
+ * Releases this process's use of the handle: flushes buffered records, closes the descriptor, unmaps the
+ * segment and frees the handle. Call it in each process that holds the handle and no longer needs it; the
+ * segment goes away with the last one. No other thread of the process may use the handle during or after the
+ * call. Returns 0, or the first error met (-EIO from close, a flush error); the handle is freed in every case.
+ * forklog_close(NULL) returns 0.
+ */
+FORKLOG_API int forklog_close(forklog *log);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Pool helper: run tasks over forked workers, time each, log one record per task, never hang.
+ */
+
+/* A task: run in a worker process. 0 = ok; any other value = failed with that code. */
+typedef int (*forklog_task_fn)(size_t index, void *ctx);
+
+/* What became of one task. */
+enum forklog_task_status {
+    FORKLOG_TASK_NOT_RUN = 0, /* never started (the pool gave up: see forklog_pool_map's errors) */
+    FORKLOG_TASK_OK = 1,      /* returned 0 */
+    FORKLOG_TASK_FAILED = 2,  /* returned non-zero: code holds the value */
+    FORKLOG_TASK_CRASHED = 3, /* its worker died: signal, or exit code in code when it exited */
+    FORKLOG_TASK_TIMEOUT = 4  /* ran past timeout_s: the worker was killed */
+};
+
+/* The outcome of one task, filled in forklog_pool_options.results when that pointer is set. */
+struct forklog_task_result {
+    enum forklog_task_status status;
+    int code;          /* FAILED: the task's return value; CRASHED by exit: the exit status; else 0 */
+    int signal;        /* CRASHED or TIMEOUT: the signal that ended the worker; else 0 */
+    pid_t worker;      /* pid of the worker that ran it; 0 if never run */
+    double start;      /* wall-clock start, seconds since the Unix epoch (CLOCK_REALTIME) */
+    double duration_s; /* CLOCK_MONOTONIC duration; for CRASHED/TIMEOUT, until the parent saw it end */
+};
+
+struct forklog_pool_options {
+    unsigned workers;       /* 0: number of online CPUs */
+    int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok */
+    void *init_arg;
+    unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
+    double timeout_s;              /* per task; 0: none */
+    forklog *log;                  /* where timing records go; NULL: none */
+    /* Label of task `index` for its record (the seed logs the data item), called in the worker and the parent.
+     * NULL, or a NULL return: no label. */
+    const char *(*label)(size_t index, void *ctx);
+    /* NULL, or an array of ntasks entries that receives each task's outcome. */
+    struct forklog_task_result *results;
+    /* How many workers may fail their initializer, in all, before the pool gives up. 0: workers * 2 + 2. */
+    unsigned max_init_failures;
+    /* Level of the per-task records; 0: FORKLOG_INFO (failed, crashed and timed-out tasks use FORKLOG_WARN
+     * or above whatever this says). */
+    enum forklog_level level;
+};
+
+struct forklog_pool_report {
+    size_t ok, failed, crashed, timed_out;
+    double wall_s, min_s, p50_s, p95_s, p99_s, max_s; /* task durations, seconds */
+    size_t not_run;                                   /* tasks that never started */
+    size_t workers_started;                           /* worker processes forked, replacements included */
+    double mean_s;                                    /* mean task duration */
+    double tasks_per_s;                               /* ntasks / wall_s */
+};
+
+/*
+ * Runs task(i, ctx) for i in [0, ntasks) over forked workers, dynamically (a free worker takes the next task),
+ * writes one timing record per task to opts->log, and one summary record at the end. Returns the number of tasks
+ * that did not end ok (0 when all did), or a negative errno when the pool itself could not run: -EINVAL (NULL
+ * opts or task, bad option), -EAGAIN or -ENOMEM (fork failed), -ECHILD (workers kept failing their initializer;
+ * the tasks that never ran are FORKLOG_TASK_NOT_RUN). `report` may be NULL. Every worker has ended when it
+ * returns. It reaps only its own workers and leaves the caller's signal dispositions and mask as they were.
+ * Callable from a thread, and from a worker of another pool; not async-signal-safe.
+ */
+FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task,
+                                 void *ctx, struct forklog_pool_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FORKLOG_H */

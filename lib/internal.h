@@ -1,0 +1,112 @@
+/*
+ * forklog internals shared by the files of lib/. Not installed.
+ *
+ * Every name here starts with fl__. The build compiles each source of lib/ on its own with hidden visibility for
+ * FL__INTERNAL; the single-header generator (cmake/amalgamate.cmake) concatenates this file and the sources in a
+ * fixed order and defines FL__INTERNAL as `static`, so no internal name ever leaves the user's object file.
+ */
+#ifndef FL__INTERNAL_H
+#define FL__INTERNAL_H
+
+#include "forklog.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#ifndef FL__INTERNAL
+#define FL__INTERNAL __attribute__((visibility("hidden")))
+#endif
+
+/* What the lock holder is doing, so that the next holder can finish or undo it if the holder dies. */
+enum fl__state {
+    FL__IDLE = 0,
+    FL__WRITING = 1,  /* a record is being written: the file should end at `target` */
+    FL__FLUSHING = 2, /* the buffer is being written: the file should end at `target` */
+    FL__ROTATING = 3  /* files are being renamed */
+};
+
+/* The shared segment: one anonymous MAP_SHARED mapping created by forklog_open(), inherited by fork(). Every
+ * field but reopen_req is read and written only with `mu` held. */
+struct fl__seg {
+    pthread_mutex_t mu;     /* process-shared, robust */
+    uint64_t size;          /* the file ends here after the last whole record */
+    uint64_t target;        /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
+    uint64_t ino, dev;      /* identity of the current file, for repair */
+    uint32_t gen;           /* file generation: bumped by every rotation and reopen */
+    uint32_t file_known;    /* size/ino/dev describe generation gen */
+    uint32_t state;         /* enum fl__state */
+    uint32_t reopen_seen;   /* reopen_req value already turned into a generation */
+    atomic_uint reopen_req; /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
+    uint32_t spare;
+    uint64_t repairs;     /* times a holder found the previous one dead (EOWNERDEAD) */
+    int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
+    size_t buf_used;      /* bytes in buf */
+    size_t buf_cap;       /* size of buf; 0 unless FORKLOG_BUFFERED */
+    unsigned char buf[];  /* FORKLOG_BUFFERED records, whole, in lock order */
+};
+
+/* The handle. fork() copies it: fd and gen are per process, changed only with the lock held. */
+struct forklog {
+    struct fl__seg *seg;
+    size_t seg_len;
+    int fd;
+    uint32_t gen;
+    enum forklog_level level;
+    enum forklog_format format;
+    unsigned mode;
+    unsigned flags;
+    size_t max_record;
+    unsigned long long rotate_bytes;
+    unsigned rotate_keep;
+    int64_t flush_ns;
+    char path[]; /* absolute, so that a child that chdir()s reopens the same file */
+};
+
+/* A key/value field of a structured record (pool timing records). */
+enum fl__ftype { FL__F_STR, FL__F_INT, FL__F_UINT, FL__F_DBL, FL__F_TIME };
+struct fl__field {
+    const char *key; /* [a-z_]+ */
+    enum fl__ftype type;
+    const char *s;        /* FL__F_STR; NULL fields are skipped */
+    long long i;          /* FL__F_INT */
+    unsigned long long u; /* FL__F_UINT */
+    double d;             /* FL__F_DBL (printed %.6f); FL__F_TIME: seconds since the epoch, printed RFC 3339 */
+};
+
+/* format.c */
+
+/* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
+FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
+
+/* Builds one whole record (prefix, escaped message, fields, cut marker, newline) into out[0..cap), cap being
+ * at most max_record. msg[0..msglen) is the (possibly already shortened) message; msg_total is its full length,
+ * so that bytes beyond msglen count as cut. Returns the record length; *cut receives the message bytes cut. */
+FL__INTERNAL size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const char *msg,
+                              size_t msglen, size_t msg_total, const struct fl__field *fields, size_t nfields,
+                              char *out, size_t cap, size_t *cut);
+
+/* Upper bound of fl__build's output for a message of msglen bytes and these fields, before max_record. */
+FL__INTERNAL size_t fl__build_bound(size_t msglen, const struct fl__field *fields, size_t nfields);
+
+/* Escapes src[0..len) into dst[0..cap) for a text (json = 0) or JSON string body. Stops before an escape that
+ * does not fit. Returns the bytes written; *used receives the source bytes consumed. */
+FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, size_t *used);
+
+/* sink.c */
+
+/* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, under the lock,
+ * with rotation, reopen, buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in
+ * the file. */
+FL__INTERNAL int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+
+/* Formats and appends one record with fields (pool records). Same returns as forklog_log(). */
+FL__INTERNAL int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,
+                                size_t nfields);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+FL__INTERNAL int64_t fl__mono_ns(void);
+
+#endif /* FL__INTERNAL_H */

@@ -1,0 +1,609 @@
+/*
+ * The sink: the shared segment, the robust append lock, and every path that puts bytes into the file.
+ *
+ * Invariant, with the lock held and state FL__IDLE: the file of generation seg->gen ends at seg->size, right
+ * after the last whole record, and seg->buf holds whole records not yet written. A lock holder that dies leaves
+ * seg->state saying what it was doing; the next holder gets EOWNERDEAD and restores the invariant (fl__repair).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MAP_ANONYMOUS
+#error "forklog needs MAP_ANONYMOUS: compile in the default gnu mode, or define _DEFAULT_SOURCE before any #include"
+#endif
+
+#define FL__DEFAULT_MAX_RECORD ((size_t)1 << 20)
+#define FL__MIN_MAX_RECORD     ((size_t)256)
+#define FL__MAX_MAX_RECORD     ((size_t)1 << 30)
+#define FL__DEFAULT_KEEP       5u
+#define FL__MAX_KEEP           1000u
+#define FL__DEFAULT_FLUSH_MS   100u
+#define FL__DEFAULT_BUFFER     ((size_t)256 << 10)
+#define FL__MIN_BUFFER         ((size_t)4 << 10)
+#define FL__MAX_BUFFER         ((size_t)1 << 30)
+#define FL__STACK_RECORD       4096
+
+unsigned forklog_version(void)
+{
+    return FORKLOG_VERSION_NUMBER;
+}
+
+const char *forklog_version_string(void)
+{
+    return FORKLOG_VERSION_STRING;
+}
+
+int64_t fl__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the lock and its repair ----------------------------------------------------------------------------- */
+
+/* Records a new generation of the file and adopts it in this process: every other process reopens before its
+ * next record. Lock held. */
+static void fl__new_generation(struct fl__seg *s)
+{
+    s->gen++;
+    s->file_known = 0;
+}
+
+/* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
+ * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
+static int fl__sync_file(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    unsigned req = atomic_load_explicit(&s->reopen_req, memory_order_acquire);
+    if (req != s->reopen_seen) {
+        s->reopen_seen = req;
+        fl__new_generation(s);
+    }
+    if (log->gen == s->gen && s->file_known)
+        return 0;
+    if (log->gen != s->gen) {
+        int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+        if (fd < 0)
+            return -errno;
+        /* Swap rather than dup2(): the new number keeps O_CLOEXEC with no window. Threads of this process
+         * read log->fd only with the lock held. */
+        int old = log->fd;
+        log->fd = fd;
+        log->gen = s->gen;
+        close(old);
+    }
+    if (!s->file_known) {
+        struct stat st;
+        if (fstat(log->fd, &st) < 0)
+            return -errno;
+        s->size = (uint64_t)st.st_size;
+        s->ino = (uint64_t)st.st_ino;
+        s->dev = (uint64_t)st.st_dev;
+        s->file_known = 1;
+    }
+    return 0;
+}
+
+/* The previous holder died with the lock (EOWNERDEAD). Finish or undo what seg->state says it was doing, so
+ * that the file again ends after a whole record. Lock held. */
+static void fl__repair(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    s->repairs++;
+    if (s->state == FL__ROTATING) {
+        /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). */
+        fl__new_generation(s);
+        s->state = FL__IDLE;
+        return;
+    }
+    if (s->state != FL__WRITING && s->state != FL__FLUSHING)
+        return;
+    struct stat st;
+    if (fl__sync_file(log) == 0 && fstat(log->fd, &st) == 0 && (uint64_t)st.st_ino == s->ino &&
+        (uint64_t)st.st_dev == s->dev) {
+        if ((uint64_t)st.st_size == s->target) {
+            /* The write completed: the record (or buffer) is whole in the file; keep it. */
+            s->size = s->target;
+            if (s->state == FL__FLUSHING)
+                s->buf_used = 0;
+        } else if ((uint64_t)st.st_size > s->size) {
+            /* A torn record: cut the file back to the end of the last whole one. */
+            if (ftruncate(log->fd, (off_t)s->size) < 0)
+                s->file_known = 0;
+        }
+    }
+    s->state = FL__IDLE;
+}
+
+static int fl__lock(forklog *log)
+{
+    int rc = pthread_mutex_lock(&log->seg->mu);
+    if (rc == EOWNERDEAD) {
+        fl__repair(log);
+        rc = pthread_mutex_consistent(&log->seg->mu);
+    }
+    return -rc;
+}
+
+static void fl__unlock(forklog *log)
+{
+    pthread_mutex_unlock(&log->seg->mu);
+}
+
+/* ---- writing, with the lock held --------------------------------------------------------------------------- */
+
+/* Writes all of iov to fd, looping on short writes and EINTR. Returns 0 or -errno. */
+static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
+{
+    struct iovec iov[4];
+    if (iovcnt > 4)
+        return -EINVAL;
+    memcpy(iov, iov_in, sizeof iov[0] * (size_t)iovcnt);
+    struct iovec *v = iov;
+    while (iovcnt > 0) {
+        ssize_t n = iovcnt == 1 ? write(fd, v->iov_base, v->iov_len) : writev(fd, v, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* no progress with bytes left: never loop forever */
+        size_t left = (size_t)n;
+        while (iovcnt > 0 && left >= v->iov_len) {
+            left -= v->iov_len;
+            v++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            v->iov_base = (char *)v->iov_base + left;
+            v->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* Writes len bytes that end whole records and commits them, or cuts the file back and fails. */
+static int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state)
+{
+    struct fl__seg *s = log->seg;
+    s->target = s->size + len;
+    s->state = state;
+    int rc = fl__write_all(log->fd, iov, iovcnt);
+    if (rc == 0 && (log->flags & FORKLOG_SYNC) && fdatasync(log->fd) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        /* Nothing of a failed record stays: cut back to the last whole record. */
+        if (ftruncate(log->fd, (off_t)s->size) < 0)
+            s->file_known = 0;
+    } else {
+        s->size = s->target;
+        if (state == FL__FLUSHING)
+            s->buf_used = 0;
+    }
+    s->state = FL__IDLE;
+    return rc;
+}
+
+static int fl__flush_locked(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    if (s->buf_used == 0)
+        return 0;
+    struct iovec iov = {s->buf, s->buf_used};
+    return fl__write_commit(log, &iov, 1, s->buf_used, FL__FLUSHING);
+}
+
+/* Renames path to path.1 (path.1 to path.2, ...; path.keep is replaced) and starts a new file, which every
+ * other process adopts before its next record. Lock held, buffer empty. */
+static int fl__rotate(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    size_t plen = strlen(log->path);
+    char *from = malloc(2 * (plen + 16));
+    if (!from)
+        return -ENOMEM;
+    char *to = from + plen + 16;
+    s->state = FL__ROTATING;
+    for (unsigned i = log->rotate_keep; i >= 1; i--) {
+        if (i > 1)
+            snprintf(from, plen + 16, "%s.%u", log->path, i - 1);
+        else
+            memcpy(from, log->path, plen + 1);
+        snprintf(to, plen + 16, "%s.%u", log->path, i);
+        /* rename() replaces a symlink at `to` rather than following it. */
+        if (rename(from, to) < 0 && errno != ENOENT && i == 1) {
+            int err = -errno;
+            s->state = FL__IDLE;
+            free(from);
+            return err;
+        }
+    }
+    free(from);
+    /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path. */
+    int fd =
+        open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+    if (fd < 0) {
+        int err = -errno;
+        fl__new_generation(s);
+        s->state = FL__IDLE;
+        return err;
+    }
+    int old = log->fd;
+    log->fd = fd;
+    fl__new_generation(s);
+    log->gen = s->gen;
+    close(old);
+    s->state = FL__IDLE;
+    return fl__sync_file(log);
+}
+
+/* Rotates first when `len` more bytes would take the file past rotate_bytes. */
+static int fl__maybe_rotate(forklog *log, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    if (!log->rotate_bytes || s->size == 0 || s->size + len <= log->rotate_bytes)
+        return 0;
+    return fl__rotate(log);
+}
+
+static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    int64_t now = fl__mono_ns();
+    int rc;
+    /* Make room first; a buffer that is merely old is written below, together with this record. */
+    int full = s->buf_used + len > s->buf_cap;
+    int rotate = log->rotate_bytes && s->size + s->buf_used > 0 && s->size + s->buf_used + len > log->rotate_bytes;
+    if ((full || rotate) && (rc = fl__flush_locked(log)) < 0)
+        return rc;
+    if ((rc = fl__maybe_rotate(log, len)) < 0)
+        return rc;
+    if (len > s->buf_cap)
+        return fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    size_t o = s->buf_used;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(s->buf + o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    if (s->buf_used == 0)
+        s->buf_first_ns = now;
+    /* One store publishes the record: a holder killed during the copy leaves buf_used as it was. */
+    s->buf_used = o;
+    if (now - s->buf_first_ns >= log->flush_ns || s->buf_used == s->buf_cap)
+        (void)fl__flush_locked(log); /* the record is safe in the buffer; a failed flush is retried later */
+    return 0;
+}
+
+int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    int rc = fl__lock(log);
+    if (rc < 0)
+        return rc;
+    rc = fl__sync_file(log);
+    if (rc == 0) {
+        if (log->flags & FORKLOG_BUFFERED)
+            rc = fl__append_buffered(log, iov, iovcnt, len);
+        else if ((rc = fl__maybe_rotate(log, len)) == 0)
+            rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    }
+    fl__unlock(log);
+    return rc;
+}
+
+/* ---- the public calls -------------------------------------------------------------------------------------- */
+
+static int fl__check_options(const struct forklog_options *o)
+{
+    if (o->level != 0 && (o->level < FORKLOG_DEBUG || o->level > FORKLOG_ERROR))
+        return -EINVAL;
+    if (o->format != FORKLOG_FORMAT_TEXT && o->format != FORKLOG_FORMAT_JSON)
+        return -EINVAL;
+    if (o->mode > 07777)
+        return -EINVAL;
+    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED))
+        return -EINVAL;
+    if (o->max_record != 0 && (o->max_record < FL__MIN_MAX_RECORD || o->max_record > FL__MAX_MAX_RECORD))
+        return -EINVAL;
+    if (o->rotate_keep > FL__MAX_KEEP)
+        return -EINVAL;
+    if (o->buffer_size != 0 && (o->buffer_size < FL__MIN_BUFFER || o->buffer_size > FL__MAX_BUFFER))
+        return -EINVAL;
+    return 0;
+}
+
+/* path made absolute against the current directory, so that a reopen after chdir() finds the same file. */
+static char *fl__absolute(const char *path, int *err)
+{
+    size_t plen = strlen(path);
+    if (path[0] == '/') {
+        char *p = malloc(plen + 1);
+        if (!p)
+            *err = -ENOMEM;
+        else
+            memcpy(p, path, plen + 1);
+        return p;
+    }
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) {
+        *err = -errno;
+        return NULL;
+    }
+    size_t clen = strlen(cwd);
+    char *p = malloc(clen + 1 + plen + 1);
+    if (!p)
+        *err = -ENOMEM;
+    else {
+        memcpy(p, cwd, clen);
+        p[clen] = '/';
+        memcpy(p + clen + 1, path, plen + 1);
+    }
+    free(cwd);
+    return p;
+}
+
+int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    static const struct forklog_options defaults;
+    if (out)
+        *out = NULL;
+    if (!out || !path || !path[0])
+        return -EINVAL;
+    if (!opts)
+        opts = &defaults;
+    int rc = fl__check_options(opts);
+    if (rc < 0)
+        return rc;
+
+    char *abs = fl__absolute(path, &rc);
+    if (!abs)
+        return rc;
+    size_t alen = strlen(abs);
+    forklog *log = malloc(sizeof *log + alen + 1);
+    if (!log) {
+        free(abs);
+        return -ENOMEM;
+    }
+    memcpy(log->path, abs, alen + 1);
+    free(abs);
+    log->level = opts->level ? opts->level : FORKLOG_INFO;
+    log->format = opts->format;
+    log->mode = opts->mode ? opts->mode : 0644;
+    log->flags = opts->flags;
+    log->max_record = opts->max_record ? opts->max_record : FL__DEFAULT_MAX_RECORD;
+    log->rotate_bytes = opts->rotate_bytes;
+    log->rotate_keep = opts->rotate_keep ? opts->rotate_keep : FL__DEFAULT_KEEP;
+    log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
+    size_t buf_cap = 0;
+    if (opts->flags & FORKLOG_BUFFERED)
+        buf_cap = opts->buffer_size ? opts->buffer_size : FL__DEFAULT_BUFFER;
+
+    log->fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+    if (log->fd < 0) {
+        rc = -errno;
+        free(log);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(log->fd, &st) < 0) {
+        rc = -errno;
+        goto fail_fd;
+    }
+
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    log->seg_len = (sizeof(struct fl__seg) + buf_cap + pg - 1) / pg * pg;
+    void *m = mmap(NULL, log->seg_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        rc = -errno;
+        goto fail_fd;
+    }
+    struct fl__seg *s = m; /* mmap zero-fills */
+    pthread_mutexattr_t attr;
+    if ((rc = pthread_mutexattr_init(&attr)) != 0) {
+        rc = -rc;
+        goto fail_map;
+    }
+    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = pthread_mutex_init(&s->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail_map;
+    }
+    s->size = (uint64_t)st.st_size;
+    s->ino = (uint64_t)st.st_ino;
+    s->dev = (uint64_t)st.st_dev;
+    s->gen = 1;
+    s->file_known = 1;
+    s->buf_cap = buf_cap;
+    atomic_init(&s->reopen_req, 0);
+    log->gen = 1;
+    log->seg = s;
+    *out = log;
+    return 0;
+
+fail_map:
+    munmap(m, log->seg_len);
+fail_fd:
+    close(log->fd);
+    free(log);
+    return rc;
+}
+
+static int fl__cut_result(size_t cut)
+{
+    return cut > (size_t)INT_MAX ? INT_MAX : (int)cut;
+}
+
+int forklog_write(forklog *log, const void *record, size_t len)
+{
+    if (!log || (!record && len))
+        return -EINVAL;
+    const char *rec = record;
+    int need_nl = len == 0 || rec[len - 1] != '\n';
+    struct iovec iov[3];
+    iov[0].iov_base = (void *)(uintptr_t)rec;
+    iov[0].iov_len = len;
+    iov[1].iov_base = (void *)(uintptr_t) "\n";
+    iov[1].iov_len = 1;
+    if (len <= log->max_record - (size_t)need_nl)
+        return fl__append(log, iov, 1 + need_nl, len + (size_t)need_nl);
+
+    /* Too long: keep what fits before the marker, whose width depends on the count it reports. */
+    char marker[64];
+    size_t keep = log->max_record, cut = 0;
+    int mlen = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        cut = len - keep;
+        mlen = snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]\n", cut);
+        keep = log->max_record - (size_t)mlen;
+    }
+    cut = len - keep;
+    mlen = snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]\n", cut);
+    iov[0].iov_len = keep;
+    iov[1].iov_base = marker;
+    iov[1].iov_len = (size_t)mlen;
+    int rc = fl__append(log, iov, 2, keep + (size_t)mlen);
+    return rc < 0 ? rc : fl__cut_result(cut);
+}
+
+/* Builds the record into a stack buffer when it fits, else the heap, and appends it. */
+static int fl__emit(forklog *log, enum forklog_level level, const struct timespec *now, const char *msg, size_t msglen,
+                    size_t msg_total, const struct fl__field *fields, size_t nfields)
+{
+    char stack[FL__STACK_RECORD];
+    size_t cap = fl__build_bound(msglen, fields, nfields);
+    if (cap > log->max_record)
+        cap = log->max_record;
+    char *out = stack;
+    if (cap > sizeof stack && !(out = malloc(cap)))
+        return -ENOMEM;
+    size_t cut;
+    size_t len = fl__build(log, level, now, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    struct iovec iov = {out, len};
+    int rc = fl__append(log, &iov, 1, len);
+    if (out != stack)
+        free(out);
+    return rc < 0 ? rc : fl__cut_result(cut);
+}
+
+static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
+{
+    if (!log || level < FORKLOG_DEBUG || level > FORKLOG_ERROR) {
+        *rc = -EINVAL;
+        return 0;
+    }
+    *rc = 0;
+    return level >= log->level;
+}
+
+int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap)
+{
+    int rc;
+    if (!fmt)
+        return -EINVAL;
+    if (!fl__level_ok(log, level, &rc))
+        return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+
+    char small[1024];
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n < 0) {
+        va_end(again);
+        return -EINVAL;
+    }
+    char *msg = small;
+    size_t total = (size_t)n, msglen = total;
+    if (total >= sizeof small) {
+        /* Only what can reach the file is formatted: at most max_record bytes of message. */
+        size_t want = total < log->max_record ? total : log->max_record;
+        msg = malloc(want + 1);
+        if (!msg) {
+            va_end(again);
+            return -ENOMEM;
+        }
+        vsnprintf(msg, want + 1, fmt, again);
+        msglen = want;
+    }
+    va_end(again);
+    rc = fl__emit(log, level, &now, msg, msglen, total, NULL, 0);
+    if (msg != small)
+        free(msg);
+    return rc;
+}
+
+int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = forklog_vlog(log, level, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,
+                   size_t nfields)
+{
+    int rc;
+    if (!msg)
+        return -EINVAL;
+    if (!fl__level_ok(log, level, &rc))
+        return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    size_t len = strlen(msg);
+    return fl__emit(log, level, &now, msg, len, len, fields, nfields);
+}
+
+int forklog_flush(forklog *log)
+{
+    if (!log)
+        return -EINVAL;
+    if (!(log->flags & FORKLOG_BUFFERED))
+        return 0;
+    int rc = fl__lock(log);
+    if (rc < 0)
+        return rc;
+    rc = fl__sync_file(log);
+    if (rc == 0)
+        rc = fl__flush_locked(log);
+    fl__unlock(log);
+    return rc;
+}
+
+int forklog_reopen(forklog *log)
+{
+    if (!log)
+        return -EINVAL;
+    atomic_fetch_add_explicit(&log->seg->reopen_req, 1, memory_order_release);
+    return 0;
+}
+
+int forklog_close(forklog *log)
+{
+    if (!log)
+        return 0;
+    int rc = forklog_flush(log);
+    munmap(log->seg, log->seg_len);
+    if (close(log->fd) < 0 && rc == 0)
+        rc = -errno;
+    free(log);
+    return rc;
+}

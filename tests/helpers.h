@@ -1,0 +1,86 @@
+/* Helpers shared by the Criterion tests. Children never call cr_assert: they report through their exit
+ * status, and the parent asserts. */
+#ifndef FORKLOG_TEST_HELPERS_H
+#define FORKLOG_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A fresh directory per test (Criterion runs tests in parallel). The caller frees the result. */
+static inline char *th_tmpdir(void)
+{
+    char tmpl[] = "/tmp/forklog-test-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    cr_assert_not_null(dir, "mkdtemp: %s", strerror(errno));
+    return strdup(dir);
+}
+
+/* dir + "/" + name, malloc'd. */
+static inline char *th_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* The whole file, NUL-terminated; *len gets its size. Returns NULL (len 0) if it does not exist. */
+static inline char *th_slurp(const char *path, size_t *len)
+{
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    char *buf = malloc((size_t)st.st_size + 1);
+    cr_assert_not_null(buf);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        cr_assert(n > 0, "read: %s", strerror(errno));
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+/* Number of '\n' in buf[0..len). */
+static inline size_t th_count_lines(const char *buf, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == '\n';
+    return n;
+}
+
+/* Waits for a child; returns its exit status, or 128 + signal. */
+static inline int th_wait(pid_t pid)
+{
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Removes a test directory and what is in it (one level). */
+static inline void th_rmdir(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+#endif

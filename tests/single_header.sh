@@ -1,0 +1,31 @@
+#!/bin/sh
+# Copies the generated single header alone into an empty folder and builds a forking program against it with no
+# library: `cc prog.c -pthread`. Also checks that the header compiles as C++ and under -std=c11 with
+# _DEFAULT_SOURCE, and that two translation units may include it (one with the implementation).
+# Usage: single_header.sh SINGLE_HEADER TESTS_SOURCE_DIR CC
+set -eu
+single=$1 src=$2 cc=$3
+work=$(mktemp -d /tmp/forklog-single-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp "$single" "$work/forklog.h"
+cp "$src/consumer/prog.c" "$work/prog.c"
+cd "$work"
+"$cc" -DFORKLOG_SINGLE_HEADER -Wall -Wextra -Werror prog.c -pthread -o prog
+./prog "$work/a.log"
+# Strict C11 needs the feature macro the header asks for.
+"$cc" -std=c11 -D_DEFAULT_SOURCE -DFORKLOG_SINGLE_HEADER -Wall -Wextra -Wpedantic -Werror prog.c -pthread -o prog11
+./prog11 "$work/b.log"
+# A second translation unit that only uses the declarations links with the first.
+printf '#include "forklog.h"\nunsigned other(void);\nunsigned other(void) { return forklog_version(); }\n' > other.c
+"$cc" -DFORKLOG_SINGLE_HEADER -Wall -Wextra -Werror prog.c other.c -pthread -o prog2
+./prog2 "$work/c.log"
+# No library symbol but the public ones.
+"$cc" -DFORKLOG_SINGLE_HEADER -c prog.c -o prog.o
+bad=$(nm -g --defined-only prog.o | awk '{print $3}' | grep -v -e '^forklog_' -e '^main$' || true)
+if [ -n "$bad" ]; then echo "single header exports: $bad"; exit 1; fi
+# The declarations compile as C++.
+if command -v c++ >/dev/null 2>&1; then
+  printf '#include "forklog.h"\nint main() { forklog *l = 0; return forklog_close(l); }\n' > cpp.cc
+  c++ -Wall -Wextra -Werror cpp.cc -o cpp -pthread -c
+fi
+echo "single header OK"

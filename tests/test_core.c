@@ -1,0 +1,553 @@
+/* The core contract: record formats, levels, max_record, bad input, version, fork inheritance. */
+#include "helpers.h"
+
+#include <forklog.h>
+#include <limits.h>
+#include <pwd.h>
+#include <regex.h>
+#include <time.h>
+
+static char *dir, *logpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "test.log");
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(dir);
+}
+
+TestSuite(core, .init = setup, .fini = teardown);
+
+static forklog *open_with(const struct forklog_options *o)
+{
+    forklog *log = NULL;
+    int rc = forklog_open(&log, logpath, o);
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    cr_assert_not_null(log);
+    return log;
+}
+
+static char *read_log(size_t *len)
+{
+    char *buf = th_slurp(logpath, len);
+    cr_assert_not_null(buf, "log file missing");
+    return buf;
+}
+
+static void assert_matches(const char *line, const char *pattern)
+{
+    regex_t re;
+    cr_assert_eq(regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB), 0);
+    int m = regexec(&re, line, 0, NULL, 0);
+    regfree(&re);
+    cr_assert_eq(m, 0, "\"%s\" does not match /%s/", line, pattern);
+}
+
+Test(core, version_macros_agree_with_runtime)
+{
+    cr_assert_eq(forklog_version(), FORKLOG_VERSION_NUMBER);
+    cr_assert_str_eq(forklog_version_string(), FORKLOG_VERSION_STRING);
+    char v[32];
+    snprintf(v, sizeof v, "%d.%d.%d", FORKLOG_VERSION_MAJOR, FORKLOG_VERSION_MINOR, FORKLOG_VERSION_PATCH);
+    cr_assert_str_eq(v, FORKLOG_VERSION_STRING);
+}
+
+Test(core, text_record_layout)
+{
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_info(log, "request %s cost %.6f s", "data1", 0.012345), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_log(&len);
+    char want[64];
+    snprintf(want, sizeof want, " INFO pid=%ld request data1 cost 0.012345 s\n", (long)getpid());
+    cr_assert_eq(th_count_lines(buf, len), 1);
+    buf[len - 1] = '\0';
+    assert_matches(buf, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z INFO pid=[0-9]+ request");
+    buf[len - 1] = '\n';
+    cr_assert_str_eq(buf + 27, want);
+    free(buf);
+}
+
+Test(core, timestamp_is_now_in_utc)
+{
+    forklog *log = open_with(NULL);
+    time_t before = time(NULL);
+    cr_assert_eq(forklog_warn(log, "x"), 0);
+    time_t after = time(NULL);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    struct tm tm = {0};
+    cr_assert_not_null(strptime(buf, "%Y-%m-%dT%H:%M:%S", &tm));
+    time_t t = timegm(&tm);
+    cr_assert(t >= before && t <= after, "record time %ld outside [%ld, %ld]", (long)t, (long)before, (long)after);
+    cr_assert_not_null(strstr(buf, "Z WARN pid="));
+    free(buf);
+}
+
+Test(core, text_escapes_control_bytes_one_line_per_record)
+{
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_error(log,
+                               "a\nb\rc\td%ce\x7f"
+                               "f\\g \"q\" \xff\xfe",
+                               1),
+                 0);
+    cr_assert_eq(forklog_info(log, "%s", ""), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), 2);
+    char *msg = strstr(buf, "ERROR pid=");
+    cr_assert_not_null(msg);
+    msg = strchr(msg + 10, ' ') + 1;
+    /* Control bytes escaped; backslash, quotes and other bytes kept as they are. */
+    const char want[] = "a\\nb\\rc\\td\\x01e\\x7ff\\g \"q\" \xff\xfe\n";
+    cr_assert_eq(strncmp(msg, want, sizeof want - 1), 0, "got: %s", msg);
+    char *second = strchr(msg, '\n') + 1;
+    cr_assert_not_null(strstr(second, " INFO pid="));
+    cr_assert_eq(second[strlen(second) - 1], '\n');
+    free(buf);
+}
+
+static int rec_cmp_json(const char *rec, const char *want_msg)
+{
+    const char *m = strstr(rec, "\"msg\":\"");
+    if (!m)
+        return -1;
+    return strncmp(m + 7, want_msg, strlen(want_msg));
+}
+
+Test(core, json_record_layout_and_escaping)
+{
+    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON, .level = FORKLOG_DEBUG};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_debug(log, "q\"b\\n\nc\x01\x1f\b\f\t\x7f"), 0);
+    /* Invalid UTF-8: lone continuation, truncated sequence, overlong, surrogate, past U+10FFFF; and valid é, 😀. */
+    cr_assert_eq(forklog_info(log, "%s", "\x80|\xc3|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\xc3\xa9|\xf0\x9f\x98\x80"),
+                 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), 2);
+    char head[80];
+    snprintf(head, sizeof head, "\",\"level\":\"debug\",\"pid\":%ld,\"msg\":\"", (long)getpid());
+    cr_assert_eq(strncmp(buf, "{\"ts\":\"", 7), 0);
+    cr_assert_eq(strncmp(buf + 7 + 27, head, strlen(head)), 0, "got %s", buf);
+    cr_assert_eq(rec_cmp_json(buf, "q\\\"b\\\\n\\nc\\u0001\\u001f\\b\\f\\t\x7f\"}\n"), 0, "got %s", buf);
+    char *second = strchr(buf, '\n') + 1;
+    cr_assert_not_null(strstr(second, "\"level\":\"info\""));
+    const char want[] = "\xef\xbf\xbd|\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xc3\xa9|\xf0\x9f\x98\x80\"}\n";
+    cr_assert_eq(rec_cmp_json(second, want), 0, "got %s", second);
+    free(buf);
+}
+
+Test(core, level_filtering)
+{
+    struct forklog_options o = {.level = FORKLOG_WARN};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_debug(log, "d"), 0);
+    cr_assert_eq(forklog_info(log, "i"), 0);
+    cr_assert_eq(forklog_warn(log, "w"), 0);
+    cr_assert_eq(forklog_error(log, "e"), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), 2);
+    cr_assert_not_null(strstr(buf, " WARN pid="));
+    cr_assert_not_null(strstr(buf, " ERROR pid="));
+    cr_assert_null(strstr(buf, " INFO "));
+    free(buf);
+}
+
+Test(core, default_level_is_info)
+{
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_debug(log, "d"), 0);
+    cr_assert_eq(forklog_info(log, "i"), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), 1);
+    free(buf);
+}
+
+Test(core, write_raw_exactly_as_given)
+{
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_write(log, "abc", 3), 0);      /* newline added */
+    cr_assert_eq(forklog_write(log, "def\n", 4), 0);    /* kept */
+    cr_assert_eq(forklog_write(log, NULL, 0), 0);       /* empty line */
+    cr_assert_eq(forklog_write(log, "a\nb\x01", 4), 0); /* no escaping */
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(len, 4 + 4 + 1 + 5);
+    cr_assert_eq(memcmp(buf, "abc\ndef\n\na\nb\x01\n", len), 0);
+    free(buf);
+}
+
+Test(core, appends_to_existing_file)
+{
+    int fd = open(logpath, O_WRONLY | O_CREAT, 0644);
+    cr_assert_eq(write(fd, "old\n", 4), 4);
+    close(fd);
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_write(log, "new", 3), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "old\nnew\n");
+    free(buf);
+}
+
+Test(core, raw_truncation_marker_and_return)
+{
+    struct forklog_options o = {.max_record = 256};
+    forklog *log = open_with(&o);
+    char big[1000];
+    memset(big, 'x', sizeof big);
+    char exact[256];
+    memset(exact, 'y', sizeof exact);
+    exact[255] = '\n';
+    cr_assert_eq(forklog_write(log, exact, 256), 0, "a record of exactly max_record is whole");
+    cr_assert_eq(forklog_write(log, exact, 255), 0, "255 + added newline is exactly max_record");
+    int rc = forklog_write(log, big, sizeof big);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(len, 256 + 256 + 256);
+    char *rec = buf + 512;
+    int marker_at = (int)(strstr(rec, " [forklog: ") - rec);
+    cr_assert_gt(rc, 0);
+    char want[64];
+    snprintf(want, sizeof want, " [forklog: %d bytes cut]\n", rc);
+    cr_assert_str_eq(rec + marker_at, want);
+    cr_assert_eq(marker_at + rc, 1000, "kept + cut = the record");
+    for (int i = 0; i < marker_at; i++)
+        cr_assert_eq(rec[i], 'x');
+    free(buf);
+}
+
+Test(core, formatted_truncation_text_and_json)
+{
+    for (int json = 0; json <= 1; json++) {
+        struct forklog_options o = {.max_record = 300, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_with(&o);
+        char msg[5000];
+        memset(msg, 'm', sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        int rc = forklog_info(log, "%s", msg);
+        cr_assert_gt(rc, 0);
+        forklog_close(log);
+        size_t len;
+        char *buf = read_log(&len);
+        cr_assert_leq(len, 300);
+        cr_assert_eq(th_count_lines(buf, len), 1);
+        char *m = strstr(buf, "mmm");
+        cr_assert_not_null(m, "got %s", buf);
+        size_t kept = strspn(m, "m");
+        cr_assert_eq(kept + (size_t)rc, 4999, "kept %zu + cut %d", kept, rc);
+        char want[64];
+        if (json)
+            snprintf(want, sizeof want, "\",\"cut\":%d}\n", rc);
+        else
+            snprintf(want, sizeof want, " [forklog: %d bytes cut]\n", rc);
+        cr_assert_str_eq(m + kept, want);
+        free(buf);
+        unlink(logpath);
+    }
+}
+
+Test(core, large_formatted_record_whole)
+{
+    forklog *log = open_with(NULL);
+    size_t n = 900 * 1024;
+    char *msg = malloc(n + 1);
+    memset(msg, 'z', n);
+    msg[n] = '\0';
+    cr_assert_eq(forklog_info(log, "%s", msg), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), 1);
+    char *m = strchr(buf, 'z');
+    cr_assert_eq(strspn(m, "z"), n);
+    free(buf);
+    free(msg);
+}
+
+/* ---- bad input: each returns its negative errno and writes nothing ---- */
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static int vlog_null_format(forklog *log, ...)
+{
+    va_list ap;
+    va_start(ap, log);
+    const char *fmt = NULL; /* through a variable: the point is the run-time check */
+    int rc = forklog_vlog(log, FORKLOG_INFO, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+#pragma GCC diagnostic pop
+
+Test(core, bad_input_null_and_empty)
+{
+    forklog *log = (forklog *)0x1;
+    cr_assert_eq(forklog_open(NULL, logpath, NULL), -EINVAL);
+    cr_assert_eq(forklog_open(&log, NULL, NULL), -EINVAL);
+    cr_assert_null(log);
+    cr_assert_eq(forklog_open(&log, "", NULL), -EINVAL);
+    cr_assert_eq(forklog_write(NULL, "x", 1), -EINVAL);
+    cr_assert_eq(forklog_log(NULL, FORKLOG_INFO, "x"), -EINVAL);
+    cr_assert_eq(forklog_flush(NULL), -EINVAL);
+    cr_assert_eq(forklog_reopen(NULL), -EINVAL);
+    cr_assert_eq(forklog_close(NULL), 0);
+
+    log = open_with(NULL);
+    cr_assert_eq(forklog_write(log, "keep", 4), 0);
+    cr_assert_eq(forklog_write(log, NULL, 5), -EINVAL);
+    cr_assert_eq(vlog_null_format(log), -EINVAL);
+    cr_assert_eq(forklog_log(log, (enum forklog_level)0, "x"), -EINVAL);
+    cr_assert_eq(forklog_log(log, (enum forklog_level)5, "x"), -EINVAL);
+    cr_assert_eq(forklog_log(log, (enum forklog_level) - 1, "x"), -EINVAL);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "keep\n");
+    free(buf);
+}
+
+Test(core, bad_paths)
+{
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, dir, NULL), -EISDIR);
+    cr_assert_null(log);
+    char *missing = th_path(dir, "no/such/dir/x.log");
+    cr_assert_eq(forklog_open(&log, missing, NULL), -ENOENT);
+    free(missing);
+    char *notdir = th_path(dir, "test.log/x.log");
+    int fd = open(logpath, O_WRONLY | O_CREAT, 0644);
+    close(fd);
+    cr_assert_eq(forklog_open(&log, notdir, NULL), -ENOTDIR);
+    free(notdir);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(len, 0);
+    free(buf);
+}
+
+Test(core, unwritable_file_is_eacces)
+{
+    /* Root passes permission checks, so the check runs in a child that drops to an unprivileged user. */
+    int fd = open(logpath, O_WRONLY | O_CREAT, 0444);
+    cr_assert_eq(write(fd, "ro\n", 3), 3);
+    close(fd);
+    chmod(logpath, 0444);
+    chmod(dir, 0755);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        if (geteuid() == 0) {
+            struct passwd *pw = getpwnam("nobody");
+            uid_t uid = pw ? pw->pw_uid : 65534;
+            if (setgid(uid) != 0 || setuid(uid) != 0)
+                _exit(90);
+        }
+        forklog *log;
+        int rc = forklog_open(&log, logpath, NULL);
+        _exit(rc == -EACCES && log == NULL ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "expected -EACCES for a read-only file");
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "ro\n");
+    free(buf);
+}
+
+Test(core, invalid_options)
+{
+    const struct forklog_options bad[] = {
+        {.level = (enum forklog_level)9},
+        {.format = (enum forklog_format)7},
+        {.mode = 010000},
+        {.flags = 1u << 20},
+        {.max_record = 255},
+        {.max_record = ((size_t)1 << 30) + 1},
+        {.rotate_keep = 1001},
+        {.flags = FORKLOG_BUFFERED, .buffer_size = 100},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        forklog *log = (forklog *)0x1;
+        cr_assert_eq(forklog_open(&log, logpath, &bad[i]), -EINVAL, "options #%zu", i);
+        cr_assert_null(log);
+    }
+    struct stat st;
+    cr_assert_eq(stat(logpath, &st), -1, "invalid options must not create the file");
+}
+
+Test(core, mode_under_umask)
+{
+    mode_t old = umask(027);
+    struct forklog_options o = {.mode = 0666};
+    forklog *log = open_with(&o);
+    umask(old);
+    forklog_close(log);
+    struct stat st;
+    cr_assert_eq(stat(logpath, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0640);
+}
+
+Test(core, descriptor_is_cloexec_and_sync_flag_works)
+{
+    struct forklog_options o = {.flags = FORKLOG_SYNC};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_write(log, "synced", 6), 0);
+    /* The log descriptor is the newest one: find it and check FD_CLOEXEC. */
+    int probe = open("/dev/null", O_RDONLY);
+    int found = 0;
+    for (int fd = 3; fd < probe; fd++) {
+        char link[64], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0 && (target[n] = '\0', strcmp(target, logpath) == 0)) {
+            cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+            cr_assert(fcntl(fd, F_GETFL) & O_APPEND);
+            found = 1;
+        }
+    }
+    close(probe);
+    cr_assert(found);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "synced\n");
+    free(buf);
+}
+
+Test(core, relative_path_survives_chdir_in_child)
+{
+    char cwd[4096];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, "rel.log", NULL), 0);
+    cr_assert_eq(chdir("/"), 0);
+    cr_assert_eq(forklog_reopen(log), 0); /* the reopen must find dir/rel.log, not /rel.log */
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    forklog_close(log);
+    cr_assert_eq(chdir(cwd), 0);
+    char *rel = th_path(dir, "rel.log");
+    size_t len;
+    char *buf = th_slurp(rel, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "after\n");
+    free(buf);
+    free(rel);
+}
+
+Test(core, children_inherit_the_handle)
+{
+    forklog *log = open_with(NULL);
+    enum { N = 4 };
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        cr_assert_neq(pids[i], -1);
+        if (pids[i] == 0) {
+            int bad = 0;
+            for (int k = 0; k < 100; k++)
+                bad |= forklog_info(log, "child %d rec %d", i, k) != 0;
+            bad |= forklog_close(log) != 0;
+            _exit(bad);
+        }
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(th_wait(pids[i]), 0);
+    cr_assert_eq(forklog_info(log, "parent done"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(th_count_lines(buf, len), N * 100 + 1);
+    for (int i = 0; i < N; i++) {
+        char needle[32];
+        snprintf(needle, sizeof needle, " child %d rec 99\n", i);
+        cr_assert_not_null(strstr(buf, needle));
+    }
+    free(buf);
+}
+
+Test(core, buffered_records_reach_the_file)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_write(log, "one", 3), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 0, "buffered, not yet written");
+    free(buf);
+    cr_assert_eq(forklog_flush(log), 0);
+    buf = read_log(&len);
+    cr_assert_str_eq(buf, "one\n");
+    free(buf);
+    /* A full buffer is written out whole; a record larger than the buffer goes straight to the file. */
+    char rec[100];
+    memset(rec, 'r', sizeof rec);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+    char big[5000];
+    memset(big, 'B', sizeof big);
+    cr_assert_eq(forklog_write(log, big, sizeof big), 0);
+    cr_assert_eq(forklog_write(log, "last", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = read_log(&len);
+    cr_assert_eq(len, 4 + 100 * 101 + 5001 + 5);
+    cr_assert_eq(th_count_lines(buf, len), 103);
+    cr_assert_eq(memcmp(buf + len - 5, "last\n", 5), 0);
+    cr_assert_eq(buf[4 + 100 * 101], 'B', "order kept: the big record after the hundred small ones");
+    free(buf);
+}
+
+Test(core, buffered_age_bound_flushes_on_next_call)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 20};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_write(log, "a", 1), 0);
+    usleep(50 * 1000);
+    cr_assert_eq(forklog_write(log, "b", 1), 0);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "a\nb\n", "the call after the bound writes out every buffered record");
+    free(buf);
+    forklog_close(log);
+}
+
+Test(core, buffered_records_survive_writer_death)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log = open_with(&o);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        int bad = forklog_write(log, "from the dead", 13) != 0;
+        if (bad)
+            _exit(1);
+        raise(SIGKILL);
+        _exit(2);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "from the dead\n");
+    free(buf);
+}
