@@ -62,7 +62,8 @@ struct forklog {
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
     int64_t flush_ns;
-    char path[]; /* absolute, so that a child that chdir()s reopens the same file */
+    atomic_int *pid_cache; /* in a private MADV_WIPEONFORK page: 0 in a fresh child; NULL if unsupported */
+    char path[];           /* absolute, so that a child that chdir()s reopens the same file */
 };
 
 /* A key/value field of a structured record (pool timing records). */
@@ -78,12 +79,27 @@ struct fl__field {
 
 /* format.c */
 
+/* Most bytes fl__prefix writes: `{"ts":"<27>","level":"error","pid":<20>,"msg":"`. */
+#define FL__PREFIX_MAX 96
+
+/* The pid of the calling process, from the handle's fork-wiped cache. */
+FL__INTERNAL long fl__pid(const forklog *log);
+
+/* Writes the record prefix (text: `TS LEVEL pid=N `; JSON: up to the opening quote of "msg") into out, which has
+ * room for FL__PREFIX_MAX bytes. Returns its length. */
+FL__INTERNAL size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out);
+
+/* Whether s[0..len) holds a byte that the format escapes (text: control bytes; JSON: also '"', '\\' and every
+ * non-ASCII byte, which the slow path validates as UTF-8). */
+FL__INTERNAL int fl__needs_escape(int json, const char *s, size_t len);
+
 /* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
 FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
 
 /* Builds one whole record (prefix, escaped message, fields, cut marker, newline) into out[0..cap), cap being
- * at most max_record. msg[0..msglen) is the (possibly already shortened) message; msg_total is its full length,
- * so that bytes beyond msglen count as cut. Returns the record length; *cut receives the message bytes cut. */
+ * at least 256 and at most max_record. msg[0..msglen) is the (possibly already shortened) message; msg_total is its
+ * full length, so that bytes beyond msglen count as cut. Returns the record length; *cut receives the message bytes
+ * cut. */
 FL__INTERNAL size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const char *msg,
                               size_t msglen, size_t msg_total, const struct fl__field *fields, size_t nfields,
                               char *out, size_t cap, size_t *cut);
