@@ -40,12 +40,13 @@ struct fl__seg {
     uint32_t state;         /* enum fl__state */
     uint32_t reopen_seen;   /* reopen_req value already turned into a generation */
     atomic_uint reopen_req; /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
-    uint32_t spare;
-    uint64_t repairs;     /* times a holder found the previous one dead (EOWNERDEAD) */
-    int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
-    size_t buf_used;      /* bytes in buf */
-    size_t buf_cap;       /* size of buf; 0 unless FORKLOG_BUFFERED */
-    unsigned char buf[];  /* FORKLOG_BUFFERED records, whole, in lock order */
+    atomic_uint held;       /* a hint for spinning waiters: the lock is taken */
+    atomic_uint spinners;   /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
+    uint64_t repairs;       /* times a holder found the previous one dead (EOWNERDEAD) */
+    int64_t buf_first_ns;   /* CLOCK_MONOTONIC time of the oldest buffered record */
+    size_t buf_used;        /* bytes in buf */
+    size_t buf_cap;         /* size of buf; 0 unless FORKLOG_BUFFERED */
+    unsigned char buf[];    /* FORKLOG_BUFFERED records, whole, in lock order */
 };
 
 /* The handle. fork() copies it: fd and gen are per process, changed only with the lock held. */
@@ -62,6 +63,7 @@ struct forklog {
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
     int64_t flush_ns;
+    unsigned max_spinners; /* online CPUs - 1: more spinners than that would only delay the holder */
     atomic_int *pid_cache; /* in a private MADV_WIPEONFORK page: 0 in a fresh child; NULL if unsupported */
     char path[];           /* absolute, so that a child that chdir()s reopens the same file */
 };

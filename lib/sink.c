@@ -125,18 +125,53 @@ static void fl__repair(forklog *log)
     s->state = FL__IDLE;
 }
 
+/* Spin budget of a waiter before it sleeps in the futex, in pause iterations (~10-40 ns each): a few record
+ * writes. Sleeping costs two system calls and two context switches per hand-off; a short spin while the holder
+ * writes avoids them (measured in docs/performance.md). */
+#define FL__SPIN_LIMIT 1000
+
+static inline void fl__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 static int fl__lock(forklog *log)
 {
-    int rc = pthread_mutex_lock(&log->seg->mu);
+    struct fl__seg *s = log->seg;
+    int rc = pthread_mutex_trylock(&s->mu);
+    /* Spin only while fewer waiters spin than there are other CPUs: a spinner beyond that only takes a CPU from
+     * the holder. The counter is a hint; a process killed while spinning leaves it high, which only means less
+     * spinning. */
+    if (rc == EBUSY) {
+        if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
+            for (int i = 0; i < FL__SPIN_LIMIT && rc == EBUSY; i++) {
+                fl__cpu_relax();
+                if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                    rc = pthread_mutex_trylock(&s->mu);
+            }
+        }
+        atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    }
+    if (rc == EBUSY)
+        rc = pthread_mutex_lock(&log->seg->mu);
     if (rc == EOWNERDEAD) {
         fl__repair(log);
         rc = pthread_mutex_consistent(&log->seg->mu);
     }
+    if (rc == 0)
+        atomic_store_explicit(&s->held, 1, memory_order_relaxed);
     return -rc;
 }
 
 static void fl__unlock(forklog *log)
 {
+    atomic_store_explicit(&log->seg->held, 0, memory_order_relaxed);
     pthread_mutex_unlock(&log->seg->mu);
 }
 
@@ -457,6 +492,8 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->gen = 1;
     log->seg = s;
     log->pid_cache = fl__pid_cache_new(pg);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
     *out = log;
     return 0;
 
