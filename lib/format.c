@@ -217,7 +217,8 @@ static int fl__needs_quotes(const char *s)
     return 0;
 }
 
-/* Renders the fields into out[0..cap). Text: ` key=value`; JSON: `,"key":value`. Returns the length. */
+/* Renders the fields into out[0..cap). Text: ` key=value`; JSON: `,"key":value`. A field that does not fit is
+ * left out whole. Returns the length. */
 static size_t fl__fields(int json, const struct fl__field *f, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
@@ -225,6 +226,8 @@ static size_t fl__fields(int json, const struct fl__field *f, size_t n, char *ou
     for (size_t k = 0; k < n; k++) {
         if (f[k].type == FL__F_STR && !f[k].s)
             continue;
+        size_t mark = o;
+        int cut = 0;
         fl__put(out, cap, &o, json ? ",\"" : " ", json ? 2 : 1);
         fl__put(out, cap, &o, f[k].key, strlen(f[k].key));
         fl__put(out, cap, &o, json ? "\":" : "=", json ? 2 : 1);
@@ -256,21 +259,29 @@ static size_t fl__fields(int json, const struct fl__field *f, size_t n, char *ou
             size_t slen = strlen(f[k].s), used;
             if (!json) {
                 /* Quoted text values escape their quotes and backslashes too, so they read back exactly. */
-                for (size_t i = 0; i < slen && o < cap; i++) {
+                size_t i = 0;
+                for (; i < slen && o < cap; i++) {
                     if (quote && (f[k].s[i] == '"' || f[k].s[i] == '\\'))
                         fl__put(out, cap, &o, "\\", 1);
                     o += fl__escape(0, out + o, cap - o, f[k].s + i, 1, &used);
+                    if (!used)
+                        break;
                 }
+                used = i;
             } else {
                 o += fl__escape(1, out + o, cap - o, f[k].s, slen, &used);
             }
             if (quote)
                 fl__put(out, cap, &o, "\"", 1);
-            continue;
+            cut = used < slen;
+            break;
         }
         }
         if (len > 0)
             fl__put(out, cap, &o, num, (size_t)len);
+        /* A field that does not fit is left out whole, so the record stays well-formed. */
+        if (cut || o >= cap)
+            o = mark;
     }
     return o;
 }

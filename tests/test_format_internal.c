@@ -60,3 +60,34 @@ Test(format_internal, needs_escape_matches_byte_loop)
                          reference_needs_escape(json, buf, len) != 0, "json=%d len=%zu", json, len);
     }
 }
+
+Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
+{
+    static struct forklog log; /* only format and pid_cache are read; zero = text, no cache */
+    struct timespec ts = {1700000000, 0};
+    char label[5000];
+    memset(label, '"', sizeof label - 1); /* escapes to twice its size */
+    label[sizeof label - 1] = '\0';
+    struct fl__field fields[] = {
+        {.key = "task", .type = FL__F_UINT, .u = 7},
+        {.key = "label", .type = FL__F_STR, .s = label},
+        {.key = "code", .type = FL__F_INT, .i = -3},
+    };
+    char out[4096];
+    for (int json = 0; json <= 1; json++) {
+        log.format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
+        size_t cut;
+        size_t len = fl__build(&log, FORKLOG_INFO, &ts, "msg", 3, 3, fields, 3, out, sizeof out, &cut);
+        out[len] = '\0';
+        cr_assert_eq(cut, 0);
+        cr_assert_null(strstr(out, "label"), "the oversized field is dropped: %s", out);
+        const char *tail = json ? "\"msg\":\"msg\",\"task\":7,\"code\":-3}\n" : " msg task=7 code=-3\n";
+        cr_assert_not_null(strstr(out, tail), "got %s", out);
+        label[100] = '\0'; /* now it fits */
+        len = fl__build(&log, FORKLOG_INFO, &ts, "msg", 3, 3, fields, 3, out, sizeof out, &cut);
+        out[len] = '\0';
+        cr_assert_not_null(strstr(out, json ? ",\"label\":\"\\\"\\\"" : " label=\"\\\"\\\""), "got %s", out);
+        cr_assert_eq(out[len - 1], '\n');
+        label[100] = '"';
+    }
+}
