@@ -1,0 +1,796 @@
+/*
+ * The pool helper: tasks over forked workers, one timing record per task, no hang on crash or timeout.
+ *
+ * Model. The calling thread (the parent) forks the workers and is the only writer of pool records. Workers take
+ * task indexes from an atomic counter in an anonymous MAP_SHARED mapping made per call (a free worker takes the
+ * next index: no syscall per task), time each task (CLOCK_MONOTONIC, plus a CLOCK_REALTIME start) and publish
+ * the outcome in a shared per-task result. The parent turns each published result into one record, so a worker
+ * that dies between finishing a task and telling anyone still gets its task recorded, exactly once.
+ *
+ * Per task, in the worker:  i = next++;  res[i] = start times;  res[i].phase = RUNNING;  slot.task = i + 1;
+ *                           rc = task(i);  res[i] = rc, duration;  res[i].phase = FINISHED;  CAS slot.task -> 0.
+ * The parent learns of completions by scanning res; it sleeps in poll() only after setting a `sleeping` flag,
+ * and a worker writes one byte to the wake pipe only when it finds the flag set (Dekker-style, seq_cst), so a
+ * busy parent costs workers nothing. A worker's death shows as EOF on its own pipe (it holds the only write end)
+ * and is confirmed with waitpid() on that exact pid; its slot tells which task it was running. A timeout is
+ * claimed by the parent with a CAS on the slot (i + 1 -> KILLED) before SIGKILL, so a worker that finished at
+ * the deadline is never killed in its next task: it loses the CAS and waits to be killed with its result
+ * already published, and that result is what gets recorded.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#if ATOMIC_INT_LOCK_FREE != 2 || ATOMIC_LONG_LOCK_FREE != 2
+#error "forklog's pool needs lock-free atomic int and long (they live in memory shared between processes)"
+#endif
+
+#ifdef __linux__
+/* pipe2() is in glibc and musl but declared only under _GNU_SOURCE; the pool builds in strict C11 mode too.
+ * O_CLOEXEC at creation keeps the pool's pipes out of programs that another thread of the caller executes. */
+int pipe2(int fds[2], int flags);
+#define fl__pool_pipe(fds, flags) pipe2((fds), (flags))
+#else
+static int fl__pool_pipe(int fds[2], int flags)
+{
+    if (pipe(fds) < 0)
+        return -1;
+    for (int k = 0; k < 2; k++) {
+        fcntl(fds[k], F_SETFD, FD_CLOEXEC);
+        if (flags & O_NONBLOCK)
+            fcntl(fds[k], F_SETFL, fcntl(fds[k], F_GETFL) | O_NONBLOCK);
+    }
+    return 0;
+}
+#endif
+
+/* Phases of a task result (fl__pool_res.phase). */
+#define FL__POOL_FREE     0 /* not taken yet (or taken by a worker that died before publishing the start) */
+#define FL__POOL_RUNNING  1 /* a worker runs it: start times are valid */
+#define FL__POOL_FINISHED 2 /* the worker published code and duration */
+#define FL__POOL_RECORDED 3 /* the parent wrote its record (parent only) */
+
+/* Phases of a worker slot (fl__pool_slot.phase). */
+#define FL__POOL_STARTING    0 /* forked, initializer not done */
+#define FL__POOL_READY       1 /* initializer done, taking tasks */
+#define FL__POOL_INIT_FAILED 2 /* initializer returned non-zero */
+#define FL__POOL_INIT_KILLED 3 /* initializer ran past timeout_s: the parent kills the worker */
+
+/* fl__pool_slot.task: 0 idle, i + 1 running task i, this value: the parent claimed the running task as timed out. */
+#define FL__POOL_KILLED SIZE_MAX
+
+#define FL__POOL_EXIT_INIT   125         /* a worker whose initializer failed (the slot phase is what counts) */
+#define FL__POOL_MAX_WORKERS 65536u      /* more is a bad option (-EINVAL) */
+#define FL__POOL_CHECK_NS    100000000LL /* waitpid(WNOHANG) every worker at least this often (100 ms) */
+#define FL__POOL_LABEL_MAX   128         /* labels are cut (at a UTF-8 boundary) to this many bytes in records */
+
+/* Shared: the task counter and the parent's sleep flag, on separate cache lines. */
+struct fl__pool_head {
+    _Alignas(64) atomic_size_t next;
+    _Alignas(64) atomic_int sleeping;
+};
+
+/* Shared, one per worker slot; a slot is reused only after its worker has been reaped. */
+struct fl__pool_slot {
+    _Alignas(64) atomic_size_t task;
+    atomic_int phase;
+};
+
+/* Shared, one per task. Plain fields are written before the release store of phase (or of slot.task) that
+ * publishes them, and read after the matching acquire load. */
+struct fl__pool_res {
+    atomic_int phase;
+    int code;
+    pid_t worker;
+    int status; /* enum forklog_task_status, set by the parent when it records */
+    int signal; /* set by the parent */
+    int64_t start_mono;
+    int64_t start_real; /* ns since the epoch */
+    int64_t dur_ns;
+};
+
+/* Parent-private view of one worker slot. */
+struct fl__pool_proc {
+    pid_t pid;          /* 0: the slot is free */
+    int fd;             /* read end of the worker's death pipe; -1 once it reported EOF */
+    int dying;          /* SIGKILLed by the parent, not reaped yet */
+    size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
+    int64_t fork_ns;
+    int64_t hup_ns; /* when its pipe reported EOF while the process was not reapable yet; 0 otherwise */
+};
+
+struct fl__pool {
+    const struct forklog_pool_options *o;
+    forklog_task_fn task;
+    void *ctx;
+    size_t ntasks;
+    unsigned nworkers, nslots;
+    void *map;
+    size_t map_len;
+    struct fl__pool_head *head;
+    struct fl__pool_slot *slots;
+    struct fl__pool_res *res;
+    struct fl__pool_proc *procs;
+    struct pollfd *pfd;
+    unsigned *pfd_slot;
+    int wake_rd, wake_wr;
+    dev_t wake_dev;
+    ino_t wake_ino;
+    pid_t parent;
+    int64_t timeout_ns; /* 0: none */
+    enum forklog_level level;
+    size_t mid;   /* every task below mid has been looked at by fl__pool_collect */
+    size_t *pend; /* tasks below mid not recorded yet */
+    size_t npend, cap_pend;
+    unsigned nlive;   /* slots with a process (dying ones included) */
+    unsigned nactive; /* live and not being killed */
+    unsigned init_failures, max_init_failures;
+    int stop;       /* no more forks */
+    int stop_err;   /* the negative errno that stopped the pool, 0 if none */
+    int fork_retry; /* a fork failed with workers alive: retry after the next reap */
+    int64_t last_check;
+    size_t workers_started;
+};
+
+static int64_t fl__pool_real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *fl__pool_status_name(int status)
+{
+    switch (status) {
+    case FORKLOG_TASK_OK: return "ok";
+    case FORKLOG_TASK_FAILED: return "failed";
+    case FORKLOG_TASK_CRASHED: return "crashed";
+    case FORKLOG_TASK_TIMEOUT: return "timeout";
+    default: return "not_run";
+    }
+}
+
+/* ---- the worker ------------------------------------------------------------------------------------------ */
+
+static _Noreturn void fl__pool_worker_exit(struct fl__pool *p, int code)
+{
+    if (p->o->log)
+        (void)forklog_flush(p->o->log);
+    _exit(code);
+}
+
+/* The parent claimed this worker's task or initializer (timeout) and is about to SIGKILL it. */
+static _Noreturn void fl__pool_park(void)
+{
+    for (;;)
+        pause();
+}
+
+static void fl__pool_wake(struct fl__pool *p)
+{
+    /* Only if the descriptor is still the pool's pipe: a task may have closed it and reused the number. */
+    struct stat st;
+    if (fstat(p->wake_wr, &st) == 0 && st.st_ino == p->wake_ino && st.st_dev == p->wake_dev) {
+        ssize_t n = write(p->wake_wr, "w", 1);
+        (void)n; /* full (already awake) or failed: the parent's periodic check covers it */
+    }
+}
+
+static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_wr)
+{
+    struct fl__pool_slot *slot = &p->slots[k];
+    /* The inherited pool descriptors other than our own pipe's write end and the wake write end: the read ends
+     * and the other workers' pipes (whose write ends the parent has already closed). */
+    close(p->wake_rd);
+    for (unsigned j = 0; j < p->nslots; j++)
+        if (p->procs[j].pid && p->procs[j].fd >= 0)
+            close(p->procs[j].fd);
+    (void)death_wr; /* held open until exit: its EOF tells the parent we are gone */
+#ifdef __linux__
+    /* Nothing left running if the parent dies; the check closes the race with a death before the prctl. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != p->parent)
+        _exit(FL__POOL_EXIT_INIT);
+#endif
+    pid_t me = getpid();
+    if (p->o->init && p->o->init(p->o->init_arg) != 0) {
+        atomic_store(&slot->phase, FL__POOL_INIT_FAILED);
+        fl__pool_worker_exit(p, FL__POOL_EXIT_INIT);
+    }
+    int expect = FL__POOL_STARTING;
+    if (!atomic_compare_exchange_strong(&slot->phase, &expect, FL__POOL_READY))
+        fl__pool_park();
+
+    const unsigned max = p->o->max_tasks_per_worker;
+    unsigned done = 0;
+    while (!max || done < max) {
+        size_t i = atomic_fetch_add_explicit(&p->head->next, 1, memory_order_relaxed);
+        if (i >= p->ntasks)
+            break;
+        struct fl__pool_res *r = &p->res[i];
+        r->worker = me;
+        r->start_real = fl__pool_real_ns();
+        r->start_mono = fl__mono_ns();
+        atomic_store_explicit(&r->phase, FL__POOL_RUNNING, memory_order_relaxed);
+        atomic_store_explicit(&slot->task, i + 1, memory_order_release);
+
+        int rc = p->task(i, p->ctx);
+
+        r->dur_ns = fl__mono_ns() - r->start_mono;
+        r->code = rc;
+        atomic_store(&r->phase, FL__POOL_FINISHED);
+        size_t cur = i + 1;
+        if (!atomic_compare_exchange_strong(&slot->task, &cur, 0))
+            fl__pool_park(); /* timed out at the deadline: the parent records the result published above */
+        done++;
+        if (atomic_load(&p->head->sleeping) && atomic_exchange(&p->head->sleeping, 0))
+            fl__pool_wake(p);
+    }
+    fl__pool_worker_exit(p, 0);
+}
+
+/* ---- the parent: records ----------------------------------------------------------------------------------- */
+
+/* Copies label into buf, cut to FL__POOL_LABEL_MAX bytes at a UTF-8 boundary. */
+static const char *fl__pool_label(struct fl__pool *p, size_t i, char *buf)
+{
+    if (!p->o->label)
+        return NULL;
+    const char *l = p->o->label(i, p->ctx);
+    if (!l)
+        return NULL;
+    size_t n = strlen(l);
+    if (n <= FL__POOL_LABEL_MAX)
+        return l;
+    n = FL__POOL_LABEL_MAX;
+    while (n > 0 && ((unsigned char)l[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(buf, l, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+static void fl__pool_record(struct fl__pool *p, size_t i, int status, int code, int sig, pid_t worker, int64_t dur_ns)
+{
+    struct fl__pool_res *r = &p->res[i];
+    r->status = status;
+    r->code = code;
+    r->signal = sig;
+    r->worker = worker;
+    r->dur_ns = dur_ns;
+    atomic_store_explicit(&r->phase, FL__POOL_RECORDED, memory_order_relaxed);
+    if (p->o->results) {
+        struct forklog_task_result *out = &p->o->results[i];
+        out->status = (enum forklog_task_status)status;
+        out->code = code;
+        out->signal = sig;
+        out->worker = worker;
+        out->start = status == FORKLOG_TASK_NOT_RUN ? 0 : (double)r->start_real / 1e9;
+        out->duration_s = (double)dur_ns / 1e9;
+    }
+    if (!p->o->log)
+        return;
+    char lbuf[FL__POOL_LABEL_MAX + 1];
+    struct fl__field f[8];
+    size_t n = 0;
+    memset(f, 0, sizeof f);
+    f[n].key = "task", f[n].type = FL__F_UINT, f[n++].u = i;
+    f[n].key = "status", f[n].type = FL__F_STR, f[n++].s = fl__pool_status_name(status);
+    f[n].key = "cost", f[n].type = FL__F_DBL, f[n++].d = (double)dur_ns / 1e9;
+    f[n].key = "worker", f[n].type = FL__F_INT, f[n++].i = worker;
+    f[n].key = "code", f[n].type = FL__F_INT, f[n++].i = code;
+    f[n].key = "signal", f[n].type = FL__F_INT, f[n++].i = sig;
+    if (status != FORKLOG_TASK_NOT_RUN)
+        f[n].key = "start", f[n].type = FL__F_TIME, f[n++].d = (double)r->start_real / 1e9;
+    f[n].key = "label", f[n].type = FL__F_STR, f[n++].s = fl__pool_label(p, i, lbuf);
+    enum forklog_level lvl = p->level;
+    if (status != FORKLOG_TASK_OK && lvl < FORKLOG_WARN)
+        lvl = FORKLOG_WARN;
+    (void)fl__log_fields(p->o->log, lvl, "task", f, n); /* a failing log does not stop the pool */
+}
+
+/* Records a task its worker finished (phase FINISHED, acquired). */
+static void fl__pool_record_finished(struct fl__pool *p, size_t i)
+{
+    struct fl__pool_res *r = &p->res[i];
+    fl__pool_record(p, i, r->code == 0 ? FORKLOG_TASK_OK : FORKLOG_TASK_FAILED, r->code, 0, r->worker, r->dur_ns);
+}
+
+static int fl__pool_pend_add(struct fl__pool *p, size_t i)
+{
+    if (p->npend == p->cap_pend) {
+        size_t cap = p->cap_pend ? p->cap_pend * 2 : 64;
+        size_t *np = realloc(p->pend, cap * sizeof *np);
+        if (!np)
+            return -ENOMEM;
+        p->pend = np;
+        p->cap_pend = cap;
+    }
+    p->pend[p->npend++] = i;
+    return 0;
+}
+
+/* Records every task finished since the last call. Returns how many. Cost: the tasks taken since the last call
+ * plus the few still running (at most one per worker, plus any whose worker died before publishing). */
+static size_t fl__pool_collect(struct fl__pool *p)
+{
+    size_t got = 0, keep = 0;
+    for (size_t k = 0; k < p->npend; k++) {
+        size_t i = p->pend[k];
+        int ph = atomic_load_explicit(&p->res[i].phase, memory_order_acquire);
+        if (ph == FL__POOL_FINISHED) {
+            fl__pool_record_finished(p, i);
+            got++;
+        } else if (ph != FL__POOL_RECORDED) {
+            p->pend[keep++] = i;
+        }
+    }
+    p->npend = keep;
+    size_t hi = atomic_load_explicit(&p->head->next, memory_order_relaxed);
+    if (hi > p->ntasks)
+        hi = p->ntasks;
+    for (; p->mid < hi; p->mid++) {
+        size_t i = p->mid;
+        int ph = atomic_load_explicit(&p->res[i].phase, memory_order_acquire);
+        if (ph == FL__POOL_FINISHED) {
+            fl__pool_record_finished(p, i);
+            got++;
+        } else if (ph != FL__POOL_RECORDED && fl__pool_pend_add(p, i) < 0) {
+            break; /* out of memory: look at it again next time */
+        }
+    }
+    return got;
+}
+
+/* ---- the parent: workers ----------------------------------------------------------------------------------- */
+
+/* Forks a worker into free slot k. Returns 0 or a negative errno. */
+static int fl__pool_spawn(struct fl__pool *p, unsigned k)
+{
+    int fds[2];
+    if (fl__pool_pipe(fds, O_CLOEXEC) < 0)
+        return -errno;
+    atomic_store(&p->slots[k].task, 0);
+    atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = -errno;
+        close(fds[0]);
+        close(fds[1]);
+        return err;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        fl__pool_worker(p, k, fds[1]);
+    }
+    close(fds[1]);
+    struct fl__pool_proc *w = &p->procs[k];
+    w->pid = pid;
+    w->fd = fds[0];
+    w->dying = 0;
+    w->killed_task = SIZE_MAX;
+    w->fork_ns = fl__mono_ns();
+    w->hup_ns = 0;
+    p->nlive++;
+    p->nactive++;
+    p->workers_started++;
+    return 0;
+}
+
+/* Forks workers until there are nworkers (or no task is left to take). */
+static void fl__pool_fill(struct fl__pool *p)
+{
+    while (!p->stop && !p->fork_retry && p->nactive < p->nworkers &&
+           atomic_load_explicit(&p->head->next, memory_order_relaxed) < p->ntasks) {
+        unsigned k = 0;
+        while (k < p->nslots && p->procs[k].pid)
+            k++;
+        if (k == p->nslots)
+            return; /* every slot holds a worker being killed: fork once one is reaped */
+        int rc = fl__pool_spawn(p, k);
+        if (rc < 0) {
+            if (p->nactive == 0) {
+                p->stop = 1;
+                p->stop_err = rc;
+            } else {
+                p->fork_retry = 1;
+            }
+            return;
+        }
+    }
+}
+
+/* Worker k has ended: `st` is its wait status when `known`. Records the task it was running, if any. */
+static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
+{
+    struct fl__pool_proc *w = &p->procs[k];
+    struct fl__pool_slot *slot = &p->slots[k];
+    size_t t = atomic_load(&slot->task);
+    size_t ti = t == FL__POOL_KILLED ? w->killed_task : t ? t - 1 : SIZE_MAX;
+    if (ti != SIZE_MAX) {
+        struct fl__pool_res *r = &p->res[ti];
+        int ph = atomic_load(&r->phase);
+        if (ph == FL__POOL_FINISHED) {
+            fl__pool_record_finished(p, ti); /* it finished; it died (or was killed) just after */
+        } else if (ph != FL__POOL_RECORDED) {
+            int sig = known && WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+            int code = !known ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+            int64_t dur = fl__mono_ns() - r->start_mono;
+            if (t == FL__POOL_KILLED)
+                fl__pool_record(p, ti, FORKLOG_TASK_TIMEOUT, 0, sig, w->pid, dur);
+            else
+                fl__pool_record(p, ti, FORKLOG_TASK_CRASHED, code, sig, w->pid, dur);
+        }
+    } else if (atomic_load(&slot->phase) != FL__POOL_READY) {
+        /* Failed, crashed or hung in its initializer: no task was taken. */
+        if (++p->init_failures > p->max_init_failures && !p->stop) {
+            p->stop = 1;
+            p->stop_err = -ECHILD;
+        }
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    if (!w->dying)
+        p->nactive--;
+    p->nlive--;
+    w->pid = 0;
+    p->fork_retry = 0;
+}
+
+/* waitpid(WNOHANG) on worker k. Returns 1 if it has ended (and was handled). */
+static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
+{
+    int st = 0;
+    pid_t r;
+    do
+        r = waitpid(p->procs[k].pid, &st, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    /* ECHILD: the caller ignores SIGCHLD (auto-reap) or reaped it itself: it has ended, status unknown. */
+    fl__pool_ended(p, k, st, r > 0);
+    return 1;
+}
+
+/* Claims timed-out tasks (and initializers) and kills their workers. Returns the nearest deadline, or
+ * INT64_MAX. */
+static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    if (!p->timeout_ns)
+        return next;
+    for (unsigned k = 0; k < p->nslots; k++) {
+        struct fl__pool_proc *w = &p->procs[k];
+        struct fl__pool_slot *slot = &p->slots[k];
+        if (!w->pid || w->dying)
+            continue;
+        int64_t start;
+        size_t t = atomic_load_explicit(&slot->task, memory_order_acquire);
+        int claimed = 0;
+        if (t != 0 && t != FL__POOL_KILLED) {
+            start = p->res[t - 1].start_mono;
+            if (now - start >= p->timeout_ns) {
+                claimed = atomic_compare_exchange_strong(&slot->task, &t, FL__POOL_KILLED);
+                if (claimed)
+                    w->killed_task = t - 1;
+            }
+        } else if (t == 0 && atomic_load(&slot->phase) == FL__POOL_STARTING) {
+            start = w->fork_ns;
+            if (now - start >= p->timeout_ns) {
+                int expect = FL__POOL_STARTING;
+                claimed = atomic_compare_exchange_strong(&slot->phase, &expect, FL__POOL_INIT_KILLED);
+            }
+        } else {
+            continue;
+        }
+        if (claimed) {
+            kill(w->pid, SIGKILL); /* our unreaped child: the pid cannot have been reused */
+            w->dying = 1;
+            p->nactive--;
+        } else if (start + p->timeout_ns < next) {
+            next = start + p->timeout_ns;
+        }
+    }
+    return next;
+}
+
+/* Sleeps until a completion, a worker's exit, the nearest deadline or the periodic check. */
+static void fl__pool_wait(struct fl__pool *p, int64_t deadline)
+{
+    int64_t now = fl__mono_ns();
+    int64_t until = p->last_check + FL__POOL_CHECK_NS;
+    if (deadline < until)
+        until = deadline;
+    nfds_t n = 0;
+    p->pfd[n].fd = p->wake_rd;
+    p->pfd[n++].events = POLLIN;
+    for (unsigned k = 0; k < p->nslots; k++) {
+        struct fl__pool_proc *w = &p->procs[k];
+        if (!w->pid)
+            continue;
+        if (w->fd >= 0) {
+            p->pfd_slot[n] = k;
+            p->pfd[n].fd = w->fd;
+            p->pfd[n++].events = POLLIN;
+        } else if (w->hup_ns) {
+            /* EOF seen, not reapable yet: exiting (microseconds) or a task closed the pipe (poll slowly). */
+            int64_t t = now + (now - w->hup_ns < 10000000 ? 1000000 : 50000000);
+            if (t < until)
+                until = t;
+        }
+    }
+    int ms = 0;
+    if (until > now) {
+        int64_t d = (until - now + 999999) / 1000000;
+        ms = d > INT_MAX ? INT_MAX : (int)d;
+    }
+    int rc = poll(p->pfd, n, ms);
+    atomic_store(&p->head->sleeping, 0);
+    if (rc <= 0)
+        return;
+    if (p->pfd[0].revents) {
+        char buf[64];
+        while (read(p->wake_rd, buf, sizeof buf) > 0) {
+        }
+    }
+    for (nfds_t j = 1; j < n; j++) {
+        if (!p->pfd[j].revents)
+            continue;
+        unsigned k = p->pfd_slot[j];
+        if (!fl__pool_try_reap(p, k)) {
+            /* EOF (or a stray byte) while the process lives: stop polling its pipe, poll its pid instead. */
+            close(p->procs[k].fd);
+            p->procs[k].fd = -1;
+            p->procs[k].hup_ns = fl__mono_ns();
+        }
+    }
+}
+
+/* ---- the report ------------------------------------------------------------------------------------------- */
+
+static int fl__pool_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest rank: the smallest value with at least pct % of the values at or below it. */
+static double fl__pool_rank(const int64_t *v, size_t n, unsigned pct)
+{
+    if (!n)
+        return 0;
+    size_t r = (n * pct + 99) / 100;
+    if (r < 1)
+        r = 1;
+    return (double)v[r - 1] / 1e9;
+}
+
+static void fl__pool_report(struct fl__pool *p, struct forklog_pool_report *rep, int64_t wall_ns)
+{
+    memset(rep, 0, sizeof *rep);
+    int64_t *d = malloc((p->ntasks ? p->ntasks : 1) * sizeof *d);
+    size_t n = 0;
+    double sum = 0;
+    for (size_t i = 0; i < p->ntasks; i++) {
+        const struct fl__pool_res *r = &p->res[i];
+        switch (r->status) {
+        case FORKLOG_TASK_OK: rep->ok++; break;
+        case FORKLOG_TASK_FAILED: rep->failed++; break;
+        case FORKLOG_TASK_CRASHED: rep->crashed++; break;
+        case FORKLOG_TASK_TIMEOUT: rep->timed_out++; break;
+        default: rep->not_run++; continue;
+        }
+        sum += (double)r->dur_ns / 1e9;
+        if (d)
+            d[n++] = r->dur_ns;
+    }
+    rep->workers_started = p->workers_started;
+    rep->wall_s = (double)wall_ns / 1e9;
+    rep->tasks_per_s = wall_ns > 0 ? (double)p->ntasks / rep->wall_s : 0;
+    size_t ran = p->ntasks - rep->not_run;
+    rep->mean_s = ran ? sum / (double)ran : 0;
+    if (d && n) {
+        qsort(d, n, sizeof *d, fl__pool_cmp_i64);
+        rep->min_s = (double)d[0] / 1e9;
+        rep->p50_s = fl__pool_rank(d, n, 50);
+        rep->p95_s = fl__pool_rank(d, n, 95);
+        rep->p99_s = fl__pool_rank(d, n, 99);
+        rep->max_s = (double)d[n - 1] / 1e9;
+    }
+    free(d);
+}
+
+static void fl__pool_summary(struct fl__pool *p, const struct forklog_pool_report *rep)
+{
+    struct fl__field f[15];
+    size_t n = 0;
+    memset(f, 0, sizeof f);
+    f[n].key = "tasks", f[n].type = FL__F_UINT, f[n++].u = p->ntasks;
+    f[n].key = "ok", f[n].type = FL__F_UINT, f[n++].u = rep->ok;
+    f[n].key = "failed", f[n].type = FL__F_UINT, f[n++].u = rep->failed;
+    f[n].key = "crashed", f[n].type = FL__F_UINT, f[n++].u = rep->crashed;
+    f[n].key = "timeout", f[n].type = FL__F_UINT, f[n++].u = rep->timed_out;
+    f[n].key = "not_run", f[n].type = FL__F_UINT, f[n++].u = rep->not_run;
+    f[n].key = "workers", f[n].type = FL__F_UINT, f[n++].u = rep->workers_started;
+    f[n].key = "wall", f[n].type = FL__F_DBL, f[n++].d = rep->wall_s;
+    f[n].key = "min", f[n].type = FL__F_DBL, f[n++].d = rep->min_s;
+    f[n].key = "p50", f[n].type = FL__F_DBL, f[n++].d = rep->p50_s;
+    f[n].key = "p95", f[n].type = FL__F_DBL, f[n++].d = rep->p95_s;
+    f[n].key = "p99", f[n].type = FL__F_DBL, f[n++].d = rep->p99_s;
+    f[n].key = "max", f[n].type = FL__F_DBL, f[n++].d = rep->max_s;
+    f[n].key = "mean", f[n].type = FL__F_DBL, f[n++].d = rep->mean_s;
+    f[n].key = "tasks_per_s", f[n].type = FL__F_DBL, f[n++].d = rep->tasks_per_s;
+    enum forklog_level lvl = p->level;
+    if (rep->ok != p->ntasks && lvl < FORKLOG_WARN)
+        lvl = FORKLOG_WARN;
+    (void)fl__log_fields(p->o->log, lvl, "pool summary", f, n);
+}
+
+/* ---- forklog_pool_map ------------------------------------------------------------------------------------ */
+
+static int fl__pool_setup(struct fl__pool *p)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    size_t slots_off = sizeof(struct fl__pool_head);
+    size_t res_off = slots_off + (size_t)p->nslots * sizeof(struct fl__pool_slot);
+    if (p->ntasks > (SIZE_MAX - res_off - pg) / sizeof(struct fl__pool_res))
+        return -ENOMEM;
+    p->map_len = (res_off + p->ntasks * sizeof(struct fl__pool_res) + pg - 1) / pg * pg;
+    void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    p->map = m; /* zero-filled: every task FREE, every slot idle */
+    p->head = m;
+    p->slots = (struct fl__pool_slot *)(void *)((char *)m + slots_off);
+    p->res = (struct fl__pool_res *)(void *)((char *)m + res_off);
+    p->procs = calloc(p->nslots, sizeof *p->procs);
+    p->pfd = calloc((size_t)p->nslots + 1, sizeof *p->pfd);
+    p->pfd_slot = calloc((size_t)p->nslots + 1, sizeof *p->pfd_slot);
+    if (!p->procs || !p->pfd || !p->pfd_slot)
+        return -ENOMEM;
+    for (unsigned k = 0; k < p->nslots; k++)
+        p->procs[k].fd = -1;
+    int fds[2];
+    if (fl__pool_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+        return -errno;
+    p->wake_rd = fds[0];
+    p->wake_wr = fds[1];
+    struct stat st;
+    if (fstat(p->wake_wr, &st) < 0)
+        return -errno;
+    p->wake_dev = st.st_dev;
+    p->wake_ino = st.st_ino;
+    return 0;
+}
+
+static void fl__pool_teardown(struct fl__pool *p)
+{
+    if (p->wake_rd >= 0)
+        close(p->wake_rd);
+    if (p->wake_wr >= 0)
+        close(p->wake_wr);
+    if (p->map)
+        munmap(p->map, p->map_len);
+    free(p->procs);
+    free(p->pfd);
+    free(p->pfd_slot);
+    free(p->pend);
+}
+
+int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task, void *ctx,
+                     struct forklog_pool_report *report)
+{
+    if (report)
+        memset(report, 0, sizeof *report);
+    if (!opts || !task)
+        return -EINVAL;
+    if (!(opts->timeout_s >= 0) || opts->workers > FL__POOL_MAX_WORKERS ||
+        (opts->level != 0 && (opts->level < FORKLOG_DEBUG || opts->level > FORKLOG_ERROR)))
+        return -EINVAL;
+    if (ntasks > SIZE_MAX / sizeof(struct fl__pool_res))
+        return -ENOMEM;
+    if (opts->results)
+        memset(opts->results, 0, ntasks * sizeof *opts->results);
+    if (ntasks == 0)
+        return 0;
+
+    int64_t t0 = fl__mono_ns();
+    struct fl__pool pool;
+    struct fl__pool *p = &pool;
+    memset(p, 0, sizeof *p);
+    p->o = opts;
+    p->task = task;
+    p->ctx = ctx;
+    p->ntasks = ntasks;
+    p->wake_rd = p->wake_wr = -1;
+    p->parent = getpid();
+    p->level = opts->level ? opts->level : FORKLOG_INFO;
+    p->timeout_ns = opts->timeout_s > 0 && opts->timeout_s < 1e9 ? (int64_t)(opts->timeout_s * 1e9) : 0;
+    if (opts->timeout_s > 0 && !p->timeout_ns)
+        p->timeout_ns = 1; /* below a nanosecond: every task times out at once */
+    unsigned w = opts->workers;
+    if (!w) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        w = cpus > 0 ? (cpus > (long)FL__POOL_MAX_WORKERS ? FL__POOL_MAX_WORKERS : (unsigned)cpus) : 1;
+    }
+    if (w > ntasks)
+        w = (unsigned)ntasks;
+    p->nworkers = w;
+    /* Twice the workers: a replacement can start while the worker it replaces is being killed. */
+    p->nslots = 2 * w;
+    p->max_init_failures = opts->max_init_failures ? opts->max_init_failures : 2 * w + 2;
+    int rc = fl__pool_setup(p);
+    if (rc < 0) {
+        fl__pool_teardown(p);
+        return rc;
+    }
+
+    p->last_check = fl__mono_ns();
+    for (;;) {
+        size_t progress = fl__pool_collect(p);
+        int64_t now = fl__mono_ns();
+        int64_t deadline = fl__pool_timeouts(p, now);
+        int all = now - p->last_check >= FL__POOL_CHECK_NS;
+        if (all)
+            p->last_check = now;
+        /* Workers whose pipe reported EOF before they were reapable, every time; every worker periodically,
+         * which covers what EOF cannot: a pipe held open by the worker's own children or by a process another
+         * thread of the caller forked, and a worker whose task closed its pipe. */
+        for (unsigned k = 0; k < p->nslots; k++)
+            if (p->procs[k].pid && (all || p->procs[k].hup_ns))
+                (void)fl__pool_try_reap(p, k);
+        fl__pool_fill(p);
+        if (p->nlive == 0 && (p->stop || atomic_load_explicit(&p->head->next, memory_order_relaxed) >= p->ntasks))
+            break;
+        if (progress)
+            continue;
+        atomic_store(&p->head->sleeping, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (fl__pool_collect(p)) {
+            atomic_store(&p->head->sleeping, 0);
+            continue;
+        }
+        fl__pool_wait(p, deadline);
+    }
+
+    /* Every worker is reaped. Record what is left: finished results not yet seen, and tasks that never
+     * started (the pool stopped, or a worker died between taking an index and publishing its start). */
+    (void)fl__pool_collect(p);
+    size_t not_run = 0;
+    for (size_t i = 0; i < ntasks; i++) {
+        int ph = atomic_load(&p->res[i].phase);
+        if (ph == FL__POOL_FINISHED) {
+            fl__pool_record_finished(p, i);
+        } else if (ph != FL__POOL_RECORDED) {
+            fl__pool_record(p, i, FORKLOG_TASK_NOT_RUN, 0, 0, 0, 0);
+            not_run++;
+        }
+    }
+
+    struct forklog_pool_report rep;
+    fl__pool_report(p, &rep, fl__mono_ns() - t0);
+    if (opts->log) {
+        fl__pool_summary(p, &rep);
+        (void)forklog_flush(opts->log);
+    }
+    if (report)
+        *report = rep;
+    rc = p->stop_err && not_run ? p->stop_err : (int)(ntasks - rep.ok > INT_MAX ? INT_MAX : ntasks - rep.ok);
+    fl__pool_teardown(p);
+    return rc;
+}

@@ -1,0 +1,905 @@
+/* The pool helper: crashes, timeouts, failing codes, initializers, recycling, many tasks, a bystander child,
+ * nested pools, threads, descriptors, and the log check (one whole record per task, text and JSON).
+ * Tasks and initializers run in forked workers: they never assert, they report through their return value,
+ * their exit, or files; the test process asserts. */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <forklog.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
+
+/* ---- helpers --------------------------------------------------------------------------------------------- */
+
+static forklog *open_log(const char *path, enum forklog_format format)
+{
+    struct forklog_options o = {0};
+    o.format = format;
+    forklog *log = NULL;
+    int rc = forklog_open(&log, path, &o);
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    return log;
+}
+
+/* Dies of `sig` for real: default disposition (sanitizers and test runners may catch SIGSEGV), no core file. */
+static void die_of(int sig)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    signal(sig, SIG_DFL);
+    if (sig == SIGABRT)
+        abort();
+    raise(sig);
+    _exit(99);
+}
+
+/* Open descriptors of this process (the directory stream's own included). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static const char *item_label(size_t i, void *ctx)
+{
+    (void)ctx;
+    static char labels[64][16];
+    static int made;
+    if (!made) {
+        for (int k = 0; k < 64; k++)
+            snprintf(labels[k], sizeof labels[k], "item-%d", k);
+        made = 1;
+    }
+    return i < 64 ? labels[i] : NULL;
+}
+
+/* Lines of buf that contain needle. */
+static size_t count_matching(const char *buf, const char *needle)
+{
+    size_t n = 0;
+    const char *line = buf;
+    while (*line) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char *copy = strndup(line, len);
+        if (strstr(copy, needle))
+            n++;
+        free(copy);
+        line += len + (end ? 1 : 0);
+    }
+    return n;
+}
+
+static int ok_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    return 0;
+}
+
+/* ---- bad inputs -------------------------------------------------------------------------------------------- */
+
+Test(pool, bad_inputs)
+{
+    struct forklog_pool_options o = {0};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(NULL, 3, ok_task, NULL, &rep), -EINVAL);
+    cr_assert_eq(forklog_pool_map(&o, 3, NULL, NULL, &rep), -EINVAL);
+    o.timeout_s = -1;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    o.timeout_s = 0;
+    o.level = (enum forklog_level)9;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    o.level = 0;
+    memset(&rep, 0xff, sizeof rep);
+    cr_assert_eq(forklog_pool_map(&o, 0, ok_task, NULL, &rep), 0);
+    struct forklog_pool_report zero;
+    memset(&zero, 0, sizeof zero);
+    cr_assert_eq(memcmp(&rep, &zero, sizeof rep), 0, "ntasks 0 leaves an empty report");
+}
+
+/* ---- crashes, timeouts, failing codes ---------------------------------------------------------------------- */
+
+static int crash_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    switch (i) {
+    case 3: die_of(SIGSEGV); break;
+    case 5: die_of(SIGABRT); break;
+    case 7: _exit(3);
+    case 9: die_of(SIGKILL); break;
+    default: break;
+    }
+    return 0;
+}
+
+Test(pool, crashes_are_recorded_and_the_map_goes_on)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct forklog_task_result res[14];
+    struct forklog_pool_options o = {.workers = 3, .log = log, .results = res, .label = item_label};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 14, crash_task, NULL, &rep);
+    cr_assert_eq(rc, 4, "rc %d", rc);
+    cr_assert_eq(rep.crashed, 4);
+    cr_assert_eq(rep.ok, 10);
+    cr_assert_eq(rep.failed + rep.timed_out + rep.not_run, 0);
+    cr_assert_geq(rep.workers_started, 4, "crashed workers are replaced");
+    cr_assert_eq(res[3].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[3].signal, SIGSEGV);
+    cr_assert_eq(res[5].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[5].signal, SIGABRT);
+    cr_assert_eq(res[7].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[7].code, 3);
+    cr_assert_eq(res[7].signal, 0);
+    cr_assert_eq(res[9].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[9].signal, SIGKILL);
+    for (size_t i = 0; i < 14; i++) {
+        cr_assert_neq(res[i].worker, 0);
+        cr_assert_gt(res[i].start, 1e9);
+        if (i != 3 && i != 5 && i != 7 && i != 9)
+            cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "task %zu", i);
+    }
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 15);
+    cr_assert_eq(count_matching(buf, " WARN "), 5, "4 crashes and the summary at WARN");
+    cr_assert_eq(count_matching(buf, " code=0 signal=11 "), 1);
+    cr_assert_eq(count_matching(buf, " code=0 signal=6 "), 1);
+    cr_assert_eq(count_matching(buf, " code=3 signal=0 "), 1);
+    cr_assert_eq(count_matching(buf, "label=item-7"), 1);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+static int hang_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 2)
+        for (;;)
+            sleep(60);
+    return 0;
+}
+
+Test(pool, timeout_kills_and_replaces_the_worker)
+{
+    struct forklog_task_result res[6];
+    /* One worker: tasks 3.. need the replacement of the worker killed in task 2. */
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 0.3, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 6, hang_task, NULL, &rep);
+    cr_assert_eq(rc, 1);
+    cr_assert_eq(rep.timed_out, 1);
+    cr_assert_eq(rep.ok, 5);
+    cr_assert_eq(res[2].status, FORKLOG_TASK_TIMEOUT);
+    cr_assert_eq(res[2].signal, SIGKILL);
+    cr_assert_geq(res[2].duration_s, 0.3, "killed only past the timeout (%f)", res[2].duration_s);
+    cr_assert_geq(rep.max_s, 0.3);
+    cr_assert_eq(rep.workers_started, 2, "the killed worker was replaced");
+    cr_assert_neq(res[3].worker, res[2].worker);
+}
+
+static int code_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    return (int)(i % 4) * 10;
+}
+
+Test(pool, failing_return_codes)
+{
+    struct forklog_task_result res[20];
+    struct forklog_pool_options o = {.workers = 3, .results = res};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, 20, code_task, NULL, &rep), 15);
+    cr_assert_eq(rep.failed, 15);
+    cr_assert_eq(rep.ok, 5);
+    cr_assert_eq(rep.crashed, 0);
+    cr_assert_leq(rep.workers_started, 3, "failing tasks do not cost workers");
+    for (size_t i = 0; i < 20; i++) {
+        cr_assert_eq(res[i].status, i % 4 ? FORKLOG_TASK_FAILED : FORKLOG_TASK_OK);
+        cr_assert_eq(res[i].code, (int)(i % 4) * 10);
+    }
+}
+
+/* A worker killed from outside the pool while it runs a task. */
+struct killer {
+    char *pidfile;
+};
+
+static int pidfile_task(size_t i, void *ctx)
+{
+    const struct killer *k = ctx;
+    if (i != 1)
+        return 0;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", k->pidfile);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return 1;
+    fprintf(f, "%ld\n", (long)getpid());
+    fclose(f);
+    rename(tmp, k->pidfile);
+    for (;;)
+        sleep(60);
+}
+
+static void *killer_thread(void *arg)
+{
+    const struct killer *k = arg;
+    for (int tries = 0; tries < 3000; tries++) {
+        FILE *f = fopen(k->pidfile, "r");
+        if (f) {
+            long pid = 0;
+            int n = fscanf(f, "%ld", &pid);
+            fclose(f);
+            if (n == 1 && pid > 0) {
+                kill((pid_t)pid, SIGTERM);
+                return NULL;
+            }
+        }
+        usleep(10000);
+    }
+    return NULL;
+}
+
+Test(pool, worker_killed_from_outside)
+{
+    char *dir = th_tmpdir();
+    struct killer k = {th_path(dir, "pid")};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, killer_thread, &k), 0);
+    struct forklog_task_result res[5];
+    struct forklog_pool_options o = {.workers = 2, .results = res};
+    int rc = forklog_pool_map(&o, 5, pidfile_task, &k, NULL);
+    pthread_join(th, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert_eq(res[1].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[1].signal, SIGTERM);
+    th_rmdir(dir);
+    free(k.pidfile);
+    free(dir);
+}
+
+/* ---- initializers and recycling ---------------------------------------------------------------------------- */
+
+static int init_fails(void *arg)
+{
+    (void)arg;
+    return 1;
+}
+
+Test(pool, initializer_always_failing_gives_up)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct forklog_task_result res[40];
+    struct forklog_pool_options o = {.workers = 3, .init = init_fails, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 40, ok_task, NULL, &rep);
+    cr_assert_eq(rc, -ECHILD, "rc %d", rc);
+    cr_assert_eq(rep.not_run, 40);
+    cr_assert_eq(rep.ok + rep.failed + rep.crashed + rep.timed_out, 0);
+    /* Default cap: workers * 2 + 2 = 8 failures allowed; the 9th stops the forks. */
+    cr_assert_geq(rep.workers_started, 9);
+    cr_assert_leq(rep.workers_started, 8 + 3, "bounded forks (%zu)", rep.workers_started);
+    for (size_t i = 0; i < 40; i++) {
+        cr_assert_eq(res[i].status, FORKLOG_TASK_NOT_RUN);
+        cr_assert_eq(res[i].worker, 0);
+    }
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(count_matching(buf, " task task="), 40);
+    cr_assert_eq(count_matching(buf, " status=not_run "), 40);
+    cr_assert_eq(count_matching(buf, " pool summary "), 1);
+    cr_assert_eq(count_matching(buf, " not_run=40 "), 1);
+    free(buf);
+
+    /* An explicit cap. */
+    o.max_init_failures = 1;
+    o.log = NULL;
+    rc = forklog_pool_map(&o, 40, ok_task, NULL, &rep);
+    cr_assert_eq(rc, -ECHILD);
+    cr_assert_leq(rep.workers_started, 1 + 3);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* Fails in the first worker that runs it (the one that creates the marker file), succeeds after. */
+static int init_fails_once(void *arg)
+{
+    int fd = open((const char *)arg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        close(fd);
+        return 7;
+    }
+    return 0;
+}
+
+Test(pool, initializer_failing_once_then_working)
+{
+    char *dir = th_tmpdir();
+    char *marker = th_path(dir, "marker");
+    /* One worker: its initializer fails, the replacement's works and runs every task. */
+    struct forklog_pool_options o = {.workers = 1, .init = init_fails_once, .init_arg = marker};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, 10, ok_task, NULL, &rep), 0);
+    cr_assert_eq(rep.ok, 10);
+    cr_assert_eq(rep.workers_started, 2, "one replacement for the failed initializer");
+    struct stat st;
+    cr_assert_eq(stat(marker, &st), 0, "the first initializer ran");
+    th_rmdir(dir);
+    free(marker);
+    free(dir);
+}
+
+/* Hangs in the first worker, returns at once after: with timeout_s the hung initializer is killed. */
+static int init_hangs_once(void *arg)
+{
+    if (init_fails_once(arg))
+        for (;;)
+            sleep(60);
+    return 0;
+}
+
+Test(pool, initializer_hanging_is_killed_after_timeout)
+{
+    char *dir = th_tmpdir();
+    char *marker = th_path(dir, "marker");
+    struct forklog_pool_options o = {.workers = 1, .init = init_hangs_once, .init_arg = marker, .timeout_s = 0.3};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, 10, ok_task, NULL, &rep), 0);
+    cr_assert_eq(rep.ok, 10);
+    cr_assert_eq(rep.workers_started, 2, "the hung initializer's worker was killed and replaced");
+    th_rmdir(dir);
+    free(marker);
+    free(dir);
+}
+
+static int init_append_pid(void *arg)
+{
+    int fd = open((const char *)arg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return 1;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    int ok = write(fd, line, (size_t)n) == n;
+    close(fd);
+    return ok ? 0 : 1;
+}
+
+Test(pool, recycling_with_max_tasks_per_worker)
+{
+    char *dir = th_tmpdir();
+    char *inits = th_path(dir, "inits");
+    struct forklog_task_result res[11];
+    struct forklog_pool_options o = {
+        .workers = 2, .init = init_append_pid, .init_arg = inits, .max_tasks_per_worker = 2, .results = res};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, 11, ok_task, NULL, &rep), 0);
+    cr_assert_eq(rep.ok, 11);
+    size_t len;
+    char *buf = th_slurp(inits, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(th_count_lines(buf, len), rep.workers_started, "the initializer ran in every worker");
+    /* Every task's worker ran the initializer, and no worker ran more than 2 tasks. */
+    size_t distinct = 0;
+    for (size_t i = 0; i < 11; i++) {
+        char needle[32];
+        snprintf(needle, sizeof needle, "%ld", (long)res[i].worker);
+        cr_assert_eq(count_matching(buf, needle), 1, "worker %s ran the initializer once", needle);
+        size_t same = 0, first = 1;
+        for (size_t j = 0; j < 11; j++) {
+            same += res[j].worker == res[i].worker;
+            if (j < i && res[j].worker == res[i].worker)
+                first = 0;
+        }
+        cr_assert_leq(same, 2);
+        distinct += first;
+    }
+    cr_assert_geq(distinct, 6, "11 tasks at 2 per worker need at least 6 workers (%zu)", distinct);
+    free(buf);
+    th_rmdir(dir);
+    free(inits);
+    free(dir);
+}
+
+/* ---- many tasks, and the log check ------------------------------------------------------------------------- */
+
+Test(pool, ten_thousand_tiny_tasks)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    enum { N = 10000 };
+    struct forklog_pool_options o = {.workers = 4, .log = log};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, N, ok_task, NULL, &rep), 0);
+    cr_assert_eq(rep.ok, N);
+    cr_assert_leq(rep.workers_started, 4);
+    cr_assert_gt(rep.tasks_per_s, 0);
+    cr_assert_leq(rep.min_s, rep.p50_s);
+    cr_assert_leq(rep.p50_s, rep.p95_s);
+    cr_assert_leq(rep.p95_s, rep.p99_s);
+    cr_assert_leq(rep.p99_s, rep.max_s);
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), N + 1);
+    unsigned char *seen = calloc(N, 1);
+    size_t records = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        cr_assert_not_null(end);
+        *end = '\0';
+        const char *t = strstr(line, " task task=");
+        if (t) {
+            size_t idx;
+            char status[16];
+            cr_assert_eq(sscanf(t, " task task=%zu status=%15s", &idx, status), 2, "%s", line);
+            cr_assert_lt(idx, (size_t)N);
+            cr_assert_eq(seen[idx]++, 0, "task %zu recorded twice", idx);
+            cr_assert_str_eq(status, "ok");
+            records++;
+        } else {
+            cr_assert_not_null(strstr(line, " pool summary tasks=10000 ok=10000 "), "%s", line);
+        }
+        line = end + 1;
+    }
+    cr_assert_eq(records, N);
+    free(seen);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* Task i: i % 3 == 0 ok, 1 returns 5, 2 exits with 9. */
+static int mixed_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i % 3 == 1)
+        return 5;
+    if (i % 3 == 2)
+        _exit(9);
+    return 0;
+}
+
+static const char *mixed_status(size_t i)
+{
+    return i % 3 == 0 ? "ok" : i % 3 == 1 ? "failed" : "crashed";
+}
+
+Test(pool, log_check_text)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    enum { N = 30 };
+    struct forklog_pool_options o = {.workers = 3, .log = log, .label = item_label};
+    cr_assert_eq(forklog_pool_map(&o, N, mixed_task, NULL, NULL), 20);
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), N + 1);
+    cr_assert_eq(buf[len - 1], '\n');
+    int seen[N] = {0};
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        *end = '\0';
+        /* 2026-11-28T16:05:13.123456Z INFO pid=4242 task task=0 status=ok cost=0.000012 worker=4243 code=0
+         * signal=0 start=2026-11-28T16:05:13.123400Z label=item-0 */
+        cr_assert_eq(strlen(line) > 28 && line[4] == '-' && line[10] == 'T' && line[26] == 'Z', 1, "%s", line);
+        const char *t = strstr(line, " task task=");
+        if (!t) {
+            cr_assert_not_null(strstr(line, " WARN "), "%s", line);
+            cr_assert_not_null(strstr(line, " pool summary tasks=30 ok=10 failed=10 crashed=10 timeout=0 not_run=0 "),
+                               "%s", line);
+            cr_assert_not_null(strstr(line, " p50="));
+            cr_assert_not_null(strstr(line, " p99="));
+            line = end + 1;
+            continue;
+        }
+        size_t idx, label;
+        char status[16];
+        double cost;
+        long worker;
+        int code, sig;
+        char start[32];
+        int n = sscanf(t, " task task=%zu status=%15s cost=%lf worker=%ld code=%d signal=%d start=%31s label=item-%zu",
+                       &idx, status, &cost, &worker, &code, &sig, start, &label);
+        cr_assert_eq(n, 8, "%s", line);
+        cr_assert_lt(idx, (size_t)N);
+        cr_assert_eq(label, idx);
+        seen[idx]++;
+        cr_assert_str_eq(status, mixed_status(idx), "%s", line);
+        cr_assert_gt(worker, 0);
+        cr_assert_geq(cost, 0);
+        cr_assert_eq(strlen(start), 27);
+        cr_assert_eq(code, idx % 3 == 1 ? 5 : idx % 3 == 2 ? 9 : 0);
+        cr_assert_eq(sig, 0);
+        cr_assert_not_null(strstr(line, idx % 3 ? " WARN " : " INFO "), "%s", line);
+        line = end + 1;
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "task %d has %d records", i, seen[i]);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, log_check_json)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_JSON);
+    enum { N = 30 };
+    struct forklog_pool_options o = {.workers = 3, .log = log, .label = item_label};
+    cr_assert_eq(forklog_pool_map(&o, N, mixed_task, NULL, NULL), 20);
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), N + 1);
+    int seen[N] = {0};
+    size_t summaries = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        *end = '\0';
+        cr_assert_eq(strncmp(line, "{\"ts\":\"", 7), 0, "%s", line);
+        cr_assert_eq(end[-1], '}', "%s", line);
+        const char *t = strstr(line, "\"msg\":\"task\",\"task\":");
+        if (!t) {
+            cr_assert_not_null(strstr(line, "\"level\":\"warn\""), "%s", line);
+            cr_assert_not_null(strstr(line, "\"msg\":\"pool summary\",\"tasks\":30,\"ok\":10,\"failed\":10,"
+                                            "\"crashed\":10,\"timeout\":0,\"not_run\":0,"),
+                               "%s", line);
+            summaries++;
+            line = end + 1;
+            continue;
+        }
+        size_t idx, label;
+        char status[16];
+        double cost;
+        long worker;
+        int code, sig;
+        int n = sscanf(t,
+                       "\"msg\":\"task\",\"task\":%zu,\"status\":\"%15[a-z_]\",\"cost\":%lf,\"worker\":%ld,\"code\":%d,"
+                       "\"signal\":%d,",
+                       &idx, status, &cost, &worker, &code, &sig);
+        cr_assert_eq(n, 6, "%s", line);
+        cr_assert_lt(idx, (size_t)N);
+        seen[idx]++;
+        cr_assert_str_eq(status, mixed_status(idx), "%s", line);
+        const char *l = strstr(line, ",\"label\":\"item-");
+        cr_assert_not_null(l, "%s", line);
+        cr_assert_eq(sscanf(l, ",\"label\":\"item-%zu\"}", &label), 1);
+        cr_assert_eq(label, idx);
+        cr_assert_not_null(strstr(line, ",\"start\":\"20"), "%s", line);
+        cr_assert_not_null(strstr(line, idx % 3 ? "\"level\":\"warn\"" : "\"level\":\"info\""), "%s", line);
+        line = end + 1;
+    }
+    cr_assert_eq(summaries, 1);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "task %d has %d records", i, seen[i]);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* ---- the caller's children, signals, descriptors ------------------------------------------------------------ */
+
+static volatile sig_atomic_t chld_seen;
+static void on_chld(int sig)
+{
+    (void)sig;
+    chld_seen++;
+}
+
+Test(pool, bystander_child_and_signal_state_are_left_alone)
+{
+    /* A child of the caller, forked before the map, waiting on a pipe. */
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t by = fork();
+    cr_assert_geq(by, 0);
+    if (by == 0) {
+        close(fds[1]);
+        char c;
+        _exit(read(fds[0], &c, 1) == 1 && c == 'x' ? 42 : 1);
+    }
+    close(fds[0]);
+
+    struct sigaction sa, before_sa, after_sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_chld;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGCHLD, &sa, &before_sa), 0);
+    sigset_t block, before_mask, after_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &block, NULL), 0);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, NULL, &before_mask), 0);
+
+    struct forklog_task_result res[14];
+    struct forklog_pool_options o = {.workers = 3, .results = res, .timeout_s = 20};
+    int rc = forklog_pool_map(&o, 14, crash_task, NULL, NULL);
+    cr_assert_eq(rc, 4);
+
+    cr_assert_eq(sigaction(SIGCHLD, NULL, &after_sa), 0);
+    cr_assert(after_sa.sa_handler == on_chld, "SIGCHLD disposition kept");
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, NULL, &after_mask), 0);
+    cr_assert_eq(sigismember(&after_mask, SIGUSR1), 1);
+    cr_assert_eq(sigismember(&after_mask, SIGCHLD), sigismember(&before_mask, SIGCHLD));
+    cr_assert_gt(chld_seen, 0, "the caller's SIGCHLD handler saw the workers end");
+
+    /* The bystander is still ours to reap, with its own exit status. */
+    int st;
+    cr_assert_eq(waitpid(by, &st, WNOHANG), 0, "the pool did not reap the caller's child");
+    cr_assert_eq(write(fds[1], "x", 1), 1);
+    close(fds[1]);
+    cr_assert_eq(th_wait(by), 42);
+    sigaction(SIGCHLD, &before_sa, NULL);
+}
+
+Test(pool, caller_ignoring_sigchld_still_returns)
+{
+    /* SIGCHLD ignored: the kernel reaps the workers, so their wait status is lost; the pool still ends and
+     * still marks the crashed task (code -1: status unknown). */
+    struct sigaction ign, old;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    cr_assert_eq(sigaction(SIGCHLD, &ign, &old), 0);
+    struct forklog_task_result res[14];
+    struct forklog_pool_options o = {.workers = 3, .results = res};
+    int rc = forklog_pool_map(&o, 14, crash_task, NULL, NULL);
+    sigaction(SIGCHLD, &old, NULL);
+    cr_assert_eq(rc, 4);
+    for (size_t i = 0; i < 14; i++)
+        cr_assert_eq(res[i].status, (i == 3 || i == 5 || i == 7 || i == 9) ? FORKLOG_TASK_CRASHED : FORKLOG_TASK_OK);
+}
+
+static int fd_count_task(size_t i, void *ctx)
+{
+    (void)i;
+    int expected = *(const int *)ctx;
+    int n = count_fds();
+    return n == expected ? 0 : 100 + n;
+}
+
+Test(pool, no_descriptor_leaks)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    int before = count_fds();
+    cr_assert_gt(before, 0);
+    /* A worker holds what the caller holds, plus its own pipe's write end and the wake pipe's write end. */
+    int expected = before + 2;
+    struct forklog_task_result res[14];
+    struct forklog_pool_options o = {.workers = 3, .log = log, .results = res};
+    int rc = forklog_pool_map(&o, 12, fd_count_task, &expected, NULL);
+    for (size_t i = 0; i < 12; i++)
+        cr_assert_eq(res[i].code, 0, "task %zu saw %d descriptors, expected %d", i, res[i].code - 100, expected);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(forklog_pool_map(&o, 14, crash_task, NULL, NULL), 4);
+    cr_assert_eq(count_fds(), before, "the caller's descriptors are as they were");
+    forklog_close(log);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* Task 1 closes every descriptor above stderr, then opens a file several times so that the numbers of the pool's
+ * pipes now name that file; later tasks sleep a little so that the parent sleeps and workers try to wake it. The
+ * map must still end, and nothing of the pool may be written into the file. */
+static int closing_task(size_t i, void *ctx)
+{
+    if (i == 1) {
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        for (int k = 0; k < 16; k++)
+            if (open((const char *)ctx, O_WRONLY | O_CREAT | O_APPEND, 0644) < 0)
+                return 1;
+        return 0;
+    }
+    usleep(2000);
+    return 0;
+}
+
+Test(pool, task_closing_every_descriptor)
+{
+    char *dir = th_tmpdir();
+    char *victim = th_path(dir, "victim");
+    struct forklog_task_result res[30];
+    struct forklog_pool_options o = {.workers = 2, .results = res};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, 30, closing_task, victim, &rep), 0);
+    cr_assert_eq(rep.ok, 30);
+    struct stat st;
+    cr_assert_eq(stat(victim, &st), 0);
+    cr_assert_eq(st.st_size, 0, "the pool wrote into a descriptor the task reused");
+    th_rmdir(dir);
+    free(victim);
+    free(dir);
+}
+
+/* ---- nested pools and threads ------------------------------------------------------------------------------ */
+
+struct nest {
+    forklog *log;
+};
+
+static const char *inner_label(size_t i, void *ctx)
+{
+    (void)ctx;
+    static const char *const l[] = {"inner-0", "inner-1", "inner-2", "inner-3"};
+    return i < 4 ? l[i] : NULL;
+}
+
+static int outer_task(size_t i, void *ctx)
+{
+    (void)i;
+    struct nest *n = ctx;
+    struct forklog_task_result res[4];
+    struct forklog_pool_options o = {.workers = 2, .log = n->log, .label = inner_label, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 4, crash_task, NULL, &rep); /* crash_task: tasks 0..3, task 3 crashes */
+    if (rc != 1 || rep.ok != 3 || rep.crashed != 1 || res[3].signal != SIGSEGV)
+        return 10;
+    return 0;
+}
+
+Test(pool, nested_pools)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct nest n = {log};
+    struct forklog_task_result res[3];
+    struct forklog_pool_options o = {.workers = 2, .log = log, .results = res};
+    cr_assert_eq(forklog_pool_map(&o, 3, outer_task, &n, NULL), 0);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "outer task %zu: code %d", i, res[i].code);
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 3 + 1 + 3 * (4 + 1));
+    cr_assert_eq(count_matching(buf, " task task="), 3 + 3 * 4);
+    cr_assert_eq(count_matching(buf, " label=inner-3"), 3);
+    cr_assert_eq(count_matching(buf, " pool summary tasks=4 ok=3 failed=0 crashed=1 "), 3);
+    cr_assert_eq(count_matching(buf, " pool summary tasks=3 ok=3 "), 1);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+struct writer {
+    forklog *log;
+    int lines;
+};
+
+static void *writer_thread(void *arg)
+{
+    struct writer *w = arg;
+    for (int k = 0; k < w->lines; k++) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "thread line %d", k);
+        if (forklog_write(w->log, line, (size_t)n) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static int small_work_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    volatile unsigned x = 0;
+    for (unsigned k = 0; k < 1000; k++)
+        x = x + (unsigned)i * k;
+    return x == 1 ? 1 : 0; /* never 1: i * k sums are 0 or multiples of 1000 */
+}
+
+Test(pool, another_thread_logs_while_the_map_runs)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct writer w = {log, 3000};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, writer_thread, &w), 0);
+    struct forklog_pool_options o = {.workers = 3, .log = log};
+    int rc = forklog_pool_map(&o, 500, small_work_task, NULL, NULL);
+    void *wret;
+    pthread_join(th, &wret);
+    cr_assert_eq(rc, 0);
+    cr_assert_null(wret);
+    forklog_close(log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 3000 + 500 + 1);
+    size_t thread_lines = 0, tasks = 0, other = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        *end = '\0';
+        if (strncmp(line, "thread line ", 12) == 0 && strchr(line, 'T') == NULL)
+            thread_lines++;
+        else if (strstr(line, " INFO pid=") && strstr(line, " task task=") && strstr(line, " status=ok "))
+            tasks++;
+        else
+            other++;
+        line = end + 1;
+    }
+    cr_assert_eq(thread_lines, 3000);
+    cr_assert_eq(tasks, 500);
+    cr_assert_eq(other, 1, "the summary");
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+struct in_thread {
+    int rc;
+    struct forklog_pool_report rep;
+    struct forklog_task_result res[14];
+};
+
+static void *map_thread(void *arg)
+{
+    struct in_thread *t = arg;
+    struct forklog_pool_options o = {.workers = 3, .results = t->res, .timeout_s = 20};
+    t->rc = forklog_pool_map(&o, 14, crash_task, NULL, &t->rep);
+    return NULL;
+}
+
+Test(pool, map_called_from_a_thread)
+{
+    struct in_thread t;
+    memset(&t, 0, sizeof t);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, map_thread, &t), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(t.rc, 4);
+    cr_assert_eq(t.rep.ok, 10);
+    cr_assert_eq(t.rep.crashed, 4);
+    cr_assert_eq(t.res[3].signal, SIGSEGV);
+}
+
+Test(pool, two_pools_in_two_threads_at_once)
+{
+    struct in_thread a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    pthread_t ta, tb;
+    cr_assert_eq(pthread_create(&ta, NULL, map_thread, &a), 0);
+    cr_assert_eq(pthread_create(&tb, NULL, map_thread, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    struct in_thread *both[] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(both[k]->rc, 4);
+        cr_assert_eq(both[k]->rep.ok, 10);
+        cr_assert_eq(both[k]->rep.crashed, 4);
+        cr_assert_eq(both[k]->res[7].code, 3);
+    }
+}
