@@ -23,6 +23,14 @@ printf '#include "forklog.h"\nunsigned other(void);\nunsigned other(void) { retu
 "$cc" -DFORKLOG_SINGLE_HEADER -c prog.c -o prog.o
 bad=$(nm -g --defined-only prog.o | awk '{print $3}' | grep -v -e '^forklog_' -e '^main$' || true)
 if [ -n "$bad" ]; then echo "single header exports: $bad"; exit 1; fi
+# musl: the same program, static, against musl libc (tests/run installs musl-tools).
+if command -v musl-gcc >/dev/null 2>&1; then
+  musl-gcc -std=c11 -D_DEFAULT_SOURCE -DFORKLOG_SINGLE_HEADER -Wall -Wextra -Wpedantic -Werror -static prog.c \
+    -pthread -o prog-musl
+  ./prog-musl "$work/d.log"
+else
+  echo "musl-gcc not found: musl build not checked"
+fi
 # The declarations compile as C++.
 if command -v c++ >/dev/null 2>&1; then
   printf '#include "forklog.h"\nint main() { forklog *l = 0; return forklog_close(l); }\n' > cpp.cc
