@@ -386,7 +386,11 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
      * closing bytes (`"` before JSON fields, `}` and the newline) are counted in `close`. */
     const size_t close = json ? 1 + 1 + 1 : 1;
     char fbuf[1024];
-    size_t flen = nfields ? fl__fields(json, fields, nfields, fbuf, sizeof fbuf) : 0;
+    /* The fields leave room for the closing bytes and a cut marker: the record stays well-formed at any cap. */
+    size_t fcap = cap > o + close + FL__MARKER_MAX ? cap - o - close - FL__MARKER_MAX : 0;
+    if (fcap > sizeof fbuf)
+        fcap = sizeof fbuf;
+    size_t flen = nfields ? fl__fields(json, fields, nfields, fbuf, fcap) : 0;
     size_t room = cap > o + flen + close ? cap - o - flen - close : 0;
 
     size_t used;

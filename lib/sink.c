@@ -108,8 +108,13 @@ static void fl__repair(forklog *log)
     }
     if (s->state != FL__WRITING && s->state != FL__FLUSHING)
         return;
+    /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
+     * turned into a new generation: fl__sync_file would first re-read size from the torn file and keep the
+     * fragment. A process still on an older generation opens path by name; the identity check skips a file
+     * that is no longer the dead holder's (renamed away since: its fragment stays, see docs/design.md). */
+    int fd = log->gen == s->gen ? log->fd : open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
     struct stat st;
-    if (fl__sync_file(log) == 0 && fstat(log->fd, &st) == 0 && (uint64_t)st.st_ino == s->ino &&
+    if (fd >= 0 && s->file_known && fstat(fd, &st) == 0 && (uint64_t)st.st_ino == s->ino &&
         (uint64_t)st.st_dev == s->dev) {
         if ((uint64_t)st.st_size == s->target) {
             /* The write completed: the record (or buffer) is whole in the file; keep it. */
@@ -118,10 +123,12 @@ static void fl__repair(forklog *log)
                 s->buf_used = 0;
         } else if ((uint64_t)st.st_size > s->size) {
             /* A torn record: cut the file back to the end of the last whole one. */
-            if (ftruncate(log->fd, (off_t)s->size) < 0)
+            if (ftruncate(fd, (off_t)s->size) < 0)
                 s->file_known = 0;
         }
     }
+    if (fd >= 0 && fd != log->fd)
+        close(fd);
     s->state = FL__IDLE;
 }
 
@@ -250,6 +257,7 @@ static int fl__rotate(forklog *log)
         return -ENOMEM;
     char *to = from + plen + 16;
     s->state = FL__ROTATING;
+    int moved = 0; /* path was renamed to path.1 (`to` after the loop) */
     for (unsigned i = log->rotate_keep; i >= 1; i--) {
         if (i > 1)
             snprintf(from, plen + 16, "%s.%u", log->path, i - 1);
@@ -257,19 +265,32 @@ static int fl__rotate(forklog *log)
             memcpy(from, log->path, plen + 1);
         snprintf(to, plen + 16, "%s.%u", log->path, i);
         /* rename() replaces a symlink at `to` rather than following it. */
-        if (rename(from, to) < 0 && errno != ENOENT && i == 1) {
+        int rc = rename(from, to);
+        if (rc < 0 && errno != ENOENT && i == 1) {
             int err = -errno;
             s->state = FL__IDLE;
             free(from);
             return err;
         }
+        moved = i == 1 && rc == 0;
     }
-    free(from);
     /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path. */
     int fd =
         open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
     if (fd < 0 && errno == EEXIST) /* somebody created path since the rename: append to it, still no symlink */
         fd = open(log->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 && moved) {
+        /* No new file (a symlink was planted at path after the rename, say). A new generation would make every
+         * process reopen path by name, through that symlink. Put the old file back at path instead (rename()
+         * replaces what is there, never follows it) and stay on it: nobody reopens. If even that fails, the
+         * old file keeps the name path.1 until a later rotation succeeds. */
+        int err = -errno;
+        (void)rename(to, log->path);
+        s->state = FL__IDLE;
+        free(from);
+        return err;
+    }
+    free(from);
     if (fd < 0) {
         int err = -errno;
         fl__new_generation(s);
@@ -525,7 +546,8 @@ int forklog_write(forklog *log, const void *record, size_t len)
         /* A small record that needs its newline is copied: one write(2) is ~150 ns cheaper than writev(2). */
         char small[512];
         if (need_nl && len < sizeof small) {
-            memcpy(small, rec, len);
+            if (len)
+                memcpy(small, rec, len); /* rec may be NULL when len is 0 */
             small[len] = '\n';
             iov[0].iov_base = small;
             iov[0].iov_len = len + 1;

@@ -1,0 +1,602 @@
+/* Crash consistency (issue 4, promises 1 and 2): a dead lock holder never blocks the others, and a writer killed
+ * at any point of a record leaves no fragment. The first tests take the lock by hand (through the internal
+ * segment) to put a dead holder in each state fl__write_commit, fl__flush_locked and fl__rotate can leave; the
+ * chaos tests SIGKILL real writers at random moments and check that the file holds only whole records and every
+ * acknowledged one. Children never assert: they report through their exit status, a pipe or shared memory. */
+#include "records.h"
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+
+static char *dir, *logpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "crash.log");
+    rc_init();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(dir);
+}
+
+TestSuite(crash, .init = setup, .fini = teardown);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for a child at most `limit` seconds; a child still running then is killed and reported as -2. */
+static int wait_for(pid_t pid, double limit)
+{
+    double end = now_s() + limit;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (now_s() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -2;
+        }
+        usleep(1000);
+    }
+}
+
+static forklog *open_log(const struct forklog_options *o)
+{
+    forklog *log = NULL;
+    int rc = forklog_open(&log, logpath, o);
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    return log;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return st.st_size;
+}
+
+static char *read_all(size_t *len)
+{
+    char *buf = th_slurp(logpath, len);
+    cr_assert_not_null(buf, "log file missing");
+    return buf;
+}
+
+/* A child that takes the lock the way a writer does, leaves the segment as a writer killed at that point would
+ * (how: `act`), tells the parent through `ready`, and waits to be killed (or kills itself). */
+enum holder_act {
+    HOLD_IDLE,                /* lock taken, nothing started */
+    HOLD_WRITING_NOTHING,     /* state WRITING, target set, nothing written yet */
+    HOLD_WRITING_HALF,        /* state WRITING, half of the record written, then SIGKILL itself */
+    HOLD_WRITING_ALL,         /* state WRITING, the whole record written, then SIGKILL itself before committing */
+    HOLD_WRITING_HALF_REOPEN, /* as HOLD_WRITING_HALF, after a forklog_reopen() request (SIGHUP arrived) */
+    HOLD_ROTATING,            /* state ROTATING, path renamed to path.1, then SIGKILL itself before creating path */
+    HOLD_FLUSHING_HALF        /* state FLUSHING, half of the shared buffer written, then SIGKILL itself */
+};
+
+static pid_t start_holder(forklog *log, enum holder_act act, const char *rec, size_t len)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(p[0]);
+        struct fl__seg *s = log->seg;
+        int rc = pthread_mutex_lock(&s->mu);
+        if (rc != 0)
+            _exit(10 + rc);
+        if (act == HOLD_WRITING_HALF_REOPEN)
+            forklog_reopen(log);
+        switch (act) {
+        case HOLD_IDLE: break;
+        case HOLD_WRITING_NOTHING:
+        case HOLD_WRITING_HALF:
+        case HOLD_WRITING_ALL:
+        case HOLD_WRITING_HALF_REOPEN:
+            /* What fl__write_commit does before its write(2). */
+            s->target = s->size + len;
+            s->state = FL__WRITING;
+            if (act == HOLD_WRITING_HALF || act == HOLD_WRITING_HALF_REOPEN) {
+                if (write(log->fd, rec, len / 2) != (ssize_t)(len / 2))
+                    _exit(3);
+            } else if (act == HOLD_WRITING_ALL) {
+                if (write(log->fd, rec, len) != (ssize_t)len)
+                    _exit(3);
+            }
+            break;
+        case HOLD_ROTATING: {
+            s->state = FL__ROTATING;
+            char to[4200];
+            snprintf(to, sizeof to, "%s.1", log->path);
+            if (rename(log->path, to) != 0)
+                _exit(4);
+            break;
+        }
+        case HOLD_FLUSHING_HALF:
+            s->target = s->size + s->buf_used;
+            s->state = FL__FLUSHING;
+            if (write(log->fd, s->buf, s->buf_used / 2) != (ssize_t)(s->buf_used / 2))
+                _exit(3);
+            break;
+        }
+        if (write(p[1], "L", 1) != 1)
+            _exit(5);
+        if (act != HOLD_IDLE && act != HOLD_WRITING_NOTHING)
+            raise(SIGKILL);
+        for (;;)
+            pause();
+    }
+    close(p[1]);
+    char c = 0;
+    ssize_t n = read(p[0], &c, 1);
+    close(p[0]);
+    if (n != 1) {
+        int st = th_wait(pid);
+        cr_assert_fail("the lock-holding child failed before taking the lock (status %d)", st);
+    }
+    return pid;
+}
+
+/* ---- promise 1: a dead lock holder never blocks the others ------------------------------------------------ */
+
+Test(crash, sigkilled_holder_others_proceed_at_once)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = start_holder(log, HOLD_WRITING_NOTHING, NULL, 100);
+
+    /* Writers that queue up behind the holder: each reports how long its call took, through a pipe. */
+    enum { WAITERS = 3 };
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t w[WAITERS];
+    for (int i = 0; i < WAITERS; i++) {
+        w[i] = fork();
+        cr_assert_neq(w[i], -1);
+        if (w[i] == 0) {
+            close(p[0]);
+            char rec[32];
+            int n = snprintf(rec, sizeof rec, "waiter %d", i);
+            int rc = forklog_write(log, rec, (size_t)n);
+            /* The lock must now be usable as a plain robust mutex: never ENOTRECOVERABLE. */
+            int lk = pthread_mutex_lock(&log->seg->mu);
+            if (lk == 0)
+                pthread_mutex_unlock(&log->seg->mu);
+            double t = now_s();
+            if (write(p[1], &t, sizeof t) != sizeof t)
+                _exit(4);
+            _exit(rc != 0 ? 1 : lk != 0 ? 2 : forklog_close(log) != 0 ? 3 : 0);
+        }
+    }
+    close(p[1]);
+    usleep(200 * 1000); /* the waiters are now blocked on the lock */
+    int got_early = 0;
+    {
+        /* Nobody may have got through while the holder lives. */
+        int fl = fcntl(p[0], F_GETFL);
+        fcntl(p[0], F_SETFL, fl | O_NONBLOCK);
+        double t;
+        got_early = read(p[0], &t, sizeof t) > 0;
+        fcntl(p[0], F_SETFL, fl);
+    }
+    cr_assert_not(got_early, "a writer got the lock while the holder was alive");
+
+    double t0 = now_s();
+    cr_assert_eq(kill(holder, SIGKILL), 0);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    int rc = forklog_write(log, "after", 5);
+    double parent_s = now_s() - t0;
+    cr_assert_eq(rc, 0, "forklog_write after the holder died: %s", strerror(-rc));
+    for (int i = 0; i < WAITERS; i++) {
+        double t;
+        cr_assert_eq(read(p[0], &t, sizeof t), (ssize_t)sizeof t, "waiter did not report");
+        cr_assert_lt(t - t0, 2.0, "a waiter needed %.3f s after the holder died", t - t0);
+    }
+    close(p[0]);
+    for (int i = 0; i < WAITERS; i++)
+        cr_assert_eq(wait_for(w[i], 10), 0, "waiter %d failed", i);
+    cr_assert_lt(parent_s, 2.0, "the parent needed %.3f s after the holder died", parent_s);
+    cr_assert_eq(log->seg->repairs, 1, "exactly one EOWNERDEAD repair, got %llu",
+                 (unsigned long long)log->seg->repairs);
+    cr_assert_eq(pthread_mutex_lock(&log->seg->mu), 0, "the lock is consistent again");
+    pthread_mutex_unlock(&log->seg->mu);
+    cr_assert_eq(forklog_close(log), 0);
+
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_eq(th_count_lines(buf, len), 2 + WAITERS);
+    cr_assert_eq(strncmp(buf, "before\n", 7), 0);
+    cr_assert_not_null(strstr(buf, "\nafter\n"), "the parent's record missing: %s", buf);
+    for (int i = 0; i < WAITERS; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "\nwaiter %d\n", i);
+        cr_assert_not_null(strstr(buf, want), "waiter %d's record missing: %s", i, buf);
+    }
+    free(buf);
+}
+
+Test(crash, idle_holder_killed_nothing_to_repair)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "a", 1), 0);
+    pid_t holder = start_holder(log, HOLD_IDLE, NULL, 0);
+    cr_assert_eq(kill(holder, SIGKILL), 0);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "b", 1), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "a\nb\n");
+    free(buf);
+}
+
+static void *hold_and_exit(void *arg)
+{
+    forklog *log = arg;
+    intptr_t rc = pthread_mutex_lock(&log->seg->mu);
+    return (void *)rc; /* the thread ends holding the lock */
+}
+
+Test(crash, holder_thread_exits_holding_the_lock)
+{
+    forklog *log = open_log(NULL);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, hold_and_exit, log), 0);
+    void *ret;
+    cr_assert_eq(pthread_join(th, &ret), 0);
+    cr_assert_eq((intptr_t)ret, 0);
+    /* The thread is gone but its process lives: the lock counts as dead all the same. */
+    double t0 = now_s();
+    int rc = forklog_write(log, "after thread death", 18);
+    cr_assert_eq(rc, 0, "%s", strerror(-rc));
+    cr_assert_lt(now_s() - t0, 2.0);
+    cr_assert_eq(log->seg->repairs, 1);
+
+    /* The same from a child's thread, with the parent waiting. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        pthread_t t2;
+        if (pthread_create(&t2, NULL, hold_and_exit, log) != 0 || pthread_join(t2, &ret) != 0 || ret != NULL)
+            _exit(1);
+        int crc = forklog_write(log, "child after its thread died", 27);
+        _exit(crc == 0 && forklog_close(log) == 0 ? 0 : 2);
+    }
+    cr_assert_eq(wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_write(log, "parent", 6), 0);
+    cr_assert_eq(log->seg->repairs, 2);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "after thread death\nchild after its thread died\nparent\n");
+    free(buf);
+}
+
+Test(crash, repairer_dying_before_consistent_is_repaired_again)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "x", 1), 0);
+    char rec[1000];
+    memset(rec, 'h', sizeof rec);
+    pid_t first = start_holder(log, HOLD_WRITING_HALF, rec, sizeof rec);
+    cr_assert_eq(th_wait(first), 128 + SIGKILL);
+    /* A second process gets EOWNERDEAD and dies before it repairs or calls pthread_mutex_consistent(). */
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t second = fork();
+    cr_assert_neq(second, -1);
+    if (second == 0) {
+        int rc = pthread_mutex_lock(&log->seg->mu);
+        char c = rc == EOWNERDEAD ? 'D' : 'X';
+        if (write(p[1], &c, 1) != 1)
+            _exit(1);
+        raise(SIGKILL);
+        _exit(2);
+    }
+    close(p[1]);
+    char c = 0;
+    cr_assert_eq(read(p[0], &c, 1), 1);
+    close(p[0]);
+    cr_assert_eq(c, 'D', "the second locker should have seen EOWNERDEAD");
+    cr_assert_eq(th_wait(second), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "y", 1), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "x\ny\n");
+    free(buf);
+}
+
+/* ---- promise 2: a torn record is cut --------------------------------------------------------------------- */
+
+Test(crash, torn_record_is_cut_by_the_next_writer)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    char *rec = malloc(RC_HEAD_MAX + RC_MAX_PAYLOAD);
+    size_t len = rc_build(rec, 'R', 1, 0, 0, RC_MAX_PAYLOAD - RC_HEAD_MAX);
+    rec[len++] = '\n';
+    pid_t holder = start_holder(log, HOLD_WRITING_HALF, rec, len);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(file_size(logpath), (off_t)(7 + len / 2), "the simulation left half a record in the file");
+    cr_assert_eq(forklog_write(log, "next", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t flen;
+    char *buf = read_all(&flen);
+    cr_assert_str_eq(buf, "before\nnext\n", "the fragment must be cut (file size %zu)", flen);
+    free(buf);
+    free(rec);
+}
+
+Test(crash, torn_record_cut_when_a_reopen_is_pending)
+{
+    /* A forklog_reopen() (say logrotate's SIGHUP) lands between the death and the repair: the fragment is in the
+     * file of the current generation and must still be cut, before the reopen is acted on. */
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    char rec[5000];
+    size_t len = rc_build(rec, 'R', 1, 0, 0, 4000);
+    rec[len++] = '\n';
+    pid_t holder = start_holder(log, HOLD_WRITING_HALF_REOPEN, rec, len);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(file_size(logpath), (off_t)(7 + len / 2));
+    cr_assert_eq(forklog_write(log, "next", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t flen;
+    char *buf = read_all(&flen);
+    cr_assert_str_eq(buf, "before\nnext\n", "the fragment must be cut (file size %zu)", flen);
+    free(buf);
+}
+
+Test(crash, completed_write_of_a_dead_holder_is_kept)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = start_holder(log, HOLD_WRITING_ALL, "whole record\n", 13);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "next", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "before\nwhole record\nnext\n");
+    free(buf);
+}
+
+Test(crash, holder_dead_in_the_middle_of_a_rotation)
+{
+    struct forklog_options o = {.rotate_bytes = 1 << 20};
+    forklog *log = open_log(&o);
+    cr_assert_eq(forklog_write(log, "old", 3), 0);
+    pid_t holder = start_holder(log, HOLD_ROTATING, NULL, 0);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "new", 3), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "new\n", "after the repair, records go to a fresh path");
+    free(buf);
+    char *one = th_path(dir, "crash.log.1");
+    buf = th_slurp(one, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "old\n");
+    free(buf);
+    free(one);
+}
+
+Test(crash, holder_dead_in_the_middle_of_a_flush)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log = open_log(&o);
+    for (int i = 0; i < 50; i++) {
+        char r[64];
+        int n = snprintf(r, sizeof r, "buffered %d", i);
+        cr_assert_eq(forklog_write(log, r, (size_t)n), 0);
+    }
+    cr_assert_eq(file_size(logpath), 0);
+    pid_t holder = start_holder(log, HOLD_FLUSHING_HALF, NULL, 0);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_gt(file_size(logpath), 0, "the simulation left half a buffer in the file");
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_eq(th_count_lines(buf, len), 50);
+    char *p = buf;
+    for (int i = 0; i < 50; i++) {
+        char want[64];
+        int n = snprintf(want, sizeof want, "buffered %d\n", i);
+        cr_assert_eq(strncmp(p, want, (size_t)n), 0, "record %d: %.30s", i, p);
+        p += n;
+    }
+    free(buf);
+}
+
+/* ---- the chaos test ---------------------------------------------------------------------------------------
+ * WRITERS writers append self-checking records of 0 B .. 1 MiB; the parent SIGKILLs one at random moments
+ * (half of the kills aimed at the current lock holder while it is in the middle of a write) and starts a
+ * replacement with a new id. Each writer publishes in shared memory how many of its records have returned 0,
+ * before it starts the next call. At the end the file must hold only whole records, every acknowledged record
+ * exactly once, the one record in flight of a killed writer at most once, nothing else. */
+
+enum { WRITERS = 6, KILLS = 200, CH_IDS = WRITERS + KILLS + 8, CH_SEQS = 4096, CH_BUDGET = 8 << 20 };
+
+struct chaos_shared {
+    atomic_uint acked[CH_IDS];       /* records 0 .. acked-1 of writer id returned 0 */
+    atomic_uint empty_acked[CH_IDS]; /* 0-byte records that returned 0 */
+    atomic_int stop;
+    atomic_int errors;
+    atomic_int last_error;
+};
+
+static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
+{
+    rc_child();
+    char *buf = malloc(RC_HEAD_MAX + RC_MAX_PAYLOAD);
+    if (!buf)
+        _exit(2);
+    unsigned seed = id * 7919u + 17u;
+    unsigned seq = 0;
+    size_t bytes = 0; /* a budget, so that the file stays a few hundred MiB however fast the machine */
+    while (seq < CH_SEQS && bytes < CH_BUDGET && !atomic_load(&sh->stop)) {
+        unsigned r = (unsigned)rand_r(&seed) % 100;
+        int rc;
+        if (r < 3) {
+            rc = forklog_write(log, NULL, 0);
+            if (rc == 0) {
+                atomic_fetch_add(&sh->empty_acked[id], 1);
+                continue;
+            }
+        } else {
+            char kind = r < 25 ? 'L' : 'R';
+            size_t n = rc_size(&seed, kind == 'L' ? 60000 : RC_MAX_PAYLOAD - RC_HEAD_MAX - 1);
+            rc = rc_write(log, buf, kind, id, seq, 0, n);
+            bytes += n;
+            if (rc == 0) {
+                atomic_store(&sh->acked[id], ++seq);
+                continue;
+            }
+        }
+        atomic_fetch_add(&sh->errors, 1);
+        atomic_store(&sh->last_error, rc);
+        _exit(3);
+    }
+    while (!atomic_load(&sh->stop))
+        usleep(1000);
+    free(buf);
+    _exit(forklog_close(log) == 0 ? 0 : 4);
+}
+
+static pid_t chaos_spawn(forklog *log, struct chaos_shared *sh, unsigned id)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        chaos_writer(log, sh, id);
+    return pid;
+}
+
+static void run_chaos(unsigned flags)
+{
+    struct forklog_options o = {.flags = flags};
+    forklog *log = open_log(&o);
+    struct fl__seg *seg = log->seg;
+    struct chaos_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(sh, MAP_FAILED);
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    const char *env = getenv("FORKLOG_CHAOS_SEED");
+    if (env)
+        seed = (unsigned)strtoul(env, NULL, 10);
+    fprintf(stderr, "chaos %s: seed %u (FORKLOG_CHAOS_SEED to replay the kill schedule)\n",
+            flags & FORKLOG_BUFFERED ? "buffered" : "direct", seed);
+
+    double t0 = now_s();
+    pid_t pid[WRITERS];
+    unsigned next_id = 0;
+    for (int i = 0; i < WRITERS; i++)
+        pid[i] = chaos_spawn(log, sh, next_id++);
+    int kills = 0, aimed = 0, torn_seen = 0;
+    while (kills < KILLS) {
+        int victim = -1;
+        if (rand_r(&seed) % 2) {
+            /* Aim at the lock holder while it is writing (a record, or the shared buffer). */
+            double end = now_s() + 0.05;
+            while (victim < 0 && now_s() < end) {
+                uint32_t state = *(volatile uint32_t *)&seg->state;
+                if (state == FL__WRITING || state == FL__FLUSHING) {
+                    pid_t owner = *(volatile int *)&seg->mu.__data.__owner & 0x3fffffff;
+                    for (int i = 0; i < WRITERS; i++)
+                        if (pid[i] == owner)
+                            victim = i;
+                }
+                if (victim < 0)
+                    sched_yield();
+            }
+        }
+        if (victim >= 0) {
+            aimed++;
+        } else {
+            usleep((useconds_t)(rand_r(&seed) % 3000));
+            victim = (int)((unsigned)rand_r(&seed) % WRITERS);
+        }
+        cr_assert_eq(kill(pid[victim], SIGKILL), 0);
+        int st = th_wait(pid[victim]);
+        cr_assert_eq(st, 128 + SIGKILL, "writer exited with %d before it was killed (error %d: %s)", st,
+                     atomic_load(&sh->last_error), strerror(-atomic_load(&sh->last_error)));
+        /* Did this kill leave a fragment? Only knowable while nobody has taken the dead writer's lock yet. */
+        struct stat fst;
+        if ((*(volatile int *)&seg->mu.__data.__owner & 0x3fffffff) == pid[victim] &&
+            *(volatile uint32_t *)&seg->state != FL__IDLE && stat(logpath, &fst) == 0 &&
+            (uint64_t)fst.st_size > *(volatile uint64_t *)&seg->size &&
+            (uint64_t)fst.st_size < *(volatile uint64_t *)&seg->target)
+            torn_seen++;
+        pid[victim] = chaos_spawn(log, sh, next_id++);
+        kills++;
+    }
+    double kill_s = now_s() - t0;
+    usleep(50 * 1000);
+    atomic_store(&sh->stop, 1);
+    for (int i = 0; i < WRITERS; i++)
+        cr_assert_eq(wait_for(pid[i], 60), 0, "surviving writer %d failed (error %d)", i, atomic_load(&sh->last_error));
+    cr_assert_eq(atomic_load(&sh->errors), 0, "a call failed: %s", strerror(-atomic_load(&sh->last_error)));
+    unsigned long long repairs = (unsigned long long)seg->repairs;
+    cr_assert_eq(forklog_close(log), 0); /* buffered: writes what the dead left in the shared buffer */
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, CH_IDS, CH_SEQS + 1);
+    long long size = rc_scan(&seen, logpath, 0);
+    size_t acked_total = 0, empty_acked = 0, in_flight = 0;
+    for (unsigned id = 0; id < next_id; id++) {
+        unsigned a = atomic_load(&sh->acked[id]);
+        empty_acked += atomic_load(&sh->empty_acked[id]);
+        acked_total += a;
+        for (unsigned q = 0; q < a; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "writer %u record %u returned 0 but is in the file %u times", id, q,
+                         rc_count(&seen, id, q));
+        if (a < CH_SEQS) {
+            cr_assert_leq(rc_count(&seen, id, a), 1, "writer %u record %u (in flight) is there twice", id, a);
+            in_flight += rc_count(&seen, id, a);
+        }
+        for (unsigned q = a + 1; q <= CH_SEQS; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 0, "writer %u record %u was never written", id, q);
+    }
+    cr_assert_eq(seen.records, acked_total + in_flight);
+    cr_assert(seen.empty >= empty_acked && seen.empty <= empty_acked + next_id,
+              "%zu empty records in the file, %zu acknowledged", seen.empty, empty_acked);
+    cr_assert_gt(repairs, 0, "no kill hit a lock holder: the test did not test the repair");
+    fprintf(stderr,
+            "chaos %s: %d kills (%d aimed at the holder mid-write, %d of them left a fragment), %llu repairs, "
+            "%u writers, %zu records acknowledged + %zu in flight kept, %lld bytes, %.1f s of kills, %.1f s in all\n",
+            flags & FORKLOG_BUFFERED ? "buffered" : "direct", kills, aimed, torn_seen, repairs, next_id, acked_total,
+            in_flight, size, kill_s, now_s() - t0);
+    rc_seen_free(&seen);
+    munmap(sh, sizeof *sh);
+}
+
+Test(crash, chaos_direct, .timeout = 110)
+{
+    run_chaos(0);
+}
+
+Test(crash, chaos_buffered, .timeout = 110)
+{
+    run_chaos(FORKLOG_BUFFERED);
+}

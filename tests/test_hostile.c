@@ -1,0 +1,624 @@
+/* Hostile conditions (issue 4, promises 5 to 9): file size limits and a full disk, a flood of signals, fork while
+ * another thread is in the middle of a record, descriptor and mapping leaks, permissions and planted symlinks.
+ * Children never assert: they report through their exit status (each failing step has its own code). */
+#include "records.h"
+
+#include "internal.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+
+static char *dir, *logpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "hostile.log");
+    rc_init();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(dir);
+}
+
+TestSuite(hostile, .init = setup, .fini = teardown);
+
+/* rename(2) as the library sees it. The test program's definition takes the place of libc's for the library too
+ * (symbol interposition), so a test can plant a symlink at path in the instant between fl__rotate's
+ * rename(path, path.1) and its creation of the new path: the race an attacker would have to win. Otherwise it is
+ * plain rename. */
+static volatile int plant_after_rename;
+static char plant_target[4096];
+static volatile int planted;
+
+int rename(const char *from, const char *to)
+{
+    int rc = renameat(AT_FDCWD, from, AT_FDCWD, to);
+    if (rc == 0 && plant_after_rename && logpath && strcmp(from, logpath) == 0) {
+        plant_after_rename = 0;
+        planted = symlink(plant_target, logpath) == 0 ? 1 : -1;
+    }
+    return rc;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for a child at most `limit` seconds; a child still running then is killed and reported as -2. */
+static int wait_for(pid_t pid, double limit)
+{
+    double end = now_s() + limit;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (now_s() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -2;
+        }
+        usleep(1000);
+    }
+}
+
+static forklog *open_log(const struct forklog_options *o)
+{
+    forklog *log = NULL;
+    int rc = forklog_open(&log, logpath, o);
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    return log;
+}
+
+static off_t fd_size(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? st.st_size : -1;
+}
+
+/* A record of exactly n bytes with its newline: "<c><c>...<c>\n". */
+static void fill(char *buf, char c, size_t n)
+{
+    memset(buf, c, n - 1);
+    buf[n - 1] = '\n';
+}
+
+/* ---- promise 5: RLIMIT_FSIZE and a full disk ------------------------------------------------------------- */
+
+static int set_fsize(rlim_t cur)
+{
+    struct rlimit rl = {cur, RLIM_INFINITY};
+    return setrlimit(RLIMIT_FSIZE, &rl);
+}
+
+Test(hostile, rlimit_fsize_fails_whole_and_recovers)
+{
+    forklog *log = open_log(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        char r[400];
+        fill(r, 'a', 100);
+        for (int i = 0; i < 10; i++)
+            if (forklog_write(log, r, 100) != 0)
+                _exit(10);
+        if (set_fsize(1150) != 0)
+            _exit(11);
+        char big[300];
+        fill(big, 'B', sizeof big);
+        /* 150 bytes fit under the limit: the first write(2) is short, the next fails with EFBIG. */
+        if (forklog_write(log, big, sizeof big) != -EFBIG)
+            _exit(12);
+        if (fd_size(log->fd) != 1000)
+            _exit(13); /* a partial record stayed */
+        fill(r, 'c', 100);
+        if (forklog_write(log, r, 100) != 0)
+            _exit(14); /* the lock was released and a record that fits still goes in */
+        if (forklog_write(log, r, 100) != -EFBIG || fd_size(log->fd) != 1100)
+            _exit(15);
+        char msg[200];
+        memset(msg, 'm', sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        if (forklog_info(log, "%s", msg) != -EFBIG || fd_size(log->fd) != 1100)
+            _exit(16);
+        if (set_fsize(RLIM_INFINITY) != 0)
+            _exit(17);
+        if (forklog_write(log, big, sizeof big) != 0 || forklog_info(log, "%s", msg) != 0)
+            _exit(18); /* later writes work once the limit is raised */
+        _exit(forklog_close(log) == 0 ? 0 : 19);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the child failed at the step its exit code names");
+    cr_assert_eq(forklog_write(log, "parent", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(th_count_lines(buf, len), 10 + 1 + 1 + 1 + 1);
+    cr_assert_eq(buf[1000], 'c', "the record written under the limit follows the ten before it");
+    cr_assert_eq(buf[1100], 'B', "then the 300-byte record, whole, once the limit was raised");
+    cr_assert_eq(buf[1399], '\n');
+    cr_assert_eq(memcmp(buf + len - 7, "parent\n", 7), 0);
+    free(buf);
+}
+
+Test(hostile, rlimit_fsize_buffered_flush_keeps_the_buffer)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000, .buffer_size = 4096};
+    forklog *log = open_log(&o);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        char r[100];
+        fill(r, 'a', 100);
+        for (int i = 0; i < 10; i++)
+            if (forklog_write(log, r, 100) != 0)
+                _exit(10);
+        if (fd_size(log->fd) != 0)
+            _exit(11);
+        if (set_fsize(500) != 0)
+            _exit(12);
+        if (forklog_flush(log) != -EFBIG)
+            _exit(13);
+        if (fd_size(log->fd) != 0)
+            _exit(14); /* half a buffer stayed */
+        if (set_fsize(RLIM_INFINITY) != 0)
+            _exit(15);
+        if (forklog_flush(log) != 0 || fd_size(log->fd) != 1000)
+            _exit(16); /* the buffer was kept and written whole on the next flush */
+        _exit(forklog_close(log) == 0 ? 0 : 17);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the child failed at the step its exit code names");
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 1000);
+    cr_assert_eq(th_count_lines(buf, len), 10);
+    free(buf);
+}
+
+Test(hostile, full_disk_is_enospc_and_not_a_hang)
+{
+    /* /dev/full: every write(2) fails with ENOSPC. Not a regular file (no repair is possible there), but the
+     * error must come back as -ENOSPC each time and the lock must be released. */
+    forklog *log = NULL;
+    int rc = forklog_open(&log, "/dev/full", NULL);
+    cr_assert_eq(rc, 0, "open /dev/full: %s", strerror(-rc));
+    cr_assert_eq(forklog_write(log, "x", 1), -ENOSPC);
+    cr_assert_eq(forklog_info(log, "y"), -ENOSPC);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(forklog_write(log, "z", 1) == -ENOSPC && forklog_close(log) == 0 ? 0 : 1);
+    cr_assert_eq(wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+/* ---- promise 6: a flood of signals without SA_RESTART --------------------------------------------------- */
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+}
+
+Test(hostile, signal_flood_no_error_no_torn_record, .timeout = 110)
+{
+    forklog *log = open_log(NULL);
+    enum { P = 4, N = 300 };
+    pid_t pid[P];
+    for (unsigned p = 0; p < P; p++) {
+        pid[p] = fork();
+        cr_assert_neq(pid[p], -1);
+        if (pid[p] == 0) {
+            struct sigaction sa;
+            rc_child();
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_alarm; /* no SA_RESTART: every slow call may fail with EINTR */
+            sigemptyset(&sa.sa_mask);
+            if (sigaction(SIGALRM, &sa, NULL) != 0)
+                _exit(2);
+            struct itimerval it = {{0, 20}, {0, 20}};
+            if (setitimer(ITIMER_REAL, &it, NULL) != 0)
+                _exit(2);
+            char *buf = malloc(RC_HEAD_MAX + RC_MAX_PAYLOAD);
+            unsigned seed = p + 5;
+            for (unsigned seq = 0; seq < N; seq++) {
+                char kind = seq % 3 == 0 ? 'L' : 'R';
+                size_t n = seq % 50 == 7 ? RC_MAX_PAYLOAD - RC_HEAD_MAX - 1
+                                         : rc_size(&seed, kind == 'L' ? 60000 : RC_MAX_PAYLOAD - RC_HEAD_MAX - 1);
+                if (rc_write(log, buf, kind, p, seq, 0, n) != 0)
+                    _exit(3);
+            }
+            struct itimerval off = {{0, 0}, {0, 0}};
+            setitimer(ITIMER_REAL, &off, NULL);
+            free(buf);
+            if (alarms < 100)
+                _exit(4); /* no flood: the test did not test anything */
+            _exit(forklog_close(log) == 0 ? 0 : 5);
+        }
+    }
+    for (unsigned p = 0; p < P; p++)
+        cr_assert_eq(wait_for(pid[p], 100), 0, "writer %u failed (3: a call returned an error)", p);
+    cr_assert_eq(forklog_close(log), 0);
+    struct rc_seen seen;
+    rc_seen_init(&seen, P, N);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned p = 0; p < P; p++)
+        for (unsigned q = 0; q < N; q++)
+            cr_assert_eq(rc_count(&seen, p, q), 1, "writer %u record %u", p, q);
+    cr_assert_eq(seen.records, (size_t)P * N);
+    rc_seen_free(&seen);
+}
+
+/* ---- promise 7: fork while another thread is in the middle of a record ----------------------------------- */
+
+struct big_writer {
+    forklog *log;
+    atomic_int stop;
+    atomic_int tid;
+    unsigned written;
+    int failed;
+};
+
+static void *write_big(void *arg)
+{
+    struct big_writer *bw = arg;
+    atomic_store(&bw->tid, (int)syscall(SYS_gettid));
+    char *buf = malloc(RC_HEAD_MAX + RC_MAX_PAYLOAD);
+    while (!atomic_load(&bw->stop) && bw->written < 4000) {
+        if (rc_write(bw->log, buf, 'R', 0, bw->written, 0, RC_MAX_PAYLOAD - RC_HEAD_MAX - 1) != 0) {
+            bw->failed = 1;
+            break;
+        }
+        bw->written++;
+    }
+    free(buf);
+    return NULL;
+}
+
+Test(hostile, fork_while_a_thread_is_mid_record, .timeout = 110)
+{
+    forklog *log = open_log(NULL);
+    struct big_writer bw = {.log = log};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, write_big, &bw), 0);
+    enum { CHILDREN = 30 };
+    int mid = 0;
+    for (unsigned i = 0; i < CHILDREN; i++) {
+        /* Fork at the moment the other thread holds the lock and is writing its 1 MiB record. */
+        double end = now_s() + 1.0;
+        while (now_s() < end) {
+            struct fl__seg *s = log->seg;
+            if (*(volatile uint32_t *)&s->state == FL__WRITING &&
+                (*(volatile int *)&s->mu.__data.__owner & 0x3fffffff) == atomic_load(&bw.tid))
+                break;
+            sched_yield();
+        }
+        mid += *(volatile uint32_t *)&log->seg->state == FL__WRITING;
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            char buf[RC_HEAD_MAX + 100];
+            int rc = rc_write(log, buf, 'L', 1 + i, 0, 0, 100);
+            _exit(rc == 0 && forklog_close(log) == 0 ? 0 : 1);
+        }
+        cr_assert_eq(wait_for(pid, 20), 0, "child %u could not log (-2: it hung)", i);
+    }
+    atomic_store(&bw.stop, 1);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert_not(bw.failed);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_gt(mid, CHILDREN / 2, "only %d forks happened mid-record", mid);
+    struct rc_seen seen;
+    rc_seen_init(&seen, CHILDREN + 1, 4001);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned q = 0; q < bw.written; q++)
+        cr_assert_eq(rc_count(&seen, 0, q), 1, "the thread's record %u", q);
+    for (unsigned i = 0; i < CHILDREN; i++)
+        cr_assert_eq(rc_count(&seen, 1 + i, 0), 1, "child %u's record", i);
+    cr_assert_eq(seen.records, (size_t)bw.written + CHILDREN);
+    rc_seen_free(&seen);
+}
+
+/* ---- promise 8: no descriptor or mapping leak ---------------------------------------------------------- */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* Number of mappings and their total size in KiB. */
+static void count_maps(long *lines, long *kib)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(f);
+    char line[4096];
+    *lines = 0;
+    *kib = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2) {
+            (*lines)++;
+            *kib += (long)((hi - lo) >> 10);
+        }
+    }
+    fclose(f);
+}
+
+static void open_write_close(const struct forklog_options *o, int i)
+{
+    forklog *log;
+    int rc = forklog_open(&log, logpath, o);
+    if (rc != 0)
+        cr_assert_fail("cycle %d: forklog_open: %s", i, strerror(-rc));
+    if (i % 100 == 0) {
+        rc = forklog_write(log, "cycle", 5);
+        if (rc != 0)
+            cr_assert_fail("cycle %d: forklog_write: %s", i, strerror(-rc));
+    }
+    if (forklog_close(log) != 0)
+        cr_assert_fail("cycle %d: forklog_close", i);
+}
+
+Test(hostile, no_fd_or_mapping_leak_over_10000_cycles, .timeout = 110)
+{
+    struct forklog_options opts[2] = {{0}, {.flags = FORKLOG_BUFFERED, .buffer_size = 1 << 20}};
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 200; i++) /* warm-up: the allocator settles */
+            open_write_close(&opts[k], i);
+        int fds = count_fds();
+        long lines, kib;
+        count_maps(&lines, &kib);
+        for (int i = 0; i < 10000; i++)
+            open_write_close(&opts[k], i);
+        long lines2, kib2;
+        count_maps(&lines2, &kib2);
+        cr_assert_eq(count_fds(), fds, "descriptors leaked (%s)", k ? "buffered" : "direct");
+        /* A leaked mapping per cycle would be 10,000 mappings (or, merged, 40 MiB or more). */
+        cr_assert_leq(lines2, lines + 2, "%ld mappings before, %ld after (%s)", lines, lines2,
+                      k ? "buffered" : "direct");
+        cr_assert_leq(kib2, kib + 1024, "%ld KiB mapped before, %ld after (%s)", kib, kib2, k ? "buffered" : "direct");
+    }
+}
+
+/* ---- promise 9: permissions and symlinks ---------------------------------------------------------------- */
+
+static char *numbered(unsigned k)
+{
+    size_t n = strlen(logpath) + 16;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    snprintf(p, n, "%s.%u", logpath, k);
+    return p;
+}
+
+static mode_t mode_of(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+    cr_assert(S_ISREG(st.st_mode), "%s is not a regular file", path);
+    return st.st_mode & 07777;
+}
+
+Test(hostile, mode_under_umask_for_created_and_rotated_files)
+{
+    mode_t old = umask(027);
+    struct forklog_options o = {.mode = 0666, .rotate_bytes = 300, .rotate_keep = 3};
+    forklog *log = open_log(&o);
+    cr_assert_eq(mode_of(logpath), 0640);
+    char r[100];
+    fill(r, 'r', sizeof r);
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(forklog_write(log, r, sizeof r), 0);
+    for (unsigned k = 1; k <= 3; k++) {
+        char *p = numbered(k);
+        cr_assert_eq(mode_of(p), 0640, "%s", p);
+        free(p);
+    }
+    cr_assert_eq(mode_of(logpath), 0640, "the file created by rotation");
+    /* A reopen after the file was removed creates it again, with the same mode. */
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, r, sizeof r), 0);
+    cr_assert_eq(mode_of(logpath), 0640, "the file created by a reopen");
+    cr_assert_eq(forklog_close(log), 0);
+    umask(old);
+}
+
+/* Plants a file outside the log's names and returns its path; symlinks point to it. */
+static char *plant_secret(const char *name, const char *content)
+{
+    char *p = th_path(dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+    return p;
+}
+
+static void assert_untouched(const char *path, const char *content)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf, "%s is gone", path);
+    cr_assert_str_eq(buf, content, "%s was written through a symlink", path);
+    free(buf);
+}
+
+Test(hostile, rotation_never_follows_symlinks_at_rotated_names)
+{
+    enum { KEEP = 3 };
+    char *secret[KEEP + 1];
+    char content[KEEP + 1][32];
+    for (unsigned k = 1; k <= KEEP + 1; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "secret%u", k);
+        snprintf(content[k - 1], sizeof content[k - 1], "secret %u\n", k);
+        secret[k - 1] = plant_secret(name, content[k - 1]);
+        char *link = numbered(k);
+        cr_assert_eq(symlink(secret[k - 1], link), 0);
+        free(link);
+    }
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = KEEP};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    for (unsigned q = 0; q < 40; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 100), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    for (unsigned k = 0; k <= KEEP; k++)
+        assert_untouched(secret[k], content[k]);
+    /* Enough rotations have happened for every planted link to be renamed along and replaced. */
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 40);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned k = 1; k <= KEEP; k++) {
+        char *p = numbered(k);
+        mode_of(p); /* a regular file */
+        rc_scan(&seen, p, k);
+        free(p);
+    }
+    cr_assert_eq(rc_count(&seen, 0, 39), 1);
+    rc_seen_free(&seen);
+    for (unsigned k = 0; k <= KEEP; k++)
+        free(secret[k]);
+}
+
+Test(hostile, rotation_never_follows_a_symlink_planted_at_path_after_the_rename)
+{
+    const char *content = "not the log\n";
+    char *secret = plant_secret("secret", content);
+    snprintf(plant_target, sizeof plant_target, "%s", secret);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    unsigned q = 0, ok = 0;
+    for (; q < 3; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0);
+    /* The next record rotates; the symlink appears at path right after path was renamed to path.1. */
+    plant_after_rename = 1;
+    int rc = rc_write(log, buf, 'R', 0, q++, 0, 60);
+    cr_assert_eq(planted, 1, "the test could not plant its symlink");
+    cr_assert(rc == 0 || rc == -ELOOP, "rotation against a planted symlink: %s", strerror(-rc));
+    ok = rc == 0;
+    /* Whatever became of that record, every later one, from this process or a child, goes to a file of the log
+     * and none through the link. */
+    for (; q < 14; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        for (unsigned k = 0; k < 10; k++)
+            if (rc_write(log, buf, 'R', 1, k, 0, 60) != 0)
+                _exit(1);
+        _exit(forklog_close(log) == 0 ? 0 : 2);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_untouched(secret, content);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 2, 20);
+    mode_of(logpath); /* the planted link is gone from path */
+    rc_scan(&seen, logpath, 0);
+    for (unsigned k = 1; k <= 20; k++) {
+        char *p = numbered(k);
+        struct stat st;
+        if (lstat(p, &st) == 0) {
+            cr_assert(S_ISREG(st.st_mode), "%s is not a regular file", p);
+            rc_scan(&seen, p, k);
+        }
+        free(p);
+    }
+    cr_assert_eq(seen.records, 3 + ok + 10 + 10, "records that returned 0 are in the files, once");
+    fprintf(stderr, "symlink planted after rename: the rotating record returned %d (%s)\n", rc, strerror(-rc));
+    rc_seen_free(&seen);
+    free(secret);
+}
+
+static void become_nobody(void)
+{
+    if (geteuid() != 0)
+        return;
+    struct passwd *pw = getpwnam("nobody");
+    uid_t uid = pw ? pw->pw_uid : 65534;
+    gid_t gid = pw ? pw->pw_gid : 65534;
+    if (setgid(gid) != 0 || setuid(uid) != 0)
+        _exit(90);
+}
+
+Test(hostile, file_of_another_user)
+{
+    /* The file belongs to root (mode 0644) in a directory only root may write. An unprivileged process: */
+    chmod(dir, 0755);
+    int fd = open(logpath, O_WRONLY | O_CREAT, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "root\n", 5), 5);
+    close(fd);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        become_nobody();
+        forklog *log = (forklog *)1;
+        int rc = forklog_open(&log, logpath, NULL);
+        _exit(rc == -EACCES && log == NULL ? 0 : 1); /* cannot open it for writing */
+    }
+    cr_assert_eq(th_wait(pid), 0, "expected -EACCES opening another user's 0644 file");
+
+    /* The same file made writable by all (0666): it opens and takes records, but size-based rotation needs to
+     * rename in the directory, which the process may not: the record that would rotate fails with -EACCES and
+     * leaves nothing behind; the file is not rotated. */
+    cr_assert_eq(chmod(logpath, 0666), 0);
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        become_nobody();
+        struct forklog_options o = {.rotate_bytes = 100};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(1);
+        char r[50];
+        fill(r, 'n', sizeof r);
+        if (forklog_write(log, r, sizeof r) != 0) /* 5 + 50 <= 100: no rotation needed */
+            _exit(2);
+        if (forklog_write(log, r, sizeof r) != -EACCES) /* 105 > 100: rotation, not permitted */
+            _exit(3);
+        if (forklog_write(log, r, sizeof r) != -EACCES)
+            _exit(4);
+        _exit(forklog_close(log) == 0 ? 0 : 5);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the unprivileged writer failed at step %d", 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 5 + 50);
+    cr_assert_eq(strncmp(buf, "root\nnnnn", 9), 0);
+    free(buf);
+    char *one = numbered(1);
+    cr_assert_neq(access(one, F_OK), 0, "no rotated file could have been made");
+    free(one);
+}
