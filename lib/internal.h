@@ -49,6 +49,13 @@ struct fl__seg {
     unsigned char buf[];    /* FORKLOG_BUFFERED records, whole, in lock order */
 };
 
+/* Per-process state that fork() must not copy: it lives in a private page marked MADV_WIPEONFORK, which a child
+ * sees zero-filled, so a zero field means "not yet done in this process". */
+struct fl__proc {
+    atomic_int pid; /* getpid() of this process, 0 until first asked */
+    int own_fd;     /* log->fd is this process's own open file description (lock held to read or write) */
+};
+
 /* The handle. fork() copies it: fd and gen are per process, changed only with the lock held. */
 struct forklog {
     struct fl__seg *seg;
@@ -64,7 +71,7 @@ struct forklog {
     unsigned rotate_keep;
     int64_t flush_ns;
     unsigned max_spinners; /* online CPUs - 1: more spinners than that would only delay the holder */
-    atomic_int *pid_cache; /* in a private MADV_WIPEONFORK page: 0 in a fresh child; NULL if unsupported */
+    struct fl__proc *proc; /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */
     char path[];           /* absolute, so that a child that chdir()s reopens the same file */
 };
 

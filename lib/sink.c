@@ -61,9 +61,32 @@ static void fl__new_generation(struct fl__seg *s)
 
 /* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
  * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
+/* A forked process writes through its own open file description of the same inode, reopened through
+ * /proc/self/fd (never by path): processes that share one description contend in the kernel for its position
+ * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one. */
+static void fl__own_fd(forklog *log)
+{
+    log->proc->own_fd = 1;
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", log->fd);
+    int fd = open(link, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return;
+    struct stat a, b;
+    if (fstat(fd, &a) < 0 || fstat(log->fd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+        close(fd);
+        return;
+    }
+    int old = log->fd;
+    log->fd = fd;
+    close(old);
+}
+
 static int fl__sync_file(forklog *log)
 {
     struct fl__seg *s = log->seg;
+    if (log->proc && !log->proc->own_fd)
+        fl__own_fd(log);
     unsigned req = atomic_load_explicit(&s->reopen_req, memory_order_acquire);
     if (req != s->reopen_seen) {
         s->reopen_seen = req;
@@ -132,10 +155,10 @@ static void fl__repair(forklog *log)
     s->state = FL__IDLE;
 }
 
-/* Spin budget of a waiter before it sleeps in the futex, in pause iterations (~10-40 ns each): a few record
- * writes. Sleeping costs two system calls and two context switches per hand-off; a short spin while the holder
- * writes avoids them (measured in docs/performance.md). */
-#define FL__SPIN_LIMIT 1000
+/* How long a waiter spins before it sleeps in the futex: several writes of a small record (~1 us each here).
+ * Sleeping costs two system calls and two context switches per hand-off; spinning while the holders ahead write
+ * avoids them. 0.5, 2, 10 and 30 us were tried (docs/performance.md). The clock is read every 16 pauses. */
+#define FL__SPIN_NS 10000
 
 static inline void fl__cpu_relax(void)
 {
@@ -157,10 +180,13 @@ static int fl__lock(forklog *log)
      * spinning. */
     if (rc == EBUSY) {
         if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
-            for (int i = 0; i < FL__SPIN_LIMIT && rc == EBUSY; i++) {
+            int64_t until = fl__mono_ns() + FL__SPIN_NS;
+            for (unsigned i = 1; rc == EBUSY; i++) {
                 fl__cpu_relax();
                 if (!atomic_load_explicit(&s->held, memory_order_relaxed))
                     rc = pthread_mutex_trylock(&s->mu);
+                if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
+                    break;
             }
         }
         atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
@@ -410,9 +436,10 @@ static char *fl__absolute(const char *path, int *err)
     return p;
 }
 
-/* One private page that fork() hands to the child zero-filled (MADV_WIPEONFORK, Linux 4.14): the pid cached
- * there is never a parent's. NULL where the kernel or libc lacks it: the pid is then asked for every record. */
-static atomic_int *fl__pid_cache_new(size_t page)
+/* The per-process page (struct fl__proc): private, and handed to a forked child zero-filled (MADV_WIPEONFORK,
+ * Linux 4.14), so that nothing cached there is ever a parent's. NULL where the kernel or libc lacks it: the pid is
+ * then asked for every record, and every process keeps the inherited descriptor. */
+static struct fl__proc *fl__proc_new(size_t page)
 {
 #ifdef MADV_WIPEONFORK
     void *m = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -422,9 +449,10 @@ static atomic_int *fl__pid_cache_new(size_t page)
         munmap(m, page);
         return NULL;
     }
-    atomic_int *cache = m;
-    atomic_init(cache, 0);
-    return cache;
+    struct fl__proc *proc = m;
+    atomic_init(&proc->pid, 0);
+    proc->own_fd = 1; /* the opener's descriptor is its own until it forks */
+    return proc;
 #else
     (void)page;
     return NULL;
@@ -512,7 +540,7 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     atomic_init(&s->reopen_req, 0);
     log->gen = 1;
     log->seg = s;
-    log->pid_cache = fl__pid_cache_new(pg);
+    log->proc = fl__proc_new(pg);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
     *out = log;
@@ -625,16 +653,21 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
     va_list again;
     va_copy(again, ap);
     int n = -1;
+    const char *str_arg = NULL;
     if (fmt[0] == '%' && fmt[1] == 's' && fmt[2] == '\0') {
         /* The commonest format of all, "%s": a copy, without the printf machinery (~60 ns per record). */
         va_list peek;
         va_copy(peek, ap);
         const char *str = va_arg(peek, const char *);
         va_end(peek);
-        size_t sl = str ? strnlen(str, room + 1) : room + 1;
-        if (sl <= room) {
-            memcpy(out + p, str, sl);
+        if (str) {
+            size_t sl = strnlen(str, room + 1);
+            if (sl <= room)
+                memcpy(out + p, str, sl);
+            else if ((sl = strlen(str)) > INT_MAX)
+                sl = INT_MAX;
             n = (int)sl;
+            str_arg = sl <= room ? NULL : str;
         }
     }
     if (n < 0)
@@ -656,10 +689,14 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
     }
 
     /* Slow path: the whole message (up to max_record bytes of it), then escaping and cutting. */
-    char *msg = out + p;
+    const char *msg = out + p;
     size_t total = (size_t)n, msglen = total;
     char *heap = NULL;
-    if (total > room) {
+    if (total > room && str_arg) {
+        /* "%s" with a long string: the string is the message; nothing to format or copy. */
+        msg = str_arg;
+        msglen = total < log->max_record ? total : log->max_record;
+    } else if (total > room) {
         size_t want = total < log->max_record ? total : log->max_record;
         if (!(heap = malloc(want + 1))) {
             va_end(again);
@@ -674,7 +711,7 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
             va_end(again);
             return -ENOMEM;
         }
-        memcpy(heap, msg, total);
+        memcpy(heap, out + p, total);
         msg = heap;
     }
     va_end(again);
@@ -736,9 +773,9 @@ int forklog_close(forklog *log)
         return 0;
     int rc = forklog_flush(log);
     munmap(log->seg, log->seg_len);
-    if (log->pid_cache) {
+    if (log->proc) {
         long page = sysconf(_SC_PAGESIZE);
-        munmap((void *)log->pid_cache, page > 0 ? (size_t)page : 4096);
+        munmap(log->proc, page > 0 ? (size_t)page : 4096);
     }
     if (close(log->fd) < 0 && rc == 0)
         rc = -errno;

@@ -551,3 +551,48 @@ Test(core, buffered_records_survive_writer_death)
     cr_assert_str_eq(buf, "from the dead\n");
     free(buf);
 }
+
+Test(core, each_process_writes_through_its_own_open_file_description)
+{
+    forklog *log = open_with(NULL);
+    /* The log descriptor is the newest one. */
+    int inherited = open("/dev/null", O_RDONLY);
+    close(inherited);
+    inherited--;
+    char link[64], target[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", inherited);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    cr_assert_gt(n, 0);
+    target[n] = '\0';
+    cr_assert_str_eq(target, logpath);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        if (forklog_write(log, "child", 5) != 0)
+            _exit(1);
+        /* The inherited number is closed; one descriptor of the log is open, O_APPEND and close-on-exec, and
+         * its file position is its own (kcmp-free check: the parent's description stays at 0 below). */
+        if (fcntl(inherited, F_GETFD) != -1 || errno != EBADF)
+            _exit(2);
+        int found = 0;
+        for (int fd = 0; fd < 1024; fd++) {
+            snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+            n = readlink(link, target, sizeof target - 1);
+            if (n > 0 && (target[n] = '\0', strcmp(target, logpath) == 0)) {
+                found++;
+                if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC) || !(fcntl(fd, F_GETFL) & O_APPEND))
+                    _exit(3);
+            }
+        }
+        _exit(found == 1 ? 0 : 4);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    /* The parent still writes through the descriptor it opened; its position was never moved by the child. */
+    cr_assert_eq(lseek(inherited, 0, SEEK_CUR), 0);
+    cr_assert_eq(forklog_write(log, "parent", 6), 0);
+    forklog_close(log);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_str_eq(buf, "child\nparent\n");
+    free(buf);
+}

@@ -63,7 +63,7 @@ Test(format_internal, needs_escape_matches_byte_loop)
 
 Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
 {
-    static struct forklog log; /* only format and pid_cache are read; zero = text, no cache */
+    static struct forklog log; /* only format and proc are read; zero = text, no cache */
     struct timespec ts = {1700000000, 0};
     char label[5000];
     memset(label, '"', sizeof label - 1); /* escapes to twice its size */
