@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A fresh directory per test (Criterion runs tests in parallel). The caller frees the result. */
@@ -72,6 +74,35 @@ static inline int th_wait(pid_t pid)
         if (errno != EINTR)
             return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* CLOCK_MONOTONIC in seconds. */
+static inline double th_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for a child at most `limit` seconds; a child still running then is killed and reported as -2. Returns its
+ * exit status, 128 + signal, or -1. */
+static inline int th_wait_for(pid_t pid, double limit)
+{
+    double end = th_now_s() + limit;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (th_now_s() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -2;
+        }
+        usleep(1000);
+    }
 }
 
 /* Removes a test directory and what is in it (one level). */

@@ -31,33 +31,6 @@ static void teardown(void)
 
 TestSuite(crash, .init = setup, .fini = teardown);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Waits for a child at most `limit` seconds; a child still running then is killed and reported as -2. */
-static int wait_for(pid_t pid, double limit)
-{
-    double end = now_s() + limit;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (r < 0 && errno != EINTR)
-            return -1;
-        if (now_s() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -2;
-        }
-        usleep(1000);
-    }
-}
-
 static forklog *open_log(const struct forklog_options *o)
 {
     forklog *log = NULL;
@@ -181,7 +154,7 @@ Test(crash, sigkilled_holder_others_proceed_at_once)
             int lk = pthread_mutex_lock(&log->seg->mu);
             if (lk == 0)
                 pthread_mutex_unlock(&log->seg->mu);
-            double t = now_s();
+            double t = th_now_s();
             if (write(p[1], &t, sizeof t) != sizeof t)
                 _exit(4);
             _exit(rc != 0 ? 1 : lk != 0 ? 2 : forklog_close(log) != 0 ? 3 : 0);
@@ -200,11 +173,11 @@ Test(crash, sigkilled_holder_others_proceed_at_once)
     }
     cr_assert_not(got_early, "a writer got the lock while the holder was alive");
 
-    double t0 = now_s();
+    double t0 = th_now_s();
     cr_assert_eq(kill(holder, SIGKILL), 0);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
     int rc = forklog_write(log, "after", 5);
-    double parent_s = now_s() - t0;
+    double parent_s = th_now_s() - t0;
     cr_assert_eq(rc, 0, "forklog_write after the holder died: %s", strerror(-rc));
     for (int i = 0; i < WAITERS; i++) {
         double t;
@@ -213,7 +186,7 @@ Test(crash, sigkilled_holder_others_proceed_at_once)
     }
     close(p[0]);
     for (int i = 0; i < WAITERS; i++)
-        cr_assert_eq(wait_for(w[i], 10), 0, "waiter %d failed", i);
+        cr_assert_eq(th_wait_for(w[i], 10), 0, "waiter %d failed", i);
     cr_assert_lt(parent_s, 2.0, "the parent needed %.3f s after the holder died", parent_s);
     cr_assert_eq(log->seg->repairs, 1, "exactly one EOWNERDEAD repair, got %llu",
                  (unsigned long long)log->seg->repairs);
@@ -265,10 +238,10 @@ Test(crash, holder_thread_exits_holding_the_lock)
     cr_assert_eq(pthread_join(th, &ret), 0);
     cr_assert_eq((intptr_t)ret, 0);
     /* The thread is gone but its process lives: the lock counts as dead all the same. */
-    double t0 = now_s();
+    double t0 = th_now_s();
     int rc = forklog_write(log, "after thread death", 18);
     cr_assert_eq(rc, 0, "%s", strerror(-rc));
-    cr_assert_lt(now_s() - t0, 2.0);
+    cr_assert_lt(th_now_s() - t0, 2.0);
     cr_assert_eq(log->seg->repairs, 1);
 
     /* The same from a child's thread, with the parent waiting. */
@@ -281,7 +254,7 @@ Test(crash, holder_thread_exits_holding_the_lock)
         int crc = forklog_write(log, "child after its thread died", 27);
         _exit(crc == 0 && forklog_close(log) == 0 ? 0 : 2);
     }
-    cr_assert_eq(wait_for(pid, 10), 0);
+    cr_assert_eq(th_wait_for(pid, 10), 0);
     cr_assert_eq(forklog_write(log, "parent", 6), 0);
     cr_assert_eq(log->seg->repairs, 2);
     cr_assert_eq(forklog_close(log), 0);
@@ -508,7 +481,7 @@ static void run_chaos(unsigned flags)
     fprintf(stderr, "chaos %s: seed %u (FORKLOG_CHAOS_SEED to replay the kill schedule)\n",
             flags & FORKLOG_BUFFERED ? "buffered" : "direct", seed);
 
-    double t0 = now_s();
+    double t0 = th_now_s();
     pid_t pid[WRITERS];
     unsigned next_id = 0;
     for (int i = 0; i < WRITERS; i++)
@@ -518,8 +491,8 @@ static void run_chaos(unsigned flags)
         int victim = -1;
         if (rand_r(&seed) % 2) {
             /* Aim at the lock holder while it is writing (a record, or the shared buffer). */
-            double end = now_s() + 0.05;
-            while (victim < 0 && now_s() < end) {
+            double end = th_now_s() + 0.05;
+            while (victim < 0 && th_now_s() < end) {
                 uint32_t state = *(volatile uint32_t *)&seg->state;
                 if (state == FL__WRITING || state == FL__FLUSHING) {
                     pid_t owner = *(volatile int *)&seg->mu.__data.__owner & 0x3fffffff;
@@ -551,11 +524,12 @@ static void run_chaos(unsigned flags)
         pid[victim] = chaos_spawn(log, sh, next_id++);
         kills++;
     }
-    double kill_s = now_s() - t0;
+    double kill_s = th_now_s() - t0;
     usleep(50 * 1000);
     atomic_store(&sh->stop, 1);
     for (int i = 0; i < WRITERS; i++)
-        cr_assert_eq(wait_for(pid[i], 60), 0, "surviving writer %d failed (error %d)", i, atomic_load(&sh->last_error));
+        cr_assert_eq(th_wait_for(pid[i], 60), 0, "surviving writer %d failed (error %d)", i,
+                     atomic_load(&sh->last_error));
     cr_assert_eq(atomic_load(&sh->errors), 0, "a call failed: %s", strerror(-atomic_load(&sh->last_error)));
     unsigned long long repairs = (unsigned long long)seg->repairs;
     cr_assert_eq(forklog_close(log), 0); /* buffered: writes what the dead left in the shared buffer */
@@ -586,7 +560,7 @@ static void run_chaos(unsigned flags)
             "chaos %s: %d kills (%d aimed at the holder mid-write, %d of them left a fragment), %llu repairs, "
             "%u writers, %zu records acknowledged + %zu in flight kept, %lld bytes, %.1f s of kills, %.1f s in all\n",
             flags & FORKLOG_BUFFERED ? "buffered" : "direct", kills, aimed, torn_seen, repairs, next_id, acked_total,
-            in_flight, size, kill_s, now_s() - t0);
+            in_flight, size, kill_s, th_now_s() - t0);
     rc_seen_free(&seen);
     munmap(sh, sizeof *sh);
 }

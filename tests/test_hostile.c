@@ -52,33 +52,6 @@ int rename(const char *from, const char *to)
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Waits for a child at most `limit` seconds; a child still running then is killed and reported as -2. */
-static int wait_for(pid_t pid, double limit)
-{
-    double end = now_s() + limit;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (r < 0 && errno != EINTR)
-            return -1;
-        if (now_s() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -2;
-        }
-        usleep(1000);
-    }
-}
-
 static forklog *open_log(const struct forklog_options *o)
 {
     forklog *log = NULL;
@@ -208,7 +181,7 @@ Test(hostile, full_disk_is_enospc_and_not_a_hang)
     cr_assert_neq(pid, -1);
     if (pid == 0)
         _exit(forklog_write(log, "z", 1) == -ENOSPC && forklog_close(log) == 0 ? 0 : 1);
-    cr_assert_eq(wait_for(pid, 10), 0);
+    cr_assert_eq(th_wait_for(pid, 10), 0);
     cr_assert_eq(forklog_close(log), 0);
 }
 
@@ -259,7 +232,7 @@ Test(hostile, signal_flood_no_error_no_torn_record, .timeout = 110)
         }
     }
     for (unsigned p = 0; p < P; p++)
-        cr_assert_eq(wait_for(pid[p], 100), 0, "writer %u failed (3: a call returned an error)", p);
+        cr_assert_eq(th_wait_for(pid[p], 100), 0, "writer %u failed (3: a call returned an error)", p);
     cr_assert_eq(forklog_close(log), 0);
     struct rc_seen seen;
     rc_seen_init(&seen, P, N);
@@ -307,8 +280,8 @@ Test(hostile, fork_while_a_thread_is_mid_record, .timeout = 110)
     int mid = 0;
     for (unsigned i = 0; i < CHILDREN; i++) {
         /* Fork at the moment the other thread holds the lock and is writing its 1 MiB record. */
-        double end = now_s() + 1.0;
-        while (now_s() < end) {
+        double end = th_now_s() + 1.0;
+        while (th_now_s() < end) {
             struct fl__seg *s = log->seg;
             if (*(volatile uint32_t *)&s->state == FL__WRITING &&
                 (*(volatile int *)&s->mu.__data.__owner & 0x3fffffff) == atomic_load(&bw.tid))
@@ -323,7 +296,7 @@ Test(hostile, fork_while_a_thread_is_mid_record, .timeout = 110)
             int rc = rc_write(log, buf, 'L', 1 + i, 0, 0, 100);
             _exit(rc == 0 && forklog_close(log) == 0 ? 0 : 1);
         }
-        cr_assert_eq(wait_for(pid, 20), 0, "child %u could not log (-2: it hung)", i);
+        cr_assert_eq(th_wait_for(pid, 20), 0, "child %u could not log (-2: it hung)", i);
     }
     atomic_store(&bw.stop, 1);
     cr_assert_eq(pthread_join(th, NULL), 0);
