@@ -308,6 +308,14 @@ long fl__pid(const forklog *log)
     return pid;
 }
 
+/* Copies the string s to o (without its NUL) and returns the end. */
+static char *fl__stpcpy(char *o, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(o, s, n);
+    return o + n;
+}
+
 size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
 {
     char *o = out;
@@ -318,33 +326,19 @@ size_t fl__prefix(const forklog *log, enum forklog_level level, const struct tim
         pidbuf[sizeof pidbuf - 1 - pidlen++] = (char)('0' + pid % 10);
         pid /= 10;
     } while (pid > 0 && pidlen < sizeof pidbuf);
-    const char *lv = log->format == FORKLOG_FORMAT_JSON ? fl__level_json[level] : fl__level_text[level];
-    size_t lvlen = strlen(lv);
-    if (log->format == FORKLOG_FORMAT_JSON) {
-        memcpy(o, "{\"ts\":\"", 7);
-        fl__rfc3339(o + 7, now);
-        memcpy(o + 34, "\",\"level\":\"", 11);
-        o += 45;
-        memcpy(o, lv, lvlen);
-        o += lvlen;
-        memcpy(o, "\",\"pid\":", 8);
-        o += 8;
-        memcpy(o, pidbuf + sizeof pidbuf - pidlen, pidlen);
-        o += pidlen;
-        memcpy(o, ",\"msg\":\"", 8);
-        o += 8;
-    } else {
-        fl__rfc3339(o, now);
-        o[27] = ' ';
-        o += 28;
-        memcpy(o, lv, lvlen);
-        o += lvlen;
-        memcpy(o, " pid=", 5);
-        o += 5;
-        memcpy(o, pidbuf + sizeof pidbuf - pidlen, pidlen);
-        o += pidlen;
-        *o++ = ' ';
-    }
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const char *lv = json ? fl__level_json[level] : fl__level_text[level];
+    /* text: `TS LEVEL pid=N `; JSON: `{"ts":"TS","level":"level","pid":N,"msg":"` */
+    static const char *const parts[2][4] = {{"", " ", " pid=", " "},
+                                            {"{\"ts\":\"", "\",\"level\":\"", "\",\"pid\":", ",\"msg\":\""}};
+    const char *const *part = parts[json];
+    o = fl__stpcpy(o, part[0]);
+    fl__rfc3339(o, now);
+    o = fl__stpcpy(o + 27, part[1]);
+    o = fl__stpcpy(o, lv);
+    o = fl__stpcpy(o, part[2]);
+    memcpy(o, pidbuf + sizeof pidbuf - pidlen, pidlen);
+    o = fl__stpcpy(o + pidlen, part[3]);
     return (size_t)(o - out);
 }
 
