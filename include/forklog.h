@@ -206,12 +206,12 @@ struct forklog_pool_options {
     int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok */
     void *init_arg;
     unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
-    double timeout_s;              /* per task; 0: none */
+    double timeout_s;              /* per task, and per worker initializer; 0: none */
     forklog *log;                  /* where timing records go; NULL: none */
-    /* Label of task `index` for its record (the seed logs the data item), called in the worker and the parent.
-     * NULL, or a NULL return: no label. */
+    /* Label of task `index` for its record (the seed logs the data item), called in the parent only; cut to
+     * 128 bytes (at a UTF-8 boundary) in the record. NULL, or a NULL return: no label. */
     const char *(*label)(size_t index, void *ctx);
-    /* NULL, or an array of ntasks entries that receives each task's outcome. */
+    /* NULL, or an array of ntasks entries that receives each task's outcome (zeroed first). */
     struct forklog_task_result *results;
     /* How many workers may fail their initializer, in all, before the pool gives up. 0: workers * 2 + 2. */
     unsigned max_init_failures;
@@ -233,10 +233,14 @@ struct forklog_pool_report {
  * Runs task(i, ctx) for i in [0, ntasks) over forked workers, dynamically (a free worker takes the next task),
  * writes one timing record per task to opts->log, and one summary record at the end. Returns the number of tasks
  * that did not end ok (0 when all did), or a negative errno when the pool itself could not run: -EINVAL (NULL
- * opts or task, bad option), -EAGAIN or -ENOMEM (fork failed), -ECHILD (workers kept failing their initializer;
- * the tasks that never ran are FORKLOG_TASK_NOT_RUN). `report` may be NULL. Every worker has ended when it
- * returns. It reaps only its own workers and leaves the caller's signal dispositions and mask as they were.
- * Callable from a thread, and from a worker of another pool; not async-signal-safe.
+ * opts or task, bad option), -EAGAIN or -ENOMEM (fork failed with no worker alive; while some live, the pool
+ * goes on with fewer), -EMFILE or -ENFILE (no descriptor for its pipes), -ECHILD (more than max_init_failures
+ * initializers failed and tasks were left). Tasks that never ran are FORKLOG_TASK_NOT_RUN and still get a record
+ * (status=not_run). `report` may be NULL. A record is written by the parent for every task, whatever became of
+ * its worker; with FORKLOG_BUFFERED the log is flushed before the call returns. Every worker has ended when it
+ * returns. It reaps only its own workers (waitpid on their pids) and leaves the caller's signal dispositions,
+ * mask and other children as they were. Callable from a thread, and from a worker of another pool; not
+ * async-signal-safe.
  */
 FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task,
                                  void *ctx, struct forklog_pool_report *report);
