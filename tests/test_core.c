@@ -458,6 +458,7 @@ Test(core, relative_path_survives_chdir_in_child)
 Test(core, children_inherit_the_handle)
 {
     forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_info(log, "parent before fork"), 0); /* caches the parent's pid */
     enum { N = 4 };
     pid_t pids[N];
     for (int i = 0; i < N; i++) {
@@ -477,12 +478,16 @@ Test(core, children_inherit_the_handle)
     cr_assert_eq(forklog_close(log), 0);
     size_t len;
     char *buf = read_log(&len);
-    cr_assert_eq(th_count_lines(buf, len), N * 100 + 1);
+    cr_assert_eq(th_count_lines(buf, len), N * 100 + 2);
     for (int i = 0; i < N; i++) {
-        char needle[32];
-        snprintf(needle, sizeof needle, " child %d rec 99\n", i);
-        cr_assert_not_null(strstr(buf, needle));
+        /* Each child's records carry its own pid, never the parent's cached one. */
+        char needle[64];
+        snprintf(needle, sizeof needle, " INFO pid=%ld child %d rec 99\n", (long)pids[i], i);
+        cr_assert_not_null(strstr(buf, needle), "missing: %s", needle);
     }
+    char parent[64];
+    snprintf(parent, sizeof parent, " INFO pid=%ld parent done\n", (long)getpid());
+    cr_assert_not_null(strstr(buf, parent));
     free(buf);
 }
 
