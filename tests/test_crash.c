@@ -410,7 +410,7 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
  * before it starts the next call. At the end the file must hold only whole records, every acknowledged record
  * exactly once, the one record in flight of a killed writer at most once, nothing else. */
 
-enum { WRITERS = 6, KILLS = 200, CH_IDS = WRITERS + KILLS + 8, CH_SEQS = 4096, CH_BUDGET = 8 << 20 };
+enum { WRITERS = 6, KILLS = 200, CH_IDS = WRITERS + KILLS + 8, CH_SEQS = 4096, CH_BUDGET = 2 << 20 };
 
 struct chaos_shared {
     atomic_uint acked[CH_IDS];       /* records 0 .. acked-1 of writer id returned 0 */
@@ -428,7 +428,7 @@ static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
         _exit(2);
     unsigned seed = id * 7919u + 17u;
     unsigned seq = 0;
-    size_t bytes = 0; /* a budget, so that the file stays a few hundred MiB however fast the machine */
+    size_t bytes = 0; /* a budget, so that the file stays at most ~400 MiB however fast the machine */
     while (seq < CH_SEQS && bytes < CH_BUDGET && !atomic_load(&sh->stop)) {
         unsigned r = (unsigned)rand_r(&seed) % 100;
         int rc;
