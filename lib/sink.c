@@ -59,8 +59,6 @@ static void fl__new_generation(struct fl__seg *s)
     s->file_known = 0;
 }
 
-/* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
- * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
 /* A forked process writes through its own open file description of the same inode, reopened through
  * /proc/self/fd (never by path): processes that share one description contend in the kernel for its position
  * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one. */
@@ -82,6 +80,8 @@ static void fl__own_fd(forklog *log)
     close(old);
 }
 
+/* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
+ * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
 static int fl__sync_file(forklog *log)
 {
     struct fl__seg *s = log->seg;
