@@ -28,6 +28,20 @@ enum fl__state {
     FL__ROTATING = 3  /* files are being renamed */
 };
 
+/* Combining (direct mode): a writer that finds the lock taken posts its record in a slot; the next lock holder
+ * writes every posted record together with its own in one writev(2) and marks them done. A slot goes
+ * FREE -> FILLING -> POSTED (poster, lock-free), POSTED -> TAKEN -> DONE (lock holder), DONE -> FREE (poster). */
+#define FL__SLOTS    32
+#define FL__SLOT_CAP 1024
+enum fl__slot_state { FL__SLOT_FREE, FL__SLOT_FILLING, FL__SLOT_POSTED, FL__SLOT_TAKEN, FL__SLOT_DONE };
+struct fl__slot {
+    atomic_uint state; /* enum fl__slot_state */
+    uint32_t len;      /* bytes in data */
+    int32_t rc;        /* DONE: the result of the write that carried it */
+    int32_t owner;     /* pid of the poster, to reclaim the slots of dead processes */
+    char data[FL__SLOT_CAP];
+};
+
 /* The shared segment: one anonymous MAP_SHARED mapping created by forklog_open(), inherited by fork(). Every
  * field but reopen_req is read and written only with `mu` held. */
 struct fl__seg {
@@ -43,10 +57,16 @@ struct fl__seg {
     atomic_uint held;       /* a hint for spinning waiters: the lock is taken */
     atomic_uint spinners;   /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
     uint64_t repairs;       /* times a holder found the previous one dead (EOWNERDEAD) */
-    int64_t buf_first_ns;   /* CLOCK_MONOTONIC time of the oldest buffered record */
-    size_t buf_used;        /* bytes in buf */
-    size_t buf_cap;         /* size of buf; 0 unless FORKLOG_BUFFERED */
-    unsigned char buf[];    /* FORKLOG_BUFFERED records, whole, in lock order */
+    uint64_t batch_target;  /* a combined batch is committed once size reaches this */
+    uint32_t batch_open;    /* slots are TAKEN by the holder's batch (repair: done or posted again) */
+    uint32_t spare;
+    uint64_t combined;  /* records written by a lock holder on their poster's behalf */
+    atomic_uint posted; /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
+    struct fl__slot slots[FL__SLOTS];
+    int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
+    size_t buf_used;      /* bytes in buf */
+    size_t buf_cap;       /* size of buf; 0 unless FORKLOG_BUFFERED */
+    unsigned char buf[];  /* FORKLOG_BUFFERED records, whole, in lock order */
 };
 
 /* Per-process state that fork() must not copy: it lives in a private page marked MADV_WIPEONFORK, which a child

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,25 @@ static void fl__repair(forklog *log)
     s->state = FL__IDLE;
 }
 
+/* A holder died with a combined batch open: its slots were written (the file reached batch_target) or not, in
+ * which case they are posted again for the next batch. Lock held, after the file repair. */
+static void fl__repair_batch(struct fl__seg *s)
+{
+    if (!s->batch_open)
+        return;
+    int committed = s->size == s->batch_target;
+    for (unsigned k = 0; k < FL__SLOTS; k++) {
+        struct fl__slot *sl = &s->slots[k];
+        if (atomic_load_explicit(&sl->state, memory_order_relaxed) != FL__SLOT_TAKEN)
+            continue;
+        sl->rc = 0;
+        atomic_store_explicit(&sl->state, committed ? FL__SLOT_DONE : FL__SLOT_POSTED, memory_order_release);
+        if (!committed)
+            atomic_fetch_or_explicit(&s->posted, 1u << k, memory_order_release);
+    }
+    s->batch_open = 0;
+}
+
 /* How long a waiter spins before it sleeps in the futex: several writes of a small record (~1 us each here).
  * Sleeping costs two system calls and two context switches per hand-off; spinning while the holders ahead write
  * avoids them. 0.5, 2, 10 and 30 us were tried (docs/performance.md). The clock is read every 16 pauses. */
@@ -172,6 +192,21 @@ static inline void fl__cpu_relax(void)
 #else
     atomic_signal_fence(memory_order_seq_cst);
 #endif
+}
+
+/* After pthread_mutex_(try)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held), EBUSY,
+ * or a negative errno. */
+static int fl__locked(forklog *log, int rc)
+{
+    struct fl__seg *s = log->seg;
+    if (rc == EOWNERDEAD) {
+        fl__repair(log);
+        fl__repair_batch(s);
+        rc = pthread_mutex_consistent(&s->mu);
+    }
+    if (rc == 0)
+        atomic_store_explicit(&s->held, 1, memory_order_relaxed);
+    return rc == EBUSY ? EBUSY : -rc;
 }
 
 static int fl__lock(forklog *log)
@@ -207,13 +242,7 @@ static int fl__lock(forklog *log)
     }
     if (rc == EBUSY)
         rc = pthread_mutex_lock(&log->seg->mu);
-    if (rc == EOWNERDEAD) {
-        fl__repair(log);
-        rc = pthread_mutex_consistent(&log->seg->mu);
-    }
-    if (rc == 0)
-        atomic_store_explicit(&s->held, 1, memory_order_relaxed);
-    return -rc;
+    return fl__locked(log, rc);
 }
 
 static void fl__unlock(forklog *log)
@@ -225,10 +254,12 @@ static void fl__unlock(forklog *log)
 /* ---- writing, with the lock held --------------------------------------------------------------------------- */
 
 /* Writes all of iov to fd, looping on short writes and EINTR. Returns 0 or -errno. */
+#define FL__IOV_MAX (FL__SLOTS + 4)
+
 static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
 {
-    struct iovec iov[4];
-    if (iovcnt > 4)
+    struct iovec iov[FL__IOV_MAX];
+    if (iovcnt > FL__IOV_MAX)
         return -EINVAL;
     memcpy(iov, iov_in, sizeof iov[0] * (size_t)iovcnt);
     struct iovec *v = iov;
@@ -383,8 +414,149 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
     return 0;
 }
 
+/* Writes own[0..owncnt) (ownlen bytes) and every posted record in one writev(2), then marks those done with the
+ * result. Lock held, file synced. */
+static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, size_t ownlen)
+{
+    struct fl__seg *s = log->seg;
+    struct iovec iov[FL__IOV_MAX];
+    unsigned taken[FL__SLOTS];
+    int n = 0, nt = 0;
+    for (; n < owncnt; n++)
+        iov[n] = own[n];
+    size_t total = ownlen;
+    s->batch_target = s->size; /* not reached until the write below commits */
+    s->batch_open = 1;
+    unsigned posted = atomic_load_explicit(&s->posted, memory_order_relaxed)
+                          ? atomic_exchange_explicit(&s->posted, 0, memory_order_acquire)
+                          : 0;
+    for (unsigned k = 0; posted; k++, posted >>= 1) {
+        struct fl__slot *sl = &s->slots[k];
+        if (!(posted & 1) || atomic_load_explicit(&sl->state, memory_order_acquire) != FL__SLOT_POSTED)
+            continue;
+        atomic_store_explicit(&sl->state, FL__SLOT_TAKEN, memory_order_relaxed);
+        iov[n].iov_base = sl->data;
+        iov[n++].iov_len = sl->len;
+        total += sl->len;
+        taken[nt++] = k;
+    }
+    s->batch_target = s->size + total;
+    int rc = fl__write_commit(log, iov, n, total, FL__WRITING);
+    for (int i = 0; i < nt; i++) {
+        struct fl__slot *sl = &s->slots[taken[i]];
+        sl->rc = rc;
+        atomic_store_explicit(&sl->state, FL__SLOT_DONE, memory_order_release);
+    }
+    s->combined += (uint64_t)nt;
+    s->batch_open = 0;
+    return rc;
+}
+
+/* Claims a free slot for this process; NULL when all are in use. Slots left by dead processes are taken back
+ * here, when none is free (a poster killed at the wrong moment cannot free its own). */
+static struct fl__slot *fl__slot_claim(forklog *log, int pid)
+{
+    struct fl__seg *s = log->seg;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < FL__SLOTS; i++) {
+            struct fl__slot *sl = &s->slots[((unsigned)pid + i) % FL__SLOTS];
+            unsigned expect = FL__SLOT_FREE;
+            if (atomic_compare_exchange_strong_explicit(&sl->state, &expect, FL__SLOT_FILLING, memory_order_acquire,
+                                                        memory_order_relaxed)) {
+                sl->owner = pid;
+                return sl;
+            }
+            if (pass == 1 && (expect == FL__SLOT_DONE || expect == FL__SLOT_FILLING) && sl->owner > 0 &&
+                kill(sl->owner, 0) < 0 && errno == ESRCH &&
+                atomic_compare_exchange_strong(&sl->state, &expect, FL__SLOT_FILLING)) {
+                sl->owner = pid;
+                return sl;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Direct mode with combining: take the lock and write this record with every posted one; or, if the lock is
+ * taken, post the record and wait until a holder has written it, taking the lock itself when it frees. */
+static int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    int rc = fl__locked(log, pthread_mutex_trylock(&s->mu));
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if ((rc = fl__sync_file(log)) == 0)
+            rc = fl__write_batch(log, iov, iovcnt, len);
+        fl__unlock(log);
+        return rc;
+    }
+    int pid = (int)fl__pid(log);
+    struct fl__slot *mine = fl__slot_claim(log, pid);
+    if (!mine) {
+        if ((rc = fl__lock(log)) < 0)
+            return rc;
+        if ((rc = fl__sync_file(log)) == 0)
+            rc = fl__write_batch(log, iov, iovcnt, len);
+        fl__unlock(log);
+        return rc;
+    }
+    size_t o = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(mine->data + o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    mine->len = (uint32_t)len;
+    atomic_store_explicit(&mine->state, FL__SLOT_POSTED, memory_order_release);
+    atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_release);
+
+    /* Wait: spin (if a CPU is free for it) until the record is done or the lock frees, then sleep on the lock. */
+    rc = EBUSY;
+    if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
+        int64_t until = fl__mono_ns() + FL__SPIN_NS;
+        for (unsigned i = 1; rc == EBUSY; i++) {
+            if (atomic_load_explicit(&mine->state, memory_order_acquire) == FL__SLOT_DONE)
+                break;
+            fl__cpu_relax();
+            if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                rc = fl__locked(log, pthread_mutex_trylock(&s->mu));
+            if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
+                break;
+        }
+    }
+    atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    if (rc == EBUSY && atomic_load_explicit(&mine->state, memory_order_acquire) != FL__SLOT_DONE)
+        rc = fl__locked(log, pthread_mutex_lock(&s->mu));
+    if (rc == 0) {
+        /* With the lock held the slot is POSTED (nobody wrote it yet: write it now) or DONE. */
+        if (atomic_load_explicit(&mine->state, memory_order_acquire) == FL__SLOT_POSTED) {
+            int err = fl__sync_file(log);
+            if (err == 0)
+                fl__write_batch(log, NULL, 0, 0);
+            else {
+                mine->rc = err;
+                atomic_store_explicit(&mine->state, FL__SLOT_DONE, memory_order_release);
+            }
+        }
+        fl__unlock(log);
+    } else if (rc < 0) {
+        /* No lock: take the record back unless a holder has it already; then its result is the answer. */
+        unsigned expect = FL__SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&mine->state, &expect, FL__SLOT_FREE))
+            return rc;
+        while (atomic_load_explicit(&mine->state, memory_order_acquire) != FL__SLOT_DONE)
+            sched_yield();
+    }
+    rc = mine->rc;
+    atomic_store_explicit(&mine->state, FL__SLOT_FREE, memory_order_release);
+    return rc;
+}
+
 int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
+    /* Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path. */
+    if (!(log->flags & FORKLOG_BUFFERED) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4)
+        return fl__append_combining(log, iov, iovcnt, len);
     int rc = fl__lock(log);
     if (rc < 0)
         return rc;
