@@ -486,8 +486,11 @@ static int fl__append_combining(forklog *log, const struct iovec *iov, int iovcn
     if (rc < 0)
         return rc;
     if (rc == 0) {
+        /* Uncontended, the usual case: nothing posted, nothing to gather. */
         if ((rc = fl__sync_file(log)) == 0)
-            rc = fl__write_batch(log, iov, iovcnt, len);
+            rc = atomic_load_explicit(&s->posted, memory_order_relaxed)
+                     ? fl__write_batch(log, iov, iovcnt, len)
+                     : fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
         fl__unlock(log);
         return rc;
     }
