@@ -191,9 +191,6 @@ size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, 
     return o;
 }
 
-static const char *const fl__level_text[] = {"", "DEBUG", "INFO", "WARN", "ERROR"};
-static const char *const fl__level_json[] = {"", "debug", "info", "warn", "error"};
-
 /* Longest cut marker: text ` [forklog: 18446744073709551615 bytes cut]`, JSON `,"cut":18446744073709551615`. */
 #define FL__MARKER_MAX 48
 
@@ -308,12 +305,20 @@ long fl__pid(const forklog *log)
     return pid;
 }
 
-/* Copies the string s to o (without its NUL) and returns the end. */
-static char *fl__stpcpy(char *o, const char *s)
+/* A string with its length, so that the record path never calls strlen on a constant. */
+struct fl__str {
+    const char *s;
+    size_t n;
+};
+#define FL__STR(lit)                                                                                                   \
+    {                                                                                                                  \
+        lit, sizeof lit - 1                                                                                            \
+    }
+
+static char *fl__put_str(char *o, struct fl__str str)
 {
-    size_t n = strlen(s);
-    memcpy(o, s, n);
-    return o + n;
+    memcpy(o, str.s, str.n);
+    return o + str.n;
 }
 
 size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
@@ -327,18 +332,21 @@ size_t fl__prefix(const forklog *log, enum forklog_level level, const struct tim
         pid /= 10;
     } while (pid > 0 && pidlen < sizeof pidbuf);
     const int json = log->format == FORKLOG_FORMAT_JSON;
-    const char *lv = json ? fl__level_json[level] : fl__level_text[level];
     /* text: `TS LEVEL pid=N `; JSON: `{"ts":"TS","level":"level","pid":N,"msg":"` */
-    static const char *const parts[2][4] = {{"", " ", " pid=", " "},
-                                            {"{\"ts\":\"", "\",\"level\":\"", "\",\"pid\":", ",\"msg\":\""}};
-    const char *const *part = parts[json];
-    o = fl__stpcpy(o, part[0]);
+    static const struct fl__str parts[2][4] = {
+        {FL__STR(""), FL__STR(" "), FL__STR(" pid="), FL__STR(" ")},
+        {FL__STR("{\"ts\":\""), FL__STR("\",\"level\":\""), FL__STR("\",\"pid\":"), FL__STR(",\"msg\":\"")}};
+    static const struct fl__str levels[2][5] = {
+        {FL__STR(""), FL__STR("DEBUG"), FL__STR("INFO"), FL__STR("WARN"), FL__STR("ERROR")},
+        {FL__STR(""), FL__STR("debug"), FL__STR("info"), FL__STR("warn"), FL__STR("error")}};
+    const struct fl__str *part = parts[json];
+    o = fl__put_str(o, part[0]);
     fl__rfc3339(o, now);
-    o = fl__stpcpy(o + 27, part[1]);
-    o = fl__stpcpy(o, lv);
-    o = fl__stpcpy(o, part[2]);
+    o = fl__put_str(o + 27, part[1]);
+    o = fl__put_str(o, levels[json][level]);
+    o = fl__put_str(o, part[2]);
     memcpy(o, pidbuf + sizeof pidbuf - pidlen, pidlen);
-    o = fl__stpcpy(o + pidlen, part[3]);
+    o = fl__put_str(o + pidlen, part[3]);
     return (size_t)(o - out);
 }
 

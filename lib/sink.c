@@ -258,13 +258,31 @@ static void fl__unlock(forklog *log)
 
 static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
 {
+    if (iovcnt == 1) {
+        /* The usual case, one buffer: no iovec copy. */
+        const char *p = iov_in->iov_base;
+        size_t left = iov_in->iov_len;
+        while (left > 0) {
+            ssize_t n = write(fd, p, left);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -errno;
+            }
+            if (n == 0)
+                return -EIO;
+            p += n;
+            left -= (size_t)n;
+        }
+        return 0;
+    }
     struct iovec iov[FL__IOV_MAX];
     if (iovcnt > FL__IOV_MAX)
         return -EINVAL;
     memcpy(iov, iov_in, sizeof iov[0] * (size_t)iovcnt);
     struct iovec *v = iov;
     while (iovcnt > 0) {
-        ssize_t n = iovcnt == 1 ? write(fd, v->iov_base, v->iov_len) : writev(fd, v, iovcnt);
+        ssize_t n = writev(fd, v, iovcnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
