@@ -1,6 +1,7 @@
 #!/bin/sh
 # Issue 4's reliability pass, run by .ci/run after the normal and ASan suites (it can also run alone):
-#   1. Valgrind memcheck over the crash, hostile-condition and core tests (every forked process traced);
+#   1. Valgrind memcheck over the core, crash, combining, hostile-condition and part of the rotation tests
+#      (every forked process traced);
 #   2. the chaos and rotation stress tests once more, on their own;
 #   3. libFuzzer (clang) on the record formatter (text and JSON, with and without fields) and the escaper.
 # It installs what it misses (Debian packages), uses the build folder of tests/run (BUILD_DIR, default build;
@@ -38,7 +39,7 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DFORKLOG_WERROR=ON
 fi
 cmake --build "$build" -j "$(nproc)"
-for t in test_core test_crash test_hostile test_rotate; do
+for t in test_core test_crash test_hostile test_combine test_rotate; do
   [ -x "$build/tests/$t" ] || fail "$build/tests/$t was not built"
 done
 
@@ -75,7 +76,7 @@ trap 'rm -rf "$logs"' EXIT
 #   - fork_while_a_thread_is_mid_record: under Valgrind the child forked while the other thread holds the lock
 #     did not get it within 20 s (not investigated: Valgrind serialises threads and emulates fork of a threaded
 #     process); it runs natively, under ASan, and with clang.
-step "Valgrind memcheck: test_core, test_crash, test_hostile, test_rotate (small)"
+step "Valgrind memcheck: test_core, test_crash, test_hostile, test_combine, test_rotate (small)"
 vg="valgrind -q --trace-children=yes --trace-children-skip=*/logrotate --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=none --show-leak-kinds=definite"
 # shellcheck disable=SC2086
 run_criterion "valgrind test_core" "$logs/vg-core" $vg "$build/tests/test_core" --jobs 1 --timeout 600
@@ -85,6 +86,8 @@ run_criterion "valgrind test_crash" "$logs/vg-crash" $vg "$build/tests/test_cras
 # shellcheck disable=SC2086
 run_criterion "valgrind test_hostile" "$logs/vg-hostile" $vg "$build/tests/test_hostile" --jobs 1 --timeout 600 \
   --filter '!(*/signal_flood_*|*/no_fd_or_mapping_leak_*|*/fork_while_a_thread_is_mid_record)'
+# shellcheck disable=SC2086
+run_criterion "valgrind test_combine" "$logs/vg-combine" $vg "$build/tests/test_combine" --jobs 1 --timeout 600
 # shellcheck disable=SC2086
 run_criterion "valgrind test_rotate" "$logs/vg-rotate" $vg "$build/tests/test_rotate" --jobs 1 --timeout 600 \
   --filter '@(*/small_keep_*|*/reopen_after_a_move_by_hand|*/logrotate_create_then_reopen)'
