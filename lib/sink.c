@@ -495,6 +495,19 @@ static struct fl__slot *fl__slot_claim(forklog *log, int pid)
     return NULL;
 }
 
+/* Lock held: writes this record, with whatever is posted (uncontended, the usual case, nothing is: no batch to
+ * gather), and unlocks. */
+static int fl__write_own(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    int rc = fl__sync_file(log);
+    if (rc == 0)
+        rc = atomic_load_explicit(&log->seg->posted, memory_order_relaxed)
+                 ? fl__write_batch(log, iov, iovcnt, len)
+                 : fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    fl__unlock(log);
+    return rc;
+}
+
 /* Direct mode with combining: take the lock and write this record with every posted one; or, if the lock is
  * taken, post the record and wait until a holder has written it, taking the lock itself when it frees. */
 static int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
@@ -503,24 +516,15 @@ static int fl__append_combining(forklog *log, const struct iovec *iov, int iovcn
     int rc = fl__locked(log, pthread_mutex_trylock(&s->mu));
     if (rc < 0)
         return rc;
-    if (rc == 0) {
-        /* Uncontended, the usual case: nothing posted, nothing to gather. */
-        if ((rc = fl__sync_file(log)) == 0)
-            rc = atomic_load_explicit(&s->posted, memory_order_relaxed)
-                     ? fl__write_batch(log, iov, iovcnt, len)
-                     : fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
-        fl__unlock(log);
-        return rc;
-    }
+    if (rc == 0)
+        return fl__write_own(log, iov, iovcnt, len);
     int pid = (int)fl__pid(log);
     struct fl__slot *mine = fl__slot_claim(log, pid);
     if (!mine) {
+        /* Every slot in use: wait for the lock like the plain path. */
         if ((rc = fl__lock(log)) < 0)
             return rc;
-        if ((rc = fl__sync_file(log)) == 0)
-            rc = fl__write_batch(log, iov, iovcnt, len);
-        fl__unlock(log);
-        return rc;
+        return fl__write_own(log, iov, iovcnt, len);
     }
     size_t o = 0;
     for (int i = 0; i < iovcnt; i++) {
