@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
 
 static char *dir, *logpath;
 
@@ -47,6 +48,7 @@ static pid_t start_holder(forklog *log, enum holder_end end, int *go)
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves nobody holding the lock */
         close(ready[0]);
         close(gop[1]);
         struct fl__seg *s = log->seg;
@@ -98,10 +100,26 @@ static pid_t start_holder(forklog *log, enum holder_end end, int *go)
     return pid;
 }
 
-static void run(enum holder_end end)
+/* Leaves every slot as a process killed after posting would: done, owned by a pid that no longer exists. */
+static void leak_every_slot(forklog *log)
+{
+    pid_t dead = fork();
+    cr_assert_neq(dead, -1);
+    if (dead == 0)
+        _exit(0);
+    cr_assert_eq(th_wait(dead), 0);
+    for (unsigned k = 0; k < FL__SLOTS; k++) {
+        log->seg->slots[k].owner = dead;
+        atomic_store(&log->seg->slots[k].state, FL__SLOT_DONE);
+    }
+}
+
+static void run_leaked(enum holder_end end, int leaked)
 {
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    if (leaked)
+        leak_every_slot(log);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
     int go;
     pid_t holder = start_holder(log, end, &go);
@@ -110,6 +128,8 @@ static void run(enum holder_end end)
         posters[i] = fork();
         cr_assert_neq(posters[i], -1);
         if (posters[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(go); /* only the parent may release the holder */
             char rec[64];
             int n = snprintf(rec, sizeof rec, "poster %d record", i);
             _exit(forklog_write(log, rec, (size_t)n) == 0 ? 0 : 1);
@@ -119,7 +139,12 @@ static void run(enum holder_end end)
     double until = th_now_s() + 10;
     while (__builtin_popcount(atomic_load(&log->seg->posted)) < POSTERS && th_now_s() < until)
         usleep(1000);
-    cr_assert_eq(__builtin_popcount(atomic_load(&log->seg->posted)), POSTERS, "the posters did not post");
+    if (__builtin_popcount(atomic_load(&log->seg->posted)) != POSTERS) {
+        kill(holder, SIGKILL);
+        for (int i = 0; i < POSTERS; i++)
+            kill(posters[i], SIGKILL);
+        cr_assert_fail("the posters did not post");
+    }
     cr_assert_eq(write(go, "g", 1), 1);
     close(go);
     int st = th_wait_for(holder, 10);
@@ -145,6 +170,17 @@ static void run(enum holder_end end)
         cr_assert_null(strstr(at + 1, want), "poster %d's record is there twice:\n%s", i, buf);
     }
     free(buf);
+}
+
+static void run(enum holder_end end)
+{
+    run_leaked(end, 0);
+}
+
+Test(combine, slots_of_dead_processes_are_taken_back)
+{
+    /* With every slot held by a dead poster, the posters can post only if those slots are reclaimed. */
+    run_leaked(END_UNLOCK, 1);
 }
 
 Test(combine, posted_records_are_written_by_the_next_holder)
