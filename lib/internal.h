@@ -29,21 +29,31 @@ enum fl__state {
 };
 
 /* Combining (direct mode): a writer that finds the lock taken posts its record in a slot; the next lock holder
- * writes every posted record together with its own in one writev(2) and marks them done. A slot goes
- * FREE -> FILLING -> POSTED (poster, lock-free), POSTED -> TAKEN -> DONE (lock holder), DONE -> FREE (poster). */
-#define FL__SLOTS    32
-#define FL__SLOT_CAP 1024
+ * writes every posted record together with its own in one writev(2) and marks them done. A slot's word holds its
+ * state in the low bits and its poster's pid above them, so that one compare-and-swap both changes the state and
+ * proves whose slot it is. A slot goes FREE -> FILLING -> POSTED (poster, lock-free), POSTED -> TAKEN -> DONE
+ * (lock holder), DONE -> FREE (poster). */
+#define FL__SLOTS       32
+#define FL__SLOT_CAP    1024
+#define FL__SLOT_BITS   3u
+#define FL__SLOT_STATE  ((1u << FL__SLOT_BITS) - 1)
+#define FL__SLOT_PID(w) ((int)((w) >> FL__SLOT_BITS))
 enum fl__slot_state { FL__SLOT_FREE, FL__SLOT_FILLING, FL__SLOT_POSTED, FL__SLOT_TAKEN, FL__SLOT_DONE };
 struct fl__slot {
-    atomic_uint state; /* enum fl__slot_state */
-    uint32_t len;      /* bytes in data */
-    int32_t rc;        /* DONE: the result of the write that carried it */
-    int32_t owner;     /* pid of the poster, to reclaim the slots of dead processes */
+    atomic_uint word; /* enum fl__slot_state | poster's pid << FL__SLOT_BITS */
+    uint32_t len;     /* bytes in data */
+    int32_t rc;       /* DONE: the result of the write that carried it */
+    uint32_t spare;
     char data[FL__SLOT_CAP];
 };
 
+/* Where a combining holder is in its batch, so that the repair after its death knows what became of the slots
+ * it had TAKEN: none of them written (GATHER), written if the file reached batch_target (WRITE), or written with
+ * the result batch_rc (FINISH). */
+enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE = 2, FL__BATCH_FINISH = 3 };
+
 /* The shared segment: one anonymous MAP_SHARED mapping created by forklog_open(), inherited by fork(). Every
- * field but reopen_req is read and written only with `mu` held. */
+ * field but the atomics is read and written only with `mu` held. */
 struct fl__seg {
     pthread_mutex_t mu;     /* process-shared, robust */
     uint64_t size;          /* the file ends here after the last whole record */
@@ -56,12 +66,13 @@ struct fl__seg {
     atomic_uint reopen_req; /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
     atomic_uint held;       /* a hint for spinning waiters: the lock is taken */
     atomic_uint spinners;   /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
+    atomic_uint regular;    /* the current file is a regular file: repair and rotation apply to it */
     uint64_t repairs;       /* times a holder found the previous one dead (EOWNERDEAD) */
-    uint64_t batch_target;  /* a combined batch is committed once size reaches this */
-    uint32_t batch_open;    /* slots are TAKEN by the holder's batch (repair: done or posted again) */
-    uint32_t spare;
-    uint64_t combined;  /* records written by a lock holder on their poster's behalf */
-    atomic_uint posted; /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
+    uint64_t batch_target;  /* FL__BATCH_WRITE: the batch is in the file once size reaches this */
+    uint32_t batch_phase;   /* enum fl__batch_phase */
+    int32_t batch_rc;       /* FL__BATCH_FINISH: the result of the batch's write */
+    uint64_t combined;      /* records written by a lock holder on their poster's behalf */
+    atomic_uint posted;     /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
     struct fl__slot slots[FL__SLOTS];
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
     size_t buf_used;      /* bytes in buf */
@@ -140,12 +151,137 @@ FL__INTERNAL size_t fl__build_bound(size_t msglen, const struct fl__field *field
  * does not fit. Returns the bytes written; *used receives the source bytes consumed. */
 FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, size_t *used);
 
-/* sink.c */
+/* ---- crash points ---------------------------------------------------------------------------------------------
+ * Every step of the lock, repair, combining, write, flush, rotation and reopen protocols has a name. A test build
+ * (FL__CRASH_POINTS defined: the forklog_crashpoints library of tests/) lets a test make a process die (or stop)
+ * at the n-th time it passes one of them, in the real code at the real instruction; every other build compiles
+ * them to nothing. A protocol step without a point here is a step no test can stop at: add one, and a row to the
+ * crash point table of docs/design.md. */
+#define FL__CRASH_POINT_LIST(X)                                                                                        \
+    X(LOCK_ACQUIRED, "the mutex was acquired (0 or EOWNERDEAD), before any repair")                                    \
+    X(LOCK_SLEEP_TIMEOUT, "a sleeper's bounded wait ran out, before it looks at the lock again")                       \
+    X(REPAIR_FILE, "EOWNERDEAD: the file was repaired, before the batch repair")                                       \
+    X(REPAIR_BATCH, "EOWNERDEAD: the batch was repaired, before pthread_mutex_consistent()")                           \
+    X(LOCK_HELD, "the lock is held and consistent, before the held hint is set")                                       \
+    X(UNLOCK, "the held hint was cleared, before pthread_mutex_unlock()")                                              \
+    X(OWN_FD_OPENED, "a forked process opened its own description of the file, before the swap")                       \
+    X(REOPEN_SEEN, "a reopen request became a new generation, before anybody reopened")                                \
+    X(REOPEN_OPENED, "path was reopened by name, before the new descriptor replaced the old")                          \
+    X(FILE_KNOWN, "the size and identity of a new generation's file were read, before the write")                      \
+    X(ROTATE_BEGIN, "state ROTATING, before the first rename")                                                         \
+    X(ROTATE_RENAMED, "one rename of the rotation was done (one hit per rename)")                                      \
+    X(ROTATE_CREATED, "the new file was created, before the generation moved to it")                                   \
+    X(ROTATE_DONE, "the rotation is complete, state IDLE, before the record is written")                               \
+    X(WRITE_BEGIN, "state WRITING or FLUSHING and target set, before write(2)")                                        \
+    X(WRITE_TORN, "part of the record or buffer is in the file (a test build writes half, then dies)")                 \
+    X(WRITE_DONE, "every byte is in the file, before size = target")                                                   \
+    X(WRITE_COMMITTED, "size = target, before state IDLE")                                                             \
+    X(BUF_COPIED, "the record is copied into the shared buffer, before buf_used publishes it")                         \
+    X(BUF_PUBLISHED, "buf_used includes the record, before an age or fill flush")                                      \
+    X(POST_CLAIMED, "a waiter claimed a slot (FILLING), before copying its record")                                    \
+    X(POST_POSTED, "the slot is POSTED, before its bit in `posted` is set")                                            \
+    X(POST_FLAGGED, "the slot is POSTED and flagged, before the waiter waits")                                         \
+    X(POST_DONE_SEEN, "the waiter saw its slot DONE, before freeing the slot")                                         \
+    X(BATCH_GATHER, "batch phase GATHER, before the posted bits are swapped out")                                      \
+    X(BATCH_SWAPPED, "the posted bits were swapped to 0, before any slot is TAKEN")                                    \
+    X(BATCH_TAKEN, "one slot was TAKEN (one hit per slot)")                                                            \
+    X(BATCH_WRITTEN, "the batch's write returned, before phase FINISH")                                                \
+    X(BATCH_MARKED, "one TAKEN slot was marked DONE (one hit per slot)")
+
+enum fl__crash_point {
+#define FL__CP_ENUM(name, what) FL__CP_##name,
+    FL__CRASH_POINT_LIST(FL__CP_ENUM)
+#undef FL__CP_ENUM
+        FL__CP_COUNT
+};
+
+#ifdef FL__CRASH_POINTS
+/* What an armed crash point does when reached. */
+enum fl__crash_action { FL__CRASH_KILL = 1, FL__CRASH_STOP = 2 };
+/* Arms point `cp` in this process: at its `hit`-th passage (1 = the next one) the process raises SIGKILL, or
+ * SIGSTOP (and goes on when continued). hit 0 disarms it. A forked child inherits the
+ * arming and the counts, so a test arms in the child that is to die. */
+FL__INTERNAL void fl__crash_arm(enum fl__crash_point cp, unsigned hit, enum fl__crash_action action);
+/* How many times this process passed point cp. */
+FL__INTERNAL unsigned long fl__crash_hits(enum fl__crash_point cp);
+/* The name of a point ("LOCK_ACQUIRED"), or NULL past the last one. */
+FL__INTERNAL const char *fl__crash_name(enum fl__crash_point cp);
+/* The point itself: counts the passage, fires when armed for it. */
+FL__INTERNAL void fl__crash_at(enum fl__crash_point cp);
+/* Whether point cp is armed to fire at its next passage (WRITE_TORN writes half before it fires). */
+FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
+#define FL__CRASH(name) fl__crash_at(FL__CP_##name)
+#else
+#define FL__CRASH(name) ((void)0)
+#endif
+
+/* ---- the lock (lock.c) --------------------------------------------------------------------------------------- */
+
+/* How long a waiter spins before it sleeps: several writes of a small record (~1 us each here). Sleeping costs two
+ * system calls and two context switches per hand-off; spinning while the holders ahead write avoids them. 0.5, 2,
+ * 10 and 30 us were tried (docs/performance.md). The clock is read every 16 pauses. */
+#define FL__SPIN_NS 10000
+
+static inline void fl__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Takes the lock: spins a little, then sleeps in bounded waits. Returns 0 (held, the state repaired if the last
+ * holder died) or a negative errno. */
+FL__INTERNAL int fl__lock(forklog *log);
+
+/* Tries the lock once: 0 (held, repaired), EBUSY, or a negative errno. */
+FL__INTERNAL int fl__trylock(forklog *log);
+
+/* Sleeps until the lock is free and takes it, never waiting on a free lock for long (see lock.c). */
+FL__INTERNAL int fl__lock_sleep(forklog *log);
+
+FL__INTERNAL void fl__unlock(forklog *log);
+
+/* ---- the file: per-process descriptor, generations, reopen, rotation (file.c) --------------------------------- */
+
+/* Records a new generation of the file: every process reopens path before its next record. Lock held. */
+FL__INTERNAL void fl__new_generation(struct fl__seg *s);
+
+/* Makes this process's descriptor refer to the file of the current generation. Lock held. */
+FL__INTERNAL int fl__sync_file(forklog *log);
+
+/* Rotates first when `len` more bytes would take the file past rotate_bytes. Lock held, file synced. */
+FL__INTERNAL int fl__maybe_rotate(forklog *log, size_t len);
+
+/* ---- writing with the lock held (write.c) --------------------------------------------------------------------- */
+
+#define FL__IOV_MAX (FL__SLOTS + 4)
+
+/* Writes len bytes that end whole records and commits them, or cuts the file back and fails. */
+FL__INTERNAL int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state);
+
+/* Writes out the shared buffer. Lock held, file synced. */
+FL__INTERNAL int fl__flush_locked(forklog *log);
 
 /* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, under the lock,
  * with rotation, reopen, buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in
  * the file. */
 FL__INTERNAL int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+
+/* ---- combining (combine.c) ------------------------------------------------------------------------------------ */
+
+/* Direct mode, records up to FL__SLOT_CAP: take the lock and write this record with every posted one, or post it
+ * and wait until a holder wrote it. Same returns as fl__append. */
+FL__INTERNAL int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+
+/* After a holder died: what became of the slots its batch had TAKEN, per the batch phase; every POSTED slot is
+ * flagged in `posted` again. Lock held, after the file repair. */
+FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
+
+/* ---- the public calls (api.c) --------------------------------------------------------------------------------- */
 
 /* Formats and appends one record with fields (pool records). Same returns as forklog_log(). */
 FL__INTERNAL int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,

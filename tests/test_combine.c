@@ -1,16 +1,9 @@
 /* Combining: a writer that finds the lock taken posts its record in a shared slot, and the next lock holder
- * writes it together with its own in one writev(2). A child takes the lock by hand (through the internal
- * segment) while three writers post, then ends the way a combiner can end: it unlocks, or it dies before, in the
- * middle of, or after writing their records. Every writer's call must return 0 and the file must hold each
- * record exactly once, whole. Children never assert: they report through their exit status. */
-#include "helpers.h"
-
-#include "internal.h"
-
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <sys/prctl.h>
+ * writes it together with its own in one writev(2). A real writer stops with the lock held (a crash point) while
+ * three writers post; it is then continued and dies at one step of its batch (a crash point in the real code).
+ * Every poster's call must return 0 and the file must hold each of their records exactly once, whole; the dead
+ * holder's own record at most once; and the segment's size must agree with the file's. */
+#include "points.h"
 
 static char *dir, *logpath;
 
@@ -29,181 +22,164 @@ static void teardown(void)
 
 TestSuite(combine, .init = setup, .fini = teardown);
 
-enum holder_end {
-    END_UNLOCK,           /* unlock without touching the posted records: a poster writes them all */
-    END_DIE_TAKEN,        /* took the records, died before writing */
-    END_DIE_HALF_WRITTEN, /* died in the middle of the batch's write */
-    END_DIE_ALL_WRITTEN,  /* the batch is in the file, not committed */
-    END_DIE_COMMITTED     /* committed, died before marking the records done */
-};
-
 enum { POSTERS = 3 };
 
-/* The child: takes the lock, says so, waits for the go, then does what fl__write_batch does up to `end`. */
-static pid_t start_holder(forklog *log, enum holder_end end, int *go)
+/* Checks the file: before, each poster's record once, the holder's at most once, after; nothing else. */
+static void check_file(forklog *log, int holder_died)
 {
-    int ready[2], gop[2];
-    cr_assert_eq(pipe(ready), 0);
-    cr_assert_eq(pipe(gop), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves nobody holding the lock */
-        close(ready[0]);
-        close(gop[1]);
-        struct fl__seg *s = log->seg;
-        if (pthread_mutex_lock(&s->mu) != 0)
-            _exit(10);
-        atomic_store(&s->held, 1);
-        char c;
-        if (write(ready[1], "L", 1) != 1 || read(gop[0], &c, 1) != 1)
-            _exit(11);
-        if (end == END_UNLOCK) {
-            atomic_store(&s->held, 0);
-            pthread_mutex_unlock(&s->mu);
-            _exit(0);
-        }
-        s->batch_target = s->size;
-        s->batch_open = 1;
-        unsigned posted = atomic_exchange(&s->posted, 0);
-        char batch[POSTERS * FL__SLOT_CAP];
-        size_t total = 0;
-        for (unsigned k = 0; k < FL__SLOTS; k++) {
-            if (!(posted & (1u << k)))
-                continue;
-            struct fl__slot *sl = &s->slots[k];
-            atomic_store(&sl->state, FL__SLOT_TAKEN);
-            memcpy(batch + total, sl->data, sl->len);
-            total += sl->len;
-        }
-        s->batch_target = s->size + total;
-        if (end != END_DIE_TAKEN) {
-            s->target = s->batch_target;
-            s->state = FL__WRITING;
-            size_t n = end == END_DIE_HALF_WRITTEN ? total / 2 : total;
-            if (write(log->fd, batch, n) != (ssize_t)n)
-                _exit(12);
-            if (end == END_DIE_COMMITTED) {
-                s->size = s->target;
-                s->state = FL__IDLE;
-            }
-        }
-        raise(SIGKILL);
-        _exit(13);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert(len > 0 && buf[len - 1] == '\n', "the file ends with a fragment:\n%s", buf);
+    int holder = cp_count_line(buf, "holder record");
+    cr_assert(holder_died ? holder <= 1 : holder == 1, "holder record %d times:\n%s", holder, buf);
+    cr_assert_eq(cp_count_line(buf, "before"), 1);
+    cr_assert_eq(cp_count_line(buf, "after"), 1);
+    for (int i = 0; i < POSTERS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "poster %d record", i);
+        cr_assert_eq(cp_count_line(buf, want), 1, "%s: %d times:\n%s", want, cp_count_line(buf, want), buf);
     }
-    close(ready[1]);
-    close(gop[0]);
-    char c = 0;
-    cr_assert_eq(read(ready[0], &c, 1), 1, "the holder did not take the lock");
-    close(ready[0]);
-    *go = gop[1];
-    return pid;
+    cr_assert_eq(th_count_lines(buf, len), (size_t)(POSTERS + 2 + holder), "stray lines:\n%s", buf);
+    cr_assert_str_eq(buf + len - 6, "after\n");
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
 }
 
-/* Leaves every slot as a process killed after posting would: done, owned by a pid that no longer exists. */
-static void leak_every_slot(forklog *log)
-{
-    pid_t dead = fork();
-    cr_assert_neq(dead, -1);
-    if (dead == 0)
-        _exit(0);
-    cr_assert_eq(th_wait(dead), 0);
-    for (unsigned k = 0; k < FL__SLOTS; k++) {
-        log->seg->slots[k].owner = dead;
-        atomic_store(&log->seg->slots[k].state, FL__SLOT_DONE);
-    }
-}
-
-static void run_leaked(enum holder_end end, int leaked)
+/* The holder dies at the hit-th passage of `point` (never, for NULL), after the posters posted. */
+static void run(const char *point, unsigned hit)
 {
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
-    if (leaked)
-        leak_every_slot(log);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
-    int go;
-    pid_t holder = start_holder(log, end, &go);
+    pid_t holder = cp_stopped_holder(log, "holder record", point ? cp_find(point) : FL__CP_COUNT, point ? hit : 0);
     pid_t posters[POSTERS];
     for (int i = 0; i < POSTERS; i++) {
-        posters[i] = fork();
-        cr_assert_neq(posters[i], -1);
-        if (posters[i] == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            close(go); /* only the parent may release the holder */
-            char rec[64];
-            int n = snprintf(rec, sizeof rec, "poster %d record", i);
-            _exit(forklog_write(log, rec, (size_t)n) == 0 ? 0 : 1);
-        }
+        char rec[64];
+        snprintf(rec, sizeof rec, "poster %d record", i);
+        posters[i] = cp_writer(log, rec, FL__CP_COUNT, 0);
     }
     /* Every poster has posted its record: the lock is taken, so none could write it itself. */
-    double until = th_now_s() + 10;
-    while (__builtin_popcount(atomic_load(&log->seg->posted)) < POSTERS && th_now_s() < until)
-        usleep(1000);
-    if (__builtin_popcount(atomic_load(&log->seg->posted)) != POSTERS) {
+    if (!cp_wait_posted(log, POSTERS)) {
         kill(holder, SIGKILL);
         for (int i = 0; i < POSTERS; i++)
             kill(posters[i], SIGKILL);
         cr_assert_fail("the posters did not post");
     }
-    cr_assert_eq(write(go, "g", 1), 1);
-    close(go);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
     int st = th_wait_for(holder, 10);
-    cr_assert_eq(st, end == END_UNLOCK ? 0 : 128 + SIGKILL, "holder status %d", st);
+    cr_assert_eq(st, point ? 128 + SIGKILL : 0, "holder status %d: point %s not reached", st, point);
+    /* Liveness: every poster returns 0 at once, whatever the holder's death left. */
     for (int i = 0; i < POSTERS; i++)
-        cr_assert_eq(th_wait_for(posters[i], 10), 0, "poster %d did not return 0", i);
-    if (end == END_UNLOCK)
+        cr_assert_eq(th_wait_for(posters[i], 10), 0, "poster %d did not return 0 in 10 s", i);
+    if (!point)
         cr_assert_eq(log->seg->combined, POSTERS, "one holder wrote the three posted records together");
     cr_assert_eq(forklog_write(log, "after", 5), 0);
+    check_file(log, point != NULL);
     cr_assert_eq(forklog_close(log), 0);
-
-    size_t len;
-    char *buf = th_slurp(logpath, &len);
-    cr_assert_not_null(buf);
-    cr_assert_eq(th_count_lines(buf, len), POSTERS + 2, "got:\n%s", buf);
-    cr_assert_eq(strncmp(buf, "before\n", 7), 0);
-    cr_assert_str_eq(buf + len - 6, "after\n");
-    for (int i = 0; i < POSTERS; i++) {
-        char want[64];
-        snprintf(want, sizeof want, "\nposter %d record\n", i);
-        char *at = strstr(buf, want);
-        cr_assert_not_null(at, "poster %d's record is missing:\n%s", i, buf);
-        cr_assert_null(strstr(at + 1, want), "poster %d's record is there twice:\n%s", i, buf);
-    }
-    free(buf);
-}
-
-static void run(enum holder_end end)
-{
-    run_leaked(end, 0);
-}
-
-Test(combine, slots_of_dead_processes_are_taken_back)
-{
-    /* With every slot held by a dead poster, the posters can post only if those slots are reclaimed. */
-    run_leaked(END_UNLOCK, 1);
 }
 
 Test(combine, posted_records_are_written_by_the_next_holder)
 {
-    run(END_UNLOCK);
+    run(NULL, 0);
 }
 
-Test(combine, combiner_dead_before_writing_the_batch)
+/* One test per step of the batch, in the order fl__write_batch takes them. */
+#define COMBINE_POINT(test, point, hit)                                                                                \
+    Test(combine, test)                                                                                                \
+    {                                                                                                                  \
+        run(point, hit);                                                                                               \
+    }
+COMBINE_POINT(holder_dies_entering_the_batch, "BATCH_GATHER", 1)
+COMBINE_POINT(holder_dies_after_swapping_the_posted_bits, "BATCH_SWAPPED", 1)
+COMBINE_POINT(holder_dies_after_taking_one_slot, "BATCH_TAKEN", 1)
+COMBINE_POINT(holder_dies_after_taking_two_slots, "BATCH_TAKEN", 2)
+COMBINE_POINT(holder_dies_after_taking_every_slot, "BATCH_TAKEN", 3)
+COMBINE_POINT(holder_dies_before_writing_the_batch, "WRITE_BEGIN", 1)
+COMBINE_POINT(holder_dies_in_the_middle_of_the_batch, "WRITE_TORN", 1)
+COMBINE_POINT(holder_dies_after_writing_the_batch, "WRITE_DONE", 1)
+COMBINE_POINT(holder_dies_after_committing_the_batch, "WRITE_COMMITTED", 1)
+COMBINE_POINT(holder_dies_after_the_batch_write_returned, "BATCH_WRITTEN", 1)
+COMBINE_POINT(holder_dies_after_marking_one_slot_done, "BATCH_MARKED", 1)
+COMBINE_POINT(holder_dies_after_marking_every_slot_done, "BATCH_MARKED", 3)
+COMBINE_POINT(holder_dies_before_unlocking, "UNLOCK", 1)
+
+/* Every slot is left by a poster that died at `point`; three new posters must still post (they can only by taking
+ * those slots back), and every acknowledged record is in the file once. */
+static void run_leaked(const char *point)
 {
-    run(END_DIE_TAKEN);
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    enum fl__crash_point cp = cp_find(point);
+    int done_seen = cp == FL__CP_POST_DONE_SEEN;
+    /* The victims post while a holder is stopped with the lock, and die at the point. For POST_DONE_SEEN the
+     * holder writes their records first; then a second holder is stopped for the three real posters. */
+    pid_t holder = cp_stopped_holder(log, "victims' holder", FL__CP_COUNT, 0);
+    pid_t victims[FL__SLOTS];
+    for (int i = 0; i < FL__SLOTS; i++) {
+        char rec[64];
+        snprintf(rec, sizeof rec, "victim %d record", i);
+        victims[i] = cp_writer(log, rec, cp, 1);
+    }
+    if (done_seen) {
+        cr_assert(cp_wait_posted(log, FL__SLOTS), "the victims did not post");
+        cr_assert_eq(kill(holder, SIGCONT), 0);
+        cr_assert_eq(th_wait_for(holder, 10), 0);
+    }
+    for (int i = 0; i < FL__SLOTS; i++)
+        cr_assert_eq(th_wait_for(victims[i], 10), 128 + SIGKILL, "victim %d did not die at %s", i, point);
+    if (done_seen)
+        holder = cp_stopped_holder(log, "holder record", FL__CP_COUNT, 0);
+    for (unsigned k = 0; k < FL__SLOTS; k++) {
+        unsigned st = atomic_load(&log->seg->slots[k].word) & FL__SLOT_STATE;
+        cr_assert_neq(st, FL__SLOT_FREE, "slot %u is free: the victims did not hold every slot", k);
+    }
+    pid_t posters[POSTERS];
+    for (int i = 0; i < POSTERS; i++) {
+        char rec[64];
+        snprintf(rec, sizeof rec, "poster %d record", i);
+        posters[i] = cp_writer(log, rec, FL__CP_COUNT, 0);
+    }
+    int ok = cp_wait_posted(log, POSTERS);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert_eq(th_wait_for(holder, 10), 0);
+    for (int i = 0; i < POSTERS; i++)
+        cr_assert_eq(th_wait_for(posters[i], 10), 0, "poster %d did not return 0 in 10 s", i);
+    cr_assert(ok, "the posters could not post: the dead victims' slots were not taken back");
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    for (int i = 0; i < POSTERS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "poster %d record", i);
+        cr_assert_eq(cp_count_line(buf, want), 1, "%s: %d times:\n%s", want, cp_count_line(buf, want), buf);
+    }
+    for (int i = 0; i < FL__SLOTS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "victim %d record", i);
+        /* A victim's record was never acknowledged: absent, or once (it was posted and a holder wrote it). */
+        cr_assert_leq(cp_count_line(buf, want), 1, "%s twice", want);
+        if (done_seen)
+            cr_assert_eq(cp_count_line(buf, want), 1, "%s was done but is not in the file", want);
+    }
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
 }
 
-Test(combine, combiner_dead_in_the_middle_of_the_batch)
+Test(combine, slots_of_posters_dead_while_filling_are_taken_back)
 {
-    run(END_DIE_HALF_WRITTEN);
+    run_leaked("POST_CLAIMED");
 }
 
-Test(combine, combiner_dead_after_writing_the_batch)
+Test(combine, slots_of_posters_dead_before_flagging_are_taken_back)
 {
-    run(END_DIE_ALL_WRITTEN);
+    run_leaked("POST_POSTED");
 }
 
-Test(combine, combiner_dead_after_committing_the_batch)
+Test(combine, slots_of_posters_dead_after_their_record_was_done_are_taken_back)
 {
-    run(END_DIE_COMMITTED);
+    run_leaked("POST_DONE_SEEN");
 }

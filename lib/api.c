@@ -1,0 +1,454 @@
+/*
+ * The public calls: options, forklog_open() (the file and the shared segment), the record formatters' entry
+ * points, flush, reopen and close. The record path goes on in write.c (fl__append).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MAP_ANONYMOUS
+#error "forklog needs MAP_ANONYMOUS: compile in the default gnu mode, or define _DEFAULT_SOURCE before any #include"
+#endif
+
+#define FL__DEFAULT_MAX_RECORD ((size_t)1 << 20)
+#define FL__MIN_MAX_RECORD     ((size_t)256)
+#define FL__MAX_MAX_RECORD     ((size_t)1 << 30)
+#define FL__DEFAULT_KEEP       5u
+#define FL__MAX_KEEP           1000u
+#define FL__DEFAULT_FLUSH_MS   100u
+#define FL__DEFAULT_BUFFER     ((size_t)256 << 10)
+#define FL__MIN_BUFFER         ((size_t)4 << 10)
+#define FL__MAX_BUFFER         ((size_t)1 << 30)
+#define FL__STACK_RECORD       4096
+
+unsigned forklog_version(void)
+{
+    return FORKLOG_VERSION_NUMBER;
+}
+
+const char *forklog_version_string(void)
+{
+    return FORKLOG_VERSION_STRING;
+}
+
+int64_t fl__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the public calls -------------------------------------------------------------------------------------- */
+
+static int fl__check_options(const struct forklog_options *o)
+{
+    if (o->level != 0 && (o->level < FORKLOG_DEBUG || o->level > FORKLOG_ERROR))
+        return -EINVAL;
+    if (o->format != FORKLOG_FORMAT_TEXT && o->format != FORKLOG_FORMAT_JSON)
+        return -EINVAL;
+    if (o->mode > 07777)
+        return -EINVAL;
+    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED))
+        return -EINVAL;
+    if (o->max_record != 0 && (o->max_record < FL__MIN_MAX_RECORD || o->max_record > FL__MAX_MAX_RECORD))
+        return -EINVAL;
+    if (o->rotate_keep > FL__MAX_KEEP)
+        return -EINVAL;
+    if (o->buffer_size != 0 && (o->buffer_size < FL__MIN_BUFFER || o->buffer_size > FL__MAX_BUFFER))
+        return -EINVAL;
+    return 0;
+}
+
+/* path made absolute against the current directory, so that a reopen after chdir() finds the same file. */
+static char *fl__absolute(const char *path, int *err)
+{
+    size_t plen = strlen(path);
+    if (path[0] == '/') {
+        char *p = malloc(plen + 1);
+        if (!p)
+            *err = -ENOMEM;
+        else
+            memcpy(p, path, plen + 1);
+        return p;
+    }
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) {
+        *err = -errno;
+        return NULL;
+    }
+    size_t clen = strlen(cwd);
+    char *p = malloc(clen + 1 + plen + 1);
+    if (!p)
+        *err = -ENOMEM;
+    else {
+        memcpy(p, cwd, clen);
+        p[clen] = '/';
+        memcpy(p + clen + 1, path, plen + 1);
+    }
+    free(cwd);
+    return p;
+}
+
+/* The per-process page (struct fl__proc): private, and handed to a forked child zero-filled (MADV_WIPEONFORK,
+ * Linux 4.14), so that nothing cached there is ever a parent's. NULL where the kernel or libc lacks it: the pid is
+ * then asked for every record, and every process keeps the inherited descriptor. */
+static struct fl__proc *fl__proc_new(size_t page)
+{
+#ifdef MADV_WIPEONFORK
+    void *m = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (madvise(m, page, MADV_WIPEONFORK) < 0) {
+        munmap(m, page);
+        return NULL;
+    }
+    struct fl__proc *proc = m;
+    atomic_init(&proc->pid, 0);
+    proc->own_fd = 1; /* the opener's descriptor is its own until it forks */
+    return proc;
+#else
+    (void)page;
+    return NULL;
+#endif
+}
+
+int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    static const struct forklog_options defaults;
+    if (out)
+        *out = NULL;
+    if (!out || !path || !path[0])
+        return -EINVAL;
+    if (!opts)
+        opts = &defaults;
+    int rc = fl__check_options(opts);
+    if (rc < 0)
+        return rc;
+
+    char *abs = fl__absolute(path, &rc);
+    if (!abs)
+        return rc;
+    size_t alen = strlen(abs);
+    forklog *log = malloc(sizeof *log + alen + 1);
+    if (!log) {
+        free(abs);
+        return -ENOMEM;
+    }
+    memcpy(log->path, abs, alen + 1);
+    free(abs);
+    log->level = opts->level ? opts->level : FORKLOG_INFO;
+    log->format = opts->format;
+    log->mode = opts->mode ? opts->mode : 0644;
+    log->flags = opts->flags;
+    log->max_record = opts->max_record ? opts->max_record : FL__DEFAULT_MAX_RECORD;
+    log->rotate_bytes = opts->rotate_bytes;
+    log->rotate_keep = opts->rotate_keep ? opts->rotate_keep : FL__DEFAULT_KEEP;
+    log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
+    size_t buf_cap = 0;
+    if (opts->flags & FORKLOG_BUFFERED)
+        buf_cap = opts->buffer_size ? opts->buffer_size : FL__DEFAULT_BUFFER;
+
+    log->fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+    if (log->fd < 0) {
+        rc = -errno;
+        free(log);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(log->fd, &st) < 0) {
+        rc = -errno;
+        goto fail_fd;
+    }
+
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    log->seg_len = (sizeof(struct fl__seg) + buf_cap + pg - 1) / pg * pg;
+    void *m = mmap(NULL, log->seg_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        rc = -errno;
+        goto fail_fd;
+    }
+    struct fl__seg *s = m; /* mmap zero-fills */
+    pthread_mutexattr_t attr;
+    if ((rc = pthread_mutexattr_init(&attr)) != 0) {
+        rc = -rc;
+        goto fail_map;
+    }
+    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = pthread_mutex_init(&s->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail_map;
+    }
+    s->size = (uint64_t)st.st_size;
+    s->ino = (uint64_t)st.st_ino;
+    s->dev = (uint64_t)st.st_dev;
+    s->gen = 1;
+    s->file_known = 1;
+    atomic_init(&s->regular, S_ISREG(st.st_mode) ? 1u : 0u);
+    s->buf_cap = buf_cap;
+    atomic_init(&s->reopen_req, 0);
+    log->gen = 1;
+    log->seg = s;
+    log->proc = fl__proc_new(pg);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
+    *out = log;
+    return 0;
+
+fail_map:
+    munmap(m, log->seg_len);
+fail_fd:
+    close(log->fd);
+    free(log);
+    return rc;
+}
+
+static int fl__cut_result(size_t cut)
+{
+    return cut > (size_t)INT_MAX ? INT_MAX : (int)cut;
+}
+
+int forklog_write(forklog *log, const void *record, size_t len)
+{
+    if (!log || (!record && len))
+        return -EINVAL;
+    const char *rec = record;
+    int need_nl = len == 0 || rec[len - 1] != '\n';
+    struct iovec iov[3];
+    iov[0].iov_base = (void *)(uintptr_t)rec;
+    iov[0].iov_len = len;
+    iov[1].iov_base = (void *)(uintptr_t) "\n";
+    iov[1].iov_len = 1;
+    if (len <= log->max_record - (size_t)need_nl) {
+        /* A small record that needs its newline is copied: one write(2) is ~150 ns cheaper than writev(2). */
+        char small[512];
+        if (need_nl && len < sizeof small) {
+            if (len)
+                memcpy(small, rec, len); /* rec may be NULL when len is 0 */
+            small[len] = '\n';
+            iov[0].iov_base = small;
+            iov[0].iov_len = len + 1;
+            return fl__append(log, iov, 1, len + 1);
+        }
+        return fl__append(log, iov, 1 + need_nl, len + (size_t)need_nl);
+    }
+
+    /* Too long: keep what fits before the marker, whose width depends on the count it reports. */
+    char marker[64];
+    size_t keep = log->max_record, cut = 0;
+    int mlen = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        cut = len - keep;
+        mlen = snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]\n", cut);
+        keep = log->max_record - (size_t)mlen;
+    }
+    cut = len - keep;
+    mlen = snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]\n", cut);
+    iov[0].iov_len = keep;
+    iov[1].iov_base = marker;
+    iov[1].iov_len = (size_t)mlen;
+    int rc = fl__append(log, iov, 2, keep + (size_t)mlen);
+    return rc < 0 ? rc : fl__cut_result(cut);
+}
+
+/* Builds the record into a stack buffer when it fits, else the heap, and appends it. */
+static int fl__emit(forklog *log, enum forklog_level level, const struct timespec *now, const char *msg, size_t msglen,
+                    size_t msg_total, const struct fl__field *fields, size_t nfields)
+{
+    char stack[FL__STACK_RECORD];
+    size_t cap = fl__build_bound(msglen, fields, nfields);
+    if (cap > log->max_record)
+        cap = log->max_record;
+    char *out = stack;
+    if (cap > sizeof stack && !(out = malloc(cap)))
+        return -ENOMEM;
+    size_t cut;
+    size_t len = fl__build(log, level, now, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    struct iovec iov = {out, len};
+    int rc = fl__append(log, &iov, 1, len);
+    if (out != stack)
+        free(out);
+    return rc < 0 ? rc : fl__cut_result(cut);
+}
+
+static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
+{
+    if (!log || level < FORKLOG_DEBUG || level > FORKLOG_ERROR) {
+        *rc = -EINVAL;
+        return 0;
+    }
+    *rc = 0;
+    return level >= log->level;
+}
+
+int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap)
+{
+    int rc;
+    if (!fmt)
+        return -EINVAL;
+    if (!fl__level_ok(log, level, &rc))
+        return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+
+    /* Fast path: format the message straight after the prefix; if it fits and needs no escaping, that buffer
+     * is the record. One pass, no copy. */
+    char out[FL__STACK_RECORD];
+    size_t cap = log->max_record < sizeof out ? log->max_record : sizeof out;
+    size_t p = fl__prefix(log, level, &now, out);
+    size_t close = json ? 3 : 1; /* `"}\n` or `\n` */
+    size_t room = cap - p - close;
+    va_list again;
+    va_copy(again, ap);
+    int n = -1;
+    const char *str_arg = NULL;
+    if (fmt[0] == '%' && fmt[1] == 's' && fmt[2] == '\0') {
+        /* The commonest format of all, "%s": a copy, without the printf machinery (~60 ns per record). */
+        va_list peek;
+        va_copy(peek, ap);
+        const char *str = va_arg(peek, const char *);
+        va_end(peek);
+        if (str) {
+            size_t sl = strnlen(str, room + 1);
+            if (sl <= room)
+                memcpy(out + p, str, sl);
+            else if ((sl = strlen(str)) > INT_MAX)
+                sl = INT_MAX;
+            n = (int)sl;
+            str_arg = sl <= room ? NULL : str;
+        }
+    }
+    if (n < 0)
+        n = vsnprintf(out + p, room + 1, fmt, ap);
+    if (n < 0) {
+        va_end(again);
+        return -EINVAL;
+    }
+    if ((size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n)) {
+        va_end(again);
+        size_t len = p + (size_t)n;
+        if (json) {
+            out[len++] = '"';
+            out[len++] = '}';
+        }
+        out[len++] = '\n';
+        struct iovec iov = {out, len};
+        return fl__append(log, &iov, 1, len);
+    }
+
+    /* Slow path: the whole message (up to max_record bytes of it), then escaping and cutting. */
+    const char *msg = out + p;
+    size_t total = (size_t)n, msglen = total;
+    char *heap = NULL;
+    if (total > room && str_arg) {
+        /* "%s" with a long string: the string is the message; nothing to format or copy. */
+        msg = str_arg;
+        msglen = total < log->max_record ? total : log->max_record;
+    } else if (total > room) {
+        size_t want = total < log->max_record ? total : log->max_record;
+        if (!(heap = malloc(want + 1))) {
+            va_end(again);
+            return -ENOMEM;
+        }
+        vsnprintf(heap, want + 1, fmt, again);
+        msg = heap;
+        msglen = want;
+    } else {
+        /* The message sits where the record will be built: move it aside first. */
+        if (!(heap = malloc(total + 1))) {
+            va_end(again);
+            return -ENOMEM;
+        }
+        memcpy(heap, out + p, total);
+        msg = heap;
+    }
+    va_end(again);
+    if (msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
+        /* A long message with nothing to escape: prefix, message and suffix go out as they are, in one
+         * writev(2), with no copy of the message. */
+        struct iovec iov[3] = {
+            {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
+        rc = fl__append(log, iov, 3, p + total + close);
+    } else {
+        rc = fl__emit(log, level, &now, msg, msglen, total, NULL, 0);
+    }
+    free(heap);
+    return rc;
+}
+
+int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = forklog_vlog(log, level, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,
+                   size_t nfields)
+{
+    int rc;
+    if (!msg)
+        return -EINVAL;
+    if (!fl__level_ok(log, level, &rc))
+        return rc;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    size_t len = strlen(msg);
+    return fl__emit(log, level, &now, msg, len, len, fields, nfields);
+}
+
+int forklog_flush(forklog *log)
+{
+    if (!log)
+        return -EINVAL;
+    if (!(log->flags & FORKLOG_BUFFERED))
+        return 0;
+    int rc = fl__lock(log);
+    if (rc < 0)
+        return rc;
+    rc = fl__sync_file(log);
+    if (rc == 0)
+        rc = fl__flush_locked(log);
+    fl__unlock(log);
+    return rc;
+}
+
+int forklog_reopen(forklog *log)
+{
+    if (!log)
+        return -EINVAL;
+    atomic_fetch_add_explicit(&log->seg->reopen_req, 1, memory_order_release);
+    return 0;
+}
+
+int forklog_close(forklog *log)
+{
+    if (!log)
+        return 0;
+    int rc = forklog_flush(log);
+    munmap(log->seg, log->seg_len);
+    if (log->proc) {
+        long page = sysconf(_SC_PAGESIZE);
+        munmap(log->proc, page > 0 ? (size_t)page : 4096);
+    }
+    if (close(log->fd) < 0 && rc == 0)
+        rc = -errno;
+    free(log);
+    return rc;
+}

@@ -1,0 +1,207 @@
+/*
+ * Combining, in direct mode: a writer that finds the lock taken posts its record (up to FL__SLOT_CAP bytes) in a
+ * slot of the shared segment and waits; the next lock holder writes its own record and every posted one in one
+ * writev(2), a run of whole records covered by the same state/target repair as a single record, and marks them
+ * done with the write's result.
+ *
+ * What a holder's death leaves is read from seg->batch_phase (fl__repair_batch): in GATHER nothing of the batch
+ * was written, so every slot it had TAKEN is posted again (and every POSTED slot flagged again, since the holder
+ * may have swapped the `posted` bits out already); in WRITE the batch is in the file exactly when the file repair
+ * kept the write (size reached batch_target), else it is posted again; in FINISH the write's result is batch_rc.
+ * So a record is written once, and a call returns 0 only when its record is in the file.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+
+static unsigned fl__slot_load(struct fl__slot *sl)
+{
+    return atomic_load_explicit(&sl->word, memory_order_acquire);
+}
+
+/* Moves a slot to `state`, keeping its poster. Only the lock holder moves a TAKEN slot, so a store is enough. */
+static void fl__slot_set(struct fl__slot *sl, unsigned state)
+{
+    unsigned w = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    atomic_store_explicit(&sl->word, (w & ~FL__SLOT_STATE) | state, memory_order_release);
+}
+
+void fl__repair_batch(struct fl__seg *s)
+{
+    unsigned phase = s->batch_phase;
+    int written = phase == FL__BATCH_WRITE && s->size == s->batch_target;
+    for (unsigned k = 0; k < FL__SLOTS; k++) {
+        struct fl__slot *sl = &s->slots[k];
+        unsigned st = fl__slot_load(sl) & FL__SLOT_STATE;
+        if (st == FL__SLOT_TAKEN) {
+            if (phase == FL__BATCH_FINISH || written) {
+                sl->rc = phase == FL__BATCH_FINISH ? s->batch_rc : 0;
+                fl__slot_set(sl, FL__SLOT_DONE);
+            } else {
+                fl__slot_set(sl, FL__SLOT_POSTED);
+                st = FL__SLOT_POSTED;
+            }
+        }
+        if (st == FL__SLOT_POSTED)
+            atomic_fetch_or_explicit(&s->posted, 1u << k, memory_order_release);
+    }
+    s->batch_phase = FL__BATCH_NONE;
+}
+
+/* Writes own[0..owncnt) (ownlen bytes) and every posted record in one writev(2), then marks those done with the
+ * result. Lock held, file synced. */
+static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, size_t ownlen)
+{
+    struct fl__seg *s = log->seg;
+    struct iovec iov[FL__IOV_MAX];
+    unsigned taken[FL__SLOTS];
+    int n = 0, nt = 0;
+    for (; n < owncnt; n++)
+        iov[n] = own[n];
+    size_t total = ownlen;
+    s->batch_phase = FL__BATCH_GATHER;
+    FL__CRASH(BATCH_GATHER);
+    unsigned posted = atomic_exchange_explicit(&s->posted, 0, memory_order_acquire);
+    FL__CRASH(BATCH_SWAPPED);
+    for (unsigned k = 0; posted; k++, posted >>= 1) {
+        struct fl__slot *sl = &s->slots[k];
+        unsigned w = fl__slot_load(sl);
+        /* A compare-and-swap: a poster that could not get the lock may be taking its record back. */
+        if (!(posted & 1) || (w & FL__SLOT_STATE) != FL__SLOT_POSTED ||
+            !atomic_compare_exchange_strong_explicit(&sl->word, &w, (w & ~FL__SLOT_STATE) | FL__SLOT_TAKEN,
+                                                     memory_order_acquire, memory_order_relaxed))
+            continue;
+        iov[n].iov_base = sl->data;
+        iov[n++].iov_len = sl->len;
+        total += sl->len;
+        taken[nt++] = k;
+        FL__CRASH(BATCH_TAKEN);
+    }
+    s->batch_target = s->size + total;
+    s->batch_phase = FL__BATCH_WRITE;
+    int rc = fl__write_commit(log, iov, n, total, FL__WRITING);
+    FL__CRASH(BATCH_WRITTEN);
+    s->batch_rc = rc;
+    s->batch_phase = FL__BATCH_FINISH;
+    for (int i = 0; i < nt; i++) {
+        struct fl__slot *sl = &s->slots[taken[i]];
+        sl->rc = rc;
+        fl__slot_set(sl, FL__SLOT_DONE);
+        FL__CRASH(BATCH_MARKED);
+    }
+    s->combined += (uint64_t)nt;
+    s->batch_phase = FL__BATCH_NONE;
+    return rc;
+}
+
+/* Claims a free slot for this process; NULL when all are in use. Slots left by dead processes (FILLING, POSTED or
+ * DONE) are taken back here when none is free: a poster killed at the wrong moment cannot free its own, and the
+ * record of a dead poster was never acknowledged. The owner is part of the word, so the compare-and-swap fails if
+ * the slot changed hands since it was read. */
+static struct fl__slot *fl__slot_claim(forklog *log, int pid)
+{
+    struct fl__seg *s = log->seg;
+    unsigned mine = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_FILLING;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < FL__SLOTS; i++) {
+            struct fl__slot *sl = &s->slots[((unsigned)pid + i) % FL__SLOTS];
+            unsigned w = FL__SLOT_FREE;
+            if (atomic_compare_exchange_strong_explicit(&sl->word, &w, mine, memory_order_acquire,
+                                                        memory_order_relaxed))
+                return sl;
+            if (pass == 1 && (w & FL__SLOT_STATE) != FL__SLOT_TAKEN && FL__SLOT_PID(w) > 0 &&
+                kill(FL__SLOT_PID(w), 0) < 0 && errno == ESRCH &&
+                atomic_compare_exchange_strong_explicit(&sl->word, &w, mine, memory_order_acquire,
+                                                        memory_order_relaxed))
+                return sl;
+        }
+    }
+    return NULL;
+}
+
+/* Lock held: writes this record, with whatever is posted (uncontended, the usual case, nothing is: no batch to
+ * gather), and unlocks. */
+static int fl__write_own(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    int rc = fl__sync_file(log);
+    if (rc == 0)
+        rc = atomic_load_explicit(&log->seg->posted, memory_order_relaxed)
+                 ? fl__write_batch(log, iov, iovcnt, len)
+                 : fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    fl__unlock(log);
+    return rc;
+}
+
+int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    int rc = fl__trylock(log);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return fl__write_own(log, iov, iovcnt, len);
+    int pid = (int)fl__pid(log);
+    struct fl__slot *mine = fl__slot_claim(log, pid);
+    if (!mine) {
+        /* Every slot in use: wait for the lock like the plain path. */
+        if ((rc = fl__lock(log)) < 0)
+            return rc;
+        return fl__write_own(log, iov, iovcnt, len);
+    }
+    FL__CRASH(POST_CLAIMED);
+    size_t o = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(mine->data + o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    mine->len = (uint32_t)len;
+    fl__slot_set(mine, FL__SLOT_POSTED);
+    FL__CRASH(POST_POSTED);
+    atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_release);
+    FL__CRASH(POST_FLAGGED);
+
+    /* Wait: spin (if a CPU is free for it) until the record is done or the lock frees, then sleep on the lock. */
+    rc = EBUSY;
+    if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
+        int64_t until = fl__mono_ns() + FL__SPIN_NS;
+        for (unsigned i = 1; rc == EBUSY; i++) {
+            if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_DONE)
+                break;
+            fl__cpu_relax();
+            if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                rc = fl__trylock(log);
+            if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
+                break;
+        }
+    }
+    atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    if (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
+        rc = fl__lock_sleep(log);
+    if (rc == 0) {
+        /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. */
+        if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_POSTED) {
+            int err = fl__sync_file(log);
+            if (err == 0)
+                fl__write_batch(log, NULL, 0, 0);
+            else {
+                mine->rc = err;
+                fl__slot_set(mine, FL__SLOT_DONE);
+            }
+        }
+        fl__unlock(log);
+    } else if (rc < 0) {
+        /* No lock: take the record back unless a holder has it already; then its result is the answer. */
+        unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&mine->word, &w, FL__SLOT_FREE))
+            return rc;
+        while ((fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
+            sched_yield();
+    }
+    FL__CRASH(POST_DONE_SEEN);
+    rc = mine->rc;
+    atomic_store_explicit(&mine->word, FL__SLOT_FREE, memory_order_release);
+    return rc;
+}

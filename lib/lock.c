@@ -1,0 +1,216 @@
+/*
+ * The append lock: a process-shared, robust pthread mutex in the shared segment, how a writer waits for it, and
+ * the repair a new holder makes when the previous one died holding it.
+ *
+ * Invariant, with the lock held and state FL__IDLE: the file of generation seg->gen ends at seg->size, right after
+ * the last whole record, and seg->buf holds whole records not yet written. A lock holder that dies leaves
+ * seg->state (and seg->batch_phase) saying what it was doing; the next holder gets EOWNERDEAD and restores the
+ * invariant before it calls pthread_mutex_consistent().
+ *
+ * No waiter ever sleeps on a free lock for long. The kernel wakes one sleeper per unlock (and one when a holder
+ * dies); if that sleeper dies before it takes the lock, its wake-up is gone. The kernel makes up for it only when
+ * the lock word is 0 at that moment, and a writer that took the lock meanwhile with pthread_mutex_trylock() (which
+ * never sets the waiters bit) unlocks without waking anybody. So every sleep is bounded (FL__SLEEP_NS) and
+ * followed by another look at the lock.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* How long a buffered-mode waiter beyond the spinners yields before it sleeps in the futex. */
+#define FL__YIELD_NS 50000
+
+/* The longest one sleep in the futex lasts before the sleeper looks at the lock again: the bound on how long a
+ * lost wake-up (above) can keep a writer waiting on a free lock. A sleeper woken normally never waits for it;
+ * a lock held longer (a slow disk, a stopped holder) costs one futex call per sleeper per period. */
+#define FL__SLEEP_NS 10000000
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+/* glibc declares it only under _GNU_SOURCE. CLOCK_MONOTONIC: a change of the wall clock must not stretch a
+ * sleep. musl has only pthread_mutex_timedlock(), on CLOCK_REALTIME. */
+extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid, const struct timespec *abstime);
+#define FL__SLEEP_CLOCK            CLOCK_MONOTONIC
+#define fl__mutex_sleep(mu, until) pthread_mutex_clocklock((mu), CLOCK_MONOTONIC, (until))
+#else
+#define FL__SLEEP_CLOCK            CLOCK_REALTIME
+#define fl__mutex_sleep(mu, until) pthread_mutex_timedlock((mu), (until))
+#endif
+
+/* The previous holder died with the lock (EOWNERDEAD). Finish or undo the write that seg->state says it was
+ * doing, so that the file again ends after a whole record. Lock held. */
+static void fl__repair_file(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    s->repairs++;
+    if (s->state == FL__ROTATING) {
+        /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). */
+        fl__new_generation(s);
+        s->state = FL__IDLE;
+        return;
+    }
+    if (s->state != FL__WRITING && s->state != FL__FLUSHING)
+        return;
+    if (!s->regular) {
+        /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays. */
+        if (s->state == FL__FLUSHING)
+            s->buf_used = 0;
+        s->state = FL__IDLE;
+        return;
+    }
+    /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
+     * turned into a new generation: fl__sync_file would first re-read size from the torn file and keep the
+     * fragment. A process still on an older generation opens path by name; the identity check skips a file
+     * that is no longer the dead holder's (renamed away since: its fragment stays, see docs/design.md). */
+    int fd = log->gen == s->gen ? log->fd : open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd >= 0 && s->file_known && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_ino == s->ino &&
+        (uint64_t)st.st_dev == s->dev) {
+        if ((uint64_t)st.st_size == s->target) {
+            /* The write completed: the record (or buffer) is whole in the file; keep it. */
+            s->size = s->target;
+            if (s->state == FL__FLUSHING)
+                s->buf_used = 0;
+        } else if ((uint64_t)st.st_size > s->size) {
+            /* A torn record: cut the file back to the end of the last whole one. */
+            if (ftruncate(fd, (off_t)s->size) < 0)
+                s->file_known = 0;
+        }
+    }
+    if (fd >= 0 && fd != log->fd)
+        close(fd);
+    s->state = FL__IDLE;
+}
+
+/* After pthread_mutex_(try|clock)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held),
+ * EBUSY, ETIMEDOUT, or a negative errno. */
+static int fl__locked(forklog *log, int rc)
+{
+    struct fl__seg *s = log->seg;
+    if (rc == 0 || rc == EOWNERDEAD)
+        FL__CRASH(LOCK_ACQUIRED);
+    if (rc == EOWNERDEAD) {
+        fl__repair_file(log);
+        FL__CRASH(REPAIR_FILE);
+        fl__repair_batch(s);
+        FL__CRASH(REPAIR_BATCH);
+        rc = pthread_mutex_consistent(&s->mu);
+    }
+    if (rc == 0) {
+        FL__CRASH(LOCK_HELD);
+        atomic_store_explicit(&s->held, 1, memory_order_relaxed);
+    }
+    return rc == EBUSY || rc == ETIMEDOUT ? rc : -rc;
+}
+
+int fl__trylock(forklog *log)
+{
+    return fl__locked(log, pthread_mutex_trylock(&log->seg->mu));
+}
+
+int fl__lock_sleep(forklog *log)
+{
+    for (;;) {
+        struct timespec until;
+        clock_gettime(FL__SLEEP_CLOCK, &until);
+        until.tv_nsec += FL__SLEEP_NS;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        int rc = fl__locked(log, fl__mutex_sleep(&log->seg->mu, &until));
+        if (rc != ETIMEDOUT)
+            return rc;
+        FL__CRASH(LOCK_SLEEP_TIMEOUT);
+    }
+}
+
+int fl__lock(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    int rc = fl__trylock(log);
+    /* Spin only while fewer waiters spin than there are other CPUs: a spinner beyond that only takes a CPU from
+     * the holder. The counter is a hint; a process killed while spinning leaves it high, which only means less
+     * spinning. */
+    if (rc == EBUSY) {
+        if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
+            int64_t until = fl__mono_ns() + FL__SPIN_NS;
+            for (unsigned i = 1; rc == EBUSY; i++) {
+                fl__cpu_relax();
+                if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                    rc = fl__trylock(log);
+                if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
+                    break;
+            }
+        } else if (log->flags & FORKLOG_BUFFERED) {
+            /* Buffered records hold the lock for ~0.1 us: a waiter that may not spin yields its CPU and tries
+             * again, instead of a futex sleep and wake per record (5.5x -> 8-10x the floor at P=2..8 here). */
+            int64_t until = fl__mono_ns() + FL__YIELD_NS;
+            while (rc == EBUSY) {
+                sched_yield();
+                if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                    rc = fl__trylock(log);
+                if (rc == EBUSY && fl__mono_ns() > until)
+                    break;
+            }
+        }
+        atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
+    }
+    return rc == EBUSY ? fl__lock_sleep(log) : rc;
+}
+
+void fl__unlock(forklog *log)
+{
+    atomic_store_explicit(&log->seg->held, 0, memory_order_relaxed);
+    FL__CRASH(UNLOCK);
+    pthread_mutex_unlock(&log->seg->mu);
+}
+
+#ifdef FL__CRASH_POINTS
+/* ---- crash points (test builds only) ---------------------------------------------------------------------------- */
+
+static struct {
+    atomic_ulong hits;
+    atomic_ulong fire_at; /* 0: disarmed */
+    atomic_int action;
+} fl__cp[FL__CP_COUNT];
+
+static const char *const fl__cp_names[] = {
+#define FL__CP_NAME(name, what) #name,
+    FL__CRASH_POINT_LIST(FL__CP_NAME)
+#undef FL__CP_NAME
+};
+
+void fl__crash_arm(enum fl__crash_point cp, unsigned hit, enum fl__crash_action action)
+{
+    atomic_store(&fl__cp[cp].action, (int)action);
+    atomic_store(&fl__cp[cp].fire_at, hit ? atomic_load(&fl__cp[cp].hits) + hit : 0);
+}
+
+unsigned long fl__crash_hits(enum fl__crash_point cp)
+{
+    return atomic_load(&fl__cp[cp].hits);
+}
+
+const char *fl__crash_name(enum fl__crash_point cp)
+{
+    return (unsigned)cp < FL__CP_COUNT ? fl__cp_names[cp] : NULL;
+}
+
+int fl__crash_next(enum fl__crash_point cp)
+{
+    unsigned long at = atomic_load(&fl__cp[cp].fire_at);
+    return at && atomic_load(&fl__cp[cp].hits) + 1 == at;
+}
+
+void fl__crash_at(enum fl__crash_point cp)
+{
+    unsigned long hit = atomic_fetch_add(&fl__cp[cp].hits, 1) + 1;
+    if (hit == atomic_load(&fl__cp[cp].fire_at))
+        raise(atomic_load(&fl__cp[cp].action) == FL__CRASH_STOP ? SIGSTOP : SIGKILL);
+}
+#endif

@@ -1,0 +1,164 @@
+/*
+ * Writing with the lock held: one record, a run of whole records, or the shared buffer, committed to the segment's
+ * idea of the file only once every byte is in it. fl__append is the record path's entry: the lock, the file of the
+ * current generation, rotation, then the buffer or the file.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Writes all of iov to fd, looping on short writes and EINTR. Returns 0 or -errno. */
+static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
+{
+    if (iovcnt == 1) {
+        /* The usual case, one buffer: no iovec copy. */
+        const char *p = iov_in->iov_base;
+        size_t left = iov_in->iov_len;
+        while (left > 0) {
+            ssize_t n = write(fd, p, left);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -errno;
+            }
+            if (n == 0)
+                return -EIO;
+            p += n;
+            left -= (size_t)n;
+        }
+        return 0;
+    }
+    struct iovec iov[FL__IOV_MAX];
+    if (iovcnt > FL__IOV_MAX)
+        return -EINVAL;
+    memcpy(iov, iov_in, sizeof iov[0] * (size_t)iovcnt);
+    struct iovec *v = iov;
+    while (iovcnt > 0) {
+        ssize_t n = writev(fd, v, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* no progress with bytes left: never loop forever */
+        size_t left = (size_t)n;
+        while (iovcnt > 0 && left >= v->iov_len) {
+            left -= v->iov_len;
+            v++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            v->iov_base = (char *)v->iov_base + left;
+            v->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+#ifdef FL__CRASH_POINTS
+/* A torn write, for the WRITE_TORN crash point: the first half of the bytes (at least one), as a write that a
+ * fatal signal stopped between pages leaves them. */
+static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t len)
+{
+    size_t left = len > 1 ? len / 2 : len;
+    for (int i = 0; i < iovcnt && left > 0; i++) {
+        size_t n = iov[i].iov_len < left ? iov[i].iov_len : left;
+        if (write(fd, iov[i].iov_base, n) != (ssize_t)n)
+            return;
+        left -= n;
+    }
+}
+#endif
+
+int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state)
+{
+    struct fl__seg *s = log->seg;
+    s->target = s->size + len;
+    s->state = state;
+    FL__CRASH(WRITE_BEGIN);
+#ifdef FL__CRASH_POINTS
+    if (fl__crash_next(FL__CP_WRITE_TORN))
+        fl__write_half(log->fd, iov, iovcnt, len);
+    FL__CRASH(WRITE_TORN);
+#endif
+    int rc = fl__write_all(log->fd, iov, iovcnt);
+    if (rc == 0)
+        FL__CRASH(WRITE_DONE);
+    if (rc == 0 && (log->flags & FORKLOG_SYNC) && fdatasync(log->fd) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        /* Nothing of a failed record stays: cut back to the last whole record. */
+        if (ftruncate(log->fd, (off_t)s->size) < 0)
+            s->file_known = 0;
+    } else {
+        s->size = s->target;
+        if (state == FL__FLUSHING)
+            s->buf_used = 0;
+        FL__CRASH(WRITE_COMMITTED);
+    }
+    s->state = FL__IDLE;
+    return rc;
+}
+
+int fl__flush_locked(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    if (s->buf_used == 0)
+        return 0;
+    struct iovec iov = {s->buf, s->buf_used};
+    return fl__write_commit(log, &iov, 1, s->buf_used, FL__FLUSHING);
+}
+
+static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    int64_t now = fl__mono_ns();
+    int rc;
+    /* Make room first; a buffer that is merely old is written below, together with this record. */
+    int full = s->buf_used + len > s->buf_cap;
+    int rotate = log->rotate_bytes && s->size + s->buf_used > 0 && s->size + s->buf_used + len > log->rotate_bytes;
+    if ((full || rotate) && (rc = fl__flush_locked(log)) < 0)
+        return rc;
+    if ((rc = fl__maybe_rotate(log, len)) < 0)
+        return rc;
+    if (len > s->buf_cap)
+        return fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    size_t o = s->buf_used;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(s->buf + o, iov[i].iov_base, iov[i].iov_len);
+        o += iov[i].iov_len;
+    }
+    if (s->buf_used == 0)
+        s->buf_first_ns = now;
+    FL__CRASH(BUF_COPIED);
+    /* One store publishes the record: a holder killed during the copy leaves buf_used as it was. */
+    s->buf_used = o;
+    FL__CRASH(BUF_PUBLISHED);
+    if (now - s->buf_first_ns >= log->flush_ns || s->buf_used == s->buf_cap)
+        (void)fl__flush_locked(log); /* the record is safe in the buffer; a failed flush is retried later */
+    return 0;
+}
+
+int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    /* Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so
+     * does a target that is not a regular file, where a dead holder's batch could not be told written or not. */
+    if (!(log->flags & FORKLOG_BUFFERED) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4 &&
+        atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
+        return fl__append_combining(log, iov, iovcnt, len);
+    int rc = fl__lock(log);
+    if (rc < 0)
+        return rc;
+    rc = fl__sync_file(log);
+    if (rc == 0) {
+        if (log->flags & FORKLOG_BUFFERED)
+            rc = fl__append_buffered(log, iov, iovcnt, len);
+        else if ((rc = fl__maybe_rotate(log, len)) == 0)
+            rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    }
+    fl__unlock(log);
+    return rc;
+}
