@@ -6,8 +6,11 @@
 
 #include <dirent.h>
 #include <forklog.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -902,4 +905,366 @@ Test(pool, two_pools_in_two_threads_at_once)
         cr_assert_eq(both[k]->rep.crashed, 4);
         cr_assert_eq(both[k]->res[7].code, 3);
     }
+}
+
+/* ---- hostile callers and tasks: helpers -------------------------------------------------------------------- */
+
+static const char *status_name(enum forklog_task_status s)
+{
+    switch (s) {
+    case FORKLOG_TASK_OK: return "ok";
+    case FORKLOG_TASK_FAILED: return "failed";
+    case FORKLOG_TASK_CRASHED: return "crashed";
+    case FORKLOG_TASK_TIMEOUT: return "timeout";
+    default: return "not_run";
+    }
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF), or 0. A
+ * NUL byte is never a continuation byte, so this never reads past the end of a string. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+/* A JSON string (RFC 8259) at *pp, valid UTF-8 inside; moves *pp past it. */
+static int json_string(const unsigned char **pp)
+{
+    const unsigned char *p = *pp;
+    if (*p++ != '"')
+        return 0;
+    for (;;) {
+        if (*p == '"') {
+            *pp = p + 1;
+            return 1;
+        }
+        if (*p < 0x20)
+            return 0; /* a raw control byte, or the end of the line inside the string */
+        if (*p == '\\') {
+            p++;
+            if (*p == 'u') {
+                for (int k = 1; k <= 4; k++)
+                    if (!strchr("0123456789abcdefABCDEF", p[k]) || !p[k])
+                        return 0;
+                p += 5;
+            } else if (*p && strchr("\"\\/bfnrt", *p)) {
+                p++;
+            } else {
+                return 0;
+            }
+            continue;
+        }
+        size_t n = utf8_len(p);
+        if (!n)
+            return 0;
+        p += n;
+    }
+}
+
+/* A JSON number at *pp; moves *pp past it. */
+static int json_number(const unsigned char **pp)
+{
+    const unsigned char *p = *pp;
+    if (*p == '-')
+        p++;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (*p >= '0' && *p <= '9')
+            p++;
+    else
+        return 0;
+    if (*p == '.') {
+        if (!(*++p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    *pp = p;
+    return 1;
+}
+
+/* Whether line is exactly one JSON object of string and number values (what a pool record is), valid JSON and
+ * valid UTF-8. */
+static int json_flat_object(const char *line)
+{
+    const unsigned char *p = (const unsigned char *)line;
+    if (*p++ != '{')
+        return 0;
+    if (*p == '}')
+        return p[1] == '\0';
+    for (;;) {
+        if (!json_string(&p) || *p++ != ':')
+            return 0;
+        if (*p == '"' ? !json_string(&p) : !json_number(&p))
+            return 0;
+        if (*p != ',')
+            return *p == '}' && p[1] == '\0';
+        p++;
+    }
+}
+
+/* The report counts what the results say, and a non-negative return value is the number of tasks not ok. */
+static void check_counts(int rc, const struct forklog_task_result *res, size_t n, const struct forklog_pool_report *rep)
+{
+    size_t c[5] = {0};
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_leq((unsigned)res[i].status, 4u);
+        c[res[i].status]++;
+    }
+    cr_assert_eq(rep->not_run, c[FORKLOG_TASK_NOT_RUN]);
+    cr_assert_eq(rep->ok, c[FORKLOG_TASK_OK]);
+    cr_assert_eq(rep->failed, c[FORKLOG_TASK_FAILED]);
+    cr_assert_eq(rep->crashed, c[FORKLOG_TASK_CRASHED]);
+    cr_assert_eq(rep->timed_out, c[FORKLOG_TASK_TIMEOUT]);
+    if (rc >= 0)
+        cr_assert_eq((size_t)rc, n - rep->ok, "rc %d, %zu of %zu ok", rc, rep->ok, n);
+}
+
+/* Reads the log back and checks it against the results: the file is whole lines only (it ends with '\n' and has
+ * no NUL byte); each line is a record (text: the RFC 3339 time first; JSON: one valid JSON object); there is
+ * exactly one record per task, with the status, code, signal and worker of res[i]; and one summary record with
+ * the report's counts. Returns the file for further checks (the caller frees it). */
+static char *check_log(const char *path, int json, size_t n, const struct forklog_task_result *res,
+                       const struct forklog_pool_report *rep)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf, "no log at %s", path);
+    cr_assert_gt(len, 0);
+    cr_assert_eq(buf[len - 1], '\n', "the log ends with a whole line");
+    cr_assert_eq(strlen(buf), len, "no NUL byte in the log");
+    cr_assert_eq(th_count_lines(buf, len), n + 1, "one record per task and the summary");
+    unsigned char *seen = calloc(n, 1);
+    cr_assert_not_null(seen);
+    size_t summaries = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        *end = '\0';
+        if (json)
+            cr_assert(json_flat_object(line), "not one valid JSON object: %s", line);
+        else
+            cr_assert(strlen(line) > 28 && line[4] == '-' && line[10] == 'T' && line[26] == 'Z', "%s", line);
+        const char *t = strstr(line, json ? "\"msg\":\"task\"," : " task task=");
+        if (t) {
+            size_t idx;
+            char status[16];
+            double cost;
+            long worker;
+            int code, sig;
+            int got = json
+                          ? sscanf(t,
+                                   "\"msg\":\"task\",\"task\":%zu,\"status\":\"%15[a-z_]\",\"cost\":%lf,\"worker\":%ld,"
+                                   "\"code\":%d,\"signal\":%d",
+                                   &idx, status, &cost, &worker, &code, &sig)
+                          : sscanf(t, " task task=%zu status=%15s cost=%lf worker=%ld code=%d signal=%d", &idx, status,
+                                   &cost, &worker, &code, &sig);
+            cr_assert_eq(got, 6, "%s", line);
+            cr_assert_lt(idx, n, "%s", line);
+            cr_assert_eq(seen[idx]++, 0, "task %zu recorded twice", idx);
+            cr_assert_str_eq(status, status_name(res[idx].status), "%s", line);
+            cr_assert_eq(code, res[idx].code, "%s", line);
+            cr_assert_eq(sig, res[idx].signal, "%s", line);
+            cr_assert_eq(worker, (long)res[idx].worker, "%s", line);
+        } else {
+            char want[200];
+            snprintf(want, sizeof want,
+                     json ? "\"msg\":\"pool summary\",\"tasks\":%zu,\"ok\":%zu,\"failed\":%zu,\"crashed\":%zu,"
+                            "\"timeout\":%zu,\"not_run\":%zu,"
+                          : " pool summary tasks=%zu ok=%zu failed=%zu crashed=%zu timeout=%zu not_run=%zu ",
+                     n, rep->ok, rep->failed, rep->crashed, rep->timed_out, rep->not_run);
+            cr_assert_not_null(strstr(line, want), "%s\nwanted: %s", line, want);
+            summaries++;
+        }
+        *end = '\n';
+        line = end + 1;
+    }
+    cr_assert_eq(summaries, 1);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(seen[i], 1, "task %zu has %d records", i, seen[i]);
+    free(seen);
+    return buf;
+}
+
+/* ---- hostile tasks: children, grandchildren, exit(), descriptors, sessions --------------------------------------- */
+
+/* Forks a grandchild that sleeps 30 s holding every descriptor of the worker, the pool's pipes included, and
+ * writes its pid to dir/gc-<i>. */
+static pid_t linger(const char *dir, size_t i)
+{
+    pid_t c = fork();
+    if (c == 0) {
+        sleep(30);
+        _exit(0);
+    }
+    if (c > 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/gc-%zu", dir, i);
+        FILE *f = fopen(path, "w");
+        if (!f)
+            return -1;
+        fprintf(f, "%ld\n", (long)c);
+        fclose(f);
+    }
+    return c;
+}
+
+/* Task i % 4: 0 forks a child and waits for it (its exit status must reach the task: the pool never reaps the
+ * task's children); 1 leaves a lingering grandchild behind; 2 does too, then exits with 4; 3 forks a child it never
+ * waits for, except task 7, which leaves a lingering grandchild and hangs past timeout_s. */
+static int family_task(size_t i, void *ctx)
+{
+    const char *dir = ctx;
+    switch (i % 4) {
+    case 0: {
+        pid_t c = fork();
+        if (c < 0)
+            return 1;
+        if (c == 0) {
+            usleep(20000);
+            _exit(33);
+        }
+        int st;
+        pid_t r;
+        while ((r = waitpid(c, &st, 0)) < 0 && errno == EINTR) {
+        }
+        if (r != c)
+            return 2;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 33 ? 0 : 3;
+    }
+    case 1: return linger(dir, i) > 0 ? 0 : 1;
+    case 2:
+        if (linger(dir, i) <= 0)
+            return 1;
+        _exit(4);
+    default:
+        if (i == 7) {
+            linger(dir, i);
+            for (;;)
+                pause();
+        }
+        if (fork() == 0)
+            _exit(0);
+        return 0;
+    }
+}
+
+Test(pool, tasks_with_children_and_lingering_grandchildren)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    enum { N = 12 };
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {.workers = 3, .timeout_s = 0.5, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    double t0 = th_now_s();
+    int rc = forklog_pool_map(&o, N, family_task, dir, &rep);
+    double took = th_now_s() - t0;
+
+    /* The grandchildren must still be alive (the pool did not wait for them); kill them before any assert. */
+    static const size_t lingering[] = {1, 2, 5, 6, 7, 9, 10};
+    size_t alive = 0, found = 0;
+    for (size_t k = 0; k < sizeof lingering / sizeof *lingering; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "gc-%zu", lingering[k]);
+        char *gc = th_path(dir, name);
+        FILE *f = fopen(gc, "r");
+        long pid = 0;
+        if (f) {
+            found += fscanf(f, "%ld", &pid) == 1 && pid > 0;
+            fclose(f);
+        }
+        if (pid > 0) {
+            alive += kill((pid_t)pid, 0) == 0;
+            kill((pid_t)pid, SIGKILL);
+        }
+        free(gc);
+    }
+    cr_assert_lt(took, 10, "the pool waited for its workers' children (%f s)", took);
+    cr_assert_eq(found, 7);
+    cr_assert_eq(alive, 7, "the grandchildren outlived the map");
+    cr_assert_eq(rc, 4, "rc %d", rc);
+    check_counts(rc, res, N, &rep);
+    for (size_t i = 0; i < N; i++) {
+        if (i == 7) {
+            cr_assert_eq(res[i].status, FORKLOG_TASK_TIMEOUT);
+            cr_assert_eq(res[i].signal, SIGKILL);
+        } else if (i % 4 == 2) {
+            cr_assert_eq(res[i].status, FORKLOG_TASK_CRASHED, "task %zu", i);
+            cr_assert_eq(res[i].code, 4);
+        } else {
+            cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "task %zu: code %d", i, res[i].code);
+        }
+    }
+    forklog_close(log);
+    free(check_log(path, 0, N, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* Every task calls setsid(); task 1 then hangs past timeout_s. */
+static int setsid_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    /* setsid() fails (EPERM) in a worker that an earlier task already made a session leader. */
+    if (setsid() < 0 && getsid(0) != getpid())
+        return 20;
+    if (i == 1)
+        for (;;)
+            pause();
+    return 0;
+}
+
+Test(pool, tasks_calling_setsid_and_a_timeout)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_JSON);
+    enum { N = 8 };
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {.workers = 2, .timeout_s = 0.3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, N, setsid_task, NULL, &rep);
+    cr_assert_eq(rc, 1, "rc %d", rc);
+    check_counts(rc, res, N, &rep);
+    cr_assert_eq(res[1].status, FORKLOG_TASK_TIMEOUT);
+    cr_assert_eq(res[1].signal, SIGKILL);
+    cr_assert_geq(res[1].duration_s, 0.3);
+    cr_assert_lt(res[1].duration_s, 10);
+    for (size_t i = 0; i < N; i++)
+        if (i != 1)
+            cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "task %zu: code %d", i, res[i].code);
+    forklog_close(log);
+    free(check_log(path, 1, N, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
 }
