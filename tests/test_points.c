@@ -1,0 +1,256 @@
+/* Every crash point in every mode. For each named step of the lock, repair, combining, write, flush, rotation and
+ * reopen protocols (lib/internal.h), and each mode (direct, combining, buffered, rotating), a writer is killed
+ * with SIGKILL at that step, in the real code, while others write, and then:
+ *   - every acknowledged record is in the file(s) exactly once, and the victim's record in flight at most once;
+ *   - nothing is torn (every line is a whole self-checking record);
+ *   - no writer waits on a free lock: every survivor finishes within a bound;
+ *   - the size the segment believes is the file's real size.
+ * The table `reach` says in which modes each point must be reached; a point missing from it fails the test, so a
+ * new protocol step cannot be added without being killed at. Children never assert: they report through their
+ * exit status and shared memory. */
+#include "points.h"
+#include "records.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+enum { BG = 3, BG_RECORDS = 80, V_RECORDS = 60, ID_V = BG, ID_H, ID_P0, ID_PARENT, IDS };
+
+/* Seconds every survivor has, once the victim is dead or done, to finish all of its records. */
+#define QUIET_TAIL_S 20.0
+
+struct mode {
+    char letter;
+    const char *name;
+    struct forklog_options opts;
+    size_t min, max; /* record payload sizes */
+};
+
+static const struct mode modes[] = {
+    /* Records over 1 KiB take the plain path: one writer, one write, no combining. */
+    {'D', "direct", {.flags = 0}, 1100, 3000},
+    {'C', "combining", {.flags = 0}, 20, 900},
+    {'B', "buffered", {.flags = FORKLOG_BUFFERED, .buffer_size = 4096}, 20, 900},
+    {'R', "rotating", {.rotate_bytes = 16384, .rotate_keep = 1000}, 20, 900},
+};
+
+/* Where each point must be reached: D direct, C combining, B buffered, R rotating. */
+static const struct {
+    const char *point;
+    const char *modes;
+} reach[] = {
+    {"LOCK_ACQUIRED", "DCBR"}, {"LOCK_SLEEP_TIMEOUT", "DCBR"}, {"REPAIR_FILE", "DCBR"},
+    {"REPAIR_BATCH", "DCBR"},  {"LOCK_HELD", "DCBR"},          {"UNLOCK", "DCBR"},
+    {"OWN_FD_OPENED", "DCBR"}, {"REOPEN_SEEN", "DCBR"},        {"REOPEN_OPENED", "DCBR"},
+    {"FILE_KNOWN", "DCBR"},    {"ROTATE_BEGIN", "R"},          {"ROTATE_RENAMED", "R"},
+    {"ROTATE_CREATED", "R"},   {"ROTATE_DONE", "R"},           {"WRITE_BEGIN", "DCBR"},
+    {"WRITE_TORN", "DCBR"},    {"WRITE_DONE", "DCBR"},         {"WRITE_COMMITTED", "DCBR"},
+    {"BUF_COPIED", "B"},       {"BUF_PUBLISHED", "B"},         {"POST_CLAIMED", "C"},
+    {"POST_POSTED", "C"},      {"POST_FLAGGED", "C"},          {"POST_DONE_SEEN", "C"},
+    {"BATCH_GATHER", "C"},     {"BATCH_SWAPPED", "C"},         {"BATCH_TAKEN", "C"},
+    {"BATCH_WRITTEN", "C"},    {"BATCH_MARKED", "C"},
+};
+
+static const char *reach_modes(enum fl__crash_point cp)
+{
+    for (size_t i = 0; i < sizeof reach / sizeof reach[0]; i++)
+        if (strcmp(reach[i].point, fl__crash_name(cp)) == 0)
+            return reach[i].modes;
+    return NULL;
+}
+
+struct shared {
+    atomic_uint acked[IDS]; /* records 0 .. acked-1 of writer id returned 0 */
+};
+
+/* A writer child: n records of id, acknowledging each in shared memory before the next call; with reopen_every,
+ * a forklog_reopen() before every reopen_every-th record. Exits 0, or 3 when a call failed. */
+static _Noreturn void writer(forklog *log, struct shared *sh, const struct mode *m, unsigned id, unsigned n,
+                             unsigned reopen_every)
+{
+    char *buf = malloc(RC_HEAD_MAX + m->max);
+    if (!buf)
+        _exit(2);
+    unsigned seed = id * 7919u + 1;
+    for (unsigned seq = 0; seq < n; seq++) {
+        if (reopen_every && seq % reopen_every == 0)
+            forklog_reopen(log);
+        size_t len = m->min + (size_t)rand_r(&seed) % (m->max - m->min + 1);
+        if (rc_write(log, buf, 'R', id, seq, 0, len) != 0)
+            _exit(3);
+        atomic_store(&sh->acked[id], seq + 1);
+    }
+    _exit(0);
+}
+
+/* Forks a writer that first arms `arm` (a list of point, hit, action triples ended by hit 0). */
+struct arming {
+    enum fl__crash_point cp;
+    unsigned hit;
+    enum fl__crash_action action;
+};
+
+static pid_t spawn(forklog *log, struct shared *sh, const struct mode *m, unsigned id, unsigned n,
+                   unsigned reopen_every, const struct arming *arm)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        for (; arm && arm->hit; arm++)
+            fl__crash_arm(arm->cp, arm->hit, arm->action);
+        writer(log, sh, m, id, n, reopen_every);
+    }
+    return pid;
+}
+
+static int is_batch_point(enum fl__crash_point cp)
+{
+    return strncmp(fl__crash_name(cp), "BATCH_", 6) == 0;
+}
+
+/* One case: the victim dies at the first passage of `cp`. Returns whether it did. */
+static int run_case(const char *dir, const struct mode *m, enum fl__crash_point cp)
+{
+    char *logpath = th_path(dir, "points.log");
+    forklog *log = NULL;
+    struct forklog_options o = m->opts;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(sh, MAP_FAILED);
+    const char *name = fl__crash_name(cp);
+    int repair = cp == FL__CP_REPAIR_FILE || cp == FL__CP_REPAIR_BATCH;
+    int holder_dies = is_batch_point(cp);
+    struct arming die[] = {{cp, 1, FL__CRASH_KILL}, {cp, 0, 0}};
+
+    /* The scene. For the repair points, a first writer dies holding the lock (with half a record in the file where
+     * the mode writes at once), and the victim is the next locker. Otherwise a holder stops with the lock, so that
+     * the victim and the others queue, post or sleep behind it; for the batch points the holder is the victim. */
+    pid_t h = 0;
+    if (repair) {
+        struct arming p0[] = {{m->letter == 'B' ? FL__CP_LOCK_HELD : FL__CP_WRITE_TORN, 1, FL__CRASH_KILL}, {cp, 0, 0}};
+        pid_t p = spawn(log, sh, m, ID_P0, 1, 0, p0);
+        cr_assert_eq(th_wait_for(p, 10), 128 + SIGKILL, "%s/%s: the first writer did not die", m->name, name);
+    } else {
+        struct arming hold[] = {{FL__CP_LOCK_HELD, 1, FL__CRASH_STOP}, {cp, holder_dies, FL__CRASH_KILL}, {cp, 0, 0}};
+        h = spawn(log, sh, m, ID_H, 1, 0, hold);
+        cr_assert(cp_wait_stopped(h, 10), "%s/%s: the holder did not stop with the lock", m->name, name);
+    }
+    pid_t v = spawn(log, sh, m, ID_V, V_RECORDS, 5, holder_dies ? NULL : die);
+    int vst = -1;
+    if (repair)
+        vst = th_wait_for(v, QUIET_TAIL_S);
+    pid_t bg[BG];
+    for (unsigned i = 0; i < BG; i++)
+        bg[i] = spawn(log, sh, m, i, BG_RECORDS, 0, NULL);
+    if (h) {
+        /* Long enough for the others to queue and for a sleeper's bounded wait to run out. */
+        usleep(60 * 1000);
+        cr_assert_eq(kill(h, SIGCONT), 0);
+    }
+
+    /* The quiet tail: no more kills; every survivor must finish. */
+    if (!repair)
+        vst = th_wait_for(v, QUIET_TAIL_S);
+    int hst = h ? th_wait_for(h, QUIET_TAIL_S) : 0;
+    for (unsigned i = 0; i < BG; i++) {
+        int st = th_wait_for(bg[i], QUIET_TAIL_S);
+        cr_assert_eq(st, 0, "%s/%s: writer %u ended with %d (-2: still waiting after %.0f s)", m->name, name, i, st,
+                     QUIET_TAIL_S);
+    }
+    int reached = holder_dies ? hst == 128 + SIGKILL : vst == 128 + SIGKILL;
+    cr_assert(holder_dies ? vst == 0 : (vst == 0 || reached), "%s/%s: victim ended with %d", m->name, name, vst);
+    cr_assert(holder_dies ? (hst == 0 || reached) : hst == 0, "%s/%s: holder ended with %d", m->name, name, hst);
+
+    /* The test process writes last (repairing whatever is left) and checks the segment's size. */
+    char *buf = malloc(RC_HEAD_MAX + 16);
+    cr_assert_eq(rc_write(log, buf, 'R', ID_PARENT, 0, 0, 8), 0, "%s/%s: the test process's record", m->name, name);
+    free(buf);
+    cr_assert_eq(forklog_flush(log), 0);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, IDS, BG_RECORDS > V_RECORDS ? BG_RECORDS : V_RECORDS);
+    rc_scan(&seen, logpath, 0);
+    if (m->opts.rotate_bytes) {
+        for (unsigned k = 1; k <= m->opts.rotate_keep; k++) {
+            char rotated[64];
+            snprintf(rotated, sizeof rotated, "points.log.%u", k);
+            char *p = th_path(dir, rotated);
+            rc_scan(&seen, p, k);
+            free(p);
+        }
+    }
+    for (unsigned i = 0; i < BG; i++)
+        for (unsigned q = 0; q < BG_RECORDS; q++)
+            cr_assert_eq(rc_count(&seen, i, q), 1, "%s/%s: writer %u record %u is there %u times", m->name, name, i, q,
+                         rc_count(&seen, i, q));
+    unsigned acked = atomic_load(&sh->acked[ID_V]);
+    for (unsigned q = 0; q < V_RECORDS; q++) {
+        unsigned c = rc_count(&seen, ID_V, q);
+        if (q < acked)
+            cr_assert_eq(c, 1, "%s/%s: acknowledged record %u of the victim is there %u times", m->name, name, q, c);
+        else if (q == acked)
+            cr_assert_leq(c, 1, "%s/%s: the victim's record in flight is there %u times", m->name, name, c);
+        else
+            cr_assert_eq(c, 0, "%s/%s: record %u of the victim was never written but is there", m->name, name, q);
+    }
+    unsigned hc = rc_count(&seen, ID_H, 0);
+    if (h && !(holder_dies && reached))
+        cr_assert_eq(hc, 1, "%s/%s: the holder's record is there %u times", m->name, name, hc);
+    else
+        cr_assert_leq(hc, 1, "%s/%s: the dead holder's record is there %u times", m->name, name, hc);
+    cr_assert_leq(rc_count(&seen, ID_P0, 0), 1);
+    cr_assert_eq(rc_count(&seen, ID_PARENT, 0), 1);
+    rc_seen_free(&seen);
+    munmap(sh, sizeof *sh);
+    free(logpath);
+    return reached;
+}
+
+static void run_mode(char letter)
+{
+    const struct mode *m = NULL;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (modes[i].letter == letter)
+            m = &modes[i];
+    cr_assert_not_null(m);
+    rc_init();
+    int cases = 0, reached = 0;
+    for (int c = 0; c < FL__CP_COUNT; c++) {
+        enum fl__crash_point cp = (enum fl__crash_point)c;
+        const char *where = reach_modes(cp);
+        cr_assert_not_null(where, "crash point %s has no row in this test's table", fl__crash_name(cp));
+        if (!strchr(where, letter))
+            continue;
+        char *dir = th_tmpdir();
+        int ok = run_case(dir, m, cp);
+        th_rmdir(dir);
+        free(dir);
+        cr_assert(ok, "%s: crash point %s was never reached", m->name, fl__crash_name(cp));
+        cases++;
+        reached += ok;
+    }
+    fprintf(stderr, "crash points %s: %d points, each killed at, every invariant held\n", m->name, reached);
+}
+
+Test(points, every_point_direct, .timeout = 240)
+{
+    run_mode('D');
+}
+
+Test(points, every_point_combining, .timeout = 240)
+{
+    run_mode('C');
+}
+
+Test(points, every_point_buffered, .timeout = 240)
+{
+    run_mode('B');
+}
+
+Test(points, every_point_rotating, .timeout = 240)
+{
+    run_mode('R');
+}
