@@ -429,8 +429,10 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
             int sig = known && WIFSIGNALED(st) ? WTERMSIG(st) : 0;
             int code = !known ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 0;
             int64_t dur = fl__mono_ns() - r->start_mono;
+            /* A timed-out worker ended by the parent's own SIGKILL: say so even when the caller's SIGCHLD
+             * handler (or SIG_IGN) took the wait status first. */
             if (t == FL__POOL_KILLED)
-                fl__pool_record(p, ti, FORKLOG_TASK_TIMEOUT, 0, sig, w->pid, dur);
+                fl__pool_record(p, ti, FORKLOG_TASK_TIMEOUT, 0, known ? sig : SIGKILL, w->pid, dur);
             else
                 fl__pool_record(p, ti, FORKLOG_TASK_CRASHED, code, sig, w->pid, dur);
         }

@@ -1112,6 +1112,151 @@ static char *check_log(const char *path, int json, size_t n, const struct forklo
     return buf;
 }
 
+/* ---- hostile callers: SIGCHLD ---------------------------------------------------------------------------------- */
+
+/* Task i: i % 6 == 1 fails with 3, 2 exits with 6, 3 dies of SIGSEGV; task 4 hangs past timeout_s; the rest are
+ * ok. */
+static int sig_mix_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    switch (i % 6) {
+    case 1: return 3;
+    case 2: _exit(6);
+    case 3: die_of(SIGSEGV); break;
+    case 4:
+        if (i == 4)
+            for (;;)
+                pause();
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+#define SIG_MIX_N 18
+
+/* The outcome of sig_mix_task over SIG_MIX_N tasks. lost: 0 the wait statuses must be known, 1 they must be
+ * unknown (SIGCHLD ignored: the kernel reaps), 2 either (a handler of the caller reaps, racing with the pool). */
+static void check_sig_mix(int rc, const struct forklog_task_result *res, const struct forklog_pool_report *rep,
+                          int lost)
+{
+    cr_assert_eq(rc, 10, "rc %d", rc);
+    cr_assert_eq(rep->ok, 8);
+    cr_assert_eq(rep->failed, 3);
+    cr_assert_eq(rep->crashed, 6);
+    cr_assert_eq(rep->timed_out, 1);
+    cr_assert_eq(rep->not_run, 0);
+    check_counts(rc, res, SIG_MIX_N, rep);
+    for (size_t i = 0; i < SIG_MIX_N; i++) {
+        const struct forklog_task_result *r = &res[i];
+        cr_assert_gt(r->worker, 0, "task %zu", i);
+        if (i == 4) {
+            cr_assert_eq(r->status, FORKLOG_TASK_TIMEOUT);
+            cr_assert_eq(r->signal, SIGKILL, "a timeout is a SIGKILL even when someone else reaped the worker");
+            cr_assert_eq(r->code, 0);
+            cr_assert_geq(r->duration_s, 0.25);
+            continue;
+        }
+        switch (i % 6) {
+        case 1:
+            cr_assert_eq(r->status, FORKLOG_TASK_FAILED, "task %zu", i);
+            cr_assert_eq(r->code, 3);
+            break;
+        case 2:
+        case 3: {
+            cr_assert_eq(r->status, FORKLOG_TASK_CRASHED, "task %zu", i);
+            int known_code = i % 6 == 2 ? 6 : 0, known_sig = i % 6 == 2 ? 0 : SIGSEGV;
+            int known = r->code == known_code && r->signal == known_sig;
+            int unknown = r->code == -1 && r->signal == 0;
+            cr_assert(lost == 0   ? known
+                      : lost == 1 ? unknown
+                                  : known || unknown,
+                      "task %zu: code %d signal %d", i, r->code, r->signal);
+            break;
+        }
+        default: cr_assert_eq(r->status, FORKLOG_TASK_OK, "task %zu", i);
+        }
+    }
+}
+
+Test(pool, sigchld_ignored_every_task_recorded)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct sigaction ign, old, after;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    cr_assert_eq(sigaction(SIGCHLD, &ign, &old), 0);
+    struct forklog_task_result res[SIG_MIX_N];
+    struct forklog_pool_options o = {.workers = 3, .timeout_s = 0.3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    double t0 = th_now_s();
+    int rc = forklog_pool_map(&o, SIG_MIX_N, sig_mix_task, NULL, &rep);
+    double took = th_now_s() - t0;
+    cr_assert_eq(sigaction(SIGCHLD, &old, &after), 0);
+    cr_assert(after.sa_handler == SIG_IGN, "the caller's SIG_IGN is kept");
+    cr_assert_lt(took, 10, "took %f s", took);
+    check_sig_mix(rc, res, &rep, 1);
+    forklog_close(log);
+    free(check_log(path, 0, SIG_MIX_N, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+static volatile sig_atomic_t reaped_by_handler;
+
+/* A caller's SIGCHLD handler that reaps every child it can, the pool's workers included. */
+static void reap_everything(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        reaped_by_handler++;
+    errno = saved;
+}
+
+static void run_with_reaping_handler(int flags, enum forklog_format format)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, format);
+    struct sigaction sa, old, after;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = reap_everything;
+    sa.sa_flags = flags;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGCHLD, &sa, &old), 0);
+    struct forklog_task_result res[SIG_MIX_N];
+    struct forklog_pool_options o = {.workers = 3, .timeout_s = 0.3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    double t0 = th_now_s();
+    int rc = forklog_pool_map(&o, SIG_MIX_N, sig_mix_task, NULL, &rep);
+    double took = th_now_s() - t0;
+    cr_assert_eq(sigaction(SIGCHLD, &old, &after), 0);
+    cr_assert(after.sa_handler == reap_everything, "the caller's handler is kept");
+    cr_assert_eq(after.sa_flags & SA_RESTART, flags & SA_RESTART, "and its flags");
+    cr_assert_lt(took, 10, "took %f s", took);
+    check_sig_mix(rc, res, &rep, 2);
+    forklog_close(log);
+    free(check_log(path, format == FORKLOG_FORMAT_JSON, SIG_MIX_N, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, sigchld_handler_reaping_workers_with_sa_restart)
+{
+    run_with_reaping_handler(SA_RESTART, FORKLOG_FORMAT_TEXT);
+}
+
+Test(pool, sigchld_handler_reaping_workers_without_sa_restart)
+{
+    run_with_reaping_handler(0, FORKLOG_FORMAT_JSON);
+}
+
 /* ---- hostile tasks: children, grandchildren, exit(), descriptors, sessions --------------------------------------- */
 
 /* Forks a grandchild that sleeps 30 s holding every descriptor of the worker, the pool's pipes included, and
