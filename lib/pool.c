@@ -255,9 +255,15 @@ static const char *fl__pool_label(struct fl__pool *p, size_t i, char *buf)
     size_t n = strlen(l);
     if (n <= FL__POOL_LABEL_MAX)
         return l;
+    /* A character is at most 4 bytes: if the byte at the cut is a continuation byte, its lead byte is at most 3
+     * bytes back. A longer run of continuation bytes is not UTF-8, and backing up over it all would cut the label
+     * to nothing: it is cut at the limit instead. */
     n = FL__POOL_LABEL_MAX;
-    while (n > 0 && ((unsigned char)l[n] & 0xC0) == 0x80)
-        n--;
+    size_t k = n;
+    while (k > n - 3 && ((unsigned char)l[k] & 0xC0) == 0x80)
+        k--;
+    if (((unsigned char)l[k] & 0xC0) != 0x80)
+        n = k;
     memcpy(buf, l, n);
     buf[n] = '\0';
     return buf;

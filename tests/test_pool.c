@@ -1413,3 +1413,108 @@ Test(pool, tasks_calling_setsid_and_a_timeout)
     free(path);
     free(dir);
 }
+
+/* ---- hostile labels -------------------------------------------------------------------------------------------- */
+
+static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
+
+/* Task i % 6: a 1 MiB label, newlines and control bytes, invalid UTF-8, a run of 300 continuation bytes, 127
+ * bytes and a 4-byte character across the cut, and an empty label. */
+static const char *hostile_label(size_t i, void *ctx)
+{
+    (void)ctx;
+    static char cont[301], emoji[132];
+    switch (i % 6) {
+    case 0: return big_label;
+    case 1: return "line one\nline two\r\n\ttab \x01\x1b[31m red \x7f";
+    case 2: return "bad \xff\xfe \xc3\x28 \xe2\x82 end";
+    case 3: memset(cont, 0x80, 300); return cont;
+    case 4:
+        memset(emoji, 'x', 127);
+        memcpy(emoji + 127, "\xf0\x9f\x98\x80", 4);
+        return emoji;
+    default: return "";
+    }
+}
+
+static void run_hostile_labels(int json)
+{
+    size_t big = (size_t)1 << 20;
+    big_label = malloc(big + 1);
+    cr_assert_not_null(big_label);
+    for (size_t k = 0; k + 3 <= big; k += 3)
+        memcpy(big_label + k, "\xe2\x82\xac", 3);
+    big_label[big / 3 * 3] = '\0';
+
+    /* What each label must look like in the record, up to the end of the line. The 128-byte cut: 42 whole
+     * U+20AC (126 bytes); 128 of the 300 lone continuation bytes (no character boundary near the cut: cut at the
+     * limit); 127 'x' (the 4-byte character does not fit). */
+    char euro[42 * 3 + 1], conts[128 * 3 + 1], xs[128];
+    for (int k = 0; k < 42; k++)
+        memcpy(euro + 3 * k, "\xe2\x82\xac", 3);
+    euro[126] = '\0';
+    for (int k = 0; k < 128; k++)
+        memcpy(conts + (json ? 3 * k : k), json ? "\xef\xbf\xbd" : "\x80", json ? 3 : 1);
+    conts[json ? 384 : 128] = '\0';
+    memset(xs, 'x', 127);
+    xs[127] = '\0';
+    char want[6][512];
+    if (json) {
+        snprintf(want[0], sizeof want[0], ",\"label\":\"%s\"}", euro);
+        snprintf(want[1], sizeof want[1],
+                 ",\"label\":\"line one\\nline two\\r\\n\\ttab \\u0001\\u001b[31m red \x7f\"}");
+        snprintf(want[2], sizeof want[2],
+                 ",\"label\":\"bad \xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd( \xef\xbf\xbd\xef\xbf\xbd end\"}");
+        snprintf(want[3], sizeof want[3], ",\"label\":\"%s\"}", conts);
+        snprintf(want[4], sizeof want[4], ",\"label\":\"%s\"}", xs);
+        snprintf(want[5], sizeof want[5], ",\"label\":\"\"}");
+    } else {
+        snprintf(want[0], sizeof want[0], " label=%s", euro);
+        snprintf(want[1], sizeof want[1], " label=\"line one\\nline two\\r\\n\\ttab \\x01\\x1b[31m red \\x7f\"");
+        snprintf(want[2], sizeof want[2], " label=\"bad \xff\xfe \xc3( \xe2\x82 end\"");
+        snprintf(want[3], sizeof want[3], " label=%s", conts);
+        snprintf(want[4], sizeof want[4], " label=%s", xs);
+        snprintf(want[5], sizeof want[5], " label=\"\"");
+    }
+
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT);
+    enum { N = 24 };
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {.workers = 3, .log = log, .results = res, .label = hostile_label};
+    struct forklog_pool_report rep;
+    cr_assert_eq(forklog_pool_map(&o, N, ok_task, NULL, &rep), 0);
+    forklog_close(log);
+    char *buf = check_log(path, json, N, res, &rep);
+    size_t checked = 0;
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        *end = '\0';
+        size_t idx;
+        const char *t = strstr(line, json ? "\"msg\":\"task\",\"task\":" : " task task=");
+        if (t && sscanf(t, json ? "\"msg\":\"task\",\"task\":%zu" : " task task=%zu", &idx) == 1) {
+            const char *l = strstr(line, json ? ",\"label\":" : " label=");
+            cr_assert_not_null(l, "%s", line);
+            cr_assert_str_eq(l, want[idx % 6], "task %zu", idx);
+            checked++;
+        }
+        line = end + 1;
+    }
+    cr_assert_eq(checked, N);
+    free(buf);
+    free(big_label);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, hostile_labels_text)
+{
+    run_hostile_labels(0);
+}
+
+Test(pool, hostile_labels_json)
+{
+    run_hostile_labels(1);
+}
