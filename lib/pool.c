@@ -57,6 +57,11 @@ static int fl__pool_pipe(int fds[2], int flags)
 }
 #endif
 
+#ifdef __GLIBC__
+/* on_exit() is glibc's, declared only under _DEFAULT_SOURCE; the pool builds in strict C11 mode too. */
+int on_exit(void (*fn)(int status, void *arg), void *arg);
+#endif
+
 /* Phases of a task result (fl__pool_res.phase). */
 #define FL__POOL_FREE     0 /* not taken yet (or taken by a worker that died before publishing the start) */
 #define FL__POOL_RUNNING  1 /* a worker runs it: start times are valid */
@@ -87,6 +92,7 @@ struct fl__pool_head {
 struct fl__pool_slot {
     _Alignas(64) atomic_size_t task;
     atomic_int phase;
+    atomic_int exit_unknown; /* the worker's task called exit() and its status cannot be known (no on_exit()) */
 };
 
 /* Shared, one per task. Plain fields are written before the release store of phase (or of slot.task) that
@@ -172,6 +178,31 @@ static _Noreturn void fl__pool_worker_exit(struct fl__pool *p, int code)
     _exit(code);
 }
 
+/* The pid of the worker this process is, 0 in the caller. A process that a task forks inherits it, and with it
+ * the exit handler below, which the pid check makes a no-op there. */
+static pid_t fl__pool_self;
+
+#ifdef __GLIBC__
+/* Registered in every worker (see fl__pool_worker): ends the worker at once, with the status given to exit(). */
+static void fl__pool_on_exit(int status, void *arg)
+{
+    (void)arg;
+    if (getpid() == fl__pool_self)
+        _exit(status);
+}
+#else
+/* Without on_exit() the status given to exit() is out of reach: the slot says so, and the parent records the
+ * task with code -1, as when the caller reaps the worker itself. */
+static atomic_int *fl__pool_self_exit;
+static void fl__pool_at_exit(void)
+{
+    if (getpid() == fl__pool_self) {
+        atomic_store(fl__pool_self_exit, 1);
+        _exit(1);
+    }
+}
+#endif
+
 /* The parent claimed this worker's task or initializer (timeout) and is about to SIGKILL it. */
 static _Noreturn void fl__pool_park(void)
 {
@@ -206,6 +237,18 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         _exit(FL__POOL_EXIT_INIT);
 #endif
     pid_t me = getpid();
+    /* A task (or the initializer) that calls exit() would run, in the worker, the exit handlers and stdio
+     * flushes it inherited from the caller: a caller's cleanup that removes its pid file or socket, output the
+     * caller still had buffered written a second time. A handler registered now runs before those (they run in
+     * the reverse order of registration) and ends the worker with _exit() instead; handlers that the task
+     * registers itself still run first, as they should. If the registration fails, exit() stays as it was. */
+    fl__pool_self = me;
+#ifdef __GLIBC__
+    (void)on_exit(fl__pool_on_exit, NULL);
+#else
+    fl__pool_self_exit = &slot->exit_unknown;
+    (void)atexit(fl__pool_at_exit);
+#endif
     if (p->o->init && p->o->init(p->o->init_arg) != 0) {
         atomic_store(&slot->phase, FL__POOL_INIT_FAILED);
         fl__pool_worker_exit(p, FL__POOL_EXIT_INIT);
@@ -371,6 +414,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
         return -errno;
     atomic_store(&p->slots[k].task, 0);
     atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
+    atomic_store(&p->slots[k].exit_unknown, 0);
     pid_t pid = fork();
     if (pid < 0) {
         int err = -errno;
@@ -426,6 +470,8 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
     struct fl__pool_slot *slot = &p->slots[k];
     size_t t = atomic_load(&slot->task);
     size_t ti = t == FL__POOL_KILLED ? w->killed_task : t ? t - 1 : SIZE_MAX;
+    if (atomic_load(&slot->exit_unknown))
+        known = 0;
     if (ti != SIZE_MAX) {
         struct fl__pool_res *r = &p->res[ti];
         int ph = atomic_load(&r->phase);

@@ -1375,6 +1375,103 @@ Test(pool, tasks_with_children_and_lingering_grandchildren)
     free(dir);
 }
 
+/* An atexit handler of the caller that removes its file, like a program's cleanup of its pid file or socket: run
+ * in a worker, it would remove the file while the caller still runs. Disarmed (NULL) outside the test. */
+static const char *caller_file;
+static void caller_cleanup(void)
+{
+    if (caller_file)
+        unlink(caller_file);
+}
+
+/* A handler a task registers in its own worker: that one belongs to the worker and must run. */
+static const char *task_file;
+static void task_cleanup(void)
+{
+    if (task_file)
+        close(open(task_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+}
+
+/* Task i % 4: 1 calls exit(7), 2 calls _exit(9); task 3 registers task_cleanup and calls exit(11), task 7 calls
+ * exit(0); the rest are ok. */
+static int exit_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    switch (i % 4) {
+    case 1: exit(7);
+    case 2: _exit(9);
+    case 3:
+        if (i == 3) {
+            if (atexit(task_cleanup) != 0)
+                return 1;
+            exit(11);
+        }
+        if (i == 7)
+            exit(0);
+        break;
+    default: break;
+    }
+    return 0;
+}
+
+Test(pool, tasks_calling_exit_do_not_run_the_callers_exit_handlers)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    char *marker = th_path(dir, "caller-file");
+    char *task_marker = th_path(dir, "task-file");
+    char *out_path = th_path(dir, "stdio");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    close(open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    caller_file = marker;
+    task_file = task_marker;
+    cr_assert_eq(atexit(caller_cleanup), 0);
+    /* A stdio stream of the caller with a line still in its buffer: a worker that flushed its copy would write
+     * the line a second time. */
+    FILE *out = fopen(out_path, "w");
+    cr_assert_not_null(out);
+    cr_assert_eq(setvbuf(out, NULL, _IOFBF, 4096), 0);
+    fputs("caller line\n", out);
+
+    enum { N = 12 };
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {.workers = 3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, N, exit_task, NULL, &rep);
+    caller_file = NULL;
+    task_file = NULL;
+    fclose(out);
+
+    struct stat st;
+    cr_assert_eq(stat(marker, &st), 0, "a worker ran the caller's atexit handler");
+    cr_assert_eq(stat(task_marker, &st), 0, "the handler a task registered in its worker ran");
+    size_t len;
+    char *text = th_slurp(out_path, &len);
+    cr_assert_str_eq(text, "caller line\n", "a worker flushed the caller's stdio buffer");
+    free(text);
+    cr_assert_eq(rc, 8, "rc %d", rc);
+    check_counts(rc, res, N, &rep);
+    cr_assert_eq(rep.crashed, 8);
+    for (size_t i = 0; i < N; i++) {
+        int code = i % 4 == 1 ? 7 : i % 4 == 2 ? 9 : i == 3 ? 11 : i == 7 ? 0 : -1;
+        if (code < 0) {
+            cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "task %zu", i);
+            continue;
+        }
+        cr_assert_eq(res[i].status, FORKLOG_TASK_CRASHED, "task %zu", i);
+        cr_assert_eq(res[i].code, code, "task %zu: code %d", i, res[i].code);
+        cr_assert_eq(res[i].signal, 0, "task %zu: signal %d", i, res[i].signal);
+    }
+    forklog_close(log);
+    free(check_log(path, 0, N, res, &rep));
+    th_rmdir(dir);
+    free(out_path);
+    free(task_marker);
+    free(marker);
+    free(path);
+    free(dir);
+}
+
 /* Every task calls setsid(); task 1 then hangs past timeout_s. */
 static int setsid_task(size_t i, void *ctx)
 {
