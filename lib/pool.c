@@ -57,6 +57,30 @@ static int fl__pool_pipe(int fds[2], int flags)
 }
 #endif
 
+/* A pipe whose two descriptors are above 2. A caller that closed its standard descriptors would otherwise hand
+ * their numbers to the pool's pipes, and in a worker a task that prints to stdout or stderr would write into a
+ * pool pipe, and one that closes or reopens them would close a pool pipe. Returns 0, or -1 with errno set. */
+static int fl__pool_make_pipe(int fds[2], int flags)
+{
+    if (fl__pool_pipe(fds, flags) < 0)
+        return -1;
+    for (int k = 0; k < 2; k++) {
+        if (fds[k] > 2)
+            continue;
+        int hi = fcntl(fds[k], F_DUPFD_CLOEXEC, 3); /* O_NONBLOCK belongs to the pipe, not the descriptor */
+        if (hi < 0) {
+            int err = errno;
+            close(fds[0]);
+            close(fds[1]);
+            errno = err;
+            return -1;
+        }
+        close(fds[k]);
+        fds[k] = hi;
+    }
+    return 0;
+}
+
 #ifdef __GLIBC__
 /* on_exit() is glibc's, declared only under _DEFAULT_SOURCE; the pool builds in strict C11 mode too. */
 int on_exit(void (*fn)(int status, void *arg), void *arg);
@@ -410,7 +434,7 @@ static size_t fl__pool_collect(struct fl__pool *p)
 static int fl__pool_spawn(struct fl__pool *p, unsigned k)
 {
     int fds[2];
-    if (fl__pool_pipe(fds, O_CLOEXEC) < 0)
+    if (fl__pool_make_pipe(fds, O_CLOEXEC) < 0)
         return -errno;
     atomic_store(&p->slots[k].task, 0);
     atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
@@ -720,7 +744,7 @@ static int fl__pool_setup(struct fl__pool *p)
     for (unsigned k = 0; k < p->nslots; k++)
         p->procs[k].fd = -1;
     int fds[2];
-    if (fl__pool_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+    if (fl__pool_make_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
     p->wake_rd = fds[0];
     p->wake_wr = fds[1];

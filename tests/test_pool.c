@@ -1112,6 +1112,29 @@ static char *check_log(const char *path, int json, size_t n, const struct forklo
     return buf;
 }
 
+/* What a forked caller (a child of the test process that calls forklog_pool_map) hands back: shared memory. */
+struct caller_out {
+    int rc;
+    int failures; /* test-specific count of things that went wrong in the caller */
+    struct forklog_pool_report rep;
+    struct forklog_task_result res[];
+};
+
+static struct caller_out *caller_out_new(size_t n)
+{
+    void *m = mmap(NULL, sizeof(struct caller_out) + n * sizeof(struct forklog_task_result), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(m, MAP_FAILED);
+    struct caller_out *out = m;
+    out->rc = INT_MIN;
+    return out;
+}
+
+static void caller_out_free(struct caller_out *out, size_t n)
+{
+    munmap(out, sizeof(struct caller_out) + n * sizeof(struct forklog_task_result));
+}
+
 /* ---- hostile callers: SIGCHLD ---------------------------------------------------------------------------------- */
 
 /* Task i: i % 6 == 1 fails with 3, 2 exits with 6, 3 dies of SIGSEGV; task 4 hangs past timeout_s; the rest are
@@ -1470,6 +1493,91 @@ Test(pool, tasks_calling_exit_do_not_run_the_callers_exit_handlers)
     free(marker);
     free(path);
     free(dir);
+}
+
+/* When ctx says the caller had closed descriptors 0, 1 and 2, every task first checks that they are still closed
+ * (no task opens any): the pool's own descriptors must not take those numbers, where a task would print into them
+ * or close them. Then task i % 4: 0 closes descriptors 0, 1 and 2; 1 and 2 write 64 KiB to stdout and to stderr,
+ * whatever they are; task 3 closes every descriptor from 3 up, like closefrom(3). */
+static int stdio_task(size_t i, void *ctx)
+{
+    const int *caller_closed = ctx;
+    if (*caller_closed)
+        for (int fd = 0; fd < 3; fd++)
+            if (fcntl(fd, F_GETFD) != -1)
+                return 10 + fd;
+    switch (i % 4) {
+    case 0:
+        close(0);
+        close(1);
+        close(2);
+        return 0;
+    case 1:
+    case 2: {
+        static char junk[65536];
+        memset(junk, 'j', sizeof junk);
+        for (int fd = 1; fd < 3; fd++) {
+            ssize_t n = write(fd, junk, sizeof junk);
+            (void)n;
+        }
+        return 0;
+    }
+    default:
+        if (i == 3)
+            for (int fd = 3; fd < 1024; fd++)
+                close(fd);
+        return 0;
+    }
+}
+
+/* Runs stdio_task over n tasks in a forked caller that has closed its descriptors 0, 1 and 2 first when `closed`. */
+static void run_stdio_tasks(int closed)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    enum { N = 40 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        forklog *log;
+        if (forklog_open(&log, path, NULL) != 0)
+            _exit(2);
+        /* /dev/null on 0-2 when they stay open: a task writing 64 KiB to a terminal or a pipe could block. */
+        int null = open("/dev/null", O_RDWR);
+        for (int fd = 0; fd < 3; fd++)
+            if (closed)
+                close(fd);
+            else
+                dup2(null, fd);
+        if (null > 2)
+            close(null);
+        struct forklog_pool_options o = {.workers = 3, .log = log, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, stdio_task, &closed, &out->rep);
+        forklog_close(log);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0);
+    cr_assert_eq(out->rc, 0, "rc %d", out->rc);
+    check_counts(out->rc, out->res, N, &out->rep);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(out->res[i].status, FORKLOG_TASK_OK, "task %zu: %s code %d signal %d", i,
+                     status_name(out->res[i].status), out->res[i].code, out->res[i].signal);
+    free(check_log(path, 0, N, out->res, &out->rep));
+    caller_out_free(out, N);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, tasks_closing_stdio_and_every_descriptor)
+{
+    run_stdio_tasks(0);
+}
+
+Test(pool, caller_with_stdio_closed)
+{
+    run_stdio_tasks(1);
 }
 
 /* Every task calls setsid(); task 1 then hangs past timeout_s. */
