@@ -1,8 +1,10 @@
 #!/bin/sh
-# Issue 4's reliability pass, run by .ci/run after the normal and ASan suites (it can also run alone):
+# The reliability pass, run by .ci/run after the normal and ASan suites (it can also run alone):
 #   1. Valgrind memcheck over the core, crash, combining, hostile-condition and part of the rotation tests
 #      (every forked process traced);
-#   2. the chaos and rotation stress tests once more, on their own;
+#   2. random kills with a quiet tail (the chaos tests, several rounds with fresh kill schedules: after the kills
+#      stop, every surviving writer must finish within a bound), every crash point in every mode again, and the
+#      rotation stress test;
 #   3. libFuzzer (clang) on the record formatter (text and JSON, with and without fields) and the escaper.
 # It installs what it misses (Debian packages), uses the build folder of tests/run (BUILD_DIR, default build;
 # configured here if missing) and fails, non-zero, at the first failure. About 4 to 6 minutes on 2 cores.
@@ -93,10 +95,18 @@ run_criterion "valgrind test_rotate" "$logs/vg-rotate" $vg "$build/tests/test_ro
   --filter '@(*/small_keep_*|*/reopen_after_a_move_by_hand|*/logrotate_create_then_reopen)'
 grep -h 'definitely lost in' "$logs"/vg-* | sort | uniq -c | head -n 20 || true
 
-# ---- 2. the chaos and rotation stress tests ---------------------------------------------------------------------
-step "chaos (SIGKILL storm, direct and buffered) and rotation stress, native"
-run_criterion "test_crash chaos" "$logs/chaos" "$build/tests/test_crash" --jobs 2 --timeout 300 --filter '*/chaos_*'
-grep '^chaos .*kills' "$logs/chaos" || true
+# ---- 2. random kills with a quiet tail, every crash point, rotation stress ----------------------------------------
+step "random kills with a quiet tail (4 rounds), every crash point in every mode (3 rounds), rotation stress"
+for round in 1 2 3 4; do
+  run_criterion "test_crash chaos, round $round" "$logs/chaos" "$build/tests/test_crash" --jobs 2 --timeout 300 \
+    --filter '*/chaos_*'
+  grep '^chaos .*kills' "$logs/chaos" || true
+done
+for round in 1 2 3; do
+  run_criterion "test_points, round $round" "$logs/points" "$build/tests/test_points" --jobs 2 --timeout 300
+  grep '^crash points' "$logs/points" || true
+done
+run_criterion "test_wake" "$logs/wake" "$build/tests/test_wake" --jobs 1 --timeout 300
 run_criterion "test_rotate" "$logs/rotate" "$build/tests/test_rotate" --jobs 2 --timeout 300
 grep -E '^(size rotation|logrotate)' "$logs/rotate" || true
 

@@ -7,6 +7,7 @@
 
 #include "internal.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -404,13 +405,33 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
 }
 
 /* ---- the chaos test ---------------------------------------------------------------------------------------
- * WRITERS writers append self-checking records of 0 B .. 1 MiB; the parent SIGKILLs one at random moments
- * (half of the kills aimed at the current lock holder while it is in the middle of a write) and starts a
- * replacement with a new id. Each writer publishes in shared memory how many of its records have returned 0,
- * before it starts the next call. At the end the file must hold only whole records, every acknowledged record
- * exactly once, the one record in flight of a killed writer at most once, nothing else. */
+ * Writers append self-checking records; the parent SIGKILLs one at random moments (a third of the kills aimed at
+ * the current lock holder while it is in the middle of a write, a third at a waiter the instant the lock is
+ * released, when the one the kernel woke may not have taken it yet, the rest at whoever: spinning, posting or
+ * sleeping) and starts a replacement with a new id. Each writer publishes in shared
+ * memory how many of its records have returned 0, before it starts the next call. Then the quiet tail: the kills
+ * stop, and every writer alive must write CH_TAIL more records and end within CH_QUIET_S seconds, so that a writer
+ * left asleep on a free lock (or behind a lost record) fails the test instead of hiding behind ongoing traffic. At
+ * the end the file(s) must hold only whole records, every acknowledged record exactly once, the one record in
+ * flight of a killed writer at most once, nothing else. */
 
-enum { WRITERS = 6, KILLS = 200, CH_IDS = WRITERS + KILLS + 8, CH_SEQS = 4096, CH_BUDGET = 2 << 20 };
+enum {
+    CH_MAX_WRITERS = 8,
+    CH_MAX_KILLS = 300,
+    CH_IDS = CH_MAX_WRITERS + CH_MAX_KILLS + 8,
+    CH_SEQS = 4096,
+    CH_TAIL = 64,
+    CH_BUDGET = 2 << 20
+};
+#define CH_QUIET_S 15.0
+
+struct chaos_config {
+    const char *name;
+    unsigned flags;
+    int writers, kills;
+    size_t max_record; /* largest raw payload */
+    unsigned long long rotate_bytes;
+};
 
 struct chaos_shared {
     atomic_uint acked[CH_IDS];       /* records 0 .. acked-1 of writer id returned 0 */
@@ -420,7 +441,14 @@ struct chaos_shared {
     atomic_int last_error;
 };
 
-static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
+static _Noreturn void chaos_fail(struct chaos_shared *sh, int rc)
+{
+    atomic_fetch_add(&sh->errors, 1);
+    atomic_store(&sh->last_error, rc);
+    _exit(3);
+}
+
+static void chaos_writer(forklog *log, struct chaos_shared *sh, const struct chaos_config *c, unsigned id)
 {
     rc_child();
     char *buf = malloc(RC_HEAD_MAX + RC_MAX_PAYLOAD);
@@ -428,8 +456,8 @@ static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
         _exit(2);
     unsigned seed = id * 7919u + 17u;
     unsigned seq = 0;
-    size_t bytes = 0; /* a budget, so that the file stays at most ~400 MiB however fast the machine */
-    while (seq < CH_SEQS && bytes < CH_BUDGET && !atomic_load(&sh->stop)) {
+    size_t bytes = 0; /* a budget, so that the file stays small however fast the machine */
+    while (seq < CH_SEQS - CH_TAIL && bytes < CH_BUDGET && !atomic_load(&sh->stop)) {
         unsigned r = (unsigned)rand_r(&seed) % 100;
         int rc;
         if (r < 3) {
@@ -440,7 +468,8 @@ static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
             }
         } else {
             char kind = r < 25 ? 'L' : 'R';
-            size_t n = rc_size(&seed, kind == 'L' ? 60000 : RC_MAX_PAYLOAD - RC_HEAD_MAX - 1);
+            size_t max = c->max_record < 60000 || kind == 'R' ? c->max_record : 60000;
+            size_t n = rc_size(&seed, max);
             rc = rc_write(log, buf, kind, id, seq, 0, n);
             bytes += n;
             if (rc == 0) {
@@ -448,28 +477,33 @@ static void chaos_writer(forklog *log, struct chaos_shared *sh, unsigned id)
                 continue;
             }
         }
-        atomic_fetch_add(&sh->errors, 1);
-        atomic_store(&sh->last_error, rc);
-        _exit(3);
+        chaos_fail(sh, rc);
     }
     while (!atomic_load(&sh->stop))
         usleep(1000);
+    /* The quiet tail: small records, all writers at once, nobody killed any more. */
+    for (int t = 0; t < CH_TAIL; t++) {
+        int rc = rc_write(log, buf, 'R', id, seq, 0, (size_t)rand_r(&seed) % 200);
+        if (rc != 0)
+            chaos_fail(sh, rc);
+        atomic_store(&sh->acked[id], ++seq);
+    }
     free(buf);
     _exit(forklog_close(log) == 0 ? 0 : 4);
 }
 
-static pid_t chaos_spawn(forklog *log, struct chaos_shared *sh, unsigned id)
+static pid_t chaos_spawn(forklog *log, struct chaos_shared *sh, const struct chaos_config *c, unsigned id)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0)
-        chaos_writer(log, sh, id);
+        chaos_writer(log, sh, c, id);
     return pid;
 }
 
-static void run_chaos(unsigned flags)
+static void run_chaos(const struct chaos_config *c)
 {
-    struct forklog_options o = {.flags = flags};
+    struct forklog_options o = {.flags = c->flags, .rotate_bytes = c->rotate_bytes, .rotate_keep = 1000};
     forklog *log = open_log(&o);
     struct fl__seg *seg = log->seg;
     struct chaos_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -478,25 +512,37 @@ static void run_chaos(unsigned flags)
     const char *env = getenv("FORKLOG_CHAOS_SEED");
     if (env)
         seed = (unsigned)strtoul(env, NULL, 10);
-    fprintf(stderr, "chaos %s: seed %u (FORKLOG_CHAOS_SEED to replay the kill schedule)\n",
-            flags & FORKLOG_BUFFERED ? "buffered" : "direct", seed);
+    fprintf(stderr, "chaos %s: seed %u (FORKLOG_CHAOS_SEED to replay the kill schedule)\n", c->name, seed);
 
     double t0 = th_now_s();
-    pid_t pid[WRITERS];
+    pid_t pid[CH_MAX_WRITERS];
     unsigned next_id = 0;
-    for (int i = 0; i < WRITERS; i++)
-        pid[i] = chaos_spawn(log, sh, next_id++);
-    int kills = 0, aimed = 0, torn_seen = 0;
-    while (kills < KILLS) {
+    for (int i = 0; i < c->writers; i++)
+        pid[i] = chaos_spawn(log, sh, c, next_id++);
+    int kills = 0, aimed = 0, woken = 0, torn_seen = 0;
+    while (kills < c->kills) {
         int victim = -1;
-        if (rand_r(&seed) % 2) {
+        unsigned aim = (unsigned)rand_r(&seed) % 3;
+        if (aim == 2) {
+            /* Aim at a waiter the instant the lock is released: the one the kernel just woke may be caught
+             * between its wake-up and taking the lock. */
+            double end = th_now_s() + 0.05;
+            while (!atomic_load_explicit(&seg->held, memory_order_relaxed) && th_now_s() < end)
+                ;
+            while (atomic_load_explicit(&seg->held, memory_order_relaxed) && th_now_s() < end)
+                ;
+            pid_t owner = *(volatile int *)&seg->mu.__data.__owner & 0x3fffffff;
+            int pick = (int)((unsigned)rand_r(&seed) % (unsigned)c->writers);
+            victim = pid[pick] == owner ? (pick + 1) % c->writers : pick;
+            woken++;
+        } else if (aim == 1) {
             /* Aim at the lock holder while it is writing (a record, or the shared buffer). */
             double end = th_now_s() + 0.05;
             while (victim < 0 && th_now_s() < end) {
                 uint32_t state = *(volatile uint32_t *)&seg->state;
                 if (state == FL__WRITING || state == FL__FLUSHING) {
                     pid_t owner = *(volatile int *)&seg->mu.__data.__owner & 0x3fffffff;
-                    for (int i = 0; i < WRITERS; i++)
+                    for (int i = 0; i < c->writers; i++)
                         if (pid[i] == owner)
                             victim = i;
                 }
@@ -504,11 +550,12 @@ static void run_chaos(unsigned flags)
                     sched_yield();
             }
         }
-        if (victim >= 0) {
+        if (aim == 2) {
+        } else if (victim >= 0) {
             aimed++;
         } else {
             usleep((useconds_t)(rand_r(&seed) % 3000));
-            victim = (int)((unsigned)rand_r(&seed) % WRITERS);
+            victim = (int)((unsigned)rand_r(&seed) % (unsigned)c->writers);
         }
         cr_assert_eq(kill(pid[victim], SIGKILL), 0);
         int st = th_wait(pid[victim]);
@@ -521,15 +568,20 @@ static void run_chaos(unsigned flags)
             (uint64_t)fst.st_size > *(volatile uint64_t *)&seg->size &&
             (uint64_t)fst.st_size < *(volatile uint64_t *)&seg->target)
             torn_seen++;
-        pid[victim] = chaos_spawn(log, sh, next_id++);
+        pid[victim] = chaos_spawn(log, sh, c, next_id++);
         kills++;
     }
     double kill_s = th_now_s() - t0;
     usleep(50 * 1000);
     atomic_store(&sh->stop, 1);
-    for (int i = 0; i < WRITERS; i++)
-        cr_assert_eq(th_wait_for(pid[i], 60), 0, "surviving writer %d failed (error %d)", i,
-                     atomic_load(&sh->last_error));
+    double tail0 = th_now_s();
+    for (int i = 0; i < c->writers; i++) {
+        int st = th_wait_for(pid[i], CH_QUIET_S - (th_now_s() - tail0));
+        cr_assert_eq(
+            st, 0, "writer %d ended with %d in the quiet tail (-2: not done %.0f s after the kills stopped; error %d)",
+            i, st, CH_QUIET_S, atomic_load(&sh->last_error));
+    }
+    double tail_s = th_now_s() - tail0;
     cr_assert_eq(atomic_load(&sh->errors), 0, "a call failed: %s", strerror(-atomic_load(&sh->last_error)));
     unsigned long long repairs = (unsigned long long)seg->repairs;
     cr_assert_eq(forklog_close(log), 0); /* buffered: writes what the dead left in the shared buffer */
@@ -537,6 +589,16 @@ static void run_chaos(unsigned flags)
     struct rc_seen seen;
     rc_seen_init(&seen, CH_IDS, CH_SEQS + 1);
     long long size = rc_scan(&seen, logpath, 0);
+    unsigned files = 1;
+    for (unsigned k = 1; c->rotate_bytes && k <= 1000; k++) {
+        char name[PATH_MAX];
+        snprintf(name, sizeof name, "%s.%u", logpath, k);
+        long long n = rc_scan(&seen, name, k);
+        if (n >= 0) {
+            size += n;
+            files++;
+        }
+    }
     size_t acked_total = 0, empty_acked = 0, in_flight = 0;
     for (unsigned id = 0; id < next_id; id++) {
         unsigned a = atomic_load(&sh->acked[id]);
@@ -557,20 +619,37 @@ static void run_chaos(unsigned flags)
               "%zu empty records in the file, %zu acknowledged", seen.empty, empty_acked);
     cr_assert_gt(repairs, 0, "no kill hit a lock holder: the test did not test the repair");
     fprintf(stderr,
-            "chaos %s: %d kills (%d aimed at the holder mid-write, %d of them left a fragment), %llu repairs, "
-            "%u writers, %zu records acknowledged + %zu in flight kept, %lld bytes, %.1f s of kills, %.1f s in all\n",
-            flags & FORKLOG_BUFFERED ? "buffered" : "direct", kills, aimed, torn_seen, repairs, next_id, acked_total,
-            in_flight, size, kill_s, th_now_s() - t0);
+            "chaos %s: %d kills (%d aimed at the holder mid-write, %d of them left a fragment; %d at a waiter as the "
+            "lock was released), %llu repairs, "
+            "%u writers, %zu records acknowledged + %zu in flight kept, %lld bytes in %u file(s), %.1f s of kills, "
+            "quiet tail %.2f s, %.1f s in all\n",
+            c->name, kills, aimed, torn_seen, woken, repairs, next_id, acked_total, in_flight, size, files, kill_s,
+            tail_s, th_now_s() - t0);
     rc_seen_free(&seen);
     munmap(sh, sizeof *sh);
 }
 
 Test(crash, chaos_direct, .timeout = 110)
 {
-    run_chaos(0);
+    static const struct chaos_config c = {"direct", 0, 6, 200, RC_MAX_PAYLOAD - RC_HEAD_MAX - 1, 0};
+    run_chaos(&c);
 }
 
 Test(crash, chaos_buffered, .timeout = 110)
 {
-    run_chaos(FORKLOG_BUFFERED);
+    static const struct chaos_config c = {"buffered", FORKLOG_BUFFERED, 6, 200, RC_MAX_PAYLOAD - RC_HEAD_MAX - 1, 0};
+    run_chaos(&c);
+}
+
+Test(crash, chaos_small_records_quiet_tail, .timeout = 110)
+{
+    /* 8 writers on a few CPUs with records up to 2 KiB: most wait, post or sleep, so most kills land there. */
+    static const struct chaos_config c = {"small records", 0, 8, 300, 2048, 0};
+    run_chaos(&c);
+}
+
+Test(crash, chaos_rotating, .timeout = 110)
+{
+    static const struct chaos_config c = {"rotating", 0, 8, 300, 2048, 256 << 10};
+    run_chaos(&c);
 }
