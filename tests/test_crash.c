@@ -1,11 +1,10 @@
-/* Crash consistency (issue 4, promises 1 and 2): a dead lock holder never blocks the others, and a writer killed
- * at any point of a record leaves no fragment. The first tests take the lock by hand (through the internal
- * segment) to put a dead holder in each state fl__write_commit, fl__flush_locked and fl__rotate can leave; the
- * chaos tests SIGKILL real writers at random moments and check that the file holds only whole records and every
- * acknowledged one. Children never assert: they report through their exit status, a pipe or shared memory. */
+/* Crash consistency: a dead lock holder never blocks the others, and a writer killed at any point of a record leaves
+ * no fragment. The first tests stop or kill a real writer at a named step of the record path (a crash point), in
+ * each state the write, flush and rotation can leave; the chaos tests SIGKILL real writers at random moments and
+ * check that the file holds only whole records and every acknowledged one. Children never assert: they report
+ * through their exit status, a pipe or shared memory. */
+#include "points.h"
 #include "records.h"
-
-#include "internal.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -54,79 +53,40 @@ static char *read_all(size_t *len)
     return buf;
 }
 
-/* A child that takes the lock the way a writer does, leaves the segment as a writer killed at that point would
- * (how: `act`), tells the parent through `ready`, and waits to be killed (or kills itself). */
+/* A real writer that dies, or stops holding the lock, at one step of the record path (a crash point, compiled into
+ * the forklog_crashpoints library this test links). */
 enum holder_act {
-    HOLD_IDLE,                /* lock taken, nothing started */
-    HOLD_WRITING_NOTHING,     /* state WRITING, target set, nothing written yet */
-    HOLD_WRITING_HALF,        /* state WRITING, half of the record written, then SIGKILL itself */
-    HOLD_WRITING_ALL,         /* state WRITING, the whole record written, then SIGKILL itself before committing */
-    HOLD_WRITING_HALF_REOPEN, /* as HOLD_WRITING_HALF, after a forklog_reopen() request (SIGHUP arrived) */
-    HOLD_ROTATING,            /* state ROTATING, path renamed to path.1, then SIGKILL itself before creating path */
-    HOLD_FLUSHING_HALF        /* state FLUSHING, half of the shared buffer written, then SIGKILL itself */
+    HOLD_IDLE,            /* stops with the lock taken, nothing started (LOCK_HELD); the test kills it */
+    HOLD_WRITING_NOTHING, /* stops with state WRITING and target set, nothing written (WRITE_BEGIN); killed */
+    HOLD_WRITING_HALF,    /* dies with half of its record written (WRITE_TORN) */
+    HOLD_WRITING_ALL,     /* dies with the whole record written, before committing it (WRITE_DONE) */
+    HOLD_ROTATING,        /* dies after renaming path to path.1, before creating path (ROTATE_RENAMED) */
+    HOLD_FLUSHING_HALF    /* forklog_flush(): dies with half of the shared buffer written (WRITE_TORN) */
 };
 
 static pid_t start_holder(forklog *log, enum holder_act act, const char *rec, size_t len)
 {
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
+    static const struct {
+        enum fl__crash_point cp;
+        enum fl__crash_action action;
+    } at[] = {
+        [HOLD_IDLE] = {FL__CP_LOCK_HELD, FL__CRASH_STOP},
+        [HOLD_WRITING_NOTHING] = {FL__CP_WRITE_BEGIN, FL__CRASH_STOP},
+        [HOLD_WRITING_HALF] = {FL__CP_WRITE_TORN, FL__CRASH_KILL},
+        [HOLD_WRITING_ALL] = {FL__CP_WRITE_DONE, FL__CRASH_KILL},
+        [HOLD_ROTATING] = {FL__CP_ROTATE_RENAMED, FL__CRASH_KILL},
+        [HOLD_FLUSHING_HALF] = {FL__CP_WRITE_TORN, FL__CRASH_KILL},
+    };
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        close(p[0]);
-        struct fl__seg *s = log->seg;
-        int rc = pthread_mutex_lock(&s->mu);
-        if (rc != 0)
-            _exit(10 + rc);
-        if (act == HOLD_WRITING_HALF_REOPEN)
-            forklog_reopen(log);
-        switch (act) {
-        case HOLD_IDLE: break;
-        case HOLD_WRITING_NOTHING:
-        case HOLD_WRITING_HALF:
-        case HOLD_WRITING_ALL:
-        case HOLD_WRITING_HALF_REOPEN:
-            /* What fl__write_commit does before its write(2). */
-            s->target = s->size + len;
-            s->state = FL__WRITING;
-            if (act == HOLD_WRITING_HALF || act == HOLD_WRITING_HALF_REOPEN) {
-                if (write(log->fd, rec, len / 2) != (ssize_t)(len / 2))
-                    _exit(3);
-            } else if (act == HOLD_WRITING_ALL) {
-                if (write(log->fd, rec, len) != (ssize_t)len)
-                    _exit(3);
-            }
-            break;
-        case HOLD_ROTATING: {
-            s->state = FL__ROTATING;
-            char to[4200];
-            snprintf(to, sizeof to, "%s.1", log->path);
-            if (rename(log->path, to) != 0)
-                _exit(4);
-            break;
-        }
-        case HOLD_FLUSHING_HALF:
-            s->target = s->size + s->buf_used;
-            s->state = FL__FLUSHING;
-            if (write(log->fd, s->buf, s->buf_used / 2) != (ssize_t)(s->buf_used / 2))
-                _exit(3);
-            break;
-        }
-        if (write(p[1], "L", 1) != 1)
-            _exit(5);
-        if (act != HOLD_IDLE && act != HOLD_WRITING_NOTHING)
-            raise(SIGKILL);
-        for (;;)
-            pause();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(at[act].cp, 1, at[act].action);
+        int rc = act == HOLD_FLUSHING_HALF ? forklog_flush(log) : forklog_write(log, rec, len);
+        _exit(rc == 0 ? 50 : 51); /* the crash point was not reached */
     }
-    close(p[1]);
-    char c = 0;
-    ssize_t n = read(p[0], &c, 1);
-    close(p[0]);
-    if (n != 1) {
-        int st = th_wait(pid);
-        cr_assert_fail("the lock-holding child failed before taking the lock (status %d)", st);
-    }
+    if (at[act].action == FL__CRASH_STOP)
+        cr_assert(cp_wait_stopped(pid, 10), "the holder did not stop at %s", fl__crash_name(at[act].cp));
     return pid;
 }
 
@@ -136,7 +96,7 @@ Test(crash, sigkilled_holder_others_proceed_at_once)
 {
     forklog *log = open_log(NULL);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t holder = start_holder(log, HOLD_WRITING_NOTHING, NULL, 100);
+    pid_t holder = start_holder(log, HOLD_WRITING_NOTHING, "the holder's record", 19);
 
     /* Writers that queue up behind the holder: each reports how long its call took, through a pipe. */
     enum { WAITERS = 3 };
@@ -212,7 +172,7 @@ Test(crash, idle_holder_killed_nothing_to_repair)
 {
     forklog *log = open_log(NULL);
     cr_assert_eq(forklog_write(log, "a", 1), 0);
-    pid_t holder = start_holder(log, HOLD_IDLE, NULL, 0);
+    pid_t holder = start_holder(log, HOLD_IDLE, "never", 5);
     cr_assert_eq(kill(holder, SIGKILL), 0);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
     cr_assert_eq(forklog_write(log, "b", 1), 0);
@@ -273,26 +233,12 @@ Test(crash, repairer_dying_before_consistent_is_repaired_again)
     memset(rec, 'h', sizeof rec);
     pid_t first = start_holder(log, HOLD_WRITING_HALF, rec, sizeof rec);
     cr_assert_eq(th_wait(first), 128 + SIGKILL);
-    /* A second process gets EOWNERDEAD and dies before it repairs or calls pthread_mutex_consistent(). */
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    pid_t second = fork();
-    cr_assert_neq(second, -1);
-    if (second == 0) {
-        int rc = pthread_mutex_lock(&log->seg->mu);
-        char c = rc == EOWNERDEAD ? 'D' : 'X';
-        if (write(p[1], &c, 1) != 1)
-            _exit(1);
-        raise(SIGKILL);
-        _exit(2);
-    }
-    close(p[1]);
-    char c = 0;
-    cr_assert_eq(read(p[0], &c, 1), 1);
-    close(p[0]);
-    cr_assert_eq(c, 'D', "the second locker should have seen EOWNERDEAD");
+    /* A second writer gets EOWNERDEAD and dies before it repairs or calls pthread_mutex_consistent(). */
+    pid_t second = cp_writer(log, "second", FL__CP_LOCK_ACQUIRED, 1);
     cr_assert_eq(th_wait(second), 128 + SIGKILL);
+    cr_assert_eq(log->seg->repairs, 0, "the second writer died before its repair");
     cr_assert_eq(forklog_write(log, "y", 1), 0);
+    cr_assert_eq(log->seg->repairs, 1, "the third writer repaired");
     cr_assert_eq(forklog_close(log), 0);
     size_t len;
     char *buf = read_all(&len);
@@ -311,7 +257,7 @@ Test(crash, torn_record_is_cut_by_the_next_writer)
     rec[len++] = '\n';
     pid_t holder = start_holder(log, HOLD_WRITING_HALF, rec, len);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
-    cr_assert_eq(file_size(logpath), (off_t)(7 + len / 2), "the simulation left half a record in the file");
+    cr_assert_eq(file_size(logpath), (off_t)(7 + len / 2), "the dead writer left half a record in the file");
     cr_assert_eq(forklog_write(log, "next", 4), 0);
     cr_assert_eq(forklog_close(log), 0);
     size_t flen;
@@ -330,8 +276,9 @@ Test(crash, torn_record_cut_when_a_reopen_is_pending)
     char rec[5000];
     size_t len = rc_build(rec, 'R', 1, 0, 0, 4000);
     rec[len++] = '\n';
-    pid_t holder = start_holder(log, HOLD_WRITING_HALF_REOPEN, rec, len);
+    pid_t holder = start_holder(log, HOLD_WRITING_HALF, rec, len);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_reopen(log), 0);
     cr_assert_eq(file_size(logpath), (off_t)(7 + len / 2));
     cr_assert_eq(forklog_write(log, "next", 4), 0);
     cr_assert_eq(forklog_close(log), 0);
@@ -360,7 +307,11 @@ Test(crash, holder_dead_in_the_middle_of_a_rotation)
     struct forklog_options o = {.rotate_bytes = 1 << 20};
     forklog *log = open_log(&o);
     cr_assert_eq(forklog_write(log, "old", 3), 0);
-    pid_t holder = start_holder(log, HOLD_ROTATING, NULL, 0);
+    /* A record that takes the file past rotate_bytes: its writer renames path to path.1 and dies. */
+    char *big = malloc(1 << 20);
+    memset(big, 'b', 1 << 20);
+    pid_t holder = start_holder(log, HOLD_ROTATING, big, 1 << 20);
+    free(big);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
     cr_assert_eq(forklog_write(log, "new", 3), 0);
     cr_assert_eq(forklog_close(log), 0);
@@ -388,7 +339,7 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
     cr_assert_eq(file_size(logpath), 0);
     pid_t holder = start_holder(log, HOLD_FLUSHING_HALF, NULL, 0);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
-    cr_assert_gt(file_size(logpath), 0, "the simulation left half a buffer in the file");
+    cr_assert_gt(file_size(logpath), 0, "the dead flusher left half a buffer in the file");
     cr_assert_eq(forklog_flush(log), 0);
     cr_assert_eq(forklog_close(log), 0);
     size_t len;
