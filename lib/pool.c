@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -105,6 +106,7 @@ int on_exit(void (*fn)(int status, void *arg), void *arg);
 #define FL__POOL_MAX_WORKERS 65536u      /* more is a bad option (-EINVAL) */
 #define FL__POOL_CHECK_NS    100000000LL /* waitpid(WNOHANG) every worker at least this often (100 ms) */
 #define FL__POOL_LABEL_MAX   128         /* labels are cut (at a UTF-8 boundary) to this many bytes in records */
+#define FL__POOL_FD_SPARE    16          /* descriptors below RLIMIT_NOFILE that a second worker's pipe leaves */
 
 /* Shared: the task counter and the parent's sleep flag, on separate cache lines. */
 struct fl__pool_head {
@@ -160,6 +162,7 @@ struct fl__pool {
     dev_t wake_dev;
     ino_t wake_ino;
     pid_t parent;
+    int fd_limit;       /* RLIMIT_NOFILE (soft) when the call started */
     int64_t timeout_ns; /* 0: none */
     enum forklog_level level;
     size_t mid;   /* every task below mid has been looked at by fl__pool_collect */
@@ -436,6 +439,15 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     int fds[2];
     if (fl__pool_make_pipe(fds, O_CLOEXEC) < 0)
         return -errno;
+    /* Descriptors are handed out lowest first, so a pipe end this close to the limit means that fewer than
+     * FL__POOL_FD_SPARE are left. While other workers run, the pool gives the pipe back and goes on with the
+     * workers it has, rather than leave the caller's other threads, and the log (which opens a file when it
+     * rotates or reopens), without a descriptor. The first worker may take any: without it nothing runs. */
+    if (p->nactive > 0 && (fds[0] > fds[1] ? fds[0] : fds[1]) >= p->fd_limit - FL__POOL_FD_SPARE) {
+        close(fds[0]);
+        close(fds[1]);
+        return -EMFILE;
+    }
     atomic_store(&p->slots[k].task, 0);
     atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
     atomic_store(&p->slots[k].exit_unknown, 0);
@@ -797,6 +809,8 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     p->ntasks = ntasks;
     p->wake_rd = p->wake_wr = -1;
     p->parent = getpid();
+    struct rlimit rl;
+    p->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)INT_MAX ? (int)rl.rlim_cur : INT_MAX;
     p->level = opts->level ? opts->level : FORKLOG_INFO;
     p->timeout_ns = opts->timeout_s > 0 && opts->timeout_s < 1e9 ? (int64_t)(opts->timeout_s * 1e9) : 0;
     if (opts->timeout_s > 0 && !p->timeout_ns)

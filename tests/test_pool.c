@@ -1619,6 +1619,89 @@ Test(pool, tasks_calling_setsid_and_a_timeout)
     free(dir);
 }
 
+/* ---- hostile callers: a thousand workers, few descriptors -------------------------------------------------------- */
+
+static int short_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    usleep(20000);
+    return 0;
+}
+
+static atomic_int opener_stop;
+
+/* Another thread of the caller that keeps making (and closing) a pipe while the map runs: it counts in
+ * out->failures the times it found fewer than two descriptors free. */
+static void *opener_thread(void *arg)
+{
+    struct caller_out *out = arg;
+    while (!atomic_load(&opener_stop)) {
+        int fds[2];
+        if (pipe(fds) == 0) {
+            close(fds[0]);
+            close(fds[1]);
+        } else if (errno == EMFILE) {
+            out->failures++;
+        }
+        usleep(200);
+    }
+    return NULL;
+}
+
+/* A forked caller asks for `workers` workers for n tasks, under RLIMIT_NOFILE = nofile when nofile is not 0, with
+ * another thread opening files meanwhile. */
+static void run_many_workers(unsigned workers, size_t n, rlim_t nofile)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    struct caller_out *out = caller_out_new(n);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        struct rlimit rl = {nofile, nofile};
+        if (nofile && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        forklog *log;
+        if (forklog_open(&log, path, NULL) != 0)
+            _exit(3);
+        int before = count_fds();
+        pthread_t th;
+        if (pthread_create(&th, NULL, opener_thread, out) != 0)
+            _exit(4);
+        struct forklog_pool_options o = {.workers = workers, .log = log, .results = out->res};
+        out->rc = forklog_pool_map(&o, n, short_task, NULL, &out->rep);
+        atomic_store(&opener_stop, 1);
+        pthread_join(th, NULL);
+        if (count_fds() != before)
+            _exit(5);
+        forklog_close(log);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 60), 0);
+    cr_assert_eq(out->rc, 0, "rc %d", out->rc);
+    cr_assert_eq(out->rep.ok, n);
+    check_counts(out->rc, out->res, n, &out->rep);
+    cr_assert_geq(out->rep.workers_started, 2);
+    if (nofile)
+        cr_assert_lt(out->rep.workers_started, nofile, "%zu workers", out->rep.workers_started);
+    cr_assert_eq(out->failures, 0, "another thread of the caller found no descriptor %d times", out->failures);
+    free(check_log(path, 0, n, out->res, &out->rep));
+    caller_out_free(out, n);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, a_thousand_workers)
+{
+    run_many_workers(1000, 2000, 0);
+}
+
+Test(pool, a_thousand_workers_within_256_descriptors)
+{
+    run_many_workers(1000, 2000, 256);
+}
+
 /* ---- hostile labels -------------------------------------------------------------------------------------------- */
 
 static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
