@@ -756,8 +756,13 @@ static int fl__pool_setup(struct fl__pool *p)
     for (unsigned k = 0; k < p->nslots; k++)
         p->procs[k].fd = -1;
     int fds[2];
-    if (fl__pool_make_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-        return -errno;
+    if (fl__pool_make_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        /* No descriptor for the wake pipe (EMFILE, ENFILE): no worker can start, but the call goes on so that
+         * every task still gets its not_run record and the summary, as when the first fork fails. */
+        p->stop = 1;
+        p->stop_err = -errno;
+        return 0;
+    }
     p->wake_rd = fds[0];
     p->wake_wr = fds[1];
     struct stat st;

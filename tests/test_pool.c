@@ -1702,6 +1702,40 @@ Test(pool, a_thousand_workers_within_256_descriptors)
     run_many_workers(1000, 2000, 256);
 }
 
+Test(pool, no_descriptor_left_every_task_recorded_not_run)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    enum { N = 10 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        struct rlimit rl = {64, 64};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        forklog *log;
+        if (forklog_open(&log, path, NULL) != 0)
+            _exit(3);
+        while (open("/dev/null", O_RDONLY) >= 0) {
+        }
+        struct forklog_pool_options o = {.workers = 2, .log = log, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, ok_task, NULL, &out->rep);
+        forklog_close(log);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0);
+    cr_assert_eq(out->rc, -EMFILE, "rc %d", out->rc);
+    cr_assert_eq(out->rep.not_run, N);
+    cr_assert_eq(out->rep.workers_started, 0);
+    check_counts(out->rc, out->res, N, &out->rep);
+    free(check_log(path, 0, N, out->res, &out->rep));
+    caller_out_free(out, N);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* ---- hostile labels -------------------------------------------------------------------------------------------- */
 
 static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
