@@ -39,16 +39,21 @@ static const struct {
     const char *point;
     const char *modes;
 } reach[] = {
-    {"LOCK_ACQUIRED", "DCBR"}, {"LOCK_SLEEP_TIMEOUT", "DCBR"}, {"REPAIR_FILE", "DCBR"},
-    {"REPAIR_BATCH", "DCBR"},  {"LOCK_HELD", "DCBR"},          {"UNLOCK", "DCBR"},
-    {"OWN_FD_OPENED", "DCBR"}, {"REOPEN_SEEN", "DCBR"},        {"REOPEN_OPENED", "DCBR"},
-    {"FILE_KNOWN", "DCBR"},    {"ROTATE_BEGIN", "R"},          {"ROTATE_RENAMED", "R"},
-    {"ROTATE_CREATED", "R"},   {"ROTATE_DONE", "R"},           {"WRITE_BEGIN", "DCBR"},
-    {"WRITE_TORN", "DCBR"},    {"WRITE_DONE", "DCBR"},         {"WRITE_COMMITTED", "DCBR"},
-    {"BUF_COPIED", "B"},       {"BUF_PUBLISHED", "B"},         {"POST_CLAIMED", "C"},
-    {"POST_POSTED", "C"},      {"POST_FLAGGED", "C"},          {"POST_DONE_SEEN", "C"},
-    {"BATCH_GATHER", "C"},     {"BATCH_SWAPPED", "C"},         {"BATCH_TAKEN", "C"},
-    {"BATCH_WRITTEN", "C"},    {"BATCH_MARKED", "C"},
+    {"LOCK_ACQUIRED", "DCBR"},   {"LOCK_SLEEP_TIMEOUT", "DCBR"},
+    {"REPAIR_FILE", "DCBR"},     {"REPAIR_BATCH", "DCBR"},
+    {"LOCK_HELD", "DCBR"},       {"UNLOCK", "DCBR"},
+    {"OWN_FD_OPENED", "DCBR"},   {"REOPEN_SEEN", "DCBR"},
+    {"REOPEN_OPENED", "DCBR"},   {"FILE_KNOWN", "DCBR"},
+    {"ROTATE_BEGIN", "R"},       {"ROTATE_RENAMED", "R"},
+    {"FILE_CREATED", "R"},       {"ROTATE_CREATED", "R"},
+    {"ROTATE_DONE", "R"},        {"WRITE_BEGIN", "DCBR"},
+    {"WRITE_TORN", "DCBR"},      {"WRITE_DONE", "DCBR"},
+    {"WRITE_COMMITTED", "DCBR"}, {"BUF_COPIED", "B"},
+    {"BUF_PUBLISHED", "B"},      {"POST_CLAIMED", "C"},
+    {"POST_POSTED", "C"},        {"POST_FLAGGED", "C"},
+    {"POST_DONE_SEEN", "C"},     {"BATCH_GATHER", "C"},
+    {"BATCH_SWAPPED", "C"},      {"BATCH_TAKEN", "C"},
+    {"BATCH_WRITTEN", "C"},      {"BATCH_MARKED", "C"},
 };
 
 static const char *reach_modes(enum fl__crash_point cp)
