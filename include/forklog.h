@@ -104,23 +104,50 @@ struct forklog_options {
     size_t max_record;
     /* Size-based rotation: before a record would take the file past this many bytes, exactly one process
      * renames path to path.1 (path.1 to path.2, ...) and every process moves to the new file before its next
-     * record. A record is never split between files. 0: never rotate. */
+     * record. A record is never split between files. 0: never rotate.
+     * Only the regular file the log is writing is ever renamed: when path is not a regular file (a FIFO, a
+     * device, a symlink), or not the file the log writes, nothing is renamed. A rotation that cannot happen
+     * never fails or loses a record: the record goes into the current file, which may then grow past
+     * rotate_bytes until a process that can rotate writes. That is the case for a process that may not rename
+     * in the directory (EACCES, EPERM, EROFS: say, a worker that dropped its privileges), and when path.1 is
+     * not a regular file (see rotate_keep). */
     unsigned long long rotate_bytes;
-    /* Rotated files kept: path.1 (newest) .. path.N. 0: 5. Valid: 1 .. 1000. */
+    /* Rotated files kept: path.1 (newest) .. path.N. 0: 5. Valid: 1 .. 1000.
+     * Rotation only ever moves or replaces regular files: a name path.K that holds anything else (a directory,
+     * a symlink, a FIFO, ...) is left alone and ends the chain, so path.(K-1) is then the oldest file kept and
+     * the one replaced (K = 1: no rotation happens at all, see rotate_bytes). */
     unsigned rotate_keep;
     /* FORKLOG_BUFFERED: the longest a record may wait in the buffer, in milliseconds, checked on every call.
      * 0: 100. */
     unsigned flush_ms;
     /* FORKLOG_BUFFERED: buffer size in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB. */
     size_t buffer_size;
+    /* Owner and group given, with fchown(2), to every file the log creates: path when forklog_open() creates
+     * it, the new path of a rotation, and path when a reopen finds it missing and creates it (logrotate's
+     * `create MODE OWNER GROUP`, for a privileged process whose forked workers drop their privileges and must
+     * still open and write the files). Files that already exist are never changed. 0: left as created (the
+     * creator's), each field on its own; (uid_t)-1 and (gid_t)-1 mean the same. Root (0) can therefore not be
+     * asked for, which is never needed: a file root creates is root's already, and a process without
+     * CAP_CHOWN cannot give a file away. Giving a file away needs CAP_CHOWN (for the group: being a member of
+     * it is enough). A failed fchown() is ignored, and the record is written anyway: the file keeps the
+     * creator's owner and group. If the process dies between creating a file and fchown(), the file keeps
+     * them too. */
+    uid_t owner;
+    gid_t group;
 };
 
 /*
- * Opens (creating it with opts->mode if missing) the file at `path` for appending, O_APPEND | O_CLOEXEC, and
- * creates the shared segment that holds the append lock. Call it once, before fork(); children use the
- * inherited handle as is. Every writer of the file must go through this handle (or a handle forked from it).
- * Returns 0 and stores the handle in *out. Errors: -EINVAL (NULL out or path, empty path, bad option),
- * -ENOENT (missing parent directory), -EACCES, -EISDIR, -EROFS, -ENOMEM, and the other errors of open(2),
+ * Opens (creating it with opts->mode, and opts->owner and opts->group, if missing) the file at `path` for
+ * appending, O_APPEND | O_CLOEXEC, and creates the shared segment that holds the append lock. Call it once,
+ * before fork(); children use the inherited handle as is. Every writer of the file must go through this handle
+ * (or a handle forked from it). Returns 0 and stores the handle in *out.
+ * `path` may also name a FIFO, a character device or a pipe (/proc/self/fd/N): records are written whole as
+ * long as each write is, but such a target is never rotated and a dead writer's fragment is never cut. No open,
+ * here or in a later reopen, ever blocks: a FIFO with no reader fails with -ENXIO at once; once open, writes
+ * block as usual, and a write to a FIFO or pipe whose reader has gone fails with -EPIPE (with SIGPIPE ignored;
+ * otherwise the signal ends the writer, as with any write).
+ * Errors: -EINVAL (NULL out or path, empty path, bad option), -ENOENT (missing parent directory), -EACCES,
+ * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -ENOMEM, and the other errors of open(2),
  * fstat(2) and mmap(2). On failure *out is set to NULL (when out is not NULL) and nothing is created but the
  * file itself. Thread-safe; not async-signal-safe.
  */

@@ -152,13 +152,16 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->rotate_bytes = opts->rotate_bytes;
     log->rotate_keep = opts->rotate_keep ? opts->rotate_keep : FL__DEFAULT_KEEP;
     log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
+    log->owner = opts->owner ? opts->owner : (uid_t)-1;
+    log->group = opts->group ? opts->group : (gid_t)-1;
     size_t buf_cap = 0;
     if (opts->flags & FORKLOG_BUFFERED)
         buf_cap = opts->buffer_size ? opts->buffer_size : FL__DEFAULT_BUFFER;
 
-    log->fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+    /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
+    log->fd = fl__open_log_file(log, O_CREAT);
     if (log->fd < 0) {
-        rc = -errno;
+        rc = log->fd;
         free(log);
         return rc;
     }

@@ -1,6 +1,7 @@
 /*
  * The file behind the handle: each process's own descriptor, file generations (rotation and reopen), and
- * size-based rotation. Every function here runs with the lock held.
+ * size-based rotation. Every function here runs with the lock held, but fl__open_log_file, which forklog_open()
+ * also uses.
  */
 #include "internal.h"
 
@@ -18,19 +19,90 @@ void fl__new_generation(struct fl__seg *s)
     s->file_known = 0;
 }
 
+/* Makes a descriptor opened with O_NONBLOCK block again: the opens never wait (a FIFO with no reader fails with
+ * ENXIO instead), but the writes must, as on any descriptor the caller would open. Returns 0 or -errno. */
+static int fl__blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_NONBLOCK && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0))
+        return -errno;
+    return 0;
+}
+
+/* Gives a file the log has just created to the configured owner and group. A failure (a process without
+ * CAP_CHOWN, say) is ignored: the file keeps the creator's owner and group, and the record that needed the file
+ * is written all the same. fchown() fails as a whole when the owner may not be changed, so the group, which its
+ * members may set without privilege, is then tried alone. */
+static void fl__give_away(const forklog *log, int fd)
+{
+    if (log->owner == (uid_t)-1 && log->group == (gid_t)-1)
+        return;
+    if (fchown(fd, log->owner, log->group) < 0 && log->owner != (uid_t)-1 && log->group != (gid_t)-1)
+        (void)fchown(fd, (uid_t)-1, log->group);
+}
+
+int fl__open_log_file(const forklog *log, int flags)
+{
+    const int base = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (flags & ~(O_CREAT | O_EXCL));
+    int fd, created = 0;
+    if (!(flags & O_CREAT)) {
+        fd = open(log->path, base);
+    } else if (flags & O_EXCL) {
+        fd = open(log->path, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+        created = fd >= 0;
+    } else {
+        /* Only a file this call creates is given away, and plain O_CREAT does not say whether it did: open an
+         * existing file first, and create a missing one with O_EXCL, which fails if somebody else created it in
+         * between (then it is opened as it is). */
+        for (int tries = 0;; tries++) {
+            fd = open(log->path, base);
+            if (fd >= 0 || errno != ENOENT)
+                break;
+            fd = open(log->path, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+            if (fd >= 0 || errno != EEXIST) {
+                created = fd >= 0;
+                break;
+            }
+            if (tries == 1) {
+                /* Twice missing, twice there: path is a dangling symlink, which O_EXCL never follows. Create its
+                 * target, as open(2) does; it keeps the creator's owner. */
+                fd = open(log->path, base | O_CREAT, (mode_t)log->mode);
+                break;
+            }
+        }
+    }
+    if (fd < 0)
+        return -errno;
+    if (created) {
+        FL__CRASH(FILE_CREATED);
+        fl__give_away(log, fd);
+    }
+    int rc = fl__blocking(fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 /* A forked process writes through its own open file description of the same inode, reopened through
  * /proc/self/fd (never by path): processes that share one description contend in the kernel for its position
- * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one. */
+ * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one.
+ * Only a regular file has that lock. Anything else keeps the inherited description: a second open of a FIFO or
+ * pipe whose reader has gone would wait for a reader for ever (or fail), where a write on the inherited
+ * description fails with EPIPE, as the caller expects of a pipe; and a device need not allow a second open. */
 static void fl__own_fd(forklog *log)
 {
     log->proc->own_fd = 1;
+    struct stat a, b;
+    if (fstat(log->fd, &b) < 0 || !S_ISREG(b.st_mode))
+        return;
     char link[32];
     snprintf(link, sizeof link, "/proc/self/fd/%d", log->fd);
-    int fd = open(link, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    int fd = open(link, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return;
-    struct stat a, b;
-    if (fstat(fd, &a) < 0 || fstat(log->fd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+    if (fstat(fd, &a) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev || fl__blocking(fd) < 0) {
         close(fd);
         return;
     }
@@ -56,9 +128,9 @@ int fl__sync_file(forklog *log)
     if (log->gen == s->gen && s->file_known)
         return 0;
     if (log->gen != s->gen) {
-        int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
+        int fd = fl__open_log_file(log, O_CREAT);
         if (fd < 0)
-            return -errno;
+            return fd;
         FL__CRASH(REOPEN_OPENED);
         /* Swap rather than dup2(): the new number keeps O_CLOEXEC with no window. Threads of this process
          * read log->fd only with the lock held. */
@@ -81,59 +153,124 @@ int fl__sync_file(forklog *log)
     return 0;
 }
 
-/* Renames path to path.1 (path.1 to path.2, ...; path.keep is replaced) and starts a new file, which every
- * other process adopts before its next record. Lock held, buffer empty. */
+/* path (k = 0) or path.k, into buf of cap bytes (strlen(path) + 16 is enough). */
+static void fl__rotated_name(char *buf, size_t cap, const char *path, unsigned k)
+{
+    if (k == 0)
+        snprintf(buf, cap, "%s", path);
+    else
+        snprintf(buf, cap, "%s.%u", path, k);
+}
+
+/* What lstat() finds at a name: a regular file (1), nothing (0), or anything else (-1): a directory, a symlink
+ * (wherever it points), a FIFO, a device, a socket, or a name that cannot be looked at. */
+static int fl__name_kind(const char *name, struct stat *st)
+{
+    if (lstat(name, st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    return S_ISREG(st->st_mode) ? 1 : -1;
+}
+
+/* Results of fl__rotate besides a negative errno. */
+enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1 };
+
+/*
+ * Renames path to path.1 (path.1 to path.2, ...) and starts a new file, which every other process adopts before
+ * its next record. Lock held, buffer empty.
+ *
+ * Only regular files are ever moved or replaced, and at path only the very file the log writes (its inode and
+ * device), so that a FIFO, a device or a symlink the user put at a name is never moved away or deleted. The chain
+ * path.1, path.2, ... is shifted up to its first free name; a name that holds something other than a regular file
+ * ends it, and the regular file just below is then the oldest kept and the one replaced, as path.keep is when
+ * every name up to it holds one. When nothing may be renamed (a process without write permission on the
+ * directory, path.1 that is not a regular file, path that is not the log's regular file), the rotation does not
+ * happen and is not an error: the record goes into the current file, and the next record of a process that can
+ * rotate does. Returns FL__ROTATE_DONE (rotated, or the record stays in the current file), FL__ROTATE_ADOPTED
+ * (path held another regular file, which the log now writes: its size is to be checked again), or a negative
+ * errno when the log's file is gone from path and no new one could be created.
+ */
 static int fl__rotate(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    size_t plen = strlen(log->path);
-    char *from = malloc(2 * (plen + 16));
+    struct stat st;
+    int at_path = fl__name_kind(log->path, &st);
+    if (at_path < 0)
+        return FL__ROTATE_DONE; /* not a regular file: never renamed; the record stays where the log writes */
+    if (at_path == 1 && ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)) {
+        /* Another regular file is at path: the log's file was moved away, and perhaps a new one created, without
+         * a forklog_reopen(). Renaming that file is not the log's business; writing to it is, as a reopen would. */
+        fl__new_generation(s);
+        int rc = fl__sync_file(log);
+        return rc < 0 ? rc : FL__ROTATE_ADOPTED;
+    }
+    size_t cap = strlen(log->path) + 16;
+    char *from = malloc(2 * cap);
     if (!from)
-        return -ENOMEM;
-    char *to = from + plen + 16;
+        return FL__ROTATE_DONE; /* no rotation this time; the record is written all the same */
+    char *to = from + cap;
+
+    /* The names to shift: path.1 .. path.last. When path is already gone (moved or removed behind forklog's
+     * back), the rotation has in effect happened: only the new file is missing, and nothing is shifted. */
+    unsigned last = 0;
+    if (at_path == 1) {
+        for (unsigned k = 1; k <= log->rotate_keep; k++) {
+            fl__rotated_name(to, cap, log->path, k);
+            struct stat kst;
+            int kind = fl__name_kind(to, &kst);
+            if (kind < 0)
+                break; /* left alone: path.(k-1) is the oldest kept, and replaced */
+            last = k;
+            if (kind == 0)
+                break; /* a free name: the shift ends here, nothing is replaced */
+        }
+        if (last == 0) {
+            free(from);
+            return FL__ROTATE_DONE; /* path.1 is not a regular file: no rotation can happen */
+        }
+    }
+
     s->state = FL__ROTATING;
     FL__CRASH(ROTATE_BEGIN);
     int moved = 0; /* path was renamed to path.1 (`to` after the loop) */
-    for (unsigned i = log->rotate_keep; i >= 1; i--) {
-        if (i > 1)
-            snprintf(from, plen + 16, "%s.%u", log->path, i - 1);
-        else
-            memcpy(from, log->path, plen + 1);
-        snprintf(to, plen + 16, "%s.%u", log->path, i);
-        /* rename() replaces a symlink at `to` rather than following it. */
-        int rc = rename(from, to);
-        if (rc < 0 && errno != ENOENT && i == 1) {
-            int err = -errno;
-            s->state = FL__IDLE;
-            free(from);
-            return err;
-        }
-        moved = i == 1 && rc == 0;
-        if (rc == 0)
+    for (unsigned k = last; k >= 1; k--) {
+        fl__rotated_name(from, cap, log->path, k - 1);
+        fl__rotated_name(to, cap, log->path, k);
+        if (rename(from, to) == 0) {
+            moved = k == 1;
             FL__CRASH(ROTATE_RENAMED);
+            continue;
+        }
+        if (errno == ENOENT)
+            continue; /* gone since it was looked at: its name is free for the next one down */
+        /* Renaming is not permitted here (EACCES, EPERM, EROFS: a process that may not write the directory), or
+         * failed otherwise. path.(k-1) still holds its file, so nothing below may move into it: stop. What moved
+         * up already only left a gap; path is still the log's file, and the record goes into it. */
+        s->state = FL__IDLE;
+        free(from);
+        return FL__ROTATE_DONE;
     }
-    /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path. */
-    int fd =
-        open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)log->mode);
-    if (fd < 0 && errno == EEXIST) /* somebody created path since the rename: append to it, still no symlink */
-        fd = open(log->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path; if somebody created path since
+     * the rename, append to it, still never through a symlink. */
+    int fd = fl__open_log_file(log, O_CREAT | O_EXCL | O_NOFOLLOW);
+    if (fd == -EEXIST)
+        fd = fl__open_log_file(log, O_NOFOLLOW);
     if (fd < 0 && moved) {
         /* No new file (a symlink was planted at path after the rename, say). A new generation would make every
          * process reopen path by name, through that symlink. Put the old file back at path instead (rename()
-         * replaces what is there, never follows it) and stay on it: nobody reopens. If even that fails, the
-         * old file keeps the name path.1 until a later rotation succeeds. */
-        int err = -errno;
+         * replaces what is there, never follows it) and stay on it: nobody reopens, and the record goes into it.
+         * If even that fails, the old file keeps the name path.1 until a later rotation succeeds. */
         (void)rename(to, log->path);
         s->state = FL__IDLE;
         free(from);
-        return err;
+        return FL__ROTATE_DONE;
     }
     free(from);
     if (fd < 0) {
-        int err = -errno;
+        /* The log's file is no longer at path and none could be created: every process will try to reopen path
+         * by name, and this record fails rather than go into a file that may have no name left. */
         fl__new_generation(s);
         s->state = FL__IDLE;
-        return err;
+        return fd;
     }
     FL__CRASH(ROTATE_CREATED);
     int old = log->fd;
@@ -150,8 +287,15 @@ static int fl__rotate(forklog *log)
 int fl__maybe_rotate(forklog *log, size_t len)
 {
     struct fl__seg *s = log->seg;
-    if (!log->rotate_bytes || s->size == 0 || s->size + len <= log->rotate_bytes)
-        return 0;
-    return fl__rotate(log);
+    /* A FIFO, a device or a pipe has no size to bound and nothing to rename. At most two passes: one more when
+     * the rotation found another regular file at path and moved to it. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (!log->rotate_bytes || !atomic_load_explicit(&s->regular, memory_order_relaxed) || s->size == 0 ||
+            s->size + len <= log->rotate_bytes)
+            return 0;
+        int rc = fl__rotate(log);
+        if (rc != FL__ROTATE_ADOPTED)
+            return rc;
+    }
+    return 0;
 }
-

@@ -103,6 +103,8 @@ struct forklog {
     int64_t flush_ns;
     unsigned max_spinners; /* online CPUs - 1: more spinners than that would only delay the holder */
     struct fl__proc *proc; /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */
+    uid_t owner;           /* files the log creates are given to owner and group (fchown), */
+    gid_t group;           /* (uid_t)-1 and (gid_t)-1: left as created */
     char path[];           /* absolute, so that a child that chdir()s reopens the same file */
 };
 
@@ -170,6 +172,7 @@ FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src,
     X(FILE_KNOWN, "the size and identity of a new generation's file were read, before the write")                      \
     X(ROTATE_BEGIN, "state ROTATING, before the first rename")                                                         \
     X(ROTATE_RENAMED, "one rename of the rotation was done (one hit per rename)")                                      \
+    X(FILE_CREATED, "path was created (open, rotation, reopen), before fchown() gives it to owner and group")          \
     X(ROTATE_CREATED, "the new file was created, before the generation moved to it")                                   \
     X(ROTATE_DONE, "the rotation is complete, state IDLE, before the record is written")                               \
     X(WRITE_BEGIN, "state WRITING or FLUSHING and target set, before write(2)")                                        \
@@ -249,6 +252,11 @@ FL__INTERNAL void fl__unlock(forklog *log);
 
 /* Records a new generation of the file: every process reopens path before its next record. Lock held. */
 FL__INTERNAL void fl__new_generation(struct fl__seg *s);
+
+/* Opens path for appending (O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY and `flags`), never blocking on a FIFO
+ * with no reader; with O_CREAT in `flags`, creates it with the handle's mode when missing and then gives it to
+ * the handle's owner and group. Returns the descriptor, in blocking mode, or a negative errno. */
+FL__INTERNAL int fl__open_log_file(const forklog *log, int flags);
 
 /* Makes this process's descriptor refer to the file of the current generation. Lock held. */
 FL__INTERNAL int fl__sync_file(forklog *log);

@@ -1,0 +1,702 @@
+/* What the log writes to, and what rotation may touch: targets that are not regular files (a FIFO, a character
+ * device, a pipe, a unix socket), files created for an owner and group other than the creator's (a privileged
+ * parent whose workers drop their privileges), and rotated names that hold something other than a regular file.
+ * Every record is self-checking (records.h) and read back; children never assert: they report through their
+ * exit status, each failing step with its own code. */
+#include "records.h"
+
+#include <dirent.h>
+#include <grp.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+
+/* The unprivileged user and group of the privilege tests: nobody and nogroup on Debian-like systems. */
+#define NOBODY 65534
+
+/* Seconds a call that must not block has before the test calls it a hang. */
+#define HANG_S 10.0
+
+static char *dir, *logpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "t.log");
+    rc_init();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(dir);
+}
+
+TestSuite(targets, .init = setup, .fini = teardown);
+
+/* path.k (path itself for k 0), malloc'd. */
+static char *rotated(const char *path, unsigned k)
+{
+    size_t n = strlen(path) + 16;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    if (k == 0)
+        snprintf(p, n, "%s", path);
+    else
+        snprintf(p, n, "%s.%u", path, k);
+    return p;
+}
+
+static forklog *open_log(const char *path, const struct forklog_options *o)
+{
+    forklog *log = NULL;
+    int rc = forklog_open(&log, path, o);
+    cr_assert_eq(rc, 0, "forklog_open(%s): %s", path, strerror(-rc));
+    return log;
+}
+
+/* The names in the test directory, sorted and joined by spaces ("" when empty). */
+static char *listing(void)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    cr_assert_geq(n, 0);
+    char *out = calloc(1, 4096);
+    cr_assert_not_null(out);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(names[i]->d_name, ".") != 0 && strcmp(names[i]->d_name, "..") != 0) {
+            if (out[0])
+                strcat(out, " ");
+            strncat(out, names[i]->d_name, 4096 - strlen(out) - 2);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return out;
+}
+
+static void assert_listing(const char *want)
+{
+    char *have = listing();
+    cr_assert_str_eq(have, want, "the directory holds [%s], not [%s]", have, want);
+    free(have);
+}
+
+/* The file type bits of what is at path (lstat: a symlink is a symlink). */
+static mode_t type_of(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return st.st_mode & S_IFMT;
+}
+
+/* Writes records (id, seq0 .. seq0 + n - 1) of `payload` bytes; returns 0, or 10 + the first failing index. For
+ * children: never asserts. */
+static int write_records(forklog *log, unsigned id, unsigned seq0, unsigned n, size_t payload)
+{
+    char buf[RC_HEAD_MAX + 256];
+    if (payload > 256)
+        return 1;
+    for (unsigned i = 0; i < n; i++)
+        if (rc_write(log, buf, 'R', id, seq0 + i, 0, payload) != 0)
+            return 10 + (int)i;
+    return 0;
+}
+
+/* ---- targets that are not regular files ------------------------------------------------------------------ */
+
+/* Drains a descriptor into a growing buffer until end of file, in a thread, so that writers never fill a pipe. */
+struct drain {
+    int fd;
+    char *buf;
+    size_t len, cap;
+    pthread_t thread;
+};
+
+static void *drain_run(void *arg)
+{
+    struct drain *d = arg;
+    for (;;) {
+        if (d->cap - d->len < 65536) {
+            d->cap = d->cap ? d->cap * 2 : 1 << 20;
+            d->buf = realloc(d->buf, d->cap);
+            if (!d->buf)
+                abort();
+        }
+        ssize_t n = read(d->fd, d->buf + d->len, d->cap - d->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        d->len += (size_t)n;
+    }
+}
+
+static void drain_start(struct drain *d, int fd)
+{
+    memset(d, 0, sizeof *d);
+    d->fd = fd;
+    cr_assert_eq(pthread_create(&d->thread, NULL, drain_run, d), 0);
+}
+
+/* Waits for end of file (every writer closed) and checks what came through: only whole records, each of ids
+ * 0 .. ids-1 and seqs 0 .. seqs-1 exactly once. */
+static void drain_check(struct drain *d, unsigned ids, unsigned seqs)
+{
+    cr_assert_eq(pthread_join(d->thread, NULL), 0);
+    close(d->fd);
+    char *copy = th_path(dir, "drained");
+    int fd = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, d->buf, d->len), (ssize_t)d->len);
+    close(fd);
+    struct rc_seen seen;
+    rc_seen_init(&seen, ids, seqs);
+    rc_scan(&seen, copy, 0);
+    for (unsigned id = 0; id < ids; id++)
+        for (unsigned q = 0; q < seqs; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "record %u/%u came through %u times", id, q,
+                         rc_count(&seen, id, q));
+    cr_assert_eq(seen.records, (size_t)ids * seqs);
+    rc_seen_free(&seen);
+    unlink(copy);
+    free(copy);
+    free(d->buf);
+}
+
+/* An open for reading that does not wait for a writer, then blocking reads. */
+static int open_reader(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0);
+    return fd;
+}
+
+/* Three children and the parent write 30 records each to the log; each child exits with write_records' code. */
+static void four_writers(forklog *log)
+{
+    pid_t kids[3];
+    for (unsigned c = 0; c < 3; c++) {
+        kids[c] = fork();
+        cr_assert_neq(kids[c], -1);
+        if (kids[c] == 0) {
+            rc_child();
+            int rc = write_records(log, c + 1, 0, 30, 60);
+            _exit(rc ? rc : forklog_close(log) == 0 ? 0 : 2);
+        }
+    }
+    cr_assert_eq(write_records(log, 0, 0, 30, 60), 0);
+    for (unsigned c = 0; c < 3; c++)
+        cr_assert_eq(th_wait_for(kids[c], 60), 0, "writer %u", c + 1);
+}
+
+Test(targets, fifo_with_a_reader_is_written_whole_and_never_rotated)
+{
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct drain d;
+    drain_start(&d, open_reader(logpath));
+    /* 120 records of ~90 bytes: rotate_bytes is passed many times over. */
+    struct forklog_options o = {.rotate_bytes = 500, .rotate_keep = 3};
+    forklog *log = open_log(logpath, &o);
+    four_writers(log);
+    cr_assert_eq(forklog_close(log), 0);
+    drain_check(&d, 4, 30);
+    cr_assert_eq(type_of(logpath), S_IFIFO, "the FIFO was replaced");
+    assert_listing("t.log");
+}
+
+Test(targets, fifo_without_a_reader_never_blocks)
+{
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    /* No reader: forklog_open fails at once with -ENXIO and creates nothing. In a child, so that a hang is a
+     * failure of this test and not of the run. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        forklog *log = (forklog *)1;
+        int rc = forklog_open(&log, logpath, NULL);
+        _exit(rc == -ENXIO && log == NULL ? 0 : 1);
+    }
+    cr_assert_eq(th_wait_for(pid, HANG_S), 0, "forklog_open on a FIFO with no reader: not -ENXIO at once");
+    assert_listing("t.log");
+
+    /* With a reader, the log opens; the reader then goes away. */
+    int rfd = open_reader(logpath);
+    struct forklog_options o = {.rotate_bytes = 100};
+    forklog *log = open_log(logpath, &o);
+    cr_assert_eq(forklog_write(log, "while read", 10), 0);
+    char got[32] = {0};
+    cr_assert_eq(read(rfd, got, sizeof got - 1), 11);
+    cr_assert_str_eq(got, "while read\n");
+    close(rfd);
+
+    /* A forked child writes: its write fails with -EPIPE (SIGPIPE ignored), as a plain write would; it must not
+     * wait for a reader that will never come. */
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        signal(SIGPIPE, SIG_IGN);
+        _exit(forklog_write(log, "reader gone", 11) == -EPIPE ? 0 : 1);
+    }
+    cr_assert_eq(th_wait_for(pid, HANG_S), 0, "a child's write to a FIFO whose reader has gone: not -EPIPE at once");
+
+    /* A reopen finds no reader either: -ENXIO, at once. */
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        signal(SIGPIPE, SIG_IGN);
+        _exit(forklog_write(log, "after reopen", 12) == -ENXIO ? 0 : 1);
+    }
+    cr_assert_eq(th_wait_for(pid, HANG_S), 0, "a reopen of a FIFO with no reader: not -ENXIO at once");
+    forklog_close(log);
+    cr_assert_eq(type_of(logpath), S_IFIFO);
+    assert_listing("t.log");
+}
+
+Test(targets, character_device_is_never_renamed)
+{
+    /* A private /dev/null (1, 3), so that a failure cannot rename the real one. */
+    if (mknod(logpath, S_IFCHR | 0666, makedev(1, 3)) != 0)
+        cr_skip_test("mknod: %s (needs CAP_MKNOD)", strerror(errno));
+    struct forklog_options o = {.rotate_bytes = 200, .rotate_keep = 2};
+    forklog *log = NULL;
+    int rc = forklog_open(&log, logpath, &o);
+    if (rc == -EACCES)
+        cr_skip_test("device nodes cannot be opened here (a nodev mount)");
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    four_writers(log);
+    cr_assert_eq(forklog_close(log), 0);
+    struct stat st;
+    cr_assert_eq(lstat(logpath, &st), 0);
+    cr_assert(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3), "the device node was replaced");
+    assert_listing("t.log");
+}
+
+Test(targets, pipe_through_proc_self_fd)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct drain d;
+    drain_start(&d, p[0]);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", p[1]);
+    struct forklog_options o = {.rotate_bytes = 300};
+    forklog *log = open_log(path, &o);
+    four_writers(log);
+    cr_assert_eq(forklog_close(log), 0);
+    close(p[1]);
+    drain_check(&d, 4, 30);
+    assert_listing("");
+}
+
+Test(targets, unix_socket_is_enxio_and_nothing_is_created)
+{
+    int sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(sfd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    cr_assert_lt(strlen(logpath), sizeof sa.sun_path);
+    strcpy(sa.sun_path, logpath);
+    cr_assert_eq(bind(sfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct forklog_options o = {.rotate_bytes = 100, .owner = NOBODY};
+    forklog *log = (forklog *)1;
+    cr_assert_eq(forklog_open(&log, logpath, &o), -ENXIO);
+    cr_assert_null(log);
+    close(sfd);
+    cr_assert_eq(type_of(logpath), S_IFSOCK);
+    assert_listing("t.log");
+}
+
+/* ---- privilege drop: owner and group of created files ------------------------------------------------- */
+
+static void need_root(void)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root: the test gives files away and drops privileges");
+}
+
+/* In a child: become NOBODY:NOBODY with no supplementary group, or exit 90. */
+static void drop_privileges(void)
+{
+    if (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 || setuid(NOBODY) != 0 || geteuid() != NOBODY)
+        _exit(90);
+}
+
+static void assert_owner(const char *path, uid_t uid, gid_t gid)
+{
+    struct stat st;
+    cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+    cr_assert(S_ISREG(st.st_mode), "%s is not a regular file", path);
+    cr_assert(st.st_uid == uid && st.st_gid == gid, "%s is owned by %u:%u, not %u:%u", path, (unsigned)st.st_uid,
+              (unsigned)st.st_gid, (unsigned)uid, (unsigned)gid);
+}
+
+static long long size_of(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return (long long)st.st_size;
+}
+
+Test(targets, workers_that_dropped_privileges_lose_no_record)
+{
+    need_root();
+    enum { WORKERS = 4, RECORDS = 300, ROT = 3000 };
+    /* A root-owned 0755 directory: the workers may not create, rename or remove anything in it. */
+    cr_assert_eq(chmod(dir, 0755), 0);
+    struct forklog_options o = {.rotate_bytes = ROT, .rotate_keep = 1000, .owner = NOBODY, .group = NOBODY};
+    forklog *log = open_log(logpath, &o);
+    assert_owner(logpath, NOBODY, NOBODY);
+    pid_t kids[WORKERS];
+    for (unsigned w = 0; w < WORKERS; w++) {
+        kids[w] = fork();
+        cr_assert_neq(kids[w], -1);
+        if (kids[w] == 0) {
+            rc_child();
+            drop_privileges();
+            int rc = write_records(log, w + 1, 0, RECORDS, 40 + w * 7);
+            _exit(rc ? rc : forklog_close(log) == 0 ? 0 : 2);
+        }
+    }
+    /* The parent writes too: it rotates whenever its record finds the file past rotate_bytes, and now and then
+     * asks every process to reopen the file. */
+    char buf[RC_HEAD_MAX + 256];
+    for (unsigned q = 0; q < RECORDS; q++) {
+        if (q % 25 == 0)
+            cr_assert_eq(forklog_reopen(log), 0);
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 50), 0, "parent record %u", q);
+        if (q % 8 == 0)
+            usleep(200);
+    }
+    for (unsigned w = 0; w < WORKERS; w++)
+        cr_assert_eq(th_wait_for(kids[w], 60), 0, "worker %u failed (exit code: step)", w + 1);
+    cr_assert_eq(forklog_close(log), 0);
+
+    /* Every record of every process, exactly once, in files all owned by NOBODY. */
+    struct rc_seen seen;
+    rc_seen_init(&seen, WORKERS + 1, RECORDS);
+    unsigned files = 0, over = 0;
+    for (unsigned k = 0;; k++) {
+        char *p = rotated(logpath, k);
+        if (k > 0 && access(p, F_OK) != 0) {
+            free(p);
+            break;
+        }
+        assert_owner(p, NOBODY, NOBODY);
+        over += rc_scan(&seen, p, k) > ROT;
+        files++;
+        free(p);
+    }
+    for (unsigned id = 0; id <= WORKERS; id++)
+        for (unsigned q = 0; q < RECORDS; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "record %u/%u is there %u times", id, q, rc_count(&seen, id, q));
+    cr_assert_eq(seen.records, (size_t)(WORKERS + 1) * RECORDS);
+    cr_assert_gt(files, 2, "the parent never rotated");
+    fprintf(stderr, "privilege drop: %u files, %u of them grown past rotate_bytes by workers that may not rotate\n",
+            files, over);
+    rc_seen_free(&seen);
+}
+
+Test(targets, a_worker_that_may_not_rotate_writes_into_the_current_file)
+{
+    need_root();
+    cr_assert_eq(chmod(dir, 0755), 0);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 5, .owner = NOBODY, .group = NOBODY};
+    forklog *log = open_log(logpath, &o);
+    /* A worker alone takes the file far past rotate_bytes: it may not rename in the directory, so each of its
+     * records goes into the current file and returns 0. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        drop_privileges();
+        _exit(write_records(log, 1, 0, 12, 60));
+    }
+    int st = th_wait(pid);
+    cr_assert_eq(st, 0, "the worker failed with code %d (10 + its failing record)", st);
+    long long grown = size_of(logpath);
+    cr_assert_gt(grown, 300, "the file should have grown past rotate_bytes");
+    assert_listing("t.log");
+    /* The parent's next record rotates: the worker's records are in t.log.1, the parent's in a new t.log that
+     * was created by root and given to NOBODY. */
+    char buf[RC_HEAD_MAX + 64];
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 0, 0, 60), 0);
+    assert_listing("t.log t.log.1");
+    char *one = rotated(logpath, 1);
+    cr_assert_eq(size_of(one), grown);
+    assert_owner(one, NOBODY, NOBODY);
+    assert_owner(logpath, NOBODY, NOBODY);
+    /* A reopen that finds t.log missing creates it, and gives it away too. */
+    char *moved = th_path(dir, "moved");
+    cr_assert_eq(rename(logpath, moved), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 1, 0, 60), 0);
+    assert_owner(logpath, NOBODY, NOBODY);
+    /* The worker can open and write the files the parent created. */
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        drop_privileges();
+        _exit(write_records(log, 1, 12, 1, 60));
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert_eq(forklog_close(log), 0);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, 2, 13);
+    rc_scan(&seen, one, 1);
+    for (unsigned q = 0; q < 12; q++)
+        cr_assert(rc_count(&seen, 1, q) == 1 && seen.file[1 * 13 + q] == 1, "worker record %u", q);
+    cr_assert_eq(seen.records, 12);
+    rc_scan(&seen, moved, 2);
+    cr_assert(rc_count(&seen, 0, 0) == 1 && seen.file[0] == 2);
+    rc_scan(&seen, logpath, 0);
+    cr_assert(rc_count(&seen, 0, 1) == 1 && seen.file[1] == 0);
+    cr_assert(rc_count(&seen, 1, 12) == 1 && seen.file[1 * 13 + 12] == 0);
+    cr_assert_eq(seen.records, 15);
+    rc_seen_free(&seen);
+    free(moved);
+    free(one);
+}
+
+Test(targets, owner_and_group_each_on_its_own_and_a_failed_fchown_keeps_the_record)
+{
+    need_root();
+    /* Group only: the owner stays the creator's (root). */
+    struct forklog_options o = {.group = NOBODY};
+    forklog *log = open_log(logpath, &o);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_owner(logpath, 0, NOBODY);
+    /* A file that exists is never changed. */
+    struct forklog_options both = {.owner = NOBODY, .group = NOBODY};
+    log = open_log(logpath, &both);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_owner(logpath, 0, NOBODY);
+    cr_assert_eq(unlink(logpath), 0);
+
+    /* An unprivileged process may not give its files to another user: forklog_open, the rotation and the record
+     * all succeed, and the files stay the process's own. */
+    cr_assert_eq(chown(dir, NOBODY, NOBODY), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        drop_privileges();
+        struct forklog_options away = {.owner = 4242, .group = 4242, .rotate_bytes = 200, .rotate_keep = 2};
+        forklog *l = NULL;
+        if (forklog_open(&l, logpath, &away) != 0)
+            _exit(1);
+        int rc = write_records(l, 0, 0, 4, 60);
+        _exit(rc ? rc : forklog_close(l) == 0 ? 0 : 2);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    char *one = rotated(logpath, 1);
+    assert_owner(logpath, NOBODY, NOBODY);
+    assert_owner(one, NOBODY, NOBODY);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 4);
+    rc_scan(&seen, logpath, 0);
+    rc_scan(&seen, one, 1);
+    for (unsigned q = 0; q < 4; q++)
+        cr_assert_eq(rc_count(&seen, 0, q), 1);
+    rc_seen_free(&seen);
+    free(one);
+}
+
+/* ---- rotated names that are not regular files ---------------------------------------------------------- */
+
+/* Plants a file with `content` at dir/name; returns its path. */
+static char *plant_file(const char *name, const char *content)
+{
+    char *p = th_path(dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+    return p;
+}
+
+static void assert_content(const char *path, const char *content)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf, "%s is gone", path);
+    cr_assert_str_eq(buf, content, "%s was changed", path);
+    free(buf);
+}
+
+/* A directory at t.log.k with a file in it. */
+static void plant_directory(unsigned k)
+{
+    char *d = rotated(logpath, k);
+    cr_assert_eq(mkdir(d, 0755), 0);
+    char *inner = th_path(d, "inside");
+    int fd = open(inner, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "user data\n", 10), 10);
+    close(fd);
+    free(inner);
+    free(d);
+}
+
+static void assert_directory_untouched(unsigned k)
+{
+    char *d = rotated(logpath, k);
+    cr_assert_eq(type_of(d), S_IFDIR, "%s is no longer the directory", d);
+    char *inner = th_path(d, "inside");
+    assert_content(inner, "user data\n");
+    free(inner);
+    free(d);
+}
+
+/* One writer, records 0 .. n-1 of 100 payload bytes (~130 bytes a line) with rotate_bytes 300: a rotation every
+ * second record. Every call must return 0. */
+static void write_sequence(const struct forklog_options *o, unsigned n)
+{
+    forklog *log = open_log(logpath, o);
+    char buf[RC_HEAD_MAX + 100];
+    for (unsigned q = 0; q < n; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 100), 0, "record %u", q);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+/* Reads t.log, t.log.1 .. t.log.kept (regular files, each must exist) for one writer's records 0 .. n-1: the
+ * records present are exactly the newest ones, from `first` on, each once, newer files holding newer records
+ * (the documented keep rule deletes the oldest files, nothing else). Returns first. */
+static unsigned assert_newest_kept(unsigned kept, unsigned n)
+{
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, n);
+    for (unsigned k = 0; k <= kept; k++) {
+        char *p = rotated(logpath, k);
+        cr_assert_eq(type_of(p), S_IFREG, "%s", p);
+        rc_scan(&seen, p, k);
+        free(p);
+    }
+    unsigned first = 0;
+    while (first < n && rc_count(&seen, 0, first) == 0)
+        first++;
+    for (unsigned q = first; q < n; q++) {
+        cr_assert_eq(rc_count(&seen, 0, q), 1, "record %u is there %u times (kept from %u)", q, rc_count(&seen, 0, q),
+                     first);
+        if (q > first)
+            cr_assert_leq(seen.file[q], seen.file[q - 1], "record %u is in an older file than record %u", q, q - 1);
+    }
+    cr_assert_eq(seen.file[n - 1], 0, "the newest record is not in the current file");
+    rc_seen_free(&seen);
+    return first;
+}
+
+Test(targets, directory_at_path_1_stops_rotation_not_records)
+{
+    plant_directory(1);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 1};
+    forklog *log = open_log(logpath, &o);
+    four_writers(log);
+    cr_assert_eq(forklog_close(log), 0);
+    /* No rotation could happen: every record is in t.log, which grew past rotate_bytes. */
+    struct rc_seen seen;
+    rc_seen_init(&seen, 4, 30);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned id = 0; id < 4; id++)
+        for (unsigned q = 0; q < 30; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "record %u/%u", id, q);
+    rc_seen_free(&seen);
+    assert_directory_untouched(1);
+    assert_listing("t.log t.log.1");
+}
+
+Test(targets, directory_at_path_2_ends_the_chain)
+{
+    plant_directory(2);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 3};
+    write_sequence(&o, 40);
+    /* The chain is t.log.1 alone: it is the oldest kept, and the one replaced at each rotation. */
+    assert_directory_untouched(2);
+    assert_listing("t.log t.log.1 t.log.2");
+    unsigned first = assert_newest_kept(1, 40);
+    cr_assert_geq(first, 30, "more was kept than t.log and t.log.1 can hold (from record %u)", first);
+}
+
+Test(targets, symlink_at_a_rotated_name_is_left_alone)
+{
+    char *secret = plant_file("secret", "not the log\n");
+    char *three = rotated(logpath, 3);
+    cr_assert_eq(symlink(secret, three), 0);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 5};
+    write_sequence(&o, 40);
+    /* t.log.1 and t.log.2 rotate; t.log.2 is the oldest kept; the link stays, pointing where it pointed. */
+    cr_assert_eq(type_of(three), S_IFLNK, "the symlink was replaced");
+    char target[4096];
+    ssize_t n = readlink(three, target, sizeof target - 1);
+    cr_assert_gt(n, 0);
+    target[n] = '\0';
+    cr_assert_str_eq(target, secret);
+    assert_content(secret, "not the log\n");
+    assert_listing("secret t.log t.log.1 t.log.2 t.log.3");
+    unsigned first = assert_newest_kept(2, 40);
+    cr_assert_geq(first, 30, "more was kept than t.log .. t.log.2 can hold (from record %u)", first);
+    free(three);
+    free(secret);
+}
+
+Test(targets, symlink_at_path_1_means_no_rotation)
+{
+    char *secret = plant_file("secret", "not the log\n");
+    char *one = rotated(logpath, 1);
+    cr_assert_eq(symlink(secret, one), 0);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 2};
+    write_sequence(&o, 20);
+    cr_assert_eq(type_of(one), S_IFLNK);
+    assert_content(secret, "not the log\n");
+    assert_listing("secret t.log t.log.1");
+    cr_assert_eq(assert_newest_kept(0, 20), 0, "every record is in t.log");
+    free(one);
+    free(secret);
+}
+
+Test(targets, fifo_at_a_rotated_name_is_left_alone)
+{
+    char *one = rotated(logpath, 1);
+    cr_assert_eq(mkfifo(one, 0600), 0);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 2};
+    write_sequence(&o, 20);
+    cr_assert_eq(type_of(one), S_IFIFO, "the FIFO was replaced");
+    assert_listing("t.log t.log.1");
+    cr_assert_eq(assert_newest_kept(0, 20), 0, "every record is in t.log");
+    free(one);
+}
+
+Test(targets, a_file_put_at_path_by_somebody_else_is_not_renamed)
+{
+    /* The log's file is moved away by hand and another file put at t.log, with no forklog_reopen(). The next
+     * rotation must not rename that file: the log moves to it, as a reopen would, and keeps its content. */
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 3};
+    forklog *log = open_log(logpath, &o);
+    char buf[RC_HEAD_MAX + 100];
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 0, 0, 100), 0);
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 1, 0, 100), 0);
+    char *away = th_path(dir, "away");
+    cr_assert_eq(rename(logpath, away), 0);
+    free(plant_file("t.log", "L id=9 seq=0 t=0 n=0 |\n"));
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 2, 0, 100), 0); /* 2 x 130 + 130 > 300 */
+    cr_assert_eq(forklog_close(log), 0);
+    assert_listing("away t.log");
+    size_t len;
+    char *got = th_slurp(logpath, &len);
+    cr_assert_eq(strncmp(got, "L id=9 seq=0 t=0 n=0 |\nR id=0 seq=2 ", 35), 0, "t.log holds: %.60s", got);
+    free(got);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 3);
+    rc_scan(&seen, away, 1);
+    cr_assert(rc_count(&seen, 0, 0) == 1 && rc_count(&seen, 0, 1) == 1 && seen.records == 2);
+    rc_seen_free(&seen);
+    free(away);
+}
