@@ -221,7 +221,7 @@ enum forklog_task_status {
 /* The outcome of one task, filled in forklog_pool_options.results when that pointer is set. */
 struct forklog_task_result {
     enum forklog_task_status status;
-    int code;          /* FAILED: the task's return value; CRASHED by exit: the exit status; else 0 */
+    int code;          /* FAILED: the task's return value; CRASHED by exit: the exit status (-1: unknown); else 0 */
     int signal;        /* CRASHED or TIMEOUT: the signal that ended the worker; else 0 */
     pid_t worker;      /* pid of the worker that ran it; 0 if never run */
     double start;      /* wall-clock start, seconds since the Unix epoch (CLOCK_REALTIME) */
@@ -229,7 +229,7 @@ struct forklog_task_result {
 };
 
 struct forklog_pool_options {
-    unsigned workers;       /* 0: number of online CPUs */
+    unsigned workers;       /* 0: number of online CPUs; fewer run when fork() fails or descriptors run short */
     int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok */
     void *init_arg;
     unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
@@ -261,13 +261,18 @@ struct forklog_pool_report {
  * writes one timing record per task to opts->log, and one summary record at the end. Returns the number of tasks
  * that did not end ok (0 when all did), or a negative errno when the pool itself could not run: -EINVAL (NULL
  * opts or task, bad option), -EAGAIN or -ENOMEM (fork failed with no worker alive; while some live, the pool
- * goes on with fewer), -EMFILE or -ENFILE (no descriptor for its pipes), -ECHILD (more than max_init_failures
- * initializers failed and tasks were left). Tasks that never ran are FORKLOG_TASK_NOT_RUN and still get a record
- * (status=not_run). `report` may be NULL. A record is written by the parent for every task, whatever became of
- * its worker; with FORKLOG_BUFFERED the log is flushed before the call returns. Every worker has ended when it
- * returns. It reaps only its own workers (waitpid on their pids) and leaves the caller's signal dispositions,
- * mask and other children as they were. Callable from a thread, and from a worker of another pool; not
- * async-signal-safe.
+ * goes on with fewer), -EMFILE or -ENFILE (no descriptor for its pipes with no worker alive; likewise), -ECHILD
+ * (more than max_init_failures initializers failed and tasks were left). Tasks that never ran are
+ * FORKLOG_TASK_NOT_RUN and still get a record (status=not_run): only -EINVAL, and -ENOMEM for the pool's own
+ * memory, are returned before any record. `report` may be NULL. A record is written by the parent for every task,
+ * whatever became of its worker; with FORKLOG_BUFFERED the log is flushed before the call returns. Every worker
+ * has ended when it returns. It reaps only its own workers (waitpid on their pids, never the tasks' children) and
+ * leaves the caller's signal dispositions, mask and other children as they were; a caller that ignores SIGCHLD,
+ * or reaps in its handler, only loses the exit status of crashed workers (code -1). A task that calls exit() ends
+ * its worker without running the caller's atexit handlers or flushing its stdio buffers. The pool's descriptors
+ * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
+ * stay free below RLIMIT_NOFILE. Callable from a thread, and from a worker of another pool; not
+ * async-signal-safe. docs/pool.md lists every failure mode and what it produces.
  */
 FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task,
                                  void *ctx, struct forklog_pool_report *report);
