@@ -119,7 +119,8 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
     int rc;
     /* Make room first; a buffer that is merely old is written below, together with this record. */
     int full = s->buf_used + len > s->buf_cap;
-    int rotate = log->rotate_bytes && s->size + s->buf_used > 0 && s->size + s->buf_used + len > log->rotate_bytes;
+    int rotate = log->rotate_bytes && atomic_load_explicit(&s->regular, memory_order_relaxed) &&
+                 s->size + s->buf_used > 0 && s->size + s->buf_used + len > log->rotate_bytes;
     if ((full || rotate) && (rc = fl__flush_locked(log)) < 0)
         return rc;
     if ((rc = fl__maybe_rotate(log, len)) < 0)
