@@ -1,0 +1,336 @@
+/*
+ * forklog(1): append whole records to a forklog log from the shell, next to the log's other writers.
+ *
+ *   forklog append [-l LEVEL] [--json] FILE [MESSAGE...]   one record, or one record per line of stdin
+ *   forklog flush FILE                                     write out what the log's shared buffer holds
+ *
+ * Written on the public API only (forklog.h), like any other user of the library. The man page,
+ * man/forklog.1, is the reference for the interface and the exit codes; keep the two in step.
+ */
+#include <forklog.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Exit codes (man page, EXIT STATUS): like grep and diff, 1 for "it did not work", 2 for "you asked wrongly". */
+enum { ST_OK = 0, ST_FAILED = 1, ST_USAGE = 2 };
+
+static const char usage_text[] = "Usage: forklog append [-l LEVEL] [--json] FILE [MESSAGE...]\n"
+                                 "       forklog flush FILE\n"
+                                 "       forklog --help | --version\n"
+                                 "\n"
+                                 "Appends whole records to the log FILE, next to the other processes that write it.\n"
+                                 "\n"
+                                 "Commands:\n"
+                                 "  append  write MESSAGE (its words joined by single spaces) as one record; without\n"
+                                 "          MESSAGE, write one record per line of standard input\n"
+                                 "  flush   write out the records the log's shared buffer holds\n"
+                                 "\n"
+                                 "Options of append (before FILE; every word after FILE is part of the message):\n"
+                                 "  -l, --level=LEVEL  the record's level: debug, info (default), warn or error;\n"
+                                 "                     records below the log's minimum level (info) are dropped\n"
+                                 "      --json         write JSON Lines records instead of text\n"
+                                 "\n"
+                                 "  -h, --help         show this help and exit\n"
+                                 "      --version      show the version and exit\n"
+                                 "\n"
+                                 "Exit status: 0 ok; 1 the log could not be opened, written, flushed or closed, or\n"
+                                 "standard input could not be read; 2 usage error. See forklog(1).\n";
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Every diagnostic is one line on stderr, "forklog: ...", so that it stands out in a cron mail or a CI log. */
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("forklog: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+#define usage_error(...) (say(__VA_ARGS__), ST_USAGE)
+
+/* --help and --version go to stdout: a full disk or a closed pipe there is still a failure to report. */
+static int finish_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        say("cannot write to standard output: %s", strerror(errno));
+        return ST_FAILED;
+    }
+    return ST_OK;
+}
+
+static int print_help(void)
+{
+    fputs(usage_text, stdout);
+    return finish_stdout();
+}
+
+/* The version of the library actually linked, which is what decides how records are written. */
+static int print_version(void)
+{
+    printf("forklog %s\n", forklog_version_string());
+    return finish_stdout();
+}
+
+/* A tool started with 0, 1 or 2 closed (by a daemon, a careless cron wrapper) would give one of those numbers to
+ * the log's descriptor, and its own stderr messages would then land in the log as bogus records. Hold them with
+ * /dev/null first. open() takes the lowest free number, and 0..2 are filled in order, so it lands on `fd`. */
+static void hold_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0)
+            return;
+}
+
+static int parse_level(const char *name, enum forklog_level *out)
+{
+    static const struct {
+        const char *name;
+        enum forklog_level level;
+    } levels[] = {{"debug", FORKLOG_DEBUG}, {"info", FORKLOG_INFO}, {"warn", FORKLOG_WARN}, {"error", FORKLOG_ERROR}};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+        if (strcasecmp(name, levels[i].name) == 0) {
+            *out = levels[i].level;
+            return 0;
+        }
+    return -1;
+}
+
+/* The words of the message joined by single spaces, as logger(1) does. NULL when out of memory. */
+static char *join_words(int n, char **words)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += strlen(words[i]) + 1;
+    char *msg = malloc(len);
+    if (!msg)
+        return NULL;
+    char *p = msg;
+    for (int i = 0; i < n; i++) {
+        size_t w = strlen(words[i]);
+        if (i > 0)
+            *p++ = ' ';
+        memcpy(p, words[i], w);
+        p += w;
+    }
+    *p = '\0';
+    return msg;
+}
+
+/* What the command line asked for. */
+struct request {
+    const char *path;
+    enum forklog_level level;
+    enum forklog_format format;
+};
+
+/*
+ * Parses the options of `command` (argv[0]) up to FILE and takes FILE. Options stop at the first word that is
+ * not one ('+'), so a message word such as "-x failed" is never read as an option. Returns the index of the first
+ * word after FILE, or -1 with the exit code in *status (ST_OK for --help, which has been printed).
+ */
+static int parse_command(int argc, char **argv, int record_options, struct request *req, int *status)
+{
+    static const struct option append_longopts[] = {{"level", required_argument, NULL, 'l'},
+                                                    {"json", no_argument, NULL, 'j'},
+                                                    {"help", no_argument, NULL, 'h'},
+                                                    {NULL, 0, NULL, 0}};
+    static const struct option flush_longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *command = argv[0];
+    int opt;
+
+    opterr = 0; /* getopt's own messages name argv[0], here the command: ours say more */
+    while ((opt = getopt_long(argc, argv, record_options ? "+:l:h" : "+:h",
+                              record_options ? append_longopts : flush_longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'l':
+            if (parse_level(optarg, &req->level) < 0) {
+                *status = usage_error("%s: unknown level '%s' (debug, info, warn or error)", command, optarg);
+                return -1;
+            }
+            break;
+        case 'j': req->format = FORKLOG_FORMAT_JSON; break;
+        case 'h': *status = print_help(); return -1;
+        case ':': *status = usage_error("%s: option '%s' needs a value", command, argv[optind - 1]); return -1;
+        default:
+            if (optopt)
+                *status = usage_error("%s: unknown option '-%c' (see forklog --help)", command, optopt);
+            else
+                *status = usage_error("%s: unknown option '%s' (see forklog --help)", command, argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind >= argc) {
+        *status = usage_error("%s: missing FILE (see forklog --help)", command);
+        return -1;
+    }
+    req->path = argv[optind];
+    return optind + 1;
+}
+
+static int open_log(forklog **log, const struct request *req)
+{
+    /* Zeroed but for the format: every other setting is the library's default, as for the log's other users
+     * (and where the library shares a log's settings between its openers, theirs apply). The minimum level stays
+     * the default, info: -l sets the record's level, not the log's filter, so `-l debug` records are dropped
+     * like any other debug record. */
+    struct forklog_options opts = {0};
+    opts.format = req->format;
+
+    /* A write past RLIMIT_FSIZE, or to a FIFO log whose reader went away: fail the record with EFBIG or EPIPE and
+     * say so, rather than die of SIGXFSZ or SIGPIPE without a word (and, for EFBIG, go on draining stdin). */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    int rc = forklog_open(log, req->path, &opts);
+    if (rc < 0) {
+        say("cannot open %s: %s", req->path, strerror(-rc));
+        return ST_FAILED;
+    }
+    return ST_OK;
+}
+
+static int close_log(forklog *log, const char *path)
+{
+    int rc = forklog_close(log);
+    if (rc < 0) {
+        say("cannot close %s: %s", path, strerror(-rc));
+        return ST_FAILED;
+    }
+    return ST_OK;
+}
+
+/* The records written by one `append`, for the summary. */
+struct tally {
+    unsigned long records, failed;
+};
+
+/* One record. A cut record (positive return) is written, so it is no failure: a warning says how much is
+ * missing. After a failed record the caller goes on: only the first failure is reported here. */
+static void put_record(forklog *log, const struct request *req, const char *msg, unsigned long lineno, struct tally *t)
+{
+    int rc = forklog_log(log, req->level, "%s", msg);
+    t->records++;
+    if (rc > 0) {
+        if (lineno)
+            say("warning: %s: line %lu cut by %d bytes to fit the log's largest record", req->path, lineno, rc);
+        else
+            say("warning: %s: message cut by %d bytes to fit the log's largest record", req->path, rc);
+    } else if (rc < 0 && t->failed++ == 0) {
+        say("cannot write to %s: %s", req->path, strerror(-rc));
+    }
+}
+
+/* One record per line of stdin. getline() because a line has no length limit here: a 100 KiB line from a
+ * compiler is one record (cut by the library at the log's max_record, with a marker). A failed record does not
+ * stop the loop: the program writing into the pipe (`make 2>&1 | forklog append build.log`) must not be killed
+ * by SIGPIPE because the log's disk is full. */
+static int append_lines(forklog *log, const struct request *req, struct tally *t)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned long lineno = 0;
+    int status = ST_OK;
+
+    while ((n = getline(&line, &cap, stdin)) >= 0) {
+        if (n > 0 && line[n - 1] == '\n')
+            line[n - 1] = '\0';
+        put_record(log, req, line, ++lineno, t);
+    }
+    if (ferror(stdin)) {
+        say("cannot read standard input: %s", strerror(errno));
+        status = ST_FAILED;
+    }
+    free(line);
+    return status;
+}
+
+static int cmd_append(int argc, char **argv)
+{
+    struct request req = {NULL, FORKLOG_INFO, FORKLOG_FORMAT_TEXT};
+    int status;
+    int first_word = parse_command(argc, argv, 1, &req, &status);
+    if (first_word < 0)
+        return status;
+
+    /* Everything that can be refused is refused before the file is opened (which may create it). */
+    char *msg = NULL;
+    if (first_word < argc && !(msg = join_words(argc - first_word, argv + first_word))) {
+        say("cannot join the message: %s", strerror(ENOMEM));
+        return ST_FAILED;
+    }
+    forklog *log;
+    status = open_log(&log, &req);
+    if (status != ST_OK) {
+        free(msg);
+        return status;
+    }
+    struct tally t = {0, 0};
+    if (msg)
+        put_record(log, &req, msg, 0, &t);
+    else
+        status = append_lines(log, &req, &t);
+    free(msg);
+    if (t.failed > 1)
+        say("%s: %lu of %lu records not written", req.path, t.failed, t.records);
+    if (t.failed > 0)
+        status = ST_FAILED;
+    if (close_log(log, req.path) != ST_OK)
+        status = ST_FAILED;
+    return status;
+}
+
+static int cmd_flush(int argc, char **argv)
+{
+    struct request req = {NULL, FORKLOG_INFO, FORKLOG_FORMAT_TEXT};
+    int status;
+    int first_word = parse_command(argc, argv, 0, &req, &status);
+    if (first_word < 0)
+        return status;
+    if (first_word < argc)
+        return usage_error("flush: unexpected argument '%s' (see forklog --help)", argv[first_word]);
+
+    forklog *log;
+    status = open_log(&log, &req);
+    if (status != ST_OK)
+        return status;
+    int rc = forklog_flush(log);
+    if (rc < 0) {
+        say("cannot flush %s: %s", req.path, strerror(-rc));
+        status = ST_FAILED;
+    }
+    if (close_log(log, req.path) != ST_OK)
+        status = ST_FAILED;
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    hold_std_fds();
+    if (argc < 2)
+        return usage_error("missing command: append or flush (see forklog --help)");
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0)
+        return print_help();
+    if (strcmp(command, "--version") == 0)
+        return print_version();
+    /* The command's options are parsed as if the command were the program: argv[0] of getopt is "append". */
+    if (strcmp(command, "append") == 0)
+        return cmd_append(argc - 1, argv + 1);
+    if (strcmp(command, "flush") == 0)
+        return cmd_flush(argc - 1, argv + 1);
+    if (command[0] == '-')
+        return usage_error("unknown option '%s' (see forklog --help)", command);
+    return usage_error("unknown command '%s': append or flush (see forklog --help)", command);
+}
