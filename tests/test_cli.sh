@@ -1,0 +1,325 @@
+#!/bin/sh
+# forklog(1), the command-line tool, end to end. Each case is one ctest entry, cli_<case>; every failure case
+# checks the exit status, the exact message on stderr, and that nothing reached the file.
+# Usage: test_cli.sh FORKLOG_PROGRAM CASE       exit 0: passed, 77: skipped (said why), anything else: failed
+set -u
+bin=$1 case=$2
+work=$(mktemp -d /tmp/forklog-cli-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+
+fail() {
+    echo "FAIL cli_$case: $*" >&2
+    exit 1
+}
+skip() {
+    echo "SKIP cli_$case: $*"
+    exit 77
+}
+
+# run STATUS COMMAND...: runs COMMAND (stdout to $work/out, stderr to $work/err) and checks its exit status.
+run() {
+    want=$1
+    shift
+    "$@" >"$work/out" 2>"$work/err"
+    got=$?
+    [ "$got" -eq "$want" ] || fail "'$*' exited $got, not $want; stderr: $(cat "$work/err")"
+}
+# stderr_is TEXT: what the last run printed on stderr, exactly.
+stderr_is() {
+    [ "$(cat "$work/err")" = "$1" ] || fail "stderr was '$(cat "$work/err")', not '$1'"
+}
+absent() {
+    [ ! -e "$1" ] || fail "$1 exists; nothing should have been created"
+}
+# empty_file FILE: FILE exists and holds nothing.
+empty_file() {
+    [ -f "$1" ] && [ ! -s "$1" ]
+}
+# lines_are FILE N: FILE holds exactly N lines and ends with a newline.
+lines_are() {
+    n=$(wc -l <"$1")
+    [ "$n" -eq "$2" ] || fail "$1 has $n lines, not $2"
+    [ ! -s "$1" ] || [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ] || fail "$1 does not end with a newline"
+}
+# message_of FILE N: the message of text record N (the part after "TIME LEVEL pid=PID ").
+message_of() {
+    sed -n "${2}s/^[0-9T:.-]*Z [A-Z]* pid=[0-9]* //p" "$1"
+}
+# The time of a text record; written without {n}, which not every awk knows.
+d='[0-9]'
+ts="$d$d$d$d-$d$d-$d${d}T$d$d:$d$d:$d${d}[.]$d$d$d$d$d${d}Z"
+# record_is FILE N LEVEL MESSAGE: text record N, whole.
+record_is() {
+    line=$(sed -n "${2}p" "$1")
+    printf '%s\n' "$line" | grep -Eq "^$ts $3 pid=[0-9]+ " ||
+        fail "record $2 of $1 has no '$3' prefix: '$line'"
+    [ "$(message_of "$1" "$2")" = "$4" ] || fail "record $2 of $1 is '$line', not '... $4'"
+}
+
+case $case in
+usage)
+    run 2 "$bin"
+    stderr_is "forklog: missing command: append or flush (see forklog --help)"
+    run 2 "$bin" bogus x.log hello
+    stderr_is "forklog: unknown command 'bogus': append or flush (see forklog --help)"
+    run 2 "$bin" --bogus
+    stderr_is "forklog: unknown option '--bogus' (see forklog --help)"
+    run 2 "$bin" append -x x.log hello
+    stderr_is "forklog: append: unknown option '-x' (see forklog --help)"
+    run 2 "$bin" append --bogus x.log hello
+    stderr_is "forklog: append: unknown option '--bogus' (see forklog --help)"
+    run 2 "$bin" append -l loud x.log hello
+    stderr_is "forklog: append: unknown level 'loud' (debug, info, warn or error)"
+    run 2 "$bin" append --level= x.log hello
+    stderr_is "forklog: append: unknown level '' (debug, info, warn or error)"
+    run 2 "$bin" append -l
+    stderr_is "forklog: append: option '-l' needs a value"
+    run 2 "$bin" flush --json x.log
+    stderr_is "forklog: flush: unknown option '--json' (see forklog --help)"
+    run 2 "$bin" flush x.log extra
+    stderr_is "forklog: flush: unexpected argument 'extra' (see forklog --help)"
+    absent x.log
+    # Missing FILE: nothing at all may appear in the current directory.
+    mkdir empty || fail "mkdir"
+    cd empty || fail "cd"
+    run 2 "$bin" append
+    stderr_is "forklog: append: missing FILE (see forklog --help)"
+    run 2 "$bin" append -l warn --json
+    stderr_is "forklog: append: missing FILE (see forklog --help)"
+    run 2 "$bin" flush
+    stderr_is "forklog: flush: missing FILE (see forklog --help)"
+    [ -z "$(ls -A)" ] || fail "files appeared: $(ls -A)"
+    ;;
+open_errors)
+    run 1 "$bin" append "$work/no/such/dir/x.log" hello
+    stderr_is "forklog: cannot open $work/no/such/dir/x.log: No such file or directory"
+    echo hello >input
+    run 1 "$bin" append "$work/no/such/dir/x.log" <input
+    stderr_is "forklog: cannot open $work/no/such/dir/x.log: No such file or directory"
+    run 1 "$bin" flush "$work/no/x.log"
+    stderr_is "forklog: cannot open $work/no/x.log: No such file or directory"
+    absent "$work/no"
+    mkdir adir
+    run 1 "$bin" append adir hello
+    stderr_is "forklog: cannot open adir: Is a directory"
+    [ -z "$(ls -A adir)" ] || fail "adir is not empty"
+    ;;
+permission)
+    # Root may write anywhere: the case needs a process without that power.
+    [ "$(id -u)" -eq 0 ] || skip "needs root, to run forklog as the unprivileged user nobody"
+    if command -v setpriv >/dev/null; then
+        as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+    elif id nobody >/dev/null 2>&1; then
+        # su runs a shell: quote each word for it.
+        as_nobody() {
+            cmd=""
+            for w in "$@"; do cmd="$cmd '$w'"; done
+            su nobody -s /bin/sh -c "$cmd"
+        }
+    else
+        skip "neither setpriv nor a user nobody"
+    fi
+    chmod 755 "$work"
+    as_nobody "$bin" --version >/dev/null 2>&1 || skip "nobody cannot run $bin (a folder on its path is closed)"
+    echo before >ro.log
+    chmod 644 ro.log
+    run 1 as_nobody "$bin" append ro.log hello
+    stderr_is "forklog: cannot open ro.log: Permission denied"
+    echo hello >input
+    run 1 as_nobody "$bin" append --json ro.log <input
+    stderr_is "forklog: cannot open ro.log: Permission denied"
+    [ "$(cat ro.log)" = before ] || fail "ro.log changed: $(cat ro.log)"
+    run 1 as_nobody "$bin" append "$work/new.log" hello
+    stderr_is "forklog: cannot open $work/new.log: Permission denied"
+    absent new.log
+    ;;
+help_version)
+    for opt in --help -h "append --help" "append -h" "flush --help"; do
+        # shellcheck disable=SC2086 # the words of $opt are separate arguments
+        run 0 "$bin" $opt
+        stderr_is ""
+        head -n 1 out | grep -q '^Usage: forklog append \[-l LEVEL\] \[--json\] FILE \[MESSAGE\.\.\.\]$' ||
+            fail "'$opt' printed: $(cat out)"
+        grep -q 'forklog flush FILE' out || fail "'$opt' does not show flush"
+        grep -q '^Exit status: 0 ok; 1 ' out || fail "'$opt' does not show the exit status"
+    done
+    run 0 "$bin" --version
+    stderr_is ""
+    grep -Eqx 'forklog [0-9]+\.[0-9]+\.[0-9]+' out || fail "--version printed '$(cat out)'"
+    [ "$(wc -l <out)" -eq 1 ] || fail "--version printed more than one line"
+    if [ -w /dev/full ]; then
+        "$bin" --help >/dev/full 2>err
+        [ $? -eq 1 ] || fail "--help to a full disk did not exit 1"
+        stderr_is "forklog: cannot write to standard output: No space left on device"
+    fi
+    ;;
+words)
+    run 0 "$bin" append x.log hello
+    run 0 "$bin" append x.log "  two  spaces " kept -x -- --json "" end
+    run 0 "$bin" append -l warn x.log careful
+    run 0 "$bin" append --level=ERROR x.log broken
+    run 0 "$bin" append -l Info -- x.log info again
+    run 0 "$bin" append x.log ""
+    stderr_is ""
+    [ ! -s out ] || fail "append printed on stdout: $(cat out)"
+    lines_are x.log 6
+    record_is x.log 1 INFO "hello"
+    record_is x.log 2 INFO "  two  spaces  kept -x -- --json  end"
+    record_is x.log 3 WARN "careful"
+    record_is x.log 4 ERROR "broken"
+    record_is x.log 5 INFO "info again"
+    record_is x.log 6 INFO ""
+    ;;
+stdin)
+    # Several lines: an empty one, a 100 KiB one, and a last one without its newline.
+    head -c 102400 /dev/zero | tr '\0' 'a' >long
+    { printf 'first line\n\n\tindented\n' && cat long && printf '\nlast without newline'; } >input
+    run 0 "$bin" append x.log <input
+    stderr_is ""
+    lines_are x.log 5
+    record_is x.log 1 INFO "first line"
+    record_is x.log 2 INFO ""
+    record_is x.log 3 INFO '\tindented'
+    [ "$(message_of x.log 4)" = "$(cat long)" ] || fail "the 100 KiB line did not come back whole"
+    record_is x.log 5 INFO "last without newline"
+    # The level applies to every line; an empty input writes nothing.
+    printf 'one\ntwo\n' >input
+    run 0 "$bin" append -l error x.log <input
+    lines_are x.log 7
+    record_is x.log 6 ERROR one
+    record_is x.log 7 ERROR two
+    run 0 "$bin" append empty.log </dev/null
+    empty_file empty.log || fail "an empty input wrote to empty.log"
+    ;;
+cut)
+    # Longer than the log's largest record (1 MiB by default): written cut, with a warning, and still status 0.
+    head -c 1200000 /dev/zero | tr '\0' 'b' >huge
+    { echo before && cat huge && echo && echo after; } >input
+    run 0 "$bin" append x.log <input
+    grep -Eqx "forklog: warning: x.log: line 2 cut by [0-9]+ bytes to fit the log's largest record" err ||
+        fail "no warning for the cut line: $(cat err)"
+    cut=$(sed 's/.* cut by \([0-9]*\) bytes.*/\1/' err)
+    lines_are x.log 3
+    record_is x.log 1 INFO before
+    record_is x.log 3 INFO after
+    sed -n 2p x.log | grep -q " \[forklog: $cut bytes cut\]$" || fail "record 2 has no marker for $cut bytes"
+    len=$(sed -n 2p x.log | wc -c)
+    if [ "$len" -gt 1048576 ] || [ "$len" -lt 1000000 ]; then
+        fail "record 2 is $len bytes long, not about 1 MiB"
+    fi
+    # One argument may not pass 128 KiB (MAX_ARG_STRLEN): ten words of 120,000 bytes make the long message.
+    word=$(head -c 120000 huge)
+    run 0 "$bin" append y.log "$word" "$word" "$word" "$word" "$word" "$word" "$word" "$word" "$word" "$word"
+    grep -Eqx "forklog: warning: y.log: message cut by [0-9]+ bytes to fit the log's largest record" err ||
+        fail "no warning for the cut message: $(cat err)"
+    lines_are y.log 1
+    ;;
+levels)
+    # -l sets the record's level; the log's minimum level stays the default, info: debug records are dropped.
+    run 0 "$bin" append -l debug x.log not written
+    stderr_is ""
+    printf 'a\nb\n' >input
+    run 0 "$bin" append -l DEBUG --json x.log <input
+    stderr_is ""
+    empty_file x.log || fail "debug records were written: $(cat x.log)"
+    run 0 "$bin" append -l info x.log written
+    lines_are x.log 1
+    record_is x.log 1 INFO written
+    ;;
+json)
+    command -v python3 >/dev/null || skip "python3 is needed to parse the JSON records"
+    run 0 "$bin" append --json x.log say '"hi"' 'back\slash'
+    printf 'tab\there\nbad \377 byte\nlast' >input
+    run 0 "$bin" append --json -l warn x.log <input
+    stderr_is ""
+    lines_are x.log 4
+    python3 - x.log <<'EOF' || fail "the JSON records are not what was sent: $(cat x.log)"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
+want = [("info", 'say "hi" back\\slash'), ("warn", "tab\there"), ("warn", "bad \ufffd byte"), ("warn", "last")]
+assert [(r["level"], r["msg"]) for r in recs] == want, recs
+assert all(set(r) >= {"ts", "level", "pid", "msg"} and isinstance(r["pid"], int) for r in recs), recs
+EOF
+    ;;
+write_error)
+    # A record that cannot be written: status 1, the reason, and nothing of the record in the file. From stdin,
+    # the lines after a failed one are still read (and tried), then a summary says how many were lost.
+    if [ -w /dev/full ]; then
+        run 1 "$bin" append /dev/full hello
+        stderr_is "forklog: cannot write to /dev/full: No space left on device"
+        printf 'one\ntwo\nthree\n' >input
+        run 1 "$bin" append /dev/full <input
+        stderr_is "forklog: cannot write to /dev/full: No space left on device
+forklog: /dev/full: 3 of 3 records not written"
+    fi
+    # Past RLIMIT_FSIZE (EFBIG; SIGXFSZ would kill a tool that did not ignore it). The log starts 100 bytes short
+    # of the 4 MiB limit, so the limit leaves room for whatever else the library writes at open.
+    head -c $((4194304 - 101)) /dev/zero | tr '\0' 'c' >x.log
+    echo >>x.log
+    msg=$(head -c 400 /dev/zero | tr '\0' 'c')
+    printf '%s\n%s\n%s\n' "$msg" "$msg" "$msg" >input
+    (ulimit -f 8192 && exec "$bin" append x.log "$msg") >out 2>err
+    [ $? -eq 1 ] || fail "a record past the file size limit did not exit 1: $(cat err)"
+    stderr_is "forklog: cannot write to x.log: File too large"
+    (ulimit -f 8192 && exec "$bin" append x.log <input) >out 2>err
+    [ $? -eq 1 ] || fail "records past the file size limit did not exit 1: $(cat err)"
+    stderr_is "forklog: cannot write to x.log: File too large
+forklog: x.log: 3 of 3 records not written"
+    [ "$(wc -c <x.log)" -eq $((4194304 - 100)) ] || fail "x.log grew to $(wc -c <x.log) bytes"
+    lines_are x.log 1
+    ;;
+flush)
+    run 0 "$bin" append x.log hello
+    cp x.log before
+    run 0 "$bin" flush x.log
+    stderr_is ""
+    cmp -s x.log before || fail "flush changed a log that has no buffer"
+    run 0 "$bin" flush new.log
+    empty_file new.log || fail "flush of a new log wrote to it"
+    ;;
+concurrent)
+    # 8 writers at once, each fed 2,000 lines of its own through a pipe, into one file. Lines differ in length
+    # (0..299 bytes of padding, a letter per writer) so a torn or interleaved record cannot look whole.
+    writers=8 lines=2000 pids=""
+    w=0
+    while [ $w -lt $writers ]; do
+        awk -v w=$w -v n=$lines 'BEGIN {
+            c = substr("abcdefgh", w + 1, 1); pad = c
+            while (length(pad) < 300) pad = pad pad
+            for (i = 1; i <= n; i++) printf "w=%d n=%d %s\n", w, i, substr(pad, 1, (i * 37) % 300)
+        }' | "$bin" append x.log 2>"err.$w" &
+        pids="$pids $!"
+        w=$((w + 1))
+    done
+    w=0
+    for pid in $pids; do
+        wait "$pid" || fail "writer $w exited $?: $(cat "err.$w")"
+        [ ! -s "err.$w" ] || fail "writer $w said: $(cat "err.$w")"
+        w=$((w + 1))
+    done
+    lines_are x.log $((writers * lines))
+    awk -v writers=$writers -v lines=$lines -v ts="$ts" '
+        function bad(why) { printf "line %d: %s: %.200s\n", NR, why, $0; failed = 1; exit 1 }
+        {
+            if ($0 !~ "^" ts " INFO pid=[0-9]+ w=[0-7] n=[0-9]+ [a-h]*$")
+                bad("not a whole record")
+            w = substr($4, 3) + 0; n = substr($5, 3) + 0; pad = $6
+            if (n != next_n[w] + 1) bad("writer " w " line " n " after line " next_n[w])
+            next_n[w] = n
+            if (w in pid && pid[w] != $3) bad("writer " w " under two pids")
+            pid[w] = $3
+            if (length(pad) != (n * 37) % 300) bad("padding of " length(pad) " bytes")
+            if (pad != "" && pad !~ "^" substr("abcdefgh", w + 1, 1) "+$") bad("padding of another writer")
+        }
+        END {
+            if (failed) exit 1
+            for (w = 0; w < writers; w++)
+                if (next_n[w] != lines) { printf "writer %d: %d lines, not %d\n", w, next_n[w], lines; exit 1 }
+        }' x.log >check || fail "$(cat check)"
+    ;;
+*)
+    fail "no such case"
+    ;;
+esac
+echo "cli_$case: passed"
