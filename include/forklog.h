@@ -1,10 +1,11 @@
 /*
  * forklog: one log file, many processes, whole records.
  *
- * forklog_open() runs once, before fork(). It opens the file with O_APPEND and puts the append lock (a
- * process-shared, robust pthread mutex) in an anonymous shared mapping. Every forked child, pool worker and
- * thread then uses the inherited handle as is: each call appends one whole record with one write(2) while it
- * holds the lock. No server process, no daemon, no set-up in the child.
+ * forklog_open() opens the file with O_APPEND and maps the log's shared segment, which holds the append lock (a
+ * process-shared, robust pthread mutex): a small file beside the log, `.NAME.forklog`, that every process opening
+ * the same log maps, whatever its ancestry (forked, exec'd, started by cron or a shell, another program). A forked
+ * child, pool worker or thread uses the inherited handle as is. Each call appends one whole record with one
+ * write(2) while it holds the lock. No server process, no daemon, no set-up in the child.
  *
  * This header is the reference. Conventions that hold for every function below:
  *   - Success is 0 (or a documented non-negative value); failure is a negative errno value, and strerror(-rc)
@@ -82,9 +83,15 @@ enum forklog_flag {
     /* Records are copied, under the lock, into a buffer in the shared segment and written in large write(2)
      * calls: when the buffer fills, when its oldest record is older than flush_ms, on forklog_flush() and on
      * forklog_close(). Because the buffer is shared, a record whose call returned survives the death of its
-     * writer: any other process's next call past flush_ms, flush or close writes it. Records are lost only if
-     * every process holding the handle dies before a flush. */
-    FORKLOG_BUFFERED = 1u << 1
+     * writer: any other process's next call past flush_ms, flush or close writes it. If every process using the
+     * log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment file
+     * and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
+     * only with a FORKLOG_PRIVATE segment, or in a machine crash (the segment file is then rebuilt). */
+    FORKLOG_BUFFERED = 1u << 1,
+    /* A segment of this handle's own, in anonymous shared memory, instead of the log's shared segment file: only
+     * this process and the processes forked from it (after this call) share the lock, and no file is created
+     * beside the log. Another process that opens the same log is then NOT serialised with them. */
+    FORKLOG_PRIVATE = 1u << 2
 };
 
 /* Options of forklog_open(). A zeroed struct (or a NULL pointer) means every default. Fields are only ever
@@ -134,22 +141,41 @@ struct forklog_options {
      * them too. */
     uid_t owner;
     gid_t group;
+    /* Where forklog_open() explains a failure in one line, NUL-terminated and cut to error_size bytes: which
+     * setting conflicts with the log's other users, why its segment file is not trusted, ... NULL: nowhere. */
+    char *error;
+    size_t error_size;
 };
 
 /*
  * Opens (creating it with opts->mode, and opts->owner and opts->group, if missing) the file at `path` for
- * appending, O_APPEND | O_CLOEXEC, and creates the shared segment that holds the append lock. Call it once,
- * before fork(); children use the inherited handle as is. Every writer of the file must go through this handle
- * (or a handle forked from it). Returns 0 and stores the handle in *out.
+ * appending, O_APPEND | O_CLOEXEC, and joins the log's shared segment, which holds the append lock, the file's
+ * state, rotation and the buffer. Every process that opens the same regular file through forklog_open() shares
+ * that one segment, whatever its ancestry; children forked after the call use the inherited handle as is.
+ * Returns 0 and stores the handle in *out.
+ *
+ * The segment is the file `.NAME.forklog` in the log's directory (NAME being the log's file name), created with
+ * the read and write bits of whoever may write the log (a 0644 log gets a 0600 segment) and given the log's
+ * owner and group. The first opener builds it; the others join it. An opener that finds nobody using it (every
+ * previous user is gone: closed, died, or the machine rebooted) first finishes what the last users left (a torn
+ * record is cut, records left in the buffer are written) and then builds it anew with its own settings. The last
+ * user to close removes the file. Settings that every process must share come from the segment: a zero
+ * rotate_bytes, rotate_keep, flush_ms or buffer_size, and a FORKLOG_BUFFERED bit left clear, join what the log's
+ * users have; an explicit value that differs is -EINVAL (opts->error names it). FORKLOG_PRIVATE keeps a segment
+ * of the handle's own instead (see enum forklog_flag); a target that is not a regular file always gets one.
+ *
  * `path` may also name a FIFO, a character device or a pipe (/proc/self/fd/N): records are written whole as
  * long as each write is, but such a target is never rotated and a dead writer's fragment is never cut. No open,
  * here or in a later reopen, ever blocks: a FIFO with no reader fails with -ENXIO at once; once open, writes
  * block as usual, and a write to a FIFO or pipe whose reader has gone fails with -EPIPE (with SIGPIPE ignored;
  * otherwise the signal ends the writer, as with any write).
- * Errors: -EINVAL (NULL out or path, empty path, bad option), -ENOENT (missing parent directory), -EACCES,
- * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -ENOMEM, and the other errors of open(2),
- * fstat(2) and mmap(2). On failure *out is set to NULL (when out is not NULL) and nothing is created but the
- * file itself. Thread-safe; not async-signal-safe.
+ * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other
+ * users), -ENOENT (missing parent directory), -EACCES (the log, or the directory for its segment file),
+ * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
+ * another owner, wider permissions, a link), -EPROTO (a segment of another layout: another library version or
+ * another C library), -ENAMETOOLONG, -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2)
+ * and mmap(2). opts->error, when set, receives a one-line explanation. On failure *out is set to NULL (when out
+ * is not NULL) and nothing is created but the file itself. Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
 
@@ -195,10 +221,10 @@ FORKLOG_API int forklog_reopen(forklog *log);
 
 /*
  * Releases this process's use of the handle: flushes buffered records, closes the descriptor, unmaps the
- * segment and frees the handle. Call it in each process that holds the handle and no longer needs it; the
- * segment goes away with the last one. No other thread of the process may use the handle during or after the
- * call. Returns 0, or the first error met (-EIO from close, a flush error); the handle is freed in every case.
- * forklog_close(NULL) returns 0.
+ * segment and frees the handle. Call it in each process that holds the handle and no longer needs it. The last
+ * process to close a log removes its segment file (when it holds no record and no unfinished write). No other thread of
+ * the process may use the handle during or after the call. Returns 0, or the first error met (-EIO from close, a flush
+ * error); the handle is freed in every case. forklog_close(NULL) returns 0.
  */
 FORKLOG_API int forklog_close(forklog *log);
 

@@ -56,7 +56,7 @@ static int fl__check_options(const struct forklog_options *o)
         return -EINVAL;
     if (o->mode > 07777)
         return -EINVAL;
-    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED))
+    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED | FORKLOG_PRIVATE))
         return -EINVAL;
     if (o->max_record != 0 && (o->max_record < FL__MIN_MAX_RECORD || o->max_record > FL__MAX_MAX_RECORD))
         return -EINVAL;
@@ -154,9 +154,8 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
     log->owner = opts->owner ? opts->owner : (uid_t)-1;
     log->group = opts->group ? opts->group : (gid_t)-1;
-    size_t buf_cap = 0;
-    if (opts->flags & FORKLOG_BUFFERED)
-        buf_cap = opts->buffer_size ? opts->buffer_size : FL__DEFAULT_BUFFER;
+    if (opts->error && opts->error_size)
+        opts->error[0] = '\0';
 
     /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
     log->fd = fl__open_log_file(log, O_CREAT);
@@ -170,49 +169,17 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
         rc = -errno;
         goto fail_fd;
     }
-
+    log->proc = NULL; /* until the segment is open: a recovery there writes through this very descriptor */
+    if ((rc = fl__seg_open(log, opts, &st, opts->error, opts->error_size)) < 0)
+        goto fail_fd;
     long page = sysconf(_SC_PAGESIZE);
     size_t pg = page > 0 ? (size_t)page : 4096;
-    log->seg_len = (sizeof(struct fl__seg) + buf_cap + pg - 1) / pg * pg;
-    void *m = mmap(NULL, log->seg_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) {
-        rc = -errno;
-        goto fail_fd;
-    }
-    struct fl__seg *s = m; /* mmap zero-fills */
-    pthread_mutexattr_t attr;
-    if ((rc = pthread_mutexattr_init(&attr)) != 0) {
-        rc = -rc;
-        goto fail_map;
-    }
-    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    if (rc == 0)
-        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0)
-        rc = pthread_mutex_init(&s->mu, &attr);
-    pthread_mutexattr_destroy(&attr);
-    if (rc != 0) {
-        rc = -rc;
-        goto fail_map;
-    }
-    s->size = (uint64_t)st.st_size;
-    s->ino = (uint64_t)st.st_ino;
-    s->dev = (uint64_t)st.st_dev;
-    s->gen = 1;
-    s->file_known = 1;
-    atomic_init(&s->regular, S_ISREG(st.st_mode) ? 1u : 0u);
-    s->buf_cap = buf_cap;
-    atomic_init(&s->reopen_req, 0);
-    log->gen = 1;
-    log->seg = s;
     log->proc = fl__proc_new(pg);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
     *out = log;
     return 0;
 
-fail_map:
-    munmap(m, log->seg_len);
 fail_fd:
     close(log->fd);
     free(log);
@@ -445,7 +412,7 @@ int forklog_close(forklog *log)
     if (!log)
         return 0;
     int rc = forklog_flush(log);
-    munmap(log->seg, log->seg_len);
+    fl__seg_close(log);
     if (log->proc) {
         long page = sysconf(_SC_PAGESIZE);
         munmap(log->proc, page > 0 ? (size_t)page : 4096);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -52,9 +53,29 @@ struct fl__slot {
  * the result batch_rc (FINISH). */
 enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE = 2, FL__BATCH_FINISH = 3 };
 
-/* The shared segment: one anonymous MAP_SHARED mapping created by forklog_open(), inherited by fork(). Every
- * field but the atomics is read and written only with `mu` held. */
+/* The head of a segment: who may read it, and the settings its users share. Written by the process that builds
+ * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
+#define FL__MAGIC  "forklog"
+#define FL__READY  0x52454459u /* "REDY" */
+#define FL__LAYOUT 1u          /* bumped whenever struct fl__seg changes meaning */
+struct fl__seg_head {
+    char magic[8];         /* FL__MAGIC */
+    uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
+    uint32_t abi;          /* pointer size, mutex size and C library: processes that could not share the mutex */
+    uint64_t seg_len;      /* bytes of the segment (its file may be longer, never shorter) */
+    uint32_t ready;        /* FL__READY once built */
+    uint32_t flags;        /* FORKLOG_BUFFERED or 0 */
+    uint64_t rotate_bytes; /* the settings every process shares */
+    uint32_t rotate_keep;
+    uint32_t flush_ms;
+    uint64_t builds; /* times this segment was built, for the tests */
+};
+
+/* The shared segment: a MAP_SHARED mapping of the log's segment file (or, FORKLOG_PRIVATE, anonymous memory),
+ * mapped by every process that opens the log and inherited by fork(). Every field but the head and the atomics is
+ * read and written only with `mu` held. */
 struct fl__seg {
+    struct fl__seg_head head;
     pthread_mutex_t mu;     /* process-shared, robust */
     uint64_t size;          /* the file ends here after the last whole record */
     uint64_t target;        /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
@@ -91,6 +112,8 @@ struct fl__proc {
 struct forklog {
     struct fl__seg *seg;
     size_t seg_len;
+    int seg_fd;     /* the segment file, open with a shared flock(2) while the handle lives; -1: private segment */
+    size_t buf_cap; /* FORKLOG_BUFFERED: the buffer this handle builds a segment with (a joined one has its own) */
     int fd;
     uint32_t gen;
     enum forklog_level level;
@@ -189,7 +212,14 @@ FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src,
     X(BATCH_SWAPPED, "the posted bits were swapped to 0, before any slot is TAKEN")                                    \
     X(BATCH_TAKEN, "one slot was TAKEN (one hit per slot)")                                                            \
     X(BATCH_WRITTEN, "the batch's write returned, before phase FINISH")                                                \
-    X(BATCH_MARKED, "one TAKEN slot was marked DONE (one hit per slot)")
+    X(BATCH_MARKED, "one TAKEN slot was marked DONE (one hit per slot)")                                               \
+    X(SEG_CREATED, "the segment file was created (empty), before its flock")                                           \
+    X(SEG_ALONE, "the opener holds the segment file's exclusive flock, before recovering or building")                 \
+    X(SEG_RECOVERED, "what the last users left was written, before the segment is built anew")                         \
+    X(SEG_SIZED, "the segment file was emptied and sized, before the segment is built")                                \
+    X(SEG_BUILT, "the segment is built (ready), before the opener moves to the shared flock")                          \
+    X(SEG_JOINED, "a joiner mapped a built segment and took its settings, before the open returns")                    \
+    X(SEG_CLOSE_ALONE, "the last user holds the exclusive flock at close, before the file is removed")
 
 enum fl__crash_point {
 #define FL__CP_ENUM(name, what) FL__CP_##name,
@@ -288,6 +318,23 @@ FL__INTERNAL int fl__append_combining(forklog *log, const struct iovec *iov, int
 /* After a holder died: what became of the slots its batch had TAKEN, per the batch phase; every POSTED slot is
  * flagged in `posted` again. Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
+
+/* ---- the segment (segment.c) ---------------------------------------------------------------------------------- */
+
+/* Maps the segment of a freshly opened log (log->fd, whose fstat is *st, and the handle's options already set):
+ * the log's shared segment file, joined or built, or a private one. Sets log->seg, seg_len, seg_fd, gen, and the
+ * shared settings (flags, rotate_bytes, rotate_keep, flush_ns) from the segment. Returns 0 or a negative errno,
+ * with a one-line explanation in err[0..errlen) when err is not NULL. */
+FL__INTERNAL int fl__seg_open(forklog *log, const struct forklog_options *o, const struct stat *st, char *err,
+                              size_t errlen);
+
+/* Unmaps the segment and, when this was its last user and it holds nothing, removes its file. */
+FL__INTERNAL void fl__seg_close(forklog *log);
+
+/* Every previous user of the segment is gone (the caller alone holds its file): finish or undo what the last lock
+ * holder left, as a holder after EOWNERDEAD does, and write out the records left in the buffer. Returns 0 or the
+ * negative errno of the write (the records then stay in the buffer). */
+FL__INTERNAL int fl__recover(forklog *log);
 
 /* ---- the public calls (api.c) --------------------------------------------------------------------------------- */
 

@@ -170,6 +170,20 @@ void fl__unlock(forklog *log)
     pthread_mutex_unlock(&log->seg->mu);
 }
 
+int fl__recover(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    if (s->state != FL__IDLE)
+        fl__repair_file(log);
+    fl__repair_batch(s);
+    /* The file may have changed while nobody used the log (moved, truncated, removed): read its size afresh. */
+    fl__new_generation(s);
+    int rc = fl__sync_file(log);
+    if (rc == 0 && s->buf_used > 0)
+        rc = fl__flush_locked(log);
+    return rc;
+}
+
 #ifdef FL__CRASH_POINTS
 /* ---- crash points (test builds only) ---------------------------------------------------------------------------- */
 

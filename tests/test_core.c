@@ -560,16 +560,17 @@ Test(core, buffered_records_survive_writer_death)
 Test(core, each_process_writes_through_its_own_open_file_description)
 {
     forklog *log = open_with(NULL);
-    /* The log descriptor is the newest one. */
-    int inherited = open("/dev/null", O_RDONLY);
-    close(inherited);
-    inherited--;
+    /* The log's descriptor (the segment file beside it has one too). */
+    int inherited = -1;
     char link[64], target[4096];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", inherited);
-    ssize_t n = readlink(link, target, sizeof target - 1);
-    cr_assert_gt(n, 0);
-    target[n] = '\0';
-    cr_assert_str_eq(target, logpath);
+    ssize_t n;
+    for (int fd = 0; fd < 1024 && inherited < 0; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        n = readlink(link, target, sizeof target - 1);
+        if (n > 0 && (target[n] = '\0', strcmp(target, logpath) == 0))
+            inherited = fd;
+    }
+    cr_assert_geq(inherited, 0, "no descriptor of the log");
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {

@@ -566,16 +566,24 @@ Test(hostile, file_of_another_user)
     }
     cr_assert_eq(th_wait(pid), 0, "expected -EACCES opening another user's 0644 file");
 
-    /* The same file made writable by all (0666): it opens and takes records, but size-based rotation needs to
-     * rename in the directory, which the process may not: the record that would rotate goes into the current file
+    /* The same file made writable by all (0666): it opens (with a private segment) and takes records, but size-based
+     * rotation needs to rename in the directory, which the process may not: the record that would rotate goes into the current file
      * instead (nothing is lost because a rotation could not happen), and the file is not rotated. */
     cr_assert_eq(chmod(logpath, 0666), 0);
     pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         become_nobody();
+        /* It may not create the log's segment file in that directory either: it says so, and a private segment
+         * is the way to write anyway. */
         struct forklog_options o = {.rotate_bytes = 100};
         forklog *log;
+        char why[256];
+        o.error = why;
+        o.error_size = sizeof why;
+        if (forklog_open(&log, logpath, &o) != -EACCES || !strstr(why, ".hostile.log.forklog"))
+            _exit(6);
+        o.flags = FORKLOG_PRIVATE;
         if (forklog_open(&log, logpath, &o) != 0)
             _exit(1);
         char r[50];
@@ -588,7 +596,8 @@ Test(hostile, file_of_another_user)
             _exit(4);
         _exit(forklog_close(log) == 0 ? 0 : 5);
     }
-    cr_assert_eq(th_wait(pid), 0, "the unprivileged writer failed at step %d", 0);
+    int st = th_wait(pid);
+    cr_assert_eq(st, 0, "the unprivileged writer failed at step %d", st);
     size_t len;
     char *buf = th_slurp(logpath, &len);
     cr_assert_eq(len, 5 + 3 * 50, "every record is in the current file");

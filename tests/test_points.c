@@ -34,7 +34,8 @@ static const struct mode modes[] = {
     {'R', "rotating", {.rotate_bytes = 16384, .rotate_keep = 1000}, 20, 900},
 };
 
-/* Where each point must be reached: D direct, C combining, B buffered, R rotating. */
+/* Where each point must be reached: D direct, C combining, B buffered, R rotating. The segment's points ("") are
+ * passed by forklog_open() and forklog_close(), not by records: test_join kills there. */
 static const struct {
     const char *point;
     const char *modes;
@@ -54,6 +55,10 @@ static const struct {
     {"POST_DONE_SEEN", "C"},     {"BATCH_GATHER", "C"},
     {"BATCH_SWAPPED", "C"},      {"BATCH_TAKEN", "C"},
     {"BATCH_WRITTEN", "C"},      {"BATCH_MARKED", "C"},
+    {"SEG_CREATED", ""},         {"SEG_ALONE", ""},
+    {"SEG_RECOVERED", ""},       {"SEG_SIZED", ""},
+    {"SEG_BUILT", ""},           {"SEG_JOINED", ""},
+    {"SEG_CLOSE_ALONE", ""},
 };
 
 static const char *reach_modes(enum fl__crash_point cp)

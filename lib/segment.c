@@ -1,0 +1,459 @@
+/*
+ * The shared segment: where the lock, the file's state and the buffer live, and how every process that opens the
+ * same log finds the same one.
+ *
+ * A log that is a regular file has a segment file beside it, `.NAME.forklog` in the log's directory (SQLite keeps
+ * its WAL index beside the database the same way), which every process that opens the log maps MAP_SHARED,
+ * forked or not. A process keeps that file open, with a shared flock(2), for as long as it holds the handle; a
+ * forked child shares the open file description, and with it the lock. So an opener that gets the exclusive lock
+ * knows that nobody uses the segment: every previous user closed it or died, or the machine rebooted (flock locks
+ * survive neither). That opener, alone, finishes what the last users left (fl__recover: a torn record is cut,
+ * buffered records are written) and builds the segment anew, mutex included: a lock word left by a dead process
+ * or a previous boot is never waited on. Everybody else takes the shared lock and joins what is there. The last
+ * user to close removes the file, so nothing accumulates; a file left by processes that all died stays, holding
+ * their buffered records, until the next open of the log.
+ *
+ * Trust: the segment file is created with O_EXCL | O_NOFOLLOW, the read and write bits of whoever may write the
+ * log, and the log's owner and group. An existing one is used only if it is a regular file with one link, owned
+ * by the log's owner, root or the caller (or by the log's group when the log is group-writable), and grants no
+ * access that the log's write bits do not: a user who cannot write the log cannot take its lock or read its
+ * buffer, and a file another user planted is refused (-EPERM) rather than trusted.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FL__DEFAULT_BUFFER ((size_t)256 << 10)
+/* Opens retried when the segment file is removed or rebuilt under the opener's feet. */
+#define FL__JOIN_TRIES 32
+
+/* What must be equal for two processes to share a segment: pointer size, mutex size and the C library (glibc and
+ * musl lay out pthread_mutex_t differently). */
+#ifdef __GLIBC__
+#define FL__LIBC 1u
+#else
+#define FL__LIBC 2u
+#endif
+#define FL__ABI         ((uint32_t)sizeof(void *) << 24 | (uint32_t)sizeof(pthread_mutex_t) << 8 | FL__LIBC)
+#define FL__LAYOUT_WORD (FL__LAYOUT << 20 | (uint32_t)sizeof(struct fl__seg))
+
+static void fl__explain(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fl__explain(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static size_t fl__page(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 ? (size_t)page : 4096;
+}
+
+static size_t fl__seg_bytes(size_t buf_cap)
+{
+    size_t pg = fl__page();
+    return (sizeof(struct fl__seg) + buf_cap + pg - 1) / pg * pg;
+}
+
+/* `dir/.NAME.forklog` for the absolute path `dir/NAME`, malloc'd. */
+static char *fl__seg_path(const char *path)
+{
+    const char *base = strrchr(path, '/') + 1;
+    size_t dlen = (size_t)(base - path), blen = strlen(base);
+    char *p = malloc(dlen + blen + 10);
+    if (p)
+        snprintf(p, dlen + blen + 10, "%.*s.%s.forklog", (int)dlen, path, base);
+    return p;
+}
+
+/* The segment file's bits: read and write for each class that may write the log; 0600 if none may. */
+static mode_t fl__seg_mode(mode_t log_mode)
+{
+    mode_t m = 0;
+    if (log_mode & S_IWUSR)
+        m |= S_IRUSR | S_IWUSR;
+    if (log_mode & S_IWGRP)
+        m |= S_IRGRP | S_IWGRP;
+    if (log_mode & S_IWOTH)
+        m |= S_IROTH | S_IWOTH;
+    return m ? m : S_IRUSR | S_IWUSR;
+}
+
+/* Whether an existing segment file may be used for the log whose fstat is *lst (see the top of this file). */
+static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
+{
+    if (!S_ISREG(seg->st_mode) || seg->st_nlink != 1)
+        return 0;
+    if ((seg->st_mode & 07777) & ~fl__seg_mode(lst->st_mode))
+        return 0;
+    return seg->st_uid == lst->st_uid || seg->st_uid == 0 || seg->st_uid == geteuid() ||
+           (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP));
+}
+
+/* Whether `path` still names the file whose fstat is *st (an opener may hold a file that was removed since). */
+static int fl__still_there(const char *path, const struct stat *st)
+{
+    struct stat now;
+    return stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev;
+}
+
+static int fl__mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc != 0)
+        return -rc;
+    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = pthread_mutex_init(mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return -rc;
+}
+
+/* Builds a zeroed segment of seg_len bytes for the handle's settings and the file log->fd (fstat *st). The head's
+ * `ready` is stored last. */
+static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, size_t buf_cap, uint64_t builds,
+                         const struct stat *st)
+{
+    int rc = fl__mutex_init(&s->mu);
+    if (rc < 0)
+        return rc;
+    s->size = (uint64_t)st->st_size;
+    s->ino = (uint64_t)st->st_ino;
+    s->dev = (uint64_t)st->st_dev;
+    s->gen = 1;
+    s->file_known = 1;
+    atomic_init(&s->regular, S_ISREG(st->st_mode) ? 1u : 0u);
+    s->buf_cap = buf_cap;
+    log->gen = 1;
+    memcpy(s->head.magic, FL__MAGIC, sizeof FL__MAGIC);
+    s->head.layout = FL__LAYOUT_WORD;
+    s->head.abi = FL__ABI;
+    s->head.seg_len = seg_len;
+    s->head.flags = log->flags & FORKLOG_BUFFERED;
+    s->head.rotate_bytes = log->rotate_bytes;
+    s->head.rotate_keep = log->rotate_keep;
+    s->head.flush_ms = (uint32_t)(log->flush_ns / 1000000);
+    s->head.builds = builds;
+    atomic_thread_fence(memory_order_release);
+    s->head.ready = FL__READY;
+    return 0;
+}
+
+/* The handle's copies of the settings the segment's users share. */
+static void fl__adopt_settings(forklog *log, const struct fl__seg_head *h)
+{
+    log->flags = (log->flags & ~(unsigned)FORKLOG_BUFFERED) | (h->flags & FORKLOG_BUFFERED);
+    log->rotate_bytes = h->rotate_bytes;
+    log->rotate_keep = h->rotate_keep;
+    log->flush_ns = (int64_t)h->flush_ms * 1000000;
+}
+
+/* Whether a built segment's head can be read by this library; explains why not. */
+static int fl__head_ok(const struct fl__seg_head *h, const char *segpath, char *err, size_t errlen)
+{
+    if (memcmp(h->magic, FL__MAGIC, sizeof FL__MAGIC) != 0) {
+        fl__explain(err, errlen, "%s is not a forklog segment file", segpath);
+        return 0;
+    }
+    if (h->layout != FL__LAYOUT_WORD || h->abi != FL__ABI) {
+        fl__explain(err, errlen,
+                    "%s has layout %#x for ABI %#x, this library reads layout %#x for ABI %#x: the log is in use by "
+                    "another forklog version or C library",
+                    segpath, h->layout, h->abi, FL__LAYOUT_WORD, FL__ABI);
+        return 0;
+    }
+    return 1;
+}
+
+/* A zero option joins the segment's value; another one must be equal. */
+static int fl__settings_agree(const forklog *log, const struct forklog_options *o, const struct fl__seg_head *h,
+                              size_t buf_cap, char *err, size_t errlen)
+{
+    const char *what = NULL;
+    unsigned long long mine = 0, theirs = 0;
+    if ((o->flags & FORKLOG_BUFFERED) && !(h->flags & FORKLOG_BUFFERED))
+        what = "FORKLOG_BUFFERED", mine = 1, theirs = 0;
+    else if (o->buffer_size && o->buffer_size != buf_cap)
+        what = "buffer_size", mine = o->buffer_size, theirs = buf_cap;
+    else if (o->flush_ms && o->flush_ms != h->flush_ms)
+        what = "flush_ms", mine = o->flush_ms, theirs = h->flush_ms;
+    else if (o->rotate_bytes && o->rotate_bytes != h->rotate_bytes)
+        what = "rotate_bytes", mine = o->rotate_bytes, theirs = h->rotate_bytes;
+    else if (o->rotate_keep && o->rotate_keep != h->rotate_keep)
+        what = "rotate_keep", mine = o->rotate_keep, theirs = h->rotate_keep;
+    if (!what)
+        return 1;
+    fl__explain(err, errlen, "%s %llu conflicts with %llu, which the other users of %s have (0 joins theirs)", what,
+                mine, theirs, log->path);
+    return 0;
+}
+
+/* Maps len bytes of the segment file. */
+static struct fl__seg *fl__seg_map(int fd, size_t len, int *rc)
+{
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    *rc = m == MAP_FAILED ? -errno : 0;
+    return m == MAP_FAILED ? NULL : m;
+}
+
+/* Alone with the segment file (exclusive flock): recover what its last users left, then build it anew with this
+ * handle's settings. */
+static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const char *segpath, char *err, size_t errlen)
+{
+    struct fl__seg_head h;
+    uint64_t builds = 0;
+    int rc;
+    if (sst->st_size >= (off_t)sizeof h && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.ready == FL__READY) {
+        /* Built and used before: its head must be ours to read the rest. */
+        if (!fl__head_ok(&h, segpath, err, errlen))
+            return -EPROTO;
+        if ((uint64_t)sst->st_size < h.seg_len) {
+            fl__explain(err, errlen, "%s is shorter than its head says", segpath);
+            return -EPROTO;
+        }
+        builds = h.builds;
+        struct fl__seg *old = fl__seg_map(fd, (size_t)h.seg_len, &rc);
+        if (!old) {
+            fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
+            return rc;
+        }
+        /* The handle works on the old segment for a moment, with its settings and a generation that is never
+         * current (so the repair and the flush go to path by name). */
+        unsigned flags = log->flags;
+        unsigned long long rotate_bytes = log->rotate_bytes;
+        unsigned rotate_keep = log->rotate_keep;
+        int64_t flush_ns = log->flush_ns;
+        log->seg = old;
+        log->seg_len = (size_t)h.seg_len;
+        fl__adopt_settings(log, &h);
+        log->gen = 0;
+        rc = fl__recover(log);
+        munmap(old, (size_t)h.seg_len);
+        log->seg = NULL;
+        log->flags = flags;
+        log->rotate_bytes = rotate_bytes;
+        log->rotate_keep = rotate_keep;
+        log->flush_ns = flush_ns;
+        if (rc < 0) {
+            fl__explain(err, errlen, "cannot write the records that the log's last users left in %s: %s", segpath,
+                        strerror(-rc));
+            return rc;
+        }
+        FL__CRASH(SEG_RECOVERED);
+    }
+    struct stat now;
+    if (fstat(log->fd, &now) < 0)
+        return -errno;
+    size_t buf_cap = log->flags & FORKLOG_BUFFERED ? log->buf_cap : 0;
+    size_t len = fl__seg_bytes(buf_cap);
+    /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. */
+    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
+        rc = -errno;
+        fl__explain(err, errlen, "cannot size %s: %s", segpath, strerror(-rc));
+        return rc;
+    }
+    FL__CRASH(SEG_SIZED);
+    struct fl__seg *s = fl__seg_map(fd, len, &rc);
+    if (!s) {
+        fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
+        return rc;
+    }
+    if ((rc = fl__seg_build(log, s, len, buf_cap, builds + 1, &now)) < 0) {
+        munmap(s, len);
+        return rc;
+    }
+    log->seg = s;
+    log->seg_len = len;
+    return 0;
+}
+
+/* Joins a built segment (shared flock held). Returns 0, a negative errno, or 1 when it is not built (its builder
+ * died): the caller tries again. */
+static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, const struct stat *sst,
+                        const char *segpath, char *err, size_t errlen)
+{
+    struct fl__seg_head h;
+    if (sst->st_size < (off_t)sizeof h || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || h.ready != FL__READY)
+        return 1;
+    if (!fl__head_ok(&h, segpath, err, errlen))
+        return -EPROTO;
+    if ((uint64_t)sst->st_size < h.seg_len) {
+        fl__explain(err, errlen, "%s is shorter than its head says", segpath);
+        return -EPROTO;
+    }
+    int rc;
+    struct fl__seg *s = fl__seg_map(fd, (size_t)h.seg_len, &rc);
+    if (!s) {
+        fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
+        return rc;
+    }
+    if (!fl__settings_agree(log, o, &h, s->buf_cap, err, errlen)) {
+        munmap(s, (size_t)h.seg_len);
+        return -EINVAL;
+    }
+    fl__adopt_settings(log, &h);
+    log->seg = s;
+    log->seg_len = (size_t)h.seg_len;
+    /* A generation that is never current: the first record reopens path by name and reads where the file is. */
+    log->gen = 0;
+    FL__CRASH(SEG_JOINED);
+    return 0;
+}
+
+/* The log's shared segment file: opened (or created), checked, then built alone or joined. */
+static int fl__seg_named(forklog *log, const struct forklog_options *o, const struct stat *lst, char *err,
+                         size_t errlen)
+{
+    char *segpath = fl__seg_path(log->path);
+    if (!segpath)
+        return -ENOMEM;
+    mode_t want = fl__seg_mode(lst->st_mode);
+    int rc = -EAGAIN;
+    for (int tries = 0; tries < FL__JOIN_TRIES; tries++) {
+        int fd = open(segpath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, want);
+        if (fd >= 0) {
+            /* The log's owner and group (failing without CAP_CHOWN: the creator's), and exactly `want`. */
+            if (fchown(fd, lst->st_uid, lst->st_gid) < 0)
+                (void)fchown(fd, (uid_t)-1, lst->st_gid);
+            (void)fchmod(fd, want);
+            FL__CRASH(SEG_CREATED);
+        } else if (errno == EEXIST) {
+            fd = open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+            if (fd < 0 && errno == ENOENT)
+                continue; /* removed by its last user in between */
+        }
+        if (fd < 0) {
+            rc = -errno;
+            if (rc == -ELOOP || rc == -ENXIO) {
+                rc = -EPERM;
+                fl__explain(err, errlen, "%s is not the log's segment file (a link or a special file)", segpath);
+            } else {
+                fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(-rc));
+            }
+            break;
+        }
+        struct stat sst;
+        if (fstat(fd, &sst) < 0) {
+            rc = -errno;
+            close(fd);
+            break;
+        }
+        if (!fl__seg_trusted(&sst, lst)) {
+            fl__explain(err, errlen,
+                        "%s is not the log's segment file: owner %u, group %u, mode %04o, %u link(s), where the log "
+                        "is owner %u, group %u, mode %04o (remove it, or open with FORKLOG_PRIVATE)",
+                        segpath, (unsigned)sst.st_uid, (unsigned)sst.st_gid, (unsigned)(sst.st_mode & 07777),
+                        (unsigned)sst.st_nlink, (unsigned)lst->st_uid, (unsigned)lst->st_gid,
+                        (unsigned)(lst->st_mode & 07777));
+            close(fd);
+            rc = -EPERM;
+            break;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            FL__CRASH(SEG_ALONE);
+            rc = fl__still_there(segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
+            /* Not atomic (the exclusive lock is dropped first), which is safe: a process that gets the exclusive
+             * lock in between finds a built segment that nobody has used yet, and rebuilds it. */
+            if (rc == 0)
+                FL__CRASH(SEG_BUILT);
+            if (rc == 0 && flock(fd, LOCK_SH) < 0)
+                rc = -errno;
+        } else if (errno == EWOULDBLOCK) {
+            if (flock(fd, LOCK_SH) < 0)
+                rc = -errno;
+            else if (fstat(fd, &sst) < 0)
+                rc = -errno;
+            else
+                rc = fl__still_there(segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
+        } else {
+            rc = -errno;
+        }
+        if (rc == 0) {
+            log->seg_fd = fd;
+            break;
+        }
+        if (log->seg) {
+            munmap(log->seg, log->seg_len);
+            log->seg = NULL;
+        }
+        close(fd);
+        if (rc < 0)
+            break;
+        /* Removed or not yet built: a moment for its builder or remover, then again. */
+        usleep(1000u * (unsigned)(tries + 1));
+        rc = -EAGAIN;
+    }
+    if (rc == -EAGAIN)
+        fl__explain(err, errlen, "%s kept changing: gave up after %d tries", segpath, FL__JOIN_TRIES);
+    free(segpath);
+    return rc;
+}
+
+int fl__seg_open(forklog *log, const struct forklog_options *o, const struct stat *st, char *err, size_t errlen)
+{
+    log->seg = NULL;
+    log->seg_fd = -1;
+    log->buf_cap = o->flags & FORKLOG_BUFFERED ? (o->buffer_size ? o->buffer_size : FL__DEFAULT_BUFFER) : 0;
+    if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
+        return fl__seg_named(log, o, st, err, errlen);
+    /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. */
+    size_t len = fl__seg_bytes(log->buf_cap);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    int rc = fl__seg_build(log, m, len, log->buf_cap, 1, st);
+    if (rc < 0) {
+        munmap(m, len);
+        return rc;
+    }
+    log->seg = m;
+    log->seg_len = len;
+    return 0;
+}
+
+void fl__seg_close(forklog *log)
+{
+    munmap(log->seg, log->seg_len);
+    if (log->seg_fd < 0)
+        return;
+    close(log->seg_fd);
+    /* The last user removes the file: nobody else holds it (an exclusive lock on a description of our own; a forked
+     * child's shares the one just closed and would keep it), and it holds no record and no unfinished write. */
+    char *segpath = fl__seg_path(log->path);
+    if (!segpath)
+        return;
+    int fd = open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st)) {
+        uint32_t state = 1, phase = 1;
+        size_t used = 1;
+        if (pread(fd, &state, sizeof state, offsetof(struct fl__seg, state)) == (ssize_t)sizeof state &&
+            pread(fd, &phase, sizeof phase, offsetof(struct fl__seg, batch_phase)) == (ssize_t)sizeof phase &&
+            pread(fd, &used, sizeof used, offsetof(struct fl__seg, buf_used)) == (ssize_t)sizeof used &&
+            state == FL__IDLE && phase == FL__BATCH_NONE && used == 0) {
+            FL__CRASH(SEG_CLOSE_ALONE);
+            unlink(segpath);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    free(segpath);
+}

@@ -1,0 +1,867 @@
+/* Any process joins the log: two forklog_open() calls on the same file, from processes of any ancestry, share one
+ * segment (one lock, one file size, one rotation, one buffer), found through the segment file beside the log.
+ * The writers here open the log themselves: forked children that inherit no handle, and programs started with
+ * posix_spawn (join_writer). Children never assert: they report through their exit status or shared memory. */
+#include "points.h"
+#include "records.h"
+
+#include <spawn.h>
+#include <stdatomic.h>
+#include <grp.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+
+extern char **environ;
+
+static char *dir, *logpath, *segpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "join.log");
+    segpath = th_path(dir, ".join.log.forklog");
+    rc_init();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(segpath);
+    free(dir);
+}
+
+TestSuite(join, .init = setup, .fini = teardown);
+
+/* What each child reports. */
+struct report {
+    atomic_uint opened;       /* children whose forklog_open() returned */
+    atomic_uint go;           /* set by the parent: write, close, exit */
+    unsigned long ino[64];    /* the segment file each child mapped */
+    unsigned long builds[64]; /* how many times it had been built when the child joined */
+    atomic_uint acked[64];    /* records of child k that returned 0 */
+};
+
+static struct report *new_report(void)
+{
+    struct report *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(r, MAP_FAILED);
+    return r;
+}
+
+static int seg_exists(void)
+{
+    struct stat st;
+    return lstat(segpath, &st) == 0;
+}
+
+static forklog *open_ok(const struct forklog_options *o)
+{
+    forklog *log = NULL;
+    char why[512] = "";
+    struct forklog_options opts = o ? *o : (struct forklog_options){0};
+    opts.error = why;
+    opts.error_size = sizeof why;
+    int rc = forklog_open(&log, logpath, &opts);
+    cr_assert_eq(rc, 0, "forklog_open: %s (%s)", strerror(-rc), why);
+    return log;
+}
+
+/* A forked child that opens the log itself (it inherits no handle), reports, waits for `go` unless nowait, and
+ * writes `count` records of `size` bytes as writer `id`. */
+static pid_t start_opener(struct report *r, unsigned id, unsigned count, size_t size, unsigned flags, int wait_go)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        struct forklog_options o = {.flags = flags};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(3);
+        struct stat st;
+        if (log->seg_fd >= 0 && fstat(log->seg_fd, &st) == 0)
+            r->ino[id] = (unsigned long)st.st_ino;
+        r->builds[id] = (unsigned long)log->seg->head.builds;
+        atomic_fetch_add(&r->opened, 1);
+        while (wait_go && !atomic_load(&r->go))
+            usleep(200);
+        char *buf = malloc(RC_HEAD_MAX + size);
+        for (unsigned q = 0; q < count; q++) {
+            if (rc_write(log, buf, 'R', id, q, 0, size) != 0)
+                _exit(4);
+            atomic_store(&r->acked[id], q + 1);
+        }
+        free(buf);
+        _exit(forklog_close(log) == 0 ? 0 : 5);
+    }
+    return pid;
+}
+
+/* Reads the log (and its rotated files up to keep) and checks that writer k wrote exactly records 0 .. want[k]-1,
+ * each once. */
+static void check_records(unsigned writers, const unsigned *want, unsigned keep)
+{
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned k = 1; k <= keep; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "join.log.%u", k);
+        char *p = th_path(dir, name);
+        rc_scan(&seen, p, k);
+        free(p);
+    }
+    size_t total = 0;
+    for (unsigned id = 0; id < writers; id++) {
+        total += want[id];
+        for (unsigned q = 0; q < want[id]; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "writer %u record %u is there %u times", id, q,
+                         rc_count(&seen, id, q));
+    }
+    cr_assert_eq(seen.records, total, "%zu records in the file(s), %zu written", seen.records, total);
+    rc_seen_free(&seen);
+}
+
+Test(join, concurrent_first_opens_build_the_segment_once)
+{
+    enum { N = 8, RECORDS = 300, ROUNDS = 15 };
+    for (int round = 0; round < ROUNDS; round++) {
+        struct report *r = new_report();
+        pid_t pid[N];
+        for (unsigned i = 0; i < N; i++)
+            pid[i] = start_opener(r, i, RECORDS, 120, 0, 1);
+        double end = th_now_s() + 20;
+        while (atomic_load(&r->opened) < N && th_now_s() < end)
+            usleep(500);
+        unsigned opened = atomic_load(&r->opened);
+        atomic_store(&r->go, 1);
+        for (unsigned i = 0; i < N; i++)
+            cr_assert_eq(th_wait_for(pid[i], 20), 0, "round %d: writer %u failed", round, i);
+        cr_assert_eq(opened, N, "round %d: only %u of %d opens returned", round, opened, N);
+        for (unsigned i = 0; i < N; i++) {
+            cr_assert_eq(r->ino[i], r->ino[0], "round %d: writers 0 and %u mapped different segment files", round, i);
+            cr_assert_eq(r->builds[i], 1, "round %d: writer %u joined a segment built %lu times", round, i,
+                         r->builds[i]);
+        }
+        unsigned want[N];
+        for (unsigned i = 0; i < N; i++)
+            want[i] = RECORDS;
+        check_records(N, want, 0);
+        cr_assert_not(seg_exists(), "round %d: the last close left the segment file", round);
+        cr_assert_eq(unlink(logpath), 0);
+        munmap(r, sizeof *r);
+    }
+}
+
+static pid_t spawn_writer(unsigned id, unsigned count, size_t size, const char *mode)
+{
+    char ids[16], counts[16], sizes[32];
+    snprintf(ids, sizeof ids, "%u", id);
+    snprintf(counts, sizeof counts, "%u", count);
+    snprintf(sizes, sizeof sizes, "%zu", size);
+    char *argv[] = {"join_writer", logpath, ids, counts, sizes, (char *)mode, NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, JOIN_WRITER, NULL, NULL, argv, environ);
+    cr_assert_eq(rc, 0, "posix_spawn %s: %s", JOIN_WRITER, strerror(rc));
+    return pid;
+}
+
+Test(join, spawned_programs_forked_children_and_inherited_handles_share_one_lock)
+{
+    /* The parent's handle, inherited by 3 forked children; 3 forked children that open the log themselves; and 4
+     * programs started with posix_spawn. Records up to 64 KiB, so that a write without the lock would tear. */
+    forklog *log = open_ok(NULL);
+    struct report *r = new_report();
+    enum { INHERIT = 3, OPEN = 3, SPAWN = 4, RECORDS = 400 };
+    pid_t pid[INHERIT + OPEN + SPAWN];
+    unsigned id = 0;
+    for (int i = 0; i < INHERIT; i++, id++) {
+        pid[id] = fork();
+        cr_assert_neq(pid[id], -1);
+        if (pid[id] == 0) {
+            rc_child();
+            char *buf = malloc(RC_HEAD_MAX + 65536);
+            unsigned seed = id;
+            for (unsigned q = 0; q < RECORDS; q++)
+                if (rc_write(log, buf, 'R', id, q, 0, rc_size(&seed, 65536)) != 0)
+                    _exit(4);
+            _exit(forklog_close(log) == 0 ? 0 : 5);
+        }
+    }
+    for (int i = 0; i < OPEN; i++, id++)
+        pid[id] = start_opener(r, id, RECORDS, 40000, 0, 0);
+    for (int i = 0; i < SPAWN; i++, id++)
+        pid[id] = spawn_writer(id, RECORDS, 50000, "");
+    for (unsigned i = 0; i < id; i++)
+        cr_assert_eq(th_wait_for(pid[i], 60), 0, "writer %u failed", i);
+    cr_assert_eq(log->seg->head.builds, 1, "every writer joined the parent's segment");
+    cr_assert_eq(forklog_close(log), 0);
+    unsigned want[INHERIT + OPEN + SPAWN];
+    for (unsigned i = 0; i < id; i++)
+        want[i] = RECORDS;
+    check_records(id, want, 0);
+    cr_assert_not(seg_exists());
+}
+
+/* `forklog append FILE`, reading its lines from a pipe whose write end goes to *feed. */
+static pid_t spawn_cli(int *feed)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
+    posix_spawn_file_actions_addclose(&fa, p[1]);
+    char *argv[] = {"forklog", "append", logpath, NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, FORKLOG_CLI, &fa, NULL, argv, environ);
+    cr_assert_eq(rc, 0, "posix_spawn %s: %s", FORKLOG_CLI, strerror(rc));
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[0]);
+    *feed = p[1];
+    return pid;
+}
+
+Test(join, a_forked_pool_shell_pipelines_and_a_spawned_program_write_one_log, .timeout = 120)
+{
+    /* At once: a forked pool of 4 writers on the parent's handle, 3 `forklog append` processes fed from pipes,
+     * and a program started with posix_spawn that opens the log itself. Every record whole, each writer's
+     * sequence complete. */
+    enum { POOL = 4, CLI = 3, RECORDS = 1500 };
+    forklog *log = open_ok(NULL);
+    pid_t pid[POOL + CLI + 1];
+    int feed[CLI];
+    unsigned id = 0;
+    for (; id < POOL; id++) {
+        pid[id] = fork();
+        cr_assert_neq(pid[id], -1);
+        if (pid[id] == 0) {
+            rc_child();
+            char *buf = malloc(RC_HEAD_MAX + 8192);
+            unsigned seed = id;
+            for (unsigned q = 0; q < RECORDS; q++)
+                if (rc_write(log, buf, q % 2 ? 'R' : 'L', id, q, 0, rc_size(&seed, 8000)) != 0)
+                    _exit(4);
+            _exit(forklog_close(log) == 0 ? 0 : 5);
+        }
+    }
+    for (unsigned c = 0; c < CLI; c++, id++)
+        pid[id] = spawn_cli(&feed[c]);
+    pid[id] = spawn_writer(id, RECORDS, 3000, "");
+    id++;
+    /* Feed the pipelines, a line at a time, round robin. */
+    char *line = malloc(RC_HEAD_MAX + 4096);
+    unsigned seed = 77;
+    for (unsigned q = 0; q < RECORDS; q++) {
+        for (unsigned c = 0; c < CLI; c++) {
+            size_t n = rc_build(line, 'L', POOL + c, q, 0, rc_size(&seed, 4000));
+            line[n++] = '\n';
+            for (size_t off = 0; off < n;) {
+                ssize_t w = write(feed[c], line + off, n - off);
+                cr_assert_gt(w, 0, "feeding forklog append: %s", strerror(errno));
+                off += (size_t)w;
+            }
+        }
+    }
+    free(line);
+    for (unsigned c = 0; c < CLI; c++)
+        close(feed[c]);
+    for (unsigned i = 0; i < id; i++)
+        cr_assert_eq(th_wait_for(pid[i], 60), 0, "writer %u failed", i);
+    cr_assert_eq(log->seg->head.builds, 1, "everybody joined the parent's segment");
+    cr_assert_eq(forklog_close(log), 0);
+    unsigned want[POOL + CLI + 1];
+    for (unsigned i = 0; i < id; i++)
+        want[i] = RECORDS;
+    check_records(id, want, 0);
+    cr_assert_not(seg_exists());
+}
+
+Test(join, every_user_killed_with_the_lock_held_leaves_no_stale_lock)
+{
+    /* One opener dies in the middle of a record (half of it in the file) while three others wait for the lock;
+     * then all of them are killed. A fresh open must neither wait nor keep the fragment. */
+    struct report *r = new_report();
+    forklog *first = open_ok(NULL);
+    char rec[5000];
+    size_t len = rc_build(rec, 'R', 9, 0, 0, 4000);
+    cr_assert_eq(forklog_write(first, rec, len), 0);
+    cr_assert_eq(forklog_close(first), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        rc_child();
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        fl__crash_arm(FL__CP_WRITE_TORN, 1, FL__CRASH_STOP);
+        size_t l = rc_build(rec, 'R', 9, 1, 0, 4000);
+        forklog_write(log, rec, l);
+        _exit(6);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop in the middle of its record");
+    pid_t waiter[3];
+    for (unsigned i = 0; i < 3; i++)
+        waiter[i] = start_opener(r, i, 50, 100, 0, 0);
+    usleep(100 * 1000);
+    cr_assert_eq(atomic_load(&r->acked[0]) + atomic_load(&r->acked[1]) + atomic_load(&r->acked[2]), 0,
+                 "a writer got the lock while it was held");
+    kill(holder, SIGKILL);
+    for (unsigned i = 0; i < 3; i++)
+        kill(waiter[i], SIGKILL);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    for (unsigned i = 0; i < 3; i++)
+        cr_assert_eq(th_wait(waiter[i]), 128 + SIGKILL);
+    cr_assert(seg_exists(), "the dead users' segment file is left for the next open");
+
+    double t0 = th_now_s();
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(log->seg->head.builds, 2, "the next open rebuilt the segment");
+    len = rc_build(rec, 'R', 9, 2, 0, 100);
+    cr_assert_eq(forklog_write(log, rec, len), 0);
+    cr_assert_lt(th_now_s() - t0, 2.0, "the open and record took %.2f s", th_now_s() - t0);
+    cr_assert_eq(forklog_close(log), 0);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 10, 4);
+    rc_scan(&seen, logpath, 0); /* no torn line */
+    cr_assert_eq(rc_count(&seen, 9, 0), 1);
+    cr_assert_eq(rc_count(&seen, 9, 1), 0, "the dead holder's half record was cut");
+    cr_assert_eq(rc_count(&seen, 9, 2), 1);
+    rc_seen_free(&seen);
+    cr_assert_not(seg_exists());
+}
+
+/* The bytes of a file. */
+static char *file_bytes(const char *path, size_t *len)
+{
+    char *b = th_slurp(path, len);
+    cr_assert_not_null(b, "%s is missing", path);
+    return b;
+}
+
+static void put_bytes(const char *path, const char *b, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, b, len), (ssize_t)len);
+    close(fd);
+}
+
+Test(join, a_segment_from_before_a_reboot_is_rebuilt_not_waited_on)
+{
+    /* An image of the segment file taken while a process held the lock: after a reboot the file holds the dead
+     * holder's thread id in the lock word, with no owner-died mark (nothing ran the robust list). */
+    forklog *first = open_ok(NULL);
+    cr_assert_eq(forklog_write(first, "before the reboot", 17), 0);
+    pid_t holder = cp_stopped_holder(first, "never written", FL__CP_COUNT, 0);
+    size_t len;
+    char *image = file_bytes(segpath, &len);
+    kill(holder, SIGKILL);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert_not(seg_exists(), "the last close removed the file");
+    /* "Reboot": the image comes back, as the disk kept it, and nobody holds the file. */
+    int fd = open(segpath, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    put_bytes(segpath, image, len);
+    struct fl__seg *img = (struct fl__seg *)image;
+    cr_assert_neq(*(volatile int *)&img->mu.__data.__lock, 0, "the image holds a locked mutex");
+
+    pid_t child = fork();
+    cr_assert_neq(child, -1);
+    if (child == 0) {
+        rc_child();
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        if (forklog_write(log, "after the reboot", 16) != 0)
+            _exit(4);
+        _exit(forklog_close(log) == 0 ? 0 : 5);
+    }
+    cr_assert_eq(th_wait_for(child, 5), 0, "a fresh open waited on the lock of a previous boot (or failed)");
+    size_t flen;
+    char *buf = th_slurp(logpath, &flen);
+    cr_assert_str_eq(buf, "before the reboot\nafter the reboot\n");
+    free(buf);
+    free(image);
+}
+
+static void write_head(const struct fl__seg_head *h)
+{
+    int fd = open(segpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    char page[65536] = {0};
+    memcpy(page, h, sizeof *h);
+    cr_assert_eq(write(fd, page, sizeof page), (ssize_t)sizeof page);
+    close(fd);
+}
+
+static void refused(int want, const char *needle)
+{
+    size_t before;
+    char *seg_before = file_bytes(segpath, &before);
+    forklog *log = (forklog *)1;
+    char why[512] = "";
+    struct forklog_options o = {.error = why, .error_size = sizeof why};
+    int rc = forklog_open(&log, logpath, &o);
+    cr_assert_eq(rc, want, "forklog_open: %d (%s), wanted %d", rc, why, want);
+    cr_assert_null(log);
+    cr_assert_not_null(strstr(why, needle), "the explanation \"%s\" does not say \"%s\"", why, needle);
+    size_t after;
+    char *seg_after = file_bytes(segpath, &after);
+    cr_assert(before == after && memcmp(seg_before, seg_after, before) == 0, "the refused segment was changed");
+    free(seg_before);
+    free(seg_after);
+}
+
+Test(join, a_segment_of_another_layout_or_c_library_is_refused)
+{
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_write(log, "kept", 4), 0);
+    struct fl__seg_head h = log->seg->head;
+    cr_assert_eq(forklog_close(log), 0);
+
+    struct fl__seg_head other = h;
+    other.layout = h.layout + 1;
+    write_head(&other);
+    refused(-EPROTO, "layout");
+    other = h;
+    other.abi ^= 3; /* another C library */
+    write_head(&other);
+    refused(-EPROTO, "another forklog version or C library");
+    other = h;
+    memcpy(other.magic, "notours", 8);
+    write_head(&other);
+    refused(-EPROTO, "not a forklog segment");
+    /* The same while somebody holds it (a joiner, not a rebuilder, reads the head). */
+    other = h;
+    other.layout = h.layout + 1;
+    write_head(&other);
+    int fd = open(segpath, O_RDONLY);
+    cr_assert_eq(flock(fd, LOCK_SH), 0);
+    refused(-EPROTO, "layout");
+    close(fd);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "kept\n", "the log is untouched");
+    free(buf);
+}
+
+static void become(uid_t uid)
+{
+    if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0)
+        _exit(90);
+}
+
+Test(join, the_segment_file_follows_the_permissions_of_the_log)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    static const struct {
+        unsigned log_mode, seg_mode;
+    } cases[] = {{0644, 0600}, {0664, 0660}, {0666, 0666}, {0600, 0600}, {0444, 0600}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unlink(logpath);
+        struct forklog_options o = {.mode = cases[i].log_mode};
+        mode_t old = umask(0);
+        forklog *log = open_ok(&o);
+        umask(old);
+        struct stat st;
+        cr_assert_eq(stat(segpath, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, cases[i].seg_mode, "log %04o: segment %04o, wanted %04o", cases[i].log_mode,
+                     st.st_mode & 07777, cases[i].seg_mode);
+        cr_assert_eq(forklog_close(log), 0);
+    }
+    /* A user who may not write the log may not open its segment either (0644: the segment is 0600). */
+    unlink(logpath);
+    cr_assert_eq(chmod(dir, 0755), 0);
+    forklog *log = open_ok(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        become(65534);
+        int fd = open(segpath, O_RDONLY);
+        _exit(fd < 0 && errno == EACCES ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "another user could read the segment of a log it may not write");
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as another user");
+    /* A shared directory, as /tmp is (1777): another user plants the segment before the log exists. */
+    cr_assert_eq(chmod(dir, 01777), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        become(65534);
+        int fd = open(segpath, O_RDWR | O_CREAT | O_EXCL, 0666);
+        _exit(fd >= 0 && write(fd, "planted", 7) == 7 ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    refused(-EPERM, "is not the log's segment file");
+    size_t len;
+    char *buf = th_slurp(segpath, &len);
+    cr_assert_str_eq(buf, "planted", "the planted file was neither read nor written");
+    free(buf);
+    /* A symlink planted there instead: never followed. */
+    char *target = th_path(dir, "target");
+    put_bytes(target, "", 0);
+    cr_assert_eq(unlink(segpath), 0);
+    cr_assert_eq(symlink(target, segpath), 0);
+    forklog *log = (forklog *)1;
+    char why[512];
+    struct forklog_options o = {.error = why, .error_size = sizeof why};
+    cr_assert_eq(forklog_open(&log, logpath, &o), -EPERM, "%s", why);
+    struct stat st;
+    cr_assert_eq(stat(target, &st), 0);
+    cr_assert_eq(st.st_size, 0, "the symlink's target was written");
+    free(target);
+}
+
+Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
+{
+    struct forklog_options a = {
+        .flags = FORKLOG_BUFFERED, .buffer_size = 8192, .flush_ms = 50, .rotate_bytes = 4096, .rotate_keep = 3};
+    forklog *first = open_ok(&a);
+    /* A zeroed struct joins every shared setting. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        int ok = (log->flags & FORKLOG_BUFFERED) && log->seg->buf_cap == 8192 && log->flush_ns == 50000000 &&
+                 log->rotate_bytes == 4096 && log->rotate_keep == 3;
+        _exit(ok ? (forklog_close(log) == 0 ? 0 : 5) : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "a joiner did not take the segment's settings");
+    /* Each explicit value that differs is refused, and named. */
+    static const struct {
+        struct forklog_options o;
+        const char *name;
+    } bad[] = {
+        {{.rotate_bytes = 100}, "rotate_bytes 100 conflicts with 4096"},
+        {{.rotate_keep = 7}, "rotate_keep 7 conflicts with 3"},
+        {{.flush_ms = 10}, "flush_ms 10 conflicts with 50"},
+        {{.flags = FORKLOG_BUFFERED, .buffer_size = 4096}, "buffer_size 4096 conflicts with 8192"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        forklog *log = (forklog *)1;
+        char why[512] = "";
+        struct forklog_options o = bad[i].o;
+        o.error = why;
+        o.error_size = sizeof why;
+        cr_assert_eq(forklog_open(&log, logpath, &o), -EINVAL, "%s", bad[i].name);
+        cr_assert_null(log);
+        cr_assert_not_null(strstr(why, bad[i].name), "\"%s\" does not say \"%s\"", why, bad[i].name);
+    }
+    /* Equal explicit values join. */
+    forklog *same = open_ok(&a);
+    cr_assert_eq(forklog_close(same), 0);
+    cr_assert_eq(forklog_close(first), 0);
+    /* An unbuffered log refuses a buffered joiner. */
+    forklog *plain = open_ok(NULL);
+    forklog *log = (forklog *)1;
+    char why[512] = "";
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .error = why, .error_size = sizeof why};
+    cr_assert_eq(forklog_open(&log, logpath, &o), -EINVAL);
+    cr_assert_not_null(strstr(why, "FORKLOG_BUFFERED"), "%s", why);
+    cr_assert_eq(forklog_close(plain), 0);
+    /* Once nobody uses the log, an opener's settings are the log's new ones. */
+    forklog *again = open_ok(&o);
+    cr_assert(again->flags & FORKLOG_BUFFERED);
+    cr_assert_eq(forklog_close(again), 0);
+}
+
+Test(join, rotation_and_reopen_hold_across_unrelated_processes)
+{
+    enum { N = 4, RECORDS = 500, KEEP = 1000 };
+    struct forklog_options o = {.rotate_bytes = 20000, .rotate_keep = KEEP};
+    forklog *log = open_ok(&o);
+    struct report *r = new_report();
+    pid_t pid[N];
+    for (unsigned i = 0; i < N; i++)
+        pid[i] = start_opener(r, i, RECORDS, 300, 0, 0);
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(th_wait_for(pid[i], 30), 0, "writer %u failed", i);
+    cr_assert_gt(log->seg->gen, 5, "the unrelated writers rotated the shared file (generation %u)", log->seg->gen);
+    cr_assert_eq(forklog_close(log), 0);
+    unsigned want[N];
+    for (unsigned i = 0; i < N; i++)
+        want[i] = RECORDS;
+    check_records(N, want, KEEP);
+}
+
+Test(join, an_external_reopen_reaches_every_unrelated_writer)
+{
+    /* Two writers open the log themselves; the log is moved away (as logrotate does) and forklog_reopen() is
+     * called through a third, unrelated handle: both writers' next records go to the new file. */
+    forklog *log = open_ok(NULL);
+    struct report *r = new_report();
+    pid_t a = start_opener(r, 0, 1, 50, 0, 1), b = start_opener(r, 1, 1, 50, 0, 1);
+    double end = th_now_s() + 10;
+    while (atomic_load(&r->opened) < 2 && th_now_s() < end)
+        usleep(500);
+    cr_assert_eq(forklog_write(log, "old file", 8), 0);
+    char *moved = th_path(dir, "join.log.moved");
+    cr_assert_eq(rename(logpath, moved), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    atomic_store(&r->go, 1);
+    cr_assert_eq(th_wait_for(a, 10), 0);
+    cr_assert_eq(th_wait_for(b, 10), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *old = th_slurp(moved, &len);
+    cr_assert_str_eq(old, "old file\n");
+    free(old);
+    unsigned want[2] = {1, 1};
+    check_records(2, want, 0);
+    free(moved);
+}
+
+Test(join, the_segment_file_is_removed_by_its_last_user_and_left_by_the_dead)
+{
+    forklog *a = open_ok(NULL);
+    cr_assert(seg_exists());
+    forklog *b = open_ok(NULL);
+    pid_t child = fork();
+    cr_assert_neq(child, -1);
+    if (child == 0)
+        _exit(forklog_close(a) == 0 && forklog_close(b) == 0 ? 0 : 1); /* its parent still holds the file */
+    cr_assert_eq(th_wait(child), 0);
+    cr_assert(seg_exists(), "a forked child's close removed the file its parent uses");
+    cr_assert_eq(forklog_close(a), 0);
+    cr_assert(seg_exists(), "the first close removed the file the second handle uses");
+    cr_assert_eq(forklog_close(b), 0);
+    cr_assert_not(seg_exists(), "the last close left the segment file");
+    /* Processes that die holding it leave it (with whatever they buffered); the next open and close clean up. */
+    pid_t dead = fork();
+    cr_assert_neq(dead, -1);
+    if (dead == 0) {
+        forklog *log;
+        _exit(forklog_open(&log, logpath, NULL) == 0 ? 0 : 1); /* no close */
+    }
+    cr_assert_eq(th_wait(dead), 0);
+    cr_assert(seg_exists());
+    forklog *c = open_ok(NULL);
+    cr_assert_eq(forklog_close(c), 0);
+    cr_assert_not(seg_exists());
+    /* A busy machine: many cycles leave nothing behind. */
+    for (int i = 0; i < 500; i++) {
+        forklog *l = open_ok(NULL);
+        cr_assert_eq(forklog_close(l), 0);
+    }
+    cr_assert_not(seg_exists());
+}
+
+static void buffered_survivors(int how)
+{
+    /* 8 writers, each opening the log itself with FORKLOG_BUFFERED and a buffer that never fills or ages out, all
+     * die at once (SIGKILL, or _exit() without forklog_close()). A fresh process opens the log: every record whose
+     * call returned is in the file exactly once, none torn. */
+    enum { N = 8 };
+    struct report *r = new_report();
+    pid_t pid[N];
+    for (unsigned i = 0; i < N; i++) {
+        pid[i] = fork();
+        cr_assert_neq(pid[i], -1);
+        if (pid[i] == 0) {
+            rc_child();
+            struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4 << 20, .flush_ms = 600000};
+            forklog *log;
+            if (forklog_open(&log, logpath, &o) != 0)
+                _exit(3);
+            /* Everybody opens before anybody writes: a writer that opened alone after the others died would
+             * write out their records itself. */
+            atomic_fetch_add(&r->opened, 1);
+            while (!atomic_load(&r->go))
+                usleep(200);
+            char buf[RC_HEAD_MAX + 200];
+            unsigned seed = i;
+            for (unsigned q = 0; q < 1000; q++) {
+                if (rc_write(log, buf, 'R', i, q, 0, rc_size(&seed, 200)) != 0)
+                    _exit(4);
+                atomic_store(&r->acked[i], q + 1);
+                if (how == 1 && q == 999)
+                    _exit(0); /* no close */
+            }
+            pause();
+            _exit(6);
+        }
+    }
+    double until = th_now_s() + 20;
+    while (atomic_load(&r->opened) < N && th_now_s() < until)
+        usleep(500);
+    atomic_store(&r->go, 1);
+    if (how == 0) {
+        /* Kill them at once, some still writing. */
+        double end = th_now_s() + 10;
+        unsigned total = 0;
+        while (th_now_s() < end) {
+            total = 0;
+            for (unsigned i = 0; i < N; i++)
+                total += atomic_load(&r->acked[i]);
+            if (total >= N * 300)
+                break;
+        }
+        for (unsigned i = 0; i < N; i++)
+            kill(pid[i], SIGKILL);
+    }
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(th_wait_for(pid[i], 20), how == 0 ? 128 + SIGKILL : 0);
+    size_t before;
+    free(th_slurp(logpath, &before));
+    cr_assert_lt(before, 4096,
+                 "the records were still in the shared buffer when the writers died (%zu bytes in the file)", before);
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_close(log), 0);
+    unsigned want[N];
+    size_t acked = 0;
+    for (unsigned i = 0; i < N; i++)
+        acked += want[i] = atomic_load(&r->acked[i]);
+    /* The one record in flight of a killed writer was never acknowledged: absent or once. */
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    size_t in_flight = 0;
+    for (unsigned i = 0; i < N; i++) {
+        for (unsigned q = 0; q < want[i]; q++)
+            cr_assert_eq(rc_count(&seen, i, q), 1, "acknowledged record %u/%u is there %u times", i, q,
+                         rc_count(&seen, i, q));
+        in_flight += rc_count(&seen, i, want[i]);
+    }
+    cr_assert_eq(seen.records, acked + in_flight);
+    fprintf(stderr, "buffered, %s: %zu acknowledged records written by the next open\n",
+            how == 0 ? "all killed" : "all _exit()", acked);
+    rc_seen_free(&seen);
+}
+
+Test(join, buffered_records_survive_every_writer_killed_at_once)
+{
+    buffered_survivors(0);
+}
+
+Test(join, buffered_records_survive_every_writer_exiting_without_close)
+{
+    buffered_survivors(1);
+}
+
+Test(join, a_private_segment_creates_no_file_and_is_not_shared)
+{
+    struct forklog_options o = {.flags = FORKLOG_PRIVATE};
+    forklog *a = open_ok(&o);
+    forklog *b = open_ok(&o);
+    cr_assert_not(seg_exists());
+    cr_assert_neq(a->seg, b->seg);
+    cr_assert_eq(forklog_write(a, "a", 1), 0);
+    cr_assert_eq(forklog_write(b, "b", 1), 0);
+    cr_assert_eq(forklog_close(a), 0);
+    cr_assert_eq(forklog_close(b), 0);
+    /* A FIFO, a device: always private, nothing created beside them. */
+    char *fifo = th_path(dir, "fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int rd = open(fifo, O_RDONLY | O_NONBLOCK);
+    forklog *f;
+    cr_assert_eq(forklog_open(&f, fifo, NULL), 0);
+    cr_assert_eq(f->seg_fd, -1);
+    cr_assert_eq(forklog_close(f), 0);
+    close(rd);
+    char *hidden = th_path(dir, ".fifo.forklog");
+    cr_assert_neq(access(hidden, F_OK), 0);
+    free(hidden);
+    free(fifo);
+}
+
+/* ---- the segment's own protocol, killed at each step --------------------------------------------------------
+ * A process dies at one step of forklog_open() or forklog_close(); then three writers open the log at once and
+ * write. Every record that a call acknowledged is in the file once (the buffered records that writers left before
+ * the death included), nothing is torn, nobody waits, and the last close removes the segment file. */
+
+/* Leaves the segment file holding `n` acknowledged buffered records of writer `id`: a writer that exits without
+ * closing. */
+static void leave_buffered(unsigned id, unsigned n)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        for (unsigned q = 0; q < n; q++)
+            if (rc_write(log, buf, 'R', id, q, 0, 100) != 0)
+                _exit(4);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert(seg_exists());
+}
+
+static void run_seg_point(const char *point)
+{
+    enum fl__crash_point cp = cp_find(point);
+    enum { LEFT = 200, N = 3, RECORDS = 200, ID_LEFT = 10, ID_VICTIM = 11 };
+    int joined = cp == FL__CP_SEG_JOINED, closing = cp == FL__CP_SEG_CLOSE_ALONE;
+    int leftover = !joined && cp != FL__CP_SEG_CREATED;
+    if (leftover)
+        leave_buffered(ID_LEFT, LEFT);
+    forklog *holder = joined ? open_ok(NULL) : NULL;
+
+    pid_t victim = fork();
+    cr_assert_neq(victim, -1);
+    if (victim == 0) {
+        fl__crash_arm(cp, 1, FL__CRASH_KILL);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        if (rc_write(log, buf, 'R', ID_VICTIM, 0, 0, 50) != 0)
+            _exit(4);
+        forklog_close(log);
+        _exit(5); /* never reached the point */
+    }
+    cr_assert_eq(th_wait_for(victim, 10), 128 + SIGKILL, "the opener did not die at %s", point);
+
+    struct report *r = new_report();
+    pid_t pid[N];
+    for (unsigned i = 0; i < N; i++)
+        pid[i] = start_opener(r, i, RECORDS, 100, 0, 0);
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(th_wait_for(pid[i], 10), 0, "%s: writer %u failed or waited", point, i);
+    if (holder)
+        cr_assert_eq(forklog_close(holder), 0);
+    cr_assert_not(seg_exists(), "%s: the last close left the segment file", point);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned q = 0; q < RECORDS; q++)
+            cr_assert_eq(rc_count(&seen, i, q), 1, "%s: record %u/%u is there %u times", point, i, q,
+                         rc_count(&seen, i, q));
+    for (unsigned q = 0; q < LEFT; q++)
+        cr_assert_eq(rc_count(&seen, ID_LEFT, q), leftover ? 1u : 0u, "%s: left buffered record %u is there %u times",
+                     point, q, rc_count(&seen, ID_LEFT, q));
+    cr_assert_eq(rc_count(&seen, ID_VICTIM, 0), closing ? 1u : 0u, "%s: the victim's record", point);
+    rc_seen_free(&seen);
+}
+
+#define SEG_POINT(test, point)                                                                                         \
+    Test(join, test)                                                                                                   \
+    {                                                                                                                  \
+        run_seg_point(point);                                                                                          \
+    }
+SEG_POINT(opener_dies_after_creating_the_segment_file, "SEG_CREATED")
+SEG_POINT(opener_dies_alone_before_recovering, "SEG_ALONE")
+SEG_POINT(opener_dies_after_recovering_before_building, "SEG_RECOVERED")
+SEG_POINT(opener_dies_after_sizing_the_segment, "SEG_SIZED")
+SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
+SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
+SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
