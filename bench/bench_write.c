@@ -56,15 +56,17 @@ enum method {
     M_TEXT,  /* forklog_log, text format */
     M_JSON,  /* forklog_log, JSON format */
     M_BUF,   /* forklog_write with FORKLOG_BUFFERED; each writer's forklog_flush() is timed */
+    M_JOIN,  /* forklog_write by writers that were exec'd and opened the log themselves (joining its segment) */
     M_COUNT
 };
 
 static const char *const method_names[M_COUNT] = {
-    "floor", "own-fd", "flock", "fcntl", "sem", "forklog-raw", "forklog-text", "forklog-json", "forklog-buffered"};
+    "floor",        "own-fd",           "flock",       "fcntl", "sem", "forklog-raw", "forklog-text",
+    "forklog-json", "forklog-buffered", "forklog-join"};
 
 static int method_is_forklog(int m)
 {
-    return m == M_RAW || m == M_TEXT || m == M_JSON || m == M_BUF;
+    return m == M_RAW || m == M_TEXT || m == M_JSON || m == M_BUF || m == M_JOIN;
 }
 
 /* ---- configuration -------------------------------------------------------------------------------------------- */
@@ -332,7 +334,8 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
             sem_post(&sh->sem);
             break;
         case M_RAW:
-        case M_BUF: rc = forklog_write(r->log, rec, blen); break;
+        case M_BUF:
+        case M_JOIN: rc = forklog_write(r->log, rec, blen); break;
         case M_TEXT:
         case M_JSON: rc = forklog_log(r->log, FORKLOG_INFO, "%s", rec); break;
         default: break;
@@ -359,6 +362,54 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
     if (r->log)
         forklog_close(r->log);
     _exit(0);
+}
+
+/* forklog-join: the writer execs this program again (`--join-writer ...`): a process that inherits no handle and
+ * no mapping, and opens the log itself, as a separately started program would. */
+static void exec_join_writer(const struct run *r, unsigned w, int ready_fd, int go_fd, int shfd, size_t shlen)
+{
+    char a[8][32];
+    snprintf(a[0], sizeof a[0], "%u", w);
+    snprintf(a[1], sizeof a[1], "%zu", r->counts[w]);
+    snprintf(a[2], sizeof a[2], "%zu", r->size);
+    snprintf(a[3], sizeof a[3], "%d", r->sample_every);
+    snprintf(a[4], sizeof a[4], "%zu", r->sample_cap);
+    snprintf(a[5], sizeof a[5], "%d %d", ready_fd, go_fd);
+    snprintf(a[6], sizeof a[6], "%d", shfd);
+    snprintf(a[7], sizeof a[7], "%zu", shlen);
+    char *argv[] = {
+        "forklog_bench", "--join-writer", (char *)r->path, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL};
+    execv("/proc/self/exe", argv);
+    child_fail(r->sh, "exec /proc/self/exe: %s", strerror(errno));
+}
+
+/* The exec'd side of forklog-join: argv as exec_join_writer builds it. */
+static void join_writer_main(char **argv)
+{
+    struct run r;
+    memset(&r, 0, sizeof r);
+    r.method = M_JOIN;
+    r.path = argv[2];
+    unsigned w = (unsigned)strtoul(argv[3], NULL, 10);
+    r.counts[w] = strtoull(argv[4], NULL, 10);
+    r.size = strtoull(argv[5], NULL, 10);
+    r.sample_every = atoi(argv[6]);
+    r.sample_cap = strtoull(argv[7], NULL, 10);
+    int ready_fd, go_fd;
+    if (sscanf(argv[8], "%d %d", &ready_fd, &go_fd) != 2)
+        _exit(2);
+    int shfd = atoi(argv[9]);
+    size_t shlen = strtoull(argv[10], NULL, 10);
+    r.sh = mmap(NULL, shlen, PROT_READ | PROT_WRITE, MAP_SHARED, shfd, 0);
+    if (r.sh == MAP_FAILED)
+        _exit(2);
+    pattern = xmalloc(r.size + 64);
+    for (size_t i = 0; i < r.size + 64; i++)
+        pattern[i] = (char)('a' + i % 26);
+    int rc = forklog_open(&r.log, r.path, NULL);
+    if (rc < 0)
+        child_fail(r.sh, "forklog_open %s in an exec'd writer: %s", r.path, strerror(-rc));
+    writer(&r, w, ready_fd, go_fd);
 }
 
 /* ---- the check of an output file ------------------------------------------------------------------------------ */
@@ -533,7 +584,11 @@ static int64_t run_once(const struct config *c, int m, int procs, size_t size, s
         die("too many records per writer (the sequence has 8 hex digits)");
     r.sample_cap = maxc; /* the random gaps may be shorter than S for a while; never more than one per call */
     size_t shlen = sizeof(struct shared) + sizeof(int64_t) * r.sample_cap * (size_t)procs;
-    struct shared *sh = mmap(NULL, shlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    /* forklog-join's writers are exec'd: they find the shared state through a memfd they inherit. */
+    int shfd = -1;
+    if (m == M_JOIN && ((shfd = memfd_create("forklog_bench", 0)) < 0 || ftruncate(shfd, (off_t)shlen) < 0))
+        die("memfd: %s", strerror(errno));
+    struct shared *sh = mmap(NULL, shlen, PROT_READ | PROT_WRITE, MAP_SHARED | (shfd < 0 ? MAP_ANONYMOUS : 0), shfd, 0);
     if (sh == MAP_FAILED)
         die("mmap: %s", strerror(errno));
     r.sh = sh;
@@ -568,6 +623,8 @@ static int64_t run_once(const struct config *c, int m, int procs, size_t size, s
         if (pid == 0) {
             close(ready[0]);
             close(go[1]);
+            if (m == M_JOIN)
+                exec_join_writer(&r, (unsigned)w, ready[1], go[0], shfd, shlen);
             writer(&r, (unsigned)w, ready[1], go[0]);
         }
         pids[w] = pid;
@@ -624,6 +681,8 @@ static int64_t run_once(const struct config *c, int m, int procs, size_t size, s
         close(r.fd);
     if (m == M_SEM)
         sem_destroy(&sh->sem);
+    if (shfd >= 0)
+        close(shfd);
 
     check_file(&r);
     if (!c->keep_files)
@@ -752,7 +811,8 @@ static void usage(FILE *f)
                "  -P LIST     writer counts, comma-separated (default 1,2,4,8)\n"
                "  -s LIST     record sizes in bytes, K/M suffixes allowed (default 100,1K,64K)\n"
                "  -m LIST     methods (default all): floor,own-fd,flock,fcntl,sem,forklog-raw,forklog-text,\n"
-               "              forklog-json,forklog-buffered (short forms: raw,text,json,buffered)\n"
+               "              forklog-json,forklog-buffered,forklog-join (short forms: raw,text,json,buffered,join;\n"
+               "              join: writers exec'd, each opening the log itself)\n"
                "  -r N        runs of every cell (default 5); the median is reported\n"
                "  -n N        records per cell, split over the P writers (default per size: 300000 for <=256 B,\n"
                "              150000 for <=4 KiB, 8000 above)\n"
@@ -905,6 +965,8 @@ static size_t default_records(size_t size)
 
 int main(int argc, char **argv)
 {
+    if (argc == 11 && strcmp(argv[1], "--join-writer") == 0)
+        join_writer_main(argv);
     struct config c;
     parse_args(argc, argv, &c);
 
