@@ -1,6 +1,11 @@
 #!/bin/sh
-# Installs the build into a temporary prefix, then builds and runs a program outside the tree twice: with only
-# `cc prog.c $(pkg-config --cflags --libs forklog)`, and through CMake's find_package(forklog).
+# Installs the build into a temporary prefix, then builds and runs a program outside the tree against it:
+#   - `cc prog.c $(pkg-config --cflags --libs forklog)`: linked to libforklog.so.0, found through an rpath, then
+#     through LD_LIBRARY_PATH (the README's two ways for a private prefix);
+#   - `cc -static prog.c $(pkg-config --static --cflags --libs forklog)`: a fully static program;
+#   - libforklog.a alone in an otherwise dynamic program (`$(pkg-config --variable=libdir forklog)/libforklog.a`);
+#   - CMake's find_package(forklog), with forklog::forklog and with forklog::forklog_static.
+# Every static program is checked with readelf to need no libforklog.so.
 # Usage: install_consumers.sh BUILD_DIR TESTS_SOURCE_DIR CC
 set -eu
 build=$1 src=$2 cc=$3
@@ -9,23 +14,57 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
 libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
 libdir=${libdir%/pkgconfig}
+test -f "$libdir/libforklog.a"
+test -L "$libdir/libforklog.so"
+
+needs_forklog_so() { readelf -d "$1" 2>/dev/null | grep -q 'NEEDED.*libforklog\.so'; }
 
 # pkg-config, from an empty folder outside the tree.
 mkdir "$work/pc"
 cp "$src/consumer/prog.c" "$work/pc/"
 cd "$work/pc"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
+pkg-config --validate forklog
+
+# Dynamic, with an rpath; then the same program without one, through LD_LIBRARY_PATH.
 # shellcheck disable=SC2046
 "$cc" prog.c $(pkg-config --cflags --libs forklog) -Wl,-rpath,"$libdir" -o prog
+needs_forklog_so prog || { echo "FAIL: prog does not need libforklog.so"; exit 1; }
 ./prog "$work/pc/out.log"
 grep -q 'parent done' "$work/pc/out.log"
+# shellcheck disable=SC2046
+"$cc" prog.c $(pkg-config --cflags --libs forklog) -o prog-env
+LD_LIBRARY_PATH="$libdir" ./prog-env "$work/pc/env.log"
 
-# find_package(forklog).
+# Fully static: pkg-config --static adds Libs.private (-pthread).
+case " $(pkg-config --static --libs forklog) " in
+  *" -lforklog -pthread "*) ;;
+  *) echo "FAIL: pkg-config --static --libs forklog: $(pkg-config --static --libs forklog)"; exit 1 ;;
+esac
+# shellcheck disable=SC2046
+"$cc" -static prog.c $(pkg-config --static --cflags --libs forklog) -o prog-static
+if readelf -d prog-static 2>/dev/null | grep -q NEEDED; then
+  echo "FAIL: prog-static needs shared libraries:"; readelf -d prog-static | grep NEEDED; exit 1
+fi
+./prog-static "$work/pc/static.log"
+
+# Only forklog static, the C library shared.
+# shellcheck disable=SC2046
+"$cc" prog.c $(pkg-config --cflags forklog) "$(pkg-config --variable=libdir forklog)/libforklog.a" -pthread \
+      -o prog-archive
+if needs_forklog_so prog-archive; then echo "FAIL: prog-archive needs libforklog.so"; exit 1; fi
+./prog-archive "$work/pc/archive.log"
+
+# find_package(forklog): forklog::forklog and forklog::forklog_static.
 cmake -S "$src/consumer" -B "$work/fp" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_C_COMPILER="$cc" \
       -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
 cmake --build "$work/fp" >/dev/null
+needs_forklog_so "$work/fp/consumer" || { echo "FAIL: consumer does not need libforklog.so"; exit 1; }
+if needs_forklog_so "$work/fp/consumer_static"; then echo "FAIL: consumer_static needs libforklog.so"; exit 1; fi
 "$work/fp/consumer" "$work/fp/out.log"
+"$work/fp/consumer_static" "$work/fp/static.log"
 
 # The single header is installed next to forklog.h.
 test -f "$work/prefix/include/forklog_single.h"
-echo "install consumers OK"
+echo "install consumers OK: pkg-config (shared with rpath and LD_LIBRARY_PATH, fully static, libforklog.a)," \
+     "find_package (forklog::forklog, forklog::forklog_static)"
