@@ -7,6 +7,9 @@ set -eu
 single=$1 src=$2 cc=$3
 work=$(mktemp -d /tmp/forklog-single-XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# The license line comes first, once.
+head -n 1 "$single" | grep -qx '/\* SPDX-License-Identifier: MIT \*/' || { echo "FAIL: no SPDX line first"; exit 1; }
+test "$(grep -c SPDX-License-Identifier "$single")" -eq 1 || { echo "FAIL: more than one SPDX line"; exit 1; }
 cp "$single" "$work/forklog.h"
 cp "$src/consumer/prog.c" "$work/prog.c"
 cd "$work"
