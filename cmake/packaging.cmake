@@ -1,0 +1,62 @@
+# Packages, with CPack: `cpack -G DEB` in a build configured with -DCMAKE_INSTALL_PREFIX=/usr gives three Debian
+# packages, one per install component, in Debian's layout (GNUInstallDirs puts the libraries in
+# lib/<multiarch> under /usr):
+#   libforklog0     runtime: libforklog.so.0 and libforklog.so.0.1.0, the license
+#   libforklog-dev  dev: forklog.h and forklog_single.h, libforklog.so, libforklog.a, forklog.pc, the CMake
+#                   package, the man pages of section 3
+#   forklog-tools   tools: the forklog command and forklog(1)
+# The command is a package of its own, as Debian's policy wants for a library package (whose name carries the
+# soname, so that two sonames can be installed side by side). tests/deb_check.sh builds, installs, uses and
+# removes them.
+set(CPACK_PACKAGE_NAME forklog)
+set(CPACK_PACKAGE_VENDOR "The forklog authors")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
+set(CPACK_RESOURCE_FILE_README ${PROJECT_SOURCE_DIR}/README.md)
+set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/build[^/]*/" "__pycache__")
+set(FORKLOG_DEB_MAINTAINER "The forklog authors <forklog@invalid>" CACHE STRING
+    "Maintainer field of the Debian packages (Name <address>)")
+set(CPACK_PACKAGE_CONTACT "${FORKLOG_DEB_MAINTAINER}")
+
+set(CPACK_COMPONENTS_ALL runtime dev tools)
+set(CPACK_COMPONENT_DEV_DEPENDS runtime)
+set(CPACK_COMPONENT_TOOLS_DEPENDS runtime)
+
+set(CPACK_DEB_COMPONENT_INSTALL ON)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+# Depends: libc6 from dpkg-shlibdeps (dpkg-dev), and each component's own package at this exact version.
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${PROJECT_BINARY_DIR})
+
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libforklog0)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
+# A shlibs file for packages built against it, and the ldconfig trigger, so that the loader's cache knows the
+# library as soon as the package is installed.
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
+set(CPACK_DEBIAN_RUNTIME_DESCRIPTION "${PROJECT_DESCRIPTION} (shared library)
+ forklog lets many processes append whole records to one log file: each call appends one record with one
+ write(2) under a robust, process-shared lock, so records are never torn or interleaved, and a writer killed
+ in the middle of a record leaves nothing of it behind. No server process, no daemon.
+ .
+ This package holds the shared library.")
+
+set(CPACK_DEBIAN_DEV_PACKAGE_NAME libforklog-dev)
+set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_DEV_DESCRIPTION "${PROJECT_DESCRIPTION} (development files)
+ forklog lets many processes append whole records to one log file.
+ .
+ This package holds the header, the single-header form, the static library, the pkg-config file, the CMake
+ package and the man pages of the functions.")
+
+set(CPACK_DEBIAN_TOOLS_PACKAGE_NAME forklog-tools)
+set(CPACK_DEBIAN_TOOLS_PACKAGE_SECTION utils)
+set(CPACK_DEBIAN_TOOLS_DESCRIPTION "${PROJECT_DESCRIPTION} (command-line tool)
+ forklog lets many processes append whole records to one log file.
+ .
+ This package holds the forklog command, which appends records to a log from the shell next to the log's
+ other writers.")
+
+include(CPack)
