@@ -1,0 +1,97 @@
+# SPDX-License-Identifier: MIT
+"""PEP 517 build backend of the forklog Python package: setuptools, with no other dependency.
+
+setuptools (before 70.1) needs the separate `wheel` package to build a wheel. When `wheel` can be imported this
+module is exactly setuptools.build_meta. When it cannot (a Python that ships setuptools but not `wheel`, with
+`pip install --no-build-isolation` and no network), the wheel, a pure-Python one, is built here with the
+standard library: the package's files, and METADATA from pyproject.toml. sdists are always setuptools'.
+"""
+import base64
+import hashlib
+import os
+import zipfile
+
+from setuptools import build_meta as _setuptools
+
+try:
+    import wheel  # noqa: F401
+
+    _HAVE_WHEEL = True
+except ImportError:
+    _HAVE_WHEEL = False
+
+if _HAVE_WHEEL and not os.environ.get("FORKLOG_BUILD_WITHOUT_WHEEL"):
+    from setuptools.build_meta import *  # noqa: F401,F403
+else:
+    import tomllib
+
+    get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
+    build_sdist = _setuptools.build_sdist
+
+    _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def _project():
+        with open(os.path.join(_ROOT, "pyproject.toml"), "rb") as f:
+            data = tomllib.load(f)
+        return data["project"], data["tool"]["setuptools"]["packages"]
+
+    def _metadata(project):
+        lines = ["Metadata-Version: 2.1", "Name: " + project["name"], "Version: " + project["version"]]
+        if "description" in project:
+            lines.append("Summary: " + project["description"])
+        if "requires-python" in project:
+            lines.append("Requires-Python: " + project["requires-python"])
+        if "text" in project.get("license", {}):
+            lines.append("License: " + project["license"]["text"])
+        lines += ["Classifier: " + c for c in project.get("classifiers", [])]
+        body = ""
+        if "readme" in project:
+            lines.append("Description-Content-Type: text/markdown")
+            with open(os.path.join(_ROOT, project["readme"]), encoding="utf-8") as f:
+                body = "\n" + f.read()
+        return "\n".join(lines) + "\n" + body
+
+    def _record_hash(data):
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    def _build(wheel_directory, files):
+        project, _ = _project()
+        name, version = project["name"], project["version"]
+        distinfo = "%s-%s.dist-info" % (name, version)
+        files = list(files)
+        files.append((distinfo + "/METADATA", _metadata(project).encode("utf-8")))
+        files.append((distinfo + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: forklog-backend\n"
+                      b"Root-Is-Purelib: true\nTag: py3-none-any\n"))
+        record = "".join("%s,%s,%d\n" % (arc, _record_hash(data), len(data)) for arc, data in files)
+        record += distinfo + "/RECORD,,\n"
+        files.append((distinfo + "/RECORD", record.encode("utf-8")))
+        filename = "%s-%s-py3-none-any.whl" % (name, version)
+        with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w", zipfile.ZIP_DEFLATED) as z:
+            for arc, data in files:
+                info = zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, data)
+        return filename
+
+    def _package_files():
+        _, packages = _project()
+        for pkg in packages:
+            base = os.path.join(_ROOT, *pkg.split("."))
+            for fn in sorted(os.listdir(base)):
+                if fn.endswith(".py"):
+                    with open(os.path.join(base, fn), "rb") as f:
+                        yield pkg.replace(".", "/") + "/" + fn, f.read()
+
+    def get_requires_for_build_wheel(config_settings=None):
+        return []
+
+    def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+        return _build(wheel_directory, _package_files())
+
+    def get_requires_for_build_editable(config_settings=None):
+        return []
+
+    def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+        # PEP 660: a .pth file that puts this source directory on sys.path.
+        return _build(wheel_directory, [("__editable__.forklog.pth", (_ROOT + "\n").encode())])

@@ -1,0 +1,397 @@
+# SPDX-License-Identifier: MIT
+"""forklog.Log: one handle of a forklog log, shared by every process that opens the same file."""
+import atexit
+import ctypes
+import errno as _errno
+import os
+import threading
+import weakref
+from multiprocessing import util as mp_util
+
+from . import _native
+
+DEBUG, INFO, WARN, ERROR = 1, 2, 3, 4
+_LEVEL_NAMES = {"debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
+_FLAG_SYNC, _FLAG_BUFFERED, _FLAG_PRIVATE = 1, 2, 4
+_FORMAT_TEXT, _FORMAT_JSON = 0, 1
+
+_UINT_MAX = 2**32 - 1
+_SIZE_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_size_t)) - 1
+_ERRBUF = 512
+
+
+class OptionError(ValueError, TypeError):
+    """A bad argument or option: raised before anything is opened or written. A ValueError (and, for an
+    argument of the wrong type, also a TypeError, so either `except` catches it)."""
+
+
+def _level(value, what="level"):
+    if isinstance(value, str):
+        try:
+            return _LEVEL_NAMES[value.lower()]
+        except KeyError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool) and DEBUG <= value <= ERROR:
+        return value
+    raise OptionError(
+        "forklog: %s must be 'debug', 'info', 'warn' or 'error' (or forklog.DEBUG .. forklog.ERROR), not %r"
+        % (what, value)
+    )
+
+
+def _int_opt(name, value, lo, hi, zero_ok=True):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OptionError("forklog: %s must be an int, not %s" % (name, type(value).__name__))
+    if value == 0 and zero_ok:
+        return 0
+    if not lo <= value <= hi:
+        raise OptionError(
+            "forklog: %s must be %s%d .. %d, not %d" % (name, "0 (the default) or " if zero_ok else "", lo, hi, value)
+        )
+    return value
+
+
+def _bool_opt(name, value):
+    if not isinstance(value, bool):
+        raise OptionError("forklog: %s must be True or False, not %r" % (name, value))
+    return value
+
+
+def _id_opt(name, value):
+    if value is None:
+        return 0
+    return _int_opt(name, value, 1, _UINT_MAX - 1)
+
+
+def _path_bytes(path):
+    try:
+        p = os.fsencode(path)
+    except TypeError:
+        raise OptionError("forklog: path must be str, bytes or os.PathLike, not %s" % type(path).__name__) from None
+    if not p:
+        raise OptionError("forklog: path is empty")
+    if b"\0" in p:
+        raise OptionError("forklog: path contains a NUL byte")
+    return p
+
+
+# What an errno means here, when the C library gave no explanation of its own.
+_OPEN_HINTS = {
+    _errno.ENOENT: "the log's directory does not exist",
+    _errno.ENOTDIR: "a component of the path is not a directory",
+    _errno.EACCES: "no permission to open the log for appending, or to create its segment file .NAME.forklog "
+                   "beside it (private=True needs no file beside the log)",
+    _errno.EISDIR: "the path is a directory",
+    _errno.ENXIO: "a FIFO with no reader, or a unix socket",
+    _errno.EPERM: "the log's segment file .NAME.forklog is not trusted (another owner, wider permissions, a link)",
+    _errno.EPROTO: "another forklog version or C library uses this log",
+    _errno.EINVAL: "an option the C library refused, or one that conflicts with the log's other users",
+}
+_WRITE_HINTS = {
+    _errno.ENOSPC: "the disk is full; nothing of the record is in the file",
+    _errno.EFBIG: "the file size limit (RLIMIT_FSIZE) was reached; nothing of the record is in the file",
+    _errno.EDQUOT: "disk quota exceeded; nothing of the record is in the file",
+    _errno.EIO: "I/O error; nothing of the record is in the file",
+    _errno.EPIPE: "the reader of the FIFO or pipe has gone",
+}
+
+
+def _oserror(rc, what, path=None, explanation=""):
+    err = -rc
+    if not explanation:
+        explanation = (_OPEN_HINTS if what == "forklog_open" else _WRITE_HINTS).get(err, "")
+    text = "%s (%s)" % (os.strerror(err), what)
+    if explanation:
+        text += ": " + explanation
+    if path is not None:
+        return OSError(err, text, os.fsdecode(path))
+    return OSError(err, text)
+
+
+def _utf8(s):
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the bytes os.fsdecode() kept, or else visible escapes
+        try:
+            return s.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace")
+
+
+def _encode(msg):
+    if isinstance(msg, str):
+        b = _utf8(msg)
+    elif isinstance(msg, (bytes, bytearray, memoryview)):
+        b = bytes(msg)
+    else:
+        raise OptionError("forklog: a message must be str or bytes, not %s" % type(msg).__name__)
+    if b"\0" in b:  # the C call takes a NUL-terminated string: keep the rest of the message, escaped
+        b = b.replace(b"\0", b"\\x00")
+    return b
+
+
+# Every open Log of this process, so that a forked child can reset their Python-side locks (see _after_fork), and
+# so that each process closes its logs when it exits.
+_open_logs = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for log in list(_open_logs):
+        log._reinit_after_fork()
+
+
+def _close_all():
+    """Closes every log still open in this process: buffered records are written, and the last user of a log
+    removes its segment file. Run at interpreter exit, and at the exit of multiprocessing workers (which end
+    with os._exit() under fork and forkserver, skipping atexit)."""
+    for log in list(_open_logs):
+        try:
+            log.close()
+        except Exception:
+            pass
+
+
+_finalizer_pid = None
+
+
+def _close_at_worker_exit(*_):
+    # multiprocessing runs its finalizers when a worker process ends normally (Pool.close() + join(), the end
+    # of an executor, Process.run() returning); a forked worker clears the parent's list first, so each
+    # process registers its own.
+    global _finalizer_pid
+    if _finalizer_pid == os.getpid():
+        return
+    _finalizer_pid = os.getpid()
+    mp_util.Finalize(None, _close_all, exitpriority=-100)
+
+
+def _in_worker():
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
+
+
+class _Anchor:
+    pass
+
+
+_anchor = _Anchor()
+atexit.register(_close_all)
+mp_util.register_after_fork(_anchor, _close_at_worker_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Log:
+    """One handle of the log at `path` (created if missing), through forklog_open().
+
+    Every process that opens the same file through forklog (this class, the C library, the `forklog` command)
+    shares one lock, one file size, one rotation and one buffer with the others, through the segment file
+    `.NAME.forklog` beside the log. A process forked after the open (a multiprocessing worker with the "fork"
+    start method, os.fork()) may use the inherited object as is: the C handle is fork-safe.
+
+    Options (keyword only; 0 means the C library's default, or, for the settings the log's users share, whatever
+    the log's current users have):
+      level        minimum level written: 'debug', 'info' (default), 'warn', 'error' or forklog.DEBUG .. ERROR
+      json         True: JSON Lines records ({"ts":..,"level":..,"pid":..,"msg":..}); False: text lines
+      buffered     True: records are batched in the shared buffer (shared setting)
+      sync         True: fdatasync after every record (or flush)
+      private      True: a segment of this handle's own, shared only with processes forked after the open
+      rotate_bytes rotate before a record would take the file past this many bytes (shared setting)
+      rotate_keep  rotated files kept, 1 .. 1000 (shared setting; 0: 5)
+      flush_ms     buffered: the longest a record waits in the buffer (shared setting; 0: 100)
+      buffer_size  buffered: the shared buffer's size, 4 KiB .. 1 GiB (shared setting; 0: 256 KiB)
+      max_record   largest record in bytes, 256 .. 1 GiB (0: 1 MiB); longer records are cut with a marker
+      mode         permission bits of files the log creates, before the umask (0: 0o644)
+      owner, group uid and gid given to files the log creates (None: left as created)
+
+    Errors: OptionError (a ValueError) for a bad argument, before anything is opened; OSError with the errno and
+    the library's explanation when the open or a write fails; ValueError for any use after close().
+    """
+
+    def __init__(self, path, *, level="info", json=False, buffered=False, sync=False, private=False,
+                 rotate_bytes=0, rotate_keep=0, flush_ms=0, buffer_size=0, max_record=0, mode=0,
+                 owner=None, group=None):
+        self._h = None
+        self._mu = threading.Condition(threading.Lock())
+        self._busy = 0
+        self._closing = False
+        bpath = _path_bytes(path)
+        self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
+                              rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,
+                              buffer_size=buffer_size, max_record=max_record, mode=mode, owner=owner,
+                              group=group)
+        po = _native.PaddedOptions()
+        o = po.opts
+        o.level = _level(level)
+        o.format = _FORMAT_JSON if _bool_opt("json", json) else _FORMAT_TEXT
+        o.flags = ((_FLAG_BUFFERED if _bool_opt("buffered", buffered) else 0)
+                   | (_FLAG_SYNC if _bool_opt("sync", sync) else 0)
+                   | (_FLAG_PRIVATE if _bool_opt("private", private) else 0))
+        o.rotate_bytes = _int_opt("rotate_bytes", rotate_bytes, 1, 2**64 - 1)
+        o.rotate_keep = _int_opt("rotate_keep", rotate_keep, 1, 1000)
+        o.flush_ms = _int_opt("flush_ms", flush_ms, 1, _UINT_MAX)
+        o.buffer_size = _int_opt("buffer_size", buffer_size, 4096, min(2**30, _SIZE_MAX))
+        o.max_record = _int_opt("max_record", max_record, 256, min(2**30, _SIZE_MAX))
+        o.mode = _int_opt("mode", mode, 1, 0o7777)
+        o.owner = _id_opt("owner", owner)
+        o.group = _id_opt("group", group)
+        errbuf = ctypes.create_string_buffer(_ERRBUF)
+        o.error = ctypes.cast(errbuf, ctypes.c_void_p)
+        o.error_size = _ERRBUF
+        h = ctypes.c_void_p()
+        rc = _native.lib.forklog_open(ctypes.byref(h), bpath, ctypes.byref(po))
+        if rc < 0:
+            raise _oserror(rc, "forklog_open", bpath, errbuf.value.decode("utf-8", "replace"))
+        self._h = h.value
+        # The absolute path, so that a pickled Log reopens the same file wherever it is unpickled.
+        self._path = os.path.abspath(os.fsdecode(path))
+        self._level = o.level
+        self._pid = os.getpid()
+        _open_logs.add(self)
+        if _in_worker():
+            _close_at_worker_exit()
+
+    # ---- the in-flight count: close() waits for the calls of other threads -------------------------------
+    def _enter(self):
+        with self._mu:
+            if self._h is None or self._closing:
+                raise ValueError("forklog: I/O operation on a closed log")
+            self._busy += 1
+            return self._h
+
+    def _leave(self):
+        with self._mu:
+            self._busy -= 1
+            if self._closing and self._busy == 0:
+                self._mu.notify_all()
+
+    def _reinit_after_fork(self):
+        # A child has exactly one thread: no call of another thread is in flight here, and a lock that another
+        # thread of the parent held at the fork would never be released. The C handle itself needs nothing.
+        self._mu = threading.Condition(threading.Lock())
+        self._busy = 0
+        self._pid = os.getpid()
+
+    # ---- the public API --------------------------------------------------------------------------------------
+    @property
+    def path(self):
+        """The log's absolute path."""
+        return self._path
+
+    @property
+    def closed(self):
+        """True once close() was called in this process."""
+        return self._h is None
+
+    def log(self, level, msg):
+        """Appends one record of `level` whose message is `msg` (str or bytes, used as is: never as a format).
+        Returns 0, or the number of message bytes cut to fit max_record."""
+        lv = _level(level)
+        b = _encode(msg)
+        h = self._enter()
+        try:
+            rc = _native.lib.forklog_log(h, lv, b"%s", b)
+        finally:
+            self._leave()
+        if rc < 0:
+            raise _oserror(rc, "forklog_log", self._path)
+        return rc
+
+    def debug(self, msg):
+        return self.log(DEBUG, msg)
+
+    def info(self, msg):
+        return self.log(INFO, msg)
+
+    def warn(self, msg):
+        return self.log(WARN, msg)
+
+    warning = warn
+
+    def error(self, msg):
+        return self.log(ERROR, msg)
+
+    def write(self, data):
+        """Appends `data` (bytes, or str as UTF-8) as one record, exactly as given, plus a newline when it does
+        not end with one. Returns 0, or the number of bytes cut to fit max_record."""
+        if isinstance(data, str):
+            b = _utf8(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            b = bytes(data)
+        else:
+            raise OptionError("forklog: write() takes str or bytes, not %s" % type(data).__name__)
+        h = self._enter()
+        try:
+            rc = _native.lib.forklog_write(h, b, len(b))
+        finally:
+            self._leave()
+        if rc < 0:
+            raise _oserror(rc, "forklog_write", self._path)
+        return rc
+
+    def flush(self):
+        """Writes out the log's buffered records (buffered=True); otherwise does nothing."""
+        h = self._enter()
+        try:
+            rc = _native.lib.forklog_flush(h)
+        finally:
+            self._leave()
+        if rc < 0:
+            raise _oserror(rc, "forklog_flush", self._path)
+
+    def reopen(self):
+        """Makes every process that uses the log reopen the path by name before its next record (after an
+        external rotation, e.g. logrotate's `create` mode)."""
+        h = self._enter()
+        try:
+            rc = _native.lib.forklog_reopen(h)
+        finally:
+            self._leave()
+        if rc < 0:
+            raise _oserror(rc, "forklog_reopen", self._path)
+
+    def close(self):
+        """Ends this process's use of the log (flushing buffered records). Waits for calls of other threads
+        that are in progress. Closing twice does nothing. Other processes that hold the log are not affected."""
+        with self._mu:
+            if self._h is None or self._closing:
+                return
+            self._closing = True
+            while self._busy:
+                self._mu.wait()
+            h, self._h = self._h, None
+            self._closing = False
+        _open_logs.discard(self)
+        rc = _native.lib.forklog_close(h)
+        if rc < 0:
+            raise _oserror(rc, "forklog_close", self._path)
+
+    def __enter__(self):
+        if self._h is None:
+            raise ValueError("forklog: I/O operation on a closed log")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if self._h is not None:
+                self.close()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        # Sent to another process (a spawn or forkserver worker, through initargs or a task): it opens the same
+        # path there with the same options, and so joins the same shared segment.
+        if self._h is None:
+            raise ValueError("forklog: cannot send a closed log to another process")
+        return (_reopen_log, (self._path, self._settings))
+
+    def __repr__(self):
+        return "<forklog.Log %r%s>" % (self._path, " closed" if self._h is None else "")
+
+
+def _reopen_log(path, settings):
+    return Log(path, **settings)

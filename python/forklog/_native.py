@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: MIT
+"""ctypes binding of libforklog: finding the library, the options struct, the function signatures.
+
+Nothing here is public API; forklog.Log and forklog.Handler are built on it.
+"""
+import ctypes
+import ctypes.util
+import os
+
+__all__ = ["lib", "Options", "library_path"]
+
+_HINT = (
+    "install the forklog C library (cmake --build BUILD && cmake --install BUILD, then ldconfig), or point "
+    "FORKLOG_LIBRARY at it: FORKLOG_LIBRARY=/path/to/libforklog.so.0"
+)
+
+
+def _load():
+    env = os.environ.get("FORKLOG_LIBRARY")
+    if env:
+        try:
+            return ctypes.CDLL(env), env
+        except OSError as e:
+            raise ImportError(
+                "forklog: cannot load the C library named by FORKLOG_LIBRARY=%s (%s); set "
+                "FORKLOG_LIBRARY=/path/to/libforklog.so.0, or unset it and install the library" % (env, e)
+            ) from None
+    tried = []
+    for name in (ctypes.util.find_library("forklog"), "libforklog.so.0"):
+        if not name or name in tried:
+            continue
+        tried.append(name)
+        try:
+            return ctypes.CDLL(name), name
+        except OSError:
+            pass
+    raise ImportError(
+        "forklog: the C library libforklog.so was not found by the system loader (tried %s); %s"
+        % (", ".join(tried) or "nothing", _HINT)
+    )
+
+
+lib, library_path = _load()
+
+# uid_t and gid_t are 32-bit unsigned on Linux (glibc and musl, every architecture).
+_uid_t = ctypes.c_uint32
+_gid_t = ctypes.c_uint32
+
+
+class Options(ctypes.Structure):
+    """Mirror of struct forklog_options (include/forklog.h), field by field and type by type.
+
+    C enums with these small values are `int` on every Linux ABI; `unsigned` is c_uint.
+    """
+
+    _fields_ = [
+        ("level", ctypes.c_int),  # enum forklog_level
+        ("format", ctypes.c_int),  # enum forklog_format
+        ("mode", ctypes.c_uint),
+        ("flags", ctypes.c_uint),
+        ("max_record", ctypes.c_size_t),
+        ("rotate_bytes", ctypes.c_ulonglong),
+        ("rotate_keep", ctypes.c_uint),
+        ("flush_ms", ctypes.c_uint),
+        ("buffer_size", ctypes.c_size_t),
+        ("owner", _uid_t),
+        ("group", _gid_t),
+        ("error", ctypes.c_void_p),  # char *: a buffer of ours, so a plain pointer
+        ("error_size", ctypes.c_size_t),
+    ]
+
+
+class PaddedOptions(ctypes.Structure):
+    """Options followed by zeroed bytes. The C struct only ever grows at its end, and a zero field means the
+    default: a newer library that reads fields this binding does not know finds zeros, never foreign memory."""
+
+    _fields_ = [("opts", Options), ("_spare", ctypes.c_char * 256)]
+
+
+_handle_p = ctypes.c_void_p
+
+lib.forklog_version.argtypes = []
+lib.forklog_version.restype = ctypes.c_uint
+lib.forklog_version_string.argtypes = []
+lib.forklog_version_string.restype = ctypes.c_char_p
+lib.forklog_open.argtypes = [ctypes.POINTER(_handle_p), ctypes.c_char_p, ctypes.POINTER(PaddedOptions)]
+lib.forklog_open.restype = ctypes.c_int
+# forklog_log is variadic; it is only ever called with the format "%s" and one char * argument, which the
+# Linux calling conventions (x86_64, aarch64, ...) pass as for a fixed-argument function.
+lib.forklog_log.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
+lib.forklog_log.restype = ctypes.c_int
+lib.forklog_write.argtypes = [_handle_p, ctypes.c_char_p, ctypes.c_size_t]
+lib.forklog_write.restype = ctypes.c_int
+lib.forklog_flush.argtypes = [_handle_p]
+lib.forklog_flush.restype = ctypes.c_int
+lib.forklog_reopen.argtypes = [_handle_p]
+lib.forklog_reopen.restype = ctypes.c_int
+lib.forklog_close.argtypes = [_handle_p]
+lib.forklog_close.restype = ctypes.c_int
+
+# Optional entry points of newer libraries are looked up here, by name, so that this binding keeps working
+# with a library that does not have them.

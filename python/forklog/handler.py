@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: MIT
+"""forklog.Handler: a logging.Handler that appends every LogRecord as one whole record through forklog."""
+import logging
+import sys
+
+from ._log import DEBUG, ERROR, INFO, WARN, Log, OptionError, _level
+
+_TO_LOGGING = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARN: logging.WARNING, ERROR: logging.ERROR}
+
+
+def forklog_level(levelno):
+    """The forklog level of a logging level: DEBUG (and below) -> debug, INFO -> info, WARNING -> warn,
+    ERROR and CRITICAL (and above) -> error; levels in between go to the one below them."""
+    if levelno >= logging.ERROR:
+        return ERROR
+    if levelno >= logging.WARNING:
+        return WARN
+    if levelno >= logging.INFO:
+        return INFO
+    return DEBUG
+
+
+def _split_level(level):
+    """(logging level of the handler, forklog level of the log) from a forklog level name or number, or from a
+    logging level number (0, or 5 and above: logging.DEBUG, logging.INFO, ...)."""
+    if isinstance(level, int) and not isinstance(level, bool) and (level == 0 or level >= 5):
+        return level, forklog_level(level)
+    fl = _level(level)
+    return _TO_LOGGING[fl], fl
+
+
+class Handler(logging.Handler):
+    """Writes each LogRecord as one whole record to the forklog log at `path`.
+
+    Text mode (default): `<time> <LEVEL> pid=<pid> <self.format(record)>`, one line per record (newlines of
+    the message, a traceback's included, are escaped as \\n). json=True: one JSON line per record,
+    {"ts":..,"level":..,"pid":..,"msg":<self.format(record)>}. raw=True: self.format(record) exactly as
+    formatted, as FileHandler writes it (a multi-line message then spans several lines, still in one piece).
+
+    level: the handler's level: a logging level such as logging.INFO (default logging.NOTSET: the loggers decide,
+    as with logging's own handlers), or 'debug', 'info', 'warn', 'error', forklog.DEBUG .. forklog.ERROR. Every other
+    keyword is an option of forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
+
+    Created in the parent before a "fork" Pool, the handler (and the logging set-up that holds it) is inherited
+    by the workers, which use it as is. With "spawn" or "forkserver", create it in each worker's initializer:
+    each opens the same path and joins the log's shared segment. A Handler sent to another process (pickled, e.g.
+    in initargs) opens the same path there.
+
+    emit() never raises into the application: a failed record goes to handleError(), as with logging's own
+    handlers (by default a traceback on stderr while logging.raiseExceptions is true). close() closes the log.
+    """
+
+    def __init__(self, path, *, level=logging.NOTSET, json=False, raw=False, **options):
+        if not isinstance(raw, bool):
+            raise OptionError("forklog: raw must be True or False, not %r" % (raw,))
+        if raw and json is True:
+            raise OptionError("forklog: raw=True writes the formatted record as is; it cannot be JSON too")
+        hlevel, fl = _split_level(level)
+        log = Log(path, level=fl, json=json, **options)  # validates every option before logging.Handler
+        logging.Handler.__init__(self, hlevel)
+        self._log = log
+        self._raw = raw
+        self._options = dict(options, json=json)
+
+    @property
+    def log(self):
+        """The forklog.Log this handler writes to."""
+        return self._log
+
+    @property
+    def closed(self):
+        return self._log.closed
+
+    def emit(self, record):
+        try:
+            msg = self.format(record)
+            if self._raw:
+                self._log.write(msg)
+            else:
+                self._log.log(forklog_level(record.levelno), msg)
+        except RecursionError:  # as logging's handlers do
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self):
+        with self.lock:
+            try:
+                if not self._log.closed:
+                    self._log.flush()
+            except Exception as e:
+                _report("flush", e)
+
+    def close(self):
+        with self.lock:
+            try:
+                self._log.close()
+            except Exception as e:
+                _report("close", e)
+            finally:
+                logging.Handler.close(self)
+
+    def __reduce__(self):
+        if self._log.closed:
+            raise ValueError("forklog: cannot send a closed handler to another process")
+        return (_reopen_handler, (self._log.path, self.level, self._raw, self._options, self.formatter))
+
+    def __repr__(self):
+        return "<forklog.Handler %s (%s)>" % (self._log.path, logging.getLevelName(self.level))
+
+
+def _reopen_handler(path, level, raw, options, formatter):
+    h = Handler(path, level=level, raw=raw, **options)
+    h.setFormatter(formatter)
+    return h
+
+
+def _report(what, e):
+    # logging's handlers report their own failures on stderr while logging.raiseExceptions is true, and never
+    # raise them.
+    if logging.raiseExceptions and sys.stderr:
+        try:
+            sys.stderr.write("--- forklog.Handler: %s failed: %s\n" % (what, e))
+        except Exception:
+            pass
