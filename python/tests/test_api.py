@@ -1,0 +1,340 @@
+# SPDX-License-Identifier: MIT
+"""The API's contract: bad input, closed logs, errors with errno and explanation, the library not found, the
+Handler that never raises, fork, pickling, and the options struct matching the C header."""
+import errno
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import forklog
+from forklog import _native
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ---- bad input: ValueError before anything is opened ---------------------------------------------------------------
+@pytest.mark.parametrize("level", ["loud", "", 0, 5, -1, True, 2.0, None, logging.INFO])
+def test_bad_level_is_a_value_error(tmp_path, level):
+    with pytest.raises(ValueError):
+        forklog.Log(str(tmp_path / "a.log"), level=level)
+    assert not os.path.exists(tmp_path / "a.log")
+
+
+@pytest.mark.parametrize("options", [
+    dict(json=1), dict(buffered="yes"), dict(sync=None), dict(private=0),
+    dict(rotate_bytes="1"), dict(rotate_bytes=-1), dict(rotate_bytes=1.5), dict(rotate_bytes=2**64),
+    dict(rotate_keep=1001), dict(rotate_keep=-1), dict(max_record=10), dict(max_record=2**31),
+    dict(buffer_size=100), dict(flush_ms=-5), dict(flush_ms=2**32), dict(mode=0o10000), dict(mode="644"),
+    dict(owner=-1), dict(group="staff"), dict(owner=2**32 - 1),
+])
+def test_bad_option_is_a_value_error_and_creates_nothing(tmp_path, options):
+    with pytest.raises(ValueError) as e:
+        forklog.Log(str(tmp_path / "a.log"), **options)
+    assert isinstance(e.value, forklog.OptionError)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["", 123, None, "a\0b", b""])
+def test_bad_path_is_a_value_error(path):
+    with pytest.raises(ValueError):
+        forklog.Log(path)
+
+
+def test_unknown_keyword_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError):
+        forklog.Log(str(tmp_path / "a.log"), rotate=5)
+
+
+def test_bad_level_or_message_on_an_open_log(tmp_path):
+    with forklog.Log(str(tmp_path / "a.log")) as log:
+        with pytest.raises(ValueError):
+            log.log("loud", "x")
+        with pytest.raises(ValueError):
+            log.log(9, "x")
+        with pytest.raises(ValueError):
+            log.info(123)
+        with pytest.raises(ValueError):
+            log.write(None)
+    assert os.path.getsize(tmp_path / "a.log") == 0
+
+
+def test_closed_log_is_a_value_error_everywhere(tmp_path):
+    log = forklog.Log(str(tmp_path / "a.log"))
+    assert not log.closed
+    log.close()
+    assert log.closed
+    for call in (lambda: log.info("x"), lambda: log.log("error", "x"), lambda: log.write(b"x"), log.flush,
+                 log.reopen, lambda: log.__enter__(), lambda: pickle.dumps(log)):
+        with pytest.raises(ValueError):
+            call()
+    log.close()  # twice: nothing
+
+
+def test_levels_below_the_minimum_are_not_written(tmp_path):
+    path = tmp_path / "a.log"
+    with forklog.Log(str(path), level="warn") as log:
+        assert log.debug("no") == 0 and log.info("no") == 0
+        log.warn("yes")
+        log.error("yes")
+    assert [ln.split()[1] for ln in path.read_text().splitlines()] == ["WARN", "ERROR"]
+
+
+def test_a_long_record_is_cut_and_the_count_returned(tmp_path):
+    with forklog.Log(str(tmp_path / "a.log"), max_record=256) as log:
+        assert log.write(b"x" * 1000) > 0
+        assert log.info("y" * 1000) > 0
+    for line in (tmp_path / "a.log").read_bytes().split(b"\n")[:-1]:
+        assert len(line) < 256 and b"bytes cut]" in line
+
+
+# ---- errors with errno and explanation -------------------------------------------------------------------------
+def test_write_error_is_an_oserror_with_errno():
+    with forklog.Log("/dev/full") as log:
+        with pytest.raises(OSError) as e:
+            log.info("x")
+        assert e.value.errno == errno.ENOSPC
+        assert os.strerror(errno.ENOSPC) in str(e.value) and "nothing of the record" in str(e.value)
+        with pytest.raises(OSError) as e:
+            log.write(b"x" * 10000)
+        assert e.value.errno == errno.ENOSPC
+
+
+def test_open_error_is_an_oserror_with_errno_and_path(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        forklog.Log(str(tmp_path / "missing" / "a.log"))
+    assert e.value.errno == errno.ENOENT and e.value.filename.endswith("a.log")
+    with pytest.raises(IsADirectoryError):
+        forklog.Log(str(tmp_path))
+
+
+def _run(code, env_update, unset=()):
+    env = dict(os.environ)
+    env.update(env_update)
+    for k in unset:
+        env.pop(k, None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_missing_library_is_an_import_error_with_the_hint():
+    r = _run("import forklog", {"FORKLOG_LIBRARY": "/nonexistent/libforklog.so.0"})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr
+    assert "FORKLOG_LIBRARY=/path/to/libforklog.so.0" in r.stderr
+
+
+def test_library_not_on_the_loader_path_is_an_import_error_with_the_hint():
+    import ctypes.util
+
+    if ctypes.util.find_library("forklog"):
+        pytest.skip("libforklog is installed system-wide here")
+    r = _run("import forklog", {"LD_LIBRARY_PATH": ""}, unset=["FORKLOG_LIBRARY"])
+    assert r.returncode != 0 and "ImportError" in r.stderr
+    assert "FORKLOG_LIBRARY=/path/to/libforklog.so.0" in r.stderr and "install" in r.stderr
+
+
+def test_library_found_through_the_loader_path():
+    lib_dir = os.path.dirname(os.path.realpath(os.environ["FORKLOG_LIBRARY"]))
+    r = _run("import forklog; print(forklog.library_version())", {"LD_LIBRARY_PATH": lib_dir},
+             unset=["FORKLOG_LIBRARY"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == forklog.library_version()
+
+
+# ---- the Handler never raises -------------------------------------------------------------------------------------
+class _Recording(forklog.Handler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.errors = []
+
+    def handleError(self, record):
+        self.errors.append((record, sys.exc_info()[1]))
+
+
+def _logger(name, handler):
+    lg = logging.getLogger(name)
+    lg.propagate = False
+    lg.setLevel(logging.DEBUG)
+    lg.handlers[:] = [handler]
+    return lg
+
+
+def test_handler_on_a_closed_log_calls_handle_error(tmp_path):
+    h = _Recording(str(tmp_path / "a.log"))
+    lg = _logger("forklog-closed", h)
+    h.log.close()
+    lg.info("lost")  # no exception here
+    assert len(h.errors) == 1 and isinstance(h.errors[0][1], ValueError)
+    h.close()
+    h.close()
+
+
+def test_handler_write_error_calls_handle_error():
+    h = _Recording("/dev/full")
+    lg = _logger("forklog-full", h)
+    lg.error("lost")
+    assert len(h.errors) == 1 and h.errors[0][1].errno == errno.ENOSPC
+    h.close()
+
+
+def test_handler_with_logging_own_handle_error_prints_and_goes_on(tmp_path, capsys):
+    h = forklog.Handler(str(tmp_path / "a.log"))
+    lg = _logger("forklog-default", h)
+    h.log.close()
+    lg.warning("lost %d", 1)
+    assert "Logging error" in capsys.readouterr().err
+    h.close()
+
+
+def test_handler_bad_format_arguments_call_handle_error(tmp_path):
+    h = _Recording(str(tmp_path / "a.log"))
+    lg = _logger("forklog-format", h)
+    lg.info("%d", "not a number")
+    assert len(h.errors) == 1
+    h.close()
+
+
+def test_handler_levels_map_onto_forklog(tmp_path):
+    path = tmp_path / "a.log"
+    h = forklog.Handler(str(path))
+    lg = _logger("forklog-levels", h)
+    lg.setLevel(1)
+    for lv in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL, 25, 5):
+        lg.log(lv, "m")
+    h.close()
+    assert [ln.split()[1] for ln in path.read_text().splitlines()] == \
+        ["DEBUG", "INFO", "WARN", "ERROR", "ERROR", "INFO", "DEBUG"]
+
+
+def test_handler_level_and_raw_mode(tmp_path):
+    path = tmp_path / "a.log"
+    h = forklog.Handler(str(path), level=logging.WARNING, raw=True)
+    h.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    lg = _logger("forklog-raw", h)
+    lg.info("dropped")
+    lg.warning("kept\nsecond line")
+    h.close()
+    assert path.read_text() == "WARNING:forklog-raw:kept\nsecond line\n"
+    with pytest.raises(ValueError):
+        forklog.Handler(str(path), raw=True, json=True)
+    with pytest.raises(ValueError):
+        forklog.Handler(str(path), level="loud")
+
+
+# ---- fork and pickling ---------------------------------------------------------------------------------------------
+def test_a_forked_child_uses_the_inherited_log_and_its_close_leaves_the_parents(tmp_path):
+    path = tmp_path / "a.log"
+    log = forklog.Log(str(path))
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            log.info("child")
+            log.close()
+            code = 0 if log.closed else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.info("parent")
+    log.close()
+    assert [ln.split(None, 3)[3] for ln in path.read_text().splitlines()] == ["child", "parent"]
+
+
+def test_fork_while_another_thread_logs_never_deadlocks_the_child(tmp_path):
+    path = tmp_path / "a.log"
+    log = forklog.Log(str(path))
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            log.info("thread")
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for _ in range(30):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    log.info("child")
+                    log.close()
+                finally:
+                    os._exit(0)
+            deadline = time.monotonic() + 10
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    pytest.fail("a child forked while a thread was logging hung")
+                time.sleep(0.001)
+    finally:
+        stop.set()
+        t.join()
+    log.close()
+    assert path.read_text().count(" child\n") == 30
+
+
+def test_close_waits_for_other_threads_calls(tmp_path):
+    log = forklog.Log(str(tmp_path / "a.log"))
+    errors = []
+
+    def writer():
+        try:
+            while True:
+                log.write(b"x" * 100000)
+        except ValueError:
+            pass  # closed: the expected end
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    ts = [threading.Thread(target=writer) for _ in range(3)]
+    for t in ts:
+        t.start()
+    time.sleep(0.05)
+    log.close()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+def test_a_pickled_log_opens_the_same_path(tmp_path):
+    path = tmp_path / "a.log"
+    with forklog.Log(str(path), json=True) as log:
+        with pickle.loads(pickle.dumps(log)) as copy:
+            assert copy.path == log.path and copy is not log
+            copy.info("from the copy")
+    assert '"msg":"from the copy"' in path.read_text()
+
+
+# ---- the ctypes mirror of struct forklog_options -------------------------------------------------------------------
+def test_options_struct_matches_the_c_header(tmp_path):
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler")
+    fields = [f[0] for f in _native.Options._fields_]
+    src = tmp_path / "layout.c"
+    src.write_text(
+        "#include <stddef.h>\n#include <stdio.h>\n#include <forklog.h>\nint main(void) {\n"
+        '    printf("size %zu %zu\\n", sizeof(struct forklog_options), _Alignof(struct forklog_options));\n'
+        + "".join('    printf("%s %%zu %%zu\\n", offsetof(struct forklog_options, %s), '
+                  "sizeof(((struct forklog_options *)0)->%s));\n" % (f, f, f) for f in fields)
+        + "    return 0;\n}\n")
+    exe = tmp_path / "layout"
+    subprocess.run([cc, "-std=c11", "-I", os.path.join(REPO, "include"), str(src), "-o", str(exe)], check=True)
+    out = dict((ln.split()[0], tuple(map(int, ln.split()[1:]))) for ln in
+               subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines())
+    import ctypes
+
+    assert out.pop("size") == (ctypes.sizeof(_native.Options), ctypes.alignment(_native.Options)), \
+        "struct forklog_options changed: update forklog/_native.py"
+    for f, ctype in _native.Options._fields_:
+        assert out[f] == (getattr(_native.Options, f).offset, ctypes.sizeof(ctype)), f

@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: MIT
+"""examples/python/request_timing.py runs with its defaults and with every start method."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "python", "request_timing.py")
+
+
+@pytest.mark.parametrize("args", [[], ["-n", "60", "--start-method", "spawn"],
+                                  ["-n", "60", "--start-method", "forkserver"]])
+def test_request_timing_example(tmp_path, args):
+    r = subprocess.run([sys.executable, EXAMPLE] + args, cwd=str(tmp_path), capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = 60 if args else 200
+    assert re.search(r"^cost: count %d, p50 [0-9.]+ s, p95 [0-9.]+ s$" % n, r.stdout, re.M), r.stdout
+    lines = (tmp_path / "request.log").read_text().splitlines()
+    assert len(lines) == n
+    assert sorted(ln.split()[4] for ln in lines) == sorted("data%d" % i for i in range(1, n + 1))
+    assert not os.path.exists(tmp_path / ".request.log.forklog")  # every worker closed: the segment is gone

@@ -1,0 +1,33 @@
+# SPDX-License-Identifier: MIT
+"""`pip install --no-build-isolation ./python` works offline, with setuptools' backend and without `wheel`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _have_pip():
+    return subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _have_pip(), reason="pip is not installed for this Python")
+@pytest.mark.parametrize("wheel_package", ["if-present", "without"])
+def test_pip_install_no_build_isolation_offline(tmp_path, wheel_package):
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if wheel_package == "without":
+        env["FORKLOG_BUILD_WITHOUT_WHEEL"] = "1"  # the backend's own wheel builder, as on a Python without `wheel`
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--target",
+                        str(target), PKG], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env["PYTHONPATH"] = str(target)
+    r = subprocess.run([sys.executable, "-c", "import forklog, sys; print(forklog.__file__); "
+                        "print(forklog.Log, forklog.Handler, forklog.library_version())"],
+                       env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(str(target))
+    meta = next(target.glob("forklog-*.dist-info")) / "METADATA"
+    assert "Name: forklog" in meta.read_text()
