@@ -1,0 +1,187 @@
+/*
+ * A pre-fork server: the parent opens the log and a listening socket on 127.0.0.1, forks N workers that accept
+ * connections on the shared socket and log one record per HTTP request, then plays the client itself: it sends
+ * M requests, stops the workers and checks that the log holds exactly one whole record per request.
+ * Offline (loopback only), bounded (M requests, a 10 s alarm).
+ *
+ * Usage: prefork_server LOGFILE [workers] [requests]          (defaults: 4 workers, 200 requests)
+ * Prints one line per worker with the requests it served, then "OK: <M> requests, <M> records".
+ */
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE
+#endif
+#include <forklog.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { MAX_WORKERS = 64 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+/* One worker: accept, read the request line, log `GET <path> 200 <bytes> <seconds>`, then answer (so that a
+ * request the client saw answered is in the log). Ends at SIGTERM, between two requests. */
+static _Noreturn void worker(int ls, forklog *log)
+{
+    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: SIGTERM interrupts accept() */
+    sigaction(SIGTERM, &sa, NULL);
+    unsigned served = 0;
+    while (!stop) {
+        int c = accept(ls, NULL, NULL);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break;
+        }
+        double t0 = now_s();
+        char req[1024];
+        ssize_t n = read(c, req, sizeof req - 1);
+        req[n > 0 ? n : 0] = '\0';
+        char path[256] = "?";
+        sscanf(req, "GET %255s", path);
+        char resp[512];
+        int len = snprintf(resp, sizeof resp,
+                           "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s\n",
+                           strlen(path) + 1, path);
+        served++;
+        forklog_info(log, "GET %s 200 %d %.6f served=%u", path, len, now_s() - t0, served);
+        if (write(c, resp, (size_t)len) != len)
+            forklog_warn(log, "GET %s: the answer was not sent", path);
+        close(c);
+    }
+    forklog_close(log);
+    _exit(0);
+}
+
+static int request(const struct sockaddr_in *addr, int i)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || connect(s, (const struct sockaddr *)addr, sizeof *addr) < 0) {
+        if (s >= 0)
+            close(s);
+        return -1;
+    }
+    char req[64], resp[512];
+    int len = snprintf(req, sizeof req, "GET /item/%d HTTP/1.0\r\n\r\n", i);
+    int ok = write(s, req, (size_t)len) == len;
+    size_t got = 0;
+    ssize_t n;
+    while (ok && got < sizeof resp - 1 && (n = read(s, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)n;
+    resp[got] = '\0';
+    close(s);
+    return ok && strncmp(resp, "HTTP/1.0 200 ", 13) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 4) {
+        fprintf(stderr, "usage: %s LOGFILE [workers] [requests]\n", argv[0]);
+        return 2;
+    }
+    int nworkers = argc > 2 ? atoi(argv[2]) : 4, nreq = argc > 3 ? atoi(argv[3]) : 200;
+    if (nworkers < 1 || nworkers > MAX_WORKERS || nreq < 1) {
+        fprintf(stderr, "%s: 1..%d workers, at least 1 request\n", argv[0], MAX_WORKERS);
+        return 2;
+    }
+    alarm(10); /* bounded, whatever happens */
+    signal(SIGPIPE, SIG_IGN);
+
+    forklog *log;
+    int rc = forklog_open(&log, argv[1], NULL);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
+        return 1;
+    }
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof addr;
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(ls, 128) < 0 ||
+        getsockname(ls, (struct sockaddr *)&addr, &alen) < 0) {
+        perror("listen on 127.0.0.1");
+        return 1;
+    }
+    forklog_info(log, "server listening on 127.0.0.1:%u with %d workers", (unsigned)ntohs(addr.sin_port), nworkers);
+
+    /* The workers inherit the listening socket and the log handle, and use both as they are. */
+    pid_t pids[MAX_WORKERS];
+    for (int w = 0; w < nworkers; w++) {
+        pids[w] = fork();
+        if (pids[w] < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (pids[w] == 0)
+            worker(ls, log);
+    }
+    close(ls);
+
+    int failed = 0;
+    for (int i = 0; i < nreq; i++)
+        failed += request(&addr, i) != 0;
+
+    /* Every answered request is in the log (logged before it was answered): stop the workers. */
+    for (int w = 0; w < nworkers; w++)
+        kill(pids[w], SIGTERM);
+    for (int w = 0; w < nworkers; w++)
+        waitpid(pids[w], NULL, 0);
+    forklog_info(log, "server stopped: %d requests, %d failed", nreq, failed);
+    forklog_close(log);
+
+    /* Read the log back: one whole `GET /item/<i> 200` record per request, and who served them. */
+    FILE *f = fopen(argv[1], "r");
+    if (!f)
+        return 1;
+    char line[1024];
+    int records = 0, bad = 0;
+    unsigned char *seen = calloc((size_t)nreq, 1);
+    while (seen && fgets(line, sizeof line, f)) {
+        const char *get = strstr(line, " GET /item/");
+        if (!get)
+            continue;
+        int i;
+        if (!strchr(line, '\n') || sscanf(get, " GET /item/%d 200 ", &i) != 1 || i < 0 || i >= nreq || seen[i]++)
+            bad++;
+        records++;
+    }
+    fclose(f);
+    for (int w = 0; w < nworkers; w++) {
+        char pid[32];
+        snprintf(pid, sizeof pid, " pid=%d ", (int)pids[w]);
+        int n = 0;
+        f = fopen(argv[1], "r");
+        while (f && fgets(line, sizeof line, f))
+            n += strstr(line, pid) && strstr(line, " GET /item/");
+        if (f)
+            fclose(f);
+        printf("worker %d (pid %d): %d requests\n", w, (int)pids[w], n);
+    }
+    free(seen);
+    if (failed || bad || records != nreq) {
+        printf("FAIL: %d requests, %d failed, %d records, %d bad\n", nreq, failed, records, bad);
+        return 1;
+    }
+    printf("OK: %d requests, %d records\n", nreq, records);
+    return 0;
+}

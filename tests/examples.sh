@@ -1,0 +1,126 @@
+#!/bin/sh
+# Runs one program of examples/ and checks what it printed and the log it wrote. One ctest entry per case
+# (example_<case>). Usage: examples.sh CASE PROGRAM_OR_DIR [BUILD_DIR]
+#   prefork   PROGRAM   the pre-fork HTTP server: one whole record per request
+#   pool      PROGRAM   the timing pool: one record per job, whatever the job did
+#   stdout    PROGRAM   logging to /dev/stdout: through a pipe, into a file, and the fallback on a socket
+#   logrotate PROGRAM   the real logrotate with its own state file, rotating 5 times under 4 writers: no record
+#                       lost, duplicated or split
+#   cmake     SRC_DIR BUILD_DIR   examples/cmake-consumer built against a temporary install prefix
+set -eu
+case=$1 prog=$2
+work=$(mktemp -d /tmp/forklog-example-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL example_$case: $*" >&2; exit 1; }
+# whole FILE...: every line is a whole text record.
+whole() {
+  bad=$(cat "$@" | grep -cvE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{15}Z (DEBUG|INFO|WARN|ERROR) pid=[0-9]+ ' || true)
+  [ "$bad" -eq 0 ] || fail "$bad lines are not whole records"
+}
+
+case $case in
+prefork)
+  "$prog" "$work/access.log" 4 300 >"$work/out" || { cat "$work/out"; fail "exit status $?"; }
+  cat "$work/out"
+  grep -qx 'OK: 300 requests, 300 records' "$work/out" || fail "unexpected output"
+  test "$(grep -c ' GET /item/' "$work/access.log")" -eq 300 || fail "not 300 request records"
+  whole "$work/access.log"
+  ;;
+pool)
+  "$prog" "$work/jobs.log" >"$work/out" || { cat "$work/out"; fail "exit status"; }
+  cat "$work/out"
+  grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/out" || fail "unexpected output"
+  whole "$work/jobs.log"
+  ;;
+stdout)
+  # A pipe: 1 + 4 * 25 + 1 whole records, 25 per worker.
+  "$prog" 4 25 | cat >"$work/pipe.out"
+  test "$(wc -l <"$work/pipe.out")" -eq 102 || fail "$(wc -l <"$work/pipe.out") lines through a pipe, 102 expected"
+  whole "$work/pipe.out"
+  for w in 0 1 2 3; do
+    test "$(grep -c " worker $w record " "$work/pipe.out")" -eq 25 || fail "worker $w: not 25 records"
+  done
+  # A regular file.
+  "$prog" 2 10 >"$work/file.out"
+  test "$(wc -l <"$work/file.out")" -eq 22 || fail "not 22 lines in a file"
+  whole "$work/file.out"
+  # A socket: -ENXIO, said on stderr, and the records on descriptor 1 all the same.
+  if command -v python3 >/dev/null; then
+    python3 - "$prog" "$work" <<'PY'
+import socket, subprocess, sys
+prog, work = sys.argv[1], sys.argv[2]
+a, b = socket.socketpair()
+p = subprocess.Popen([prog, "2", "5"], stdout=b, stderr=subprocess.PIPE)
+b.close()
+data = b""
+while True:
+    chunk = a.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+err = p.communicate()[1].decode()
+lines = data.decode().splitlines()
+if p.returncode != 0 or len(lines) != 12 or "No such device or address" not in err:
+    sys.exit("FAIL example_stdout: socket: rc %d, %d lines, stderr %r" % (p.returncode, len(lines), err))
+PY
+  fi
+  head -n 3 "$work/pipe.out"
+  ;;
+logrotate)
+  command -v logrotate >/dev/null || { echo "SKIP: logrotate is not installed"; exit 77; }
+  src=$3
+  log=$work/app.log pid=$work/app.pid
+  # The example's configuration, with this folder's paths, forced rotations, no compression and no chown.
+  sed -e "s|/var/log/app/app.log|$log|" -e "s|/run/app.pid|$pid|g" -e 's|create 0640 root adm|create 0640|' \
+      -e '/^ *daily$/d' -e '/compress$/d' -e 's|rotate 14|rotate 20|' "$src/examples/logrotate.conf" >"$work/lr.conf"
+  chmod 0644 "$work/lr.conf"
+  "$prog" "$log" "$pid" 3 4 >"$work/out" &
+  app=$!
+  i=0
+  while [ ! -s "$pid" ]; do
+    i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file"
+    sleep 0.01
+  done
+  for n in 1 2 3 4 5; do
+    sleep 0.4
+    logrotate -f -s "$work/state" "$work/lr.conf" || fail "logrotate failed"
+  done
+  wait "$app" || fail "the example failed: $(cat "$work/out")"
+  cat "$work/out"
+  files=$(ls "$log" "$log".* | wc -l)
+  [ "$files" -ge 6 ] || fail "only $files files: logrotate did not rotate 5 times"
+  whole "$log" "$log".*
+  # Per worker: seq 0 .. N-1 each exactly once, and one `done after N records`.
+  cat "$log" "$log".* | awk '
+    / worker [0-9]+ seq [0-9]+$/ { seen[$(NF-2) ":" $NF]++; next }
+    / worker [0-9]+ done after [0-9]+ records$/ { done[$(NF-4)] = $(NF-1); next }
+    { print "unexpected record: " $0; bad = 1 }
+    END {
+      n = 0
+      for (w in done) {
+        n++
+        for (s = 0; s < done[w]; s++)
+          if (seen[w ":" s] != 1) { print "worker " w " seq " s ": " seen[w ":" s] + 0 " times"; bad = 1 }
+        total += done[w]
+      }
+      if (n != 4) { print n " workers done, 4 expected"; bad = 1 }
+      printf "%d records in %s files, every one once\n", total, ARGV_FILES
+      exit bad
+    }' ARGV_FILES="$files" || fail "records lost or duplicated"
+  ;;
+cmake)
+  src=$2 build=$3
+  cmake --install "$build" --prefix "$work/prefix" >/dev/null
+  cmake -S "$src/examples/cmake-consumer" -B "$work/b" -DCMAKE_PREFIX_PATH="$work/prefix" >"$work/cfg" 2>&1 ||
+    { cat "$work/cfg"; fail "configure"; }
+  cmake --build "$work/b" >"$work/bld" 2>&1 || { cat "$work/bld"; fail "build"; }
+  "$work/b/hello_forklog" "$work/hello.log" | tee "$work/out"
+  grep -q 'forklog_LICENSE: MIT' "$work/cfg" || { cat "$work/cfg"; fail "find_package did not set forklog_LICENSE"; }
+  test "$(wc -l <"$work/hello.log")" -eq 3 || fail "not 3 records"
+  whole "$work/hello.log"
+  ;;
+*)
+  fail "unknown case"
+  ;;
+esac
+echo "example_$case OK"
