@@ -1,14 +1,16 @@
 /*
- * The seed's scenario, for real and offline: a list of data items, a pool of 8 worker processes, each item sent
- * as an HTTP request to an API, and the cost of each request appended to request.log.
+ * A pool of 8 worker processes sends one HTTP request per data item to an API and appends the cost of each
+ * request to one log, request.log: for real, and offline.
  *
  * The "API" is a small HTTP/1.0 server in a child process on 127.0.0.1 (an ephemeral port): no outside network.
  * forklog_pool_map() forks the workers; each task does one real GET /?data=data<N> over TCP, reads the whole
  * response, checks for 200, and logs `request data<N> cost <seconds>` itself; the pool adds one timing record per
- * item (label data<N>) and a summary. The demo then prints the summary and reads the log back: every record
- * whole, exactly one timing record and one request record per item.
+ * item (label data<N>) and a summary. The demo then prints the summary, reads the log back (every record whole,
+ * exactly one timing record and one request record per item), shows a few of its records and explains the count.
+ * The log goes into a new temporary folder (its path is printed), so that running the demo leaves nothing behind
+ * in the current folder.
  *
- * Usage: forklog-demo [-w workers] [-n items] [-o logpath]      (defaults: 8, 200, ./request.log)
+ * Usage: forklog-demo [-w workers] [-n items] [-o logpath]   (defaults: 8, 200, $TMPDIR/forklog-demo-XXXXXX/request.log)
  */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
@@ -139,7 +141,7 @@ static int send_request(size_t i, void *ctx)
     resp[got] = '\0';
     double cost = now_s() - t0;
     int ok = strncmp(resp, "HTTP/1.0 200 ", 13) == 0 && strstr(resp, item) != NULL;
-    /* The seed's own record: `request <item> cost <seconds>`. */
+    /* The task's own record: `request <item> cost <seconds>`. */
     forklog_log(d->log, ok ? FORKLOG_INFO : FORKLOG_WARN, "request %s cost %.6f%s", item, cost,
                 ok ? "" : " (bad response)");
     return ok ? 0 : 1;
@@ -223,6 +225,24 @@ static long check_log(const char *path, off_t from, size_t n, char **labels, int
     return bad ? -1 : records;
 }
 
+/* Prints the first `want` records of the log (from offset `from`) that contain `what`, indented. */
+static void show_records(const char *path, off_t from, const char *what, int want)
+{
+    FILE *f = fopen(path, "r");
+    if (!f || fseeko(f, from, SEEK_SET) != 0) {
+        if (f)
+            fclose(f);
+        return;
+    }
+    char line[1024];
+    while (want > 0 && fgets(line, sizeof line, f))
+        if (strstr(line, what)) {
+            printf("    %s", line);
+            want--;
+        }
+    fclose(f);
+}
+
 /* ---- main -------------------------------------------------------------------------------------------------- */
 
 static void usage(FILE *f, const char *argv0)
@@ -230,7 +250,7 @@ static void usage(FILE *f, const char *argv0)
     fprintf(f,
             "usage: %s [-w workers] [-n items] [-o logpath]\n"
             "  Sends one HTTP request per data item to a local server through a pool of forked workers and logs\n"
-            "  the cost of each to one file. Defaults: -w 8 -n 200 -o ./request.log\n",
+            "  the cost of each to one file. Defaults: -w 8 -n 200, and -o request.log in a new temporary folder\n",
             argv0);
 }
 
@@ -245,7 +265,8 @@ static long parse_count(const char *s, long max)
 int main(int argc, char **argv)
 {
     long workers = 8, items = 200;
-    const char *path = "./request.log";
+    const char *path = NULL;
+    char tmp_path[4096];
     int opt;
     while ((opt = getopt(argc, argv, "w:n:o:h")) != -1) {
         switch (opt) {
@@ -288,7 +309,7 @@ int main(int argc, char **argv)
         server_main(ls);
     close(ls); /* the workers must not inherit the listening socket */
 
-    /* The items, as in the seed: data1, data2, ... */
+    /* The items: data1, data2, ... */
     d.labels = calloc((size_t)items, sizeof *d.labels);
     for (long i = 0; d.labels && i < items; i++) {
         d.labels[i] = malloc(24);
@@ -296,7 +317,20 @@ int main(int argc, char **argv)
             snprintf(d.labels[i], 24, "data%ld", i + 1);
     }
 
-    /* The log: opened once, before the pool forks; appended to, like the seed's 'a+'. */
+    /* The log: by default request.log in a new temporary folder; opened once, before the pool forks, and
+     * appended to (a log given with -o keeps what it held). */
+    if (!path) {
+        const char *tmpdir = getenv("TMPDIR");
+        snprintf(tmp_path, sizeof tmp_path, "%s/forklog-demo-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+        if (!mkdtemp(tmp_path)) {
+            perror("demo: mkdtemp");
+            kill(server, SIGKILL);
+            waitpid(server, NULL, 0);
+            return 1;
+        }
+        strncat(tmp_path, "/request.log", sizeof tmp_path - strlen(tmp_path) - 1);
+        path = tmp_path;
+    }
     struct stat st;
     off_t from = stat(path, &st) == 0 ? st.st_size : 0;
     int rc = forklog_open(&d.log, path, NULL);
@@ -337,5 +371,17 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("log check: OK (%ld records)\n", records);
+    if (bad != 0)
+        return 1;
+    printf("\n%s now holds, from this run:\n"
+           "  %ld `request` records, one per item, each written by the task in its worker process:\n",
+           path, items);
+    show_records(path, from, " request data", 2);
+    printf("  %ld `task` records, one per item, written by the pool in the parent with each task's cost and status\n"
+           "  (even a task whose worker crashed or timed out gets one):\n", items);
+    show_records(path, from, " task task=", 2);
+    printf("  and 1 `pool summary` record: %ld + %ld + 1 = %ld records, every one a whole line:\n", items, items,
+           2 * items + 1);
+    show_records(path, from, " pool summary ", 1);
     return bad == 0 ? 0 : 1;
 }
