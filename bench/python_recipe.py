@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The seed's two Python approaches on the forklog_bench workload: 100 B records appended to one file.
+"""A common Python recipe's two approaches on the forklog_bench workload: 100 B records appended to one file.
 
-The seed (../shared/seed, a 2016 blog post, Python 2) runs Pool(8).map(send_request, data_list); each task times
-its request with time.clock() and appends 'request %s cost: %s\\n' to request.log under a lock, opening the file
+The recipe (a 2016 blog post on logging from multiprocessing.Pool workers, Python 2) runs
+Pool(8).map(send_request, data_list); each task times its request with time.clock() and appends 'request %s cost: %s\\n' to request.log under a lock, opening the file
 per record:
 
     lock.acquire()
@@ -11,21 +11,21 @@ per record:
     lock.release()
 
 (a) "initializer": a multiprocessing.Lock passed through Pool(initializer=init, initargs=(lock,)), stored in a
-    global by init(); the seed's second, recommended approach.
-(b) "manager": a Manager().Lock() passed to the task with functools.partial; the seed's first approach.
+    global by init(); the recipe's second, recommended approach.
+(b) "manager": a Manager().Lock() passed to the task with functools.partial; the recipe's first approach.
 
 Python 3 translation: time.clock() (CPU time on Unix, removed in 3.8) becomes time.process_time(); the HTTP request
-is dropped (empty task), everything else is the seed's code. `data` is padded so that every record is 100 bytes.
+is dropped (empty task), everything else is the recipe's code. `data` is padded so that every record is 100 bytes.
 
-Beside the seed's two, the same pool also runs:
+Beside the recipe's two, the same pool also runs:
   floor:        os.write() on an O_APPEND descriptor opened before the Pool, no lock: Python's floor.
   init-keepopen: (a) with the file opened once per worker (in the initializer) instead of once per record,
                 to show what the per-record open() costs.
 
 Timing: the Pool is created (workers forked) before the clock starts; the clock runs around pool.map() alone,
-with the seed's default chunksize. Fixed total records per cell (default 100000; 20000 for the manager). Every
+with the recipe's default chunksize. Fixed total records per cell (default 100000; 20000 for the manager). Every
 output file is checked: exact count, every record whole, every task's record present exactly once. Standard
-library only. Run: python3 bench/seed_python.py [-P 1,2,4,8] [-n 100000] [-r 3] [-d /var/tmp] [--csv]
+library only. Run: python3 bench/python_recipe.py [-P 1,2,4,8] [-n 100000] [-r 3] [-d /var/tmp] [--csv]
 """
 import argparse
 import functools
@@ -43,7 +43,7 @@ LINE_RE = re.compile(rb"request (d\d{9}x*) cost: ([0-9.e-]+)\n")
 
 ctx = mp.get_context("fork")
 
-# Globals of the workers, as in the seed.
+# Globals of the workers, as in the recipe.
 lock = None
 path = None
 logs_keep = None
@@ -61,7 +61,7 @@ def data_item(i, cost_len):
 COST_LEN = 21
 
 
-# ---- (a) the seed's second approach: Lock through the Pool initializer ----------------------------------------
+# ---- (a) the recipe's second approach: Lock through the Pool initializer ----------------------------------------
 def init(l, p):
     global lock, path
     lock = l
@@ -77,7 +77,7 @@ def send_request(data):
     lock.release()
 
 
-# ---- (b) the seed's first approach: Manager().Lock() through functools.partial -------------------------------
+# ---- (b) the recipe's first approach: Manager().Lock() through functools.partial -------------------------------
 def send_request_mgr(data, lock, path):
     start_time = time.process_time()
     end_time = time.process_time()
@@ -119,18 +119,18 @@ def check(fname, n, data_list):
         blob = f.read()
     lines = blob.split(b"\n")
     if lines[-1] != b"":
-        sys.exit("seed_python: CHECK FAILED: %s does not end with a newline" % fname)
+        sys.exit("python_recipe: CHECK FAILED: %s does not end with a newline" % fname)
     lines = lines[:-1]
     if len(lines) != n:
-        sys.exit("seed_python: CHECK FAILED: %s has %d records, expected %d" % (fname, len(lines), n))
+        sys.exit("python_recipe: CHECK FAILED: %s has %d records, expected %d" % (fname, len(lines), n))
     seen = set()
     for ln in lines:
         m = LINE_RE.fullmatch(ln + b"\n")
         if not m:
-            sys.exit("seed_python: CHECK FAILED: torn record in %s: %r" % (fname, ln[:120]))
+            sys.exit("python_recipe: CHECK FAILED: torn record in %s: %r" % (fname, ln[:120]))
         seen.add(m.group(1))
     if len(seen) != n:
-        sys.exit("seed_python: CHECK FAILED: %s: %d distinct tasks, expected %d" % (fname, len(seen), n))
+        sys.exit("python_recipe: CHECK FAILED: %s: %d distinct tasks, expected %d" % (fname, len(seen), n))
     return len(blob) / n
 
 
@@ -160,7 +160,7 @@ def run(method, procs, n, workdir):
     # Let every worker start (and run its initializer) before the clock starts.
     pool.map(abs, range(procs * 4), chunksize=1)
     t0 = time.perf_counter()
-    pool.map(fn, data_list)  # the seed's call: default chunksize
+    pool.map(fn, data_list)  # the recipe's call: default chunksize
     t1 = time.perf_counter()
     pool.close()
     pool.join()
@@ -189,12 +189,12 @@ def main():
     n_default, n_mgr, runs = a.n, a.n_manager, a.r
     if a.quick:
         n_default, n_mgr, runs = max(n_default // 10, 1), max(n_mgr // 10, 1), 1
-    workdir = tempfile.mkdtemp(prefix="forklog-seed.", dir=a.d)
+    workdir = tempfile.mkdtemp(prefix="forklog-recipe.", dir=a.d)
     st = os.statvfs(workdir)
     with open("/proc/loadavg") as f:
         load0 = f.read().strip()
     cm = "# " if a.csv else ""
-    print("%sseed_python: Python %s, %d CPUs, dir %s, load at start: %s" %
+    print("%spython_recipe: Python %s, %d CPUs, dir %s, load at start: %s" %
           (cm, sys.version.split()[0], os.cpu_count(), workdir, load0))
     print("%sfixed records per cell (%d; manager %d), %d runs per cell, methods rotated per round, "
           "clock around pool.map() only" % (cm, n_default, n_mgr, runs))
@@ -203,7 +203,7 @@ def main():
     for m in methods:  # warm-up, not timed: imports, first Pool, page cache
         run(m, 2, 200, workdir)
     for procs in procs_list:
-        print("seed_python: P=%d ..." % procs, file=sys.stderr)
+        print("python_recipe: P=%d ..." % procs, file=sys.stderr)
         rates = {m: [] for m in methods}
         sizes = {}
         for r in range(runs):
