@@ -5,10 +5,13 @@ import ctypes
 import errno as _errno
 import os
 import threading
+import time
 import weakref
 from multiprocessing import util as mp_util
 
 from . import _native
+
+_lib = _native.lib
 
 DEBUG, INFO, WARN, ERROR = 1, 2, 3, 4
 _LEVEL_NAMES = {"debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
@@ -213,7 +216,7 @@ class Log:
                  rotate_bytes=0, rotate_keep=0, flush_ms=0, buffer_size=0, max_record=0, mode=0,
                  owner=None, group=None):
         self._h = None
-        self._mu = threading.Condition(threading.Lock())
+        self._mu = threading.Lock()
         self._busy = 0
         self._closing = False
         bpath = _path_bytes(path)
@@ -253,6 +256,8 @@ class Log:
             _close_at_worker_exit()
 
     # ---- the in-flight count: close() waits for the calls of other threads -------------------------------
+    # (ctypes releases the GIL during a call, so another thread may call close() meanwhile; the C handle must
+    # not be freed under a call in progress.)
     def _enter(self):
         with self._mu:
             if self._h is None or self._closing:
@@ -263,13 +268,11 @@ class Log:
     def _leave(self):
         with self._mu:
             self._busy -= 1
-            if self._closing and self._busy == 0:
-                self._mu.notify_all()
 
     def _reinit_after_fork(self):
         # A child has exactly one thread: no call of another thread is in flight here, and a lock that another
         # thread of the parent held at the fork would never be released. The C handle itself needs nothing.
-        self._mu = threading.Condition(threading.Lock())
+        self._mu = threading.Lock()
         self._busy = 0
         self._pid = os.getpid()
 
@@ -287,11 +290,21 @@ class Log:
     def log(self, level, msg):
         """Appends one record of `level` whose message is `msg` (str or bytes, used as is: never as a format).
         Returns 0, or the number of message bytes cut to fit max_record."""
-        lv = _level(level)
-        b = _encode(msg)
+        return self._log(_level(level), msg)
+
+    def _log(self, lv, msg):
+        if type(msg) is str:
+            try:
+                b = msg.encode("utf-8")
+            except UnicodeEncodeError:
+                b = _encode(msg)
+            if b"\0" in b:
+                b = _encode(b)
+        else:
+            b = _encode(msg)
         h = self._enter()
         try:
-            rc = _native.lib.forklog_log(h, lv, b"%s", b)
+            rc = _lib.forklog_log(h, lv, b"%s", b)
         finally:
             self._leave()
         if rc < 0:
@@ -299,18 +312,18 @@ class Log:
         return rc
 
     def debug(self, msg):
-        return self.log(DEBUG, msg)
+        return self._log(DEBUG, msg)
 
     def info(self, msg):
-        return self.log(INFO, msg)
+        return self._log(INFO, msg)
 
     def warn(self, msg):
-        return self.log(WARN, msg)
+        return self._log(WARN, msg)
 
     warning = warn
 
     def error(self, msg):
-        return self.log(ERROR, msg)
+        return self._log(ERROR, msg)
 
     def write(self, data):
         """Appends `data` (bytes, or str as UTF-8) as one record, exactly as given, plus a newline when it does
@@ -358,10 +371,13 @@ class Log:
             if self._h is None or self._closing:
                 return
             self._closing = True
-            while self._busy:
-                self._mu.wait()
-            h, self._h = self._h, None
-            self._closing = False
+        while True:  # new calls are refused from here on; wait for those in progress
+            with self._mu:
+                if not self._busy:
+                    h, self._h = self._h, None
+                    self._closing = False
+                    break
+            time.sleep(0.0005)
         _open_logs.discard(self)
         rc = _native.lib.forklog_close(h)
         if rc < 0:

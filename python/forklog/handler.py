@@ -77,7 +77,7 @@ class Handler(logging.Handler):
             if self._raw:
                 self._log.write(msg)
             else:
-                self._log.log(forklog_level(record.levelno), msg)
+                self._log._log(forklog_level(record.levelno), msg)
         except RecursionError:  # as logging's handlers do
             raise
         except Exception:
