@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Records through Python's logging from a Pool of worker processes into one file: forklog.Handler against the
+usual ways. 100 B records; records/s and ratios at P = 1 and P = 4.
+
+Every method is a logging.Handler on the same logger and formatter path, so only the sink differs:
+  forklog        forklog.Handler (text records: forklog's own time, level and pid prefix + the message)
+  forklog-raw    forklog.Handler(raw=True) with the formatter the Python methods use (same bytes as FileHandler)
+  forklog-log    forklog.Log.info() called directly, without logging: what the binding costs alone (not a
+                 logging handler; its ratios compare a different amount of Python work)
+  lock-open      (a) a multiprocessing.Lock passed through Pool(initializer=...); each record opens the file,
+                 writes, closes it, under the lock (the widespread recipe)
+  manager-lock   (b) the same with a Manager().Lock() (a round trip to the manager process per acquire/release)
+  filehandler    (c) logging.FileHandler opened in the parent and inherited by the forked workers, no lock:
+                 unsafe (nothing stops a torn record when a writer is killed or a write is short), counted here
+
+The Pool ("fork") and every handler are set up and warmed before the clock; the clock runs around pool.map()
+of P tasks, each writing n/P records in a loop through logger.info(). Fixed records per cell (default 100,000;
+20,000 for manager-lock). Each file is checked afterwards: record count, every line whole, every record once;
+for filehandler the torn or missing records are counted and reported instead of failing. Median of R runs.
+Needs the forklog package (PYTHONPATH=python) and the library (FORKLOG_LIBRARY=build/libforklog.so).
+Run: python3 bench/python_handler.py [-P 1,4] [-n 100000] [-r 3] [-d /var/tmp] [-m METHODS] [--quick]
+"""
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import forklog
+
+RECORD = 100  # bytes in the file, newline included (forklog text and the Python methods' format alike)
+FMT = "%(asctime)s %(levelname)s pid=%(process)d %(message)s"
+LOGGER = "bench"
+ctx = mp.get_context("fork")
+METHODS = ["forklog", "forklog-raw", "forklog-log", "lock-open", "manager-lock", "filehandler"]
+
+# the records' message: "request dNNNNNNNNN cost 0.000012 xxxx", padded so that each line is RECORD bytes
+MSG_RE = re.compile(rb"request (d\d{9}) cost 0\.000012 x*")
+
+
+class LockOpenHandler(logging.Handler):
+    """(a) and (b): open, write, close per record under a process-shared lock."""
+
+    def __init__(self, path, lock):
+        logging.Handler.__init__(self)
+        self.path = path
+        self.plock = lock
+
+    def emit(self, record):
+        try:
+            msg = self.format(record) + "\n"
+            self.plock.acquire()
+            try:
+                with open(self.path, "a") as f:
+                    f.write(msg)
+            finally:
+                self.plock.release()
+        except Exception:
+            self.handleError(record)
+
+
+def pad_for(method):
+    """Message padding so that a record is RECORD bytes in the file with this method's prefix."""
+    if method in ("forklog", "forklog-log"):
+        prefix = len("2026-11-28T16:05:13.123456Z INFO pid=%d " % os.getpid())
+    else:
+        prefix = len(logging.Formatter(FMT).format(logging.LogRecord("b", 20, "", 0, "", None, None))) - 0
+    return max(RECORD - 1 - prefix - len("request d000000000 cost 0.000012 "), 0)
+
+
+_direct = None
+
+
+def init(handler_factory):
+    global _direct
+    if handler_factory.method == "forklog-log":
+        _direct = forklog.Log(handler_factory.path)
+        return
+    lg = logging.getLogger(LOGGER)
+    lg.handlers[:] = []
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    h = handler_factory()
+    if not isinstance(h, forklog.Handler) or h._raw:
+        h.setFormatter(logging.Formatter(FMT))
+    lg.addHandler(h)
+
+
+class Factory:
+    """Builds the handler in each worker (picklable for the initializer)."""
+
+    def __init__(self, method, path, lock=None, inherited=None):
+        self.method, self.path, self.lock, self.inherited = method, path, lock, inherited
+
+    def __call__(self):
+        if self.method == "forklog":
+            return forklog.Handler(self.path)
+        if self.method == "forklog-raw":
+            return forklog.Handler(self.path, raw=True)
+        if self.method in ("lock-open", "manager-lock"):
+            return LockOpenHandler(self.path, self.lock)
+        return self.inherited  # filehandler: the parent's, inherited through fork
+
+
+def task(args):
+    first, count, pad = args
+    lg = logging.getLogger(LOGGER)
+    tail = "x" * pad
+    if _direct is not None:
+        for i in range(first, first + count):
+            _direct.info("request d%09d cost 0.000012 %s" % (i, tail))
+        return
+    for i in range(first, first + count):
+        lg.info("request d%09d cost 0.000012 %s", i, tail)
+    for h in lg.handlers:
+        h.flush()
+
+
+def check(path, n):
+    """(whole records, torn or foreign lines, records missing): every id 0..n-1 is expected once."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    seen, torn = set(), 0
+    for ln in lines:
+        m = MSG_RE.search(ln)
+        if not m or m.end() != len(ln) or m.group(1) in seen:
+            torn += 1
+            continue
+        seen.add(m.group(1))
+    return len(seen), torn, n - len(seen)
+
+
+def run(method, procs, n, workdir):
+    path = os.path.join(workdir, "%s-P%d.log" % (method, procs))
+    for p in (path, os.path.join(workdir, "." + os.path.basename(path) + ".forklog")):
+        if os.path.exists(p):
+            os.unlink(p)
+    mgr, inherited = None, None
+    if method == "lock-open":
+        fac = Factory(method, path, lock=ctx.Lock())
+    elif method == "manager-lock":
+        mgr = ctx.Manager()
+        fac = Factory(method, path, lock=mgr.Lock())
+    elif method == "filehandler":
+        inherited = logging.FileHandler(path)  # opened in the parent, shared by the forked workers
+        fac = Factory(method, path, inherited=inherited)
+    else:
+        fac = Factory(method, path)
+    pad = pad_for(method)
+    pool = ctx.Pool(procs, initializer=init, initargs=(fac,))
+    pool.map(abs, range(procs * 4), chunksize=1)  # workers up, initializers done
+    per = n // procs
+    tasks = [(k * per, per if k < procs - 1 else n - k * per, pad) for k in range(procs)]
+    t0 = time.perf_counter()
+    pool.map(task, tasks, chunksize=1)
+    t1 = time.perf_counter()
+    pool.close()
+    pool.join()  # workers end normally: forklog handles are closed
+    if mgr is not None:
+        mgr.shutdown()
+    if inherited is not None:
+        inherited.close()
+    whole, torn, missing = check(path, n)
+    size = os.path.getsize(path) / max(whole + torn, 1)
+    if method != "filehandler" and (torn or missing):
+        sys.exit("python_handler: CHECK FAILED: %s P=%d: %d torn, %d missing" % (method, procs, torn, missing))
+    os.unlink(path)
+    return n / (t1 - t0), torn, missing, size
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-P", default="1,4", help="pool sizes (default 1,4)")
+    ap.add_argument("-n", type=int, default=100000, help="records per cell (default 100000)")
+    ap.add_argument("--n-manager", type=int, default=20000, help="records per cell for manager-lock (20000)")
+    ap.add_argument("-r", type=int, default=3, help="runs per cell; the median is reported (default 3)")
+    ap.add_argument("-d", default="/var/tmp", help="directory (a fresh subdirectory is made there)")
+    ap.add_argument("-m", default=",".join(METHODS), help="methods (default: all)")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the records, 1 run")
+    a = ap.parse_args()
+    procs_list = [int(x) for x in a.P.split(",")]
+    methods = a.m.split(",")
+    n_def, n_mgr, runs = a.n, a.n_manager, a.r
+    if a.quick:
+        n_def, n_mgr, runs = max(n_def // 10, 100), max(n_mgr // 10, 100), 1
+    workdir = tempfile.mkdtemp(prefix="forklog-pyh.", dir=a.d)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
+    except OSError:
+        commit = "?"
+    with open("/proc/loadavg") as f:
+        load0 = f.read().strip()
+    print("python_handler: %s, Python %s, forklog %s (%s), commit %s, %d CPUs, dir %s, load at start: %s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), sys.version.split()[0], forklog.library_version(),
+        forklog.library_path, commit, os.cpu_count(), workdir, load0))
+    print("%d records per cell (manager-lock %d), %d runs, median; clock around pool.map() only" % (n_def, n_mgr, runs))
+    sys.stdout.flush()
+    for m in methods:  # warm-up: imports, first Pool, page cache
+        run(m, 2, 200, workdir)
+    res = {}
+    for procs in procs_list:
+        rates = {m: [] for m in methods}
+        extra = {}
+        for r in range(runs):
+            for k in range(len(methods)):
+                m = methods[(k + r) % len(methods)]
+                rate, torn, missing, size = run(m, procs, n_mgr if m == "manager-lock" else n_def, workdir)
+                rates[m].append(rate)
+                t0, m0, _ = extra.get(m, (0, 0, 0))
+                extra[m] = (t0 + torn, m0 + missing, size)
+        for m in methods:
+            res[(m, procs)] = (statistics.median(rates[m]), min(rates[m]), max(rates[m])) + extra[m]
+    shutil.rmtree(workdir, ignore_errors=True)
+    with open("/proc/loadavg") as f:
+        load1 = f.read().strip()
+    print("%-13s %3s %10s %19s %9s %9s %9s %6s %s" % ("method", "P", "rec/s", "min-max", "vs (a)", "vs (b)",
+                                                    "vs (c)", "B/rec", "torn/missing (all runs)"))
+    for procs in procs_list:
+        for m in methods:
+            med, lo, hi, torn, missing, size = res[(m, procs)]
+            ratio = lambda ref: ("%.2fx" % (med / res[(ref, procs)][0])) if (ref, procs) in res else "-"
+            print("%-13s %3d %10.0f %19s %9s %9s %9s %6.1f %d/%d" % (
+                m, procs, med, "%.0f-%.0f" % (lo, hi), ratio("lock-open"), ratio("manager-lock"),
+                ratio("filehandler"), size, torn, missing))
+    print("load at end: %s" % load1)
+
+
+if __name__ == "__main__":
+    main()
