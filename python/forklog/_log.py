@@ -133,6 +133,70 @@ def _encode(msg):
     return b
 
 
+_KEY_OK = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-")
+_I64 = 2**63
+
+
+def _key_bytes(key, strict):
+    """A field key as the C library accepts it: 1 to 64 bytes of [A-Za-z0-9_.@-]. strict: OptionError for
+    anything else; else the key is mended (other bytes become '_', cut to 64 bytes), or None when empty."""
+    k = _utf8(key) if isinstance(key, str) else key if isinstance(key, bytes) else None
+    if k is not None and 0 < len(k) <= _native.MAX_KEY and all(c in _KEY_OK for c in k):
+        return k
+    if strict or k is None:
+        raise OptionError("forklog: a field key must be 1 to %d characters of A-Z a-z 0-9 _ . @ -, not %r"
+                          % (_native.MAX_KEY, key))
+    k = bytes(c if c in _KEY_OK else 95 for c in k[: _native.MAX_KEY])
+    return k or None
+
+
+def _fields_array(fields, strict):
+    """A ctypes array of struct forklog_field from a dict, and the objects it points into (kept alive by the
+    caller for the call). Python types map onto the C types: bool, int (signed, unsigned past 2**63 - 1), float,
+    str, bytes, None (JSON null), datetime.datetime (a time), datetime.timedelta (a duration); anything else is
+    written as str(value)."""
+    import datetime
+
+    items = list(fields.items())
+    if len(items) > _native.MAX_FIELDS:
+        if strict:
+            raise OptionError("forklog: at most %d fields in one record" % _native.MAX_FIELDS)
+        items = items[: _native.MAX_FIELDS]
+    arr = (_native.Field * len(items))()
+    keep = []
+    n = 0
+    for key, value in items:
+        k = _key_bytes(key, strict)
+        if k is None:
+            continue
+        f = arr[n]
+        f.key = k
+        keep.append(k)
+        if isinstance(value, bool):
+            f.type, f.v.b = _native.FIELD_BOOL, int(value)
+        elif isinstance(value, int) and -_I64 <= value < _I64:
+            f.type, f.v.i = _native.FIELD_INT, value
+        elif isinstance(value, int) and 0 <= value < 2 * _I64:
+            f.type, f.v.u = _native.FIELD_UINT, value
+        elif isinstance(value, float):
+            f.type, f.v.d = _native.FIELD_DBL, value
+        elif value is None:
+            f.type, f.v.s = _native.FIELD_STR, None
+        elif isinstance(value, datetime.datetime):
+            f.type = _native.FIELD_TIME  # naive datetimes are local time, as datetime.timestamp() takes them
+            f.v.t.sec = int(value.replace(microsecond=0).timestamp())
+            f.v.t.nsec = value.microsecond * 1000
+        elif isinstance(value, datetime.timedelta):
+            f.type = _native.FIELD_DUR
+            f.v.ns = max(-_I64 + 1, min(_I64 - 1, (value // datetime.timedelta(microseconds=1)) * 1000))
+        else:
+            b = _encode(value if isinstance(value, (str, bytes, bytearray, memoryview)) else str(value))
+            keep.append(b)
+            f.type, f.v.s = _native.FIELD_STR, b
+        n += 1
+    return arr, n, keep
+
+
 # Every open Log of this process, so that a forked child can reset their Python-side locks (see _after_fork), and
 # so that each process closes its logs when it exits.
 _open_logs = weakref.WeakSet()
@@ -287,12 +351,14 @@ class Log:
         """True once close() was called in this process."""
         return self._h is None
 
-    def log(self, level, msg):
+    def log(self, level, msg, /, **fields):
         """Appends one record of `level` whose message is `msg` (str or bytes, used as is: never as a format).
-        Returns 0, or the number of message bytes cut to fit max_record."""
-        return self._log(_level(level), msg)
+        Keyword arguments are typed fields written after the message (` key=value` in text, `"key":value` in
+        JSON), with a library that has forklog_log_fields() (see have_fields()). Returns 0, or the number of
+        message bytes cut to fit max_record."""
+        return self._log(_level(level), msg, fields)
 
-    def _log(self, lv, msg):
+    def _log(self, lv, msg, fields=None, strict=True):
         if type(msg) is str:
             try:
                 b = msg.encode("utf-8")
@@ -302,6 +368,8 @@ class Log:
                 b = _encode(b)
         else:
             b = _encode(msg)
+        if fields:
+            return self._log_fields(lv, b, fields, strict)
         h = self._enter()
         try:
             rc = _lib.forklog_log(h, lv, b"%s", b)
@@ -311,19 +379,34 @@ class Log:
             raise _oserror(rc, "forklog_log", self._path)
         return rc
 
-    def debug(self, msg):
-        return self._log(DEBUG, msg)
+    def _log_fields(self, lv, b, fields, strict):
+        if not _native.HAVE_FIELDS:
+            raise OptionError("forklog: fields need a libforklog with forklog_log_fields(); the one loaded "
+                              "(%s, %s) has none" % (_native.library_path, _lib.forklog_version_string().decode()))
+        arr, n, keep = _fields_array(fields, strict)
+        h = self._enter()
+        try:
+            rc = _lib.forklog_log_fields(h, lv, b, arr, n)
+        finally:
+            self._leave()
+        del keep
+        if rc < 0:
+            raise _oserror(rc, "forklog_log_fields", self._path)
+        return rc
 
-    def info(self, msg):
-        return self._log(INFO, msg)
+    def debug(self, msg, /, **fields):
+        return self._log(DEBUG, msg, fields)
 
-    def warn(self, msg):
-        return self._log(WARN, msg)
+    def info(self, msg, /, **fields):
+        return self._log(INFO, msg, fields)
+
+    def warn(self, msg, /, **fields):
+        return self._log(WARN, msg, fields)
 
     warning = warn
 
-    def error(self, msg):
-        return self._log(ERROR, msg)
+    def error(self, msg, /, **fields):
+        return self._log(ERROR, msg, fields)
 
     def write(self, data):
         """Appends `data` (bytes, or str as UTF-8) as one record, exactly as given, plus a newline when it does

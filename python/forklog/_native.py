@@ -100,3 +100,30 @@ lib.forklog_close.restype = ctypes.c_int
 
 # Optional entry points of newer libraries are looked up here, by name, so that this binding keeps working
 # with a library that does not have them.
+
+
+class _FieldTime(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_longlong), ("nsec", ctypes.c_long)]
+
+
+class _FieldValue(ctypes.Union):
+    _fields_ = [("s", ctypes.c_char_p), ("i", ctypes.c_longlong), ("u", ctypes.c_ulonglong),
+                ("d", ctypes.c_double), ("b", ctypes.c_int), ("ns", ctypes.c_longlong), ("t", _FieldTime)]
+
+
+class Field(ctypes.Structure):
+    """Mirror of struct forklog_field: a typed key/value of a record (forklog_log_fields())."""
+
+    _fields_ = [("key", ctypes.c_char_p), ("type", ctypes.c_int), ("v", _FieldValue)]
+
+
+FIELD_STR, FIELD_INT, FIELD_UINT, FIELD_DBL, FIELD_BOOL, FIELD_DUR, FIELD_TIME = 1, 2, 3, 4, 5, 6, 7
+MAX_FIELDS = 64
+MAX_KEY = 64
+
+# forklog_log_fields(): typed fields after the message (libraries that have it; older ones do not).
+HAVE_FIELDS = hasattr(lib, "forklog_log_fields")
+if HAVE_FIELDS:
+    lib.forklog_log_fields.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(Field),
+                                       ctypes.c_size_t]
+    lib.forklog_log_fields.restype = ctypes.c_int

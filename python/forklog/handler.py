@@ -3,9 +3,15 @@
 import logging
 import sys
 
+from . import _native
 from ._log import DEBUG, ERROR, INFO, WARN, Log, OptionError, _level
 
 _TO_LOGGING = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARN: logging.WARNING, ERROR: logging.ERROR}
+
+
+# The attributes every LogRecord has; any other one came from `extra=` (or a filter) and is a field.
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime",
+                                                                                     "taskName"}
 
 
 def forklog_level(levelno):
@@ -37,6 +43,12 @@ class Handler(logging.Handler):
     {"ts":..,"level":..,"pid":..,"msg":<self.format(record)>}. raw=True: self.format(record) exactly as
     formatted, as FileHandler writes it (a multi-line message then spans several lines, still in one piece).
 
+    extras=True (default), with a library that has typed fields (forklog.have_fields()): the attributes a
+    record got through `extra=` are written as typed fields after the message (` key=value` in text,
+    "key":value in JSON; bool, int, float, str, None, datetime and timedelta keep their type, anything else is
+    written as str(value); a key with other characters than A-Z a-z 0-9 _ . @ - has them replaced by '_').
+    Otherwise extras appear only where the formatter puts them.
+
     level: the handler's level: a logging level such as logging.INFO (default logging.NOTSET: the loggers decide,
     as with logging's own handlers), or 'debug', 'info', 'warn', 'error', forklog.DEBUG .. forklog.ERROR. Every other
     keyword is an option of forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
@@ -50,9 +62,11 @@ class Handler(logging.Handler):
     handlers (by default a traceback on stderr while logging.raiseExceptions is true). close() closes the log.
     """
 
-    def __init__(self, path, *, level=logging.NOTSET, json=False, raw=False, **options):
+    def __init__(self, path, *, level=logging.NOTSET, json=False, raw=False, extras=True, **options):
         if not isinstance(raw, bool):
             raise OptionError("forklog: raw must be True or False, not %r" % (raw,))
+        if not isinstance(extras, bool):
+            raise OptionError("forklog: extras must be True or False, not %r" % (extras,))
         if raw and json is True:
             raise OptionError("forklog: raw=True writes the formatted record as is; it cannot be JSON too")
         hlevel, fl = _split_level(level)
@@ -60,7 +74,8 @@ class Handler(logging.Handler):
         logging.Handler.__init__(self, hlevel)
         self._log = log
         self._raw = raw
-        self._options = dict(options, json=json)
+        self._extras = extras and not raw and _native.HAVE_FIELDS
+        self._options = dict(options, json=json, extras=extras)
 
     @property
     def log(self):
@@ -76,6 +91,10 @@ class Handler(logging.Handler):
             msg = self.format(record)
             if self._raw:
                 self._log.write(msg)
+            elif self._extras:
+                d = record.__dict__
+                fields = {k: d[k] for k in d if k not in _RECORD_ATTRS}
+                self._log._log(forklog_level(record.levelno), msg, fields, False)
             else:
                 self._log._log(forklog_level(record.levelno), msg)
         except RecursionError:  # as logging's handlers do

@@ -316,25 +316,46 @@ def test_a_pickled_log_opens_the_same_path(tmp_path):
 
 
 # ---- the ctypes mirror of struct forklog_options -------------------------------------------------------------------
-def test_options_struct_matches_the_c_header(tmp_path):
+def _c_layout(tmp_path, struct, fields, guard=None):
+    """{field: (offset, size)} and "size": (sizeof, alignof) of `struct` as the C compiler lays it out with the
+    repository's header; None when `guard` (a macro) is not defined there."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         pytest.skip("no C compiler")
-    fields = [f[0] for f in _native.Options._fields_]
     src = tmp_path / "layout.c"
+    body = "".join('    printf("%s %%zu %%zu\\n", offsetof(struct %s, %s), sizeof(((struct %s *)0)->%s));\n'
+                   % (f, struct, f, struct, f) for f in fields)
     src.write_text(
         "#include <stddef.h>\n#include <stdio.h>\n#include <forklog.h>\nint main(void) {\n"
-        '    printf("size %zu %zu\\n", sizeof(struct forklog_options), _Alignof(struct forklog_options));\n'
-        + "".join('    printf("%s %%zu %%zu\\n", offsetof(struct forklog_options, %s), '
-                  "sizeof(((struct forklog_options *)0)->%s));\n" % (f, f, f) for f in fields)
-        + "    return 0;\n}\n")
+        + ("#ifndef %s\n    return 3;\n#else\n" % guard if guard else "")
+        + '    printf("size %%zu %%zu\\n", sizeof(struct %s), _Alignof(struct %s));\n' % (struct, struct)
+        + body + ("#endif\n" if guard else "") + "    return 0;\n}\n")
     exe = tmp_path / "layout"
     subprocess.run([cc, "-std=c11", "-I", os.path.join(REPO, "include"), str(src), "-o", str(exe)], check=True)
-    out = dict((ln.split()[0], tuple(map(int, ln.split()[1:]))) for ln in
-               subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines())
+    r = subprocess.run([str(exe)], capture_output=True, text=True)
+    if r.returncode == 3:
+        return None
+    assert r.returncode == 0
+    return dict((ln.split()[0], tuple(map(int, ln.split()[1:]))) for ln in r.stdout.splitlines())
+
+
+def _check_layout(out, cstruct):
     import ctypes
 
-    assert out.pop("size") == (ctypes.sizeof(_native.Options), ctypes.alignment(_native.Options)), \
-        "struct forklog_options changed: update forklog/_native.py"
-    for f, ctype in _native.Options._fields_:
-        assert out[f] == (getattr(_native.Options, f).offset, ctypes.sizeof(ctype)), f
+    assert out.pop("size") == (ctypes.sizeof(cstruct), ctypes.alignment(cstruct)), \
+        "the size of %s changed: update forklog/_native.py" % cstruct.__name__
+    for f, ctype in cstruct._fields_:
+        assert out[f] == (getattr(cstruct, f).offset, ctypes.sizeof(ctype)), f
+
+
+def test_options_struct_matches_the_c_header(tmp_path):
+    out = _c_layout(tmp_path, "forklog_options", [f[0] for f in _native.Options._fields_])
+    _check_layout(out, _native.Options)
+
+
+def test_field_struct_matches_the_c_header(tmp_path):
+    out = _c_layout(tmp_path, "forklog_field", [f[0] for f in _native.Field._fields_], guard="FORKLOG_MAX_FIELDS")
+    if out is None:
+        pytest.skip("this header has no struct forklog_field")
+    _check_layout(out, _native.Field)
+    assert _native.MAX_FIELDS == 64 and _native.MAX_KEY == 64

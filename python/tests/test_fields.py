@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: MIT
+"""Typed fields (forklog_log_fields()): Log.info(msg, key=value) and the Handler's `extra=` attributes."""
+import datetime
+import json
+import logging
+
+import pytest
+
+import forklog
+
+pytestmark = pytest.mark.skipif(not forklog.have_fields(), reason="the library has no forklog_log_fields()")
+
+
+def test_log_fields_keep_their_json_types(tmp_path):
+    path = tmp_path / "a.jsonl"
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.timezone.utc)
+    with forklog.Log(str(path), json=True) as log:
+        log.info("request", item="data3", cost=0.0123, n=-5, big=2**63 + 1, ok=True, none=None, when=when,
+                 took=datetime.timedelta(milliseconds=12.5), other=[1, 2], msg="not the message")
+        log.log("warn", "no fields")
+    a, b = [json.loads(line) for line in path.read_text().splitlines()]
+    assert a["msg"] == "request" and a["level"] == "info"
+    assert (a["item"], a["cost"], a["n"], a["big"], a["ok"], a["none"]) == ("data3", 0.0123, -5, 2**63 + 1, True,
+                                                                              None)
+    assert a["when"] == "2026-01-02T03:04:05.678901Z" and a["took"] == 0.0125 and a["other"] == "[1, 2]"
+    assert a["fields.msg"] == "not the message"  # a record's own key is renamed, never overwritten
+    assert b["msg"] == "no fields" and "item" not in b
+
+
+def test_text_fields_follow_the_message(tmp_path):
+    path = tmp_path / "a.log"
+    with forklog.Log(str(path)) as log:
+        log.info("request", item="data 3", cost=0.5)
+    assert path.read_text().rstrip("\n").endswith(' INFO pid=%d request item="data 3" cost=0.5' % __import__("os").getpid())
+
+
+@pytest.mark.parametrize("fields", [{"bad key": 1}, {"": 1}, {"k" * 65: 1}, {"k%d" % i: i for i in range(65)}])
+def test_bad_fields_are_a_value_error(tmp_path, fields):
+    with forklog.Log(str(tmp_path / "a.log")) as log:
+        with pytest.raises(ValueError):
+            log.info("x", **fields)
+    assert (tmp_path / "a.log").read_text() == ""
+
+
+def test_handler_extras_become_fields_and_never_raise(tmp_path):
+    path = tmp_path / "a.jsonl"
+    h = forklog.Handler(str(path), json=True)
+    lg = logging.getLogger("forklog-extras")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    lg.handlers[:] = [h]
+    lg.info("request %s", "data3", extra={"item": "data3", "cost": 0.25, "bad key": 1,
+                                           "k" * 80: 2, "obj": object.__new__(object)})
+    lg.info("plain")
+    h.close()
+    a, b = [json.loads(line) for line in path.read_text().splitlines()]
+    assert a["msg"] == "request data3" and a["item"] == "data3" and a["cost"] == 0.25
+    assert a["bad_key"] == 1 and a["k" * 64] == 2 and a["obj"].startswith("<object object")
+    assert set(b) == {"ts", "level", "pid", "msg"}
+
+
+def test_handler_extras_off_and_raw_write_the_message_only(tmp_path):
+    path = tmp_path / "a.log"
+    lg = logging.getLogger("forklog-noextras")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    for h in (forklog.Handler(str(path), extras=False), forklog.Handler(str(path), raw=True)):
+        lg.handlers[:] = [h]
+        lg.info("m", extra={"item": "data3"})
+        h.close()
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith(" m") and lines[1] == "m"
