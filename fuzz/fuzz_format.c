@@ -33,231 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         abort();                                                                                                       \
     } while (0)
 
-/* ---- an independent UTF-8 and JSON checker ----------------------------------------------------------------- */
-
-/* Length of the well-formed UTF-8 sequence at s (Unicode Table 3-7), 0 if there is none. */
-static size_t ck_utf8(const unsigned char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c == 0xe0)
-        len = 3, lo = 0xa0;
-    else if (c == 0xed)
-        len = 3, hi = 0x9f;
-    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef)
-        len = 3;
-    else if (c == 0xf0)
-        len = 4, lo = 0x90;
-    else if (c >= 0xf1 && c <= 0xf3)
-        len = 4;
-    else if (c == 0xf4)
-        len = 4, hi = 0x8f;
-    else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-/* What the escaper must produce as JSON for src, decoded: src with every byte that does not start a well-formed
- * sequence replaced by U+FFFD. Returns the length written to out (room: 3 * n). */
-static size_t ck_replace(const unsigned char *src, size_t n, unsigned char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        size_t l = ck_utf8(src + i, n - i);
-        if (l == 0) {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        } else {
-            memcpy(out + o, src + i, l);
-            o += l;
-            i += l;
-        }
-    }
-    return o;
-}
-
-struct ck {
-    const unsigned char *s;
-    size_t n, i;
-};
-
-static int ck_hex4(struct ck *p, unsigned *v)
-{
-    if (p->n - p->i < 4)
-        return 0;
-    *v = 0;
-    for (int k = 0; k < 4; k++) {
-        unsigned char c = p->s[p->i++];
-        unsigned d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return 0;
-        *v = *v * 16 + d;
-    }
-    return 1;
-}
-
-static size_t ck_put_utf8(unsigned cp, unsigned char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (unsigned char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xc0 | cp >> 6);
-        out[1] = (unsigned char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xe0 | cp >> 12);
-        out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xf0 | cp >> 18);
-    out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
-    out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* The body of a JSON string, up to (not including) `end` (a '"', or the end of input when end < 0), decoded into
- * out (room: n bytes) when out is not NULL. RFC 8259 section 7 and valid UTF-8. Returns 1 if valid. */
-static int ck_string_body(struct ck *p, int end, unsigned char *out, size_t *outlen)
-{
-    size_t o = 0;
-    for (;;) {
-        if (p->i == p->n) {
-            if (end < 0)
-                break;
-            return 0;
-        }
-        unsigned char c = p->s[p->i];
-        if (end >= 0 && c == (unsigned char)end) {
-            p->i++;
-            break;
-        }
-        if (c < 0x20)
-            return 0;
-        if (c == '"' && end < 0)
-            return 0; /* an unescaped quote inside a bare string body */
-        if (c == '\\') {
-            p->i++;
-            if (p->i == p->n)
-                return 0;
-            unsigned char e = p->s[p->i++];
-            unsigned char lit;
-            switch (e) {
-            case '"': lit = '"'; break;
-            case '\\': lit = '\\'; break;
-            case '/': lit = '/'; break;
-            case 'b': lit = '\b'; break;
-            case 'f': lit = '\f'; break;
-            case 'n': lit = '\n'; break;
-            case 'r': lit = '\r'; break;
-            case 't': lit = '\t'; break;
-            case 'u': {
-                unsigned cp;
-                if (!ck_hex4(p, &cp))
-                    return 0;
-                if (cp >= 0xdc00 && cp <= 0xdfff)
-                    return 0; /* lone low surrogate */
-                if (cp >= 0xd800 && cp <= 0xdbff) {
-                    unsigned lo;
-                    if (p->n - p->i < 2 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u')
-                        return 0;
-                    p->i += 2;
-                    if (!ck_hex4(p, &lo) || lo < 0xdc00 || lo > 0xdfff)
-                        return 0;
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                }
-                unsigned char u[4];
-                size_t ul = ck_put_utf8(cp, u);
-                if (out)
-                    memcpy(out + o, u, ul);
-                o += ul;
-                continue;
-            }
-            default: return 0;
-            }
-            if (out)
-                out[o] = lit;
-            o++;
-            continue;
-        }
-        size_t l = ck_utf8(p->s + p->i, p->n - p->i);
-        if (l == 0)
-            return 0;
-        if (out)
-            memcpy(out + o, p->s + p->i, l);
-        o += l;
-        p->i += l;
-    }
-    if (outlen)
-        *outlen = o;
-    return 1;
-}
+#include "json_check.h"
 
 #ifndef FUZZ_ESCAPE
-static int ck_number(struct ck *p, unsigned long long *v)
-{
-    size_t start = p->i;
-    if (p->i < p->n && p->s[p->i] == '-')
-        p->i++;
-    if (p->i == p->n)
-        return 0;
-    if (p->s[p->i] == '0')
-        p->i++;
-    else if (p->s[p->i] >= '1' && p->s[p->i] <= '9')
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
-            p->i++;
-    else
-        return 0;
-    if (p->i < p->n && p->s[p->i] == '.') {
-        p->i++;
-        size_t d = p->i;
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
-            p->i++;
-        if (p->i == d)
-            return 0;
-    }
-    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
-        p->i++;
-        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-'))
-            p->i++;
-        size_t d = p->i;
-        while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9')
-            p->i++;
-        if (p->i == d)
-            return 0;
-    }
-    *v = strtoull((const char *)p->s + start, NULL, 10);
-    return 1;
-}
-
-static void ck_ws(struct ck *p)
-{
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
-        p->i++;
-}
+/* The message's and the cut marker's keys (the key set). */
+static const char *msg_key = "msg", *cut_key = "cut";
 
 /* A strict check of one JSON Lines record: an object whose values are strings or numbers, then '\n', then
  * nothing. Returns the decoded "msg" (malloc'd, into *msg and *msglen) and the "cut" number (0 if absent). */
@@ -300,18 +80,24 @@ static void ck_json_record(const unsigned char *rec, size_t len, unsigned char *
             size_t vstart = p.i, vlen;
             if (!ck_string_body(&p, '"', NULL, &vlen))
                 FAIL("invalid JSON string value for key %s at %zu", key, vstart);
-            if (strcmp((char *)key, "msg") == 0) {
+            if (strcmp((char *)key, msg_key) == 0) {
                 have_msg++;
                 free(*msg);
                 *msg = malloc(vlen + 1);
                 struct ck vp = {rec, p.n, vstart};
                 ck_string_body(&vp, '"', *msg, msglen);
             }
+        } else if (p.s[p.i] == 't' || p.s[p.i] == 'f' || p.s[p.i] == 'n') {
+            const char *lit = p.s[p.i] == 't' ? "true" : p.s[p.i] == 'f' ? "false" : "null";
+            size_t ll = strlen(lit);
+            if (p.n - p.i < ll || memcmp(p.s + p.i, lit, ll) != 0)
+                FAIL("JSON value of %s is not a JSON value", key);
+            p.i += ll;
         } else {
             unsigned long long v;
             if (!ck_number(&p, &v))
                 FAIL("JSON value of %s is neither a string nor a number", key);
-            if (strcmp((char *)key, "cut") == 0)
+            if (strcmp((char *)key, cut_key) == 0)
                 *cut = v;
         }
         nkeys++;
@@ -329,7 +115,8 @@ static void ck_json_record(const unsigned char *rec, size_t len, unsigned char *
         FAIL("bytes after the JSON object");
     if (have_msg != 1 || nkeys < 4)
         FAIL("JSON record without exactly one msg, or without ts/level/pid");
-    if (memcmp(rec, "{\"ts\":\"", 7) != 0 || memcmp(rec + 34, "\",\"level\":\"", 11) != 0)
+    if (strcmp(msg_key, "msg") == 0 &&
+        (memcmp(rec, "{\"ts\":\"", 7) != 0 || memcmp(rec + 34, "\",\"level\":\"", 11) != 0))
         FAIL("JSON record does not start with ts and level");
 }
 
@@ -386,49 +173,80 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     log->format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
     log->level = FORKLOG_DEBUG;
     log->max_record = max_record;
+    log->keys = with_fields && (flags & 0x20) ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT;
+    log->flags = with_fields && (flags & 0x40) ? FORKLOG_TID : 0;
+    msg_key = json && log->keys == FORKLOG_KEYS_ECS ? "message" : "msg";
+    cut_key = json && log->keys == FORKLOG_KEYS_ECS ? "forklog.cut" : "cut";
 
-    /* The message, and (with_fields) a string field made of the bytes after `split` up to a NUL. */
+    /* The message, and (with_fields) up to 8 typed fields made of the bytes after `split`: a type, a key out of a
+     * list that repeats keys and holds built-in ones, and a value (a string of fuzz bytes up to a NUL, or 8 bytes
+     * of raw bits: NaN, infinities, INT_MIN, any time). flags bit 5: ECS keys, bit 6: thread id, bit 7: a
+     * location. */
     size_t msglen = n;
-    char *fstr = NULL;
-    struct fl__field fields[3];
+    char *fstr[8] = {0};
+    struct forklog_field fields[8];
     size_t nfields = 0;
+    struct fl__loc loc = {"src/some file.c", "main", 42}, *locp = NULL;
     if (with_fields) {
+        static const char *const keys[] = {"a", "b", "msg", "ts", "fields.a", "k.x-1", "a", "message", "@timestamp",
+                                           "tid", "cut", "forklog.cut", "Z_9"};
         size_t at = n ? split % (n + 1) : 0;
         msglen = at;
-        size_t flen = strnlen((const char *)d + at, n - at);
-        fstr = malloc(flen + 1);
-        if (!fstr) {
-            free(log);
-            return 0;
+        const uint8_t *fd = d + at;
+        size_t fn = n - at;
+        while (fn > 0 && nfields < 8) {
+            unsigned type = (unsigned)take(&fd, &fn, 1);
+            struct forklog_field *f = &fields[nfields];
+            f->key = keys[(type >> 3) % (sizeof keys / sizeof keys[0])];
+            f->type = (enum forklog_field_type)(1 + type % 7);
+            if (f->type == FORKLOG_FIELD_STR) {
+                size_t flen = strnlen((const char *)fd, fn);
+                if (type & 0x80 && flen == 0) {
+                    f->v.s = NULL;
+                } else {
+                    if (!(fstr[nfields] = malloc(flen + 1)))
+                        abort();
+                    memcpy(fstr[nfields], fd, flen);
+                    fstr[nfields][flen] = '\0';
+                    f->v.s = fstr[nfields];
+                }
+                fd += flen < fn ? flen + 1 : flen;
+                fn -= flen < fn ? flen + 1 : flen;
+            } else {
+                uint64_t v = take(&fd, &fn, 8);
+                switch (f->type) {
+                case FORKLOG_FIELD_INT: f->v.i = (long long)v; break;
+                case FORKLOG_FIELD_UINT: f->v.u = v; break;
+                case FORKLOG_FIELD_DBL: memcpy(&f->v.d, &v, sizeof v); break;
+                case FORKLOG_FIELD_BOOL: f->v.b = (int)(v & 1); break;
+                case FORKLOG_FIELD_DUR: f->v.ns = (long long)v; break;
+                default:
+                    f->v.t.sec = (long long)(v >> 20) - ((long long)1 << 42);
+                    f->v.t.nsec = (long)(v & 0xfffff) * 1999 - 5;
+                    break;
+                }
+            }
+            nfields++;
         }
-        memcpy(fstr, d + at, flen);
-        fstr[flen] = '\0';
-        fields[nfields++] = (struct fl__field){.key = "label", .type = FL__F_STR, .s = fstr};
-        fields[nfields++] = (struct fl__field){.key = "task", .type = FL__F_UINT, .u = (unsigned long long)t};
-        fields[nfields++] = (struct fl__field){.key = "duration_s", .type = FL__F_DBL, .d = (double)split / 7.0};
+        if (flags & 0x80)
+            locp = &loc;
     }
     char *msg = malloc(msglen ? msglen : 1); /* exactly sized: ASan sees any read past it */
     if (!msg) {
-        free(fstr);
-        free(log);
-        return 0;
+        abort();
     }
     memcpy(msg, d, msglen);
     size_t msg_total = msglen + (pretend_longer ? split : 0); /* the caller had more than it passes */
 
     /* The cap exactly as fl__emit computes it. */
-    size_t cap = fl__build_bound(msglen, fields, nfields);
+    size_t cap = fl__build_bound(log, msglen, locp, fields, nfields);
     if (cap > max_record)
         cap = max_record;
     char *out = malloc(cap);
-    if (!out) {
-        free(msg);
-        free(fstr);
-        free(log);
-        return 0;
-    }
+    if (!out)
+        abort();
     size_t cut = 0;
-    size_t len = fl__build(log, level, &now, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    size_t len = fl__build(log, level, &now, locp, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
     const unsigned char *rec = (const unsigned char *)out;
 
     if (len == 0 || len > cap)
@@ -444,7 +262,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t used = msg_total - cut; /* message bytes kept */
 
     if (json) {
-        ck_timestamp(rec + 7);
+        if (log->keys == FORKLOG_KEYS_SHORT)
+            ck_timestamp(rec + 7);
+        /* Strict JSON, and every key at most once. */
+        struct ck_member mem[32];
+        const char *why = NULL;
+        int nm = ck_json_flat(rec, len, mem, 32, &why);
+        if (nm < 0)
+            FAIL("invalid JSON record: %s", why);
+        for (int a = 0; a < nm && a < 32; a++)
+            for (int b = a + 1; b < nm && b < 32; b++)
+                if (strcmp(mem[a].key, mem[b].key) == 0)
+                    FAIL("key %s twice in one record", mem[a].key);
+        ck_members_free(mem, nm < 32 ? nm : 32);
         unsigned char *dmsg;
         size_t dlen;
         unsigned long long jcut;
@@ -476,7 +306,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(out);
     free(msg);
-    free(fstr);
+    for (int k = 0; k < 8; k++)
+        free(fstr[k]);
     free(log);
     return 0;
 }

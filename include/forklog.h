@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,13 +92,64 @@ enum forklog_flag {
     /* A segment of this handle's own, in anonymous shared memory, instead of the log's shared segment file: only
      * this process and the processes forked from it (after this call) share the lock, and no file is created
      * beside the log. Another process that opens the same log is then NOT serialised with them. */
-    FORKLOG_PRIVATE = 1u << 2
+    FORKLOG_PRIVATE = 1u << 2,
+    /* Every forklog_log() and forklog_log_fields() record also carries the calling thread's kernel thread id
+     * (gettid(2)): `tid=N` in text, "tid" (or "process.thread.id", see enum forklog_keys) in JSON. It is read
+     * once per thread and process (a cache refreshed in a forked child), so it costs nothing per record. */
+    FORKLOG_TID = 1u << 3
 };
+
+/* Key names of the JSON format (forklog_options.keys). Text records always use the short names. */
+enum forklog_keys {
+    /* `{"ts":..,"level":..,"pid":..,"tid":..,"app":..,"msg":..,"file":..,"line":..,"func":..,...,"cut":..}` */
+    FORKLOG_KEYS_SHORT = 0,
+    /* For Elastic Common Schema and OpenTelemetry log consumers: `@timestamp`, `log.level`, `process.pid`,
+     * `process.thread.id`, `service.name`, `message`, `log.origin.file.name`, `log.origin.file.line`,
+     * `log.origin.function`, and `forklog.cut`. */
+    FORKLOG_KEYS_ECS = 1
+};
+
+/* A typed key/value field of a record (forklog_log_fields(), forklog_context_add(), forklog_options.context).
+ * Build one with the FORKLOG_STR(), FORKLOG_INT(), ... macros below rather than by hand. The key must be 1 to
+ * FORKLOG_MAX_KEY bytes of [A-Za-z0-9_.@-]; anything else makes the call fail with -EINVAL. */
+enum forklog_field_type {
+    FORKLOG_FIELD_STR = 1,  /* v.s: a NUL-terminated string; NULL renders as JSON null, text `key=` */
+    FORKLOG_FIELD_INT = 2,  /* v.i: a signed integer */
+    FORKLOG_FIELD_UINT = 3, /* v.u: an unsigned integer */
+    FORKLOG_FIELD_DBL = 4,  /* v.d: a double, shortest form that reads back exactly; NaN and infinities as "NaN",
+                             * "+Inf", "-Inf" (strings in JSON) */
+    FORKLOG_FIELD_BOOL = 5, /* v.b: 0 is false, anything else true */
+    FORKLOG_FIELD_DUR = 6,  /* v.ns: a duration in nanoseconds, rendered as seconds: `0.0052`, `-1.5`, `3` */
+    FORKLOG_FIELD_TIME = 7  /* v.t: a CLOCK_REALTIME time, rendered like the record's timestamp (RFC 3339, UTC,
+                             * microseconds; years clamped to 0000..9999) */
+};
+struct forklog_field {
+    const char *key;
+    enum forklog_field_type type;
+    union {
+        const char *s;
+        long long i;
+        unsigned long long u;
+        double d;
+        int b;
+        long long ns;
+        struct {
+            long long sec; /* seconds since the Unix epoch */
+            long nsec;     /* 0 .. 999999999; anything else is normalised */
+        } t;
+    } v;
+};
+/* Most fields in one call (and most distinct keys in a handle's context). */
+#define FORKLOG_MAX_FIELDS 64
+/* Longest key, in bytes. */
+#define FORKLOG_MAX_KEY 64
 
 /* Options of forklog_open(). A zeroed struct (or a NULL pointer) means every default. Fields are only ever
  * added at the end. */
 struct forklog_options {
-    /* Minimum level written; lower records cost no formatting, no lock and no syscall. 0: FORKLOG_INFO. */
+    /* Minimum level written; lower records cost no formatting, no lock and no syscall. 0: the environment
+     * variable FORKLOG_LEVEL (`debug`, `info`, `warn` or `warning`, `error`, any case, or 1..4) when it holds one
+     * of those, else FORKLOG_INFO. forklog_set_level() changes it at run time for every process of the log. */
     enum forklog_level level;
     /* Format of forklog_log() records. 0: FORKLOG_FORMAT_TEXT. */
     enum forklog_format format;
@@ -145,6 +197,16 @@ struct forklog_options {
      * setting conflicts with the log's other users, why its segment file is not trusted, ... NULL: nowhere. */
     char *error;
     size_t error_size;
+    /* JSON key names (enum forklog_keys). 0: FORKLOG_KEYS_SHORT. */
+    enum forklog_keys keys;
+    /* The program's name, carried by every record of the handle: `app=NAME` in text, "app" (or "service.name")
+     * in JSON. Copied at open. 1 to 64 bytes of valid UTF-8 without control bytes, else -EINVAL. NULL: none. */
+    const char *name;
+    /* Fields that every record of the handle carries, after the message (and location) and before the call's
+     * own fields: see forklog_context_add(). Copied at open (strings included); the same rules as
+     * forklog_log_fields()'s fields, else -EINVAL. */
+    const struct forklog_field *context;
+    size_t ncontext;
 };
 
 /*
@@ -192,10 +254,196 @@ FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *
 /* forklog_log() with a va_list. */
 FORKLOG_API int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap) FORKLOG_PRINTF(3, 0);
 
+/*
+ * forklog_log() with the caller's location: `file`, `line` and `func` (NULL: none) are written after the message,
+ * as `file=F line=N func=NAME` in text and "file", "line", "func" (or "log.origin.file.name",
+ * "log.origin.file.line", "log.origin.function") in JSON. A NULL file leaves out the whole location. Same returns
+ * and safety as forklog_log(). The forklog_*_at() macros below pass __FILE__, __LINE__ and __func__.
+ */
+FORKLOG_API int forklog_log_at(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                               const char *fmt, ...) FORKLOG_PRINTF(6, 7);
+
+/* forklog_log_at() with a va_list. */
+FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                                const char *fmt, va_list ap) FORKLOG_PRINTF(6, 0);
+
+/*
+ * Appends one record made of `msg` (as is, not a format) and nfields typed fields, rendered after the message:
+ * ` key=value` in text (a value is quoted, with `\"`, `\\`, `\n`, `\r`, `\t` and `\xHH` escapes, when it is empty
+ * or holds a space, a quote, '=', a backslash or a control byte), `,"key":value` in JSON with the value's JSON
+ * type. No allocation when the record fits 4 KiB. docs/design.md ("Records") gives the exact grammar.
+ *   - A key given twice (in the fields, or in the fields and the handle's context) appears once: the last value
+ *     given wins (the call's fields come after the context), at the place of that last one.
+ *   - A key that is one of the record's own keys (those of the key set: ts, level, pid, tid, app, msg, file,
+ *     line, func, cut; or the ECS names) is written as `fields.KEY`.
+ *   - Fields that do not fit max_record are left out whole (the message is cut first down to what fits); the
+ *     record always stays one valid line.
+ * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level
+ * out of range, NULL fields with nfields > 0, nfields > FORKLOG_MAX_FIELDS, a NULL or invalid key, an unknown
+ * type), -ENOMEM, and the errors of write(2); nothing of the record is in the file after an error. A record below
+ * the level returns 0 at once, before its fields are checked (only the NULL list and the count are). Thread-safe
+ * and fork-safe; not async-signal-safe.
+ */
+FORKLOG_API int forklog_log_fields(forklog *log, enum forklog_level level, const char *msg,
+                                   const struct forklog_field *fields, size_t nfields);
+
+/* forklog_log_fields() with the caller's location, as forklog_log_at(). */
+FORKLOG_API int forklog_log_fields_at(forklog *log, enum forklog_level level, const char *file, int line,
+                                      const char *func, const char *msg, const struct forklog_field *fields,
+                                      size_t nfields);
+
+/*
+ * Adds fields to the handle's context in the calling process only: every later record of this process (all its
+ * threads) carries them, after those given at open (forklog_options.context); a key already in the context takes
+ * the new value. The parent's records, and those of processes forked earlier, are not touched; processes forked
+ * later inherit the context. Strings are copied. Returns 0. Errors: -EINVAL (NULL log, NULL fields with n > 0,
+ * n > FORKLOG_MAX_FIELDS, an invalid key or type, or more than FORKLOG_MAX_FIELDS distinct keys in all),
+ * -ENOMEM. Thread-safe (records being written meanwhile carry either the old or the new context, whole) and
+ * fork-safe; not async-signal-safe. The memory is released by forklog_close().
+ */
+FORKLOG_API int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t n);
+
+/*
+ * Changes the minimum level of the log at run time, for every process that holds it (forked or joined through
+ * forklog_open()), from its next record: the level is one atomic word in the log's shared segment, read with a
+ * relaxed load per record. 0 goes back to each handle's own level (forklog_options.level or FORKLOG_LEVEL). The
+ * setting lasts while the log has users (its segment lives). Returns 0. Errors: -EINVAL (NULL log, level not 0 or
+ * FORKLOG_DEBUG .. FORKLOG_ERROR). Async-signal-safe (a SIGUSR1 handler may call it), thread-safe, fork-safe.
+ */
+FORKLOG_API int forklog_set_level(forklog *log, enum forklog_level level);
+
+/* The minimum level records of this handle must have now (the shared level if set, else the handle's own), or
+ * -EINVAL for a NULL log. Async-signal-safe. */
+FORKLOG_API int forklog_get_level(forklog *log);
+
+/* The level macros. With FORKLOG_LOCATION defined before this header is included they pass the call site (as
+ * the _at forms do); otherwise they cost exactly a forklog_log() call. */
+#define forklog_debug_at(log, ...) forklog_log_at((log), FORKLOG_DEBUG, __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define forklog_info_at(log, ...)  forklog_log_at((log), FORKLOG_INFO, __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define forklog_warn_at(log, ...)  forklog_log_at((log), FORKLOG_WARN, __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define forklog_error_at(log, ...) forklog_log_at((log), FORKLOG_ERROR, __FILE__, __LINE__, __func__, __VA_ARGS__)
+#ifdef FORKLOG_LOCATION
+#define forklog_debug(log, ...) forklog_debug_at(log, __VA_ARGS__)
+#define forklog_info(log, ...)  forklog_info_at(log, __VA_ARGS__)
+#define forklog_warn(log, ...)  forklog_warn_at(log, __VA_ARGS__)
+#define forklog_error(log, ...) forklog_error_at(log, __VA_ARGS__)
+#define FORKLOG__FIELDS(log, level, msg, f, n) forklog_log_fields_at((log), (level), __FILE__, __LINE__, __func__, (msg), (f), (n))
+#else
 #define forklog_debug(log, ...) forklog_log((log), FORKLOG_DEBUG, __VA_ARGS__)
 #define forklog_info(log, ...)  forklog_log((log), FORKLOG_INFO, __VA_ARGS__)
 #define forklog_warn(log, ...)  forklog_log((log), FORKLOG_WARN, __VA_ARGS__)
 #define forklog_error(log, ...) forklog_log((log), FORKLOG_ERROR, __VA_ARGS__)
+#define FORKLOG__FIELDS(log, level, msg, f, n) forklog_log_fields((log), (level), (msg), (f), (n))
+#endif
+
+/* ---- building fields ------------------------------------------------------------------------------------------
+ * Constructors, usable in C and C++: FORKLOG_STR(key, const char *), FORKLOG_INT(key, long long),
+ * FORKLOG_UINT(key, unsigned long long), FORKLOG_DBL(key, double), FORKLOG_BOOL(key, int),
+ * FORKLOG_DUR(key, double seconds), FORKLOG_DUR_NS(key, long long ns), FORKLOG_TIMESPEC(key, struct timespec),
+ * FORKLOG_TIME(key, double seconds since the epoch; in C also a struct timespec). FORKLOG_DUR and FORKLOG_TIME of a
+ * NaN give 0; values past +-292 years clamp. In C11, FORKLOG_F(key, value) picks the type from the value's:
+ * strings, signed and unsigned integers (char is signed), float and double, _Bool (note that C's `true` before
+ * C23 is an int), struct timespec (a time). Durations always need FORKLOG_DUR. */
+static inline struct forklog_field forklog_field_str(const char *key, const char *s)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_STR, f.v.t.sec = 0, f.v.t.nsec = 0, f.v.s = s;
+    return f;
+}
+static inline struct forklog_field forklog_field_int(const char *key, long long i)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_INT, f.v.t.nsec = 0, f.v.i = i;
+    return f;
+}
+static inline struct forklog_field forklog_field_uint(const char *key, unsigned long long u)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_UINT, f.v.t.nsec = 0, f.v.u = u;
+    return f;
+}
+static inline struct forklog_field forklog_field_dbl(const char *key, double d)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_DBL, f.v.t.nsec = 0, f.v.d = d;
+    return f;
+}
+static inline struct forklog_field forklog_field_bool(const char *key, int b)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_BOOL, f.v.t.sec = 0, f.v.t.nsec = 0, f.v.b = b != 0;
+    return f;
+}
+static inline struct forklog_field forklog_field_dur_ns(const char *key, long long ns)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_DUR, f.v.t.nsec = 0, f.v.ns = ns;
+    return f;
+}
+static inline struct forklog_field forklog_field_dur(const char *key, double seconds)
+{
+    double ns = seconds * 1e9;
+    long long v = !(ns == ns) ? 0 : ns >= 9.2e18 ? 9223372036854775807LL : ns <= -9.2e18 ? -9223372036854775807LL
+                                                                                           : (long long)(ns + (ns < 0 ? -0.5 : 0.5));
+    return forklog_field_dur_ns(key, v);
+}
+static inline struct forklog_field forklog_field_timespec(const char *key, struct timespec ts)
+{
+    struct forklog_field f;
+    f.key = key, f.type = FORKLOG_FIELD_TIME, f.v.t.sec = (long long)ts.tv_sec, f.v.t.nsec = ts.tv_nsec;
+    return f;
+}
+static inline struct forklog_field forklog_field_time(const char *key, double seconds)
+{
+    struct timespec ts;
+    if (!(seconds == seconds) || seconds > 9.2e18 || seconds < -9.2e18)
+        seconds = seconds > 0 ? 9.2e18 : seconds < 0 ? -9.2e18 : 0;
+    long long s = (long long)seconds;
+    if ((double)s > seconds)
+        s--; /* floor */
+    long ns = (long)((seconds - (double)s) * 1e9);
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = ns < 0 ? 0 : ns > 999999999 ? 999999999 : ns;
+    return forklog_field_timespec(key, ts);
+}
+
+#define FORKLOG_STR(k, v)      forklog_field_str((k), (v))
+#define FORKLOG_INT(k, v)      forklog_field_int((k), (v))
+#define FORKLOG_UINT(k, v)     forklog_field_uint((k), (v))
+#define FORKLOG_DBL(k, v)      forklog_field_dbl((k), (v))
+#define FORKLOG_BOOL(k, v)     forklog_field_bool((k), (v))
+#define FORKLOG_DUR(k, v)      forklog_field_dur((k), (v))
+#define FORKLOG_DUR_NS(k, v)   forklog_field_dur_ns((k), (v))
+#define FORKLOG_TIMESPEC(k, v) forklog_field_timespec((k), (v))
+
+#if !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define FORKLOG_TIME(k, v)                                                                                             \
+    _Generic((v), struct timespec: forklog_field_timespec, default: forklog_field_time)((k), (v))
+#define FORKLOG_F(k, v)                                                                                                \
+    _Generic((v),                                                                                                      \
+        char *: forklog_field_str, const char *: forklog_field_str,                                                    \
+        char: forklog_field_int, signed char: forklog_field_int, short: forklog_field_int, int: forklog_field_int,     \
+        long: forklog_field_int, long long: forklog_field_int,                                                         \
+        unsigned char: forklog_field_uint, unsigned short: forklog_field_uint, unsigned: forklog_field_uint,           \
+        unsigned long: forklog_field_uint, unsigned long long: forklog_field_uint,                                     \
+        float: forklog_field_dbl, double: forklog_field_dbl,                                                           \
+        _Bool: forklog_field_bool,                                                                                     \
+        struct timespec: forklog_field_timespec)((k), (v))
+#else
+#define FORKLOG_TIME(k, v) forklog_field_time((k), (v))
+#endif
+#if !defined(__cplusplus)
+/* forklog_info_kv(log, "msg", FORKLOG_F("k", v), ...): a record with one or more fields, without an array of
+ * one's own. Each macro is one forklog_log_fields() call (with the location under FORKLOG_LOCATION). */
+#define FORKLOG__KV(log, level, msg, ...)                                                                              \
+    FORKLOG__FIELDS(log, level, msg, ((const struct forklog_field[]){__VA_ARGS__}),                                   \
+                    sizeof((const struct forklog_field[]){__VA_ARGS__}) / sizeof(struct forklog_field))
+#define forklog_log_kv(log, level, msg, ...) FORKLOG__KV(log, level, msg, __VA_ARGS__)
+#define forklog_debug_kv(log, msg, ...)      FORKLOG__KV(log, FORKLOG_DEBUG, msg, __VA_ARGS__)
+#define forklog_info_kv(log, msg, ...)       FORKLOG__KV(log, FORKLOG_INFO, msg, __VA_ARGS__)
+#define forklog_warn_kv(log, msg, ...)       FORKLOG__KV(log, FORKLOG_WARN, msg, __VA_ARGS__)
+#define forklog_error_kv(log, msg, ...)      FORKLOG__KV(log, FORKLOG_ERROR, msg, __VA_ARGS__)
+#endif
 
 /*
  * Appends `len` bytes as one record, exactly as given, adding a '\n' only when they do not end with one. No
@@ -305,6 +553,26 @@ FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t
 
 #ifdef __cplusplus
 }
+
+/* C++: forklog_info_kv(log, "msg", FORKLOG_STR("k", v), ...) through a variadic template. */
+template <typename... F>
+static inline int forklog__log_kv(forklog *log, enum forklog_level level, const char *file, int line,
+                                  const char *func, const char *msg, const F &...f)
+{
+    const struct forklog_field a[] = {f...};
+    return file ? forklog_log_fields_at(log, level, file, line, func, msg, a, sizeof...(f))
+                : forklog_log_fields(log, level, msg, a, sizeof...(f));
+}
+#ifdef FORKLOG_LOCATION
+#define FORKLOG__KVPP(log, level, msg, ...) forklog__log_kv((log), (level), __FILE__, __LINE__, __func__, (msg), __VA_ARGS__)
+#else
+#define FORKLOG__KVPP(log, level, msg, ...) forklog__log_kv((log), (level), nullptr, 0, nullptr, (msg), __VA_ARGS__)
+#endif
+#define forklog_log_kv(log, level, msg, ...) FORKLOG__KVPP(log, level, msg, __VA_ARGS__)
+#define forklog_debug_kv(log, msg, ...)      FORKLOG__KVPP(log, FORKLOG_DEBUG, msg, __VA_ARGS__)
+#define forklog_info_kv(log, msg, ...)       FORKLOG__KVPP(log, FORKLOG_INFO, msg, __VA_ARGS__)
+#define forklog_warn_kv(log, msg, ...)       FORKLOG__KVPP(log, FORKLOG_WARN, msg, __VA_ARGS__)
+#define forklog_error_kv(log, msg, ...)      FORKLOG__KVPP(log, FORKLOG_ERROR, msg, __VA_ARGS__)
 #endif
 
 #endif /* FORKLOG_H */

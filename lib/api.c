@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,7 +57,19 @@ static int fl__check_options(const struct forklog_options *o)
         return -EINVAL;
     if (o->mode > 07777)
         return -EINVAL;
-    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED | FORKLOG_PRIVATE))
+    if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED | FORKLOG_PRIVATE | FORKLOG_TID))
+        return -EINVAL;
+    if (o->keys != FORKLOG_KEYS_SHORT && o->keys != FORKLOG_KEYS_ECS)
+        return -EINVAL;
+    if (o->name) {
+        size_t n = strnlen(o->name, 65);
+        if (n == 0 || n > 64)
+            return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)o->name[i] < 0x20 || o->name[i] == 0x7f)
+                return -EINVAL;
+    }
+    if (fl__check_fields(o->context, o->ncontext) < 0)
         return -EINVAL;
     if (o->max_record != 0 && (o->max_record < FL__MIN_MAX_RECORD || o->max_record > FL__MAX_MAX_RECORD))
         return -EINVAL;
@@ -120,6 +133,80 @@ static struct fl__proc *fl__proc_new(size_t page)
 #endif
 }
 
+/* A new context: the entries of `old` whose keys `fields` do not give again, then fields[0..n) but those given
+ * again later in it, keys and strings copied. *out is NULL when that leaves nothing. Returns 0, -EINVAL or
+ * -ENOMEM. */
+static int fl__ctx_merge(const struct fl__ctx *old, const struct forklog_field *fields, size_t n, struct fl__ctx **out)
+{
+    *out = NULL;
+    int rc = fl__check_fields(fields, n);
+    if (rc < 0)
+        return rc;
+    const struct forklog_field *keep[2 * FORKLOG_MAX_FIELDS];
+    size_t cnt = 0, bytes = 0, nold = old ? old->n : 0;
+    for (size_t i = 0; i < nold + n; i++) {
+        const struct forklog_field *f = i < nold ? &old->f[i] : &fields[i - nold];
+        int again = 0;
+        for (size_t j = i < nold ? 0 : i - nold + 1; j < n && !again; j++)
+            again = strcmp(fields[j].key, f->key) == 0;
+        if (again)
+            continue;
+        if (cnt == FORKLOG_MAX_FIELDS)
+            return -EINVAL;
+        keep[cnt++] = f;
+        bytes += strlen(f->key) + 1 + (f->type == FORKLOG_FIELD_STR && f->v.s ? strlen(f->v.s) + 1 : 0);
+    }
+    if (!cnt)
+        return 0;
+    struct fl__ctx *c = malloc(sizeof *c + cnt * sizeof c->f[0] + bytes);
+    if (!c)
+        return -ENOMEM;
+    char *str = (char *)(c->f + cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        c->f[i] = *keep[i];
+        size_t kl = strlen(keep[i]->key) + 1;
+        memcpy(str, keep[i]->key, kl);
+        c->f[i].key = str;
+        str += kl;
+        if (keep[i]->type == FORKLOG_FIELD_STR && keep[i]->v.s) {
+            size_t sl = strlen(keep[i]->v.s) + 1;
+            memcpy(str, keep[i]->v.s, sl);
+            c->f[i].v.s = str;
+            str += sl;
+        }
+    }
+    c->n = cnt;
+    c->prev = NULL;
+    *out = c;
+    return 0;
+}
+
+static void fl__ctx_free(struct fl__ctx *c)
+{
+    while (c) {
+        struct fl__ctx *prev = c->prev;
+        free(c);
+        c = prev;
+    }
+}
+
+/* FORKLOG_LEVEL: debug, info, warn (warning), error in any case, or 1..4; anything else: 0 (not set). */
+static enum forklog_level fl__env_level(void)
+{
+    const char *e = getenv("FORKLOG_LEVEL");
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    if (!e)
+        return (enum forklog_level)0;
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(e, names[i]) == 0)
+            return (enum forklog_level)(i + 1);
+    if (strcasecmp(e, "warning") == 0)
+        return FORKLOG_WARN;
+    if (e[0] >= '1' && e[0] <= '4' && e[1] == '\0')
+        return (enum forklog_level)(e[0] - '0');
+    return (enum forklog_level)0;
+}
+
 int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
 {
     static const struct forklog_options defaults;
@@ -133,18 +220,30 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     if (rc < 0)
         return rc;
 
-    char *abs = fl__absolute(path, &rc);
-    if (!abs)
+    struct fl__ctx *ctx;
+    if ((rc = fl__ctx_merge(NULL, opts->context, opts->ncontext, &ctx)) < 0)
         return rc;
+    char *abs = fl__absolute(path, &rc);
+    if (!abs) {
+        fl__ctx_free(ctx);
+        return rc;
+    }
     size_t alen = strlen(abs);
     forklog *log = malloc(sizeof *log + alen + 1);
     if (!log) {
         free(abs);
+        fl__ctx_free(ctx);
         return -ENOMEM;
     }
     memcpy(log->path, abs, alen + 1);
     free(abs);
-    log->level = opts->level ? opts->level : FORKLOG_INFO;
+    atomic_init(&log->ctx, ctx);
+    log->keys = opts->keys;
+    log->app_tok = NULL;
+    log->app_len = 0;
+    log->level = opts->level ? opts->level : fl__env_level();
+    if (!log->level)
+        log->level = FORKLOG_INFO;
     log->format = opts->format;
     log->mode = opts->mode ? opts->mode : 0644;
     log->flags = opts->flags;
@@ -156,11 +255,33 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->group = opts->group ? opts->group : (gid_t)-1;
     if (opts->error && opts->error_size)
         opts->error[0] = '\0';
+    if (opts->name) {
+        size_t nl = strlen(opts->name), cap = 8 * nl + 40;
+        if (!(log->app_tok = malloc(cap))) {
+            fl__ctx_free(ctx);
+            free(log);
+            return -ENOMEM;
+        }
+        log->app_len = fl__app_token(log, opts->name, log->app_tok, cap);
+    }
+    log->prefix_max = fl__prefix_bound(log);
+    if (log->max_record < log->prefix_max + 64) {
+        /* The record's own prefix must leave room for a message and a cut marker. */
+        if (opts->error && opts->error_size)
+            snprintf(opts->error, opts->error_size, "max_record %zu is too small for this prefix (%zu bytes)",
+                     log->max_record, log->prefix_max);
+        fl__ctx_free(ctx);
+        free(log->app_tok);
+        free(log);
+        return -EINVAL;
+    }
 
     /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
     log->fd = fl__open_log_file(log, O_CREAT);
     if (log->fd < 0) {
         rc = log->fd;
+        fl__ctx_free(ctx);
+        free(log->app_tok);
         free(log);
         return rc;
     }
@@ -182,6 +303,8 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
 
 fail_fd:
     close(log->fd);
+    fl__ctx_free(ctx);
+    free(log->app_tok);
     free(log);
     return rc;
 }
@@ -234,22 +357,22 @@ int forklog_write(forklog *log, const void *record, size_t len)
     return rc < 0 ? rc : fl__cut_result(cut);
 }
 
-/* Builds the record into a stack buffer when it fits, else the heap, and appends it. */
-static int fl__emit(forklog *log, enum forklog_level level, const struct timespec *now, const char *msg, size_t msglen,
-                    size_t msg_total, const struct fl__field *fields, size_t nfields)
+/* Builds the record into buf (bufcap bytes, on the caller's stack) when it fits, else the heap, and appends it. */
+static int fl__emit(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
+                    const char *msg, size_t msglen, size_t msg_total, const struct forklog_field *fields,
+                    size_t nfields, char *buf, size_t bufcap)
 {
-    char stack[FL__STACK_RECORD];
-    size_t cap = fl__build_bound(msglen, fields, nfields);
+    size_t cap = fl__build_bound(log, msglen, loc, fields, nfields);
     if (cap > log->max_record)
         cap = log->max_record;
-    char *out = stack;
-    if (cap > sizeof stack && !(out = malloc(cap)))
+    char *out = buf;
+    if (cap > bufcap && !(out = malloc(cap)))
         return -ENOMEM;
     size_t cut;
-    size_t len = fl__build(log, level, now, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    size_t len = fl__build(log, level, now, loc, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
     struct iovec iov = {out, len};
     int rc = fl__append(log, &iov, 1, len);
-    if (out != stack)
+    if (out != buf)
         free(out);
     return rc < 0 ? rc : fl__cut_result(cut);
 }
@@ -261,10 +384,12 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
         return 0;
     }
     *rc = 0;
-    return level >= log->level;
+    /* The log's run-time level (forklog_set_level), one relaxed load of the shared segment per record. */
+    unsigned shared = atomic_load_explicit(&log->seg->level, memory_order_relaxed);
+    return (unsigned)level >= (shared ? shared : (unsigned)log->level);
 }
 
-int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap)
+static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
 {
     int rc;
     if (!fmt)
@@ -274,9 +399,11 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     const int json = log->format == FORKLOG_FORMAT_JSON;
+    const struct fl__ctx *ctx = atomic_load_explicit(&log->ctx, memory_order_acquire);
+    const int tail = (loc && loc->file) || (ctx && ctx->n);
 
-    /* Fast path: format the message straight after the prefix; if it fits and needs no escaping, that buffer
-     * is the record. One pass, no copy. */
+    /* Fast path: format the message straight after the prefix; if it fits, needs no escaping and nothing
+     * follows it, that buffer is the record. One pass, no copy. */
     char out[FL__STACK_RECORD];
     size_t cap = log->max_record < sizeof out ? log->max_record : sizeof out;
     size_t p = fl__prefix(log, level, &now, out);
@@ -301,6 +428,13 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
             n = (int)sl;
             str_arg = sl <= room ? NULL : str;
         }
+    } else {
+        /* The conversions users write most (%s %d %ld %u %zu %x %.6f ...), without vsnprintf, byte for byte the
+         * same; anything else, or a message longer than the room, goes to vsnprintf. */
+        va_list fast;
+        va_copy(fast, ap);
+        n = fl__vformat(out + p, room, fmt, fast);
+        va_end(fast);
     }
     if (n < 0)
         n = vsnprintf(out + p, room + 1, fmt, ap);
@@ -308,7 +442,7 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
         va_end(again);
         return -EINVAL;
     }
-    if ((size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n)) {
+    if (!tail && (size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n)) {
         va_end(again);
         size_t len = p + (size_t)n;
         if (json) {
@@ -320,10 +454,11 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
         return fl__append(log, &iov, 1, len);
     }
 
-    /* Slow path: the whole message (up to max_record bytes of it), then escaping and cutting. */
+    /* Slow path: the whole message (up to max_record bytes of it), then escaping, quoting, fields and cutting. */
     const char *msg = out + p;
     size_t total = (size_t)n, msglen = total;
     char *heap = NULL;
+    char aside[FL__STACK_RECORD];
     if (total > room && str_arg) {
         /* "%s" with a long string: the string is the message; nothing to format or copy. */
         msg = str_arg;
@@ -339,48 +474,119 @@ int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_lis
         msglen = want;
     } else {
         /* The message sits where the record will be built: move it aside first. */
-        if (!(heap = malloc(total + 1))) {
-            va_end(again);
-            return -ENOMEM;
-        }
-        memcpy(heap, out + p, total);
-        msg = heap;
+        memcpy(aside, out + p, total);
+        msg = aside;
     }
     va_end(again);
-    if (msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
+    if (!tail && msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
         /* A long message with nothing to escape: prefix, message and suffix go out as they are, in one
          * writev(2), with no copy of the message. */
         struct iovec iov[3] = {
             {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
         rc = fl__append(log, iov, 3, p + total + close);
     } else {
-        rc = fl__emit(log, level, &now, msg, msglen, total, NULL, 0);
+        rc = fl__emit(log, level, &now, loc, msg, msglen, total, NULL, 0, out, sizeof out);
     }
     free(heap);
     return rc;
+}
+
+int forklog_vlog(forklog *log, enum forklog_level level, const char *fmt, va_list ap)
+{
+    return fl__vlog(log, level, NULL, fmt, ap);
 }
 
 int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int rc = forklog_vlog(log, level, fmt, ap);
+    int rc = fl__vlog(log, level, NULL, fmt, ap);
     va_end(ap);
     return rc;
 }
 
-int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,
-                   size_t nfields)
+int forklog_vlog_at(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                    const char *fmt, va_list ap)
+{
+    struct fl__loc loc = {file, func, line};
+    return fl__vlog(log, level, &loc, fmt, ap);
+}
+
+int forklog_log_at(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                   const char *fmt, ...)
+{
+    struct fl__loc loc = {file, func, line};
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fl__vlog(log, level, &loc, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int fl__log_fields(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *msg,
+                          const struct forklog_field *fields, size_t nfields)
 {
     int rc;
-    if (!msg)
+    if (!msg || (nfields && !fields) || nfields > FORKLOG_MAX_FIELDS)
         return -EINVAL;
     if (!fl__level_ok(log, level, &rc))
+        return rc;
+    if ((rc = fl__check_fields(fields, nfields)) < 0)
         return rc;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     size_t len = strlen(msg);
-    return fl__emit(log, level, &now, msg, len, len, fields, nfields);
+    char stack[FL__STACK_RECORD];
+    return fl__emit(log, level, &now, loc, msg, len, len, fields, nfields, stack, sizeof stack);
+}
+
+int forklog_log_fields(forklog *log, enum forklog_level level, const char *msg, const struct forklog_field *fields,
+                       size_t nfields)
+{
+    return fl__log_fields(log, level, NULL, msg, fields, nfields);
+}
+
+int forklog_log_fields_at(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                          const char *msg, const struct forklog_field *fields, size_t nfields)
+{
+    struct fl__loc loc = {file, func, line};
+    return fl__log_fields(log, level, &loc, msg, fields, nfields);
+}
+
+int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t n)
+{
+    if (!log || (n && !fields) || n > FORKLOG_MAX_FIELDS)
+        return -EINVAL;
+    struct fl__ctx *old = atomic_load_explicit(&log->ctx, memory_order_acquire);
+    for (;;) {
+        struct fl__ctx *c;
+        int rc = fl__ctx_merge(old, fields, n, &c);
+        if (rc < 0)
+            return rc;
+        if (!c)
+            return 0; /* nothing before, nothing added */
+        /* The old context stays allocated (a record of another thread may be reading it) until close. */
+        c->prev = old;
+        if (atomic_compare_exchange_strong_explicit(&log->ctx, &old, c, memory_order_acq_rel, memory_order_acquire))
+            return 0;
+        free(c); /* another thread added first: merge again with its context */
+    }
+}
+
+int forklog_set_level(forklog *log, enum forklog_level level)
+{
+    if (!log || (level != 0 && (level < FORKLOG_DEBUG || level > FORKLOG_ERROR)))
+        return -EINVAL;
+    atomic_store_explicit(&log->seg->level, (unsigned)level, memory_order_relaxed);
+    return 0;
+}
+
+int forklog_get_level(forklog *log)
+{
+    if (!log)
+        return -EINVAL;
+    unsigned shared = atomic_load_explicit(&log->seg->level, memory_order_relaxed);
+    return shared ? (int)shared : (int)log->level;
 }
 
 int forklog_flush(forklog *log)
@@ -419,6 +625,8 @@ int forklog_close(forklog *log)
     }
     if (close(log->fd) < 0 && rc == 0)
         rc = -errno;
+    fl__ctx_free(atomic_load_explicit(&log->ctx, memory_order_relaxed));
+    free(log->app_tok);
     free(log);
     return rc;
 }

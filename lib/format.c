@@ -1,12 +1,17 @@
 /*
- * Record formatting: timestamps, escaping, and the layout of text and JSON records. Pure functions of their
- * arguments: no locks, no allocation, no global state, so they are safe in a forked child and from any thread.
+ * Record formatting: timestamps, escaping, typed fields, the layout of text and JSON records, and a printf fast
+ * path. No locks and no allocation; the only state is per thread (the timestamp's second, the thread id), so they
+ * are safe in a forked child and from any thread.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <langinfo.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Days since 1970-01-01 to civil date (proleptic Gregorian), Howard Hinnant's algorithm: no locale, no tz
@@ -124,8 +129,9 @@ static size_t fl__utf8_len(const unsigned char *s, size_t len)
 
 static const char fl__hex[] = "0123456789abcdef";
 
-size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, size_t *used)
+size_t fl__escape(int mode, char *dst, size_t cap, const char *src, size_t len, size_t *used)
 {
+    const int json = mode == 1, quoted = json || mode == 2;
     const unsigned char *s = (const unsigned char *)src;
     size_t o = 0, i = 0;
     while (i < len) {
@@ -133,7 +139,7 @@ size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, 
         char esc[6];
         const char *put = (const char *)s + i;
         size_t put_len = 1, take = 1;
-        if (c < 0x20 || c == 0x7f || (json && (c == '"' || c == '\\'))) {
+        if (c < 0x20 || c == 0x7f || (quoted && (c == '"' || c == '\\'))) {
             char short_form = 0;
             switch (c) {
             case '\n': short_form = 'n'; break;
@@ -175,7 +181,8 @@ size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, 
         } else {
             /* A run of bytes that need nothing: copy it in one go. */
             size_t j = i + 1;
-            while (j < len && s[j] >= 0x20 && s[j] != 0x7f && !(json && (s[j] == '"' || s[j] == '\\' || s[j] >= 0x80)))
+            while (j < len && s[j] >= 0x20 && s[j] != 0x7f &&
+                   !(quoted && (s[j] == '"' || s[j] == '\\')) && !(json && s[j] >= 0x80))
                 j++;
             take = put_len = j - i;
             if (o + put_len > cap)
@@ -191,119 +198,8 @@ size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, 
     return o;
 }
 
-/* Longest cut marker: text ` [forklog: 18446744073709551615 bytes cut]`, JSON `,"cut":18446744073709551615`. */
+/* Longest cut marker: text ` [forklog: 18446744073709551615 bytes cut]`, JSON `,"forklog.cut":18446744073709551615`. */
 #define FL__MARKER_MAX 48
-
-/* Appends to out at *o, never past cap. */
-static void fl__put(char *out, size_t cap, size_t *o, const char *s, size_t n)
-{
-    if (*o + n > cap)
-        n = *o < cap ? cap - *o : 0;
-    memcpy(out + *o, s, n);
-    *o += n;
-}
-
-/* A text value needs quotes when it is empty or holds a space, a quote or '='. */
-static int fl__needs_quotes(const char *s)
-{
-    if (!*s)
-        return 1;
-    for (; *s; s++)
-        if (*s == ' ' || *s == '"' || *s == '=' || *s == '\\')
-            return 1;
-    return 0;
-}
-
-/* Renders the fields into out[0..cap). Text: ` key=value`; JSON: `,"key":value`. A field that does not fit is
- * left out whole. Returns the length. */
-static size_t fl__fields(int json, const struct fl__field *f, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    char num[64];
-    for (size_t k = 0; k < n; k++) {
-        if (f[k].type == FL__F_STR && !f[k].s)
-            continue;
-        size_t mark = o;
-        int cut = 0;
-        fl__put(out, cap, &o, json ? ",\"" : " ", json ? 2 : 1);
-        fl__put(out, cap, &o, f[k].key, strlen(f[k].key));
-        fl__put(out, cap, &o, json ? "\":" : "=", json ? 2 : 1);
-        int len = 0;
-        switch (f[k].type) {
-        case FL__F_INT: len = snprintf(num, sizeof num, "%lld", f[k].i); break;
-        case FL__F_UINT: len = snprintf(num, sizeof num, "%llu", f[k].u); break;
-        case FL__F_DBL: len = snprintf(num, sizeof num, "%.6f", f[k].d); break;
-        case FL__F_TIME: {
-            struct timespec ts;
-            ts.tv_sec = (time_t)f[k].d;
-            ts.tv_nsec = (long)((f[k].d - (double)ts.tv_sec) * 1e9);
-            if (ts.tv_nsec < 0)
-                ts.tv_nsec = 0;
-            if (ts.tv_nsec > 999999999)
-                ts.tv_nsec = 999999999;
-            if (json)
-                num[len++] = '"';
-            fl__rfc3339(num + len, &ts);
-            len += 27;
-            if (json)
-                num[len++] = '"';
-            break;
-        }
-        case FL__F_STR: {
-            int quote = json || fl__needs_quotes(f[k].s);
-            if (quote)
-                fl__put(out, cap, &o, "\"", 1);
-            size_t slen = strlen(f[k].s), used;
-            if (!json) {
-                /* Quoted text values escape their quotes and backslashes too, so they read back exactly. */
-                size_t i = 0;
-                for (; i < slen && o < cap; i++) {
-                    if (quote && (f[k].s[i] == '"' || f[k].s[i] == '\\'))
-                        fl__put(out, cap, &o, "\\", 1);
-                    o += fl__escape(0, out + o, cap - o, f[k].s + i, 1, &used);
-                    if (!used)
-                        break;
-                }
-                used = i;
-            } else {
-                o += fl__escape(1, out + o, cap - o, f[k].s, slen, &used);
-            }
-            if (quote)
-                fl__put(out, cap, &o, "\"", 1);
-            cut = used < slen;
-            break;
-        }
-        }
-        if (len > 0)
-            fl__put(out, cap, &o, num, (size_t)len);
-        /* A field that does not fit is left out whole, so the record stays well-formed. */
-        if (cut || o >= cap)
-            o = mark;
-    }
-    return o;
-}
-
-size_t fl__build_bound(size_t msglen, const struct fl__field *fields, size_t nfields)
-{
-    size_t n = FL__PREFIX_MAX + 6 * msglen + FL__MARKER_MAX + 4;
-    for (size_t k = 0; k < nfields; k++)
-        n += 8 + strlen(fields[k].key) + (fields[k].type == FL__F_STR && fields[k].s ? 6 * strlen(fields[k].s) : 64);
-    return n;
-}
-
-long fl__pid(const forklog *log)
-{
-    /* The cache lives in a MADV_WIPEONFORK page: a forked child reads 0 and asks the kernel once. getpid() is a
-     * real system call since glibc 2.25, ~140 ns here: too much to pay on every record. */
-    if (!log->proc)
-        return (long)getpid();
-    int pid = atomic_load_explicit(&log->proc->pid, memory_order_relaxed);
-    if (!pid) {
-        pid = (int)getpid();
-        atomic_store_explicit(&log->proc->pid, pid, memory_order_relaxed);
-    }
-    return pid;
-}
 
 /* A string with its length, so that the record path never calls strlen on a constant. */
 struct fl__str {
@@ -321,33 +217,416 @@ static char *fl__put_str(char *o, struct fl__str str)
     return o + str.n;
 }
 
+/* The record's own keys, per key set (0: short, also text's; 1: ECS / OpenTelemetry). */
+enum { FL__K_TS, FL__K_LEVEL, FL__K_PID, FL__K_TID, FL__K_APP, FL__K_MSG, FL__K_FILE, FL__K_LINE, FL__K_FUNC, FL__K_CUT,
+       FL__K_COUNT };
+static const struct fl__str fl__builtin[2][FL__K_COUNT] = {
+    {FL__STR("ts"), FL__STR("level"), FL__STR("pid"), FL__STR("tid"), FL__STR("app"), FL__STR("msg"), FL__STR("file"),
+     FL__STR("line"), FL__STR("func"), FL__STR("cut")},
+    {FL__STR("@timestamp"), FL__STR("log.level"), FL__STR("process.pid"), FL__STR("process.thread.id"),
+     FL__STR("service.name"), FL__STR("message"), FL__STR("log.origin.file.name"), FL__STR("log.origin.file.line"),
+     FL__STR("log.origin.function"), FL__STR("forklog.cut")}};
+
+/* The key set of a handle's records: text always uses the short names. */
+static int fl__keyset(const forklog *log)
+{
+    return log->format == FORKLOG_FORMAT_JSON && log->keys == FORKLOG_KEYS_ECS;
+}
+
+static int fl__is_builtin(int ks, const char *k, size_t klen)
+{
+    for (int i = 0; i < FL__K_COUNT; i++)
+        if (fl__builtin[ks][i].n == klen && memcmp(fl__builtin[ks][i].s, k, klen) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- values ---------------------------------------------------------------------------------------------------- */
+
+/* Decimal digits of v, written backwards so that they end at `end`. Returns how many. */
+static size_t fl__udec_back(char *end, unsigned long long v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    char *p = end;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        p -= 2;
+        memcpy(p, pairs + 2 * r, 2);
+    }
+    if (v >= 10) {
+        p -= 2;
+        memcpy(p, pairs + 2 * v, 2);
+    } else {
+        *--p = (char)('0' + v);
+    }
+    return (size_t)(end - p);
+}
+
+static size_t fl__utoa(char *out, unsigned long long v)
+{
+    char tmp[24];
+    size_t n = fl__udec_back(tmp + sizeof tmp, v);
+    memcpy(out, tmp + sizeof tmp - n, n);
+    return n;
+}
+
+static size_t fl__itoa(char *out, long long v)
+{
+    if (v < 0) {
+        out[0] = '-';
+        return 1 + fl__utoa(out + 1, -(unsigned long long)v);
+    }
+    return fl__utoa(out, (unsigned long long)v);
+}
+
+/* The shortest %.Ng (N = 15, 16 or 17) that reads back as d; the locale's radix becomes '.'. NaN and infinities
+ * are `NaN`, `+Inf`, `-Inf` (quoted in JSON). out has room for 48 bytes. */
+static size_t fl__dtoa(char *out, double d, int json)
+{
+    const char *special = d != d ? "NaN" : d > 1.7976931348623157e308 ? "+Inf" : d < -1.7976931348623157e308 ? "-Inf" : 0;
+    if (special) {
+        size_t n = 0, l = strlen(special);
+        if (json)
+            out[n++] = '"';
+        memcpy(out + n, special, l);
+        n += l;
+        if (json)
+            out[n++] = '"';
+        return n;
+    }
+    char buf[64];
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (prec == 17 || strtod(buf, NULL) == d)
+            break;
+    }
+    size_t o = 0;
+    for (int i = 0; i < n && o < 40; i++) {
+        char c = buf[i];
+        if ((c >= '0' && c <= '9') || c == '-' || c == '+' || c == 'e')
+            out[o++] = c;
+        else if (o == 0 || out[o - 1] != '.')
+            out[o++] = '.'; /* the radix, whatever the locale made of it (one or more bytes) */
+    }
+    return o;
+}
+
+/* A duration in ns as seconds: `-1.5`, `0.000000250`, `3`. out has room for 32 bytes. */
+static size_t fl__dur(char *out, long long ns)
+{
+    size_t o = 0;
+    unsigned long long a = (unsigned long long)ns;
+    if (ns < 0) {
+        out[o++] = '-';
+        a = -(unsigned long long)ns;
+    }
+    o += fl__utoa(out + o, a / 1000000000u);
+    unsigned long frac = (unsigned long)(a % 1000000000u);
+    if (frac) {
+        char d[9];
+        fl__digits(d, frac, 9);
+        size_t k = 9;
+        while (d[k - 1] == '0')
+            k--;
+        out[o++] = '.';
+        memcpy(out + o, d, k);
+        o += k;
+    }
+    return o;
+}
+
+/* A text value goes bare when it is not empty and holds no space, quote, '=', backslash or control byte. */
+static int fl__bare(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '=' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Output that either fits whole or is abandoned. */
+struct fl__w {
+    char *p;
+    size_t n, cap;
+    int over;
+};
+
+static void fl__w_put(struct fl__w *w, const char *s, size_t n)
+{
+    if (w->over || n > w->cap - w->n) {
+        w->over = 1;
+        return;
+    }
+    memcpy(w->p + w->n, s, n);
+    w->n += n;
+}
+
+/* A string value: JSON always quoted and escaped; text bare or quoted. */
+static void fl__w_string(struct fl__w *w, int json, const char *s, size_t n)
+{
+    int quote = json || !fl__bare(s, n);
+    if (!quote) {
+        fl__w_put(w, s, n);
+        return;
+    }
+    fl__w_put(w, "\"", 1);
+    if (w->over)
+        return;
+    size_t used;
+    size_t room = w->cap - w->n;
+    w->n += fl__escape(json ? 1 : 2, w->p + w->n, room, s, n, &used);
+    if (used < n) {
+        w->over = 1;
+        return;
+    }
+    fl__w_put(w, "\"", 1);
+}
+
+/* One field: ` key=value` (text) or `,"key":value` (JSON). `rename`: the key is one of the record's own and is
+ * written as `fields.key`. */
+static void fl__w_field(struct fl__w *w, int json, int rename, const char *key, size_t klen,
+                        const struct forklog_field *f)
+{
+    fl__w_put(w, json ? ",\"" : " ", json ? 2 : 1);
+    if (rename)
+        fl__w_put(w, "fields.", 7);
+    fl__w_put(w, key, klen);
+    fl__w_put(w, json ? "\":" : "=", json ? 2 : 1);
+    char num[64];
+    size_t n = 0;
+    switch (f->type) {
+    case FORKLOG_FIELD_STR:
+        if (!f->v.s) {
+            if (json)
+                fl__w_put(w, "null", 4);
+            return;
+        }
+        fl__w_string(w, json, f->v.s, strlen(f->v.s));
+        return;
+    case FORKLOG_FIELD_INT: n = fl__itoa(num, f->v.i); break;
+    case FORKLOG_FIELD_UINT: n = fl__utoa(num, f->v.u); break;
+    case FORKLOG_FIELD_DBL: n = fl__dtoa(num, f->v.d, json); break;
+    case FORKLOG_FIELD_BOOL:
+        n = f->v.b ? 4 : 5;
+        memcpy(num, f->v.b ? "true" : "false", n);
+        break;
+    case FORKLOG_FIELD_DUR: n = fl__dur(num, f->v.ns); break;
+    case FORKLOG_FIELD_TIME: {
+        long long sec = f->v.t.sec;
+        long nsec = f->v.t.nsec;
+        if (nsec < 0 || nsec > 999999999) {
+            long long carry = nsec / 1000000000;
+            nsec %= 1000000000;
+            if (nsec < 0) {
+                nsec += 1000000000;
+                carry--;
+            }
+            sec += carry;
+        }
+        struct timespec ts;
+        ts.tv_sec = (time_t)sec;
+        ts.tv_nsec = nsec;
+        if (json)
+            num[n++] = '"';
+        fl__rfc3339_slow(num + n, &ts);
+        n += 27;
+        if (json)
+            num[n++] = '"';
+        break;
+    }
+    default: w->over = 1; return; /* fl__check_fields refuses it first */
+    }
+    fl__w_put(w, num, n);
+}
+
+static int fl__key_ok(const char *k, size_t *klen)
+{
+    if (!k)
+        return 0;
+    size_t n = 0;
+    for (; k[n]; n++) {
+        unsigned char c = (unsigned char)k[n];
+        if (n == FORKLOG_MAX_KEY ||
+            !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-' || c == '@'))
+            return 0;
+    }
+    *klen = n;
+    return n > 0;
+}
+
+int fl__check_fields(const struct forklog_field *fields, size_t n)
+{
+    if (n && !fields)
+        return -EINVAL;
+    if (n > FORKLOG_MAX_FIELDS)
+        return -EINVAL;
+    for (size_t k = 0; k < n; k++) {
+        size_t klen;
+        if (!fl__key_ok(fields[k].key, &klen))
+            return -EINVAL;
+        if (fields[k].type < FORKLOG_FIELD_STR || fields[k].type > FORKLOG_FIELD_TIME)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* Renders what follows the message: the location, the context (but keys the call gives again), the call's fields
+ * (but keys given again later), each whole or not at all, into out[0..cap). Returns the length. */
+static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                       const struct forklog_field *f, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    struct fl__w w;
+    if (loc && loc->file) {
+        struct forklog_field lf[3];
+        lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
+        lf[1].type = FORKLOG_FIELD_INT, lf[1].v.i = loc->line;
+        lf[2].type = FORKLOG_FIELD_STR, lf[2].v.s = loc->func;
+        for (int i = 0; i < 3; i++) {
+            if (i == 2 && !loc->func)
+                break;
+            const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
+            w = (struct fl__w){out + o, 0, cap - o, 0};
+            fl__w_field(&w, json, 0, key->s, key->n, &lf[i]);
+            if (!w.over)
+                o += w.n;
+        }
+    }
+    size_t nctx = ctx ? ctx->n : 0;
+    for (size_t i = 0; i < nctx + n; i++) {
+        const struct forklog_field *fi = i < nctx ? &ctx->f[i] : &f[i - nctx];
+        /* The last value of a key wins: skip this one if the call gives the key again later. */
+        int again = 0;
+        for (size_t j = i < nctx ? 0 : i - nctx + 1; j < n && !again; j++)
+            again = f[j].key[0] == fi->key[0] && strcmp(f[j].key, fi->key) == 0;
+        if (again)
+            continue;
+        size_t klen = strlen(fi->key);
+        w = (struct fl__w){out + o, 0, cap - o, 0};
+        fl__w_field(&w, json, fl__is_builtin(ks, fi->key, klen), fi->key, klen, fi);
+        if (!w.over)
+            o += w.n;
+    }
+    return o;
+}
+
+static size_t fl__field_bound(const struct forklog_field *f)
+{
+    size_t n = 16 + 7 + strlen(f->key);
+    return n + (f->type == FORKLOG_FIELD_STR && f->v.s ? 6 * strlen(f->v.s) + 2 : 64);
+}
+
+size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc,
+                       const struct forklog_field *fields, size_t nfields)
+{
+    size_t n = (log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * msglen + 2 +
+               FL__MARKER_MAX + 4;
+    if (loc && loc->file)
+        n += 3 * 64 + 6 * strlen(loc->file) + (loc->func ? 6 * strlen(loc->func) : 0);
+    const struct fl__ctx *ctx = atomic_load_explicit(&((forklog *)(uintptr_t)log)->ctx, memory_order_acquire);
+    for (size_t k = 0; ctx && k < ctx->n; k++)
+        n += fl__field_bound(&ctx->f[k]);
+    for (size_t k = 0; k < nfields; k++)
+        n += fl__field_bound(&fields[k]);
+    return n;
+}
+
+long fl__pid(const forklog *log)
+{
+    /* The cache lives in a MADV_WIPEONFORK page: a forked child reads 0 and asks the kernel once. getpid() is a
+     * real system call since glibc 2.25, ~140 ns here: too much to pay on every record. */
+    if (!log->proc)
+        return (long)getpid();
+    int pid = atomic_load_explicit(&log->proc->pid, memory_order_relaxed);
+    if (!pid) {
+        pid = (int)getpid();
+        atomic_store_explicit(&log->proc->pid, pid, memory_order_relaxed);
+    }
+    return pid;
+}
+
+/* The kernel thread id, cached per thread; a forked child's thread (whose pid differs) asks again. */
+static _Thread_local struct {
+    long pid, tid;
+} fl__tid_cache;
+
+static long fl__tid(long pid)
+{
+    if (fl__tid_cache.pid != pid) {
+        fl__tid_cache.tid = (long)syscall(SYS_gettid);
+        fl__tid_cache.pid = pid;
+    }
+    return fl__tid_cache.tid;
+}
+
+/* text: `TS LEVEL pid=N[ tid=T][app] `; JSON: `{"ts":"TS","level":"level","pid":N[,"tid":T][app],"msg":"` */
+static const struct fl__str fl__parts[3][5] = {
+    {FL__STR(""), FL__STR(" "), FL__STR(" pid="), FL__STR(" tid="), FL__STR(" ")},
+    {FL__STR("{\"ts\":\""), FL__STR("\",\"level\":\""), FL__STR("\",\"pid\":"), FL__STR(",\"tid\":"),
+     FL__STR(",\"msg\":\"")},
+    {FL__STR("{\"@timestamp\":\""), FL__STR("\",\"log.level\":\""), FL__STR("\",\"process.pid\":"),
+     FL__STR(",\"process.thread.id\":"), FL__STR(",\"message\":\"")}};
+
+size_t fl__prefix_bound(const forklog *log)
+{
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const struct fl__str *part = fl__parts[json + fl__keyset(log)];
+    return part[0].n + 27 + part[1].n + 5 + part[2].n + 20 + part[3].n + 20 + log->app_len + part[4].n;
+}
+
 size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
 {
     char *o = out;
     long pid = fl__pid(log);
-    char pidbuf[24];
-    size_t pidlen = 0;
-    do {
-        pidbuf[sizeof pidbuf - 1 - pidlen++] = (char)('0' + pid % 10);
-        pid /= 10;
-    } while (pid > 0 && pidlen < sizeof pidbuf);
+    char num[24];
     const int json = log->format == FORKLOG_FORMAT_JSON;
-    /* text: `TS LEVEL pid=N `; JSON: `{"ts":"TS","level":"level","pid":N,"msg":"` */
-    static const struct fl__str parts[2][4] = {
-        {FL__STR(""), FL__STR(" "), FL__STR(" pid="), FL__STR(" ")},
-        {FL__STR("{\"ts\":\""), FL__STR("\",\"level\":\""), FL__STR("\",\"pid\":"), FL__STR(",\"msg\":\"")}};
     static const struct fl__str levels[2][5] = {
         {FL__STR(""), FL__STR("DEBUG"), FL__STR("INFO"), FL__STR("WARN"), FL__STR("ERROR")},
         {FL__STR(""), FL__STR("debug"), FL__STR("info"), FL__STR("warn"), FL__STR("error")}};
-    const struct fl__str *part = parts[json];
+    const struct fl__str *part = fl__parts[json + fl__keyset(log)];
     o = fl__put_str(o, part[0]);
     fl__rfc3339(o, now);
     o = fl__put_str(o + 27, part[1]);
     o = fl__put_str(o, levels[json][level]);
     o = fl__put_str(o, part[2]);
-    memcpy(o, pidbuf + sizeof pidbuf - pidlen, pidlen);
-    o = fl__put_str(o + pidlen, part[3]);
+    size_t n = fl__udec_back(num + sizeof num, (unsigned long)pid);
+    memcpy(o, num + sizeof num - n, n);
+    o += n;
+    if (log->flags & FORKLOG_TID) {
+        o = fl__put_str(o, part[3]);
+        n = fl__udec_back(num + sizeof num, (unsigned long)fl__tid(pid));
+        memcpy(o, num + sizeof num - n, n);
+        o += n;
+    }
+    if (log->app_len) {
+        memcpy(o, log->app_tok, log->app_len);
+        o += log->app_len;
+    }
+    o = fl__put_str(o, part[4]);
     return (size_t)(o - out);
+}
+
+/* ` app=NAME` (text, quoted when needed) or `,"KEY":"NAME"` for the handle's format; out has room for 8 * len + 32
+ * bytes. Returns the length. */
+size_t fl__app_token(const forklog *log, const char *name, char *out, size_t cap)
+{
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const struct fl__str *key = &fl__builtin[fl__keyset(log)][FL__K_APP];
+    struct forklog_field f;
+    f.type = FORKLOG_FIELD_STR;
+    f.v.s = name;
+    struct fl__w w = {out, 0, cap, 0};
+    fl__w_field(&w, json, 0, key->s, key->n, &f);
+    return w.over ? 0 : w.n;
 }
 
 /* Byte-parallel tests on 8 bytes at a time (Hacker's Delight / the "bit twiddling hacks" idioms). */
@@ -377,26 +656,38 @@ int fl__needs_escape(int json, const char *s, size_t len)
     return 0;
 }
 
-size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const char *msg,
-                 size_t msglen, size_t msg_total, const struct fl__field *fields, size_t nfields, char *out, size_t cap,
-                 size_t *cut)
+size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now,
+                 const struct fl__loc *loc, const char *msg, size_t msglen, size_t msg_total,
+                 const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut)
 {
     const int json = log->format == FORKLOG_FORMAT_JSON;
-    size_t o = fl__prefix(log, level, now, out);
+    const int ks = fl__keyset(log);
+    size_t p = fl__prefix(log, level, now, out);
 
-    /* Fields go after the message; render them into the tail of out first, then move them into place. The
-     * closing bytes (`"` before JSON fields, `}` and the newline) are counted in `close`. */
-    const size_t close = json ? 1 + 1 + 1 : 1;
-    char fbuf[1024];
-    /* The fields leave room for the closing bytes and a cut marker: the record stays well-formed at any cap. */
-    size_t fcap = cap > o + close + FL__MARKER_MAX ? cap - o - close - FL__MARKER_MAX : 0;
-    if (fcap > sizeof fbuf)
-        fcap = sizeof fbuf;
-    size_t flen = nfields ? fl__fields(json, fields, nfields, fbuf, fcap) : 0;
-    size_t room = cap > o + flen + close ? cap - o - flen - close : 0;
+    /* What follows the message is rendered first, right after the prefix, then moved to the end of the buffer
+     * while the message is escaped into the room left, then moved back behind it: the record stays well-formed
+     * at any cap, fields that do not fit are left out whole, and the message is cut to what is left. */
+    const size_t close = json ? 2 : 1; /* `}\n` or `\n` */
+    const size_t reserve = 2 + FL__MARKER_MAX + close;
+    size_t tcap = cap > p + reserve ? cap - p - reserve : 0;
+    const struct fl__ctx *ctx = atomic_load_explicit(&((forklog *)(uintptr_t)log)->ctx, memory_order_acquire);
+    size_t tlen = (loc && loc->file) || (ctx && ctx->n) || nfields
+                      ? fl__tail(json, ks, loc, ctx, fields, nfields, out + p, tcap)
+                      : 0;
+    size_t tstart = cap - close - tlen;
+    if (tlen)
+        memmove(out + tstart, out + p, tlen);
 
+    /* A text message followed by fields is quoted when it holds an '=' or starts with a quote, so that it never
+     * reads as fields. Without fields it is written as it always was. */
+    const int quoted = !json && tlen && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
+    const int mode = json ? 1 : quoted ? 2 : 0;
+    size_t o = p;
+    if (quoted)
+        out[o++] = '"';
+    size_t room = tstart - o - (json || quoted ? 1 : 0);
     size_t used;
-    size_t mlen = fl__escape(json, out + o, room, msg, msglen, &used);
+    size_t mlen = fl__escape(mode, out + o, room, msg, msglen, &used);
     size_t cut_bytes = msg_total - used;
     char marker[FL__MARKER_MAX];
     int markerlen = 0;
@@ -404,28 +695,324 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
         /* Make room for the marker, whose width depends on the count it reports. */
         for (int pass = 0; pass < 3; pass++) {
             size_t r = room > (size_t)FL__MARKER_MAX ? room - FL__MARKER_MAX : 0;
-            mlen = fl__escape(json, out + o, r, msg, msglen, &used);
+            mlen = fl__escape(mode, out + o, r, msg, msglen, &used);
             cut_bytes = msg_total - used;
-            markerlen = json ? snprintf(marker, sizeof marker, ",\"cut\":%zu", cut_bytes)
+            markerlen = json ? snprintf(marker, sizeof marker, ",\"%s\":%zu", fl__builtin[ks][FL__K_CUT].s, cut_bytes)
                              : snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]", cut_bytes);
             if (mlen + (size_t)markerlen <= room)
                 break;
         }
     }
     o += mlen;
-    if (json)
-        fl__put(out, cap, &o, "\"", 1);
-    else if (markerlen)
-        fl__put(out, cap, &o, marker, (size_t)markerlen);
-    fl__put(out, cap, &o, fbuf, flen);
-    if (json) {
-        if (markerlen)
-            fl__put(out, cap, &o, marker, (size_t)markerlen);
-        fl__put(out, cap, &o, "}", 1);
+    if (json || quoted)
+        out[o++] = '"';
+    if (!json && markerlen) {
+        memcpy(out + o, marker, (size_t)markerlen);
+        o += (size_t)markerlen;
     }
-    if (o >= cap)
-        o = cap - 1; /* cannot happen with cap >= 256; keeps the newline in all cases */
+    if (tlen) {
+        memmove(out + o, out + tstart, tlen);
+        o += tlen;
+    }
+    if (json) {
+        if (markerlen) {
+            memcpy(out + o, marker, (size_t)markerlen);
+            o += (size_t)markerlen;
+        }
+        out[o++] = '}';
+    }
     out[o++] = '\n';
     *cut = cut_bytes;
     return o;
+}
+
+/* ---- the printf fast path -------------------------------------------------------------------------------------- */
+
+#ifdef __SIZEOF_INT128__
+__extension__ typedef unsigned __int128 fl__u128;
+#else
+typedef unsigned long long fl__u128; /* never used for arithmetic: %f goes to vsnprintf then */
+#endif
+
+static const uint64_t fl__pow10[20] = {1ull,
+                                       10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
+
+/* Pads, sign, zeros and body into out at *o, as printf lays out one conversion. Returns 0, or -1 if it does not
+ * fit. */
+static int fl__emit_conv(char *out, size_t cap, size_t *o, size_t width, int minus, char sign, size_t zeros,
+                         const char *body, size_t blen, const char *body2, size_t blen2)
+{
+    size_t len = (sign ? 1 : 0) + zeros + blen + blen2;
+    size_t pad = width > len ? width - len : 0;
+    if (len + pad > cap - *o)
+        return -1;
+    char *p = out + *o;
+    if (!minus) {
+        memset(p, ' ', pad);
+        p += pad;
+    }
+    if (sign)
+        *p++ = sign;
+    memset(p, '0', zeros);
+    p += zeros;
+    memcpy(p, body, blen);
+    p += blen;
+    if (blen2) {
+        memcpy(p, body2, blen2);
+        p += blen2;
+    }
+    if (minus) {
+        memset(p, ' ', pad);
+        p += pad;
+    }
+    *o = (size_t)(p - out);
+    return 0;
+}
+
+int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
+{
+    size_t o = 0;
+    const char *f = fmt;
+    int radix_dot = -1;
+    for (;;) {
+        const char *pct = strchr(f, '%');
+        size_t lit = pct ? (size_t)(pct - f) : strlen(f);
+        if (lit > cap - o)
+            return -1;
+        memcpy(out + o, f, lit);
+        o += lit;
+        if (!pct)
+            return o > (size_t)INT32_MAX ? -1 : (int)o;
+        f = pct + 1;
+        int minus = 0, plus = 0, space = 0, zero = 0;
+        for (;; f++) {
+            if (*f == '-')
+                minus = 1;
+            else if (*f == '+')
+                plus = 1;
+            else if (*f == ' ')
+                space = 1;
+            else if (*f == '0')
+                zero = 1;
+            else
+                break;
+        }
+        size_t width = 0;
+        while (*f >= '0' && *f <= '9') {
+            width = width * 10 + (size_t)(*f++ - '0');
+            if (width > 65536)
+                return -1;
+        }
+        int prec = -1;
+        if (*f == '.') {
+            f++;
+            prec = 0;
+            while (*f >= '0' && *f <= '9') {
+                prec = prec * 10 + (*f++ - '0');
+                if (prec > 65536)
+                    return -1;
+            }
+        }
+        int len = 0;
+        switch (*f) {
+        case 'h':
+            f++;
+            len = 'h';
+            if (*f == 'h')
+                f++, len = 'H';
+            break;
+        case 'l':
+            f++;
+            len = 'l';
+            if (*f == 'l')
+                f++, len = 'L';
+            break;
+        case 'j':
+        case 'z':
+        case 't': len = *f++; break;
+        default: break;
+        }
+        const char conv = *f;
+        if (!conv)
+            return -1;
+        f++;
+        char digits[48];
+        char *const dend = digits + sizeof digits;
+        size_t nd = 0;
+        switch (conv) {
+        case '%':
+            if (minus || plus || space || zero || width || prec >= 0 || len || o == cap)
+                return -1;
+            out[o++] = '%';
+            continue;
+        case 'd':
+        case 'i': {
+            long long v;
+            switch (len) {
+            case 'H': v = (signed char)va_arg(ap, int); break;
+            case 'h': v = (short)va_arg(ap, int); break;
+            case 'l': v = va_arg(ap, long); break;
+            case 'L': v = va_arg(ap, long long); break;
+            case 'j': v = (long long)va_arg(ap, intmax_t); break;
+            case 'z': v = (long long)va_arg(ap, ssize_t); break;
+            case 't': v = (long long)va_arg(ap, ptrdiff_t); break;
+            default: v = va_arg(ap, int); break;
+            }
+            unsigned long long a = v < 0 ? -(unsigned long long)v : (unsigned long long)v;
+            nd = prec == 0 && a == 0 ? 0 : fl__udec_back(dend, a);
+            char sign = v < 0 ? '-' : plus ? '+' : space ? ' ' : 0;
+            size_t zeros = prec > 0 && (size_t)prec > nd ? (size_t)prec - nd : 0;
+            size_t body = (sign ? 1 : 0) + zeros + nd;
+            if (zero && !minus && prec < 0 && width > body)
+                zeros += width - body;
+            if (fl__emit_conv(out, cap, &o, width, minus, sign, zeros, dend - nd, nd, NULL, 0) < 0)
+                return -1;
+            continue;
+        }
+        case 'u':
+        case 'x':
+        case 'X': {
+            unsigned long long a;
+            switch (len) {
+            case 'H': a = (unsigned char)va_arg(ap, unsigned); break;
+            case 'h': a = (unsigned short)va_arg(ap, unsigned); break;
+            case 'l': a = va_arg(ap, unsigned long); break;
+            case 'L': a = va_arg(ap, unsigned long long); break;
+            case 'j': a = (unsigned long long)va_arg(ap, uintmax_t); break;
+            case 'z': a = (unsigned long long)va_arg(ap, size_t); break;
+            case 't': a = (unsigned long long)(size_t)va_arg(ap, ptrdiff_t); break;
+            default: a = va_arg(ap, unsigned); break;
+            }
+            if (prec == 0 && a == 0)
+                nd = 0;
+            else if (conv == 'u')
+                nd = fl__udec_back(dend, a);
+            else {
+                const char *hex = conv == 'x' ? "0123456789abcdef" : "0123456789ABCDEF";
+                do {
+                    digits[sizeof digits - ++nd] = hex[a & 15];
+                    a >>= 4;
+                } while (a);
+            }
+            size_t zeros = prec > 0 && (size_t)prec > nd ? (size_t)prec - nd : 0;
+            if (zero && !minus && prec < 0 && width > zeros + nd)
+                zeros += width - zeros - nd;
+            if (fl__emit_conv(out, cap, &o, width, minus, 0, zeros, dend - nd, nd, NULL, 0) < 0)
+                return -1;
+            continue;
+        }
+        case 'c': {
+            if (len || plus || space || zero || prec >= 0)
+                return -1;
+            char c = (char)(unsigned char)va_arg(ap, int);
+            if (fl__emit_conv(out, cap, &o, width, minus, 0, 0, &c, 1, NULL, 0) < 0)
+                return -1;
+            continue;
+        }
+        case 's': {
+            if (len || plus || space || zero)
+                return -1;
+            const char *s = va_arg(ap, const char *);
+            if (!s)
+                return -1; /* "(null)", or nothing under a small precision: vsnprintf's business */
+            size_t n = prec >= 0 ? strnlen(s, (size_t)prec) : strnlen(s, cap - o + 1);
+            if (fl__emit_conv(out, cap, &o, width, minus, 0, 0, s, n, NULL, 0) < 0)
+                return -1;
+            continue;
+        }
+        case 'f':
+        case 'F': {
+#ifndef __SIZEOF_INT128__
+            return -1; /* no 128-bit integers: vsnprintf */
+#endif
+            if ((len && len != 'l') || prec > 17)
+                return -1;
+            double d = va_arg(ap, double);
+            if (radix_dot < 0) {
+                const char *r = nl_langinfo(RADIXCHAR);
+                radix_dot = r && r[0] == '.' && r[1] == '\0';
+            }
+            if (!radix_dot)
+                return -1;
+            if (prec < 0)
+                prec = 6;
+            uint64_t bits;
+            memcpy(&bits, &d, sizeof bits);
+            const int neg = (int)(bits >> 63);
+            const int bexp = (int)(bits >> 52 & 0x7ff);
+            if (bexp == 0x7ff)
+                return -1; /* NaN and infinities */
+            uint64_t m = bits & (((uint64_t)1 << 52) - 1);
+            int e = -1074;
+            if (bexp) {
+                m |= (uint64_t)1 << 52;
+                e = bexp - 1075;
+            }
+            /* The exact value is m * 2^e. The digits to print are round-half-even(value * 10^prec): an integer
+             * part and prec fraction digits, computed exactly in 128 bits, as glibc rounds (the exact binary
+             * value, to nearest, ties to even). */
+            uint64_t ip, fp = 0;
+            if (m == 0) {
+                ip = 0;
+            } else if (e >= 0) {
+                if (e > 10)
+                    return -1; /* 2^63 and above: vsnprintf */
+                ip = m << e;
+            } else {
+                const unsigned k = (unsigned)-e;
+                fl__u128 P = (fl__u128)m * fl__pow10[prec]; /* < 2^53 * 10^17 < 2^110 */
+                fl__u128 q = 0;
+                if (k < 128) {
+                    q = P >> k;
+                    fl__u128 r = P - (q << k);
+                    fl__u128 half = (fl__u128)1 << (k - 1);
+                    if (r > half || (r == half && (q & 1)))
+                        q++;
+                } /* else value * 10^prec < 2^-18: 0 */
+                if ((uint64_t)(q >> 64) == 0) {
+                    uint64_t q64 = (uint64_t)q;
+                    ip = q64 / fl__pow10[prec];
+                    fp = q64 % fl__pow10[prec];
+                } else {
+                    ip = (uint64_t)(q / fl__pow10[prec]);
+                    fp = (uint64_t)(q % fl__pow10[prec]);
+                }
+            }
+            nd = fl__udec_back(dend, ip);
+            char frac[24];
+            size_t nf = 0;
+            if (prec > 0) {
+                frac[0] = '.';
+                fl__digits(frac + 1, (unsigned long)fp, prec);
+                nf = (size_t)prec + 1;
+            }
+            char sign = neg ? '-' : plus ? '+' : space ? ' ' : 0;
+            size_t zeros = 0, body = (sign ? 1 : 0) + nd + nf;
+            if (zero && !minus && width > body)
+                zeros = width - body;
+            if (fl__emit_conv(out, cap, &o, width, minus, sign, zeros, dend - nd, nd, frac, nf) < 0)
+                return -1;
+            continue;
+        }
+        default: return -1;
+        }
+    }
 }

@@ -57,7 +57,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 1u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 2u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -94,6 +94,7 @@ struct fl__seg {
     int32_t batch_rc;       /* FL__BATCH_FINISH: the result of the batch's write */
     uint64_t combined;      /* records written by a lock holder on their poster's behalf */
     atomic_uint posted;     /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
+    atomic_uint level;      /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */
     struct fl__slot slots[FL__SLOTS];
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
     size_t buf_used;      /* bytes in buf */
@@ -128,31 +129,48 @@ struct forklog {
     struct fl__proc *proc; /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */
     uid_t owner;           /* files the log creates are given to owner and group (fchown), */
     gid_t group;           /* (uid_t)-1 and (gid_t)-1: left as created */
-    char path[];           /* absolute, so that a child that chdir()s reopens the same file */
+    enum forklog_keys keys; /* JSON key names */
+    char *app_tok;          /* ` app=NAME` (text) or `,"app":"NAME"` (JSON, the key set's name); NULL: none */
+    size_t app_len;
+    size_t prefix_max;             /* most bytes fl__prefix writes for this handle */
+    _Atomic(struct fl__ctx *) ctx; /* this process's context fields; NULL: none (see forklog_context_add) */
+    char path[];                   /* absolute, so that a child that chdir()s reopens the same file */
 };
 
-/* A key/value field of a structured record (pool timing records). */
-enum fl__ftype { FL__F_STR, FL__F_INT, FL__F_UINT, FL__F_DBL, FL__F_TIME };
-struct fl__field {
-    const char *key; /* [a-z_]+ */
-    enum fl__ftype type;
-    const char *s;        /* FL__F_STR; NULL fields are skipped */
-    long long i;          /* FL__F_INT */
-    unsigned long long u; /* FL__F_UINT */
-    double d;             /* FL__F_DBL (printed %.6f); FL__F_TIME: seconds since the epoch, printed RFC 3339 */
+/* A handle's context: immutable once published in log->ctx; a forklog_context_add() publishes a new one (compare
+ * and swap) that points to the one it replaced, and forklog_close() frees the chain, so a record being built with
+ * an older one never sees it freed. fork() copies the chain with the heap: each process has its own. */
+struct fl__ctx {
+    struct fl__ctx *prev;
+    size_t n;
+    struct forklog_field f[]; /* keys and strings point into this allocation, after f[n] */
+};
+
+/* The caller's location of a record (forklog_*_at). */
+struct fl__loc {
+    const char *file, *func;
+    int line;
 };
 
 /* format.c */
 
-/* Most bytes fl__prefix writes: `{"ts":"<27>","level":"error","pid":<20>,"msg":"`. */
-#define FL__PREFIX_MAX 96
+/* Most bytes fl__prefix writes, but the app token: `{"@timestamp":"<27>","log.level":"error","process.pid":<20>,
+ * "process.thread.id":<20>,` ... `"message":"`. A handle's own bound is log->prefix_max. */
+#define FL__PREFIX_MAX 192
 
 /* The pid of the calling process, from the handle's fork-wiped cache. */
 FL__INTERNAL long fl__pid(const forklog *log);
 
-/* Writes the record prefix (text: `TS LEVEL pid=N `; JSON: up to the opening quote of "msg") into out, which has
- * room for FL__PREFIX_MAX bytes. Returns its length. */
+/* Writes the record prefix (text: `TS LEVEL pid=N[ tid=T][ app=NAME] `; JSON: up to the opening quote of the
+ * message) into out, which has room for log->prefix_max bytes. Returns its length. */
 FL__INTERNAL size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out);
+
+/* The most bytes fl__prefix can write for this handle (its format, key set, FORKLOG_TID, app token). */
+FL__INTERNAL size_t fl__prefix_bound(const forklog *log);
+
+/* Renders the app token of the handle's format for `name` into out[0..cap): ` app=NAME` (text) or `,"KEY":"NAME"`.
+ * Returns its length, 0 if it does not fit. */
+FL__INTERNAL size_t fl__app_token(const forklog *log, const char *name, char *out, size_t cap);
 
 /* Whether s[0..len) holds a byte that the format escapes (text: control bytes; JSON: also '"', '\\' and every
  * non-ASCII byte, which the slow path validates as UTF-8). */
@@ -161,18 +179,31 @@ FL__INTERNAL int fl__needs_escape(int json, const char *s, size_t len);
 /* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
 FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
 
-/* Builds one whole record (prefix, escaped message, fields, cut marker, newline) into out[0..cap), cap being
- * at least 256 and at most max_record. msg[0..msglen) is the (possibly already shortened) message; msg_total is its
- * full length, so that bytes beyond msglen count as cut. Returns the record length; *cut receives the message bytes
- * cut. */
-FL__INTERNAL size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const char *msg,
-                              size_t msglen, size_t msg_total, const struct fl__field *fields, size_t nfields,
-                              char *out, size_t cap, size_t *cut);
+/* Builds one whole record (prefix, escaped message, location, context, fields, cut marker, newline) into
+ * out[0..cap), cap being at least log->prefix_max + 64 and at most max_record. msg[0..msglen) is the (possibly
+ * already shortened) message; msg_total is its full length, so that bytes beyond msglen count as cut. The fields
+ * have been checked (fl__check_fields). Returns the record length; *cut receives the message bytes cut. */
+FL__INTERNAL size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now,
+                              const struct fl__loc *loc, const char *msg, size_t msglen, size_t msg_total,
+                              const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut);
 
-/* Upper bound of fl__build's output for a message of msglen bytes and these fields, before max_record. */
-FL__INTERNAL size_t fl__build_bound(size_t msglen, const struct fl__field *fields, size_t nfields);
+/* Upper bound of fl__build's output for a message of msglen bytes, this location and these fields (with the
+ * handle's context), before max_record. */
+FL__INTERNAL size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc,
+                                    const struct forklog_field *fields, size_t nfields);
 
-/* Escapes src[0..len) into dst[0..cap) for a text (json = 0) or JSON string body. Stops before an escape that
+/* 0 if fields[0..n) are valid (keys, types), else -EINVAL. */
+FL__INTERNAL int fl__check_fields(const struct forklog_field *fields, size_t n);
+
+/* Formats fmt into out[0..cap) without vsnprintf for the conversions it knows (%d %i %u %x %X %c %s %f %F %%, with
+ * flags - + space 0, a width, a precision and the length modifiers hh h l ll j z t), byte for byte as vsnprintf
+ * would. Returns the length (no NUL is written), or -1 when it does not take the format (another conversion, a
+ * NULL string, a double it cannot do exactly, a locale whose radix is not '.') or the output does not fit: the
+ * caller then uses vsnprintf. ap is consumed. */
+FL__INTERNAL int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap);
+
+/* Escapes src[0..len) into dst[0..cap) for a text message (mode 0), a JSON string body (1) or a quoted text value
+ * (2: also `\"` and `\\`). Stops before an escape that
  * does not fit. Returns the bytes written; *used receives the source bytes consumed. */
 FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, size_t *used);
 
@@ -337,10 +368,6 @@ FL__INTERNAL void fl__seg_close(forklog *log);
 FL__INTERNAL int fl__recover(forklog *log);
 
 /* ---- the public calls (api.c) --------------------------------------------------------------------------------- */
-
-/* Formats and appends one record with fields (pool records). Same returns as forklog_log(). */
-FL__INTERNAL int fl__log_fields(forklog *log, enum forklog_level level, const char *msg, const struct fl__field *fields,
-                                size_t nfields);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 FL__INTERNAL int64_t fl__mono_ns(void);

@@ -360,22 +360,25 @@ static void fl__pool_record(struct fl__pool *p, size_t i, int status, int code, 
     if (!p->o->log)
         return;
     char lbuf[FL__POOL_LABEL_MAX + 1];
-    struct fl__field f[8];
+    struct forklog_field f[8];
     size_t n = 0;
-    memset(f, 0, sizeof f);
-    f[n].key = "task", f[n].type = FL__F_UINT, f[n++].u = i;
-    f[n].key = "status", f[n].type = FL__F_STR, f[n++].s = fl__pool_status_name(status);
-    f[n].key = "cost", f[n].type = FL__F_DBL, f[n++].d = (double)dur_ns / 1e9;
-    f[n].key = "worker", f[n].type = FL__F_INT, f[n++].i = worker;
-    f[n].key = "code", f[n].type = FL__F_INT, f[n++].i = code;
-    f[n].key = "signal", f[n].type = FL__F_INT, f[n++].i = sig;
-    if (status != FORKLOG_TASK_NOT_RUN)
-        f[n].key = "start", f[n].type = FL__F_TIME, f[n++].d = (double)r->start_real / 1e9;
-    f[n].key = "label", f[n].type = FL__F_STR, f[n++].s = fl__pool_label(p, i, lbuf);
+    f[n++] = FORKLOG_UINT("task", i);
+    f[n++] = FORKLOG_STR("status", fl__pool_status_name(status));
+    f[n++] = FORKLOG_DUR_NS("cost", dur_ns);
+    f[n++] = FORKLOG_INT("worker", worker);
+    f[n++] = FORKLOG_INT("code", code);
+    f[n++] = FORKLOG_INT("signal", sig);
+    if (status != FORKLOG_TASK_NOT_RUN) {
+        struct timespec start = {(time_t)(r->start_real / 1000000000), (long)(r->start_real % 1000000000)};
+        f[n++] = FORKLOG_TIMESPEC("start", start);
+    }
+    const char *label = fl__pool_label(p, i, lbuf);
+    if (label)
+        f[n++] = FORKLOG_STR("label", label);
     enum forklog_level lvl = p->level;
     if (status != FORKLOG_TASK_OK && lvl < FORKLOG_WARN)
         lvl = FORKLOG_WARN;
-    (void)fl__log_fields(p->o->log, lvl, "task", f, n); /* a failing log does not stop the pool */
+    (void)forklog_log_fields(p->o->log, lvl, "task", f, n); /* a failing log does not stop the pool */
 }
 
 /* Records a task its worker finished (phase FINISHED, acquired). */
@@ -706,28 +709,27 @@ static void fl__pool_report(struct fl__pool *p, struct forklog_pool_report *rep,
 
 static void fl__pool_summary(struct fl__pool *p, const struct forklog_pool_report *rep)
 {
-    struct fl__field f[15];
+    struct forklog_field f[15];
     size_t n = 0;
-    memset(f, 0, sizeof f);
-    f[n].key = "tasks", f[n].type = FL__F_UINT, f[n++].u = p->ntasks;
-    f[n].key = "ok", f[n].type = FL__F_UINT, f[n++].u = rep->ok;
-    f[n].key = "failed", f[n].type = FL__F_UINT, f[n++].u = rep->failed;
-    f[n].key = "crashed", f[n].type = FL__F_UINT, f[n++].u = rep->crashed;
-    f[n].key = "timeout", f[n].type = FL__F_UINT, f[n++].u = rep->timed_out;
-    f[n].key = "not_run", f[n].type = FL__F_UINT, f[n++].u = rep->not_run;
-    f[n].key = "workers", f[n].type = FL__F_UINT, f[n++].u = rep->workers_started;
-    f[n].key = "wall", f[n].type = FL__F_DBL, f[n++].d = rep->wall_s;
-    f[n].key = "min", f[n].type = FL__F_DBL, f[n++].d = rep->min_s;
-    f[n].key = "p50", f[n].type = FL__F_DBL, f[n++].d = rep->p50_s;
-    f[n].key = "p95", f[n].type = FL__F_DBL, f[n++].d = rep->p95_s;
-    f[n].key = "p99", f[n].type = FL__F_DBL, f[n++].d = rep->p99_s;
-    f[n].key = "max", f[n].type = FL__F_DBL, f[n++].d = rep->max_s;
-    f[n].key = "mean", f[n].type = FL__F_DBL, f[n++].d = rep->mean_s;
-    f[n].key = "tasks_per_s", f[n].type = FL__F_DBL, f[n++].d = rep->tasks_per_s;
+    f[n++] = FORKLOG_UINT("tasks", p->ntasks);
+    f[n++] = FORKLOG_UINT("ok", rep->ok);
+    f[n++] = FORKLOG_UINT("failed", rep->failed);
+    f[n++] = FORKLOG_UINT("crashed", rep->crashed);
+    f[n++] = FORKLOG_UINT("timeout", rep->timed_out);
+    f[n++] = FORKLOG_UINT("not_run", rep->not_run);
+    f[n++] = FORKLOG_UINT("workers", rep->workers_started);
+    f[n++] = FORKLOG_DUR("wall", rep->wall_s);
+    f[n++] = FORKLOG_DUR("min", rep->min_s);
+    f[n++] = FORKLOG_DUR("p50", rep->p50_s);
+    f[n++] = FORKLOG_DUR("p95", rep->p95_s);
+    f[n++] = FORKLOG_DUR("p99", rep->p99_s);
+    f[n++] = FORKLOG_DUR("max", rep->max_s);
+    f[n++] = FORKLOG_DUR("mean", rep->mean_s);
+    f[n++] = FORKLOG_DBL("tasks_per_s", rep->tasks_per_s);
     enum forklog_level lvl = p->level;
     if (rep->ok != p->ntasks && lvl < FORKLOG_WARN)
         lvl = FORKLOG_WARN;
-    (void)fl__log_fields(p->o->log, lvl, "pool summary", f, n);
+    (void)forklog_log_fields(p->o->log, lvl, "pool summary", f, n);
 }
 
 /* ---- forklog_pool_map ------------------------------------------------------------------------------------ */

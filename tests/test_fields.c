@@ -1,0 +1,508 @@
+/* Typed fields, context, caller location, run-time level and JSON key sets, read back from the file: exact bytes
+ * for text records (after the timestamp), a strict JSON parse (fuzz/json_check.h) for JSON ones. */
+#include <forklog.h>
+
+#include "helpers.h"
+
+#include "../fuzz/json_check.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(dir);
+}
+
+TestSuite(fields, .init = setup, .fini = teardown);
+
+/* Criterion would spell out the macro's whole expansion in its message: keep the call out of the assertion. */
+#define OK(e)                                                                                                          \
+    do {                                                                                                               \
+        int ok_rc = (e);                                                                                               \
+        cr_assert_eq(ok_rc, 0, "line %d returned %d", __LINE__, ok_rc);                                                \
+    } while (0)
+
+static forklog *open_log(const char *name, struct forklog_options *o, char **path)
+{
+    *path = th_path(dir, name);
+    forklog *log;
+    int rc = forklog_open(&log, *path, o);
+    cr_assert_eq(rc, 0, "forklog_open: %s", strerror(-rc));
+    return log;
+}
+
+/* The lines of the file, each without the 27-byte timestamp and the space after it (text). */
+static char *slurp(const char *path)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    return buf;
+}
+
+/* The n-th line (0-based) of buf with the timestamp cut off. */
+static char *text_line(const char *buf, int n)
+{
+    const char *l = buf;
+    for (int i = 0; i < n; i++) {
+        l = strchr(l, '\n');
+        cr_assert_not_null(l);
+        l++;
+    }
+    const char *e = strchr(l, '\n');
+    cr_assert_not_null(e);
+    cr_assert_gt(e - l, 28);
+    cr_assert_eq(l[26], 'Z');
+    size_t len = (size_t)(e - l) - 28;
+    char *out = malloc(len + 1);
+    memcpy(out, l + 28, len);
+    out[len] = '\0';
+    return out;
+}
+
+static void expect_text(const char *buf, int n, const char *want_fmt, ...) __attribute__((format(printf, 3, 4)));
+static void expect_text(const char *buf, int n, const char *want_fmt, ...)
+{
+    char want[4096];
+    va_list ap;
+    va_start(ap, want_fmt);
+    vsnprintf(want, sizeof want, want_fmt, ap);
+    va_end(ap);
+    char *got = text_line(buf, n);
+    cr_assert_str_eq(got, want);
+    free(got);
+}
+
+/* Parses line n of buf strictly; returns the member count and fills m. */
+static int json_line(const char *buf, int n, struct ck_member *m, int max)
+{
+    const char *l = buf;
+    for (int i = 0; i < n; i++) {
+        l = strchr(l, '\n');
+        cr_assert_not_null(l);
+        l++;
+    }
+    const char *e = strchr(l, '\n');
+    cr_assert_not_null(e);
+    const char *why = "";
+    int k = ck_json_flat((const unsigned char *)l, (size_t)(e - l) + 1, m, max, &why);
+    cr_assert_geq(k, 0, "line %d is not valid JSON (%s): %.*s", n, why, (int)(e - l), l);
+    for (int a = 0; a < k; a++)
+        for (int b = a + 1; b < k; b++)
+            cr_assert_str_neq(m[a].key, m[b].key, "key %s twice: %.*s", m[a].key, (int)(e - l), l);
+    return k;
+}
+
+static const struct ck_member *member(const struct ck_member *m, int n, const char *key)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].key, key))
+            return &m[i];
+    return NULL;
+}
+
+static void expect_member(const struct ck_member *m, int n, const char *key, char type, const char *value)
+{
+    const struct ck_member *x = member(m, n, key);
+    cr_assert_not_null(x, "no key %s", key);
+    cr_assert_eq(x->type, type, "key %s: type %c, expected %c", key, x->type, type);
+    if (value)
+        cr_assert_str_eq(x->str, value, "key %s", key);
+}
+
+Test(fields, text_every_type)
+{
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    struct timespec t = {1700000000, 123456789};
+    struct forklog_field f[] = {
+        FORKLOG_STR("method", "GET"),  FORKLOG_INT("status", -200),        FORKLOG_UINT("bytes", 18446744073709551615ull),
+        FORKLOG_DBL("ratio", 0.1),     FORKLOG_BOOL("ok", 1),              FORKLOG_BOOL("cached", 0),
+        FORKLOG_DUR("cost", 0.0052),   FORKLOG_DUR_NS("wait", -1500000000), FORKLOG_TIMESPEC("at", t),
+        FORKLOG_TIME("t2", 1.5),       FORKLOG_STR("empty", ""),           FORKLOG_STR("none", NULL),
+        FORKLOG_STR("sp", "a b"),      FORKLOG_STR("q", "say \"hi\"\\"),  FORKLOG_STR("ctl", "x\ny\x01"),
+        FORKLOG_STR("eq", "a=b"),      FORKLOG_STR("utf8", "\xc3\xa9t\xc3\xa9"),
+    };
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "request done", f, sizeof f / sizeof f[0]), 0);
+    OK(forklog_info_kv(log, "kv", FORKLOG_F("s", "x"), FORKLOG_F("i", -3), FORKLOG_F("u", 3u),
+                                 FORKLOG_F("d", 2.5), FORKLOG_F("b", (_Bool) true), FORKLOG_F("c", 'A'),
+                                 FORKLOG_F("ts", t), FORKLOG_F("sz", (size_t)7)));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid();
+    expect_text(buf, 0,
+                "INFO pid=%ld request done method=GET status=-200 bytes=18446744073709551615 ratio=0.1 ok=true "
+                "cached=false cost=0.0052 wait=-1.5 at=2023-11-14T22:13:20.123456Z t2=1970-01-01T00:00:01.500000Z "
+                "empty=\"\" none= sp=\"a b\" q=\"say \\\"hi\\\"\\\\\" ctl=\"x\\ny\\x01\" eq=\"a=b\" "
+                "utf8=\xc3\xa9t\xc3\xa9",
+                pid);
+    expect_text(buf, 1, "INFO pid=%ld kv s=x i=-3 u=3 d=2.5 b=true c=65 fields.ts=2023-11-14T22:13:20.123456Z sz=7",
+                pid);
+    free(buf);
+    free(path);
+}
+
+Test(fields, json_every_type_strict)
+{
+    char *path;
+    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON};
+    forklog *log = open_log("a.log", &o, &path);
+    struct forklog_field f[] = {
+        FORKLOG_STR("s", "tab\there \"q\" \xff"), FORKLOG_INT("i", INT64_MIN), FORKLOG_UINT("u", UINT64_MAX),
+        FORKLOG_DBL("d", 1e300),                 FORKLOG_DBL("nan", NAN),     FORKLOG_DBL("inf", INFINITY),
+        FORKLOG_DBL("ninf", -INFINITY),          FORKLOG_DBL("neg0", -0.0),   FORKLOG_DBL("tiny", 4.9e-324),
+        FORKLOG_BOOL("b", 1),                    FORKLOG_DUR_NS("dur", 250),  FORKLOG_TIME("t", 0.25),
+        FORKLOG_STR("null", NULL),               FORKLOG_STR("msg", "collides"), FORKLOG_INT("level", 1),
+    };
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_WARN, "m\"sg", f, sizeof f / sizeof f[0]), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    struct ck_member m[40];
+    int n = json_line(buf, 0, m, 40);
+    expect_member(m, n, "msg", 's', "m\"sg");
+    expect_member(m, n, "level", 's', "warn");
+    expect_member(m, n, "s", 's', "tab\there \"q\" \xef\xbf\xbd");
+    expect_member(m, n, "i", 'n', "-9223372036854775808");
+    expect_member(m, n, "u", 'n', "18446744073709551615");
+    expect_member(m, n, "d", 'n', "1e+300");
+    expect_member(m, n, "nan", 's', "NaN");
+    expect_member(m, n, "inf", 's', "+Inf");
+    expect_member(m, n, "ninf", 's', "-Inf");
+    expect_member(m, n, "neg0", 'n', "-0");
+    expect_member(m, n, "tiny", 'n', "4.94065645841247e-324");
+    expect_member(m, n, "b", 't', NULL);
+    expect_member(m, n, "dur", 'n', "0.00000025");
+    expect_member(m, n, "t", 's', "1970-01-01T00:00:00.250000Z");
+    expect_member(m, n, "null", 'z', NULL);
+    expect_member(m, n, "fields.msg", 's', "collides");
+    expect_member(m, n, "fields.level", 'n', "1");
+    cr_assert_str_eq(m[0].key, "ts");
+    cr_assert_str_eq(m[3].key, "msg");
+    ck_members_free(m, n);
+    free(buf);
+    free(path);
+}
+
+Test(fields, duplicate_keys_last_wins)
+{
+    char *path;
+    struct forklog_field ctx[] = {FORKLOG_STR("svc", "api"), FORKLOG_INT("shard", 1)};
+    struct forklog_options o = {.context = ctx, .ncontext = 2};
+    forklog *log = open_log("a.log", &o, &path);
+    OK(forklog_info_kv(log, "m", FORKLOG_INT("a", 1), FORKLOG_INT("shard", 9), FORKLOG_INT("a", 2)));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    expect_text(buf, 0, "INFO pid=%ld m svc=api shard=9 a=2", (long)getpid());
+    free(buf);
+    free(path);
+}
+
+Test(fields, bad_input_is_einval_and_writes_nothing)
+{
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    struct forklog_field ok = FORKLOG_INT("k", 1);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", NULL, 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, NULL, &ok, 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(NULL, FORKLOG_INFO, "m", &ok, 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(log, (enum forklog_level)9, "m", &ok, 1), -EINVAL);
+    struct forklog_field many[FORKLOG_MAX_FIELDS + 1];
+    for (int i = 0; i <= FORKLOG_MAX_FIELDS; i++)
+        many[i] = FORKLOG_INT("k", i);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", many, FORKLOG_MAX_FIELDS + 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", many, FORKLOG_MAX_FIELDS), 0);
+    static const char *const bad_keys[] = {"", "a b", "a=b", "k\"", "\xc3\xa9",
+                                           "x2345678901234567890123456789012345678901234567890123456789012345"};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
+        struct forklog_field f = FORKLOG_INT(bad_keys[i], 1);
+        cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", &f, 1), -EINVAL, "key \"%s\"", bad_keys[i]);
+    }
+    struct forklog_field nk = FORKLOG_INT(NULL, 1);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", &nk, 1), -EINVAL);
+    struct forklog_field bt = FORKLOG_INT("k", 1);
+    bt.type = (enum forklog_field_type)99;
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", &bt, 1), -EINVAL);
+    cr_assert_eq(forklog_context_add(log, &bt, 1), -EINVAL);
+    cr_assert_eq(forklog_context_add(log, NULL, 1), -EINVAL);
+    /* Below the level: 0 at once (the key is not even looked at). */
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_DEBUG, "m", &nk, 1), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 1, "only the valid 64-field record: %s", buf);
+    free(buf);
+    struct forklog_options o = {.name = "bad\nname"};
+    forklog *l2;
+    cr_assert_eq(forklog_open(&l2, path, &o), -EINVAL);
+    o.name = "";
+    cr_assert_eq(forklog_open(&l2, path, &o), -EINVAL);
+    struct forklog_options o2 = {.context = &nk, .ncontext = 1};
+    cr_assert_eq(forklog_open(&l2, path, &o2), -EINVAL);
+    struct forklog_options o3 = {.keys = (enum forklog_keys)7};
+    cr_assert_eq(forklog_open(&l2, path, &o3), -EINVAL);
+    free(path);
+}
+
+Test(fields, records_that_do_not_fit_stay_whole_and_valid)
+{
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.max_record = 300, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "j.log" : "t.log", &o, &path);
+        char big[1000];
+        memset(big, '"', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        int rc = forklog_info_kv(log, big, FORKLOG_INT("a", 1), FORKLOG_STR("big", big), FORKLOG_INT("b", 2));
+        cr_assert_gt(rc, 0, "the message is cut");
+        cr_assert_eq(forklog_close(log), 0);
+        size_t len;
+        char *buf = th_slurp(path, &len);
+        cr_assert_leq(len, 300);
+        cr_assert_eq(buf[len - 1], '\n');
+        cr_assert_null(strstr(buf, "big="), "the oversized field is left out whole");
+        if (json) {
+            struct ck_member m[16];
+            int n = json_line(buf, 0, m, 16);
+            expect_member(m, n, "a", 'n', "1");
+            expect_member(m, n, "b", 'n', "2");
+            expect_member(m, n, "cut", 'n', NULL);
+            ck_members_free(m, n);
+        } else {
+            cr_assert_not_null(strstr(buf, " bytes cut]\" a=1 b=2\n") ? "" : strstr(buf, " bytes cut] a=1 b=2\n"),
+                               "%s", buf);
+        }
+        free(buf);
+        free(path);
+    }
+}
+
+Test(fields, message_quoted_when_fields_follow)
+{
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    OK(forklog_info_kv(log, "x=1 y", FORKLOG_INT("k", 1)));
+    OK(forklog_info_kv(log, "\"q\" first", FORKLOG_INT("k", 1)));
+    OK(forklog_info_kv(log, "", FORKLOG_INT("k", 1)));
+    cr_assert_eq(forklog_info(log, "x=%d", 1), 0); /* no fields: as it always was */
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid();
+    expect_text(buf, 0, "INFO pid=%ld \"x=1 y\" k=1", pid);
+    expect_text(buf, 1, "INFO pid=%ld \"\\\"q\\\" first\" k=1", pid);
+    expect_text(buf, 2, "INFO pid=%ld  k=1", pid);
+    expect_text(buf, 3, "INFO pid=%ld x=1", pid);
+    free(buf);
+    free(path);
+}
+
+Test(fields, context_name_tid_and_child_context)
+{
+    char *path;
+    struct forklog_field ctx[] = {FORKLOG_STR("region", "eu-1")};
+    struct forklog_options o = {.name = "my app", .flags = FORKLOG_TID, .context = ctx, .ncontext = 1};
+    forklog *log = open_log("a.log", &o, &path);
+    cr_assert_eq(forklog_info(log, "parent %d", 1), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        struct forklog_field w = FORKLOG_INT("worker", 3);
+        if (forklog_context_add(log, &w, 1) != 0)
+            _exit(1);
+        if (forklog_info(log, "child %s", "ready") != 0)
+            _exit(2);
+        w = FORKLOG_INT("worker", 4); /* a key already there takes the new value */
+        if (forklog_context_add(log, &w, 1) != 0 || forklog_info_kv(log, "kv", FORKLOG_BOOL("x", 1)) != 0)
+            _exit(3);
+        forklog_close(log);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait(child), 0);
+    cr_assert_eq(forklog_info(log, "parent %d", 2), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid(), tid = (long)syscall(SYS_gettid);
+    expect_text(buf, 0, "INFO pid=%ld tid=%ld app=\"my app\" parent 1 region=eu-1", pid, tid);
+    expect_text(buf, 1, "INFO pid=%ld tid=%ld app=\"my app\" child ready region=eu-1 worker=3", (long)child,
+                (long)child);
+    expect_text(buf, 2, "INFO pid=%ld tid=%ld app=\"my app\" kv region=eu-1 worker=4 x=true", (long)child,
+                (long)child);
+    expect_text(buf, 3, "INFO pid=%ld tid=%ld app=\"my app\" parent 2 region=eu-1", pid, tid);
+    free(buf);
+    free(path);
+}
+
+static void *thread_logs(void *arg)
+{
+    forklog *log = arg;
+    forklog_info(log, "from a thread");
+    return (void *)(intptr_t)syscall(SYS_gettid);
+}
+
+Test(fields, tid_per_thread_and_context_add_from_threads)
+{
+    char *path;
+    struct forklog_options o = {.flags = FORKLOG_TID};
+    forklog *log = open_log("a.log", &o, &path);
+    pthread_t th;
+    void *tid;
+    cr_assert_eq(pthread_create(&th, NULL, thread_logs, log), 0);
+    cr_assert_eq(pthread_join(th, &tid), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    expect_text(buf, 0, "INFO pid=%ld tid=%ld from a thread", (long)getpid(), (long)(intptr_t)tid);
+    free(buf);
+    free(path);
+}
+
+Test(fields, location)
+{
+    char *path;
+    struct forklog_options o = {.format = FORKLOG_FORMAT_TEXT};
+    forklog *log = open_log("a.log", &o, &path);
+    int line = __LINE__ + 1;
+    cr_assert_eq(forklog_info_at(log, "at %d", 1), 0);
+    OK(forklog_log_fields_at(log, FORKLOG_INFO, "f.c", 7, NULL, "m", NULL, 0));
+    cr_assert_eq(forklog_log_at(log, FORKLOG_INFO, NULL, 7, "fn", "no file, no location"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid();
+    expect_text(buf, 0, "INFO pid=%ld at 1 file=%s line=%d func=%s", pid, __FILE__, line, __func__);
+    expect_text(buf, 1, "INFO pid=%ld m file=f.c line=7", pid);
+    expect_text(buf, 2, "INFO pid=%ld no file, no location", pid);
+    free(buf);
+    free(path);
+}
+
+Test(fields, ecs_keys)
+{
+    char *path;
+    struct forklog_field ctx[] = {FORKLOG_STR("ecs.version", "8.11.0")};
+    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON, .keys = FORKLOG_KEYS_ECS, .flags = FORKLOG_TID,
+                                .name = "checkout", .context = ctx, .ncontext = 1};
+    forklog *log = open_log("a.log", &o, &path);
+    OK(forklog_log_fields_at(log, FORKLOG_ERROR, "x.c", 3, "f", "failed",
+                                       (struct forklog_field[]){FORKLOG_INT("http.response.status_code", 502),
+                                                                FORKLOG_STR("message", "dup")},
+                                       2));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    struct ck_member m[20];
+    int n = json_line(buf, 0, m, 20);
+    static const char *const order[] = {"@timestamp",           "log.level",           "process.pid",
+                                        "process.thread.id",    "service.name",        "message",
+                                        "log.origin.file.name", "log.origin.file.line", "log.origin.function",
+                                        "ecs.version",          "http.response.status_code", "fields.message"};
+    cr_assert_eq(n, 12);
+    for (int i = 0; i < 12; i++)
+        cr_assert_str_eq(m[i].key, order[i]);
+    expect_member(m, n, "log.level", 's', "error");
+    expect_member(m, n, "service.name", 's', "checkout");
+    expect_member(m, n, "message", 's', "failed");
+    expect_member(m, n, "log.origin.file.line", 'n', "3");
+    ck_members_free(m, n);
+    free(buf);
+    free(path);
+}
+
+Test(fields, set_level_reaches_every_process)
+{
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    cr_assert_eq(forklog_get_level(log), FORKLOG_INFO);
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
+        forklog_debug(log, "child debug"); /* the parent lowered the level meanwhile */
+        forklog_close(log);
+        _exit(0);
+    }
+    close(go[0]);
+    forklog_debug(log, "dropped");
+    cr_assert_eq(forklog_set_level(log, FORKLOG_DEBUG), 0);
+    cr_assert_eq(forklog_get_level(log), FORKLOG_DEBUG);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    cr_assert_eq(th_wait(child), 0);
+    /* Another handle of the same log, opened by name, sees it too. */
+    forklog *other;
+    cr_assert_eq(forklog_open(&other, path, NULL), 0);
+    cr_assert_eq(forklog_get_level(other), FORKLOG_DEBUG);
+    cr_assert_eq(forklog_set_level(other, FORKLOG_ERROR), 0);
+    cr_assert_eq(forklog_warn(log, "dropped too"), 0);
+    cr_assert_eq(forklog_set_level(log, (enum forklog_level)0), 0); /* back to each handle's own */
+    cr_assert_eq(forklog_info(log, "info again"), 0);
+    cr_assert_eq(forklog_set_level(log, (enum forklog_level)5), -EINVAL);
+    cr_assert_eq(forklog_set_level(NULL, FORKLOG_INFO), -EINVAL);
+    forklog_close(other);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    expect_text(buf, 0, "DEBUG pid=%ld child debug", (long)child);
+    expect_text(buf, 1, "INFO pid=%ld info again", (long)getpid());
+    cr_assert_null(strstr(buf, "dropped"));
+    free(buf);
+    free(path);
+}
+
+Test(fields, level_from_the_environment)
+{
+    char *path = th_path(dir, "a.log");
+    static const struct {
+        const char *env;
+        int level;
+    } cases[] = {{"debug", 1}, {"WARNING", 3}, {"Error", 4}, {"2", 2}, {"bogus", 2}, {"", 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setenv("FORKLOG_LEVEL", cases[i].env, 1);
+        forklog *log;
+        cr_assert_eq(forklog_open(&log, path, NULL), 0);
+        cr_assert_eq(forklog_get_level(log), cases[i].level, "FORKLOG_LEVEL=%s", cases[i].env);
+        forklog_close(log);
+    }
+    setenv("FORKLOG_LEVEL", "debug", 1);
+    struct forklog_options o = {.level = FORKLOG_ERROR}; /* an explicit level wins */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, path, &o), 0);
+    cr_assert_eq(forklog_get_level(log), FORKLOG_ERROR);
+    forklog_close(log);
+    unsetenv("FORKLOG_LEVEL");
+    free(path);
+}
+
+Test(fields, the_fast_formatter_in_records)
+{
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    cr_assert_eq(forklog_info(log, "request %s cost %.6f s", "data1", 0.0123455), 0);
+    cr_assert_eq(forklog_info(log, "%d items in %ld ms", INT32_MIN, -5L), 0);
+    cr_assert_eq(forklog_info(log, "%s: %s", "open", "x"), 0);
+    cr_assert_eq(forklog_info(log, "%5.1f|%-4d|%05u|%x", 2.25, 7, 42u, 255u), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid();
+    char want[128];
+    snprintf(want, sizeof want, "request %s cost %.6f s", "data1", 0.0123455);
+    expect_text(buf, 0, "INFO pid=%ld %s", pid, want);
+    expect_text(buf, 1, "INFO pid=%ld -2147483648 items in -5 ms", pid);
+    expect_text(buf, 2, "INFO pid=%ld open: x", pid);
+    expect_text(buf, 3, "INFO pid=%ld   2.2|7   |00042|ff", pid);
+    free(buf);
+    free(path);
+}
