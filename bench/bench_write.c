@@ -57,16 +57,60 @@ enum method {
     M_JSON,  /* forklog_log, JSON format */
     M_BUF,   /* forklog_write with FORKLOG_BUFFERED; each writer's forklog_flush() is timed */
     M_JOIN,  /* forklog_write by writers that were exec'd and opened the log themselves (joining its segment) */
+    /* Records as users write them (text format): printf formats and a record of four typed fields. The message
+     * carries the checked body (writer id, sequence, payload) as one %s argument or as the message. */
+    M_FMT_REQ,   /* forklog_log(log, INFO, "request %s cost %.6f s", body, cost) */
+    M_FMT_ITEMS, /* forklog_log(log, INFO, "%d items in %ld ms %s", n, ms, body) */
+    M_FMT_PAIR,  /* forklog_log(log, INFO, "%s: %s", "open", body) */
+    M_KV4,       /* forklog_log_fields(log, INFO, body, {method, status, cost, bytes}, 4) */
+    M_FMT_REQ_B, /* the same four with FORKLOG_BUFFERED (each writer's final forklog_flush() is timed) */
+    M_FMT_ITEMS_B,
+    M_FMT_PAIR_B,
+    M_KV4_B,
     M_COUNT
 };
 
 static const char *const method_names[M_COUNT] = {
     "floor",        "own-fd",           "flock",       "fcntl", "sem", "forklog-raw", "forklog-text",
-    "forklog-json", "forklog-buffered", "forklog-join"};
+    "forklog-json", "forklog-buffered", "forklog-join", "forklog-fmt-request", "forklog-fmt-items",
+    "forklog-fmt-pair", "forklog-kv4", "forklog-fmt-request-buf", "forklog-fmt-items-buf", "forklog-fmt-pair-buf",
+    "forklog-kv4-buf"};
 
 static int method_is_forklog(int m)
 {
-    return m == M_RAW || m == M_TEXT || m == M_JSON || m == M_BUF || m == M_JOIN;
+    return m == M_RAW || m == M_TEXT || m == M_JSON || m == M_BUF || m == M_JOIN || m >= M_FMT_REQ;
+}
+
+/* The user-like methods: the same record in direct (M_FMT_REQ..M_KV4) and buffered mode. */
+static int method_base(int m)
+{
+    return m >= M_FMT_REQ_B ? m - (M_FMT_REQ_B - M_FMT_REQ) : m;
+}
+
+static int method_is_buffered(int m)
+{
+    return m == M_BUF || m >= M_FMT_REQ_B;
+}
+
+/* A formatted method's message is `before` bytes, the checked body, `after` bytes. */
+#define KV4_TAIL " method=GET status=200 cost=0.001234567 bytes=4321"
+static size_t fmt_before(int m)
+{
+    switch (method_base(m)) {
+    case M_FMT_REQ: return 8;    /* "request " */
+    case M_FMT_ITEMS: return 22; /* "NNN items in NNNNN ms " */
+    case M_FMT_PAIR: return 6;   /* "open: " */
+    default: return 0;
+    }
+}
+
+static size_t fmt_after(int m)
+{
+    switch (method_base(m)) {
+    case M_FMT_REQ: return 16; /* " cost N.NNN123 s" */
+    case M_KV4: return sizeof KV4_TAIL - 1;
+    default: return 0;
+    }
 }
 
 /* ---- configuration -------------------------------------------------------------------------------------------- */
@@ -207,6 +251,8 @@ static double own_cpu_s(void)
 static size_t body_len(int m, size_t size)
 {
     size_t over = m == M_TEXT ? TEXT_OVERHEAD : m == M_JSON ? JSON_OVERHEAD : 0;
+    if (m >= M_FMT_REQ)
+        over = TEXT_OVERHEAD + fmt_before(m) + fmt_after(m);
     size_t len = size > over + HDR_LEN + 3 ? size - over : HDR_LEN + 3;
     return len;
 }
@@ -258,7 +304,9 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
     struct shared *sh = r->sh;
     const int m = r->method;
     size_t blen = body_len(m, r->size);
-    int text = m == M_TEXT || m == M_JSON;
+    int text = m == M_TEXT || m == M_JSON || m >= M_FMT_REQ;
+    const struct forklog_field kv4[4] = {FORKLOG_STR("method", "GET"), FORKLOG_INT("status", 200),
+                                         FORKLOG_DUR_NS("cost", 1234567), FORKLOG_UINT("bytes", 4321)};
     /* The record (or message) is built once; only the sequence number changes per call. */
     char *rec = xmalloc(blen + 1);
     put_hex(rec, w, 3);
@@ -338,6 +386,19 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
         case M_JOIN: rc = forklog_write(r->log, rec, blen); break;
         case M_TEXT:
         case M_JSON: rc = forklog_log(r->log, FORKLOG_INFO, "%s", rec); break;
+        case M_FMT_REQ:
+        case M_FMT_REQ_B:
+            rc = forklog_log(r->log, FORKLOG_INFO, "request %s cost %.6f s", rec, (double)(i % 1000) / 1000.0 + 0.000123);
+            break;
+        case M_FMT_ITEMS:
+        case M_FMT_ITEMS_B:
+            rc = forklog_log(r->log, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900), 10000L + (long)(i % 90000),
+                             rec);
+            break;
+        case M_FMT_PAIR:
+        case M_FMT_PAIR_B: rc = forklog_log(r->log, FORKLOG_INFO, "%s: %s", "open", rec); break;
+        case M_KV4:
+        case M_KV4_B: rc = forklog_log_fields(r->log, FORKLOG_INFO, rec, kv4, 4); break;
         default: break;
         }
         if (rc != 0)
@@ -352,7 +413,7 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
                 samp[ns++] = now_ns() - t0;
         }
     }
-    if (m == M_BUF) {
+    if (method_is_buffered(m)) {
         int rc = forklog_flush(r->log);
         if (rc != 0)
             child_fail(sh, "forklog_flush returned %d (%s)", rc, strerror(-rc));
@@ -495,7 +556,7 @@ static void check_file(const struct run *r)
         die("check: mmap: %s", strerror(errno));
     madvise((void *)(uintptr_t)map, fsize, MADV_SEQUENTIAL);
     const int m = r->method;
-    const int text = m == M_TEXT || m == M_JSON;
+    const int text = m == M_TEXT || m == M_JSON || m >= M_FMT_REQ;
     const size_t want = text ? body_len(m, r->size) : body_len(m, r->size) - 1; /* message length */
     size_t next[MAX_WRITERS] = {0};
     size_t off = 0, recno = 0;
@@ -509,6 +570,14 @@ static void check_file(const struct run *r)
         size_t mlen = len;
         if (text && !(msg = parse_prefix(m == M_JSON, l, len, &mlen)))
             check_fail(r, recno, off, l, len, m == M_JSON ? "not a forklog JSON record" : "not a forklog text record");
+        if (m >= M_FMT_REQ) {
+            if (mlen < fmt_before(m) + fmt_after(m))
+                check_fail(r, recno, off, l, len, "formatted message too short");
+            if (method_base(m) == M_KV4 && memcmp(msg + mlen - fmt_after(m), KV4_TAIL, fmt_after(m)) != 0)
+                check_fail(r, recno, off, l, len, "the four fields are not as written");
+            msg += fmt_before(m);
+            mlen -= fmt_before(m) + fmt_after(m);
+        }
         if (mlen != want) {
             char why[96];
             snprintf(why, sizeof why, "message is %zu bytes, expected %zu (torn or interleaved)", mlen, want);
@@ -598,7 +667,7 @@ static int64_t run_once(const struct config *c, int m, int procs, size_t size, s
         struct forklog_options o;
         memset(&o, 0, sizeof o);
         o.format = m == M_JSON ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
-        o.flags = m == M_BUF ? FORKLOG_BUFFERED : 0;
+        o.flags = method_is_buffered(m) ? FORKLOG_BUFFERED : 0;
         o.max_record = size + 4096 > ((size_t)1 << 20) ? size + 4096 : 0;
         int rc = forklog_open(&r.log, path, &o);
         if (rc < 0)
@@ -812,7 +881,10 @@ static void usage(FILE *f)
                "  -s LIST     record sizes in bytes, K/M suffixes allowed (default 100,1K,64K)\n"
                "  -m LIST     methods (default all): floor,own-fd,flock,fcntl,sem,forklog-raw,forklog-text,\n"
                "              forklog-json,forklog-buffered,forklog-join (short forms: raw,text,json,buffered,join;\n"
-               "              join: writers exec'd, each opening the log itself)\n"
+               "              join: writers exec'd, each opening the log itself), forklog-fmt-request,\n"
+               "              forklog-fmt-items, forklog-fmt-pair, forklog-kv4 (records as users write them: printf\n"
+               "              formats and four typed fields, text) and their -buf forms (FORKLOG_BUFFERED); short\n"
+               "              forms without forklog- (fmt-request, kv4-buf, ...)\n"
                "  -r N        runs of every cell (default 5); the median is reported\n"
                "  -n N        records per cell, split over the P writers (default per size: 300000 for <=256 B,\n"
                "              150000 for <=4 KiB, 8000 above)\n"
