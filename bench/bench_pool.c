@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forklog_bench_pool: the overhead of forklog_pool_map() itself. 100,000 empty tasks (default) over 2 workers
  * (default), once with a log (one timing record per task plus the summary record) and once without, each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forklog_bench: P forked writers append records of a given size to one file on the local disk, for forklog and
  * for every alternative a user might pick instead, and report records/s, the ratio to the floor (an unlocked

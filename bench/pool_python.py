@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Python's Pool.map(chunksize=1) on 100,000 empty tasks at P=2: tasks/s, the number forklog_bench_pool is
 compared with (docs/performance.md).
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A common Python recipe's two approaches on the forklog_bench workload: 100 B records appended to one file.
 
 The recipe (a 2016 blog post on logging from multiprocessing.Pool workers, Python 2) runs

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Generates the single header forklog.h (stb's shape, SQLite's way): the public header, then, under
 # FORKLOG_IMPLEMENTATION and outside the include guard, lib/internal.h and the sources in a fixed order with
 # FL__INTERNAL defined as static. Run as: cmake -DSRC=<top> -DOUT=<file> -DSOURCES=lib/a.c,lib/b.c -P this.

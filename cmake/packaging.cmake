@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Packages, with CPack: `cpack -G DEB` in a build configured with -DCMAKE_INSTALL_PREFIX=/usr gives three Debian
 # packages, one per install component, in Debian's layout (GNUInstallDirs puts the libraries in
 # lib/<multiarch> under /usr):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Logging to standard output, as in a container whose runtime collects stdout: the program opens
  * "/dev/stdout" as its log, forks workers that log through the inherited handle, and every record reaches

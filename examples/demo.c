@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A pool of 8 worker processes sends one HTTP request per data item to an API and appends the cost of each
  * request to one log, request.log: for real, and offline.

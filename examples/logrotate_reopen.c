@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Rotation by logrotate(8): the program logs from several forked workers, and its SIGHUP handler calls
  * forklog_reopen(), which is async-signal-safe. logrotate renames the log (app.log to app.log.1, ...), creates

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The timing pool: forklog_pool_map() runs 40 small jobs over 4 forked workers, times each one and logs one
  * record per job, written by the parent whatever the job did, plus a summary record. Job 13 fails (returns 7),

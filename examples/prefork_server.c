@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A pre-fork server: the parent opens the log and a listening socket on 127.0.0.1, forks N workers that accept
  * connections on the shared socket and log one record per HTTP request, then plays the client itself: it sends

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Combining, in direct mode: a writer that finds the lock taken posts its record (up to FL__SLOT_CAP bytes) in a
  * slot of the shared segment and waits; the next lock holder writes its own record and every posted one in one

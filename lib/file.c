@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The file behind the handle: each process's own descriptor, file generations (rotation and reopen), and
  * size-based rotation. Every function here runs with the lock held, but fl__open_log_file, which forklog_open()

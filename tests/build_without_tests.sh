@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Builds and installs the project the way a user without Criterion does: configure, build and install in a
 # scratch folder need only a C compiler, CMake and pthreads, and configuring says, in one line, that the tests
 # are skipped. Criterion is hidden from pkg-config with PKG_CONFIG_LIBDIR (an empty search path), and pkg-config

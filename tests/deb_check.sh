@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The Debian packages, end to end (a step of .ci/run; it installs into /usr, so it needs root and a machine
 # where nothing else owns these package names):
 #   1. configure a scratch build for /usr, build, `cpack -G DEB`: libforklog0, libforklog-dev, forklog-tools;

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs one program of examples/ and checks what it printed and the log it wrote. One ctest entry per case
 # (example_<case>). Usage: examples.sh CASE PROGRAM_OR_DIR [BUILD_DIR]
 #   prefork   PROGRAM   the pre-fork HTTP server: one whole record per request

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the Criterion tests. Children never call cr_assert: they report through their exit
  * status, and the parent asserts. */
 #ifndef FORKLOG_TEST_HELPERS_H

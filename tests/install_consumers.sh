@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs the build into a temporary prefix, then builds and runs a program outside the tree against it:
 #   - `cc prog.c $(pkg-config --cflags --libs forklog)`: linked to libforklog.so.0, found through an rpath, then
 #     through LD_LIBRARY_PATH (the README's two ways for a private prefix);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A writer program for the tests in which processes that share no ancestry with the log's opener join it: it is
  * exec'd (posix_spawn) by test_join and opens the log itself.
  *     join_writer PATH ID COUNT SIZE [buffered]

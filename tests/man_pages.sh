@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Every function the shared library exports has a man page in man/ (a page covers the names in its NAME section;
 # a link page, `.so man3/PAGE.3`, covers its own name), and every page formats with no groff warning
 # (groff -man -ww -z).

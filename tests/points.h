@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers for the tests that stop a process at a named crash point (lib/internal.h, FL__CRASH_POINTS): they link
  * the forklog_crashpoints library. Children never assert: they report through their exit status. */
 #ifndef FORKLOG_TEST_POINTS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Self-checking records for the crash, rotation and hostile-condition tests.
  *
  * A record's message is `K id=I seq=S t=T n=N |` followed by N payload bytes, K being 'R' (raw, forklog_write)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The reliability pass, run by .ci/run after the normal and ASan suites (it can also run alone):
 #   1. Valgrind memcheck over the core, crash, combining, hostile-condition and part of the rotation tests
 #      (every forked process traced);
@@ -111,12 +112,12 @@ run_criterion "test_rotate" "$logs/rotate" "$build/tests/test_rotate" --jobs 2 -
 grep -E '^(size rotation|logrotate)' "$logs/rotate" || true
 
 # ---- 3. libFuzzer -----------------------------------------------------------------------------------------------
-step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, ${fuzz_seconds} s each"
+step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, fuzz_vformat, ${fuzz_seconds} s each"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DFORKLOG_FUZZ=ON -DFORKLOG_WERROR=ON \
   -DFORKLOG_BUILD_EXAMPLES=OFF -DFORKLOG_BUILD_BENCH=OFF -DBUILD_TESTING=OFF >"$logs/fuzz-configure" 2>&1 ||
   { cat "$logs/fuzz-configure"; fail "configuring build-fuzz"; }
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_format fuzz_fields fuzz_escape
-for f in fuzz_format fuzz_fields fuzz_escape; do
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_format fuzz_fields fuzz_escape fuzz_vformat
+for f in fuzz_format fuzz_fields fuzz_escape fuzz_vformat; do
   corpus=build-fuzz/corpus/$f
   mkdir -p "$corpus" build-fuzz/artifacts
   if ! "build-fuzz/fuzz/$f" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Copies the generated single header alone into an empty folder and builds a forking program against it with no
 # library: `cc prog.c -pthread`. Also checks that the header compiles as C++ and under -std=c11 with
 # _DEFAULT_SOURCE, and that two translation units may include it (one with the implementation).

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # forklog(1), the command-line tool, end to end. Each case is one ctest entry, cli_<case>; every failure case
 # checks the exit status, the exact message on stderr, and that nothing reached the file.
 # Usage: test_cli.sh FORKLOG_PROGRAM CASE       exit 0: passed, 77: skipped (said why), anything else: failed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Combining: a writer that finds the lock taken posts its record in a shared slot, and the next lock holder
  * writes it together with its own in one writev(2). A real writer stops with the lock held (a crash point) while
  * three writers post; it is then continued and dies at one step of its batch (a crash point in the real code).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The core contract: record formats, levels, max_record, bad input, version, fork inheritance. */
 #include "helpers.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Crash consistency: a dead lock holder never blocks the others, and a writer killed at any point of a record leaves
  * no fragment. The first tests stop or kill a real writer at a named step of the record path (a crash point), in
  * each state the write, flush and rotation can leave; the chaos tests SIGKILL real writers at random moments and

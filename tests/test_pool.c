@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The pool helper: crashes, timeouts, failing codes, initializers, recycling, many tasks, a bystander child,
  * nested pools, threads, descriptors, and the log check (one whole record per task, text and JSON).
  * Tasks and initializers run in forked workers: they never assert, they report through their return value,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Multi-process stress: 8 processes x 2 threads append records of 0 B to 256 KiB (raw and formatted) to one
  * file; the parent then reads every record back: whole, not interleaved, each writer's sequence complete, the
  * count exact. */

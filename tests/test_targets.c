@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the log writes to, and what rotation may touch: targets that are not regular files (a FIFO, a character
  * device, a pipe, a unix socket), files created for an owner and group other than the creator's (a privileged
  * parent whose workers drop their privileges), and rotated names that hold something other than a regular file.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forklog(1): append whole records to a forklog log from the shell, next to the log's other writers.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program of another project, built with find_package(forklog): a parent and two forked children each log
  * one record. Usage: hello_forklog LOGFILE */
 #include <forklog.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the tree: forks writers that share one forklog handle, then checks the file. Built against
  * the installed library (pkg-config, find_package) and against the single header alone. */
 #ifdef FORKLOG_SINGLE_HEADER
