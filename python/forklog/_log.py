@@ -15,7 +15,8 @@ _lib = _native.lib
 
 DEBUG, INFO, WARN, ERROR = 1, 2, 3, 4
 _LEVEL_NAMES = {"debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
-_FLAG_SYNC, _FLAG_BUFFERED, _FLAG_PRIVATE = 1, 2, 4
+_FLAG_SYNC, _FLAG_BUFFERED, _FLAG_PRIVATE, _FLAG_TID = 1, 2, 4, 8
+_KEYS = {"short": 0, "ecs": 1}
 _FORMAT_TEXT, _FORMAT_JSON = 0, 1
 
 _UINT_MAX = 2**32 - 1
@@ -64,6 +65,14 @@ def _id_opt(name, value):
     if value is None:
         return 0
     return _int_opt(name, value, 1, _UINT_MAX - 1)
+
+
+def _name_opt(name):
+    b = _utf8(name) if isinstance(name, str) else None
+    if b is None or not 1 <= len(b) <= 64 or any(c < 0x20 or c == 0x7F for c in b):
+        raise OptionError("forklog: name must be a str of 1 to 64 bytes without control characters, not %r"
+                          % (name,))
+    return b
 
 
 def _path_bytes(path):
@@ -271,6 +280,12 @@ class Log:
       max_record   largest record in bytes, 256 .. 1 GiB (0: 1 MiB); longer records are cut with a marker
       mode         permission bits of files the log creates, before the umask (0: 0o644)
       owner, group uid and gid given to files the log creates (None: left as created)
+      name         the program's name, in every record: `app=NAME` in text, "app" in JSON (1 to 64 bytes)
+      tid          True: every record also carries the calling thread's kernel thread id
+      keys         JSON key names: 'short' (default: ts, level, pid, msg, ...) or 'ecs' (@timestamp,
+                   log.level, process.pid, message, ...: Elastic Common Schema and OpenTelemetry)
+      context      a dict of fields every record of this handle carries (see log())
+    name, tid, keys and context need a library with typed fields (forklog.have_fields()).
 
     Errors: OptionError (a ValueError) for a bad argument, before anything is opened; OSError with the errno and
     the library's explanation when the open or a write fails; ValueError for any use after close().
@@ -278,7 +293,7 @@ class Log:
 
     def __init__(self, path, *, level="info", json=False, buffered=False, sync=False, private=False,
                  rotate_bytes=0, rotate_keep=0, flush_ms=0, buffer_size=0, max_record=0, mode=0,
-                 owner=None, group=None):
+                 owner=None, group=None, name=None, tid=False, keys="short", context=None):
         self._h = None
         self._mu = threading.Lock()
         self._busy = 0
@@ -287,7 +302,7 @@ class Log:
         self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
                               rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,
                               buffer_size=buffer_size, max_record=max_record, mode=mode, owner=owner,
-                              group=group)
+                              group=group, name=name, tid=tid, keys=keys, context=context)
         po = _native.PaddedOptions()
         o = po.opts
         o.level = _level(level)
@@ -303,6 +318,30 @@ class Log:
         o.mode = _int_opt("mode", mode, 1, 0o7777)
         o.owner = _id_opt("owner", owner)
         o.group = _id_opt("group", group)
+        newer = []
+        if _bool_opt("tid", tid):
+            o.flags |= _FLAG_TID
+            newer.append("tid")
+        if keys not in _KEYS:
+            raise OptionError("forklog: keys must be 'short' or 'ecs', not %r" % (keys,))
+        o.keys = _KEYS[keys]
+        if keys != "short":
+            newer.append("keys")
+        if name is not None:
+            o.name = _name_opt(name)
+            newer.append("name")
+        keep = None
+        if context is not None:
+            if not isinstance(context, dict):
+                raise OptionError("forklog: context must be a dict of fields, not %s" % type(context).__name__)
+            if context:
+                arr, n, keep = _fields_array(context, True)
+                o.context, o.ncontext = ctypes.cast(arr, ctypes.c_void_p), n
+                keep.append(arr)
+                newer.append("context")
+        if newer and not _native.HAVE_FIELDS:
+            raise OptionError("forklog: %s need a libforklog with typed fields; the one loaded (%s) has none"
+                              % (", ".join(newer), _native.library_path))
         errbuf = ctypes.create_string_buffer(_ERRBUF)
         o.error = ctypes.cast(errbuf, ctypes.c_void_p)
         o.error_size = _ERRBUF
@@ -407,6 +446,46 @@ class Log:
 
     def error(self, msg, /, **fields):
         return self._log(ERROR, msg, fields)
+
+    @property
+    def level(self):
+        """The minimum level written now: the log's shared level when set_level() set one, else this handle's."""
+        if not _native.HAVE_LEVEL:
+            return self._level
+        h = self._enter()
+        try:
+            return _lib.forklog_get_level(h)
+        finally:
+            self._leave()
+
+    def set_level(self, level):
+        """Changes the minimum level for every process that uses the log, from its next record ('debug' ..
+        'error'); None goes back to each handle's own level. Needs a library with typed fields."""
+        lv = 0 if level is None else _level(level)
+        if not _native.HAVE_LEVEL:
+            raise OptionError("forklog: set_level() needs a newer libforklog than %s" % _native.library_path)
+        h = self._enter()
+        try:
+            rc = _lib.forklog_set_level(h, lv)
+        finally:
+            self._leave()
+        if rc < 0:
+            raise _oserror(rc, "forklog_set_level", self._path)
+
+    def context_add(self, **fields):
+        """Adds fields that every later record of this process carries (processes forked later inherit them;
+        the others are not touched). A key already in the context takes the new value."""
+        if not _native.HAVE_CONTEXT:
+            raise OptionError("forklog: context_add() needs a newer libforklog than %s" % _native.library_path)
+        arr, n, keep = _fields_array(fields, True)
+        h = self._enter()
+        try:
+            rc = _lib.forklog_context_add(h, arr, n)
+        finally:
+            self._leave()
+        del keep
+        if rc < 0:
+            raise _oserror(rc, "forklog_context_add", self._path)
 
     def write(self, data):
         """Appends `data` (bytes, or str as UTF-8) as one record, exactly as given, plus a newline when it does

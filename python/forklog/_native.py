@@ -67,6 +67,10 @@ class Options(ctypes.Structure):
         ("group", _gid_t),
         ("error", ctypes.c_void_p),  # char *: a buffer of ours, so a plain pointer
         ("error_size", ctypes.c_size_t),
+        ("keys", ctypes.c_int),  # enum forklog_keys
+        ("name", ctypes.c_char_p),
+        ("context", ctypes.c_void_p),  # const struct forklog_field *: an array of ours
+        ("ncontext", ctypes.c_size_t),
     ]
 
 
@@ -98,8 +102,8 @@ lib.forklog_reopen.restype = ctypes.c_int
 lib.forklog_close.argtypes = [_handle_p]
 lib.forklog_close.restype = ctypes.c_int
 
-# Optional entry points of newer libraries are looked up here, by name, so that this binding keeps working
-# with a library that does not have them.
+# Entry points that libraries before typed fields do not have are looked up by name below, so that this
+# binding keeps working with them.
 
 
 class _FieldTime(ctypes.Structure):
@@ -127,3 +131,14 @@ if HAVE_FIELDS:
     lib.forklog_log_fields.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(Field),
                                        ctypes.c_size_t]
     lib.forklog_log_fields.restype = ctypes.c_int
+
+HAVE_LEVEL = hasattr(lib, "forklog_set_level")
+if HAVE_LEVEL:
+    lib.forklog_set_level.argtypes = [_handle_p, ctypes.c_int]
+    lib.forklog_set_level.restype = ctypes.c_int
+    lib.forklog_get_level.argtypes = [_handle_p]
+    lib.forklog_get_level.restype = ctypes.c_int
+HAVE_CONTEXT = hasattr(lib, "forklog_context_add")
+if HAVE_CONTEXT:
+    lib.forklog_context_add.argtypes = [_handle_p, ctypes.POINTER(Field), ctypes.c_size_t]
+    lib.forklog_context_add.restype = ctypes.c_int

@@ -70,3 +70,37 @@ def test_handler_extras_off_and_raw_write_the_message_only(tmp_path):
         h.close()
     lines = path.read_text().splitlines()
     assert lines[0].endswith(" m") and lines[1] == "m"
+
+
+def test_name_tid_keys_and_context_options(tmp_path):
+    path = tmp_path / "a.jsonl"
+    with forklog.Log(str(path), json=True, name="billing", tid=True, keys="ecs",
+                     context={"region": "eu", "shard": 3}) as log:
+        log.context_add(worker=1)
+        log.info("started", item="data3")
+    (r,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert r["message"] == "started" and r["log.level"] == "info" and r["service.name"] == "billing"
+    assert r["process.thread.id"] > 0
+    assert (r["region"], r["shard"], r["worker"], r["item"]) == ("eu", 3, 1, "data3")
+
+
+@pytest.mark.parametrize("options", [dict(name=""), dict(name="a\nb"), dict(name="x" * 65), dict(name=5),
+                                     dict(keys="long"), dict(tid=1), dict(context=[1]),
+                                     dict(context={"bad key": 1})])
+def test_bad_new_options_are_value_errors(tmp_path, options):
+    with pytest.raises(ValueError):
+        forklog.Log(str(tmp_path / "a.log"), **options)
+    assert not (tmp_path / "a.log").exists()
+
+
+def test_set_level_reaches_every_user_of_the_log(tmp_path):
+    path = tmp_path / "a.log"
+    with forklog.Log(str(path)) as a, forklog.Log(str(path)) as b:
+        assert a.level == forklog.INFO
+        b.set_level("error")
+        assert a.level == forklog.ERROR
+        a.warn("dropped")
+        a.error("kept")
+        b.set_level(None)
+        a.info("kept too")
+    assert [ln.split(None, 3)[3] for ln in path.read_text().splitlines()] == ["kept", "kept too"]
