@@ -112,7 +112,7 @@ run_criterion "test_rotate" "$logs/rotate" "$build/tests/test_rotate" --jobs 2 -
 grep -E '^(size rotation|logrotate)' "$logs/rotate" || true
 
 # ---- 3. libFuzzer -----------------------------------------------------------------------------------------------
-step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, fuzz_vformat, fuzz_vformat, ${fuzz_seconds} s each"
+step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, fuzz_vformat, ${fuzz_seconds} s each"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DFORKLOG_FUZZ=ON -DFORKLOG_WERROR=ON \
   -DFORKLOG_BUILD_EXAMPLES=OFF -DFORKLOG_BUILD_BENCH=OFF -DBUILD_TESTING=OFF >"$logs/fuzz-configure" 2>&1 ||
   { cat "$logs/fuzz-configure"; fail "configuring build-fuzz"; }
