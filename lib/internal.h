@@ -57,7 +57,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 2u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 3u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -68,8 +68,22 @@ struct fl__seg_head {
     uint64_t rotate_bytes; /* the settings every process shares */
     uint32_t rotate_keep;
     uint32_t flush_ms;
-    uint64_t builds; /* times this segment was built, for the tests */
+    uint64_t builds;      /* times this segment was built, for the tests */
+    uint64_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size setting */
 };
+
+/* The lock-free buffer (FORKLOG_BUFFERED without rotation): each writer thread appends to a ring of its own, a
+ * single-producer ring whose consumer is whoever holds the lock and flushes. head and tail count bytes ever
+ * published and ever written; the owner writes data only in [head, tail + cap) and publishes with a release store
+ * of head, so a writer killed in the middle of a copy publishes nothing of its record. */
+#define FL__RINGS 16
+struct fl__ring {
+    _Alignas(64) atomic_ullong owner; /* pid << 32 | tid of the writer thread; 0: free */
+    atomic_ullong head;               /* bytes published by the owner */
+    atomic_ullong tail;               /* bytes written to the file */
+    uint64_t planned;                 /* the head a flush takes (ring_phase PLANNED) */
+};
+enum fl__ring_phase { FL__RINGS_IDLE = 0, FL__RINGS_PLANNED = 1 };
 
 /* The shared segment: a MAP_SHARED mapping of the log's segment file (or, FORKLOG_PRIVATE, anonymous memory),
  * mapped by every process that opens the log and inherited by fork(). Every field but the head and the atomics is
@@ -96,10 +110,16 @@ struct fl__seg {
     atomic_uint posted;     /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
     atomic_uint level;      /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */
     struct fl__slot slots[FL__SLOTS];
+    struct fl__ring rings[FL__RINGS];
+    atomic_llong due_ns; /* rings: when the oldest unwritten record is due (coarse monotonic clock); 0: none */
+    uint32_t ring_phase; /* enum fl__ring_phase */
+    uint32_t ring_spare;
+    uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
+    size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
     size_t buf_used;      /* bytes in buf */
-    size_t buf_cap;       /* size of buf; 0 unless FORKLOG_BUFFERED */
-    unsigned char buf[];  /* FORKLOG_BUFFERED records, whole, in lock order */
+    size_t buf_cap;       /* size of buf (FORKLOG_BUFFERED with rotation); 0 otherwise */
+    unsigned char buf[];  /* buf_cap bytes of FORKLOG_BUFFERED records, whole, in lock order; then the rings' data */
 };
 
 /* Per-process state that fork() must not copy: it lives in a private page marked MADV_WIPEONFORK, which a child
@@ -235,6 +255,11 @@ FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src,
     X(WRITE_COMMITTED, "size = target, before state IDLE")                                                             \
     X(BUF_COPIED, "the record is copied into the shared buffer, before buf_used publishes it")                         \
     X(BUF_PUBLISHED, "buf_used includes the record, before an age or fill flush")                                      \
+    X(RING_CLAIMED, "a writer thread claimed a ring, before its first record")                                         \
+    X(RING_COPIED, "a record is copied into the writer's ring, before head publishes it")                              \
+    X(RING_PUBLISHED, "head includes the record, before the age check")                                                \
+    X(RING_PLANNED, "a flush took every ring's head and set ring_target, before the write")                            \
+    X(RING_RELEASED, "the rings' tails were moved past the written data, before phase IDLE")                           \
     X(POST_CLAIMED, "a waiter claimed a slot (FILLING), before copying its record")                                    \
     X(POST_POSTED, "the slot is POSTED, before its bit in `posted` is set")                                            \
     X(POST_FLAGGED, "the slot is POSTED and flagged, before the waiter waits")                                         \
@@ -339,6 +364,23 @@ FL__INTERNAL int fl__flush_locked(forklog *log);
  * with rotation, reopen, buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in
  * the file. */
 FL__INTERNAL int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+
+/* ---- the lock-free buffer (ring.c) ---------------------------------------------------------------------------- */
+
+/* FORKLOG_BUFFERED with rings: appends the record to the calling thread's ring, with no lock; flushes when the
+ * ring is full or the oldest record is due. Returns 0 or a negative errno (nothing of the record written then). */
+FL__INTERNAL int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+
+/* Writes what every ring holds, in one writev(2). Lock held, file synced. Returns 0 or a negative errno (the
+ * records stay in the rings). */
+FL__INTERNAL int fl__flush_rings(forklog *log);
+
+/* After a holder died in a rings flush (ring_phase PLANNED): the tails move past the data if it reached the file.
+ * Lock held, after the file repair. */
+FL__INTERNAL void fl__repair_rings(struct fl__seg *s);
+
+/* Whether a ring holds records not yet written. */
+FL__INTERNAL int fl__rings_pending(const struct fl__seg *s);
 
 /* ---- combining (combine.c) ------------------------------------------------------------------------------------ */
 

@@ -97,6 +97,7 @@ static int fl__locked(forklog *log, int rc)
         fl__repair_file(log);
         FL__CRASH(REPAIR_FILE);
         fl__repair_batch(s);
+        fl__repair_rings(s);
         FL__CRASH(REPAIR_BATCH);
         rc = pthread_mutex_consistent(&s->mu);
     }
@@ -176,10 +177,11 @@ int fl__recover(forklog *log)
     if (s->state != FL__IDLE)
         fl__repair_file(log);
     fl__repair_batch(s);
+    fl__repair_rings(s);
     /* The file may have changed while nobody used the log (moved, truncated, removed): read its size afresh. */
     fl__new_generation(s);
     int rc = fl__sync_file(log);
-    if (rc == 0 && s->buf_used > 0)
+    if (rc == 0)
         rc = fl__flush_locked(log);
     return rc;
 }

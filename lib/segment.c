@@ -64,10 +64,19 @@ static size_t fl__page(void)
     return page > 0 ? (size_t)page : 4096;
 }
 
-static size_t fl__seg_bytes(size_t buf_cap)
+/* Where the buffered records of a segment go: with rotation, one buffer under the lock (a rotation must know the
+ * size of what it writes); without, a lock-free ring per writer thread (ring.c). */
+static void fl__buffer_shape(const forklog *log, size_t buffer_size, size_t *buf_cap, size_t *ring_cap)
+{
+    int buffered = (log->flags & FORKLOG_BUFFERED) != 0;
+    *buf_cap = buffered && log->rotate_bytes ? buffer_size : 0;
+    *ring_cap = buffered && !log->rotate_bytes ? buffer_size : 0;
+}
+
+static size_t fl__seg_bytes(size_t buf_cap, size_t ring_cap)
 {
     size_t pg = fl__page();
-    return (sizeof(struct fl__seg) + buf_cap + pg - 1) / pg * pg;
+    return (sizeof(struct fl__seg) + buf_cap + FL__RINGS * ring_cap + pg - 1) / pg * pg;
 }
 
 /* `dir/.NAME.forklog` for the absolute path `dir/NAME`, malloc'd. */
@@ -129,9 +138,10 @@ static int fl__mutex_init(pthread_mutex_t *mu)
 
 /* Builds a zeroed segment of seg_len bytes for the handle's settings and the file log->fd (fstat *st). The head's
  * `ready` is stored last. */
-static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, size_t buf_cap, uint64_t builds,
-                         const struct stat *st)
+static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64_t builds, const struct stat *st)
 {
+    size_t buf_cap, ring_cap;
+    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
     int rc = fl__mutex_init(&s->mu);
     if (rc < 0)
         return rc;
@@ -142,6 +152,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, size_t
     s->file_known = 1;
     atomic_init(&s->regular, S_ISREG(st->st_mode) ? 1u : 0u);
     s->buf_cap = buf_cap;
+    s->ring_cap = ring_cap;
     log->gen = 1;
     memcpy(s->head.magic, FL__MAGIC, sizeof FL__MAGIC);
     s->head.layout = FL__LAYOUT_WORD;
@@ -152,6 +163,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, size_t
     s->head.rotate_keep = log->rotate_keep;
     s->head.flush_ms = (uint32_t)(log->flush_ns / 1000000);
     s->head.builds = builds;
+    s->head.buffer_size = log->flags & FORKLOG_BUFFERED ? log->buf_cap : 0;
     atomic_thread_fence(memory_order_release);
     s->head.ready = FL__READY;
     return 0;
@@ -185,14 +197,14 @@ static int fl__head_ok(const struct fl__seg_head *h, const char *segpath, char *
 
 /* A zero option joins the segment's value; another one must be equal. */
 static int fl__settings_agree(const forklog *log, const struct forklog_options *o, const struct fl__seg_head *h,
-                              size_t buf_cap, char *err, size_t errlen)
+                              char *err, size_t errlen)
 {
     const char *what = NULL;
     unsigned long long mine = 0, theirs = 0;
     if ((o->flags & FORKLOG_BUFFERED) && !(h->flags & FORKLOG_BUFFERED))
         what = "FORKLOG_BUFFERED", mine = 1, theirs = 0;
-    else if (o->buffer_size && o->buffer_size != buf_cap)
-        what = "buffer_size", mine = o->buffer_size, theirs = buf_cap;
+    else if (o->buffer_size && o->buffer_size != h->buffer_size)
+        what = "buffer_size", mine = o->buffer_size, theirs = h->buffer_size;
     else if (o->flush_ms && o->flush_ms != h->flush_ms)
         what = "flush_ms", mine = o->flush_ms, theirs = h->flush_ms;
     else if (o->rotate_bytes && o->rotate_bytes != h->rotate_bytes)
@@ -262,8 +274,9 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     struct stat now;
     if (fstat(log->fd, &now) < 0)
         return -errno;
-    size_t buf_cap = log->flags & FORKLOG_BUFFERED ? log->buf_cap : 0;
-    size_t len = fl__seg_bytes(buf_cap);
+    size_t buf_cap, ring_cap;
+    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
+    size_t len = fl__seg_bytes(buf_cap, ring_cap);
     /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. */
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
         rc = -errno;
@@ -276,7 +289,7 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
         return rc;
     }
-    if ((rc = fl__seg_build(log, s, len, buf_cap, builds + 1, &now)) < 0) {
+    if ((rc = fl__seg_build(log, s, len, builds + 1, &now)) < 0) {
         munmap(s, len);
         return rc;
     }
@@ -305,7 +318,7 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
         return rc;
     }
-    if (!fl__settings_agree(log, o, &h, s->buf_cap, err, errlen)) {
+    if (!fl__settings_agree(log, o, &h, err, errlen)) {
         munmap(s, (size_t)h.seg_len);
         return -EINVAL;
     }
@@ -355,6 +368,10 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             rc = -errno;
             close(fd);
             break;
+        }
+        if (sst.st_nlink == 0) {
+            close(fd); /* removed by its last user since we opened it: a new one is due */
+            continue;
         }
         if (!fl__seg_trusted(&sst, lst)) {
             fl__explain(err, errlen,
@@ -415,11 +432,13 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
     if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
         return fl__seg_named(log, o, st, err, errlen);
     /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. */
-    size_t len = fl__seg_bytes(log->buf_cap);
+    size_t buf_cap, ring_cap;
+    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
+    size_t len = fl__seg_bytes(buf_cap, ring_cap);
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
-    int rc = fl__seg_build(log, m, len, log->buf_cap, 1, st);
+    int rc = fl__seg_build(log, m, len, 1, st);
     if (rc < 0) {
         munmap(m, len);
         return rc;
@@ -429,29 +448,33 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
     return 0;
 }
 
+/* Whether a segment file that nobody else holds is empty: no unfinished write, no record in the buffer or a ring.
+ * Read with pread(2): this process has unmapped it already. */
+static int fl__seg_file_idle(int fd)
+{
+    struct fl__seg s;
+    if (pread(fd, &s, sizeof s, 0) != (ssize_t)sizeof s)
+        return 0;
+    return s.state == FL__IDLE && s.batch_phase == FL__BATCH_NONE && s.ring_phase == FL__RINGS_IDLE &&
+           s.buf_used == 0 && !fl__rings_pending(&s);
+}
+
 void fl__seg_close(forklog *log)
 {
+    /* The mapping holds the segment file's open description, and so its shared flock, until it is unmapped. */
     munmap(log->seg, log->seg_len);
     if (log->seg_fd < 0)
         return;
     close(log->seg_fd);
     /* The last user removes the file: nobody else holds it (an exclusive lock on a description of our own; a forked
-     * child's shares the one just closed and would keep it), and it holds no record and no unfinished write. */
+     * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. */
     char *segpath = fl__seg_path(log->path);
-    if (!segpath)
-        return;
-    int fd = open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int fd = segpath ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) : -1;
     struct stat st;
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st)) {
-        uint32_t state = 1, phase = 1;
-        size_t used = 1;
-        if (pread(fd, &state, sizeof state, offsetof(struct fl__seg, state)) == (ssize_t)sizeof state &&
-            pread(fd, &phase, sizeof phase, offsetof(struct fl__seg, batch_phase)) == (ssize_t)sizeof phase &&
-            pread(fd, &used, sizeof used, offsetof(struct fl__seg, buf_used)) == (ssize_t)sizeof used &&
-            state == FL__IDLE && phase == FL__BATCH_NONE && used == 0) {
-            FL__CRASH(SEG_CLOSE_ALONE);
-            unlink(segpath);
-        }
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st) &&
+        fl__seg_file_idle(fd)) {
+        FL__CRASH(SEG_CLOSE_ALONE);
+        unlink(segpath);
     }
     if (fd >= 0)
         close(fd);

@@ -106,8 +106,9 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
 int fl__flush_locked(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    if (s->buf_used == 0)
-        return 0;
+    int rc = fl__flush_rings(log);
+    if (rc < 0 || s->buf_used == 0)
+        return rc;
     struct iovec iov = {s->buf, s->buf_used};
     return fl__write_commit(log, &iov, 1, s->buf_used, FL__FLUSHING);
 }
@@ -150,6 +151,9 @@ int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
     if (!(log->flags & FORKLOG_BUFFERED) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4 &&
         atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
         return fl__append_combining(log, iov, iovcnt, len);
+    /* Buffered without rotation: the lock-free rings. */
+    if (log->seg->ring_cap)
+        return fl__ring_append(log, iov, iovcnt, len);
     int rc = fl__lock(log);
     if (rc < 0)
         return rc;

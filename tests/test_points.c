@@ -30,34 +30,64 @@ static const struct mode modes[] = {
     /* Records over 1 KiB take the plain path: one writer, one write, no combining. */
     {'D', "direct", {.flags = 0}, 1100, 3000},
     {'C', "combining", {.flags = 0}, 20, 900},
+    /* Buffered without rotation: lock-free rings (4 KiB each); with rotation: one buffer under the lock. */
     {'B', "buffered", {.flags = FORKLOG_BUFFERED, .buffer_size = 4096}, 20, 900},
     {'R', "rotating", {.rotate_bytes = 16384, .rotate_keep = 1000}, 20, 900},
+    {'Q',
+     "buffered rotating",
+     {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 16384, .rotate_keep = 1000},
+     20,
+     900},
 };
 
-/* Where each point must be reached: D direct, C combining, B buffered, R rotating. The segment's points ("") are
+/* Where each point must be reached: D direct, C combining, B buffered (rings), R rotating, Q buffered and rotating
+ * (the locked buffer). The segment's points ("") are
  * passed by forklog_open() and forklog_close(), not by records: test_join kills there. */
 static const struct {
     const char *point;
     const char *modes;
 } reach[] = {
-    {"LOCK_ACQUIRED", "DCBR"},   {"LOCK_SLEEP_TIMEOUT", "DCBR"},
-    {"REPAIR_FILE", "DCBR"},     {"REPAIR_BATCH", "DCBR"},
-    {"LOCK_HELD", "DCBR"},       {"UNLOCK", "DCBR"},
-    {"OWN_FD_OPENED", "DCBR"},   {"REOPEN_SEEN", "DCBR"},
-    {"REOPEN_OPENED", "DCBR"},   {"FILE_KNOWN", "DCBR"},
-    {"ROTATE_BEGIN", "R"},       {"ROTATE_RENAMED", "R"},
-    {"FILE_CREATED", "R"},       {"ROTATE_CREATED", "R"},
-    {"ROTATE_DONE", "R"},        {"WRITE_BEGIN", "DCBR"},
-    {"WRITE_TORN", "DCBR"},      {"WRITE_DONE", "DCBR"},
-    {"WRITE_COMMITTED", "DCBR"}, {"BUF_COPIED", "B"},
-    {"BUF_PUBLISHED", "B"},      {"POST_CLAIMED", "C"},
-    {"POST_POSTED", "C"},        {"POST_FLAGGED", "C"},
-    {"POST_DONE_SEEN", "C"},     {"BATCH_GATHER", "C"},
-    {"BATCH_SWAPPED", "C"},      {"BATCH_TAKEN", "C"},
-    {"BATCH_WRITTEN", "C"},      {"BATCH_MARKED", "C"},
-    {"SEG_CREATED", ""},         {"SEG_ALONE", ""},
-    {"SEG_RECOVERED", ""},       {"SEG_SIZED", ""},
-    {"SEG_BUILT", ""},           {"SEG_JOINED", ""},
+    {"LOCK_ACQUIRED", "DCBRQ"},
+    {"LOCK_SLEEP_TIMEOUT", "DCBRQ"},
+    {"REPAIR_FILE", "DCBRQ"},
+    {"REPAIR_BATCH", "DCBRQ"},
+    {"LOCK_HELD", "DCBRQ"},
+    {"UNLOCK", "DCBRQ"},
+    {"OWN_FD_OPENED", "DCBRQ"},
+    {"REOPEN_SEEN", "DCBRQ"},
+    {"REOPEN_OPENED", "DCBRQ"},
+    {"FILE_KNOWN", "DCBRQ"},
+    {"ROTATE_BEGIN", "RQ"},
+    {"ROTATE_RENAMED", "RQ"},
+    {"FILE_CREATED", "RQ"},
+    {"ROTATE_CREATED", "RQ"},
+    {"ROTATE_DONE", "RQ"},
+    {"WRITE_BEGIN", "DCBRQ"},
+    {"WRITE_TORN", "DCBRQ"},
+    {"WRITE_DONE", "DCBRQ"},
+    {"WRITE_COMMITTED", "DCBRQ"},
+    {"BUF_COPIED", "Q"},
+    {"BUF_PUBLISHED", "Q"},
+    {"POST_CLAIMED", "C"},
+    {"POST_POSTED", "C"},
+    {"POST_FLAGGED", "C"},
+    {"POST_DONE_SEEN", "C"},
+    {"BATCH_GATHER", "C"},
+    {"BATCH_SWAPPED", "C"},
+    {"BATCH_TAKEN", "C"},
+    {"BATCH_WRITTEN", "C"},
+    {"BATCH_MARKED", "C"},
+    {"RING_CLAIMED", "B"},
+    {"RING_COPIED", "B"},
+    {"RING_PUBLISHED", "B"},
+    {"RING_PLANNED", "B"},
+    {"RING_RELEASED", "B"},
+    {"SEG_CREATED", ""},
+    {"SEG_ALONE", ""},
+    {"SEG_RECOVERED", ""},
+    {"SEG_SIZED", ""},
+    {"SEG_BUILT", ""},
+    {"SEG_JOINED", ""},
     {"SEG_CLOSE_ALONE", ""},
 };
 
@@ -90,6 +120,9 @@ static _Noreturn void writer(forklog *log, struct shared *sh, const struct mode 
             _exit(3);
         atomic_store(&sh->acked[id], seq + 1);
     }
+    /* With the rings, appends take no lock: the holder and the first writer of the repair scene take it here. */
+    if (log->seg->ring_cap && forklog_flush(log) != 0)
+        _exit(4);
     _exit(0);
 }
 
@@ -138,7 +171,8 @@ static int run_case(const char *dir, const struct mode *m, enum fl__crash_point 
      * the victim and the others queue, post or sleep behind it; for the batch points the holder is the victim. */
     pid_t h = 0;
     if (repair) {
-        struct arming p0[] = {{m->letter == 'B' ? FL__CP_LOCK_HELD : FL__CP_WRITE_TORN, 1, FL__CRASH_KILL}, {cp, 0, 0}};
+        struct arming p0[] = {{strchr("BQ", m->letter) ? FL__CP_LOCK_HELD : FL__CP_WRITE_TORN, 1, FL__CRASH_KILL},
+                              {cp, 0, 0}};
         pid_t p = spawn(log, sh, m, ID_P0, 1, 0, p0);
         cr_assert_eq(th_wait_for(p, 10), 128 + SIGKILL, "%s/%s: the first writer did not die", m->name, name);
     } else {
@@ -263,4 +297,9 @@ Test(points, every_point_buffered, .timeout = 240)
 Test(points, every_point_rotating, .timeout = 240)
 {
     run_mode('R');
+}
+
+Test(points, every_point_buffered_rotating, .timeout = 240)
+{
+    run_mode('Q');
 }

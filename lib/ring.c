@@ -1,0 +1,245 @@
+/*
+ * The lock-free buffer: FORKLOG_BUFFERED appends that take no lock.
+ *
+ * Each writer thread owns a ring in the shared segment (claimed once, with a compare-and-swap of its owner word).
+ * An append copies the record at the ring's head and publishes it with one release store of head: no lock, no
+ * read-modify-write, no system call. Whoever flushes holds the lock, takes every ring's head (the plan), writes
+ * all the data between the tails and the planned heads in one writev(2) under the usual state/target repair, and
+ * then moves the tails: space for the owners again. A flush happens when a ring has no room for a record, when the
+ * oldest unwritten record is older than flush_ms (every append compares the clock with one shared due time), on
+ * forklog_flush() and on forklog_close().
+ *
+ * What a death leaves: a writer killed while copying never published its record (head did not move), so nothing
+ * of it is ever written; its published records stay in its ring and are written by the next flush; its ring is
+ * taken back when a writer finds none free. A flusher killed after planning leaves ring_phase PLANNED and
+ * ring_target, and the next lock holder moves the tails if the file repair kept the write (fl__repair_rings), so
+ * no record is written twice or lost. If every process dies, the rings stay in the segment file and the next
+ * forklog_open() writes them (fl__recover).
+ *
+ * Order: the records of one thread are written in the order of its calls; records of different threads are
+ * written ring by ring within a flush, not in the order of their calls.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef CLOCK_MONOTONIC_COARSE
+#define FL__COARSE_CLOCK CLOCK_MONOTONIC_COARSE /* a few ns through the vDSO; flush_ms needs no finer */
+#else
+#define FL__COARSE_CLOCK CLOCK_MONOTONIC
+#endif
+
+static int64_t fl__coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(FL__COARSE_CLOCK, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The calling thread's ring, remembered per thread for the last segment it wrote to. A forked child has another
+ * pid, so it never uses its parent's ring. */
+static _Thread_local struct {
+    const struct fl__seg *seg;
+    long pid;
+    long tid;
+    unsigned ring;
+} fl__my;
+
+static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
+{
+    return s->buf + s->buf_cap + (size_t)k * s->ring_cap;
+}
+
+/* Lowers the shared due time to `due` (0 means none). */
+static void fl__due_at_most(struct fl__seg *s, int64_t due)
+{
+    int64_t cur = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
+    while ((cur == 0 || due < cur) &&
+           !atomic_compare_exchange_weak_explicit(&s->due_ns, &cur, due, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+/* Whether the thread that owns a ring is gone (its process, or just the thread). */
+static int fl__owner_gone(uint64_t owner)
+{
+    pid_t pid = (pid_t)(owner >> 32), tid = (pid_t)(owner & 0xffffffffu);
+    return syscall(SYS_tgkill, pid, tid, 0) < 0 && errno == ESRCH;
+}
+
+int fl__rings_pending(const struct fl__seg *s)
+{
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        if (atomic_load_explicit(&s->rings[k].head, memory_order_acquire) !=
+            atomic_load_explicit(&s->rings[k].tail, memory_order_acquire))
+            return 1;
+    return 0;
+}
+
+int fl__flush_rings(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    if (!s->ring_cap)
+        return 0;
+    struct iovec iov[2 * FL__RINGS];
+    int n = 0;
+    size_t total = 0;
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        struct fl__ring *r = &s->rings[k];
+        uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        r->planned = h;
+        if (h == t)
+            continue;
+        /* The data between tail and head, in one or two pieces (the ring wraps). */
+        unsigned char *d = fl__ring_data(s, k);
+        size_t off = (size_t)(t % s->ring_cap), len = (size_t)(h - t);
+        size_t first = len < s->ring_cap - off ? len : s->ring_cap - off;
+        iov[n].iov_base = d + off;
+        iov[n++].iov_len = first;
+        if (first < len) {
+            iov[n].iov_base = d;
+            iov[n++].iov_len = len - first;
+        }
+        total += len;
+    }
+    if (total == 0)
+        return 0;
+    s->ring_target = s->size + total;
+    s->ring_phase = FL__RINGS_PLANNED;
+    FL__CRASH(RING_PLANNED);
+    int rc = fl__write_commit(log, iov, n, total, FL__FLUSHING);
+    if (rc == 0) {
+        fl__repair_rings(s); /* the same step as after a death: the tails move to the plan */
+        FL__CRASH(RING_RELEASED);
+    }
+    s->ring_phase = FL__RINGS_IDLE;
+    return rc;
+}
+
+void fl__repair_rings(struct fl__seg *s)
+{
+    if (s->ring_phase != FL__RINGS_PLANNED)
+        return;
+    if (s->size == s->ring_target) {
+        /* seq_cst, against the owners' publish-then-check in fl__ring_append: either this flusher sees a record
+         * published after the plan and sets a due time for it, or its owner sees the tail moved and does. */
+        atomic_store_explicit(&s->due_ns, 0, memory_order_seq_cst);
+        for (unsigned k = 0; k < FL__RINGS; k++)
+            atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_seq_cst);
+        for (unsigned k = 0; k < FL__RINGS; k++)
+            if (atomic_load_explicit(&s->rings[k].head, memory_order_seq_cst) != s->rings[k].planned) {
+                fl__due_at_most(s, fl__coarse_ns());
+                break;
+            }
+    }
+    s->ring_phase = FL__RINGS_IDLE;
+}
+
+/* Takes the lock and writes out every ring (and, after an append that could not use a ring, the record). */
+static int fl__flush_all(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    int rc = fl__lock(log);
+    if (rc < 0)
+        return rc;
+    rc = fl__sync_file(log);
+    if (rc == 0)
+        rc = fl__flush_rings(log);
+    if (rc == 0 && iov)
+        rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+    fl__unlock(log);
+    return rc;
+}
+
+/* Frees the rings of threads that are gone, after writing what they hold. */
+static void fl__reclaim_rings(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    if (fl__lock(log) < 0)
+        return;
+    if (fl__sync_file(log) == 0 && fl__flush_rings(log) == 0) {
+        for (unsigned k = 0; k < FL__RINGS; k++) {
+            struct fl__ring *r = &s->rings[k];
+            uint64_t owner = atomic_load_explicit(&r->owner, memory_order_acquire);
+            if (owner && fl__owner_gone(owner) &&
+                atomic_load_explicit(&r->head, memory_order_acquire) ==
+                    atomic_load_explicit(&r->tail, memory_order_acquire))
+                atomic_compare_exchange_strong(&r->owner, &owner, 0);
+        }
+    }
+    fl__unlock(log);
+}
+
+/* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use. */
+static struct fl__ring *fl__my_ring(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    long pid = fl__pid(log);
+    if (fl__my.seg == s && fl__my.pid == pid)
+        return &s->rings[fl__my.ring];
+    if (fl__my.pid != pid) {
+        fl__my.pid = pid;
+        fl__my.tid = syscall(SYS_gettid);
+    }
+    uint64_t me = (uint64_t)pid << 32 | (uint32_t)fl__my.tid;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned k = 0; k < FL__RINGS; k++) {
+            uint64_t w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
+            if (w == me || (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me))) {
+                FL__CRASH(RING_CLAIMED);
+                fl__my.seg = s;
+                fl__my.ring = k;
+                return &s->rings[k];
+            }
+        }
+        if (pass == 0)
+            fl__reclaim_rings(log);
+    }
+    return NULL;
+}
+
+int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    struct fl__seg *s = log->seg;
+    struct fl__ring *r = len <= s->ring_cap / 2 ? fl__my_ring(log) : NULL;
+    if (!r) {
+        /* A record of more than half a ring, or no ring free: written at once, after what the rings hold (this
+         * thread's earlier records among them, so its order is kept). */
+        return fl__flush_all(log, iov, iovcnt, len);
+    }
+    unsigned k = (unsigned)(r - s->rings);
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (h + len - atomic_load_explicit(&r->tail, memory_order_acquire) > s->ring_cap) {
+        int rc = fl__flush_all(log, NULL, 0, 0);
+        if (rc < 0)
+            return rc;
+    }
+    unsigned char *d = fl__ring_data(s, k);
+    size_t off = (size_t)(h % s->ring_cap);
+    for (int i = 0; i < iovcnt; i++) {
+        const unsigned char *src = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t n = left < s->ring_cap - off ? left : s->ring_cap - off;
+            memcpy(d + off, src, n);
+            src += n;
+            left -= n;
+            off = (off + n) % s->ring_cap;
+        }
+    }
+    FL__CRASH(RING_COPIED);
+    atomic_store_explicit(&r->head, h + len, memory_order_seq_cst);
+    FL__CRASH(RING_PUBLISHED);
+    int64_t now = fl__coarse_ns();
+    /* Everything before this record is written: it is the ring's oldest, and its age sets a due time. */
+    if (atomic_load_explicit(&r->tail, memory_order_seq_cst) == h)
+        fl__due_at_most(s, now + log->flush_ns);
+    int64_t due = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
+    if (due && now >= due)
+        (void)fl__flush_all(log, NULL, 0, 0); /* the record is safe in its ring; a failed flush is retried later */
+    return 0;
+}

@@ -1,0 +1,177 @@
+/* The lock-free buffer: FORKLOG_BUFFERED without rotation, where each writer thread appends to a ring of its own
+ * with no lock. Threads and processes at once, more writers than rings, records too large for a ring, a full ring,
+ * the age bound: every record once, whole, and each writer's records in the order of its calls. Children never
+ * assert: they report through their exit status. */
+#include "points.h"
+#include "records.h"
+
+#include <pthread.h>
+
+static char *dir, *logpath;
+
+static void setup(void)
+{
+    dir = th_tmpdir();
+    logpath = th_path(dir, "ring.log");
+    rc_init();
+}
+
+static void teardown(void)
+{
+    th_rmdir(dir);
+    free(logpath);
+    free(dir);
+}
+
+TestSuite(ring, .init = setup, .fini = teardown);
+
+/* Reads the log and checks that writer id wrote records 0 .. want-1, each once, in order of seq. */
+static void check_in_order(unsigned writers, unsigned want)
+{
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    struct rc_seen seen;
+    rc_seen_init(&seen, writers, want);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned id = 0; id < writers; id++)
+        for (unsigned q = 0; q < want; q++)
+            cr_assert_eq(rc_count(&seen, id, q), 1, "writer %u record %u is there %u times", id, q,
+                         rc_count(&seen, id, q));
+    cr_assert_eq(seen.records, (size_t)writers * want);
+    rc_seen_free(&seen);
+    /* Order: the sequence numbers of each writer only grow along the file. */
+    unsigned *next = calloc(writers, sizeof *next);
+    for (char *line = buf; line < buf + len;) {
+        char *end = memchr(line, '\n', (size_t)(buf + len - line));
+        unsigned id, seq;
+        cr_assert_eq(sscanf(line, "R id=%u seq=%u", &id, &seq), 2);
+        cr_assert_eq(seq, next[id], "writer %u: record %u where %u was next", id, seq, next[id]);
+        next[id]++;
+        line = end + 1;
+    }
+    free(next);
+    free(buf);
+}
+
+struct thread_arg {
+    forklog *log;
+    unsigned id, count;
+    size_t max;
+    int rc;
+};
+
+static void *thread_writer(void *p)
+{
+    struct thread_arg *a = p;
+    char *buf = malloc(RC_HEAD_MAX + a->max);
+    unsigned seed = a->id;
+    for (unsigned q = 0; q < a->count && a->rc == 0; q++)
+        a->rc = rc_write(a->log, buf, 'R', a->id, q, 0, (size_t)rand_r(&seed) % (a->max + 1));
+    free(buf);
+    return NULL;
+}
+
+/* `procs` processes of `threads` threads each write `count` records of up to `max` bytes. */
+static void run(struct forklog_options *o, unsigned procs, unsigned threads, unsigned count, size_t max)
+{
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, o), 0);
+    cr_assert_gt(log->seg->ring_cap, 0, "buffered without rotation uses the rings");
+    pid_t pid[16];
+    for (unsigned p = 0; p < procs; p++) {
+        pid[p] = fork();
+        cr_assert_neq(pid[p], -1);
+        if (pid[p] == 0) {
+            rc_child();
+            pthread_t th[32];
+            struct thread_arg a[32];
+            for (unsigned t = 0; t < threads; t++) {
+                a[t] = (struct thread_arg){log, p * threads + t, count, max, 0};
+                if (pthread_create(&th[t], NULL, thread_writer, &a[t]) != 0)
+                    _exit(2);
+            }
+            int bad = 0;
+            for (unsigned t = 0; t < threads; t++) {
+                pthread_join(th[t], NULL);
+                bad |= a[t].rc != 0;
+            }
+            _exit(bad ? 3 : forklog_close(log) == 0 ? 0 : 4);
+        }
+    }
+    for (unsigned p = 0; p < procs; p++)
+        cr_assert_eq(th_wait_for(pid[p], 60), 0, "process %u failed", p);
+    cr_assert_eq(forklog_close(log), 0);
+    check_in_order(procs * threads, count);
+}
+
+Test(ring, threads_and_processes_in_order)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    run(&o, 4, 3, 3000, 300);
+}
+
+Test(ring, more_writers_than_rings)
+{
+    /* 24 threads for 16 rings: the others write at once, under the lock, after what the rings hold. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    run(&o, 2, 12, 500, 200);
+}
+
+Test(ring, small_rings_and_records_too_large_for_them)
+{
+    /* 4 KiB rings: full every few records, and records over 2 KiB go straight to the file after the rings. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096};
+    run(&o, 3, 2, 1500, 3500);
+}
+
+Test(ring, the_age_bound_writes_an_idle_writers_records)
+{
+    /* One record, then nothing from this writer: another process's call past flush_ms writes it (without the age
+     * bound it would wait for a flush or a close). */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 50};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(forklog_write(log, "idle writer", 11), 0);
+    size_t len;
+    free(th_slurp(logpath, &len));
+    cr_assert_eq(len, 0, "the record waits in its ring");
+    usleep(120 * 1000);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(forklog_write(log, "another writer", 14) == 0 ? 0 : 1);
+    cr_assert_eq(th_wait(pid), 0);
+    /* The other writer's call found the idle writer's record due and flushed every ring, its own among them. */
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(strstr(buf, "idle writer\n"), "the due record is not written: [%s]", buf);
+    cr_assert_eq(th_count_lines(buf, len), 2, "[%s]", buf);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(logpath, &len);
+    cr_assert_eq(th_count_lines(buf, len), 2, "nothing written twice: [%s]", buf);
+    cr_assert_not_null(strstr(buf, "another writer\n"));
+    free(buf);
+}
+
+Test(ring, a_writer_killed_while_copying_publishes_nothing)
+{
+    /* Killed between the copy and the publish: the record was never acknowledged and nothing of it is written;
+     * the next writer takes its ring back once no ring is free. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    for (int i = 0; i < FL__RINGS; i++) {
+        pid_t dead = cp_writer(log, "never published", FL__CP_RING_COPIED, 1);
+        cr_assert_eq(th_wait(dead), 128 + SIGKILL);
+    }
+    /* Every ring but the parent's is held by a dead writer now; a new writer gets one back. */
+    pid_t pid = cp_writer(log, "after", FL__CP_COUNT, 0);
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "before\nafter\n");
+    free(buf);
+}
