@@ -307,12 +307,13 @@ Test(join, every_user_killed_with_the_lock_held_leaves_no_stale_lock)
     usleep(100 * 1000);
     cr_assert_eq(atomic_load(&r->acked[0]) + atomic_load(&r->acked[1]) + atomic_load(&r->acked[2]), 0,
                  "a writer got the lock while it was held");
-    kill(holder, SIGKILL);
-    for (unsigned i = 0; i < 3; i++)
+    /* The waiters first: once the holder is dead, the lock is theirs. */
+    for (unsigned i = 0; i < 3; i++) {
         kill(waiter[i], SIGKILL);
-    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
-    for (unsigned i = 0; i < 3; i++)
         cr_assert_eq(th_wait(waiter[i]), 128 + SIGKILL);
+    }
+    kill(holder, SIGKILL);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
     cr_assert(seg_exists(), "the dead users' segment file is left for the next open");
 
     double t0 = th_now_s();
