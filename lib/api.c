@@ -390,6 +390,8 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
 }
 
 static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
+    FORKLOG_PRINTF(4, 0);
+static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
 {
     int rc;
     if (!fmt)
