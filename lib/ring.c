@@ -58,7 +58,7 @@ static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
 /* Lowers the shared due time to `due` (0 means none). */
 static void fl__due_at_most(struct fl__seg *s, int64_t due)
 {
-    int64_t cur = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
+    long long cur = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
     while ((cur == 0 || due < cur) &&
            !atomic_compare_exchange_weak_explicit(&s->due_ns, &cur, due, memory_order_relaxed, memory_order_relaxed)) {
     }
@@ -164,7 +164,7 @@ static void fl__reclaim_rings(forklog *log)
     if (fl__sync_file(log) == 0 && fl__flush_rings(log) == 0) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
             struct fl__ring *r = &s->rings[k];
-            uint64_t owner = atomic_load_explicit(&r->owner, memory_order_acquire);
+            unsigned long long owner = atomic_load_explicit(&r->owner, memory_order_acquire);
             if (owner && fl__owner_gone(owner) &&
                 atomic_load_explicit(&r->head, memory_order_acquire) ==
                     atomic_load_explicit(&r->tail, memory_order_acquire))
@@ -188,7 +188,7 @@ static struct fl__ring *fl__my_ring(forklog *log)
     uint64_t me = (uint64_t)pid << 32 | (uint32_t)fl__my.tid;
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
-            uint64_t w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
+            unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
             if (w == me || (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me))) {
                 FL__CRASH(RING_CLAIMED);
                 fl__my.seg = s;
