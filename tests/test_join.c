@@ -194,8 +194,10 @@ Test(join, spawned_programs_forked_children_and_inherited_handles_share_one_lock
         pid[id] = start_opener(r, id, RECORDS, 40000, 0, 0);
     for (int i = 0; i < SPAWN; i++, id++)
         pid[id] = spawn_writer(id, RECORDS, 50000, "");
-    for (unsigned i = 0; i < id; i++)
-        cr_assert_eq(th_wait_for(pid[i], 60), 0, "writer %u failed", i);
+    for (unsigned i = 0; i < id; i++) {
+        int st = th_wait_for(pid[i], 60);
+        cr_assert_eq(st, 0, "writer %u failed: %d", i, st);
+    }
     cr_assert_eq(log->seg->head.builds, 1, "every writer joined the parent's segment");
     cr_assert_eq(forklog_close(log), 0);
     unsigned want[INHERIT + OPEN + SPAWN];
@@ -268,8 +270,10 @@ Test(join, a_forked_pool_shell_pipelines_and_a_spawned_program_write_one_log, .t
     free(line);
     for (unsigned c = 0; c < CLI; c++)
         close(feed[c]);
-    for (unsigned i = 0; i < id; i++)
-        cr_assert_eq(th_wait_for(pid[i], 60), 0, "writer %u failed", i);
+    for (unsigned i = 0; i < id; i++) {
+        int st = th_wait_for(pid[i], 60);
+        cr_assert_eq(st, 0, "writer %u failed: %d", i, st);
+    }
     cr_assert_eq(log->seg->head.builds, 1, "everybody joined the parent's segment");
     cr_assert_eq(forklog_close(log), 0);
     unsigned want[POOL + CLI + 1];
