@@ -81,9 +81,12 @@ enum forklog_format {
 enum forklog_flag {
     /* fdatasync(2) after every record, before the call returns (with FORKLOG_BUFFERED: after every flush). */
     FORKLOG_SYNC = 1u << 0,
-    /* Records are copied, under the lock, into a buffer in the shared segment and written in large write(2)
-     * calls: when the buffer fills, when its oldest record is older than flush_ms, on forklog_flush() and on
-     * forklog_close(). Because the buffer is shared, a record whose call returned survives the death of its
+    /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, when
+     * the oldest record is older than flush_ms, on forklog_flush() and on forklog_close(). Without rotation, each
+     * writer thread appends to a buffer of its own (up to 16 per log, buffer_size bytes each) with no lock at all;
+     * a flush writes them all, so the records of one thread keep their order but those of different threads are
+     * not written in the order of their calls. With rotation, one buffer is filled under the lock, in the order
+     * of the calls. Because the buffers are shared, a record whose call returned survives the death of its
      * writer: any other process's next call past flush_ms, flush or close writes it. If every process using the
      * log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment file
      * and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
@@ -179,7 +182,8 @@ struct forklog_options {
     /* FORKLOG_BUFFERED: the longest a record may wait in the buffer, in milliseconds, checked on every call.
      * 0: 100. */
     unsigned flush_ms;
-    /* FORKLOG_BUFFERED: buffer size in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB. */
+    /* FORKLOG_BUFFERED: the size of each writer thread's buffer (without rotation; a record over half of it is
+     * written at once) or of the log's one buffer (with rotation), in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB. */
     size_t buffer_size;
     /* Owner and group given, with fchown(2), to every file the log creates: path when forklog_open() creates
      * it, the new path of a rotation, and path when a reopen finds it missing and creates it (logrotate's
@@ -240,6 +244,35 @@ struct forklog_options {
  * is not NULL) and nothing is created but the file itself. Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
+
+/*
+ * Makes a log of a descriptor the program already has: standard output or error, a pipe, a connected stream or
+ * datagram socket, a terminal, /dev/null, or a regular file. forklog duplicates fd (F_DUPFD_CLOEXEC, a number
+ * above 2) and writes through its copy; the caller keeps fd and may close it at any time. The handle's segment is
+ * its own (as FORKLOG_PRIVATE): this process and the children it forks after the call share the lock, and each
+ * record goes out whole with respect to them. Returns 0 and stores the handle in *out.
+ *
+ * The handle has no path, so what needs one does not apply: rotate_bytes and rotate_keep must be 0 (-EINVAL
+ * otherwise), forklog_reopen() does nothing and returns 0, and mode, owner and group are ignored (nothing is
+ * created). FORKLOG_SYNC applies to a regular file only and is ignored elsewhere.
+ *   - A regular file: records are appended at its end. A descriptor without O_APPEND (the shell's `>`) gets it,
+ *     with F_SETFL, on the open file description it shares with fd, so the caller's own writes through fd go to
+ *     the end too. A dead writer's fragment is cut back as with forklog_open(), between the processes of the
+ *     handle; writers outside it (the caller writing through fd, another program) are not serialised with them.
+ *   - A pipe, a FIFO, a stream socket, a terminal or another device: each record is one write(2) (looped on a
+ *     short write) under the lock, so records of any size up to max_record are never interleaved among the
+ *     processes of the handle. A writer killed in the middle of a record leaves its first part in the stream:
+ *     nothing can be taken back from a pipe or a socket. When the reader has gone, a write fails with -EPIPE
+ *     once SIGPIPE is ignored (otherwise the signal ends the writer, as with any write).
+ *   - A connected datagram socket (SOCK_DGRAM, SOCK_SEQPACKET): one record per datagram. A record larger than
+ *     the socket takes fails with -EMSGSIZE and nothing of it is sent. FORKLOG_BUFFERED is -EINVAL there.
+ * Errors: -EINVAL (NULL out, bad option, rotation asked for, a descriptor other than a regular file in
+ * non-blocking mode, FORKLOG_BUFFERED on a datagram socket), -EBADF (fd < 0, not open, or not open for
+ * writing: O_RDONLY or O_PATH), -EISDIR (a directory), -ENOTCONN (a socket that is not connected), -EMFILE,
+ * -ENOMEM, and the errors of fcntl(2), fstat(2) and mmap(2); opts->error, when set, receives a one-line
+ * explanation. Nothing is written on failure, and *out is set to NULL. Thread-safe; not async-signal-safe.
+ */
+FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts);
 
 /*
  * Formats one record (see enum forklog_format) and appends it whole. A record below the handle's level returns
@@ -327,12 +360,13 @@ FORKLOG_API int forklog_get_level(forklog *log);
 #define forklog_info(log, ...)  forklog_info_at(log, __VA_ARGS__)
 #define forklog_warn(log, ...)  forklog_warn_at(log, __VA_ARGS__)
 #define forklog_error(log, ...) forklog_error_at(log, __VA_ARGS__)
-#define FORKLOG__FIELDS(log, level, msg, f, n) forklog_log_fields_at((log), (level), __FILE__, __LINE__, __func__, (msg), (f), (n))
+#define FORKLOG__FIELDS(log, level, msg, f, n)                                                                         \
+    forklog_log_fields_at((log), (level), __FILE__, __LINE__, __func__, (msg), (f), (n))
 #else
-#define forklog_debug(log, ...) forklog_log((log), FORKLOG_DEBUG, __VA_ARGS__)
-#define forklog_info(log, ...)  forklog_log((log), FORKLOG_INFO, __VA_ARGS__)
-#define forklog_warn(log, ...)  forklog_log((log), FORKLOG_WARN, __VA_ARGS__)
-#define forklog_error(log, ...) forklog_log((log), FORKLOG_ERROR, __VA_ARGS__)
+#define forklog_debug(log, ...)                forklog_log((log), FORKLOG_DEBUG, __VA_ARGS__)
+#define forklog_info(log, ...)                 forklog_log((log), FORKLOG_INFO, __VA_ARGS__)
+#define forklog_warn(log, ...)                 forklog_log((log), FORKLOG_WARN, __VA_ARGS__)
+#define forklog_error(log, ...)                forklog_log((log), FORKLOG_ERROR, __VA_ARGS__)
 #define FORKLOG__FIELDS(log, level, msg, f, n) forklog_log_fields((log), (level), (msg), (f), (n))
 #endif
 
@@ -383,8 +417,10 @@ static inline struct forklog_field forklog_field_dur_ns(const char *key, long lo
 static inline struct forklog_field forklog_field_dur(const char *key, double seconds)
 {
     double ns = seconds * 1e9;
-    long long v = !(ns == ns) ? 0 : ns >= 9.2e18 ? 9223372036854775807LL : ns <= -9.2e18 ? -9223372036854775807LL
-                                                                                           : (long long)(ns + (ns < 0 ? -0.5 : 0.5));
+    long long v = !(ns == ns)     ? 0
+                  : ns >= 9.2e18  ? 9223372036854775807LL
+                  : ns <= -9.2e18 ? -9223372036854775807LL
+                                  : (long long)(ns + (ns < 0 ? -0.5 : 0.5));
     return forklog_field_dur_ns(key, v);
 }
 static inline struct forklog_field forklog_field_timespec(const char *key, struct timespec ts)
@@ -418,7 +454,7 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
 
 #if !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define FORKLOG_TIME(k, v)                                                                                             \
-    _Generic((v), struct timespec: forklog_field_timespec, default: forklog_field_time)((k), (v))
+    _Generic((v), struct timespec : forklog_field_timespec, default : forklog_field_time)((k), (v))
 #define FORKLOG_F(k, v)                                                                                                \
     _Generic((v),                                                                                                      \
         char *: forklog_field_str, const char *: forklog_field_str,                                                    \
@@ -436,7 +472,7 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
 /* forklog_info_kv(log, "msg", FORKLOG_F("k", v), ...): a record with one or more fields, without an array of
  * one's own. Each macro is one forklog_log_fields() call (with the location under FORKLOG_LOCATION). */
 #define FORKLOG__KV(log, level, msg, ...)                                                                              \
-    FORKLOG__FIELDS(log, level, msg, ((const struct forklog_field[]){__VA_ARGS__}),                                   \
+    FORKLOG__FIELDS(log, level, msg, ((const struct forklog_field[]){__VA_ARGS__}),                                    \
                     sizeof((const struct forklog_field[]){__VA_ARGS__}) / sizeof(struct forklog_field))
 #define forklog_log_kv(log, level, msg, ...) FORKLOG__KV(log, level, msg, __VA_ARGS__)
 #define forklog_debug_kv(log, msg, ...)      FORKLOG__KV(log, FORKLOG_DEBUG, msg, __VA_ARGS__)
@@ -556,15 +592,16 @@ FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t
 
 /* C++: forklog_info_kv(log, "msg", FORKLOG_STR("k", v), ...) through a variadic template. */
 template <typename... F>
-static inline int forklog__log_kv(forklog *log, enum forklog_level level, const char *file, int line,
-                                  const char *func, const char *msg, const F &...f)
+static inline int forklog__log_kv(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
+                                  const char *msg, const F &...f)
 {
     const struct forklog_field a[] = {f...};
     return file ? forklog_log_fields_at(log, level, file, line, func, msg, a, sizeof...(f))
                 : forklog_log_fields(log, level, msg, a, sizeof...(f));
 }
 #ifdef FORKLOG_LOCATION
-#define FORKLOG__KVPP(log, level, msg, ...) forklog__log_kv((log), (level), __FILE__, __LINE__, __func__, (msg), __VA_ARGS__)
+#define FORKLOG__KVPP(log, level, msg, ...)                                                                            \
+    forklog__log_kv((log), (level), __FILE__, __LINE__, __func__, (msg), __VA_ARGS__)
 #else
 #define FORKLOG__KVPP(log, level, msg, ...) forklog__log_kv((log), (level), nullptr, 0, nullptr, (msg), __VA_ARGS__)
 #endif
