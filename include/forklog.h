@@ -545,8 +545,8 @@ struct forklog_pool_options {
     unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
     double timeout_s;              /* per task, and per worker initializer; 0: none */
     forklog *log;                  /* where timing records go; NULL: none */
-    /* Label of task `index` for its record (the seed logs the data item), called in the parent only; cut to
-     * 128 bytes (at a UTF-8 boundary) in the record. NULL, or a NULL return: no label. */
+    /* Label of task `index` for its record (say, the name of the data item the task works on), called in the
+     * parent only; cut to 128 bytes (at a UTF-8 boundary) in the record. NULL, or a NULL return: no label. */
     const char *(*label)(size_t index, void *ctx);
     /* NULL, or an array of ntasks entries that receives each task's outcome (zeroed first). */
     struct forklog_task_result *results;
