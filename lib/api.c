@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -207,36 +208,28 @@ static enum forklog_level fl__env_level(void)
     return (enum forklog_level)0;
 }
 
-int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+static void fl__handle_free(forklog *log)
 {
-    static const struct forklog_options defaults;
-    if (out)
-        *out = NULL;
-    if (!out || !path || !path[0])
-        return -EINVAL;
-    if (!opts)
-        opts = &defaults;
-    int rc = fl__check_options(opts);
-    if (rc < 0)
-        return rc;
+    fl__ctx_free(atomic_load_explicit(&log->ctx, memory_order_relaxed));
+    free(log->app_tok);
+    free(log);
+}
 
+/* A new handle for `path` (absolute, or "" for a handle that has no name: forklog_open_fd) with the options
+ * (already checked by fl__check_options) set, but no file and no segment yet. Returns 0 or a negative errno. */
+static int fl__handle_new(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    int rc;
     struct fl__ctx *ctx;
     if ((rc = fl__ctx_merge(NULL, opts->context, opts->ncontext, &ctx)) < 0)
         return rc;
-    char *abs = fl__absolute(path, &rc);
-    if (!abs) {
-        fl__ctx_free(ctx);
-        return rc;
-    }
-    size_t alen = strlen(abs);
-    forklog *log = malloc(sizeof *log + alen + 1);
+    size_t plen = strlen(path);
+    forklog *log = malloc(sizeof *log + plen + 1);
     if (!log) {
-        free(abs);
         fl__ctx_free(ctx);
         return -ENOMEM;
     }
-    memcpy(log->path, abs, alen + 1);
-    free(abs);
+    memcpy(log->path, path, plen + 1);
     atomic_init(&log->ctx, ctx);
     log->keys = opts->keys;
     log->app_tok = NULL;
@@ -253,13 +246,11 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
     log->owner = opts->owner ? opts->owner : (uid_t)-1;
     log->group = opts->group ? opts->group : (gid_t)-1;
-    if (opts->error && opts->error_size)
-        opts->error[0] = '\0';
+    log->fd = -1;
     if (opts->name) {
         size_t nl = strlen(opts->name), cap = 8 * nl + 40;
         if (!(log->app_tok = malloc(cap))) {
-            fl__ctx_free(ctx);
-            free(log);
+            fl__handle_free(log);
             return -ENOMEM;
         }
         log->app_len = fl__app_token(log, opts->name, log->app_tok, cap);
@@ -270,43 +261,155 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
         if (opts->error && opts->error_size)
             snprintf(opts->error, opts->error_size, "max_record %zu is too small for this prefix (%zu bytes)",
                      log->max_record, log->prefix_max);
-        fl__ctx_free(ctx);
-        free(log->app_tok);
-        free(log);
+        fl__handle_free(log);
         return -EINVAL;
     }
+    *out = log;
+    return 0;
+}
 
-    /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
-    log->fd = fl__open_log_file(log, O_CREAT);
-    if (log->fd < 0) {
-        rc = log->fd;
-        fl__ctx_free(ctx);
-        free(log->app_tok);
-        free(log);
-        return rc;
-    }
+/* The rest of an open, once log->fd is the handle's descriptor: the segment, the per-process page. On failure
+ * the descriptor is closed and the handle freed. */
+static int fl__handle_start(forklog *log, const struct forklog_options *opts)
+{
+    int rc;
     struct stat st;
     if (fstat(log->fd, &st) < 0) {
         rc = -errno;
-        goto fail_fd;
+        goto fail;
     }
     log->proc = NULL; /* until the segment is open: a recovery there writes through this very descriptor */
     if ((rc = fl__seg_open(log, opts, &st, opts->error, opts->error_size)) < 0)
-        goto fail_fd;
+        goto fail;
     long page = sysconf(_SC_PAGESIZE);
     size_t pg = page > 0 ? (size_t)page : 4096;
     log->proc = fl__proc_new(pg);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
-    *out = log;
     return 0;
 
-fail_fd:
+fail:
     close(log->fd);
-    fl__ctx_free(ctx);
-    free(log->app_tok);
-    free(log);
+    fl__handle_free(log);
     return rc;
+}
+
+int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    static const struct forklog_options defaults;
+    if (out)
+        *out = NULL;
+    if (!out || !path || !path[0])
+        return -EINVAL;
+    if (!opts)
+        opts = &defaults;
+    if (opts->error && opts->error_size)
+        opts->error[0] = '\0';
+    int rc = fl__check_options(opts);
+    if (rc < 0)
+        return rc;
+    char *abs = fl__absolute(path, &rc);
+    if (!abs)
+        return rc;
+    forklog *log;
+    rc = fl__handle_new(&log, abs, opts);
+    free(abs);
+    if (rc < 0)
+        return rc;
+
+    /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
+    log->fd = fl__open_log_file(log, O_CREAT);
+    if (log->fd < 0) {
+        rc = log->fd;
+        fl__handle_free(log);
+        return rc;
+    }
+    if ((rc = fl__handle_start(log, opts)) < 0)
+        return rc;
+    *out = log;
+    return 0;
+}
+
+/* Why forklog_open_fd() refuses a descriptor, in opts->error. */
+static int fl__fd_refuse(const struct forklog_options *o, int rc, const char *why)
+{
+    if (o->error && o->error_size)
+        snprintf(o->error, o->error_size, "%s", why);
+    return rc;
+}
+
+int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
+{
+    static const struct forklog_options defaults;
+    if (out)
+        *out = NULL;
+    if (!out)
+        return -EINVAL;
+    if (!opts)
+        opts = &defaults;
+    if (opts->error && opts->error_size)
+        opts->error[0] = '\0';
+    int rc = fl__check_options(opts);
+    if (rc < 0)
+        return rc;
+    if (opts->rotate_bytes || opts->rotate_keep)
+        return fl__fd_refuse(opts, -EINVAL, "rotation needs a path: rotate_bytes and rotate_keep must be 0");
+    if (fd < 0)
+        return -EBADF;
+
+    /* What the descriptor is, and whether records can go through it whole. */
+    int fl = fcntl(fd, F_GETFL);
+    struct stat st;
+    if (fl < 0 || fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISDIR(st.st_mode))
+        return -EISDIR;
+    if ((fl & O_ACCMODE) != O_WRONLY && (fl & O_ACCMODE) != O_RDWR)
+        return fl__fd_refuse(opts, -EBADF, "the descriptor is not open for writing");
+    if (!S_ISREG(st.st_mode) && (fl & O_NONBLOCK))
+        return fl__fd_refuse(opts, -EINVAL,
+                             "the descriptor is in non-blocking mode: a record could be cut short by EAGAIN");
+    struct forklog_options o = *opts;
+    o.flags |= FORKLOG_PRIVATE; /* no name, so no segment file: the segment is this handle's own */
+    if (!S_ISREG(st.st_mode))
+        o.flags &= ~(unsigned)FORKLOG_SYNC; /* nothing to sync on a pipe, a socket or a device */
+    if (S_ISSOCK(st.st_mode)) {
+        int type = 0;
+        socklen_t tlen = sizeof type;
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
+            return -errno;
+        if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) {
+            rc = -errno;
+            return fl__fd_refuse(opts, rc, "the socket is not connected");
+        }
+        /* A datagram carries one record; the buffer would put several records in one. */
+        if ((type == SOCK_DGRAM || type == SOCK_SEQPACKET) && (o.flags & FORKLOG_BUFFERED))
+            return fl__fd_refuse(opts, -EINVAL, "FORKLOG_BUFFERED on a datagram socket: one record per datagram");
+    }
+
+    forklog *log;
+    if ((rc = fl__handle_new(&log, "", &o)) < 0)
+        return rc;
+    /* The handle's own descriptor, above 2, close-on-exec; the caller keeps fd. */
+    if ((log->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+        rc = -errno;
+        fl__handle_free(log);
+        return rc;
+    }
+    /* A regular file is appended to: every write at its end, so that a dead writer's fragment can be cut back.
+     * The flag is on the open file description, which the caller's descriptor shares. */
+    if (S_ISREG(st.st_mode) && !(fl & O_APPEND) && fcntl(log->fd, F_SETFL, fl | O_APPEND) < 0) {
+        rc = -errno;
+        close(log->fd);
+        fl__handle_free(log);
+        return rc;
+    }
+    if ((rc = fl__handle_start(log, &o)) < 0)
+        return rc;
+    *out = log;
+    return 0;
 }
 
 static int fl__cut_result(size_t cut)
@@ -611,6 +714,8 @@ int forklog_reopen(forklog *log)
 {
     if (!log)
         return -EINVAL;
+    if (!log->path[0])
+        return 0; /* forklog_open_fd(): no name to reopen; the descriptor is the log */
     atomic_fetch_add_explicit(&log->seg->reopen_req, 1, memory_order_release);
     return 0;
 }
@@ -627,8 +732,6 @@ int forklog_close(forklog *log)
     }
     if (close(log->fd) < 0 && rc == 0)
         rc = -errno;
-    fl__ctx_free(atomic_load_explicit(&log->ctx, memory_order_relaxed));
-    free(log->app_tok);
-    free(log);
+    fl__handle_free(log);
     return rc;
 }

@@ -91,7 +91,8 @@ int fl__open_log_file(const forklog *log, int flags)
  * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one.
  * Only a regular file has that lock. Anything else keeps the inherited description: a second open of a FIFO or
  * pipe whose reader has gone would wait for a reader for ever (or fail), where a write on the inherited
- * description fails with EPIPE, as the caller expects of a pipe; and a device need not allow a second open. */
+ * description fails with EPIPE, as the caller expects of a pipe; a device need not allow a second open; and a
+ * socket (forklog_open_fd) cannot be opened at all. */
 static void fl__own_fd(forklog *log)
 {
     log->proc->own_fd = 1;
@@ -121,14 +122,21 @@ int fl__sync_file(forklog *log)
     if (log->proc && !log->proc->own_fd)
         fl__own_fd(log);
     unsigned req = atomic_load_explicit(&s->reopen_req, memory_order_acquire);
-    if (req != s->reopen_seen) {
+    if (req != s->reopen_seen && log->path[0]) { /* forklog_open_fd(): no name, nothing to reopen */
         s->reopen_seen = req;
         fl__new_generation(s);
         FL__CRASH(REOPEN_SEEN);
     }
+    /* forklog_open_fd() of a regular file: the caller (or anybody else) may append through a descriptor of its
+     * own between records; read where the file ends before every write, so that a cut after a failed write or
+     * a dead writer goes back to the end of the last whole record, not into one written since. */
+    if (!log->path[0] && atomic_load_explicit(&s->regular, memory_order_relaxed))
+        s->file_known = 0;
     if (log->gen == s->gen && s->file_known)
         return 0;
-    if (log->gen != s->gen) {
+    if (log->gen != s->gen && !log->path[0]) {
+        log->gen = s->gen; /* no name to open again: the descriptor stays the log */
+    } else if (log->gen != s->gen) {
         int fd = fl__open_log_file(log, O_CREAT);
         if (fd < 0)
             return fd;
@@ -291,8 +299,8 @@ int fl__maybe_rotate(forklog *log, size_t len)
     /* A FIFO, a device or a pipe has no size to bound and nothing to rename. At most two passes: one more when
      * the rotation found another regular file at path and moved to it. */
     for (int pass = 0; pass < 2; pass++) {
-        if (!log->rotate_bytes || !atomic_load_explicit(&s->regular, memory_order_relaxed) || s->size == 0 ||
-            s->size + len <= log->rotate_bytes)
+        if (!log->rotate_bytes || !log->path[0] || !atomic_load_explicit(&s->regular, memory_order_relaxed) ||
+            s->size == 0 || s->size + len <= log->rotate_bytes)
             return 0;
         int rc = fl__rotate(log);
         if (rc != FL__ROTATE_ADOPTED)
