@@ -1,19 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Logging to standard output, as in a container whose runtime collects stdout: the program opens
- * "/dev/stdout" as its log, forks workers that log through the inherited handle, and every record reaches
- * stdout whole, one line each.
+ * Logging to standard output, as in a container whose runtime collects stdout: the program makes a log of
+ * descriptor 1 with forklog_open_fd(), forks workers that log through the inherited handle, and every record
+ * reaches stdout whole, one line each, whatever the size of the records.
  *
- * What works, by what stdout is:
- *   - a pipe (`prog | cat`, docker's and systemd's log collectors, a Kubernetes container's stdout): works;
- *     records of up to PIPE_BUF (4096) bytes are never interleaved, as each record is one write(2);
- *   - a terminal or another character device: works;
- *   - a regular file (`prog > out.log`): works; records are appended;
- *   - a unix socket (systemd's StandardOutput=journal, some runtimes): forklog_open() fails with -ENXIO,
- *     since a socket cannot be opened by name. The program then says so on stderr and writes its records
- *     with one write(2) each on descriptor 1 instead, without forklog's lock.
- * FORKLOG_PRIVATE: the lock is shared with this process's own children only, and no segment file is made for
- * /dev/stdout (a shared one would be created beside the log, in /dev).
+ * What stdout may be, and what holds:
+ *   - a pipe (`prog | cat`, docker's and containerd's log collectors, a Kubernetes container's stdout): records
+ *     of any size up to max_record are never interleaved, since each is written under the lock (PIPE_BUF alone
+ *     would cover 4096 bytes only);
+ *   - a unix stream socket (systemd's StandardOutput=journal, some runtimes): the same; no name is needed,
+ *     which forklog_open("/dev/stdout") could not do for a socket (-ENXIO);
+ *   - a terminal or another character device: the same;
+ *   - a regular file (`prog > out.log`): records are appended; forklog sets O_APPEND on the shared descriptor.
+ * The lock is shared with this process's own children only (forklog_open_fd() gives a handle its own segment),
+ * and nothing is created anywhere. If the reader goes away, a record fails with -EPIPE (SIGPIPE is ignored).
  *
  * Usage: container_stdout [workers] [records]        (defaults: 4 workers, 25 records each)
  */
@@ -22,7 +22,6 @@
 #endif
 #include <forklog.h>
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static forklog *log_handle; /* NULL: stdout could not be opened as a log; write(2) on 1 instead */
+static forklog *log_handle; /* NULL: stdout could not be made a log (closed, read-only, non-blocking) */
 
 static void record(const char *msg)
 {
@@ -52,11 +51,12 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN); /* a reader that goes away is -EPIPE, not the end of the program */
-    struct forklog_options o = {.flags = FORKLOG_PRIVATE};
-    int rc = forklog_open(&log_handle, "/dev/stdout", &o);
+    char why[160];
+    struct forklog_options o = {.error = why, .error_size = sizeof why};
+    int rc = forklog_open_fd(&log_handle, STDOUT_FILENO, &o);
     if (rc < 0) {
-        fprintf(stderr, "container_stdout: /dev/stdout as a log: %s%s; writing records on descriptor 1\n",
-                strerror(-rc), rc == -ENXIO ? " (a socket, or a FIFO with no reader)" : "");
+        fprintf(stderr, "container_stdout: stdout as a log: %s%s%s; writing records on descriptor 1\n", strerror(-rc),
+                why[0] ? ": " : "", why);
         log_handle = NULL;
     }
     char msg[128];

@@ -4,7 +4,7 @@
 # (example_<case>). Usage: examples.sh CASE PROGRAM_OR_DIR [BUILD_DIR]
 #   prefork   PROGRAM   the pre-fork HTTP server: one whole record per request
 #   pool      PROGRAM   the timing pool: one record per job, whatever the job did
-#   stdout    PROGRAM   logging to /dev/stdout: through a pipe, into a file, and the fallback on a socket
+#   stdout    PROGRAM   logging to stdout (forklog_open_fd): a pipe, a file, a stream and a datagram socket
 #   logrotate PROGRAM   the real logrotate with its own state file, rotating 5 times under 4 writers: no record
 #                       lost, duplicated or split
 #   cmake     SRC_DIR BUILD_DIR   examples/cmake-consumer built against a temporary install prefix
@@ -45,24 +45,37 @@ stdout)
   "$prog" 2 10 >"$work/file.out"
   test "$(wc -l <"$work/file.out")" -eq 22 || fail "not 22 lines in a file"
   whole "$work/file.out"
-  # A socket: -ENXIO, said on stderr, and the records on descriptor 1 all the same.
+  # A unix stream socket (systemd's journal, some runtimes) and a datagram socket: 2 + 2 * 50 whole records,
+  # nothing on stderr.
   if command -v python3 >/dev/null; then
     python3 - "$prog" "$work" <<'PY'
-import socket, subprocess, sys
+import re, socket, subprocess, sys
 prog, work = sys.argv[1], sys.argv[2]
-a, b = socket.socketpair()
-p = subprocess.Popen([prog, "2", "5"], stdout=b, stderr=subprocess.PIPE)
-b.close()
-data = b""
-while True:
-    chunk = a.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-err = p.communicate()[1].decode()
-lines = data.decode().splitlines()
-if p.returncode != 0 or len(lines) != 12 or "No such device or address" not in err:
-    sys.exit("FAIL example_stdout: socket: rc %d, %d lines, stderr %r" % (p.returncode, len(lines), err))
+record = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]{15}Z INFO pid=\d+ ")
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+    p = subprocess.Popen([prog, "2", "50"], stdout=b, stderr=subprocess.PIPE)
+    b.close()
+    a.settimeout(30)
+    data = b""
+    while True:
+        if kind == socket.SOCK_DGRAM and data.count(b"\n") == 102:
+            break
+        chunk = a.recv(65536)
+        if not chunk:
+            break
+        if kind == socket.SOCK_DGRAM and (not chunk.endswith(b"\n") or chunk.count(b"\n") != 1):
+            sys.exit("FAIL example_stdout: a datagram is not one record: %r" % chunk[:80])
+        data += chunk
+    err = p.communicate(timeout=30)[1].decode()
+    lines = data.decode().splitlines()
+    bad = [l for l in lines if not record.match(l)]
+    if p.returncode != 0 or len(lines) != 102 or bad or err:
+        sys.exit("FAIL example_stdout: %s: rc %d, %d lines, %d not records, stderr %r"
+                 % (kind.name, p.returncode, len(lines), len(bad), err))
+    for w in (0, 1):
+        if sum(" worker %d record " % w in l for l in lines) != 50:
+            sys.exit("FAIL example_stdout: %s: worker %d: not 50 records" % (kind.name, w))
 PY
   fi
   head -n 3 "$work/pipe.out"
