@@ -1,0 +1,189 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# A real log shipper reads forklog's files without loss. Two private rsyslog daemons on 127.0.0.1, each with its
+# own configuration, TCP port (chosen free), work directory and pid file, run in the foreground and are killed by
+# this script: the first tails a JSON Lines log with imfile (inotify mode) and forwards every line over TCP
+# (omfwd) to the second, the "central" one (imtcp), which writes each message, as it came, to a file. While
+# shipper_writer's 8 processes write, the log is rotated by rename at least 20 times:
+#   rotate  forklog's own size-based rotation (rotate_bytes 16 KiB, rotate_keep 1000);
+#   reopen  logrotate's `create` mode, with forklog_reopen() on SIGHUP. Not a ctest entry: it fails, since the
+#           records written between logrotate's rename and the reopen land at the end of the renamed file, which
+#           imfile (8.2302, inotify) has already read to its end and closed; the check names them.
+# Then the central file must hold every record exactly once, whole, as valid JSON.
+# Usage: shipper_rsyslog.sh rotate|reopen SHIPPER_WRITER
+# Exit 77 (skipped) only when rsyslogd is not installed or cannot run at all here.
+set -eu
+mode=$1 writer=$2
+WORKERS=8 RECORDS=300
+fail() { echo "FAIL shipper_$mode: $*" >&2; exit 1; }
+command -v rsyslogd >/dev/null || { echo "SKIP: rsyslogd is not installed (Debian: rsyslog)"; exit 77; }
+command -v python3 >/dev/null || fail "python3 is needed to check the records"
+[ "$mode" = rotate ] || command -v logrotate >/dev/null || fail "logrotate is needed for the reopen case"
+
+work=$(mktemp -d /tmp/forklog-shipper-XXXXXX)
+pids=""
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  for p in $pids; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+mkdir -p "$work/log" "$work/spool1" "$work/spool2"
+log=$work/log/app.log central=$work/central.log
+
+# A free TCP port on 127.0.0.1.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+# The central daemon: imtcp in, %msg% out. The forwarded line is `<PRI>TIMESTAMP HOST app: {json}`; rsyslog's
+# parser keeps the space after the tag in the message, which %msg:2:$% leaves out. forklog's JSON has no control
+# bytes (they are escaped), so rsyslog's escaping of control characters never changes a record.
+cat >"$work/central.conf" <<CONF
+global(workDirectory="$work/spool2" maxMessageSize="64k")
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="$port" ruleset="store")
+template(name="msgonly" type="string" string="%msg:2:\$%\n")
+ruleset(name="store") {
+  action(type="omfile" file="$central" template="msgonly" flushOnTXEnd="on" asyncWriting="off")
+}
+CONF
+
+# The shipper on the host: imfile tails the log (inotify; a rotated file is read to its end through its open
+# descriptor, and the new file at the name is picked up), omfwd forwards over TCP with a disk-assisted queue and
+# retries for ever.
+cat >"$work/shipper.conf" <<CONF
+global(workDirectory="$work/spool1")
+module(load="imfile" mode="inotify")
+input(type="imfile" file="$log" tag="app:" severity="info" facility="local0"
+      reopenOnTruncate="off" freshStartTail="off" ruleset="forward")
+ruleset(name="forward") {
+  action(type="omfwd" target="127.0.0.1" port="$port" protocol="tcp"
+         queue.type="LinkedList" queue.size="100000" queue.filename="fwd" queue.saveOnShutdown="on"
+         action.resumeRetryCount="-1" action.resumeInterval="1")
+}
+CONF
+
+for c in central shipper; do
+  if ! rsyslogd -N1 -f "$work/$c.conf" >"$work/$c.check" 2>&1; then
+    cat "$work/$c.check"
+    grep -qi "could not load module\|not found" "$work/$c.check" && { echo "SKIP: rsyslog modules missing"; exit 77; }
+    fail "rsyslogd rejects $c.conf"
+  fi
+done
+
+rsyslogd -n -f "$work/central.conf" -i "$work/central.pid" >"$work/central.out" 2>&1 &
+pids="$pids $!"
+rsyslogd -n -f "$work/shipper.conf" -i "$work/shipper.pid" >"$work/shipper.out" 2>&1 &
+pids="$pids $!"
+# Both up: the central one listens, the shipper wrote its pid file.
+i=0
+until python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null &&
+      [ -s "$work/shipper.pid" ]; do
+  i=$((i + 1))
+  if [ "$i" -ge 100 ]; then
+    cat "$work/central.out" "$work/shipper.out"
+    echo "SKIP: rsyslogd did not start here"
+    exit 77
+  fi
+  sleep 0.1
+done
+
+case $mode in
+rotate)
+  "$writer" rotate "$log" $WORKERS $RECORDS 2000 16384 || fail "the writer failed"
+  ;;
+reopen)
+  cat >"$work/lr.conf" <<CONF
+$log {
+    rotate 1000
+    create 0644
+    missingok
+    nocompress
+    postrotate
+        kill -HUP \$(cat $work/writer.pid)
+    endscript
+}
+CONF
+  "$writer" reopen "$log" $WORKERS $RECORDS 15000 "$work/writer.pid" &
+  wp=$!
+  pids="$pids $wp"
+  i=0
+  while [ ! -s "$work/writer.pid" ]; do
+    i=$((i + 1)); [ "$i" -lt 500 ] || fail "no writer pid file"
+    sleep 0.01
+  done
+  for n in $(seq 1 22); do
+    sleep 0.1
+    logrotate -f -s "$work/lr.state" "$work/lr.conf" || fail "logrotate failed"
+  done
+  wait "$wp" || fail "the writer failed"
+  ;;
+*)
+  fail "unknown mode"
+  ;;
+esac
+files=$(ls "$log" "$log".* | wc -l)
+[ "$files" -ge 21 ] || fail "only $files files: fewer than 20 rotations"
+echo "shipper_$mode: $((WORKERS * RECORDS)) records written into $files files"
+
+# Delivery, bounded: until the central file holds every record, or has not grown for 10 s, at most 60 s.
+want=$((WORKERS * RECORDS))
+i=0 last=-1 still=0
+while :; do
+  got=$(wc -l <"$central" 2>/dev/null || echo 0)
+  [ "$got" -ge "$want" ] && break
+  if [ "$got" -eq "$last" ]; then still=$((still + 1)); else still=0 last=$got; fi
+  i=$((i + 1))
+  if [ "$i" -ge 600 ] || [ "$still" -ge 100 ]; then
+    echo "--- shipper"; cat "$work/shipper.out"; echo "--- central"; cat "$work/central.out"
+    echo "shipper_$mode: $got of $want records delivered"
+    break
+  fi
+  sleep 0.1
+done
+sleep 0.5 # a duplicate would come now
+
+python3 - "$central" $WORKERS $RECORDS "$log" <<'PY' || fail "the central file is not every record exactly once"
+import glob, json, sys
+path, workers, records, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def read(p):
+    seen, bad = {}, 0
+    with open(p, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):
+        print("%s ends without a newline" % p); bad += 1
+    for n, line in enumerate(data.splitlines(), 1):
+        try:
+            r = json.loads(line)
+            key = (r["w"], r["seq"])
+            assert r["msg"] == "ship" and r["level"] == "info" and set(r["pad"]) == {"x"}
+        except Exception as e:
+            if bad < 5:
+                print("%s line %d is not a whole record (%s): %r" % (p, n, e, line[:120]))
+            bad += 1
+            continue
+        seen[key] = seen.get(key, 0) + 1
+    return seen, bad
+# The source files first: every record once there, or the writer is at fault, not the shipper.
+src, where = {}, {}
+for p in glob.glob(log) + glob.glob(log + ".*"):
+    s, bad = read(p)
+    assert bad == 0, "source file %s holds bad lines" % p
+    for k, v in s.items():
+        src[k] = src.get(k, 0) + v
+    lines = [json.loads(l) for l in open(p, "rb").read().splitlines()]
+    for i, r in enumerate(lines):
+        where[(r["w"], r["seq"])] = (p.rsplit("/", 1)[1], len(lines) - 1 - i)
+seen, bad = read(path)
+missing = [(w, s) for w in range(workers) for s in range(records) if seen.get((w, s), 0) == 0]
+dup = [k for k, v in seen.items() if v > 1]
+srcbad = [k for k, v in src.items() if v != 1] + [(w, s) for w in range(workers) for s in range(records) if (w, s) not in src]
+print("central: %d lines, %d distinct records, %d missing, %d duplicated, %d not whole JSON; source: %d problems"
+      % (sum(seen.values()) + bad, len(seen), len(missing), len(dup), bad, len(srcbad)))
+if missing:
+    print("missing, first ones (file, records after it in that file): %r" % [(k, where.get(k)) for k in missing[:10]])
+if dup:
+    print("duplicated, first ones: %r" % dup[:10])
+sys.exit(1 if missing or dup or bad or srcbad or len(seen) != workers * records else 0)
+PY
+echo "shipper_$mode OK"
