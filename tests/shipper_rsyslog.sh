@@ -5,7 +5,8 @@
 # this script: the first tails a JSON Lines log with imfile (inotify mode) and forwards every line over TCP
 # (omfwd) to the second, the "central" one (imtcp), which writes each message, as it came, to a file. While
 # shipper_writer's 8 processes write, the log is rotated by rename at least 20 times:
-#   rotate  forklog's own size-based rotation (rotate_bytes 16 KiB, rotate_keep 1000);
+#   rotate  forklog's own size-based rotation (rotate_bytes 64 KiB, rotate_keep 1000: about 30 renames, a file
+#           every ~0.1 s; a rename every 15 ms was too fast for imfile on a loaded machine);
 #   reopen  logrotate's `create` mode, with forklog_reopen() on SIGHUP. Not a ctest entry: it fails, since the
 #           records written between logrotate's rename and the reopen land at the end of the renamed file, which
 #           imfile (8.2302, inotify) has already read to its end and closed; the check names them.
@@ -90,7 +91,7 @@ done
 
 case $mode in
 rotate)
-  "$writer" rotate "$log" $WORKERS $RECORDS 2000 16384 || fail "the writer failed"
+  "$writer" rotate "$log" $WORKERS $RECORDS 10000 65536 || fail "the writer failed"
   ;;
 reopen)
   cat >"$work/lr.conf" <<CONF
