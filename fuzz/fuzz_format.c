@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer targets for the record formatter (issue 4, CI): lib/format.c is compiled into the fuzzer directly.
  *

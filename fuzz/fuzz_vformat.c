@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz_vformat: the printf fast path (fl__vformat, lib/format.c) against the C library's vsnprintf. The input
  * builds formats of one to three conversions out of every flag, width, precision, length modifier and conversion

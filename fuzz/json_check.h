@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A strict, independent UTF-8 and JSON checker (RFC 8259, RFC 3629), shared by the fuzzers and tests/test_fields.c.
  * Header-only: every function is static. Written without looking at lib/format.c.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The public calls: options, forklog_open() (the file and the shared segment), the record formatters' entry
  * points, flush, reopen and close. The record path goes on in write.c (fl__append).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Record formatting: timestamps, escaping, typed fields, the layout of text and JSON records, and a printf fast
  * path. No locks and no allocation; the only state is per thread (the timestamp's second, the thread id), so they

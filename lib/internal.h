@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * forklog internals shared by the files of lib/. Not installed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The append lock: a process-shared, robust pthread mutex in the shared segment, how a writer waits for it, and
  * the repair a new holder makes when the previous one died holding it.

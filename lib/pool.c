@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The pool helper: tasks over forked workers, one timing record per task, no hang on crash or timeout.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The lock-free buffer: FORKLOG_BUFFERED appends that take no lock.
  *

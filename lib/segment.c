@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The shared segment: where the lock, the file's state and the buffer live, and how every process that opens the
  * same log finds the same one.

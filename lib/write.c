@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Writing with the lock held: one record, a run of whole records, or the shared buffer, committed to the segment's
  * idea of the file only once every byte is in it. fl__append is the record path's entry: the lock, the file of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Typed fields, context, caller location, run-time level and JSON key sets, read back from the file: exact bytes
  * for text records (after the timestamp), a strict JSON parse (fuzz/json_check.h) for JSON ones. */
 #include <forklog.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* White-box tests of the formatter's fast paths against plain references: the per-second timestamp cache and
  * civil-date conversion against gmtime_r, the word-at-a-time escape scan against a byte loop. format.c is
  * compiled into this program, so its internal functions are reachable. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Any process joins the log: two forklog_open() calls on the same file, from processes of any ancestry, share one
  * segment (one lock, one file size, one rotation, one buffer), found through the segment file beside the log.
  * The writers here open the log themselves: forked children that inherit no handle, and programs started with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Every crash point in every mode. For each named step of the lock, repair, combining, write, flush, rotation and
  * reopen protocols (lib/internal.h), and each mode (direct, combining, buffered, rotating), a writer is killed
  * with SIGKILL at that step, in the real code, while others write, and then:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The lock-free buffer: FORKLOG_BUFFERED without rotation, where each writer thread appends to a ring of its own
  * with no lock. Threads and processes at once, more writers than rings, records too large for a ring, a full ring,
  * the age bound: every record once, whole, and each writer's records in the order of its calls. Children never

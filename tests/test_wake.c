@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A woken waiter that dies before it takes the lock must not leave the other sleepers asleep on a free lock.
  *
  * The window is inside pthread_mutex_lock(), between the futex wake-up and the acquisition, where no crash point
