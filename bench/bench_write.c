@@ -71,11 +71,24 @@ enum method {
     M_COUNT
 };
 
-static const char *const method_names[M_COUNT] = {
-    "floor",        "own-fd",           "flock",       "fcntl", "sem", "forklog-raw", "forklog-text",
-    "forklog-json", "forklog-buffered", "forklog-join", "forklog-fmt-request", "forklog-fmt-items",
-    "forklog-fmt-pair", "forklog-kv4", "forklog-fmt-request-buf", "forklog-fmt-items-buf", "forklog-fmt-pair-buf",
-    "forklog-kv4-buf"};
+static const char *const method_names[M_COUNT] = {"floor",
+                                                  "own-fd",
+                                                  "flock",
+                                                  "fcntl",
+                                                  "sem",
+                                                  "forklog-raw",
+                                                  "forklog-text",
+                                                  "forklog-json",
+                                                  "forklog-buffered",
+                                                  "forklog-join",
+                                                  "forklog-fmt-request",
+                                                  "forklog-fmt-items",
+                                                  "forklog-fmt-pair",
+                                                  "forklog-kv4",
+                                                  "forklog-fmt-request-buf",
+                                                  "forklog-fmt-items-buf",
+                                                  "forklog-fmt-pair-buf",
+                                                  "forklog-kv4-buf"};
 
 static int method_is_forklog(int m)
 {
@@ -389,12 +402,13 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
         case M_JSON: rc = forklog_log(r->log, FORKLOG_INFO, "%s", rec); break;
         case M_FMT_REQ:
         case M_FMT_REQ_B:
-            rc = forklog_log(r->log, FORKLOG_INFO, "request %s cost %.6f s", rec, (double)(i % 1000) / 1000.0 + 0.000123);
+            rc = forklog_log(r->log, FORKLOG_INFO, "request %s cost %.6f s", rec,
+                             (double)(i % 1000) / 1000.0 + 0.000123);
             break;
         case M_FMT_ITEMS:
         case M_FMT_ITEMS_B:
-            rc = forklog_log(r->log, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900), 10000L + (long)(i % 90000),
-                             rec);
+            rc = forklog_log(r->log, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900),
+                             10000L + (long)(i % 90000), rec);
             break;
         case M_FMT_PAIR:
         case M_FMT_PAIR_B: rc = forklog_log(r->log, FORKLOG_INFO, "%s: %s", "open", rec); break;

@@ -11,7 +11,8 @@
  * The log goes into a new temporary folder (its path is printed), so that running the demo leaves nothing behind
  * in the current folder.
  *
- * Usage: forklog-demo [-w workers] [-n items] [-o logpath]   (defaults: 8, 200, $TMPDIR/forklog-demo-XXXXXX/request.log)
+ * Usage: forklog-demo [-w workers] [-n items] [-o logpath]   (defaults: 8, 200,
+ * $TMPDIR/forklog-demo-XXXXXX/request.log)
  */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
@@ -379,7 +380,8 @@ int main(int argc, char **argv)
            path, items);
     show_records(path, from, " request data", 2);
     printf("  %ld `task` records, one per item, written by the pool in the parent with each task's cost and status\n"
-           "  (even a task whose worker crashed or timed out gets one):\n", items);
+           "  (even a task whose worker crashed or timed out gets one):\n",
+           items);
     show_records(path, from, " task task=", 2);
     printf("  and 1 `pool summary` record: %ld + %ld + 1 = %ld records, every one a whole line:\n", items, items,
            2 * items + 1);

@@ -189,8 +189,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nfields = 0;
     struct fl__loc loc = {"src/some file.c", "main", 42}, *locp = NULL;
     if (with_fields) {
-        static const char *const keys[] = {"a", "b", "msg", "ts", "fields.a", "k.x-1", "a", "message", "@timestamp",
-                                           "tid", "cut", "forklog.cut", "Z_9"};
+        static const char *const keys[] = {"a",       "b",          "msg", "ts",  "fields.a",    "k.x-1", "a",
+                                           "message", "@timestamp", "tid", "cut", "forklog.cut", "Z_9"};
         size_t at = n ? split % (n + 1) : 0;
         msglen = at;
         const uint8_t *fd = d + at;

@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static uint64_t take(const uint8_t **d, size_t *n, size_t bytes)
 {
     uint64_t v = 0;
-    for (size_t i = 0; i < bytes && *n > 0; i++) {
+    for (size_t i = 0; i<bytes && * n> 0; i++) {
         v = v << 8 | **d;
         (*d)++;
         (*n)--;

@@ -182,8 +182,8 @@ size_t fl__escape(int mode, char *dst, size_t cap, const char *src, size_t len, 
         } else {
             /* A run of bytes that need nothing: copy it in one go. */
             size_t j = i + 1;
-            while (j < len && s[j] >= 0x20 && s[j] != 0x7f &&
-                   !(quoted && (s[j] == '"' || s[j] == '\\')) && !(json && s[j] >= 0x80))
+            while (j < len && s[j] >= 0x20 && s[j] != 0x7f && !(quoted && (s[j] == '"' || s[j] == '\\')) &&
+                   !(json && s[j] >= 0x80))
                 j++;
             take = put_len = j - i;
             if (o + put_len > cap)
@@ -219,8 +219,19 @@ static char *fl__put_str(char *o, struct fl__str str)
 }
 
 /* The record's own keys, per key set (0: short, also text's; 1: ECS / OpenTelemetry). */
-enum { FL__K_TS, FL__K_LEVEL, FL__K_PID, FL__K_TID, FL__K_APP, FL__K_MSG, FL__K_FILE, FL__K_LINE, FL__K_FUNC, FL__K_CUT,
-       FL__K_COUNT };
+enum {
+    FL__K_TS,
+    FL__K_LEVEL,
+    FL__K_PID,
+    FL__K_TID,
+    FL__K_APP,
+    FL__K_MSG,
+    FL__K_FILE,
+    FL__K_LINE,
+    FL__K_FUNC,
+    FL__K_CUT,
+    FL__K_COUNT
+};
 static const struct fl__str fl__builtin[2][FL__K_COUNT] = {
     {FL__STR("ts"), FL__STR("level"), FL__STR("pid"), FL__STR("tid"), FL__STR("app"), FL__STR("msg"), FL__STR("file"),
      FL__STR("line"), FL__STR("func"), FL__STR("cut")},
@@ -287,7 +298,10 @@ static size_t fl__itoa(char *out, long long v)
  * are `NaN`, `+Inf`, `-Inf` (quoted in JSON). out has room for 48 bytes. */
 static size_t fl__dtoa(char *out, double d, int json)
 {
-    const char *special = d != d ? "NaN" : d > 1.7976931348623157e308 ? "+Inf" : d < -1.7976931348623157e308 ? "-Inf" : 0;
+    const char *special = d != d                        ? "NaN"
+                          : d > 1.7976931348623157e308  ? "+Inf"
+                          : d < -1.7976931348623157e308 ? "-Inf"
+                                                        : 0;
     if (special) {
         size_t n = 0, l = strlen(special);
         if (json)
@@ -455,9 +469,8 @@ static int fl__key_ok(const char *k, size_t *klen)
     size_t n = 0;
     for (; k[n]; n++) {
         unsigned char c = (unsigned char)k[n];
-        if (n == FORKLOG_MAX_KEY ||
-            !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-' || c == '@'))
+        if (n == FORKLOG_MAX_KEY || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                      c == '_' || c == '.' || c == '-' || c == '@'))
             return 0;
     }
     *klen = n;
@@ -526,11 +539,11 @@ static size_t fl__field_bound(const struct forklog_field *f)
     return n + (f->type == FORKLOG_FIELD_STR && f->v.s ? 6 * strlen(f->v.s) + 2 : 64);
 }
 
-size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc,
-                       const struct forklog_field *fields, size_t nfields)
+size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc, const struct forklog_field *fields,
+                       size_t nfields)
 {
-    size_t n = (log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * msglen + 2 +
-               FL__MARKER_MAX + 4;
+    size_t n =
+        (log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * msglen + 2 + FL__MARKER_MAX + 4;
     if (loc && loc->file)
         n += 3 * 64 + 6 * strlen(loc->file) + (loc->func ? 6 * strlen(loc->func) : 0);
     const struct fl__ctx *ctx = atomic_load_explicit(&((forklog *)(uintptr_t)log)->ctx, memory_order_acquire);
@@ -657,9 +670,9 @@ int fl__needs_escape(int json, const char *s, size_t len)
     return 0;
 }
 
-size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now,
-                 const struct fl__loc *loc, const char *msg, size_t msglen, size_t msg_total,
-                 const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut)
+size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
+                 const char *msg, size_t msglen, size_t msg_total, const struct forklog_field *fields, size_t nfields,
+                 char *out, size_t cap, size_t *cut)
 {
     const int json = log->format == FORKLOG_FORMAT_JSON;
     const int ks = fl__keyset(log);

@@ -146,17 +146,17 @@ struct forklog {
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
     int64_t flush_ns;
-    unsigned max_spinners; /* online CPUs - 1: more spinners than that would only delay the holder */
-    struct fl__proc *proc; /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */
-    uid_t owner;           /* files the log creates are given to owner and group (fchown), */
-    gid_t group;           /* (uid_t)-1 and (gid_t)-1: left as created */
+    unsigned max_spinners;  /* online CPUs - 1: more spinners than that would only delay the holder */
+    struct fl__proc *proc;  /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */
+    uid_t owner;            /* files the log creates are given to owner and group (fchown), */
+    gid_t group;            /* (uid_t)-1 and (gid_t)-1: left as created */
     enum forklog_keys keys; /* JSON key names */
     char *app_tok;          /* ` app=NAME` (text) or `,"app":"NAME"` (JSON, the key set's name); NULL: none */
     size_t app_len;
     size_t prefix_max;             /* most bytes fl__prefix writes for this handle */
     _Atomic(struct fl__ctx *) ctx; /* this process's context fields; NULL: none (see forklog_context_add) */
     /* "" for forklog_open_fd(): no name, so no reopen and no rotation; the descriptor is the log. */
-    char path[];                   /* absolute, so that a child that chdir()s reopens the same file */
+    char path[]; /* absolute, so that a child that chdir()s reopens the same file */
 };
 
 /* A handle's context: immutable once published in log->ctx; a forklog_context_add() publishes a new one (compare

@@ -133,17 +133,28 @@ Test(fields, text_every_type)
     forklog *log = open_log("a.log", NULL, &path);
     struct timespec t = {1700000000, 123456789};
     struct forklog_field f[] = {
-        FORKLOG_STR("method", "GET"),  FORKLOG_INT("status", -200),        FORKLOG_UINT("bytes", 18446744073709551615ull),
-        FORKLOG_DBL("ratio", 0.1),     FORKLOG_BOOL("ok", 1),              FORKLOG_BOOL("cached", 0),
-        FORKLOG_DUR("cost", 0.0052),   FORKLOG_DUR_NS("wait", -1500000000), FORKLOG_TIMESPEC("at", t),
-        FORKLOG_TIME("t2", 1.5),       FORKLOG_STR("empty", ""),           FORKLOG_STR("none", NULL),
-        FORKLOG_STR("sp", "a b"),      FORKLOG_STR("q", "say \"hi\"\\"),  FORKLOG_STR("ctl", "x\ny\x01"),
-        FORKLOG_STR("eq", "a=b"),      FORKLOG_STR("utf8", "\xc3\xa9t\xc3\xa9"),
+        FORKLOG_STR("method", "GET"),
+        FORKLOG_INT("status", -200),
+        FORKLOG_UINT("bytes", 18446744073709551615ull),
+        FORKLOG_DBL("ratio", 0.1),
+        FORKLOG_BOOL("ok", 1),
+        FORKLOG_BOOL("cached", 0),
+        FORKLOG_DUR("cost", 0.0052),
+        FORKLOG_DUR_NS("wait", -1500000000),
+        FORKLOG_TIMESPEC("at", t),
+        FORKLOG_TIME("t2", 1.5),
+        FORKLOG_STR("empty", ""),
+        FORKLOG_STR("none", NULL),
+        FORKLOG_STR("sp", "a b"),
+        FORKLOG_STR("q", "say \"hi\"\\"),
+        FORKLOG_STR("ctl", "x\ny\x01"),
+        FORKLOG_STR("eq", "a=b"),
+        FORKLOG_STR("utf8", "\xc3\xa9t\xc3\xa9"),
     };
     cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "request done", f, sizeof f / sizeof f[0]), 0);
-    OK(forklog_info_kv(log, "kv", FORKLOG_F("s", "x"), FORKLOG_F("i", -3), FORKLOG_F("u", 3u),
-                                 FORKLOG_F("d", 2.5), FORKLOG_F("b", (_Bool) true), FORKLOG_F("c", 'A'),
-                                 FORKLOG_F("ts", t), FORKLOG_F("sz", (size_t)7)));
+    OK(forklog_info_kv(log, "kv", FORKLOG_F("s", "x"), FORKLOG_F("i", -3), FORKLOG_F("u", 3u), FORKLOG_F("d", 2.5),
+                       FORKLOG_F("b", (_Bool) true), FORKLOG_F("c", 'A'), FORKLOG_F("ts", t),
+                       FORKLOG_F("sz", (size_t)7)));
     cr_assert_eq(forklog_close(log), 0);
     char *buf = slurp(path);
     long pid = (long)getpid();
@@ -165,11 +176,21 @@ Test(fields, json_every_type_strict)
     struct forklog_options o = {.format = FORKLOG_FORMAT_JSON};
     forklog *log = open_log("a.log", &o, &path);
     struct forklog_field f[] = {
-        FORKLOG_STR("s", "tab\there \"q\" \xff"), FORKLOG_INT("i", INT64_MIN), FORKLOG_UINT("u", UINT64_MAX),
-        FORKLOG_DBL("d", 1e300),                 FORKLOG_DBL("nan", NAN),     FORKLOG_DBL("inf", INFINITY),
-        FORKLOG_DBL("ninf", -INFINITY),          FORKLOG_DBL("neg0", -0.0),   FORKLOG_DBL("tiny", 4.9e-324),
-        FORKLOG_BOOL("b", 1),                    FORKLOG_DUR_NS("dur", 250),  FORKLOG_TIME("t", 0.25),
-        FORKLOG_STR("null", NULL),               FORKLOG_STR("msg", "collides"), FORKLOG_INT("level", 1),
+        FORKLOG_STR("s", "tab\there \"q\" \xff"),
+        FORKLOG_INT("i", INT64_MIN),
+        FORKLOG_UINT("u", UINT64_MAX),
+        FORKLOG_DBL("d", 1e300),
+        FORKLOG_DBL("nan", NAN),
+        FORKLOG_DBL("inf", INFINITY),
+        FORKLOG_DBL("ninf", -INFINITY),
+        FORKLOG_DBL("neg0", -0.0),
+        FORKLOG_DBL("tiny", 4.9e-324),
+        FORKLOG_BOOL("b", 1),
+        FORKLOG_DUR_NS("dur", 250),
+        FORKLOG_TIME("t", 0.25),
+        FORKLOG_STR("null", NULL),
+        FORKLOG_STR("msg", "collides"),
+        FORKLOG_INT("level", 1),
     };
     cr_assert_eq(forklog_log_fields(log, FORKLOG_WARN, "m\"sg", f, sizeof f / sizeof f[0]), 0);
     cr_assert_eq(forklog_close(log), 0);
@@ -228,8 +249,8 @@ Test(fields, bad_input_is_einval_and_writes_nothing)
         many[i] = FORKLOG_INT("k", i);
     cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", many, FORKLOG_MAX_FIELDS + 1), -EINVAL);
     cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", many, FORKLOG_MAX_FIELDS), 0);
-    static const char *const bad_keys[] = {"", "a b", "a=b", "k\"", "\xc3\xa9",
-                                           "x2345678901234567890123456789012345678901234567890123456789012345"};
+    static const char *const bad_keys[] = {
+        "", "a b", "a=b", "k\"", "\xc3\xa9", "x2345678901234567890123456789012345678901234567890123456789012345"};
     for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++) {
         struct forklog_field f = FORKLOG_INT(bad_keys[i], 1);
         cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", &f, 1), -EINVAL, "key \"%s\"", bad_keys[i]);
@@ -285,8 +306,8 @@ Test(fields, records_that_do_not_fit_stay_whole_and_valid)
             expect_member(m, n, "cut", 'n', NULL);
             ck_members_free(m, n);
         } else {
-            cr_assert_not_null(strstr(buf, " bytes cut]\" a=1 b=2\n") ? "" : strstr(buf, " bytes cut] a=1 b=2\n"),
-                               "%s", buf);
+            cr_assert_not_null(strstr(buf, " bytes cut]\" a=1 b=2\n") ? "" : strstr(buf, " bytes cut] a=1 b=2\n"), "%s",
+                               buf);
         }
         free(buf);
         free(path);
@@ -340,8 +361,7 @@ Test(fields, context_name_tid_and_child_context)
     expect_text(buf, 0, "INFO pid=%ld tid=%ld app=\"my app\" parent 1 region=eu-1", pid, tid);
     expect_text(buf, 1, "INFO pid=%ld tid=%ld app=\"my app\" child ready region=eu-1 worker=3", (long)child,
                 (long)child);
-    expect_text(buf, 2, "INFO pid=%ld tid=%ld app=\"my app\" kv region=eu-1 worker=4 x=true", (long)child,
-                (long)child);
+    expect_text(buf, 2, "INFO pid=%ld tid=%ld app=\"my app\" kv region=eu-1 worker=4 x=true", (long)child, (long)child);
     expect_text(buf, 3, "INFO pid=%ld tid=%ld app=\"my app\" parent 2 region=eu-1", pid, tid);
     free(buf);
     free(path);
@@ -393,21 +413,32 @@ Test(fields, ecs_keys)
 {
     char *path;
     struct forklog_field ctx[] = {FORKLOG_STR("ecs.version", "8.11.0")};
-    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON, .keys = FORKLOG_KEYS_ECS, .flags = FORKLOG_TID,
-                                .name = "checkout", .context = ctx, .ncontext = 1};
+    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON,
+                                .keys = FORKLOG_KEYS_ECS,
+                                .flags = FORKLOG_TID,
+                                .name = "checkout",
+                                .context = ctx,
+                                .ncontext = 1};
     forklog *log = open_log("a.log", &o, &path);
-    OK(forklog_log_fields_at(log, FORKLOG_ERROR, "x.c", 3, "f", "failed",
-                                       (struct forklog_field[]){FORKLOG_INT("http.response.status_code", 502),
-                                                                FORKLOG_STR("message", "dup")},
-                                       2));
+    OK(forklog_log_fields_at(
+        log, FORKLOG_ERROR, "x.c", 3, "f", "failed",
+        (struct forklog_field[]){FORKLOG_INT("http.response.status_code", 502), FORKLOG_STR("message", "dup")}, 2));
     cr_assert_eq(forklog_close(log), 0);
     char *buf = slurp(path);
     struct ck_member m[20];
     int n = json_line(buf, 0, m, 20);
-    static const char *const order[] = {"@timestamp",           "log.level",           "process.pid",
-                                        "process.thread.id",    "service.name",        "message",
-                                        "log.origin.file.name", "log.origin.file.line", "log.origin.function",
-                                        "ecs.version",          "http.response.status_code", "fields.message"};
+    static const char *const order[] = {"@timestamp",
+                                        "log.level",
+                                        "process.pid",
+                                        "process.thread.id",
+                                        "service.name",
+                                        "message",
+                                        "log.origin.file.name",
+                                        "log.origin.file.line",
+                                        "log.origin.function",
+                                        "ecs.version",
+                                        "http.response.status_code",
+                                        "fields.message"};
     cr_assert_eq(n, 12);
     for (int i = 0; i < 12; i++)
         cr_assert_str_eq(m[i].key, order[i]);

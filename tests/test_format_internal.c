@@ -56,7 +56,8 @@ Test(format_internal, needs_escape_matches_byte_loop)
         for (size_t k = 0; k < len; k++)
             buf[k] = (unsigned char)(0x20 + rand_r(&seed) % 0x5f); /* printable ASCII but DEL */
         if (len && rand_r(&seed) % 2) {
-            static const unsigned char special[] = {0, 1, 0x1f, 0x7f, 0x80, 0xff, '"', '\\', 0x20, 0x7e, 0x21, 0x5b, '='};
+            static const unsigned char special[] = {0,    1,    0x1f, 0x7f, 0x80, 0xff, '"',
+                                                    '\\', 0x20, 0x7e, 0x21, 0x5b, '='};
             buf[(size_t)rand_r(&seed) % len] = special[(size_t)rand_r(&seed) % sizeof special];
         }
         for (int json = 0; json <= 1; json++)
@@ -136,15 +137,15 @@ Test(format_internal, vformat_the_formats_users_write)
     cr_assert(differ_check("%s: %s", "open", "No such file or directory"));
     cr_assert(differ_check("%d %d %lld %lld %u %x %X %zu %zd", INT_MIN, INT_MAX, LLONG_MIN, LLONG_MAX, UINT_MAX,
                            0xdeadbeefu, 0xabcu, (size_t)SIZE_MAX, (ssize_t)-5));
-    cr_assert(differ_check("[%5d] [%-5d] [%05d] [%+d] [% d] [%.3d] [%8.3d] [%-8.3d|] [%.0d] [%+.0d]", 42, 42, -42, 7,
-                           7, -7, 5, 5, 0, 0));
+    cr_assert(differ_check("[%5d] [%-5d] [%05d] [%+d] [% d] [%.3d] [%8.3d] [%-8.3d|] [%.0d] [%+.0d]", 42, 42, -42, 7, 7,
+                           -7, 5, 5, 0, 0));
     cr_assert(differ_check("[%10s] [%-10s|] [%.2s] [%c] [%3c] [%-3c|] %%", "abc", "abc", "abcdef", 'x', 'y', 'z'));
-    cr_assert(differ_check("[%hhd] [%hd] [%hhu] [%hu] [%jd] [%td]", 300, 70000, 300, 70000, (intmax_t)-1,
-                           (ptrdiff_t)-9));
+    cr_assert(
+        differ_check("[%hhd] [%hd] [%hhu] [%hu] [%jd] [%td]", 300, 70000, 300, 70000, (intmax_t)-1, (ptrdiff_t)-9));
     cr_assert(differ_check("%f %.0f %.1f %.2f %.9f %.17f", 3.14159, 0.5, 0.25, 1.005, 1e-9, 0.1));
     cr_assert(differ_check("%f %f %f %f", -0.0, -1e-300, 4.9e-324, 1e15));
-    cr_assert(differ_check("[%12.4f] [%-12.4f|] [%012.4f] [%+.3f] [% .3f] [%+012.1f]", -3.5, 2.25, -7.125, 1.0, 1.0,
-                           -0.05));
+    cr_assert(
+        differ_check("[%12.4f] [%-12.4f|] [%012.4f] [%+.3f] [% .3f] [%+012.1f]", -3.5, 2.25, -7.125, 1.0, 1.0, -0.05));
     cr_assert(differ_check("%.0f %.0f %.0f %.0f %.0f", 1.5, 2.5, 3.5, -0.5, -1.5));
     cr_assert(differ_check("%f %lf", 9007199254740992.0, 9.2233720368547e18));
     /* What the fast path leaves to vsnprintf. */
@@ -194,12 +195,12 @@ Test(format_internal, vformat_matches_vsnprintf_on_random_conversions)
             const char *len = lens[rand_r(&seed) % 8];
             char conv = "diuxX"[rand_r(&seed) % 5];
             snprintf(fmt, sizeof fmt, "<%%%s%s%s%s%c>", fl, width, prec, len, conv);
-            long long v = (long long)((uint64_t)rand_r(&seed) << 33 ^ (uint64_t)rand_r(&seed) << 2 ^ (uint64_t)(rand_r(&seed) & 3));
+            long long v = (long long)((uint64_t)rand_r(&seed) << 33 ^ (uint64_t)rand_r(&seed) << 2 ^
+                                      (uint64_t)(rand_r(&seed) & 3));
             if (rand_r(&seed) % 4 == 0)
                 v = (long long[]){0, -1, 1, INT_MIN, INT_MAX, LLONG_MIN, LLONG_MAX, 255, 65535}[rand_r(&seed) % 9];
             /* Pass the argument with the type the length modifier reads. */
-            if (!strcmp(len, "l") || !strcmp(len, "ll") || !strcmp(len, "z") || !strcmp(len, "j") ||
-                !strcmp(len, "t"))
+            if (!strcmp(len, "l") || !strcmp(len, "ll") || !strcmp(len, "z") || !strcmp(len, "j") || !strcmp(len, "t"))
                 taken += differ_check(fmt, v);
             else
                 taken += differ_check(fmt, (int)v);
