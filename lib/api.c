@@ -295,20 +295,27 @@ fail:
     return rc;
 }
 
-int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+/* What both opens do first: *out cleared, the defaults for a NULL opts, the explanation emptied, the options
+ * checked. Returns 0 or -EINVAL. */
+static int fl__open_begin(forklog **out, const struct forklog_options **opts)
 {
     static const struct forklog_options defaults;
     if (out)
         *out = NULL;
-    if (!out || !path || !path[0])
-        return -EINVAL;
-    if (!opts)
-        opts = &defaults;
-    if (opts->error && opts->error_size)
-        opts->error[0] = '\0';
-    int rc = fl__check_options(opts);
+    if (!*opts)
+        *opts = &defaults;
+    if ((*opts)->error && (*opts)->error_size)
+        (*opts)->error[0] = '\0';
+    return out ? fl__check_options(*opts) : -EINVAL;
+}
+
+int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    int rc = fl__open_begin(out, &opts);
     if (rc < 0)
         return rc;
+    if (!path || !path[0])
+        return -EINVAL;
     char *abs = fl__absolute(path, &rc);
     if (!abs)
         return rc;
@@ -341,16 +348,7 @@ static int fl__fd_refuse(const struct forklog_options *o, int rc, const char *wh
 
 int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
 {
-    static const struct forklog_options defaults;
-    if (out)
-        *out = NULL;
-    if (!out)
-        return -EINVAL;
-    if (!opts)
-        opts = &defaults;
-    if (opts->error && opts->error_size)
-        opts->error[0] = '\0';
-    int rc = fl__check_options(opts);
+    int rc = fl__open_begin(out, &opts);
     if (rc < 0)
         return rc;
     if (opts->rotate_bytes || opts->rotate_keep)
