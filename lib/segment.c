@@ -453,11 +453,13 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
  * Read with pread(2): this process has unmapped it already. */
 static int fl__seg_file_idle(int fd)
 {
-    struct fl__seg s;
-    if (pread(fd, &s, sizeof s, 0) != (ssize_t)sizeof s)
-        return 0;
-    return s.state == FL__IDLE && s.batch_phase == FL__BATCH_NONE && s.ring_phase == FL__RINGS_IDLE &&
-           s.buf_used == 0 && !fl__rings_pending(&s);
+    /* On the heap: the structure is some 35 KiB, too much for the stack of a small thread. */
+    struct fl__seg *s = aligned_alloc(_Alignof(struct fl__seg), sizeof *s);
+    int idle = s && pread(fd, s, sizeof *s, 0) == (ssize_t)sizeof *s && s->state == FL__IDLE &&
+               s->batch_phase == FL__BATCH_NONE && s->ring_phase == FL__RINGS_IDLE && s->buf_used == 0 &&
+               !fl__rings_pending(s);
+    free(s);
+    return idle;
 }
 
 void fl__seg_close(forklog *log)
