@@ -1203,33 +1203,6 @@ static void check_sig_mix(int rc, const struct forklog_task_result *res, const s
     }
 }
 
-Test(pool, sigchld_ignored_every_task_recorded)
-{
-    char *dir = th_tmpdir();
-    char *path = th_path(dir, "pool.log");
-    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
-    struct sigaction ign, old, after;
-    memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigemptyset(&ign.sa_mask);
-    cr_assert_eq(sigaction(SIGCHLD, &ign, &old), 0);
-    struct forklog_task_result res[SIG_MIX_N];
-    struct forklog_pool_options o = {.workers = 3, .timeout_s = 0.3, .log = log, .results = res};
-    struct forklog_pool_report rep;
-    double t0 = th_now_s();
-    int rc = forklog_pool_map(&o, SIG_MIX_N, sig_mix_task, NULL, &rep);
-    double took = th_now_s() - t0;
-    cr_assert_eq(sigaction(SIGCHLD, &old, &after), 0);
-    cr_assert(after.sa_handler == SIG_IGN, "the caller's SIG_IGN is kept");
-    cr_assert_lt(took, 10, "took %f s", took);
-    check_sig_mix(rc, res, &rep, 1);
-    forklog_close(log);
-    free(check_log(path, 0, SIG_MIX_N, res, &rep));
-    th_rmdir(dir);
-    free(path);
-    free(dir);
-}
-
 static volatile sig_atomic_t reaped_by_handler;
 
 /* A caller's SIGCHLD handler that reaps every child it can, the pool's workers included. */
@@ -1242,14 +1215,16 @@ static void reap_everything(int sig)
     errno = saved;
 }
 
-static void run_with_reaping_handler(int flags, enum forklog_format format)
+/* Runs the signal mix with the caller's SIGCHLD disposition set to `handler` (SIG_IGN, or a handler with `flags`),
+ * checks that the pool kept it, and reads the log back. `lost` is check_sig_mix's. */
+static void run_with_sigchld(void (*handler)(int), int flags, enum forklog_format format, int lost)
 {
     char *dir = th_tmpdir();
     char *path = th_path(dir, "pool.log");
     forklog *log = open_log(path, format);
     struct sigaction sa, old, after;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = reap_everything;
+    sa.sa_handler = handler;
     sa.sa_flags = flags;
     sigemptyset(&sa.sa_mask);
     cr_assert_eq(sigaction(SIGCHLD, &sa, &old), 0);
@@ -1260,10 +1235,10 @@ static void run_with_reaping_handler(int flags, enum forklog_format format)
     int rc = forklog_pool_map(&o, SIG_MIX_N, sig_mix_task, NULL, &rep);
     double took = th_now_s() - t0;
     cr_assert_eq(sigaction(SIGCHLD, &old, &after), 0);
-    cr_assert(after.sa_handler == reap_everything, "the caller's handler is kept");
+    cr_assert(after.sa_handler == handler, "the caller's disposition is kept");
     cr_assert_eq(after.sa_flags & SA_RESTART, flags & SA_RESTART, "and its flags");
     cr_assert_lt(took, 10, "took %f s", took);
-    check_sig_mix(rc, res, &rep, 2);
+    check_sig_mix(rc, res, &rep, lost);
     forklog_close(log);
     free(check_log(path, format == FORKLOG_FORMAT_JSON, SIG_MIX_N, res, &rep));
     th_rmdir(dir);
@@ -1271,14 +1246,19 @@ static void run_with_reaping_handler(int flags, enum forklog_format format)
     free(dir);
 }
 
+Test(pool, sigchld_ignored_every_task_recorded)
+{
+    run_with_sigchld(SIG_IGN, 0, FORKLOG_FORMAT_TEXT, 1);
+}
+
 Test(pool, sigchld_handler_reaping_workers_with_sa_restart)
 {
-    run_with_reaping_handler(SA_RESTART, FORKLOG_FORMAT_TEXT);
+    run_with_sigchld(reap_everything, SA_RESTART, FORKLOG_FORMAT_TEXT, 2);
 }
 
 Test(pool, sigchld_handler_reaping_workers_without_sa_restart)
 {
-    run_with_reaping_handler(0, FORKLOG_FORMAT_JSON);
+    run_with_sigchld(reap_everything, 0, FORKLOG_FORMAT_JSON, 2);
 }
 
 /* ---- hostile tasks: children, grandchildren, exit(), descriptors, sessions --------------------------------------- */
