@@ -134,8 +134,9 @@ struct fl__proc {
 struct forklog {
     struct fl__seg *seg;
     size_t seg_len;
-    int seg_fd;     /* the segment file, open with a shared flock(2) while the handle lives; -1: private segment */
-    size_t buf_cap; /* FORKLOG_BUFFERED: the buffer this handle builds a segment with (a joined one has its own) */
+    int seg_fd;         /* the segment file, open with a shared flock(2) while the handle lives; -1: private segment */
+    size_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size this handle builds a segment with (a joined one has its
+                           own) */
     int fd;
     uint32_t gen;
     enum forklog_level level;

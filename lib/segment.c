@@ -67,16 +67,18 @@ static size_t fl__page(void)
 
 /* Where the buffered records of a segment go: with rotation, one buffer under the lock (a rotation must know the
  * size of what it writes); without, a lock-free ring per writer thread (ring.c). */
-static void fl__buffer_shape(const forklog *log, size_t buffer_size, size_t *buf_cap, size_t *ring_cap)
+static void fl__buffer_shape(const forklog *log, size_t *buf_cap, size_t *ring_cap)
 {
     int buffered = (log->flags & FORKLOG_BUFFERED) != 0;
-    *buf_cap = buffered && log->rotate_bytes ? buffer_size : 0;
-    *ring_cap = buffered && !log->rotate_bytes ? buffer_size : 0;
+    *buf_cap = buffered && log->rotate_bytes ? log->buffer_size : 0;
+    *ring_cap = buffered && !log->rotate_bytes ? log->buffer_size : 0;
 }
 
-static size_t fl__seg_bytes(size_t buf_cap, size_t ring_cap)
+/* The bytes of a segment built for this handle's settings, whole pages. */
+static size_t fl__seg_bytes(const forklog *log)
 {
-    size_t pg = fl__page();
+    size_t buf_cap, ring_cap, pg = fl__page();
+    fl__buffer_shape(log, &buf_cap, &ring_cap);
     return (sizeof(struct fl__seg) + buf_cap + FL__RINGS * ring_cap + pg - 1) / pg * pg;
 }
 
@@ -142,7 +144,7 @@ static int fl__mutex_init(pthread_mutex_t *mu)
 static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64_t builds, const struct stat *st)
 {
     size_t buf_cap, ring_cap;
-    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
+    fl__buffer_shape(log, &buf_cap, &ring_cap);
     int rc = fl__mutex_init(&s->mu);
     if (rc < 0)
         return rc;
@@ -164,7 +166,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     s->head.rotate_keep = log->rotate_keep;
     s->head.flush_ms = (uint32_t)(log->flush_ns / 1000000);
     s->head.builds = builds;
-    s->head.buffer_size = log->flags & FORKLOG_BUFFERED ? log->buf_cap : 0;
+    s->head.buffer_size = log->flags & FORKLOG_BUFFERED ? log->buffer_size : 0;
     atomic_thread_fence(memory_order_release);
     s->head.ready = FL__READY;
     return 0;
@@ -275,9 +277,7 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     struct stat now;
     if (fstat(log->fd, &now) < 0)
         return -errno;
-    size_t buf_cap, ring_cap;
-    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
-    size_t len = fl__seg_bytes(buf_cap, ring_cap);
+    size_t len = fl__seg_bytes(log);
     /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. */
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
         rc = -errno;
@@ -429,13 +429,11 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
 {
     log->seg = NULL;
     log->seg_fd = -1;
-    log->buf_cap = o->flags & FORKLOG_BUFFERED ? (o->buffer_size ? o->buffer_size : FL__DEFAULT_BUFFER) : 0;
+    log->buffer_size = o->flags & FORKLOG_BUFFERED ? (o->buffer_size ? o->buffer_size : FL__DEFAULT_BUFFER) : 0;
     if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
         return fl__seg_named(log, o, st, err, errlen);
     /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. */
-    size_t buf_cap, ring_cap;
-    fl__buffer_shape(log, log->buf_cap, &buf_cap, &ring_cap);
-    size_t len = fl__seg_bytes(buf_cap, ring_cap);
+    size_t len = fl__seg_bytes(log);
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
