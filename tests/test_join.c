@@ -12,6 +12,7 @@
 #include <grp.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 extern char **environ;
 
@@ -874,3 +875,48 @@ SEG_POINT(opener_dies_after_sizing_the_segment, "SEG_SIZED")
 SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
 SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
+
+Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
+{
+    /* The last user's close cannot write the buffer (a file size limit): the close fails, the segment file stays
+     * with the records, and the next open writes them, once. Then an open that cannot write them fails itself and
+     * keeps them. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        for (unsigned q = 0; q < 50; q++)
+            if (rc_write(log, buf, 'R', 0, q, 0, 100) != 0)
+                _exit(4);
+        struct rlimit rl = {10, 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(5);
+        _exit(forklog_close(log) == -EFBIG ? 0 : 6);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the close should fail with -EFBIG");
+    cr_assert(seg_exists(), "the segment file keeps the records the close could not write");
+    size_t len;
+    free(th_slurp(logpath, &len));
+    cr_assert_eq(len, 0);
+    /* An opener that cannot write them either fails, and they stay. */
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {10, 10};
+        forklog *log;
+        _exit(setrlimit(RLIMIT_FSIZE, &rl) == 0 && forklog_open(&log, logpath, NULL) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "an open that cannot write the left records should fail with -EFBIG");
+    cr_assert(seg_exists());
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_not(seg_exists());
+    unsigned want[1] = {50};
+    check_records(1, want, 0);
+}
