@@ -43,12 +43,15 @@ static int64_t fl__coarse_ns(void)
 }
 
 /* The calling thread's ring, remembered per thread for the last segment it wrote to. A forked child has another
- * pid, so it never uses its parent's ring. */
+ * pid, so it never uses its parent's ring. head and off: where this thread's last record ended (off = head %
+ * ring_cap), so that an append needs no division. */
 static _Thread_local struct {
     const struct fl__seg *seg;
     long pid;
     long tid;
     unsigned ring;
+    uint64_t head;
+    size_t off;
 } fl__my;
 
 static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
@@ -194,6 +197,7 @@ static struct fl__ring *fl__my_ring(forklog *log)
                 FL__CRASH(RING_CLAIMED);
                 fl__my.seg = s;
                 fl__my.ring = k;
+                fl__my.head = UINT64_MAX;
                 return &s->rings[k];
             }
         }
@@ -220,19 +224,23 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
             return rc;
     }
     unsigned char *d = fl__ring_data(s, k);
-    size_t off = (size_t)(h % s->ring_cap);
+    size_t cap = s->ring_cap, off = fl__my.head == h ? fl__my.off : (size_t)(h % cap);
     for (int i = 0; i < iovcnt; i++) {
         const unsigned char *src = iov[i].iov_base;
         size_t left = iov[i].iov_len;
         while (left > 0) {
-            size_t n = left < s->ring_cap - off ? left : s->ring_cap - off;
+            size_t n = left < cap - off ? left : cap - off;
             memcpy(d + off, src, n);
             src += n;
             left -= n;
-            off = (off + n) % s->ring_cap;
+            off += n;
+            if (off == cap)
+                off = 0;
         }
     }
     FL__CRASH(RING_COPIED);
+    fl__my.head = h + len;
+    fl__my.off = off;
     atomic_store_explicit(&r->head, h + len, memory_order_seq_cst);
     FL__CRASH(RING_PUBLISHED);
     int64_t now = fl__coarse_ns();
