@@ -30,6 +30,22 @@ static void fl__civil(int64_t days, int *y, unsigned *m, unsigned *d)
     *y = (int)(yoe + era * 400 + (*m <= 2));
 }
 
+/* "00" .. "99": two decimal digits per lookup. */
+static const char fl__pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+
+/* The six digits of the microseconds of tv_nsec, in three two-digit steps (the compiler turns the divisions by
+ * constants into multiplications). */
+static void fl__micros(char out[6], long nsec)
+{
+    unsigned us = (unsigned)(nsec / 1000) % 1000000u;
+    unsigned hi = us / 10000, rest = us % 10000;
+    memcpy(out, fl__pairs + 2 * hi, 2);
+    memcpy(out + 2, fl__pairs + 2 * (rest / 100), 2);
+    memcpy(out + 4, fl__pairs + 2 * (rest % 100), 2);
+}
+
 static void fl__digits(char *out, unsigned long v, int n)
 {
     while (n-- > 0) {
@@ -57,7 +73,7 @@ void fl__rfc3339(char out[27], const struct timespec *ts)
     }
     memcpy(out, fl__second_cache.text, 19);
     out[19] = '.';
-    fl__digits(out + 20, (unsigned long)(ts->tv_nsec / 1000), 6);
+    fl__micros(out + 20, ts->tv_nsec);
     out[26] = 'Z';
 }
 
@@ -258,9 +274,7 @@ static int fl__is_builtin(int ks, const char *k, size_t klen)
 /* Decimal digits of v, written backwards so that they end at `end`. Returns how many. */
 static size_t fl__udec_back(char *end, unsigned long long v)
 {
-    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                                   "8081828384858687888990919293949596979899";
+    const char *pairs = fl__pairs;
     char *p = end;
     while (v >= 100) {
         unsigned r = (unsigned)(v % 100);
@@ -597,35 +611,71 @@ size_t fl__prefix_bound(const forklog *log)
     return part[0].n + 27 + part[1].n + 5 + part[2].n + 20 + part[3].n + 20 + log->app_len + part[4].n;
 }
 
-size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
+/* What follows the timestamp up to the thread id (or, without FORKLOG_TID, to the end of the prefix). */
+static char *fl__prefix_rest(const forklog *log, enum forklog_level level, long pid, int whole, char *o)
 {
-    char *o = out;
-    long pid = fl__pid(log);
-    char num[24];
-    const int json = log->format == FORKLOG_FORMAT_JSON;
     static const struct fl__str levels[2][5] = {
         {FL__STR(""), FL__STR("DEBUG"), FL__STR("INFO"), FL__STR("WARN"), FL__STR("ERROR")},
         {FL__STR(""), FL__STR("debug"), FL__STR("info"), FL__STR("warn"), FL__STR("error")}};
+    const int json = log->format == FORKLOG_FORMAT_JSON;
     const struct fl__str *part = fl__parts[json + fl__keyset(log)];
-    o = fl__put_str(o, part[0]);
-    fl__rfc3339(o, now);
-    o = fl__put_str(o + 27, part[1]);
+    char num[24];
+    o = fl__put_str(o, part[1]);
     o = fl__put_str(o, levels[json][level]);
     o = fl__put_str(o, part[2]);
     size_t n = fl__udec_back(num + sizeof num, (unsigned long)pid);
     memcpy(o, num + sizeof num - n, n);
     o += n;
-    if (log->flags & FORKLOG_TID) {
+    if (whole) {
+        if (log->app_len)
+            memcpy(o, log->app_tok, log->app_len);
+        o = fl__put_str(o + log->app_len, part[4]);
+    }
+    return o;
+}
+
+size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
+{
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const int tid = (log->flags & FORKLOG_TID) != 0;
+    const struct fl__str *part = fl__parts[json + fl__keyset(log)];
+    char *o = fl__put_str(out, part[0]);
+    fl__rfc3339(o, now);
+    o += 27;
+    long pid = fl__pid(log);
+    /* The rest depends on the process and the level only (but the thread id): built once per process and level
+     * in the handle's per-process page, then copied in 16-byte steps. */
+    struct fl__proc *proc = log->proc;
+    int state = proc ? atomic_load_explicit(&proc->pre_state[level], memory_order_acquire) : -1;
+    if (state == 2) {
+        const char *c = proc->pre[level];
+        size_t n = proc->pre_len[level];
+        for (size_t i = 0; i < n; i += 16)
+            memcpy(o + i, c + i, 16);
+        o += n;
+    } else {
+        char *start = o;
+        o = fl__prefix_rest(log, level, pid, !tid, o);
+        size_t n = (size_t)(o - start);
+        unsigned char idle = 0;
+        if (state == 0 && n <= FL__PRE_CACHE &&
+            atomic_compare_exchange_strong_explicit(&proc->pre_state[level], &idle, 1, memory_order_relaxed,
+                                                    memory_order_relaxed)) {
+            memcpy(proc->pre[level], start, n);
+            proc->pre_len[level] = (unsigned char)n;
+            atomic_store_explicit(&proc->pre_state[level], 2, memory_order_release);
+        }
+    }
+    if (tid) {
+        char num[24];
         o = fl__put_str(o, part[3]);
-        n = fl__udec_back(num + sizeof num, (unsigned long)fl__tid(pid));
+        size_t n = fl__udec_back(num + sizeof num, (unsigned long)fl__tid(pid));
         memcpy(o, num + sizeof num - n, n);
         o += n;
+        if (log->app_len)
+            memcpy(o, log->app_tok, log->app_len);
+        o = fl__put_str(o + log->app_len, part[4]);
     }
-    if (log->app_len) {
-        memcpy(o, log->app_tok, log->app_len);
-        o += log->app_len;
-    }
-    o = fl__put_str(o, part[4]);
     return (size_t)(o - out);
 }
 

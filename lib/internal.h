@@ -125,10 +125,17 @@ struct fl__seg {
 
 /* Per-process state that fork() must not copy: it lives in a private page marked MADV_WIPEONFORK, which a child
  * sees zero-filled, so a zero field means "not yet done in this process". */
+#define FL__PRE_CACHE 96 /* bytes of a cached prefix tail (format.c), a multiple of 16 */
 struct fl__proc {
     atomic_int pid; /* getpid() of this process, 0 until first asked */
     int own_fd;     /* log->fd is this process's own open file description (lock held to read or write) */
+    /* format.c: per level, what follows the timestamp in this process's records (` INFO pid=N app=X `), built
+     * once per process; pre_state 0: not yet, 1: a thread is building it, 2: ready (release-stored). */
+    atomic_uchar pre_state[5];
+    unsigned char pre_len[5];
+    _Alignas(16) char pre[5][FL__PRE_CACHE];
 };
+_Static_assert(sizeof(struct fl__proc) <= 4096, "struct fl__proc fits the smallest page");
 
 /* The handle. fork() copies it: fd and gen are per process, changed only with the lock held. */
 struct forklog {
@@ -185,7 +192,8 @@ struct fl__loc {
 FL__INTERNAL long fl__pid(const forklog *log);
 
 /* Writes the record prefix (text: `TS LEVEL pid=N[ tid=T][ app=NAME] `; JSON: up to the opening quote of the
- * message) into out, which has room for log->prefix_max bytes. Returns its length. */
+ * message) into out, which has room for log->prefix_max + 16 bytes (the bytes past the prefix may be written
+ * too). Returns its length. */
 FL__INTERNAL size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out);
 
 /* The most bytes fl__prefix can write for this handle (its format, key set, FORKLOG_TID, app token). */

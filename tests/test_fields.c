@@ -538,3 +538,57 @@ Test(fields, the_fast_formatter_in_records)
     free(buf);
     free(path);
 }
+
+/* The prefix after the timestamp is built once per process and level, and kept: every level twice, in the parent
+ * and then in a forked child (which must not keep the parent's pid), in text with an app name and in ECS JSON. */
+Test(fields, prefix_per_level_and_process)
+{
+    static const char *const upper[] = {"", "DEBUG", "INFO", "WARN", "ERROR"};
+    static const char *const lower[] = {"", "debug", "info", "warn", "error"};
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.level = FORKLOG_DEBUG, .name = "svc"};
+        if (json) {
+            o.format = FORKLOG_FORMAT_JSON;
+            o.keys = FORKLOG_KEYS_ECS;
+        }
+        forklog *log = open_log(json ? "a.json" : "a.log", &o, &path);
+        for (int round = 0; round < 2; round++)
+            for (int lv = FORKLOG_DEBUG; lv <= FORKLOG_ERROR; lv++)
+                cr_assert_eq(forklog_log(log, (enum forklog_level)lv, "p %d", round), 0);
+        pid_t child = fork();
+        if (child == 0) {
+            for (int round = 0; round < 2; round++)
+                for (int lv = FORKLOG_DEBUG; lv <= FORKLOG_ERROR; lv++)
+                    if (forklog_log(log, (enum forklog_level)lv, "c %d", round) != 0)
+                        _exit(1);
+            forklog_close(log);
+            _exit(0);
+        }
+        cr_assert_eq(th_wait(child), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        for (int k = 0; k < 16; k++) {
+            int lv = FORKLOG_DEBUG + k % 4, round = k / 4 % 2;
+            long pid = k < 8 ? (long)getpid() : (long)child;
+            char msg[8];
+            snprintf(msg, sizeof msg, "%c %d", k < 8 ? 'p' : 'c', round);
+            if (!json) {
+                expect_text(buf, k, "%s pid=%ld app=svc %s", upper[lv], pid, msg);
+                continue;
+            }
+            struct ck_member m[8];
+            int n = json_line(buf, k, m, 8);
+            char pids[24];
+            snprintf(pids, sizeof pids, "%ld", pid);
+            cr_assert_eq(n, 5);
+            expect_member(m, n, "log.level", 's', lower[lv]);
+            expect_member(m, n, "process.pid", 'n', pids);
+            expect_member(m, n, "service.name", 's', "svc");
+            expect_member(m, n, "message", 's', msg);
+            ck_members_free(m, n);
+        }
+        free(buf);
+        free(path);
+    }
+}
