@@ -93,6 +93,12 @@ lib.forklog_open.restype = ctypes.c_int
 # Linux calling conventions (x86_64, aarch64, ...) pass as for a fixed-argument function.
 lib.forklog_log.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
 lib.forklog_log.restype = ctypes.c_int
+# The same function without argtypes, for the per-record path (Log.info(), Handler.emit()): called with the handle
+# as a ctypes.c_void_p, the level as a Python int (passed as a C int), the format and the message as bytes (passed
+# as char *). Without argtypes ctypes converts each argument in C instead of calling each type's from_param(): about
+# 0.2 us less per call. (lib["name"] gives a function object of its own; lib.name is the cached one above.)
+log_s = lib["forklog_log"]
+log_s.restype = ctypes.c_int
 lib.forklog_write.argtypes = [_handle_p, ctypes.c_char_p, ctypes.c_size_t]
 lib.forklog_write.restype = ctypes.c_int
 lib.forklog_flush.argtypes = [_handle_p]
