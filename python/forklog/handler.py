@@ -10,8 +10,13 @@ _TO_LOGGING = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARN: logging.WARNING, 
 
 
 # The attributes every LogRecord has; any other one came from `extra=` (or a filter) and is a field.
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime",
-                                                                                     "taskName"}
+_BASE_ATTRS = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+_RECORD_ATTRS = frozenset(_BASE_ATTRS) | {"message", "asctime", "taskName"}
+# A record has these _NBASE attributes from LogRecord.__init__, plus "message" and "asctime" once a formatter has
+# set them: a record with no more than that has no field, and emit() skips looking for them.
+_NBASE = len(_BASE_ATTRS)
+# What Handler.handle() returns for a record that passed: True, or (Python 3.12 and later) the record.
+_PASSED_IS_RECORD = logging.Filterer().filter(logging.LogRecord("", 0, "", 0, "", (), None)) is not True
 
 
 def forklog_level(levelno):
@@ -24,6 +29,10 @@ def forklog_level(levelno):
     if levelno >= logging.INFO:
         return INFO
     return DEBUG
+
+
+_LEVELS = {lv: forklog_level(lv) for lv in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                                            logging.CRITICAL)}
 
 
 def _split_level(level):
@@ -76,6 +85,8 @@ class Handler(logging.Handler):
         self._raw = raw
         self._extras = extras and not raw and _native.HAVE_FIELDS
         self._options = dict(options, json=json, extras=extras)
+        # emit() formats a record itself when there is no formatter, unless a subclass formats its own way.
+        self._default_format = type(self).format is logging.Handler.format
 
     @property
     def log(self):
@@ -86,17 +97,43 @@ class Handler(logging.Handler):
     def closed(self):
         return self._log.closed
 
+    def handle(self, record):
+        """Filters the record and emits it, as logging.Handler.handle() does, but without taking the handler's
+        lock: forklog serializes the records itself, between threads as between processes, so emit() may run
+        in several threads at once. The formatter may then be called by several threads at once, as it is
+        whenever it is shared by several handlers (logging's own formatters are safe for that)."""
+        if self.filters:
+            rv = self.filter(record)
+            if not rv:
+                return rv
+            if isinstance(rv, logging.LogRecord):  # Python 3.12 and later: a filter may return a new record
+                record = rv
+        else:
+            rv = record if _PASSED_IS_RECORD else True
+        self.emit(record)
+        return rv
+
     def emit(self, record):
         try:
-            msg = self.format(record)
+            if (self.formatter is None and self._default_format
+                    and not (record.exc_info or record.exc_text or record.stack_info)):
+                # What logging's default Formatter("%(message)s") makes of a record without a traceback or a
+                # stack, without its five calls
+                msg = record.message = record.getMessage()
+            else:
+                msg = self.format(record)
             if self._raw:
                 self._log.write(msg)
-            elif self._extras:
+                return
+            lv = _LEVELS.get(record.levelno) or forklog_level(record.levelno)
+            if self._extras:
                 d = record.__dict__
-                fields = {k: d[k] for k in d if k not in _RECORD_ATTRS}
-                self._log._log(forklog_level(record.levelno), msg, fields, False)
-            else:
-                self._log._log(forklog_level(record.levelno), msg)
+                if len(d) > _NBASE + ("message" in d) + ("asctime" in d):
+                    fields = {k: d[k] for k in d if k not in _RECORD_ATTRS}
+                    if fields:
+                        self._log._log(lv, msg, fields, False)
+                        return
+            self._log._log(lv, msg)
         except RecursionError:  # as logging's handlers do
             raise
         except Exception:
