@@ -26,15 +26,15 @@ static void teardown(void)
 
 TestSuite(ring, .init = setup, .fini = teardown);
 
-/* Reads the log and checks that writer id wrote records 0 .. want-1, each once, in order of seq. */
-static void check_in_order(unsigned writers, unsigned want)
+/* Reads the log at path and checks that writer id wrote records 0 .. want-1, each once, in order of seq. */
+static void check_file_in_order(const char *path, unsigned writers, unsigned want)
 {
     size_t len;
-    char *buf = th_slurp(logpath, &len);
+    char *buf = th_slurp(path, &len);
     cr_assert_not_null(buf);
     struct rc_seen seen;
     rc_seen_init(&seen, writers, want);
-    rc_scan(&seen, logpath, 0);
+    rc_scan(&seen, path, 0);
     for (unsigned id = 0; id < writers; id++)
         for (unsigned q = 0; q < want; q++)
             cr_assert_eq(rc_count(&seen, id, q), 1, "writer %u record %u is there %u times", id, q,
@@ -53,6 +53,11 @@ static void check_in_order(unsigned writers, unsigned want)
     }
     free(next);
     free(buf);
+}
+
+static void check_in_order(unsigned writers, unsigned want)
+{
+    check_file_in_order(logpath, writers, want);
 }
 
 struct thread_arg {
@@ -124,6 +129,29 @@ Test(ring, small_rings_and_records_too_large_for_them)
     /* 4 KiB rings: full every few records, and records over 2 KiB go straight to the file after the rings. */
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096};
     run(&o, 3, 2, 1500, 3500);
+}
+
+Test(ring, one_thread_writes_two_logs_in_turn)
+{
+    /* One thread, a ring in each log's segment, 4 KiB rings so that records straddle their ends: every record of
+     * both logs whole and in order (an append continues where this thread's last record in that ring ended). */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096};
+    char *other = th_path(dir, "other.log");
+    forklog *a, *b;
+    cr_assert_eq(forklog_open(&a, logpath, &o), 0);
+    cr_assert_eq(forklog_open(&b, other, &o), 0);
+    char *buf = malloc(RC_HEAD_MAX + 1500);
+    unsigned seed = 7;
+    for (unsigned q = 0; q < 3000; q++) {
+        cr_assert_eq(rc_write(a, buf, 'R', 0, q, 0, (size_t)rand_r(&seed) % 1500), 0);
+        cr_assert_eq(rc_write(b, buf, 'R', 0, q, 0, (size_t)rand_r(&seed) % 1500), 0);
+    }
+    free(buf);
+    cr_assert_eq(forklog_close(a), 0);
+    cr_assert_eq(forklog_close(b), 0);
+    check_file_in_order(logpath, 1, 3000);
+    check_file_in_order(other, 1, 3000);
+    free(other);
 }
 
 Test(ring, the_age_bound_writes_an_idle_writers_records)
