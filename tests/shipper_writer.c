@@ -1,29 +1,33 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The writer of tests/shipper_rsyslog.sh: a parent opens a JSON Lines log and forks `workers` processes that
- * each write `records` records through the inherited handle, `{"ts":..,"level":"info","pid":..,"msg":"ship",
- * "w":W,"seq":S,"pad":"..."}`, one every `pause_us` microseconds, payloads of 50 to 1500 bytes (below rsyslog's
- * 8 KiB maxMessageSize).
+ * each write records through the inherited handle, `{"ts":..,"level":"info","pid":..,"msg":"ship","w":W,
+ * "seq":S,"pad":"..."}`, one every `pause_us` microseconds, payloads of 50 to 1500 bytes (below rsyslog's
+ * 8 KiB maxMessageSize), and then one last record `{..,"msg":"done","w":W,"n":N}` that says how many it wrote.
  *
  * Usage: shipper_writer rotate LOG WORKERS RECORDS PAUSE_US ROTATE_BYTES
- *        shipper_writer reopen LOG WORKERS RECORDS PAUSE_US PIDFILE
- *   rotate: size-based rotation by forklog (rotate_bytes, rotate_keep 1000);
- *   reopen: no rotation of its own; SIGHUP calls forklog_reopen() (logrotate's `create` mode), and the pid is
- *           written to PIDFILE once the workers run.
+ *        shipper_writer reopen LOG WORKERS PAUSE_US PIDFILE
+ *   rotate: RECORDS records per worker, size-based rotation by forklog (rotate_bytes, rotate_keep 1000);
+ *   reopen: no rotation of its own, SIGHUP calls forklog_reopen() (logrotate), and the pid is written to PIDFILE
+ *           once the workers run; the workers write until the parent gets SIGTERM, so that every rotation the
+ *           test does happens while all of them write.
  * Exit status: 0 when every record was written, 1 otherwise.
  */
 #include <forklog.h>
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 static forklog *lg;
+static atomic_int *stop; /* shared with the workers: set by the parent's SIGTERM handler */
 
 static void on_hup(int sig)
 {
@@ -31,32 +35,53 @@ static void on_hup(int sig)
     forklog_reopen(lg); /* async-signal-safe */
 }
 
+static void on_term(int sig)
+{
+    (void)sig;
+    atomic_store(stop, 1);
+}
+
+static void on_signal(int sig, void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 7 || (strcmp(argv[1], "rotate") != 0 && strcmp(argv[1], "reopen") != 0)) {
-        fprintf(stderr, "usage: %s rotate|reopen LOG WORKERS RECORDS PAUSE_US ROTATE_BYTES|PIDFILE\n", argv[0]);
+    int rotate = argc == 7 && strcmp(argv[1], "rotate") == 0;
+    if (!rotate && !(argc == 6 && strcmp(argv[1], "reopen") == 0)) {
+        fprintf(stderr,
+                "usage: %s rotate LOG WORKERS RECORDS PAUSE_US ROTATE_BYTES\n"
+                "       %s reopen LOG WORKERS PAUSE_US PIDFILE\n",
+                argv[0], argv[0]);
         return 2;
     }
-    int rotate = strcmp(argv[1], "rotate") == 0;
-    int workers = atoi(argv[3]), records = atoi(argv[4]);
-    long pause_us = atol(argv[5]);
+    int workers = atoi(argv[3]);
+    long records = rotate ? atol(argv[4]) : -1; /* -1: until SIGTERM */
+    long pause_us = atol(argv[rotate ? 5 : 4]);
     char why[256] = "";
     struct forklog_options o = {.format = FORKLOG_FORMAT_JSON, .error = why, .error_size = sizeof why};
     if (rotate) {
         o.rotate_bytes = strtoull(argv[6], NULL, 10);
         o.rotate_keep = 1000;
     }
+    stop = mmap(NULL, sizeof *stop, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (stop == MAP_FAILED)
+        return 1;
+    atomic_init(stop, 0);
     int rc = forklog_open(&lg, argv[2], &o);
     if (rc < 0) {
         fprintf(stderr, "shipper_writer: %s: %s %s\n", argv[2], strerror(-rc), why);
         return 1;
     }
     if (!rotate) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_hup;
-        sa.sa_flags = SA_RESTART;
-        sigaction(SIGHUP, &sa, NULL);
+        on_signal(SIGHUP, on_hup);
+        on_signal(SIGTERM, on_term);
     }
     static char pad[1600];
     memset(pad, 'x', sizeof pad - 1);
@@ -65,15 +90,19 @@ int main(int argc, char **argv)
         if (pid < 0)
             return 1;
         if (pid == 0) {
+            /* SIGHUP and SIGTERM go to the parent, whose pid is in the pid file; a worker only writes. */
+            signal(SIGHUP, SIG_IGN);
+            signal(SIGTERM, SIG_DFL);
             unsigned seed = (unsigned)w * 7919u + 17;
-            for (int s = 0; s < records; s++) {
+            long s;
+            for (s = 0; records < 0 ? !atomic_load(stop) : s < records; s++) {
                 size_t n = 50 + (size_t)rand_r(&seed) % 1450;
                 pad[n] = '\0';
                 struct forklog_field f[] = {FORKLOG_INT("w", w), FORKLOG_INT("seq", s), FORKLOG_STR("pad", pad)};
                 rc = forklog_log_fields(lg, FORKLOG_INFO, "ship", f, 3);
                 pad[n] = 'x';
                 if (rc != 0) {
-                    fprintf(stderr, "shipper_writer: worker %d record %d: %s\n", w, s, strerror(rc < 0 ? -rc : 0));
+                    fprintf(stderr, "shipper_writer: worker %d record %ld: %s\n", w, s, strerror(rc < 0 ? -rc : 0));
                     _exit(1);
                 }
                 if (pause_us > 0) {
@@ -82,11 +111,14 @@ int main(int argc, char **argv)
                         ;
                 }
             }
+            struct forklog_field done[] = {FORKLOG_INT("w", w), FORKLOG_INT("n", s)};
+            if (forklog_log_fields(lg, FORKLOG_INFO, "done", done, 2) != 0)
+                _exit(1);
             _exit(forklog_close(lg) == 0 ? 0 : 1);
         }
     }
     if (!rotate) {
-        FILE *f = fopen(argv[6], "w");
+        FILE *f = fopen(argv[5], "w");
         if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
             return 1;
     }
