@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Rotation by logrotate(8): the program logs from several forked workers, and its SIGHUP handler calls
- * forklog_reopen(), which is async-signal-safe. logrotate renames the log (app.log to app.log.1, ...), creates
- * a new app.log (`create`), then runs `postrotate`, which sends SIGHUP (see examples/logrotate.conf); every
- * process of the log moves to the new file before its next record, and records written between the rename and
- * the signal land whole at the end of the renamed file. No record is lost or split.
+ * forklog_reopen(), which is async-signal-safe. logrotate renames the log (app.log to app.log.1, ...), then
+ * runs `postrotate`, which sends SIGHUP (see examples/logrotate.conf); every process of the log moves to a new
+ * app.log before its next record, and the first one creates that file with the options' mode (with `nocreate`,
+ * logrotate leaves that to the program). Records written between the rename and the signal land whole at the
+ * end of the renamed file. No record is lost or split.
  *
  * Usage: logrotate_reopen LOGFILE PIDFILE SECONDS [workers]
  *   writes its pid to PIDFILE (for postrotate), logs `worker W seq N` records for SECONDS (4 workers by
@@ -44,7 +45,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: SECONDS > 0, 1..64 workers\n", argv[0]);
         return 2;
     }
-    int rc = forklog_open(&log_handle, argv[1], NULL);
+    /* The mode (and, for a privileged parent whose workers drop their privileges, .owner and .group) of every
+     * file the log creates: the first one, and each new one after a rotation. */
+    struct forklog_options opts = {.mode = 0640};
+    int rc = forklog_open(&log_handle, argv[1], &opts);
     if (rc < 0) {
         fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
         return 1;

@@ -5,8 +5,9 @@
 #   prefork   PROGRAM   the pre-fork HTTP server: one whole record per request
 #   pool      PROGRAM   the timing pool: one record per job, whatever the job did
 #   stdout    PROGRAM   logging to stdout (forklog_open_fd): a pipe, a file, a stream and a datagram socket
-#   logrotate PROGRAM   the real logrotate with its own state file, rotating 5 times under 4 writers: no record
-#                       lost, duplicated or split
+#   logrotate PROGRAM   the real logrotate with its own state file and the example's configuration (nocreate),
+#                       rotating 5 times under 4 writers: no record lost, duplicated or split, every file
+#                       created by the program with its mode
 #   cmake     SRC_DIR BUILD_DIR   examples/cmake-consumer built against a temporary install prefix
 set -eu
 case=$1 prog=$2
@@ -84,11 +85,14 @@ logrotate)
   command -v logrotate >/dev/null || { echo "SKIP: logrotate is not installed"; exit 77; }
   src=$3
   log=$work/app.log pid=$work/app.pid
-  # The example's configuration, with this folder's paths, forced rotations, no compression and no chown.
-  sed -e "s|/var/log/app/app.log|$log|" -e "s|/run/app.pid|$pid|g" -e 's|create 0640 root adm|create 0640|' \
+  # The example's configuration, with this folder's paths, forced rotations and no compression.
+  sed -e "s|/var/log/app/app.log|$log|" -e "s|/run/app.pid|$pid|g" \
       -e '/^ *daily$/d' -e '/compress$/d' -e 's|rotate 14|rotate 20|' "$src/examples/logrotate.conf" >"$work/lr.conf"
+  grep -q '^ *nocreate$' "$work/lr.conf" || fail "the example's configuration has no nocreate"
   chmod 0644 "$work/lr.conf"
-  "$prog" "$log" "$pid" 3 4 >"$work/out" &
+  # 8 s of writing: the 5 rotations must all happen while the program runs, since with nocreate only the
+  # program makes the next app.log; they take about 2.5 s, more on a loaded machine.
+  "$prog" "$log" "$pid" 8 4 >"$work/out" &
   app=$!
   i=0
   while [ ! -s "$pid" ]; do
@@ -97,6 +101,13 @@ logrotate)
   done
   for n in 1 2 3 4 5; do
     sleep 0.4
+    # The program's first record after the last signal created the new app.log.
+    i=0
+    until [ -s "$log" ]; do
+      i=$((i + 1)); [ "$i" -lt 1000 ] || fail "no new app.log 10 s after rotation $((n - 1))"
+      sleep 0.01
+    done
+    kill -0 "$app" 2>/dev/null || fail "the program ended before rotation $n: $(cat "$work/out")"
     logrotate -f -s "$work/state" "$work/lr.conf" || fail "logrotate failed"
   done
   wait "$app" || fail "the example failed: $(cat "$work/out")"
@@ -104,6 +115,10 @@ logrotate)
   files=$(ls "$log" "$log".* | wc -l)
   [ "$files" -ge 6 ] || fail "only $files files: logrotate did not rotate 5 times"
   whole "$log" "$log".*
+  # Every file was created by the program (nocreate), with the mode of its forklog_options.
+  for f in "$log" "$log".*; do
+    [ "$(stat -c %a "$f")" = 640 ] || fail "$f has mode $(stat -c %a "$f"), not 640"
+  done
   # Per worker: seq 0 .. N-1 each exactly once, and one `done after N records`.
   cat "$log" "$log".* | awk '
     / worker [0-9]+ seq [0-9]+$/ { seen[$(NF-2) ":" $NF]++; next }
