@@ -274,6 +274,82 @@ static int fl__is_builtin(int ks, const char *k, size_t klen)
 
 /* ---- values ---------------------------------------------------------------------------------------------------- */
 
+static const uint64_t fl__pow10[20] = {1ull,
+                                       10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
+
+/* memcpy for the short pieces of a record (literals, numbers, short strings): up to 16 bytes without a call, in
+ * two overlapping loads and stores. */
+static inline void fl__copy(char *d, const char *s, size_t n)
+{
+    if (n > 16) {
+        memcpy(d, s, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n) {
+        d[0] = s[0];
+        d[n / 2] = s[n / 2];
+        d[n - 1] = s[n - 1];
+    }
+}
+
+/* The number of decimal digits of v. */
+static inline size_t fl__ndigits(unsigned long long v)
+{
+    size_t n = 1;
+    while (n < 20 && v >= fl__pow10[n])
+        n++;
+    return n;
+}
+
+/* The decimal digits of v into out[0..n), n being fl__ndigits(v) or more (zero-padded on the left), two at a
+ * time, in 32-bit arithmetic once v fits it. */
+static inline void fl__udec_fixed(char *out, unsigned long long v, size_t n)
+{
+    char *p = out + n;
+    while (v > UINT32_MAX) {
+        p -= 2;
+        memcpy(p, fl__pairs + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    uint32_t w = (uint32_t)v;
+    while (p - out >= 2) {
+        uint32_t q = w / 100;
+        p -= 2;
+        memcpy(p, fl__pairs + 2 * (w - q * 100), 2);
+        w = q;
+    }
+    if (p > out)
+        *--p = (char)('0' + w % 10);
+}
+
 /* Decimal digits of v, written backwards so that they end at `end`. Returns how many. */
 static size_t fl__udec_back(char *end, unsigned long long v)
 {
@@ -296,9 +372,8 @@ static size_t fl__udec_back(char *end, unsigned long long v)
 
 static size_t fl__utoa(char *out, unsigned long long v)
 {
-    char tmp[24];
-    size_t n = fl__udec_back(tmp + sizeof tmp, v);
-    memcpy(out, tmp + sizeof tmp - n, n);
+    size_t n = fl__ndigits(v);
+    fl__udec_fixed(out, v, n);
     return n;
 }
 
@@ -359,13 +434,11 @@ static size_t fl__dur(char *out, long long ns)
     o += fl__utoa(out + o, a / 1000000000u);
     unsigned long frac = (unsigned long)(a % 1000000000u);
     if (frac) {
-        char d[9];
-        fl__digits(d, frac, 9);
-        size_t k = 9;
-        while (d[k - 1] == '0')
-            k--;
         out[o++] = '.';
-        memcpy(out + o, d, k);
+        fl__udec_fixed(out + o, frac, 9);
+        size_t k = 9;
+        while (out[o + k - 1] == '0')
+            k--;
         o += k;
     }
     return o;
@@ -821,26 +894,6 @@ __extension__ typedef unsigned __int128 fl__u128;
 typedef unsigned long long fl__u128; /* never used for arithmetic: %f goes to vsnprintf then */
 #endif
 
-static const uint64_t fl__pow10[20] = {1ull,
-                                       10ull,
-                                       100ull,
-                                       1000ull,
-                                       10000ull,
-                                       100000ull,
-                                       1000000ull,
-                                       10000000ull,
-                                       100000000ull,
-                                       1000000000ull,
-                                       10000000000ull,
-                                       100000000000ull,
-                                       1000000000000ull,
-                                       10000000000000ull,
-                                       100000000000000ull,
-                                       1000000000000000ull,
-                                       10000000000000000ull,
-                                       100000000000000000ull,
-                                       1000000000000000000ull,
-                                       10000000000000000000ull};
 
 /* Pads, sign, zeros and body into out at *o, as printf lays out one conversion. Returns 0, or -1 if it does not
  * fit. */
@@ -852,26 +905,78 @@ static int fl__emit_conv(char *out, size_t cap, size_t *o, size_t width, int min
     if (len + pad > cap - *o)
         return -1;
     char *p = out + *o;
-    if (!minus) {
+    if (!minus && pad) {
         memset(p, ' ', pad);
         p += pad;
     }
     if (sign)
         *p++ = sign;
-    memset(p, '0', zeros);
-    p += zeros;
-    memcpy(p, body, blen);
-    p += blen;
-    if (blen2) {
-        memcpy(p, body2, blen2);
-        p += blen2;
+    if (zeros) {
+        memset(p, '0', zeros);
+        p += zeros;
     }
-    if (minus) {
+    fl__copy(p, body, blen);
+    p += blen;
+    fl__copy(p, body2, blen2);
+    p += blen2;
+    if (minus && pad) {
         memset(p, ' ', pad);
         p += pad;
     }
     *o = (size_t)(p - out);
     return 0;
+}
+
+/* %f of a finite double with precision prec (0..17), as glibc rounds: the exact binary value m * 2^e, to nearest,
+ * ties to even. The integer part goes to *ip, the prec fraction digits (as an integer below 10^prec) to *fp.
+ * Returns -1 for values of 2^63 and above (vsnprintf's business). No division: the fraction's bits times 10^prec,
+ * shifted, in 128-bit arithmetic. */
+static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
+{
+#ifdef __SIZEOF_INT128__
+    const int bexp = (int)(bits >> 52 & 0x7ff);
+    uint64_t m = bits & (((uint64_t)1 << 52) - 1);
+    int e = -1074;
+    if (bexp) {
+        m |= (uint64_t)1 << 52;
+        e = bexp - 1075;
+    }
+    *fp = 0;
+    if (m == 0) {
+        *ip = 0;
+        return 0;
+    }
+    if (e >= 0) {
+        if (e > 10)
+            return -1; /* 2^63 and above */
+        *ip = m << e;
+        return 0;
+    }
+    const unsigned k = (unsigned)-e;
+    uint64_t i = k < 64 ? m >> k : 0;
+    uint64_t frac = k < 64 ? m & (((uint64_t)1 << k) - 1) : m; /* the fraction is frac / 2^k */
+    uint64_t q = 0;
+    if (k < 128) {
+        fl__u128 P = (fl__u128)frac * fl__pow10[prec]; /* < 2^63 * 10^17 < 2^120 */
+        fl__u128 q128 = P >> k;
+        fl__u128 r = P - (q128 << k);
+        fl__u128 half = (fl__u128)1 << (k - 1);
+        q = (uint64_t)q128;
+        /* A tie goes to the even last digit: the fraction's last digit, or the integer's when prec is 0. */
+        if (r > half || (r == half && ((prec ? q : i) & 1)))
+            q++;
+    } /* else the fraction times 10^prec is below 2^-10: 0 */
+    if (q == fl__pow10[prec]) {
+        i++;
+        q = 0;
+    }
+    *ip = i;
+    *fp = q;
+    return 0;
+#else
+    (void)bits, (void)prec, (void)ip, (void)fp;
+    return -1; /* no 128-bit integers: vsnprintf */
+#endif
 }
 
 int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
@@ -880,15 +985,56 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
     const char *f = fmt;
     int radix_dot = -1;
     for (;;) {
-        const char *pct = strchr(f, '%');
-        size_t lit = pct ? (size_t)(pct - f) : strlen(f);
-        if (lit > cap - o)
+        const char *lit = f;
+        while (*f != '%' && *f)
+            f++;
+        size_t nlit = (size_t)(f - lit);
+        if (nlit > cap - o)
             return -1;
-        memcpy(out + o, f, lit);
-        o += lit;
-        if (!pct)
+        fl__copy(out + o, lit, nlit);
+        o += nlit;
+        if (!*f)
             return o > (size_t)INT32_MAX ? -1 : (int)o;
-        f = pct + 1;
+        f++;
+        /* The commonest conversions, with no flags, width or precision: %s %d %u %ld %lu %zu. */
+        if (*f == 's') {
+            f++;
+            const char *str = va_arg(ap, const char *);
+            if (!str)
+                return -1; /* "(null)": vsnprintf's business */
+            size_t n = strnlen(str, cap - o + 1);
+            if (n > cap - o)
+                return -1;
+            fl__copy(out + o, str, n);
+            o += n;
+            continue;
+        }
+        {
+            int ll = 0;
+            const char *g = f;
+            if (*g == 'l' || *g == 'z')
+                ll = *g++;
+            if (*g == 'd' || *g == 'i' || *g == 'u') {
+                unsigned long long a;
+                int neg = 0;
+                if (*g == 'u')
+                    a = ll == 'l' ? va_arg(ap, unsigned long) : ll == 'z' ? va_arg(ap, size_t) : va_arg(ap, unsigned);
+                else {
+                    long long v = ll == 'l' ? va_arg(ap, long) : ll == 'z' ? (long long)va_arg(ap, ssize_t) : va_arg(ap, int);
+                    neg = v < 0;
+                    a = neg ? -(unsigned long long)v : (unsigned long long)v;
+                }
+                size_t n = fl__ndigits(a);
+                if ((size_t)neg + n > cap - o)
+                    return -1;
+                if (neg)
+                    out[o++] = '-';
+                fl__udec_fixed(out + o, a, n);
+                o += n;
+                f = g + 1;
+                continue;
+            }
+        }
         int minus = 0, plus = 0, space = 0, zero = 0;
         for (;; f++) {
             if (*f == '-')
@@ -1027,9 +1173,6 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
         }
         case 'f':
         case 'F': {
-#ifndef __SIZEOF_INT128__
-            return -1; /* no 128-bit integers: vsnprintf */
-#endif
             if ((len && len != 'l') || prec > 17)
                 return -1;
             double d = va_arg(ap, double);
@@ -1043,55 +1186,21 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
                 prec = 6;
             uint64_t bits;
             memcpy(&bits, &d, sizeof bits);
-            const int neg = (int)(bits >> 63);
-            const int bexp = (int)(bits >> 52 & 0x7ff);
-            if (bexp == 0x7ff)
+            if ((bits >> 52 & 0x7ff) == 0x7ff)
                 return -1; /* NaN and infinities */
-            uint64_t m = bits & (((uint64_t)1 << 52) - 1);
-            int e = -1074;
-            if (bexp) {
-                m |= (uint64_t)1 << 52;
-                e = bexp - 1075;
-            }
-            /* The exact value is m * 2^e. The digits to print are round-half-even(value * 10^prec): an integer
-             * part and prec fraction digits, computed exactly in 128 bits, as glibc rounds (the exact binary
-             * value, to nearest, ties to even). */
-            uint64_t ip, fp = 0;
-            if (m == 0) {
-                ip = 0;
-            } else if (e >= 0) {
-                if (e > 10)
-                    return -1; /* 2^63 and above: vsnprintf */
-                ip = m << e;
-            } else {
-                const unsigned k = (unsigned)-e;
-                fl__u128 P = (fl__u128)m * fl__pow10[prec]; /* < 2^53 * 10^17 < 2^110 */
-                fl__u128 q = 0;
-                if (k < 128) {
-                    q = P >> k;
-                    fl__u128 r = P - (q << k);
-                    fl__u128 half = (fl__u128)1 << (k - 1);
-                    if (r > half || (r == half && (q & 1)))
-                        q++;
-                } /* else value * 10^prec < 2^-18: 0 */
-                if ((uint64_t)(q >> 64) == 0) {
-                    uint64_t q64 = (uint64_t)q;
-                    ip = q64 / fl__pow10[prec];
-                    fp = q64 % fl__pow10[prec];
-                } else {
-                    ip = (uint64_t)(q / fl__pow10[prec]);
-                    fp = (uint64_t)(q % fl__pow10[prec]);
-                }
-            }
-            nd = fl__udec_back(dend, ip);
+            uint64_t ip, fp;
+            if (fl__fixed(bits, prec, &ip, &fp) < 0)
+                return -1;
+            nd = fl__ndigits(ip);
+            fl__udec_fixed(dend - nd, ip, nd);
             char frac[24];
             size_t nf = 0;
             if (prec > 0) {
                 frac[0] = '.';
-                fl__digits(frac + 1, (unsigned long)fp, prec);
+                fl__udec_fixed(frac + 1, fp, (size_t)prec);
                 nf = (size_t)prec + 1;
             }
-            char sign = neg ? '-' : plus ? '+' : space ? ' ' : 0;
+            char sign = bits >> 63 ? '-' : plus ? '+' : space ? ' ' : 0;
             size_t zeros = 0, body = (sign ? 1 : 0) + nd + nf;
             if (zero && !minus && width > body)
                 zeros = width - body;
