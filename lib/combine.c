@@ -17,9 +17,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 static unsigned fl__slot_load(struct fl__slot *sl)
 {
@@ -33,34 +30,6 @@ static void fl__slot_set(struct fl__slot *sl, unsigned state)
     atomic_store_explicit(&sl->word, (w & ~FL__SLOT_STATE) | state, memory_order_release);
 }
 
-/* futex(2) operations, from linux/futex.h, which not every C library's headers (musl's) make available. */
-#define FL__FUTEX_WAIT 0
-#define FL__FUTEX_WAKE 1
-
-void fl__wake_poster(struct fl__seg *s, unsigned k)
-{
-    struct fl__slot *sl = &s->slots[k];
-    unsigned w = atomic_fetch_add_explicit(&sl->wake, 2, memory_order_seq_cst);
-    FL__CRASH(BATCH_WOKEN);
-    if (w & 1)
-        syscall(SYS_futex, &sl->wake, FL__FUTEX_WAKE, 1, NULL, NULL, 0);
-}
-
-/* Sleeps until the slot's wake word moves from `seen` (read before the poster last looked at its slot and at the
- * lock), for at most FL__SLEEP_NS: the bound if a holder died between marking the slot and waking its poster. */
-static void fl__sleep_posted(struct fl__slot *sl, unsigned seen)
-{
-    /* (The bit may be set already: left by a poster of this slot that was killed asleep.) */
-    unsigned w = seen;
-    if (!atomic_compare_exchange_strong_explicit(&sl->wake, &w, seen | 1, memory_order_seq_cst, memory_order_relaxed))
-        return; /* moved since: look again */
-    FL__CRASH(POST_SLEEPING);
-    struct timespec t = {FL__SLEEP_NS / 1000000000, FL__SLEEP_NS % 1000000000};
-    if (syscall(SYS_futex, &sl->wake, FL__FUTEX_WAIT, seen | 1, &t, NULL, 0) < 0 && errno == ETIMEDOUT)
-        FL__CRASH(POST_SLEEP_TIMEOUT);
-    atomic_fetch_and_explicit(&sl->wake, ~1u, memory_order_relaxed);
-}
-
 void fl__repair_batch(struct fl__seg *s)
 {
     unsigned phase = s->batch_phase;
@@ -72,7 +41,6 @@ void fl__repair_batch(struct fl__seg *s)
             if (phase == FL__BATCH_FINISH || written) {
                 sl->rc = phase == FL__BATCH_FINISH ? s->batch_rc : 0;
                 fl__slot_set(sl, FL__SLOT_DONE);
-                st = FL__SLOT_DONE;
             } else {
                 fl__slot_set(sl, FL__SLOT_POSTED);
                 st = FL__SLOT_POSTED;
@@ -80,15 +48,13 @@ void fl__repair_batch(struct fl__seg *s)
         }
         if (st == FL__SLOT_POSTED)
             atomic_fetch_or_explicit(&s->posted, 1u << k, memory_order_release);
-        else if (st == FL__SLOT_DONE)
-            fl__wake_poster(s, k); /* marked here, or by the dead holder that may not have woken its poster */
     }
     s->batch_phase = FL__BATCH_NONE;
 }
 
 /* Writes own[0..owncnt) (ownlen bytes) and every posted record in one writev(2), then marks those done with the
- * result; bit k of *marked says that slot k was (its poster is woken after the unlock). Lock held, file synced. */
-static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, size_t ownlen, unsigned *marked)
+ * result. Lock held, file synced. */
+static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, size_t ownlen)
 {
     struct fl__seg *s = log->seg;
     struct iovec iov[FL__IOV_MAX];
@@ -125,7 +91,6 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
         struct fl__slot *sl = &s->slots[taken[i]];
         sl->rc = rc;
         fl__slot_set(sl, FL__SLOT_DONE);
-        *marked |= 1u << taken[i];
         FL__CRASH(BATCH_MARKED);
     }
     s->combined += (uint64_t)nt;
@@ -158,25 +123,16 @@ static struct fl__slot *fl__slot_claim(forklog *log, int pid)
     return NULL;
 }
 
-/* Unlocks, then wakes the posters whose records the holder wrote (bit k: slot k). */
-static void fl__unlock_waking(forklog *log, unsigned marked)
-{
-    fl__unlock(log);
-    for (; marked; marked &= marked - 1)
-        fl__wake_poster(log->seg, (unsigned)__builtin_ctz(marked));
-}
-
 /* Lock held: writes this record, with whatever is posted (uncontended, the usual case, nothing is: no batch to
  * gather), and unlocks. */
 static int fl__write_own(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
-    unsigned marked = 0;
     int rc = fl__sync_file(log);
     if (rc == 0)
         rc = atomic_load_explicit(&log->seg->posted, memory_order_relaxed)
-                 ? fl__write_batch(log, iov, iovcnt, len, &marked)
+                 ? fl__write_batch(log, iov, iovcnt, len)
                  : fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
-    fl__unlock_waking(log, marked);
+    fl__unlock(log);
     return rc;
 }
 
@@ -205,13 +161,10 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
     mine->len = (uint32_t)len;
     fl__slot_set(mine, FL__SLOT_POSTED);
     FL__CRASH(POST_POSTED);
-    atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_seq_cst);
+    atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_release);
     FL__CRASH(POST_FLAGGED);
 
-    /* Wait: spin (if a CPU is free for it) until the record is done or the lock frees, then sleep until the holder
-     * that wrote the record, or an unlock that left it posted, wakes this poster. A poster never sleeps on the
-     * mutex itself: a holder that writes its record cannot wake it there, and the mutex's own wake-ups miss
-     * sleepers when writers take the lock with trylock, so it would sleep out its whole bounded sleep. */
+    /* Wait: spin (if a CPU is free for it) until the record is done or the lock frees, then sleep on the lock. */
     rc = EBUSY;
     if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
         int64_t until = fl__mono_ns() + FL__SPIN_NS;
@@ -226,27 +179,20 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         }
     }
     atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
-    while (rc == EBUSY) {
-        unsigned seen = atomic_load_explicit(&mine->wake, memory_order_seq_cst);
-        if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_DONE)
-            break;
-        /* Not gated by the `held` hint: a holder that died leaves it set, and only a try finds EOWNERDEAD. */
-        if ((rc = fl__trylock(log)) == EBUSY)
-            fl__sleep_posted(mine, seen);
-    }
+    if (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
+        rc = fl__lock_sleep(log);
     if (rc == 0) {
         /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. */
-        unsigned marked = 0;
         if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_POSTED) {
             int err = fl__sync_file(log);
             if (err == 0)
-                fl__write_batch(log, NULL, 0, 0, &marked);
+                fl__write_batch(log, NULL, 0, 0);
             else {
                 mine->rc = err;
                 fl__slot_set(mine, FL__SLOT_DONE);
             }
         }
-        fl__unlock_waking(log, marked & ~(1u << (unsigned)(mine - s->slots)));
+        fl__unlock(log);
     } else if (rc < 0) {
         /* No lock: take the record back unless a holder has it already; then its result is the answer. */
         unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;

@@ -26,6 +26,11 @@
 /* How long a buffered-mode waiter beyond the spinners yields before it sleeps in the futex. */
 #define FL__YIELD_NS 50000
 
+/* The longest one sleep in the futex lasts before the sleeper looks at the lock again: the bound on how long a
+ * lost wake-up (above) can keep a writer waiting on a free lock. A sleeper woken normally never waits for it;
+ * a lock held longer (a slow disk, a stopped holder) costs one futex call per sleeper per period. */
+#define FL__SLEEP_NS 10000000
+
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
 /* glibc declares it only under _GNU_SOURCE. CLOCK_MONOTONIC: a change of the wall clock must not stretch a
  * sleep. musl has only pthread_mutex_timedlock(), on CLOCK_REALTIME. */
@@ -162,14 +167,9 @@ int fl__lock(forklog *log)
 
 void fl__unlock(forklog *log)
 {
-    struct fl__seg *s = log->seg;
-    atomic_store_explicit(&s->held, 0, memory_order_relaxed);
+    atomic_store_explicit(&log->seg->held, 0, memory_order_relaxed);
     FL__CRASH(UNLOCK);
-    pthread_mutex_unlock(&s->mu);
-    /* Records posted after the last batch: one of their posters is told that the lock is free (combine.c). */
-    unsigned posted = atomic_load_explicit(&s->posted, memory_order_seq_cst);
-    if (posted)
-        fl__wake_poster(s, (unsigned)__builtin_ctz(posted));
+    pthread_mutex_unlock(&log->seg->mu);
 }
 
 int fl__recover(forklog *log)

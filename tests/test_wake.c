@@ -210,8 +210,8 @@ Test(wake, woken_waiter_killed_before_taking_the_lock_direct, .timeout = 120)
 
 Test(wake, woken_waiter_killed_before_taking_the_lock_combining, .timeout = 120)
 {
-    /* Small records: the waiters post them and sleep on their slots; the holder writes them and wakes each poster
-     * after its unlock. The woken poster killed here has its record written already; the other must return. */
+    /* Small records: the waiters post them, and the holder writes them before it unlocks; each waiter then still
+     * sleeps on the lock until it sees its record done. */
     run(NULL, "");
 }
 
