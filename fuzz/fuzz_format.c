@@ -9,7 +9,8 @@
  *                valid UTF-8, whose "msg" decodes back to the message (invalid UTF-8 as U+FFFD byte by byte) up to
  *                the reported cut, and whose "cut" equals it.
  *   fuzz_fields  the same with fields after the message, as the pool's timing records have (-DFUZZ_FIELDS): a
- *                string field made of fuzz bytes, a number and a decimal.
+ *                string field made of fuzz bytes, a number and a decimal; and the fields fast path
+ *                (fl__tail_fast), whenever it takes a record, writes the same bytes as fl__build.
  *   fuzz_escape  fl__escape() (built with -DFUZZ_ESCAPE): never past cap, progress whenever one escape fits, the
  *                whole input when 6 bytes per input byte fit; text output has no control byte; JSON output is a
  *                valid string body that decodes back to the consumed input.
@@ -304,6 +305,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (at + ml > len)
                 FAIL("cut %zu but no marker saying so", cut);
         }
+    }
+    if (with_fields && msg_total == msglen) {
+        /* The fast path, as forklog_log_fields() takes it: when it takes the record, the same bytes. */
+        char fast[4096];
+        size_t fcap = max_record < sizeof fast ? max_record : sizeof fast;
+        size_t p = fl__prefix(log, level, &now, fast);
+        const int tail = locp || nfields;
+        long got = 0;
+        if (msglen < fcap - p && !fl__needs_escape(json, msg, msglen) &&
+            (json || !tail || !msglen || (msg[0] != '"' && !memchr(msg, '=', msglen)))) {
+            memcpy(fast + p, msg, msglen);
+            size_t o = p + msglen;
+            if (json)
+                fast[o++] = '"';
+            got = fl__tail_fast(log, locp, NULL, fields, nfields, fast, o, fcap);
+        }
+        if (got < 0)
+            FAIL("the fast path refused valid fields (%ld)", got);
+        if (got > 0 && ((size_t)got != len || memcmp(fast, out, len) != 0))
+            FAIL("fast path \"%.*s\", fl__build \"%.*s\"", (int)got, fast, (int)len, out);
     }
     free(out);
     free(msg);

@@ -557,6 +557,19 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         struct iovec iov = {out, len};
         return fl__append(log, &iov, 1, len);
     }
+    if (tail && (size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n) &&
+        (json || !n || (out[p] != '"' && !memchr(out + p, '=', (size_t)n)))) {
+        /* The location and the context follow the message, in place, when nothing needs escaping or quoting. */
+        size_t o = p + (size_t)n;
+        if (json)
+            out[o++] = '"';
+        long len = fl__tail_fast(log, loc, ctx, NULL, 0, out, o, cap);
+        if (len > 0) {
+            va_end(again);
+            struct iovec iov = {out, (size_t)len};
+            return fl__append(log, &iov, 1, (size_t)len);
+        }
+    }
 
     /* Slow path: the whole message (up to max_record bytes of it), then escaping, quoting, fields and cutting. */
     const char *msg = out + p;
@@ -635,12 +648,34 @@ static int fl__log_fields(forklog *log, enum forklog_level level, const struct f
         return -EINVAL;
     if (!fl__level_ok(log, level, &rc))
         return rc;
-    if ((rc = fl__check_fields(fields, nfields)) < 0)
-        return rc;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     size_t len = strlen(msg);
     char stack[FL__STACK_RECORD];
+
+    /* Fast path: a message and values with nothing to escape or quote, written in one pass, in place. */
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const struct fl__ctx *ctx = atomic_load_explicit(&log->ctx, memory_order_acquire);
+    const int tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
+    size_t cap = log->max_record < sizeof stack ? log->max_record : sizeof stack;
+    size_t p = fl__prefix(log, level, &now, stack);
+    if (len < cap - p && !fl__needs_escape(json, msg, len) &&
+        (json || !tail || !len || (msg[0] != '"' && !memchr(msg, '=', len)))) {
+        memcpy(stack + p, msg, len);
+        size_t o = p + len;
+        if (json)
+            stack[o++] = '"';
+        long n = fl__tail_fast(log, loc, ctx, fields, nfields, stack, o, cap);
+        if (n < 0)
+            return (int)n;
+        if (n > 0) {
+            struct iovec iov = {stack, (size_t)n};
+            return fl__append(log, &iov, 1, (size_t)n);
+        }
+    }
+
+    if ((rc = fl__check_fields(fields, nfields)) < 0)
+        return rc;
     return fl__emit(log, level, &now, loc, msg, len, len, fields, nfields, stack, sizeof stack);
 }
 

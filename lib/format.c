@@ -267,7 +267,8 @@ static int fl__keyset(const forklog *log)
 static int fl__is_builtin(int ks, const char *k, size_t klen)
 {
     for (int i = 0; i < FL__K_COUNT; i++)
-        if (fl__builtin[ks][i].n == klen && memcmp(fl__builtin[ks][i].s, k, klen) == 0)
+        if (fl__builtin[ks][i].n == klen && fl__builtin[ks][i].s[0] == k[0] &&
+            memcmp(fl__builtin[ks][i].s, k, klen) == 0)
             return 1;
     return 0;
 }
@@ -495,35 +496,20 @@ static void fl__w_string(struct fl__w *w, int json, const char *s, size_t n)
     fl__w_put(w, "\"", 1);
 }
 
-/* One field: ` key=value` (text) or `,"key":value` (JSON). `rename`: the key is one of the record's own and is
- * written as `fields.key`. */
-static void fl__w_field(struct fl__w *w, int json, int rename, const char *key, size_t klen,
-                        const struct forklog_field *f)
+/* A value that is not a string, as a field renders it, into out (room for 64 bytes). Returns its length, or 0 for
+ * an unknown type (fl__check_fields refuses it first). */
+static size_t fl__value(char *out, int json, const struct forklog_field *f)
 {
-    fl__w_put(w, json ? ",\"" : " ", json ? 2 : 1);
-    if (rename)
-        fl__w_put(w, "fields.", 7);
-    fl__w_put(w, key, klen);
-    fl__w_put(w, json ? "\":" : "=", json ? 2 : 1);
-    char num[64];
     size_t n = 0;
     switch (f->type) {
-    case FORKLOG_FIELD_STR:
-        if (!f->v.s) {
-            if (json)
-                fl__w_put(w, "null", 4);
-            return;
-        }
-        fl__w_string(w, json, f->v.s, strlen(f->v.s));
-        return;
-    case FORKLOG_FIELD_INT: n = fl__itoa(num, f->v.i); break;
-    case FORKLOG_FIELD_UINT: n = fl__utoa(num, f->v.u); break;
-    case FORKLOG_FIELD_DBL: n = fl__dtoa(num, f->v.d, json); break;
+    case FORKLOG_FIELD_INT: return fl__itoa(out, f->v.i);
+    case FORKLOG_FIELD_UINT: return fl__utoa(out, f->v.u);
+    case FORKLOG_FIELD_DBL: return fl__dtoa(out, f->v.d, json);
     case FORKLOG_FIELD_BOOL:
         n = f->v.b ? 4 : 5;
-        memcpy(num, f->v.b ? "true" : "false", n);
-        break;
-    case FORKLOG_FIELD_DUR: n = fl__dur(num, f->v.ns); break;
+        memcpy(out, f->v.b ? "true" : "false", n);
+        return n;
+    case FORKLOG_FIELD_DUR: return fl__dur(out, f->v.ns);
     case FORKLOG_FIELD_TIME: {
         long long sec = f->v.t.sec;
         long nsec = f->v.t.nsec;
@@ -540,16 +526,42 @@ static void fl__w_field(struct fl__w *w, int json, int rename, const char *key, 
         ts.tv_sec = (time_t)sec;
         ts.tv_nsec = nsec;
         if (json)
-            num[n++] = '"';
-        fl__rfc3339_slow(num + n, &ts);
+            out[n++] = '"';
+        fl__rfc3339_slow(out + n, &ts);
         n += 27;
         if (json)
-            num[n++] = '"';
-        break;
+            out[n++] = '"';
+        return n;
     }
-    default: w->over = 1; return; /* fl__check_fields refuses it first */
+    default: return 0;
     }
-    fl__w_put(w, num, n);
+}
+
+/* One field: ` key=value` (text) or `,"key":value` (JSON). `rename`: the key is one of the record's own and is
+ * written as `fields.key`. */
+static void fl__w_field(struct fl__w *w, int json, int rename, const char *key, size_t klen,
+                        const struct forklog_field *f)
+{
+    fl__w_put(w, json ? ",\"" : " ", json ? 2 : 1);
+    if (rename)
+        fl__w_put(w, "fields.", 7);
+    fl__w_put(w, key, klen);
+    fl__w_put(w, json ? "\":" : "=", json ? 2 : 1);
+    if (f->type == FORKLOG_FIELD_STR) {
+        if (!f->v.s) {
+            if (json)
+                fl__w_put(w, "null", 4);
+            return;
+        }
+        fl__w_string(w, json, f->v.s, strlen(f->v.s));
+        return;
+    }
+    char num[64];
+    size_t n = fl__value(num, json, f);
+    if (n == 0)
+        w->over = 1;
+    else
+        fl__w_put(w, num, n);
 }
 
 static int fl__key_ok(const char *k, size_t *klen)
@@ -621,6 +633,199 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
             o += w.n;
     }
     return o;
+}
+
+/* ---- the fields fast path ------------------------------------------------------------------------------------- */
+
+/* What a byte is to the fields fast path: a key byte ([A-Za-z0-9_.@-]), a byte that keeps a text value from going
+ * bare (space and below, DEL, '"', '=', '\\'), a byte that a quoted text value escapes (below space, DEL, '"',
+ * '\\'), a byte that a JSON string escapes or validates (below space, DEL, '"', '\\', 0x80 and above). */
+enum { FL__C_KEY = 1, FL__C_NOT_BARE = 2, FL__C_TEXT_ESC = 4, FL__C_JSON_ESC = 8 };
+static const unsigned char fl__cls[256] = {
+    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x00 */
+    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x10 */
+    2,  0,  14, 0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  1,  1,  0,  /* 0x20 space ! " ... - . / */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  2,  0,  0,  /* 0x30 0-9 : ; < = > ? */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x40 @ A-O */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  14, 0,  0,  1,  /* 0x50 P-Z [ \ ] ^ _ */
+    0,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x60 ` a-o */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  0,  14, /* 0x70 p-z { | } ~ DEL */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x80 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x90 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xa0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xb0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xc0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xd0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xe0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xf0 */
+};
+
+/* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
+ * names ruling most keys out before any comparison. */
+static int fl__is_builtin_fast(int ks, const char *k, size_t klen)
+{
+    static const uint32_t lengths[2] = {1u << 2 | 1u << 3 | 1u << 4 | 1u << 5,
+                                        1u << 7 | 1u << 9 | 1u << 10 | 1u << 11 | 1u << 12 | 1u << 17 | 1u << 19 |
+                                            1u << 20};
+    if (klen > 20 || !(lengths[ks] >> klen & 1))
+        return 0;
+    switch (k[0]) {
+    case '@':
+    case 'a':
+    case 'c':
+    case 'f':
+    case 'l':
+    case 'm':
+    case 'p':
+    case 's':
+    case 't': return fl__is_builtin(ks, k, klen);
+    default: return 0;
+    }
+}
+
+/* Writes one field at out + o, as fl__w_field does, if it fits below `end` and needs no escaping (text: a value
+ * that goes bare, or quoted with nothing to escape; JSON: a string with nothing to escape). Returns the new end of
+ * the output, or 0 to leave the record to fl__build. */
+static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rename, const char *key, size_t klen,
+                             const struct forklog_field *f)
+{
+    if (end - o < 2 + 7 + klen + 2 + 64)
+        return 0;
+    char *p = out + o;
+    if (json) {
+        memcpy(p, ",\"", 2);
+        p += 2;
+    } else {
+        *p++ = ' ';
+    }
+    if (rename) {
+        memcpy(p, "fields.", 7);
+        p += 7;
+    }
+    fl__copy(p, key, klen);
+    p += klen;
+    if (json) {
+        memcpy(p, "\":", 2);
+        p += 2;
+    } else {
+        *p++ = '=';
+    }
+    if (f->type == FORKLOG_FIELD_INT || f->type == FORKLOG_FIELD_UINT) {
+        unsigned long long a = f->type == FORKLOG_FIELD_UINT ? f->v.u : (unsigned long long)f->v.i;
+        if (f->type == FORKLOG_FIELD_INT && f->v.i < 0) {
+            *p++ = '-';
+            a = -a;
+        }
+        size_t n = fl__ndigits(a);
+        fl__udec_fixed(p, a, n);
+        return (size_t)(p + n - out);
+    }
+    if (f->type != FORKLOG_FIELD_STR) {
+        size_t n = fl__value(p, json, f);
+        return n ? (size_t)(p + n - out) : 0;
+    }
+    const char *v = f->v.s;
+    if (!v) {
+        if (json) {
+            memcpy(p, "null", 4);
+            p += 4;
+        }
+        return (size_t)(p - out);
+    }
+    unsigned cls = 0;
+    size_t n = 0;
+    for (unsigned char c; (c = (unsigned char)v[n]) != 0; n++)
+        cls |= fl__cls[c];
+    if (cls & (json ? FL__C_JSON_ESC : FL__C_TEXT_ESC))
+        return 0;
+    const int quote = json || n == 0 || (cls & FL__C_NOT_BARE);
+    if ((size_t)(p - out) + n + 2 > end)
+        return 0;
+    if (quote)
+        *p++ = '"';
+    fl__copy(p, v, n);
+    p += n;
+    if (quote)
+        *p++ = '"';
+    return (size_t)(p - out);
+}
+
+long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                   const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
+{
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const int ks = fl__keyset(log);
+    const size_t close = json ? 2 : 1;
+    /* fl__build leaves out or cuts nothing of a record that ends this far below its cap. */
+    const size_t reserve = 2 + FL__MARKER_MAX + close;
+    if (cap < o + reserve)
+        return 0;
+    const size_t end = cap - reserve;
+    /* The keys first, as fl__check_fields: their lengths serve the duplicate check, and so does a 64-bit set of
+     * hashes (length, first and last byte): keys whose hashes all differ are all different. */
+    unsigned char klen[FORKLOG_MAX_FIELDS];
+    if (n > FORKLOG_MAX_FIELDS)
+        return -EINVAL;
+    uint64_t seen = 0;
+    int maybe_dup = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *k = f[i].key;
+        if (!k || f[i].type < FORKLOG_FIELD_STR || f[i].type > FORKLOG_FIELD_TIME)
+            return -EINVAL;
+        size_t l = 0;
+        unsigned all = FL__C_KEY;
+        for (unsigned char c; (c = (unsigned char)k[l]) != 0; l++)
+            all &= fl__cls[c];
+        if (l == 0 || l > FORKLOG_MAX_KEY || !all)
+            return -EINVAL;
+        klen[i] = (unsigned char)l;
+        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 3u * (unsigned char)k[l - 1] + l) & 63);
+        maybe_dup |= (seen & bit) != 0;
+        seen |= bit;
+    }
+    if (loc && loc->file) {
+        struct forklog_field lf[3];
+        lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
+        lf[1].type = FORKLOG_FIELD_INT, lf[1].v.i = loc->line;
+        lf[2].type = FORKLOG_FIELD_STR, lf[2].v.s = loc->func;
+        for (int i = 0; i < 3; i++) {
+            if (i == 2 && !loc->func)
+                break;
+            const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
+            if (!(o = fl__fast_field(out, o, end, json, 0, key->s, key->n, &lf[i])))
+                return 0;
+        }
+    }
+    /* The context, but keys the call gives again; then the call's fields, but keys given again later. */
+    for (size_t i = 0; ctx && i < ctx->n; i++) {
+        const struct forklog_field *c = &ctx->f[i];
+        size_t l = strlen(c->key);
+        uint64_t bit = (uint64_t)1 << (((unsigned char)c->key[0] + 3u * (unsigned char)c->key[l - 1] + l) & 63);
+        int again = 0;
+        if (seen & bit)
+            for (size_t j = 0; j < n && !again; j++)
+                again = klen[j] == l && f[j].key[0] == c->key[0] && memcmp(f[j].key, c->key, l) == 0;
+        if (again)
+            continue;
+        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
+            return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *k = f[i].key;
+        const size_t l = klen[i];
+        int again = 0;
+        if (maybe_dup)
+            for (size_t j = i + 1; j < n && !again; j++)
+                again = klen[j] == l && f[j].key[0] == k[0] && memcmp(f[j].key, k, l) == 0;
+        if (again)
+            continue;
+        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, k, l), k, l, &f[i])))
+            return 0;
+    }
+    if (json)
+        out[o++] = '}';
+    out[o++] = '\n';
+    return (long)o;
 }
 
 static size_t fl__field_bound(const struct forklog_field *f)

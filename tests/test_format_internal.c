@@ -97,6 +97,159 @@ Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
     }
 }
 
+static double random_double(unsigned *seed);
+
+/* ---- the fields fast path against fl__build ---------------------------------------------------------------- */
+
+Test(format_internal, byte_classes_match_their_definitions)
+{
+    for (int c = 0; c < 256; c++) {
+        int key = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                  c == '.' || c == '-' || c == '@';
+        int not_bare = c <= 0x20 || c == 0x7f || c == '"' || c == '=' || c == '\\';
+        int text_esc = c < 0x20 || c == 0x7f || c == '"' || c == '\\';
+        int json_esc = text_esc || c >= 0x80;
+        cr_assert_eq(!!(fl__cls[c] & FL__C_KEY), key, "byte %d", c);
+        cr_assert_eq(!!(fl__cls[c] & FL__C_NOT_BARE), not_bare, "byte %d", c);
+        cr_assert_eq(!!(fl__cls[c] & FL__C_TEXT_ESC), text_esc, "byte %d", c);
+        cr_assert_eq(!!(fl__cls[c] & FL__C_JSON_ESC), json_esc, "byte %d", c);
+    }
+    static const char *const keys[] = {"ts",   "level",   "pid",        "tid",         "app",         "msg",
+                                       "file", "line",    "func",       "cut",         "t",           "cost",
+                                       "fx",   "message", "@timestamp", "log.level",   "process.pid", "x.cut",
+                                       "l",    "lines",   "service.na", "service.name"};
+    for (int ks = 0; ks <= 1; ks++)
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            cr_assert_eq(fl__is_builtin_fast(ks, keys[i], strlen(keys[i])), fl__is_builtin(ks, keys[i], strlen(keys[i])),
+                         "%s", keys[i]);
+    for (int ks = 0; ks <= 1; ks++)
+        for (int k = 0; k < FL__K_COUNT; k++)
+            cr_assert(fl__is_builtin_fast(ks, fl__builtin[ks][k].s, fl__builtin[ks][k].n));
+}
+
+static const char *random_string(unsigned *seed, char *buf, size_t cap)
+{
+    static const char *const some[] = {"GET", "", "a b", "x=1", "say \"hi\"", "back\\slash", "tab\there",
+                                       "\xc3\xa9t\xc3\xa9", "\x7f", "line\nbreak", "plain-value_1.2", "@"};
+    switch (rand_r(seed) % 4) {
+    case 0: return some[(size_t)rand_r(seed) % (sizeof some / sizeof some[0])];
+    case 1: {
+        size_t n = (size_t)rand_r(seed) % (cap - 1);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (char)(rand_r(seed) % 8 ? 'a' + rand_r(seed) % 26 : 1 + rand_r(seed) % 255);
+        buf[n] = '\0';
+        return buf;
+    }
+    default: {
+        size_t n = (size_t)rand_r(seed) % 24;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (char)('a' + rand_r(seed) % 26);
+        buf[n] = '\0';
+        return buf;
+    }
+    }
+}
+
+/* What api.c does with a message and fields: the fast path when it takes the record, which must then be byte for
+ * byte what fl__build writes; -EINVAL exactly when fl__check_fields refuses the fields. */
+Test(format_internal, tail_fast_matches_build)
+{
+    static const char *const keys[] = {"method", "status", "cost", "bytes", "ts",     "msg",   "level", "a",
+                                       "b",      "message", "@timestamp", "bad key", "", "k\xc3\xa9", "file", "x"};
+    static char longkey[80];
+    memset(longkey, 'k', sizeof longkey - 1);
+    unsigned seed = 99;
+    int taken = 0, einval = 0;
+    static char app_tok[64];
+    struct timespec ts = {1700000000, 123456789};
+    for (int iter = 0; iter < 200000; iter++) {
+        forklog *log = calloc(1, sizeof *log + 1);
+        cr_assert_not_null(log);
+        int json = rand_r(&seed) % 2;
+        log->format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
+        log->keys = rand_r(&seed) % 2 ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT;
+        log->max_record = rand_r(&seed) % 4 ? 4096 : 256 + (size_t)rand_r(&seed) % 512;
+        if (rand_r(&seed) % 4 == 0)
+            log->app_len = fl__app_token(log, "svc", app_tok, sizeof app_tok), log->app_tok = app_tok;
+        log->prefix_max = fl__prefix_bound(log);
+        /* Context (keys valid, as forklog_context_add makes sure), sometimes. */
+        struct fl__ctx *ctx = NULL;
+        char cstr[3][32];
+        if (rand_r(&seed) % 4 == 0) {
+            ctx = malloc(sizeof *ctx + 3 * sizeof ctx->f[0]);
+            cr_assert_not_null(ctx);
+            ctx->prev = NULL;
+            ctx->n = 1 + (size_t)rand_r(&seed) % 3;
+            for (size_t i = 0; i < ctx->n; i++)
+                ctx->f[i] = FORKLOG_STR(keys[(size_t)rand_r(&seed) % 11], random_string(&seed, cstr[i], sizeof cstr[i]));
+            atomic_store(&log->ctx, ctx);
+        }
+        struct fl__loc loc = {rand_r(&seed) % 2 ? "src/x.c" : "dir with space/y.c", rand_r(&seed) % 2 ? "fn" : NULL,
+                              rand_r(&seed) % 1000 - 10};
+        const struct fl__loc *lp = rand_r(&seed) % 5 == 0 ? &loc : NULL;
+        size_t n = (size_t)rand_r(&seed) % 7;
+        struct forklog_field f[6];
+        char strs[6][48];
+        for (size_t i = 0; i < n; i++) {
+            const char *k = rand_r(&seed) % 50 == 0 ? longkey : keys[(size_t)rand_r(&seed) % (rand_r(&seed) % 8 ? 11 : 16)];
+            switch (rand_r(&seed) % 9) {
+            case 0: f[i] = FORKLOG_INT(k, (long long)rand_r(&seed) - RAND_MAX / 2); break;
+            case 1: f[i] = FORKLOG_UINT(k, (unsigned long long)rand_r(&seed) << 33 | 7u); break;
+            case 2: f[i] = FORKLOG_DBL(k, random_double(&seed)); break;
+            case 3: f[i] = FORKLOG_BOOL(k, rand_r(&seed) % 2); break;
+            case 4: f[i] = FORKLOG_DUR_NS(k, (long long)rand_r(&seed) * (rand_r(&seed) % 3 - 1)); break;
+            case 5: f[i] = FORKLOG_STR(k, NULL); break;
+            case 6:
+                f[i] = FORKLOG_INT(k, 1);
+                f[i].type = (enum forklog_field_type)(rand_r(&seed) % 2 ? 0 : 99);
+                if (rand_r(&seed) % 4)
+                    f[i].type = FORKLOG_FIELD_INT;
+                break;
+            default: f[i] = FORKLOG_STR(k, random_string(&seed, strs[i], sizeof strs[i])); break;
+            }
+        }
+        char mbuf[64];
+        const char *msg = random_string(&seed, mbuf, sizeof mbuf);
+        size_t len = strlen(msg);
+        const int tail = lp || atomic_load(&log->ctx) || n;
+
+        char fast[4096], slow[4096];
+        size_t cap = log->max_record < sizeof fast ? log->max_record : sizeof fast;
+        size_t p = fl__prefix(log, FORKLOG_WARN, &ts, fast);
+        long got = 0;
+        if (len < cap - p && !fl__needs_escape(json, msg, len) &&
+            (json || !tail || !len || (msg[0] != '"' && !memchr(msg, '=', len)))) {
+            memcpy(fast + p, msg, len);
+            size_t o = p + len;
+            if (json)
+                fast[o++] = '"';
+            got = fl__tail_fast(log, lp, atomic_load(&log->ctx), f, n, fast, o, cap);
+        }
+        int valid = fl__check_fields(f, n) == 0;
+        if (got < 0) {
+            cr_assert_eq(got, -EINVAL);
+            cr_assert_not(valid, "the fast path refused valid fields");
+            einval++;
+        } else if (got > 0) {
+            cr_assert(valid, "the fast path took invalid fields");
+            size_t bcap = fl__build_bound(log, len, lp, f, n);
+            if (bcap > log->max_record)
+                bcap = log->max_record;
+            cr_assert_leq(bcap, sizeof slow);
+            size_t cut;
+            size_t want = fl__build(log, FORKLOG_WARN, &ts, lp, msg, len, len, f, n, slow, bcap, &cut);
+            cr_assert_eq((size_t)got, want, "length: fast %ld, build %zu: %.*s | %.*s", got, want, (int)got, fast,
+                         (int)want, slow);
+            cr_assert(memcmp(fast, slow, want) == 0, "fast %.*s build %.*s", (int)got, fast, (int)want, slow);
+            taken++;
+        }
+        free(ctx);
+        free(log);
+    }
+    cr_assert_gt(taken, 50000, "the fast path took only %d records", taken);
+    cr_assert_gt(einval, 1000, "only %d invalid field lists", einval);
+}
+
 /* ---- the printf fast path against vsnprintf ---------------------------------------------------------------- */
 
 /* The tests below hand formats built at run time, and formats printf warns about on purpose. */
