@@ -45,7 +45,7 @@ struct fl__slot {
     atomic_uint word; /* enum fl__slot_state | poster's pid << FL__SLOT_BITS */
     uint32_t len;     /* bytes in data */
     int32_t rc;       /* DONE: the result of the write that carried it */
-    atomic_uint wake; /* the poster's futex word: bit 0 set while it sleeps, moved by 2 to wake it */
+    uint32_t spare;
     char data[FL__SLOT_CAP];
 };
 
@@ -58,7 +58,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 4u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 3u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -281,15 +281,12 @@ FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src,
     X(POST_CLAIMED, "a waiter claimed a slot (FILLING), before copying its record")                                    \
     X(POST_POSTED, "the slot is POSTED, before its bit in `posted` is set")                                            \
     X(POST_FLAGGED, "the slot is POSTED and flagged, before the waiter waits")                                         \
-    X(POST_SLEEPING, "a waiter set its slot's sleeping bit, before it sleeps on the slot's wake word")                 \
-    X(POST_SLEEP_TIMEOUT, "a waiter's bounded sleep on its slot ran out, before it looks at the slot and lock again")  \
     X(POST_DONE_SEEN, "the waiter saw its slot DONE, before freeing the slot")                                         \
     X(BATCH_GATHER, "batch phase GATHER, before the posted bits are swapped out")                                      \
     X(BATCH_SWAPPED, "the posted bits were swapped to 0, before any slot is TAKEN")                                    \
     X(BATCH_TAKEN, "one slot was TAKEN (one hit per slot)")                                                            \
     X(BATCH_WRITTEN, "the batch's write returned, before phase FINISH")                                                \
     X(BATCH_MARKED, "one TAKEN slot was marked DONE (one hit per slot)")                                               \
-    X(BATCH_WOKEN, "after the unlock, a poster's wake word moved, before the futex wake of that poster")               \
     X(SEG_CREATED, "the segment file was created (empty), before its flock")                                           \
     X(SEG_ALONE, "the opener holds the segment file's exclusive flock, before recovering or building")                 \
     X(SEG_RECOVERED, "what the last users left was written, before the segment is built anew")                         \
@@ -326,11 +323,6 @@ FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
 #endif
 
 /* ---- the lock (lock.c) --------------------------------------------------------------------------------------- */
-
-/* The longest one sleep of a waiter lasts before it looks at the lock (or at its posted record) again: the bound
- * on how long a lost wake-up (lock.c) can keep a writer waiting on a free lock. A sleeper woken normally never
- * waits for it; a lock held longer (a slow disk, a stopped holder) costs one futex call per sleeper per period. */
-#define FL__SLEEP_NS 10000000
 
 /* How long a waiter spins before it sleeps: several writes of a small record (~1 us each here). Sleeping costs two
  * system calls and two context switches per hand-off; spinning while the holders ahead write avoids them. 0.5, 2,
@@ -417,10 +409,6 @@ FL__INTERNAL int fl__append_combining(forklog *log, const struct iovec *iov, int
 /* After a holder died: what became of the slots its batch had TAKEN, per the batch phase; every POSTED slot is
  * flagged in `posted` again. Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
-
-/* Wakes the poster of slot k if it sleeps: its record was written, or the lock was released with records posted
- * (that poster then takes the lock and writes them all). */
-FL__INTERNAL void fl__wake_poster(struct fl__seg *s, unsigned k);
 
 /* ---- the segment (segment.c) ---------------------------------------------------------------------------------- */
 
