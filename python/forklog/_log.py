@@ -138,7 +138,7 @@ def _encode(msg):
         b = bytes(msg)
     else:
         raise OptionError("forklog: a message must be str or bytes, not %s" % type(msg).__name__)
-    if b"\0" in b:  # the C call takes a NUL-terminated string: keep the rest of the message, escaped
+    if b.find(b"\0") >= 0:  # the C call takes a NUL-terminated string: keep the rest of the message, escaped
         b = b.replace(b"\0", b"\\x00")
     return b
 
@@ -406,12 +406,14 @@ class Log:
     def _log(self, lv, msg, fields=None, strict=True):
         # The per-record path of Log.info() and of Handler.emit(): lv is a level number (a Python int).
         if type(msg) is str:
+            # On the str: `b"\0" in bytes` first tries the operand as an int, and raising and clearing that
+            # TypeError cost more than the rest of this function.
+            if "\0" in msg:
+                msg = msg.replace("\0", "\\x00")
             try:
                 b = msg.encode("utf-8")
             except UnicodeEncodeError:
                 b = _encode(msg)
-            if b"\0" in b:
-                b = _encode(b)
         else:
             b = _encode(msg)
         if fields:
@@ -501,17 +503,24 @@ class Log:
     def write(self, data):
         """Appends `data` (bytes, or str as UTF-8) as one record, exactly as given, plus a newline when it does
         not end with one. Returns 0, or the number of bytes cut to fit max_record."""
-        if isinstance(data, str):
-            b = _utf8(data)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            b = bytes(data)
+        if type(data) is str:
+            try:
+                b = data.encode("utf-8")
+            except UnicodeEncodeError:
+                b = _utf8(data)
+        elif isinstance(data, (str, bytes, bytearray, memoryview)):
+            b = _utf8(data) if isinstance(data, str) else bytes(data)
         else:
             raise OptionError("forklog: write() takes str or bytes, not %s" % type(data).__name__)
-        h = self._enter()
+        calls = self._calls  # _enter() and _leave(), inline
+        calls.append(None)
         try:
-            rc = _native.lib.forklog_write(h, b, len(b))
+            h = self._h
+            if h is None:
+                raise ValueError("forklog: I/O operation on a closed log")
+            rc = _lib.forklog_write(h, b, len(b))
         finally:
-            self._leave()
+            calls.pop()
         if rc < 0:
             raise _oserror(rc, "forklog_write", self._path)
         return rc
