@@ -6,10 +6,14 @@ usual ways. 100 B records; records/s and ratios at P = 1 and P = 4.
 Every method is a logging.Handler on the same logger and formatter path, so only the sink differs:
   forklog        forklog.Handler (text records: forklog's own time, level and pid prefix + the message)
   forklog-raw    forklog.Handler(raw=True) with the formatter the Python methods use (same bytes as FileHandler)
+  forklog-buffered  forklog.Handler(buffered=True): records batched in the log's shared buffer (an option of
+                 the sink, shown beside the headline; the records are in the file after flush_ms or at close)
   forklog-log    forklog.Log.info() called directly, without logging: what the binding costs alone (not a
                  logging handler; its ratios compare a different amount of Python work)
-  lock-open      (a) a multiprocessing.Lock passed through Pool(initializer=...); each record opens the file,
-                 writes, closes it, under the lock (the widespread recipe)
+  logging-null   a handler whose emit() does nothing: what logging itself costs per record (Logger.info, the
+                 LogRecord, the handler call), the most any handler can reach; it writes no file
+  lock-open      (a) a multiprocessing.Lock passed through Pool(initializer=...); each record opens the file
+                 ('a+'), writes, closes it, under the lock, as the widespread recipe does
   manager-lock   (b) the same with a Manager().Lock() (a round trip to the manager process per acquire/release)
   filehandler    (c) logging.FileHandler opened in the parent and inherited by the forked workers, no lock:
                  unsafe (nothing stops a torn record when a writer is killed or a write is short), counted here
@@ -18,8 +22,11 @@ The Pool ("fork") and every handler are set up and warmed before the clock; the 
 of P tasks, each writing n/P records in a loop through logger.info(). Fixed records per cell (default 100,000;
 20,000 for manager-lock). Each file is checked afterwards: record count, every line whole, every record once;
 for filehandler the torn or missing records are counted and reported instead of failing. Median of R runs.
+--lean: logging.logThreads, logging.logMultiprocessing = False and logging._srcfile = None (no thread, process
+name or caller in the LogRecord), for every method of the run: a configuration a program may choose, shown as a
+run of its own.
 Needs the forklog package (PYTHONPATH=python) and the library (FORKLOG_LIBRARY=build/libforklog.so).
-Run: python3 bench/python_handler.py [-P 1,4] [-n 100000] [-r 3] [-d /var/tmp] [-m METHODS] [--quick]
+Run: python3 bench/python_handler.py [-P 1,4] [-n 100000] [-r 3] [-d /var/tmp] [-m METHODS] [--quick] [--lean]
 """
 import argparse
 import logging
@@ -39,7 +46,8 @@ RECORD = 100  # bytes in the file, newline included (forklog text and the Python
 FMT = "%(asctime)s %(levelname)s pid=%(process)d %(message)s"
 LOGGER = "bench"
 ctx = mp.get_context("fork")
-METHODS = ["forklog", "forklog-raw", "forklog-log", "lock-open", "manager-lock", "filehandler"]
+METHODS = ["forklog", "forklog-raw", "forklog-buffered", "forklog-log", "logging-null", "lock-open", "manager-lock",
+           "filehandler"]
 
 # the records' message: "request dNNNNNNNNN cost 0.000012 xxxx", padded so that each line is RECORD bytes
 MSG_RE = re.compile(rb"request (d\d{9}) cost 0\.000012 x*")
@@ -56,19 +64,24 @@ class LockOpenHandler(logging.Handler):
     def emit(self, record):
         try:
             msg = self.format(record) + "\n"
-            self.plock.acquire()
-            try:
-                with open(self.path, "a") as f:
-                    f.write(msg)
-            finally:
-                self.plock.release()
+            self.plock.acquire()  # the recipe's lines, with the record logging formatted
+            with open(self.path, "a+") as logs:
+                logs.write(msg)
+            self.plock.release()
         except Exception:
             self.handleError(record)
 
 
+class NullHandler(logging.Handler):
+    """logging-null: logging's own cost per record; nothing is formatted or written."""
+
+    def emit(self, record):
+        pass
+
+
 def pad_for(method):
     """Message padding so that a record is RECORD bytes in the file with this method's prefix."""
-    if method in ("forklog", "forklog-log"):
+    if method in ("forklog", "forklog-buffered", "forklog-log"):
         prefix = len("2026-11-28T16:05:13.123456Z INFO pid=%d " % os.getpid())
     else:
         prefix = len(logging.Formatter(FMT).format(logging.LogRecord("b", 20, "", 0, "", None, None))) - 0
@@ -104,6 +117,10 @@ class Factory:
             return forklog.Handler(self.path)
         if self.method == "forklog-raw":
             return forklog.Handler(self.path, raw=True)
+        if self.method == "forklog-buffered":
+            return forklog.Handler(self.path, buffered=True)
+        if self.method == "logging-null":
+            return NullHandler()
         if self.method in ("lock-open", "manager-lock"):
             return LockOpenHandler(self.path, self.lock)
         return self.inherited  # filehandler: the parent's, inherited through fork
@@ -169,12 +186,27 @@ def run(method, procs, n, workdir):
         mgr.shutdown()
     if inherited is not None:
         inherited.close()
+    if method == "logging-null":
+        return n / (t1 - t0), 0, 0, 0.0
     whole, torn, missing = check(path, n)
     size = os.path.getsize(path) / max(whole + torn, 1)
     if method != "filehandler" and (torn or missing):
         sys.exit("python_handler: CHECK FAILED: %s P=%d: %d torn, %d missing" % (method, procs, torn, missing))
     os.unlink(path)
     return n / (t1 - t0), torn, missing, size
+
+
+def busy_cpu_seconds():
+    """CPU time spent by the whole machine (every CPU, every process) since boot, in seconds."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[0:3]) + sum(v[5:7])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
+
+
+def own_cpu_seconds():
+    """CPU time of this process and of its reaped children (the Pool workers, the Manager)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main():
@@ -186,7 +218,13 @@ def main():
     ap.add_argument("-d", default="/var/tmp", help="directory (a fresh subdirectory is made there)")
     ap.add_argument("-m", default=",".join(METHODS), help="methods (default: all)")
     ap.add_argument("--quick", action="store_true", help="a tenth of the records, 1 run")
+    ap.add_argument("--lean", action="store_true",
+                    help="logThreads, logMultiprocessing off and _srcfile None, for every method")
     a = ap.parse_args()
+    if a.lean:  # set in the parent before the Pool: the forked workers inherit it
+        logging.logThreads = False
+        logging.logMultiprocessing = False
+        logging._srcfile = None
     procs_list = [int(x) for x in a.P.split(",")]
     methods = a.m.split(",")
     n_def, n_mgr, runs = a.n, a.n_manager, a.r
@@ -194,16 +232,22 @@ def main():
         n_def, n_mgr, runs = max(n_def // 10, 100), max(n_mgr // 10, 100), 1
     workdir = tempfile.mkdtemp(prefix="forklog-pyh.", dir=a.d)
     try:
+        here = os.path.dirname(os.path.abspath(__file__))
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "?"
+                                cwd=here).stdout.strip() or "?"
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "lib", "include", "python"],
+                          capture_output=True, text=True, cwd=os.path.dirname(here)).stdout.strip():
+            commit += " + uncommitted changes in lib/, include/ or python/"
     except OSError:
         commit = "?"
     with open("/proc/loadavg") as f:
         load0 = f.read().strip()
+    busy0, ours0 = busy_cpu_seconds(), own_cpu_seconds()
     print("python_handler: %s, Python %s, forklog %s (%s), commit %s, %d CPUs, dir %s, load at start: %s" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), sys.version.split()[0], forklog.library_version(),
         forklog.library_path, commit, os.cpu_count(), workdir, load0))
-    print("%d records per cell (manager-lock %d), %d runs, median; clock around pool.map() only" % (n_def, n_mgr, runs))
+    print("%d records per cell (manager-lock %d), %d runs, median; clock around pool.map() only; logging: %s" % (
+        n_def, n_mgr, runs, "lean (logThreads, logMultiprocessing False, _srcfile None)" if a.lean else "defaults"))
     sys.stdout.flush()
     for m in methods:  # warm-up: imports, first Pool, page cache
         run(m, 2, 200, workdir)
@@ -223,16 +267,18 @@ def main():
     shutil.rmtree(workdir, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load1 = f.read().strip()
-    print("%-13s %3s %10s %19s %9s %9s %9s %6s %s" % ("method", "P", "rec/s", "min-max", "vs (a)", "vs (b)",
+    print("%-16s %3s %10s %19s %9s %9s %9s %6s %s" % ("method", "P", "rec/s", "min-max", "vs (a)", "vs (b)",
                                                     "vs (c)", "B/rec", "torn/missing (all runs)"))
     for procs in procs_list:
         for m in methods:
             med, lo, hi, torn, missing, size = res[(m, procs)]
             ratio = lambda ref: ("%.2fx" % (med / res[(ref, procs)][0])) if (ref, procs) in res else "-"
-            print("%-13s %3d %10.0f %19s %9s %9s %9s %6.1f %d/%d" % (
+            print("%-16s %3d %10.0f %19s %9s %9s %9s %6.1f %d/%d" % (
                 m, procs, med, "%.0f-%.0f" % (lo, hi), ratio("lock-open"), ratio("manager-lock"),
                 ratio("filehandler"), size, torn, missing))
-    print("load at end: %s" % load1)
+    busy, ours = busy_cpu_seconds() - busy0, own_cpu_seconds() - ours0
+    print("load at end: %s; the CPUs were busy %.1f s, %.1f s of it this benchmark's, %.1f s other processes'" % (
+        load1, busy, ours, max(busy - ours, 0.0)))
 
 
 if __name__ == "__main__":
