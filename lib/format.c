@@ -920,7 +920,8 @@ size_t fl__prefix(const forklog *log, enum forklog_level level, const struct tim
     const int json = log->format == FORKLOG_FORMAT_JSON;
     const int tid = (log->flags & FORKLOG_TID) != 0;
     const struct fl__str *part = fl__parts[json + fl__keyset(log)];
-    char *o = fl__put_str(out, part[0]);
+    char *o = out + part[0].n;
+    fl__copy(out, part[0].s, part[0].n);
     fl__rfc3339(o, now);
     o += 27;
     long pid = fl__pid(log);
@@ -988,19 +989,28 @@ int fl__needs_escape(int json, const char *s, size_t len)
     if (len >= 16) {
         const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
         const __m128i quote = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\');
-        for (;; i += 16) {
-            if (i + 16 > len)
-                i = len - 16;
-            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-            __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x), _mm_cmpeq_epi8(x, del));
-            if (json) /* the high bit of x itself marks a byte >= 0x80 */
-                hit = _mm_or_si128(_mm_or_si128(hit, x),
-                                   _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl)));
-            if (_mm_movemask_epi8(hit))
-                return 1;
-            if (i + 16 == len)
-                return 0;
+#define FL__CTL16(x) _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8((x), ctl), (x)), _mm_cmpeq_epi8((x), del))
+#define FL__JSON16(x)                                                                                                  \
+    _mm_or_si128(_mm_or_si128(FL__CTL16(x), (x)), _mm_or_si128(_mm_cmpeq_epi8((x), quote), _mm_cmpeq_epi8((x), bsl)))
+        const char *last = s + len - 16;
+        if (json) {
+            for (; s < last; s += 16) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+                if (_mm_movemask_epi8(FL__JSON16(x)))
+                    return 1;
+            }
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)last);
+            return _mm_movemask_epi8(FL__JSON16(x)) != 0; /* the high bit of x itself marks a byte >= 0x80 */
         }
+        for (; s < last; s += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+            if (_mm_movemask_epi8(FL__CTL16(x)))
+                return 1;
+        }
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)last);
+        return _mm_movemask_epi8(FL__CTL16(x)) != 0;
+#undef FL__CTL16
+#undef FL__JSON16
     }
 #endif
     for (; i + 8 <= len; i += 8) {
@@ -1184,6 +1194,9 @@ static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
 #endif
 }
 
+/* The bytes that end a run of literal format bytes: '%' and the NUL. */
+static const unsigned char fl__fmt_stop[256] = {[0] = 1, ['%'] = 1};
+
 int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
 {
     size_t o = 0;
@@ -1191,7 +1204,7 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
     int radix_dot = -1;
     for (;;) {
         const char *lit = f;
-        while (*f != '%' && *f)
+        while (!fl__fmt_stop[(unsigned char)*f])
             f++;
         size_t nlit = (size_t)(f - lit);
         if (nlit > cap - o)
@@ -1397,6 +1410,22 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
             if (fl__fixed(bits, prec, &ip, &fp) < 0)
                 return -1;
             nd = fl__ndigits(ip);
+            if (!width && !plus && !space) {
+                /* No padding and no sign but '-': straight into the output. */
+                size_t neg = bits >> 63, need = neg + nd + (prec ? (size_t)prec + 1 : 0);
+                if (need > cap - o)
+                    return -1;
+                out[o] = '-';
+                o += neg;
+                fl__udec_fixed(out + o, ip, nd);
+                o += nd;
+                if (prec) {
+                    out[o++] = '.';
+                    fl__udec_fixed(out + o, fp, (size_t)prec);
+                    o += (size_t)prec;
+                }
+                continue;
+            }
             fl__udec_fixed(dend - nd, ip, nd);
             char frac[24];
             size_t nf = 0;
