@@ -491,6 +491,54 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
     return (unsigned)level >= (shared ? shared : (unsigned)log->level);
 }
 
+/* The slow path of fl__vlog, out of line so that the fast path's frame holds one record buffer: the whole message
+ * (up to max_record bytes of it), then escaping, quoting, fields and cutting. out[0..p) holds the prefix, and,
+ * when the message fitted the room after it, out[p..p + n) the message; `again` formats it anew otherwise. */
+static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
+                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n,
+                         const char *str_arg) FORKLOG_PRINTF(6, 0) __attribute__((noinline));
+static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
+                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n, const char *str_arg)
+{
+    int rc;
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const size_t close = json ? 3 : 1;
+    size_t cap = log->max_record < FL__STACK_RECORD ? log->max_record : FL__STACK_RECORD;
+    size_t room = cap - p - close;
+    const char *msg = out + p;
+    size_t total = n, msglen = total;
+    char *heap = NULL;
+    char aside[FL__STACK_RECORD];
+    if (total > room && str_arg) {
+        /* "%s" with a long string: the string is the message; nothing to format or copy. */
+        msg = str_arg;
+        msglen = total < log->max_record ? total : log->max_record;
+    } else if (total > room) {
+        size_t want = total < log->max_record ? total : log->max_record;
+        if (!(heap = malloc(want + 1)))
+            return -ENOMEM;
+        vsnprintf(heap, want + 1, fmt, *again);
+        msg = heap;
+        msglen = want;
+    } else {
+        /* The message sits where the record will be built: move it aside first. */
+        memcpy(aside, out + p, total);
+        msg = aside;
+    }
+    if (!tail && msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
+        /* A long message with nothing to escape: prefix, message and suffix go out as they are, in one
+         * writev(2), with no copy of the message. */
+        struct iovec iov[3] = {
+            {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
+        rc = fl__append(log, iov, 3, p + total + close);
+    } else {
+        rc = fl__emit(log, level, now, loc, msg, msglen, total, NULL, 0, out, FL__STACK_RECORD);
+    }
+    free(heap);
+    return rc;
+}
+
+
 static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
     FORKLOG_PRINTF(4, 0);
 static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
@@ -571,40 +619,8 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         }
     }
 
-    /* Slow path: the whole message (up to max_record bytes of it), then escaping, quoting, fields and cutting. */
-    const char *msg = out + p;
-    size_t total = (size_t)n, msglen = total;
-    char *heap = NULL;
-    char aside[FL__STACK_RECORD];
-    if (total > room && str_arg) {
-        /* "%s" with a long string: the string is the message; nothing to format or copy. */
-        msg = str_arg;
-        msglen = total < log->max_record ? total : log->max_record;
-    } else if (total > room) {
-        size_t want = total < log->max_record ? total : log->max_record;
-        if (!(heap = malloc(want + 1))) {
-            va_end(again);
-            return -ENOMEM;
-        }
-        vsnprintf(heap, want + 1, fmt, again);
-        msg = heap;
-        msglen = want;
-    } else {
-        /* The message sits where the record will be built: move it aside first. */
-        memcpy(aside, out + p, total);
-        msg = aside;
-    }
+    rc = fl__vlog_slow(log, level, &now, loc, tail, fmt, &again, out, p, (size_t)n, str_arg);
     va_end(again);
-    if (!tail && msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
-        /* A long message with nothing to escape: prefix, message and suffix go out as they are, in one
-         * writev(2), with no copy of the message. */
-        struct iovec iov[3] = {
-            {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
-        rc = fl__append(log, iov, 3, p + total + close);
-    } else {
-        rc = fl__emit(log, level, &now, loc, msg, msglen, total, NULL, 0, out, sizeof out);
-    }
-    free(heap);
     return rc;
 }
 
