@@ -22,6 +22,8 @@ The Pool ("fork") and every handler are set up and warmed before the clock; the 
 of P tasks, each writing n/P records in a loop through logger.info(). Fixed records per cell (default 100,000;
 20,000 for manager-lock). Each file is checked afterwards: record count, every line whole, every record once;
 for filehandler the torn or missing records are counted and reported instead of failing. Median of R runs.
+"CPU us": the CPU time per record of every process of the method during pool.map() (the workers, the Manager's
+server, the parent's Pool threads): what a record costs whatever the other processes of the machine take.
 --lean: logging.logThreads, logging.logMultiprocessing = False and logging._srcfile = None (no thread, process
 name or caller in the LogRecord), for every method of the run: a configuration a program may choose, shown as a
 run of its own.
@@ -177,9 +179,12 @@ def run(method, procs, n, workdir):
     pool.map(abs, range(procs * 4), chunksize=1)  # workers up, initializers done
     per = n // procs
     tasks = [(k * per, per if k < procs - 1 else n - k * per, pad) for k in range(procs)]
+    pids = [w.pid for w in pool._pool] + ([mgr._process.pid] if mgr is not None else [])
+    c0 = cpu_seconds(pids)
     t0 = time.perf_counter()
     pool.map(task, tasks, chunksize=1)
     t1 = time.perf_counter()
+    cpu = (cpu_seconds(pids) - c0) / n * 1e6  # us per record, every process of the method
     pool.close()
     pool.join()  # workers end normally: forklog handles are closed
     if mgr is not None:
@@ -187,13 +192,24 @@ def run(method, procs, n, workdir):
     if inherited is not None:
         inherited.close()
     if method == "logging-null":
-        return n / (t1 - t0), 0, 0, 0.0
+        return n / (t1 - t0), cpu, 0, 0, 0.0
     whole, torn, missing = check(path, n)
     size = os.path.getsize(path) / max(whole + torn, 1)
     if method != "filehandler" and (torn or missing):
         sys.exit("python_handler: CHECK FAILED: %s P=%d: %d torn, %d missing" % (method, procs, torn, missing))
     os.unlink(path)
-    return n / (t1 - t0), torn, missing, size
+    return n / (t1 - t0), cpu, torn, missing, size
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system) used so far by this process (the Pool's threads) and by the processes pids."""
+    t = os.times()
+    total = t.user + t.system
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        total += (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 def busy_cpu_seconds():
@@ -254,28 +270,31 @@ def main():
     res = {}
     for procs in procs_list:
         rates = {m: [] for m in methods}
+        cpus = {m: [] for m in methods}
         extra = {}
         for r in range(runs):
             for k in range(len(methods)):
                 m = methods[(k + r) % len(methods)]
-                rate, torn, missing, size = run(m, procs, n_mgr if m == "manager-lock" else n_def, workdir)
+                rate, cpu, torn, missing, size = run(m, procs, n_mgr if m == "manager-lock" else n_def, workdir)
                 rates[m].append(rate)
+                cpus[m].append(cpu)
                 t0, m0, _ = extra.get(m, (0, 0, 0))
                 extra[m] = (t0 + torn, m0 + missing, size)
         for m in methods:
-            res[(m, procs)] = (statistics.median(rates[m]), min(rates[m]), max(rates[m])) + extra[m]
+            res[(m, procs)] = (statistics.median(rates[m]), min(rates[m]), max(rates[m]),
+                               statistics.median(cpus[m])) + extra[m]
     shutil.rmtree(workdir, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load1 = f.read().strip()
-    print("%-16s %3s %10s %19s %9s %9s %9s %6s %s" % ("method", "P", "rec/s", "min-max", "vs (a)", "vs (b)",
-                                                    "vs (c)", "B/rec", "torn/missing (all runs)"))
+    print("%-16s %3s %10s %19s %9s %9s %9s %8s %6s %s" % ("method", "P", "rec/s", "min-max", "vs (a)", "vs (b)",
+                                                         "vs (c)", "CPU us", "B/rec", "torn/missing (all runs)"))
     for procs in procs_list:
         for m in methods:
-            med, lo, hi, torn, missing, size = res[(m, procs)]
+            med, lo, hi, cpu, torn, missing, size = res[(m, procs)]
             ratio = lambda ref: ("%.2fx" % (med / res[(ref, procs)][0])) if (ref, procs) in res else "-"
-            print("%-16s %3d %10.0f %19s %9s %9s %9s %6.1f %d/%d" % (
+            print("%-16s %3d %10.0f %19s %9s %9s %9s %8.2f %6.1f %d/%d" % (
                 m, procs, med, "%.0f-%.0f" % (lo, hi), ratio("lock-open"), ratio("manager-lock"),
-                ratio("filehandler"), size, torn, missing))
+                ratio("filehandler"), cpu, size, torn, missing))
     busy, ours = busy_cpu_seconds() - busy0, own_cpu_seconds() - ours0
     print("load at end: %s; the CPUs were busy %.1f s, %.1f s of it this benchmark's, %.1f s other processes'" % (
         load1, busy, ours, max(busy - ours, 0.0)))
