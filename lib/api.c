@@ -563,7 +563,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
     size_t room = cap - p - close;
     va_list again;
     va_copy(again, ap);
-    int n = -1;
+    int n = -1, esc = -1; /* esc: whether the message needs escaping, -1 until known */
     const char *str_arg = NULL;
     if (fmt[0] == '%' && fmt[1] == 's' && fmt[2] == '\0') {
         /* The commonest format of all, "%s": a copy, without the printf machinery (~60 ns per record). */
@@ -574,7 +574,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         if (str) {
             size_t sl = strnlen(str, room + 1);
             if (sl <= room)
-                memcpy(out + p, str, sl);
+                esc = (int)(fl__copy_scan(out + p, str, sl, json) & 1);
             else if ((sl = strlen(str)) > INT_MAX)
                 sl = INT_MAX;
             n = (int)sl;
@@ -594,7 +594,9 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         va_end(again);
         return -EINVAL;
     }
-    if (!tail && (size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n)) {
+    if ((size_t)n <= room && esc < 0)
+        esc = fl__needs_escape(json, out + p, (size_t)n);
+    if (!tail && (size_t)n <= room && !esc) {
         va_end(again);
         size_t len = p + (size_t)n;
         if (json) {
@@ -605,7 +607,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         struct iovec iov = {out, len};
         return fl__append(log, &iov, 1, len);
     }
-    if (tail && (size_t)n <= room && !fl__needs_escape(json, out + p, (size_t)n) &&
+    if (tail && (size_t)n <= room && !esc &&
         (json || !n || (out[p] != '"' && !memchr(out + p, '=', (size_t)n)))) {
         /* The location and the context follow the message, in place, when nothing needs escaping or quoting. */
         size_t o = p + (size_t)n;
@@ -675,9 +677,9 @@ static int fl__log_fields(forklog *log, enum forklog_level level, const struct f
     const int tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
     size_t cap = log->max_record < sizeof stack ? log->max_record : sizeof stack;
     size_t p = fl__prefix(log, level, &now, stack);
-    if (len < cap - p && !fl__needs_escape(json, msg, len) &&
-        (json || !tail || !len || (msg[0] != '"' && !memchr(msg, '=', len)))) {
-        memcpy(stack + p, msg, len);
+    unsigned found;
+    if (len < cap - p && !((found = fl__copy_scan(stack + p, msg, len, json)) & 1) &&
+        (json || !tail || !len || (msg[0] != '"' && !(found & 2)))) {
         size_t o = p + len;
         if (json)
             stack[o++] = '"';

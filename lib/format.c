@@ -1031,6 +1031,48 @@ int fl__needs_escape(int json, const char *s, size_t len)
     return 0;
 }
 
+unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
+{
+    unsigned found = 0;
+    size_t i = 0;
+#ifdef __SSE2__
+    if (len >= 16) {
+        const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f), eq = _mm_set1_epi8('=');
+        const __m128i quote = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\');
+        __m128i esc = _mm_setzero_si128(), eqs = _mm_setzero_si128();
+        const size_t last = len - 16;
+#define FL__SCAN16(at, more)                                                                                           \
+    do {                                                                                                               \
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + (at)));                                     \
+        _mm_storeu_si128((__m128i *)(void *)(dst + (at)), x);                                                          \
+        esc = _mm_or_si128(esc, _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x), _mm_cmpeq_epi8(x, del)));      \
+        eqs = _mm_or_si128(eqs, more);                                                                                 \
+    } while (0)
+        if (json) {
+            /* The high bit of x itself marks a byte >= 0x80. */
+            for (; i < last; i += 16)
+                FL__SCAN16(i, _mm_or_si128(x, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl))));
+            FL__SCAN16(last, _mm_or_si128(x, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl))));
+            return _mm_movemask_epi8(_mm_or_si128(esc, eqs)) ? 1u : 0u;
+        }
+        for (; i < last; i += 16)
+            FL__SCAN16(i, _mm_cmpeq_epi8(x, eq));
+        FL__SCAN16(last, _mm_cmpeq_epi8(x, eq));
+#undef FL__SCAN16
+        return (_mm_movemask_epi8(esc) ? 1u : 0u) | (_mm_movemask_epi8(eqs) ? 2u : 0u);
+    }
+#endif
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (char)c;
+        if (c < 0x20 || c == 0x7f || (json && (c == '"' || c == '\\' || c >= 0x80)))
+            found |= 1;
+        if (c == '=')
+            found |= 2;
+    }
+    return found & (json ? 1u : 3u);
+}
+
 size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
                  const char *msg, size_t msglen, size_t msg_total, const struct forklog_field *fields, size_t nfields,
                  char *out, size_t cap, size_t *cut)

@@ -207,6 +207,10 @@ FL__INTERNAL size_t fl__app_token(const forklog *log, const char *name, char *ou
  * non-ASCII byte, which the slow path validates as UTF-8). */
 FL__INTERNAL int fl__needs_escape(int json, const char *s, size_t len);
 
+/* Copies src[0..len) to dst and says what it holds: bit 0, a byte that fl__needs_escape reports; bit 1 (text
+ * only), an '='. */
+FL__INTERNAL unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json);
+
 /* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
 FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
 
