@@ -66,7 +66,7 @@ static _Thread_local struct {
     char text[19]; /* YYYY-MM-DDTHH:MM:SS */
 } fl__second_cache = {-1, {0}};
 
-void fl__rfc3339(char out[27], const struct timespec *ts)
+static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {
     if (ts->tv_sec != fl__second_cache.sec) {
         fl__rfc3339_slow(out, ts);
@@ -78,6 +78,11 @@ void fl__rfc3339(char out[27], const struct timespec *ts)
     out[19] = '.';
     fl__micros(out + 20, ts->tv_nsec);
     out[26] = 'Z';
+}
+
+void fl__rfc3339(char out[27], const struct timespec *ts)
+{
+    fl__rfc3339_inline(out, ts);
 }
 
 static void fl__rfc3339_slow(char out[27], const struct timespec *ts)
@@ -324,10 +329,16 @@ static inline void fl__copy(char *d, const char *s, size_t n)
 /* The number of decimal digits of v. */
 static inline size_t fl__ndigits(unsigned long long v)
 {
+#if defined(__GNUC__)
+    /* From the bit length: log10(2) ~ 1233 / 4096, corrected by one comparison. */
+    size_t n = (size_t)(((64 - __builtin_clzll(v | 1)) * 1233) >> 12);
+    return n + ((v | 1) >= fl__pow10[n]);
+#else
     size_t n = 1;
     while (n < 20 && v >= fl__pow10[n])
         n++;
     return n;
+#endif
 }
 
 /* The decimal digits of v into out[0..n), n being fl__ndigits(v) or more (zero-padded on the left), two at a
@@ -662,54 +673,24 @@ static const unsigned char fl__cls[256] = {
 
 /* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
  * names ruling most keys out before any comparison. */
-static int fl__is_builtin_fast(int ks, const char *k, size_t klen)
+static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
 {
-    static const uint32_t lengths[2] = {1u << 2 | 1u << 3 | 1u << 4 | 1u << 5,
-                                        1u << 7 | 1u << 9 | 1u << 10 | 1u << 11 | 1u << 12 | 1u << 17 | 1u << 19 |
-                                            1u << 20};
-    if (klen > 20 || !(lengths[ks] >> klen & 1))
-        return 0;
-    switch (k[0]) {
-    case '@':
-    case 'a':
-    case 'c':
-    case 'f':
-    case 'l':
-    case 'm':
-    case 'p':
-    case 's':
-    case 't': return fl__is_builtin(ks, k, klen);
-    default: return 0;
-    }
+    /* Per key set and first byte (from '@'), the lengths of the names that start with it. */
+    static const uint32_t lengths[2][64] = {
+        {['a' - '@'] = 1u << 3, ['c' - '@'] = 1u << 3, ['f' - '@'] = 1u << 4, ['l' - '@'] = 1u << 4 | 1u << 5,
+         ['m' - '@'] = 1u << 3, ['p' - '@'] = 1u << 3, ['t' - '@'] = 1u << 2 | 1u << 3},
+        {['@' - '@'] = 1u << 10, ['f' - '@'] = 1u << 11, ['l' - '@'] = 1u << 9 | 1u << 19 | 1u << 20,
+         ['m' - '@'] = 1u << 7, ['p' - '@'] = 1u << 11 | 1u << 17, ['s' - '@'] = 1u << 12}};
+    unsigned c = (unsigned char)k[0] - (unsigned)'@';
+    return c < 64 && klen < 32 && (lengths[ks][c] >> klen & 1) && fl__is_builtin(ks, k, klen);
 }
 
-/* Writes one field at out + o, as fl__w_field does, if it fits below `end` and needs no escaping (text: a value
- * that goes bare, or quoted with nothing to escape; JSON: a string with nothing to escape). Returns the new end of
- * the output, or 0 to leave the record to fl__build. */
-static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rename, const char *key, size_t klen,
-                             const struct forklog_field *f)
+/* Writes a field's value at p (a key and its `=` or `":` before it), as fl__w_field does, if it fits below
+ * out + end and needs no escaping (text: a value that goes bare, or quoted with nothing to escape; JSON: a string
+ * with nothing to escape); room for 64 bytes at p is known. Returns the new end of the output, or 0 to leave the
+ * record to fl__build. */
+static size_t fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_field *f)
 {
-    if (end - o < 2 + 7 + klen + 2 + 64)
-        return 0;
-    char *p = out + o;
-    if (json) {
-        memcpy(p, ",\"", 2);
-        p += 2;
-    } else {
-        *p++ = ' ';
-    }
-    if (rename) {
-        memcpy(p, "fields.", 7);
-        p += 7;
-    }
-    fl__copy(p, key, klen);
-    p += klen;
-    if (json) {
-        memcpy(p, "\":", 2);
-        p += 2;
-    } else {
-        *p++ = '=';
-    }
     if (f->type == FORKLOG_FIELD_INT || f->type == FORKLOG_FIELD_UINT) {
         unsigned long long a = f->type == FORKLOG_FIELD_UINT ? f->v.u : (unsigned long long)f->v.i;
         if (f->type == FORKLOG_FIELD_INT && f->v.i < 0) {
@@ -719,6 +700,19 @@ static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rena
         size_t n = fl__ndigits(a);
         fl__udec_fixed(p, a, n);
         return (size_t)(p + n - out);
+    }
+    if (f->type == FORKLOG_FIELD_DUR && f->v.ns >= 0 && f->v.ns < 1000000000) {
+        /* A duration below a second, as fl__dur writes it: `0`, or `0.` and the nanoseconds without the zeros
+         * that end them. */
+        *p++ = '0';
+        if (f->v.ns) {
+            *p++ = '.';
+            fl__udec_fixed(p, (unsigned long long)f->v.ns, 9);
+            p += 9;
+            while (p[-1] == '0')
+                p--;
+        }
+        return (size_t)(p - out);
     }
     if (f->type != FORKLOG_FIELD_STR) {
         size_t n = fl__value(p, json, f);
@@ -750,6 +744,37 @@ static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rena
     return (size_t)(p - out);
 }
 
+/* The room a field needs before its value is looked at: separator, `fields.`, the longest key, `":`, 64 bytes. */
+#define FL__FIELD_ROOM (2 + 7 + FORKLOG_MAX_KEY + 2 + 64)
+
+/* A field whose key is known good (the location's, the context's) at out + o. Returns the new end, or 0. */
+static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rename, const char *key, size_t klen,
+                             const struct forklog_field *f)
+{
+    if (end - o < FL__FIELD_ROOM)
+        return 0;
+    char *p = out + o;
+    if (json) {
+        memcpy(p, ",\"", 2);
+        p += 2;
+    } else {
+        *p++ = ' ';
+    }
+    if (rename) {
+        memcpy(p, "fields.", 7);
+        p += 7;
+    }
+    fl__copy(p, key, klen);
+    p += klen;
+    if (json) {
+        memcpy(p, "\":", 2);
+        p += 2;
+    } else {
+        *p++ = '=';
+    }
+    return fl__fast_value(out, p, end, json, f);
+}
+
 long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
                    const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
 {
@@ -761,28 +786,8 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
     if (cap < o + reserve)
         return 0;
     const size_t end = cap - reserve;
-    /* The keys first, as fl__check_fields: their lengths serve the duplicate check, and so does a 64-bit set of
-     * hashes (length, first and last byte): keys whose hashes all differ are all different. */
-    unsigned char klen[FORKLOG_MAX_FIELDS];
     if (n > FORKLOG_MAX_FIELDS)
         return -EINVAL;
-    uint64_t seen = 0;
-    int maybe_dup = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *k = f[i].key;
-        if (!k || f[i].type < FORKLOG_FIELD_STR || f[i].type > FORKLOG_FIELD_TIME)
-            return -EINVAL;
-        size_t l = 0;
-        unsigned all = FL__C_KEY;
-        for (unsigned char c; (c = (unsigned char)k[l]) != 0; l++)
-            all &= fl__cls[c];
-        if (l == 0 || l > FORKLOG_MAX_KEY || !all)
-            return -EINVAL;
-        klen[i] = (unsigned char)l;
-        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 3u * (unsigned char)k[l - 1] + l) & 63);
-        maybe_dup |= (seen & bit) != 0;
-        seen |= bit;
-    }
     if (loc && loc->file) {
         struct forklog_field lf[3];
         lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
@@ -796,31 +801,87 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
                 return 0;
         }
     }
-    /* The context, but keys the call gives again; then the call's fields, but keys given again later. */
-    for (size_t i = 0; ctx && i < ctx->n; i++) {
-        const struct forklog_field *c = &ctx->f[i];
-        size_t l = strlen(c->key);
-        uint64_t bit = (uint64_t)1 << (((unsigned char)c->key[0] + 3u * (unsigned char)c->key[l - 1] + l) & 63);
-        int again = 0;
-        if (seen & bit)
-            for (size_t j = 0; j < n && !again; j++)
-                again = klen[j] == l && f[j].key[0] == c->key[0] && memcmp(f[j].key, c->key, l) == 0;
-        if (again)
+    /* The context's fields, then the call's, each rendered where it stands; a key given again by a later field
+     * of the call drops the earlier one, as fl__tail skips it. A 64-bit set of key hashes (length, first and last
+     * byte) rules most keys out of the comparison. at[e] is where entry e starts; the first key of the call
+     * that is not valid fails the call, as fl__check_fields. */
+    const size_t nctx = ctx ? ctx->n : 0;
+    if (nctx > FORKLOG_MAX_FIELDS)
+        return 0;
+    size_t at[2 * FORKLOG_MAX_FIELDS + 1];
+    unsigned char kl[2 * FORKLOG_MAX_FIELDS], gone[2 * FORKLOG_MAX_FIELDS];
+    uint64_t seen = 0;
+    int dropped = 0;
+    for (size_t e = 0; e < nctx + n; e++) {
+        at[e] = o;
+        gone[e] = 0;
+        if (e < nctx) {
+            const struct forklog_field *c = &ctx->f[e];
+            size_t l = strlen(c->key);
+            kl[e] = (unsigned char)l;
+            seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 3u * (unsigned char)c->key[l - 1] + l) & 63);
+            if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
+                return 0;
             continue;
-        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
+        }
+        const struct forklog_field *fi = &f[e - nctx];
+        const char *k = fi->key;
+        if (!k || fi->type < FORKLOG_FIELD_STR || fi->type > FORKLOG_FIELD_TIME)
+            return -EINVAL;
+        if (end - o < FL__FIELD_ROOM)
+            return 0;
+        /* The key: validated and copied in one pass. */
+        char *p = out + o;
+        if (json) {
+            memcpy(p, ",\"", 2);
+            p += 2;
+        } else {
+            *p++ = ' ';
+        }
+        size_t l = 0;
+        unsigned all = FL__C_KEY;
+        for (unsigned char c; (c = (unsigned char)k[l]) != 0 && l <= FORKLOG_MAX_KEY; l++)
+            all &= fl__cls[c];
+        if (l == 0 || l > FORKLOG_MAX_KEY || !all)
+            return -EINVAL;
+        fl__copy(p, k, l);
+        kl[e] = (unsigned char)l;
+        if (fl__is_builtin_fast(ks, k, l)) {
+            memmove(p + 7, p, l);
+            memcpy(p, "fields.", 7);
+            p += 7;
+        }
+        p += l;
+        if (json) {
+            memcpy(p, "\":", 2);
+            p += 2;
+        } else {
+            *p++ = '=';
+        }
+        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 3u * (unsigned char)k[l - 1] + l) & 63);
+        if (seen & bit) {
+            for (size_t j = 0; j < e; j++) {
+                const char *kj = j < nctx ? ctx->f[j].key : f[j - nctx].key;
+                if (!gone[j] && kl[j] == l && kj[0] == k[0] && memcmp(kj, k, l) == 0)
+                    gone[j] = 1, dropped = 1;
+            }
+        }
+        seen |= bit;
+        if (!(o = fl__fast_value(out, p, end, json, fi)))
             return 0;
     }
-    for (size_t i = 0; i < n; i++) {
-        const char *k = f[i].key;
-        const size_t l = klen[i];
-        int again = 0;
-        if (maybe_dup)
-            for (size_t j = i + 1; j < n && !again; j++)
-                again = klen[j] == l && f[j].key[0] == k[0] && memcmp(f[j].key, k, l) == 0;
-        if (again)
-            continue;
-        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, k, l), k, l, &f[i])))
-            return 0;
+    if (dropped) {
+        /* Close the gaps the dropped fields left. */
+        at[nctx + n] = o;
+        size_t w = at[0];
+        for (size_t e = 0; e < nctx + n; e++) {
+            size_t len = at[e + 1] - at[e];
+            if (!gone[e]) {
+                memmove(out + w, out + at[e], len);
+                w += len;
+            }
+        }
+        o = w;
     }
     if (json)
         out[o++] = '}';
@@ -849,7 +910,7 @@ size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *
     return n;
 }
 
-long fl__pid(const forklog *log)
+static inline long fl__pid_inline(const forklog *log)
 {
     /* The cache lives in a MADV_WIPEONFORK page: a forked child reads 0 and asks the kernel once. getpid() is a
      * real system call since glibc 2.25, ~140 ns here: too much to pay on every record. */
@@ -861,6 +922,11 @@ long fl__pid(const forklog *log)
         atomic_store_explicit(&log->proc->pid, pid, memory_order_relaxed);
     }
     return pid;
+}
+
+long fl__pid(const forklog *log)
+{
+    return fl__pid_inline(log);
 }
 
 /* The kernel thread id, cached per thread; a forked child's thread (whose pid differs) asks again. */
@@ -922,9 +988,9 @@ size_t fl__prefix(const forklog *log, enum forklog_level level, const struct tim
     const struct fl__str *part = fl__parts[json + fl__keyset(log)];
     char *o = out + part[0].n;
     fl__copy(out, part[0].s, part[0].n);
-    fl__rfc3339(o, now);
+    fl__rfc3339_inline(o, now);
     o += 27;
-    long pid = fl__pid(log);
+    long pid = fl__pid_inline(log);
     /* The rest depends on the process and the level only (but the thread id): built once per process and level
      * in the handle's per-process page, then copied in 16-byte steps. */
     struct fl__proc *proc = log->proc;

@@ -117,7 +117,8 @@ Test(format_internal, byte_classes_match_their_definitions)
     static const char *const keys[] = {"ts",   "level",   "pid",        "tid",         "app",         "msg",
                                        "file", "line",    "func",       "cut",         "t",           "cost",
                                        "fx",   "message", "@timestamp", "log.level",   "process.pid", "x.cut",
-                                       "l",    "lines",   "service.na", "service.name"};
+                                       "l",    "lines",   "service.na", "service.name", "c", "cu", "cuts", "forklog.cut", "log.origin.function",
+                                       "log.origin.file.name", "log.origin.file.line", "process.thread.id", "a"};
     for (int ks = 0; ks <= 1; ks++)
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             cr_assert_eq(fl__is_builtin_fast(ks, keys[i], strlen(keys[i])), fl__is_builtin(ks, keys[i], strlen(keys[i])),
