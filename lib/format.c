@@ -648,27 +648,31 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
 
 /* ---- the fields fast path ------------------------------------------------------------------------------------- */
 
-/* What a byte is to the fields fast path: a key byte ([A-Za-z0-9_.@-]), a byte that keeps a text value from going
- * bare (space and below, DEL, '"', '=', '\\'), a byte that a quoted text value escapes (below space, DEL, '"',
- * '\\'), a byte that a JSON string escapes or validates (below space, DEL, '"', '\\', 0x80 and above). */
-enum { FL__C_KEY = 1, FL__C_NOT_BARE = 2, FL__C_TEXT_ESC = 4, FL__C_JSON_ESC = 8 };
+/* What a byte is to the fast paths (the fields' and the printf one's), one bit per question. */
+enum {
+    FL__C_KEY = 1,      /* [A-Za-z0-9_.@-] */
+    FL__C_NOT_BARE = 2, /* keeps a text value from going bare: space and below, DEL, '"', '=', '\\' */
+    FL__C_TEXT_ESC = 4, /* escaped in a quoted text value: below space, DEL, '"', '\\' */
+    FL__C_JSON_ESC = 8, /* escaped or validated in a JSON string: below space, DEL, '"', '\\', 0x80 and above */
+    FL__C_FMT_STOP = 16 /* ends a run of a format's literal bytes: '%', NUL */
+};
 static const unsigned char fl__cls[256] = {
-    14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x00 */
+    30, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x00 */
     14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x10 */
-    2,  0,  14, 0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  1,  1,  0,  /* 0x20 space ! " ... - . / */
-    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  2,  0,  0,  /* 0x30 0-9 : ; < = > ? */
-    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x40 @ A-O */
-    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  14, 0,  0,  1,  /* 0x50 P-Z [ \ ] ^ _ */
-    0,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x60 ` a-o */
-    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  0,  14, /* 0x70 p-z { | } ~ DEL */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x80 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x90 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xa0 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xb0 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xc0 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xd0 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xe0 */
-    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xf0 */
+     2,  0, 14,  0,  0, 16,  0,  0,  0,  0,  0,  0,  0,  1,  1,  0, /* 0x20 space ! " ... % ... - . / */
+     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  2,  0,  0, /* 0x30 0-9 : ; < = > ? */
+     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1, /* 0x40 @ A-O */
+     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0, 14,  0,  0,  1, /* 0x50 P-Z [ \ ] ^ _ */
+     0,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1, /* 0x60 ` a-o */
+     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  0, 14, /* 0x70 p-z { | } ~ DEL */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0x80 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0x90 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xa0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xb0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xc0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xd0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xe0 */
+     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xf0 */
 };
 
 /* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
@@ -689,7 +693,11 @@ static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
  * out + end and needs no escaping (text: a value that goes bare, or quoted with nothing to escape; JSON: a string
  * with nothing to escape); room for 64 bytes at p is known. Returns the new end of the output, or 0 to leave the
  * record to fl__build. */
-static size_t fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_field *f)
+#ifdef __GNUC__
+__attribute__((always_inline))
+#endif
+static inline size_t
+fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_field *f)
 {
     if (f->type == FORKLOG_FIELD_INT || f->type == FORKLOG_FIELD_UINT) {
         unsigned long long a = f->type == FORKLOG_FIELD_UINT ? f->v.u : (unsigned long long)f->v.i;
@@ -838,11 +846,11 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         } else {
             *p++ = ' ';
         }
+        /* The run of key bytes must end at the NUL (which is not one), after 1 .. FORKLOG_MAX_KEY of them. */
         size_t l = 0;
-        unsigned all = FL__C_KEY;
-        for (unsigned char c; (c = (unsigned char)k[l]) != 0 && l <= FORKLOG_MAX_KEY; l++)
-            all &= fl__cls[c];
-        if (l == 0 || l > FORKLOG_MAX_KEY || !all)
+        while (fl__cls[(unsigned char)k[l]] & FL__C_KEY)
+            l++;
+        if (k[l] || l == 0 || l > FORKLOG_MAX_KEY)
             return -EINVAL;
         fl__copy(p, k, l);
         kl[e] = (unsigned char)l;
@@ -1302,9 +1310,6 @@ static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
 #endif
 }
 
-/* The bytes that end a run of literal format bytes: '%' and the NUL. */
-static const unsigned char fl__fmt_stop[256] = {[0] = 1, ['%'] = 1};
-
 int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
 {
     size_t o = 0;
@@ -1312,7 +1317,7 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
     int radix_dot = -1;
     for (;;) {
         const char *lit = f;
-        while (!fl__fmt_stop[(unsigned char)*f])
+        while (!(fl__cls[(unsigned char)*f] & FL__C_FMT_STOP))
             f++;
         size_t nlit = (size_t)(f - lit);
         if (nlit > cap - o)

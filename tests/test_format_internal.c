@@ -113,6 +113,7 @@ Test(format_internal, byte_classes_match_their_definitions)
         cr_assert_eq(!!(fl__cls[c] & FL__C_NOT_BARE), not_bare, "byte %d", c);
         cr_assert_eq(!!(fl__cls[c] & FL__C_TEXT_ESC), text_esc, "byte %d", c);
         cr_assert_eq(!!(fl__cls[c] & FL__C_JSON_ESC), json_esc, "byte %d", c);
+        cr_assert_eq(!!(fl__cls[c] & FL__C_FMT_STOP), c == 0 || c == '%', "byte %d", c);
     }
     static const char *const keys[] = {"ts",   "level",   "pid",        "tid",         "app",         "msg",
                                        "file", "line",    "func",       "cut",         "t",           "cost",
