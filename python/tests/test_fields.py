@@ -27,6 +27,45 @@ def test_log_fields_keep_their_json_types(tmp_path):
     assert b["msg"] == "no fields" and "item" not in b
 
 
+def test_field_values_of_subclasses_and_odd_strings_keep_their_rendering(tmp_path):
+    import enum
+
+    class Name(str):
+        pass
+
+    class Code(enum.IntEnum):
+        OK = 200
+
+    path = tmp_path / "a.jsonl"
+    with forklog.Log(str(path), json=True) as log:
+        for _ in range(2):  # the second time with the keys already checked
+            log.info("r", nul="a\0b", surrogate="x\udcffy", name=Name("ann"), code=Code.OK, flt=1.5,
+                     neg=-2**63, top=2**64 - 1, over=2**64, b=b"raw\0")
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        a = json.loads(line)
+        assert (a["nul"], a["name"], a["code"], a["flt"]) == ("a\\x00b", "ann", 200, 1.5)
+        assert (a["neg"], a["top"], a["over"], a["b"]) == (-2**63, 2**64 - 1, str(2**64), "raw\\x00")
+        assert a["surrogate"].startswith("x") and a["surrogate"].endswith("y")
+
+
+def test_a_bad_key_is_refused_or_mended_every_time(tmp_path):
+    path = tmp_path / "a.jsonl"
+    h = forklog.Handler(str(path), json=True)
+    lg = logging.getLogger("forklog-bad-keys")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    lg.handlers[:] = [h]
+    with forklog.Log(str(tmp_path / "b.log")) as log:
+        for _ in range(3):
+            lg.info("m", extra={"bad key": 1, "good": 2})
+            with pytest.raises(ValueError):
+                log.info("x", **{"bad key": 1})
+    h.close()
+    for line in path.read_text().splitlines():
+        a = json.loads(line)
+        assert a["bad_key"] == 1 and a["good"] == 2
+
+
 def test_text_fields_follow_the_message(tmp_path):
     path = tmp_path / "a.log"
     with forklog.Log(str(path)) as log:
