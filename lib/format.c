@@ -345,6 +345,13 @@ static inline size_t fl__ndigits(unsigned long long v)
  * time, in 32-bit arithmetic once v fits it. */
 static inline void fl__udec_fixed(char *out, unsigned long long v, size_t n)
 {
+    if (n <= 2) {
+        if (n == 2)
+            memcpy(out, fl__pairs + 2 * v, 2);
+        else
+            *out = (char)('0' + v);
+        return;
+    }
     char *p = out + n;
     while (v > UINT32_MAX) {
         p -= 2;
@@ -810,7 +817,7 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         }
     }
     /* The context's fields, then the call's, each rendered where it stands; a key given again by a later field
-     * of the call drops the earlier one, as fl__tail skips it. A 64-bit set of key hashes (length, first and last
+     * of the call drops the earlier one, as fl__tail skips it. A 64-bit set of key hashes (length and first
      * byte) rules most keys out of the comparison. at[e] is where entry e starts; the first key of the call
      * that is not valid fails the call, as fl__check_fields. */
     const size_t nctx = ctx ? ctx->n : 0;
@@ -827,7 +834,7 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
             const struct forklog_field *c = &ctx->f[e];
             size_t l = strlen(c->key);
             kl[e] = (unsigned char)l;
-            seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 3u * (unsigned char)c->key[l - 1] + l) & 63);
+            seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 7u * l) & 63);
             if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
                 return 0;
             continue;
@@ -866,7 +873,7 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         } else {
             *p++ = '=';
         }
-        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 3u * (unsigned char)k[l - 1] + l) & 63);
+        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 7u * l) & 63);
         if (seen & bit) {
             for (size_t j = 0; j < e; j++) {
                 const char *kj = j < nctx ? ctx->f[j].key : f[j - nctx].key;
