@@ -198,11 +198,13 @@ static void four_writers(forklog *log)
 Test(targets, fifo_with_a_reader_is_written_whole_and_never_rotated)
 {
     cr_assert_eq(mkfifo(logpath, 0600), 0);
-    struct drain d;
-    drain_start(&d, open_reader(logpath));
+    int rfd = open_reader(logpath);
     /* 120 records of ~90 bytes: rotate_bytes is passed many times over. */
     struct forklog_options o = {.rotate_bytes = 500, .rotate_keep = 3};
     forklog *log = open_log(logpath, &o);
+    /* Read only once the log holds the write end: a read of a FIFO that no writer has open yet is end of file. */
+    struct drain d;
+    drain_start(&d, rfd);
     four_writers(log);
     cr_assert_eq(forklog_close(log), 0);
     drain_check(&d, 4, 30);
