@@ -827,18 +827,19 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
     unsigned char kl[2 * FORKLOG_MAX_FIELDS], gone[2 * FORKLOG_MAX_FIELDS];
     uint64_t seen = 0;
     int dropped = 0;
-    for (size_t e = 0; e < nctx + n; e++) {
+    for (size_t e = 0; e < nctx; e++) {
         at[e] = o;
         gone[e] = 0;
-        if (e < nctx) {
-            const struct forklog_field *c = &ctx->f[e];
-            size_t l = strlen(c->key);
-            kl[e] = (unsigned char)l;
-            seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 7u * l) & 63);
-            if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
-                return 0;
-            continue;
-        }
+        const struct forklog_field *c = &ctx->f[e];
+        size_t l = strlen(c->key);
+        kl[e] = (unsigned char)l;
+        seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 7u * l) & 63);
+        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
+            return 0;
+    }
+    for (size_t e = nctx; e < nctx + n; e++) {
+        at[e] = o;
+        gone[e] = 0;
         const struct forklog_field *fi = &f[e - nctx];
         const char *k = fi->key;
         if (!k || fi->type < FORKLOG_FIELD_STR || fi->type > FORKLOG_FIELD_TIME)
