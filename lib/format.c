@@ -1374,58 +1374,64 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
                 continue;
             }
         }
-        int minus = 0, plus = 0, space = 0, zero = 0;
-        for (;; f++) {
-            if (*f == '-')
-                minus = 1;
-            else if (*f == '+')
-                plus = 1;
-            else if (*f == ' ')
-                space = 1;
-            else if (*f == '0')
-                zero = 1;
-            else
-                break;
-        }
+        int minus = 0, plus = 0, space = 0, zero = 0, prec = -1, len = 0;
         size_t width = 0;
-        while (*f >= '0' && *f <= '9') {
-            width = width * 10 + (size_t)(*f++ - '0');
-            if (width > 65536)
-                return -1;
-        }
-        int prec = -1;
-        if (*f == '.') {
-            f++;
-            prec = 0;
+        char conv;
+        if (f[0] == '.' && f[1] >= '0' && f[1] <= '9' && (f[2] == 'f' || f[2] == 'F')) {
+            /* "%.Nf", the commonest %f: no flags, no width, one digit of precision. */
+            prec = f[1] - '0';
+            conv = f[2];
+            f += 3;
+        } else {
+            for (;; f++) {
+                if (*f == '-')
+                    minus = 1;
+                else if (*f == '+')
+                    plus = 1;
+                else if (*f == ' ')
+                    space = 1;
+                else if (*f == '0')
+                    zero = 1;
+                else
+                    break;
+            }
             while (*f >= '0' && *f <= '9') {
-                prec = prec * 10 + (*f++ - '0');
-                if (prec > 65536)
+                width = width * 10 + (size_t)(*f++ - '0');
+                if (width > 65536)
                     return -1;
             }
-        }
-        int len = 0;
-        switch (*f) {
-        case 'h':
+            if (*f == '.') {
+                f++;
+                prec = 0;
+                while (*f >= '0' && *f <= '9') {
+                    prec = prec * 10 + (*f++ - '0');
+                    if (prec > 65536)
+                        return -1;
+                }
+            }
+            switch (*f) {
+            case 'h':
+                f++;
+                len = 'h';
+                if (*f == 'h')
+                    f++, len = 'H';
+                break;
+            case 'l':
+                f++;
+                len = 'l';
+                if (*f == 'l')
+                    f++, len = 'L';
+                break;
+            case 'j':
+            case 'z':
+            case 't': len = *f++; break;
+            default: break;
+            }
+            conv = *f;
+            if (!conv)
+                return -1;
             f++;
-            len = 'h';
-            if (*f == 'h')
-                f++, len = 'H';
-            break;
-        case 'l':
-            f++;
-            len = 'l';
-            if (*f == 'l')
-                f++, len = 'L';
-            break;
-        case 'j':
-        case 'z':
-        case 't': len = *f++; break;
-        default: break;
         }
-        const char conv = *f;
-        if (!conv)
-            return -1;
-        f++;
         char digits[48];
         char *const dend = digits + sizeof digits;
         size_t nd = 0;
