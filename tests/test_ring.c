@@ -7,6 +7,7 @@
 #include "records.h"
 
 #include <pthread.h>
+#include <sys/stat.h>
 
 static char *dir, *logpath;
 
@@ -152,6 +153,64 @@ Test(ring, one_thread_writes_two_logs_in_turn)
     check_file_in_order(logpath, 1, 3000);
     check_file_in_order(other, 1, 3000);
     free(other);
+}
+
+/* A 100-byte record "<tag> <seq>" padded with dots. */
+static void write100(forklog *log, char tag, unsigned seq)
+{
+    char rec[100];
+    memset(rec, '.', sizeof rec);
+    int n = snprintf(rec, sizeof rec, "%c %03u ", tag, seq);
+    rec[n] = '.';
+    rec[99] = '\n';
+    cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+}
+
+static size_t file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    return (size_t)st.st_size;
+}
+
+static void *write_one_b(void *log)
+{
+    write100(log, 'B', 0);
+    return NULL;
+}
+
+Test(ring, a_writer_past_half_its_ring_writes_it_early_unless_alone)
+{
+    /* 4 KiB rings, no age flush during the test. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    /* Alone (every other ring empty): past half its ring, a writer leaves it to fill. */
+    for (unsigned q = 0; q < 30; q++)
+        write100(log, 'A', q);
+    cr_assert_eq(file_size(logpath), 0, "a lone writer past half its ring wrote it early");
+    /* Full: the 41st record does not fit, so the 40 before it are written, and only they. */
+    for (unsigned q = 30; q < 41; q++)
+        write100(log, 'A', q);
+    cr_assert_eq(file_size(logpath), 4000);
+    /* Another thread's record waits in its ring; past half again, this writer writes its own ring, not that one. */
+    pthread_t b;
+    cr_assert_eq(pthread_create(&b, NULL, write_one_b, log), 0);
+    cr_assert_eq(pthread_join(b, NULL), 0);
+    for (unsigned q = 41; q < 62; q++)
+        write100(log, 'A', q);
+    cr_assert_eq(file_size(logpath), 6100, "past half its ring beside another writer: its 21 records written");
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 6300);
+    for (unsigned q = 0; q < 62; q++) {
+        char want[8];
+        snprintf(want, sizeof want, "A %03u ", q);
+        cr_assert_eq(memcmp(buf + 100 * q, want, 6), 0, "record %u is not A %03u", q, q);
+    }
+    cr_assert_eq(memcmp(buf + 6200, "B 000 ", 6), 0, "the other thread's record is not last");
+    free(buf);
 }
 
 Test(ring, the_age_bound_writes_an_idle_writers_records)
