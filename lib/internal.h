@@ -112,7 +112,8 @@ struct fl__seg {
     atomic_uint level;      /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */
     struct fl__slot slots[FL__SLOTS];
     struct fl__ring rings[FL__RINGS];
-    atomic_llong due_ns; /* rings: when the oldest unwritten record is due (coarse monotonic clock); 0: none */
+    atomic_llong due_ns; /* rings: the first append after it writes every ring (coarse monotonic clock); set
+                            flush_ns after its plan by every flush of all rings; 0 before the first record */
     uint32_t ring_phase; /* enum fl__ring_phase */
     uint32_t ring_spare;
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */

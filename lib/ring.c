@@ -62,14 +62,6 @@ static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
     return s->buf + s->buf_cap + (size_t)k * s->ring_cap;
 }
 
-/* Lowers the shared due time to `due` (0 means none). */
-static void fl__due_at_most(struct fl__seg *s, int64_t due)
-{
-    long long cur = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
-    while ((cur == 0 || due < cur) &&
-           !atomic_compare_exchange_weak_explicit(&s->due_ns, &cur, due, memory_order_relaxed, memory_order_relaxed)) {
-    }
-}
 
 /* Whether the thread that owns a ring is gone (its process, or just the thread). */
 static int fl__owner_gone(uint64_t owner)
@@ -96,6 +88,7 @@ static int fl__flush_some(forklog *log, int only)
     struct iovec iov[2 * FL__RINGS];
     int n = 0;
     size_t total = 0;
+    int64_t planned_at = only < 0 ? fl__coarse_ns() : 0;
     for (unsigned k = 0; k < FL__RINGS; k++) {
         struct fl__ring *r = &s->rings[k];
         uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -115,23 +108,21 @@ static int fl__flush_some(forklog *log, int only)
         }
         total += len;
     }
-    if (total == 0)
+    /* Every record appended before planned_at is written once this returns 0: the next look is due flush_ns
+     * after it. One ring alone leaves the due time as it is: the other rings' records still need it. */
+    if (total == 0) {
+        if (only < 0)
+            atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         return 0;
+    }
     s->ring_target = s->size + total;
     s->ring_phase = FL__RINGS_PLANNED;
     FL__CRASH(RING_PLANNED);
     int rc = fl__write_commit(log, iov, n, total, FL__FLUSHING);
-    if (rc == 0 && only < 0) {
+    if (rc == 0) {
         fl__repair_rings(s); /* the same step as after a death: the tails move to the plan */
-        FL__CRASH(RING_RELEASED);
-    } else if (rc == 0) {
-        /* One ring: its tail moves; the due time stays, set by the oldest record of any ring (a flush it brings
-         * early is harmless). A record its owner published after the plan gets a due time from the owner or
-         * here (the same publish-then-check as in fl__repair_rings). */
-        struct fl__ring *r = &s->rings[only];
-        atomic_store_explicit(&r->tail, r->planned, memory_order_seq_cst);
-        if (atomic_load_explicit(&r->head, memory_order_seq_cst) != r->planned)
-            fl__due_at_most(s, fl__coarse_ns() + log->flush_ns);
+        if (only < 0)
+            atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         FL__CRASH(RING_RELEASED);
     }
     s->ring_phase = FL__RINGS_IDLE;
@@ -147,18 +138,11 @@ void fl__repair_rings(struct fl__seg *s)
 {
     if (s->ring_phase != FL__RINGS_PLANNED)
         return;
-    if (s->size == s->ring_target) {
-        /* seq_cst, against the owners' publish-then-check in fl__ring_append: either this flusher sees a record
-         * published after the plan and sets a due time for it, or its owner sees the tail moved and does. */
-        atomic_store_explicit(&s->due_ns, 0, memory_order_seq_cst);
+    /* The due time stays: it covers every record not written yet (see fl__ring_append). A ring that was not in
+     * the plan was planned at its tail, so its tail stays too. */
+    if (s->size == s->ring_target)
         for (unsigned k = 0; k < FL__RINGS; k++)
-            atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_seq_cst);
-        for (unsigned k = 0; k < FL__RINGS; k++)
-            if (atomic_load_explicit(&s->rings[k].head, memory_order_seq_cst) != s->rings[k].planned) {
-                fl__due_at_most(s, fl__coarse_ns());
-                break;
-            }
-    }
+            atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_release);
     s->ring_phase = FL__RINGS_IDLE;
 }
 
@@ -180,6 +164,17 @@ static int fl__flush_all(forklog *log, const struct iovec *iov, int iovcnt, size
 {
     int rc = fl__lock(log);
     return rc < 0 ? rc : fl__rings_out(log, -1, iov, iovcnt, len);
+}
+
+/* The due time `due` has passed: writes out every ring, unless another writer did since (it moved the due time). */
+static void fl__flush_due(forklog *log, int64_t due)
+{
+    if (fl__lock(log) < 0)
+        return;
+    if (atomic_load_explicit(&log->seg->due_ns, memory_order_relaxed) == due)
+        (void)fl__rings_out(log, -1, NULL, 0, 0); /* the records are safe in their rings: a failure is retried */
+    else
+        fl__unlock(log);
 }
 
 /* Past half a ring: writes it out if nobody holds the lock. Out of line: the append's own path stays small. */
@@ -281,15 +276,23 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     FL__CRASH(RING_COPIED);
     fl__my.head = h + len;
     fl__my.off = off;
-    atomic_store_explicit(&r->head, h + len, memory_order_seq_cst);
+    atomic_store_explicit(&r->head, h + len, memory_order_release);
     FL__CRASH(RING_PUBLISHED);
+    /* The age bound. Every flush of all rings sets the due time to flush_ns after its plan, so it is never later
+     * than flush_ns after any record still in a ring; the first append past it writes every ring. Only a flush of
+     * every ring moves it later (0 until the log's first record), so an append needs no fence to tell the
+     * flushers about its record. */
     int64_t now = fl__coarse_ns();
-    /* Everything before this record is written: it is the ring's oldest, and its age sets a due time. */
-    if (atomic_load_explicit(&r->tail, memory_order_seq_cst) == h)
-        fl__due_at_most(s, now + log->flush_ns);
-    int64_t due = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
-    if (due && now >= due)
-        (void)fl__flush_all(log, NULL, 0, 0); /* the record is safe in its ring; a failed flush is retried later */
+    long long due = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
+    if (!due) {
+        /* The log's first records: the earliest sets it (a lower due time is always safe). */
+        long long mine = now + log->flush_ns;
+        while ((due == 0 || mine < due) && !atomic_compare_exchange_weak_explicit(&s->due_ns, &due, mine,
+                                                                                  memory_order_relaxed,
+                                                                                  memory_order_relaxed)) {
+        }
+    } else if (now >= due)
+        fl__flush_due(log, due);
     else if (!fl__my.alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > s->ring_cap / 2)
         fl__flush_early(log, k);
     return 0;
