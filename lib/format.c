@@ -345,12 +345,18 @@ static inline size_t fl__ndigits(unsigned long long v)
  * time, in 32-bit arithmetic once v fits it. */
 static inline void fl__udec_fixed(char *out, unsigned long long v, size_t n)
 {
-    if (n <= 2) {
-        if (n == 2)
-            memcpy(out, fl__pairs + 2 * v, 2);
-        else
-            *out = (char)('0' + v);
+    switch (n) { /* the short ones without the loop */
+    case 1: *out = (char)('0' + v); return;
+    case 2: memcpy(out, fl__pairs + 2 * v, 2); return;
+    case 3:
+        *out = (char)('0' + (unsigned)v / 100);
+        memcpy(out + 1, fl__pairs + 2 * ((unsigned)v % 100), 2);
         return;
+    case 4:
+        memcpy(out, fl__pairs + 2 * ((unsigned)v / 100), 2);
+        memcpy(out + 2, fl__pairs + 2 * ((unsigned)v % 100), 2);
+        return;
+    default: break;
     }
     char *p = out + n;
     while (v > UINT32_MAX) {
@@ -686,14 +692,14 @@ static const unsigned char fl__cls[256] = {
  * names ruling most keys out before any comparison. */
 static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
 {
-    /* Per key set and first byte (from '@'), the lengths of the names that start with it. */
-    static const uint32_t lengths[2][64] = {
-        {['a' - '@'] = 1u << 3, ['c' - '@'] = 1u << 3, ['f' - '@'] = 1u << 4, ['l' - '@'] = 1u << 4 | 1u << 5,
-         ['m' - '@'] = 1u << 3, ['p' - '@'] = 1u << 3, ['t' - '@'] = 1u << 2 | 1u << 3},
-        {['@' - '@'] = 1u << 10, ['f' - '@'] = 1u << 11, ['l' - '@'] = 1u << 9 | 1u << 19 | 1u << 20,
-         ['m' - '@'] = 1u << 7, ['p' - '@'] = 1u << 11 | 1u << 17, ['s' - '@'] = 1u << 12}};
-    unsigned c = (unsigned char)k[0] - (unsigned)'@';
-    return c < 64 && klen < 32 && (lengths[ks][c] >> klen & 1) && fl__is_builtin(ks, k, klen);
+    /* Per key set and first byte, the lengths of the names that start with it (all below 32; a longer key may
+     * pass this test by its length modulo 32, and fl__is_builtin then says no). */
+    static const uint32_t lengths[2][256] = {
+        {['a'] = 1u << 3, ['c'] = 1u << 3, ['f'] = 1u << 4, ['l'] = 1u << 4 | 1u << 5, ['m'] = 1u << 3,
+         ['p'] = 1u << 3, ['t'] = 1u << 2 | 1u << 3},
+        {['@'] = 1u << 10, ['f'] = 1u << 11, ['l'] = 1u << 9 | 1u << 19 | 1u << 20, ['m'] = 1u << 7,
+         ['p'] = 1u << 11 | 1u << 17, ['s'] = 1u << 12}};
+    return (lengths[ks][(unsigned char)k[0]] >> (klen & 31) & 1) && fl__is_builtin(ks, k, klen);
 }
 
 /* Writes a field's value at p (a key and its `=` or `":` before it), as fl__w_field does, if it fits below
