@@ -69,10 +69,16 @@ static pid_t start_traced(forklog *log, const char *rec)
     return pid;
 }
 
+/* The log's mutex, where the waiters sleep. Other futexes (the C library's or a sanitizer's own locks) are not
+ * the lock's: a wake-up from one of them must not be taken for the lock's. */
+static const pthread_mutex_t *lock_mutex;
+
 static int is_futex_wait(const struct user_regs_struct *r)
 {
     int cmd = (int)r->rsi & FUTEX_CMD_MASK;
-    return r->orig_rax == SYS_futex && (cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET);
+    uintptr_t at = (uintptr_t)r->rdi, mu = (uintptr_t)lock_mutex;
+    return r->orig_rax == SYS_futex && (cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET) && at >= mu &&
+           at < mu + sizeof *lock_mutex;
 }
 
 /* Handles one stop of any tracee, waiting at most until `end`. A tracee whose FUTEX_WAIT returned 0 stays stopped
@@ -124,6 +130,7 @@ static int stage(const struct forklog_options *o, const char *pad)
 {
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, o), 0);
+    lock_mutex = &log->seg->mu; /* the same address in the forked tracees */
     char holder_rec[4096], rec[2][4096], third_rec[4096];
     snprintf(holder_rec, sizeof holder_rec, "holder%s", pad);
     snprintf(rec[0], sizeof rec[0], "waiter 0%s", pad);
@@ -145,6 +152,20 @@ static int stage(const struct forklog_options *o, const char *pad)
     while (!t[0].woken && !t[1].woken && !t[0].exited && !t[1].exited && th_now_s() < end)
         trace_step(t, 2, 1, end);
     int set = t[0].woken || t[1].woken;
+    if (set) {
+        /* The other waiter's bounded sleep may have run out meanwhile, and it may have taken the free lock (and be
+         * stopped now at a system call, holding it). The scene is set only if it is still inside its futex wait
+         * (it cannot leave it while stopped at the exit) and the lock is free. */
+        int w = t[0].woken ? 0 : 1;
+        int free_lock = pthread_mutex_trylock(&log->seg->mu) == 0;
+        if (free_lock)
+            pthread_mutex_unlock(&log->seg->mu);
+        if (!t[1 - w].waiting || !free_lock) {
+            t[w].woken = 0;
+            cr_assert_eq(ptrace(PTRACE_SYSCALL, t[w].pid, NULL, NULL), 0);
+            set = 0;
+        }
+    }
     pid_t third = 0;
     if (set) {
         int w = t[0].woken ? 0 : 1;
