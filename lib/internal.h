@@ -58,7 +58,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 3u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 4u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -99,18 +99,20 @@ struct fl__seg {
     uint32_t file_known;    /* size/ino/dev describe generation gen */
     uint32_t state;         /* enum fl__state */
     uint32_t reopen_seen;   /* reopen_req value already turned into a generation */
-    atomic_uint reopen_req; /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
     atomic_uint held;       /* a hint for spinning waiters: the lock is taken */
     atomic_uint spinners;   /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
-    atomic_uint regular;    /* the current file is a regular file: repair and rotation apply to it */
     uint64_t repairs;       /* times a holder found the previous one dead (EOWNERDEAD) */
     uint64_t batch_target;  /* FL__BATCH_WRITE: the batch is in the file once size reaches this */
     uint32_t batch_phase;   /* enum fl__batch_phase */
     int32_t batch_rc;       /* FL__BATCH_FINISH: the result of the batch's write */
     uint64_t combined;      /* records written by a lock holder on their poster's behalf */
     atomic_uint posted;     /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
-    atomic_uint level;      /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */
-    struct fl__slot slots[FL__SLOTS];
+    /* Read by every record and written seldom: a cache line of their own, apart from the lock's and the posters'
+     * lines, which other CPUs write all the time. */
+    _Alignas(64) atomic_uint level; /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */
+    atomic_uint regular;            /* the current file is a regular file: repair and rotation apply to it */
+    atomic_uint reopen_req;         /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
+    _Alignas(64) struct fl__slot slots[FL__SLOTS];
     struct fl__ring rings[FL__RINGS];
     atomic_llong due_ns; /* rings: the first append after it writes every ring (coarse monotonic clock); set
                             flush_ns after its plan by every flush of all rings; 0 before the first record */
