@@ -495,8 +495,8 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
  * (up to max_record bytes of it), then escaping, quoting, fields and cutting. out[0..p) holds the prefix, and,
  * when the message fitted the room after it, out[p..p + n) the message; `again` formats it anew otherwise. */
 static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
-                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n,
-                         const char *str_arg) FORKLOG_PRINTF(6, 0) __attribute__((noinline));
+                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n, const char *str_arg)
+    FORKLOG_PRINTF(6, 0) __attribute__((noinline));
 static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
                          int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n, const char *str_arg)
 {
@@ -537,7 +537,6 @@ static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct ti
     free(heap);
     return rc;
 }
-
 
 static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc *loc, const char *fmt, va_list ap)
     FORKLOG_PRINTF(4, 0);
@@ -607,8 +606,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         struct iovec iov = {out, len};
         return fl__append(log, &iov, 1, len);
     }
-    if (tail && (size_t)n <= room && !esc &&
-        (json || !n || (out[p] != '"' && !memchr(out + p, '=', (size_t)n)))) {
+    if (tail && (size_t)n <= room && !esc && (json || !n || (out[p] != '"' && !memchr(out + p, '=', (size_t)n)))) {
         /* The location and the context follow the message, in place, when nothing needs escaping or quoting. */
         size_t o = p + (size_t)n;
         if (json)

@@ -672,20 +672,20 @@ enum {
 static const unsigned char fl__cls[256] = {
     30, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x00 */
     14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, 14, /* 0x10 */
-     2,  0, 14,  0,  0, 16,  0,  0,  0,  0,  0,  0,  0,  1,  1,  0, /* 0x20 space ! " ... % ... - . / */
-     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  2,  0,  0, /* 0x30 0-9 : ; < = > ? */
-     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1, /* 0x40 @ A-O */
-     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0, 14,  0,  0,  1, /* 0x50 P-Z [ \ ] ^ _ */
-     0,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1, /* 0x60 ` a-o */
-     1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  0, 14, /* 0x70 p-z { | } ~ DEL */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0x80 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0x90 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xa0 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xb0 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xc0 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xd0 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xe0 */
-     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8, /* 0xf0 */
+    2,  0,  14, 0,  0,  16, 0,  0,  0,  0,  0,  0,  0,  1,  1,  0,  /* 0x20 space ! " ... % ... - . / */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  2,  0,  0,  /* 0x30 0-9 : ; < = > ? */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x40 @ A-O */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  14, 0,  0,  1,  /* 0x50 P-Z [ \ ] ^ _ */
+    0,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  /* 0x60 ` a-o */
+    1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  0,  0,  0,  0,  14, /* 0x70 p-z { | } ~ DEL */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x80 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0x90 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xa0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xb0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xc0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xd0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xe0 */
+    8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xf0 */
 };
 
 /* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
@@ -694,11 +694,19 @@ static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
 {
     /* Per key set and first byte, the lengths of the names that start with it (all below 32; a longer key may
      * pass this test by its length modulo 32, and fl__is_builtin then says no). */
-    static const uint32_t lengths[2][256] = {
-        {['a'] = 1u << 3, ['c'] = 1u << 3, ['f'] = 1u << 4, ['l'] = 1u << 4 | 1u << 5, ['m'] = 1u << 3,
-         ['p'] = 1u << 3, ['t'] = 1u << 2 | 1u << 3},
-        {['@'] = 1u << 10, ['f'] = 1u << 11, ['l'] = 1u << 9 | 1u << 19 | 1u << 20, ['m'] = 1u << 7,
-         ['p'] = 1u << 11 | 1u << 17, ['s'] = 1u << 12}};
+    static const uint32_t lengths[2][256] = {{['a'] = 1u << 3,
+                                              ['c'] = 1u << 3,
+                                              ['f'] = 1u << 4,
+                                              ['l'] = 1u << 4 | 1u << 5,
+                                              ['m'] = 1u << 3,
+                                              ['p'] = 1u << 3,
+                                              ['t'] = 1u << 2 | 1u << 3},
+                                             {['@'] = 1u << 10,
+                                              ['f'] = 1u << 11,
+                                              ['l'] = 1u << 9 | 1u << 19 | 1u << 20,
+                                              ['m'] = 1u << 7,
+                                              ['p'] = 1u << 11 | 1u << 17,
+                                              ['s'] = 1u << 12}};
     return (lengths[ks][(unsigned char)k[0]] >> (klen & 31) & 1) && fl__is_builtin(ks, k, klen);
 }
 
@@ -1131,9 +1139,9 @@ unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
         const size_t last = len - 16;
 #define FL__SCAN16(at, more)                                                                                           \
     do {                                                                                                               \
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + (at)));                                     \
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + (at)));                                      \
         _mm_storeu_si128((__m128i *)(void *)(dst + (at)), x);                                                          \
-        esc = _mm_or_si128(esc, _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x), _mm_cmpeq_epi8(x, del)));      \
+        esc = _mm_or_si128(esc, _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x), _mm_cmpeq_epi8(x, del)));        \
         eqs = _mm_or_si128(eqs, more);                                                                                 \
     } while (0)
         if (json) {
@@ -1238,7 +1246,6 @@ __extension__ typedef unsigned __int128 fl__u128;
 #else
 typedef unsigned long long fl__u128; /* never used for arithmetic: %f goes to vsnprintf then */
 #endif
-
 
 /* Pads, sign, zeros and body into out at *o, as printf lays out one conversion. Returns 0, or -1 if it does not
  * fit. */
@@ -1365,7 +1372,9 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
                 if (*g == 'u')
                     a = ll == 'l' ? va_arg(ap, unsigned long) : ll == 'z' ? va_arg(ap, size_t) : va_arg(ap, unsigned);
                 else {
-                    long long v = ll == 'l' ? va_arg(ap, long) : ll == 'z' ? (long long)va_arg(ap, ssize_t) : va_arg(ap, int);
+                    long long v = ll == 'l'   ? va_arg(ap, long)
+                                  : ll == 'z' ? (long long)va_arg(ap, ssize_t)
+                                              : va_arg(ap, int);
                     neg = v < 0;
                     a = neg ? -(unsigned long long)v : (unsigned long long)v;
                 }

@@ -91,22 +91,22 @@ enum fl__ring_phase { FL__RINGS_IDLE = 0, FL__RINGS_PLANNED = 1 };
  * read and written only with `mu` held. */
 struct fl__seg {
     struct fl__seg_head head;
-    pthread_mutex_t mu;     /* process-shared, robust */
-    uint64_t size;          /* the file ends here after the last whole record */
-    uint64_t target;        /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
-    uint64_t ino, dev;      /* identity of the current file, for repair */
-    uint32_t gen;           /* file generation: bumped by every rotation and reopen */
-    uint32_t file_known;    /* size/ino/dev describe generation gen */
-    uint32_t state;         /* enum fl__state */
-    uint32_t reopen_seen;   /* reopen_req value already turned into a generation */
-    atomic_uint held;       /* a hint for spinning waiters: the lock is taken */
-    atomic_uint spinners;   /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
-    uint64_t repairs;       /* times a holder found the previous one dead (EOWNERDEAD) */
-    uint64_t batch_target;  /* FL__BATCH_WRITE: the batch is in the file once size reaches this */
-    uint32_t batch_phase;   /* enum fl__batch_phase */
-    int32_t batch_rc;       /* FL__BATCH_FINISH: the result of the batch's write */
-    uint64_t combined;      /* records written by a lock holder on their poster's behalf */
-    atomic_uint posted;     /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
+    pthread_mutex_t mu;    /* process-shared, robust */
+    uint64_t size;         /* the file ends here after the last whole record */
+    uint64_t target;       /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
+    uint64_t ino, dev;     /* identity of the current file, for repair */
+    uint32_t gen;          /* file generation: bumped by every rotation and reopen */
+    uint32_t file_known;   /* size/ino/dev describe generation gen */
+    uint32_t state;        /* enum fl__state */
+    uint32_t reopen_seen;  /* reopen_req value already turned into a generation */
+    atomic_uint held;      /* a hint for spinning waiters: the lock is taken */
+    atomic_uint spinners;  /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
+    uint64_t repairs;      /* times a holder found the previous one dead (EOWNERDEAD) */
+    uint64_t batch_target; /* FL__BATCH_WRITE: the batch is in the file once size reaches this */
+    uint32_t batch_phase;  /* enum fl__batch_phase */
+    int32_t batch_rc;      /* FL__BATCH_FINISH: the result of the batch's write */
+    uint64_t combined;     /* records written by a lock holder on their poster's behalf */
+    atomic_uint posted;    /* bit k: slot k was posted and not yet taken (so a holder never scans all slots) */
     /* Read by every record and written seldom: a cache line of their own, apart from the lock's and the posters'
      * lines, which other CPUs write all the time. */
     _Alignas(64) atomic_uint level; /* forklog_set_level(): the log's minimum level; 0: each handle's own (lock-free) */

@@ -62,7 +62,6 @@ static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
     return s->buf + s->buf_cap + (size_t)k * s->ring_cap;
 }
 
-
 /* Whether the thread that owns a ring is gone (its process, or just the thread). */
 static int fl__owner_gone(uint64_t owner)
 {
@@ -287,9 +286,8 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     if (!due) {
         /* The log's first records: the earliest sets it (a lower due time is always safe). */
         long long mine = now + log->flush_ns;
-        while ((due == 0 || mine < due) && !atomic_compare_exchange_weak_explicit(&s->due_ns, &due, mine,
-                                                                                  memory_order_relaxed,
-                                                                                  memory_order_relaxed)) {
+        while ((due == 0 || mine < due) && !atomic_compare_exchange_weak_explicit(
+                                               &s->due_ns, &due, mine, memory_order_relaxed, memory_order_relaxed)) {
         }
     } else if (now >= due)
         fl__flush_due(log, due);

@@ -104,8 +104,8 @@ static double random_double(unsigned *seed);
 Test(format_internal, byte_classes_match_their_definitions)
 {
     for (int c = 0; c < 256; c++) {
-        int key = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                  c == '.' || c == '-' || c == '@';
+        int key = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+                  c == '-' || c == '@';
         int not_bare = c <= 0x20 || c == 0x7f || c == '"' || c == '=' || c == '\\';
         int text_esc = c < 0x20 || c == 0x7f || c == '"' || c == '\\';
         int json_esc = text_esc || c >= 0x80;
@@ -115,15 +115,41 @@ Test(format_internal, byte_classes_match_their_definitions)
         cr_assert_eq(!!(fl__cls[c] & FL__C_JSON_ESC), json_esc, "byte %d", c);
         cr_assert_eq(!!(fl__cls[c] & FL__C_FMT_STOP), c == 0 || c == '%', "byte %d", c);
     }
-    static const char *const keys[] = {"ts",   "level",   "pid",        "tid",         "app",         "msg",
-                                       "file", "line",    "func",       "cut",         "t",           "cost",
-                                       "fx",   "message", "@timestamp", "log.level",   "process.pid", "x.cut",
-                                       "l",    "lines",   "service.na", "service.name", "c", "cu", "cuts", "forklog.cut", "log.origin.function",
-                                       "log.origin.file.name", "log.origin.file.line", "process.thread.id", "a"};
+    static const char *const keys[] = {"ts",
+                                       "level",
+                                       "pid",
+                                       "tid",
+                                       "app",
+                                       "msg",
+                                       "file",
+                                       "line",
+                                       "func",
+                                       "cut",
+                                       "t",
+                                       "cost",
+                                       "fx",
+                                       "message",
+                                       "@timestamp",
+                                       "log.level",
+                                       "process.pid",
+                                       "x.cut",
+                                       "l",
+                                       "lines",
+                                       "service.na",
+                                       "service.name",
+                                       "c",
+                                       "cu",
+                                       "cuts",
+                                       "forklog.cut",
+                                       "log.origin.function",
+                                       "log.origin.file.name",
+                                       "log.origin.file.line",
+                                       "process.thread.id",
+                                       "a"};
     for (int ks = 0; ks <= 1; ks++)
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-            cr_assert_eq(fl__is_builtin_fast(ks, keys[i], strlen(keys[i])), fl__is_builtin(ks, keys[i], strlen(keys[i])),
-                         "%s", keys[i]);
+            cr_assert_eq(fl__is_builtin_fast(ks, keys[i], strlen(keys[i])),
+                         fl__is_builtin(ks, keys[i], strlen(keys[i])), "%s", keys[i]);
     for (int ks = 0; ks <= 1; ks++)
         for (int k = 0; k < FL__K_COUNT; k++)
             cr_assert(fl__is_builtin_fast(ks, fl__builtin[ks][k].s, fl__builtin[ks][k].n));
@@ -131,8 +157,18 @@ Test(format_internal, byte_classes_match_their_definitions)
 
 static const char *random_string(unsigned *seed, char *buf, size_t cap)
 {
-    static const char *const some[] = {"GET", "", "a b", "x=1", "say \"hi\"", "back\\slash", "tab\there",
-                                       "\xc3\xa9t\xc3\xa9", "\x7f", "line\nbreak", "plain-value_1.2", "@"};
+    static const char *const some[] = {"GET",
+                                       "",
+                                       "a b",
+                                       "x=1",
+                                       "say \"hi\"",
+                                       "back\\slash",
+                                       "tab\there",
+                                       "\xc3\xa9t\xc3\xa9",
+                                       "\x7f",
+                                       "line\nbreak",
+                                       "plain-value_1.2",
+                                       "@"};
     switch (rand_r(seed) % 4) {
     case 0: return some[(size_t)rand_r(seed) % (sizeof some / sizeof some[0])];
     case 1: {
@@ -156,8 +192,8 @@ static const char *random_string(unsigned *seed, char *buf, size_t cap)
  * byte what fl__build writes; -EINVAL exactly when fl__check_fields refuses the fields. */
 Test(format_internal, tail_fast_matches_build)
 {
-    static const char *const keys[] = {"method", "status", "cost", "bytes", "ts",     "msg",   "level", "a",
-                                       "b",      "message", "@timestamp", "bad key", "", "k\xc3\xa9", "file", "x"};
+    static const char *const keys[] = {"method", "status",  "cost",       "bytes",   "ts", "msg",       "level", "a",
+                                       "b",      "message", "@timestamp", "bad key", "",   "k\xc3\xa9", "file",  "x"};
     static char longkey[80];
     memset(longkey, 'k', sizeof longkey - 1);
     unsigned seed = 99;
@@ -183,7 +219,8 @@ Test(format_internal, tail_fast_matches_build)
             ctx->prev = NULL;
             ctx->n = 1 + (size_t)rand_r(&seed) % 3;
             for (size_t i = 0; i < ctx->n; i++)
-                ctx->f[i] = FORKLOG_STR(keys[(size_t)rand_r(&seed) % 11], random_string(&seed, cstr[i], sizeof cstr[i]));
+                ctx->f[i] =
+                    FORKLOG_STR(keys[(size_t)rand_r(&seed) % 11], random_string(&seed, cstr[i], sizeof cstr[i]));
             atomic_store(&log->ctx, ctx);
         }
         struct fl__loc loc = {rand_r(&seed) % 2 ? "src/x.c" : "dir with space/y.c", rand_r(&seed) % 2 ? "fn" : NULL,
@@ -193,7 +230,8 @@ Test(format_internal, tail_fast_matches_build)
         struct forklog_field f[6];
         char strs[6][48];
         for (size_t i = 0; i < n; i++) {
-            const char *k = rand_r(&seed) % 50 == 0 ? longkey : keys[(size_t)rand_r(&seed) % (rand_r(&seed) % 8 ? 11 : 16)];
+            const char *k =
+                rand_r(&seed) % 50 == 0 ? longkey : keys[(size_t)rand_r(&seed) % (rand_r(&seed) % 8 ? 11 : 16)];
             switch (rand_r(&seed) % 9) {
             case 0: f[i] = FORKLOG_INT(k, (long long)rand_r(&seed) - RAND_MAX / 2); break;
             case 1: f[i] = FORKLOG_UINT(k, (unsigned long long)rand_r(&seed) << 33 | 7u); break;
