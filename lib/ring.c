@@ -47,7 +47,7 @@ static int64_t fl__coarse_ns(void)
 /* The calling thread's ring, remembered per thread for the last segment it wrote to. A forked child has another
  * pid, so it never uses its parent's ring. head and off: where this thread's last record ended (off = head %
  * ring_cap), so that an append needs no division. */
-static _Thread_local struct {
+struct fl__mine {
     const struct fl__seg *seg;
     long pid;
     long tid;
@@ -55,7 +55,17 @@ static _Thread_local struct {
     uint64_t head;
     size_t off;
     int alone; /* its last look past half its ring found every other ring empty: no early flush until it is full */
-} fl__my;
+};
+/* Reached through one pointer per append: in a shared library the address of a thread-local variable is a call
+ * to __tls_get_addr, which a compiler would rather make again after each call than keep (three per append). */
+static _Thread_local struct fl__mine fl__my;
+
+/* Hides where p came from, so that the compiler keeps the value instead of computing it again. */
+#if defined(__GNUC__)
+#define fl__opaque(p) __asm__("" : "+r"(p))
+#else
+#define fl__opaque(p) ((void)0)
+#endif
 
 static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
 {
@@ -177,7 +187,7 @@ static void fl__flush_due(forklog *log, int64_t due)
 }
 
 /* Past half a ring: writes it out if nobody holds the lock. Out of line: the append's own path stays small. */
-__attribute__((noinline)) static void fl__flush_early(forklog *log, unsigned k)
+__attribute__((noinline)) static void fl__flush_early(forklog *log, unsigned k, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
     /* With every other ring empty no writer appends beside this one: flushing early would only make the writes
@@ -187,7 +197,7 @@ __attribute__((noinline)) static void fl__flush_early(forklog *log, unsigned k)
                                            atomic_load_explicit(&s->rings[j].tail, memory_order_relaxed)))
         j++;
     if (j == FL__RINGS)
-        fl__my.alone = 1;
+        my->alone = 1;
     else if (!atomic_load_explicit(&s->held, memory_order_relaxed) && fl__trylock(log) == 0)
         (void)fl__rings_out(log, (int)k, NULL, 0, 0);
 }
@@ -212,25 +222,25 @@ static void fl__reclaim_rings(forklog *log)
 }
 
 /* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use. */
-static struct fl__ring *fl__my_ring(forklog *log)
+static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
     long pid = fl__pid(log);
-    if (fl__my.seg == s && fl__my.pid == pid)
-        return &s->rings[fl__my.ring];
-    if (fl__my.pid != pid) {
-        fl__my.pid = pid;
-        fl__my.tid = syscall(SYS_gettid);
+    if (my->seg == s && my->pid == pid)
+        return &s->rings[my->ring];
+    if (my->pid != pid) {
+        my->pid = pid;
+        my->tid = syscall(SYS_gettid);
     }
-    uint64_t me = (uint64_t)pid << 32 | (uint32_t)fl__my.tid;
+    uint64_t me = (uint64_t)pid << 32 | (uint32_t)my->tid;
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
             unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
             if (w == me || (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me))) {
                 FL__CRASH(RING_CLAIMED);
-                fl__my.seg = s;
-                fl__my.ring = k;
-                fl__my.head = UINT64_MAX;
+                my->seg = s;
+                my->ring = k;
+                my->head = UINT64_MAX;
                 return &s->rings[k];
             }
         }
@@ -243,7 +253,9 @@ static struct fl__ring *fl__my_ring(forklog *log)
 int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
     struct fl__seg *s = log->seg;
-    struct fl__ring *r = len <= s->ring_cap / 2 ? fl__my_ring(log) : NULL;
+    struct fl__mine *my = &fl__my;
+    fl__opaque(my);
+    struct fl__ring *r = len <= s->ring_cap / 2 ? fl__my_ring(log, my) : NULL;
     if (!r) {
         /* A record of more than half a ring, or no ring free: written at once, after what the rings hold (this
          * thread's earlier records among them, so its order is kept). */
@@ -252,13 +264,13 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     unsigned k = (unsigned)(r - s->rings);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
     if (h + len - atomic_load_explicit(&r->tail, memory_order_acquire) > s->ring_cap) {
-        fl__my.alone = 0;
+        my->alone = 0;
         int rc = fl__lock(log);
         if (rc < 0 || (rc = fl__rings_out(log, (int)k, NULL, 0, 0)) < 0)
             return rc;
     }
     unsigned char *d = fl__ring_data(s, k);
-    size_t cap = s->ring_cap, off = fl__my.head == h ? fl__my.off : (size_t)(h % cap);
+    size_t cap = s->ring_cap, off = my->head == h ? my->off : (size_t)(h % cap);
     for (int i = 0; i < iovcnt; i++) {
         const unsigned char *src = iov[i].iov_base;
         size_t left = iov[i].iov_len;
@@ -273,8 +285,8 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
         }
     }
     FL__CRASH(RING_COPIED);
-    fl__my.head = h + len;
-    fl__my.off = off;
+    my->head = h + len;
+    my->off = off;
     atomic_store_explicit(&r->head, h + len, memory_order_release);
     FL__CRASH(RING_PUBLISHED);
     /* The age bound. Every flush of all rings sets the due time to flush_ns after its plan, so it is never later
@@ -291,7 +303,7 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
         }
     } else if (now >= due)
         fl__flush_due(log, due);
-    else if (!fl__my.alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > s->ring_cap / 2)
-        fl__flush_early(log, k);
+    else if (!my->alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > s->ring_cap / 2)
+        fl__flush_early(log, k, my);
     return 0;
 }
