@@ -416,11 +416,9 @@ static int fl__cut_result(size_t cut)
     return cut > (size_t)INT_MAX ? INT_MAX : (int)cut;
 }
 
-int forklog_write(forklog *log, const void *record, size_t len)
+/* forklog_write() of a record that needs its newline or is too long. */
+__attribute__((noinline)) static int fl__write_fixed(forklog *log, const char *rec, size_t len)
 {
-    if (!log || (!record && len))
-        return -EINVAL;
-    const char *rec = record;
     int need_nl = len == 0 || rec[len - 1] != '\n';
     struct iovec iov[3];
     iov[0].iov_base = (void *)(uintptr_t)rec;
@@ -457,6 +455,19 @@ int forklog_write(forklog *log, const void *record, size_t len)
     iov[1].iov_len = (size_t)mlen;
     int rc = fl__append(log, iov, 2, keep + (size_t)mlen);
     return rc < 0 ? rc : fl__cut_result(cut);
+}
+
+int forklog_write(forklog *log, const void *record, size_t len)
+{
+    if (!log || (!record && len))
+        return -EINVAL;
+    const char *rec = record;
+    if (len && rec[len - 1] == '\n' && len <= log->max_record) {
+        /* The usual record: whole, with its newline. */
+        struct iovec iov = {(void *)(uintptr_t)rec, len};
+        return fl__append(log, &iov, 1, len);
+    }
+    return fl__write_fixed(log, rec, len);
 }
 
 /* Builds the record into buf (bufcap bytes, on the caller's stack) when it fits, else the heap, and appends it. */
