@@ -940,19 +940,6 @@ size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *
     return n;
 }
 
-static inline long fl__pid_inline(const forklog *log)
-{
-    /* The cache lives in a MADV_WIPEONFORK page: a forked child reads 0 and asks the kernel once. getpid() is a
-     * real system call since glibc 2.25, ~140 ns here: too much to pay on every record. */
-    if (!log->proc)
-        return (long)getpid();
-    int pid = atomic_load_explicit(&log->proc->pid, memory_order_relaxed);
-    if (!pid) {
-        pid = (int)getpid();
-        atomic_store_explicit(&log->proc->pid, pid, memory_order_relaxed);
-    }
-    return pid;
-}
 
 long fl__pid(const forklog *log)
 {

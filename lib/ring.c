@@ -225,7 +225,7 @@ static void fl__reclaim_rings(forklog *log)
 static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
-    long pid = fl__pid(log);
+    long pid = fl__pid_inline(log);
     if (my->seg == s && my->pid == pid)
         return &s->rings[my->ring];
     if (my->pid != pid) {
