@@ -940,7 +940,6 @@ size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *
     return n;
 }
 
-
 long fl__pid(const forklog *log)
 {
     return fl__pid_inline(log);
