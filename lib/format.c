@@ -619,6 +619,17 @@ int fl__check_fields(const struct forklog_field *fields, size_t n)
     return 0;
 }
 
+/* The caller's location as fields (file, line, and func when known) in lf[0..3); returns how many: 0 without one. */
+static int fl__loc_fields(const struct fl__loc *loc, struct forklog_field lf[3])
+{
+    if (!loc || !loc->file)
+        return 0;
+    lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
+    lf[1].type = FORKLOG_FIELD_INT, lf[1].v.i = loc->line;
+    lf[2].type = FORKLOG_FIELD_STR, lf[2].v.s = loc->func;
+    return loc->func ? 3 : 2;
+}
+
 /* Renders what follows the message: the location, the context (but keys the call gives again), the call's fields
  * (but keys given again later), each whole or not at all, into out[0..cap). Returns the length. */
 static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct fl__ctx *ctx,
@@ -626,20 +637,13 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
 {
     size_t o = 0;
     struct fl__w w;
-    if (loc && loc->file) {
-        struct forklog_field lf[3];
-        lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
-        lf[1].type = FORKLOG_FIELD_INT, lf[1].v.i = loc->line;
-        lf[2].type = FORKLOG_FIELD_STR, lf[2].v.s = loc->func;
-        for (int i = 0; i < 3; i++) {
-            if (i == 2 && !loc->func)
-                break;
-            const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
-            w = (struct fl__w){out + o, 0, cap - o, 0};
-            fl__w_field(&w, json, 0, key->s, key->n, &lf[i]);
-            if (!w.over)
-                o += w.n;
-        }
+    struct forklog_field lf[3];
+    for (int i = 0, nl = fl__loc_fields(loc, lf); i < nl; i++) {
+        const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
+        w = (struct fl__w){out + o, 0, cap - o, 0};
+        fl__w_field(&w, json, 0, key->s, key->n, &lf[i]);
+        if (!w.over)
+            o += w.n;
     }
     size_t nctx = ctx ? ctx->n : 0;
     for (size_t i = 0; i < nctx + n; i++) {
@@ -817,18 +821,11 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
     const size_t end = cap - reserve;
     if (n > FORKLOG_MAX_FIELDS)
         return -EINVAL;
-    if (loc && loc->file) {
-        struct forklog_field lf[3];
-        lf[0].type = FORKLOG_FIELD_STR, lf[0].v.s = loc->file;
-        lf[1].type = FORKLOG_FIELD_INT, lf[1].v.i = loc->line;
-        lf[2].type = FORKLOG_FIELD_STR, lf[2].v.s = loc->func;
-        for (int i = 0; i < 3; i++) {
-            if (i == 2 && !loc->func)
-                break;
-            const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
-            if (!(o = fl__fast_field(out, o, end, json, 0, key->s, key->n, &lf[i])))
-                return 0;
-        }
+    struct forklog_field lf[3];
+    for (int i = 0, nl = fl__loc_fields(loc, lf); i < nl; i++) {
+        const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
+        if (!(o = fl__fast_field(out, o, end, json, 0, key->s, key->n, &lf[i])))
+            return 0;
     }
     /* The context's fields, then the call's, each rendered where it stands; a key given again by a later field
      * of the call drops the earlier one, as fl__tail skips it. A 64-bit set of key hashes (length and first
