@@ -267,8 +267,9 @@ static size_t body_len(int m, size_t size)
     size_t over = m == M_TEXT ? TEXT_OVERHEAD : m == M_JSON ? JSON_OVERHEAD : 0;
     if (m >= M_FMT_REQ)
         over = TEXT_OVERHEAD + fmt_before(m) + fmt_after(m);
-    size_t len = size > over + HDR_LEN + 3 ? size - over : HDR_LEN + 3;
-    return len;
+    /* The four fields alone leave less than 100 B for the rest: their message is the header only. */
+    size_t least = method_base(m) == M_KV4 ? HDR_LEN : HDR_LEN + 3;
+    return size > over + least ? size - over : least;
 }
 
 /* ---- shared state of one run ------------------------------------------------------------------------------ */
