@@ -341,38 +341,46 @@ static inline size_t fl__ndigits(unsigned long long v)
 #endif
 }
 
-/* The decimal digits of v into out[0..n), n being fl__ndigits(v) or more (zero-padded on the left), two at a
- * time, in 32-bit arithmetic once v fits it. */
+/* Two and four decimal digits of v, from the table of pairs. */
+static inline void fl__dec2(char *out, unsigned v)
+{
+    memcpy(out, fl__pairs + 2 * v, 2);
+}
+
+static inline void fl__dec4(char *out, unsigned v)
+{
+    fl__dec2(out, v / 100);
+    fl__dec2(out + 2, v % 100);
+}
+
+/* The decimal digits of v into out[0..n), n being fl__ndigits(v) or more (zero-padded on the left): eight digits
+ * at a time from the right while more than eight are left, then four, then the rest; each step a division by a
+ * constant (a multiplication) and table lookups, no loop over single digits. */
 static inline void fl__udec_fixed(char *out, unsigned long long v, size_t n)
 {
-    switch (n) { /* the short ones without the loop */
-    case 1: *out = (char)('0' + v); return;
-    case 2: memcpy(out, fl__pairs + 2 * v, 2); return;
+    while (n > 8) {
+        unsigned lo = (unsigned)(v % 100000000u);
+        v /= 100000000u;
+        n -= 8;
+        fl__dec4(out + n, lo / 10000);
+        fl__dec4(out + n + 4, lo % 10000);
+    }
+    unsigned w = (unsigned)v;
+    if (n > 4) {
+        n -= 4;
+        fl__dec4(out + n, w % 10000);
+        w /= 10000;
+    }
+    switch (n) {
+    case 4: fl__dec4(out, w); break;
     case 3:
-        *out = (char)('0' + (unsigned)v / 100);
-        memcpy(out + 1, fl__pairs + 2 * ((unsigned)v % 100), 2);
-        return;
-    case 4:
-        memcpy(out, fl__pairs + 2 * ((unsigned)v / 100), 2);
-        memcpy(out + 2, fl__pairs + 2 * ((unsigned)v % 100), 2);
-        return;
+        out[0] = (char)('0' + w / 100);
+        fl__dec2(out + 1, w % 100);
+        break;
+    case 2: fl__dec2(out, w); break;
+    case 1: out[0] = (char)('0' + w); break;
     default: break;
     }
-    char *p = out + n;
-    while (v > UINT32_MAX) {
-        p -= 2;
-        memcpy(p, fl__pairs + 2 * (v % 100), 2);
-        v /= 100;
-    }
-    uint32_t w = (uint32_t)v;
-    while (p - out >= 2) {
-        uint32_t q = w / 100;
-        p -= 2;
-        memcpy(p, fl__pairs + 2 * (w - q * 100), 2);
-        w = q;
-    }
-    if (p > out)
-        *--p = (char)('0' + w % 10);
 }
 
 /* Decimal digits of v, written backwards so that they end at `end`. Returns how many. */
@@ -692,6 +700,24 @@ static const unsigned char fl__cls[256] = {
     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xf0 */
 };
 
+/* The number of key bytes ([A-Za-z0-9_.@-]) at the start of k: four tests per step, none past the first byte that
+ * is not one (a NUL ends the run). */
+static inline size_t fl__key_run(const char *k)
+{
+    const unsigned char *u = (const unsigned char *)k;
+    size_t l = 0;
+    for (;; l += 4) {
+        if (!(fl__cls[u[l]] & FL__C_KEY))
+            return l;
+        if (!(fl__cls[u[l + 1]] & FL__C_KEY))
+            return l + 1;
+        if (!(fl__cls[u[l + 2]] & FL__C_KEY))
+            return l + 2;
+        if (!(fl__cls[u[l + 3]] & FL__C_KEY))
+            return l + 3;
+    }
+}
+
 /* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
  * names ruling most keys out before any comparison. */
 static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
@@ -866,9 +892,7 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
             *p++ = ' ';
         }
         /* The run of key bytes must end at the NUL (which is not one), after 1 .. FORKLOG_MAX_KEY of them. */
-        size_t l = 0;
-        while (fl__cls[(unsigned char)k[l]] & FL__C_KEY)
-            l++;
+        size_t l = fl__key_run(k);
         if (k[l] || l == 0 || l > FORKLOG_MAX_KEY)
             return -EINVAL;
         fl__copy(p, k, l);
