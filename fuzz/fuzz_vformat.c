@@ -5,12 +5,14 @@
  * the fast path knows (and some it must leave alone: %g %e %p %#x %*d %Lf), with literal bytes between them, and
  * arguments from raw input bits (NaN, infinities, subnormals, ties, INT_MIN, LLONG_MIN, huge and tiny doubles).
  * Whenever fl__vformat takes a format its output must be byte for byte what vsnprintf writes; when it does not
- * (returns -1), the caller uses vsnprintf, so any answer is right.
+ * (returns -1), the caller uses vsnprintf, so any answer is right. The second byte picks the rounding mode
+ * (fesetround) both run in.
  * Build: cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DFORKLOG_FUZZ=ON && cmake --build build-fuzz
  * Run:   build-fuzz/fuzz/fuzz_vformat -max_total_time=30
  */
 #include "internal.h"
 
+#include <fenv.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(args, 0, sizeof args);
     int nconv = 0;
     size_t cap = (size_t)take(&d, &n, 1) * 2; /* the output room, 0..510 */
+    static const int rounding[] = {FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+    int mode = rounding[take(&d, &n, 1) % 4];
     while (n > 0 && fo < 200) {
         uint8_t op = (uint8_t)take(&d, &n, 1);
         if (op < 96 || nconv == 3) {
@@ -168,7 +172,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         body                                                                                                           \
     } break;                                                                                                           \
     }
+        /* The arguments are made in the default mode, then formatted in the chosen one. */
+        if (fesetround(mode) != 0)
+            abort();
         PICK(0, PICK(1, PICK(2, CALL3(a0, a1, a2);)))
+        fesetround(FE_TONEAREST);
     }
     free(fast);
     free(slow);

@@ -1338,11 +1338,24 @@ static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
 #endif
 }
 
+/* Whether floating-point arithmetic rounds to nearest, the only mode fl__fixed rounds in (the C library's printf
+ * follows fesetround()). The arithmetic itself is asked, not fegetround(), which would make the library depend on
+ * libm: 1 plus three quarters of a unit in the last place goes up to the next double, and its negative down, only
+ * when rounding to nearest (upward, downward and toward zero each round one of the two toward 1 or -1). The
+ * operands are volatile so that the compiler computes the sums at run time, in the current mode; fesetround()
+ * sets the mode of every unit the C library's printf may ask (x87 and SSE alike). */
+static int fl__rounds_to_nearest(void)
+{
+    static const volatile double one = 1.0, three_quarters_ulp = 0x1.8p-53;
+    volatile double up = one + three_quarters_ulp, down = -one - three_quarters_ulp;
+    return up == 0x1.0000000000001p0 && down == -0x1.0000000000001p0;
+}
+
 int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
 {
     size_t o = 0;
     const char *f = fmt;
-    int radix_dot = -1;
+    int f_exact = -1; /* whether this call's %f may be done here: the locale's radix is '.', rounding to nearest */
     for (;;) {
         const char *lit = f;
         while (!(fl__cls[(unsigned char)*f] & FL__C_FMT_STOP))
@@ -1543,11 +1556,11 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
             if ((len && len != 'l') || prec > 17)
                 return -1;
             double d = va_arg(ap, double);
-            if (radix_dot < 0) {
+            if (f_exact < 0) {
                 const char *r = nl_langinfo(RADIXCHAR);
-                radix_dot = r && r[0] == '.' && r[1] == '\0';
+                f_exact = r && r[0] == '.' && r[1] == '\0' && fl__rounds_to_nearest();
             }
-            if (!radix_dot)
+            if (!f_exact)
                 return -1;
             if (prec < 0)
                 prec = 6;

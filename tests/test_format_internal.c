@@ -6,6 +6,8 @@
 
 #include "../lib/format.c"
 
+#include <dlfcn.h>
+#include <fenv.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -354,6 +356,57 @@ Test(format_internal, vformat_the_formats_users_write)
     cr_assert_not(differ_check("%.18f", 1.0));
     cr_assert_not(differ_check("%Lf", 1.0L));
     cr_assert_not(differ_check("%1$d", 1));
+}
+
+/* fesetround() from libm, which this program does not link (neither does the library): looked up at run time. */
+static int (*lookup_fesetround(void))(int)
+{
+    void *m = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    if (!m)
+        m = dlopen("libm.so", RTLD_NOW | RTLD_LOCAL);
+    void *sym = m ? dlsym(m, "fesetround") : NULL;
+    int (*set)(int) = NULL;
+    if (sym)
+        memcpy(&set, &sym, sizeof set);
+    return set;
+}
+
+/* In each rounding mode, the fast path's %f is what vsnprintf writes, or left to it; formats without %f are still
+ * taken. The mode goes back to nearest afterwards. */
+Test(format_internal, vformat_in_every_rounding_mode)
+{
+    int (*set_round)(int) = lookup_fesetround();
+    if (!set_round)
+        cr_skip_test("fesetround() not found in libm");
+    static const struct {
+        int mode;
+        const char *name;
+    } modes[] = {
+        {FE_TONEAREST, "to nearest"}, {FE_UPWARD, "upward"}, {FE_DOWNWARD, "downward"}, {FE_TOWARDZERO, "toward zero"}};
+    /* Computed before the mode changes, so that each argument is the same double in every mode. */
+    const double third = 1.0 / 3, values[] = {0.25, 1.0 / 3, -1.0 / 3, 2.5, -2.5, 0.125, 1e-7, 123456.789, -0.0};
+    double random[2000];
+    unsigned seed = 31337;
+    for (size_t i = 0; i < sizeof random / sizeof random[0]; i++)
+        random[i] = random_double(&seed);
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        cr_assert_eq(set_round(modes[m].mode), 0, "fesetround(%s)", modes[m].name);
+        const int nearest = modes[m].mode == FE_TONEAREST;
+        cr_assert_eq(differ_check("%.1f %.2f", 0.25, third), nearest, "%s", modes[m].name);
+        for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+            cr_assert_eq(
+                differ_check("%f|%.0f|%.3f|%+9.1f|%.17f", values[i], values[i], values[i], values[i], values[i]),
+                nearest, "%s, %g", modes[m].name, values[i]);
+        for (size_t i = 0; i < sizeof random / sizeof random[0]; i++) {
+            char fmt[16];
+            snprintf(fmt, sizeof fmt, "%%.%zuf", i % 18);
+            cr_assert_eq(differ_check(fmt, random[i]), nearest && fabs(random[i]) < 0x1p63, "%s, %s of %a",
+                         modes[m].name, fmt, random[i]);
+        }
+        cr_assert(differ_check("%d %s %u", -7, "no %f here", 7u), "%s", modes[m].name);
+    }
+    cr_assert_eq(set_round(FE_TONEAREST), 0);
+    cr_assert(differ_check("%.1f %.2f", 0.25, third));
 }
 
 static double random_double(unsigned *seed)
