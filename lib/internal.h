@@ -154,6 +154,7 @@ struct forklog {
     enum forklog_format format;
     unsigned mode;
     unsigned flags;
+    uint64_t serial; /* no other handle of this process has had it: what a thread's ring cache is keyed by */
     size_t max_record;
     unsigned long long rotate_bytes;
     unsigned rotate_keep;

@@ -57,7 +57,9 @@ static void fl__repair_file(forklog *log)
     if (s->state != FL__WRITING && s->state != FL__FLUSHING)
         return;
     if (!s->regular) {
-        /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays. */
+        /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays, and
+         * counts as written: the buffer and the rings it was writing are not written again (at most once). */
+        s->size = s->target;
         if (s->state == FL__FLUSHING)
             s->buf_used = 0;
         s->state = FL__IDLE;

@@ -44,11 +44,12 @@ static int64_t fl__coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The calling thread's ring, remembered per thread for the last segment it wrote to. A forked child has another
- * pid, so it never uses its parent's ring. head and off: where this thread's last record ended (off = head %
- * ring_cap), so that an append needs no division. */
+/* The calling thread's ring, remembered per thread for the last handle it wrote through (by the handle's serial
+ * number: a segment mapped again, or another log's, may come back at the same address, where the ring of this
+ * index is no longer this thread's). A forked child has another pid, so it never uses its parent's ring. head and
+ * off: where this thread's last record ended (off = head % ring_cap), so that an append needs no division. */
 struct fl__mine {
-    const struct fl__seg *seg;
+    uint64_t serial;
     long pid;
     long tid;
     unsigned ring;
@@ -221,27 +222,38 @@ static void fl__reclaim_rings(forklog *log)
     fl__unlock(log);
 }
 
+/* Makes ring k the calling thread's ring of this handle. */
+static struct fl__ring *fl__ring_mine(forklog *log, struct fl__mine *my, unsigned k)
+{
+    my->serial = log->serial;
+    my->ring = k;
+    my->head = UINT64_MAX;
+    return &log->seg->rings[k];
+}
+
 /* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use. */
 static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
     long pid = fl__pid_inline(log);
-    if (my->seg == s && my->pid == pid)
+    if (my->serial == log->serial && my->pid == pid)
         return &s->rings[my->ring];
     if (my->pid != pid) {
         my->pid = pid;
         my->tid = syscall(SYS_gettid);
     }
     uint64_t me = (uint64_t)pid << 32 | (uint32_t)my->tid;
+    /* The ring this thread has (records of its own may wait there: another ring would let later ones overtake
+     * them), before any free one. */
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        if (atomic_load_explicit(&s->rings[k].owner, memory_order_acquire) == me)
+            return fl__ring_mine(log, my, k);
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
-            unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
-            if (w == me || (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me))) {
+            unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_relaxed);
+            if (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me)) {
                 FL__CRASH(RING_CLAIMED);
-                my->seg = s;
-                my->ring = k;
-                my->head = UINT64_MAX;
-                return &s->rings[k];
+                return fl__ring_mine(log, my, k);
             }
         }
         if (pass == 0)

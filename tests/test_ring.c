@@ -263,3 +263,130 @@ Test(ring, a_writer_killed_while_copying_publishes_nothing)
     cr_assert_str_eq(buf, "before\nafter\n");
     free(buf);
 }
+
+static void *write_one_t(void *log)
+{
+    write100(log, 'T', 0);
+    return NULL;
+}
+
+Test(ring, a_log_opened_again_gives_each_thread_a_ring_of_its_own)
+{
+    /* A thread writes, the log is closed and opened again (its segment most likely mapped where the old one was),
+     * another thread takes the first ring of the new segment, and the first thread writes again: it must take a
+     * ring of its own, not write into the other thread's because the address is the same. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'M', 0);
+    const void *first = log->seg;
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    if ((const void *)log->seg != first)
+        cr_skip_test("the new segment is mapped elsewhere (%p, was %p): nothing to tell apart", (void *)log->seg,
+                     first);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, write_one_t, log), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    write100(log, 'M', 1);
+    struct fl__seg *s = log->seg;
+    cr_assert_neq(atomic_load(&s->rings[0].owner), 0);
+    cr_assert_neq(atomic_load(&s->rings[1].owner), 0, "this thread wrote into the other thread's ring");
+    cr_assert_neq(atomic_load(&s->rings[0].owner), atomic_load(&s->rings[1].owner));
+    cr_assert_eq(atomic_load(&s->rings[0].head), 100);
+    cr_assert_eq(atomic_load(&s->rings[1].head), 100);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 300);
+    cr_assert_eq(memcmp(buf, "M 000 ", 6), 0);
+    cr_assert(memcmp(buf + 100, "T 000 ", 6) == 0 || memcmp(buf + 200, "T 000 ", 6) == 0, "[%.300s]", buf);
+    cr_assert(memcmp(buf + 100, "M 001 ", 6) == 0 || memcmp(buf + 200, "M 001 ", 6) == 0, "[%.300s]", buf);
+    free(buf);
+}
+
+struct x_arg {
+    forklog *log;
+    unsigned seq;
+};
+
+static void *write_one_x(void *p)
+{
+    struct x_arg *a = p;
+    write100(a->log, 'X', a->seq);
+    return NULL;
+}
+
+static void one_thread_writes(forklog *log, unsigned seq)
+{
+    struct x_arg a = {log, seq};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, write_one_x, &a), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
+Test(ring, a_thread_back_from_another_log_writes_to_its_own_ring)
+{
+    /* This thread holds ring 5 with a record waiting in it, and lower rings are free (taken back from threads that
+     * are gone). Back from writing another log, its next record must go to ring 5 behind the first, not to a
+     * free ring that a flush would write before ring 5. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    char *other = th_path(dir, "other.log");
+    forklog *a, *b;
+    cr_assert_eq(forklog_open(&a, logpath, &o), 0);
+    cr_assert_eq(forklog_open(&b, other, &o), 0);
+    for (unsigned k = 0; k < 5; k++)
+        one_thread_writes(a, k); /* rings 0-4, their threads gone */
+    write100(a, 'M', 0);         /* ring 5 */
+    for (unsigned k = 6; k < FL__RINGS; k++)
+        one_thread_writes(a, k); /* rings 6-15 */
+    /* No ring free: this one takes the gone threads' rings back (after writing them) and gets ring 0. */
+    one_thread_writes(a, 16);
+    cr_assert_neq(atomic_load(&a->seg->rings[5].owner), 0);
+    cr_assert_eq(atomic_load(&a->seg->rings[1].owner), 0, "ring 1 was not taken back");
+    write100(a, 'F', 0);
+    write100(b, 'B', 0);
+    write100(a, 'S', 0);
+    cr_assert_eq(forklog_close(a), 0);
+    cr_assert_eq(forklog_close(b), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 100 * 19);
+    char *f = strstr(buf, "F 000 "), *sec = strstr(buf, "S 000 ");
+    cr_assert(f && sec && f < sec, "this thread's records are out of order: [%s]", buf);
+    free(buf);
+    free(other);
+}
+
+Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_again)
+{
+    /* On a pipe nothing can be measured after a death: what the dead flusher was writing counts as written (at
+     * most once), as the shared buffer's records do. */
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open_fd(&log, p[1], &o), 0);
+    cr_assert_gt(log->seg->ring_cap, 0);
+    cr_assert_eq(forklog_write(log, "acked by the parent\n", 20), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (forklog_write(log, "acked by the child\n", 19) != 0)
+            _exit(2);
+        fl__crash_arm(FL__CP_WRITE_DONE, 1, FL__CRASH_KILL);
+        forklog_flush(log);
+        _exit(3);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    close(p[1]);
+    char buf[256];
+    ssize_t n = read(p[0], buf, sizeof buf - 1);
+    close(p[0]);
+    cr_assert_gt(n, 0);
+    buf[n] = 0;
+    cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
+}
