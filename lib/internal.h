@@ -59,7 +59,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 4u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 5u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -72,6 +72,8 @@ struct fl__seg_head {
     uint32_t flush_ms;
     uint64_t builds;      /* times this segment was built, for the tests */
     uint64_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size setting */
+    uint64_t pidns;       /* the builder's PID and time namespaces (inode numbers, 0: unknown): a process of */
+    uint64_t timens;      /* others is a guest (FL__GUEST) */
 };
 
 /* The lock-free buffer (FORKLOG_BUFFERED without rotation): each writer thread appends to a ring of its own, a
@@ -142,6 +144,12 @@ struct fl__proc {
 _Static_assert(sizeof(struct fl__proc) <= 4096, "struct fl__proc fits the smallest page");
 
 /* The handle. fork() copies it: fd and gen are per process, changed only with the lock held. */
+/* A handle flag of the library's own, beside the FORKLOG_ ones: the process is in another PID or time namespace than
+ * the segment's builder. Thread ids and CLOCK_MONOTONIC mean something else there, so a guest takes no ring and no
+ * combining slot (both are told apart by pid and tid, and their holders checked with kill) and never moves the
+ * rings' due time: its records are written at once, under the lock. */
+#define FL__GUEST (1u << 31)
+
 struct forklog {
     struct fl__seg *seg;
     size_t seg_len;
@@ -153,7 +161,7 @@ struct forklog {
     enum forklog_level level;
     enum forklog_format format;
     unsigned mode;
-    unsigned flags;
+    unsigned flags;  /* the FORKLOG_ flags in force, and FL__GUEST */
     uint64_t serial; /* no other handle of this process has had it: what a thread's ring cache is keyed by */
     size_t max_record;
     unsigned long long rotate_bytes;

@@ -119,9 +119,11 @@ static int fl__flush_some(forklog *log, int only)
         total += len;
     }
     /* Every record appended before planned_at is written once this returns 0: the next look is due flush_ns
-     * after it. One ring alone leaves the due time as it is: the other rings' records still need it. */
+     * after it. One ring alone leaves the due time as it is: the other rings' records still need it; so does a
+     * guest's flush, whose clock is not the owners'. */
+    const int due_moves = only < 0 && !(log->flags & FL__GUEST);
     if (total == 0) {
-        if (only < 0)
+        if (due_moves)
             atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         return 0;
     }
@@ -131,7 +133,7 @@ static int fl__flush_some(forklog *log, int only)
     int rc = fl__write_commit(log, iov, n, total, FL__FLUSHING);
     if (rc == 0) {
         fl__repair_rings(s); /* the same step as after a death: the tails move to the plan */
-        if (only < 0)
+        if (due_moves)
             atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         FL__CRASH(RING_RELEASED);
     }

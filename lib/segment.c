@@ -139,6 +139,14 @@ static int fl__mutex_init(pthread_mutex_t *mu)
     return -rc;
 }
 
+/* The inode numbers of this process's PID and time namespaces, 0 where /proc does not say. */
+static void fl__namespaces(uint64_t *pidns, uint64_t *timens)
+{
+    struct stat st;
+    *pidns = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+    *timens = stat("/proc/self/ns/time", &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
 /* Builds a zeroed segment of seg_len bytes for the handle's settings and the file log->fd (fstat *st). The head's
  * `ready` is stored last. */
 static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64_t builds, const struct stat *st)
@@ -167,6 +175,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     s->head.flush_ms = (uint32_t)(log->flush_ns / 1000000);
     s->head.builds = builds;
     s->head.buffer_size = log->flags & FORKLOG_BUFFERED ? log->buffer_size : 0;
+    fl__namespaces(&s->head.pidns, &s->head.timens);
     atomic_thread_fence(memory_order_release);
     s->head.ready = FL__READY;
     return 0;
@@ -324,6 +333,10 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
         return -EINVAL;
     }
     fl__adopt_settings(log, &h);
+    uint64_t pidns, timens;
+    fl__namespaces(&pidns, &timens);
+    if (pidns != h.pidns || timens != h.timens)
+        log->flags |= FL__GUEST;
     log->seg = s;
     log->seg_len = (size_t)h.seg_len;
     /* A generation that is never current: the first record reopens path by name and reads where the file is. */

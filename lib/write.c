@@ -149,18 +149,19 @@ int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
     /* Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so
      * does a target that is not a regular file, where a dead holder's batch could not be told written or not. */
-    if (!(log->flags & FORKLOG_BUFFERED) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4 &&
+    if (!(log->flags & (FORKLOG_BUFFERED | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4 &&
         atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
         return fl__append_combining(log, iov, iovcnt, len);
-    /* Buffered without rotation: the lock-free rings. */
-    if (log->seg->ring_cap)
+    /* Buffered without rotation: the lock-free rings (not for a guest: see FL__GUEST). */
+    if (log->seg->ring_cap && !(log->flags & FL__GUEST))
         return fl__ring_append(log, iov, iovcnt, len);
     int rc = fl__lock(log);
     if (rc < 0)
         return rc;
     rc = fl__sync_file(log);
     if (rc == 0) {
-        if (log->flags & FORKLOG_BUFFERED)
+        /* A guest's record is written at once: the shared buffer's age is told by a clock it does not share. */
+        if ((log->flags & (FORKLOG_BUFFERED | FL__GUEST)) == FORKLOG_BUFFERED)
             rc = fl__append_buffered(log, iov, iovcnt, len);
         else if ((rc = fl__maybe_rotate(log, len)) == 0)
             rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);

@@ -7,6 +7,7 @@
 #include "records.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 static char *dir, *logpath;
@@ -389,4 +390,69 @@ Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_agai
     cr_assert_gt(n, 0);
     buf[n] = 0;
     cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
+}
+
+/* In a new PID namespace (this process's children are pid 1 there): opens the log by name, writes `count`
+ * records as writers id and id + 1 (two threads), closes. Exit status 0, 77 when no namespace can be made. */
+static int guest(unsigned id, unsigned count)
+{
+    if (unshare(CLONE_NEWPID) < 0)
+        return 77;
+    pid_t pid = fork();
+    if (pid < 0)
+        return 2;
+    if (pid == 0) {
+        forklog *log;
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(3);
+        if (!(log->flags & FL__GUEST))
+            _exit(4);
+        pthread_t th[2];
+        struct thread_arg a[2];
+        for (unsigned t = 0; t < 2; t++) {
+            a[t] = (struct thread_arg){log, id + t, count, 200, 0};
+            if (pthread_create(&th[t], NULL, thread_writer, &a[t]) != 0)
+                _exit(5);
+        }
+        int bad = 0;
+        for (unsigned t = 0; t < 2; t++) {
+            pthread_join(th[t], NULL);
+            bad |= a[t].rc != 0;
+        }
+        _exit(bad ? 6 : forklog_close(log) == 0 ? 0 : 7);
+    }
+    return th_wait_for(pid, 60);
+}
+
+Test(ring, processes_of_other_pid_namespaces_share_the_log)
+{
+    /* Two processes that are both pid 1 (of two new PID namespaces), with threads of the same ids: they cannot be
+     * told apart by pid and tid, so they take no ring and write at once; with the log's own writers beside them,
+     * every record is there once and in order. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(log->flags & FL__GUEST, 0);
+    pid_t pid[2];
+    for (unsigned g = 0; g < 2; g++) {
+        pid[g] = fork();
+        cr_assert_neq(pid[g], -1);
+        if (pid[g] == 0) {
+            rc_child();
+            _exit(guest(2 * g, 2000));
+        }
+    }
+    struct thread_arg a = {log, 4, 2000, 200, 0};
+    thread_writer(&a);
+    cr_assert_eq(a.rc, 0);
+    int st[2];
+    for (unsigned g = 0; g < 2; g++)
+        st[g] = th_wait_for(pid[g], 60);
+    if (st[0] == 77 || st[1] == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    cr_assert_eq(st[0], 0, "guest 0 failed: %d", st[0]);
+    cr_assert_eq(st[1], 0, "guest 1 failed: %d", st[1]);
+    cr_assert_eq(forklog_close(log), 0);
+    check_in_order(5, 2000);
 }
