@@ -394,7 +394,7 @@ Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_agai
 
 /* In a new PID namespace (this process's children are pid 1 there): opens the log by name, writes `count`
  * records as writers id and id + 1 (two threads), closes. Exit status 0, 77 when no namespace can be made. */
-static int guest(unsigned id, unsigned count)
+static int guest(const char *path, unsigned flags, unsigned id, unsigned count)
 {
     if (unshare(CLONE_NEWPID) < 0)
         return 77;
@@ -403,8 +403,8 @@ static int guest(unsigned id, unsigned count)
         return 2;
     if (pid == 0) {
         forklog *log;
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED};
-        if (forklog_open(&log, logpath, &o) != 0)
+        struct forklog_options o = {.flags = flags};
+        if (forklog_open(&log, path, &o) != 0)
             _exit(3);
         if (!(log->flags & FL__GUEST))
             _exit(4);
@@ -425,14 +425,13 @@ static int guest(unsigned id, unsigned count)
     return th_wait_for(pid, 60);
 }
 
-Test(ring, processes_of_other_pid_namespaces_share_the_log)
+/* Two processes that are both pid 1 (of two new PID namespaces), with threads of the same ids, write `flags` records
+ * beside a writer of the log's own: every record is there once and in order. */
+static void guests_and_a_native(const char *path, unsigned flags)
 {
-    /* Two processes that are both pid 1 (of two new PID namespaces), with threads of the same ids: they cannot be
-     * told apart by pid and tid, so they take no ring and write at once; with the log's own writers beside them,
-     * every record is there once and in order. */
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    struct forklog_options o = {.flags = flags};
     forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(forklog_open(&log, path, &o), 0);
     cr_assert_eq(log->flags & FL__GUEST, 0);
     pid_t pid[2];
     for (unsigned g = 0; g < 2; g++) {
@@ -440,7 +439,7 @@ Test(ring, processes_of_other_pid_namespaces_share_the_log)
         cr_assert_neq(pid[g], -1);
         if (pid[g] == 0) {
             rc_child();
-            _exit(guest(2 * g, 2000));
+            _exit(guest(path, flags, 2 * g, 2000));
         }
     }
     struct thread_arg a = {log, 4, 2000, 200, 0};
@@ -454,5 +453,15 @@ Test(ring, processes_of_other_pid_namespaces_share_the_log)
     cr_assert_eq(st[0], 0, "guest 0 failed: %d", st[0]);
     cr_assert_eq(st[1], 0, "guest 1 failed: %d", st[1]);
     cr_assert_eq(forklog_close(log), 0);
-    check_in_order(5, 2000);
+    check_file_in_order(path, 5, 2000);
+}
+
+Test(ring, processes_of_other_pid_namespaces_share_the_log)
+{
+    /* They cannot be told apart by pid and tid, so they take no ring (buffered) and no combining slot (direct) and
+     * write at once, under the lock. */
+    guests_and_a_native(logpath, FORKLOG_BUFFERED);
+    char *direct = th_path(dir, "direct.log");
+    guests_and_a_native(direct, 0);
+    free(direct);
 }
