@@ -9,8 +9,10 @@
  *                valid UTF-8, whose "msg" decodes back to the message (invalid UTF-8 as U+FFFD byte by byte) up to
  *                the reported cut, and whose "cut" equals it.
  *   fuzz_fields  the same with fields after the message, as the pool's timing records have (-DFUZZ_FIELDS): a
- *                string field made of fuzz bytes, a number and a decimal; and the fields fast path
- *                (fl__tail_fast), whenever it takes a record, writes the same bytes as fl__build.
+ *                string field made of fuzz bytes, a number and a decimal, some in the handle's context, with keys
+ *                that repeat (built-in ones and their `fields.` names too: each key once in a JSON record); and
+ *                the fields fast path (fl__tail_fast), whenever it takes a record, writes the same bytes as
+ *                fl__build.
  *   fuzz_escape  fl__escape() (built with -DFUZZ_ESCAPE): never past cap, progress whenever one escape fits, the
  *                whole input when 6 bytes per input byte fit; text output has no control byte; JSON output is a
  *                valid string body that decodes back to the consumed input.
@@ -190,8 +192,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nfields = 0;
     struct fl__loc loc = {"src/some file.c", "main", 42}, *locp = NULL;
     if (with_fields) {
-        static const char *const keys[] = {"a",       "b",          "msg", "ts",  "fields.a",    "k.x-1", "a",
-                                           "message", "@timestamp", "tid", "cut", "forklog.cut", "Z_9"};
+        static const char *const keys[] = {"a",
+                                           "b",
+                                           "msg",
+                                           "ts",
+                                           "fields.a",
+                                           "k.x-1",
+                                           "a",
+                                           "message",
+                                           "@timestamp",
+                                           "tid",
+                                           "cut",
+                                           "forklog.cut",
+                                           "Z_9",
+                                           "fields.ts",
+                                           "fields.msg",
+                                           "fields.message",
+                                           "fields.@timestamp",
+                                           "fields.cut"};
         size_t at = n ? split % (n + 1) : 0;
         msglen = at;
         const uint8_t *fd = d + at;
@@ -232,6 +250,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (flags & 0x80)
             locp = &loc;
+    }
+    /* flags bit 3 (with fields): the first three fields are the handle's context instead (keys and types valid, as
+     * forklog_context_add makes sure). */
+    struct fl__ctx *ctx = NULL;
+    if (with_fields && (flags & 0x08) && nfields) {
+        size_t nc = nfields < 3 ? nfields : 3;
+        if (!(ctx = malloc(sizeof *ctx + nc * sizeof ctx->f[0])))
+            abort();
+        ctx->prev = NULL;
+        ctx->n = nc;
+        memcpy(ctx->f, fields, nc * sizeof fields[0]);
+        memmove(fields, fields + nc, (nfields - nc) * sizeof fields[0]);
+        nfields -= nc;
+        atomic_store(&log->ctx, ctx);
     }
     char *msg = malloc(msglen ? msglen : 1); /* exactly sized: ASan sees any read past it */
     if (!msg) {
@@ -311,7 +343,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char fast[4096];
         size_t fcap = max_record < sizeof fast ? max_record : sizeof fast;
         size_t p = fl__prefix(log, level, &now, fast);
-        const int tail = locp || nfields;
+        const int tail = locp || ctx || nfields;
         long got = 0;
         if (msglen < fcap - p && !fl__needs_escape(json, msg, msglen) &&
             (json || !tail || !msglen || (msg[0] != '"' && !memchr(msg, '=', msglen)))) {
@@ -319,7 +351,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t o = p + msglen;
             if (json)
                 fast[o++] = '"';
-            got = fl__tail_fast(log, locp, NULL, fields, nfields, fast, o, fcap);
+            got = fl__tail_fast(log, locp, ctx, fields, nfields, fast, o, fcap);
         }
         if (got < 0)
             FAIL("the fast path refused valid fields (%ld)", got);
@@ -330,6 +362,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(msg);
     for (int k = 0; k < 8; k++)
         free(fstr[k]);
+    free(ctx);
     free(log);
     return 0;
 }

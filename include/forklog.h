@@ -306,10 +306,11 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  * ` key=value` in text (a value is quoted, with `\"`, `\\`, `\n`, `\r`, `\t` and `\xHH` escapes, when it is empty
  * or holds a space, a quote, '=', a backslash or a control byte), `,"key":value` in JSON with the value's JSON
  * type. No allocation when the record fits 4 KiB. docs/design.md ("Records") gives the exact grammar.
- *   - A key given twice (in the fields, or in the fields and the handle's context) appears once: the last value
- *     given wins (the call's fields come after the context), at the place of that last one.
  *   - A key that is one of the record's own keys (those of the key set: ts, level, pid, tid, app, msg, file,
- *     line, func, cut; or the ECS names) is written as `fields.KEY`.
+ *     line, func, cut; or the ECS names) is written as `fields.KEY`. Keys are compared as written: "ts" and
+ *     "fields.ts" are one key.
+ *   - A key given twice (in the fields, in the handle's context, or in both) appears once: the last value given
+ *     wins (the call's fields come after the context), at the place of that last one.
  *   - Fields that do not fit max_record are left out whole (the message is cut first down to what fits); the
  *     record always stays one valid line.
  * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level

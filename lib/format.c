@@ -638,8 +638,26 @@ static int fl__loc_fields(const struct fl__loc *loc, struct forklog_field lf[3])
     return loc->func ? 3 : 2;
 }
 
-/* Renders what follows the message: the location, the context (but keys the call gives again), the call's fields
- * (but keys given again later), each whole or not at all, into out[0..cap). Returns the length. */
+/* Whether two keys are written as the same name: a key with `pre` set (one of the record's own) is written
+ * `fields.KEY`, so that "ts" and "fields.ts" name the same field. */
+static int fl__same_written_key(const char *a, size_t an, int apre, const char *b, size_t bn, int bpre)
+{
+    if (an + (apre ? 7 : 0) != bn + (bpre ? 7 : 0))
+        return 0;
+    if (apre == bpre)
+        return memcmp(a, b, an) == 0;
+    if (apre) { /* b must be `fields.` and a */
+        const char *t = a;
+        a = b, b = t;
+        bn = an;
+    }
+    return memcmp(a, "fields.", 7) == 0 && memcmp(a + 7, b, bn) == 0;
+}
+
+/* Renders what follows the message: the location, the context, the call's fields, each whole or not at all, into
+ * out[0..cap); a field whose key (as written) a later one of the context or the call gives again is left out, so
+ * that the last value wins. The call has at most FORKLOG_MAX_FIELDS fields, and so has the context (fl__check_fields
+ * and forklog_context_add see to it). Returns the length. */
 static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct fl__ctx *ctx,
                        const struct forklog_field *f, size_t n, char *out, size_t cap)
 {
@@ -653,18 +671,27 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
         if (!w.over)
             o += w.n;
     }
-    size_t nctx = ctx ? ctx->n : 0;
-    for (size_t i = 0; i < nctx + n; i++) {
+    const size_t nctx = ctx ? ctx->n : 0, total = nctx + n;
+    if (nctx > FORKLOG_MAX_FIELDS || n > FORKLOG_MAX_FIELDS)
+        return o;
+    /* Each key's length and whether it is written `fields.KEY`. */
+    size_t klen[2 * FORKLOG_MAX_FIELDS];
+    unsigned char pre[2 * FORKLOG_MAX_FIELDS];
+    for (size_t i = 0; i < total; i++) {
+        const char *k = i < nctx ? ctx->f[i].key : f[i - nctx].key;
+        klen[i] = strlen(k);
+        pre[i] = (unsigned char)fl__is_builtin(ks, k, klen[i]);
+    }
+    for (size_t i = 0; i < total; i++) {
         const struct forklog_field *fi = i < nctx ? &ctx->f[i] : &f[i - nctx];
-        /* The last value of a key wins: skip this one if the call gives the key again later. */
         int again = 0;
-        for (size_t j = i < nctx ? 0 : i - nctx + 1; j < n && !again; j++)
-            again = f[j].key[0] == fi->key[0] && strcmp(f[j].key, fi->key) == 0;
+        for (size_t j = i + 1; j < total && !again; j++)
+            again = fl__same_written_key(j < nctx ? ctx->f[j].key : f[j - nctx].key, klen[j], pre[j], fi->key, klen[i],
+                                         pre[i]);
         if (again)
             continue;
-        size_t klen = strlen(fi->key);
         w = (struct fl__w){out + o, 0, cap - o, 0};
-        fl__w_field(&w, json, fl__is_builtin(ks, fi->key, klen), fi->key, klen, fi);
+        fl__w_field(&w, json, pre[i], fi->key, klen[i], fi);
         if (!w.over)
             o += w.n;
     }
@@ -834,6 +861,23 @@ static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rena
     return fl__fast_value(out, p, end, json, f);
 }
 
+/* For fl__tail_fast: entry e's key, written at out + at[e] + sep (kl[e] bytes), drops the earlier entries that wrote
+ * the same key (gone[j]); *seen is the set of hashes (first byte and length) of the keys written so far. Returns
+ * whether it dropped any. */
+static int fl__drop_earlier(const char *out, const size_t *at, const unsigned char *kl, unsigned char *gone, size_t e,
+                            size_t sep, uint64_t *seen)
+{
+    const char *k = out + at[e] + sep;
+    const uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 7u * kl[e]) & 63);
+    int dropped = 0;
+    if (*seen & bit)
+        for (size_t j = 0; j < e; j++)
+            if (!gone[j] && kl[j] == kl[e] && memcmp(out + at[j] + sep, k, kl[e]) == 0)
+                gone[j] = 1, dropped = 1;
+    *seen |= bit;
+    return dropped;
+}
+
 long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
                    const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
 {
@@ -854,10 +898,12 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
             return 0;
     }
     /* The context's fields, then the call's, each rendered where it stands; a key given again by a later field
-     * of the call drops the earlier one, as fl__tail skips it. A 64-bit set of key hashes (length and first
-     * byte) rules most keys out of the comparison. at[e] is where entry e starts; the first key of the call
-     * that is not valid fails the call, as fl__check_fields. */
-    const size_t nctx = ctx ? ctx->n : 0;
+     * drops the earlier one, as fl__tail skips it. Keys are compared as written (a key of the record's own is
+     * written `fields.KEY`, so that "ts" and "fields.ts" are the same), in the output itself: at[e] is where entry
+     * e starts, its key sep bytes later, kl[e] bytes long. A 64-bit set of hashes of the written keys (length and
+     * first byte) rules most keys out of the comparison. The first key of the call that is not valid fails the
+     * call, as fl__check_fields. */
+    const size_t nctx = ctx ? ctx->n : 0, sep = json ? 2 : 1;
     if (nctx > FORKLOG_MAX_FIELDS)
         return 0;
     size_t at[2 * FORKLOG_MAX_FIELDS + 1];
@@ -869,10 +915,11 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         gone[e] = 0;
         const struct forklog_field *c = &ctx->f[e];
         size_t l = strlen(c->key);
-        kl[e] = (unsigned char)l;
-        seen |= (uint64_t)1 << (((unsigned char)c->key[0] + 7u * l) & 63);
-        if (!(o = fl__fast_field(out, o, end, json, fl__is_builtin_fast(ks, c->key, l), c->key, l, c)))
+        const int pre = fl__is_builtin_fast(ks, c->key, l);
+        if (!(o = fl__fast_field(out, o, end, json, pre, c->key, l, c)))
             return 0;
+        kl[e] = (unsigned char)(l + (pre ? 7 : 0));
+        dropped |= fl__drop_earlier(out, at, kl, gone, e, sep, &seen);
     }
     for (size_t e = nctx; e < nctx + n; e++) {
         at[e] = o;
@@ -897,10 +944,13 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
             return -EINVAL;
         fl__copy(p, k, l);
         kl[e] = (unsigned char)l;
+        unsigned hash = (unsigned char)k[0] + 7u * (unsigned)l; /* of the key as written */
         if (fl__is_builtin_fast(ks, k, l)) {
             memmove(p + 7, p, l);
             memcpy(p, "fields.", 7);
             p += 7;
+            kl[e] = (unsigned char)(l + 7);
+            hash = 'f' + 7u * (unsigned)(l + 7);
         }
         p += l;
         if (json) {
@@ -909,13 +959,12 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         } else {
             *p++ = '=';
         }
-        uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 7u * l) & 63);
+        uint64_t bit = (uint64_t)1 << (hash & 63);
         if (seen & bit) {
-            for (size_t j = 0; j < e; j++) {
-                const char *kj = j < nctx ? ctx->f[j].key : f[j - nctx].key;
-                if (!gone[j] && kl[j] == l && kj[0] == k[0] && memcmp(kj, k, l) == 0)
+            const char *wk = out + at[e] + sep;
+            for (size_t j = 0; j < e; j++)
+                if (!gone[j] && kl[j] == kl[e] && memcmp(out + at[j] + sep, wk, kl[e]) == 0)
                     gone[j] = 1, dropped = 1;
-            }
         }
         seen |= bit;
         if (!(o = fl__fast_value(out, p, end, json, fi)))

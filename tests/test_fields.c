@@ -235,6 +235,158 @@ Test(fields, duplicate_keys_last_wins)
     free(path);
 }
 
+/* Line n of buf, without the newline and without the 27 bytes of the timestamp that start at byte `at`. */
+static char *line_without_ts(const char *buf, int n, size_t at)
+{
+    const char *l = buf;
+    for (int i = 0; i < n; i++) {
+        l = strchr(l, '\n');
+        cr_assert_not_null(l);
+        l++;
+    }
+    const char *e = strchr(l, '\n');
+    cr_assert_not_null(e);
+    size_t len = (size_t)(e - l);
+    cr_assert_gt(len, at + 27);
+    cr_assert_eq(l[at + 26], 'Z', "a timestamp at %zu: %.*s", at, (int)len, l);
+    char *out = malloc(len - 27 + 1);
+    cr_assert_not_null(out);
+    memcpy(out, l, at);
+    memcpy(out + at, l + at + 27, len - at - 27);
+    out[len - 27] = '\0';
+    return out;
+}
+
+/* Appends one field as the record writes it: ` key=value` or `,"key":value` (a string s, or else the number i). */
+static void put_field(char *out, size_t cap, int json, const char *key, const char *s, long long i)
+{
+    size_t n = strlen(out);
+    if (s)
+        snprintf(out + n, cap - n, json ? ",\"%s\":\"%s\"" : " %s=%s", key, s);
+    else
+        snprintf(out + n, cap - n, json ? ",\"%s\":%lld" : " %s=%lld", key, i);
+}
+
+/* A key of the record's own (K) is written `fields.K`, so K and `fields.K` are one key: the last given wins, at its
+ * place, in the call, in the context (given at open, or added later), and across the two. Every name of each key
+ * set, either order, text, JSON and ECS JSON, the exact record: with a short message (the fast path), a message
+ * with a byte to escape (fl__build), and a long message at a max_record the record just fits (fl__build). */
+Test(fields, a_builtin_key_and_its_fields_name_appear_once)
+{
+    static const char *const short_keys[] = {"ts", "level", "pid", "tid", "app", "msg", "file", "line", "func", "cut"};
+    static const char *const ecs_keys[] = {
+        "@timestamp",          "log.level",  "process.pid",          "process.thread.id",
+        "service.name",        "message",    "log.origin.file.name", "log.origin.file.line",
+        "log.origin.function", "forklog.cut"};
+    char *path = th_path(dir, "dup.log");
+    const long pid = (long)getpid();
+    char longmsg[251];
+    memset(longmsg, 'm', sizeof longmsg - 1);
+    longmsg[sizeof longmsg - 1] = '\0';
+    int records = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        const int json = mode > 0;
+        const char *const *names = mode == 2 ? ecs_keys : short_keys;
+        for (int b = 0; b < 10; b++) {
+            const char *K = names[b];
+            char FK[96];
+            snprintf(FK, sizeof FK, "fields.%s", K);
+            for (int sc = 0; sc < 8; sc++) {
+                const char *first = sc % 2 ? FK : K, *second = sc % 2 ? K : FK;
+                struct forklog_field opened[3], added[1], call[3];
+                size_t nopened = 0, nadded = 0, ncall = 0;
+                char tail[512] = "";
+                switch (sc / 2) {
+                case 0: /* both in the call */
+                    call[ncall++] = FORKLOG_STR(first, "a");
+                    call[ncall++] = FORKLOG_INT("x", 1);
+                    call[ncall++] = FORKLOG_STR(second, "b");
+                    put_field(tail, sizeof tail, json, "x", NULL, 1);
+                    put_field(tail, sizeof tail, json, FK, "b", 0);
+                    break;
+                case 1: /* the first in the context, the second in the call */
+                    opened[nopened++] = FORKLOG_STR(first, "a");
+                    opened[nopened++] = FORKLOG_INT("c", 0);
+                    call[ncall++] = FORKLOG_INT("x", 1);
+                    call[ncall++] = FORKLOG_STR(second, "b");
+                    put_field(tail, sizeof tail, json, "c", NULL, 0);
+                    put_field(tail, sizeof tail, json, "x", NULL, 1);
+                    put_field(tail, sizeof tail, json, FK, "b", 0);
+                    break;
+                case 2: /* both in the context given at open */
+                    opened[nopened++] = FORKLOG_STR(first, "a");
+                    opened[nopened++] = FORKLOG_INT("c", 0);
+                    opened[nopened++] = FORKLOG_STR(second, "b");
+                    call[ncall++] = FORKLOG_INT("x", 1);
+                    put_field(tail, sizeof tail, json, "c", NULL, 0);
+                    put_field(tail, sizeof tail, json, FK, "b", 0);
+                    put_field(tail, sizeof tail, json, "x", NULL, 1);
+                    break;
+                default: /* the first given at open, the second added to the context later */
+                    opened[nopened++] = FORKLOG_STR(first, "a");
+                    opened[nopened++] = FORKLOG_INT("c", 0);
+                    added[nadded++] = FORKLOG_STR(second, "b");
+                    call[ncall++] = FORKLOG_INT("x", 1);
+                    put_field(tail, sizeof tail, json, "c", NULL, 0);
+                    put_field(tail, sizeof tail, json, FK, "b", 0);
+                    put_field(tail, sizeof tail, json, "x", NULL, 1);
+                    break;
+                }
+                struct forklog_options o = {.format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT,
+                                            .keys = mode == 2 ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT,
+                                            .context = opened,
+                                            .ncontext = nopened};
+                /* The fast path, then fl__build for a message with a tab in it. */
+                unlink(path);
+                forklog *log;
+                cr_assert_eq(forklog_open(&log, path, &o), 0);
+                if (nadded)
+                    OK(forklog_context_add(log, added, nadded));
+                OK(forklog_log_fields(log, FORKLOG_INFO, "m", call, ncall));
+                OK(forklog_log_fields(log, FORKLOG_INFO, "m\tn", call, ncall));
+                OK(forklog_log_fields(log, FORKLOG_INFO, longmsg, call, ncall));
+                cr_assert_eq(forklog_close(log), 0);
+                /* fl__build again, at a max_record the long record just fits (with the room for a cut marker). */
+                size_t len;
+                char *buf = th_slurp(path, &len);
+                cr_assert_not_null(buf);
+                const char *third = strchr(strchr(buf, '\n') + 1, '\n') + 1;
+                o.max_record = (size_t)(buf + len - third) + 2 + 48;
+                free(buf);
+                cr_assert_eq(forklog_open(&log, path, &o), 0);
+                if (nadded)
+                    OK(forklog_context_add(log, added, nadded));
+                OK(forklog_log_fields(log, FORKLOG_INFO, longmsg, call, ncall));
+                cr_assert_eq(forklog_close(log), 0);
+                buf = th_slurp(path, &len);
+                static const char *const msgs[] = {"m", "m\\tn", NULL, NULL};
+                for (int r = 0; r < 4; r++) {
+                    const char *m = msgs[r] ? msgs[r] : longmsg;
+                    char want[1024];
+                    if (mode == 0)
+                        snprintf(want, sizeof want, "INFO pid=%ld %s%s", pid, m, tail);
+                    else if (mode == 1)
+                        snprintf(want, sizeof want, "{\"ts\":\"\",\"level\":\"info\",\"pid\":%ld,\"msg\":\"%s\"%s}",
+                                 pid, m, tail);
+                    else
+                        snprintf(
+                            want, sizeof want,
+                            "{\"@timestamp\":\"\",\"log.level\":\"info\",\"process.pid\":%ld,\"message\":\"%s\"%s}",
+                            pid, m, tail);
+                    char *got = mode == 0 ? text_line(buf, r) : line_without_ts(buf, r, mode == 1 ? 7 : 15);
+                    cr_assert_str_eq(got, want, "key %s, scenario %d, record %d", K, sc, r);
+                    free(got);
+                    records++;
+                }
+                cr_assert_eq(th_count_lines(buf, len), 4);
+                free(buf);
+            }
+        }
+    }
+    cr_assert_eq(records, 3 * 10 * 8 * 4);
+    free(path);
+}
+
 Test(fields, bad_input_is_einval_and_writes_nothing)
 {
     char *path;

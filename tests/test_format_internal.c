@@ -6,6 +6,8 @@
 
 #include "../lib/format.c"
 
+#include "../fuzz/json_check.h"
+
 #include <dlfcn.h>
 #include <fenv.h>
 #include <limits.h>
@@ -194,8 +196,29 @@ static const char *random_string(unsigned *seed, char *buf, size_t cap)
  * byte what fl__build writes; -EINVAL exactly when fl__check_fields refuses the fields. */
 Test(format_internal, tail_fast_matches_build)
 {
-    static const char *const keys[] = {"method", "status",  "cost",       "bytes",   "ts", "msg",       "level", "a",
-                                       "b",      "message", "@timestamp", "bad key", "",   "k\xc3\xa9", "file",  "x"};
+    /* Valid keys first (built-in ones of both key sets, and their `fields.` names), then NVALID .. NKEYS. */
+    static const char *const keys[] = {"method",
+                                       "status",
+                                       "cost",
+                                       "bytes",
+                                       "ts",
+                                       "msg",
+                                       "level",
+                                       "a",
+                                       "b",
+                                       "message",
+                                       "@timestamp",
+                                       "fields.ts",
+                                       "fields.msg",
+                                       "fields.message",
+                                       "fields.@timestamp",
+                                       "fields.level",
+                                       "bad key",
+                                       "",
+                                       "k\xc3\xa9",
+                                       "file",
+                                       "x"};
+    enum { NVALID = 16, NKEYS = sizeof keys / sizeof keys[0] };
     static char longkey[80];
     memset(longkey, 'k', sizeof longkey - 1);
     unsigned seed = 99;
@@ -222,7 +245,7 @@ Test(format_internal, tail_fast_matches_build)
             ctx->n = 1 + (size_t)rand_r(&seed) % 3;
             for (size_t i = 0; i < ctx->n; i++)
                 ctx->f[i] =
-                    FORKLOG_STR(keys[(size_t)rand_r(&seed) % 11], random_string(&seed, cstr[i], sizeof cstr[i]));
+                    FORKLOG_STR(keys[(size_t)rand_r(&seed) % NVALID], random_string(&seed, cstr[i], sizeof cstr[i]));
             atomic_store(&log->ctx, ctx);
         }
         struct fl__loc loc = {rand_r(&seed) % 2 ? "src/x.c" : "dir with space/y.c", rand_r(&seed) % 2 ? "fn" : NULL,
@@ -233,7 +256,7 @@ Test(format_internal, tail_fast_matches_build)
         char strs[6][48];
         for (size_t i = 0; i < n; i++) {
             const char *k =
-                rand_r(&seed) % 50 == 0 ? longkey : keys[(size_t)rand_r(&seed) % (rand_r(&seed) % 8 ? 11 : 16)];
+                rand_r(&seed) % 50 == 0 ? longkey : keys[(size_t)rand_r(&seed) % (rand_r(&seed) % 8 ? NVALID : NKEYS)];
             switch (rand_r(&seed) % 9) {
             case 0: f[i] = FORKLOG_INT(k, (long long)rand_r(&seed) - RAND_MAX / 2); break;
             case 1: f[i] = FORKLOG_UINT(k, (unsigned long long)rand_r(&seed) << 33 | 7u); break;
@@ -283,6 +306,17 @@ Test(format_internal, tail_fast_matches_build)
             cr_assert_eq((size_t)got, want, "length: fast %ld, build %zu: %.*s | %.*s", got, want, (int)got, fast,
                          (int)want, slow);
             cr_assert(memcmp(fast, slow, want) == 0, "fast %.*s build %.*s", (int)got, fast, (int)want, slow);
+            if (json) {
+                /* Valid JSON, each key once. */
+                struct ck_member m[24];
+                const char *why = "";
+                int k = ck_json_flat((const unsigned char *)slow, want, m, 24, &why);
+                cr_assert_geq(k, 0, "not valid JSON (%s): %.*s", why, (int)want, slow);
+                for (int a = 0; a < k && a < 24; a++)
+                    for (int b2 = a + 1; b2 < k && b2 < 24; b2++)
+                        cr_assert_str_neq(m[a].key, m[b2].key, "key %s twice: %.*s", m[a].key, (int)want, slow);
+                ck_members_free(m, k < 24 ? k : 24);
+            }
             taken++;
         }
         free(ctx);
@@ -290,6 +324,130 @@ Test(format_internal, tail_fast_matches_build)
     }
     cr_assert_gt(taken, 50000, "the fast path took only %d records", taken);
     cr_assert_gt(einval, 1000, "only %d invalid field lists", einval);
+}
+
+/* One field as the record writes it: ` key=value` (text) or `,"key":value` (JSON); s is a string or, when NULL,
+ * the integer i. */
+static void written(char *out, size_t cap, int json, const char *key, const char *s, long long i)
+{
+    size_t n = strlen(out);
+    if (s)
+        snprintf(out + n, cap - n, json ? ",\"%s\":\"%s\"" : " %s=%s", key, s);
+    else
+        snprintf(out + n, cap - n, json ? ",\"%s\":%lld" : " %s=%lld", key, i);
+}
+
+/* A built-in key K is written `fields.K`, so that it and a key named `fields.K` are one key: whichever of the two
+ * comes last wins, at its place, in the call's fields, in the context, and across the two; in text, JSON and ECS
+ * JSON, for each of the key set's names; the same exact record from the fast path, from fl__build, and from
+ * fl__build at a cap the record just fits (where the fast path leaves it to fl__build). */
+Test(format_internal, a_builtin_key_and_its_fields_name_are_one_key)
+{
+    struct timespec ts = {1700000000, 123456789};
+    int checked = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        forklog *log = calloc(1, sizeof *log + 1);
+        cr_assert_not_null(log);
+        const int json = mode > 0;
+        log->format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
+        log->keys = mode == 2 ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT;
+        log->max_record = 4096;
+        log->prefix_max = fl__prefix_bound(log);
+        const int ks = fl__keyset(log);
+        for (int b = 0; b < FL__K_COUNT; b++) {
+            const char *K = fl__builtin[ks][b].s;
+            char FK[96];
+            snprintf(FK, sizeof FK, "fields.%s", K);
+            /* Scenarios: which of the two names comes first, and where each stands (c: context, f: the call). */
+            for (int sc = 0; sc < 10; sc++) {
+                const int k_first = sc % 2 == 0; /* K, then fields.K; else the other way round */
+                const char *first = k_first ? K : FK, *second = k_first ? FK : K;
+                struct forklog_field cf[3], f[3];
+                size_t nc = 0, n = 0;
+                char want_tail[512] = "";
+                switch (sc / 2) {
+                case 0: /* both in the call */
+                    f[n++] = FORKLOG_STR(first, "a");
+                    f[n++] = FORKLOG_INT("x", 1);
+                    f[n++] = FORKLOG_STR(second, "b");
+                    written(want_tail, sizeof want_tail, json, "x", NULL, 1);
+                    written(want_tail, sizeof want_tail, json, FK, "b", 0);
+                    break;
+                case 1: /* the first in the context, the second in the call */
+                    cf[nc++] = FORKLOG_STR(first, "a");
+                    cf[nc++] = FORKLOG_INT("c", 0);
+                    f[n++] = FORKLOG_INT("x", 1);
+                    f[n++] = FORKLOG_STR(second, "b");
+                    written(want_tail, sizeof want_tail, json, "c", NULL, 0);
+                    written(want_tail, sizeof want_tail, json, "x", NULL, 1);
+                    written(want_tail, sizeof want_tail, json, FK, "b", 0);
+                    break;
+                case 2: /* both in the context */
+                    cf[nc++] = FORKLOG_STR(first, "a");
+                    cf[nc++] = FORKLOG_INT("c", 0);
+                    cf[nc++] = FORKLOG_STR(second, "b");
+                    f[n++] = FORKLOG_INT("x", 1);
+                    written(want_tail, sizeof want_tail, json, "c", NULL, 0);
+                    written(want_tail, sizeof want_tail, json, FK, "b", 0);
+                    written(want_tail, sizeof want_tail, json, "x", NULL, 1);
+                    break;
+                case 3: /* both in the call, and the context holds the first too */
+                    cf[nc++] = FORKLOG_STR(first, "z");
+                    f[n++] = FORKLOG_STR(second, "a");
+                    f[n++] = FORKLOG_INT("x", 1);
+                    f[n++] = FORKLOG_STR(first, "b");
+                    written(want_tail, sizeof want_tail, json, "x", NULL, 1);
+                    written(want_tail, sizeof want_tail, json, FK, "b", 0);
+                    break;
+                default: /* only one of them, in the call: nothing is dropped */
+                    f[n++] = FORKLOG_STR(first, "a");
+                    written(want_tail, sizeof want_tail, json, FK, "a", 0);
+                    break;
+                }
+                struct fl__ctx *ctx = NULL;
+                if (nc) {
+                    ctx = malloc(sizeof *ctx + nc * sizeof ctx->f[0]);
+                    cr_assert_not_null(ctx);
+                    ctx->prev = NULL;
+                    ctx->n = nc;
+                    memcpy(ctx->f, cf, nc * sizeof cf[0]);
+                }
+                atomic_store(&log->ctx, ctx);
+                const char *msg = "m";
+                char want[1024];
+                size_t p = fl__prefix(log, FORKLOG_INFO, &ts, want);
+                snprintf(want + p, sizeof want - p, "%s%s%s%s\n", msg, json ? "\"" : "", want_tail, json ? "}" : "");
+                size_t wlen = strlen(want);
+
+                char fast[4096], slow[4096];
+                fl__prefix(log, FORKLOG_INFO, &ts, fast);
+                memcpy(fast + p, msg, 1);
+                size_t o = p + 1;
+                if (json)
+                    fast[o++] = '"';
+                long got = fl__tail_fast(log, NULL, ctx, f, n, fast, o, sizeof fast);
+                cr_assert_gt(got, 0, "the fast path took the record");
+                cr_assert(got == (long)wlen && memcmp(fast, want, wlen) == 0, "fast path:\n%.*s\nwant:\n%s", (int)got,
+                          fast, want);
+                size_t cut;
+                size_t len = fl__build(log, FORKLOG_INFO, &ts, NULL, msg, 1, 1, f, n, slow, sizeof slow, &cut);
+                cr_assert(len == wlen && memcmp(slow, want, wlen) == 0, "fl__build:\n%.*s\nwant:\n%s", (int)len, slow,
+                          want);
+                /* At a cap the record just fits (with the room fl__build keeps for a cut marker), the fast path
+                 * declines and fl__build writes the whole record. */
+                const size_t tight = wlen + 2 + FL__MARKER_MAX;
+                cr_assert_eq(fl__tail_fast(log, NULL, ctx, f, n, fast, o, tight), 0);
+                len = fl__build(log, FORKLOG_INFO, &ts, NULL, msg, 1, 1, f, n, slow, tight, &cut);
+                cr_assert(len == wlen && memcmp(slow, want, wlen) == 0 && cut == 0,
+                          "fl__build near the cap:\n%.*s\nwant:\n%s", (int)len, slow, want);
+                atomic_store(&log->ctx, NULL);
+                free(ctx);
+                checked++;
+            }
+        }
+        free(log);
+    }
+    cr_assert_eq(checked, 3 * FL__K_COUNT * 10);
 }
 
 /* ---- the printf fast path against vsnprintf ---------------------------------------------------------------- */
