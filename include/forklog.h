@@ -125,7 +125,8 @@ enum forklog_field_type {
     FORKLOG_FIELD_BOOL = 5, /* v.b: 0 is false, anything else true */
     FORKLOG_FIELD_DUR = 6,  /* v.ns: a duration in nanoseconds, rendered as seconds: `0.0052`, `-1.5`, `3` */
     FORKLOG_FIELD_TIME = 7  /* v.t: a CLOCK_REALTIME time, rendered like the record's timestamp (RFC 3339, UTC,
-                             * microseconds; years clamped to 0000..9999) */
+                             * microseconds; years clamped to 0000..9999: an earlier time is written
+                             * 0000-01-01T00:00:00.000000Z, a later one 9999-12-31T23:59:59.999999Z) */
 };
 struct forklog_field {
     const char *key;

@@ -57,7 +57,12 @@ static void fl__digits(char *out, unsigned long v, int n)
     }
 }
 
-static void fl__rfc3339_slow(char out[27], const struct timespec *ts);
+/* The seconds of 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: a time outside is written as the nearer of the
+ * two, so that every timestamp has four digits of year and times keep their order. */
+#define FL__SEC_MIN (-62167219200LL)
+#define FL__SEC_MAX 253402300799LL
+
+static void fl__rfc3339_slow(char out[27], long long sec, long nsec);
 
 /* The date and time of day change once a second: each thread keeps the last second it formatted. A forked
  * child inherits a copy that is still right. */
@@ -69,9 +74,12 @@ static _Thread_local struct {
 static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {
     if (ts->tv_sec != fl__second_cache.sec) {
-        fl__rfc3339_slow(out, ts);
-        memcpy(fl__second_cache.text, out, 19);
-        fl__second_cache.sec = ts->tv_sec;
+        fl__rfc3339_slow(out, (long long)ts->tv_sec, ts->tv_nsec);
+        /* A clamped second is not kept: its fraction is clamped too, which the cached path would not do. */
+        if ((long long)ts->tv_sec >= FL__SEC_MIN && (long long)ts->tv_sec <= FL__SEC_MAX) {
+            memcpy(fl__second_cache.text, out, 19);
+            fl__second_cache.sec = ts->tv_sec;
+        }
         return;
     }
     memcpy(out, fl__second_cache.text, 19);
@@ -85,9 +93,18 @@ void fl__rfc3339(char out[27], const struct timespec *ts)
     fl__rfc3339_inline(out, ts);
 }
 
-static void fl__rfc3339_slow(char out[27], const struct timespec *ts)
+/* sec and nsec (0 .. 999999999) as `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`, clamped to years 0000 .. 9999: a time before
+ * is 0000-01-01T00:00:00.000000Z, a time after 9999-12-31T23:59:59.999999Z. */
+static void fl__rfc3339_slow(char out[27], long long sec, long nsec)
 {
-    int64_t secs = (int64_t)ts->tv_sec;
+    if (sec < FL__SEC_MIN) {
+        sec = FL__SEC_MIN;
+        nsec = 0;
+    } else if (sec > FL__SEC_MAX) {
+        sec = FL__SEC_MAX;
+        nsec = 999999999;
+    }
+    int64_t secs = (int64_t)sec;
     int64_t days = secs / 86400;
     int64_t rem = secs % 86400;
     if (rem < 0) {
@@ -97,10 +114,6 @@ static void fl__rfc3339_slow(char out[27], const struct timespec *ts)
     int y;
     unsigned m, d;
     fl__civil(days, &y, &m, &d);
-    if (y < 0)
-        y = 0;
-    if (y > 9999)
-        y = 9999;
     fl__digits(out, (unsigned long)y, 4);
     out[4] = '-';
     fl__digits(out + 5, m, 2);
@@ -113,7 +126,7 @@ static void fl__rfc3339_slow(char out[27], const struct timespec *ts)
     out[16] = ':';
     fl__digits(out + 17, (unsigned long)(rem % 60), 2);
     out[19] = '.';
-    fl__digits(out + 20, (unsigned long)(ts->tv_nsec / 1000), 6);
+    fl__digits(out + 20, (unsigned long)(nsec / 1000), 6);
     out[26] = 'Z';
 }
 
@@ -554,12 +567,9 @@ static size_t fl__value(char *out, int json, const struct forklog_field *f)
             }
             sec += carry;
         }
-        struct timespec ts;
-        ts.tv_sec = (time_t)sec;
-        ts.tv_nsec = nsec;
         if (json)
             out[n++] = '"';
-        fl__rfc3339_slow(out + n, &ts);
+        fl__rfc3339_slow(out + n, sec, nsec);
         n += 27;
         if (json)
             out[n++] = '"';

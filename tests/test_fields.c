@@ -8,6 +8,7 @@
 #include "../fuzz/json_check.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -385,6 +386,109 @@ Test(fields, a_builtin_key_and_its_fields_name_appear_once)
     }
     cr_assert_eq(records, 3 * 10 * 8 * 4);
     free(path);
+}
+
+/* A TIME field is written with years 0000 .. 9999: a time before is 0000-01-01T00:00:00.000000Z, one after
+ * 9999-12-31T23:59:59.999999Z, the edges themselves and the times just inside as they are; for every way a TIME
+ * field is made, both signs, near the edges and far beyond, in text and JSON. */
+Test(fields, times_are_clamped_to_years_0000_to_9999)
+{
+    static const char lo[] = "0000-01-01T00:00:00.000000Z", hi[] = "9999-12-31T23:59:59.999999Z";
+    const long long smin = -62167219200LL, smax = 253402300799LL;
+    struct forklog_field f[64];
+    const char *want[64];
+    size_t n = 0;
+    char keys[64][8];
+#define TIME_CASE(field, expect)                                                                                       \
+    do {                                                                                                               \
+        snprintf(keys[n], sizeof keys[n], "t%zu", n);                                                                  \
+        f[n] = field;                                                                                                  \
+        f[n].key = keys[n];                                                                                            \
+        want[n++] = (expect);                                                                                          \
+    } while (0)
+    /* FORKLOG_TIMESPEC / forklog_field_timespec, and FORKLOG_TIME and FORKLOG_F of a struct timespec. */
+    const struct {
+        long long sec;
+        long nsec;
+        const char *expect;
+    } specs[] = {
+        {smax, 999999999, hi},
+        {smax, 0, "9999-12-31T23:59:59.000000Z"},
+        {smax + 1, 0, hi},
+        {smax + 1, 999999999, hi},
+        {smax + 86400LL * 366, 5, hi},
+        {(long long)1e15, 0, hi},
+        {LLONG_MAX, 0, hi},
+        {LLONG_MAX, 999999999, hi},
+        {smin, 0, lo},
+        {smin, 999999, "0000-01-01T00:00:00.000999Z"},
+        {smin - 1, 999999999, lo},
+        {smin - 86400LL * 366, 5, lo},
+        {-(long long)1e15, 999999999, lo},
+        {LLONG_MIN, 0, lo},
+        {LLONG_MIN, 999999999, lo},
+        {0, 0, "1970-01-01T00:00:00.000000Z"},
+        {-1, 0, "1969-12-31T23:59:59.000000Z"},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        struct timespec ts = {(time_t)specs[i].sec, specs[i].nsec};
+        TIME_CASE(FORKLOG_TIMESPEC("k", ts), specs[i].expect);
+        if (i % 3 == 0)
+            TIME_CASE(FORKLOG_TIME("k", ts), specs[i].expect);
+        if (i % 3 == 1)
+            TIME_CASE(FORKLOG_F("k", ts), specs[i].expect);
+        if (i % 3 == 2) { /* by hand */
+            struct forklog_field h = {.key = "k", .type = FORKLOG_FIELD_TIME};
+            h.v.t.sec = specs[i].sec;
+            h.v.t.nsec = specs[i].nsec;
+            TIME_CASE(h, specs[i].expect);
+        }
+    }
+    /* FORKLOG_TIME / forklog_field_time of a double. */
+    const struct {
+        double sec;
+        const char *expect;
+    } dbls[] = {
+        {253402300799.5, "9999-12-31T23:59:59.500000Z"},
+        {253402300800.0, hi},
+        {253402300800.5, hi},
+        {1e30, hi},
+        {9.2e18, hi},
+        {INFINITY, hi},
+        {-62167219200.0, lo},
+        {-62167219199.75, "0000-01-01T00:00:00.250000Z"},
+        {-62167219200.5, lo},
+        {-1e30, lo},
+        {-9.2e18, lo},
+        {-INFINITY, lo},
+        {NAN, "1970-01-01T00:00:00.000000Z"},
+    };
+    for (size_t i = 0; i < sizeof dbls / sizeof dbls[0]; i++)
+        TIME_CASE(FORKLOG_TIME("k", dbls[i].sec), dbls[i].expect);
+#undef TIME_CASE
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "t.json" : "t.log", &o, &path);
+        /* One field per record, so that each record is read back on its own. */
+        for (size_t i = 0; i < n; i++)
+            OK(forklog_log_fields(log, FORKLOG_INFO, "t", &f[i], 1));
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        for (size_t i = 0; i < n; i++) {
+            char *got = json ? line_without_ts(buf, (int)i, 7) : text_line(buf, (int)i);
+            char line[256];
+            if (json)
+                snprintf(line, sizeof line, "{\"ts\":\"\",\"level\":\"info\",\"pid\":%ld,\"msg\":\"t\",\"%s\":\"%s\"}",
+                         (long)getpid(), keys[i], want[i]);
+            else
+                snprintf(line, sizeof line, "INFO pid=%ld t %s=%s", (long)getpid(), keys[i], want[i]);
+            cr_assert_str_eq(got, line, "case %zu (sec %lld, nsec %ld)", i, f[i].v.t.sec, f[i].v.t.nsec);
+            free(got);
+        }
+        free(buf);
+        free(path);
+    }
 }
 
 Test(fields, bad_input_is_einval_and_writes_nothing)

@@ -43,6 +43,37 @@ Test(format_internal, rfc3339_matches_gmtime_r)
     }
 }
 
+/* The record's timestamp is clamped to years 0000 .. 9999 as a TIME field is, the edges exact, and a clamped
+ * second never reaches the per-second cache (whose path would not clamp the fraction). */
+Test(format_internal, rfc3339_clamps_to_years_0000_to_9999)
+{
+    static const struct {
+        long long sec;
+        long nsec;
+        const char *want;
+    } cases[] = {
+        {253402300799LL, 999999999, "9999-12-31T23:59:59.999999Z"},
+        {253402300799LL, 1000, "9999-12-31T23:59:59.000001Z"},
+        {253402300800LL, 0, "9999-12-31T23:59:59.999999Z"},
+        {253402300800LL, 123456789, "9999-12-31T23:59:59.999999Z"},
+        {(long long)1e15, 0, "9999-12-31T23:59:59.999999Z"},
+        {LLONG_MAX, 0, "9999-12-31T23:59:59.999999Z"},
+        {-62167219200LL, 0, "0000-01-01T00:00:00.000000Z"},
+        {-62167219200LL, 999999999, "0000-01-01T00:00:00.999999Z"},
+        {-62167219201LL, 999999999, "0000-01-01T00:00:00.000000Z"},
+        {-(long long)1e15, 5000, "0000-01-01T00:00:00.000000Z"},
+        {LLONG_MIN, 999999999, "0000-01-01T00:00:00.000000Z"},
+    };
+    char got[28];
+    got[27] = '\0';
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int again = 0; again < 2; again++) { /* the second time from the cache, if it kept the second */
+            struct timespec ts = {(time_t)cases[i].sec, cases[i].nsec};
+            fl__rfc3339(got, &ts);
+            cr_assert_str_eq(got, cases[i].want, "%lld.%09ld", cases[i].sec, cases[i].nsec);
+        }
+}
+
 static int reference_needs_escape(int json, const unsigned char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)
