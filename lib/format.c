@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <langinfo.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,7 +566,13 @@ static size_t fl__value(char *out, int json, const struct forklog_field *f)
                 nsec += 1000000000;
                 carry--;
             }
-            sec += carry;
+            /* Saturated: a second past LLONG_MAX or LLONG_MIN is clamped to 9999 or 0000 anyway. */
+            if (carry > 0 && sec > LLONG_MAX - carry)
+                sec = LLONG_MAX;
+            else if (carry < 0 && sec < LLONG_MIN - carry)
+                sec = LLONG_MIN;
+            else
+                sec += carry;
         }
         if (json)
             out[n++] = '"';

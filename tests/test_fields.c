@@ -491,6 +491,64 @@ Test(fields, times_are_clamped_to_years_0000_to_9999)
     }
 }
 
+/* A tv_nsec outside 0 .. 999999999 is normalised into the seconds, which saturate at LLONG_MAX and LLONG_MIN
+ * (then clamp to years 0000 .. 9999) instead of overflowing: run under UBSan too. */
+Test(fields, time_nanoseconds_out_of_range_are_normalised_without_overflow)
+{
+    static const char lo[] = "0000-01-01T00:00:00.000000Z", hi[] = "9999-12-31T23:59:59.999999Z";
+    const long long smin = -62167219200LL, smax = 253402300799LL;
+    static const long nsecs[] = {1000000000L, -1000000000L, -1L, LONG_MAX, LONG_MIN};
+    struct forklog_field f[32];
+    const char *want[32];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof nsecs / sizeof nsecs[0]; i++) {
+        f[n] = FORKLOG_TIMESPEC("t", ((struct timespec){(time_t)LLONG_MAX, nsecs[i]}));
+        want[n++] = hi;
+        f[n] = FORKLOG_TIMESPEC("t", ((struct timespec){(time_t)LLONG_MIN, nsecs[i]}));
+        want[n++] = lo;
+    }
+    /* Within range, the carry is exact. */
+    const struct {
+        long long sec;
+        long nsec;
+        const char *expect;
+    } exact[] = {
+        {0, 1000000000L, "1970-01-01T00:00:01.000000Z"},
+        {0, -1L, "1969-12-31T23:59:59.999999Z"},
+        {0, -1000000000L, "1969-12-31T23:59:59.000000Z"},
+        {0, 2500000000L, "1970-01-01T00:00:02.500000Z"},
+        {0, LONG_MAX, "2262-04-11T23:47:16.854775Z"},
+        {0, LONG_MIN, "1677-09-21T00:12:43.145224Z"},
+        {smax, 1000000000L, hi},
+        {smax + 1, -1L, "9999-12-31T23:59:59.999999Z"},
+        {smin, -1L, lo},
+        {smin - 1, 1000000000L, "0000-01-01T00:00:00.000000Z"},
+        {smin - 1, 1999999999L, "0000-01-01T00:00:00.999999Z"},
+    };
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
+        struct forklog_field h = {.key = "t", .type = FORKLOG_FIELD_TIME};
+        h.v.t.sec = exact[i].sec;
+        h.v.t.nsec = exact[i].nsec;
+        f[n] = h;
+        want[n++] = exact[i].expect;
+    }
+    char *path;
+    forklog *log = open_log("n.log", NULL, &path);
+    for (size_t i = 0; i < n; i++)
+        OK(forklog_log_fields(log, FORKLOG_INFO, "t", &f[i], 1));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    for (size_t i = 0; i < n; i++) {
+        char *got = text_line(buf, (int)i);
+        char line[128];
+        snprintf(line, sizeof line, "INFO pid=%ld t t=%s", (long)getpid(), want[i]);
+        cr_assert_str_eq(got, line, "case %zu (sec %lld, nsec %ld)", i, f[i].v.t.sec, f[i].v.t.nsec);
+        free(got);
+    }
+    free(buf);
+    free(path);
+}
+
 Test(fields, bad_input_is_einval_and_writes_nothing)
 {
     char *path;
