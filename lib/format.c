@@ -66,11 +66,12 @@ static void fl__digits(char *out, unsigned long v, int n)
 static void fl__rfc3339_slow(char out[27], long long sec, long nsec);
 
 /* The date and time of day change once a second: each thread keeps the last second it formatted. A forked
- * child inherits a copy that is still right. */
+ * child inherits a copy that is still right. A thread starts with a real second and its real text, so that the
+ * cache is right from its first record whatever that record's time (and the record path tests nothing more). */
 static _Thread_local struct {
     time_t sec;
-    char text[19]; /* YYYY-MM-DDTHH:MM:SS */
-} fl__second_cache = {-1, {0}};
+    char text[20]; /* YYYY-MM-DDTHH:MM:SS, and a NUL that is never copied */
+} fl__second_cache = {-1, "1969-12-31T23:59:59"};
 
 static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {

@@ -12,6 +12,7 @@
 #include <fenv.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -72,6 +73,41 @@ Test(format_internal, rfc3339_clamps_to_years_0000_to_9999)
             fl__rfc3339(got, &ts);
             cr_assert_str_eq(got, cases[i].want, "%lld.%09ld", cases[i].sec, cases[i].nsec);
         }
+}
+
+struct first_stamp {
+    struct timespec ts;
+    char got[28];
+};
+
+static void *first_stamp_of_a_thread(void *arg)
+{
+    struct first_stamp *a = arg;
+    fl__rfc3339(a->got, &a->ts);
+    a->got[27] = '\0';
+    return NULL;
+}
+
+/* The per-thread second cache starts with a real second: a thread whose first record is at that very second gets
+ * its real date, as at any other (each time in a new thread, whose cache is as it starts). */
+Test(format_internal, a_threads_first_timestamp_is_right_at_any_second)
+{
+    static const struct {
+        long long sec;
+        long nsec;
+        const char *want;
+    } cases[] = {{-1, 500000000, "1969-12-31T23:59:59.500000Z"},
+                 {-1, 0, "1969-12-31T23:59:59.000000Z"},
+                 {0, 0, "1970-01-01T00:00:00.000000Z"},
+                 {1700000000, 123456789, "2023-11-14T22:13:20.123456Z"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct first_stamp a = {{(time_t)cases[i].sec, cases[i].nsec}, {0}};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, first_stamp_of_a_thread, &a), 0);
+        cr_assert_eq(pthread_join(th, NULL), 0);
+        cr_assert(memcmp(a.got, cases[i].want, 28) == 0, "%lld.%09ld: \"%.27s\" (byte 0: %d), want %s", cases[i].sec,
+                  cases[i].nsec, a.got, a.got[0], cases[i].want);
+    }
 }
 
 static int reference_needs_escape(int json, const unsigned char *s, size_t len)
