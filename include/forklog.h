@@ -84,7 +84,7 @@ enum forklog_flag {
     FORKLOG_SYNC = 1u << 0,
     /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, when
      * the oldest record is older than flush_ms, on forklog_flush() and on forklog_close(). Without rotation, each
-     * writer thread appends to a buffer of its own (up to 16 per log, buffer_size bytes each) with no lock at all;
+     * writer thread appends to a buffer of its own (up to 64 per log, buffer_size bytes each) with no lock at all;
      * a flush writes them all, so the records of one thread keep their order but those of different threads are
      * not written in the order of their calls. With rotation, one buffer is filled under the lock, in the order
      * of the calls. Because the buffers are shared, a record whose call returned survives the death of its

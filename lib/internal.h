@@ -80,7 +80,7 @@ struct fl__seg_head {
  * single-producer ring whose consumer is whoever holds the lock and flushes. head and tail count bytes ever
  * published and ever written; the owner writes data only in [head, tail + cap) and publishes with a release store
  * of head, so a writer killed in the middle of a copy publishes nothing of its record. */
-#define FL__RINGS 16
+#define FL__RINGS 64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
 struct fl__ring {
     _Alignas(64) atomic_ullong owner; /* pid << 32 | tid of the writer thread; 0: free */
     atomic_ullong head;               /* bytes published by the owner */
@@ -402,7 +402,9 @@ FL__INTERNAL int fl__maybe_rotate(forklog *log, size_t len);
 
 /* ---- writing with the lock held (write.c) --------------------------------------------------------------------- */
 
-#define FL__IOV_MAX (FL__SLOTS + 4)
+/* The most pieces one write takes: a record of up to 4 and every posted one (combining), or two per ring (a flush
+ * of the rings, each of which may wrap). */
+#define FL__IOV_MAX (FL__SLOTS + 4 > 2 * FL__RINGS ? FL__SLOTS + 4 : 2 * FL__RINGS)
 
 /* Writes len bytes that end whole records and commits them, or cuts the file back and fails. */
 FL__INTERNAL int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state);

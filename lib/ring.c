@@ -52,7 +52,8 @@ struct fl__mine {
     uint64_t serial;
     long pid;
     long tid;
-    unsigned ring;
+    unsigned ring;    /* FL__RINGS: none was free at the last look */
+    int64_t retry_at; /* ring == FL__RINGS: when to look again (the coarse clock) */
     uint64_t head;
     size_t off;
     int alone; /* its last look past half its ring found every other ring empty: no early flush until it is full */
@@ -171,11 +172,11 @@ static int fl__rings_out(forklog *log, int only, const struct iovec *iov, int io
     return rc;
 }
 
-/* Takes the lock, waiting for it, and writes out every ring (and the record, as fl__rings_out). */
-static int fl__flush_all(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+/* Takes the lock, waiting for it, writes out ring `only` (none: FL__RINGS) and then the record. */
+static int fl__write_now(forklog *log, int only, const struct iovec *iov, int iovcnt, size_t len)
 {
     int rc = fl__lock(log);
-    return rc < 0 ? rc : fl__rings_out(log, -1, iov, iovcnt, len);
+    return rc < 0 ? rc : fl__rings_out(log, only, iov, iovcnt, len);
 }
 
 /* The due time `due` has passed: writes out every ring, unless another writer did since (it moved the due time). */
@@ -205,41 +206,69 @@ __attribute__((noinline)) static void fl__flush_early(forklog *log, unsigned k, 
         (void)fl__rings_out(log, (int)k, NULL, 0, 0);
 }
 
-/* Frees the rings of threads that are gone, after writing what they hold. */
+/* Frees the rings of threads that are gone, after writing what they hold (nothing is written when every owner
+ * lives). */
 static void fl__reclaim_rings(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    if (fl__lock(log) < 0)
+    unsigned long long gone[FL__RINGS];
+    int any = 0;
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        gone[k] = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
+        if (gone[k] && !fl__owner_gone(gone[k]))
+            gone[k] = 0;
+        any |= gone[k] != 0;
+    }
+    if (!any || fl__lock(log) < 0)
         return;
     if (fl__sync_file(log) == 0 && fl__flush_rings(log) == 0) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
             struct fl__ring *r = &s->rings[k];
-            unsigned long long owner = atomic_load_explicit(&r->owner, memory_order_acquire);
-            if (owner && fl__owner_gone(owner) &&
-                atomic_load_explicit(&r->head, memory_order_acquire) ==
-                    atomic_load_explicit(&r->tail, memory_order_acquire))
+            unsigned long long owner = gone[k];
+            if (owner && atomic_load_explicit(&r->head, memory_order_acquire) ==
+                             atomic_load_explicit(&r->tail, memory_order_acquire))
                 atomic_compare_exchange_strong(&r->owner, &owner, 0);
         }
     }
     fl__unlock(log);
 }
 
-/* Makes ring k the calling thread's ring of this handle. */
+/* Makes ring k the calling thread's ring of this handle (FL__RINGS: none). */
 static struct fl__ring *fl__ring_mine(forklog *log, struct fl__mine *my, unsigned k)
 {
     my->serial = log->serial;
     my->ring = k;
     my->head = UINT64_MAX;
-    return &log->seg->rings[k];
+    return k < FL__RINGS ? &log->seg->rings[k] : NULL;
 }
 
-/* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use. */
-static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
+/* The ring this thread owns in this segment (records of its own may wait there), found without claiming one;
+ * FL__RINGS if none. */
+static unsigned fl__owned_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
     long pid = fl__pid_inline(log);
     if (my->serial == log->serial && my->pid == pid)
-        return &s->rings[my->ring];
+        return my->ring;
+    uint64_t me = (uint64_t)pid << 32 | (uint32_t)(my->pid == pid ? my->tid : syscall(SYS_gettid));
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        if (atomic_load_explicit(&s->rings[k].owner, memory_order_acquire) == me)
+            return k;
+    return FL__RINGS;
+}
+
+/* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use (looked for
+ * again after flush_ms, not at every append: a look that finds none takes the lock and asks after every owner). */
+static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
+{
+    struct fl__seg *s = log->seg;
+    long pid = fl__pid_inline(log);
+    if (my->serial == log->serial && my->pid == pid) {
+        if (my->ring < FL__RINGS)
+            return &s->rings[my->ring];
+        if (fl__coarse_ns() < my->retry_at)
+            return NULL;
+    }
     if (my->pid != pid) {
         my->pid = pid;
         my->tid = syscall(SYS_gettid);
@@ -261,6 +290,8 @@ static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
         if (pass == 0)
             fl__reclaim_rings(log);
     }
+    fl__ring_mine(log, my, FL__RINGS);
+    my->retry_at = fl__coarse_ns() + log->flush_ns;
     return NULL;
 }
 
@@ -269,11 +300,14 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     struct fl__seg *s = log->seg;
     struct fl__mine *my = &fl__my;
     fl__opaque(my);
-    struct fl__ring *r = len <= s->ring_cap / 2 ? fl__my_ring(log, my) : NULL;
+    if (len > s->ring_cap / 2) {
+        /* A record of more than half a ring: written at once, after what this thread's ring holds (its order). */
+        return fl__write_now(log, (int)fl__owned_ring(log, my), iov, iovcnt, len);
+    }
+    struct fl__ring *r = fl__my_ring(log, my);
     if (!r) {
-        /* A record of more than half a ring, or no ring free: written at once, after what the rings hold (this
-         * thread's earlier records among them, so its order is kept). */
-        return fl__flush_all(log, iov, iovcnt, len);
+        /* No ring free: written at once. This thread has no ring, so none of its records waits in one. */
+        return fl__write_now(log, FL__RINGS, iov, iovcnt, len);
     }
     unsigned k = (unsigned)(r - s->rings);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);

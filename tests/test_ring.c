@@ -121,9 +121,10 @@ Test(ring, threads_and_processes_in_order)
 
 Test(ring, more_writers_than_rings)
 {
-    /* 24 threads for 16 rings: the others write at once, under the lock, after what the rings hold. */
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
-    run(&o, 2, 12, 500, 200);
+    /* 8 threads more than rings: they write at once, under the lock. 4 KiB rings, so that they wrap and a flush
+     * takes two pieces of many of them. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096};
+    run(&o, 3, (FL__RINGS + 8 + 2) / 3, 500, 200);
 }
 
 Test(ring, small_rings_and_records_too_large_for_them)
@@ -342,7 +343,7 @@ Test(ring, a_thread_back_from_another_log_writes_to_its_own_ring)
     for (unsigned k = 6; k < FL__RINGS; k++)
         one_thread_writes(a, k); /* rings 6-15 */
     /* No ring free: this one takes the gone threads' rings back (after writing them) and gets ring 0. */
-    one_thread_writes(a, 16);
+    one_thread_writes(a, FL__RINGS);
     cr_assert_neq(atomic_load(&a->seg->rings[5].owner), 0);
     cr_assert_eq(atomic_load(&a->seg->rings[1].owner), 0, "ring 1 was not taken back");
     write100(a, 'F', 0);
@@ -352,7 +353,7 @@ Test(ring, a_thread_back_from_another_log_writes_to_its_own_ring)
     cr_assert_eq(forklog_close(b), 0);
     size_t len;
     char *buf = th_slurp(logpath, &len);
-    cr_assert_eq(len, 100 * 19);
+    cr_assert_eq(len, 100 * (FL__RINGS + 3));
     char *f = strstr(buf, "F 000 "), *sec = strstr(buf, "S 000 ");
     cr_assert(f && sec && f < sec, "this thread's records are out of order: [%s]", buf);
     free(buf);
@@ -464,4 +465,51 @@ Test(ring, processes_of_other_pid_namespaces_share_the_log)
     char *direct = th_path(dir, "direct.log");
     guests_and_a_native(direct, 0);
     free(direct);
+}
+
+static pthread_barrier_t held, done;
+
+static void *write_one_and_hold(void *p)
+{
+    struct x_arg *a = p;
+    write100(a->log, 'H', a->seq);
+    pthread_barrier_wait(&held);
+    pthread_barrier_wait(&done);
+    return NULL;
+}
+
+Test(ring, a_thread_that_finds_no_ring_free_writes_its_record_alone)
+{
+    /* Every ring held by a live thread, a record waiting in each: a thread that finds none free writes its record
+     * at once, and only it (the others wait for their own flush). */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(pthread_barrier_init(&held, NULL, FL__RINGS + 1), 0);
+    cr_assert_eq(pthread_barrier_init(&done, NULL, FL__RINGS + 1), 0);
+    pthread_t t[FL__RINGS];
+    struct x_arg a[FL__RINGS];
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        a[k] = (struct x_arg){log, k};
+        cr_assert_eq(pthread_create(&t[k], NULL, write_one_and_hold, &a[k]), 0);
+    }
+    pthread_barrier_wait(&held);
+    cr_assert_eq(file_size(logpath), 0);
+    write100(log, 'N', 0);
+    write100(log, 'N', 1);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 200, "[%s]", buf);
+    cr_assert_eq(memcmp(buf, "N 000 ", 6), 0);
+    cr_assert_eq(memcmp(buf + 100, "N 001 ", 6), 0);
+    free(buf);
+    pthread_barrier_wait(&done);
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        cr_assert_eq(pthread_join(t[k], NULL), 0);
+    pthread_barrier_destroy(&held);
+    pthread_barrier_destroy(&done);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 100 * (FL__RINGS + 2));
+    free(buf);
 }
