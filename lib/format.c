@@ -70,8 +70,9 @@ static void fl__rfc3339_slow(char out[27], long long sec, long nsec);
  * cache is right from its first record whatever that record's time (and the record path tests nothing more). */
 static _Thread_local struct {
     time_t sec;
-    char text[20]; /* YYYY-MM-DDTHH:MM:SS, and a NUL that is never copied */
-} fl__second_cache = {-1, "1969-12-31T23:59:59"};
+    char text[19]; /* YYYY-MM-DDTHH:MM:SS, no NUL (hence the initialiser's braces) */
+} fl__second_cache = {-1,
+                      {'1', '9', '6', '9', '-', '1', '2', '-', '3', '1', 'T', '2', '3', ':', '5', '9', ':', '5', '9'}};
 
 static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {
