@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer targets for the record formatter (issue 4, CI): lib/format.c is compiled into the fuzzer directly.
+ * libFuzzer targets for the record formatter (run by CI): lib/format.c is compiled into the fuzzer directly.
  *
  *   fuzz_format  fl__build(): the fuzz input is the message (and, on request, a string field); text and JSON.
  *                Every record must be exactly one line ending in its only '\n', no longer than the cap the sink

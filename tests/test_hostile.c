@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Hostile conditions (issue 4, promises 5 to 9): file size limits and a full disk, a flood of signals, fork while
+/* Hostile conditions (promises 5 to 9): file size limits and a full disk, a flood of signals, fork while
  * another thread is in the middle of a record, descriptor and mapping leaks, permissions and planted symlinks.
  * Children never assert: they report through their exit status (each failing step has its own code). */
 #include "records.h"

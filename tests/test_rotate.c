@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Rotation (issue 4, promises 3 and 4): size-based rotation by many processes at once, and external rotation by
+/* Rotation (promises 3 and 4): size-based rotation by many processes at once, and external rotation by
  * the real logrotate program followed by forklog_reopen() (from the parent, and from a SIGHUP handler). Every
  * record is self-checking (records.h): whole, present exactly once across path, path.1 .. path.N, and in a file
  * where rotation allows it. Children never assert. */
