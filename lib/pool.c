@@ -492,7 +492,10 @@ static void fl__pool_fill(struct fl__pool *p)
             return; /* every slot holds a worker being killed: fork once one is reaped */
         int rc = fl__pool_spawn(p, k);
         if (rc < 0) {
-            if (p->nactive == 0) {
+            /* A worker being killed still holds its pipe and counts as a process (RLIMIT_NOFILE, RLIMIT_NPROC,
+             * pids.max) until it is reaped, which frees what the fork lacked: the pool stops only when no worker
+             * process is left at all, and otherwise forks again after the next reap. */
+            if (p->nlive == 0) {
                 p->stop = 1;
                 p->stop_err = rc;
             } else {

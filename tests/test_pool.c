@@ -1717,6 +1717,76 @@ Test(pool, no_descriptor_left_every_task_recorded_not_run)
     free(dir);
 }
 
+/* Task 0 hangs past the timeout; the others are quick. */
+static int first_hangs_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 0)
+        for (;;)
+            sleep(60);
+    return 0;
+}
+
+/* RLIMIT_NOFILE so tight that one worker's pipe fits beside the wake pipe and no more. The timed-out worker,
+ * killed but not reaped yet, still holds its pipe, so its replacement's pipe fails with EMFILE at first; once
+ * the killed worker is reaped the replacement fits, and every other task runs. */
+Test(pool, descriptors_for_one_worker_survive_a_timeout)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    enum { N = 5 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        forklog *log;
+        if (forklog_open(&log, path, NULL) != 0)
+            _exit(3);
+        /* The limit is on descriptor numbers: fill every free number below the highest one open (the test
+         * runner's descriptors need not be contiguous), so that the pool's pipes take exactly lo .. lo + 3. */
+        int lo = 0;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+            _exit(4);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (e->d_name[0] != '.' && atoi(e->d_name) >= lo)
+                lo = atoi(e->d_name) + 1;
+        closedir(d);
+        for (;;) {
+            int fd = open("/dev/null", O_RDONLY);
+            if (fd < 0)
+                _exit(4);
+            if (fd >= lo) {
+                close(fd);
+                break;
+            }
+        }
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(5);
+        rl.rlim_cur = (rlim_t)lo + 4; /* the wake pipe and one worker's pipe */
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        struct forklog_pool_options o = {.workers = 1, .timeout_s = 0.15, .log = log, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, first_hangs_task, NULL, &out->rep);
+        forklog_close(log);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0);
+    cr_assert_eq(out->rc, 1, "rc %d, not_run %zu", out->rc, out->rep.not_run);
+    cr_assert_eq(out->res[0].status, FORKLOG_TASK_TIMEOUT);
+    for (size_t i = 1; i < N; i++)
+        cr_assert_eq(out->res[i].status, FORKLOG_TASK_OK, "task %zu: status %d", i, out->res[i].status);
+    cr_assert_eq(out->rep.workers_started, 2, "the killed worker was replaced");
+    check_counts(out->rc, out->res, N, &out->rep);
+    free(check_log(path, 0, N, out->res, &out->rep));
+    caller_out_free(out, N);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* ---- hostile labels -------------------------------------------------------------------------------------------- */
 
 static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
