@@ -400,7 +400,13 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
         }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             FL__CRASH(SEG_ALONE);
-            rc = fl__still_there(segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
+            /* Read the file again now that nobody else may change it: between the fstat above and the lock, another
+             * process may have built the segment, buffered records in it and died, and the rebuild decides from
+             * the size whether there is anything to recover. */
+            if (fstat(fd, &sst) < 0)
+                rc = -errno;
+            else
+                rc = fl__still_there(segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
             /* Not atomic (the exclusive lock is dropped first), which is safe: a process that gets the exclusive
              * lock in between finds a built segment that nobody has used yet, and rebuilds it. */
             if (rc == 0)

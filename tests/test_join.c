@@ -13,8 +13,23 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 extern char **environ;
+
+/* This program's own flock(2), which the library (linked statically) calls instead of the C library's: when armed,
+ * the process stops (SIGSTOP) just before its next non-blocking exclusive flock, at the real call of the real code,
+ * and goes on when continued. */
+static int stop_before_flock_ex;
+
+int flock(int fd, int operation)
+{
+    if (stop_before_flock_ex && operation == (LOCK_EX | LOCK_NB)) {
+        stop_before_flock_ex = 0;
+        raise(SIGSTOP);
+    }
+    return (int)syscall(SYS_flock, fd, operation);
+}
 
 static char *dir, *logpath, *segpath;
 
@@ -812,6 +827,42 @@ static void leave_buffered(unsigned id, unsigned n)
     }
     cr_assert_eq(th_wait(pid), 0);
     cr_assert(seg_exists());
+}
+
+Test(join, an_opener_slow_to_lock_recovers_what_a_user_left_in_between)
+{
+    /* An opener looks at the segment file (empty: it has just created it) and is stopped before its exclusive
+     * flock. Meanwhile another process builds the segment, buffers records in it and exits without closing. The
+     * first opener then gets the lock alone: it must write those records, not rebuild over them. */
+    enum { LEFT = 50, ID_LEFT = 1, ID_SLOW = 2 };
+    pid_t slow = fork();
+    cr_assert_neq(slow, -1);
+    if (slow == 0) {
+        rc_child();
+        stop_before_flock_ex = 1;
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        if (rc_write(log, buf, 'R', ID_SLOW, 0, 0, 100) != 0)
+            _exit(4);
+        _exit(forklog_close(log) == 0 ? 0 : 5);
+    }
+    cr_assert(cp_wait_stopped(slow, 10), "the opener did not stop before its flock");
+    leave_buffered(ID_LEFT, LEFT);
+    kill(slow, SIGCONT);
+    cr_assert_eq(th_wait_for(slow, 10), 0, "the slow opener failed");
+    cr_assert_not(seg_exists());
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned q = 0; q < LEFT; q++)
+        cr_assert_eq(rc_count(&seen, ID_LEFT, q), 1, "acknowledged record %u is there %u times", q,
+                     rc_count(&seen, ID_LEFT, q));
+    cr_assert_eq(rc_count(&seen, ID_SLOW, 0), 1);
+    cr_assert_eq(seen.records, LEFT + 1);
+    rc_seen_free(&seen);
 }
 
 static void run_seg_point(const char *point)
