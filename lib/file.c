@@ -141,6 +141,22 @@ int fl__sync_file(forklog *log)
         if (fd < 0)
             return fd;
         FL__CRASH(REOPEN_OPENED);
+        /* When size, ino and dev are known, they describe the file this generation began with; path may name
+         * another file by now (the log's file was moved away and a new one created, without forklog_reopen():
+         * logrotate's `create`, a move by hand). Writing there with the old file's size would leave a torn
+         * record of ours uncut and make a cut after a failed write count our bytes. Start a new generation on
+         * the file at path instead, as a reopen would: every process moves to it before its next record. Any
+         * repair of the old file was done when the lock was taken, before this. */
+        if (s->file_known) {
+            struct stat st;
+            if (fstat(fd, &st) < 0) {
+                int err = -errno;
+                close(fd);
+                return err;
+            }
+            if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+                fl__new_generation(s);
+        }
         /* Swap rather than dup2(): the new number keeps O_CLOEXEC with no window. Threads of this process
          * read log->fd only with the lock held. */
         int old = log->fd;

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static char *dir, *logpath;
@@ -301,6 +302,102 @@ Test(crash, completed_write_of_a_dead_holder_is_kept)
     char *buf = read_all(&len);
     cr_assert_str_eq(buf, "before\nwhole record\nnext\n");
     free(buf);
+}
+
+/* ---- a file moved away and replaced without forklog_reopen() ------------------------------------------------ */
+
+/* logpath + ".1", malloc'd. */
+static char *moved_name(void)
+{
+    size_t n = strlen(logpath) + 3;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    snprintf(p, n, "%s.1", logpath);
+    return p;
+}
+
+/* Moves the log's file to path.1 and creates an empty file at path, as logrotate's `create` or a move by hand
+ * does, with no forklog_reopen(). */
+static void move_and_replace(const char *moved)
+{
+    cr_assert_eq(rename(logpath, moved), 0);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0, "create %s: %s", logpath, strerror(errno));
+    close(fd);
+}
+
+/* A process that opens the log afresh (it joins the segment) and writes `rec`; with `torn`, it dies with half of
+ * the record written (WRITE_TORN). Exits 0 when its call returned 0. */
+static pid_t new_opener(const char *rec, int torn)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        forklog *j;
+        if (forklog_open(&j, logpath, NULL) < 0)
+            _exit(2);
+        if (torn)
+            fl__crash_arm(FL__CP_WRITE_TORN, 1, FL__CRASH_KILL);
+        _exit(forklog_write(j, rec, strlen(rec)) == 0 && forklog_close(j) == 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+static void assert_file_is(const char *path, const char *want)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf, "%s missing", path);
+    cr_assert_str_eq(buf, want, "%s holds:\n%s", path, buf);
+    free(buf);
+}
+
+Test(crash, torn_record_of_a_new_opener_after_a_move_is_cut)
+{
+    /* The new opener writes to the file now at path; it dies half way through. The next writer, on the old
+     * generation, must cut the fragment from that file, and every record after it goes there, each on its own. */
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    char *moved = moved_name();
+    move_and_replace(moved);
+    cr_assert_eq(th_wait(new_opener("the new opener's record, killed half way through its write\n", 1)), 128 + SIGKILL);
+    cr_assert_gt(file_size(logpath), 0, "the new opener did not write to the file at path");
+    cr_assert_eq(forklog_write(log, "next", 4), 0);
+    cr_assert_eq(th_wait(new_opener("another opener\n", 0)), 0);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(moved, "before\n");
+    assert_file_is(logpath, "next\nanother opener\n");
+    free(moved);
+}
+
+Test(crash, every_process_moves_to_the_file_a_new_opener_found_at_path)
+{
+    /* After a new opener wrote to the file now at path, the processes of the old file follow it there; a failed
+     * write of theirs is cut back to the end of that file, not to a size that counts another file's bytes. */
+    signal(SIGXFSZ, SIG_IGN);
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    char *moved = moved_name();
+    move_and_replace(moved);
+    cr_assert_eq(th_wait(new_opener("opener record\n", 0)), 0);
+    /* A forked writer whose record cannot be written whole: the file may grow by 5 bytes only. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)(sizeof "opener record\n" - 1 + 5), RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        _exit(forklog_write(log, "a record that cannot be written whole", 37) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the write past RLIMIT_FSIZE did not fail with -EFBIG");
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(moved, "before\n");
+    assert_file_is(logpath, "opener record\nafter\n");
+    free(moved);
 }
 
 Test(crash, holder_dead_in_the_middle_of_a_rotation)
