@@ -148,9 +148,11 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
 int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
     /* Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so
-     * does a target that is not a regular file, where a dead holder's batch could not be told written or not. */
-    if (!(log->flags & (FORKLOG_BUFFERED | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP && iovcnt <= 4 &&
-        atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
+     * does a target that is not a regular file, where a dead holder's batch could not be told written or not. So
+     * does FORKLOG_SYNC: a posted record is written by whichever process holds the lock, which syncs only if its
+     * own handle asks for it; a SYNC record is written, and synced, by its own caller. */
+    if (!(log->flags & (FORKLOG_BUFFERED | FORKLOG_SYNC | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP &&
+        iovcnt <= 4 && atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
         return fl__append_combining(log, iov, iovcnt, len);
     /* Buffered without rotation: the lock-free rings (not for a guest: see FL__GUEST). */
     if (log->seg->ring_cap && !(log->flags & FL__GUEST))

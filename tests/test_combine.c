@@ -6,7 +6,34 @@
  * holder's own record at most once; and the segment's size must agree with the file's. */
 #include "points.h"
 
+#include <dlfcn.h>
+#include <sys/mman.h>
+
 static char *dir, *logpath;
+
+/* fdatasync(2) as the library sees it: this definition takes the place of libc's for the whole program, counts
+ * the calls (across processes: the counters are in shared memory) and the size of the file each one made
+ * durable, then calls libc's. */
+static struct sync_count {
+    atomic_int calls;
+    atomic_llong size; /* the size of the file at the last call */
+} * syncs;
+
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+    if (!real)
+        return -1;
+    int rc = real(fd);
+    struct stat st;
+    if (syncs && rc == 0 && fstat(fd, &st) == 0) {
+        atomic_store(&syncs->size, (long long)st.st_size);
+        atomic_fetch_add(&syncs->calls, 1);
+    }
+    return rc;
+}
 
 static void setup(void)
 {
@@ -183,4 +210,89 @@ Test(combine, slots_of_posters_dead_before_flagging_are_taken_back)
 Test(combine, slots_of_posters_dead_after_their_record_was_done_are_taken_back)
 {
     run_leaked("POST_DONE_SEEN");
+}
+
+/* Where line `want` (without its newline) ends in the file, newline included; -1 when it is not there. Children
+ * use it, so it never asserts. */
+static long long line_end(const char *path, const char *want)
+{
+    static char buf[1 << 16];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    size_t wl = strlen(want);
+    for (char *line = buf; *line;) {
+        char *end = strchr(line, '\n');
+        if (!end)
+            break;
+        if ((size_t)(end - line) == wl && memcmp(line, want, wl) == 0)
+            return (long long)(end + 1 - buf);
+        line = end + 1;
+    }
+    return -1;
+}
+
+Test(combine, a_sync_record_is_made_durable_before_its_call_returns)
+{
+    /* A FORKLOG_SYNC writer finds the lock held by a writer without FORKLOG_SYNC (stopped at LOCK_HELD). Each of
+     * its records must be in a file that an fdatasync() made durable before its call returned, whoever wrote it. */
+    syncs = mmap(NULL, sizeof *syncs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(syncs, MAP_FAILED);
+    forklog *plain, *synced;
+    cr_assert_eq(forklog_open(&plain, logpath, NULL), 0);
+    struct forklog_options o = {.flags = FORKLOG_SYNC};
+    cr_assert_eq(forklog_open(&synced, logpath, &o), 0);
+    cr_assert_eq(forklog_write(plain, "before", 6), 0);
+    pid_t holder = cp_stopped_holder(plain, "holder record", FL__CP_COUNT, 0);
+    enum { RECORDS = 3 };
+    pid_t writer = fork();
+    cr_assert_neq(writer, -1);
+    if (writer == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (int i = 0; i < RECORDS; i++) {
+            char rec[64];
+            snprintf(rec, sizeof rec, "sync record %d", i);
+            int before = atomic_load(&syncs->calls);
+            if (forklog_write(synced, rec, strlen(rec)) != 0)
+                _exit(10 + i); /* the call failed */
+            if (atomic_load(&syncs->calls) == before)
+                _exit(20 + i); /* no fdatasync() during the call */
+            long long end = line_end(logpath, rec);
+            if (end < 0)
+                _exit(30 + i); /* the record is not in the file */
+            if (atomic_load(&syncs->size) < end)
+                _exit(40 + i); /* the last fdatasync() came before the record was written */
+        }
+        _exit(0);
+    }
+    /* Give the writer time to find the lock taken (a writer that may post does so within microseconds). */
+    double until = th_now_s() + 0.3;
+    while (!atomic_load(&plain->seg->posted) && th_now_s() < until)
+        usleep(1000);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert_eq(th_wait_for(holder, 10), 0);
+    int st = th_wait_for(writer, 10);
+    cr_assert_eq(st, 0, "the SYNC writer failed with status %d (2x: no fdatasync() during record x's call)", st);
+    cr_assert_eq(forklog_close(synced), 0);
+    cr_assert_eq(forklog_write(plain, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    for (int i = 0; i < RECORDS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "sync record %d", i);
+        cr_assert_eq(cp_count_line(buf, want), 1, "%s: %d times:\n%s", want, cp_count_line(buf, want), buf);
+    }
+    cr_assert_eq(cp_count_line(buf, "holder record"), 1);
+    cr_assert_eq(th_count_lines(buf, len), (size_t)RECORDS + 3, "stray lines:\n%s", buf);
+    cp_assert_size_agrees(plain, logpath);
+    free(buf);
+    cr_assert_eq(forklog_close(plain), 0);
+    munmap(syncs, sizeof *syncs);
+    syncs = NULL;
 }
