@@ -153,6 +153,8 @@ _Static_assert(sizeof(struct fl__proc) <= 4096, "struct fl__proc fits the smalle
 struct forklog {
     struct fl__seg *seg;
     size_t seg_len;
+    size_t buf_cap, ring_cap; /* the segment's sizes (its buf_cap and ring_cap), checked against its head at open and
+                                 kept here, where no other process can change them */
     int seg_fd;         /* the segment file, open with a shared flock(2) while the handle lives; -1: private segment */
     size_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size this handle builds a segment with (a joined one has its
                            own) */

@@ -65,21 +65,38 @@ static size_t fl__page(void)
     return page > 0 ? (size_t)page : 4096;
 }
 
-/* Where the buffered records of a segment go: with rotation, one buffer under the lock (a rotation must know the
- * size of what it writes); without, a lock-free ring per writer thread (ring.c). */
-static void fl__buffer_shape(const forklog *log, size_t *buf_cap, size_t *ring_cap)
+/* The shape of a segment for these settings. Where its buffered records go: with rotation, one buffer of buf_cap
+ * bytes under the lock (a rotation must know the size of what it writes); without, a lock-free ring of ring_cap
+ * bytes per writer thread (ring.c). *len receives the segment's bytes, whole pages. Returns 0, or -EINVAL when
+ * they do not fit a size_t (FL__RINGS rings of a large buffer on a 32-bit machine). */
+static int fl__shape(int buffered, uint64_t buffer_size, uint64_t rotate_bytes, size_t *buf_cap, size_t *ring_cap,
+                     size_t *len)
 {
-    int buffered = (log->flags & FORKLOG_BUFFERED) != 0;
-    *buf_cap = buffered && log->rotate_bytes ? log->buffer_size : 0;
-    *ring_cap = buffered && !log->rotate_bytes ? log->buffer_size : 0;
+    *buf_cap = *ring_cap = *len = 0;
+    if (buffered && buffer_size > SIZE_MAX)
+        return -EINVAL;
+    if (buffered && rotate_bytes)
+        *buf_cap = (size_t)buffer_size;
+    else if (buffered)
+        *ring_cap = (size_t)buffer_size;
+    size_t pg = fl__page(), n;
+    if (__builtin_mul_overflow(*ring_cap, (size_t)FL__RINGS, &n) || __builtin_add_overflow(n, *buf_cap, &n) ||
+        __builtin_add_overflow(n, sizeof(struct fl__seg) + pg - 1, &n))
+        return -EINVAL;
+    *len = n / pg * pg;
+    return 0;
 }
 
-/* The bytes of a segment built for this handle's settings, whole pages. */
-static size_t fl__seg_bytes(const forklog *log)
+/* The shape of a segment built for this handle's settings; explains a size that does not fit. */
+static int fl__seg_bytes(const forklog *log, size_t *buf_cap, size_t *ring_cap, size_t *len, char *err, size_t errlen)
 {
-    size_t buf_cap, ring_cap, pg = fl__page();
-    fl__buffer_shape(log, &buf_cap, &ring_cap);
-    return (sizeof(struct fl__seg) + buf_cap + FL__RINGS * ring_cap + pg - 1) / pg * pg;
+    if (fl__shape((log->flags & FORKLOG_BUFFERED) != 0, log->buffer_size, log->rotate_bytes, buf_cap, ring_cap, len) <
+        0) {
+        fl__explain(err, errlen, "buffer_size %zu is too large for this machine: %d buffers of it do not fit in memory",
+                    log->buffer_size, FL__RINGS);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* `dir/.NAME.forklog` for the absolute path `dir/NAME`, malloc'd. */
@@ -151,11 +168,13 @@ static void fl__namespaces(uint64_t *pidns, uint64_t *timens)
  * `ready` is stored last. */
 static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64_t builds, const struct stat *st)
 {
-    size_t buf_cap, ring_cap;
-    fl__buffer_shape(log, &buf_cap, &ring_cap);
-    int rc = fl__mutex_init(&s->mu);
+    size_t buf_cap, ring_cap, len;
+    int rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, NULL, 0);
     if (rc < 0)
         return rc;
+    if ((rc = fl__mutex_init(&s->mu)) < 0)
+        if (rc < 0)
+            return rc;
     s->size = (uint64_t)st->st_size;
     s->ino = (uint64_t)st->st_ino;
     s->dev = (uint64_t)st->st_dev;
@@ -164,6 +183,8 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     atomic_init(&s->regular, S_ISREG(st->st_mode) ? 1u : 0u);
     s->buf_cap = buf_cap;
     s->ring_cap = ring_cap;
+    log->buf_cap = buf_cap;
+    log->ring_cap = ring_cap;
     log->gen = 1;
     memcpy(s->head.magic, FL__MAGIC, sizeof FL__MAGIC);
     s->head.layout = FL__LAYOUT_WORD;
@@ -207,6 +228,36 @@ static int fl__head_ok(const struct fl__seg_head *h, const char *segpath, char *
     return 1;
 }
 
+/* Whether the sizes of a segment whose head is *h are the ones its settings give: the length of the segment, and
+ * (once it is mapped at s) the sizes of its buffer and rings, which every append relies on. Anybody who may write
+ * the log may write its segment file, so a length or a size that lies is refused before it is used. Sets the
+ * handle's copies of the sizes; explains a lie. */
+static int fl__sizes_ok(forklog *log, const struct fl__seg_head *h, const struct fl__seg *s, const char *segpath,
+                        char *err, size_t errlen)
+{
+    size_t buf_cap = 0, ring_cap = 0, len = 0;
+    int buffered = (h->flags & FORKLOG_BUFFERED) != 0;
+    if ((h->flags & ~(uint32_t)FORKLOG_BUFFERED) || buffered != (h->buffer_size != 0) ||
+        fl__shape(buffered, h->buffer_size, h->rotate_bytes, &buf_cap, &ring_cap, &len) < 0 || h->seg_len != len) {
+        fl__explain(err, errlen,
+                    "%s is damaged: it says it is %llu bytes long, where its settings (flags %#x, buffer_size %llu, "
+                    "rotate_bytes %llu) make a segment of %zu (remove it, or open with FORKLOG_PRIVATE)",
+                    segpath, (unsigned long long)h->seg_len, (unsigned)h->flags, (unsigned long long)h->buffer_size,
+                    (unsigned long long)h->rotate_bytes, len);
+        return 0;
+    }
+    if (s && (s->buf_cap != buf_cap || s->ring_cap != ring_cap)) {
+        fl__explain(err, errlen,
+                    "%s is damaged: its buffer is %zu bytes and its rings %zu, where its settings make %zu and %zu "
+                    "(remove it, or open with FORKLOG_PRIVATE)",
+                    segpath, s->buf_cap, s->ring_cap, buf_cap, ring_cap);
+        return 0;
+    }
+    log->buf_cap = buf_cap;
+    log->ring_cap = ring_cap;
+    return 1;
+}
+
 /* A zero option joins the segment's value; another one must be equal. */
 static int fl__settings_agree(const forklog *log, const struct forklog_options *o, const struct fl__seg_head *h,
                               char *err, size_t errlen)
@@ -247,7 +298,7 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     int rc;
     if (sst->st_size >= (off_t)sizeof h && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.ready == FL__READY) {
         /* Built and used before: its head must be ours to read the rest. */
-        if (!fl__head_ok(&h, segpath, err, errlen))
+        if (!fl__head_ok(&h, segpath, err, errlen) || !fl__sizes_ok(log, &h, NULL, segpath, err, errlen))
             return -EPROTO;
         if ((uint64_t)sst->st_size < h.seg_len) {
             fl__explain(err, errlen, "%s is shorter than its head says", segpath);
@@ -258,6 +309,10 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         if (!old) {
             fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
             return rc;
+        }
+        if (!fl__sizes_ok(log, &h, old, segpath, err, errlen)) {
+            munmap(old, (size_t)h.seg_len);
+            return -EPROTO;
         }
         /* The handle works on the old segment for a moment, with its settings and a generation that is never
          * current (so the repair and the flush go to path by name). */
@@ -286,7 +341,9 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     struct stat now;
     if (fstat(log->fd, &now) < 0)
         return -errno;
-    size_t len = fl__seg_bytes(log);
+    size_t buf_cap, ring_cap, len;
+    if ((rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, err, errlen)) < 0)
+        return rc;
     /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. */
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
         rc = -errno;
@@ -316,7 +373,7 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
     struct fl__seg_head h;
     if (sst->st_size < (off_t)sizeof h || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || h.ready != FL__READY)
         return 1;
-    if (!fl__head_ok(&h, segpath, err, errlen))
+    if (!fl__head_ok(&h, segpath, err, errlen) || !fl__sizes_ok(log, &h, NULL, segpath, err, errlen))
         return -EPROTO;
     if ((uint64_t)sst->st_size < h.seg_len) {
         fl__explain(err, errlen, "%s is shorter than its head says", segpath);
@@ -327,6 +384,11 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
     if (!s) {
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
         return rc;
+    }
+    /* The sizes in the segment itself: read once here, from the mapping, and kept in the handle. */
+    if (!fl__sizes_ok(log, &h, s, segpath, err, errlen)) {
+        munmap(s, (size_t)h.seg_len);
+        return -EPROTO;
     }
     if (!fl__settings_agree(log, o, &h, err, errlen)) {
         munmap(s, (size_t)h.seg_len);
@@ -449,14 +511,18 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
     log->seg = NULL;
     log->seg_fd = -1;
     log->buffer_size = o->flags & FORKLOG_BUFFERED ? (o->buffer_size ? o->buffer_size : FL__DEFAULT_BUFFER) : 0;
+    log->buf_cap = log->ring_cap = 0;
+    size_t buf_cap, ring_cap, len;
+    int rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, err, errlen);
+    if (rc < 0)
+        return rc;
     if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
         return fl__seg_named(log, o, st, err, errlen);
     /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. */
-    size_t len = fl__seg_bytes(log);
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
-    int rc = fl__seg_build(log, m, len, 1, st);
+    rc = fl__seg_build(log, m, len, 1, st);
     if (rc < 0) {
         munmap(m, len);
         return rc;

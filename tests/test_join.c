@@ -474,6 +474,65 @@ Test(join, a_segment_of_another_layout_or_c_library_is_refused)
     free(buf);
 }
 
+/* An image of the segment file of a log opened with `o`, taken while it is in use, with the 8 bytes at `off`
+ * replaced by `v`, left at segpath where nobody holds it. */
+static void plant_image(const struct forklog_options *o, size_t off, uint64_t v)
+{
+    forklog *log = open_ok(o);
+    size_t len;
+    char *image = file_bytes(segpath, &len);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_leq(off + sizeof v, len);
+    memcpy(image + off, &v, sizeof v);
+    put_bytes(segpath, image, len);
+    free(image);
+}
+
+Test(join, a_segment_whose_sizes_lie_is_refused_and_left_alone)
+{
+    /* Anybody who may write the log may write its segment file. A length or a buffer size that does not match the
+     * head's settings would have a joiner map too little, or append beyond the mapping: refused, alone (the
+     * opener would recover it) or joining (somebody holds it), and neither the segment nor the log is touched. */
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_write(log, "kept", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    const struct forklog_options rings = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 600000};
+    const struct forklog_options locked = {
+        .flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 1 << 20, .flush_ms = 600000};
+    const struct forklog_options plain = {0};
+    static const uint64_t huge = (uint64_t)1 << 40;
+    const struct {
+        const struct forklog_options *o;
+        size_t off;
+        uint64_t v;
+    } lies[] = {
+        {&plain, offsetof(struct fl__seg_head, seg_len), 4096},
+        {&rings, offsetof(struct fl__seg_head, seg_len), 4096},
+        {&rings, offsetof(struct fl__seg, ring_cap), huge},
+        {&rings, offsetof(struct fl__seg, ring_cap), 8192},
+        {&rings, offsetof(struct fl__seg, buf_cap), 4096},
+        {&locked, offsetof(struct fl__seg, buf_cap), huge},
+        {&locked, offsetof(struct fl__seg, ring_cap), 4096},
+        {&plain, offsetof(struct fl__seg, buf_cap), huge},
+        {&plain, offsetof(struct fl__seg, ring_cap), huge},
+        {&plain, offsetof(struct fl__seg_head, buffer_size), 4096},
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        plant_image(lies[i].o, lies[i].off, lies[i].v);
+        refused(-EPROTO, "is damaged");
+        int fd = open(segpath, O_RDONLY);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(flock(fd, LOCK_SH), 0);
+        refused(-EPROTO, "is damaged");
+        close(fd);
+        cr_assert_eq(unlink(segpath), 0);
+    }
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "kept\n", "the log is untouched");
+    free(buf);
+}
+
 static void become(uid_t uid)
 {
     if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0)
