@@ -88,7 +88,10 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
     int rc = fl__write_all(log->fd, iov, iovcnt);
     if (rc == 0)
         FL__CRASH(WRITE_DONE);
-    if (rc == 0 && (log->flags & FORKLOG_SYNC) && fdatasync(log->fd) < 0)
+    /* Only a regular file is synced: on a FIFO, a pipe or a character device fdatasync() fails with EINVAL after
+     * the record went out, and it cannot be taken back, so that failure would make a caller write it again. */
+    if (rc == 0 && (log->flags & FORKLOG_SYNC) && atomic_load_explicit(&s->regular, memory_order_relaxed) &&
+        fdatasync(log->fd) < 0)
         rc = -errno;
     if (rc < 0) {
         /* Nothing of a failed record stays: cut back to the last whole record. */

@@ -212,6 +212,41 @@ Test(targets, fifo_with_a_reader_is_written_whole_and_never_rotated)
     assert_listing("t.log");
 }
 
+Test(targets, sync_on_a_fifo_or_a_device_writes_each_record_once_and_succeeds)
+{
+    /* FORKLOG_SYNC applies to regular files: a FIFO or a device cannot be synced (fdatasync() fails with EINVAL
+     * there), and a record already in the stream must not be reported failed, or a caller that retries would
+     * write it twice. */
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    int rfd = open_reader(logpath);
+    struct forklog_options o = {.flags = FORKLOG_SYNC};
+    forklog *log = open_log(logpath, &o);
+    cr_assert_eq(forklog_write(log, "first synced", 12), 0);
+    cr_assert_eq(forklog_log(log, FORKLOG_INFO, "%s", "second synced"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char got[512];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(rfd, got + len, sizeof got - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        cr_assert_geq(n, 0, "read: %s", strerror(errno));
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(rfd);
+    got[len] = '\0';
+    cr_assert(strncmp(got, "first synced\n", 13) == 0, "the reader got:\n%s", got);
+    cr_assert_eq(th_count_lines(got, len), 2, "the reader got:\n%s", got);
+    cr_assert(len > 14 && strcmp(got + len - 14, "second synced\n") == 0, "the reader got:\n%s", got);
+
+    forklog *null;
+    cr_assert_eq(forklog_open(&null, "/dev/null", &o), 0);
+    cr_assert_eq(forklog_write(null, "to the device", 13), 0);
+    cr_assert_eq(forklog_close(null), 0);
+}
+
 Test(targets, fifo_without_a_reader_never_blocks)
 {
     cr_assert_eq(mkfifo(logpath, 0600), 0);
