@@ -164,6 +164,14 @@ static void fl__namespaces(uint64_t *pidns, uint64_t *timens)
     *timens = stat("/proc/self/ns/time", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
+/* Whether a process of these namespaces is a guest of the segment whose head is *h. A PID namespace that either
+ * side could not read (0) may be another one: guest. A time namespace that neither side has (a kernel before 5.6)
+ * is the same one. */
+static int fl__guest(uint64_t pidns, uint64_t timens, const struct fl__seg_head *h)
+{
+    return pidns == 0 || h->pidns == 0 || pidns != h->pidns || timens != h->timens;
+}
+
 /* Builds a zeroed segment of seg_len bytes for the handle's settings and the file log->fd (fstat *st). The head's
  * `ready` is stored last. */
 static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64_t builds, const struct stat *st)
@@ -397,7 +405,7 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
     fl__adopt_settings(log, &h);
     uint64_t pidns, timens;
     fl__namespaces(&pidns, &timens);
-    if (pidns != h.pidns || timens != h.timens)
+    if (fl__guest(pidns, timens, &h))
         log->flags |= FL__GUEST;
     log->seg = s;
     log->seg_len = (size_t)h.seg_len;

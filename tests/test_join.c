@@ -11,7 +11,9 @@
 #include <stdatomic.h>
 #include <grp.h>
 #include <sys/file.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
@@ -531,6 +533,54 @@ Test(join, a_segment_whose_sizes_lie_is_refused_and_left_alone)
     char *buf = th_slurp(logpath, &len);
     cr_assert_str_eq(buf, "kept\n", "the log is untouched");
     free(buf);
+}
+
+/* A child that joins the log, after hiding /proc from itself (a mount namespace of its own) when hide_proc is set.
+ * Exits 0 if it is a guest, 1 if not, 77 if /proc could not be hidden, other values on failure. */
+static int join_as_guest(int hide_proc)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (hide_proc) {
+            struct stat st;
+            if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                mount("none", "/proc", "tmpfs", 0, NULL) < 0 || stat("/proc/self/ns/pid", &st) == 0)
+                _exit(77);
+        }
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        int guest = (log->flags & FL__GUEST) != 0;
+        _exit(forklog_close(log) == 0 ? !guest : 4);
+    }
+    return th_wait(pid);
+}
+
+Test(join, a_joiner_that_cannot_tell_its_pid_namespace_is_a_guest)
+{
+    /* The builder's namespaces are in the head; a joiner of the same ones is at home. */
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(join_as_guest(0), 1, "a joiner of the builder's namespaces was taken for a guest");
+    /* A builder that could not read its namespaces (0: unknown), and a joiner that cannot either: two unknowns are
+     * not the same namespace. */
+    struct fl__seg_head h;
+    int fd = open(segpath, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pread(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+    h.pidns = 0;
+    h.timens = 0;
+    cr_assert_eq(pwrite(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    cr_assert_eq(join_as_guest(0), 0, "a joiner whose builder's PID namespace is unknown is at home");
+    int st = join_as_guest(1);
+    if (st == 77) {
+        cr_assert_eq(forklog_close(log), 0);
+        cr_skip_test("cannot hide /proc in a mount namespace (needs root)");
+    }
+    cr_assert_eq(st, 0, "a joiner that cannot read its PID namespace was taken for the builder's (%d)", st);
+    cr_assert_eq(forklog_close(log), 0);
 }
 
 static void become(uid_t uid)
