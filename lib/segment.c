@@ -141,6 +141,14 @@ static int fl__still_there(const char *path, const struct stat *st)
     return stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev;
 }
 
+/* Removes the segment file that the caller holds alone (exclusive flock) and that holds nothing, if `path` still
+ * names it (fstat *st). An opener that waits for the lock on it then finds it gone and starts again. */
+static void fl__seg_drop(const char *path, const struct stat *st)
+{
+    if (fl__still_there(path, st))
+        unlink(path);
+}
+
 static int fl__mutex_init(pthread_mutex_t *mu)
 {
     pthread_mutexattr_t attr;
@@ -352,20 +360,24 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     size_t buf_cap, ring_cap, len;
     if ((rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, err, errlen)) < 0)
         return rc;
-    /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. */
+    /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. From here on the file holds
+     * nothing to keep, and an open that fails removes it (it would otherwise stay, empty, beside the log). */
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
         rc = -errno;
         fl__explain(err, errlen, "cannot size %s: %s", segpath, strerror(-rc));
+        fl__seg_drop(segpath, sst);
         return rc;
     }
     FL__CRASH(SEG_SIZED);
     struct fl__seg *s = fl__seg_map(fd, len, &rc);
     if (!s) {
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
+        fl__seg_drop(segpath, sst);
         return rc;
     }
     if ((rc = fl__seg_build(log, s, len, builds + 1, &now)) < 0) {
         munmap(s, len);
+        fl__seg_drop(segpath, sst);
         return rc;
     }
     log->seg = s;

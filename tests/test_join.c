@@ -1036,6 +1036,41 @@ SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
 SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
 
+Test(join, an_open_that_cannot_size_the_segment_leaves_no_segment_file)
+{
+    /* A file size limit below the segment's size: the open fails with -EFBIG, and nothing but the log file itself
+     * is left (the empty segment file it created is removed). */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {16384, 16384};
+        forklog *log;
+        _exit(setrlimit(RLIMIT_FSIZE, &rl) == 0 && forklog_open(&log, logpath, NULL) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the open should fail with -EFBIG");
+    cr_assert_not(seg_exists(), "the failed open left its segment file");
+    struct stat st;
+    cr_assert_eq(stat(logpath, &st), 0);
+    /* The same when the segment file was there already, built and idle (left by a writer that exited without
+     * closing): nothing is lost, and the next open works. */
+    leave_buffered(1, 0);
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {16384, 16384};
+        forklog *log;
+        _exit(setrlimit(RLIMIT_FSIZE, &rl) == 0 && forklog_open(&log, logpath, NULL) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the open should fail with -EFBIG");
+    cr_assert_not(seg_exists(), "the failed open left the segment file it emptied");
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_write(log, "works", 5), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_not(seg_exists());
+}
+
 Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
 {
     /* The last user's close cannot write the buffer (a file size limit): the close fails, the segment file stays
