@@ -16,9 +16,9 @@
  *
  * Trust: the segment file is created with O_EXCL | O_NOFOLLOW, the read and write bits of whoever may write the
  * log, and the log's owner and group. An existing one is used only if it is a regular file with one link, owned
- * by the log's owner, root or the caller (or by the log's group when the log is group-writable), and grants no
- * access that the log's write bits do not: a user who cannot write the log cannot take its lock or read its
- * buffer, and a file another user planted is refused (-EPERM) rather than trusted.
+ * by the log's owner, root or the caller (or by the log's group when the log is group-writable; or by anybody
+ * when everybody may write the log), and grants no access that the log's write bits do not: a user who cannot write the
+ * log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM) rather than trusted.
  */
 #include "internal.h"
 
@@ -123,7 +123,10 @@ static mode_t fl__seg_mode(mode_t log_mode)
     return m ? m : S_IRUSR | S_IWUSR;
 }
 
-/* Whether an existing segment file may be used for the log whose fstat is *lst (see the top of this file). */
+/* Whether an existing segment file may be used for the log whose fstat is *lst (see the top of this file). When
+ * everybody may write the log, its owner does not matter: any user could create it (a creator that may not give
+ * it to the log's owner or group keeps it), and its owner can do nothing to the log that every other user cannot
+ * (write and read the segment, take its flock, write the log); its sizes are checked before they are used. */
 static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
 {
     if (!S_ISREG(seg->st_mode) || seg->st_nlink != 1)
@@ -131,7 +134,7 @@ static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
     if ((seg->st_mode & 07777) & ~fl__seg_mode(lst->st_mode))
         return 0;
     return seg->st_uid == lst->st_uid || seg->st_uid == 0 || seg->st_uid == geteuid() ||
-           (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP));
+           (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP)) || (lst->st_mode & S_IWOTH);
 }
 
 /* Whether `path` still names the file whose fstat is *st (an opener may hold a file that was removed since). */

@@ -657,6 +657,60 @@ Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
     free(target);
 }
 
+Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    /* A 0666 log of user 1000 in a shared directory. User 2000, in none of its groups, opens it first: its segment
+     * file stays 2000's (it may not give it to 1000). User 3000 joins it all the same, and both write. */
+    cr_assert_eq(chmod(dir, 01777), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 1000, 1000), 0);
+    cr_assert_eq(chmod(logpath, 0666), 0);
+    struct report *r = new_report();
+    pid_t first = fork();
+    cr_assert_neq(first, -1);
+    if (first == 0) {
+        rc_child();
+        become(2000);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        atomic_store(&r->opened, 1);
+        while (!atomic_load(&r->go))
+            usleep(200);
+        _exit(forklog_write(log, "first", 5) == 0 && forklog_close(log) == 0 ? 0 : 4);
+    }
+    double end = th_now_s() + 10;
+    while (!atomic_load(&r->opened) && th_now_s() < end)
+        usleep(500);
+    cr_assert(atomic_load(&r->opened), "user 2000 could not open the log");
+    struct stat st;
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_uid, 2000);
+    cr_assert_eq(st.st_mode & 07777, 0666);
+    pid_t second = fork();
+    cr_assert_neq(second, -1);
+    if (second == 0) {
+        rc_child();
+        become(3000);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        _exit(forklog_write(log, "second", 6) == 0 && forklog_close(log) == 0 ? 0 : 4);
+    }
+    int st2 = th_wait_for(second, 10);
+    atomic_store(&r->go, 1);
+    cr_assert_eq(th_wait_for(first, 10), 0);
+    cr_assert_eq(st2, 0, "user 3000 could not join the segment of user 2000 (%d)", st2);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "second\nfirst\n");
+    free(buf);
+    cr_assert_not(seg_exists());
+    munmap(r, sizeof *r);
+}
+
 Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
 {
     struct forklog_options a = {
