@@ -272,7 +272,8 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
  * non-blocking mode, FORKLOG_BUFFERED on a datagram socket), -EBADF (fd < 0, not open, or not open for
  * writing: O_RDONLY or O_PATH), -EISDIR (a directory), -ENOTCONN (a socket that is not connected), -EMFILE,
  * -ENOMEM, and the errors of fcntl(2), fstat(2) and mmap(2); opts->error, when set, receives a one-line
- * explanation. Nothing is written on failure, and *out is set to NULL. Thread-safe; not async-signal-safe.
+ * explanation. Nothing is written on failure, *out is set to NULL, and fd's file status flags are as they were
+ * (O_APPEND is taken back). Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts);
 

@@ -400,15 +400,20 @@ int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
         return rc;
     }
     /* A regular file is appended to: every write at its end, so that a dead writer's fragment can be cut back.
-     * The flag is on the open file description, which the caller's descriptor shares. */
-    if (S_ISREG(st.st_mode) && !(fl & O_APPEND) && fcntl(log->fd, F_SETFL, fl | O_APPEND) < 0) {
+     * The flag is on the open file description, which the caller's descriptor shares: an open that fails takes
+     * it back. */
+    int set_append = S_ISREG(st.st_mode) && !(fl & O_APPEND);
+    if (set_append && fcntl(log->fd, F_SETFL, fl | O_APPEND) < 0) {
         rc = -errno;
         close(log->fd);
         fl__handle_free(log);
         return rc;
     }
-    if ((rc = fl__handle_start(log, &o)) < 0)
+    if ((rc = fl__handle_start(log, &o)) < 0) {
+        if (set_append)
+            (void)fcntl(fd, F_SETFL, fl);
         return rc;
+    }
     *out = log;
     return 0;
 }

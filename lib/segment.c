@@ -35,6 +35,11 @@
 #include <unistd.h>
 
 #define FL__DEFAULT_BUFFER ((size_t)256 << 10)
+#ifdef MAP_NORESERVE
+#define FL__NORESERVE MAP_NORESERVE
+#else
+#define FL__NORESERVE 0
+#endif
 /* Opens retried when the segment file is removed or rebuilt under the opener's feet. */
 #define FL__JOIN_TRIES 32
 
@@ -541,8 +546,10 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
         return rc;
     if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
         return fl__seg_named(log, o, st, err, errlen);
-    /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. */
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. Without swap
+     * space reserved: the rings are FL__RINGS times buffer_size, of which a log uses what its writer threads fill,
+     * and reserving it all could refuse a large buffer_size on a machine with memory to spare. */
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | FL__NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
     rc = fl__seg_build(log, m, len, 1, st);

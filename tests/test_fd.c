@@ -7,6 +7,7 @@
 #include "records.h"
 
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <termios.h>
 
@@ -292,6 +293,75 @@ Test(fd, regular_file_without_o_append_is_appended_to_and_the_caller_keeps_its_d
             cr_assert_eq(rc_count(&seen, w, s), 1);
     cr_assert_eq(rc_count(&seen, 4, 0) + rc_count(&seen, 4, 1), 2);
     rc_seen_free(&seen);
+    free(path);
+}
+
+Test(fd, the_largest_buffer_opens_on_a_machine_with_less_memory_than_its_rings)
+{
+    /* buffer_size 1 GiB: 64 rings of it are 64 GiB of address space, of which a log uses what its writers fill.
+     * The open must not ask the kernel to set all of it aside, for a descriptor or a private segment by path. */
+    char *path = th_path(dir, "big.out");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = (size_t)1 << 30};
+    forklog *log = open_fd(fd, &o);
+    cr_assert_eq(forklog_write(log, "through the descriptor", 22), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    close(fd);
+    o.flags |= FORKLOG_PRIVATE;
+    int rc = forklog_open(&log, path, &o);
+    cr_assert_eq(rc, 0, "forklog_open, FORKLOG_PRIVATE: %s", strerror(-rc));
+    cr_assert_eq(forklog_write(log, "by its path", 11), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_str_eq(buf, "through the descriptor\nby its path\n");
+    free(buf);
+    free(path);
+}
+
+/* The address space this process uses now, in bytes (VmSize), or 0. */
+static unsigned long long vm_size_child(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+Test(fd, a_failed_open_leaves_the_callers_descriptor_as_it_was)
+{
+    /* The open sets O_APPEND on the description the caller's descriptor shares; when it fails afterwards (here: no
+     * address space left for the segment), the caller's descriptor is given back without it. */
+    char *path = th_path(dir, "file.out");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        unsigned long long vm = vm_size_child();
+        struct rlimit rl = {(rlim_t)(vm + ((unsigned long long)256 << 20)),
+                            (rlim_t)(vm + ((unsigned long long)256 << 20))};
+        if (!vm || setrlimit(RLIMIT_AS, &rl) < 0)
+            _exit(77);
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = (size_t)1 << 30};
+        forklog *log;
+        int rc = forklog_open_fd(&log, fd, &o);
+        if (rc != -ENOMEM)
+            _exit(2);
+        _exit(fcntl(fd, F_GETFL) & O_APPEND ? 1 : 0);
+    }
+    int st = th_wait(pid);
+    if (st == 77)
+        cr_skip_test("cannot limit the address space");
+    cr_assert_neq(st, 2, "the open did not fail for want of address space");
+    cr_assert_eq(st, 0, "the failed open left O_APPEND on the caller's descriptor");
+    close(fd);
     free(path);
 }
 
