@@ -459,9 +459,10 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
         }
         if (fd < 0) {
             rc = -errno;
-            if (rc == -ELOOP || rc == -ENXIO) {
+            if (rc == -ELOOP || rc == -ENXIO || rc == -EISDIR) {
                 rc = -EPERM;
-                fl__explain(err, errlen, "%s is not the log's segment file (a link or a special file)", segpath);
+                fl__explain(err, errlen, "%s is not the log's segment file (a link, a directory or a special file)",
+                            segpath);
             } else {
                 fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(-rc));
             }

@@ -711,6 +711,20 @@ Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
     munmap(r, sizeof *r);
 }
 
+Test(join, a_directory_at_the_segment_path_is_refused_and_explained)
+{
+    cr_assert_eq(mkdir(segpath, 0700), 0);
+    forklog *log = (forklog *)1;
+    char why[512] = "";
+    struct forklog_options o = {.error = why, .error_size = sizeof why};
+    cr_assert_eq(forklog_open(&log, logpath, &o), -EPERM, "%s", why);
+    cr_assert_null(log);
+    cr_assert_not_null(strstr(why, "is not the log's segment file"), "%s", why);
+    struct stat st;
+    cr_assert_eq(lstat(segpath, &st), 0);
+    cr_assert(S_ISDIR(st.st_mode), "the directory was left as it was");
+}
+
 Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
 {
     struct forklog_options a = {
