@@ -435,6 +435,16 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
     return 0;
 }
 
+/* The shared flock, waited for as long as the process holding the exclusive one builds or removes the segment: a
+ * signal caught meanwhile (a handler without SA_RESTART) does not end the wait. */
+static int fl__flock_sh(int fd)
+{
+    int rc;
+    while ((rc = flock(fd, LOCK_SH)) < 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
 static int fl__seg_named(forklog *log, const struct forklog_options *o, const struct stat *lst, char *err,
                          size_t errlen)
@@ -502,10 +512,10 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
              * lock in between finds a built segment that nobody has used yet, and rebuilds it. */
             if (rc == 0)
                 FL__CRASH(SEG_BUILT);
-            if (rc == 0 && flock(fd, LOCK_SH) < 0)
+            if (rc == 0 && fl__flock_sh(fd) < 0)
                 rc = -errno;
         } else if (errno == EWOULDBLOCK) {
-            if (flock(fd, LOCK_SH) < 0)
+            if (fl__flock_sh(fd) < 0)
                 rc = -errno;
             else if (fstat(fd, &sst) < 0)
                 rc = -errno;

@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 
 extern char **environ;
 
@@ -723,6 +724,51 @@ Test(join, a_directory_at_the_segment_path_is_refused_and_explained)
     struct stat st;
     cr_assert_eq(lstat(segpath, &st), 0);
     cr_assert(S_ISDIR(st.st_mode), "the directory was left as it was");
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+Test(join, a_signal_while_waiting_for_the_builder_does_not_fail_the_open)
+{
+    /* One opener is stopped holding the exclusive flock (it has built the segment); another waits for the shared
+     * one, catching a signal every 5 ms with a handler that does not restart calls. Once the builder goes on, the
+     * waiter joins. */
+    pid_t builder = fork();
+    cr_assert_neq(builder, -1);
+    if (builder == 0) {
+        rc_child();
+        fl__crash_arm(FL__CP_SEG_BUILT, 1, FL__CRASH_STOP);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        _exit(forklog_close(log) == 0 ? 0 : 4);
+    }
+    cr_assert(cp_wait_stopped(builder, 10), "the builder did not stop holding the exclusive flock");
+    pid_t waiter = fork();
+    cr_assert_neq(waiter, -1);
+    if (waiter == 0) {
+        rc_child();
+        struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+        sigemptyset(&sa.sa_mask);
+        struct itimerval it = {{0, 5000}, {0, 5000}};
+        if (sigaction(SIGALRM, &sa, NULL) < 0 || setitimer(ITIMER_REAL, &it, NULL) < 0)
+            _exit(2);
+        forklog *log;
+        int rc = forklog_open(&log, logpath, NULL);
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        if (rc != 0)
+            _exit(rc == -EINTR ? 5 : 3);
+        _exit(forklog_close(log) == 0 ? 0 : 4);
+    }
+    usleep(300000);
+    kill(builder, SIGCONT);
+    int st = th_wait_for(waiter, 10);
+    cr_assert_eq(th_wait_for(builder, 10), 0);
+    cr_assert_eq(st, 0, "the waiting opener failed (%d; 5: -EINTR)", st);
 }
 
 Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
