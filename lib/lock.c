@@ -103,6 +103,13 @@ static int fl__locked(forklog *log, int rc)
         fl__repair_rings(s);
         FL__CRASH(REPAIR_BATCH);
         rc = pthread_mutex_consistent(&s->mu);
+        if (rc != 0) {
+            /* It cannot fail on the robust mutex that returned EOWNERDEAD; if it ever does, the caller gets the
+             * error and must not keep the lock, or every other writer would wait for as long as this process
+             * lives. Unlocked without being made consistent, the mutex cannot be recovered: every later lock
+             * fails with ENOTRECOVERABLE, until the next opener that finds itself alone builds a new one. */
+            pthread_mutex_unlock(&s->mu);
+        }
     }
     if (rc == 0) {
         FL__CRASH(LOCK_HELD);

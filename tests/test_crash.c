@@ -7,6 +7,7 @@
 #include "points.h"
 #include "records.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -16,6 +17,20 @@
 #include <time.h>
 
 static char *dir, *logpath;
+
+/* pthread_mutex_consistent() as the library sees it: this definition takes the place of libc's for the whole
+ * program, and fails with EINVAL in a process that set fail_consistent. */
+static int fail_consistent;
+
+int pthread_mutex_consistent(pthread_mutex_t *mu)
+{
+    static int (*real)(pthread_mutex_t *);
+    if (fail_consistent)
+        return EINVAL;
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_mutex_consistent");
+    return real ? real(mu) : EINVAL;
+}
 
 static void setup(void)
 {
@@ -177,6 +192,54 @@ Test(crash, idle_holder_killed_nothing_to_repair)
     pid_t holder = start_holder(log, HOLD_IDLE, "never", 5);
     cr_assert_eq(kill(holder, SIGKILL), 0);
     cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "b", 1), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "a\nb\n");
+    free(buf);
+}
+
+Test(crash, a_holder_that_cannot_make_the_lock_consistent_does_not_keep_it)
+{
+    /* The holder dies; the next locker's pthread_mutex_consistent() fails. Its call fails, and it must not keep
+     * the lock: another writer gets an answer at once (the lock cannot be recovered then: -ENOTRECOVERABLE), not a
+     * wait for as long as that process lives. Once every user closed the log, the next open builds a new lock. */
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "a", 1), 0);
+    pid_t holder = start_holder(log, HOLD_IDLE, "never", 5);
+    cr_assert_eq(kill(holder, SIGKILL), 0);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    int go[2], done[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(done), 0);
+    pid_t failer = fork();
+    cr_assert_neq(failer, -1);
+    if (failer == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fail_consistent = 1;
+        int rc = forklog_write(log, "not consistent", 14);
+        char c = rc == -EINVAL ? 0 : 1;
+        if (write(done[1], &c, 1) != 1)
+            _exit(3);
+        /* Alive until the other writer had its answer. */
+        if (read(go[0], &c, 1) != 1)
+            _exit(4);
+        _exit(0);
+    }
+    char c = 9;
+    cr_assert_eq(read(done[0], &c, 1), 1);
+    cr_assert_eq(c, 0, "the call whose pthread_mutex_consistent() failed did not return -EINVAL");
+    pid_t other = fork();
+    cr_assert_neq(other, -1);
+    if (other == 0)
+        _exit(forklog_write(log, "other", 5) == -ENOTRECOVERABLE ? 0 : 1);
+    int st = th_wait_for(other, 2);
+    cr_assert_eq(write(go[1], &c, 1), 1);
+    cr_assert_eq(th_wait_for(failer, 10), 0);
+    cr_assert_eq(st, 0, "another writer did not get -ENOTRECOVERABLE within 2 s (status %d)", st);
+    cr_assert_eq(forklog_close(log), 0);
+    log = open_log(NULL);
     cr_assert_eq(forklog_write(log, "b", 1), 0);
     cr_assert_eq(forklog_close(log), 0);
     size_t len;
