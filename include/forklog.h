@@ -240,10 +240,11 @@ struct forklog_options {
  * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other
  * users), -ENOENT (missing parent directory), -EACCES (the log, or the directory for its segment file),
  * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
- * another owner, wider permissions, a link), -EPROTO (a segment of another layout: another library version or
- * another C library), -ENAMETOOLONG, -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2)
- * and mmap(2). opts->error, when set, receives a one-line explanation. On failure *out is set to NULL (when out
- * is not NULL) and nothing is created but the file itself. Thread-safe; not async-signal-safe.
+ * another owner, wider permissions, a link, a directory), -EPROTO (a segment of another layout: another library
+ * version or another C library; or a damaged one, whose sizes do not match its settings), -ENAMETOOLONG,
+ * -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when
+ * set, receives a one-line explanation. On failure *out is set to NULL (when out is not NULL) and nothing is
+ * created but the file itself. Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
 
