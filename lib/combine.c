@@ -179,8 +179,12 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         }
     }
     atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
-    if (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
-        rc = fl__lock_sleep(log);
+    /* Then sleep on the lock, one bounded period at a time, looking at the slot before each: a holder that wrote
+     * the record may keep the lock for long (a slow disk, a stopped process), and the call is done once the slot
+     * is DONE. */
+    while (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
+        if ((rc = fl__lock_sleep_once(log)) == ETIMEDOUT)
+            rc = EBUSY;
     if (rc == 0) {
         /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. */
         if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_POSTED) {

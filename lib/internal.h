@@ -386,6 +386,9 @@ FL__INTERNAL int fl__trylock(forklog *log);
 /* Sleeps until the lock is free and takes it, never waiting on a free lock for long (see lock.c). */
 FL__INTERNAL int fl__lock_sleep(forklog *log);
 
+/* One bounded sleep on the lock (FL__SLEEP_NS at most): 0 (held, repaired), ETIMEDOUT, or a negative errno. */
+FL__INTERNAL int fl__lock_sleep_once(forklog *log);
+
 FL__INTERNAL void fl__unlock(forklog *log);
 
 /* ---- the file: per-process descriptor, generations, reopen, rotation (file.c) --------------------------------- */

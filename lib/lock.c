@@ -123,21 +123,27 @@ int fl__trylock(forklog *log)
     return fl__locked(log, pthread_mutex_trylock(&log->seg->mu));
 }
 
+int fl__lock_sleep_once(forklog *log)
+{
+    struct timespec until;
+    clock_gettime(FL__SLEEP_CLOCK, &until);
+    until.tv_nsec += FL__SLEEP_NS;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    int rc = fl__locked(log, fl__mutex_sleep(&log->seg->mu, &until));
+    if (rc == ETIMEDOUT)
+        FL__CRASH(LOCK_SLEEP_TIMEOUT);
+    return rc;
+}
+
 int fl__lock_sleep(forklog *log)
 {
-    for (;;) {
-        struct timespec until;
-        clock_gettime(FL__SLEEP_CLOCK, &until);
-        until.tv_nsec += FL__SLEEP_NS;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        int rc = fl__locked(log, fl__mutex_sleep(&log->seg->mu, &until));
-        if (rc != ETIMEDOUT)
-            return rc;
-        FL__CRASH(LOCK_SLEEP_TIMEOUT);
-    }
+    int rc;
+    while ((rc = fl__lock_sleep_once(log)) == ETIMEDOUT)
+        ;
+    return rc;
 }
 
 int fl__lock(forklog *log)

@@ -296,3 +296,42 @@ Test(combine, a_sync_record_is_made_durable_before_its_call_returns)
     munmap(syncs, sizeof *syncs);
     syncs = NULL;
 }
+
+Test(combine, a_poster_returns_once_its_record_is_written_while_the_holder_keeps_the_lock)
+{
+    /* The holder writes the batch that carries the poster's record and stops before unlocking (UNLOCK). The
+     * poster's record is in the file and its result known: the call must return, not wait for the lock. */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_UNLOCK, 1, FL__CRASH_STOP);
+        _exit(forklog_write(log, "holder record", 13) == 0 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
+    pid_t poster = cp_writer(log, "poster record", FL__CP_COUNT, 0);
+    if (!cp_wait_posted(log, 1)) {
+        kill(holder, SIGKILL);
+        kill(poster, SIGKILL);
+        cr_assert_fail("the poster did not post");
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before unlocking");
+    cr_assert_eq(log->seg->combined, 1, "the holder did not write the posted record");
+    int st = th_wait_for(poster, 2);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert_eq(th_wait_for(holder, 10), 0);
+    cr_assert_eq(st, 0, "the poster did not return 0 within 2 s of its record being written (status %d)", st);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "before\nholder record\nposter record\nafter\n");
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+}
