@@ -69,9 +69,11 @@ static _Thread_local struct fl__mine fl__my;
 #define fl__opaque(p) ((void)0)
 #endif
 
-static unsigned char *fl__ring_data(struct fl__seg *s, unsigned k)
+/* Ring k's bytes. The sizes are the handle's copies, checked against the segment's head at open: a segment that
+ * another process damages later cannot move them. */
+static unsigned char *fl__ring_data(const forklog *log, unsigned k)
 {
-    return s->buf + s->buf_cap + (size_t)k * s->ring_cap;
+    return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
 /* Whether the thread that owns a ring is gone (its process, or just the thread). */
@@ -94,7 +96,8 @@ int fl__rings_pending(const struct fl__seg *s)
 static int fl__flush_some(forklog *log, int only)
 {
     struct fl__seg *s = log->seg;
-    if (!s->ring_cap)
+    const size_t cap = log->ring_cap;
+    if (!cap)
         return 0;
     struct iovec iov[2 * FL__RINGS];
     int n = 0;
@@ -104,13 +107,19 @@ static int fl__flush_some(forklog *log, int only)
         struct fl__ring *r = &s->rings[k];
         uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
         uint64_t h = only < 0 || (unsigned)only == k ? atomic_load_explicit(&r->head, memory_order_acquire) : t;
+        if (h - t > cap) {
+            /* Only a damaged segment holds more than a ring (or a tail past the head): what it says is not
+             * written, and the ring starts again empty. */
+            atomic_store_explicit(&r->tail, h, memory_order_release);
+            t = h;
+        }
         r->planned = h;
         if (h == t)
             continue;
         /* The data between tail and head, in one or two pieces (the ring wraps). */
-        unsigned char *d = fl__ring_data(s, k);
-        size_t off = (size_t)(t % s->ring_cap), len = (size_t)(h - t);
-        size_t first = len < s->ring_cap - off ? len : s->ring_cap - off;
+        unsigned char *d = fl__ring_data(log, k);
+        size_t off = (size_t)(t % cap), len = (size_t)(h - t);
+        size_t first = len < cap - off ? len : cap - off;
         iov[n].iov_base = d + off;
         iov[n++].iov_len = first;
         if (first < len) {
@@ -300,7 +309,7 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     struct fl__seg *s = log->seg;
     struct fl__mine *my = &fl__my;
     fl__opaque(my);
-    if (len > s->ring_cap / 2) {
+    if (len > log->ring_cap / 2) {
         /* A record of more than half a ring: written at once, after what this thread's ring holds (its order). */
         return fl__write_now(log, (int)fl__owned_ring(log, my), iov, iovcnt, len);
     }
@@ -311,14 +320,14 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     }
     unsigned k = (unsigned)(r - s->rings);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-    if (h + len - atomic_load_explicit(&r->tail, memory_order_acquire) > s->ring_cap) {
+    if (h + len - atomic_load_explicit(&r->tail, memory_order_acquire) > log->ring_cap) {
         my->alone = 0;
         int rc = fl__lock(log);
         if (rc < 0 || (rc = fl__rings_out(log, (int)k, NULL, 0, 0)) < 0)
             return rc;
     }
-    unsigned char *d = fl__ring_data(s, k);
-    size_t cap = s->ring_cap, off = my->head == h ? my->off : (size_t)(h % cap);
+    unsigned char *d = fl__ring_data(log, k);
+    size_t cap = log->ring_cap, off = my->head == h ? my->off : (size_t)(h % cap);
     for (int i = 0; i < iovcnt; i++) {
         const unsigned char *src = iov[i].iov_base;
         size_t left = iov[i].iov_len;
@@ -351,7 +360,7 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
         }
     } else if (now >= due)
         fl__flush_due(log, due);
-    else if (!my->alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > s->ring_cap / 2)
+    else if (!my->alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > log->ring_cap / 2)
         fl__flush_early(log, k, my);
     return 0;
 }

@@ -111,6 +111,8 @@ int fl__flush_locked(forklog *log)
 {
     struct fl__seg *s = log->seg;
     int rc = fl__flush_rings(log);
+    if (s->buf_used > log->buf_cap)
+        s->buf_used = 0; /* only a damaged segment says so: nothing of it is written */
     if (rc < 0 || s->buf_used == 0)
         return rc;
     struct iovec iov = {s->buf, s->buf_used};
@@ -123,14 +125,14 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
     int64_t now = fl__mono_ns();
     int rc;
     /* Make room first; a buffer that is merely old is written below, together with this record. */
-    int full = s->buf_used + len > s->buf_cap;
+    int full = s->buf_used + len > log->buf_cap;
     int rotate = log->rotate_bytes && atomic_load_explicit(&s->regular, memory_order_relaxed) &&
                  s->size + s->buf_used > 0 && s->size + s->buf_used + len > log->rotate_bytes;
     if ((full || rotate) && (rc = fl__flush_locked(log)) < 0)
         return rc;
     if ((rc = fl__maybe_rotate(log, len)) < 0)
         return rc;
-    if (len > s->buf_cap)
+    if (len > log->buf_cap)
         return fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
     size_t o = s->buf_used;
     for (int i = 0; i < iovcnt; i++) {
@@ -143,7 +145,7 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
     /* One store publishes the record: a holder killed during the copy leaves buf_used as it was. */
     s->buf_used = o;
     FL__CRASH(BUF_PUBLISHED);
-    if (now - s->buf_first_ns >= log->flush_ns || s->buf_used == s->buf_cap)
+    if (now - s->buf_first_ns >= log->flush_ns || s->buf_used == log->buf_cap)
         (void)fl__flush_locked(log); /* the record is safe in the buffer; a failed flush is retried later */
     return 0;
 }
@@ -158,7 +160,7 @@ int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
         iovcnt <= 4 && atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
         return fl__append_combining(log, iov, iovcnt, len);
     /* Buffered without rotation: the lock-free rings (not for a guest: see FL__GUEST). */
-    if (log->seg->ring_cap && !(log->flags & FL__GUEST))
+    if (log->ring_cap && !(log->flags & FL__GUEST))
         return fl__ring_append(log, iov, iovcnt, len);
     int rc = fl__lock(log);
     if (rc < 0)

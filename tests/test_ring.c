@@ -513,3 +513,41 @@ Test(ring, a_thread_that_finds_no_ring_free_writes_its_record_alone)
     cr_assert_eq(len, 100 * (FL__RINGS + 2));
     free(buf);
 }
+
+Test(ring, a_ring_or_buffer_that_a_damaged_segment_overstates_is_not_read)
+{
+    /* Another process that may write the segment file can set any count; a flush never reads past a ring or
+     * the shared buffer for it: the overstated ring or buffer is dropped, and records go on. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'A', 0);
+    struct fl__seg *s = log->seg;
+    atomic_store(&s->rings[1].head, atomic_load(&s->rings[1].tail) + 10 * (uint64_t)log->ring_cap);
+    atomic_store(&s->rings[2].tail, atomic_load(&s->rings[2].head) + 100);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(atomic_load(&s->rings[1].tail), atomic_load(&s->rings[1].head));
+    cr_assert_eq(atomic_load(&s->rings[2].tail), atomic_load(&s->rings[2].head));
+    write100(log, 'A', 1);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 200);
+    cr_assert_eq(memcmp(buf, "A 000 ", 6), 0);
+    cr_assert_eq(memcmp(buf + 100, "A 001 ", 6), 0);
+    free(buf);
+
+    /* The one buffer of a rotating log. */
+    char *other = th_path(dir, "rotating.log");
+    struct forklog_options r = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000, .rotate_bytes = 1 << 20};
+    cr_assert_eq(forklog_open(&log, other, &r), 0);
+    write100(log, 'B', 0);
+    log->seg->buf_used = log->buf_cap + 4096;
+    write100(log, 'B', 1);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(other, &len);
+    cr_assert_eq(len, 100, "[%.*s]", (int)len, buf);
+    cr_assert_eq(memcmp(buf, "B 001 ", 6), 0);
+    free(buf);
+    free(other);
+}
