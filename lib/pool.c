@@ -231,6 +231,29 @@ static void fl__pool_at_exit(void)
 }
 #endif
 
+/* Set in a process forked from a worker (a fork handler the worker registers), so that a task's child that
+ * returns from the task is caught without a system call per task. */
+static volatile sig_atomic_t fl__pool_forked;
+static int fl__pool_atfork_done; /* the registration is inherited: once per process tree is enough */
+
+static void fl__pool_atfork_child(void)
+{
+    fl__pool_forked = 1;
+}
+
+/* A task (or initializer) that forks and whose child returns instead of exiting would bring the child back into
+ * the worker's loop: it would take tasks and race the worker for its slot, or park in pause() for ever. A child
+ * ends here instead, with the low byte of the task's return value. fork() runs the handler above; a child made
+ * without fork handlers (_Fork(), a raw clone) is found by its pid, checked only after a task that took at least
+ * FL__POOL_PID_CHECK_NS (10 us): a fork takes longer than that (40 us at least for a tiny static program on a
+ * 2-vCPU VM), and getpid() (0.2 us there) on every tiny task would double its cost. */
+#define FL__POOL_PID_CHECK_NS 10000
+static void fl__pool_not_a_worker(pid_t me, int rc, int64_t dur_ns)
+{
+    if (fl__pool_forked || (dur_ns >= FL__POOL_PID_CHECK_NS && getpid() != me))
+        _exit(rc & 0xff);
+}
+
 /* The parent claimed this worker's task or initializer (timeout) and is about to SIGKILL it. */
 static _Noreturn void fl__pool_park(void)
 {
@@ -271,13 +294,18 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
      * the reverse order of registration) and ends the worker with _exit() instead; handlers that the task
      * registers itself still run first, as they should. If the registration fails, exit() stays as it was. */
     fl__pool_self = me;
+    fl__pool_forked = 0; /* inherited as 1 by a worker of a pool that a task runs */
+    if (!fl__pool_atfork_done && pthread_atfork(NULL, NULL, fl__pool_atfork_child) == 0)
+        fl__pool_atfork_done = 1;
 #ifdef __GLIBC__
     (void)on_exit(fl__pool_on_exit, NULL);
 #else
     fl__pool_self_exit = &slot->exit_unknown;
     (void)atexit(fl__pool_at_exit);
 #endif
-    if (p->o->init && p->o->init(p->o->init_arg) != 0) {
+    int irc = p->o->init ? p->o->init(p->o->init_arg) : 0;
+    fl__pool_not_a_worker(me, irc, FL__POOL_PID_CHECK_NS); /* once per worker: always by its pid */
+    if (irc != 0) {
         atomic_store(&slot->phase, FL__POOL_INIT_FAILED);
         fl__pool_worker_exit(p, FL__POOL_EXIT_INIT);
     }
@@ -299,8 +327,10 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         atomic_store_explicit(&slot->task, i + 1, memory_order_release);
 
         int rc = p->task(i, p->ctx);
+        int64_t dur = fl__mono_ns() - r->start_mono;
+        fl__pool_not_a_worker(me, rc, dur); /* before a child could publish anything */
 
-        r->dur_ns = fl__mono_ns() - r->start_mono;
+        r->dur_ns = dur;
         r->code = rc;
         atomic_store(&r->phase, FL__POOL_FINISHED);
         size_t cur = i + 1;

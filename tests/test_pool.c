@@ -1787,6 +1787,83 @@ Test(pool, descriptors_for_one_worker_survive_a_timeout)
     free(dir);
 }
 
+/* ---- a task's child that returns from the task ------------------------------------------------------------- */
+
+/* The process that ran each task (shared with the workers), and how task 0 forks. */
+struct forkret_ctx {
+    pid_t ran_by[8];
+    pid_t (*make_child)(void);
+    unsigned child_delay_us;
+};
+
+static pid_t plain_fork(void)
+{
+    return fork();
+}
+
+/* Task 0 forks; the child returns 7 from the task at once (or after a delay), as a careless task's child would.
+ * The worker waits for it and succeeds only if the child ended there with status 7, before it could run another
+ * task. Every task notes which process ran it. */
+static int forking_task(size_t i, void *ctx)
+{
+    struct forkret_ctx *c = ctx;
+    c->ran_by[i] = getpid();
+    if (i != 0)
+        return 0;
+    pid_t child = c->make_child();
+    if (child < 0)
+        return 1;
+    if (child == 0) {
+        if (c->child_delay_us)
+            usleep(c->child_delay_us);
+        return 7;
+    }
+    int st;
+    if (waitpid(child, &st, 0) != child)
+        return 2;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 7 ? 0 : 3;
+}
+
+static void run_forking_task(pid_t (*make_child)(void), unsigned delay_us)
+{
+    enum { N = 8 };
+    struct forkret_ctx *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(c, MAP_FAILED);
+    c->make_child = make_child;
+    c->child_delay_us = delay_us;
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 10, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, N, forking_task, c, &rep);
+    cr_assert_eq(res[0].status, FORKLOG_TASK_OK, "task 0: status %d code %d", res[0].status, res[0].code);
+    cr_assert_eq(rc, 0, "rc %d", rc);
+    cr_assert_eq(rep.workers_started, 1);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(c->ran_by[i], res[i].worker, "task %zu ran in %d, not in its worker %d", i, (int)c->ran_by[i],
+                     (int)res[i].worker);
+    munmap(c, sizeof *c);
+}
+
+Test(pool, a_tasks_child_returning_from_the_task_ends_there)
+{
+    run_forking_task(plain_fork, 0);
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+pid_t _Fork(void);
+
+static pid_t fork_without_handlers(void)
+{
+    return _Fork();
+}
+
+/* _Fork() runs no fork handler: the worker finds the child by its pid. */
+Test(pool, a_tasks_child_made_by_fork_without_handlers_ends_there)
+{
+    run_forking_task(fork_without_handlers, 1000);
+}
+#endif
+
 /* ---- hostile labels -------------------------------------------------------------------------------------------- */
 
 static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
