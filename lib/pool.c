@@ -608,8 +608,16 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
         int64_t start;
         size_t t = atomic_load_explicit(&slot->task, memory_order_acquire);
         int claimed = 0;
+        /* Past a deadline the worker is killed by its pid, which is safe only while it is our unreaped child: a
+         * caller that ignores SIGCHLD, or reaps in its handler, may have taken it, and its pid may then be
+         * another process's. So it is checked first, with waitpid(WNOHANG): a worker found ended is handled as
+         * such, and one that is not is still ours to kill. What is left is the microseconds between the check
+         * and the kill, in which the worker would have to end, be reaped by the caller, and its pid be given to
+         * a new process. */
         if (t != 0 && t != FL__POOL_KILLED) {
             start = p->res[t - 1].start_mono;
+            if (now - start >= p->timeout_ns && fl__pool_try_reap(p, k))
+                continue;
             if (now - start >= p->timeout_ns) {
                 claimed = atomic_compare_exchange_strong(&slot->task, &t, FL__POOL_KILLED);
                 if (claimed)
@@ -617,6 +625,8 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
             }
         } else if (t == 0 && atomic_load(&slot->phase) == FL__POOL_STARTING) {
             start = w->fork_ns;
+            if (now - start >= p->timeout_ns && fl__pool_try_reap(p, k))
+                continue;
             if (now - start >= p->timeout_ns) {
                 int expect = FL__POOL_STARTING;
                 claimed = atomic_compare_exchange_strong(&slot->phase, &expect, FL__POOL_INIT_KILLED);
@@ -625,7 +635,7 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
             continue;
         }
         if (claimed) {
-            kill(w->pid, SIGKILL); /* our unreaped child: the pid cannot have been reused */
+            kill(w->pid, SIGKILL); /* not reaped by the check above: still our child, but see there */
             w->dying = 1;
             p->nactive--;
         } else if (start + p->timeout_ns < next) {

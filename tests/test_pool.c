@@ -1246,6 +1246,46 @@ static void run_with_sigchld(void (*handler)(int), int flags, enum forklog_forma
     free(dir);
 }
 
+/* Task 0 leaves a grandchild that holds every descriptor of the worker for a second, then ends its worker with
+ * _exit(5) long before its deadline. */
+static int exit_behind_a_grandchild_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i != 0)
+        return 0;
+    pid_t g = fork();
+    if (g == 0) {
+        sleep(1);
+        _exit(0);
+    }
+    usleep(2000);
+    _exit(5);
+}
+
+/* With SIGCHLD ignored the worker is reaped by the kernel as it ends, and the grandchild keeps its pipe open: the
+ * pool learns nothing until the deadline. There, a worker that is no longer its child is not killed (its pid may
+ * belong to another process by then): it is found ended, and its task recorded crashed, status unknown. */
+Test(pool, worker_reaped_by_the_caller_before_its_deadline_is_not_killed)
+{
+    enum { N = 3 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        signal(SIGCHLD, SIG_IGN);
+        struct forklog_pool_options o = {.workers = 1, .timeout_s = 0.05, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, exit_behind_a_grandchild_task, NULL, &out->rep);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0);
+    cr_assert_eq(out->res[0].status, FORKLOG_TASK_CRASHED, "task 0: status %s", status_name(out->res[0].status));
+    cr_assert_eq(out->res[0].code, -1);
+    cr_assert_eq(out->res[0].signal, 0);
+    cr_assert_eq(out->rc, 1, "rc %d", out->rc);
+    check_counts(out->rc, out->res, N, &out->rep);
+    caller_out_free(out, N);
+}
+
 Test(pool, sigchld_ignored_every_task_recorded)
 {
     run_with_sigchld(SIG_IGN, 0, FORKLOG_FORMAT_TEXT, 1);
