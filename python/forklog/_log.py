@@ -245,6 +245,9 @@ def _field_value(f, value, keep):
 _open_logs = weakref.WeakSet()
 
 
+_get_ident = threading.get_ident
+
+
 def _after_fork_in_child():
     for log in list(_open_logs):
         log._reinit_after_fork()
@@ -330,8 +333,9 @@ class Log:
                  owner=None, group=None, name=None, tid=False, keys="short", context=None):
         self._h = None
         self._hv = None  # the handle as a ctypes.c_void_p, for the calls made without argtypes
-        self._mu = threading.Lock()  # serializes close()
-        self._calls = []  # one item per call in flight (see _enter)
+        self._calls = []  # the thread ident of each call in flight (see _call)
+        self._hbox = []  # the open handle, until close() takes it (list.pop() is atomic: one close() gets it)
+        self._pending = []  # the handle whose C close is left to the end of a call in progress (see _call)
         bpath = _path_bytes(path)
         self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
                               rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,
@@ -385,6 +389,7 @@ class Log:
             raise _oserror(rc, "forklog_open", bpath, errbuf.value.decode("utf-8", "replace"))
         self._h = h.value
         self._hv = h
+        self._hbox.append(h.value)
         # The absolute path, so that a pickled Log reopens the same file wherever it is unpickled.
         self._path = os.path.abspath(os.fsdecode(path))
         self._level = o.level
@@ -395,26 +400,56 @@ class Log:
 
     # ---- calls in flight: close() waits for the calls of other threads -----------------------------------
     # ctypes releases the GIL during a call, so another thread may call close() meanwhile, and the C handle must
-    # not be freed under a call in progress. A call appends to self._calls, then reads the handle; close() clears
-    # the handle, then waits until self._calls is empty. list.append() and list.pop() are atomic (under the GIL,
-    # and under the list's own lock in free-threaded builds), so either close() sees the call and waits for it,
-    # or the call sees the handle cleared and raises. About 50 ns a call, where a lock taken twice cost 400 ns.
-    def _enter(self):
+    # not be freed under a call in progress. A call appends its thread's ident to self._calls, then reads the
+    # handle; close() clears the handle, then waits until no other thread has a call in self._calls. list.append()
+    # and list.remove() are atomic (under the GIL, and under the list's own lock in free-threaded builds), so
+    # either close() sees the call and waits for it, or the call sees the handle cleared and raises.
+    #
+    # close() may also run in the very thread that is inside a call: a signal handler (a SIGTERM handler that
+    # calls logging.shutdown()) runs between two bytecodes of the interrupted thread, right after its C call
+    # returned and before the call has removed its entry. Waiting there would wait for ever, so close() leaves
+    # the C close pending (self._pending) and the call's own end does it. The append is the first statement inside
+    # the try, and the remove the first of the finally: Python runs signal handlers (whose exception may end the
+    # call early) only after an instruction such as a call, so an entry is always removed once it is added. (Python
+    # 3.9 and older check for signals before almost any instruction: there an exception raised by a signal
+    # handler can still end a call between the two, and a later close() then waits for ever.)
+    def _call(self, fn, *args):
         calls = self._calls
-        calls.append(None)
-        h = self._h
-        if h is None:
-            calls.pop()
-            raise ValueError("forklog: I/O operation on a closed log")
-        return h
+        me = _get_ident()
+        try:
+            calls.append(me)
+            h = self._h
+            if h is None:
+                raise ValueError("forklog: I/O operation on a closed log")
+            return fn(h, *args)
+        finally:
+            calls.remove(me)
+            if self._pending:
+                self._close_pending()
 
-    def _leave(self):
-        self._calls.pop()
+    def _close_pending(self):
+        """Does the C close that close() left pending, unless this thread is still inside a call of this log (its
+        end comes back here) or another thread has taken it. Waits for the calls of other threads. Returns the
+        C close's result, or 0."""
+        calls = self._calls
+        if _get_ident() in calls:
+            return 0
+        try:
+            h = self._pending.pop()
+        except IndexError:
+            return 0  # another thread closes it
+        try:
+            while calls:  # only other threads' calls: this thread has none
+                time.sleep(0.0005)
+        except BaseException:
+            self._pending.append(h)  # interrupted (KeyboardInterrupt): the next close() or call's end goes on
+            raise
+        _open_logs.discard(self)
+        return _native.lib.forklog_close(h)
 
     def _reinit_after_fork(self):
         # A child has exactly one thread: no call of another thread is in flight here, and a lock that another
         # thread of the parent held at the fork would never be released. The C handle itself needs nothing.
-        self._mu = threading.Lock()
         self._calls = []
         self._pid = os.getpid()
 
@@ -451,15 +486,18 @@ class Log:
             b = _encode(msg)
         if fields:
             return self._log_fields(lv, b, fields, strict)
-        calls = self._calls  # _enter() and _leave(), inline
-        calls.append(None)
+        calls = self._calls  # _call(), inline
+        me = _get_ident()
         try:
+            calls.append(me)
             hv = self._hv
             if hv is None:
                 raise ValueError("forklog: I/O operation on a closed log")
             rc = _log_s(hv, lv, b"%s", b)
         finally:
-            calls.pop()
+            calls.remove(me)
+            if self._pending:
+                self._close_pending()
         if rc < 0:
             raise _oserror(rc, "forklog_log", self._path)
         return rc
@@ -469,11 +507,7 @@ class Log:
             raise OptionError("forklog: fields need a libforklog with forklog_log_fields(); the one loaded "
                               "(%s, %s) has none" % (_native.library_path, _lib.forklog_version_string().decode()))
         arr, n, keep = _fields_array(fields, strict)
-        h = self._enter()
-        try:
-            rc = _lib.forklog_log_fields(h, lv, b, arr, n)
-        finally:
-            self._leave()
+        rc = self._call(_lib.forklog_log_fields, lv, b, arr, n)
         del keep
         if rc < 0:
             raise _oserror(rc, "forklog_log_fields", self._path)
@@ -498,11 +532,7 @@ class Log:
         """The minimum level written now: the log's shared level when set_level() set one, else this handle's."""
         if not _native.HAVE_LEVEL:
             return self._level
-        h = self._enter()
-        try:
-            return _lib.forklog_get_level(h)
-        finally:
-            self._leave()
+        return self._call(_lib.forklog_get_level)
 
     def set_level(self, level):
         """Changes the minimum level for every process that uses the log, from its next record ('debug' ..
@@ -510,11 +540,7 @@ class Log:
         lv = 0 if level is None else _level(level)
         if not _native.HAVE_LEVEL:
             raise OptionError("forklog: set_level() needs a newer libforklog than %s" % _native.library_path)
-        h = self._enter()
-        try:
-            rc = _lib.forklog_set_level(h, lv)
-        finally:
-            self._leave()
+        rc = self._call(_lib.forklog_set_level, lv)
         if rc < 0:
             raise _oserror(rc, "forklog_set_level", self._path)
 
@@ -524,11 +550,7 @@ class Log:
         if not _native.HAVE_CONTEXT:
             raise OptionError("forklog: context_add() needs a newer libforklog than %s" % _native.library_path)
         arr, n, keep = _fields_array(fields, True)
-        h = self._enter()
-        try:
-            rc = _lib.forklog_context_add(h, arr, n)
-        finally:
-            self._leave()
+        rc = self._call(_lib.forklog_context_add, arr, n)
         del keep
         if rc < 0:
             raise _oserror(rc, "forklog_context_add", self._path)
@@ -545,52 +567,49 @@ class Log:
             b = _utf8(data) if isinstance(data, str) else bytes(data)
         else:
             raise OptionError("forklog: write() takes str or bytes, not %s" % type(data).__name__)
-        calls = self._calls  # _enter() and _leave(), inline
-        calls.append(None)
+        calls = self._calls  # _call(), inline
+        me = _get_ident()
         try:
+            calls.append(me)
             h = self._h
             if h is None:
                 raise ValueError("forklog: I/O operation on a closed log")
             rc = _lib.forklog_write(h, b, len(b))
         finally:
-            calls.pop()
+            calls.remove(me)
+            if self._pending:
+                self._close_pending()
         if rc < 0:
             raise _oserror(rc, "forklog_write", self._path)
         return rc
 
     def flush(self):
         """Writes out the log's buffered records (buffered=True); otherwise does nothing."""
-        h = self._enter()
-        try:
-            rc = _native.lib.forklog_flush(h)
-        finally:
-            self._leave()
+        rc = self._call(_native.lib.forklog_flush)
         if rc < 0:
             raise _oserror(rc, "forklog_flush", self._path)
 
     def reopen(self):
         """Makes every process that uses the log reopen the path by name before its next record (after an
         external rotation, e.g. logrotate's `create` mode)."""
-        h = self._enter()
-        try:
-            rc = _native.lib.forklog_reopen(h)
-        finally:
-            self._leave()
+        rc = self._call(_native.lib.forklog_reopen)
         if rc < 0:
             raise _oserror(rc, "forklog_reopen", self._path)
 
     def close(self):
         """Ends this process's use of the log (flushing buffered records). Waits for calls of other threads
-        that are in progress. Closing twice does nothing. Other processes that hold the log are not affected."""
-        with self._mu:
-            h = self._h
-            if h is None:
-                return
-            self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
-        while self._calls:
-            time.sleep(0.0005)
-        _open_logs.discard(self)
-        rc = _native.lib.forklog_close(h)
+        that are in progress. Called while this very thread is inside a call of the log (from a signal handler),
+        it refuses new calls at once and leaves the rest to the end of that call. Closing twice does nothing.
+        Other processes that hold the log are not affected."""
+        try:
+            h = self._hbox.pop()
+        except IndexError:  # closed already, or being closed
+            if self._pending:
+                self._close_pending()
+            return
+        self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
+        self._pending.append(h)
+        rc = self._close_pending()
         if rc < 0:
             raise _oserror(rc, "forklog_close", self._path)
 
@@ -604,7 +623,7 @@ class Log:
 
     def __del__(self):
         try:
-            if self._h is not None:
+            if self._hbox or self._pending:
                 self.close()
         except Exception:
             pass

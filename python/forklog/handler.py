@@ -2,6 +2,7 @@
 """forklog.Handler: a logging.Handler that appends every LogRecord as one whole record through forklog."""
 import logging
 import sys
+from threading import get_ident as _get_ident
 
 from . import _native
 from ._log import DEBUG, ERROR, INFO, WARN, Log, OptionError, _level, _oserror
@@ -145,14 +146,17 @@ class Handler(logging.Handler):
                 log._log(lv, msg)
                 return
             calls = log._calls  # the rest of Log._log(lv, msg), inline: one Python call less per record
-            calls.append(None)
+            me = _get_ident()
             try:
+                calls.append(me)  # first in the try, and removed first in the finally: see Log._call
                 hv = log._hv
                 if hv is None:
                     raise ValueError("forklog: I/O operation on a closed log")
                 rc = _log_s(hv, lv, b"%s", b)
             finally:
-                calls.pop()
+                calls.remove(me)
+                if log._pending:
+                    log._close_pending()
             if rc < 0:
                 raise _oserror(rc, "forklog_log", log._path)
         except RecursionError:  # as logging's handlers do

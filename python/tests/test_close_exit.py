@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: MIT
+"""Closing a log from a signal handler in the middle of a call, the order of things at interpreter exit, and the
+levels of a Handler's log."""
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import forklog
+
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z [A-Z]+ pid=\d+ .*$")
+
+
+def _run(code, *args, timeout=60):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---- close() from a signal handler while the same thread is inside a call ------------------------------------------
+# A SIGALRM fires every 0.5 ms during a burst of records; its handler closes the log the first time it finds this
+# thread inside a call (the C call returned, the call not yet finished): what a SIGTERM handler that calls
+# logging.shutdown() does. The program must finish, and every record up to the close must be whole.
+SIGCLOSE = """
+    import logging, signal, sys, threading, time, forklog
+    path, how, threads = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    if how == "log":
+        log = forklog.Log(path)
+        closer, emit, calls = log.close, lambda n: log.info("record %d" % n), log._calls
+    else:
+        h = forklog.Handler(path)
+        lg = logging.getLogger("x")
+        lg.addHandler(h)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        log = h.log
+        closer = logging.shutdown if how == "shutdown" else h.close
+        emit, calls = lambda n: lg.info("record %d", n), log._calls
+    logging.raiseExceptions = False
+    me = threading.get_ident()
+    hit = []
+
+    def on_alarm(*a):
+        # Inside a call: this thread's entry is among the calls in flight (alone, without the other thread).
+        if (me in calls) if threads else calls:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            hit.append(1)
+            closer()
+
+    other = {"n": 0}
+
+    def other_thread():  # another thread logs meanwhile: the deferred close must wait for its calls too
+        while True:
+            try:
+                log.info("other %d" % other["n"])
+            except ValueError:
+                return
+            other["n"] += 1
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    t = threading.Thread(target=other_thread)
+    if threads:
+        t.start()
+    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+    n, t0 = 0, time.monotonic()
+    while not log.closed and time.monotonic() - t0 < 20:
+        try:
+            emit(n)
+        except ValueError:
+            break
+        n += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if threads:
+        t.join()
+    print(len(hit), log.closed, n, other["n"])
+"""
+
+
+@pytest.mark.parametrize("threads", [0, 1])
+@pytest.mark.parametrize("how", ["handler", "shutdown", "log"])
+def test_close_from_a_signal_handler_inside_a_call(tmp_path, how, threads):
+    path = tmp_path / "a.log"
+    r = _run(SIGCLOSE, path, how, threads, timeout=30)
+    assert r.returncode == 0, r.stderr
+    hit, closed, n, other = r.stdout.split()
+    assert hit == "1" and closed == "True", r.stdout
+    text = path.read_text()
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    for line in lines:
+        assert TEXT_LINE.match(line), line
+    mine = [line for line in lines if " record " in line]
+    assert len(mine) == int(n) > 0
+    assert [int(line.rsplit(" ", 1)[1]) for line in mine] == list(range(len(mine)))
+    assert len(lines) - len(mine) == int(other)
+
+
+# An exception raised by a signal handler (KeyboardInterrupt, or a handler's own) can end a call at any
+# instruction: the call must never leave its entry behind, or a later close() would wait for it for ever.
+INTERRUPTS = """
+    import logging, signal, sys, time, forklog
+    path, how = sys.argv[1], sys.argv[2]
+    h = forklog.Handler(path)
+    lg = logging.getLogger("x")
+    lg.addHandler(h)
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+    log = h.log if how == "handler" else forklog.Log(path)
+
+    class Stop(BaseException):
+        pass
+
+    def on_alarm(*a):
+        raise Stop()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)
+    n, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        try:
+            while True:
+                if how == "handler":
+                    lg.info("r")
+                elif how == "write":
+                    log.write("r")
+                else:
+                    log.info("r")
+        except Stop:
+            n += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    left = len(log._calls)
+    log.close()
+    print(n, left)
+"""
+
+
+@pytest.mark.parametrize("how", ["handler", "log", "write"])
+def test_a_call_ended_by_a_signal_handlers_exception_leaves_no_entry(tmp_path, how):
+    r = _run(INTERRUPTS, tmp_path / "a.log", how, timeout=30)
+    assert r.returncode == 0, r.stderr
+    n, left = r.stdout.split()
+    assert int(n) > 10 and left == "0", r.stdout
