@@ -255,8 +255,9 @@ def _after_fork_in_child():
 
 def _close_all():
     """Closes every log still open in this process: buffered records are written, and the last user of a log
-    removes its segment file. Run at interpreter exit, and at the exit of multiprocessing workers (which end
-    with os._exit() under fork and forkserver, skipping atexit)."""
+    removes its segment file. Run at the normal end of a multiprocessing worker (which ends with os._exit() under
+    fork and forkserver, skipping atexit), where nothing of the program's own runs after it. At interpreter exit
+    _flush_all() runs instead."""
     for log in list(_open_logs):
         try:
             log.close()
@@ -288,8 +289,24 @@ class _Anchor:
     pass
 
 
+def _flush_all():
+    """At interpreter exit: writes out the buffered records of every log still open, and closes none.
+
+    atexit runs its callbacks in the reverse order of registration, so this one runs before those registered
+    before forklog was imported, and before logging.shutdown() when logging was imported first: a record that
+    one of them writes must still find its log open. logging.shutdown() closes every Handler (and with it its
+    log); a Log still open is closed when the interpreter frees it (Log.__del__), and a buffered record written
+    after this flush stays in the log's shared segment until then, or until the log's next user writes it."""
+    for log in list(_open_logs):
+        try:
+            if log._hbox:
+                log.flush()
+        except Exception:
+            pass
+
+
 _anchor = _Anchor()
-atexit.register(_close_all)
+atexit.register(_flush_all)
 mp_util.register_after_fork(_anchor, _close_at_worker_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

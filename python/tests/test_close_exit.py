@@ -143,3 +143,36 @@ def test_a_call_ended_by_a_signal_handlers_exception_leaves_no_entry(tmp_path, h
     assert r.returncode == 0, r.stderr
     n, left = r.stdout.split()
     assert int(n) > 10 and left == "0", r.stdout
+
+
+# ---- interpreter exit -----------------------------------------------------------------------------------------------
+# An exit callback registered before forklog was imported (a library's own, that logs "shutting down") runs after
+# the callbacks registered later, forklog's among them: its record must still reach the log, and the log must still
+# be closed in the end (the last user of a log removes its segment file .NAME.forklog).
+AT_EXIT = """
+    import atexit, logging, sys
+    path, how, buffered = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    if how == "handler":
+        atexit.register(lambda: logging.getLogger("app").warning("shutting down"))
+    else:
+        atexit.register(lambda: log.warn("shutting down"))
+    import forklog
+    if how == "handler":
+        logging.getLogger().addHandler(forklog.Handler(path, buffered=buffered))
+        logging.getLogger("app").warning("running")
+    else:
+        log = forklog.Log(path, buffered=buffered)
+        log.warn("running")
+"""
+
+
+@pytest.mark.parametrize("buffered", [0, 1])
+@pytest.mark.parametrize("how", ["handler", "log"])
+def test_a_record_written_by_an_earlier_exit_callback_is_kept(tmp_path, how, buffered):
+    path = tmp_path / "a.log"
+    r = _run(AT_EXIT, path, how, buffered)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = path.read_text().splitlines()
+    assert [line.split(" ", 3)[3] for line in lines] == ["running", "shutting down"], lines
+    assert sorted(os.listdir(tmp_path)) == ["a.log"]
