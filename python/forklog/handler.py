@@ -62,8 +62,9 @@ class Handler(logging.Handler):
     Otherwise extras appear only where the formatter puts them.
 
     level: the handler's level: a logging level such as logging.INFO (default logging.NOTSET: the loggers decide,
-    as with logging's own handlers), or 'debug', 'info', 'warn', 'error', forklog.DEBUG .. forklog.ERROR. Every other
-    keyword is an option of forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
+    as with logging's own handlers), or 'debug', 'info', 'warn', 'error', forklog.DEBUG .. forklog.ERROR. The log
+    itself writes every level, so setLevel() may lower the handler's later. Every other keyword is an option of
+    forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
 
     Created in the parent before a "fork" Pool, the handler (and the logging set-up that holds it) is inherited
     by the workers, which use it as is. With "spawn" or "forkserver", create it in each worker's initializer:
@@ -81,8 +82,10 @@ class Handler(logging.Handler):
             raise OptionError("forklog: extras must be True or False, not %r" % (extras,))
         if raw and json is True:
             raise OptionError("forklog: raw=True writes the formatted record as is; it cannot be JSON too")
-        hlevel, fl = _split_level(level)
-        log = Log(path, level=fl, json=json, **options)  # validates every option before logging.Handler
+        hlevel, _ = _split_level(level)
+        # The log itself writes every level: logging has already filtered by the handler's level, which
+        # setLevel() may lower later; a log level set from it would then drop those records silently.
+        log = Log(path, level=DEBUG, json=json, **options)  # validates every option before logging.Handler
         logging.Handler.__init__(self, hlevel)
         self._log = log
         self._raw = raw

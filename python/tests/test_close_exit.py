@@ -176,3 +176,27 @@ def test_a_record_written_by_an_earlier_exit_callback_is_kept(tmp_path, how, buf
     lines = path.read_text().splitlines()
     assert [line.split(" ", 3)[3] for line in lines] == ["running", "shutting down"], lines
     assert sorted(os.listdir(tmp_path)) == ["a.log"]
+
+
+# ---- a Handler's level is the handler's only ----------------------------------------------------------------------
+@pytest.mark.parametrize("level", [logging.WARNING, "warn", forklog.ERROR])
+def test_a_handlers_level_can_be_lowered_later(tmp_path, level):
+    path = tmp_path / "a.log"
+    h = forklog.Handler(str(path), level=level)
+    lg = logging.getLogger("forklog-setlevel-%s" % level)
+    lg.addHandler(h)
+    lg.setLevel(logging.DEBUG)
+    lg.propagate = False
+    try:
+        lg.info("dropped by the handler's level")
+        h.setLevel(logging.DEBUG)
+        lg.debug("debug after setLevel(DEBUG)")
+        lg.info("info after setLevel(DEBUG)")
+    finally:
+        lg.removeHandler(h)
+        h.close()
+    lines = path.read_text().splitlines()
+    assert [line.split(" ", 3)[1:] for line in lines] == [
+        ["DEBUG", "pid=%d" % os.getpid(), "debug after setLevel(DEBUG)"],
+        ["INFO", "pid=%d" % os.getpid(), "info after setLevel(DEBUG)"],
+    ], lines
