@@ -12,7 +12,7 @@ from multiprocessing import util as mp_util
 from . import _native
 
 _lib = _native.lib
-_log_s = _native.log_s
+_log_msg, _SIZE0, _LOG_MSG_NAME = _native.log_msg, _native.SIZE0, _native.LOG_MSG_NAME
 
 DEBUG, INFO, WARN, ERROR = 1, 2, 3, 4
 _LEVEL_NAMES = {"debug": DEBUG, "info": INFO, "warn": WARN, "warning": WARN, "error": ERROR}
@@ -510,13 +510,13 @@ class Log:
             hv = self._hv
             if hv is None:
                 raise ValueError("forklog: I/O operation on a closed log")
-            rc = _log_s(hv, lv, b"%s", b)
+            rc = _log_msg(hv, lv, b, None, _SIZE0)
         finally:
             calls.remove(me)
             if self._pending:
                 self._close_pending()
         if rc < 0:
-            raise _oserror(rc, "forklog_log", self._path)
+            raise _oserror(rc, _LOG_MSG_NAME, self._path)
         return rc
 
     def _log_fields(self, lv, b, fields, strict):

@@ -89,16 +89,12 @@ lib.forklog_version_string.argtypes = []
 lib.forklog_version_string.restype = ctypes.c_char_p
 lib.forklog_open.argtypes = [ctypes.POINTER(_handle_p), ctypes.c_char_p, ctypes.POINTER(PaddedOptions)]
 lib.forklog_open.restype = ctypes.c_int
-# forklog_log is variadic; it is only ever called with the format "%s" and one char * argument, which the
-# Linux calling conventions (x86_64, aarch64, ...) pass as for a fixed-argument function.
+# forklog_log() is variadic, and ctypes cannot declare a variadic function: calling one as if its arguments were
+# fixed works only where the calling convention passes both alike (x86_64 and aarch64 Linux, not every ABI).
+# Records without fields therefore go through forklog_log_fields(log, level, msg, NULL, 0), which takes the
+# message as is; forklog_log(log, level, "%s", msg) is left only for libraries older than forklog_log_fields().
 lib.forklog_log.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p]
 lib.forklog_log.restype = ctypes.c_int
-# The same function without argtypes, for the per-record path (Log.info(), Handler.emit()): called with the handle
-# as a ctypes.c_void_p, the level as a Python int (passed as a C int), the format and the message as bytes (passed
-# as char *). Without argtypes ctypes converts each argument in C instead of calling each type's from_param(): about
-# 0.2 us less per call. (lib["name"] gives a function object of its own; lib.name is the cached one above.)
-log_s = lib["forklog_log"]
-log_s.restype = ctypes.c_int
 lib.forklog_write.argtypes = [_handle_p, ctypes.c_char_p, ctypes.c_size_t]
 lib.forklog_write.restype = ctypes.c_int
 lib.forklog_flush.argtypes = [_handle_p]
@@ -137,6 +133,22 @@ if HAVE_FIELDS:
     lib.forklog_log_fields.argtypes = [_handle_p, ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(Field),
                                        ctypes.c_size_t]
     lib.forklog_log_fields.restype = ctypes.c_int
+
+# log_msg(handle, level, msg, None, SIZE0): one record without fields, for the per-record path (Log.info(),
+# Handler.emit()). It is called without argtypes, with the handle as a ctypes.c_void_p, the level as a Python int
+# (a C int), the message as bytes (char *), None (a NULL pointer) and the count as a ctypes.c_size_t made once:
+# ctypes then converts each argument in C instead of calling each type's from_param(), about 0.2 us less per call.
+# (lib["name"] gives a function object of its own; lib.name is the one with argtypes above.)
+SIZE0 = ctypes.c_size_t(0)
+if HAVE_FIELDS:
+    log_msg = lib["forklog_log_fields"]
+    log_msg.restype = ctypes.c_int
+    LOG_MSG_NAME = "forklog_log_fields"
+else:
+    def log_msg(h, level, msg, _fields, _n):
+        return lib.forklog_log(h, level, b"%s", msg)
+
+    LOG_MSG_NAME = "forklog_log"
 
 HAVE_LEVEL = hasattr(lib, "forklog_set_level")
 if HAVE_LEVEL:

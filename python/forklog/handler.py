@@ -7,7 +7,7 @@ from threading import get_ident as _get_ident
 from . import _native
 from ._log import DEBUG, ERROR, INFO, WARN, Log, OptionError, _level, _oserror
 
-_log_s = _native.log_s
+_log_msg, _SIZE0, _LOG_MSG_NAME = _native.log_msg, _native.SIZE0, _native.LOG_MSG_NAME
 
 _TO_LOGGING = {DEBUG: logging.DEBUG, INFO: logging.INFO, WARN: logging.WARNING, ERROR: logging.ERROR}
 
@@ -155,13 +155,13 @@ class Handler(logging.Handler):
                 hv = log._hv
                 if hv is None:
                     raise ValueError("forklog: I/O operation on a closed log")
-                rc = _log_s(hv, lv, b"%s", b)
+                rc = _log_msg(hv, lv, b, None, _SIZE0)
             finally:
                 calls.remove(me)
                 if log._pending:
                     log._close_pending()
             if rc < 0:
-                raise _oserror(rc, "forklog_log", log._path)
+                raise _oserror(rc, _LOG_MSG_NAME, log._path)
         except RecursionError:  # as logging's handlers do
             raise
         except Exception:

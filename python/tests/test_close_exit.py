@@ -200,3 +200,32 @@ def test_a_handlers_level_can_be_lowered_later(tmp_path, level):
         ["DEBUG", "pid=%d" % os.getpid(), "debug after setLevel(DEBUG)"],
         ["INFO", "pid=%d" % os.getpid(), "info after setLevel(DEBUG)"],
     ], lines
+
+
+# ---- records without fields go through a fixed-argument C function ------------------------------------------------
+# forklog_log() is variadic, which ctypes cannot declare: the per-record path calls forklog_log_fields() with no
+# fields instead (with a library that has it), and the message is written as is, never read as a format.
+def test_records_without_fields_use_the_fixed_argument_function(tmp_path):
+    from forklog import _native
+    from forklog.handler import Handler
+
+    if not _native.HAVE_FIELDS:
+        pytest.skip("a library without forklog_log_fields()")
+    assert _native.log_msg.__name__ == "forklog_log_fields"
+    for code in (forklog.Log._log.__code__, Handler.emit.__code__):
+        assert "_log_msg" in code.co_names and "_log_s" not in code.co_names
+    path = tmp_path / "a.log"
+    msg = "100% %s %n %d \u20ac \\ end"
+    h = Handler(str(path))
+    lg = logging.getLogger("forklog-fixed-args")
+    lg.addHandler(h)
+    lg.propagate = False
+    try:
+        with forklog.Log(str(path)) as log:
+            assert log.info(msg) == 0
+            lg.warning(msg)
+    finally:
+        lg.removeHandler(h)
+        h.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 3)[1::2] for line in lines] == [["INFO", msg], ["WARN", msg]], lines
