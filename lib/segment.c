@@ -17,8 +17,9 @@
  * Trust: the segment file is created with O_EXCL | O_NOFOLLOW, the read and write bits of whoever may write the
  * log, and the log's owner and group. An existing one is used only if it is a regular file with one link, owned
  * by the log's owner, root or the caller (or by the log's group when the log is group-writable; or by anybody
- * when everybody may write the log), and grants no access that the log's write bits do not: a user who cannot write the
- * log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM) rather than trusted.
+ * when everybody may write the log), and grants no access that the log's write bits do not: a user who cannot
+ * write the log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM)
+ * rather than trusted.
  */
 #include "internal.h"
 
@@ -197,8 +198,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     if (rc < 0)
         return rc;
     if ((rc = fl__mutex_init(&s->mu)) < 0)
-        if (rc < 0)
-            return rc;
+        return rc;
     s->size = (uint64_t)st->st_size;
     s->ino = (uint64_t)st->st_ino;
     s->dev = (uint64_t)st->st_dev;
