@@ -14,6 +14,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Linux's (glibc and musl), declared only under _GNU_SOURCE. */
+int dup3(int oldfd, int newfd, int flags);
+
+/* Puts the file of fd under log->fd's number (close-on-exec, as every descriptor of the library) and closes fd.
+ * The number stays the same: fork() in another thread of this process copies the descriptor table and the
+ * handle's memory at different moments, and in the child log->fd must be an open descriptor of the log whichever
+ * file it names, never a number that another open may take. */
+static int fl__fd_take(forklog *log, int fd)
+{
+    int rc;
+    while ((rc = dup3(fd, log->fd, O_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+    rc = rc < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
 void fl__new_generation(struct fl__seg *s)
 {
     s->gen++;
@@ -109,9 +126,7 @@ static void fl__own_fd(forklog *log)
         return;
     }
     FL__CRASH(OWN_FD_OPENED);
-    int old = log->fd;
-    log->fd = fd;
-    close(old);
+    (void)fl__fd_take(log, fd); /* on failure the inherited description stays */
 }
 
 /* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
@@ -157,12 +172,10 @@ int fl__sync_file(forklog *log)
             if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
                 fl__new_generation(s);
         }
-        /* Swap rather than dup2(): the new number keeps O_CLOEXEC with no window. Threads of this process
-         * read log->fd only with the lock held. */
-        int old = log->fd;
-        log->fd = fd;
+        int rc = fl__fd_take(log, fd);
+        if (rc < 0)
+            return rc; /* still on the older generation: the next call tries again */
         log->gen = s->gen;
-        close(old);
     }
     if (!s->file_known) {
         struct stat st;
@@ -298,12 +311,12 @@ static int fl__rotate(forklog *log)
         return fd;
     }
     FL__CRASH(ROTATE_CREATED);
-    int old = log->fd;
-    log->fd = fd;
+    int taken = fl__fd_take(log, fd);
     fl__new_generation(s);
-    log->gen = s->gen;
-    close(old);
     s->state = FL__IDLE;
+    if (taken < 0)
+        return taken; /* the new file is at path: this process, like every other, reopens it by name next time */
+    log->gen = s->gen;
     int rc = fl__sync_file(log);
     FL__CRASH(ROTATE_DONE);
     return rc;

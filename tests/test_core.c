@@ -577,16 +577,17 @@ Test(core, each_process_writes_through_its_own_open_file_description)
     if (pid == 0) {
         if (forklog_write(log, "child", 5) != 0)
             _exit(1);
-        /* The inherited number is closed; one descriptor of the log is open, O_APPEND and close-on-exec, and
-         * its file position is its own (kcmp-free check: the parent's description stays at 0 below). */
-        if (fcntl(inherited, F_GETFD) != -1 || errno != EBADF)
-            _exit(2);
+        /* One descriptor of the log is open, under the inherited number (a fork by another thread at any moment
+         * must find an open descriptor there), O_APPEND and close-on-exec, and its file position is its own
+         * (kcmp-free check: the parent's description stays at 0 below). */
         int found = 0;
         for (int fd = 0; fd < 1024; fd++) {
             snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
             n = readlink(link, target, sizeof target - 1);
             if (n > 0 && (target[n] = '\0', strcmp(target, logpath) == 0)) {
                 found++;
+                if (fd != inherited)
+                    _exit(2);
                 if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC) || !(fcntl(fd, F_GETFL) & O_APPEND))
                     _exit(3);
             }
@@ -602,4 +603,45 @@ Test(core, each_process_writes_through_its_own_open_file_description)
     char *buf = read_log(&len);
     cr_assert_str_eq(buf, "child\nparent\n");
     free(buf);
+}
+
+/* The number of the descriptor that names `path` in this process, -1 if none (or more than one). */
+static int fd_of(const char *path)
+{
+    int found = -1, count = 0;
+    char link[64], target[4096];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n > 0 && (target[n] = '\0', strcmp(target, path) == 0))
+            found = fd, count++;
+    }
+    return count == 1 ? found : -1;
+}
+
+Test(core, a_reopen_keeps_the_descriptor_number)
+{
+    /* The log's descriptor keeps its number when the log moves to another file (a fork by another thread at any
+     * moment copies the descriptor table and the handle apart: both must agree on an open descriptor). */
+    forklog *log = open_with(NULL);
+    cr_assert_eq(forklog_write(log, "a", 1), 0);
+    int before = fd_of(logpath);
+    cr_assert_geq(before, 0);
+    char *moved = th_path(dir, "moved.log");
+    cr_assert_eq(rename(logpath, moved), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, "b", 1), 0);
+    cr_assert_eq(fd_of(logpath), before, "the log's new file is not under the old number");
+    cr_assert_eq(fd_of(moved), -1, "the old file is still open");
+    cr_assert(fcntl(before, F_GETFD) & FD_CLOEXEC);
+    cr_assert(fcntl(before, F_GETFL) & O_APPEND);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(moved, &len);
+    cr_assert_str_eq(buf, "a\n");
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "b\n");
+    free(buf);
+    free(moved);
 }
