@@ -6,7 +6,8 @@
  * process-shared, robust pthread mutex): a small file beside the log, `.NAME.forklog`, that every process opening
  * the same log maps, whatever its ancestry (forked, exec'd, started by cron or a shell, another program). A forked
  * child, pool worker or thread uses the inherited handle as is. Each call appends one whole record with one
- * write(2) while it holds the lock. No server process, no daemon, no set-up in the child.
+ * write(2) while it holds the lock (with FORKLOG_BUFFERED, the record waits in shared memory until a flush, at
+ * most flush_ms later, and survives its writer). No server process, no daemon, no set-up in the child.
  *
  * This header is the reference. Conventions that hold for every function below:
  *   - Success is 0 (or a documented non-negative value); failure is a negative errno value, and strerror(-rc)
@@ -80,17 +81,19 @@ enum forklog_format {
 
 /* Bits of forklog_options.flags. */
 enum forklog_flag {
-    /* fdatasync(2) after every record, before the call returns (with FORKLOG_BUFFERED: after every flush). */
+    /* fdatasync(2) after every record written to a regular file, before the call returns (with FORKLOG_BUFFERED:
+     * after every flush); nothing is synced on a FIFO, pipe, socket or device. */
     FORKLOG_SYNC = 1u << 0,
     /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, when
      * the oldest record is older than flush_ms, on forklog_flush() and on forklog_close(). Without rotation, each
      * writer thread appends to a buffer of its own (up to 64 per log, buffer_size bytes each) with no lock at all;
-     * a flush writes them all, so the records of one thread keep their order but those of different threads are
-     * not written in the order of their calls. With rotation, one buffer is filled under the lock, in the order
-     * of the calls. Because the buffers are shared, a record whose call returned survives the death of its
-     * writer: any other process's next call past flush_ms, flush or close writes it. If every process using the
-     * log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment file
-     * and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
+     * a thread beyond the 64th, and a process of another PID or time namespace than the log's other users, writes
+     * each record at once under the lock; a flush writes them all, so the records of one thread keep their order but
+     * those of different threads are not written in the order of their calls. With rotation, one buffer is filled under
+     * the lock, in the order of the calls. Because the buffers are shared, a record whose call returned survives the
+     * death of its writer: any other process's next call past flush_ms, flush or close writes it. If every process
+     * using the log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment
+     * file and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
      * only with a FORKLOG_PRIVATE segment, or in a machine crash (the segment file is then rebuilt). */
     FORKLOG_BUFFERED = 1u << 1,
     /* A segment of this handle's own, in anonymous shared memory, instead of the log's shared segment file: only
