@@ -59,7 +59,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 5u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 6u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -74,6 +74,7 @@ struct fl__seg_head {
     uint64_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size setting */
     uint64_t pidns;       /* the builder's PID and time namespaces (inode numbers, 0: unknown): a process of */
     uint64_t timens;      /* others is a guest (FL__GUEST) */
+    char boot[36];        /* the machine's boot id when it was built (all 0: unknown) */
 };
 
 /* The lock-free buffer (FORKLOG_BUFFERED without rotation): each writer thread appends to a ring of its own, a

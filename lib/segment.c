@@ -173,6 +173,18 @@ static int fl__mutex_init(pthread_mutex_t *mu)
     return -rc;
 }
 
+/* The machine's boot id (/proc/sys/kernel/random/boot_id, 36 characters), all 0 where it cannot be read. */
+static void fl__boot_id(char boot[36])
+{
+    memset(boot, 0, 36);
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (read(fd, boot, 36) != 36)
+        memset(boot, 0, 36);
+    close(fd);
+}
+
 /* The inode numbers of this process's PID and time namespaces, 0 where /proc does not say. */
 static void fl__namespaces(uint64_t *pidns, uint64_t *timens)
 {
@@ -221,6 +233,7 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     s->head.builds = builds;
     s->head.buffer_size = log->flags & FORKLOG_BUFFERED ? log->buffer_size : 0;
     fl__namespaces(&s->head.pidns, &s->head.timens);
+    fl__boot_id(s->head.boot);
     atomic_thread_fence(memory_order_release);
     s->head.ready = FL__READY;
     return 0;
@@ -320,7 +333,19 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     struct fl__seg_head h;
     uint64_t builds = 0;
     int rc;
-    if (sst->st_size >= (off_t)sizeof h && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.ready == FL__READY) {
+    int built =
+        sst->st_size >= (off_t)sizeof h && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && h.ready == FL__READY;
+    char boot[36], none[36] = {0};
+    fl__boot_id(boot);
+    if (built && fl__head_ok(&h, segpath, NULL, 0) && memcmp(h.boot, boot, sizeof boot) != 0 &&
+        memcmp(h.boot, none, sizeof none) != 0 && memcmp(boot, none, sizeof none) != 0) {
+        /* Built before the machine last started: its pages reached the disk at different times, if at all, so
+         * its counts and its records need not agree. Nothing of it is trusted: it is built anew (the records
+         * that were in its buffers are gone, as the page cache's are). */
+        builds = h.builds;
+        built = 0;
+    }
+    if (built) {
         /* Built and used before: its head must be ours to read the rest. */
         if (!fl__head_ok(&h, segpath, err, errlen) || !fl__sizes_ok(log, &h, NULL, segpath, err, errlen))
             return -EPROTO;

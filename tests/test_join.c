@@ -1229,3 +1229,52 @@ Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
     unsigned want[1] = {50};
     check_records(1, want, 0);
 }
+
+/* A child writes `n` buffered records and exits without closing: they stay in the segment file. */
+static void leave_buffered_records(unsigned n)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+        forklog *log;
+        if (forklog_open(&log, logpath, &o) != 0)
+            _exit(1);
+        for (unsigned q = 0; q < n; q++)
+            if (forklog_write(log, "left\n", 5) != 0)
+                _exit(2);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert(seg_exists());
+}
+
+Test(join, a_segment_built_before_the_machine_started_is_not_recovered)
+{
+    /* Same boot: the next opener writes the records a dead user left. */
+    leave_buffered_records(3);
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "left\nleft\nleft\n");
+    free(buf);
+    /* Another boot id in the head (the machine restarted since): its pages need not agree, and nothing of it is
+     * written; the segment is built anew. */
+    leave_buffered_records(2);
+    int fd = open(segpath, O_RDWR);
+    cr_assert_geq(fd, 0);
+    struct fl__seg_head h;
+    cr_assert_eq(pread(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+    cr_assert_neq(h.boot[0], 0, "no boot id here to compare");
+    memcpy(h.boot, "00000000-0000-0000-0000-000000000001", sizeof h.boot);
+    cr_assert_eq(pwrite(fd, &h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    log = open_ok(NULL);
+    cr_assert_eq(log->seg->head.builds, h.builds + 1);
+    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "left\nleft\nleft\nafter\n");
+    free(buf);
+}
