@@ -1233,6 +1233,34 @@ unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
         return (_mm_movemask_epi8(esc) ? 1u : 0u) | (_mm_movemask_epi8(eqs) ? 2u : 0u);
     }
 #endif
+    if (len >= 4) {
+        /* Words of 8 bytes, the last one overlapping the one before it (4..7 bytes: two overlapping halves of
+         * one word), each copied and tested at once as the bytes below are. */
+        uint64_t esc = 0, eqs = 0;
+        for (;;) {
+            uint64_t x;
+            if (len >= 8) {
+                memcpy(&x, src + i, 8);
+                memcpy(dst + i, &x, 8);
+            } else {
+                uint32_t a, b;
+                memcpy(&a, src, 4);
+                memcpy(&b, src + len - 4, 4);
+                memcpy(dst, &a, 4);
+                memcpy(dst + len - 4, &b, 4);
+                x = (uint64_t)a | (uint64_t)b << 32;
+            }
+            esc |= FL__HAS_LESS(x, 0x20) | FL__HAS_ZERO(x ^ (FL__ONES * 0x7f));
+            if (json)
+                esc |= (x & FL__HIGHS) | FL__HAS_ZERO(x ^ (FL__ONES * '"')) | FL__HAS_ZERO(x ^ (FL__ONES * '\\'));
+            else
+                eqs |= FL__HAS_ZERO(x ^ (FL__ONES * '='));
+            if (i + 8 >= len)
+                break;
+            i = i + 16 <= len ? i + 8 : len - 8;
+        }
+        return (esc ? 1u : 0u) | (eqs ? 2u : 0u);
+    }
     for (; i < len; i++) {
         unsigned char c = (unsigned char)src[i];
         dst[i] = (char)c;

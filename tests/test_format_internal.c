@@ -137,6 +137,33 @@ Test(format_internal, needs_escape_matches_byte_loop)
     }
 }
 
+Test(format_internal, copy_scan_copies_and_matches_byte_loop)
+{
+    unsigned seed = 778;
+    unsigned char buf[80];
+    char dst[96];
+    for (int i = 0; i < 300000; i++) {
+        size_t len = (size_t)rand_r(&seed) % sizeof buf;
+        for (size_t k = 0; k < len; k++)
+            buf[k] = (unsigned char)(0x20 + rand_r(&seed) % 0x5f); /* printable ASCII but DEL */
+        for (int hits = rand_r(&seed) % 3; len && hits > 0; hits--) {
+            static const unsigned char special[] = {0,    1,    0x1f, 0x7f, 0x80, 0xff, '"', '\\',
+                                                    0x20, 0x7e, 0x21, 0x5b, '=',  '<',  '>'};
+            buf[(size_t)rand_r(&seed) % len] = special[(size_t)rand_r(&seed) % sizeof special];
+        }
+        for (int json = 0; json <= 1; json++) {
+            memset(dst, 0x55, sizeof dst);
+            unsigned got = fl__copy_scan(dst, (const char *)buf, len, json);
+            unsigned want = reference_needs_escape(json, buf, len) ? 1u : 0u;
+            if (!json && memchr(buf, '=', len))
+                want |= 2u;
+            cr_assert_eq(got, want, "json=%d len=%zu: %u, want %u", json, len, got, want);
+            cr_assert(memcmp(dst, buf, len) == 0, "json=%d len=%zu: the copy differs", json, len);
+            cr_assert_eq((unsigned char)dst[len], 0x55, "json=%d len=%zu: written past the end", json, len);
+        }
+    }
+}
+
 Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
 {
     static struct forklog log; /* only format and proc are read; zero = text, no cache */
