@@ -164,10 +164,12 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
     atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_release);
     FL__CRASH(POST_FLAGGED);
 
-    /* Wait: spin (if a CPU is free for it) until the record is done or the lock frees, then sleep on the lock. */
+    /* Wait: spin (if a CPU is free for it) until the record is done or the lock is ours, then sleep on the lock.
+     * Each time the lock frees, it is left for FL__LEAVE_NS to the writer that freed it, who writes this record
+     * with its next. */
     rc = EBUSY;
     if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
-        int64_t until = fl__mono_ns() + FL__SPIN_NS, freed = 0;
+        int64_t until = fl__mono_ns() + FL__SPIN_NS, freed = 0, t = 0;
         for (unsigned i = 1; rc == EBUSY; i++) {
             if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_DONE)
                 break;
@@ -175,14 +177,13 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
             if (atomic_load_explicit(&s->held, memory_order_relaxed)) {
                 freed = 0;
             } else {
-                /* Free: left for FL__LEAVE_NS to the writer that freed it, who writes this record with its next. */
-                int64_t t = fl__mono_ns();
+                t = fl__mono_ns();
                 if (!freed)
                     freed = t;
-                else if (t - freed >= FL__LEAVE_NS)
+                if (t - freed >= FL__LEAVE_NS)
                     rc = fl__trylock(log);
             }
-            if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
+            if (rc == EBUSY && i % 16 == 0 && (freed ? t : fl__mono_ns()) > until)
                 break;
         }
     }

@@ -363,13 +363,15 @@ FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
 
 /* How long a waiter spins before it sleeps: several writes of a small record (~1 us each here). Sleeping costs two
  * system calls and two context switches per hand-off; spinning while the holders ahead write avoids them. 0.5, 2,
- * 10 and 30 us were tried (docs/performance.md). The clock is read every 16 pauses. */
+ * 10 and 30 us were tried (docs/performance.md). The clock is read every 16 pauses, and by a poster at every
+ * pause while the lock is free (FL__LEAVE_NS). */
 #define FL__SPIN_NS 10000
 
-/* How long a spinning poster leaves a lock it sees free before it takes it: about what the writer that freed it
- * needs to come back with its next record (a formatted record's ~0.1-0.5 us and a call). That writer then writes
- * the posted record with its own, in one write(2); a poster that took the lock at once would write its record
- * alone, and writers would take turns a record each. 0.5, 1 and 2 us were tried (docs/performance.md). */
+/* How long a spinning poster leaves a lock it sees free before it takes it: about what a writer that logs back to
+ * back needs to come back with its next record (a formatted record's ~0.1-0.5 us and a call). That writer then
+ * writes the posted record with its own, in one write(2); a poster that took the lock at once would usually write
+ * only its own record, and two writers would take turns a record each. 0.5, 1 and 2 us were tried, and leaving
+ * it only once per record (docs/performance.md). */
 #define FL__LEAVE_NS 1000
 
 static inline void fl__cpu_relax(void)
