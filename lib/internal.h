@@ -428,10 +428,8 @@ FL__INTERNAL int fl__write_commit(forklog *log, const struct iovec *iov, int iov
 /* Writes out the shared buffer. Lock held, file synced. */
 FL__INTERNAL int fl__flush_locked(forklog *log);
 
-/* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, under the lock,
- * with rotation, reopen, buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in
- * the file. */
-FL__INTERNAL int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+/* fl__append's plain path: under the lock, with rotation, reopen, the shared buffer and repair. */
+FL__INTERNAL int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
 
 /* ---- the lock-free buffer (ring.c) ---------------------------------------------------------------------------- */
 
@@ -459,6 +457,26 @@ FL__INTERNAL int fl__append_combining(forklog *log, const struct iovec *iov, int
 /* After a holder died: what became of the slots its batch had TAKEN, per the batch phase; every POSTED slot is
  * flagged in `posted` again. Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
+
+/* ---- the record path's entry ---------------------------------------------------------------------------------- */
+
+/* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, with rotation, reopen,
+ * buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in the file. Inline: the choice
+ * of path costs no call of its own.
+ * Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so does
+ * a target that is not a regular file, where a dead holder's batch could not be told written or not. So does
+ * FORKLOG_SYNC: a posted record is written by whichever process holds the lock, which syncs only if its own handle
+ * asks for it; a SYNC record is written, and synced, by its own caller. Buffered without rotation: the lock-free
+ * rings, but not for a guest (see FL__GUEST). */
+static inline int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+{
+    if (!(log->flags & (FORKLOG_BUFFERED | FORKLOG_SYNC | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP &&
+        iovcnt <= 4 && atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
+        return fl__append_combining(log, iov, iovcnt, len);
+    if (log->ring_cap && !(log->flags & FL__GUEST))
+        return fl__ring_append(log, iov, iovcnt, len);
+    return fl__append_plain(log, iov, iovcnt, len);
+}
 
 /* ---- the segment (segment.c) ---------------------------------------------------------------------------------- */
 

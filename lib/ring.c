@@ -328,17 +328,23 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     }
     unsigned char *d = fl__ring_data(log, k);
     size_t cap = log->ring_cap, off = my->head == h ? my->off : (size_t)(h % cap);
-    for (int i = 0; i < iovcnt; i++) {
-        const unsigned char *src = iov[i].iov_base;
-        size_t left = iov[i].iov_len;
-        while (left > 0) {
-            size_t n = left < cap - off ? left : cap - off;
-            memcpy(d + off, src, n);
-            src += n;
-            left -= n;
-            off += n;
-            if (off == cap)
-                off = 0;
+    if (iovcnt == 1 && len < cap - off) {
+        /* The usual record: one piece, short of the ring's end. */
+        memcpy(d + off, iov->iov_base, len);
+        off += len;
+    } else {
+        for (int i = 0; i < iovcnt; i++) {
+            const unsigned char *src = iov[i].iov_base;
+            size_t left = iov[i].iov_len;
+            while (left > 0) {
+                size_t n = left < cap - off ? left : cap - off;
+                memcpy(d + off, src, n);
+                src += n;
+                left -= n;
+                off += n;
+                if (off == cap)
+                    off = 0;
+            }
         }
     }
     FL__CRASH(RING_COPIED);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Writing with the lock held: one record, a run of whole records, or the shared buffer, committed to the segment's
- * idea of the file only once every byte is in it. fl__append is the record path's entry: the lock, the file of the
- * current generation, rotation, then the buffer or the file.
+ * idea of the file only once every byte is in it. fl__append (internal.h) is the record path's entry; its plain
+ * path is here: the lock, the file of the current generation, rotation, then the buffer or the file.
  */
 #include "internal.h"
 
@@ -150,18 +150,8 @@ static int fl__append_buffered(forklog *log, const struct iovec *iov, int iovcnt
     return 0;
 }
 
-int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
-    /* Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so
-     * does a target that is not a regular file, where a dead holder's batch could not be told written or not. So
-     * does FORKLOG_SYNC: a posted record is written by whichever process holds the lock, which syncs only if its
-     * own handle asks for it; a SYNC record is written, and synced, by its own caller. */
-    if (!(log->flags & (FORKLOG_BUFFERED | FORKLOG_SYNC | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP &&
-        iovcnt <= 4 && atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
-        return fl__append_combining(log, iov, iovcnt, len);
-    /* Buffered without rotation: the lock-free rings (not for a guest: see FL__GUEST). */
-    if (log->ring_cap && !(log->flags & FL__GUEST))
-        return fl__ring_append(log, iov, iovcnt, len);
     int rc = fl__lock(log);
     if (rc < 0)
         return rc;
