@@ -5,6 +5,7 @@
 # Usage: test_cli.sh FORKLOG_PROGRAM CASE       exit 0: passed, 77: skipped (said why), anything else: failed
 set -u
 bin=$1 case=$2
+unset FORKLOG_LEVEL # the default minimum level (info) unless a case sets it
 work=$(mktemp -d /tmp/forklog-cli-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -76,6 +77,10 @@ usage)
     stderr_is "forklog: append: unknown level '' (debug, info, warn or error)"
     run 2 "$bin" append -l
     stderr_is "forklog: append: option '-l' needs a value"
+    run 2 "$bin" append --json=1 x.log hello
+    stderr_is "forklog: append: option '--json' takes no value"
+    run 2 "$bin" append "" hello
+    stderr_is "forklog: append: FILE is empty (see forklog --help)"
     run 2 "$bin" flush --json x.log
     stderr_is "forklog: flush: unknown option '--json' (see forklog --help)"
     run 2 "$bin" flush x.log extra
@@ -134,6 +139,11 @@ permission)
     run 1 as_nobody "$bin" append "$work/new.log" hello
     stderr_is "forklog: cannot open $work/new.log: Permission denied"
     absent new.log
+    # A log anybody may write, in a folder where nobody may create the segment file: the library says which file.
+    mkdir closed && echo before >closed/w.log && chmod 666 closed/w.log
+    run 1 as_nobody "$bin" append closed/w.log hello
+    stderr_is "forklog: cannot open closed/w.log: Permission denied (cannot open the log's segment file $work/closed/.w.log.forklog: Permission denied)"
+    [ "$(cat closed/w.log)" = before ] || fail "closed/w.log changed: $(cat closed/w.log)"
     ;;
 help_version)
     for opt in --help -h "append --help" "append -h" "flush --help"; do
@@ -192,6 +202,13 @@ stdin)
     record_is x.log 7 ERROR two
     run 0 "$bin" append empty.log </dev/null
     empty_file empty.log || fail "an empty input wrote to empty.log"
+    # A NUL byte ends the line's record, with a warning that says how much of the line was left out.
+    printf 'a\000bc\nd\n' >input
+    run 0 "$bin" append nul.log <input
+    stderr_is "forklog: warning: nul.log: line 1 cut at a NUL byte (3 bytes dropped)"
+    lines_are nul.log 2
+    record_is nul.log 1 INFO a
+    record_is nul.log 2 INFO d
     ;;
 cut)
     # Longer than the log's largest record (1 MiB by default): written cut, with a warning, and still status 0.
@@ -227,6 +244,11 @@ levels)
     run 0 "$bin" append -l info x.log written
     lines_are x.log 1
     record_is x.log 1 INFO written
+    # The log's minimum level comes from FORKLOG_LEVEL when it is set; `warning` names warn, as there.
+    FORKLOG_LEVEL=debug run 0 "$bin" append -l debug x.log shown
+    FORKLOG_LEVEL=error run 0 "$bin" append -l warning x.log hidden
+    lines_are x.log 2
+    record_is x.log 2 DEBUG shown
     ;;
 json)
     command -v python3 >/dev/null || skip "python3 is needed to parse the JSON records"
@@ -269,6 +291,51 @@ forklog: /dev/full: 3 of 3 records not written"
 forklog: x.log: 3 of 3 records not written"
     [ "$(wc -c <x.log)" -eq $((4194304 - 100)) ] || fail "x.log grew to $(wc -c <x.log) bytes"
     lines_are x.log 1
+    ;;
+pipe)
+    # A log that is a pipe whose reader went away: the first record that cannot be written ends append (status 1),
+    # which stops reading its input: `yes` upstream then ends too. Without that, this pipeline would never end.
+    command -v timeout >/dev/null || skip "timeout(1) is needed to bound the pipeline"
+    timeout 60 sh -c '
+        yes | { "$1" append /dev/stdout 2>"$2/err"; echo $? >"$2/status"; } | head -n 1 >"$2/first"' sh "$bin" "$work"
+    [ $? -eq 0 ] || fail "the pipeline did not end within 60 s"
+    [ "$(cat status)" -eq 1 ] || fail "append exited $(cat status), not 1"
+    stderr_is "forklog: cannot write to /dev/stdout: Broken pipe"
+    grep -Eqx "$ts INFO pid=[0-9]+ y" first || fail "the first record was '$(cat first)'"
+    ;;
+stop)
+    # SIGTERM while append waits for input: it ends between records, with every record whole and the log closed
+    # (its segment file removed), and dies of the signal (status 143).
+    mkfifo in || fail "mkfifo"
+    { echo one && exec sleep 60; } >in 2>/dev/null &
+    feeder=$!
+    "$bin" append x.log <in 2>err &
+    pid=$!
+    i=0
+    while [ ! -s x.log ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -TERM $pid
+    wait $pid
+    got=$?
+    kill $feeder 2>/dev/null
+    [ $got -eq 143 ] || fail "append exited $got, not 143 (SIGTERM); stderr: $(cat err)"
+    stderr_is ""
+    lines_are x.log 1
+    record_is x.log 1 INFO one
+    absent .x.log.forklog
+    ;;
+nomem)
+    # A line that does not fit in memory: status 1 and the reason, not the end of the input taken for granted.
+    (ulimit -v 100000 && exec "$bin" --version) >/dev/null 2>&1 ||
+        skip "$bin cannot start with 100 MB of address space (a sanitizer build)"
+    { echo first && head -c 150000000 /dev/zero | tr '\0' a && echo && echo after; } |
+        (ulimit -v 100000 && exec "$bin" append x.log) >out 2>err
+    [ $? -eq 1 ] || fail "append exited $?, not 1: $(cat err)"
+    stderr_is "forklog: cannot read standard input: Cannot allocate memory"
+    lines_are x.log 1
+    record_is x.log 1 INFO first
     ;;
 flush)
     run 0 "$bin" append x.log hello

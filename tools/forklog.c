@@ -36,15 +36,20 @@ static const char usage_text[] = "Usage: forklog append [-l LEVEL] [--json] FILE
                                  "  flush   write out the records the log's shared buffer holds\n"
                                  "\n"
                                  "Options of append (before FILE; every word after FILE is part of the message):\n"
-                                 "  -l, --level=LEVEL  the record's level: debug, info (default), warn or error;\n"
-                                 "                     records below the log's minimum level (info) are dropped\n"
+                                 "  -l, --level=LEVEL  the record's level: debug, info (default), warn or error\n"
                                  "      --json         write JSON Lines records instead of text\n"
                                  "\n"
-                                 "  -h, --help         show this help and exit\n"
+                                 "Other options:\n"
+                                 "  -h, --help         show this help and exit (also after a command)\n"
                                  "      --version      show the version and exit\n"
                                  "\n"
+                                 "Records below the log's minimum level are dropped: info, or the level in the\n"
+                                 "environment variable FORKLOG_LEVEL, or the one a writer of the log set with\n"
+                                 "forklog_set_level(). SIGINT, SIGTERM and SIGHUP end append between two records.\n"
+                                 "\n"
                                  "Exit status: 0 ok; 1 the log could not be opened, written, flushed or closed, or\n"
-                                 "standard input could not be read; 2 usage error. See forklog(1).\n";
+                                 "standard input could not be read; 2 usage error; 128+N ended by signal N.\n"
+                                 "See forklog(1).\n";
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -61,7 +66,8 @@ static void say(const char *fmt, ...)
 
 #define usage_error(...) (say(__VA_ARGS__), ST_USAGE)
 
-/* --help and --version go to stdout: a full disk or a closed pipe there is still a failure to report. */
+/* --help and --version go to stdout: a full disk there is still a failure to report (a closed pipe ends the
+ * program with SIGPIPE, as it does cat). */
 static int finish_stdout(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
@@ -99,7 +105,11 @@ static int parse_level(const char *name, enum forklog_level *out)
     static const struct {
         const char *name;
         enum forklog_level level;
-    } levels[] = {{"debug", FORKLOG_DEBUG}, {"info", FORKLOG_INFO}, {"warn", FORKLOG_WARN}, {"error", FORKLOG_ERROR}};
+    } levels[] = {{"debug", FORKLOG_DEBUG},
+                  {"info", FORKLOG_INFO},
+                  {"warn", FORKLOG_WARN},
+                  {"warning", FORKLOG_WARN},
+                  {"error", FORKLOG_ERROR}};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
         if (strcasecmp(name, levels[i].name) == 0) {
             *out = levels[i].level;
@@ -164,12 +174,17 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
         case 'j': req->format = FORKLOG_FORMAT_JSON; break;
         case 'h': *status = print_help(); return -1;
         case ':': *status = usage_error("%s: option '%s' needs a value", command, argv[optind - 1]); return -1;
-        default:
-            if (optopt)
+        default: {
+            const char *word = argv[optind - 1];
+            size_t name = strcspn(word, "=");
+            if (optopt && strncmp(word, "--", 2) == 0) /* a long option given a value it does not take */
+                *status = usage_error("%s: option '%.*s' takes no value", command, (int)name, word);
+            else if (optopt)
                 *status = usage_error("%s: unknown option '-%c' (see forklog --help)", command, optopt);
             else
-                *status = usage_error("%s: unknown option '%s' (see forklog --help)", command, argv[optind - 1]);
+                *status = usage_error("%s: unknown option '%s' (see forklog --help)", command, word);
             return -1;
+        }
         }
     }
     if (optind >= argc) {
@@ -177,25 +192,71 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
         return -1;
     }
     req->path = argv[optind];
+    if (!req->path[0]) {
+        *status = usage_error("%s: FILE is empty (see forklog --help)", command);
+        return -1;
+    }
     return optind + 1;
+}
+
+/* The signal that asked append to stop (SIGINT, SIGTERM, SIGHUP), or 0. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+    stop_signal = sig;
+}
+
+/* Before a command opens its log. A write past RLIMIT_FSIZE, or to a pipe or FIFO whose reader went away: fail
+ * the record with EFBIG or EPIPE and say so, rather than die of SIGXFSZ or SIGPIPE without a word. SIGINT,
+ * SIGTERM and SIGHUP (unless the tool was started with them ignored, as `nohup` does) end the command between two
+ * records, with the log closed, rather than in the middle of one: a fatal signal stops write(2) between two pages
+ * and would leave part of a record until the log's next writer cuts it. No SA_RESTART: a read of stdin that
+ * waits returns at once. */
+static void set_signals(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    static const int stops[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof stops / sizeof stops[0]; i++) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(stops[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+            sigaction(stops[i], &sa, NULL);
+    }
+}
+
+/* After the log is closed: a stop signal ends the program as the signal itself would have (status 128+N). */
+static int end_by_signal(int status)
+{
+    int sig = stop_signal;
+    if (!sig)
+        return status;
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return 128 + sig; /* not reached */
 }
 
 static int open_log(forklog **log, const struct request *req)
 {
     /* Zeroed but for the format: every other setting is the library's default, as for the log's other users
      * (and where the library shares a log's settings between its openers, theirs apply). The minimum level stays
-     * the default, info: -l sets the record's level, not the log's filter, so `-l debug` records are dropped
-     * like any other debug record. */
+     * the default (info, or FORKLOG_LEVEL): -l sets the record's level, not the log's filter, so `-l debug`
+     * records are dropped like any other debug record. */
+    char why[512] = "";
     struct forklog_options opts = {0};
     opts.format = req->format;
+    opts.error = why;
+    opts.error_size = sizeof why;
 
-    /* A write past RLIMIT_FSIZE, or to a FIFO log whose reader went away: fail the record with EFBIG or EPIPE and
-     * say so, rather than die of SIGXFSZ or SIGPIPE without a word (and, for EFBIG, go on draining stdin). */
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGXFSZ, SIG_IGN);
     int rc = forklog_open(log, req->path, &opts);
     if (rc < 0) {
-        say("cannot open %s: %s", req->path, strerror(-rc));
+        if (why[0])
+            say("cannot open %s: %s (%s)", req->path, strerror(-rc), why);
+        else
+            say("cannot open %s: %s", req->path, strerror(-rc));
         return ST_FAILED;
     }
     return ST_OK;
@@ -217,8 +278,9 @@ struct tally {
 };
 
 /* One record. A cut record (positive return) is written, so it is no failure: a warning says how much is
- * missing. After a failed record the caller goes on: only the first failure is reported here. */
-static void put_record(forklog *log, const struct request *req, const char *msg, unsigned long lineno, struct tally *t)
+ * missing. After a failed record the caller goes on: only the first failure is reported here. Returns what
+ * forklog_log() returned. */
+static int put_record(forklog *log, const struct request *req, const char *msg, unsigned long lineno, struct tally *t)
 {
     int rc = forklog_log(log, req->level, "%s", msg);
     t->records++;
@@ -230,27 +292,37 @@ static void put_record(forklog *log, const struct request *req, const char *msg,
     } else if (rc < 0 && t->failed++ == 0) {
         say("cannot write to %s: %s", req->path, strerror(-rc));
     }
+    return rc;
 }
 
 /* One record per line of stdin. getline() because a line has no length limit here: a 100 KiB line from a
  * compiler is one record (cut by the library at the log's max_record, with a marker). A failed record does not
  * stop the loop: the program writing into the pipe (`make 2>&1 | forklog append build.log`) must not be killed
- * by SIGPIPE because the log's disk is full. */
+ * by SIGPIPE because the log's disk is full. A log that is a pipe whose reader went away (EPIPE) does stop it:
+ * no later record could be written. */
 static int append_lines(forklog *log, const struct request *req, struct tally *t)
 {
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
     unsigned long lineno = 0;
-    int status = ST_OK;
+    int status = ST_OK, err = 0;
 
-    while ((n = getline(&line, &cap, stdin)) >= 0) {
+    while (!stop_signal && (n = getline(&line, &cap, stdin)) >= 0) {
         if (n > 0 && line[n - 1] == '\n')
-            line[n - 1] = '\0';
-        put_record(log, req, line, ++lineno, t);
+            line[--n] = '\0';
+        size_t len = strlen(line);
+        if (len < (size_t)n)
+            say("warning: %s: line %lu cut at a NUL byte (%zu bytes dropped)", req->path, lineno + 1, (size_t)n - len);
+        if (put_record(log, req, line, ++lineno, t) == -EPIPE) {
+            status = ST_FAILED;
+            break;
+        }
     }
-    if (ferror(stdin)) {
-        say("cannot read standard input: %s", strerror(errno));
+    err = errno;
+    /* getline() fails without setting the error indicator when it runs out of memory: not the end of the input. */
+    if (status == ST_OK && !stop_signal && (ferror(stdin) || !feof(stdin))) {
+        say("cannot read standard input: %s", strerror(err));
         status = ST_FAILED;
     }
     free(line);
@@ -272,6 +344,7 @@ static int cmd_append(int argc, char **argv)
         return ST_FAILED;
     }
     forklog *log;
+    set_signals();
     status = open_log(&log, &req);
     if (status != ST_OK) {
         free(msg);
@@ -289,7 +362,7 @@ static int cmd_append(int argc, char **argv)
         status = ST_FAILED;
     if (close_log(log, req.path) != ST_OK)
         status = ST_FAILED;
-    return status;
+    return end_by_signal(status);
 }
 
 static int cmd_flush(int argc, char **argv)
@@ -303,6 +376,7 @@ static int cmd_flush(int argc, char **argv)
         return usage_error("flush: unexpected argument '%s' (see forklog --help)", argv[first_word]);
 
     forklog *log;
+    set_signals();
     status = open_log(&log, &req);
     if (status != ST_OK)
         return status;
