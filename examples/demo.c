@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -86,8 +87,11 @@ static void serve_one(int c)
     }
 }
 
-static _Noreturn void server_main(int ls)
+static _Noreturn void server_main(int ls, pid_t parent)
 {
+    /* Ends with the demo, however the demo ends (a SIGTERM included), not left behind holding its port. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(1);
     signal(SIGPIPE, SIG_IGN);
     for (;;) {
         int c = accept(ls, NULL, NULL);
@@ -143,9 +147,12 @@ static int send_request(size_t i, void *ctx)
     resp[got] = '\0';
     double cost = now_s() - t0;
     int ok = strncmp(resp, "HTTP/1.0 200 ", 13) == 0 && strstr(resp, item) != NULL;
-    /* The task's own record: `request <item> cost <seconds>`. */
-    forklog_log(d->log, ok ? FORKLOG_INFO : FORKLOG_WARN, "request %s cost %.6f%s", item, cost,
-                ok ? "" : " (bad response)");
+    /* The task's own record: `request <item> cost <seconds>`; a record that could not be written fails the task
+     * (its code is the errno). */
+    int rc = forklog_log(d->log, ok ? FORKLOG_INFO : FORKLOG_WARN, "request %s cost %.6f%s", item, cost,
+                         ok ? "" : " (bad response)");
+    if (rc < 0)
+        return -rc;
     return ok ? 0 : 1;
 }
 
@@ -180,6 +187,13 @@ static long check_log(const char *path, off_t from, size_t n, char **labels, int
     }
     buf[len] = '\0';
     unsigned *timing = calloc(n, sizeof *timing), *requests = calloc(n, sizeof *requests);
+    if (n && (!timing || !requests)) {
+        fprintf(stderr, "log check: out of memory\n");
+        free(timing);
+        free(requests);
+        free(buf);
+        return -1;
+    }
     long records = 0, summaries = 0, bad = 0;
     for (char *line = buf; *line;) {
         char *end = strchr(line, '\n');
@@ -302,21 +316,25 @@ int main(int argc, char **argv)
         return 1;
     }
     fflush(stdout);
-    pid_t server = fork();
+    pid_t parent = getpid(), server = fork();
     if (server < 0) {
         perror("demo: fork");
         return 1;
     }
     if (server == 0)
-        server_main(ls);
+        server_main(ls, parent);
     close(ls); /* the workers must not inherit the listening socket */
 
     /* The items: data1, data2, ... */
-    d.labels = calloc((size_t)items, sizeof *d.labels);
-    for (long i = 0; d.labels && i < items; i++) {
-        d.labels[i] = malloc(24);
-        if (d.labels[i])
+    int labeled = (d.labels = calloc((size_t)items, sizeof *d.labels)) != NULL;
+    for (long i = 0; labeled && i < items; i++)
+        if ((labeled = (d.labels[i] = malloc(24)) != NULL))
             snprintf(d.labels[i], 24, "data%ld", i + 1);
+    if (!labeled) {
+        fprintf(stderr, "demo: out of memory for %ld labels\n", items);
+        kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+        return 1;
     }
 
     /* The log: by default request.log in a new temporary folder; opened once, before the pool forks, and
@@ -352,7 +370,10 @@ int main(int argc, char **argv)
 
     kill(server, SIGKILL);
     waitpid(server, NULL, 0);
-    forklog_close(d.log);
+    if ((rc = forklog_close(d.log)) < 0) {
+        fprintf(stderr, "demo: closing %s: %s\n", path, strerror(-rc));
+        return 1;
+    }
 
     if (bad < 0) {
         fprintf(stderr, "demo: the pool could not run: %s\n", strerror(-bad));
