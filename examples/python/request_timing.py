@@ -82,6 +82,8 @@ def summarise(log_path, items):
             costs.append(float(m.group(3)))
     if sorted(seen) != sorted(items):
         raise SystemExit("request_timing: %d records for %d requests" % (len(seen), len(items)))
+    if len(costs) < 2:  # quantiles() wants two points (before Python 3.13)
+        return len(costs), costs[0], costs[0]
     q = statistics.quantiles(costs, n=100, method="inclusive")
     return len(costs), q[49], q[94]
 
@@ -94,10 +96,13 @@ def main():
                     help="multiprocessing start method (default: the platform's)")
     ap.add_argument("--log", default="request.log", help="the log file, replaced if present (request.log)")
     a = ap.parse_args()
+    if a.n < 1 or a.workers < 1:
+        ap.error("-n and --workers must be at least 1")
 
+    # The server's socket is bound first (the workers need its port), but its thread starts only once the Pool
+    # has forked its workers: a process that forks while another of its threads runs may leave a lock held in
+    # the child.
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     base_url = "http://127.0.0.1:%d" % server.server_address[1]
     if os.path.exists(a.log):
         os.unlink(a.log)
@@ -105,6 +110,8 @@ def main():
     ctx = mp.get_context(a.start_method)
     t0 = time.perf_counter()
     with ctx.Pool(a.workers, initializer=init_worker, initargs=(a.log, base_url)) as pool:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
         result = pool.map_async(send_request, items, chunksize=1)
         done = result.get(timeout=120)  # bounded, whatever happens
         pool.close()

@@ -23,3 +23,14 @@ def test_request_timing_example(tmp_path, args):
     assert len(lines) == n
     assert sorted(ln.split()[4] for ln in lines) == sorted("data%d" % i for i in range(1, n + 1))
     assert not os.path.exists(tmp_path / ".request.log.forklog")  # every worker closed: the segment is gone
+
+
+def test_request_timing_example_one_request_and_bad_counts(tmp_path):
+    r = subprocess.run([sys.executable, EXAMPLE, "-n", "1", "-w", "1"], cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^cost: count 1, p50 [0-9.]+ s, p95 [0-9.]+ s$", r.stdout, re.M), r.stdout
+    for bad in (["-n", "0"], ["-w", "0"]):
+        r = subprocess.run([sys.executable, EXAMPLE] + bad, cwd=str(tmp_path), capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "must be at least 1" in r.stderr, (bad, r.stdout + r.stderr)
