@@ -81,6 +81,8 @@ int main(int argc, char **argv)
                 clock_gettime(CLOCK_MONOTONIC, &now);
             } while ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 < seconds);
             failed |= forklog_info(log_handle, "worker %d done after %ld records", w, seq) != 0;
+            /* The handler must not run on a handle being closed (a SIGHUP may reach the whole process group). */
+            signal(SIGHUP, SIG_IGN);
             forklog_close(log_handle);
             _exit(failed);
         }
@@ -92,8 +94,12 @@ int main(int argc, char **argv)
             ; /* EINTR: a SIGHUP */
         failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     }
-    forklog_close(log_handle);
+    /* Shutdown: first the pid file, so that logrotate's postrotate no longer finds this process; then SIGHUP is
+     * ignored, so that a signal sent by a postrotate that read the pid file just before never runs the handler on
+     * a handle being closed (a use after free); only then the handle is closed. */
     unlink(argv[2]);
+    signal(SIGHUP, SIG_IGN);
+    forklog_close(log_handle);
     printf("%d workers done%s\n", workers, failed ? ", some records failed" : "");
     return failed;
 }

@@ -82,6 +82,19 @@ PY
   head -n 3 "$work/pipe.out"
   ;;
 logrotate)
+  # SIGHUP sent as fast as possible while the pid file exists, through the program's shutdown (a postrotate that
+  # read the pid file just before it ends): the handler must never run on a handle being closed.
+  for n in 1 2 3; do
+    "$prog" "$work/h.log" "$work/h.pid" 0.3 1 >"$work/h.out" &
+    app=$!
+    i=0
+    while [ ! -s "$work/h.pid" ]; do
+      i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file"
+      sleep 0.01
+    done
+    while [ -e "$work/h.pid" ] && kill -HUP "$app" 2>/dev/null; do :; done
+    wait "$app" || fail "SIGHUP during shutdown: exit status $?"
+  done
   command -v logrotate >/dev/null || { echo "SKIP: logrotate is not installed"; exit 77; }
   src=$3
   log=$work/app.log pid=$work/app.pid
