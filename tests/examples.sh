@@ -95,6 +95,37 @@ logrotate)
     while [ -e "$work/h.pid" ] && kill -HUP "$app" 2>/dev/null; do :; done
     wait "$app" || fail "SIGHUP during shutdown: exit status $?"
   done
+  # SIGTERM to the parent alone (a service stop): it ends within seconds, and so does every worker, each after
+  # its `done` record; the pid file is gone.
+  "$prog" "$work/t.log" "$work/t.pid" 60 3 >"$work/t.out" &
+  app=$!
+  ( sleep 10 && kill -KILL "$app" ) >/dev/null 2>&1 &
+  dog=$!
+  i=0
+  until [ -s "$work/t.pid" ] && [ "$(grep -c ' seq ' "$work/t.log" 2>/dev/null)" -ge 30 ]; do
+    i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file or no records"
+    sleep 0.01
+  done
+  kill -TERM "$app"
+  st=0; wait "$app" || st=$?
+  kill "$dog" 2>/dev/null || true
+  pids=$(sed -n 's/.* pid=\([0-9]*\) worker .*/\1/p' "$work/t.log" | sort -u)
+  i=0
+  for p in $pids; do
+    while kill -0 "$p" 2>/dev/null; do
+      i=$((i + 1)); [ "$i" -lt 300 ] || { kill -KILL $pids 2>/dev/null; fail "worker $p still runs after SIGTERM"; }
+      sleep 0.01
+    done
+  done
+  [ "$st" -eq 0 ] || fail "SIGTERM: exit status $st: $(cat "$work/t.out")"
+  [ ! -e "$work/t.pid" ] || fail "SIGTERM: the pid file is left"
+  grep -qx '3 workers done, stopped by a signal' "$work/t.out" || fail "SIGTERM: $(cat "$work/t.out")"
+  test "$(grep -c ' worker [0-2] done after ' "$work/t.log")" -eq 3 || fail "SIGTERM: not 3 done records"
+  # Started with SIGCHLD ignored (waitpid() then has no status to give): it still ends, and ends well.
+  if env --ignore-signal=CHLD true 2>/dev/null; then
+    timeout 20 env --ignore-signal=CHLD "$prog" "$work/c.log" "$work/c.pid" 0.2 2 >"$work/c.out" ||
+      fail "SIGCHLD ignored: exit status $?"
+  fi
   command -v logrotate >/dev/null || { echo "SKIP: logrotate is not installed"; exit 77; }
   src=$3
   log=$work/app.log pid=$work/app.pid
