@@ -3,7 +3,9 @@
  * A pre-fork server: the parent opens the log and a listening socket on 127.0.0.1, forks N workers that accept
  * connections on the shared socket and log one record per HTTP request, then plays the client itself: it sends
  * M requests, stops the workers and checks that the log holds exactly one whole record per request.
- * Offline (loopback only), bounded (M requests, a 10 s alarm).
+ * Offline (loopback only), bounded (M requests, a 10 s alarm). SIGTERM, SIGINT or the alarm stop the parent and
+ * every worker (the parent shuts the listening socket, which wakes every worker waiting for a connection, and
+ * reaps them); a worker whose parent dies ends too (PR_SET_PDEATHSIG).
  *
  * Usage: prefork_server LOGFILE [workers] [requests]          (defaults: 4 workers, 200 requests)
  * Prints one line per worker with the requests it served, then "OK: <M> requests, <M> records".
@@ -20,10 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 enum { MAX_WORKERS = 64 };
 
@@ -35,25 +41,53 @@ static double now_s(void)
 }
 
 static volatile sig_atomic_t stop;
+static int listen_fd = -1; /* the parent's: shut by its handler */
+
+/* The parent's handler of SIGTERM, SIGINT and SIGALRM: shutdown(2), async-signal-safe, makes every accept() and
+ * select() on the listening socket return at once, in every worker. The worker's handler only sets the flag. */
 static void on_term(int sig)
 {
     (void)sig;
+    int e = errno;
     stop = 1;
+    if (listen_fd >= 0)
+        shutdown(listen_fd, SHUT_RD);
+    errno = e;
 }
 
 /* One worker: accept, read the request line, log `GET <path> 200 <bytes> <seconds>`, then answer (so that a
- * request the client saw answered is in the log). Ends at SIGTERM, between two requests. */
-static _Noreturn void worker(int ls, forklog *log)
+ * request the client saw answered is in the log). Ends when the listening socket is shut (accept() fails), or at
+ * SIGTERM, between two requests: SIGTERM is blocked except in pselect(), so it cannot slip in between the check of
+ * `stop` and the wait for a connection. The listening socket is non-blocking: several workers may wake for one
+ * connection, and those that do not get it wait again. */
+static _Noreturn void worker(int ls, forklog *log, pid_t parent, const sigset_t *unblocked)
 {
-    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: SIGTERM interrupts accept() */
+    listen_fd = -1;
+    struct sigaction sa = {.sa_handler = on_term};
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
+    signal(SIGINT, SIG_IGN); /* ^C reaches the whole process group: the parent stops the workers */
+    signal(SIGALRM, SIG_DFL);
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* the parent's death, even by SIGKILL, stops the worker */
+#endif
+    if (getppid() != parent) /* the parent died before prctl() */
+        _exit(1);
     unsigned served = 0;
     while (!stop) {
-        int c = accept(ls, NULL, NULL);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
+        fd_set r;
+        FD_ZERO(&r);
+        FD_SET(ls, &r);
+        if (pselect(ls + 1, &r, NULL, NULL, NULL, unblocked) < 0) {
+            if (errno == EINTR)
                 continue;
             break;
+        }
+        int c = accept(ls, NULL, NULL);
+        if (c < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+                continue;
+            break; /* EINVAL: the parent shut the socket */
         }
         double t0 = now_s();
         char req[1024];
@@ -73,6 +107,20 @@ static _Noreturn void worker(int ls, forklog *log)
     }
     forklog_close(log);
     _exit(0);
+}
+
+/* Shuts the listening socket (every worker's accept() fails at once, and it ends), sends SIGTERM too, and reaps
+ * the workers; one still running 5 s later, or at a second signal, is killed. */
+static void stop_workers(int ls, const pid_t *pids, int n)
+{
+    shutdown(ls, SHUT_RD);
+    for (int w = 0; w < n; w++)
+        kill(pids[w], SIGTERM);
+    alarm(5);
+    for (int w = 0; w < n; w++)
+        while (waitpid(pids[w], NULL, 0) < 0 && errno == EINTR)
+            kill(pids[w], SIGKILL);
+    alarm(0);
 }
 
 static int request(const struct sockaddr_in *addr, int i)
@@ -106,7 +154,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: 1..%d workers, at least 1 request\n", argv[0], MAX_WORKERS);
         return 2;
     }
-    alarm(10); /* bounded, whatever happens */
     signal(SIGPIPE, SIG_IGN);
 
     forklog *log;
@@ -117,36 +164,56 @@ int main(int argc, char **argv)
     }
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof addr;
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (ls < 0 || bind(ls, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(ls, 128) < 0 ||
         getsockname(ls, (struct sockaddr *)&addr, &alen) < 0) {
         perror("listen on 127.0.0.1");
         return 1;
     }
+    /* SIGTERM, SIGINT and the alarm stop the parent's requests and every worker. They are blocked while the
+     * workers are forked (so that none is missed), and SIGTERM stays blocked in the workers except in pselect(). */
+    listen_fd = ls;
+    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: a request in progress fails with EINTR */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL);
+    sigset_t blocked, unblocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGTERM);
+    sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGALRM);
+    sigprocmask(SIG_BLOCK, &blocked, &unblocked);
+    alarm(10); /* bounded, whatever happens */
     forklog_info(log, "server listening on 127.0.0.1:%u with %d workers", (unsigned)ntohs(addr.sin_port), nworkers);
 
     /* The workers inherit the listening socket and the log handle, and use both as they are. */
-    pid_t pids[MAX_WORKERS];
-    for (int w = 0; w < nworkers; w++) {
-        pids[w] = fork();
-        if (pids[w] < 0) {
+    pid_t pids[MAX_WORKERS], parent = getpid();
+    int started = 0;
+    for (; started < nworkers; started++) {
+        pids[started] = fork();
+        if (pids[started] < 0) {
             perror("fork");
+            stop_workers(ls, pids, started);
             return 1;
         }
-        if (pids[w] == 0)
-            worker(ls, log);
+        if (pids[started] == 0) {
+            sigset_t worker_mask = unblocked; /* SIGTERM blocked but in pselect() */
+            sigaddset(&worker_mask, SIGTERM);
+            sigprocmask(SIG_SETMASK, &worker_mask, NULL);
+            worker(ls, log, parent, &unblocked);
+        }
     }
-    close(ls);
+    sigprocmask(SIG_SETMASK, &unblocked, NULL);
 
-    int failed = 0;
-    for (int i = 0; i < nreq; i++)
-        failed += request(&addr, i) != 0;
+    int failed = 0, done = 0;
+    for (; done < nreq && !stop; done++)
+        failed += request(&addr, done) != 0;
 
     /* Every answered request is in the log (logged before it was answered): stop the workers. */
-    for (int w = 0; w < nworkers; w++)
-        kill(pids[w], SIGTERM);
-    for (int w = 0; w < nworkers; w++)
-        waitpid(pids[w], NULL, 0);
+    stop_workers(ls, pids, started);
+    if (stop)
+        fprintf(stderr, "%s: stopped by a signal after %d of %d requests\n", argv[0], done, nreq);
     forklog_info(log, "server stopped: %d requests, %d failed", nreq, failed);
     forklog_close(log);
 

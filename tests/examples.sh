@@ -19,6 +19,16 @@ whole() {
   bad=$(cat "$@" | grep -cvE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{15}Z (DEBUG|INFO|WARN|ERROR) pid=[0-9]+ ' || true)
   [ "$bad" -eq 0 ] || fail "$bad lines are not whole records"
 }
+# gone PID...: each process ends within 3 s; any left is killed, and the case fails.
+gone() {
+  i=0
+  for p in "$@"; do
+    while kill -0 "$p" 2>/dev/null; do
+      i=$((i + 1)); [ "$i" -lt 300 ] || { kill -KILL "$@" 2>/dev/null; fail "process $p still runs"; }
+      sleep 0.01
+    done
+  done
+}
 
 case $case in
 prefork)
@@ -27,6 +37,20 @@ prefork)
   grep -qx 'OK: 300 requests, 300 records' "$work/out" || fail "unexpected output"
   test "$(grep -c ' GET /item/' "$work/access.log")" -eq 300 || fail "not 300 request records"
   whole "$work/access.log"
+  # SIGTERM to the parent alone, in the middle of its requests: it stops and reaps every worker (none is left
+  # holding the port), and fails.
+  "$prog" "$work/term.log" 3 100000000 >"$work/term.out" 2>&1 &
+  app=$!
+  i=0
+  until [ "$(cat "$work/term.log" 2>/dev/null | grep -c ' GET /item/')" -ge 100 ]; do
+    i=$((i + 1)); [ "$i" -lt 500 ] || fail "SIGTERM: no request served"
+    sleep 0.01
+  done
+  kill -TERM "$app"
+  st=0; wait "$app" || st=$?
+  gone $(sed -n 's/.* pid=\([0-9]*\) GET .*/\1/p' "$work/term.log" | sort -u)
+  [ "$st" -ne 0 ] || fail "SIGTERM: exit status 0"
+  grep -q 'stopped by a signal after' "$work/term.out" || fail "SIGTERM: $(cat "$work/term.out")"
   ;;
 pool)
   "$prog" "$work/jobs.log" >"$work/out" || { cat "$work/out"; fail "exit status"; }
@@ -109,14 +133,7 @@ logrotate)
   kill -TERM "$app"
   st=0; wait "$app" || st=$?
   kill "$dog" 2>/dev/null || true
-  pids=$(sed -n 's/.* pid=\([0-9]*\) worker .*/\1/p' "$work/t.log" | sort -u)
-  i=0
-  for p in $pids; do
-    while kill -0 "$p" 2>/dev/null; do
-      i=$((i + 1)); [ "$i" -lt 300 ] || { kill -KILL $pids 2>/dev/null; fail "worker $p still runs after SIGTERM"; }
-      sleep 0.01
-    done
-  done
+  gone $(sed -n 's/.* pid=\([0-9]*\) worker .*/\1/p' "$work/t.log" | sort -u)
   [ "$st" -eq 0 ] || fail "SIGTERM: exit status $st: $(cat "$work/t.out")"
   [ ! -e "$work/t.pid" ] || fail "SIGTERM: the pid file is left"
   grep -qx '3 workers done, stopped by a signal' "$work/t.out" || fail "SIGTERM: $(cat "$work/t.out")"
