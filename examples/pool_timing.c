@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s LOGFILE\n", argv[0]);
         return 2;
     }
+    /* The log is appended to: this run's records start at its present size. */
+    struct stat st;
+    off_t from = stat(argv[1], &st) == 0 ? st.st_size : 0;
     forklog *log;
     int rc = forklog_open(&log, argv[1], NULL);
     if (rc < 0) {
@@ -69,10 +73,12 @@ int main(int argc, char **argv)
     printf("durations: min %.1f ms, p50 %.1f ms, p95 %.1f ms, max %.1f ms; wall %.2f s\n", rep.min_s * 1e3,
            rep.p50_s * 1e3, rep.p95_s * 1e3, rep.max_s * 1e3, rep.wall_s);
 
-    /* The log: one `task task=N status=...` record per job, one `pool summary` record. */
+    /* This run's records: one `task task=N status=...` record per job, one `pool summary` record. */
     FILE *f = fopen(argv[1], "r");
-    if (!f)
+    if (!f || fseeko(f, from, SEEK_SET) != 0) {
+        perror(argv[1]);
         return 1;
+    }
     char line[1024];
     size_t ok = 0, failed = 0, crashed = 0, timeout = 0, records = 0, summary = 0;
     while (fgets(line, sizeof line, f)) {

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -156,6 +157,9 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
+    /* The log is appended to: this run's records start at its present size. */
+    struct stat st;
+    off_t from = stat(argv[1], &st) == 0 ? st.st_size : 0;
     forklog *log;
     int rc = forklog_open(&log, argv[1], NULL);
     if (rc < 0) {
@@ -217,10 +221,12 @@ int main(int argc, char **argv)
     forklog_info(log, "server stopped: %d requests, %d failed", nreq, failed);
     forklog_close(log);
 
-    /* Read the log back: one whole `GET /item/<i> 200` record per request, and who served them. */
+    /* Read this run's records back: one whole `GET /item/<i> 200` record per request, and who served them. */
     FILE *f = fopen(argv[1], "r");
-    if (!f)
+    if (!f || fseeko(f, from, SEEK_SET) != 0) {
+        perror(argv[1]);
         return 1;
+    }
     char line[1024];
     int records = 0, bad = 0;
     unsigned char *seen = calloc((size_t)nreq, 1);
@@ -239,6 +245,8 @@ int main(int argc, char **argv)
         snprintf(pid, sizeof pid, " pid=%d ", (int)pids[w]);
         int n = 0;
         f = fopen(argv[1], "r");
+        if (f && fseeko(f, from, SEEK_SET) != 0)
+            fclose(f), f = NULL;
         while (f && fgets(line, sizeof line, f))
             n += strstr(line, pid) && strstr(line, " GET /item/");
         if (f)

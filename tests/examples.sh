@@ -37,6 +37,10 @@ prefork)
   grep -qx 'OK: 300 requests, 300 records' "$work/out" || fail "unexpected output"
   test "$(grep -c ' GET /item/' "$work/access.log")" -eq 300 || fail "not 300 request records"
   whole "$work/access.log"
+  # A second run on the same log, which it appends to, checks its own records only.
+  "$prog" "$work/access.log" 2 50 >"$work/out2" || { cat "$work/out2"; fail "second run on the same log"; }
+  grep -qx 'OK: 50 requests, 50 records' "$work/out2" || fail "second run: $(cat "$work/out2")"
+  test "$(grep -c ' GET /item/' "$work/access.log")" -eq 350 || fail "not 350 request records after two runs"
   # SIGTERM to the parent alone, in the middle of its requests: it stops and reaps every worker (none is left
   # holding the port), and fails.
   "$prog" "$work/term.log" 3 100000000 >"$work/term.out" 2>&1 &
@@ -57,6 +61,10 @@ pool)
   cat "$work/out"
   grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/out" || fail "unexpected output"
   whole "$work/jobs.log"
+  # A second run on the same log, which it appends to, checks its own records only.
+  "$prog" "$work/jobs.log" >"$work/out2" || { cat "$work/out2"; fail "second run on the same log"; }
+  grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/out2" || fail "second run: unexpected output"
+  test "$(wc -l <"$work/jobs.log")" -eq 82 || fail "not 82 records after two runs"
   ;;
 stdout)
   # A pipe: 1 + 4 * 25 + 1 whole records, 25 per worker.
