@@ -22,6 +22,7 @@
 #endif
 #include <forklog.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +32,24 @@
 
 static forklog *log_handle; /* NULL: stdout could not be made a log (closed, read-only, non-blocking) */
 
-static void record(const char *msg)
+/* 0, or a negative errno: -EPIPE when the reader has gone away. */
+static int record(const char *msg)
 {
     if (log_handle) {
-        forklog_info(log_handle, "%s", msg);
-        return;
+        int rc = forklog_info(log_handle, "%s", msg);
+        return rc < 0 ? rc : 0; /* a positive count: bytes cut to fit max_record, the record is written */
     }
     char line[512];
     int len = snprintf(line, sizeof line, "INFO pid=%d %s\n", (int)getpid(), msg);
-    if (write(STDOUT_FILENO, line, (size_t)len) < 0)
-        _exit(1);
+    return write(STDOUT_FILENO, line, (size_t)len) < 0 ? -errno : 0;
+}
+
+/* A failed record: said on stderr, once per process. */
+static int failed_record(const char *who, int rc)
+{
+    fprintf(stderr, "container_stdout: %s: %s%s\n", who, strerror(-rc),
+            rc == -EPIPE ? " (the reader went away): stopping" : "");
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -61,24 +70,37 @@ int main(int argc, char **argv)
     }
     char msg[128];
     snprintf(msg, sizeof msg, "started %d workers, %d records each", workers, records);
-    record(msg);
+    int failed = 0;
+    if ((rc = record(msg)) < 0)
+        return failed_record("parent", rc);
     for (int w = 0; w < workers; w++) {
         pid_t pid = fork();
-        if (pid < 0)
-            return 1;
+        if (pid < 0) {
+            perror("container_stdout: fork");
+            failed = 1; /* the workers already started finish */
+            break;
+        }
         if (pid == 0) {
-            for (int i = 0; i < records; i++) {
+            /* A worker stops at its first failed record (-EPIPE: nobody reads any more) and exits non-zero. */
+            char who[32];
+            snprintf(who, sizeof who, "worker %d", w);
+            int bad = 0;
+            for (int i = 0; i < records && !bad; i++) {
                 snprintf(msg, sizeof msg, "worker %d record %d", w, i);
-                record(msg);
+                if ((rc = record(msg)) < 0)
+                    bad = failed_record(who, rc);
             }
-            forklog_close(log_handle);
-            _exit(0);
+            if (log_handle && (rc = forklog_close(log_handle)) < 0)
+                bad = failed_record(who, rc);
+            _exit(bad);
         }
     }
-    int failed = 0, status;
+    int status;
     while (wait(&status) > 0)
         failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
-    record(failed ? "a worker failed" : "all workers done");
-    forklog_close(log_handle);
+    if ((rc = record(failed ? "a worker failed" : "all workers done")) < 0)
+        failed = failed_record("parent", rc);
+    if (log_handle && (rc = forklog_close(log_handle)) < 0)
+        failed = failed_record("parent", rc);
     return failed;
 }

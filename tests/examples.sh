@@ -74,6 +74,10 @@ stdout)
   for w in 0 1 2 3; do
     test "$(grep -c " worker $w record " "$work/pipe.out")" -eq 25 || fail "worker $w: not 25 records"
   done
+  # A reader that goes away: records fail with -EPIPE, the workers stop, and the program fails.
+  { st=0; "$prog" 4 100000 2>"$work/epipe.err" || st=$?; echo "$st" >"$work/epipe.rc"; } | head -n 1 >/dev/null
+  [ "$(cat "$work/epipe.rc")" -ne 0 ] || fail "exit status 0 after the reader went away"
+  grep -q 'Broken pipe' "$work/epipe.err" || fail "no broken pipe reported: $(cat "$work/epipe.err")"
   # A regular file.
   "$prog" 2 10 >"$work/file.out"
   test "$(wc -l <"$work/file.out")" -eq 22 || fail "not 22 lines in a file"
