@@ -63,7 +63,10 @@ int main(int argc, char **argv)
     struct forklog_pool_options po = {.workers = 4, .timeout_s = 1, .log = log, .label = job_label};
     struct forklog_pool_report rep;
     int bad = forklog_pool_map(&po, JOBS, job, NULL, &rep);
-    forklog_close(log);
+    if ((rc = forklog_close(log)) < 0) {
+        fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
+        return 1;
+    }
     if (bad < 0) {
         fprintf(stderr, "the pool could not run: %s\n", strerror(-bad));
         return 1;

@@ -57,10 +57,10 @@ static void on_term(int sig)
 }
 
 /* One worker: accept, read the request line, log `GET <path> 200 <bytes> <seconds>`, then answer (so that a
- * request the client saw answered is in the log). Ends when the listening socket is shut (accept() fails), or at
- * SIGTERM, between two requests: SIGTERM is blocked except in pselect(), so it cannot slip in between the check of
- * `stop` and the wait for a connection. The listening socket is non-blocking: several workers may wake for one
- * connection, and those that do not get it wait again. */
+ * request the client saw answered is in the log; one whose record failed is answered 500). Ends when the listening
+ * socket is shut (accept() fails), or at SIGTERM, between two requests: SIGTERM is blocked except in pselect(), so it
+ * cannot slip in between the check of `stop` and the wait for a connection. The listening socket is non-blocking:
+ * several workers may wake for one connection, and those that do not get it wait again. */
 static _Noreturn void worker(int ls, forklog *log, pid_t parent, const sigset_t *unblocked)
 {
     listen_fd = -1;
@@ -75,6 +75,7 @@ static _Noreturn void worker(int ls, forklog *log, pid_t parent, const sigset_t 
     if (getppid() != parent) /* the parent died before prctl() */
         _exit(1);
     unsigned served = 0;
+    int bad = 0, rc;
     while (!stop) {
         fd_set r;
         FD_ZERO(&r);
@@ -101,27 +102,41 @@ static _Noreturn void worker(int ls, forklog *log, pid_t parent, const sigset_t 
                            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s\n",
                            strlen(path) + 1, path);
         served++;
-        forklog_info(log, "GET %s 200 %d %.6f served=%u", path, len, now_s() - t0, served);
-        if (write(c, resp, (size_t)len) != len)
-            forklog_warn(log, "GET %s: the answer was not sent", path);
+        rc = forklog_info(log, "GET %s 200 %d %.6f served=%u", path, len, now_s() - t0, served);
+        if (rc < 0) {
+            fprintf(stderr, "prefork_server: GET %s: the record failed: %s; answered 500\n", path, strerror(-rc));
+            len = snprintf(resp, sizeof resp, "HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+            bad = 1;
+        }
+        if (write(c, resp, (size_t)len) != len && (rc = forklog_warn(log, "GET %s: the answer was not sent", path)) < 0)
+            fprintf(stderr, "prefork_server: GET %s: the answer was not sent, nor logged: %s\n", path, strerror(-rc));
         close(c);
     }
-    forklog_close(log);
-    _exit(0);
+    if ((rc = forklog_close(log)) < 0) {
+        fprintf(stderr, "prefork_server: worker: closing the log: %s\n", strerror(-rc));
+        bad = 1;
+    }
+    _exit(bad);
 }
 
 /* Shuts the listening socket (every worker's accept() fails at once, and it ends), sends SIGTERM too, and reaps
- * the workers; one still running 5 s later, or at a second signal, is killed. */
-static void stop_workers(int ls, const pid_t *pids, int n)
+ * the workers; one still running 5 s later, or at a second signal, is killed. Returns how many failed. */
+static int stop_workers(int ls, const pid_t *pids, int n)
 {
     shutdown(ls, SHUT_RD);
     for (int w = 0; w < n; w++)
         kill(pids[w], SIGTERM);
     alarm(5);
-    for (int w = 0; w < n; w++)
-        while (waitpid(pids[w], NULL, 0) < 0 && errno == EINTR)
+    int failed = 0;
+    for (int w = 0; w < n; w++) {
+        int status;
+        pid_t r;
+        while ((r = waitpid(pids[w], &status, 0)) < 0 && errno == EINTR)
             kill(pids[w], SIGKILL);
+        failed += r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
     alarm(0);
+    return failed;
 }
 
 static int request(const struct sockaddr_in *addr, int i)
@@ -189,7 +204,13 @@ int main(int argc, char **argv)
     sigaddset(&blocked, SIGALRM);
     sigprocmask(SIG_BLOCK, &blocked, &unblocked);
     alarm(10); /* bounded, whatever happens */
-    forklog_info(log, "server listening on 127.0.0.1:%u with %d workers", (unsigned)ntohs(addr.sin_port), nworkers);
+    int log_failed = 0;
+    rc =
+        forklog_info(log, "server listening on 127.0.0.1:%u with %d workers", (unsigned)ntohs(addr.sin_port), nworkers);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
+        log_failed = 1;
+    }
 
     /* The workers inherit the listening socket and the log handle, and use both as they are. */
     pid_t pids[MAX_WORKERS], parent = getpid();
@@ -215,22 +236,28 @@ int main(int argc, char **argv)
         failed += request(&addr, done) != 0;
 
     /* Every answered request is in the log (logged before it was answered): stop the workers. */
-    stop_workers(ls, pids, started);
+    int failed_workers = stop_workers(ls, pids, started);
     if (stop)
         fprintf(stderr, "%s: stopped by a signal after %d of %d requests\n", argv[0], done, nreq);
-    forklog_info(log, "server stopped: %d requests, %d failed", nreq, failed);
-    forklog_close(log);
+    if ((rc = forklog_info(log, "server stopped: %d requests, %d failed", nreq, failed)) < 0 ||
+        (rc = forklog_close(log)) < 0) {
+        fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
+        log_failed = 1;
+    }
 
-    /* Read this run's records back: one whole `GET /item/<i> 200` record per request, and who served them. */
+    /* Read this run's records back: one whole `GET /item/<i> 200` record per request, and who served them. Only
+     * a regular file can be (a device such as /dev/full reads forever). */
     FILE *f = fopen(argv[1], "r");
-    if (!f || fseeko(f, from, SEEK_SET) != 0) {
-        perror(argv[1]);
-        return 1;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || fseeko(f, from, SEEK_SET) != 0) {
+        fprintf(stderr, "%s: cannot be read back\n", argv[1]);
+        if (f)
+            fclose(f);
+        f = NULL;
     }
     char line[1024];
     int records = 0, bad = 0;
     unsigned char *seen = calloc((size_t)nreq, 1);
-    while (seen && fgets(line, sizeof line, f)) {
+    while (f && seen && fgets(line, sizeof line, f)) {
         const char *get = strstr(line, " GET /item/");
         if (!get)
             continue;
@@ -239,8 +266,9 @@ int main(int argc, char **argv)
             bad++;
         records++;
     }
-    fclose(f);
-    for (int w = 0; w < nworkers; w++) {
+    if (f)
+        fclose(f);
+    for (int w = 0; w < nworkers && records > 0; w++) {
         char pid[32];
         snprintf(pid, sizeof pid, " pid=%d ", (int)pids[w]);
         int n = 0;
@@ -254,8 +282,9 @@ int main(int argc, char **argv)
         printf("worker %d (pid %d): %d requests\n", w, (int)pids[w], n);
     }
     free(seen);
-    if (failed || bad || records != nreq) {
-        printf("FAIL: %d requests, %d failed, %d records, %d bad\n", nreq, failed, records, bad);
+    if (failed || bad || records != nreq || failed_workers || log_failed) {
+        printf("FAIL: %d requests, %d failed, %d records, %d bad, %d workers failed\n", nreq, failed, records, bad,
+               failed_workers);
         return 1;
     }
     printf("OK: %d requests, %d records\n", nreq, records);

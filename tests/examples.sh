@@ -41,6 +41,13 @@ prefork)
   "$prog" "$work/access.log" 2 50 >"$work/out2" || { cat "$work/out2"; fail "second run on the same log"; }
   grep -qx 'OK: 50 requests, 50 records' "$work/out2" || fail "second run: $(cat "$work/out2")"
   test "$(grep -c ' GET /item/' "$work/access.log")" -eq 350 || fail "not 350 request records after two runs"
+  # Every record fails (/dev/full: ENOSPC): each request is answered 500, not 200, and the program fails.
+  if [ -w /dev/full ]; then
+    st=0; timeout -k 5 30 "$prog" /dev/full 2 5 >"$work/full.out" 2>"$work/full.err" || st=$?
+    [ "$st" -eq 1 ] || fail "/dev/full: exit status $st"
+    test "$(grep -c 'the record failed: No space left on device; answered 500' "$work/full.err")" -eq 5 ||
+      fail "/dev/full: not 5 requests answered 500: $(cat "$work/full.err")"
+  fi
   # SIGTERM to the parent alone, in the middle of its requests: it stops and reaps every worker (none is left
   # holding the port), and fails.
   "$prog" "$work/term.log" 3 100000000 >"$work/term.out" 2>&1 &
@@ -220,6 +227,11 @@ cmake)
   grep -q 'forklog_LICENSE: MIT' "$work/cfg" || { cat "$work/cfg"; fail "find_package did not set forklog_LICENSE"; }
   test "$(wc -l <"$work/hello.log")" -eq 3 || fail "not 3 records"
   whole "$work/hello.log"
+  # Records that fail (/dev/full: ENOSPC) are not counted, and fail the program.
+  if [ -w /dev/full ]; then
+    ! "$work/b/hello_forklog" /dev/full >"$work/full.out" 2>/dev/null || fail "/dev/full: exit status 0"
+    grep -q '^hello_forklog: 0 records in /dev/full ' "$work/full.out" || fail "/dev/full: $(cat "$work/full.out")"
+  fi
   ;;
 *)
   fail "unknown case"

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* A program of another project, built with find_package(forklog): a parent and two forked children each log
- * one record. Usage: hello_forklog LOGFILE */
+ * one record. Usage: hello_forklog LOGFILE; prints how many records were written, and fails if any was not. */
 #include <forklog.h>
 
 #include <stdio.h>
@@ -20,17 +20,40 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", argv[1], strerror(-rc));
         return 1;
     }
-    for (int i = 0; i < 2; i++)
-        if (fork() == 0) {
-            int bad = forklog_info(log, "child %d says hello", i) != 0;
-            bad |= forklog_close(log) != 0;
+    int records = 0, failed = 0;
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            failed = 1;
+            break;
+        }
+        if (pid == 0) {
+            int bad = 0;
+            if ((rc = forklog_info(log, "child %d says hello", i)) < 0 || (rc = forklog_close(log)) < 0) {
+                fprintf(stderr, "child %d: %s\n", i, strerror(-rc));
+                bad = 1;
+            }
             _exit(bad);
         }
-    int status, failed = 0;
-    while (wait(&status) > 0)
-        failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
-    failed |= forklog_info(log, "parent: forklog %s", forklog_version_string()) != 0;
-    failed |= forklog_close(log) != 0;
-    printf("hello_forklog: 3 records in %s with forklog %s\n", argv[1], forklog_version_string());
+    }
+    int status;
+    while (wait(&status) > 0) {
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            records++;
+        else
+            failed = 1;
+    }
+    if ((rc = forklog_info(log, "parent: forklog %s", forklog_version_string())) < 0) {
+        fprintf(stderr, "parent: %s\n", strerror(-rc));
+        failed = 1;
+    } else {
+        records++;
+    }
+    if ((rc = forklog_close(log)) < 0) {
+        fprintf(stderr, "parent: closing the log: %s\n", strerror(-rc));
+        failed = 1;
+    }
+    printf("hello_forklog: %d records in %s with forklog %s\n", records, argv[1], forklog_version_string());
     return failed;
 }
