@@ -15,7 +15,9 @@
  * The lock is shared with this process's own children only (forklog_open_fd() gives a handle its own segment),
  * and nothing is created anywhere. If the reader goes away, a record fails with -EPIPE (SIGPIPE is ignored).
  *
- * Usage: container_stdout [workers] [records]        (defaults: 4 workers, 25 records each)
+ * Usage: container_stdout [workers] [records] [bytes]   (defaults: 4 workers, 25 records each, short records)
+ *   bytes: each worker record's message is padded with 'x' to exactly that many bytes (32 .. 1048000), to show
+ *   records longer than PIPE_BUF reaching a pipe whole.
  */
 #ifndef _DEFAULT_SOURCE
 #define _DEFAULT_SOURCE
@@ -33,15 +35,29 @@
 static forklog *log_handle; /* NULL: stdout could not be made a log (closed, read-only, non-blocking) */
 
 /* 0, or a negative errno: -EPIPE when the reader has gone away. */
+/* A decimal number, or -1. */
+static long number(const char *s)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return errno || end == s || *end ? -1 : v;
+}
+
 static int record(const char *msg)
 {
     if (log_handle) {
         int rc = forklog_info(log_handle, "%s", msg);
         return rc < 0 ? rc : 0; /* a positive count: bytes cut to fit max_record, the record is written */
     }
-    char line[512];
-    int len = snprintf(line, sizeof line, "INFO pid=%d %s\n", (int)getpid(), msg);
-    return write(STDOUT_FILENO, line, (size_t)len) < 0 ? -errno : 0;
+    size_t size = strlen(msg) + 64;
+    char *line = malloc(size);
+    if (!line)
+        return -ENOMEM;
+    int len = snprintf(line, size, "INFO pid=%d %s\n", (int)getpid(), msg);
+    int rc = write(STDOUT_FILENO, line, (size_t)len) < 0 ? -errno : 0;
+    free(line);
+    return rc;
 }
 
 /* A failed record: said on stderr, once per process. */
@@ -54,10 +70,17 @@ static int failed_record(const char *who, int rc)
 
 int main(int argc, char **argv)
 {
-    int workers = argc > 1 ? atoi(argv[1]) : 4, records = argc > 2 ? atoi(argv[2]) : 25;
-    if (workers < 1 || workers > 256 || records < 1) {
-        fprintf(stderr, "usage: %s [workers] [records]\n", argv[0]);
+    long workers = argc > 1 ? number(argv[1]) : 4, records = argc > 2 ? number(argv[2]) : 25;
+    long bytes = argc > 3 ? number(argv[3]) : 0;
+    if (argc > 4 || workers < 1 || workers > 256 || records < 1 || records > 100000000 ||
+        (argc > 3 && (bytes < 32 || bytes > 1048000))) {
+        fprintf(stderr, "usage: %s [workers 1..256] [records] [bytes 32..1048000]\n", argv[0]);
         return 2;
+    }
+    char *msg = malloc(bytes > 128 ? (size_t)bytes + 1 : 129);
+    if (!msg) {
+        perror("container_stdout");
+        return 1;
     }
     signal(SIGPIPE, SIG_IGN); /* a reader that goes away is -EPIPE, not the end of the program */
     char why[160];
@@ -68,8 +91,7 @@ int main(int argc, char **argv)
                 why[0] ? ": " : "", why);
         log_handle = NULL;
     }
-    char msg[128];
-    snprintf(msg, sizeof msg, "started %d workers, %d records each", workers, records);
+    snprintf(msg, 129, "started %ld workers, %ld records each", workers, records);
     int failed = 0;
     if ((rc = record(msg)) < 0)
         return failed_record("parent", rc);
@@ -85,8 +107,12 @@ int main(int argc, char **argv)
             char who[32];
             snprintf(who, sizeof who, "worker %d", w);
             int bad = 0;
-            for (int i = 0; i < records && !bad; i++) {
-                snprintf(msg, sizeof msg, "worker %d record %d", w, i);
+            for (long i = 0; i < records && !bad; i++) {
+                int n = snprintf(msg, 129, "worker %d record %ld ", w, i);
+                if (bytes > n) {
+                    memset(msg + n, 'x', (size_t)(bytes - n));
+                    msg[bytes] = '\0';
+                }
                 if ((rc = record(msg)) < 0)
                     bad = failed_record(who, rc);
             }

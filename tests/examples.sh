@@ -9,6 +9,7 @@
 #                       rotating 5 times under 4 writers: no record lost, duplicated or split, every file
 #                       created by the program with its mode
 #   cmake     SRC_DIR BUILD_DIR   examples/cmake-consumer built against a temporary install prefix
+#   demo      PROGRAM BUILD_DIR   the README's demo, with its log in BUILD_DIR
 set -eu
 case=$1 prog=$2
 work=$(mktemp -d /tmp/forklog-example-XXXXXX)
@@ -32,8 +33,9 @@ gone() {
 
 case $case in
 prefork)
-  "$prog" "$work/access.log" 4 300 >"$work/out" || { cat "$work/out"; fail "exit status $?"; }
+  st=0; "$prog" "$work/access.log" 4 300 >"$work/out" || st=$?
   cat "$work/out"
+  [ "$st" -eq 0 ] || fail "exit status $st"
   grep -qx 'OK: 300 requests, 300 records' "$work/out" || fail "unexpected output"
   test "$(grep -c ' GET /item/' "$work/access.log")" -eq 300 || fail "not 300 request records"
   whole "$work/access.log"
@@ -64,8 +66,9 @@ prefork)
   grep -q 'stopped by a signal after' "$work/term.out" || fail "SIGTERM: $(cat "$work/term.out")"
   ;;
 pool)
-  "$prog" "$work/jobs.log" >"$work/out" || { cat "$work/out"; fail "exit status"; }
+  st=0; "$prog" "$work/jobs.log" >"$work/out" || st=$?
   cat "$work/out"
+  [ "$st" -eq 0 ] || fail "exit status $st"
   grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/out" || fail "unexpected output"
   whole "$work/jobs.log"
   # A second run on the same log, which it appends to, checks its own records only.
@@ -74,13 +77,17 @@ pool)
   test "$(wc -l <"$work/jobs.log")" -eq 82 || fail "not 82 records after two runs"
   ;;
 stdout)
-  # A pipe: 1 + 4 * 25 + 1 whole records, 25 per worker.
-  "$prog" 4 25 | cat >"$work/pipe.out"
+  # A pipe: 1 + 4 * 25 + 1 whole records, 25 per worker, each worker record 64 KiB (more than PIPE_BUF, so that
+  # only the lock keeps it whole), and the program's exit status 0.
+  { st=0; "$prog" 4 25 65536 || st=$?; echo "$st" >"$work/pipe.rc"; } | cat >"$work/pipe.out"
+  [ "$(cat "$work/pipe.rc")" -eq 0 ] || fail "exit status $(cat "$work/pipe.rc") through a pipe"
   test "$(wc -l <"$work/pipe.out")" -eq 102 || fail "$(wc -l <"$work/pipe.out") lines through a pipe, 102 expected"
   whole "$work/pipe.out"
   for w in 0 1 2 3; do
     test "$(grep -c " worker $w record " "$work/pipe.out")" -eq 25 || fail "worker $w: not 25 records"
   done
+  test "$(grep ' worker ' "$work/pipe.out" | sed 's/^.* pid=[0-9]* //' | awk 'length($0) != 65536' | wc -l)" -eq 0 ||
+    fail "worker records through a pipe that are not 65536 bytes"
   # A reader that goes away: records fail with -EPIPE, the workers stop, and the program fails.
   { st=0; "$prog" 4 100000 2>"$work/epipe.err" || st=$?; echo "$st" >"$work/epipe.rc"; } | head -n 1 >/dev/null
   [ "$(cat "$work/epipe.rc")" -ne 0 ] || fail "exit status 0 after the reader went away"
@@ -122,7 +129,7 @@ for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             sys.exit("FAIL example_stdout: %s: worker %d: not 50 records" % (kind.name, w))
 PY
   fi
-  head -n 3 "$work/pipe.out"
+  head -n 3 "$work/pipe.out" | cut -c 1-100
   ;;
 logrotate)
   # SIGHUP sent as fast as possible while the pid file exists, through the program's shutdown (a postrotate that
@@ -217,13 +224,24 @@ logrotate)
       exit bad
     }' ARGV_FILES="$files" || fail "records lost or duplicated"
   ;;
+demo)
+  # The README's demo, its log in the build folder (replaced at each run): its exit status, and its own check.
+  log=$3/example_demo.log
+  rm -f "$log"
+  st=0; "$prog" -w 4 -n 50 -o "$log" >"$work/out" || st=$?
+  cat "$work/out"
+  [ "$st" -eq 0 ] || fail "exit status $st"
+  grep -qx 'log check: OK (101 records)' "$work/out" || fail "unexpected output"
+  ;;
 cmake)
   src=$2 build=$3
   cmake --install "$build" --prefix "$work/prefix" >/dev/null
   cmake -S "$src/examples/cmake-consumer" -B "$work/b" -DCMAKE_PREFIX_PATH="$work/prefix" >"$work/cfg" 2>&1 ||
     { cat "$work/cfg"; fail "configure"; }
   cmake --build "$work/b" >"$work/bld" 2>&1 || { cat "$work/bld"; fail "build"; }
-  "$work/b/hello_forklog" "$work/hello.log" | tee "$work/out"
+  st=0; "$work/b/hello_forklog" "$work/hello.log" >"$work/out" || st=$?
+  cat "$work/out"
+  [ "$st" -eq 0 ] || fail "exit status $st"
   grep -q 'forklog_LICENSE: MIT' "$work/cfg" || { cat "$work/cfg"; fail "find_package did not set forklog_LICENSE"; }
   test "$(wc -l <"$work/hello.log")" -eq 3 || fail "not 3 records"
   whole "$work/hello.log"
