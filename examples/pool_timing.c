@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,8 +37,11 @@ static int job(size_t i, void *ctx)
     (void)ctx;
     if (i == 13)
         return 7; /* failed, code 7 */
-    if (i == 29)
-        abort(); /* crashed (SIGABRT): the parent writes the record */
+    if (i == 29) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core); /* no core file left behind */
+        abort();                          /* crashed (SIGABRT): the parent writes the record */
+    }
     if (i == 31)
         pause(); /* past timeout_s: the worker is killed */
     struct timespec d = {0, (long)(1 + i % 5) * 1000000L};

@@ -165,7 +165,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s LOGFILE [workers] [requests]\n", argv[0]);
         return 2;
     }
-    int nworkers = argc > 2 ? atoi(argv[2]) : 4, nreq = argc > 3 ? atoi(argv[3]) : 200;
+    char *end = "";
+    long nw = argc > 2 ? strtol(argv[2], &end, 10) : 4;
+    if (*end)
+        nw = -1;
+    long nr = argc > 3 ? strtol(argv[3], &end, 10) : 200;
+    if (*end || nr > 100000000)
+        nr = -1;
+    int nworkers = nw < 0 || nw > MAX_WORKERS ? -1 : (int)nw, nreq = (int)nr;
     if (nworkers < 1 || nworkers > MAX_WORKERS || nreq < 1) {
         fprintf(stderr, "%s: 1..%d workers, at least 1 request\n", argv[0], MAX_WORKERS);
         return 2;
