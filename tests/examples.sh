@@ -9,7 +9,8 @@
 #                       rotating 5 times under 4 writers: no record lost, duplicated or split, every file
 #                       created by the program with its mode
 #   cmake     SRC_DIR BUILD_DIR   examples/cmake-consumer built against a temporary install prefix
-#   demo      PROGRAM BUILD_DIR   the README's demo, with its log in BUILD_DIR
+#   demo      PROGRAM BUILD_DIR   the README's demo, with its log in BUILD_DIR; a SIGTERM leaves none of its
+#                                 processes behind
 set -eu
 case=$1 prog=$2
 work=$(mktemp -d /tmp/forklog-example-XXXXXX)
@@ -25,7 +26,7 @@ gone() {
   i=0
   for p in "$@"; do
     while kill -0 "$p" 2>/dev/null; do
-      i=$((i + 1)); [ "$i" -lt 300 ] || { kill -KILL "$@" 2>/dev/null; fail "process $p still runs"; }
+      i=$((i + 1)); [ "$i" -lt 300 ] || { kill -KILL "$@" 2>/dev/null || true; fail "process $p still runs"; }
       sleep 0.01
     done
   done
@@ -232,6 +233,19 @@ demo)
   cat "$work/out"
   [ "$st" -eq 0 ] || fail "exit status $st"
   grep -qx 'log check: OK (101 records)' "$work/out" || fail "unexpected output"
+  # SIGTERM to the demo in the middle of its requests: its server child and its pool's workers end with it.
+  "$prog" -w 4 -n 1000000 -o "$work/term.log" >"$work/term.out" 2>&1 &
+  app=$!
+  i=0
+  until [ "$(cat "$work/term.log" 2>/dev/null | grep -c ' request data')" -ge 100 ]; do
+    i=$((i + 1)); [ "$i" -lt 1000 ] || { kill -KILL "$app"; fail "SIGTERM: no request made: $(cat "$work/term.out")"; }
+    sleep 0.01
+  done
+  kids=$(cat /proc/"$app"/task/*/children 2>/dev/null || true)
+  [ -n "$kids" ] || fail "SIGTERM: no child process of the demo seen"
+  kill -TERM "$app"
+  wait "$app" || true
+  gone $kids
   ;;
 cmake)
   src=$2 build=$3
