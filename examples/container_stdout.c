@@ -93,8 +93,10 @@ int main(int argc, char **argv)
     }
     snprintf(msg, 129, "started %ld workers, %ld records each", workers, records);
     int failed = 0;
-    if ((rc = record(msg)) < 0)
+    if ((rc = record(msg)) < 0) {
+        free(msg);
         return failed_record("parent", rc);
+    }
     for (int w = 0; w < workers; w++) {
         pid_t pid = fork();
         if (pid < 0) {
@@ -128,5 +130,6 @@ int main(int argc, char **argv)
         failed = failed_record("parent", rc);
     if (log_handle && (rc = forklog_close(log_handle)) < 0)
         failed = failed_record("parent", rc);
+    free(msg);
     return failed;
 }
