@@ -45,7 +45,8 @@ static const char usage_text[] = "Usage: forklog append [-l LEVEL] [--json] FILE
                                  "\n"
                                  "Records below the log's minimum level are dropped: info, or the level in the\n"
                                  "environment variable FORKLOG_LEVEL, or the one a writer of the log set with\n"
-                                 "forklog_set_level(). SIGINT, SIGTERM and SIGHUP end append between two records.\n"
+                                 "forklog_set_level(). SIGINT, SIGTERM and SIGHUP end append between two records\n"
+                                 "and flush once its write is done.\n"
                                  "\n"
                                  "Exit status: 0 ok; 1 the log could not be opened, written, flushed or closed, or\n"
                                  "standard input could not be read; 2 usage error; 128+N ended by signal N.\n"
@@ -387,7 +388,7 @@ static int cmd_flush(int argc, char **argv)
     }
     if (close_log(log, req.path) != ST_OK)
         status = ST_FAILED;
-    return status;
+    return end_by_signal(status);
 }
 
 int main(int argc, char **argv)
