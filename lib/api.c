@@ -311,6 +311,21 @@ static int fl__open_begin(forklog **out, const struct forklog_options **opts)
     return out ? fl__check_options(*opts) : -EINVAL;
 }
 
+/* Why the log file could not be opened, in opts->error, where strerror(ENXIO) ("No such device or address") says
+ * nothing useful; for the other errors it says enough. */
+static void fl__open_refuse(const struct forklog_options *o, int rc, const char *path)
+{
+    struct stat st;
+    if (!o->error || !o->error_size || rc != -ENXIO || stat(path, &st) < 0)
+        return;
+    if (S_ISFIFO(st.st_mode))
+        snprintf(o->error, o->error_size,
+                 "%s is a FIFO that no process has open for reading; forklog does not wait for a reader", path);
+    else if (S_ISSOCK(st.st_mode))
+        snprintf(o->error, o->error_size, "%s is a unix socket: connect a socket to it and use forklog_open_fd()",
+                 path);
+}
+
 int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
 {
     int rc = fl__open_begin(out, &opts);
@@ -331,6 +346,7 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     log->fd = fl__open_log_file(log, O_CREAT);
     if (log->fd < 0) {
         rc = log->fd;
+        fl__open_refuse(opts, rc, log->path);
         fl__handle_free(log);
         return rc;
     }

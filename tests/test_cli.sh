@@ -110,6 +110,10 @@ open_errors)
     run 1 "$bin" append adir hello
     stderr_is "forklog: cannot open adir: Is a directory"
     [ -z "$(ls -A adir)" ] || fail "adir is not empty"
+    # A FIFO without a reader: at once, with the reason that ENXIO's own text does not give.
+    mkfifo ff || fail "mkfifo"
+    run 1 timeout 10 "$bin" append ff hello
+    stderr_is "forklog: cannot open ff: No such device or address ($work/ff is a FIFO that no process has open for reading; forklog does not wait for a reader)"
     ;;
 permission)
     # Root may write anywhere: the case needs a process without that power.

@@ -257,10 +257,15 @@ Test(targets, fifo_without_a_reader_never_blocks)
     if (pid == 0) {
         rc_child();
         forklog *log = (forklog *)1;
-        int rc = forklog_open(&log, logpath, NULL);
-        _exit(rc == -ENXIO && log == NULL ? 0 : 1);
+        char why[256];
+        struct forklog_options o = {.error = why, .error_size = sizeof why};
+        int rc = forklog_open(&log, logpath, &o);
+        _exit(rc == -ENXIO && log == NULL
+                  ? strstr(why, "FIFO that no process has open for reading; forklog does not wait for a reader") ? 0 : 2
+                  : 1);
     }
-    cr_assert_eq(th_wait_for(pid, HANG_S), 0, "forklog_open on a FIFO with no reader: not -ENXIO at once");
+    cr_assert_eq(th_wait_for(pid, HANG_S), 0,
+                 "forklog_open on a FIFO with no reader: not -ENXIO at once (1), or opts->error does not say why (2)");
     assert_listing("t.log");
 
     /* With a reader, the log opens; the reader then goes away. */
@@ -343,10 +348,13 @@ Test(targets, unix_socket_is_enxio_and_nothing_is_created)
     cr_assert_lt(strlen(logpath), sizeof sa.sun_path);
     strcpy(sa.sun_path, logpath);
     cr_assert_eq(bind(sfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    struct forklog_options o = {.rotate_bytes = 100, .owner = NOBODY};
+    char why[256];
+    struct forklog_options o = {.rotate_bytes = 100, .owner = NOBODY, .error = why, .error_size = sizeof why};
     forklog *log = (forklog *)1;
     cr_assert_eq(forklog_open(&log, logpath, &o), -ENXIO);
     cr_assert_null(log);
+    cr_assert(strstr(why, "is a unix socket: connect a socket to it and use forklog_open_fd()"), "opts->error: %s",
+              why);
     close(sfd);
     cr_assert_eq(type_of(logpath), S_IFSOCK);
     assert_listing("t.log");
