@@ -6,8 +6,8 @@
  * process-shared, robust pthread mutex): a small file beside the log, `.NAME.forklog`, that every process opening
  * the same log maps, whatever its ancestry (forked, exec'd, started by cron or a shell, another program). A forked
  * child, pool worker or thread uses the inherited handle as is. Each call appends one whole record with one
- * write(2) while it holds the lock (with FORKLOG_BUFFERED, the record waits in shared memory until a flush, at
- * most flush_ms later, and survives its writer). No server process, no daemon, no set-up in the child.
+ * write(2) while it holds the lock (with FORKLOG_BUFFERED, the record waits in shared memory, surviving its
+ * writer, until a flush: see FORKLOG_BUFFERED). No server process, no daemon, no set-up in the child.
  *
  * This header is the reference. Conventions that hold for every function below:
  *   - Success is 0 (or a documented non-negative value); failure is a negative errno value, and strerror(-rc)
@@ -84,8 +84,9 @@ enum forklog_flag {
     /* fdatasync(2) after every record written to a regular file, before the call returns (with FORKLOG_BUFFERED:
      * after every flush); nothing is synced on a FIFO, pipe, socket or device. */
     FORKLOG_SYNC = 1u << 0,
-    /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, when
-     * the oldest record is older than flush_ms, on forklog_flush() and on forklog_close(). Without rotation, each
+    /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, on the
+     * first call of any process using the log once the oldest record is older than flush_ms (no timer writes
+     * them between calls), on forklog_flush() and on forklog_close(). Without rotation, each
      * writer thread appends to a buffer of its own (up to 64 per log, buffer_size bytes each) with no lock at all;
      * a thread beyond the 64th, and a process of another PID or time namespace than the log's other users, writes
      * each record at once under the lock; a flush writes them all, so the records of one thread keep their order but
@@ -320,6 +321,8 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  *     wins (the call's fields come after the context), at the place of that last one.
  *   - Fields that do not fit max_record are left out whole (the message is cut first down to what fits); the
  *     record always stays one valid line.
+ *   - In text, a message followed by anything (the location, context fields or the call's fields) is quoted, as
+ *     a value is, when it holds '=' or starts with a quote; a message alone is written bare.
  * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level
  * out of range, NULL fields with nfields > 0, nfields > FORKLOG_MAX_FIELDS, a NULL or invalid key, an unknown
  * type), -ENOMEM, and the errors of write(2); nothing of the record is in the file after an error. A record below
@@ -502,7 +505,8 @@ FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
 
 /*
  * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the
- * negative errno of write(2); buffered records stay buffered on failure. Thread-safe and fork-safe.
+ * negative errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a
+ * rotation); buffered records stay buffered on failure. Thread-safe and fork-safe.
  */
 FORKLOG_API int forklog_flush(forklog *log);
 
