@@ -719,6 +719,14 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
 
 /* ---- the fields fast path ------------------------------------------------------------------------------------- */
 
+/* For the small helpers of the fast path, which the compiler would otherwise call out of line from its two copies
+ * (text and JSON) of fl__tail_fast. */
+#ifdef __GNUC__
+#define FL__INLINE static inline __attribute__((always_inline))
+#else
+#define FL__INLINE static inline
+#endif
+
 /* What a byte is to the fast paths (the fields' and the printf one's), one bit per question. */
 enum {
     FL__C_KEY = 1,      /* [A-Za-z0-9_.@-] */
@@ -746,22 +754,27 @@ static const unsigned char fl__cls[256] = {
     8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  8,  /* 0xf0 */
 };
 
-/* The number of key bytes ([A-Za-z0-9_.@-]) at the start of k: four tests per step, none past the first byte that
- * is not one (a NUL ends the run). */
-static inline size_t fl__key_run(const char *k)
+/* Copies the key k to p while checking it: valid when 1 .. FORKLOG_MAX_KEY key bytes ([A-Za-z0-9_.@-]) end at its
+ * NUL. One pass, a byte at a time (four per step), reading nothing past the first byte that is not a key byte (the
+ * NUL ends the run); that byte is written too, so up to FORKLOG_MAX_KEY + 4 bytes at p. Returns the length, or 0
+ * for a key that is not valid. */
+FL__INLINE size_t fl__key_copy(char *p, const char *k)
 {
     const unsigned char *u = (const unsigned char *)k;
-    size_t l = 0;
-    for (;; l += 4) {
-        if (!(fl__cls[u[l]] & FL__C_KEY))
-            return l;
-        if (!(fl__cls[u[l + 1]] & FL__C_KEY))
-            return l + 1;
-        if (!(fl__cls[u[l + 2]] & FL__C_KEY))
-            return l + 2;
-        if (!(fl__cls[u[l + 3]] & FL__C_KEY))
-            return l + 3;
+    for (size_t l = 0; l <= FORKLOG_MAX_KEY; l += 4) {
+        unsigned char c;
+        /* Valid when the byte that ends the run is the NUL; l + i - 1 wraps for an empty key. */
+#define FL__KEY_BYTE(i)                                                                                                \
+    p[l + (i)] = (char)(c = u[l + (i)]);                                                                               \
+    if (!(fl__cls[c] & FL__C_KEY))                                                                                     \
+        return c == 0 && l + (i)-1 < FORKLOG_MAX_KEY ? l + (i) : 0;
+        FL__KEY_BYTE(0)
+        FL__KEY_BYTE(1)
+        FL__KEY_BYTE(2)
+        FL__KEY_BYTE(3)
+#undef FL__KEY_BYTE
     }
+    return 0;
 }
 
 /* Whether a key is one of the record's own (fl__is_builtin), with the lengths and first bytes of the key set's
@@ -786,42 +799,84 @@ static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
     return (lengths[ks][(unsigned char)k[0]] >> (klen & 31) & 1) && fl__is_builtin(ks, k, klen);
 }
 
+/* The decimal digits of v (below 10^4) at p, without leading zeros; returns their end. */
+FL__INLINE char *fl__dec_upto4(char *p, unsigned v)
+{
+    if (v < 100) {
+        if (v < 10) {
+            *p = (char)('0' + v);
+            return p + 1;
+        }
+        fl__dec2(p, v);
+        return p + 2;
+    }
+    const unsigned hi = v / 100;
+    if (hi < 10)
+        *p++ = (char)('0' + hi);
+    else
+        fl__dec2(p, hi), p += 2;
+    fl__dec2(p, v % 100);
+    return p + 2;
+}
+
 /* Writes a field's value at p (a key and its `=` or `":` before it), as fl__w_field does, if it fits below
  * out + end and needs no escaping (text: a value that goes bare, or quoted with nothing to escape; JSON: a string
- * with nothing to escape); room for 64 bytes at p is known. Returns the new end of the output, or 0 to leave the
- * record to fl__build. */
+ * with nothing to escape); room for 64 bytes at p is known. Returns the new end of the output, 0 to leave the
+ * record to fl__build, or -1 for a type that is none of forklog's (which fl__check_fields refuses). */
 #ifdef __GNUC__
 __attribute__((always_inline))
 #endif
-static inline size_t
+static inline long
 fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_field *f)
 {
-    if (f->type == FORKLOG_FIELD_INT || f->type == FORKLOG_FIELD_UINT) {
-        unsigned long long a = f->type == FORKLOG_FIELD_UINT ? f->v.u : (unsigned long long)f->v.i;
+    switch (f->type) {
+    case FORKLOG_FIELD_INT:
+    case FORKLOG_FIELD_UINT: {
+        unsigned long long a = f->v.u;
         if (f->type == FORKLOG_FIELD_INT && f->v.i < 0) {
             *p++ = '-';
             a = -a;
         }
+        if (a < 100000000) {
+            /* Below 10^8 (most numbers), in 32-bit steps: the digits above the last four, then those four. */
+            unsigned v = (unsigned)a;
+            if (v >= 10000) {
+                p = fl__dec_upto4(p, v / 10000);
+                fl__dec4(p, v % 10000);
+                return p + 4 - out;
+            }
+            return fl__dec_upto4(p, v) - out;
+        }
         size_t n = fl__ndigits(a);
         fl__udec_fixed(p, a, n);
-        return (size_t)(p + n - out);
+        return p + n - out;
     }
-    if (f->type == FORKLOG_FIELD_DUR && f->v.ns >= 0 && f->v.ns < 1000000000) {
-        /* A duration below a second, as fl__dur writes it: `0`, or `0.` and the nanoseconds without the zeros
-         * that end them. */
-        *p++ = '0';
-        if (f->v.ns) {
-            *p++ = '.';
-            fl__udec_fixed(p, (unsigned long long)f->v.ns, 9);
-            p += 9;
-            while (p[-1] == '0')
-                p--;
+    case FORKLOG_FIELD_DUR:
+        if (f->v.ns >= 0 && f->v.ns < 1000000000) {
+            /* A duration below a second, as fl__dur writes it: `0`, or `0.` and the nine digits of the nanoseconds
+             * (32-bit steps: one, then four and four) without the zeros that end them. */
+            *p++ = '0';
+            if (f->v.ns) {
+                const unsigned ns = (unsigned)f->v.ns, low8 = ns % 100000000;
+                p[0] = '.';
+                p[1] = (char)('0' + ns / 100000000);
+                fl__dec4(p + 2, low8 / 10000);
+                fl__dec4(p + 6, low8 % 10000);
+                p += 10;
+                while (p[-1] == '0')
+                    p--;
+            }
+            return p - out;
         }
-        return (size_t)(p - out);
-    }
-    if (f->type != FORKLOG_FIELD_STR) {
+        /* fall through */
+    case FORKLOG_FIELD_DBL:
+    case FORKLOG_FIELD_BOOL:
+    case FORKLOG_FIELD_TIME: {
         size_t n = fl__value(p, json, f);
-        return n ? (size_t)(p + n - out) : 0;
+        return n ? p + n - out : 0;
+    }
+    case FORKLOG_FIELD_STR: break;
+    default: return -1;
     }
     const char *v = f->v.s;
     if (!v) {
@@ -829,7 +884,7 @@ fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_fi
             memcpy(p, "null", 4);
             p += 4;
         }
-        return (size_t)(p - out);
+        return p - out;
     }
     unsigned cls = 0;
     size_t n = 0;
@@ -846,7 +901,7 @@ fl__fast_value(char *out, char *p, size_t end, int json, const struct forklog_fi
     p += n;
     if (quote)
         *p++ = '"';
-    return (size_t)(p - out);
+    return p - out;
 }
 
 /* The room a field needs before its value is looked at: separator, `fields.`, the longest key, `":`, 64 bytes. */
@@ -877,30 +932,37 @@ static size_t fl__fast_field(char *out, size_t o, size_t end, int json, int rena
     } else {
         *p++ = '=';
     }
-    return fl__fast_value(out, p, end, json, f);
+    const long r = fl__fast_value(out, p, end, json, f);
+    return r > 0 ? (size_t)r : 0;
 }
 
-/* For fl__tail_fast: entry e's key, written at out + at[e] + sep (kl[e] bytes), drops the earlier entries that wrote
- * the same key (gone[j]); *seen is the set of hashes (first byte and length) of the keys written so far. Returns
- * whether it dropped any. */
-static int fl__drop_earlier(const char *out, const size_t *at, const unsigned char *kl, unsigned char *gone, size_t e,
-                            size_t sep, uint64_t *seen)
+/* For fl__tail_fast: the bit of a written key (k, kl bytes) in the 64-bit set of hashes (first byte and length) of
+ * the keys written so far. */
+static inline uint64_t fl__key_bit(const char *k, size_t kl)
+{
+    return (uint64_t)1 << (((unsigned char)k[0] + 7u * (unsigned)kl) & 63);
+}
+
+/* For fl__tail_fast, when entry e's key (written at out + at[e] + sep, kl[e] bytes) has the hash of an earlier one:
+ * drops the earlier entries that wrote the same key (their kl[j] becomes 0). Returns whether it dropped any. */
+static int fl__drop_earlier(const char *out, const size_t *at, unsigned char *kl, size_t e, size_t sep)
 {
     const char *k = out + at[e] + sep;
-    const uint64_t bit = (uint64_t)1 << (((unsigned char)k[0] + 7u * kl[e]) & 63);
     int dropped = 0;
-    if (*seen & bit)
-        for (size_t j = 0; j < e; j++)
-            if (!gone[j] && kl[j] == kl[e] && memcmp(out + at[j] + sep, k, kl[e]) == 0)
-                gone[j] = 1, dropped = 1;
-    *seen |= bit;
+    for (size_t j = 0; j < e; j++)
+        if (kl[j] == kl[e] && memcmp(out + at[j] + sep, k, kl[e]) == 0)
+            kl[j] = 0, dropped = 1;
     return dropped;
 }
 
-long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
-                   const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
+/* fl__tail_fast for one format: json is a constant in each of the two copies the compiler makes of this. */
+#ifdef __GNUC__
+__attribute__((always_inline))
+#endif
+static inline long
+fl__tail_fast_as(const int json, const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                 const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
 {
-    const int json = log->format == FORKLOG_FORMAT_JSON;
     const int ks = fl__keyset(log);
     const size_t close = json ? 2 : 1;
     /* fl__build leaves out or cuts nothing of a record that ends this far below its cap. */
@@ -919,75 +981,67 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
     /* The context's fields, then the call's, each rendered where it stands; a key given again by a later field
      * drops the earlier one, as fl__tail skips it. Keys are compared as written (a key of the record's own is
      * written `fields.KEY`, so that "ts" and "fields.ts" are the same), in the output itself: at[e] is where entry
-     * e starts, its key sep bytes later, kl[e] bytes long. A 64-bit set of hashes of the written keys (length and
-     * first byte) rules most keys out of the comparison. The first key of the call that is not valid fails the
-     * call, as fl__check_fields. */
+     * e starts, its key sep bytes later, kl[e] bytes long (0 once a later entry drops it). A 64-bit set of hashes of
+     * the written keys (length and first byte) rules most keys out of the comparison. The first key of the call that is
+     * not valid fails the call, as fl__check_fields. */
     const size_t nctx = ctx ? ctx->n : 0, sep = json ? 2 : 1;
     if (nctx > FORKLOG_MAX_FIELDS)
         return 0;
     size_t at[2 * FORKLOG_MAX_FIELDS + 1];
-    unsigned char kl[2 * FORKLOG_MAX_FIELDS], gone[2 * FORKLOG_MAX_FIELDS];
+    unsigned char kl[2 * FORKLOG_MAX_FIELDS];
     uint64_t seen = 0;
     int dropped = 0;
     for (size_t e = 0; e < nctx; e++) {
         at[e] = o;
-        gone[e] = 0;
         const struct forklog_field *c = &ctx->f[e];
         size_t l = strlen(c->key);
         const int pre = fl__is_builtin_fast(ks, c->key, l);
         if (!(o = fl__fast_field(out, o, end, json, pre, c->key, l, c)))
             return 0;
         kl[e] = (unsigned char)(l + (pre ? 7 : 0));
-        dropped |= fl__drop_earlier(out, at, kl, gone, e, sep, &seen);
+        const uint64_t bit = fl__key_bit(out + at[e] + sep, kl[e]);
+        if (seen & bit)
+            dropped |= fl__drop_earlier(out, at, kl, e, sep);
+        seen |= bit;
     }
+    /* The separator before a key and the `=` or `":` after it, each sep bytes, each written as one 2-byte store
+     * (in text the byte after the one that counts is written over next). */
+    uint16_t sepw, eqw;
+    memcpy(&sepw, json ? ",\"" : " ", 2);
+    memcpy(&eqw, json ? "\":" : "=", 2);
     for (size_t e = nctx; e < nctx + n; e++) {
-        at[e] = o;
-        gone[e] = 0;
-        const struct forklog_field *fi = &f[e - nctx];
+        const struct forklog_field *fi = f++;
         const char *k = fi->key;
-        if (!k || fi->type < FORKLOG_FIELD_STR || fi->type > FORKLOG_FIELD_TIME)
+        if (!k)
             return -EINVAL;
         if (end - o < FL__FIELD_ROOM)
             return 0;
-        /* The key: validated and copied in one pass. */
+        at[e] = o;
         char *p = out + o;
-        if (json) {
-            memcpy(p, ",\"", 2);
-            p += 2;
-        } else {
-            *p++ = ' ';
-        }
-        /* The run of key bytes must end at the NUL (which is not one), after 1 .. FORKLOG_MAX_KEY of them. */
-        size_t l = fl__key_run(k);
-        if (k[l] || l == 0 || l > FORKLOG_MAX_KEY)
+        memcpy(p, &sepw, 2);
+        p += sep;
+        /* The key: validated and copied in one pass. */
+        size_t l = fl__key_copy(p, k);
+        if (!l)
             return -EINVAL;
-        fl__copy(p, k, l);
-        kl[e] = (unsigned char)l;
-        unsigned hash = (unsigned char)k[0] + 7u * (unsigned)l; /* of the key as written */
-        if (fl__is_builtin_fast(ks, k, l)) {
+        if (fl__is_builtin_fast(ks, p, l)) {
             memmove(p + 7, p, l);
             memcpy(p, "fields.", 7);
-            p += 7;
-            kl[e] = (unsigned char)(l + 7);
-            hash = 'f' + 7u * (unsigned)(l + 7);
+            l += 7;
         }
-        p += l;
-        if (json) {
-            memcpy(p, "\":", 2);
-            p += 2;
-        } else {
-            *p++ = '=';
-        }
-        uint64_t bit = (uint64_t)1 << (hash & 63);
-        if (seen & bit) {
-            const char *wk = out + at[e] + sep;
-            for (size_t j = 0; j < e; j++)
-                if (!gone[j] && kl[j] == kl[e] && memcmp(out + at[j] + sep, wk, kl[e]) == 0)
-                    gone[j] = 1, dropped = 1;
-        }
+        kl[e] = (unsigned char)l;
+        const uint64_t bit = fl__key_bit(p, l);
+        if (seen & bit)
+            dropped |= fl__drop_earlier(out, at, kl, e, sep);
         seen |= bit;
-        if (!(o = fl__fast_value(out, p, end, json, fi)))
-            return 0;
+        p += l;
+        memcpy(p, &eqw, 2);
+        p += sep;
+        /* 0: leave the record to fl__build; -1: a type that is not one (fl__check_fields refuses it). */
+        long r = fl__fast_value(out, p, end, json, fi);
+        if (r <= 0)
+            return r < 0 ? -EINVAL : 0;
+        o = (size_t)r;
     }
     if (dropped) {
         /* Close the gaps the dropped fields left. */
@@ -995,7 +1049,7 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         size_t w = at[0];
         for (size_t e = 0; e < nctx + n; e++) {
             size_t len = at[e + 1] - at[e];
-            if (!gone[e]) {
+            if (kl[e]) {
                 memmove(out + w, out + at[e], len);
                 w += len;
             }
@@ -1006,6 +1060,14 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
         out[o++] = '}';
     out[o++] = '\n';
     return (long)o;
+}
+
+__attribute__((hot)) long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                                        const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
+{
+    if (log->format == FORKLOG_FORMAT_JSON)
+        return fl__tail_fast_as(1, log, loc, ctx, f, n, out, o, cap);
+    return fl__tail_fast_as(0, log, loc, ctx, f, n, out, o, cap);
 }
 
 static size_t fl__field_bound(const struct forklog_field *f)

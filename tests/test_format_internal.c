@@ -420,6 +420,95 @@ Test(format_internal, tail_fast_matches_build)
     cr_assert_gt(einval, 1000, "only %d invalid field lists", einval);
 }
 
+/* The fast path's own key check and number writers against fl__build: keys of 1 to 66 bytes, each with an
+ * invalid byte anywhere or none (a key the fast path takes is valid, one it refuses is not); integers and durations
+ * at and around every power of ten, zero, negative, with runs of trailing zeros, and random ones. The key is copied
+ * into a buffer that ends at its NUL, so that the sanitizer build sees any read past it. */
+Test(format_internal, tail_fast_keys_and_numbers_match_build)
+{
+    static const long long durs[] = {0,          1,         9,         10,         999999999,   1000000000,
+                                     1000000001, 100000000, 120000000, 1234567,    1000,        5000000,
+                                     999999990,  100000001, -1,        -999999999, -1000000000, 3000000000LL,
+                                     LLONG_MAX,  LLONG_MIN, 10000,     99990000,   900000000,   1001};
+    static const char bad[] = {' ', '=', '"', '\x80', '\xff', '/', ':', '\x01', '[', '`', '{', '~', '+', ','};
+    unsigned seed = 4242;
+    struct timespec ts = {1700000000, 5};
+    int taken = 0, refused = 0;
+    for (int iter = 0; iter < 120000; iter++) {
+        forklog *log = calloc(1, sizeof *log + 1);
+        cr_assert_not_null(log);
+        const int json = iter % 2;
+        log->format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
+        log->keys = iter / 2 % 2 ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT;
+        log->max_record = 4096;
+        log->prefix_max = fl__prefix_bound(log);
+        struct forklog_field f[4];
+        char *kbuf[4];
+        const size_t n = 1 + (size_t)rand_r(&seed) % 4;
+        for (size_t i = 0; i < n; i++) {
+            /* A key of 1..66 bytes of the key alphabet, sometimes empty or with one invalid byte. */
+            static const char alpha[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-";
+            size_t kl = rand_r(&seed) % 50 == 0 ? 0 : 1 + (size_t)rand_r(&seed) % 66;
+            kbuf[i] = malloc(kl + 1);
+            cr_assert_not_null(kbuf[i]);
+            for (size_t j = 0; j < kl; j++)
+                kbuf[i][j] = alpha[(size_t)rand_r(&seed) % (sizeof alpha - 1)];
+            if (kl && rand_r(&seed) % 5 == 0)
+                kbuf[i][(size_t)rand_r(&seed) % kl] = bad[(size_t)rand_r(&seed) % sizeof bad];
+            kbuf[i][kl] = '\0';
+            const char *k = kbuf[i];
+            long long v;
+            switch (rand_r(&seed) % 4) {
+            case 0: v = durs[(size_t)rand_r(&seed) % (sizeof durs / sizeof durs[0])]; break;
+            case 1: { /* a power of ten, one below or above, its negative, or a run of trailing zeros */
+                long long p10 = 1;
+                for (int d = rand_r(&seed) % 19; d > 0; d--)
+                    p10 *= 10;
+                v = p10 + rand_r(&seed) % 3 - 1;
+                if (rand_r(&seed) % 3 == 0)
+                    v = (rand_r(&seed) % 9 + 1) * p10;
+                if (rand_r(&seed) % 4 == 0)
+                    v = -v;
+                break;
+            }
+            case 2: v = (long long)rand_r(&seed) % 1000000000; break;
+            default: v = (long long)((uint64_t)rand_r(&seed) << 33 ^ (uint64_t)rand_r(&seed) << 2); break;
+            }
+            switch (rand_r(&seed) % 4) {
+            case 0: f[i] = FORKLOG_INT(k, v); break;
+            case 1: f[i] = FORKLOG_UINT(k, rand_r(&seed) % 2 ? (unsigned long long)v : ULLONG_MAX - (unsigned)v); break;
+            case 2: f[i] = FORKLOG_STR(k, rand_r(&seed) % 2 ? "GET" : "a b"); break;
+            default: f[i] = FORKLOG_DUR_NS(k, v); break;
+            }
+        }
+        char fast[4096], slow[4096];
+        size_t o = fl__prefix(log, FORKLOG_INFO, &ts, fast);
+        fast[o++] = 'm';
+        if (json)
+            fast[o++] = '"';
+        long got = fl__tail_fast(log, NULL, NULL, f, n, fast, o, sizeof fast);
+        const int valid = fl__check_fields(f, n) == 0;
+        if (got < 0) {
+            cr_assert_eq(got, -EINVAL);
+            cr_assert_not(valid, "the fast path refused valid fields (%s)", f[0].key);
+            refused++;
+        } else {
+            cr_assert_gt(got, 0, "the fast path declined a record that fits");
+            cr_assert(valid, "the fast path took invalid fields");
+            size_t cut;
+            size_t want = fl__build(log, FORKLOG_INFO, &ts, NULL, "m", 1, 1, f, n, slow, sizeof slow, &cut);
+            cr_assert(want == (size_t)got && memcmp(fast, slow, want) == 0, "fast:\n%.*s\nbuild:\n%.*s", (int)got, fast,
+                      (int)want, slow);
+            taken++;
+        }
+        for (size_t i = 0; i < n; i++)
+            free(kbuf[i]);
+        free(log);
+    }
+    cr_assert_gt(taken, 40000);
+    cr_assert_gt(refused, 10000);
+}
+
 /* One field as the record writes it: ` key=value` (text) or `,"key":value` (JSON); s is a string or, when NULL,
  * the integer i. */
 static void written(char *out, size_t cap, int json, const char *key, const char *s, long long i)
