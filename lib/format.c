@@ -1062,8 +1062,12 @@ fl__tail_fast_as(const int json, const forklog *log, const struct fl__loc *loc, 
     return (long)o;
 }
 
-__attribute__((hot)) long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
-                                        const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
+/* Hot: without it, GCC guesses the code after the key loops cold and writes the values for size (div, calls). */
+#ifdef __GNUC__
+__attribute__((hot))
+#endif
+long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                   const struct forklog_field *f, size_t n, char *out, size_t o, size_t cap)
 {
     if (log->format == FORKLOG_FORMAT_JSON)
         return fl__tail_fast_as(1, log, loc, ctx, f, n, out, o, cap);
