@@ -70,6 +70,8 @@ static int fl__check_options(const struct forklog_options *o)
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)o->name[i] < 0x20 || o->name[i] == 0x7f)
                 return -EINVAL;
+        if (!fl__utf8_valid(o->name, n))
+            return -EINVAL;
     }
     if (fl__check_fields(o->context, o->ncontext) < 0)
         return -EINVAL;

@@ -168,6 +168,14 @@ static size_t fl__utf8_len(const unsigned char *s, size_t len)
     return n;
 }
 
+int fl__utf8_valid(const char *s, size_t len)
+{
+    for (size_t i = 0, n; i < len; i += n)
+        if (!(n = fl__utf8_len((const unsigned char *)s + i, len - i)))
+            return 0;
+    return 1;
+}
+
 static const char fl__hex[] = "0123456789abcdef";
 
 size_t fl__escape(int mode, char *dst, size_t cap, const char *src, size_t len, size_t *used)

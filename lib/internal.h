@@ -279,6 +279,8 @@ FL__INTERNAL int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
  * (2: also `\"` and `\\`). Stops before an escape that
  * does not fit. Returns the bytes written; *used receives the source bytes consumed. */
 FL__INTERNAL size_t fl__escape(int json, char *dst, size_t cap, const char *src, size_t len, size_t *used);
+/* Whether s[0..len) is valid UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
 
 /* ---- crash points ---------------------------------------------------------------------------------------------
  * Every step of the lock, repair, combining, write, flush, rotation and reopen protocols has a name. A test build

@@ -588,6 +588,15 @@ Test(fields, bad_input_is_einval_and_writes_nothing)
     cr_assert_eq(forklog_open(&l2, path, &o), -EINVAL);
     o.name = "";
     cr_assert_eq(forklog_open(&l2, path, &o), -EINVAL);
+    /* Not UTF-8: a stray byte, a cut sequence, an overlong form, a surrogate, past U+10FFFF. */
+    static const char *const not_utf8[] = {"bad\xff\xfe x", "caf\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80"};
+    for (size_t i = 0; i < sizeof not_utf8 / sizeof *not_utf8; i++) {
+        o.name = not_utf8[i];
+        cr_assert_eq(forklog_open(&l2, path, &o), -EINVAL, "name %zu is not UTF-8", i);
+    }
+    o.name = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\x9c";
+    cr_assert_eq(forklog_open(&l2, path, &o), 0, "a name in UTF-8");
+    cr_assert_eq(forklog_close(l2), 0);
     struct forklog_options o2 = {.context = &nk, .ncontext = 1};
     cr_assert_eq(forklog_open(&l2, path, &o2), -EINVAL);
     struct forklog_options o3 = {.keys = (enum forklog_keys)7};
