@@ -609,7 +609,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         if (str) {
             size_t sl = strnlen(str, room + 1);
             if (sl <= room)
-                esc = (int)(fl__copy_scan(out + p, str, sl, json) & 1);
+                esc = fl__copy_esc(out + p, str, sl, json);
             else if ((sl = strlen(str)) > INT_MAX)
                 sl = INT_MAX;
             n = (int)sl;

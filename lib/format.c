@@ -1226,85 +1226,59 @@ size_t fl__app_token(const forklog *log, const char *name, char *out, size_t cap
 #define FL__HAS_ZERO(x)    (((x)-FL__ONES) & ~(x)&FL__HIGHS)
 #define FL__HAS_LESS(x, n) (((x)-FL__ONES * (n)) & ~(x)&FL__HIGHS)
 
-int fl__needs_escape(int json, const char *s, size_t len)
+/* What fl__copy_scan returns for src[0..len), copying it to dst when `copy`; with eq 0, bit 1 is never set. Escapes
+ * are rare: every byte is looked at, with no early exit. */
+FL__INLINE unsigned fl__scan_as(char *dst, const char *src, size_t len, const int json, const int eq, const int copy)
 {
     size_t i = 0;
 #ifdef __SSE2__
-    /* 16 bytes per step; the last step overlaps the one before it rather than falling back to bytes. */
     if (len >= 16) {
-        const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+        /* Blocks of 16 bytes, two per step; the last two overlap the ones before them rather than fall back to
+         * bytes. A byte below 0x20 shows in the running minimum; the other bytes looked for are matched. */
+        const __m128i del = _mm_set1_epi8(0x7f), equal = _mm_set1_epi8('=');
         const __m128i quote = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\');
-#define FL__CTL16(x) _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8((x), ctl), (x)), _mm_cmpeq_epi8((x), del))
-#define FL__JSON16(x)                                                                                                  \
-    _mm_or_si128(_mm_or_si128(FL__CTL16(x), (x)), _mm_or_si128(_mm_cmpeq_epi8((x), quote), _mm_cmpeq_epi8((x), bsl)))
-        const char *last = s + len - 16;
-        if (json) {
-            for (; s < last; s += 16) {
-                __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
-                if (_mm_movemask_epi8(FL__JSON16(x)))
-                    return 1;
-            }
-            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)last);
-            return _mm_movemask_epi8(FL__JSON16(x)) != 0; /* the high bit of x itself marks a byte >= 0x80 */
-        }
-        for (; s < last; s += 16) {
-            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
-            if (_mm_movemask_epi8(FL__CTL16(x)))
-                return 1;
-        }
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)last);
-        return _mm_movemask_epi8(FL__CTL16(x)) != 0;
-#undef FL__CTL16
-#undef FL__JSON16
-    }
-#endif
-    for (; i + 8 <= len; i += 8) {
-        uint64_t x;
-        memcpy(&x, s + i, 8);
-        uint64_t hit = FL__HAS_LESS(x, 0x20) | FL__HAS_ZERO(x ^ (FL__ONES * 0x7f));
-        if (json)
-            hit |= (x & FL__HIGHS) | FL__HAS_ZERO(x ^ (FL__ONES * '"')) | FL__HAS_ZERO(x ^ (FL__ONES * '\\'));
-        if (hit)
-            return 1;
-    }
-    const unsigned char *u = (const unsigned char *)s;
-    for (; i < len; i++) {
-        unsigned char c = u[i];
-        if (c < 0x20 || c == 0x7f || (json && (c == '"' || c == '\\' || c >= 0x80)))
-            return 1;
-    }
-    return 0;
-}
-
-unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
-{
-    unsigned found = 0;
-    size_t i = 0;
-#ifdef __SSE2__
-    if (len >= 16) {
-        const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f), eq = _mm_set1_epi8('=');
-        const __m128i quote = _mm_set1_epi8('"'), bsl = _mm_set1_epi8('\\');
-        __m128i esc = _mm_setzero_si128(), eqs = _mm_setzero_si128();
-        const size_t last = len - 16;
+        __m128i low = _mm_set1_epi8(-1), hit = _mm_setzero_si128(), eqs = _mm_setzero_si128();
 #define FL__SCAN16(at, more)                                                                                           \
     do {                                                                                                               \
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(src + (at)));                                      \
-        _mm_storeu_si128((__m128i *)(void *)(dst + (at)), x);                                                          \
-        esc = _mm_or_si128(esc, _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x), _mm_cmpeq_epi8(x, del)));        \
-        eqs = _mm_or_si128(eqs, more);                                                                                 \
+        if (copy)                                                                                                      \
+            _mm_storeu_si128((__m128i *)(void *)(dst + (at)), x);                                                      \
+        low = _mm_min_epu8(low, x);                                                                                    \
+        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, del));                                                               \
+        more;                                                                                                          \
     } while (0)
+/* JSON: the high bit of x itself marks a byte >= 0x80. */
+#define FL__JSON16                                                                                                     \
+    hit = _mm_or_si128(hit, _mm_or_si128(x, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl))))
+#define FL__EQ16 eqs = _mm_or_si128(eqs, _mm_cmpeq_epi8(x, equal))
         if (json) {
-            /* The high bit of x itself marks a byte >= 0x80. */
-            for (; i < last; i += 16)
-                FL__SCAN16(i, _mm_or_si128(x, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl))));
-            FL__SCAN16(last, _mm_or_si128(x, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bsl))));
-            return _mm_movemask_epi8(_mm_or_si128(esc, eqs)) ? 1u : 0u;
+            for (; i + 32 < len; i += 32) {
+                FL__SCAN16(i, FL__JSON16);
+                FL__SCAN16(i + 16, FL__JSON16);
+            }
+            FL__SCAN16(len >= 32 ? len - 32 : 0, FL__JSON16);
+            FL__SCAN16(len - 16, FL__JSON16);
+        } else if (eq) {
+            for (; i + 32 < len; i += 32) {
+                FL__SCAN16(i, FL__EQ16);
+                FL__SCAN16(i + 16, FL__EQ16);
+            }
+            FL__SCAN16(len >= 32 ? len - 32 : 0, FL__EQ16);
+            FL__SCAN16(len - 16, FL__EQ16);
+        } else {
+            for (; i + 32 < len; i += 32) {
+                FL__SCAN16(i, (void)0);
+                FL__SCAN16(i + 16, (void)0);
+            }
+            FL__SCAN16(len >= 32 ? len - 32 : 0, (void)0);
+            FL__SCAN16(len - 16, (void)0);
         }
-        for (; i < last; i += 16)
-            FL__SCAN16(i, _mm_cmpeq_epi8(x, eq));
-        FL__SCAN16(last, _mm_cmpeq_epi8(x, eq));
+#undef FL__EQ16
+#undef FL__JSON16
 #undef FL__SCAN16
-        return (_mm_movemask_epi8(esc) ? 1u : 0u) | (_mm_movemask_epi8(eqs) ? 2u : 0u);
+        /* A byte below 0x20 was seen when the minimum is one. */
+        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_min_epu8(low, _mm_set1_epi8(0x1f)), low));
+        return (_mm_movemask_epi8(hit) ? 1u : 0u) | (_mm_movemask_epi8(eqs) ? 2u : 0u);
     }
 #endif
     if (len >= 4) {
@@ -1315,19 +1289,22 @@ unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
             uint64_t x;
             if (len >= 8) {
                 memcpy(&x, src + i, 8);
-                memcpy(dst + i, &x, 8);
+                if (copy)
+                    memcpy(dst + i, &x, 8);
             } else {
                 uint32_t a, b;
                 memcpy(&a, src, 4);
                 memcpy(&b, src + len - 4, 4);
-                memcpy(dst, &a, 4);
-                memcpy(dst + len - 4, &b, 4);
+                if (copy) {
+                    memcpy(dst, &a, 4);
+                    memcpy(dst + len - 4, &b, 4);
+                }
                 x = (uint64_t)a | (uint64_t)b << 32;
             }
             esc |= FL__HAS_LESS(x, 0x20) | FL__HAS_ZERO(x ^ (FL__ONES * 0x7f));
             if (json)
                 esc |= (x & FL__HIGHS) | FL__HAS_ZERO(x ^ (FL__ONES * '"')) | FL__HAS_ZERO(x ^ (FL__ONES * '\\'));
-            else
+            else if (eq)
                 eqs |= FL__HAS_ZERO(x ^ (FL__ONES * '='));
             if (i + 8 >= len)
                 break;
@@ -1335,15 +1312,32 @@ unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
         }
         return (esc ? 1u : 0u) | (eqs ? 2u : 0u);
     }
+    unsigned found = 0;
     for (; i < len; i++) {
         unsigned char c = (unsigned char)src[i];
-        dst[i] = (char)c;
+        if (copy)
+            dst[i] = (char)c;
         if (c < 0x20 || c == 0x7f || (json && (c == '"' || c == '\\' || c >= 0x80)))
             found |= 1;
         if (c == '=')
             found |= 2;
     }
-    return found & (json ? 1u : 3u);
+    return found & (json || !eq ? 1u : 3u);
+}
+
+int fl__needs_escape(int json, const char *s, size_t len)
+{
+    return (int)fl__scan_as(NULL, s, len, json, 0, 0);
+}
+
+unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json)
+{
+    return fl__scan_as(dst, src, len, json, 1, 1);
+}
+
+int fl__copy_esc(char *dst, const char *src, size_t len, int json)
+{
+    return (int)fl__scan_as(dst, src, len, json, 0, 1);
 }
 
 size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,

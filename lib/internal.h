@@ -242,6 +242,10 @@ FL__INTERNAL int fl__needs_escape(int json, const char *s, size_t len);
  * only), an '='. */
 FL__INTERNAL unsigned fl__copy_scan(char *dst, const char *src, size_t len, int json);
 
+/* Copies src[0..len) to dst; returns whether it holds a byte that fl__needs_escape reports (fl__copy_scan's bit 0,
+ * without the look for '='). */
+FL__INTERNAL int fl__copy_esc(char *dst, const char *src, size_t len, int json);
+
 /* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
 FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
 

@@ -164,6 +164,41 @@ Test(format_internal, copy_scan_copies_and_matches_byte_loop)
     }
 }
 
+/* Every length up to 160 (the 16-byte blocks, two per step, and the overlapping last two; the words; the bytes),
+ * one byte of each kind at every position, and none: the three scans against the byte loop, and the copies. */
+Test(format_internal, scans_find_each_byte_at_every_position)
+{
+    static const unsigned char special[] = {0, 1, 0x1f, 0x7f, 0x80, 0xc3, 0xff, '"', '\\', '=', 0x20, 0x7e, 'a'};
+    unsigned char buf[160];
+    char dst[176];
+    for (size_t len = 0; len <= sizeof buf; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t k = 0; k < (at < len ? sizeof special : 1); k++) {
+                for (size_t i = 0; i < len; i++)
+                    buf[i] = (unsigned char)('A' + i % 26);
+                if (at < len)
+                    buf[at] = special[k];
+                for (int json = 0; json <= 1; json++) {
+                    int want = reference_needs_escape(json, buf, len);
+                    unsigned want_eq = !json && memchr(buf, '=', len) ? 2u : 0u;
+                    cr_assert_eq(fl__needs_escape(json, (const char *)buf, len) != 0, want != 0,
+                                 "needs_escape json=%d len=%zu at=%zu byte=0x%02x", json, len, at, special[k]);
+                    memset(dst, 0x55, sizeof dst);
+                    cr_assert_eq(fl__copy_esc(dst, (const char *)buf, len, json) != 0, want != 0,
+                                 "copy_esc json=%d len=%zu at=%zu byte=0x%02x", json, len, at, special[k]);
+                    cr_assert(memcmp(dst, buf, len) == 0 && (unsigned char)dst[len] == 0x55, "copy_esc copy, len=%zu",
+                              len);
+                    memset(dst, 0x55, sizeof dst);
+                    cr_assert_eq(fl__copy_scan(dst, (const char *)buf, len, json), (want ? 1u : 0u) | want_eq,
+                                 "copy_scan json=%d len=%zu at=%zu byte=0x%02x", json, len, at, special[k]);
+                    cr_assert(memcmp(dst, buf, len) == 0 && (unsigned char)dst[len] == 0x55, "copy_scan copy, len=%zu",
+                              len);
+                }
+            }
+        }
+    }
+}
+
 Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
 {
     static struct forklog log; /* only format and proc are read; zero = text, no cache */
