@@ -1160,7 +1160,9 @@ static char *fl__prefix_rest(const forklog *log, enum forklog_level level, long 
     return o;
 }
 
-size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
+/* fl__prefix when the rest is not cached yet, or with the thread id. */
+__attribute__((noinline)) static size_t fl__prefix_slow(const forklog *log, enum forklog_level level,
+                                                        const struct timespec *now, char *out)
 {
     const int json = log->format == FORKLOG_FORMAT_JSON;
     const int tid = (log->flags & FORKLOG_TID) != 0;
@@ -1204,6 +1206,25 @@ size_t fl__prefix(const forklog *log, enum forklog_level level, const struct tim
         o = fl__put_str(o + log->app_len, part[4]);
     }
     return (size_t)(o - out);
+}
+
+size_t fl__prefix(const forklog *log, enum forklog_level level, const struct timespec *now, char *out)
+{
+    /* The usual record: no thread id, and the rest cached (see fl__prefix_slow). */
+    const struct fl__proc *proc = log->proc;
+    if (!proc || (log->flags & FORKLOG_TID) || atomic_load_explicit(&proc->pre_state[level], memory_order_acquire) != 2)
+        return fl__prefix_slow(log, level, now, out);
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const struct fl__str *part = fl__parts[json + fl__keyset(log)];
+    char *o = out + part[0].n;
+    fl__copy(out, part[0].s, part[0].n);
+    fl__rfc3339_inline(o, now);
+    o += 27;
+    const char *c = proc->pre[level];
+    size_t n = proc->pre_len[level];
+    for (size_t i = 0; i < n; i += 16)
+        memcpy(o + i, c + i, 16);
+    return (size_t)(o + n - out);
 }
 
 /* ` app=NAME` (text, quoted when needed) or `,"KEY":"NAME"` for the handle's format; out has room for 8 * len + 32
