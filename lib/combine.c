@@ -164,9 +164,9 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
     atomic_fetch_or_explicit(&s->posted, 1u << (unsigned)(mine - s->slots), memory_order_release);
     FL__CRASH(POST_FLAGGED);
 
-    /* Wait: spin (if a CPU is free for it) until the record is done or the lock is ours, then sleep on the lock.
-     * Each time the lock frees, it is left for FL__LEAVE_NS to the writer that freed it, who writes this record
-     * with its next. */
+    /* Wait: spin (if a CPU is free for it; else yield the CPU, FL__YIELD_NS) until the record is done or the lock
+     * is ours, then sleep on the lock. Each time a spinner sees the lock free, it leaves it for FL__LEAVE_NS to the
+     * writer that freed it, who writes this record with its next. */
     rc = EBUSY;
     if (atomic_fetch_add_explicit(&s->spinners, 1, memory_order_relaxed) < log->max_spinners) {
         int64_t until = fl__mono_ns() + FL__SPIN_NS, freed = 0, t = 0;
@@ -184,6 +184,16 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
                     rc = fl__trylock(log);
             }
             if (rc == EBUSY && i % 16 == 0 && (freed ? t : fl__mono_ns()) > until)
+                break;
+        }
+    } else {
+        /* No CPU to spin on: yield it, looking at the slot and the lock each time this process runs again. */
+        int64_t until = fl__mono_ns() + FL__YIELD_NS;
+        while (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE) {
+            sched_yield();
+            if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+                rc = fl__trylock(log);
+            if (rc == EBUSY && fl__mono_ns() > until)
                 break;
         }
     }

@@ -373,6 +373,14 @@ FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
  * pause while the lock is free (FL__LEAVE_NS). */
 #define FL__SPIN_NS 10000
 
+/* How long a waiter that may not spin (as many spin as there are other CPUs) yields its CPU between looks at the
+ * lock (and, for a poster, at its slot) before it sleeps in the futex. A sleeper is woken only when the lock comes
+ * to it: with more writers than CPUs, the waiters queue in the futex and each hand-off waits for a wake-up and a
+ * CPU, several milliseconds behind a preempted holder. A waiter that yields is still runnable and sees its record
+ * written, or the lock free, when it next runs. At P=8 on 2 CPUs it made the calls over 1 ms 10x rarer, for a p99
+ * of ~60 us instead of ~6 us (docs/performance.md). */
+#define FL__YIELD_NS 50000
+
 /* How long a spinning poster leaves a lock it sees free before it takes it: about what a writer that logs back to
  * back needs to come back with its next record (a formatted record's ~0.1-0.5 us and a call). That writer then
  * writes the posted record with its own, in one write(2); a poster that took the lock at once would usually write

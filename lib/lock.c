@@ -23,9 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* How long a buffered-mode waiter beyond the spinners yields before it sleeps in the futex. */
-#define FL__YIELD_NS 50000
-
 /* The longest one sleep in the futex lasts before the sleeper looks at the lock again: the bound on how long a
  * lost wake-up (above) can keep a writer waiting on a free lock. A sleeper woken normally never waits for it;
  * a lock held longer (a slow disk, a stopped holder) costs one futex call per sleeper per period. */
