@@ -378,7 +378,7 @@ FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
  * to it: with more writers than CPUs, the waiters queue in the futex and each hand-off waits for a wake-up and a
  * CPU, several milliseconds behind a preempted holder. A waiter that yields is still runnable and sees its record
  * written, or the lock free, when it next runs. At P=8 on 2 CPUs it made the calls over 1 ms 10x rarer, for a p99
- * of ~60 us instead of ~6 us (docs/performance.md). */
+ * of 50-80 us instead of 5-8 us (docs/performance.md). */
 #define FL__YIELD_NS 50000
 
 /* How long a spinning poster leaves a lock it sees free before it takes it: about what a writer that logs back to
