@@ -21,6 +21,14 @@ whole() {
   bad=$(cat "$@" | grep -cvE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{15}Z (DEBUG|INFO|WARN|ERROR) pid=[0-9]+ ' || true)
   [ "$bad" -eq 0 ] || fail "$bad lines are not whole records"
 }
+# pid_file FILE: waits up to 5 s for the program to write its pid file.
+pid_file() {
+  i=0
+  while [ ! -s "$1" ]; do
+    i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file $1"
+    sleep 0.01
+  done
+}
 # gone PID...: each process ends within 3 s; any left is killed, and the case fails.
 gone() {
   i=0
@@ -138,11 +146,7 @@ logrotate)
   for n in 1 2 3; do
     "$prog" "$work/h.log" "$work/h.pid" 0.3 1 >"$work/h.out" &
     app=$!
-    i=0
-    while [ ! -s "$work/h.pid" ]; do
-      i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file"
-      sleep 0.01
-    done
+    pid_file "$work/h.pid"
     while [ -e "$work/h.pid" ] && kill -HUP "$app" 2>/dev/null; do :; done
     wait "$app" || fail "SIGHUP during shutdown: exit status $?"
   done
@@ -182,11 +186,7 @@ logrotate)
   # program makes the next app.log; they take about 2.5 s, more on a loaded machine.
   "$prog" "$log" "$pid" 8 4 >"$work/out" &
   app=$!
-  i=0
-  while [ ! -s "$pid" ]; do
-    i=$((i + 1)); [ "$i" -lt 500 ] || fail "no pid file"
-    sleep 0.01
-  done
+  pid_file "$pid"
   for n in 1 2 3 4 5; do
     sleep 0.4
     # The program's first record after the last signal created the new app.log.
