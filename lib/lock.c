@@ -160,9 +160,11 @@ int fl__lock(forklog *log)
                 if (rc == EBUSY && i % 16 == 0 && fl__mono_ns() > until)
                     break;
             }
-        } else if (log->flags & FORKLOG_BUFFERED) {
-            /* Buffered records hold the lock for ~0.1 us: a waiter that may not spin yields its CPU and tries
-             * again, instead of a futex sleep and wake per record (5.5x -> 8-10x the floor at P=2..8 here). */
+        } else {
+            /* A waiter that may not spin yields its CPU and tries again before it sleeps (FL__YIELD_NS). Buffered
+             * records hold the lock ~0.1 us: yielding instead of a futex sleep and wake per record took them from
+             * 5.5x to 8-10x the floor at P=2..8 here. Direct records of the plain path wait less behind a
+             * preempted holder (docs/performance.md). */
             int64_t until = fl__mono_ns() + FL__YIELD_NS;
             while (rc == EBUSY) {
                 sched_yield();
