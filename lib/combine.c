@@ -187,15 +187,7 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
                 break;
         }
     } else {
-        /* No CPU to spin on: yield it, looking at the slot and the lock each time this process runs again. */
-        int64_t until = fl__mono_ns() + FL__YIELD_NS;
-        while (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE) {
-            sched_yield();
-            if (!atomic_load_explicit(&s->held, memory_order_relaxed))
-                rc = fl__trylock(log);
-            if (rc == EBUSY && fl__mono_ns() > until)
-                break;
-        }
+        rc = fl__lock_yield(log, mine); /* no CPU to spin on */
     }
     atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
     /* Then sleep on the lock, one bounded period at a time, looking at the slot before each: a holder that wrote

@@ -402,6 +402,10 @@ static inline void fl__cpu_relax(void)
 /* Takes the lock: spins a little, then sleeps in bounded waits. Returns 0 (held, the state repaired if the last
  * holder died) or a negative errno. */
 FL__INTERNAL int fl__lock(forklog *log);
+/* For a waiter that may not spin: yields the CPU, looking at the lock (and at the slot `mine`, when not NULL) each
+ * time it runs again, for up to FL__YIELD_NS. Returns 0 or a negative errno once the lock is taken, else EBUSY
+ * (the slot is DONE, or the time is up). */
+FL__INTERNAL int fl__lock_yield(forklog *log, struct fl__slot *mine);
 
 /* Tries the lock once: 0 (held, repaired), EBUSY, or a negative errno. */
 FL__INTERNAL int fl__trylock(forklog *log);

@@ -143,6 +143,24 @@ int fl__lock_sleep(forklog *log)
     return rc;
 }
 
+int fl__lock_yield(forklog *log, struct fl__slot *mine)
+{
+    /* Buffered records hold the lock ~0.1 us: yielding instead of a futex sleep and wake per record took them from
+     * 5.5x to 8-10x the floor at P=2..8 here. Direct records wait less behind a preempted holder
+     * (docs/performance.md). */
+    struct fl__seg *s = log->seg;
+    int64_t until = fl__mono_ns() + FL__YIELD_NS;
+    int rc = EBUSY;
+    while (!mine || (atomic_load_explicit(&mine->word, memory_order_acquire) & FL__SLOT_STATE) != FL__SLOT_DONE) {
+        sched_yield();
+        if (!atomic_load_explicit(&s->held, memory_order_relaxed))
+            rc = fl__trylock(log);
+        if (rc != EBUSY || fl__mono_ns() > until)
+            break;
+    }
+    return rc;
+}
+
 int fl__lock(forklog *log)
 {
     struct fl__seg *s = log->seg;
@@ -161,18 +179,7 @@ int fl__lock(forklog *log)
                     break;
             }
         } else {
-            /* A waiter that may not spin yields its CPU and tries again before it sleeps (FL__YIELD_NS). Buffered
-             * records hold the lock ~0.1 us: yielding instead of a futex sleep and wake per record took them from
-             * 5.5x to 8-10x the floor at P=2..8 here. Direct records of the plain path wait less behind a
-             * preempted holder (docs/performance.md). */
-            int64_t until = fl__mono_ns() + FL__YIELD_NS;
-            while (rc == EBUSY) {
-                sched_yield();
-                if (!atomic_load_explicit(&s->held, memory_order_relaxed))
-                    rc = fl__trylock(log);
-                if (rc == EBUSY && fl__mono_ns() > until)
-                    break;
-            }
+            rc = fl__lock_yield(log, NULL);
         }
         atomic_fetch_sub_explicit(&s->spinners, 1, memory_order_relaxed);
     }
