@@ -49,7 +49,7 @@ void fl__repair_batch(struct fl__seg *s)
         if (st == FL__SLOT_POSTED)
             atomic_fetch_or_explicit(&s->posted, 1u << k, memory_order_release);
     }
-    s->batch_phase = FL__BATCH_NONE;
+    FL__STEP(s->batch_phase, FL__BATCH_NONE);
 }
 
 /* Writes own[0..owncnt) (ownlen bytes) and every posted record in one writev(2), then marks those done with the
@@ -63,7 +63,7 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
     for (; n < owncnt; n++)
         iov[n] = own[n];
     size_t total = ownlen;
-    s->batch_phase = FL__BATCH_GATHER;
+    FL__STEP(s->batch_phase, FL__BATCH_GATHER);
     FL__CRASH(BATCH_GATHER);
     unsigned posted = atomic_exchange_explicit(&s->posted, 0, memory_order_acquire);
     FL__CRASH(BATCH_SWAPPED);
@@ -82,11 +82,13 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
         FL__CRASH(BATCH_TAKEN);
     }
     s->batch_target = s->size + total;
-    s->batch_phase = FL__BATCH_WRITE;
+    FL__CRASH(BATCH_TARGET);
+    FL__STEP(s->batch_phase, FL__BATCH_WRITE);
     int rc = fl__write_commit(log, iov, n, total, FL__WRITING);
     FL__CRASH(BATCH_WRITTEN);
     s->batch_rc = rc;
-    s->batch_phase = FL__BATCH_FINISH;
+    FL__CRASH(BATCH_RESULT);
+    FL__STEP(s->batch_phase, FL__BATCH_FINISH);
     for (int i = 0; i < nt; i++) {
         struct fl__slot *sl = &s->slots[taken[i]];
         sl->rc = rc;
@@ -94,7 +96,7 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
         FL__CRASH(BATCH_MARKED);
     }
     s->combined += (uint64_t)nt;
-    s->batch_phase = FL__BATCH_NONE;
+    FL__STEP(s->batch_phase, FL__BATCH_NONE);
     return rc;
 }
 

@@ -185,7 +185,7 @@ int fl__sync_file(forklog *log)
         s->ino = (uint64_t)st.st_ino;
         s->dev = (uint64_t)st.st_dev;
         atomic_store_explicit(&s->regular, S_ISREG(st.st_mode) ? 1u : 0u, memory_order_relaxed);
-        s->file_known = 1;
+        FL__STEP(s->file_known, 1);
         FL__CRASH(FILE_KNOWN);
     }
     return 0;
@@ -267,7 +267,7 @@ static int fl__rotate(forklog *log)
         }
     }
 
-    s->state = FL__ROTATING;
+    FL__STEP(s->state, FL__ROTATING);
     FL__CRASH(ROTATE_BEGIN);
     int moved = 0; /* path was renamed to path.1 (`to` after the loop) */
     for (unsigned k = last; k >= 1; k--) {
@@ -283,7 +283,7 @@ static int fl__rotate(forklog *log)
         /* Renaming is not permitted here (EACCES, EPERM, EROFS: a process that may not write the directory), or
          * failed otherwise. path.(k-1) still holds its file, so nothing below may move into it: stop. What moved
          * up already only left a gap; path is still the log's file, and the record goes into it. */
-        s->state = FL__IDLE;
+        FL__STEP(s->state, FL__IDLE);
         free(from);
         return FL__ROTATE_DONE;
     }
@@ -298,7 +298,7 @@ static int fl__rotate(forklog *log)
          * replaces what is there, never follows it) and stay on it: nobody reopens, and the record goes into it.
          * If even that fails, the old file keeps the name path.1 until a later rotation succeeds. */
         (void)rename(to, log->path);
-        s->state = FL__IDLE;
+        FL__STEP(s->state, FL__IDLE);
         free(from);
         return FL__ROTATE_DONE;
     }
@@ -307,13 +307,13 @@ static int fl__rotate(forklog *log)
         /* The log's file is no longer at path and none could be created: every process will try to reopen path
          * by name, and this record fails rather than go into a file that may have no name left. */
         fl__new_generation(s);
-        s->state = FL__IDLE;
+        FL__STEP(s->state, FL__IDLE);
         return fd;
     }
     FL__CRASH(ROTATE_CREATED);
     int taken = fl__fd_take(log, fd);
     fl__new_generation(s);
-    s->state = FL__IDLE;
+    FL__STEP(s->state, FL__IDLE);
     if (taken < 0)
         return taken; /* the new file is at path: this process, like every other, reopens it by name next time */
     log->gen = s->gen;

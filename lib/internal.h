@@ -308,6 +308,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(FILE_CREATED, "path was created (open, rotation, reopen), before fchown() gives it to owner and group")          \
     X(ROTATE_CREATED, "the new file was created, before the generation moved to it")                                   \
     X(ROTATE_DONE, "the rotation is complete, state IDLE, before the record is written")                               \
+    X(WRITE_TARGET, "target set, before state WRITING or FLUSHING")                                                    \
     X(WRITE_BEGIN, "state WRITING or FLUSHING and target set, before write(2)")                                        \
     X(WRITE_TORN, "part of the record or buffer is in the file (a test build writes half, then dies)")                 \
     X(WRITE_DONE, "every byte is in the file, before size = target")                                                   \
@@ -317,6 +318,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(RING_CLAIMED, "a writer thread claimed a ring, before its first record")                                         \
     X(RING_COPIED, "a record is copied into the writer's ring, before head publishes it")                              \
     X(RING_PUBLISHED, "head includes the record, before the age check")                                                \
+    X(RING_TARGET, "a flush took every ring's head and set ring_target, before phase PLANNED")                         \
     X(RING_PLANNED, "a flush took every ring's head and set ring_target, before the write")                            \
     X(RING_RELEASED, "the rings' tails were moved past the written data, before phase IDLE")                           \
     X(POST_CLAIMED, "a waiter claimed a slot (FILLING), before copying its record")                                    \
@@ -326,7 +328,9 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(BATCH_GATHER, "batch phase GATHER, before the posted bits are swapped out")                                      \
     X(BATCH_SWAPPED, "the posted bits were swapped to 0, before any slot is TAKEN")                                    \
     X(BATCH_TAKEN, "one slot was TAKEN (one hit per slot)")                                                            \
-    X(BATCH_WRITTEN, "the batch's write returned, before phase FINISH")                                                \
+    X(BATCH_TARGET, "the batch's batch_target was set, before phase WRITE")                                            \
+    X(BATCH_WRITTEN, "the batch's write returned, before its result is stored")                                        \
+    X(BATCH_RESULT, "the batch's result is in batch_rc, before phase FINISH")                                          \
     X(BATCH_MARKED, "one TAKEN slot was marked DONE (one hit per slot)")                                               \
     X(SEG_CREATED, "the segment file was created (empty), before its flock")                                           \
     X(SEG_ALONE, "the opener holds the segment file's exclusive flock, before recovering or building")                 \
@@ -364,6 +368,20 @@ FL__INTERNAL int fl__crash_next(enum fl__crash_point cp);
  * the next holder after a death) across a named step, as it may not across the call of the test build. */
 #define FL__CRASH(name) atomic_signal_fence(memory_order_seq_cst)
 #endif
+
+/* One step of a protocol: stores `value` in a state or phase word of the segment (state, batch_phase, ring_phase)
+ * that the next lock holder reads after a death, and keeps the compiler from moving any other store across it.
+ * The stores a step publishes (target, batch_target, batch_rc, ring_target, ...) must be made before it, and a
+ * plain store may otherwise be moved: GCC 12 at -O2 stored `state` before `target`, and a holder killed between
+ * the two left a stale target that made the repair keep a write never made. The order the compiler emits is the
+ * order a death leaves: a killed thread's stores are all visible before the kernel gives its robust lock to the
+ * next holder. */
+#define FL__STEP(word, value)                                                                                          \
+    do {                                                                                                               \
+        atomic_signal_fence(memory_order_seq_cst);                                                                     \
+        (word) = (value);                                                                                              \
+        atomic_signal_fence(memory_order_seq_cst);                                                                     \
+    } while (0)
 
 /* ---- the lock (lock.c) --------------------------------------------------------------------------------------- */
 

@@ -48,7 +48,7 @@ static void fl__repair_file(forklog *log)
     if (s->state == FL__ROTATING) {
         /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). */
         fl__new_generation(s);
-        s->state = FL__IDLE;
+        FL__STEP(s->state, FL__IDLE);
         return;
     }
     if (s->state != FL__WRITING && s->state != FL__FLUSHING)
@@ -59,7 +59,7 @@ static void fl__repair_file(forklog *log)
         s->size = s->target;
         if (s->state == FL__FLUSHING)
             s->buf_used = 0;
-        s->state = FL__IDLE;
+        FL__STEP(s->state, FL__IDLE);
         return;
     }
     /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
@@ -83,7 +83,7 @@ static void fl__repair_file(forklog *log)
     }
     if (fd >= 0 && fd != log->fd)
         close(fd);
-    s->state = FL__IDLE;
+    FL__STEP(s->state, FL__IDLE);
 }
 
 /* After pthread_mutex_(try|clock)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held),

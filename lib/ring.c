@@ -138,7 +138,8 @@ static int fl__flush_some(forklog *log, int only)
         return 0;
     }
     s->ring_target = s->size + total;
-    s->ring_phase = FL__RINGS_PLANNED;
+    FL__CRASH(RING_TARGET);
+    FL__STEP(s->ring_phase, FL__RINGS_PLANNED);
     FL__CRASH(RING_PLANNED);
     int rc = fl__write_commit(log, iov, n, total, FL__FLUSHING);
     if (rc == 0) {
@@ -147,7 +148,7 @@ static int fl__flush_some(forklog *log, int only)
             atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         FL__CRASH(RING_RELEASED);
     }
-    s->ring_phase = FL__RINGS_IDLE;
+    FL__STEP(s->ring_phase, FL__RINGS_IDLE);
     return rc;
 }
 
@@ -165,7 +166,7 @@ void fl__repair_rings(struct fl__seg *s)
     if (s->size == s->ring_target)
         for (unsigned k = 0; k < FL__RINGS; k++)
             atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_release);
-    s->ring_phase = FL__RINGS_IDLE;
+    FL__STEP(s->ring_phase, FL__RINGS_IDLE);
 }
 
 /* Lock held: writes out ring `only` or every ring (only < 0), then, after an append that could not use a ring,

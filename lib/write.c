@@ -78,7 +78,8 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
 {
     struct fl__seg *s = log->seg;
     s->target = s->size + len;
-    s->state = state;
+    FL__CRASH(WRITE_TARGET);
+    FL__STEP(s->state, state);
     FL__CRASH(WRITE_BEGIN);
 #ifdef FL__CRASH_POINTS
     if (fl__crash_next(FL__CP_WRITE_TORN))
@@ -103,7 +104,7 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             s->buf_used = 0;
         FL__CRASH(WRITE_COMMITTED);
     }
-    s->state = FL__IDLE;
+    FL__STEP(s->state, FL__IDLE);
     return rc;
 }
 
