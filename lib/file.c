@@ -112,10 +112,21 @@ int fl__open_log_file(const forklog *log, int flags)
  * socket (forklog_open_fd) cannot be opened at all. */
 static void fl__own_fd(forklog *log)
 {
+    const struct fl__seg *s = log->seg;
     log->proc->own_fd = 1;
     struct stat a, b;
     if (fstat(log->fd, &b) < 0 || !S_ISREG(b.st_mode))
         return;
+    /* fork() copies the descriptor table before the memory. A child forked while another thread of its parent
+     * moved the handle to a new generation (the new descriptor, then gen: fl__sync_file, fl__rotate) can get the
+     * new gen with the old file, and would write into the renamed file after the reopen or rotation returned,
+     * counting its record in a size that file does not have. The generation's file is known: a descriptor that is
+     * not that file is reopened by name, as for any older generation. */
+    if (log->path[0] && log->gen == s->gen && s->file_known &&
+        ((uint64_t)b.st_ino != s->ino || (uint64_t)b.st_dev != s->dev)) {
+        log->gen = s->gen - 1;
+        return;
+    }
     char link[32];
     snprintf(link, sizeof link, "/proc/self/fd/%d", log->fd);
     int fd = open(link, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);

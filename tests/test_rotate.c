@@ -3,6 +3,7 @@
  * the real logrotate program followed by forklog_reopen() (from the parent, and from a SIGHUP handler). Every
  * record is self-checking (records.h): whole, present exactly once across path, path.1 .. path.N, and in a file
  * where rotation allows it. Children never assert. */
+#include "internal.h"
 #include "records.h"
 
 #include <dirent.h>
@@ -452,5 +453,49 @@ Test(rotate, reopen_after_a_move_by_hand)
     buf = th_slurp(logpath, &len);
     cr_assert_str_eq(buf, "three\nfour\n");
     free(buf);
+    free(old);
+}
+
+Test(rotate, child_forked_during_a_reopen_writes_to_the_new_file)
+{
+    /* fork() copies the descriptor table before the memory. When another thread of the parent completes a reopen
+     * in between (the new descriptor replaces the old, then the handle takes the new generation), the child has
+     * the new generation in its handle and the old, renamed file under its descriptor. That moment cannot be
+     * staged from user space; the child below is put in the state it leaves, and must still write to the file
+     * that is at the path now, never into the renamed one after the reopen returned. */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "one", 3), 0);
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        log->gen = log->seg->gen; /* the generation of the parent's reopen, with the descriptor of before it */
+        _exit(forklog_write(log, "three", 5) == 0 && forklog_close(log) == 0 ? 0 : 1);
+    }
+    close(go[0]);
+    char *old = rotated_name(1);
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, "two", 3), 0); /* reopened: the new file */
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert_eq(forklog_write(log, "four", 4), 0);
+    size_t len;
+    char *buf = th_slurp(old, &len);
+    cr_assert_str_eq(buf, "one\n", "the renamed file got a record after the reopen");
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "two\nthree\nfour\n");
+    cr_assert_eq(log->seg->size, len, "the segment believes %llu bytes, the file has %zu",
+                 (unsigned long long)log->seg->size, len);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
     free(old);
 }
