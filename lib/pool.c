@@ -8,15 +8,19 @@
  * the outcome in a shared per-task result. The parent turns each published result into one record, so a worker
  * that dies between finishing a task and telling anyone still gets its task recorded, exactly once.
  *
- * Per task, in the worker:  i = next++;  res[i] = start times;  res[i].phase = RUNNING;  slot.task = i + 1;
- *                           rc = task(i);  res[i] = rc, duration;  res[i].phase = FINISHED;  CAS slot.task -> 0.
+ * Per task, in the worker:  i = next++;  res[i] = start times;  res[i].phase = RUNNING;  CAS slot.task 0 -> i + 1;
+ *                           rc = task(i);  res[i] = rc, duration;  res[i].phase = FINISHED;  CAS slot.task -> 0;
+ *                           slot.done++.
  * The parent learns of completions by scanning res; it sleeps in poll() only after setting a `sleeping` flag,
  * and a worker writes one byte to the wake pipe only when it finds the flag set (Dekker-style, seq_cst), so a
  * busy parent costs workers nothing. A worker's death shows as EOF on its own pipe (it holds the only write end)
  * and is confirmed with waitpid() on that exact pid; its slot tells which task it was running. A timeout is
  * claimed by the parent with a CAS on the slot (i + 1 -> KILLED) before SIGKILL, so a worker that finished at
  * the deadline is never killed in its next task: it loses the CAS and waits to be killed with its result
- * already published, and that result is what gets recorded.
+ * already published, and that result is what gets recorded. A worker idle (slot.task 0) for timeout_s without
+ * finishing a task is stopped or stuck outside any task (between taking an index and publishing it, or in its
+ * exit): the parent claims it the same way (0 -> KILLED), so a worker that starts a task at that moment loses the
+ * CAS and waits to be killed, and the index it took is found at the end, not run.
  */
 #include "internal.h"
 
@@ -100,7 +104,8 @@ int on_exit(void (*fn)(int status, void *arg), void *arg);
 #define FL__POOL_INIT_FAILED 2 /* initializer returned non-zero */
 #define FL__POOL_INIT_KILLED 3 /* initializer ran past timeout_s: the parent kills the worker */
 
-/* fl__pool_slot.task: 0 idle, i + 1 running task i, this value: the parent claimed the running task as timed out. */
+/* fl__pool_slot.task: 0 idle, i + 1 running task i, this value: the parent claimed the running task (or the idle
+ * worker) as timed out. */
 #define FL__POOL_KILLED SIZE_MAX
 
 #define FL__POOL_EXIT_INIT   125         /* a worker whose initializer failed (the slot phase is what counts) */
@@ -118,6 +123,7 @@ struct fl__pool_head {
 /* Shared, one per worker slot; a slot is reused only after its worker has been reaped. */
 struct fl__pool_slot {
     _Alignas(64) atomic_size_t task;
+    atomic_size_t done; /* tasks the worker finished: an idle worker whose count moves is not stuck */
     atomic_int phase;
     atomic_int exit_unknown; /* the worker's task called exit() and its status cannot be known (no on_exit()) */
 };
@@ -142,6 +148,8 @@ struct fl__pool_proc {
     int dying;          /* SIGKILLed by the parent, not reaped yet */
     size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
     int64_t fork_ns;
+    int64_t idle_ns; /* when the parent first saw the worker idle with `idle_done` tasks done; 0: not idle */
+    size_t idle_done;
     int64_t hup_ns; /* when its pipe reported EOF while the process was not reapable yet; 0 otherwise */
 };
 
@@ -324,7 +332,10 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         r->start_real = fl__pool_real_ns();
         r->start_mono = fl__mono_ns();
         atomic_store_explicit(&r->phase, FL__POOL_RUNNING, memory_order_relaxed);
-        atomic_store_explicit(&slot->task, i + 1, memory_order_release);
+        size_t idle = 0;
+        if (!atomic_compare_exchange_strong_explicit(&slot->task, &idle, i + 1, memory_order_release,
+                                                     memory_order_relaxed))
+            fl__pool_park(); /* idle past timeout_s: the parent is killing this worker; task i is not run */
 
         int rc = p->task(i, p->ctx);
         int64_t dur = fl__mono_ns() - r->start_mono;
@@ -337,6 +348,7 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         if (!atomic_compare_exchange_strong(&slot->task, &cur, 0))
             fl__pool_park(); /* timed out at the deadline: the parent records the result published above */
         done++;
+        atomic_store_explicit(&slot->done, done, memory_order_relaxed);
         if (atomic_load(&p->head->sleeping) && atomic_exchange(&p->head->sleeping, 0))
             fl__pool_wake(p);
     }
@@ -483,6 +495,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
         return -EMFILE;
     }
     atomic_store(&p->slots[k].task, 0);
+    atomic_store(&p->slots[k].done, 0);
     atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
     atomic_store(&p->slots[k].exit_unknown, 0);
     pid_t pid = fork();
@@ -503,6 +516,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     w->dying = 0;
     w->killed_task = SIZE_MAX;
     w->fork_ns = fl__mono_ns();
+    w->idle_ns = 0;
     w->hup_ns = 0;
     p->nlive++;
     p->nactive++;
@@ -622,6 +636,22 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
                 claimed = atomic_compare_exchange_strong(&slot->task, &t, FL__POOL_KILLED);
                 if (claimed)
                     w->killed_task = t - 1;
+            }
+        } else if (t == 0 && atomic_load(&slot->phase) == FL__POOL_READY) {
+            /* Idle: between two tasks or exiting, which takes microseconds. Idle for timeout_s with no task
+             * finished since, the worker is stopped or stuck outside any task, and would keep the pool waiting
+             * for ever: it is killed as a task past its deadline would be. */
+            size_t done = atomic_load_explicit(&slot->done, memory_order_relaxed);
+            if (!w->idle_ns || done != w->idle_done) {
+                w->idle_ns = now;
+                w->idle_done = done;
+            }
+            start = w->idle_ns;
+            if (now - start >= p->timeout_ns && fl__pool_try_reap(p, k))
+                continue;
+            if (now - start >= p->timeout_ns && atomic_compare_exchange_strong(&slot->task, &t, FL__POOL_KILLED)) {
+                claimed = 1;
+                w->killed_task = SIZE_MAX; /* no task: the index it may have taken is found at the end */
             }
         } else if (t == 0 && atomic_load(&slot->phase) == FL__POOL_STARTING) {
             start = w->fork_ns;
