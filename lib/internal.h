@@ -59,7 +59,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 6u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 7u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -80,10 +80,18 @@ struct fl__seg_head {
 /* The lock-free buffer (FORKLOG_BUFFERED without rotation): each writer thread appends to a ring of its own, a
  * single-producer ring whose consumer is whoever holds the lock and flushes. head and tail count bytes ever
  * published and ever written; the owner writes data only in [head, tail + cap) and publishes with a release store
- * of head, so a writer killed in the middle of a copy publishes nothing of its record. */
-#define FL__RINGS 64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
+ * of head, so a writer killed in the middle of a copy publishes nothing of its record.
+ * The owner word: tag << 44 | pid << 22 | tid (a Linux pid or tid is below 2^22). A thread that finds a ring
+ * bearing its pid and tid (its own, or a gone thread's whose pid and tid came back) takes it by moving the tag
+ * with a compare-and-swap, and a ring is freed (0) only by a compare-and-swap of the word its freer found gone:
+ * of the two, the second fails. */
+#define FL__RINGS        64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
+#define FL__OWNER_ID     ((1ull << 44) - 1) /* the pid and tid bits of an owner word */
+#define FL__OWNER_TAG    (1ull << 44)       /* one step of its tag */
+#define FL__OWNER_PID(w) ((long)((w) >> 22 & ((1u << 22) - 1)))
+#define FL__OWNER_TID(w) ((long)((w) & ((1u << 22) - 1)))
 struct fl__ring {
-    _Alignas(64) atomic_ullong owner; /* pid << 32 | tid of the writer thread; 0: free */
+    _Alignas(64) atomic_ullong owner; /* tag << 44 | pid << 22 | tid of the writer thread; 0: free */
     atomic_ullong head;               /* bytes published by the owner */
     atomic_ullong tail;               /* bytes written to the file */
     uint64_t planned;                 /* the head a flush takes (ring_phase PLANNED) */
@@ -136,6 +144,10 @@ struct fl__seg {
 struct fl__proc {
     atomic_int pid; /* getpid() of this process, 0 until first asked */
     int own_fd;     /* log->fd is this process's own open file description (lock held to read or write) */
+    /* ring.c: what a thread's ring cache is keyed by, set at this process's first use of the rings: no key this
+     * handle had in any other process, or another handle in this one (so a thread's cache, which a forked child
+     * inherits, is never trusted in another process, even one that got the same pid). */
+    atomic_ullong ring_key;
     /* format.c: per level, what follows the timestamp in this process's records (` INFO pid=N app=X `), built
      * once per process; pre_state 0: not yet, 1: a thread is building it, 2: ready (release-stored). */
     atomic_uchar pre_state[5];
@@ -165,7 +177,7 @@ struct forklog {
     enum forklog_format format;
     unsigned mode;
     unsigned flags;  /* the FORKLOG_ flags in force, and FL__GUEST */
-    uint64_t serial; /* no other handle of this process has had it: what a thread's ring cache is keyed by */
+    uint64_t serial; /* no other handle of this process has had it (the rings' cache is keyed by proc->ring_key) */
     size_t max_record;
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
@@ -316,6 +328,8 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(BUF_COPIED, "the record is copied into the shared buffer, before buf_used publishes it")                         \
     X(BUF_PUBLISHED, "buf_used includes the record, before an age or fill flush")                                      \
     X(RING_CLAIMED, "a writer thread claimed a ring, before its first record")                                         \
+    X(RING_ADOPTED, "a thread took the ring bearing its pid and tid (tag moved), before its first record there")       \
+    X(RING_OWNER_GONE, "lock held: a ring's owner is gone and the ring empty and unchanged, before it is freed")       \
     X(RING_COPIED, "a record is copied into the writer's ring, before head publishes it")                              \
     X(RING_PUBLISHED, "head includes the record, before the age check")                                                \
     X(RING_TARGET, "a flush took every ring's head and set ring_target, before phase PLANNED")                         \

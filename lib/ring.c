@@ -44,23 +44,25 @@ static int64_t fl__coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The calling thread's ring, remembered per thread for the last handle it wrote through (by the handle's serial
- * number: a segment mapped again, or another log's, may come back at the same address, where the ring of this
- * index is no longer this thread's). A forked child has another pid, so it never uses its parent's ring. head and
- * off: where this thread's last record ended (off = head % ring_cap), so that an append needs no division. */
+/* The calling thread's ring, remembered per thread for the last handle it wrote through, and the one before it (so
+ * that a thread that writes two logs in turn finds both rings at once). Keyed by the handle's ring key in this
+ * process (struct fl__proc's ring_key): a segment mapped again, or another log's, may come back at the same
+ * address, and a forked child inherits this memory of its parent's thread, perhaps with a pid that its parent's
+ * parent had; a key is never the same twice along a line of forks. head and off: where this thread's last record
+ * ended (off = head % ring_cap), so that an append needs no division. */
 struct fl__mine {
-    uint64_t serial;
-    long pid;
-    long tid;
+    uint64_t key;     /* UINT64_MAX: none (no ring_key is ever that, and 0 is an unset one) */
     unsigned ring;    /* FL__RINGS: none was free at the last look */
     int64_t retry_at; /* ring == FL__RINGS: when to look again (the coarse clock) */
     uint64_t head;
     size_t off;
     int alone; /* its last look past half its ring found every other ring empty: no early flush until it is full */
+    uint64_t other_key; /* the ring of the handle before (never FL__RINGS) */
+    unsigned other_ring;
 };
 /* Reached through one pointer per append: in a shared library the address of a thread-local variable is a call
  * to __tls_get_addr, which a compiler would rather make again after each call than keep (three per append). */
-static _Thread_local struct fl__mine fl__my;
+static _Thread_local struct fl__mine fl__my = {.key = UINT64_MAX, .other_key = UINT64_MAX};
 
 /* Hides where p came from, so that the compiler keeps the value instead of computing it again. */
 #if defined(__GNUC__)
@@ -79,8 +81,7 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
 /* Whether the thread that owns a ring is gone (its process, or just the thread). */
 static int fl__owner_gone(uint64_t owner)
 {
-    pid_t pid = (pid_t)(owner >> 32), tid = (pid_t)(owner & 0xffffffffu);
-    return syscall(SYS_tgkill, pid, tid, 0) < 0 && errno == ESRCH;
+    return syscall(SYS_tgkill, FL__OWNER_PID(owner), FL__OWNER_TID(owner), 0) < 0 && errno == ESRCH;
 }
 
 int fl__rings_pending(const struct fl__seg *s)
@@ -217,7 +218,9 @@ __attribute__((noinline)) static void fl__flush_early(forklog *log, unsigned k, 
 }
 
 /* Frees the rings of threads that are gone, after writing what they hold (nothing is written when every owner
- * lives). */
+ * lives). A ring is freed only as it was first seen, empty, and with its owner still gone when the lock is held:
+ * meanwhile its pid and tid may have come back (a pid reused) to a thread that took the ring (its tag moved, so
+ * the compare-and-swap below fails) or claimed it fresh after another freer (alive, so not gone). */
 static void fl__reclaim_rings(forklog *log)
 {
     struct fl__seg *s = log->seg;
@@ -235,74 +238,124 @@ static void fl__reclaim_rings(forklog *log)
         for (unsigned k = 0; k < FL__RINGS; k++) {
             struct fl__ring *r = &s->rings[k];
             unsigned long long owner = gone[k];
-            if (owner && atomic_load_explicit(&r->head, memory_order_acquire) ==
-                             atomic_load_explicit(&r->tail, memory_order_acquire))
+            if (owner && atomic_load_explicit(&r->owner, memory_order_acquire) == owner &&
+                atomic_load_explicit(&r->head, memory_order_acquire) ==
+                    atomic_load_explicit(&r->tail, memory_order_acquire) &&
+                fl__owner_gone(owner)) {
+                FL__CRASH(RING_OWNER_GONE);
                 atomic_compare_exchange_strong(&r->owner, &owner, 0);
+            }
         }
     }
     fl__unlock(log);
 }
 
-/* Makes ring k the calling thread's ring of this handle (FL__RINGS: none). */
-static struct fl__ring *fl__ring_mine(forklog *log, struct fl__mine *my, unsigned k)
+/* The handle's ring key in this process, chosen at its first use here: a number this process never gave before,
+ * and higher than any its forked ancestors gave before they forked (the counter is copied by fork()). */
+static uint64_t fl__ring_key(struct fl__proc *p)
 {
-    my->serial = log->serial;
+    static atomic_ullong keys;
+    unsigned long long key = atomic_load_explicit(&p->ring_key, memory_order_relaxed);
+    if (!key) {
+        unsigned long long mine = atomic_fetch_add_explicit(&keys, 1, memory_order_relaxed) + 1;
+        key = atomic_compare_exchange_strong(&p->ring_key, &key, mine) ? mine : key;
+    }
+    return key;
+}
+
+/* The calling thread's pid and tid as an owner word's (tag 0); 0 if they do not fit, and then it takes no ring. */
+static uint64_t fl__me(forklog *log)
+{
+    unsigned long pid = (unsigned long)fl__pid_inline(log), tid = (unsigned long)syscall(SYS_gettid);
+    return pid >> 22 || tid >> 22 ? 0 : (uint64_t)pid << 22 | tid;
+}
+
+/* Makes ring k (FL__RINGS: none) the calling thread's ring of the handle whose key is `key`. A ring of another
+ * handle that it had is remembered: it stays this thread's as long as the thread lives. */
+static struct fl__ring *fl__ring_mine(forklog *log, struct fl__mine *my, uint64_t key, unsigned k)
+{
+    if (my->key != key && my->ring < FL__RINGS) {
+        my->other_key = my->key;
+        my->other_ring = my->ring;
+    }
+    my->key = key;
     my->ring = k;
     my->head = UINT64_MAX;
     return k < FL__RINGS ? &log->seg->rings[k] : NULL;
 }
 
 /* The ring this thread owns in this segment (records of its own may wait there), found without claiming one;
- * FL__RINGS if none. */
+ * FL__RINGS if none. A ring found by its pid and tid alone may be a gone namesake's: it is only written. */
 static unsigned fl__owned_ring(forklog *log, struct fl__mine *my)
 {
-    struct fl__seg *s = log->seg;
-    long pid = fl__pid_inline(log);
-    if (my->serial == log->serial && my->pid == pid)
+    struct fl__proc *p = log->proc;
+    uint64_t key = p ? atomic_load_explicit(&p->ring_key, memory_order_relaxed) : 0;
+    if (key == my->key)
         return my->ring;
-    uint64_t me = (uint64_t)pid << 32 | (uint32_t)(my->pid == pid ? my->tid : syscall(SYS_gettid));
-    for (unsigned k = 0; k < FL__RINGS; k++)
-        if (atomic_load_explicit(&s->rings[k].owner, memory_order_acquire) == me)
+    if (key == my->other_key)
+        return my->other_ring;
+    uint64_t me = p ? fl__me(log) : 0;
+    for (unsigned k = 0; me && k < FL__RINGS; k++)
+        if ((atomic_load_explicit(&log->seg->rings[k].owner, memory_order_acquire) & FL__OWNER_ID) == me)
             return k;
     return FL__RINGS;
 }
 
-/* The calling thread's ring in this segment, claimed if it has none; NULL when every ring is in use (looked for
- * again after flush_ms, not at every append: a look that finds none takes the lock and asks after every owner). */
-static struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
+/* The calling thread's ring when its cache has none for this handle and process: the ring it had before (the
+ * handle before), a ring bearing its pid and tid, a free one, or one taken back from a gone thread. NULL when
+ * every ring is in use (looked for again after flush_ms, not at every append: a look that finds none asks after
+ * every owner and may take the lock), and in a process without a per-process page, which could not tell its
+ * cache from an ancestor's. */
+__attribute__((noinline)) static struct fl__ring *fl__find_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__seg *s = log->seg;
-    long pid = fl__pid_inline(log);
-    if (my->serial == log->serial && my->pid == pid) {
-        if (my->ring < FL__RINGS)
-            return &s->rings[my->ring];
-        if (fl__coarse_ns() < my->retry_at)
-            return NULL;
+    if (!log->proc)
+        return NULL;
+    uint64_t key = fl__ring_key(log->proc);
+    if (my->other_key == key) {
+        unsigned k = my->other_ring;
+        my->other_key = UINT64_MAX;
+        return fl__ring_mine(log, my, key, k);
     }
-    if (my->pid != pid) {
-        my->pid = pid;
-        my->tid = syscall(SYS_gettid);
+    uint64_t me = fl__me(log);
+    /* A ring bearing this thread's pid and tid (records of its own may wait there: another ring would let later
+     * ones overtake them), before any free one. The tag moves, so that a freer who found its owner gone before
+     * this thread was born cannot free it now. */
+    for (unsigned k = 0; me && k < FL__RINGS; k++) {
+        unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
+        if ((w & FL__OWNER_ID) == me && atomic_compare_exchange_strong(&s->rings[k].owner, &w, w + FL__OWNER_TAG)) {
+            FL__CRASH(RING_ADOPTED);
+            return fl__ring_mine(log, my, key, k);
+        }
     }
-    uint64_t me = (uint64_t)pid << 32 | (uint32_t)my->tid;
-    /* The ring this thread has (records of its own may wait there: another ring would let later ones overtake
-     * them), before any free one. */
-    for (unsigned k = 0; k < FL__RINGS; k++)
-        if (atomic_load_explicit(&s->rings[k].owner, memory_order_acquire) == me)
-            return fl__ring_mine(log, my, k);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; me && pass < 2; pass++) {
         for (unsigned k = 0; k < FL__RINGS; k++) {
             unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_relaxed);
             if (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me)) {
                 FL__CRASH(RING_CLAIMED);
-                return fl__ring_mine(log, my, k);
+                return fl__ring_mine(log, my, key, k);
             }
         }
         if (pass == 0)
             fl__reclaim_rings(log);
     }
-    fl__ring_mine(log, my, FL__RINGS);
+    fl__ring_mine(log, my, key, FL__RINGS);
     my->retry_at = fl__coarse_ns() + log->flush_ns;
     return NULL;
+}
+
+/* The calling thread's ring in this segment, claimed if it has none; NULL when it has none (see fl__find_ring). */
+static inline struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
+{
+    const struct fl__proc *p = log->proc;
+    uint64_t key = p ? atomic_load_explicit(&p->ring_key, memory_order_relaxed) : 0;
+    if (key == my->key) {
+        if (my->ring < FL__RINGS)
+            return &log->seg->rings[my->ring];
+        if (fl__coarse_ns() < my->retry_at)
+            return NULL;
+    }
+    return fl__find_ring(log, my);
 }
 
 int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)

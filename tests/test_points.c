@@ -43,7 +43,9 @@ static const struct mode modes[] = {
 
 /* Where each point must be reached: D direct, C combining, B buffered (rings), R rotating, Q buffered and rotating
  * (the locked buffer). The segment's points ("") are
- * passed by forklog_open() and forklog_close(), not by records: test_join kills there. */
+ * passed by forklog_open() and forklog_close(), not by records: test_join kills there. The rings' ownership points
+ * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring stops
+ * there. */
 static const struct {
     const char *point;
     const char *modes;
@@ -82,6 +84,8 @@ static const struct {
     {"BATCH_RESULT", "C"},
     {"BATCH_MARKED", "C"},
     {"RING_CLAIMED", "B"},
+    {"RING_ADOPTED", ""},
+    {"RING_OWNER_GONE", ""},
     {"RING_COPIED", "B"},
     {"RING_PUBLISHED", "B"},
     {"RING_TARGET", "B"},

@@ -6,6 +6,7 @@
 #include "points.h"
 #include "records.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -550,4 +551,322 @@ Test(ring, a_ring_or_buffer_that_a_damaged_segment_overstates_is_not_read)
     cr_assert_eq(memcmp(buf, "B 001 ", 6), 0);
     free(buf);
     free(other);
+}
+
+/* ---- one writer per ring, whatever pids come back ------------------------------------------------------------ */
+
+/* A 100-byte record "<tag> <seq>" padded with dots, for a child (no assertion). */
+static int rec100(forklog *log, char tag, unsigned seq)
+{
+    char rec[100];
+    memset(rec, '.', sizeof rec);
+    int n = snprintf(rec, sizeof rec, "%c %03u ", tag, seq);
+    rec[n] = '.';
+    rec[99] = '\n';
+    return forklog_write(log, rec, sizeof rec);
+}
+
+/* The file holds exactly the records named in want ("T NNN", each once), each a whole line of its own: the prefix,
+ * then only dots up to the newline. */
+static void check_records(const char *path, const char *const *want, size_t n)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    unsigned *seen = calloc(n, sizeof *seen);
+    size_t lines = 0;
+    for (char *line = buf; line < buf + len; lines++) {
+        char *end = memchr(line, '\n', (size_t)(buf + len - line));
+        cr_assert_not_null(end, "the file ends in the middle of a line");
+        size_t i = 0;
+        while (i < n && memcmp(line, want[i], 5) != 0)
+            i++;
+        cr_assert_lt(i, n, "a record nobody wrote: [%.*s]", (int)(end - line), line);
+        cr_assert_eq(line[5], ' ', "[%.*s]", (int)(end - line), line);
+        for (char *c = line + 6; c < end; c++)
+            cr_assert_eq(*c, '.', "a torn or mixed line: [%.*s]", (int)(end - line), line);
+        seen[i]++;
+        line = end + 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(seen[i], 1, "record %s is there %u times", want[i], seen[i]);
+    cr_assert_eq(lines, n);
+    free(seen);
+    free(buf);
+}
+
+/* Runs scene(path, arg) as pid 1 of a new PID namespace, where it may choose the pid of its next child through
+ * ns_last_pid. Skips the test where no such namespace can be made (exit status 77 or 78). */
+static void in_pid_namespace(int (*scene)(const char *, int), const char *path, int arg)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t init = fork();
+        if (init < 0)
+            _exit(2);
+        if (init == 0)
+            _exit(scene(path, arg));
+        _exit(th_wait_for(init, 60));
+    }
+    int st = th_wait_for(pid, 90);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    if (st == 78)
+        cr_skip_test("the pids of a new PID namespace cannot be chosen here (ns_last_pid)");
+    cr_assert_eq(st, 0, "the scene failed at step %d", st);
+}
+
+/* Makes the next child of this process (in its PID namespace) get pid `want`, if free. 0, or 78. */
+static int next_pid_is(pid_t want)
+{
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
+    if (fd < 0)
+        return 78;
+    char num[32];
+    int n = snprintf(num, sizeof num, "%d", (int)want - 1);
+    int ok = write(fd, num, (size_t)n) == n;
+    close(fd);
+    return ok ? 0 : 78;
+}
+
+static int fill_go[2];
+static pthread_barrier_t filled;
+
+static void *filler(void *p)
+{
+    forklog **log = p;
+    static atomic_uint next;
+    if (rec100(*log, 'F', atomic_fetch_add(&next, 1)) != 0)
+        abort();
+    pthread_barrier_wait(&filled);
+    char c;
+    (void)!read(fill_go[0], &c, 1); /* a live owner until the scene ends */
+    return NULL;
+}
+
+/* FL__RINGS - 1 threads of this process take a ring each, write a record F 000.. and hold it (live owners). */
+static int fill_rings(forklog **log, pthread_t *th)
+{
+    if (pipe(fill_go) < 0 || pthread_barrier_init(&filled, NULL, FL__RINGS) != 0)
+        return 0;
+    for (unsigned k = 0; k < FL__RINGS - 1; k++)
+        if (pthread_create(&th[k], NULL, filler, log) != 0)
+            return 0;
+    pthread_barrier_wait(&filled);
+    return 1;
+}
+
+static void unfill_rings(pthread_t *th)
+{
+    close(fill_go[1]);
+    for (unsigned k = 0; k < FL__RINGS - 1; k++)
+        pthread_join(th[k], NULL);
+    close(fill_go[0]);
+    pthread_barrier_destroy(&filled);
+}
+
+static int say(int fd, char c)
+{
+    return write(fd, &c, 1) == 1;
+}
+
+static char hear(int fd)
+{
+    char c = 0;
+    return read(fd, &c, 1) == 1 ? c : 0;
+}
+
+/* The ring whose owner bears pid and tid `pid` (a single-threaded process), FL__RINGS if none. */
+static unsigned ring_of(forklog *log, pid_t pid)
+{
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        if ((atomic_load(&log->seg->rings[k].owner) & FL__OWNER_ID) == ((uint64_t)pid << 22 | (uint64_t)pid))
+            return k;
+    return FL__RINGS;
+}
+
+/* D takes the last free ring, writes D 000 and exits. R finds no ring free, sees D gone and is stopped at `stop`:
+ * with the lock, before it looks at D's ring again (LOCK_ACQUIRED), or after it found D gone again with the lock
+ * held, right before it frees the ring (RING_OWNER_GONE). Q is then born with D's pid (and tid), finds the ring
+ * bearing them and writes Q 000 into it, with no lock. R goes on and writes R 000; Q is stopped with Q 001 copied
+ * into its ring and not yet published while R writes R 001; then Q publishes. One writer per ring: R must not
+ * have freed and taken the ring Q took, so every record is whole and there once. */
+static int scene_pid_reused_during_a_take_back(const char *path, int stop)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    if (forklog_open(&log, path, &o) != 0)
+        return 3;
+    pthread_t th[FL__RINGS - 1];
+    if (!fill_rings(&log, th))
+        return 4;
+    pid_t d = fork();
+    if (d == 0)
+        _exit(rec100(log, 'D', 0) == 0 ? 0 : 1);
+    if (th_wait(d) != 0)
+        return 5;
+    unsigned k = ring_of(log, d);
+    if (k == FL__RINGS)
+        return 6;
+    int rc_[2], rr[2], qc[2], qr[2];
+    if (pipe(rc_) < 0 || pipe(rr) < 0 || pipe(qc) < 0 || pipe(qr) < 0)
+        return 7;
+    pid_t r = fork();
+    if (r == 0) {
+        fl__crash_arm((enum fl__crash_point)stop, 1, FL__CRASH_STOP);
+        say(rr[1], rec100(log, 'R', 0) == 0 ? 'a' : 'e');
+        hear(rc_[0]);
+        say(rr[1], rec100(log, 'R', 1) == 0 ? 'a' : 'e');
+        _exit(0);
+    }
+    if (!cp_wait_stopped(r, 10))
+        return 8;
+    int rc = next_pid_is(d);
+    if (rc)
+        return rc;
+    pid_t q = fork();
+    if (q == 0) {
+        say(qr[1], rec100(log, 'Q', 0) == 0 ? 'a' : 'e');
+        hear(qc[0]);
+        fl__crash_arm(FL__CP_RING_COPIED, 1, FL__CRASH_STOP);
+        say(qr[1], rec100(log, 'Q', 1) == 0 ? 'a' : 'e');
+        _exit(0);
+    }
+    if (q != d)
+        return 78;
+    if (hear(qr[0]) != 'a') /* Q 000 went into D's ring with R stopped (holding the lock) */
+        return 9;
+    if (ring_of(log, q) != k || atomic_load(&log->seg->rings[k].owner) >> 44 != 1)
+        return 10;
+    kill(r, SIGCONT);
+    if (hear(rr[0]) != 'a')
+        return 11;
+    if (ring_of(log, q) != k || ring_of(log, r) != FL__RINGS) /* R neither freed nor took Q's ring */
+        return 12;
+    say(qc[1], 'g');
+    if (!cp_wait_stopped(q, 10)) /* Q copied Q 001 into its ring */
+        return 13;
+    say(rc_[1], 'g');
+    if (hear(rr[0]) != 'a')
+        return 14;
+    kill(q, SIGCONT);
+    if (hear(qr[0]) != 'a')
+        return 15;
+    if (th_wait_for(q, 10) != 0 || th_wait_for(r, 10) != 0)
+        return 16;
+    unfill_rings(th);
+    return forklog_close(log) == 0 ? 0 : 17;
+}
+
+static void check_pid_reuse_scene(const char *path)
+{
+    const char *want[FL__RINGS + 4];
+    char names[FL__RINGS - 1][8];
+    size_t n = 0;
+    for (unsigned k = 0; k < FL__RINGS - 1; k++) {
+        snprintf(names[k], sizeof names[k], "F %03u", k);
+        want[n++] = names[k];
+    }
+    want[n++] = "D 000";
+    want[n++] = "Q 000";
+    want[n++] = "Q 001";
+    want[n++] = "R 000";
+    want[n++] = "R 001";
+    check_records(path, want, n);
+}
+
+Test(ring, a_pid_reused_while_its_ring_is_taken_back_leaves_the_ring_one_writer)
+{
+    /* Stopped before it looks at the ring with the lock held, the freer finds the ring's word moved (Q took it);
+     * stopped after it found the owner gone with the lock held, its compare-and-swap fails for the same reason. */
+    in_pid_namespace(scene_pid_reused_during_a_take_back, logpath, FL__CP_LOCK_ACQUIRED);
+    check_pid_reuse_scene(logpath);
+    char *other = th_path(dir, "other.log");
+    in_pid_namespace(scene_pid_reused_during_a_take_back, other, FL__CP_RING_OWNER_GONE);
+    check_pid_reuse_scene(other);
+    free(other);
+}
+
+/* A writes A 000 (taking the last free ring) and forks B, which never logs; A exits, X takes A's ring back and
+ * writes X 000 into it. B forks C, which gets A's pid: C inherited the memory of A's thread, "ring k of this
+ * handle, pid A", but it is not A and ring k is X's now. C must not write into it. */
+static int scene_inherited_ring_cache(const char *path, int unused)
+{
+    (void)unused;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    if (forklog_open(&log, path, &o) != 0)
+        return 3;
+    pthread_t th[FL__RINGS - 1];
+    if (!fill_rings(&log, th))
+        return 4;
+    int ab[2], bc[2], xc[2], xr[2];
+    if (pipe(ab) < 0 || pipe(bc) < 0 || pipe(xc) < 0 || pipe(xr) < 0)
+        return 5;
+    pid_t a = fork();
+    if (a == 0) {
+        if (rec100(log, 'A', 0) != 0)
+            _exit(1);
+        pid_t b = fork();
+        if (b == 0) {
+            pid_t want;
+            if (read(bc[0], &want, sizeof want) != sizeof want)
+                _exit(1);
+            pid_t c = fork();
+            if (c == 0)
+                _exit(getpid() != want ? 78 : rec100(log, 'C', 0) == 0 ? 0 : 1);
+            _exit(th_wait_for(c, 10));
+        }
+        _exit(write(ab[1], &b, sizeof b) == sizeof b ? 0 : 1);
+    }
+    pid_t b;
+    if (read(ab[0], &b, sizeof b) != sizeof b || th_wait(a) != 0)
+        return 6;
+    unsigned k = ring_of(log, a);
+    if (k == FL__RINGS)
+        return 7;
+    pid_t x = fork();
+    if (x == 0) {
+        say(xr[1], rec100(log, 'X', 0) == 0 ? 'a' : 'e');
+        hear(xc[0]);
+        _exit(rec100(log, 'X', 1) == 0 ? 0 : 1);
+    }
+    if (hear(xr[0]) != 'a' || ring_of(log, x) != k) /* X took A's ring back */
+        return 8;
+    uint64_t head = atomic_load(&log->seg->rings[k].head);
+    int rc = next_pid_is(a);
+    if (rc)
+        return rc;
+    if (write(bc[1], &a, sizeof a) != sizeof a)
+        return 9;
+    if ((rc = th_wait_for(b, 10)) != 0)
+        return rc == 78 ? 78 : 10;
+    if (atomic_load(&log->seg->rings[k].head) != head || ring_of(log, x) != k)
+        return 11; /* C wrote into X's ring */
+    say(xc[1], 'g');
+    if (th_wait_for(x, 10) != 0)
+        return 12;
+    unfill_rings(th);
+    return forklog_close(log) == 0 ? 0 : 13;
+}
+
+Test(ring, a_child_with_a_pid_its_ancestor_had_does_not_use_the_ancestors_ring)
+{
+    in_pid_namespace(scene_inherited_ring_cache, logpath, 0);
+    const char *want[FL__RINGS + 3];
+    char names[FL__RINGS - 1][8];
+    size_t n = 0;
+    for (unsigned k = 0; k < FL__RINGS - 1; k++) {
+        snprintf(names[k], sizeof names[k], "F %03u", k);
+        want[n++] = names[k];
+    }
+    want[n++] = "A 000";
+    want[n++] = "X 000";
+    want[n++] = "X 001";
+    want[n++] = "C 000";
+    check_records(logpath, want, n);
 }
