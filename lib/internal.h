@@ -148,6 +148,7 @@ struct fl__proc {
      * handle had in any other process, or another handle in this one (so a thread's cache, which a forked child
      * inherits, is never trusted in another process, even one that got the same pid). */
     atomic_ullong ring_key;
+    int64_t guest_due_ns; /* a guest: when it next writes the rings (its own clock; lock held to read or write) */
     /* format.c: per level, what follows the timestamp in this process's records (` INFO pid=N app=X `), built
      * once per process; pre_state 0: not yet, 1: a thread is building it, 2: ready (release-stored). */
     atomic_uchar pre_state[5];
@@ -494,6 +495,12 @@ FL__INTERNAL int fl__flush_rings(forklog *log);
 /* After a holder died in a rings flush (ring_phase PLANNED): the tails move past the data if it reached the file.
  * Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_rings(struct fl__seg *s);
+
+/* Lock held, before a record that is written at once (a guest's, or one that takes no ring): whether every ring
+ * is to be written first, for the age bound. A native compares the due time with its clock; a guest, whose clock
+ * is not the natives', says yes at its first record and then once flush_ms has passed on its own clock since its
+ * last yes (it never moves the due time). */
+FL__INTERNAL int fl__rings_due(forklog *log);
 
 /* Whether a ring holds records not yet written. */
 FL__INTERNAL int fl__rings_pending(const struct fl__seg *s);

@@ -183,11 +183,31 @@ static int fl__rings_out(forklog *log, int only, const struct iovec *iov, int io
     return rc;
 }
 
-/* Takes the lock, waiting for it, writes out ring `only` (none: FL__RINGS) and then the record. */
+int fl__rings_due(forklog *log)
+{
+    int64_t now = fl__coarse_ns();
+    if (!(log->flags & FL__GUEST)) {
+        long long due = atomic_load_explicit(&log->seg->due_ns, memory_order_relaxed);
+        return due && now >= due;
+    }
+    /* A guest's clock is not the due time's: it writes the rings at its first record and then once flush_ms has
+     * passed on its own clock since it last did (monotonic clocks of any namespace run at the same rate). */
+    struct fl__proc *p = log->proc;
+    if (p && now < p->guest_due_ns)
+        return 0;
+    if (p)
+        p->guest_due_ns = now + log->flush_ns;
+    return 1;
+}
+
+/* Takes the lock, waiting for it, writes out ring `only` (none: FL__RINGS), or every ring when they are due (the
+ * age bound holds on this path too), and then the record. */
 static int fl__write_now(forklog *log, int only, const struct iovec *iov, int iovcnt, size_t len)
 {
     int rc = fl__lock(log);
-    return rc < 0 ? rc : fl__rings_out(log, only, iov, iovcnt, len);
+    if (rc < 0)
+        return rc;
+    return fl__rings_out(log, fl__rings_due(log) ? -1 : only, iov, iovcnt, len);
 }
 
 /* The due time `due` has passed: writes out every ring, unless another writer did since (it moved the due time). */

@@ -161,8 +161,14 @@ int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         /* A guest's record is written at once: the shared buffer's age is told by a clock it does not share. */
         if ((log->flags & (FORKLOG_BUFFERED | FL__GUEST)) == FORKLOG_BUFFERED)
             rc = fl__append_buffered(log, iov, iovcnt, len);
-        else if ((rc = fl__maybe_rotate(log, len)) == 0)
-            rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+        else {
+            /* A guest of a log with rings takes none, but keeps their age bound (the records are safe in their
+             * rings: a failed write of them is retried later). */
+            if (log->ring_cap && fl__rings_due(log))
+                (void)fl__flush_rings(log);
+            if ((rc = fl__maybe_rotate(log, len)) == 0)
+                rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
+        }
     }
     fl__unlock(log);
     return rc;

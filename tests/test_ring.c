@@ -870,3 +870,144 @@ Test(ring, a_child_with_a_pid_its_ancestor_had_does_not_use_the_ancestors_ring)
     want[n++] = "C 000";
     check_records(logpath, want, n);
 }
+
+/* ---- the age bound on every path ------------------------------------------------------------------------------ */
+
+/* A record of `len` bytes "<tag> <seq>" padded with dots. */
+static void write_len(forklog *log, char tag, unsigned seq, size_t len)
+{
+    char *rec = malloc(len);
+    memset(rec, '.', len);
+    int n = snprintf(rec, len, "%c %03u ", tag, seq);
+    rec[n] = '.';
+    rec[len - 1] = '\n';
+    cr_assert_eq(forklog_write(log, rec, len), 0);
+    free(rec);
+}
+
+static int file_has(const char *path, const char *what)
+{
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    int has = buf && strstr(buf, what) != NULL;
+    free(buf);
+    return has;
+}
+
+Test(ring, the_age_bound_holds_for_records_too_large_for_a_ring)
+{
+    /* A record over half a ring is written at once; when the rings are due, every ring goes with it. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 300};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    one_thread_writes(log, 0); /* X 000 waits in that thread's ring */
+    write_len(log, 'B', 0, 3000);
+    cr_assert(fl__rings_pending(log->seg), "X 000 was written before it was due");
+    usleep(400 * 1000);
+    write_len(log, 'B', 1, 3000);
+    cr_assert(file_has(logpath, "X 000 "), "a record older than flush_ms waits while large records are written");
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[] = {"X 000", "B 000", "B 001"};
+    check_records(logpath, want, 3);
+}
+
+Test(ring, the_age_bound_holds_for_a_thread_that_finds_no_ring_free)
+{
+    /* Every ring held by a live thread with a record in it; past the due time, the record of a thread that has no
+     * ring is written with every ring. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 300};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(pthread_barrier_init(&held, NULL, FL__RINGS + 1), 0);
+    cr_assert_eq(pthread_barrier_init(&done, NULL, FL__RINGS + 1), 0);
+    pthread_t t[FL__RINGS];
+    struct x_arg a[FL__RINGS];
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        a[k] = (struct x_arg){log, k};
+        cr_assert_eq(pthread_create(&t[k], NULL, write_one_and_hold, &a[k]), 0);
+    }
+    pthread_barrier_wait(&held);
+    write100(log, 'N', 0);
+    cr_assert(fl__rings_pending(log->seg), "the records were written before they were due");
+    usleep(400 * 1000);
+    write100(log, 'N', 1);
+    cr_assert(!fl__rings_pending(log->seg), "records older than flush_ms wait while ringless records are written");
+    pthread_barrier_wait(&done);
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        cr_assert_eq(pthread_join(t[k], NULL), 0);
+    pthread_barrier_destroy(&held);
+    pthread_barrier_destroy(&done);
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[FL__RINGS + 2];
+    char names[FL__RINGS][8];
+    size_t n = 0;
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        snprintf(names[k], sizeof names[k], "H %03u", k);
+        want[n++] = names[k];
+    }
+    want[n++] = "N 000";
+    want[n++] = "N 001";
+    check_records(logpath, want, n);
+}
+
+Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
+{
+    /* A guest (pid 1 of a new PID namespace) takes no ring; it writes the rings at its first record, and then
+     * once flush_ms has passed on its own clock. Only the guest writes while the native's records wait. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 300};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'N', 0);
+    int go[2], rep[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(rep), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t g = fork();
+        if (g == 0) {
+            close(go[1]); /* the test process's end: its death ends the guest's wait */
+            close(rep[0]);
+            forklog *gl;
+            struct forklog_options go_ = {.flags = FORKLOG_BUFFERED};
+            if (forklog_open(&gl, logpath, &go_) != 0 || !(gl->flags & FL__GUEST))
+                _exit(3);
+            for (unsigned q = 0; q < 2; q++) {
+                if (!hear(go[0]))
+                    _exit(6);
+                if (rec100(gl, 'G', q) != 0)
+                    _exit(4);
+                char n[8];
+                snprintf(n, sizeof n, "N %03u ", q);
+                say(rep[1], file_has(logpath, n) ? 'a' : 'e');
+            }
+            _exit(forklog_close(gl) == 0 ? 0 : 5);
+        }
+        _exit(th_wait_for(g, 30));
+    }
+    close(go[0]);
+    close(rep[1]);
+    usleep(400 * 1000);
+    cr_assert(fl__rings_pending(log->seg), "N 000 was written before it was due");
+    say(go[1], 'g');
+    char c = hear(rep[0]);
+    if (c == 0 && th_wait_for(pid, 10) == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    cr_assert_eq(c, 'a', "a guest's first record left an older record in its ring");
+    /* The due time is flush_ms away again; N 001 waits in the ring until the guest's clock says it is due. */
+    cr_assert_eq(forklog_flush(log), 0);
+    write100(log, 'N', 1);
+    cr_assert(fl__rings_pending(log->seg));
+    usleep(400 * 1000);
+    say(go[1], 'g');
+    cr_assert_eq(hear(rep[0]), 'a', "a guest's record, flush_ms after its last, left an older record in its ring");
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    close(go[1]);
+    close(rep[0]);
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[] = {"N 000", "N 001", "G 000", "G 001"};
+    check_records(logpath, want, 4);
+}
