@@ -273,14 +273,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t msg_total = msglen + (pretend_longer ? split : 0); /* the caller had more than it passes */
 
     /* The cap exactly as fl__emit computes it. */
-    size_t cap = fl__build_bound(log, msglen, locp, fields, nfields);
+    size_t cap = fl__build_bound(log, msglen, locp, atomic_load(&(log)->ctx), fields, nfields);
     if (cap > max_record)
         cap = max_record;
     char *out = malloc(cap);
     if (!out)
         abort();
     size_t cut = 0;
-    size_t len = fl__build(log, level, &now, locp, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    size_t len = fl__build(log, level, &now, locp, atomic_load(&(log)->ctx), msg, msglen, msg_total, fields, nfields,
+                           out, cap, &cut, NULL);
     const unsigned char *rec = (const unsigned char *)out;
 
     if (len == 0 || len > cap)

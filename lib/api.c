@@ -495,19 +495,28 @@ int forklog_write(forklog *log, const void *record, size_t len)
     return fl__write_fixed(log, rec, len);
 }
 
-/* Builds the record into buf (bufcap bytes, on the caller's stack) when it fits, else the heap, and appends it. */
+/* Builds the record into buf (bufcap bytes, on the caller's stack) when it fits, else the heap, and appends it.
+ * ctx: the handle's context, loaded once by the caller, so that the record has it whole (old or new) whatever
+ * another thread's forklog_context_add() does meanwhile. */
 static int fl__emit(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
-                    const char *msg, size_t msglen, size_t msg_total, const struct forklog_field *fields,
-                    size_t nfields, char *buf, size_t bufcap)
+                    const struct fl__ctx *ctx, const char *msg, size_t msglen, size_t msg_total,
+                    const struct forklog_field *fields, size_t nfields, char *buf, size_t bufcap)
 {
-    size_t cap = fl__build_bound(log, msglen, loc, fields, nfields);
+    size_t cap = fl__build_bound(log, msglen, loc, ctx, fields, nfields);
     if (cap > log->max_record)
         cap = log->max_record;
     char *out = buf;
-    if (cap > bufcap && !(out = malloc(cap)))
-        return -ENOMEM;
-    size_t cut;
-    size_t len = fl__build(log, level, now, loc, msg, msglen, msg_total, fields, nfields, out, cap, &cut);
+    size_t cut, len;
+    int whole = 0;
+    if (cap > bufcap) {
+        /* The bound counts every message byte as escaped (6 bytes): most records still fit the stack buffer. */
+        len = fl__build(log, level, now, loc, ctx, msg, msglen, msg_total, fields, nfields, buf,
+                        bufcap < log->max_record ? bufcap : log->max_record, &cut, &whole);
+        if (!whole && !(out = malloc(cap)))
+            return -ENOMEM;
+    }
+    if (!whole)
+        len = fl__build(log, level, now, loc, ctx, msg, msglen, msg_total, fields, nfields, out, cap, &cut, NULL);
     struct iovec iov = {out, len};
     int rc = fl__append(log, &iov, 1, len);
     if (out != buf)
@@ -531,10 +540,11 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
  * (up to max_record bytes of it), then escaping, quoting, fields and cutting. out[0..p) holds the prefix, and,
  * when the message fitted the room after it, out[p..p + n) the message; `again` formats it anew otherwise. */
 static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
-                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n, const char *str_arg)
-    FORKLOG_PRINTF(6, 0) __attribute__((noinline));
+                         const struct fl__ctx *ctx, int tail, const char *fmt, va_list *again, char *out, size_t p,
+                         size_t n, const char *str_arg) FORKLOG_PRINTF(7, 0) __attribute__((noinline));
 static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
-                         int tail, const char *fmt, va_list *again, char *out, size_t p, size_t n, const char *str_arg)
+                         const struct fl__ctx *ctx, int tail, const char *fmt, va_list *again, char *out, size_t p,
+                         size_t n, const char *str_arg)
 {
     int rc;
     const int json = log->format == FORKLOG_FORMAT_JSON;
@@ -568,7 +578,7 @@ static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct ti
             {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
         rc = fl__append(log, iov, 3, p + total + close);
     } else {
-        rc = fl__emit(log, level, now, loc, msg, msglen, total, NULL, 0, out, FL__STACK_RECORD);
+        rc = fl__emit(log, level, now, loc, ctx, msg, msglen, total, NULL, 0, out, FL__STACK_RECORD);
     }
     free(heap);
     return rc;
@@ -655,7 +665,7 @@ static int fl__vlog(forklog *log, enum forklog_level level, const struct fl__loc
         }
     }
 
-    rc = fl__vlog_slow(log, level, &now, loc, tail, fmt, &again, out, p, (size_t)n, str_arg);
+    rc = fl__vlog_slow(log, level, &now, loc, ctx, tail, fmt, &again, out, p, (size_t)n, str_arg);
     va_end(again);
     return rc;
 }
@@ -728,7 +738,7 @@ static int fl__log_fields(forklog *log, enum forklog_level level, const struct f
 
     if ((rc = fl__check_fields(fields, nfields)) < 0)
         return rc;
-    return fl__emit(log, level, &now, loc, msg, len, len, fields, nfields, stack, sizeof stack);
+    return fl__emit(log, level, &now, loc, ctx, msg, len, len, fields, nfields, stack, sizeof stack);
 }
 
 int forklog_log_fields(forklog *log, enum forklog_level level, const char *msg, const struct forklog_field *fields,

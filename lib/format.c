@@ -686,9 +686,10 @@ static int fl__same_written_key(const char *a, size_t an, int apre, const char *
  * that the last value wins. The call has at most FORKLOG_MAX_FIELDS fields, and so has the context (fl__check_fields
  * and forklog_context_add see to it). Returns the length. */
 static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct fl__ctx *ctx,
-                       const struct forklog_field *f, size_t n, char *out, size_t cap)
+                       const struct forklog_field *f, size_t n, char *out, size_t cap, int *left_out)
 {
     size_t o = 0;
+    *left_out = 0;
     struct fl__w w;
     struct forklog_field lf[3];
     for (int i = 0, nl = fl__loc_fields(loc, lf); i < nl; i++) {
@@ -697,6 +698,7 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
         fl__w_field(&w, json, 0, key->s, key->n, &lf[i]);
         if (!w.over)
             o += w.n;
+        *left_out |= w.over;
     }
     const size_t nctx = ctx ? ctx->n : 0, total = nctx + n;
     if (nctx > FORKLOG_MAX_FIELDS || n > FORKLOG_MAX_FIELDS)
@@ -721,6 +723,7 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
         fl__w_field(&w, json, pre[i], fi->key, klen[i], fi);
         if (!w.over)
             o += w.n;
+        *left_out |= w.over;
     }
     return o;
 }
@@ -1088,14 +1091,13 @@ static size_t fl__field_bound(const struct forklog_field *f)
     return n + (f->type == FORKLOG_FIELD_STR && f->v.s ? 6 * strlen(f->v.s) + 2 : 64);
 }
 
-size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc, const struct forklog_field *fields,
-                       size_t nfields)
+size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc, const struct fl__ctx *ctx,
+                       const struct forklog_field *fields, size_t nfields)
 {
     size_t n =
         (log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * msglen + 2 + FL__MARKER_MAX + 4;
     if (loc && loc->file)
         n += 3 * 64 + 6 * strlen(loc->file) + (loc->func ? 6 * strlen(loc->func) : 0);
-    const struct fl__ctx *ctx = atomic_load_explicit(&((forklog *)(uintptr_t)log)->ctx, memory_order_acquire);
     for (size_t k = 0; ctx && k < ctx->n; k++)
         n += fl__field_bound(&ctx->f[k]);
     for (size_t k = 0; k < nfields; k++)
@@ -1362,8 +1364,8 @@ int fl__copy_esc(char *dst, const char *src, size_t len, int json)
 }
 
 size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
-                 const char *msg, size_t msglen, size_t msg_total, const struct forklog_field *fields, size_t nfields,
-                 char *out, size_t cap, size_t *cut)
+                 const struct fl__ctx *ctx, const char *msg, size_t msglen, size_t msg_total,
+                 const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut, int *whole)
 {
     const int json = log->format == FORKLOG_FORMAT_JSON;
     const int ks = fl__keyset(log);
@@ -1371,64 +1373,75 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
 
     /* What follows the message is rendered first, right after the prefix, then moved to the end of the buffer
      * while the message is escaped into the room left, then moved back behind it: the record stays well-formed
-     * at any cap, fields that do not fit are left out whole, and the message is cut to what is left. */
+     * at any cap, fields that do not fit are left out whole, and the message is cut to what is left. A text
+     * message followed by fields is quoted when it holds an '=' or starts with a quote, so that it never reads as
+     * fields; without fields it is written as it always was. */
     const size_t close = json ? 2 : 1; /* `}\n` or `\n` */
-    const size_t reserve = 2 + FL__MARKER_MAX + close;
-    size_t tcap = cap > p + reserve ? cap - p - reserve : 0;
-    const struct fl__ctx *ctx = atomic_load_explicit(&((forklog *)(uintptr_t)log)->ctx, memory_order_acquire);
-    size_t tlen = (loc && loc->file) || (ctx && ctx->n) || nfields
-                      ? fl__tail(json, ks, loc, ctx, fields, nfields, out + p, tcap)
-                      : 0;
-    size_t tstart = cap - close - tlen;
-    if (tlen)
-        memmove(out + tstart, out + p, tlen);
-
-    /* A text message followed by fields is quoted when it holds an '=' or starts with a quote, so that it never
-     * reads as fields. Without fields it is written as it always was. */
-    const int quoted = !json && tlen && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
-    const int mode = json ? 1 : quoted ? 2 : 0;
-    size_t o = p;
-    if (quoted)
-        out[o++] = '"';
-    size_t room = tstart - o - (json || quoted ? 1 : 0);
-    size_t used;
-    size_t mlen = fl__escape(mode, out + o, room, msg, msglen, &used);
-    size_t cut_bytes = msg_total - used;
-    char marker[FL__MARKER_MAX];
-    int markerlen = 0;
-    if (cut_bytes) {
-        /* Make room for the marker, whose width depends on the count it reports. */
-        for (int pass = 0; pass < 3; pass++) {
-            size_t r = room > (size_t)FL__MARKER_MAX ? room - FL__MARKER_MAX : 0;
-            mlen = fl__escape(mode, out + o, r, msg, msglen, &used);
-            cut_bytes = msg_total - used;
-            markerlen = json ? snprintf(marker, sizeof marker, ",\"%s\":%zu", fl__builtin[ks][FL__K_CUT].s, cut_bytes)
-                             : snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]", cut_bytes);
-            if (mlen + (size_t)markerlen <= room)
-                break;
+    const int has_tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
+    const int quote_text = !json && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
+    /* First as if the record fits: the tail may take all the room but the message's quotes. If a field is left
+     * out or the message cut, again with room kept for the cut marker. */
+    for (int attempt = 0;; attempt++) {
+        const size_t quotes = json ? 1 : quote_text && has_tail ? 2 : 0;
+        const size_t reserve = attempt ? 2 + FL__MARKER_MAX + close : quotes + close;
+        size_t tcap = cap > p + reserve ? cap - p - reserve : 0;
+        int left_out = 0;
+        size_t tlen = has_tail ? fl__tail(json, ks, loc, ctx, fields, nfields, out + p, tcap, &left_out) : 0;
+        size_t tstart = cap - close - tlen;
+        if (tlen)
+            memmove(out + tstart, out + p, tlen);
+        const int quoted = quote_text && tlen;
+        const int mode = json ? 1 : quoted ? 2 : 0;
+        size_t o = p;
+        if (quoted)
+            out[o++] = '"';
+        size_t room = tstart - o - (json || quoted ? 1 : 0);
+        size_t used;
+        size_t mlen = fl__escape(mode, out + o, room, msg, msglen, &used);
+        size_t cut_bytes = msg_total - used;
+        if (attempt == 0 && (left_out || cut_bytes))
+            continue;
+        char marker[FL__MARKER_MAX];
+        int markerlen = 0;
+        if (cut_bytes) {
+            /* Make room for the marker, whose width depends on the count it reports: FL__MARKER_MAX bytes (the
+             * room kept for it) first, then the width of the last marker, which a smaller count never widens, so
+             * that the record ends as near cap as the message's escapes allow. Each pass writes the message
+             * again, the same bytes as far as it goes. */
+            for (size_t mroom = FL__MARKER_MAX, pass = 0; pass < 4 && (size_t)markerlen != mroom; pass++) {
+                if (markerlen)
+                    mroom = (size_t)markerlen;
+                mlen = fl__escape(mode, out + o, room > mroom ? room - mroom : 0, msg, msglen, &used);
+                cut_bytes = msg_total - used;
+                markerlen =
+                    json ? snprintf(marker, sizeof marker, ",\"%s\":%zu", fl__builtin[ks][FL__K_CUT].s, cut_bytes)
+                         : snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]", cut_bytes);
+            }
         }
-    }
-    o += mlen;
-    if (json || quoted)
-        out[o++] = '"';
-    if (!json && markerlen) {
-        memcpy(out + o, marker, (size_t)markerlen);
-        o += (size_t)markerlen;
-    }
-    if (tlen) {
-        memmove(out + o, out + tstart, tlen);
-        o += tlen;
-    }
-    if (json) {
-        if (markerlen) {
+        o += mlen;
+        if (json || quoted)
+            out[o++] = '"';
+        if (!json && markerlen) {
             memcpy(out + o, marker, (size_t)markerlen);
             o += (size_t)markerlen;
         }
-        out[o++] = '}';
+        if (tlen) {
+            memmove(out + o, out + tstart, tlen);
+            o += tlen;
+        }
+        if (json) {
+            if (markerlen) {
+                memcpy(out + o, marker, (size_t)markerlen);
+                o += (size_t)markerlen;
+            }
+            out[o++] = '}';
+        }
+        out[o++] = '\n';
+        *cut = cut_bytes;
+        if (whole)
+            *whole = attempt == 0;
+        return o;
     }
-    out[o++] = '\n';
-    *cut = cut_bytes;
-    return o;
 }
 
 /* ---- the printf fast path -------------------------------------------------------------------------------------- */

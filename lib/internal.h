@@ -262,18 +262,21 @@ FL__INTERNAL int fl__copy_esc(char *dst, const char *src, size_t len, int json);
 /* Writes `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (27 bytes, no NUL) for a CLOCK_REALTIME time. */
 FL__INTERNAL void fl__rfc3339(char out[27], const struct timespec *ts);
 
-/* Builds one whole record (prefix, escaped message, location, context, fields, cut marker, newline) into
- * out[0..cap), cap being at least log->prefix_max + 64 and at most max_record. msg[0..msglen) is the (possibly
- * already shortened) message; msg_total is its full length, so that bytes beyond msglen count as cut. The fields
- * have been checked (fl__check_fields). Returns the record length; *cut receives the message bytes cut. */
+/* Builds one whole record (prefix, escaped message, location, context ctx (the handle's, loaded once by the
+ * caller: another thread may replace it meanwhile), fields, cut marker, newline) into out[0..cap), cap being at
+ * least log->prefix_max + 64 and at most max_record. msg[0..msglen) is the (possibly already shortened) message;
+ * msg_total is its full length, so that bytes beyond msglen count as cut. The fields have been checked
+ * (fl__check_fields). Returns the record length; *cut receives the message bytes cut, and *whole (when not NULL)
+ * whether the record is complete: nothing cut, no field left out. */
 FL__INTERNAL size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now,
-                              const struct fl__loc *loc, const char *msg, size_t msglen, size_t msg_total,
-                              const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut);
+                              const struct fl__loc *loc, const struct fl__ctx *ctx, const char *msg, size_t msglen,
+                              size_t msg_total, const struct forklog_field *fields, size_t nfields, char *out,
+                              size_t cap, size_t *cut, int *whole);
 
-/* Upper bound of fl__build's output for a message of msglen bytes, this location and these fields (with the
- * handle's context), before max_record. */
+/* Upper bound of fl__build's output for a message of msglen bytes, this location, context and these fields,
+ * before max_record. */
 FL__INTERNAL size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc,
-                                    const struct forklog_field *fields, size_t nfields);
+                                    const struct fl__ctx *ctx, const struct forklog_field *fields, size_t nfields);
 
 /* Appends to out[0..o) (the prefix and a message that needed no escaping or quoting, JSON: with its closing quote)
  * what follows the message, the same bytes as fl__build: the location, the context and the fields, and the end of

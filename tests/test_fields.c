@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -914,4 +915,157 @@ Test(fields, prefix_per_level_and_process)
         free(buf);
         free(path);
     }
+}
+
+/* A record is cut or loses a field only when it does not fit max_record: at every value length around the limit,
+ * a record that fits is written whole (the room a cut marker would need is kept only for a record that is cut),
+ * and one that does not is cut to max_record's bytes or below, with the field left out whole. */
+Test(fields, a_record_that_fits_max_record_keeps_its_fields)
+{
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.max_record = 256, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "fit.jsonl" : "fit.log", &o, &path);
+        char v[300];
+        int rcs[300];
+        for (int n = 100; n < 260; n++) {
+            memset(v, 'z', (size_t)n); /* a letter of no key or level name */
+            v[n] = '\0';
+            rcs[n] = forklog_info_kv(log, "m", FORKLOG_STR("k", v));
+        }
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        const char *line = buf;
+        int whole = 0, left_out = 0;
+        for (int n = 100; n < 260; n++) {
+            const char *nl = strchr(line, '\n');
+            cr_assert_not_null(nl);
+            size_t len = (size_t)(nl - line) + 1;
+            cr_assert_leq(len, 256, "n=%d: a %zu-byte record", n, len);
+            cr_assert_eq(rcs[n], 0, "n=%d: the message was not cut", n);
+            /* The record with its field: what the line must be when that fits. */
+            char want[320];
+            const char *end = json ? "\"msg\":\"m\",\"k\":\"" : " m k=";
+            const char *after = json ? "\"}\n" : "\n";
+            const char *at = strstr(line, json ? "\"msg\":\"m\"" : " m");
+            cr_assert(at && at < nl, "n=%d: %.*s", n, (int)len, line);
+            size_t full = (size_t)(at - line) + strlen(end) + (size_t)n + strlen(after);
+            if (full <= 256) {
+                snprintf(want, sizeof want, "%s%.*s%s", end, n, v, after);
+                cr_assert(len == full && memcmp(at, want, strlen(want)) == 0,
+                          "n=%d: a record of %zu bytes fits 256 but was written as %.*s", n, full, (int)len, line);
+                whole++;
+            } else {
+                cr_assert_null(memchr(line, 'z', len), "n=%d: the field that does not fit is left out whole: %.*s", n,
+                               (int)len, line);
+                left_out++;
+            }
+            line = nl + 1;
+        }
+        cr_assert(whole > 0 && left_out > 0, "both sides of the limit: %d whole, %d left out", whole, left_out);
+        free(buf);
+        free(path);
+    }
+}
+
+/* A message cut to max_record fills it: the marker takes the room its own count needs, no more. */
+Test(fields, a_cut_record_is_max_record_bytes_long)
+{
+    for (int json = 0; json <= 1; json++) {
+        for (size_t max = 256; max <= 4256; max += 1000) {
+            char *path;
+            struct forklog_options o = {.max_record = max, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+            forklog *log = open_log("cut.log", &o, &path);
+            size_t mlen = 3 * max;
+            char *msg = malloc(mlen + 1);
+            cr_assert_not_null(msg);
+            memset(msg, 'x', mlen);
+            msg[mlen] = '\0';
+            int a = forklog_info(log, "%s", msg);
+            int b = forklog_info_kv(log, msg, FORKLOG_INT("n", 7));
+            cr_assert_eq(forklog_close(log), 0);
+            char *buf = slurp(path);
+            const char *line = buf;
+            for (int k = 0; k < 2; k++) {
+                int rc = k ? b : a;
+                const char *nl = strchr(line, '\n');
+                cr_assert_not_null(nl);
+                size_t len = (size_t)(nl - line) + 1;
+                cr_assert_eq(len, max, "json=%d max=%zu record %d: %zu bytes", json, max, k, len);
+                size_t kept = 0;
+                for (const char *c = line; c < nl; c++)
+                    kept += *c == 'x';
+                cr_assert_eq((size_t)rc, mlen - kept, "the count returned is the bytes cut");
+                char marker[64];
+                if (json)
+                    snprintf(marker, sizeof marker, "\"cut\":%d", rc);
+                else
+                    snprintf(marker, sizeof marker, " [forklog: %d bytes cut]", rc);
+                cr_assert(memmem(line, len, marker, strlen(marker)), "no %s in %.*s", marker, (int)len, line);
+                line = nl + 1;
+            }
+            free(buf);
+            free(msg);
+            unlink(path);
+            free(path);
+        }
+    }
+}
+
+struct ctx_race {
+    forklog *log;
+    atomic_int stop;
+};
+
+static void *swap_context(void *arg)
+{
+    struct ctx_race *r = arg;
+    static char long_value[600];
+    memset(long_value, 'L', sizeof long_value - 1);
+    for (int i = 0; !atomic_load(&r->stop); i++) {
+        struct forklog_field f = FORKLOG_STR("k", i % 2 ? long_value : "short");
+        if (forklog_context_add(r->log, &f, 1) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+/* Records written while another thread replaces the context carry the old or the new one, whole: a record that
+ * needs the slow path (a tab to escape) must neither lose the context nor be cut to fit a buffer sized for another
+ * context. A race: a run that cannot fail once the context is read once per record. */
+Test(fields, records_keep_the_context_while_another_thread_replaces_it)
+{
+    char *path;
+    struct forklog_field k0 = FORKLOG_STR("k", "first");
+    struct forklog_options o = {.context = &k0, .ncontext = 1};
+    forklog *log = open_log("race.log", &o, &path);
+    struct ctx_race r = {.log = log};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, swap_context, &r), 0);
+    char msg[12]; /* short beside the long value: a buffer sized for the short context cannot hold the long one */
+    memset(msg, 'm', sizeof msg - 1);
+    msg[0] = '\t';
+    msg[sizeof msg - 1] = '\0';
+    int calls = 0, bad_rc = 0;
+    double until = th_now_s() + 0.5;
+    while (th_now_s() < until && calls < 10000) {
+        for (int i = 0; i < 100; i++, calls++) {
+            bad_rc += forklog_log_fields(log, FORKLOG_INFO, msg, NULL, 0) != 0;
+            bad_rc += forklog_info(log, "%s", msg) != 0;
+        }
+    }
+    atomic_store(&r.stop, 1);
+    void *trc;
+    cr_assert_eq(pthread_join(th, &trc), 0);
+    cr_assert_null(trc);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(bad_rc, 0, "%d calls of %d returned a cut count", bad_rc, 2 * calls);
+    char *buf = slurp(path);
+    size_t lines = 0, without = 0;
+    for (const char *line = buf, *nl; (nl = strchr(line, '\n')); line = nl + 1, lines++)
+        without += !memmem(line, (size_t)(nl - line), " k=", 3);
+    cr_assert_eq(lines, (size_t)(2 * calls));
+    cr_assert_eq(without, 0, "%zu of %zu records lost the context", without, lines);
+    free(buf);
+    free(path);
 }

@@ -215,14 +215,16 @@ Test(format_internal, a_field_that_does_not_fit_is_left_out_whole)
     for (int json = 0; json <= 1; json++) {
         log.format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT;
         size_t cut;
-        size_t len = fl__build(&log, FORKLOG_INFO, &ts, NULL, "msg", 3, 3, fields, 3, out, sizeof out, &cut);
+        size_t len = fl__build(&log, FORKLOG_INFO, &ts, NULL, atomic_load(&(&log)->ctx), "msg", 3, 3, fields, 3, out,
+                               sizeof out, &cut, NULL);
         out[len] = '\0';
         cr_assert_eq(cut, 0);
         cr_assert_null(strstr(out, "label"), "the oversized field is dropped: %s", out);
         const char *tail = json ? "\"msg\":\"msg\",\"task\":7,\"code\":-3}\n" : " msg task=7 code=-3\n";
         cr_assert_not_null(strstr(out, tail), "got %s", out);
         label[100] = '\0'; /* now it fits */
-        len = fl__build(&log, FORKLOG_INFO, &ts, NULL, "msg", 3, 3, fields, 3, out, sizeof out, &cut);
+        len = fl__build(&log, FORKLOG_INFO, &ts, NULL, atomic_load(&(&log)->ctx), "msg", 3, 3, fields, 3, out,
+                        sizeof out, &cut, NULL);
         out[len] = '\0';
         cr_assert_not_null(strstr(out, json ? ",\"label\":\"\\\"\\\"" : " label=\"\\\"\\\""), "got %s", out);
         cr_assert_eq(out[len - 1], '\n');
@@ -426,12 +428,13 @@ Test(format_internal, tail_fast_matches_build)
             einval++;
         } else if (got > 0) {
             cr_assert(valid, "the fast path took invalid fields");
-            size_t bcap = fl__build_bound(log, len, lp, f, n);
+            size_t bcap = fl__build_bound(log, len, lp, atomic_load(&(log)->ctx), f, n);
             if (bcap > log->max_record)
                 bcap = log->max_record;
             cr_assert_leq(bcap, sizeof slow);
             size_t cut;
-            size_t want = fl__build(log, FORKLOG_WARN, &ts, lp, msg, len, len, f, n, slow, bcap, &cut);
+            size_t want = fl__build(log, FORKLOG_WARN, &ts, lp, atomic_load(&(log)->ctx), msg, len, len, f, n, slow,
+                                    bcap, &cut, NULL);
             cr_assert_eq((size_t)got, want, "length: fast %ld, build %zu: %.*s | %.*s", got, want, (int)got, fast,
                          (int)want, slow);
             cr_assert(memcmp(fast, slow, want) == 0, "fast %.*s build %.*s", (int)got, fast, (int)want, slow);
@@ -531,7 +534,8 @@ Test(format_internal, tail_fast_keys_and_numbers_match_build)
             cr_assert_gt(got, 0, "the fast path declined a record that fits");
             cr_assert(valid, "the fast path took invalid fields");
             size_t cut;
-            size_t want = fl__build(log, FORKLOG_INFO, &ts, NULL, "m", 1, 1, f, n, slow, sizeof slow, &cut);
+            size_t want = fl__build(log, FORKLOG_INFO, &ts, NULL, atomic_load(&(log)->ctx), "m", 1, 1, f, n, slow,
+                                    sizeof slow, &cut, NULL);
             cr_assert(want == (size_t)got && memcmp(fast, slow, want) == 0, "fast:\n%.*s\nbuild:\n%.*s", (int)got, fast,
                       (int)want, slow);
             taken++;
@@ -648,14 +652,16 @@ Test(format_internal, a_builtin_key_and_its_fields_name_are_one_key)
                 cr_assert(got == (long)wlen && memcmp(fast, want, wlen) == 0, "fast path:\n%.*s\nwant:\n%s", (int)got,
                           fast, want);
                 size_t cut;
-                size_t len = fl__build(log, FORKLOG_INFO, &ts, NULL, msg, 1, 1, f, n, slow, sizeof slow, &cut);
+                size_t len = fl__build(log, FORKLOG_INFO, &ts, NULL, atomic_load(&(log)->ctx), msg, 1, 1, f, n, slow,
+                                       sizeof slow, &cut, NULL);
                 cr_assert(len == wlen && memcmp(slow, want, wlen) == 0, "fl__build:\n%.*s\nwant:\n%s", (int)len, slow,
                           want);
                 /* At a cap the record just fits (with the room fl__build keeps for a cut marker), the fast path
                  * declines and fl__build writes the whole record. */
                 const size_t tight = wlen + 2 + FL__MARKER_MAX;
                 cr_assert_eq(fl__tail_fast(log, NULL, ctx, f, n, fast, o, tight), 0);
-                len = fl__build(log, FORKLOG_INFO, &ts, NULL, msg, 1, 1, f, n, slow, tight, &cut);
+                len = fl__build(log, FORKLOG_INFO, &ts, NULL, atomic_load(&(log)->ctx), msg, 1, 1, f, n, slow, tight,
+                                &cut, NULL);
                 cr_assert(len == wlen && memcmp(slow, want, wlen) == 0 && cut == 0,
                           "fl__build near the cap:\n%.*s\nwant:\n%s", (int)len, slow, want);
                 atomic_store(&log->ctx, NULL);
