@@ -355,6 +355,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(SEG_RECOVERED, "what the last users left was written, before the segment is built anew")                         \
     X(SEG_SIZED, "the segment file was emptied and sized, before the segment is built")                                \
     X(SEG_BUILT, "the segment is built (ready), before the opener moves to the shared flock")                          \
+    X(SEG_JOIN_LOCKED, "a joiner holds the segment file's shared flock, before it reads the head")                     \
     X(SEG_JOINED, "a joiner mapped a built segment and took its settings, before the open returns")                    \
     X(SEG_CLOSE_ALONE, "the last user holds the exclusive flock at close, before the file is removed")
 

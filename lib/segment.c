@@ -471,6 +471,8 @@ static int fl__flock_sh(int fd)
 }
 
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
+static void fl__seg_remove_unused(int fd, const char *segpath);
+
 static int fl__seg_named(forklog *log, const struct forklog_options *o, const struct stat *lst, char *err,
                          size_t errlen)
 {
@@ -540,12 +542,19 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             if (rc == 0 && fl__flock_sh(fd) < 0)
                 rc = -errno;
         } else if (errno == EWOULDBLOCK) {
-            if (fl__flock_sh(fd) < 0)
+            if (fl__flock_sh(fd) < 0) {
                 rc = -errno;
-            else if (fstat(fd, &sst) < 0)
-                rc = -errno;
-            else
-                rc = fl__still_there(segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
+            } else {
+                FL__CRASH(SEG_JOIN_LOCKED);
+                if (fstat(fd, &sst) < 0)
+                    rc = -errno;
+                else
+                    rc = fl__still_there(segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
+                /* Settings that conflict with the segment's: this opener was never a user. A last user that closed
+                 * meanwhile could not remove the file (this shared lock stood in its way): do it for it. */
+                if (rc == -EINVAL)
+                    fl__seg_remove_unused(fd, segpath);
+            }
         } else {
             rc = -errno;
         }
@@ -611,6 +620,18 @@ static int fl__seg_file_idle(int fd)
     return idle;
 }
 
+/* Removes the segment file at segpath, open as fd (a description of this process's own, which no mapping of ours
+ * holds), when nobody else holds it and it holds nothing to write. */
+static void fl__seg_remove_unused(int fd, const char *segpath)
+{
+    struct stat st;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st) &&
+        fl__seg_file_idle(fd)) {
+        FL__CRASH(SEG_CLOSE_ALONE);
+        unlink(segpath);
+    }
+}
+
 void fl__seg_close(forklog *log)
 {
     /* The mapping holds the segment file's open description, and so its shared flock, until it is unmapped. */
@@ -622,13 +643,9 @@ void fl__seg_close(forklog *log)
      * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. */
     char *segpath = fl__seg_path(log->path);
     int fd = segpath ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) : -1;
-    struct stat st;
-    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st) &&
-        fl__seg_file_idle(fd)) {
-        FL__CRASH(SEG_CLOSE_ALONE);
-        unlink(segpath);
-    }
-    if (fd >= 0)
+    if (fd >= 0) {
+        fl__seg_remove_unused(fd, segpath);
         close(fd);
+    }
     free(segpath);
 }

@@ -1092,7 +1092,7 @@ static void run_seg_point(const char *point)
 {
     enum fl__crash_point cp = cp_find(point);
     enum { LEFT = 200, N = 3, RECORDS = 200, ID_LEFT = 10, ID_VICTIM = 11 };
-    int joined = cp == FL__CP_SEG_JOINED, closing = cp == FL__CP_SEG_CLOSE_ALONE;
+    int joined = cp == FL__CP_SEG_JOINED || cp == FL__CP_SEG_JOIN_LOCKED, closing = cp == FL__CP_SEG_CLOSE_ALONE;
     int leftover = !joined && cp != FL__CP_SEG_CREATED;
     if (leftover)
         leave_buffered(ID_LEFT, LEFT);
@@ -1147,7 +1147,50 @@ SEG_POINT(opener_dies_alone_before_recovering, "SEG_ALONE")
 SEG_POINT(opener_dies_after_recovering_before_building, "SEG_RECOVERED")
 SEG_POINT(opener_dies_after_sizing_the_segment, "SEG_SIZED")
 SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
+SEG_POINT(joiner_dies_holding_the_shared_lock, "SEG_JOIN_LOCKED")
 SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
+
+Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user_from_removing)
+{
+    /* An opener whose settings conflict with the segment's holds the segment file's shared flock (stopped there)
+     * while the last user closes: the close cannot remove the file. The opener, refused with -EINVAL, was never a
+     * user, and nobody is left: it removes the file itself. */
+    struct forklog_options a = {.rotate_bytes = 1 << 20};
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t b = fork(); /* before the first open: an unrelated opener, which inherits no handle of the log */
+    cr_assert_neq(b, -1);
+    if (b == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP);
+        struct forklog_options o = {.rotate_bytes = 4096};
+        forklog *log;
+        _exit(forklog_open(&log, logpath, &o) == -EINVAL ? 0 : 1);
+    }
+    close(go[0]);
+    forklog *first = open_ok(&a);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
+    cr_assert(cp_wait_stopped(b, 10), "the joiner did not stop with the shared lock");
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert(seg_exists(), "the close removed the file under another opener's shared lock");
+    kill(b, SIGCONT);
+    cr_assert_eq(th_wait_for(b, 10), 0, "the joiner was not refused with -EINVAL");
+    cr_assert_not(seg_exists(), "nobody uses the log, and its segment file is still there");
+    /* The same when the refused opener is not alone: the file stays for its user. */
+    first = open_ok(&a);
+    struct forklog_options o = {.rotate_bytes = 4096};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), -EINVAL);
+    cr_assert(seg_exists());
+    cr_assert_eq(forklog_write(first, "still works", 11), 0);
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert_not(seg_exists());
+}
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
 
 Test(join, an_open_that_cannot_size_the_segment_leaves_no_segment_file)

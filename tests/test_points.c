@@ -96,6 +96,7 @@ static const struct {
     {"SEG_RECOVERED", ""},
     {"SEG_SIZED", ""},
     {"SEG_BUILT", ""},
+    {"SEG_JOIN_LOCKED", ""},
     {"SEG_JOINED", ""},
     {"SEG_CLOSE_ALONE", ""},
 };
