@@ -243,8 +243,6 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
     log->format = opts->format;
     log->mode = opts->mode ? opts->mode : 0644;
     log->flags = opts->flags;
-    static atomic_ullong serials;
-    log->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     log->max_record = opts->max_record ? opts->max_record : FL__DEFAULT_MAX_RECORD;
     log->rotate_bytes = opts->rotate_bytes;
     log->rotate_keep = opts->rotate_keep ? opts->rotate_keep : FL__DEFAULT_KEEP;

@@ -177,8 +177,7 @@ struct forklog {
     enum forklog_level level;
     enum forklog_format format;
     unsigned mode;
-    unsigned flags;  /* the FORKLOG_ flags in force, and FL__GUEST */
-    uint64_t serial; /* no other handle of this process has had it (the rings' cache is keyed by proc->ring_key) */
+    unsigned flags; /* the FORKLOG_ flags in force, and FL__GUEST */
     size_t max_record;
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
