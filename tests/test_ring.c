@@ -479,6 +479,28 @@ static void *write_one_and_hold(void *p)
     return NULL;
 }
 
+/* Every ring taken by a live thread with a record in it: FL__RINGS threads that each write one record and hold
+ * their ring until let_every_ring_go(). */
+static void hold_every_ring(forklog *log, pthread_t *t, struct x_arg *a)
+{
+    cr_assert_eq(pthread_barrier_init(&held, NULL, FL__RINGS + 1), 0);
+    cr_assert_eq(pthread_barrier_init(&done, NULL, FL__RINGS + 1), 0);
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        a[k] = (struct x_arg){log, k};
+        cr_assert_eq(pthread_create(&t[k], NULL, write_one_and_hold, &a[k]), 0);
+    }
+    pthread_barrier_wait(&held);
+}
+
+static void let_every_ring_go(pthread_t *t)
+{
+    pthread_barrier_wait(&done);
+    for (unsigned k = 0; k < FL__RINGS; k++)
+        cr_assert_eq(pthread_join(t[k], NULL), 0);
+    pthread_barrier_destroy(&held);
+    pthread_barrier_destroy(&done);
+}
+
 Test(ring, a_thread_that_finds_no_ring_free_writes_its_record_alone)
 {
     /* Every ring held by a live thread, a record waiting in each: a thread that finds none free writes its record
@@ -486,15 +508,9 @@ Test(ring, a_thread_that_finds_no_ring_free_writes_its_record_alone)
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, &o), 0);
-    cr_assert_eq(pthread_barrier_init(&held, NULL, FL__RINGS + 1), 0);
-    cr_assert_eq(pthread_barrier_init(&done, NULL, FL__RINGS + 1), 0);
     pthread_t t[FL__RINGS];
     struct x_arg a[FL__RINGS];
-    for (unsigned k = 0; k < FL__RINGS; k++) {
-        a[k] = (struct x_arg){log, k};
-        cr_assert_eq(pthread_create(&t[k], NULL, write_one_and_hold, &a[k]), 0);
-    }
-    pthread_barrier_wait(&held);
+    hold_every_ring(log, t, a);
     cr_assert_eq(file_size(logpath), 0);
     write100(log, 'N', 0);
     write100(log, 'N', 1);
@@ -504,11 +520,7 @@ Test(ring, a_thread_that_finds_no_ring_free_writes_its_record_alone)
     cr_assert_eq(memcmp(buf, "N 000 ", 6), 0);
     cr_assert_eq(memcmp(buf + 100, "N 001 ", 6), 0);
     free(buf);
-    pthread_barrier_wait(&done);
-    for (unsigned k = 0; k < FL__RINGS; k++)
-        cr_assert_eq(pthread_join(t[k], NULL), 0);
-    pthread_barrier_destroy(&held);
-    pthread_barrier_destroy(&done);
+    let_every_ring_go(t);
     cr_assert_eq(forklog_close(log), 0);
     buf = th_slurp(logpath, &len);
     cr_assert_eq(len, 100 * (FL__RINGS + 2));
@@ -918,25 +930,15 @@ Test(ring, the_age_bound_holds_for_a_thread_that_finds_no_ring_free)
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 300};
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, &o), 0);
-    cr_assert_eq(pthread_barrier_init(&held, NULL, FL__RINGS + 1), 0);
-    cr_assert_eq(pthread_barrier_init(&done, NULL, FL__RINGS + 1), 0);
     pthread_t t[FL__RINGS];
     struct x_arg a[FL__RINGS];
-    for (unsigned k = 0; k < FL__RINGS; k++) {
-        a[k] = (struct x_arg){log, k};
-        cr_assert_eq(pthread_create(&t[k], NULL, write_one_and_hold, &a[k]), 0);
-    }
-    pthread_barrier_wait(&held);
+    hold_every_ring(log, t, a);
     write100(log, 'N', 0);
     cr_assert(fl__rings_pending(log->seg), "the records were written before they were due");
     usleep(400 * 1000);
     write100(log, 'N', 1);
     cr_assert(!fl__rings_pending(log->seg), "records older than flush_ms wait while ringless records are written");
-    pthread_barrier_wait(&done);
-    for (unsigned k = 0; k < FL__RINGS; k++)
-        cr_assert_eq(pthread_join(t[k], NULL), 0);
-    pthread_barrier_destroy(&held);
-    pthread_barrier_destroy(&done);
+    let_every_ring_go(t);
     cr_assert_eq(forklog_close(log), 0);
     const char *want[FL__RINGS + 2];
     char names[FL__RINGS][8];
