@@ -774,21 +774,26 @@ static int scene_pid_reused_during_a_take_back(const char *path, int stop)
     return forklog_close(log) == 0 ? 0 : 17;
 }
 
-static void check_pid_reuse_scene(const char *path)
+/* The records of a scene whose filler threads held all rings but one ("F 000" ..), then `more`. */
+static void check_filled_and(const char *path, const char *const *more, size_t nmore)
 {
-    const char *want[FL__RINGS + 4];
+    const char *want[FL__RINGS + 8];
     char names[FL__RINGS - 1][8];
     size_t n = 0;
+    cr_assert_leq(nmore, 9);
     for (unsigned k = 0; k < FL__RINGS - 1; k++) {
         snprintf(names[k], sizeof names[k], "F %03u", k);
         want[n++] = names[k];
     }
-    want[n++] = "D 000";
-    want[n++] = "Q 000";
-    want[n++] = "Q 001";
-    want[n++] = "R 000";
-    want[n++] = "R 001";
+    for (size_t i = 0; i < nmore; i++)
+        want[n++] = more[i];
     check_records(path, want, n);
+}
+
+static void check_pid_reuse_scene(const char *path)
+{
+    const char *const more[] = {"D 000", "Q 000", "Q 001", "R 000", "R 001"};
+    check_filled_and(path, more, sizeof more / sizeof more[0]);
 }
 
 Test(ring, a_pid_reused_while_its_ring_is_taken_back_leaves_the_ring_one_writer)
@@ -869,18 +874,8 @@ static int scene_inherited_ring_cache(const char *path, int unused)
 Test(ring, a_child_with_a_pid_its_ancestor_had_does_not_use_the_ancestors_ring)
 {
     in_pid_namespace(scene_inherited_ring_cache, logpath, 0);
-    const char *want[FL__RINGS + 3];
-    char names[FL__RINGS - 1][8];
-    size_t n = 0;
-    for (unsigned k = 0; k < FL__RINGS - 1; k++) {
-        snprintf(names[k], sizeof names[k], "F %03u", k);
-        want[n++] = names[k];
-    }
-    want[n++] = "A 000";
-    want[n++] = "X 000";
-    want[n++] = "X 001";
-    want[n++] = "C 000";
-    check_records(logpath, want, n);
+    const char *const more[] = {"A 000", "X 000", "X 001", "C 000"};
+    check_filled_and(logpath, more, sizeof more / sizeof more[0]);
 }
 
 /* ---- the age bound on every path ------------------------------------------------------------------------------ */
