@@ -256,10 +256,13 @@ def _after_fork_in_child():
 def _close_all():
     """Closes every log still open in this process: buffered records are written, and the last user of a log
     removes its segment file. Run at the normal end of a multiprocessing worker (which ends with os._exit() under
-    fork and forkserver, skipping atexit), where nothing of the program's own runs after it. At interpreter exit
-    _flush_all() runs instead."""
+    fork and forkserver, skipping atexit). Code of the worker's may still log after it: its other threads (the
+    worker joins them only later) and multiprocessing's own last words ("process exiting with exitcode 0"); a
+    log closed here takes such a record through a handle opened for that record alone (Log._once). At interpreter
+    exit _flush_all() runs instead."""
     for log in list(_open_logs):
         try:
+            log._exit_closed = True
             log.close()
         except Exception:
             pass
@@ -353,6 +356,7 @@ class Log:
         self._calls = []  # the thread ident of each call in flight (see _call)
         self._hbox = []  # the open handle, until close() takes it (list.pop() is atomic: one close() gets it)
         self._pending = []  # the handle whose C close is left to the end of a call in progress (see _call)
+        self._exit_closed = False  # closed by the worker's exit, not by the program (see _close_all, _once)
         bpath = _path_bytes(path)
         self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
                               rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,
@@ -437,7 +441,7 @@ class Log:
             calls.append(me)
             h = self._h
             if h is None:
-                raise ValueError("forklog: I/O operation on a closed log")
+                return self._once("_call", fn, *args)
             return fn(h, *args)
         finally:
             calls.remove(me)
@@ -463,6 +467,15 @@ class Log:
             raise
         _open_logs.discard(self)
         return _native.lib.forklog_close(h)
+
+    def _once(self, method, *args):
+        """A call on a closed log: ValueError, unless the log was closed by this worker process's end (see
+        _close_all) and not by the program; then the call is made through a handle of the same log, opened with
+        the same options for this call alone."""
+        if not self._exit_closed:
+            raise ValueError("forklog: I/O operation on a closed log")
+        with Log(self._path, **self._settings) as once:
+            return getattr(once, method)(*args)
 
     def _reinit_after_fork(self):
         # A child has exactly one thread: no call of another thread is in flight here, and a lock that another
@@ -509,7 +522,7 @@ class Log:
             calls.append(me)
             hv = self._hv
             if hv is None:
-                raise ValueError("forklog: I/O operation on a closed log")
+                return self._once("_log", lv, b)
             rc = _log_msg(hv, lv, b, None, _SIZE0)
         finally:
             calls.remove(me)
@@ -590,7 +603,7 @@ class Log:
             calls.append(me)
             h = self._h
             if h is None:
-                raise ValueError("forklog: I/O operation on a closed log")
+                return self._once("write", b)
             rc = _lib.forklog_write(h, b, len(b))
         finally:
             calls.remove(me)

@@ -47,6 +47,28 @@ def _split_level(level):
     return _TO_LOGGING[fl], fl
 
 
+class _NoLock:
+    """The lock of a Handler: none. forklog serializes records itself, between threads as between processes, and
+    Log.flush() and Log.close() are safe from any thread, so the handler's lock guards nothing. A real one would
+    deadlock: logging.shutdown() holds a handler's lock while it closes it, and close() waits for the calls in
+    flight; if a signal handler of a thread inside a call then calls logging.shutdown() (or close()) itself, it
+    would wait for that lock while the closer waits for its call."""
+
+    def acquire(self, blocking=True, timeout=-1):
+        return True
+
+    def release(self):
+        pass
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc):
+        return False
+
+    def _at_fork_reinit(self):
+        pass
+
+
 class Handler(logging.Handler):
     """Writes each LogRecord as one whole record to the forklog log at `path`.
 
@@ -103,6 +125,9 @@ class Handler(logging.Handler):
     def closed(self):
         return self._log.closed
 
+    def createLock(self):
+        self.lock = _NoLock()
+
     def handle(self, record):
         """Filters the record and emits it, as logging.Handler.handle() does, but without taking the handler's
         lock: forklog serializes the records itself, between threads as between processes, so emit() may run
@@ -153,9 +178,7 @@ class Handler(logging.Handler):
             try:
                 calls.append(me)  # first in the try, and removed first in the finally: see Log._call
                 hv = log._hv
-                if hv is None:
-                    raise ValueError("forklog: I/O operation on a closed log")
-                rc = _log_msg(hv, lv, b, None, _SIZE0)
+                rc = _log_msg(hv, lv, b, None, _SIZE0) if hv is not None else log._once("_log", lv, b)
             finally:
                 calls.remove(me)
                 if log._pending:
@@ -168,21 +191,20 @@ class Handler(logging.Handler):
             self.handleError(record)
 
     def flush(self):
-        with self.lock:
-            try:
-                if not self._log.closed:
-                    self._log.flush()
-            except Exception as e:
-                _report("flush", e)
+        try:
+            self._log.flush()
+        except ValueError:
+            pass  # closed (maybe by another thread meanwhile): nothing left to flush
+        except Exception as e:
+            _report("flush", e)
 
     def close(self):
-        with self.lock:
-            try:
-                self._log.close()
-            except Exception as e:
-                _report("close", e)
-            finally:
-                logging.Handler.close(self)
+        try:
+            self._log.close()
+        except Exception as e:
+            _report("close", e)
+        finally:
+            logging.Handler.close(self)
 
     def __reduce__(self):
         if self._log.closed:

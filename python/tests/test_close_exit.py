@@ -238,3 +238,109 @@ def test_records_without_fields_use_the_fixed_argument_function(tmp_path):
         h.close()
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [line.split(" ", 3)[1::2] for line in lines] == [["INFO", msg], ["WARN", msg]], lines
+
+
+# ---- closing from two places at once ------------------------------------------------------------------------------
+# Another thread closes the Handler while this one is inside emit() (held there by a FIFO its reader drains late);
+# a SIGTERM handler of this thread then calls logging.shutdown(), which closes the Handler too. Neither may wait for
+# the other: the program ends, and the record is whole in the FIFO.
+TWO_CLOSERS = """
+    import logging, os, signal, sys, threading, time, forklog
+    fifo = sys.argv[1]
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    h = forklog.Handler(fifo)
+    lg = logging.getLogger("app")
+    lg.addHandler(h)
+    lg.setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, lambda *a: logging.shutdown())
+    got = []
+
+    def closer():
+        time.sleep(0.3)
+        h.close()  # waits for the main thread's call
+
+    def killer():
+        time.sleep(0.6)
+        os.kill(os.getpid(), signal.SIGTERM)  # runs once the main thread's C call returns
+        time.sleep(0.3)
+        os.set_blocking(rfd, True)
+        while True:
+            b = os.read(rfd, 1 << 16)
+            if not b:
+                break
+            got.append(b)
+
+    def watchdog():
+        time.sleep(10)
+        print("deadlock", flush=True)
+        os._exit(1)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (closer, killer, watchdog)]
+    for t in threads:
+        t.start()
+    lg.info("x" * 300000)  # more than the pipe holds: the call waits in write(2)
+    threads[0].join(10)
+    threads[1].join(10)
+    data = b"".join(got)
+    print("ok" if data.endswith(b"x" * 300000 + b"\\n") and data.count(b"\\n") == 1 else "bad %d" % len(data))
+"""
+
+
+def test_a_signal_handlers_shutdown_while_another_thread_closes_does_not_deadlock(tmp_path):
+    r = _run(TWO_CLOSERS, tmp_path / "app.fifo", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+# ---- the end of a multiprocessing worker ----------------------------------------------------------------------------
+# A worker closes its logs when it ends normally, before it joins its other threads and before multiprocessing logs
+# its own last words: a record written after that close still reaches the log, through a handle opened for it, and
+# nothing is reported on stderr.
+WORKER_END = """
+    import logging, multiprocessing as mp, sys, threading, time, forklog
+    path, method = sys.argv[1], sys.argv[2]
+
+    def late(lg):
+        time.sleep(0.3)  # the worker's exit has closed its logs by now
+        for i in range(50):
+            lg.info("late %d", i)
+
+    def target(path):
+        h = forklog.Handler(path)
+        lg = logging.getLogger("w")
+        lg.addHandler(h)
+        lg.setLevel(logging.INFO)
+        mlg = mp.get_logger()  # multiprocessing's own records, its "process exiting" among them
+        mlg.addHandler(h)
+        mlg.setLevel(logging.INFO)
+        threading.Thread(target=late, args=(lg,)).start()  # not a daemon: the worker waits for it
+
+    if __name__ == "__main__":
+        p = mp.get_context(method).Process(target=target, args=(path,))
+        p.start()
+        p.join()
+        print(p.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_records_after_a_workers_exit_close_reach_the_log(tmp_path, method):
+    path = tmp_path / "a.log"
+    script = tmp_path / "worker_end.py"
+    script.write_text(textwrap.dedent(WORKER_END))
+    r = subprocess.run([sys.executable, str(script), str(path), method], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stdout + r.stderr
+    assert r.stderr == "", r.stderr
+    lines = path.read_text().splitlines()
+    assert [ln.split(" ", 3)[3] for ln in lines if " late " in ln] == ["late %d" % i for i in range(50)], lines
+    assert any(ln.endswith("process exiting with exitcode 0") for ln in lines), lines
+    assert all(TEXT_LINE.match(ln) for ln in lines), lines
+    assert sorted(os.listdir(tmp_path)) == ["a.log", "worker_end.py"]  # the segment file is gone
+
+
+def test_a_log_closed_by_the_program_still_refuses_calls(tmp_path):
+    log = forklog.Log(str(tmp_path / "a.log"))
+    log.close()
+    for call in (lambda: log.info("x"), lambda: log.write("x"), log.flush, lambda: log.level):
+        with pytest.raises(ValueError):
+            call()
