@@ -207,17 +207,24 @@ class Handler(logging.Handler):
             logging.Handler.close(self)
 
     def __reduce__(self):
+        # Sent to another process (a spawn or forkserver worker, through initargs): the same class (a subclass's
+        # __init__ must take Handler's arguments, or define a __reduce__ of its own), path, options, level,
+        # formatter, filters and name there, opening the same log.
         if self._log.closed:
             raise ValueError("forklog: cannot send a closed handler to another process")
-        return (_reopen_handler, (self._log.path, self.level, self._raw, self._options, self.formatter))
+        return (_reopen_handler, (type(self), self._log.path, self.level, self._raw, self._options, self.formatter,
+                                  list(self.filters), self.get_name()))
 
     def __repr__(self):
         return "<forklog.Handler %s (%s)>" % (self._log.path, logging.getLevelName(self.level))
 
 
-def _reopen_handler(path, level, raw, options, formatter):
-    h = Handler(path, level=level, raw=raw, **options)
+def _reopen_handler(cls, path, level, raw, options, formatter, filters=(), name=None):
+    h = cls(path, level=level, raw=raw, **options)
     h.setFormatter(formatter)
+    for f in filters:
+        h.addFilter(f)
+    h.set_name(name)
     return h
 
 

@@ -227,6 +227,16 @@ def test_handler_level_and_raw_mode(tmp_path):
         forklog.Handler(str(path), level="loud")
 
 
+class _TaggedHandler(forklog.Handler):
+    def format(self, record):
+        return "[svc] " + super().format(record)
+
+
+class _NoSecrets(logging.Filter):
+    def filter(self, record):
+        return "password" not in record.getMessage()
+
+
 # ---- fork and pickling ---------------------------------------------------------------------------------------------
 def test_a_forked_child_uses_the_inherited_log_and_its_close_leaves_the_parents(tmp_path):
     path = tmp_path / "a.log"
@@ -359,3 +369,21 @@ def test_field_struct_matches_the_c_header(tmp_path):
         pytest.skip("this header has no struct forklog_field")
     _check_layout(out, _native.Field)
     assert _native.MAX_FIELDS == 64 and _native.MAX_KEY == 64
+
+
+def test_a_pickled_handler_keeps_its_class_filters_and_name(tmp_path):
+    h = _TaggedHandler(str(tmp_path / "a.log"), level=logging.INFO)
+    h.addFilter(_NoSecrets())
+    h.set_name("audit")
+    h.setFormatter(logging.Formatter("%(message)s"))
+    h2 = pickle.loads(pickle.dumps(h))
+    try:
+        assert type(h2) is _TaggedHandler and h2.get_name() == "audit" and h2.level == logging.INFO
+        assert [type(f) for f in h2.filters] == [_NoSecrets]
+        lg = _logger("forklog-pickled", h2)
+        lg.info("password=hunter2")
+        lg.info("item 1")
+    finally:
+        h2.close()
+        h.close()
+    assert [ln.split(" ", 3)[3] for ln in (tmp_path / "a.log").read_text().splitlines()] == ["[svc] item 1"]
