@@ -149,14 +149,18 @@ _I64 = 2**63
 
 def _key_bytes(key, strict):
     """A field key as the C library accepts it: 1 to 64 bytes of [A-Za-z0-9_.@-]. strict: OptionError for
-    anything else; else the key is mended (other bytes become '_', cut to 64 bytes), or None when empty."""
+    anything else; else the key is mended (each other character, or byte of a bytes key, becomes '_'; cut to 64),
+    or None when empty."""
     k = _utf8(key) if isinstance(key, str) else key if isinstance(key, bytes) else None
     if k is not None and 0 < len(k) <= _native.MAX_KEY and all(c in _KEY_OK for c in k):
         return k
     if strict or k is None:
         raise OptionError("forklog: a field key must be 1 to %d characters of A-Z a-z 0-9 _ . @ -, not %r"
                           % (_native.MAX_KEY, key))
-    k = bytes(c if c in _KEY_OK else 95 for c in k[: _native.MAX_KEY])
+    if isinstance(key, str):  # each character that is not a key character becomes one '_'
+        k = "".join(c if c.isascii() and ord(c) in _KEY_OK else "_" for c in key[: _native.MAX_KEY]).encode()
+    else:
+        k = bytes(c if c in _KEY_OK else 95 for c in k[: _native.MAX_KEY])
     return k or None
 
 
@@ -350,13 +354,15 @@ class Log:
 
     def __init__(self, path, *, level="info", json=False, buffered=False, sync=False, private=False,
                  rotate_bytes=0, rotate_keep=0, flush_ms=0, buffer_size=0, max_record=0, mode=0,
-                 owner=None, group=None, name=None, tid=False, keys="short", context=None):
+                 owner=None, group=None, name=None, tid=False, keys="short", context=None, **unknown):
         self._h = None
         self._hv = None  # the handle as a ctypes.c_void_p, for the calls made without argtypes
         self._calls = []  # the thread ident of each call in flight (see _call)
         self._hbox = []  # the open handle, until close() takes it (list.pop() is atomic: one close() gets it)
         self._pending = []  # the handle whose C close is left to the end of a call in progress (see _call)
         self._exit_closed = False  # closed by the worker's exit, not by the program (see _close_all, _once)
+        if unknown:
+            raise OptionError("forklog: no option named %s" % ", ".join(sorted(unknown)))
         bpath = _path_bytes(path)
         self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
                               rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,

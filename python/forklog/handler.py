@@ -43,6 +43,8 @@ def _split_level(level):
     logging level number (0, or 5 and above: logging.DEBUG, logging.INFO, ...)."""
     if isinstance(level, int) and not isinstance(level, bool) and (level == 0 or level >= 5):
         return level, forklog_level(level)
+    if isinstance(level, str) and level.lower() in ("critical", "fatal"):  # logging's names above forklog's
+        return logging.CRITICAL, ERROR
     fl = _level(level)
     return _TO_LOGGING[fl], fl
 
@@ -74,8 +76,8 @@ class Handler(logging.Handler):
 
     Text mode (default): `<time> <LEVEL> pid=<pid> <self.format(record)>`, one line per record (newlines of
     the message, a traceback's included, are escaped as \\n). json=True: one JSON line per record,
-    {"ts":..,"level":..,"pid":..,"msg":<self.format(record)>}. raw=True: self.format(record) exactly as
-    formatted, as FileHandler writes it (a multi-line message then spans several lines, still in one piece).
+    {"ts":..,"level":..,"pid":..,"msg":<self.format(record)>}. raw=True: self.format(record) and a newline,
+    as FileHandler writes it (a multi-line message then spans several lines, still in one piece).
 
     extras=True (default), with a library that has typed fields (forklog.have_fields()): the attributes a
     record got through `extra=` are written as typed fields after the message (` key=value` in text,
@@ -84,7 +86,8 @@ class Handler(logging.Handler):
     Otherwise extras appear only where the formatter puts them.
 
     level: the handler's level: a logging level such as logging.INFO (default logging.NOTSET: the loggers decide,
-    as with logging's own handlers), or 'debug', 'info', 'warn', 'error', forklog.DEBUG .. forklog.ERROR. The log
+    as with logging's own handlers), or 'debug', 'info', 'warn' ('warning'), 'error', 'critical' ('fatal'), in any
+    case, or forklog.DEBUG .. forklog.ERROR. The log
     itself writes every level, so setLevel() may lower the handler's later. Every other keyword is an option of
     forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
 
@@ -154,7 +157,7 @@ class Handler(logging.Handler):
             else:
                 msg = self.format(record)
             if self._raw:
-                self._log.write(msg)
+                self._log.write(msg + "\n")  # FileHandler's terminator, after whatever the message ends with
                 return
             lv = _LEVELS.get(record.levelno) or forklog_level(record.levelno)
             if self._extras:

@@ -47,9 +47,14 @@ def test_bad_path_is_a_value_error(path):
         forklog.Log(path)
 
 
-def test_unknown_keyword_is_a_type_error(tmp_path):
-    with pytest.raises(TypeError):
-        forklog.Log(str(tmp_path / "a.log"), rotate=5)
+def test_unknown_keyword_is_an_option_error(tmp_path):
+    # A misspelt option is a bad option like any other: OptionError, which is a ValueError and a TypeError.
+    for make in (lambda: forklog.Log(str(tmp_path / "a.log"), rotate=5),
+                 lambda: forklog.Handler(str(tmp_path / "a.log"), rotate_byte=10**6),
+                 lambda: forklog.Handler(str(tmp_path / "a.log"), levle="warn")):
+        with pytest.raises(forklog.OptionError, match="no option named"):
+            make()
+    assert not os.path.exists(tmp_path / "a.log")
 
 
 def test_bad_level_or_message_on_an_open_log(tmp_path):
@@ -225,6 +230,23 @@ def test_handler_level_and_raw_mode(tmp_path):
         forklog.Handler(str(path), raw=True, json=True)
     with pytest.raises(ValueError):
         forklog.Handler(str(path), level="loud")
+    for name in ("CRITICAL", "critical", "fatal"):  # logging's names above forklog's
+        h = forklog.Handler(str(path), level=name)
+        assert h.level == logging.CRITICAL
+        h.close()
+
+
+def test_handler_raw_mode_writes_what_filehandler_writes(tmp_path):
+    fmt = logging.Formatter("%(levelname)s:%(message)s")
+    msgs = ["plain", "ends with a newline\n", "two\n\n", ""]
+    for cls, name in ((logging.FileHandler, "file.log"), (forklog.Handler, "forklog.log")):
+        h = cls(str(tmp_path / name)) if cls is logging.FileHandler else cls(str(tmp_path / name), raw=True)
+        h.setFormatter(fmt)
+        lg = _logger("forklog-raw-" + name, h)
+        for m in msgs:
+            lg.warning(m)
+        h.close()
+    assert (tmp_path / "forklog.log").read_bytes() == (tmp_path / "file.log").read_bytes()
 
 
 class _TaggedHandler(forklog.Handler):

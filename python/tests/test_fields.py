@@ -60,10 +60,14 @@ def test_a_bad_key_is_refused_or_mended_every_time(tmp_path):
             lg.info("m", extra={"bad key": 1, "good": 2})
             with pytest.raises(ValueError):
                 log.info("x", **{"bad key": 1})
+    lg.info("m", extra={"caf\u00e9": 1, "\u20ac": 2, "user id": 3})  # each character mended is one '_'
     h.close()
-    for line in path.read_text().splitlines():
+    lines = path.read_text().splitlines()
+    for line in lines[:3]:
         a = json.loads(line)
         assert a["bad_key"] == 1 and a["good"] == 2
+    a = json.loads(lines[3])
+    assert (a["caf_"], a["_"], a["user_id"]) == (1, 2, 3), a
 
 
 def test_text_fields_follow_the_message(tmp_path):
