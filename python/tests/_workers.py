@@ -106,12 +106,10 @@ def write_task(args):
 
 def victim(log, task, size, ready):
     """Writes records of `size` bytes until killed."""
-    body = payload(task, 0, size)
-    ready.set()
-    seq = 0
+    msg = "task=%d seq=%d len=%d %s end" % (task, 0, size, payload(task, 0, size))  # built once: the time goes
+    ready.set()                                                                      # to writing it
     while True:
-        log.info("task=%d seq=%d len=%d %s end" % (task, 0, size, body))
-        seq += 1
+        log.info(msg)
 
 
 def steady(log, task, per_task, pause):
