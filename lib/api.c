@@ -534,6 +534,21 @@ static int fl__level_ok(const forklog *log, enum forklog_level level, int *rc)
     return (unsigned)level >= (shared ? shared : (unsigned)log->level);
 }
 
+/* A message longer than the stack buffer with nothing after it (no location, context or field): when it has
+ * nothing to escape and the record fits max_record, prefix (out[0..p)), message and end go out as they are, in one
+ * writev(2), with no copy of the message. Returns what fl__append returns, or 1 when the record needs building. */
+static int fl__append_long(forklog *log, const char *out, size_t p, const char *msg, size_t len)
+{
+    const int json = log->format == FORKLOG_FORMAT_JSON;
+    const size_t close = json ? 3 : 1; /* `"}\n` or `\n` */
+    if (p + len + close > log->max_record || fl__needs_escape(json, msg, len))
+        return 1;
+    struct iovec iov[3] = {{(void *)(uintptr_t)out, p},
+                           {(void *)(uintptr_t)msg, len},
+                           {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
+    return fl__append(log, iov, 3, p + len + close);
+}
+
 /* The slow path of fl__vlog, out of line so that the fast path's frame holds one record buffer: the whole message
  * (up to max_record bytes of it), then escaping, quoting, fields and cutting. out[0..p) holds the prefix, and,
  * when the message fitted the room after it, out[p..p + n) the message; `again` formats it anew otherwise. */
@@ -569,15 +584,9 @@ static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct ti
         memcpy(aside, out + p, total);
         msg = aside;
     }
-    if (!tail && msglen == total && p + total + close <= log->max_record && !fl__needs_escape(json, msg, total)) {
-        /* A long message with nothing to escape: prefix, message and suffix go out as they are, in one
-         * writev(2), with no copy of the message. */
-        struct iovec iov[3] = {
-            {out, p}, {(void *)(uintptr_t)msg, total}, {(void *)(uintptr_t)(json ? "\"}\n" : "\n"), close}};
-        rc = fl__append(log, iov, 3, p + total + close);
-    } else {
+    rc = !tail && msglen == total ? fl__append_long(log, out, p, msg, total) : 1;
+    if (rc == 1)
         rc = fl__emit(log, level, now, loc, ctx, msg, msglen, total, NULL, 0, out, FL__STACK_RECORD);
-    }
     free(heap);
     return rc;
 }
@@ -734,6 +743,8 @@ static int fl__log_fields(forklog *log, enum forklog_level level, const struct f
         }
     }
 
+    if (!tail && len >= cap - p && (rc = fl__append_long(log, stack, p, msg, len)) != 1)
+        return rc;
     if ((rc = fl__check_fields(fields, nfields)) < 0)
         return rc;
     return fl__emit(log, level, &now, loc, ctx, msg, len, len, fields, nfields, stack, sizeof stack);
