@@ -692,13 +692,15 @@ static size_t fl__tail(int json, int ks, const struct fl__loc *loc, const struct
     *left_out = 0;
     struct fl__w w;
     struct forklog_field lf[3];
-    for (int i = 0, nl = fl__loc_fields(loc, lf); i < nl; i++) {
+    /* The location (file, line, func) goes in whole or not at all. */
+    for (int i = 0, nl = fl__loc_fields(loc, lf); i < nl && !*left_out; i++) {
         const struct fl__str *key = &fl__builtin[ks][FL__K_FILE + i];
         w = (struct fl__w){out + o, 0, cap - o, 0};
         fl__w_field(&w, json, 0, key->s, key->n, &lf[i]);
-        if (!w.over)
+        if (w.over)
+            *left_out = 1, o = 0;
+        else
             o += w.n;
-        *left_out |= w.over;
     }
     const size_t nctx = ctx ? ctx->n : 0, total = nctx + n;
     if (nctx > FORKLOG_MAX_FIELDS || n > FORKLOG_MAX_FIELDS)
@@ -1379,8 +1381,8 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
     const size_t close = json ? 2 : 1; /* `}\n` or `\n` */
     const int has_tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
     const int quote_text = !json && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
-    /* First as if the record fits: the tail may take all the room but the message's quotes. If a field is left
-     * out or the message cut, again with room kept for the cut marker. */
+    /* First as if the message fits: the tail may take all the room but the message's quotes (a field that does
+     * not fit is left out whole). If the message must be cut, again with room kept for the cut marker. */
     for (int attempt = 0;; attempt++) {
         const size_t quotes = json ? 1 : quote_text && has_tail ? 2 : 0;
         const size_t reserve = attempt ? 2 + FL__MARKER_MAX + close : quotes + close;
@@ -1399,7 +1401,7 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
         size_t used;
         size_t mlen = fl__escape(mode, out + o, room, msg, msglen, &used);
         size_t cut_bytes = msg_total - used;
-        if (attempt == 0 && (left_out || cut_bytes))
+        if (attempt == 0 && cut_bytes)
             continue;
         char marker[FL__MARKER_MAX];
         int markerlen = 0;
@@ -1439,7 +1441,7 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
         out[o++] = '\n';
         *cut = cut_bytes;
         if (whole)
-            *whole = attempt == 0;
+            *whole = attempt == 0 && !left_out;
         return o;
     }
 }

@@ -1069,3 +1069,66 @@ Test(fields, records_keep_the_context_while_another_thread_replaces_it)
     free(buf);
     free(path);
 }
+
+/* A field that does not fit is left out alone: the others, and the message, stay when they fit. */
+Test(fields, a_field_too_long_leaves_the_fields_that_fit)
+{
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.max_record = 256, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "two.jsonl" : "two.log", &o, &path);
+        char a[200], z[400];
+        memset(z, 'z', sizeof z - 1);
+        z[sizeof z - 1] = '\0';
+        for (int n = 100; n < 200; n++) {
+            memset(a, 'a', (size_t)n);
+            a[n] = '\0';
+            struct forklog_field f[2] = {FORKLOG_STR("a", a), FORKLOG_STR("z", z)};
+            OK(forklog_log_fields(log, FORKLOG_INFO, "hi", f, 2));
+            OK(forklog_log_fields(log, FORKLOG_INFO, "hi", f, 1)); /* `a` alone */
+        }
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        const char *line = buf;
+        for (int n = 100; n < 200; n++) {
+            const char *nl = strchr(line, '\n'), *nl2 = nl ? strchr(nl + 1, '\n') : NULL;
+            cr_assert(nl && nl2);
+            size_t both = (size_t)(nl - line), alone = (size_t)(nl2 - nl - 1);
+            cr_assert_null(memchr(line, 'z', both), "n=%d: z does not fit", n);
+            /* With z left out, the record is the one with `a` alone (after the timestamp, which may differ). */
+            const size_t ts = json ? 34 : 27; /* the timestamp, with `{"ts":"` before it in JSON */
+            cr_assert(both == alone && memcmp(line + ts, nl + 1 + ts, both - ts) == 0,
+                      "n=%d: %.*s\nagainst a alone: %.*s", n, (int)both, line, (int)alone, nl + 1);
+            line = nl2 + 1;
+        }
+        free(buf);
+        free(path);
+    }
+}
+
+/* The location is written whole or not at all: a file name too long for the record leaves line and func out too. */
+Test(fields, a_location_too_long_is_left_out_whole)
+{
+    char file[301];
+    memset(file, 'f', sizeof file - 1);
+    file[sizeof file - 1] = '\0';
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.max_record = 256, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "loc.jsonl" : "loc.log", &o, &path);
+        OK(forklog_log_fields_at(log, FORKLOG_INFO, file, 7, "fn", "hello", NULL, 0));
+        OK(forklog_log_fields_at(log, FORKLOG_INFO, "a.c", 7, "fn", "hello", NULL, 0));
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        char *second = strchr(buf, '\n') + 1;
+        second[-1] = '\0';
+        cr_assert_null(strstr(buf, "line"), "%s", buf);
+        cr_assert_null(strstr(buf, "func"), "%s", buf);
+        cr_assert_not_null(strstr(buf, "hello"), "%s", buf);
+        cr_assert_not_null(
+            strstr(second, json ? "\"file\":\"a.c\",\"line\":7,\"func\":\"fn\"" : "file=a.c line=7 func=fn"), "%s",
+            second);
+        free(buf);
+        free(path);
+    }
+}
