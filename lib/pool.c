@@ -344,11 +344,11 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         r->dur_ns = dur;
         r->code = rc;
         atomic_store(&r->phase, FL__POOL_FINISHED);
+        /* The count first: a slot seen idle has the count of the task that made it so. */
+        atomic_store(&slot->done, ++done);
         size_t cur = i + 1;
         if (!atomic_compare_exchange_strong(&slot->task, &cur, 0))
             fl__pool_park(); /* timed out at the deadline: the parent records the result published above */
-        done++;
-        atomic_store_explicit(&slot->done, done, memory_order_relaxed);
         if (atomic_load(&p->head->sleeping) && atomic_exchange(&p->head->sleeping, 0))
             fl__pool_wake(p);
     }
@@ -628,6 +628,8 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
          * such, and one that is not is still ours to kill. What is left is the microseconds between the check
          * and the kill, in which the worker would have to end, be reaped by the caller, and its pid be given to
          * a new process. */
+        if (t != 0)
+            w->idle_ns = 0; /* busy: an idle time starts again when next seen idle */
         if (t != 0 && t != FL__POOL_KILLED) {
             start = p->res[t - 1].start_mono;
             if (now - start >= p->timeout_ns && fl__pool_try_reap(p, k))
