@@ -387,7 +387,7 @@ class Log:
         if _bool_opt("tid", tid):
             o.flags |= _FLAG_TID
             newer.append("tid")
-        if keys not in _KEYS:
+        if not isinstance(keys, str) or keys not in _KEYS:
             raise OptionError("forklog: keys must be 'short' or 'ecs', not %r" % (keys,))
         o.keys = _KEYS[keys]
         if keys != "short":

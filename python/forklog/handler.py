@@ -223,7 +223,8 @@ class Handler(logging.Handler):
 
 
 def _reopen_handler(cls, path, level, raw, options, formatter, filters=(), name=None):
-    h = cls(path, level=level, raw=raw, **options)
+    h = cls(path, raw=raw, **options)
+    h.setLevel(level)  # the handler's logging level as it was (1 .. 4 too, which the constructor reads as forklog's)
     h.setFormatter(formatter)
     for f in filters:
         h.addFilter(f)
