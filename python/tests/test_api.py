@@ -55,6 +55,9 @@ def test_unknown_keyword_is_an_option_error(tmp_path):
         with pytest.raises(forklog.OptionError, match="no option named"):
             make()
     assert not os.path.exists(tmp_path / "a.log")
+    for keys in (["ecs"], {}, None):  # a value of the wrong type, hashable or not
+        with pytest.raises(forklog.OptionError):
+            forklog.Log(str(tmp_path / "a.log"), keys=keys)
 
 
 def test_bad_level_or_message_on_an_open_log(tmp_path):
@@ -398,6 +401,12 @@ def test_a_pickled_handler_keeps_its_class_filters_and_name(tmp_path):
     h.addFilter(_NoSecrets())
     h.set_name("audit")
     h.setFormatter(logging.Formatter("%(message)s"))
+    h3 = _TaggedHandler(str(tmp_path / "b.log"))
+    h3.setLevel(3)  # a logging level below DEBUG, which the constructor would read as a forklog level
+    h4 = pickle.loads(pickle.dumps(h3))
+    assert h4.level == 3
+    h3.close()
+    h4.close()
     h2 = pickle.loads(pickle.dumps(h))
     try:
         assert type(h2) is _TaggedHandler and h2.get_name() == "audit" and h2.level == logging.INFO
