@@ -499,10 +499,11 @@ FL__INTERNAL int fl__flush_rings(forklog *log);
  * Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_rings(struct fl__seg *s);
 
-/* Lock held, before a record that is written at once (a guest's, or one that takes no ring): whether every ring
- * is to be written first, for the age bound. A native compares the due time with its clock; a guest, whose clock
- * is not the natives', says yes at its first record and then once flush_ms has passed on its own clock since its
- * last yes (it never moves the due time). */
+/* Lock held, before a record that is written at once (a guest's, or one that takes no ring): whether what the log
+ * buffers (every ring; for a guest, the shared buffer too) is to be written first, for the age bound. A native
+ * compares the due time with its clock (with no due time set yet: whether a ring holds a record); a guest, whose
+ * clock is not the natives', says yes at its first record and then once flush_ms has passed on its own clock since
+ * its last yes (it never moves the due time). */
 FL__INTERNAL int fl__rings_due(forklog *log);
 
 /* Whether a ring holds records not yet written. */

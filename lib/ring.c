@@ -25,7 +25,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -78,10 +80,28 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
-/* Whether the thread that owns a ring is gone (its process, or just the thread). */
+/* Whether the thread that owns a ring is gone (its process, or just the thread). A process's main thread that
+ * ended with pthread_exit() stays a zombie, which tgkill() still finds, until the whole process ends: it is gone
+ * when /proc says its state is Z. */
 static int fl__owner_gone(uint64_t owner)
 {
-    return syscall(SYS_tgkill, FL__OWNER_PID(owner), FL__OWNER_TID(owner), 0) < 0 && errno == ESRCH;
+    const long pid = FL__OWNER_PID(owner), tid = FL__OWNER_TID(owner);
+    if (syscall(SYS_tgkill, pid, tid, 0) < 0)
+        return errno == ESRCH;
+    if (pid != tid)
+        return 0;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/stat", pid, tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold any byte but the last ')' */
+    return end && end[1] == ' ' && end[2] == 'Z';
 }
 
 int fl__rings_pending(const struct fl__seg *s)
@@ -144,12 +164,12 @@ static int fl__flush_some(forklog *log, int only)
     FL__CRASH(RING_PLANNED);
     int rc = fl__write_commit(log, iov, n, total, FL__FLUSHING);
     if (rc == 0) {
-        fl__repair_rings(s); /* the same step as after a death: the tails move to the plan */
+        fl__repair_rings(s); /* the same step as after a death: the tails move to the plan, phase IDLE */
         if (due_moves)
             atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
-        FL__CRASH(RING_RELEASED);
+    } else {
+        FL__STEP(s->ring_phase, FL__RINGS_IDLE); /* nothing written: the tails stay */
     }
-    FL__STEP(s->ring_phase, FL__RINGS_IDLE);
     return rc;
 }
 
@@ -164,9 +184,11 @@ void fl__repair_rings(struct fl__seg *s)
         return;
     /* The due time stays: it covers every record not written yet (see fl__ring_append). A ring that was not in
      * the plan was planned at its tail, so its tail stays too. */
-    if (s->size == s->ring_target)
+    if (s->size == s->ring_target) {
         for (unsigned k = 0; k < FL__RINGS; k++)
             atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_release);
+        FL__CRASH(RING_RELEASED);
+    }
     FL__STEP(s->ring_phase, FL__RINGS_IDLE);
 }
 
@@ -187,8 +209,9 @@ int fl__rings_due(forklog *log)
 {
     int64_t now = fl__coarse_ns();
     if (!(log->flags & FL__GUEST)) {
+        /* 0: no ring append has set it yet, or the one that would have died after publishing its record. */
         long long due = atomic_load_explicit(&log->seg->due_ns, memory_order_relaxed);
-        return due && now >= due;
+        return due ? now >= due : fl__rings_pending(log->seg);
     }
     /* A guest's clock is not the due time's: it writes the rings at its first record and then once flush_ms has
      * passed on its own clock since it last did (monotonic clocks of any namespace run at the same rate). */
@@ -314,7 +337,7 @@ static unsigned fl__owned_ring(forklog *log, struct fl__mine *my)
         return my->ring;
     if (key == my->other_key)
         return my->other_ring;
-    uint64_t me = p ? fl__me(log) : 0;
+    uint64_t me = fl__me(log); /* a handle without the page too: another handle of the thread may have a ring */
     for (unsigned k = 0; me && k < FL__RINGS; k++)
         if ((atomic_load_explicit(&log->seg->rings[k].owner, memory_order_acquire) & FL__OWNER_ID) == me)
             return k;
@@ -389,8 +412,9 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     }
     struct fl__ring *r = fl__my_ring(log, my);
     if (!r) {
-        /* No ring free: written at once. This thread has no ring, so none of its records waits in one. */
-        return fl__write_now(log, FL__RINGS, iov, iovcnt, len);
+        /* No ring for this handle (none free, or no per-process page): written at once, after what a ring of this
+         * thread holds (one that another handle of the same log gave it). */
+        return fl__write_now(log, (int)fl__owned_ring(log, my), iov, iovcnt, len);
     }
     unsigned k = (unsigned)(r - s->rings);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);

@@ -162,10 +162,10 @@ int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         if ((log->flags & (FORKLOG_BUFFERED | FL__GUEST)) == FORKLOG_BUFFERED)
             rc = fl__append_buffered(log, iov, iovcnt, len);
         else {
-            /* A guest of a log with rings takes none, but keeps their age bound (the records are safe in their
-             * rings: a failed write of them is retried later). */
-            if (log->ring_cap && fl__rings_due(log))
-                (void)fl__flush_rings(log);
+            /* A guest of a buffered log buffers nothing itself, but keeps the age bound of what the others
+             * buffered, in rings or in the shared buffer (safe there: a failed write of it is retried later). */
+            if ((log->ring_cap || log->seg->buf_used) && fl__rings_due(log))
+                (void)fl__flush_locked(log);
             if ((rc = fl__maybe_rotate(log, len)) == 0)
                 rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
         }

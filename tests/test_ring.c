@@ -1008,3 +1008,161 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     const char *want[] = {"N 000", "N 001", "G 000", "G 001"};
     check_records(logpath, want, 4);
 }
+
+Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
+{
+    /* A buffered, rotating log buffers in one shared buffer under the lock, not in rings. A guest buffers nothing
+     * itself; its first record writes what the others buffered, as with rings. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .rotate_bytes = 1 << 20, .flush_ms = 300};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(log->ring_cap, 0);
+    write100(log, 'N', 0);
+    cr_assert_neq(log->seg->buf_used, 0, "N 000 was written before it was due");
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t g = fork();
+        if (g == 0) {
+            forklog *gl;
+            struct forklog_options go_ = {.flags = FORKLOG_BUFFERED};
+            if (forklog_open(&gl, logpath, &go_) != 0 || !(gl->flags & FL__GUEST))
+                _exit(3);
+            if (rec100(gl, 'G', 0) != 0)
+                _exit(4);
+            _exit(file_has(logpath, "N 000 ") ? (forklog_close(gl) == 0 ? 0 : 5) : 6);
+        }
+        _exit(th_wait_for(g, 30));
+    }
+    int rc = th_wait_for(pid, 30);
+    if (rc == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    cr_assert_eq(rc, 0, "a guest's record left an older record in the shared buffer (%d)", rc);
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[] = {"N 000", "G 000"};
+    check_records(logpath, want, 2);
+}
+
+Test(ring, the_age_bound_holds_when_the_first_writer_died_before_setting_the_due_time)
+{
+    /* The log's first ring record is published, and its writer killed before it sets the due time (still 0).
+     * Records that take no ring then find it pending, and write it with them. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 300};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    pid_t v = fork();
+    cr_assert_neq(v, -1);
+    if (v == 0) {
+        rc_child();
+        fl__crash_arm(FL__CP_RING_PUBLISHED, 1, FL__CRASH_KILL);
+        write100(log, 'V', 0);
+        _exit(1);
+    }
+    cr_assert_eq(th_wait_for(v, 10), 128 + SIGKILL);
+    cr_assert(fl__rings_pending(log->seg) && atomic_load(&log->seg->due_ns) == 0);
+    write_len(log, 'B', 0, 3000); /* more than half a ring: written at once */
+    cr_assert(file_has(logpath, "V 000 "), "a record published without a due time waits while large ones go");
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[] = {"V 000", "B 000"};
+    check_records(logpath, want, 2);
+}
+
+Test(ring, a_handle_without_a_per_process_page_keeps_the_threads_order)
+{
+    /* Two handles of one log in one thread; the second has no per-process page (its mmap() failed at the open:
+     * set here as that failure leaves it). It takes no ring, and its record is written after the one the thread's
+     * ring (the first handle's) holds. */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *h1, *h2;
+    cr_assert_eq(forklog_open(&h1, logpath, &o), 0);
+    cr_assert_eq(forklog_open(&h2, logpath, &o), 0);
+    munmap(h2->proc, (size_t)sysconf(_SC_PAGESIZE));
+    h2->proc = NULL;
+    write100(h1, 'A', 0);
+    write100(h2, 'B', 0);
+    write_len(h2, 'C', 0, 3000);
+    cr_assert_eq(forklog_close(h2), 0);
+    cr_assert_eq(forklog_close(h1), 0);
+    const char *want[] = {"A 000", "B 000", "C 000"};
+    check_records(logpath, want, 3);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    char *a = strstr(buf, "A 000 "), *b = strstr(buf, "B 000 "), *c = strstr(buf, "C 000 ");
+    cr_assert(a < b && b < c, "one thread's records out of order: [%s]", buf);
+    free(buf);
+}
+
+static forklog *leader_log;
+
+static void *after_the_main_thread(void *arg)
+{
+    uint64_t leader = (uint64_t)(uintptr_t)arg;
+    usleep(100 * 1000); /* the main thread has ended */
+    struct fl__seg *s = leader_log->seg;
+    if (forklog_flush(leader_log) != 0) /* its ring empty */
+        _exit(2);
+    /* Fill every other ring, so that this thread's record must free the gone main thread's. */
+    unsigned k = 0;
+    for (; k < FL__RINGS; k++) {
+        unsigned long long w = 0;
+        if ((atomic_load(&s->rings[k].owner) & FL__OWNER_ID) != (leader & FL__OWNER_ID))
+            atomic_compare_exchange_strong(&s->rings[k].owner, &w, (unsigned long long)getppid() << 22 | 1);
+    }
+    if (rec100(leader_log, 'W', 0) != 0)
+        _exit(3);
+    for (k = 0; k < FL__RINGS; k++)
+        if ((atomic_load(&s->rings[k].owner) & FL__OWNER_ID) == (leader & FL__OWNER_ID))
+            _exit(4); /* still taken */
+    _exit(0);
+}
+
+Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back)
+{
+    /* A process's main thread ends with pthread_exit() while another goes on: it stays a zombie that tgkill()
+     * finds until the whole process ends. Its empty ring is still taken back when no other is free. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+        if (forklog_open(&leader_log, logpath, &o) != 0 || rec100(leader_log, 'M', 0) != 0)
+            _exit(1);
+        uint64_t leader = atomic_load(&leader_log->seg->rings[0].owner);
+        pthread_t t;
+        if (pthread_create(&t, NULL, after_the_main_thread, (void *)(uintptr_t)leader) != 0)
+            _exit(5);
+        pthread_exit(NULL);
+    }
+    cr_assert_eq(th_wait_for(pid, 20), 0, "the ring of the main thread that ended was not taken back");
+}
+
+Test(ring, a_flusher_stopped_after_moving_the_tails_has_not_ended_its_plan)
+{
+    /* RING_RELEASED: the tails moved past the written data, phase still PLANNED (a death there is repaired by
+     * moving them again, to the same place). */
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'A', 0);
+    pid_t f = fork();
+    cr_assert_neq(f, -1);
+    if (f == 0) {
+        rc_child();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_RING_RELEASED, 1, FL__CRASH_STOP);
+        _exit(forklog_flush(log) == 0 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(f, 10));
+    struct fl__seg *s = log->seg;
+    cr_assert_eq(s->ring_phase, FL__RINGS_PLANNED);
+    cr_assert(!fl__rings_pending(s), "the tails have not moved");
+    kill(f, SIGKILL);
+    cr_assert_eq(th_wait_for(f, 10), 128 + SIGKILL);
+    write100(log, 'B', 0); /* the next holder repairs: nothing written twice */
+    cr_assert_eq(forklog_close(log), 0);
+    const char *want[] = {"A 000", "B 000"};
+    check_records(logpath, want, 2);
+}
