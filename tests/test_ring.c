@@ -947,6 +947,28 @@ Test(ring, the_age_bound_holds_for_a_thread_that_finds_no_ring_free)
     check_records(logpath, want, n);
 }
 
+/* Forks a process that enters a new PID namespace and forks a guest there (its pid 1), which opens the log buffered:
+ * returns that handle in the guest, and the first process's pid in the test process. The first process ends as the
+ * guest does (its exit status), or with 77 when unshare(CLONE_NEWPID) is not allowed; a guest whose open fails, or
+ * whose handle is not a guest's, exits with 3. */
+static pid_t fork_guest(forklog **gl)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid != 0)
+        return pid;
+    rc_child();
+    if (unshare(CLONE_NEWPID) < 0)
+        _exit(77);
+    pid_t g = fork();
+    if (g != 0)
+        _exit(th_wait_for(g, 30));
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    if (forklog_open(gl, logpath, &o) != 0 || !((*gl)->flags & FL__GUEST))
+        _exit(3);
+    return 0;
+}
+
 Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
 {
     /* A guest (pid 1 of a new PID namespace) takes no ring; it writes the rings at its first record, and then
@@ -958,32 +980,21 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     int go[2], rep[2];
     cr_assert_eq(pipe(go), 0);
     cr_assert_eq(pipe(rep), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
+    forklog *gl;
+    pid_t pid = fork_guest(&gl);
     if (pid == 0) {
-        rc_child();
-        if (unshare(CLONE_NEWPID) < 0)
-            _exit(77);
-        pid_t g = fork();
-        if (g == 0) {
-            close(go[1]); /* the test process's end: its death ends the guest's wait */
-            close(rep[0]);
-            forklog *gl;
-            struct forklog_options go_ = {.flags = FORKLOG_BUFFERED};
-            if (forklog_open(&gl, logpath, &go_) != 0 || !(gl->flags & FL__GUEST))
-                _exit(3);
-            for (unsigned q = 0; q < 2; q++) {
-                if (!hear(go[0]))
-                    _exit(6);
-                if (rec100(gl, 'G', q) != 0)
-                    _exit(4);
-                char n[8];
-                snprintf(n, sizeof n, "N %03u ", q);
-                say(rep[1], file_has(logpath, n) ? 'a' : 'e');
-            }
-            _exit(forklog_close(gl) == 0 ? 0 : 5);
+        close(go[1]); /* the test process's end: its death ends the guest's wait */
+        close(rep[0]);
+        for (unsigned q = 0; q < 2; q++) {
+            if (!hear(go[0]))
+                _exit(6);
+            if (rec100(gl, 'G', q) != 0)
+                _exit(4);
+            char n[8];
+            snprintf(n, sizeof n, "N %03u ", q);
+            say(rep[1], file_has(logpath, n) ? 'a' : 'e');
         }
-        _exit(th_wait_for(g, 30));
+        _exit(forklog_close(gl) == 0 ? 0 : 5);
     }
     close(go[0]);
     close(rep[1]);
@@ -1019,23 +1030,12 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
     cr_assert_eq(log->ring_cap, 0);
     write100(log, 'N', 0);
     cr_assert_neq(log->seg->buf_used, 0, "N 000 was written before it was due");
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
+    forklog *gl;
+    pid_t pid = fork_guest(&gl);
     if (pid == 0) {
-        rc_child();
-        if (unshare(CLONE_NEWPID) < 0)
-            _exit(77);
-        pid_t g = fork();
-        if (g == 0) {
-            forklog *gl;
-            struct forklog_options go_ = {.flags = FORKLOG_BUFFERED};
-            if (forklog_open(&gl, logpath, &go_) != 0 || !(gl->flags & FL__GUEST))
-                _exit(3);
-            if (rec100(gl, 'G', 0) != 0)
-                _exit(4);
-            _exit(file_has(logpath, "N 000 ") ? (forklog_close(gl) == 0 ? 0 : 5) : 6);
-        }
-        _exit(th_wait_for(g, 30));
+        if (rec100(gl, 'G', 0) != 0)
+            _exit(4);
+        _exit(file_has(logpath, "N 000 ") ? (forklog_close(gl) == 0 ? 0 : 5) : 6);
     }
     int rc = th_wait_for(pid, 30);
     if (rc == 77)
