@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -80,15 +81,40 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
+/* Whether /proc numbers processes as this process's PID namespace does: a /proc mounted for another namespace (an
+ * ancestor's: `unshare --pid --fork` without --mount-proc) shows, under a number, another process. Then the NSpid
+ * line of this process's own status holds its pid in each namespace from that one down: more than one number, or
+ * another number than getpid(). */
+static int fl__proc_is_ours(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *line = strstr(buf, "\nNSpid:");
+    if (!line)
+        return 0;
+    char *end;
+    long first = strtol(line + 7, &end, 10);
+    while (*end == ' ' || *end == '\t')
+        end++;
+    return first == (long)getpid() && *end == '\n';
+}
+
 /* Whether the thread that owns a ring is gone (its process, or just the thread). A process's main thread that
  * ended with pthread_exit() stays a zombie, which tgkill() still finds, until the whole process ends: it is gone
- * when /proc says its state is Z. */
+ * when /proc says its state is Z, read only where /proc shows this process's PID namespace. */
 static int fl__owner_gone(uint64_t owner)
 {
     const long pid = FL__OWNER_PID(owner), tid = FL__OWNER_TID(owner);
     if (syscall(SYS_tgkill, pid, tid, 0) < 0)
         return errno == ESRCH;
-    if (pid != tid)
+    if (pid != tid || !fl__proc_is_ours())
         return 0;
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%ld/task/%ld/stat", pid, tid);

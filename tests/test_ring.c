@@ -1166,3 +1166,65 @@ Test(ring, a_flusher_stopped_after_moving_the_tails_has_not_ended_its_plan)
     const char *want[] = {"A 000", "B 000"};
     check_records(logpath, want, 2);
 }
+
+/* This new PID namespace sees the outer namespace's /proc (in_pid_namespace mounts no other): the number of W, a
+ * live single-threaded writer here, is there a zombie of the outer namespace (z). A writer that finds no ring free
+ * asks after every owner, and W must not count as gone (only a /proc of this namespace may say a thread is a
+ * zombie). */
+static int scene_a_live_writer_that_proc_shows_as_a_zombie(const char *path, int z)
+{
+    static forklog *log;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    int up[2], end[2];
+    if (forklog_open(&log, path, &o) != 0 || pipe(up) < 0 || pipe(end) < 0)
+        return 2;
+    if (next_pid_is(z))
+        return 78;
+    pid_t w = fork();
+    if (w == 0) {
+        close(end[1]);
+        if (rec100(log, 'W', 0) != 0 || !say(up[1], 'r'))
+            _exit(1);
+        (void)hear(end[0]); /* alive until the scene ends */
+        _exit(forklog_close(log) == 0 ? 0 : 2);
+    }
+    if (w != z)
+        return 78;
+    if (hear(up[0]) != 'r')
+        return 3;
+    unsigned k = ring_of(log, w);
+    pthread_t th[FL__RINGS];
+    if (k == FL__RINGS || !fill_rings(&log, th))
+        return 4;
+    if (rec100(log, 'X', 0) != 0) /* no ring free: asks after every owner */
+        return 5;
+    int kept = ring_of(log, w) == k;
+    close(end[1]);
+    if (th_wait_for(w, 10) != 0)
+        return 6;
+    unfill_rings(th);
+    if (forklog_close(log) != 0)
+        return 7;
+    return kept ? 0 : 8;
+}
+
+Test(ring, a_live_writer_that_another_namespaces_proc_shows_as_a_zombie_keeps_its_ring)
+{
+    pid_t z = fork(); /* a zombie of this namespace while the scene runs */
+    cr_assert_neq(z, -1);
+    if (z == 0)
+        _exit(0);
+    usleep(50 * 1000);
+    in_pid_namespace(scene_a_live_writer_that_proc_shows_as_a_zombie, logpath, (int)z);
+    cr_assert_eq(waitpid(z, NULL, 0), z);
+    const char *want[FL__RINGS + 1];
+    char names[FL__RINGS - 1][8];
+    size_t n = 0;
+    want[n++] = "W 000";
+    for (unsigned k = 0; k < FL__RINGS - 1; k++) {
+        snprintf(names[k], sizeof names[k], "F %03u", k);
+        want[n++] = names[k];
+    }
+    want[n++] = "X 000";
+    check_records(logpath, want, n);
+}
