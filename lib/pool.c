@@ -9,8 +9,8 @@
  * that dies between finishing a task and telling anyone still gets its task recorded, exactly once.
  *
  * Per task, in the worker:  i = next++;  res[i] = start times;  res[i].phase = RUNNING;  CAS slot.task 0 -> i + 1;
- *                           rc = task(i);  res[i] = rc, duration;  res[i].phase = FINISHED;  CAS slot.task -> 0;
- *                           slot.done++.
+ *                           rc = task(i);  res[i] = rc, duration;  res[i].phase = FINISHED;  slot.done++;
+ *                           CAS slot.task -> 0.
  * The parent learns of completions by scanning res; it sleeps in poll() only after setting a `sleeping` flag,
  * and a worker writes one byte to the wake pipe only when it finds the flag set (Dekker-style, seq_cst), so a
  * busy parent costs workers nothing. A worker's death shows as EOF on its own pipe (it holds the only write end)
