@@ -81,6 +81,20 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
+/* The start of a small file (of /proc), at most cap - 1 bytes, NUL-terminated in buf. 0 if it cannot be read. */
+static int fl__read_head(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return 1;
+}
+
 /* Whether /proc numbers processes as this process's PID namespace does: a /proc mounted for another namespace (an
  * ancestor's: `unshare --pid --fork` without --mount-proc) shows, under a number, another process. Then the NSpid
  * line of this process's own status holds its pid in each namespace from that one down: more than one number, or
@@ -88,14 +102,8 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
 static int fl__proc_is_ours(void)
 {
     char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!fl__read_head("/proc/self/status", buf, sizeof buf))
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *line = strstr(buf, "\nNSpid:");
     if (!line)
         return 0;
@@ -118,14 +126,8 @@ static int fl__owner_gone(uint64_t owner)
         return 0;
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%ld/task/%ld/stat", pid, tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!fl__read_head(path, buf, sizeof buf))
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *end = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold any byte but the last ')' */
     return end && end[1] == ' ' && end[2] == 'Z';
 }
