@@ -50,6 +50,8 @@ static const struct {
     const char *point;
     const char *modes;
 } reach[] = {
+    /* One point per line. */
+    /* clang-format off */
     {"LOCK_ACQUIRED", "DCBRQ"},
     {"LOCK_SLEEP_TIMEOUT", "DCBRQ"},
     {"REPAIR_FILE", "DCBRQ"},
@@ -99,6 +101,7 @@ static const struct {
     {"SEG_JOIN_LOCKED", ""},
     {"SEG_JOINED", ""},
     {"SEG_CLOSE_ALONE", ""},
+    /* clang-format on */
 };
 
 static const char *reach_modes(enum fl__crash_point cp)
