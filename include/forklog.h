@@ -189,7 +189,8 @@ struct forklog_options {
      * 0: 100. */
     unsigned flush_ms;
     /* FORKLOG_BUFFERED: the size of each writer thread's buffer (without rotation; a record over half of it is
-     * written at once) or of the log's one buffer (with rotation), in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB. */
+     * written at once) or of the log's one buffer (with rotation), in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB.
+     * Without FORKLOG_BUFFERED it is checked but not used: such an opener builds no buffer and joins any. */
     size_t buffer_size;
     /* Owner and group given, with fchown(2), to every file the log creates: path when forklog_open() creates
      * it, the new path of a rotation, and path when a reopen finds it missing and creates it (logrotate's

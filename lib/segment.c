@@ -295,7 +295,9 @@ static int fl__sizes_ok(forklog *log, const struct fl__seg_head *h, const struct
     return 1;
 }
 
-/* A zero option joins the segment's value; another one must be equal. */
+/* A zero option joins the segment's value; another one must be equal. buffer_size counts only with
+ * FORKLOG_BUFFERED: without it, a builder ignores it (the segment it builds has no buffer), so a joiner must too,
+ * or the very options that built a log would be refused by it. */
 static int fl__settings_agree(const forklog *log, const struct forklog_options *o, const struct fl__seg_head *h,
                               char *err, size_t errlen)
 {
@@ -303,7 +305,7 @@ static int fl__settings_agree(const forklog *log, const struct forklog_options *
     unsigned long long mine = 0, theirs = 0;
     if ((o->flags & FORKLOG_BUFFERED) && !(h->flags & FORKLOG_BUFFERED))
         what = "FORKLOG_BUFFERED", mine = 1, theirs = 0;
-    else if (o->buffer_size && o->buffer_size != h->buffer_size)
+    else if ((o->flags & FORKLOG_BUFFERED) && o->buffer_size && o->buffer_size != h->buffer_size)
         what = "buffer_size", mine = o->buffer_size, theirs = h->buffer_size;
     else if (o->flush_ms && o->flush_ms != h->flush_ms)
         what = "flush_ms", mine = o->flush_ms, theirs = h->flush_ms;

@@ -827,6 +827,29 @@ Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
     cr_assert_eq(forklog_close(again), 0);
 }
 
+/* buffer_size without FORKLOG_BUFFERED builds a log without a buffer: the same options must join that log (a
+ * program whose configuration always gives a buffer_size, with buffering switched off, opened by two processes),
+ * and so must they join a buffered log, whose bit they leave clear. */
+Test(join, the_options_that_built_a_log_join_it)
+{
+    struct forklog_options plain = {.buffer_size = 8192, .flush_ms = 50, .rotate_keep = 3};
+    forklog *first = open_ok(&plain);
+    cr_assert_not(first->flags & FORKLOG_BUFFERED);
+    forklog *second = open_ok(&plain);
+    cr_assert_not(second->flags & FORKLOG_BUFFERED);
+    cr_assert_eq(forklog_info(second, "second"), 0);
+    cr_assert_eq(forklog_close(second), 0);
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert_not(seg_exists());
+
+    struct forklog_options buffered = {.flags = FORKLOG_BUFFERED, .buffer_size = 16384};
+    first = open_ok(&buffered);
+    second = open_ok(&(struct forklog_options){.buffer_size = 8192});
+    cr_assert(second->flags & FORKLOG_BUFFERED, "the joiner did not take the log's buffering");
+    cr_assert_eq(forklog_close(second), 0);
+    cr_assert_eq(forklog_close(first), 0);
+}
+
 Test(join, rotation_and_reopen_hold_across_unrelated_processes)
 {
     enum { N = 4, RECORDS = 500, KEEP = 1000 };
