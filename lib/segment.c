@@ -14,11 +14,11 @@
  * user to close removes the file, so nothing accumulates; a file left by processes that all died stays, holding
  * their buffered records, until the next open of the log.
  *
- * Trust: the segment file is created with O_EXCL | O_NOFOLLOW, the read and write bits of whoever may write the
- * log, and the log's owner and group. An existing one is used only if it is a regular file with one link, owned
- * by the log's owner, root or the caller (or by the log's group when the log is group-writable; or by anybody
- * when everybody may write the log), and grants no access that the log's write bits do not: a user who cannot
- * write the log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM)
+ * Trust: the segment file is created with the read and write bits of whoever may write the log, and the log's owner
+ * and group, before it is linked at its name (fl__seg_create). An existing one is used only if it is a regular file
+ * with one link, owned by the log's owner, root or the caller (or by the log's group when the log is group-writable; or
+ * by anybody when everybody may write the log), and grants no access that the log's write bits do not: a user who
+ * cannot write the log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM)
  * rather than trusted.
  */
 #include "internal.h"
@@ -472,6 +472,57 @@ static int fl__flock_sh(int fd)
     return rc;
 }
 
+/* Gives a new segment file the log's owner and group (failing without CAP_CHOWN: the creator's, with the log's
+ * group when the creator is a member of it) and exactly the bits `want`, whatever the umask. */
+static void fl__seg_give(int fd, const struct stat *lst, mode_t want)
+{
+    if (fchown(fd, lst->st_uid, lst->st_gid) < 0)
+        (void)fchown(fd, (uid_t)-1, lst->st_gid);
+    (void)fchmod(fd, want);
+}
+
+#if !defined(O_TMPFILE) && defined(__O_TMPFILE)
+#define O_TMPFILE __O_TMPFILE /* glibc names it only under _GNU_SOURCE */
+#endif
+
+/* Creates the segment file at segpath, given to the log's owner and group with the bits `want` before it has its
+ * name: an unnamed file (O_TMPFILE) linked at segpath once it is complete. Created in place and given away after,
+ * an opener killed in between (SIGKILL, the OOM killer) would leave at segpath a file of the wrong owner or mode,
+ * which the log's other users could never open (-EACCES) nor trust (-EPERM) until somebody removed it by hand.
+ * Where the file system or the kernel has no O_TMPFILE, or /proc is missing, the file is created in place. Returns
+ * the descriptor, or -1 with errno set (EEXIST: somebody else's is there). */
+static int fl__seg_create(const char *segpath, const struct stat *lst, mode_t want)
+{
+#ifdef O_TMPFILE
+    size_t dlen = (size_t)(strrchr(segpath, '/') + 1 - segpath);
+    char *dirpath = malloc(dlen + 1);
+    int fd = -1;
+    if (dirpath) {
+        memcpy(dirpath, segpath, dlen);
+        dirpath[dlen] = '\0';
+        fd = open(dirpath, O_RDWR | O_TMPFILE | O_CLOEXEC, want);
+        free(dirpath);
+    }
+    if (fd >= 0) {
+        fl__seg_give(fd, lst, want);
+        char link[32];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, link, AT_FDCWD, segpath, AT_SYMLINK_FOLLOW) == 0)
+            return fd;
+        int e = errno;
+        close(fd);
+        if (e == EEXIST) {
+            errno = EEXIST;
+            return -1;
+        }
+    }
+#endif
+    int fd2 = open(segpath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, want);
+    if (fd2 >= 0)
+        fl__seg_give(fd2, lst, want);
+    return fd2;
+}
+
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
 static void fl__seg_remove_unused(int fd, const char *segpath);
 
@@ -484,12 +535,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     mode_t want = fl__seg_mode(lst->st_mode);
     int rc = -EAGAIN;
     for (int tries = 0; tries < FL__JOIN_TRIES; tries++) {
-        int fd = open(segpath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, want);
+        int fd = fl__seg_create(segpath, lst, want);
         if (fd >= 0) {
-            /* The log's owner and group (failing without CAP_CHOWN: the creator's), and exactly `want`. */
-            if (fchown(fd, lst->st_uid, lst->st_gid) < 0)
-                (void)fchown(fd, (uid_t)-1, lst->st_gid);
-            (void)fchmod(fd, want);
             FL__CRASH(SEG_CREATED);
         } else if (errno == EEXIST) {
             fd = open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);

@@ -34,6 +34,17 @@ int flock(int fd, int operation)
     return (int)syscall(SYS_flock, fd, operation);
 }
 
+/* The same for fchown(2): when armed, the process is SIGKILLed at its next call, before the call is made (a death
+ * between the creation of the segment file and giving it to the log's owner). */
+static int kill_before_fchown;
+
+int fchown(int fd, uid_t owner, gid_t group)
+{
+    if (kill_before_fchown)
+        raise(SIGKILL);
+    return (int)syscall(SYS_fchown, fd, owner, group);
+}
+
 static char *dir, *logpath, *segpath;
 
 static void setup(void)
@@ -656,6 +667,41 @@ Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
     cr_assert_eq(stat(target, &st), 0);
     cr_assert_eq(st.st_size, 0, "the symlink's target was written");
     free(target);
+}
+
+Test(join, an_opener_killed_while_it_creates_the_segment_file_locks_nobody_out)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as another user");
+    /* The log of user 65534 (0644) in a directory it may write. A root process (a supervisor) opens it and is
+     * killed just after the segment file was created, before it gave that file to the log's owner. */
+    cr_assert_eq(chmod(dir, 01777), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 65534, 65534), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        kill_before_fchown = 1;
+        forklog *log;
+        (void)forklog_open(&log, logpath, NULL);
+        _exit(1);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    /* The log's owner may still open and write its log: a death never leaves the log closed to its users. */
+    pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        become(65534);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        _exit(forklog_info(log, "owner") == 0 && forklog_close(log) == 0 ? 0 : 4);
+    }
+    int st = th_wait(pid);
+    cr_assert_eq(st, 0, "the log's owner could not open its log after an opener died creating the segment (%d)", st);
+    cr_assert_not(seg_exists());
 }
 
 Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
