@@ -244,7 +244,8 @@ struct forklog_options {
  * block as usual, and a write to a FIFO or pipe whose reader has gone fails with -EPIPE (with SIGPIPE ignored;
  * otherwise the signal ends the writer, as with any write).
  * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other
- * users), -ENOENT (missing parent directory), -EACCES (the log, or the directory for its segment file),
+ * users), -ENOENT (missing parent directory), -EACCES (the log, the directory for its segment file, or a
+ * segment file another user created while the caller is not in the log's group),
  * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
  * another owner, wider permissions, a link, a directory), -EPROTO (a segment of another layout: another library
  * version or another C library; or a damaged one, whose sizes do not match its settings), -ENAMETOOLONG,
