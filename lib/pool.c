@@ -663,6 +663,16 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
                 int expect = FL__POOL_STARTING;
                 claimed = atomic_compare_exchange_strong(&slot->phase, &expect, FL__POOL_INIT_KILLED);
             }
+        } else if (t == 0 && atomic_load(&slot->phase) == FL__POOL_INIT_FAILED) {
+            /* Its initializer failed and it is exiting (a flush and _exit(), microseconds). Still there after
+             * timeout_s, it is stopped or stuck in its exit, and would keep the pool waiting for ever, as an idle
+             * worker would: it is killed. It takes no task any more, so there is nothing to claim. */
+            if (!w->idle_ns)
+                w->idle_ns = now;
+            start = w->idle_ns;
+            if (now - start >= p->timeout_ns && fl__pool_try_reap(p, k))
+                continue;
+            claimed = now - start >= p->timeout_ns;
         } else {
             continue;
         }

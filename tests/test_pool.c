@@ -4,6 +4,7 @@
  * Tasks and initializers run in forked workers: they never assert, they report through their return value,
  * their exit, or files; the test process asserts. */
 #include "helpers.h"
+#include "internal.h" /* crash points: fl__crash_arm() */
 
 #include <dirent.h>
 #include <forklog.h>
@@ -372,6 +373,53 @@ Test(pool, initializer_hanging_is_killed_after_timeout)
     cr_assert_eq(rep.ok, 10);
     cr_assert_eq(rep.workers_started, 2, "the hung initializer's worker was killed and replaced");
     th_rmdir(dir);
+    free(marker);
+    free(dir);
+}
+
+/* Fails in the first worker, which is then stopped in its exit (as a SIGSTOP from outside or a debugger would stop
+ * it): at the next passage through the log's lock, the flush the worker makes before _exit(). */
+static forklog *stop_exit_log;
+static int init_fails_then_stops_in_exit(void *arg)
+{
+    if (!init_fails_once(arg))
+        return 0;
+    fl__crash_arm(FL__CP_LOCK_ACQUIRED, 1, FL__CRASH_STOP);
+    return 7;
+}
+
+/* The pool in a child (a hang must fail the test, not stall it): exit 0 when all 10 tasks ran ok. */
+static int run_init_stopped_in_exit(const char *marker, const char *path)
+{
+    struct forklog_options lo = {.flags = FORKLOG_BUFFERED};
+    if (forklog_open(&stop_exit_log, path, &lo) != 0)
+        return 2;
+    struct forklog_pool_options o = {.workers = 1,
+                                     .init = init_fails_then_stops_in_exit,
+                                     .init_arg = (void *)marker,
+                                     .timeout_s = 0.3,
+                                     .log = stop_exit_log};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 10, ok_task, NULL, &rep);
+    return rc == 0 && rep.ok == 10 && rep.workers_started == 2 ? 0 : 3;
+}
+
+Test(pool, worker_stopped_in_its_exit_after_a_failed_initializer_is_killed)
+{
+    char *dir = th_tmpdir();
+    char *marker = th_path(dir, "marker");
+    char *path = th_path(dir, "pool.log");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(run_init_stopped_in_exit(marker, path));
+    int st = th_wait_for(pid, 20);
+    cr_assert_neq(st, -2, "forklog_pool_map() hung on a worker stopped in its exit after its initializer failed");
+    cr_assert_eq(st, 0, "status %d", st);
+    struct stat sb;
+    cr_assert_eq(stat(marker, &sb), 0, "the first initializer ran");
+    th_rmdir(dir);
+    free(path);
     free(marker);
     free(dir);
 }
