@@ -177,6 +177,8 @@ struct fl__pool {
     size_t mid;   /* every task below mid has been looked at by fl__pool_collect */
     size_t *pend; /* tasks below mid not recorded yet */
     size_t npend, cap_pend;
+    size_t *logq; /* recorded tasks whose record waits for the log's lock (see fl__pool_log_free) */
+    size_t nlogq, cap_logq;
     unsigned nlive;   /* slots with a process (dying ones included) */
     unsigned nactive; /* live and not being killed */
     unsigned init_failures, max_init_failures;
@@ -382,6 +384,49 @@ static const char *fl__pool_label(struct fl__pool *p, size_t i, char *buf)
     return buf;
 }
 
+static void fl__pool_log_record(struct fl__pool *p, size_t i);
+
+/* Doubles the array *v of *cap indexes (64 at first). Returns 0 or -ENOMEM. */
+static int fl__pool_grow(size_t **v, size_t *cap)
+{
+    size_t n = *cap ? *cap * 2 : 64;
+    size_t *nv = realloc(*v, n * sizeof *nv);
+    if (!nv)
+        return -ENOMEM;
+    *v = nv;
+    *cap = n;
+    return 0;
+}
+
+/* Whether the parent may write a record now without waiting for the log's lock behind a worker. A task holds the
+ * lock while it logs, and a worker stopped there (SIGSTOP, a debugger) holds it for as long as it stays stopped:
+ * a parent that waited for the lock would never reach the deadline that kills that worker, timeout_s or not. So
+ * with timeout_s the parent writes a record only after it found the lock free (taking it once, which also
+ * repairs what a killed holder left); otherwise the record waits in p->logq and the parent goes on supervising.
+ * A worker may still take the lock in the microseconds between this look and the write, and be stopped right
+ * there: that is left. Without timeout_s, a stopped worker keeps the pool waiting anyway. */
+static int fl__pool_log_free(struct fl__pool *p)
+{
+    if (!p->timeout_ns || p->nlive == 0)
+        return 1;
+    int rc = fl__trylock(p->o->log);
+    if (rc == EBUSY)
+        rc = fl__lock_yield(p->o->log, NULL); /* held for a record's write (microseconds), as a rule */
+    if (rc == 0)
+        fl__unlock(p->o->log);
+    return rc != EBUSY; /* held, or an error that the write itself will meet and report */
+}
+
+/* Writes the records waiting in p->logq, in order, while the log's lock is found free (every one when `all`). */
+static void fl__pool_log_queued(struct fl__pool *p, int all)
+{
+    size_t k = 0;
+    while (k < p->nlogq && (all || fl__pool_log_free(p)))
+        fl__pool_log_record(p, p->logq[k++]);
+    memmove(p->logq, p->logq + k, (p->nlogq - k) * sizeof *p->logq);
+    p->nlogq -= k;
+}
+
 static void fl__pool_record(struct fl__pool *p, size_t i, int status, int code, int sig, pid_t worker, int64_t dur_ns)
 {
     struct fl__pool_res *r = &p->res[i];
@@ -402,15 +447,31 @@ static void fl__pool_record(struct fl__pool *p, size_t i, int status, int code, 
     }
     if (!p->o->log)
         return;
+    if (p->nlogq || !fl__pool_log_free(p)) {
+        if (p->nlogq < p->cap_logq || fl__pool_grow(&p->logq, &p->cap_logq) == 0) {
+            p->logq[p->nlogq++] = i;
+            return;
+        }
+        /* No memory to keep it for later: written now, as before the queue (and in its place in the order). */
+        fl__pool_log_queued(p, 1);
+    }
+    fl__pool_log_record(p, i);
+}
+
+/* Writes the record of task i from its recorded result. */
+static void fl__pool_log_record(struct fl__pool *p, size_t i)
+{
+    const struct fl__pool_res *r = &p->res[i];
+    int status = r->status;
     char lbuf[FL__POOL_LABEL_MAX + 1];
     struct forklog_field f[8];
     size_t n = 0;
     f[n++] = FORKLOG_UINT("task", i);
     f[n++] = FORKLOG_STR("status", fl__pool_status_name(status));
-    f[n++] = FORKLOG_DUR_NS("cost", dur_ns);
-    f[n++] = FORKLOG_INT("worker", worker);
-    f[n++] = FORKLOG_INT("code", code);
-    f[n++] = FORKLOG_INT("signal", sig);
+    f[n++] = FORKLOG_DUR_NS("cost", r->dur_ns);
+    f[n++] = FORKLOG_INT("worker", r->worker);
+    f[n++] = FORKLOG_INT("code", r->code);
+    f[n++] = FORKLOG_INT("signal", r->signal);
     if (status != FORKLOG_TASK_NOT_RUN) {
         struct timespec start = {(time_t)(r->start_real / 1000000000), (long)(r->start_real % 1000000000)};
         f[n++] = FORKLOG_TIMESPEC("start", start);
@@ -712,6 +773,8 @@ static void fl__pool_wait(struct fl__pool *p, int64_t deadline)
                 until = t;
         }
     }
+    if (p->nlogq && now + 1000000 < until)
+        until = now + 1000000; /* records wait for the log's lock: look at it again soon */
     int ms = 0;
     if (until > now) {
         int64_t d = (until - now + 999999) / 1000000;
@@ -873,6 +936,7 @@ static void fl__pool_teardown(struct fl__pool *p)
     free(p->pfd);
     free(p->pfd_slot);
     free(p->pend);
+    free(p->logq);
 }
 
 int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task, void *ctx,
@@ -927,6 +991,8 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
 
     p->last_check = fl__mono_ns();
     for (;;) {
+        if (p->nlogq)
+            fl__pool_log_queued(p, 0);
         size_t progress = fl__pool_collect(p);
         int64_t now = fl__mono_ns();
         int64_t deadline = fl__pool_timeouts(p, now);
@@ -956,6 +1022,7 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     /* Every worker is reaped. Record what is left: finished results not yet seen, and tasks that never
      * started (the pool stopped, or a worker died between taking an index and publishing its start). */
     (void)fl__pool_collect(p);
+    fl__pool_log_queued(p, 1); /* no worker is left to hold the lock */
     size_t not_run = 0;
     for (size_t i = 0; i < ntasks; i++) {
         int ph = atomic_load(&p->res[i].phase);

@@ -424,6 +424,60 @@ Test(pool, worker_stopped_in_its_exit_after_a_failed_initializer_is_killed)
     free(dir);
 }
 
+/* Task 0 is stopped while it holds the log's lock (in its own forklog_log(), as a SIGSTOP from outside or a
+ * debugger would stop it there); the others finish, and their records are due meanwhile. */
+static forklog *stop_lock_log;
+static int stops_holding_the_lock_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 0) {
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        forklog_log(stop_lock_log, FORKLOG_INFO, "task 0 logs");
+        return 5; /* not reached */
+    }
+    usleep(20000);
+    return 0;
+}
+
+/* The pool in a child (a hang must fail the test, not stall it): exit 0 when task 0 timed out, the others ran
+ * ok, and the log holds one record per task and the summary. */
+static int run_stopped_holding_the_lock(const char *path)
+{
+    if (forklog_open(&stop_lock_log, path, NULL) != 0)
+        return 2;
+    struct forklog_task_result res[6];
+    struct forklog_pool_options o = {.workers = 2, .timeout_s = 0.5, .log = stop_lock_log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 6, stops_holding_the_lock_task, NULL, &rep);
+    if (rc != 1 || rep.ok != 5 || rep.timed_out != 1 || res[0].status != FORKLOG_TASK_TIMEOUT ||
+        res[0].signal != SIGKILL)
+        return 3;
+    forklog_close(stop_lock_log);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    if (!buf || count_matching(buf, " task task=") != 6 || count_matching(buf, " task task=0 status=timeout ") != 1 ||
+        count_matching(buf, " pool summary ") != 1 || count_matching(buf, "task 0 logs") != 0)
+        return 4;
+    free(buf);
+    return 0;
+}
+
+Test(pool, worker_stopped_holding_the_log_lock_is_killed_after_timeout)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(run_stopped_holding_the_lock(path));
+    int st = th_wait_for(pid, 20);
+    cr_assert_neq(st, -2, "forklog_pool_map() hung behind a worker stopped while it held the log's lock");
+    cr_assert_eq(st, 0, "status %d", st);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 static int init_append_pid(void *arg)
 {
     int fd = open((const char *)arg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
