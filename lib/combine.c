@@ -81,11 +81,19 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
         taken[nt++] = k;
         FL__CRASH(BATCH_TAKEN);
     }
-    s->batch_target = s->size + total;
-    FL__CRASH(BATCH_TARGET);
-    FL__STEP(s->batch_phase, FL__BATCH_WRITE);
-    int rc = fl__write_commit(log, iov, n, total, FL__WRITING);
-    FL__CRASH(BATCH_WRITTEN);
+    /* The file was synced before the gathering began, and a posted record's call may have begun after a
+     * forklog_reopen() that returned since: that record must go to the file at path, never to the one renamed away.
+     * The reopen was counted before the record was posted, so the slot's acquire above makes it visible here. */
+    int rc = 0;
+    if (nt && log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen)
+        rc = fl__sync_file(log);
+    if (rc == 0) {
+        s->batch_target = s->size + total;
+        FL__CRASH(BATCH_TARGET);
+        FL__STEP(s->batch_phase, FL__BATCH_WRITE);
+        rc = fl__write_commit(log, iov, n, total, FL__WRITING);
+        FL__CRASH(BATCH_WRITTEN);
+    }
     s->batch_rc = rc;
     FL__CRASH(BATCH_RESULT);
     FL__STEP(s->batch_phase, FL__BATCH_FINISH);

@@ -335,3 +335,56 @@ Test(combine, a_poster_returns_once_its_record_is_written_while_the_holder_keeps
     free(buf);
     cr_assert_eq(forklog_close(log), 0);
 }
+
+Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
+{
+    /* forklog_reopen() promises that every process writes its next record to the file at path. A holder that
+     * synced its file before the reopen and gathers the posted records after it must not carry a record whose
+     * call began after the reopen had returned into the old, renamed file. The holder stops after its file was
+     * synced, before it gathers (BATCH_GATHER); the log is moved away and reopened; then a writer posts. */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_BATCH_GATHER, 1, FL__CRASH_STOP);
+        _exit(forklog_write(log, "holder record", 13) == 0 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
+    pid_t early = cp_writer(log, "early poster", FL__CP_COUNT, 0);
+    if (!cp_wait_posted(log, 1)) {
+        kill(holder, SIGKILL);
+        kill(early, SIGKILL);
+        cr_assert_fail("the early poster did not post");
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before gathering");
+    char *old = th_path(dir, "combine.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid_t late = cp_writer(log, "late poster", FL__CP_COUNT, 0);
+    int ok = cp_wait_posted(log, 2);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert_eq(th_wait_for(holder, 10), 0);
+    cr_assert_eq(th_wait_for(early, 10), 0);
+    cr_assert_eq(th_wait_for(late, 10), 0);
+    cr_assert(ok, "the late writer did not post");
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(old, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(cp_count_line(buf, "late poster"), 0,
+                 "a record whose call began after forklog_reopen() returned went to the renamed file:\n%s", buf);
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "no file at path");
+    cr_assert_eq(cp_count_line(buf, "late poster"), 1, "the new file:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "after"), 1);
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    free(old);
+    cr_assert_eq(forklog_close(log), 0);
+}
