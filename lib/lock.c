@@ -65,11 +65,16 @@ static void fl__repair_file(forklog *log)
     /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
      * turned into a new generation: fl__sync_file would first re-read size from the torn file and keep the
      * fragment. A process still on an older generation opens path by name; the identity check skips a file
-     * that is no longer the dead holder's (renamed away since: its fragment stays, see docs/design.md). */
-    int fd = log->gen == s->gen ? log->fd : open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+     * that is no longer the dead holder's (renamed away since: its fragment stays, see docs/design.md). So does a
+     * process whose descriptor is not its generation's file: a child forked while another thread of its parent
+     * completed a reopen holds the new generation with the old file's descriptor until its fl__sync_file, which
+     * comes after this repair. */
     struct stat st;
-    if (fd >= 0 && s->file_known && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_ino == s->ino &&
-        (uint64_t)st.st_dev == s->dev) {
+    int fd = log->fd;
+    if (log->gen != s->gen || fstat(fd, &st) != 0 || (uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+        fd = open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd >= 0 && s->file_known && (fd == log->fd || fstat(fd, &st) == 0) && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_ino == s->ino && (uint64_t)st.st_dev == s->dev) {
         if ((uint64_t)st.st_size == s->target) {
             /* The write completed: the record (or buffer) is whole in the file; keep it. */
             s->size = s->target;

@@ -463,6 +463,49 @@ Test(crash, every_process_moves_to_the_file_a_new_opener_found_at_path)
     free(moved);
 }
 
+Test(crash, a_child_forked_during_a_reopen_cuts_a_fragment_in_the_new_file)
+{
+    /* fork() copies the descriptor table before the memory: a child forked while another thread of its parent
+     * completed a reopen has the new generation in its handle and the old, renamed file under its descriptor
+     * (test_rotate's child_forked_during_a_reopen_writes_to_the_new_file stages that state the same way). If its
+     * first lock finds a holder dead half way through a record in the new file, the repair must still cut that
+     * fragment, and the child's record must not be glued to it. */
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "one", 3), 0);
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t child = fork();
+    cr_assert_neq(child, -1);
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        log->gen = log->seg->gen; /* the generation of the parent's reopen, with the descriptor of before it */
+        _exit(forklog_write(log, "three", 5) == 0 ? 0 : 1);
+    }
+    close(go[0]);
+    char *moved = moved_name();
+    cr_assert_eq(rename(logpath, moved), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, "two", 3), 0); /* reopened: the new file */
+    char rec[3000];
+    size_t len = rc_build(rec, 'R', 1, 0, 0, 2000);
+    rec[len++] = '\n';
+    cr_assert_eq(th_wait(start_holder(log, HOLD_WRITING_HALF, rec, len)), 128 + SIGKILL);
+    cr_assert_eq(file_size(logpath), (off_t)(4 + len / 2), "the dead writer left half a record in the new file");
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
+    cr_assert_eq(th_wait(child), 0);
+    cr_assert_eq(forklog_write(log, "four", 4), 0);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(moved, "one\n");
+    assert_file_is(logpath, "two\nthree\nfour\n");
+    free(moved);
+}
+
 Test(crash, holder_dead_in_the_middle_of_a_rotation)
 {
     struct forklog_options o = {.rotate_bytes = 1 << 20};
