@@ -248,7 +248,8 @@ struct forklog_options {
  * segment file another user created while the caller is not in the log's group),
  * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
  * another owner, wider permissions, a link, a directory), -EPROTO (a segment of another layout: another library
- * version or another C library; or a damaged one, whose sizes do not match its settings), -ENAMETOOLONG,
+ * version or another C library; or a damaged one, whose sizes do not match its settings), -ENOSPC (the log's file
+ * system is full: the segment file cannot be given its blocks), -ENAMETOOLONG,
  * -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when
  * set, receives a one-line explanation. On failure *out is set to NULL (when out is not NULL) and nothing is
  * created but the file itself. Thread-safe; not async-signal-safe.

@@ -105,6 +105,29 @@ static int fl__seg_bytes(const forklog *log, size_t *buf_cap, size_t *ring_cap, 
     return 0;
 }
 
+/* Gives the first `core` bytes of the freshly sized segment file (everything but the rings' data) blocks of their
+ * own, by writing zeros over them. A sized file is sparse, and a store into a page of a MAP_SHARED mapping that has
+ * no block yet must allocate one: on a full file system the kernel answers with SIGBUS, which would kill the
+ * opener during the build, or a writer at its first post into a slot page nobody had touched, where a full disk
+ * must be -ENOSPC. The rings stay sparse (they may be larger than the disk); each is paged in only once written.
+ * Returns 0 or -errno. */
+static int fl__seg_fill(int fd, size_t core)
+{
+    static const char zeros[4096];
+    for (size_t off = 0; off < core;) {
+        size_t n = core - off < sizeof zeros ? core - off : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -ENOSPC;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
 /* `dir/.NAME.forklog` for the absolute path `dir/NAME`, malloc'd. */
 static char *fl__seg_path(const char *path)
 {
@@ -400,6 +423,12 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
         rc = -errno;
         fl__explain(err, errlen, "cannot size %s: %s", segpath, strerror(-rc));
+        fl__seg_drop(segpath, sst);
+        return rc;
+    }
+    size_t core = sizeof(struct fl__seg) + buf_cap;
+    if ((rc = fl__seg_fill(fd, core < len ? core : len)) < 0) {
+        fl__explain(err, errlen, "cannot fill %s: %s", segpath, strerror(-rc));
         fl__seg_drop(segpath, sst);
         return rc;
     }

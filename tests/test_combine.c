@@ -7,7 +7,9 @@
 #include "points.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 
 static char *dir, *logpath;
 
@@ -43,6 +45,11 @@ static void setup(void)
 
 static void teardown(void)
 {
+    /* A test that mounted a file system in the test's folder (in a mount namespace of its own) and failed before
+     * unmounting it: the folder could not be removed. */
+    char *small = th_path(dir, "small");
+    umount2(small, MNT_DETACH);
+    free(small);
     th_rmdir(dir);
     free(logpath);
     free(dir);
@@ -387,4 +394,92 @@ Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
     free(buf);
     free(old);
     cr_assert_eq(forklog_close(log), 0);
+}
+
+/* Fills the file system of `path` (a file there, written until ENOSPC); returns the file's name, malloc'd. */
+static char *fill_file_system(const char *in)
+{
+    char *filler = th_path(in, "filler");
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    static const char blk[4096];
+    while (write(fd, blk, sizeof blk) > 0) {
+    }
+    while (write(fd, blk, 1) > 0) {
+    }
+    cr_assert_eq(errno, ENOSPC);
+    close(fd);
+    return filler;
+}
+
+Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobody)
+{
+    /* The segment file is sized sparse; a page of its MAP_SHARED mapping first stored into needs a block of the
+     * log's file system, and on a full one the kernel answers with SIGBUS. Writers that post in the slots (pages
+     * nobody touched before) must get -ENOSPC like every other writer, not die; and an open on a full file system
+     * must fail with -ENOSPC. A small tmpfs in a mount namespace of the test's own (root only). */
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        cr_skip_test("no mount namespace of its own here (needs root)");
+    char *small = th_path(dir, "small");
+    cr_assert_eq(mkdir(small, 0755), 0);
+    cr_assert_eq(mount("tmpfs", small, "tmpfs", 0, "size=128k"), 0, "mount: %s", strerror(errno));
+    char *path = th_path(small, "full.log");
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, path, NULL), 0);
+    /* A first record that fills the log's first page: any byte more needs a block the full file system lacks. */
+    static char first[4096];
+    memset(first, 'b', sizeof first - 1);
+    cr_assert_eq(forklog_write(log, first, sizeof first - 1), 0);
+    char *filler = fill_file_system(small);
+    pid_t holder = cp_stopped_holder(log, "holder record", FL__CP_COUNT, 0);
+    enum { N = 8 };
+    pid_t posters[N];
+    for (int i = 0; i < N; i++) {
+        posters[i] = fork();
+        cr_assert_neq(posters[i], -1);
+        if (posters[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            _exit(forklog_write(log, "poster record", 13) == -ENOSPC ? 0 : 1);
+        }
+    }
+    int posted = cp_wait_posted(log, N);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int hst = th_wait_for(holder, 10);
+    for (int i = 0; i < N; i++) {
+        int st = th_wait_for(posters[i], 10);
+        cr_assert_eq(st, 0, "poster %d: status %d (%d: killed by signal %d)", i, st, st, st - 128);
+    }
+    cr_assert(posted, "the posters did not post");
+    cr_assert_eq(hst, 1, "the holder's record did not fail (status %d)", hst);
+    cr_assert_eq(forklog_write(log, "full", 4), -ENOSPC);
+
+    /* A log opened on the full file system: -ENOSPC, and nothing left beside it. */
+    char *other = th_path(small, "other.log");
+    int fd = open(other, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); /* an empty file needs no block */
+    cr_assert_geq(fd, 0);
+    close(fd);
+    pid_t opener = fork();
+    cr_assert_neq(opener, -1);
+    if (opener == 0) {
+        forklog *o;
+        _exit(forklog_open(&o, other, NULL) == -ENOSPC ? 0 : 1);
+    }
+    int ost = th_wait_for(opener, 10);
+    cr_assert_eq(ost, 0, "open on a full file system: status %d (%d: killed by signal %d)", ost, ost, ost - 128);
+
+    cr_assert_eq(unlink(filler), 0);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(len, sizeof first + 6);
+    cr_assert_str_eq(buf + sizeof first, "after\n");
+    cp_assert_size_agrees(log, path);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(umount(small), 0);
+    free(other);
+    free(filler);
+    free(path);
+    free(small);
 }
