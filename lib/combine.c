@@ -94,6 +94,19 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
         rc = fl__write_commit(log, iov, n, total, FL__WRITING);
         FL__CRASH(BATCH_WRITTEN);
     }
+    if (rc == -EFBIG && nt && s->file_known) {
+        /* RLIMIT_FSIZE is this process's limit, not the posters': their records go back to their slots (the failed
+         * write was cut, so nothing of the batch is in the file; a death from here on reposts every slot still
+         * TAKEN), for their posters or another holder to write, and this process's own record is written alone,
+         * which its limit may let through. */
+        FL__STEP(s->batch_phase, FL__BATCH_GATHER);
+        for (int i = 0; i < nt; i++) {
+            fl__slot_set(&s->slots[taken[i]], FL__SLOT_POSTED);
+            atomic_fetch_or_explicit(&s->posted, 1u << taken[i], memory_order_release);
+        }
+        FL__STEP(s->batch_phase, FL__BATCH_NONE);
+        return owncnt ? fl__write_commit(log, own, owncnt, ownlen, FL__WRITING) : rc;
+    }
     s->batch_rc = rc;
     FL__CRASH(BATCH_RESULT);
     FL__STEP(s->batch_phase, FL__BATCH_FINISH);
@@ -214,6 +227,15 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
                 fl__write_batch(log, NULL, 0, 0);
             else {
                 mine->rc = err;
+                fl__slot_set(mine, FL__SLOT_DONE);
+            }
+            /* Still POSTED: this process's file size limit failed the batch, which gave the records back. This one
+             * is written alone from its slot, which is FILLING meanwhile, so that no holder writes it again should
+             * this process die. */
+            unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
+            if (atomic_compare_exchange_strong(&mine->word, &w, w - FL__SLOT_POSTED + FL__SLOT_FILLING)) {
+                struct iovec v = {mine->data, mine->len};
+                mine->rc = fl__write_commit(log, &v, 1, mine->len, FL__WRITING);
                 fl__slot_set(mine, FL__SLOT_DONE);
             }
         }

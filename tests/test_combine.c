@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 
 static char *dir, *logpath;
 
@@ -482,4 +483,77 @@ Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobo
     free(filler);
     free(path);
     free(small);
+}
+
+/* A holder whose process has a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) takes the record of a poster
+ * whose process has none. The limit is the holder's alone: the poster's call must not fail with -EFBIG, and the
+ * holder's own record, which fits under its limit, must not fail either. When `poster_holds` is set, the limited
+ * process is itself a poster that takes the lock to write its own record, after a holder of the plain path (a
+ * record over 1 KiB), which takes no posted record. */
+static void run_limited(int poster_holds)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    static char plain[1101];
+    memset(plain, 'p', sizeof plain - 1);
+    pid_t holder = 0;
+    if (poster_holds)
+        holder = cp_stopped_holder(log, plain, FL__CP_COUNT, 0);
+    /* The file may grow by 20 bytes in the limited process: its 15-byte record fits, not two of them. */
+    const rlim_t limit = 7 + (poster_holds ? sizeof plain : 0) + 20;
+    pid_t limited = fork();
+    cr_assert_neq(limited, -1);
+    if (limited == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        struct rlimit rl = {limit, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        if (!poster_holds)
+            fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        int rc = forklog_write(log, "limited record", 14);
+        _exit(rc == 0 ? 0 : rc == -EFBIG ? 3 : 1);
+    }
+    if (poster_holds)
+        cr_assert(cp_wait_posted(log, 1), "the limited writer did not post");
+    else
+        cr_assert(cp_wait_stopped(limited, 10), "the limited writer did not stop with the lock");
+    pid_t poster = cp_writer(log, "poster record", FL__CP_COUNT, 0);
+    int ok = cp_wait_posted(log, poster_holds ? 2 : 1);
+    if (poster_holds) {
+        /* The other poster waits stopped, so that the limited one takes the lock when the holder leaves it. */
+        cr_assert_eq(kill(poster, SIGSTOP), 0);
+        cr_assert_eq(kill(holder, SIGCONT), 0);
+        cr_assert_eq(th_wait_for(holder, 10), 0);
+    } else {
+        cr_assert_eq(kill(limited, SIGCONT), 0);
+    }
+    int lst = th_wait_for(limited, 10);
+    if (poster_holds)
+        cr_assert_eq(kill(poster, SIGCONT), 0);
+    int pst = th_wait_for(poster, 10);
+    cr_assert(ok, "the poster did not post");
+    cr_assert_eq(pst, 0, "the call of a process without a file size limit failed (status %d)", pst);
+    cr_assert_eq(lst, 0, "the limited writer's record, which fits its limit, failed (status %d: 3 is -EFBIG)", lst);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(cp_count_line(buf, "poster record"), 1, "%s", buf);
+    cr_assert_eq(cp_count_line(buf, "limited record"), 1, "%s", buf);
+    cr_assert_eq(cp_count_line(buf, "after"), 1, "%s", buf);
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+Test(combine, a_holders_file_size_limit_does_not_fail_the_records_it_carries)
+{
+    run_limited(0);
+}
+
+Test(combine, a_posters_file_size_limit_does_not_fail_the_records_it_carries)
+{
+    run_limited(1);
 }
