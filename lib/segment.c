@@ -106,13 +106,19 @@ static int fl__seg_bytes(const forklog *log, size_t *buf_cap, size_t *ring_cap, 
 }
 
 /* Gives the first `core` bytes of the freshly sized segment file (everything but the rings' data) blocks of their
- * own, by writing zeros over them. A sized file is sparse, and a store into a page of a MAP_SHARED mapping that has
- * no block yet must allocate one: on a full file system the kernel answers with SIGBUS, which would kill the
- * opener during the build, or a writer at its first post into a slot page nobody had touched, where a full disk
- * must be -ENOSPC. The rings stay sparse (they may be larger than the disk); each is paged in only once written.
- * Returns 0 or -errno. */
+ * own. A sized file is sparse, and a store into a page of a MAP_SHARED mapping that has no block yet must allocate
+ * one: on a full file system the kernel answers with SIGBUS, which would kill the opener during the build, or a
+ * writer at its first post into a slot page nobody had touched, where a full disk must be -ENOSPC. The blocks are
+ * reserved with posix_fallocate() (no data written: the rotating buffer may be up to 1 GiB); where the file system
+ * cannot, zeros are written, which the fresh file holds anyway. The rings stay sparse (they may be larger than the
+ * disk); each is paged in only once written. Returns 0 or -errno. */
 static int fl__seg_fill(int fd, size_t core)
 {
+    int e;
+    while ((e = posix_fallocate(fd, 0, (off_t)core)) == EINTR)
+        ;
+    if (e != EOPNOTSUPP && e != EINVAL && e != ENOSYS)
+        return -e;
     static const char zeros[4096];
     for (size_t off = 0; off < core;) {
         size_t n = core - off < sizeof zeros ? core - off : sizeof zeros;
