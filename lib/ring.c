@@ -261,7 +261,8 @@ static int fl__write_now(forklog *log, int only, const struct iovec *iov, int io
     return fl__rings_out(log, fl__rings_due(log) ? -1 : only, iov, iovcnt, len);
 }
 
-/* The due time `due` has passed: writes out every ring, unless another writer did since (it moved the due time). */
+/* The due time `due` has passed (0: none was set, and another ring holds a record): writes out every ring, unless
+ * another writer did since (it moved the due time). */
 static void fl__flush_due(forklog *log, int64_t due)
 {
     if (fl__lock(log) < 0)
@@ -485,10 +486,23 @@ int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t le
     int64_t now = fl__coarse_ns();
     long long due = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
     if (!due) {
-        /* The log's first records: the earliest sets it (a lower due time is always safe). */
-        long long mine = now + log->flush_ns;
-        while ((due == 0 || mine < due) && !atomic_compare_exchange_weak_explicit(
-                                               &s->due_ns, &due, mine, memory_order_relaxed, memory_order_relaxed)) {
+        /* The log's first records: the earliest sets it (a lower due time is always safe). A record already in
+         * another ring may be older than flush_ms: its writer published it and died (or was stopped) before it
+         * set the due time, and a due time flush_ms after this record would let it wait longer. Then every ring
+         * is written now, which sets the due time (unless another writer set it meanwhile: it saw no such record
+         * before its own, so its due time covers them). */
+        unsigned j = 0;
+        while (j < FL__RINGS && (j == k || atomic_load_explicit(&s->rings[j].head, memory_order_relaxed) ==
+                                               atomic_load_explicit(&s->rings[j].tail, memory_order_relaxed)))
+            j++;
+        if (j < FL__RINGS) {
+            fl__flush_due(log, 0);
+        } else {
+            long long mine = now + log->flush_ns;
+            while ((due == 0 || mine < due) &&
+                   !atomic_compare_exchange_weak_explicit(&s->due_ns, &due, mine, memory_order_relaxed,
+                                                          memory_order_relaxed)) {
+            }
         }
     } else if (now >= due)
         fl__flush_due(log, due);
