@@ -95,20 +95,64 @@ static int fl__read_head(const char *path, char *buf, size_t cap)
     return 1;
 }
 
+/* The line of a /proc file that begins with `key` (which starts with '\n'), from the end of the key to its newline
+ * included, NUL-terminated in line (cap bytes). 0 if the file has none, cannot be read, or the line does not fit.
+ * The file is read in pieces of a page: a line may come after many kilobytes (in /proc/PID/status, the Groups line
+ * of a process in a few hundred groups pushes NSpid past the first 4 KiB). */
+static int fl__proc_line(const char *path, const char *key, char *line, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char buf[4096];
+    const size_t klen = strlen(key);
+    size_t have = 0;
+    int found = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        buf[have] = '\0';
+        char *at = strstr(buf, key);
+        if (at) {
+            const char *end = strchr(at + klen, '\n');
+            if (end) {
+                size_t len = (size_t)(end + 1 - (at + klen));
+                if (len < cap) {
+                    memcpy(line, at + klen, len);
+                    line[len] = '\0';
+                    found = 1;
+                }
+                break;
+            }
+            /* The line goes on in the next piece: keep it from its start. */
+            have -= (size_t)(at - buf);
+            memmove(buf, at, have);
+            if (have == sizeof buf - 1)
+                break; /* a line longer than the buffer */
+            continue;
+        }
+        /* The key may begin at the end of this piece and end in the next one. */
+        size_t keep = have < klen - 1 ? have : klen - 1;
+        memmove(buf, buf + have - keep, keep);
+        have = keep;
+    }
+    close(fd);
+    return found;
+}
+
 /* Whether /proc numbers processes as this process's PID namespace does: a /proc mounted for another namespace (an
  * ancestor's: `unshare --pid --fork` without --mount-proc) shows, under a number, another process. Then the NSpid
  * line of this process's own status holds its pid in each namespace from that one down: more than one number, or
  * another number than getpid(). */
 static int fl__proc_is_ours(void)
 {
-    char buf[4096];
-    if (!fl__read_head("/proc/self/status", buf, sizeof buf))
-        return 0;
-    const char *line = strstr(buf, "\nNSpid:");
-    if (!line)
+    char line[256];
+    if (!fl__proc_line("/proc/self/status", "\nNSpid:", line, sizeof line))
         return 0;
     char *end;
-    long first = strtol(line + 7, &end, 10);
+    long first = strtol(line, &end, 10);
     while (*end == ' ' || *end == '\t')
         end++;
     return first == (long)getpid() && *end == '\n';
