@@ -81,6 +81,22 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
+/* Whether ring k may be written: its bytes have blocks in the segment file. The rings are sparse (64 of them, most
+ * never used), and a store into a page of a MAP_SHARED mapping that has no block must allocate one: on a full file
+ * system the kernel answers with SIGBUS, which would kill the writer where its call must fail with -ENOSPC. So a
+ * thread that takes a ring reserves the ring's blocks first (posix_fallocate(), once per taking); a file system
+ * that cannot reserve blocks is used as before. A private segment is anonymous memory: nothing to reserve. */
+static int fl__ring_backed(const forklog *log, unsigned k)
+{
+    if (log->seg_fd < 0)
+        return 1;
+    off_t off = (off_t)(fl__ring_data(log, k) - (const unsigned char *)log->seg);
+    int e;
+    while ((e = posix_fallocate(log->seg_fd, off, (off_t)log->ring_cap)) == EINTR)
+        ;
+    return e == 0 || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS;
+}
+
 /* The start of a small file (of /proc), at most cap - 1 bytes, NUL-terminated in buf. 0 if it cannot be read. */
 static int fl__read_head(const char *path, char *buf, size_t cap)
 {
@@ -441,7 +457,11 @@ __attribute__((noinline)) static struct fl__ring *fl__find_ring(forklog *log, st
         unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_acquire);
         if ((w & FL__OWNER_ID) == me && atomic_compare_exchange_strong(&s->rings[k].owner, &w, w + FL__OWNER_TAG)) {
             FL__CRASH(RING_ADOPTED);
-            return fl__ring_mine(log, my, key, k);
+            if (fl__ring_backed(log, k))
+                return fl__ring_mine(log, my, key, k);
+            /* No blocks for it (a full disk): it stays this thread's, and its records go out before the next
+             * one of the thread, which is written at once (fl__owned_ring finds the ring by pid and tid). */
+            goto none;
         }
     }
     for (int pass = 0; me && pass < 2; pass++) {
@@ -449,12 +469,17 @@ __attribute__((noinline)) static struct fl__ring *fl__find_ring(forklog *log, st
             unsigned long long w = atomic_load_explicit(&s->rings[k].owner, memory_order_relaxed);
             if (w == 0 && atomic_compare_exchange_strong(&s->rings[k].owner, &w, me)) {
                 FL__CRASH(RING_CLAIMED);
-                return fl__ring_mine(log, my, key, k);
+                if (fl__ring_backed(log, k))
+                    return fl__ring_mine(log, my, key, k);
+                /* No blocks for it (a full disk): given back, empty; the thread writes at once meanwhile. */
+                atomic_store_explicit(&s->rings[k].owner, 0, memory_order_release);
+                goto none;
             }
         }
         if (pass == 0)
             fl__reclaim_rings(log);
     }
+none:
     fl__ring_mine(log, my, key, FL__RINGS);
     my->retry_at = fl__coarse_ns() + log->flush_ns;
     return NULL;

@@ -7,9 +7,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -106,13 +108,47 @@ static inline int th_wait_for(pid_t pid, double limit)
     }
 }
 
-/* Removes a test directory and what is in it (one level). */
+/* Removes a test directory and what is in it (one level). A test that mounted a small file system there
+ * (th_small_fs) and failed before unmounting it leaves it mounted: it is detached first. */
 static inline void th_rmdir(const char *dir)
 {
+    char *small = th_path(dir, "small");
+    umount2(small, MNT_DETACH);
+    free(small);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* A tmpfs of `size` (mount's size= option, such as "128k") mounted at dir/small, in a mount namespace of the calling
+ * process's own, so that a file system can be filled without touching the machine's. Returns its path (malloc'd),
+ * or NULL where no mount namespace can be had (not root): the test then skips. The namespace ends with the test's
+ * process; a test that fails before it unmounts leaves nothing mounted elsewhere. */
+static inline char *th_small_fs(const char *dir, const char *size)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return NULL;
+    char *small = th_path(dir, "small");
+    cr_assert_eq(mkdir(small, 0755), 0);
+    cr_assert_eq(mount("tmpfs", small, "tmpfs", 0, size), 0, "mount: %s", strerror(errno));
+    return small;
+}
+
+/* Fills the file system of directory `in` (a file there, written until ENOSPC); returns the file's name, malloc'd. */
+static inline char *th_fill_fs(const char *in)
+{
+    char *filler = th_path(in, "filler");
+    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    static const char blk[4096];
+    while (write(fd, blk, sizeof blk) > 0) {
+    }
+    while (write(fd, blk, 1) > 0) {
+    }
+    cr_assert_eq(errno, ENOSPC);
+    close(fd);
+    return filler;
 }
 
 #endif

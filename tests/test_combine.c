@@ -46,11 +46,6 @@ static void setup(void)
 
 static void teardown(void)
 {
-    /* A test that mounted a file system in the test's folder (in a mount namespace of its own) and failed before
-     * unmounting it: the folder could not be removed. */
-    char *small = th_path(dir, "small");
-    umount2(small, MNT_DETACH);
-    free(small);
     th_rmdir(dir);
     free(logpath);
     free(dir);
@@ -397,33 +392,15 @@ Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
     cr_assert_eq(forklog_close(log), 0);
 }
 
-/* Fills the file system of `path` (a file there, written until ENOSPC); returns the file's name, malloc'd. */
-static char *fill_file_system(const char *in)
-{
-    char *filler = th_path(in, "filler");
-    int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    cr_assert_geq(fd, 0);
-    static const char blk[4096];
-    while (write(fd, blk, sizeof blk) > 0) {
-    }
-    while (write(fd, blk, 1) > 0) {
-    }
-    cr_assert_eq(errno, ENOSPC);
-    close(fd);
-    return filler;
-}
-
 Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobody)
 {
     /* The segment file is sized sparse; a page of its MAP_SHARED mapping first stored into needs a block of the
      * log's file system, and on a full one the kernel answers with SIGBUS. Writers that post in the slots (pages
      * nobody touched before) must get -ENOSPC like every other writer, not die; and an open on a full file system
      * must fail with -ENOSPC. A small tmpfs in a mount namespace of the test's own (root only). */
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+    char *small = th_small_fs(dir, "size=128k");
+    if (!small)
         cr_skip_test("no mount namespace of its own here (needs root)");
-    char *small = th_path(dir, "small");
-    cr_assert_eq(mkdir(small, 0755), 0);
-    cr_assert_eq(mount("tmpfs", small, "tmpfs", 0, "size=128k"), 0, "mount: %s", strerror(errno));
     char *path = th_path(small, "full.log");
     forklog *log;
     cr_assert_eq(forklog_open(&log, path, NULL), 0);
@@ -431,7 +408,7 @@ Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobo
     static char first[4096];
     memset(first, 'b', sizeof first - 1);
     cr_assert_eq(forklog_write(log, first, sizeof first - 1), 0);
-    char *filler = fill_file_system(small);
+    char *filler = th_fill_fs(small);
     pid_t holder = cp_stopped_holder(log, "holder record", FL__CP_COUNT, 0);
     enum { N = 8 };
     pid_t posters[N];

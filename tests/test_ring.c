@@ -1283,3 +1283,55 @@ Test(ring, a_live_writer_that_another_namespaces_proc_shows_as_a_zombie_keeps_it
     want[n++] = "X 000";
     check_records(logpath, want, n);
 }
+
+Test(ring, a_full_file_system_gives_a_new_writer_no_ring_and_kills_nobody)
+{
+    /* The rings are sparse in the segment file, and a thread that took one on a full file system would be killed
+     * by SIGBUS at its first store into a page without a block. It gets no ring instead: its records are written
+     * at once, each returning 0 while it fits in the log's last page and -ENOSPC after, and every record whose
+     * call returned 0 is in the file, once. A small tmpfs in a mount namespace of the test's own (root only). */
+    char *small = th_small_fs(dir, "size=256k");
+    if (!small)
+        cr_skip_test("no mount namespace of its own here (needs root)");
+    char *path = th_path(small, "full.log");
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 64 * 1024};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, path, &o), 0);
+    write100(log, 'F', 0);
+    cr_assert_eq(forklog_flush(log), 0); /* the log's first page: room for the next 39 records of 100 bytes */
+    char *filler = th_fill_fs(small);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        unsigned ok = 0;
+        while (ok < 100 && rec100(log, 'W', ok) == 0)
+            ok++;
+        for (unsigned q = ok; q < ok + 5; q++)
+            if (rec100(log, 'W', q) != -ENOSPC)
+                _exit(255);
+        _exit((int)ok);
+    }
+    int st = th_wait_for(pid, 20);
+    cr_assert(st >= 0 && st < 100, "the new writer: status %d (%d: killed by signal %d)", st, st, st - 128);
+    cr_assert_gt(st, 0, "no record fitted in the log's last page");
+    cr_assert_eq(unlink(filler), 0);
+    write100(log, 'A', 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char names[102][6];
+    const char *want[102];
+    size_t n = 0;
+    snprintf(names[n], sizeof names[n], "F 000");
+    want[n] = names[n], n++;
+    for (int q = 0; q < st; q++, n++) {
+        snprintf(names[n], sizeof names[n], "W %03d", q);
+        want[n] = names[n];
+    }
+    snprintf(names[n], sizeof names[n], "A 000");
+    want[n] = names[n], n++;
+    check_records(path, want, n);
+    cr_assert_eq(umount(small), 0);
+    free(filler);
+    free(path);
+    free(small);
+}
