@@ -154,9 +154,11 @@ def _key_bytes(key, strict):
     k = _utf8(key) if isinstance(key, str) else key if isinstance(key, bytes) else None
     if k is not None and 0 < len(k) <= _native.MAX_KEY and all(c in _KEY_OK for c in k):
         return k
-    if strict or k is None:
+    if strict:
         raise OptionError("forklog: a field key must be 1 to %d characters of A-Z a-z 0-9 _ . @ -, not %r"
                           % (_native.MAX_KEY, key))
+    if k is None:  # logging's extra= takes any hashable key (1, a tuple): its str(), mended as any str key is
+        key = _str_of(key)
     if isinstance(key, str):  # each character that is not a key character becomes one '_'
         k = "".join(c if c.isascii() and ord(c) in _KEY_OK else "_" for c in key[: _native.MAX_KEY]).encode()
     else:
@@ -212,10 +214,31 @@ def _fields_array(fields, strict):
         elif t is int and -_I64 <= value < _I64:
             f.type = _native.FIELD_INT
             f.v.i = value
-        else:
+        elif strict:
             _field_value(f, value, keep)
+        else:
+            try:
+                _field_value(f, value, keep)
+            except Exception:
+                # A value the binding cannot convert (a naive datetime that timestamp() refuses, an object whose
+                # __str__ raises) is written as text rather than losing the whole record: logging's own
+                # handlers write a record whatever its extra= attributes hold.
+                b = _encode(_str_of(value))
+                keep.append(b)
+                f.type, f.v.s = _native.FIELD_STR, b
         n += 1
     return arr, n, keep
+
+
+def _str_of(value):
+    """str(value), or object.__repr__(value) when str() fails: a text that is never an exception."""
+    try:
+        s = str(value)
+        if type(s) is str:
+            return s
+    except Exception:
+        pass
+    return object.__repr__(value)
 
 
 def _field_value(f, value, keep):

@@ -147,3 +147,36 @@ def test_set_level_reaches_every_user_of_the_log(tmp_path):
         b.set_level(None)
         a.info("kept too")
     assert [ln.split(None, 3)[3] for ln in path.read_text().splitlines()] == ["kept", "kept too"]
+
+
+def test_handler_extras_of_any_key_or_value_never_lose_the_record(tmp_path):
+    # logging takes any hashable key in extra= (it stores the key in the record's __dict__), and a formatter
+    # never looks at an attribute it does not name: logging's own handlers write such a record. A key that is not
+    # a str, or a value whose conversion fails, must not turn the whole record into a handleError().
+    class BadStr:
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    errors = []
+
+    class Recording(forklog.Handler):
+        def handleError(self, record):
+            errors.append(record)
+
+    path = tmp_path / "a.jsonl"
+    h = Recording(str(path), json=True)
+    lg = logging.getLogger("forklog-odd-extras")
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    lg.handlers[:] = [h]
+    lg.info("int key", extra={1: "one", "good": 2})
+    lg.info("tuple key", extra={(2, 3): "t"})
+    lg.info("naive min", extra={"when": datetime.datetime.min})  # timestamp() refuses it in most time zones
+    lg.info("bad str", extra={"obj": BadStr()})
+    h.close()
+    assert errors == []
+    a, b, c, d = [json.loads(line) for line in path.read_text().splitlines()]
+    assert (a["msg"], a["1"], a["good"]) == ("int key", "one", 2)
+    assert (b["msg"], b["_2__3_"]) == ("tuple key", "t")
+    assert c["msg"] == "naive min" and c["when"] in ("0001-01-01 00:00:00", "0001-01-01T00:00:00.000000Z")
+    assert d["msg"] == "bad str" and d["obj"].startswith("<") and "BadStr object" in d["obj"]
