@@ -15,11 +15,26 @@ _HINT = (
 )
 
 
+# The entry points every libforklog has had: a library that loads without them is not libforklog.
+_REQUIRED = ("forklog_version", "forklog_version_string", "forklog_open", "forklog_log", "forklog_write",
+             "forklog_flush", "forklog_reopen", "forklog_close")
+
+
+def _open(name):
+    """ctypes.CDLL(name), or OSError when it cannot be loaded or is not libforklog (a symbol missing: without this
+    check the first use below would raise AttributeError, which `except ImportError` does not catch)."""
+    lib = ctypes.CDLL(name)
+    missing = [sym for sym in _REQUIRED if not hasattr(lib, sym)]
+    if missing:
+        raise OSError("%s is not libforklog: it has no %s" % (name, ", ".join(missing)))
+    return lib
+
+
 def _load():
     env = os.environ.get("FORKLOG_LIBRARY")
     if env:
         try:
-            return ctypes.CDLL(env), env
+            return _open(env), env
         except OSError as e:
             raise ImportError(
                 "forklog: cannot load the C library named by FORKLOG_LIBRARY=%s (%s); set "
@@ -31,7 +46,7 @@ def _load():
             continue
         tried.append(name)
         try:
-            return ctypes.CDLL(name), name
+            return _open(name), name
         except OSError:
             pass
     raise ImportError(

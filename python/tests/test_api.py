@@ -137,6 +137,18 @@ def test_missing_library_is_an_import_error_with_the_hint():
     assert "FORKLOG_LIBRARY=/path/to/libforklog.so.0" in r.stderr
 
 
+def test_a_library_that_is_not_libforklog_is_an_import_error_with_the_hint():
+    # A library that loads but is not libforklog (a wrong path in FORKLOG_LIBRARY): ImportError, as README.md
+    # promises for a library that cannot be loaded, so that `except ImportError` still catches it.
+    import ctypes.util
+
+    other = ctypes.util.find_library("m") or "libm.so.6"
+    r = _run("import forklog", {"FORKLOG_LIBRARY": other})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "AttributeError" not in r.stderr, r.stderr
+    assert "forklog_open" in r.stderr and "FORKLOG_LIBRARY=/path/to/libforklog.so.0" in r.stderr
+
+
 def test_library_not_on_the_loader_path_is_an_import_error_with_the_hint():
     import ctypes.util
 
