@@ -384,6 +384,8 @@ class Log:
         self._hbox = []  # the open handle, until close() takes it (list.pop() is atomic: one close() gets it)
         self._pending = []  # the handle whose C close is left to the end of a call in progress (see _call)
         self._exit_closed = False  # closed by the worker's exit, not by the program (see _close_all, _once)
+        self._close_done = False  # the C close has returned, whichever thread made it (see close)
+        self._close_rc = 0  # and what it returned
         if unknown:
             raise OptionError("forklog: no option named %s" % ", ".join(sorted(unknown)))
         bpath = _path_bytes(path)
@@ -495,7 +497,10 @@ class Log:
             self._pending.append(h)  # interrupted (KeyboardInterrupt): the next close() or call's end goes on
             raise
         _open_logs.discard(self)
-        return _native.lib.forklog_close(h)
+        rc = _native.lib.forklog_close(h)
+        self._close_rc = rc
+        self._close_done = True
+        return rc
 
     def _once(self, method, *args):
         """A call on a closed log: ValueError, unless the log was closed by this worker process's end (see
@@ -668,9 +673,20 @@ class Log:
             return
         self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
         self._pending.append(h)
-        rc = self._close_pending()
-        if rc < 0:
-            raise _oserror(rc, "forklog_close", self._path)
+        self._close_pending()
+        if _get_ident() in self._calls:
+            return  # a signal handler's close inside a call of this thread: that call's end closes (see _call)
+        # The end of another thread's call may have taken the pending close before this thread did (see _call);
+        # that thread waits for the calls still in flight, then closes. Wait for it, so that this close() returns
+        # only once the log is closed, its buffered records written, as it promises. Should that thread give the
+        # close back (interrupted while it waits), this one takes it.
+        while not self._close_done:
+            if self._pending:
+                self._close_pending()
+            else:
+                time.sleep(0.0005)
+        if self._close_rc < 0:
+            raise _oserror(self._close_rc, "forklog_close", self._path)
 
     def __enter__(self):
         if self._h is None:

@@ -353,6 +353,64 @@ def test_close_waits_for_other_threads_calls(tmp_path):
     assert not errors
 
 
+def test_close_waits_even_when_a_finishing_call_takes_the_close_over(tmp_path):
+    # close() hands the C close to whoever finishes last; a call of thread A that ends between close() leaving
+    # the close pending and taking it back takes it over, and then waits for the calls still in flight (thread
+    # C's) itself. close() must still return only once those calls are over and the log is closed. The log is a
+    # FIFO, so that the test decides when each write may end; close() is held at the hand-over (a trace function,
+    # as a crash point would) until A has taken the close.
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(rfd, True)
+    log = forklog.Log(path)
+    size = 200000  # more than a pipe holds: a write blocks until the test reads
+    done = {}
+
+    def writer(name):
+        log.write(name.encode() * size)
+        done[name] = True
+
+    def drain(n):
+        while n > 0:
+            n -= len(os.read(rfd, min(n, 65536)))
+
+    a = threading.Thread(target=writer, args=("a",))
+    a.start()
+    while len(log._calls) < 1:
+        time.sleep(0.001)
+    c = threading.Thread(target=writer, args=("c",))
+    c.start()
+    while len(log._calls) < 2:
+        time.sleep(0.001)
+    time.sleep(0.05)  # A is blocked in write(2), C on the log's lock behind it
+    late = threading.Timer(0.2, drain, (size + 1,))  # C's record, read while close() is (to be) waiting
+
+    def hold_the_hand_over(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_close_pending":
+            sys.settrace(None)
+            drain(size + 1)  # A's record: A's call ends and finds the close pending, while C's call goes on
+            deadline = time.monotonic() + 10
+            while log._pending and time.monotonic() < deadline:
+                time.sleep(0.001)
+            late.start()
+        return None
+
+    sys.settrace(hold_the_hand_over)
+    try:
+        log.close()
+        c_was_done = done.get("c", False)
+        c_in_flight = len(log._calls)
+    finally:
+        sys.settrace(None)
+        if late.ident is not None:
+            late.join()
+        a.join()
+        c.join()
+        os.close(rfd)
+    assert c_was_done and c_in_flight == 0, "close() returned while another thread's call was in progress"
+
+
 def test_a_pickled_log_opens_the_same_path(tmp_path):
     path = tmp_path / "a.log"
     with forklog.Log(str(path), json=True) as log:
