@@ -1382,10 +1382,22 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
     const int has_tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
     const int quote_text = !json && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
     /* First as if the message fits: the tail may take all the room but the message's quotes (a field that does
-     * not fit is left out whole). If the message must be cut, again with room kept for the cut marker. */
+     * not fit is left out whole). If the message must be cut, again with room kept for the cut marker. But a message
+     * whose escaped form takes no more room than the marker would is never cut: the second pass then keeps room
+     * for the message whole instead, so that the tail gets at least the room it would get beside a marker, and
+     * no field that fits beside the whole message is left out. */
+    const size_t quotes = json ? 1 : quote_text && has_tail ? 2 : 0;
+    size_t short_len = SIZE_MAX; /* the escaped message's length when it is that short, else SIZE_MAX */
+    if (msglen == msg_total && msglen <= 2 + FL__MARKER_MAX) {
+        char scratch[2 + FL__MARKER_MAX];
+        size_t used, elen = fl__escape(json ? 1 : quotes ? 2 : 0, scratch, sizeof scratch - quotes, msg, msglen, &used);
+        if (used == msglen)
+            short_len = elen;
+    }
     for (int attempt = 0;; attempt++) {
-        const size_t quotes = json ? 1 : quote_text && has_tail ? 2 : 0;
-        const size_t reserve = attempt ? 2 + FL__MARKER_MAX + close : quotes + close;
+        const size_t reserve = !attempt                ? quotes + close
+                               : short_len != SIZE_MAX ? quotes + short_len + close
+                                                       : 2 + FL__MARKER_MAX + close;
         size_t tcap = cap > p + reserve ? cap - p - reserve : 0;
         int left_out = 0;
         size_t tlen = has_tail ? fl__tail(json, ks, loc, ctx, fields, nfields, out + p, tcap, &left_out) : 0;

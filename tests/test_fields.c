@@ -1132,3 +1132,40 @@ Test(fields, a_location_too_long_is_left_out_whole)
         free(path);
     }
 }
+
+/* A short message that fits whole beside the fields that fit is never the reason a field is left out: a record that
+ * leaves a field out is too long with it. The room kept for a cut marker (which a short message whole does not need)
+ * once made fields that fitted go missing, with the message whole, no marker and 0 returned. */
+Test(fields, a_field_that_fits_beside_a_short_message_is_kept)
+{
+    for (int json = 0; json <= 1; json++) {
+        char *path;
+        struct forklog_options o = {.max_record = 256, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+        forklog *log = open_log(json ? "short.jsonl" : "short.log", &o, &path);
+        char a[256], c[31];
+        memset(c, 'c', sizeof c - 1);
+        c[sizeof c - 1] = '\0';
+        for (int n = 60; n < 230; n++) {
+            memset(a, 'a', (size_t)n);
+            a[n] = '\0';
+            /* c fits beside a and b, but not with the message too: it is left out, b is not. */
+            struct forklog_field f[3] = {FORKLOG_STR("a", a), FORKLOG_INT("b", 1), FORKLOG_STR("c", c)};
+            OK(forklog_log_fields(log, FORKLOG_INFO, "hello world", f, 3));
+        }
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        const char *line = buf, *b = json ? ",\"b\":1" : " b=1";
+        for (int n = 60; n < 230; n++) {
+            const char *nl = strchr(line, '\n');
+            cr_assert_not_null(nl);
+            size_t len = (size_t)(nl - line) + 1;
+            cr_assert_not_null(memmem(line, len, "hello world", 11), "n=%d: %.*s", n, (int)len, line);
+            if (!memmem(line, len, b, strlen(b)))
+                cr_assert_gt(len + strlen(b), 256, "n=%d: b left out of a %zu-byte record: %.*s", n, len, (int)len,
+                             line);
+            line = nl + 1;
+        }
+        free(buf);
+        free(path);
+    }
+}
