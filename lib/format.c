@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <langinfo.h>
 #include <limits.h>
@@ -443,6 +444,131 @@ static size_t fl__itoa(char *out, long long v)
     return fl__utoa(out, (unsigned long long)v);
 }
 
+static int fl__rounds_to_nearest(void);
+
+/* The decimal digits of a, whatever the rounding mode: printf's %e with more digits than the exact value has (at
+ * most 767 significant ones for a double, about as many for the midpoint of two, in long double) is exact. Parses
+ * it into dig[0..n) (n digits, the first not 0 unless a is 0) and the exponent of the first; the locale's radix, of
+ * one or more bytes, is skipped. Returns n. */
+#define FL__EXACT_DIGITS 800
+static size_t fl__exact_digits(long double a, char *dig, int *exp10)
+{
+    char buf[FL__EXACT_DIGITS + 64];
+    int len = snprintf(buf, sizeof buf, "%.*Le", FL__EXACT_DIGITS, a);
+    size_t n = 0;
+    int i = 0;
+    for (; i < len && buf[i] != 'e'; i++)
+        if (buf[i] >= '0' && buf[i] <= '9')
+            dig[n++] = buf[i];
+    *exp10 = i < len ? atoi(buf + i + 1) : 0;
+    return n;
+}
+
+/* Compares the decimal numbers 0.a[0..an) * 10^(ax + 1) and 0.b[0..bn) * 10^(bx + 1), both above 0 with a first
+ * digit that is not 0: -1, 0 or 1. */
+static int fl__dec_cmp(const char *a, size_t an, int ax, const char *b, size_t bn, int bx)
+{
+    if (ax != bx)
+        return ax < bx ? -1 : 1;
+    for (size_t i = 0; i < an || i < bn; i++) {
+        char x = i < an ? a[i] : '0', y = i < bn ? b[i] : '0';
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return 0;
+}
+
+/* fl__dtoa in a rounding mode other than to nearest (fesetround), where printf and strtod follow the mode: a %.Ng
+ * of printf's would not be the nearest N digits, and strtod would not say whether they read back as d where a
+ * reader (rounding to nearest) reads them. The N digits are rounded here, to nearest, from the exact decimal value
+ * of d, and they read back as d when they lie between the midpoints to d's neighbours (on one, when d's last bit
+ * is 0: ties go to even), which long double holds exactly. The same bytes as fl__dtoa writes rounding to nearest.
+ * a is finite and above 0; returns the length of the number written at out (room for 40 bytes). */
+static size_t fl__dtoa_exact(char *out, double a)
+{
+    char dig[FL__EXACT_DIGITS + 8], lo[FL__EXACT_DIGITS + 8], hi[FL__EXACT_DIGITS + 8];
+    int x, lox = 0, hix = 0;
+    size_t n = fl__exact_digits(a, dig, &x), lon = 0, hin = 0;
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof bits);
+#if LDBL_MANT_DIG >= 64 && LDBL_MANT_DIG != 106
+    /* The neighbours' gaps are exact differences (Sterbenz); past the largest double, the gap it would have. */
+    double up, down;
+    uint64_t ub = bits + 1, db = bits - 1;
+    memcpy(&up, &ub, sizeof up);
+    memcpy(&down, &db, sizeof down);
+    const double gap_up = (ub >> 52) == 0x7ff ? a - down : up - a, gap_down = a - down;
+    lon = fl__exact_digits((long double)a - (long double)gap_down / 2, lo, &lox);
+    hin = fl__exact_digits((long double)a + (long double)gap_up / 2, hi, &hix);
+#endif
+    char c[18];
+    int cx = x;
+    /* Without the midpoints (no long double wide enough), 17 digits, which always read back. */
+    int prec = lon && hin ? 15 : 17;
+    for (;; prec++) {
+        /* dig rounded to prec digits, to nearest, ties to even. */
+        memcpy(c, dig, (size_t)prec);
+        cx = x;
+        int up_ = 0;
+        if ((size_t)prec < n && dig[prec] != '0') {
+            up_ = dig[prec] > '5';
+            if (dig[prec] == '5') {
+                up_ = (dig[prec - 1] - '0') & 1;
+                for (size_t i = (size_t)prec + 1; i < n && !up_; i++)
+                    up_ = dig[i] != '0';
+            }
+        }
+        if (up_) {
+            int i = prec - 1;
+            while (i >= 0 && c[i] == '9')
+                c[i--] = '0';
+            if (i >= 0) {
+                c[i]++;
+            } else {
+                c[0] = '1'; /* 999.. became 1000..: one more digit before the point */
+                cx++;
+            }
+        }
+        if (prec == 17)
+            break;
+        int below = fl__dec_cmp(c, (size_t)prec, cx, hi, hin, hix),
+            above = fl__dec_cmp(c, (size_t)prec, cx, lo, lon, lox);
+        const int even = !(bits & 1);
+        if ((below < 0 || (below == 0 && even)) && (above > 0 || (above == 0 && even)))
+            break;
+    }
+    /* As %.{prec}g lays it out: trailing zeros dropped, fixed notation for exponents -4 .. prec - 1. */
+    size_t nd = (size_t)prec;
+    while (nd > 1 && c[nd - 1] == '0')
+        nd--;
+    size_t o = 0;
+    if (cx < -4 || cx >= prec) {
+        out[o++] = c[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            memcpy(out + o, c + 1, nd - 1);
+            o += nd - 1;
+        }
+        o += (size_t)snprintf(out + o, 8, "e%c%02d", cx < 0 ? '-' : '+', cx < 0 ? -cx : cx);
+    } else if (cx < 0) {
+        out[o++] = '0';
+        out[o++] = '.';
+        for (int i = -1; i > cx; i--)
+            out[o++] = '0';
+        memcpy(out + o, c, nd);
+        o += nd;
+    } else {
+        for (int i = 0; i <= cx; i++)
+            out[o++] = (size_t)i < nd ? c[i] : '0';
+        if (nd > (size_t)cx + 1) {
+            out[o++] = '.';
+            memcpy(out + o, c + cx + 1, nd - (size_t)cx - 1);
+            o += nd - (size_t)cx - 1;
+        }
+    }
+    return o;
+}
+
 /* The shortest %.Ng (N = 15, 16 or 17) that reads back as d; the locale's radix becomes '.'. NaN and infinities
  * are `NaN`, `+Inf`, `-Inf` (quoted in JSON). out has room for 48 bytes. */
 static size_t fl__dtoa(char *out, double d, int json)
@@ -460,6 +586,12 @@ static size_t fl__dtoa(char *out, double d, int json)
         if (json)
             out[n++] = '"';
         return n;
+    }
+    if (d != 0 && !fl__rounds_to_nearest()) {
+        size_t o = 0;
+        if (d < 0)
+            out[o++] = '-';
+        return o + fl__dtoa_exact(out + o, d < 0 ? -d : d);
     }
     char buf[64];
     int n = 0;

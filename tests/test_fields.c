@@ -7,7 +7,9 @@
 
 #include "../fuzz/json_check.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <fenv.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -1168,4 +1170,71 @@ Test(fields, a_field_that_fits_beside_a_short_message_is_kept)
         free(buf);
         free(path);
     }
+}
+
+/* fesetround() from libm, which neither this program nor the library links: looked up at run time. */
+static int (*lookup_fesetround(void))(int)
+{
+    void *m = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    if (!m)
+        m = dlopen("libm.so", RTLD_NOW | RTLD_LOCAL);
+    void *sym = m ? dlsym(m, "fesetround") : NULL;
+    int (*set)(int) = NULL;
+    if (sym)
+        memcpy(&set, &sym, sizeof set);
+    return set;
+}
+
+/* A double field is the shortest form that reads back exactly, for a reader rounding to nearest, whatever rounding
+ * mode the writer set with fesetround(), in which printf and strtod round otherwise: 12587.616 was written
+ * 12587.615999999999 rounding downward, which reads back as another double, and 0.1 as 0.10000000000000001. */
+Test(fields, a_double_reads_back_exactly_in_every_rounding_mode)
+{
+    int (*set_round)(int) = lookup_fesetround();
+    if (!set_round)
+        cr_skip_test("fesetround() not found in libm");
+    static const int modes[] = {FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+    static const double values[] = {12587.616,
+                                    14413.339,
+                                    0.1,
+                                    -0.3,
+                                    1.0 / 3,
+                                    1e300,
+                                    -4.9406564584124654e-324,
+                                    2.2250738585072014e-308,
+                                    1.7976931348623157e308,
+                                    123456789012345678.0,
+                                    9.5};
+    const size_t nv = sizeof values / sizeof values[0];
+    char *path;
+    forklog *log = open_log("round.log", NULL, &path);
+    for (size_t m = 0; m <= sizeof modes / sizeof modes[0]; m++) {
+        cr_assert_eq(set_round(m < 3 ? modes[m] : FE_TONEAREST), 0);
+        for (size_t i = 0; i < nv; i++) {
+            struct forklog_field f = FORKLOG_DBL("d", values[i]);
+            int rc = forklog_log_fields(log, FORKLOG_INFO, "v", &f, 1);
+            cr_assert_eq(set_round(FE_TONEAREST), 0);
+            cr_assert_eq(rc, 0);
+            cr_assert_eq(set_round(m < 3 ? modes[m] : FE_TONEAREST), 0);
+        }
+    }
+    cr_assert_eq(set_round(FE_TONEAREST), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    for (size_t m = 0; m <= 3; m++)
+        for (size_t i = 0; i < nv; i++) {
+            char *line = text_line(buf, (int)(m * nv + i));
+            const char *v = strstr(line, " d=");
+            cr_assert_not_null(v, "%s", line);
+            double back = strtod(v + 3, NULL);
+            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "mode %zu: %a written %s, read back as %a", m,
+                      values[i], v + 3, back);
+            /* The same bytes as rounding to nearest writes (the last of the four passes). */
+            char *nearest = text_line(buf, (int)(3 * nv + i));
+            cr_assert_str_eq(strstr(nearest, " d="), v, "mode %zu", m);
+            free(nearest);
+            free(line);
+        }
+    free(buf);
+    free(path);
 }
