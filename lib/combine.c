@@ -84,28 +84,30 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
     /* The file was synced before the gathering began, and a posted record's call may have begun after a
      * forklog_reopen() that returned since: that record must go to the file at path, never to the one renamed away.
      * The reopen was counted before the record was posted, so the slot's acquire above makes it visible here. */
-    int rc = 0;
+    int rc = 0, synced = 1;
     if (nt && log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen)
-        rc = fl__sync_file(log);
-    if (rc == 0) {
+        synced = (rc = fl__sync_file(log)) == 0;
+    if (synced) {
         s->batch_target = s->size + total;
         FL__CRASH(BATCH_TARGET);
         FL__STEP(s->batch_phase, FL__BATCH_WRITE);
         rc = fl__write_commit(log, iov, n, total, FL__WRITING);
         FL__CRASH(BATCH_WRITTEN);
     }
-    if (rc == -EFBIG && nt && s->file_known) {
-        /* RLIMIT_FSIZE is this process's limit, not the posters': their records go back to their slots (the failed
-         * write was cut, so nothing of the batch is in the file; a death from here on reposts every slot still
-         * TAKEN), for their posters or another holder to write, and this process's own record is written alone,
-         * which its limit may let through. */
+    if (nt && (!synced || (rc == -EFBIG && s->file_known))) {
+        /* This process could not move to the new file (its descriptor limit, its credentials), or its
+         * RLIMIT_FSIZE failed the write: either is this process's failure, not the posters'. Their records go back
+         * to their slots (nothing of the batch is in the file: never written, or the failed write was cut; a death
+         * from here on reposts every slot still TAKEN), for their posters or another holder to write, as a failed
+         * sync before the gathering would have left them. With EFBIG this process's own record is written alone,
+         * which its limit may let through; a failed sync fails it. */
         FL__STEP(s->batch_phase, FL__BATCH_GATHER);
         for (int i = 0; i < nt; i++) {
             fl__slot_set(&s->slots[taken[i]], FL__SLOT_POSTED);
             atomic_fetch_or_explicit(&s->posted, 1u << taken[i], memory_order_release);
         }
         FL__STEP(s->batch_phase, FL__BATCH_NONE);
-        return owncnt ? fl__write_commit(log, own, owncnt, ownlen, FL__WRITING) : rc;
+        return synced && owncnt ? fl__write_commit(log, own, owncnt, ownlen, FL__WRITING) : rc;
     }
     s->batch_rc = rc;
     FL__CRASH(BATCH_RESULT);
@@ -224,18 +226,18 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_POSTED) {
             int err = fl__sync_file(log);
             if (err == 0)
-                fl__write_batch(log, NULL, 0, 0);
+                err = fl__write_batch(log, NULL, 0, 0);
             else {
                 mine->rc = err;
                 fl__slot_set(mine, FL__SLOT_DONE);
             }
-            /* Still POSTED: this process's file size limit failed the batch, which gave the records back. This one
-             * is written alone from its slot, which is FILLING meanwhile, so that no holder writes it again should
-             * this process die. */
+            /* Still POSTED: this process's failure gave the records back (fl__write_batch). Under its file size
+             * limit this one is written alone from its slot, which is FILLING meanwhile, so that no holder writes it
+             * again should this process die; when it could not move to the new file, that failure is its answer. */
             unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
             if (atomic_compare_exchange_strong(&mine->word, &w, w - FL__SLOT_POSTED + FL__SLOT_FILLING)) {
                 struct iovec v = {mine->data, mine->len};
-                mine->rc = fl__write_commit(log, &v, 1, mine->len, FL__WRITING);
+                mine->rc = err < 0 && err != -EFBIG ? err : fl__write_commit(log, &v, 1, mine->len, FL__WRITING);
                 fl__slot_set(mine, FL__SLOT_DONE);
             }
         }

@@ -534,3 +534,70 @@ Test(combine, a_posters_file_size_limit_does_not_fail_the_records_it_carries)
 {
     run_limited(1);
 }
+
+Test(combine, a_holder_that_cannot_reopen_does_not_fail_the_records_it_carries)
+{
+    /* A holder that gathers posted records after a forklog_reopen() moves to the new file first. When it cannot
+     * (here its own RLIMIT_NOFILE: no descriptor for the open; as well a file its credentials may not open), that
+     * failure is its own, as a failed sync before the gathering is: the posters' calls must not fail with its
+     * error. The holder stops before it gathers (BATCH_GATHER); the log is moved and reopened; a writer posts;
+     * the holder's descriptor limit is then lowered to nothing and it goes on. */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_BATCH_GATHER, 1, FL__CRASH_STOP);
+        int rc = forklog_write(log, "holder record", 13);
+        _exit(rc == 0 ? 0 : rc == -EMFILE ? 3 : 1);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
+    pid_t early = cp_writer(log, "early poster", FL__CP_COUNT, 0);
+    if (!cp_wait_posted(log, 1)) {
+        kill(holder, SIGKILL);
+        kill(early, SIGKILL);
+        cr_assert_fail("the early poster did not post");
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before gathering");
+    char *old = th_path(dir, "combine.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid_t late = cp_writer(log, "late poster", FL__CP_COUNT, 0);
+    int ok = cp_wait_posted(log, 2);
+    struct rlimit none = {0, 0};
+    cr_assert_eq(prlimit(holder, RLIMIT_NOFILE, &none, NULL), 0);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int hst = th_wait_for(holder, 10);
+    int est = th_wait_for(early, 10);
+    int lst = th_wait_for(late, 10);
+    cr_assert(ok, "the late writer did not post");
+    cr_assert_eq(hst, 3, "the holder, which could not open the new file, returned status %d (3: -EMFILE)", hst);
+    cr_assert_eq(est, 0, "the early poster's call failed with the holder's error (status %d)", est);
+    cr_assert_eq(lst, 0, "the late poster's call failed with the holder's error (status %d)", lst);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "no file at path");
+    cr_assert_eq(cp_count_line(buf, "late poster"), 1, "the new file:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "holder record"), 0, "the new file:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "after"), 1, "the new file:\n%s", buf);
+    free(buf);
+    buf = th_slurp(old, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(cp_count_line(buf, "late poster"), 0, "the renamed file:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "holder record"), 0, "the renamed file:\n%s", buf);
+    /* The early poster's call began before the reopen: either file, once. */
+    int early_n = cp_count_line(buf, "early poster");
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    early_n += cp_count_line(buf, "early poster");
+    cr_assert_eq(early_n, 1, "the early poster's record is in the files %d times", early_n);
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    free(old);
+    cr_assert_eq(forklog_close(log), 0);
+}
