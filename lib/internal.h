@@ -191,6 +191,7 @@ struct forklog {
     size_t app_len;
     size_t prefix_max;             /* most bytes fl__prefix writes for this handle */
     _Atomic(struct fl__ctx *) ctx; /* this process's context fields; NULL: none (see forklog_context_add) */
+    atomic_ullong rings_backed;    /* bit k: ring k's blocks were reserved through this handle (ring.c) */
     /* "" for forklog_open_fd(): no name, so no reopen and no rotation; the descriptor is the log. */
     char path[]; /* absolute, so that a child that chdir()s reopens the same file */
 };

@@ -81,20 +81,38 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
+/* Linux's fallocate(2) (glibc and musl), declared only under _GNU_SOURCE. With a 64-bit off_t on a 32-bit glibc
+ * (_FILE_OFFSET_BITS=64), the function that takes one is fallocate64. */
+#if defined(__GLIBC__) && defined(__USE_FILE_OFFSET64)
+int fallocate64(int fd, int mode, off_t offset, off_t len);
+#define fl__fallocate fallocate64
+#else
+int fallocate(int fd, int mode, off_t offset, off_t len);
+#define fl__fallocate fallocate
+#endif
+
 /* Whether ring k may be written: its bytes have blocks in the segment file. The rings are sparse (64 of them, most
  * never used), and a store into a page of a MAP_SHARED mapping that has no block must allocate one: on a full file
  * system the kernel answers with SIGBUS, which would kill the writer where its call must fail with -ENOSPC. So a
- * thread that takes a ring reserves the ring's blocks first (posix_fallocate(), once per taking); a file system
- * that cannot reserve blocks is used as before. A private segment is anonymous memory: nothing to reserve. */
-static int fl__ring_backed(const forklog *log, unsigned k)
+ * thread that takes a ring reserves the ring's blocks first, once per ring and handle: blocks, once had, stay while
+ * the segment file is mapped (nothing shortens it or punches holes in it then), so a ring taken again, by the next
+ * thread of a program that starts one per request, costs nothing more. fallocate(2) itself, not posix_fallocate():
+ * where the file system cannot reserve blocks (ext2 and ext3 files, ramfs, most FUSE file systems), glibc's
+ * posix_fallocate() writes a byte into every block instead, which takes milliseconds per ring of a few MiB, fills the
+ * disk with rings (up to 64 x buffer_size, which may be larger than the disk) that a sparse ring would never use,
+ * and, on a full ext file system, still leaves a store into the ring to SIGBUS. Such a file system is used as
+ * before: the ring stays sparse. A private segment is anonymous memory: nothing to reserve. */
+static int fl__ring_backed(forklog *log, unsigned k)
 {
-    if (log->seg_fd < 0)
+    if (log->seg_fd < 0 || (atomic_load_explicit(&log->rings_backed, memory_order_relaxed) >> k & 1))
         return 1;
     off_t off = (off_t)(fl__ring_data(log, k) - (const unsigned char *)log->seg);
-    int e;
-    while ((e = posix_fallocate(log->seg_fd, off, (off_t)log->ring_cap)) == EINTR)
+    int rc;
+    while ((rc = fl__fallocate(log->seg_fd, 0, off, (off_t)log->ring_cap)) < 0 && errno == EINTR)
         ;
-    return e == 0 || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS;
+    if (rc == 0)
+        atomic_fetch_or_explicit(&log->rings_backed, 1ull << k, memory_order_relaxed);
+    return rc == 0 || errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS;
 }
 
 /* The start of a small file (of /proc), at most cap - 1 bytes, NUL-terminated in buf. 0 if it cannot be read. */

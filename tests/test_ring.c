@@ -1335,3 +1335,75 @@ Test(ring, a_full_file_system_gives_a_new_writer_no_ring_and_kills_nobody)
     free(path);
     free(small);
 }
+
+/* A 16 MiB ext file system whose files have no extents (an ext2 or ext3 file system, as the ext4 driver mounts them):
+ * fallocate(2) is EOPNOTSUPP there. Mounted at dir/small from a loop image, in a mount namespace of the test's own.
+ * Returns its path (malloc'd), or NULL where that cannot be had (not root, no mkfs.ext4, no loop device). */
+static char *ext_no_extents_fs(const char *in)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return NULL;
+    char *img = th_path(in, "ext.img"), *small = th_path(in, "small");
+    char cmd[1024];
+    cr_assert_eq(mkdir(small, 0755), 0);
+    snprintf(cmd, sizeof cmd,
+             "truncate -s 16M '%s' && mkfs.ext4 -q -F -O ^extent,^has_journal,^64bit '%s' >/dev/null 2>&1 && "
+             "mount -o loop '%s' '%s' 2>/dev/null",
+             img, img, img, small);
+    free(img);
+    if (system(cmd) != 0) {
+        free(small);
+        return NULL;
+    }
+    return small;
+}
+
+static forklog *request_log;
+
+static void *one_request(void *arg)
+{
+    return (void *)(intptr_t)rec100(request_log, 'W', (unsigned)(uintptr_t)arg);
+}
+
+Test(ring, a_file_system_without_fallocate_keeps_the_rings_sparse)
+{
+    /* A program that starts a thread per request, on a log whose file system cannot reserve blocks. The rings stay
+     * sparse there, as before any reservation: 300 threads one after the other each take a ring (a fresh one until
+     * all 64 were taken) and write one record into its first page, a few hundred KiB in all. glibc's
+     * posix_fallocate() would instead write a byte into every block of every ring taken, filling the 16 MiB disk
+     * with rings (64 x 256 KiB), after which a store into a ring it reported reserved was killed by SIGBUS. */
+    char *small = ext_no_extents_fs(dir);
+    if (!small)
+        cr_skip_test("no ext file system on a loop device here (needs root, mkfs.ext4 and a loop device)");
+    char *path = th_path(small, "requests.log");
+    enum { N = 300 };
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024};
+        if (forklog_open(&request_log, path, &o) != 0)
+            _exit(2);
+        for (unsigned i = 0; i < N; i++) {
+            pthread_t t;
+            void *rc;
+            if (pthread_create(&t, NULL, one_request, (void *)(uintptr_t)i) != 0 || pthread_join(t, &rc) != 0)
+                _exit(3);
+            if (rc)
+                _exit(4);
+        }
+        _exit(forklog_close(request_log) == 0 ? 0 : 5);
+    }
+    int st = th_wait_for(pid, 60);
+    cr_assert_eq(st, 0, "the writer: status %d (%d: killed by signal %d)", st, st, st - 128);
+    static char names[N][6];
+    const char *want[N];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "W %03u", i);
+        want[i] = names[i];
+    }
+    check_records(path, want, N);
+    cr_assert_eq(umount(small), 0);
+    free(path);
+    free(small);
+}
