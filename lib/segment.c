@@ -650,6 +650,9 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             munmap(log->seg, log->seg_len);
             log->seg = NULL;
         }
+        /* Unlocked before it is closed: a child that another thread forked meanwhile shares this description, and
+         * would otherwise keep its flock (an exclusive one: every later opener waits for ever) while it lives. */
+        flock(fd, LOCK_UN);
         close(fd);
         if (rc < 0)
             break;
@@ -705,7 +708,10 @@ static int fl__seg_file_idle(int fd)
 }
 
 /* Removes the segment file at segpath, open as fd (a description of this process's own, which no mapping of ours
- * holds), when nobody else holds it and it holds nothing to write. */
+ * holds), when nobody else holds it and it holds nothing to write. Leaves fd unlocked, for the caller to close: a
+ * child that another thread of the process forks meanwhile shares the description, and would otherwise keep its
+ * exclusive flock, left on a file that still holds records (a flush that failed), for as long as it lives: every
+ * later opener of the log would wait for ever. */
 static void fl__seg_remove_unused(int fd, const char *segpath)
 {
     struct stat st;
@@ -714,6 +720,7 @@ static void fl__seg_remove_unused(int fd, const char *segpath)
         FL__CRASH(SEG_CLOSE_ALONE);
         unlink(segpath);
     }
+    flock(fd, LOCK_UN);
 }
 
 void fl__seg_close(forklog *log)

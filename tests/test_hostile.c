@@ -53,6 +53,26 @@ int rename(const char *from, const char *to)
     return rc;
 }
 
+/* pread(2) as the library sees it (interposed like rename above). When fork_in_pread is set, the next pread forks a
+ * child that only waits (a pre-fork server's new worker): another thread of the process forking at the moment the
+ * library reads a segment file through a descriptor of the moment, which the child inherits. */
+static volatile int fork_in_pread;
+static volatile pid_t pread_child;
+
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    if (fork_in_pread) {
+        fork_in_pread = 0;
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (;;)
+                pause();
+        }
+        pread_child = pid;
+    }
+    return syscall(SYS_pread64, fd, buf, count, offset);
+}
+
 static forklog *open_log(const struct forklog_options *o)
 {
     forklog *log = NULL;
@@ -313,6 +333,47 @@ Test(hostile, fork_while_a_thread_is_mid_record, .timeout = 110)
         cr_assert_eq(rc_count(&seen, 1 + i, 0), 1, "child %u's record", i);
     cr_assert_eq(seen.records, (size_t)bw.written + CHILDREN);
     rc_seen_free(&seen);
+}
+
+/* The last user's close that cannot write the buffered records (a file size limit, a full disk) leaves the segment file
+ * with them, for the next open to write. The close looks at the file through a description of its own, under the
+ * exclusive flock; a child forked by another thread in that instant inherits the description, and with it the lock,
+ * for as long as it lives. The next open of the log would then wait for ever for the shared flock. */
+Test(hostile, a_child_forked_while_the_last_user_closes_does_not_keep_the_log_locked, .timeout = 60)
+{
+    forklog *log = open_log(&(struct forklog_options){.flags = FORKLOG_BUFFERED, .flush_ms = 1000000});
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(forklog_info(log, "kept %d", i), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    cr_assert_eq(set_fsize(1), 0);
+    fork_in_pread = 1;
+    int rc = forklog_close(log);
+    fork_in_pread = 0;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    cr_assert_eq(rc, -EFBIG, "the close's flush: %d", rc);
+    cr_assert_gt(pread_child, 0, "no child was forked while the close looked at the segment file");
+
+    /* The child lives on, as a worker would. Another process opens the log: it must not wait, and it writes the
+     * records the close left. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        forklog *l;
+        if (forklog_open(&l, logpath, NULL) != 0)
+            _exit(1);
+        _exit(forklog_info(l, "after") == 0 && forklog_close(l) == 0 ? 0 : 2);
+    }
+    int st = th_wait_for(pid, 10);
+    kill(pread_child, SIGKILL);
+    th_wait(pread_child);
+    cr_assert_eq(st, 0, "the next open ended with %d (-2: it waited for the lock the forked child kept)", st);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(th_count_lines(buf, len), 11, "%s", buf);
+    free(buf);
 }
 
 /* ---- promise 8: no descriptor or mapping leak ---------------------------------------------------------- */
