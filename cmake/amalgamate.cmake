@@ -34,6 +34,7 @@ ${public}
 #ifndef FL__IMPLEMENTATION_DONE
 #define FL__IMPLEMENTATION_DONE
 #define FL__INTERNAL static __attribute__((unused))
+#define FL__INTERNAL_VAR static
 ${internal}
 ${body}
 #endif /* FL__IMPLEMENTATION_DONE */

@@ -16,6 +16,11 @@
  *   - A record that fails leaves nothing of itself in the file.
  *   - "fork-safe" means: a child forked at any moment (even while another thread of the parent is in the middle
  *     of a record) may use the inherited handle at once.
+ *   - A record call (forklog_log(), forklog_log_fields(), forklog_write() and their variants) or forklog_flush()
+ *     made by a signal handler that interrupted a record call or flush of the same thread, through any handle,
+ *     fails with -EDEADLK and writes nothing: the interrupted call may hold the lock, which is not recursive, or
+ *     be copying its record into the thread's buffer. These calls are not async-signal-safe all the same (they
+ *     format with vsnprintf, may allocate); forklog_reopen() and forklog_set_level() are.
  *
  * Single-header use: in exactly one .c file of the program, `#define FORKLOG_IMPLEMENTATION` before
  * `#include "forklog.h"` (the generated single-file forklog.h), then `cc prog.c -pthread`. Compile that file in
@@ -501,7 +506,8 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
  * Appends `len` bytes as one record, exactly as given, adding a '\n' only when they do not end with one. No
  * prefix, no escaping, no level. len 0 writes an empty line. Returns 0, or a positive count of bytes cut to fit
  * max_record (the record then ends with ` [forklog: N bytes cut]\n`), capped at INT_MAX. Errors: -EINVAL (NULL
- * log, or NULL record with len > 0), and the errors of write(2), after which nothing of the record is in the
+ * log, or NULL record with len > 0), -EDEADLK (called by a signal handler that interrupted a forklog call of the
+ * same thread: see the conventions above), and the errors of write(2), after which nothing of the record is in the
  * file. Thread-safe and fork-safe; not async-signal-safe (the lock is a pthread mutex and is not recursive).
  */
 FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
@@ -509,7 +515,8 @@ FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
 /*
  * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the
  * negative errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a
- * rotation); buffered records stay buffered on failure. Thread-safe and fork-safe.
+ * rotation), or -EDEADLK (see the conventions above); buffered records stay buffered on failure. Thread-safe and
+ * fork-safe.
  */
 FORKLOG_API int forklog_flush(forklog *log);
 

@@ -806,14 +806,7 @@ int forklog_flush(forklog *log)
         return -EINVAL;
     if (!(log->flags & FORKLOG_BUFFERED))
         return 0;
-    int rc = fl__lock(log);
-    if (rc < 0)
-        return rc;
-    rc = fl__sync_file(log);
-    if (rc == 0)
-        rc = fl__flush_locked(log);
-    fl__unlock(log);
-    return rc;
+    return fl__flush(log);
 }
 
 int forklog_reopen(forklog *log)

@@ -11,6 +11,7 @@
 
 #include "forklog.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -21,6 +22,10 @@
 
 #ifndef FL__INTERNAL
 #define FL__INTERNAL __attribute__((visibility("hidden")))
+#endif
+/* The declaration of an internal variable that one source file defines (the single header makes it static). */
+#ifndef FL__INTERNAL_VAR
+#define FL__INTERNAL_VAR extern __attribute__((visibility("hidden")))
 #endif
 
 /* What the lock holder is doing, so that the next holder can finish or undo it if the holder dies. */
@@ -488,9 +493,43 @@ FL__INTERNAL int fl__append_plain(forklog *log, const struct iovec *iov, int iov
 
 /* ---- the lock-free buffer (ring.c) ---------------------------------------------------------------------------- */
 
+/* Per thread (write.c defines it, thread-local; the record path reaches it once per call and hands it down):
+ * whether the thread is inside a record call or a flush, and its ring.
+ * busy: the pid of the process in which the thread is inside one, else 0. A signal handler that interrupts such a
+ * call and makes another on the same thread is refused with -EDEADLK: the interrupted call may hold the lock, which
+ * is not recursive (the handler would wait for ever), or be copying its record into the thread's ring (the two
+ * records would overwrite each other). A pid, not a flag: a child forked by such a handler is not inside the call.
+ * The ring: remembered for the last handle the thread wrote through, and the one before it (so that a thread that
+ * writes two logs in turn finds both rings at once). Keyed by the handle's ring key in this process (struct
+ * fl__proc's ring_key): a segment mapped again, or another log's, may come back at the same address, and a forked
+ * child inherits this memory of its parent's thread, perhaps with a pid that its parent's parent had; a key is never
+ * the same twice along a line of forks. head and off: where this thread's last record ended (off = head % ring_cap),
+ * so that an append needs no division. */
+struct fl__mine {
+    volatile long busy;
+    uint64_t key;     /* UINT64_MAX: none (no ring_key is ever that, and 0 is an unset one) */
+    unsigned ring;    /* FL__RINGS: none was free at the last look */
+    int64_t retry_at; /* ring == FL__RINGS: when to look again (the coarse clock) */
+    uint64_t head;
+    size_t off;
+    int alone; /* its last look past half its ring found every other ring empty: no early flush until it is full */
+    uint64_t other_key; /* the ring of the handle before (never FL__RINGS) */
+    unsigned other_ring;
+};
+FL__INTERNAL_VAR _Thread_local struct fl__mine fl__my;
+
+/* Hides where p came from, so that the compiler keeps the value instead of computing it again (in a shared library
+ * the address of a thread-local variable is a call to __tls_get_addr, which a compiler would rather make again
+ * after each call than keep). */
+#if defined(__GNUC__)
+#define fl__opaque(p) __asm__("" : "+r"(p))
+#else
+#define fl__opaque(p) ((void)0)
+#endif
+
 /* FORKLOG_BUFFERED with rings: appends the record to the calling thread's ring, with no lock; flushes when the
  * ring is full or the oldest record is due. Returns 0 or a negative errno (nothing of the record written then). */
-FL__INTERNAL int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len);
+FL__INTERNAL int fl__ring_append(forklog *log, struct fl__mine *my, const struct iovec *iov, int iovcnt, size_t len);
 
 /* Writes what every ring holds, in one writev(2). Lock held, file synced. Returns 0 or a negative errno (the
  * records stay in the rings). */
@@ -522,9 +561,29 @@ FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
 
 /* ---- the record path's entry ---------------------------------------------------------------------------------- */
 
+/* Marks the calling thread inside a call of this process; NULL if it is already (a signal handler that interrupted
+ * one: the caller returns -EDEADLK). The fences keep the compiler from moving the mark across the call's work. */
+static inline struct fl__mine *fl__enter(const forklog *log)
+{
+    struct fl__mine *my = &fl__my;
+    fl__opaque(my);
+    const long pid = fl__pid_inline(log);
+    if (my->busy == pid)
+        return NULL;
+    my->busy = pid;
+    atomic_signal_fence(memory_order_seq_cst);
+    return my;
+}
+
+static inline void fl__leave(struct fl__mine *my)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    my->busy = 0;
+}
+
 /* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, with rotation, reopen,
- * buffering and repair. Returns 0 or a negative errno; on failure nothing of it is in the file. Inline: the choice
- * of path costs no call of its own.
+ * buffering and repair. Returns 0 or a negative errno (-EDEADLK: see struct fl__mine); on failure nothing of it is
+ * in the file. Inline: the choice of path costs no call of its own.
  * Combining keeps every promise of the plain path; rotation and the shared buffer keep the plain path, and so does
  * a target that is not a regular file, where a dead holder's batch could not be told written or not. So does
  * FORKLOG_SYNC: a posted record is written by whichever process holds the lock, which syncs only if its own handle
@@ -532,13 +591,23 @@ FL__INTERNAL void fl__repair_batch(struct fl__seg *s);
  * rings, but not for a guest (see FL__GUEST). */
 static inline int fl__append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
 {
+    struct fl__mine *my = fl__enter(log);
+    if (!my)
+        return -EDEADLK;
+    int rc;
     if (!(log->flags & (FORKLOG_BUFFERED | FORKLOG_SYNC | FL__GUEST)) && !log->rotate_bytes && len <= FL__SLOT_CAP &&
         iovcnt <= 4 && atomic_load_explicit(&log->seg->regular, memory_order_relaxed))
-        return fl__append_combining(log, iov, iovcnt, len);
-    if (log->ring_cap && !(log->flags & FL__GUEST))
-        return fl__ring_append(log, iov, iovcnt, len);
-    return fl__append_plain(log, iov, iovcnt, len);
+        rc = fl__append_combining(log, iov, iovcnt, len);
+    else if (log->ring_cap && !(log->flags & FL__GUEST))
+        rc = fl__ring_append(log, my, iov, iovcnt, len);
+    else
+        rc = fl__append_plain(log, iov, iovcnt, len);
+    fl__leave(my);
+    return rc;
 }
+
+/* forklog_flush() of a buffered log: writes out the rings and the shared buffer; refused as fl__append is. */
+FL__INTERNAL int fl__flush(forklog *log);
 
 /* ---- the segment (segment.c) ---------------------------------------------------------------------------------- */
 

@@ -47,33 +47,6 @@ static int64_t fl__coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The calling thread's ring, remembered per thread for the last handle it wrote through, and the one before it (so
- * that a thread that writes two logs in turn finds both rings at once). Keyed by the handle's ring key in this
- * process (struct fl__proc's ring_key): a segment mapped again, or another log's, may come back at the same
- * address, and a forked child inherits this memory of its parent's thread, perhaps with a pid that its parent's
- * parent had; a key is never the same twice along a line of forks. head and off: where this thread's last record
- * ended (off = head % ring_cap), so that an append needs no division. */
-struct fl__mine {
-    uint64_t key;     /* UINT64_MAX: none (no ring_key is ever that, and 0 is an unset one) */
-    unsigned ring;    /* FL__RINGS: none was free at the last look */
-    int64_t retry_at; /* ring == FL__RINGS: when to look again (the coarse clock) */
-    uint64_t head;
-    size_t off;
-    int alone; /* its last look past half its ring found every other ring empty: no early flush until it is full */
-    uint64_t other_key; /* the ring of the handle before (never FL__RINGS) */
-    unsigned other_ring;
-};
-/* Reached through one pointer per append: in a shared library the address of a thread-local variable is a call
- * to __tls_get_addr, which a compiler would rather make again after each call than keep (three per append). */
-static _Thread_local struct fl__mine fl__my = {.key = UINT64_MAX, .other_key = UINT64_MAX};
-
-/* Hides where p came from, so that the compiler keeps the value instead of computing it again. */
-#if defined(__GNUC__)
-#define fl__opaque(p) __asm__("" : "+r"(p))
-#else
-#define fl__opaque(p) ((void)0)
-#endif
-
 /* Ring k's bytes. The sizes are the handle's copies, checked against the segment's head at open: a segment that
  * another process damages later cannot move them. */
 static unsigned char *fl__ring_data(const forklog *log, unsigned k)
@@ -517,11 +490,9 @@ static inline struct fl__ring *fl__my_ring(forklog *log, struct fl__mine *my)
     return fl__find_ring(log, my);
 }
 
-int fl__ring_append(forklog *log, const struct iovec *iov, int iovcnt, size_t len)
+int fl__ring_append(forklog *log, struct fl__mine *my, const struct iovec *iov, int iovcnt, size_t len)
 {
     struct fl__seg *s = log->seg;
-    struct fl__mine *my = &fl__my;
-    fl__opaque(my);
     if (len > log->ring_cap / 2) {
         /* A record of more than half a ring: written at once, after what this thread's ring holds (its order). */
         return fl__write_now(log, (int)fl__owned_ring(log, my), iov, iovcnt, len);

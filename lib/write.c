@@ -2,7 +2,8 @@
 /*
  * Writing with the lock held: one record, a run of whole records, or the shared buffer, committed to the segment's
  * idea of the file only once every byte is in it. fl__append (internal.h) is the record path's entry; its plain
- * path is here: the lock, the file of the current generation, rotation, then the buffer or the file.
+ * path is here: the lock, the file of the current generation, rotation, then the buffer or the file. So is the
+ * calling thread's state that the record path hands down (struct fl__mine), and the flush of forklog_flush().
  */
 #include "internal.h"
 
@@ -171,5 +172,23 @@ int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         }
     }
     fl__unlock(log);
+    return rc;
+}
+
+FL__INTERNAL _Thread_local struct fl__mine fl__my = {.key = UINT64_MAX, .other_key = UINT64_MAX};
+
+int fl__flush(forklog *log)
+{
+    struct fl__mine *my = fl__enter(log);
+    if (!my)
+        return -EDEADLK;
+    int rc = fl__lock(log);
+    if (rc == 0) {
+        rc = fl__sync_file(log);
+        if (rc == 0)
+            rc = fl__flush_locked(log);
+        fl__unlock(log);
+    }
+    fl__leave(my);
     return rc;
 }

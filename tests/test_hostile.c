@@ -265,6 +265,114 @@ Test(hostile, signal_flood_no_error_no_torn_record, .timeout = 110)
     rc_seen_free(&seen);
 }
 
+/* A handler that writes to the log its thread is writing to: the interrupted call may hold the lock (direct mode, a
+ * flush) or be in the middle of copying its record into its ring (buffered mode). The handler's call must neither wait
+ * forever for a lock its own thread holds nor write into the ring under the interrupted copy: it fails with -EDEADLK
+ * and writes nothing. Every call that returned 0 has its record in the file once, whole. */
+enum { REENTER_MAIN = 30000, REENTER_HANDLER = 20000 };
+static forklog *reenter_log;
+static int *reenter_main_rc, *reenter_handler_rc;
+static volatile sig_atomic_t reenter_calls;
+
+static void reenter_on_alarm(int sig)
+{
+    (void)sig;
+    if (reenter_calls >= REENTER_HANDLER)
+        return;
+    int seq = reenter_calls++;
+    char rec[32];
+    int n = snprintf(rec, sizeof rec, "H %06d\n", seq);
+    reenter_handler_rc[seq] = forklog_write(reenter_log, rec, (size_t)n);
+}
+
+/* Writes REENTER_MAIN records while a 50 us timer's handler writes too; 0 when every call was made. */
+static int reenter_child(forklog *log)
+{
+    reenter_log = log;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = reenter_on_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGALRM, &sa, NULL) != 0)
+        return 2;
+    struct itimerval it = {{0, 50}, {0, 50}};
+    if (setitimer(ITIMER_REAL, &it, NULL) != 0)
+        return 2;
+    static const char fill_x[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    char rec[128];
+    for (int i = 0; i < REENTER_MAIN; i++) {
+        int n = snprintf(rec, sizeof rec, "M %06d %.*s\n", i, 20 + i % 60, fill_x);
+        reenter_main_rc[i] = forklog_write(log, rec, (size_t)n);
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    return forklog_close(log) == 0 ? 0 : 3;
+}
+
+Test(hostile, a_handler_that_interrupts_a_call_of_its_thread_neither_hangs_nor_loses_a_record, .timeout = 110)
+{
+    size_t bytes = (REENTER_MAIN + REENTER_HANDLER) * sizeof(int);
+    int *rcs = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(rcs, MAP_FAILED);
+    reenter_main_rc = rcs;
+    reenter_handler_rc = rcs + REENTER_MAIN;
+    /* Direct mode (the lock held at the interruption), buffered with a flush every millisecond (the lock held, or a
+     * ring copy under way), and buffered with no flush until close (ring copies only). */
+    const struct forklog_options modes[] = {
+        {.flags = 0},
+        {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 1},
+        {.flags = FORKLOG_BUFFERED, .buffer_size = 16u << 20, .flush_ms = 1000000},
+    };
+    for (unsigned m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        unlink(logpath);
+        memset(rcs, 0x7f, bytes);
+        forklog *log = open_log(&modes[m]);
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0)
+            _exit(reenter_child(log));
+        int st = th_wait_for(pid, 30);
+        cr_assert_eq(forklog_close(log), 0);
+        cr_assert_eq(st, 0, "mode %u: the writer ended with %d (-2: it hung)", m, st);
+
+        size_t len;
+        char *buf = th_slurp(logpath, &len);
+        cr_assert_not_null(buf);
+        unsigned char *seen = calloc(REENTER_MAIN + REENTER_HANDLER, 1);
+        cr_assert_not_null(seen);
+        size_t torn = 0;
+        for (char *line = buf, *nl; line < buf + len; line = nl + 1) {
+            nl = memchr(line, '\n', (size_t)(buf + len - line));
+            cr_assert_not_null(nl, "mode %u: the file does not end with a newline", m);
+            int seq, end = 0, fill = 0;
+            if (sscanf(line, "M %6d %*[x]%n", &seq, &end) == 1 && line + end == nl && seq >= 0 && seq < REENTER_MAIN &&
+                (fill = (int)(nl - line) - 9) == 20 + seq % 60)
+                seen[seq]++;
+            else if (sscanf(line, "H %6d%n", &seq, &end) == 1 && line + end == nl && seq >= 0 && seq < REENTER_HANDLER)
+                seen[REENTER_MAIN + seq]++;
+            else
+                torn++;
+        }
+        cr_assert_eq(torn, 0, "mode %u: %zu lines that are no whole record", m, torn);
+        int calls = 0, refused = 0;
+        for (int i = 0; i < REENTER_MAIN + REENTER_HANDLER; i++) {
+            if (rcs[i] == 0x7f7f7f7f)
+                continue; /* a handler call never made */
+            calls += i >= REENTER_MAIN;
+            refused += rcs[i] == -EDEADLK;
+            cr_assert(rcs[i] == 0 || rcs[i] == -EDEADLK, "mode %u: call %d returned %d", m, i, rcs[i]);
+            cr_assert_eq(seen[i], rcs[i] == 0 ? 1 : 0, "mode %u: call %d returned %d and its record is there %u times",
+                         m, i, rcs[i], seen[i]);
+        }
+        cr_assert_gt(calls, 100, "mode %u: only %d handler calls: the test did not test anything", m, calls);
+        cr_assert_gt(refused, 0, "mode %u: no handler call interrupted a call of its thread", m);
+        free(seen);
+        free(buf);
+    }
+    munmap(rcs, bytes);
+}
+
 /* ---- promise 7: fork while another thread is in the middle of a record ----------------------------------- */
 
 struct big_writer {
