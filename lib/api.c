@@ -505,7 +505,9 @@ static int fl__emit(forklog *log, enum forklog_level level, const struct timespe
     if (cap > log->max_record)
         cap = log->max_record;
     char *out = buf;
-    size_t cut, len;
+    /* len is set by one of the two builds below; gcc at -Os and -Og does not see that the second runs whenever the
+     * first did not, and a -Werror build would stop on its warning. */
+    size_t cut, len = 0;
     int whole = 0;
     if (cap > bufcap) {
         /* The bound counts every message byte as escaped (6 bytes): most records still fit the stack buffer. */

@@ -1,0 +1,27 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The library, the tool and the examples compiled with the project's warnings as errors under settings that the
+# default build does not use but users' builds do: CMake's MinSizeRel (-Os) and gcc's debugging level -Og, each of
+# which makes gcc look at other paths for uninitialised variables.
+# Usage: build_matrix.sh SOURCE_DIR CC WARNING_FLAGS
+set -eu
+src=$1 cc=$2 warnings=$3
+fail=0
+
+# build FLAGS...: every source compiled on its own, as CMake does, with the warnings as errors.
+build() {
+  for f in "$src"/lib/*.c "$src"/tools/forklog.c "$src"/examples/*.c; do
+    # shellcheck disable=SC2086
+    out=$("$cc" "$@" $warnings -Werror -std=c11 -D_DEFAULT_SOURCE -I"$src/include" -c "$f" -o /dev/null 2>&1) || {
+      echo "FAIL: $cc $* ${f#"$src"/}:"
+      echo "$out" | sed 's/^/  /'
+      fail=1
+    }
+  done
+}
+
+for opt in -Os -Og; do
+  build "$opt"
+done
+[ "$fail" -eq 0 ] || exit 1
+echo "build matrix OK: $cc with -Os and -Og"
