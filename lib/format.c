@@ -79,8 +79,11 @@ static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {
     if (ts->tv_sec != fl__second_cache.sec) {
         fl__rfc3339_slow(out, (long long)ts->tv_sec, ts->tv_nsec);
-        /* A clamped second is not kept: its fraction is clamped too, which the cached path would not do. */
-        if ((long long)ts->tv_sec >= FL__SEC_MIN && (long long)ts->tv_sec <= FL__SEC_MAX) {
+        /* A clamped second is not kept: its fraction is clamped too, which the cached path would not do. The
+         * second goes through a variable so that gcc's -Wtype-limits does not call the test always true where
+         * time_t has 32 bits (and fail a -Werror build there). */
+        const long long sec = (long long)ts->tv_sec;
+        if (sec >= FL__SEC_MIN && sec <= FL__SEC_MAX) {
             memcpy(fl__second_cache.text, out, 19);
             fl__second_cache.sec = ts->tv_sec;
         }

@@ -3,7 +3,9 @@
 # The library, the tool and the examples compiled with the project's warnings as errors under settings that the
 # default build does not use but users' builds do: CMake's MinSizeRel (-Os) and gcc's debugging level -Og, each of
 # which makes gcc look at other paths for uninitialised variables, and _FORTIFY_SOURCE (on by default in Ubuntu's
-# gcc, and in Debian's and Fedora's package builds), under which glibc marks more functions warn_unused_result.
+# gcc, and in Debian's and Fedora's package builds), under which glibc marks more functions warn_unused_result;
+# and a 32-bit build (-m32, when the compiler can link one: Debian's gcc-multilib), where time_t, long and size_t
+# have other ranges.
 # Usage: build_matrix.sh SOURCE_DIR CC WARNING_FLAGS
 set -eu
 src=$1 cc=$2 warnings=$3
@@ -25,5 +27,14 @@ for opt in -Os -Og; do
   build "$opt"
 done
 build -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2
+work=$(mktemp -d /tmp/forklog-matrix-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+printf 'int main(void) { return 0; }\n' >"$work/m32.c"
+m32="-m32"
+if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
+  build -m32 -O2
+else
+  m32="no -m32 (this compiler cannot link a 32-bit program: Debian's gcc-multilib)"
+fi
 [ "$fail" -eq 0 ] || exit 1
-echo "build matrix OK: $cc with -Os, -Og and -D_FORTIFY_SOURCE=2"
+echo "build matrix OK: $cc with -Os, -Og, -D_FORTIFY_SOURCE=2, $m32"
