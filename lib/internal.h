@@ -9,6 +9,14 @@
 #ifndef FL__INTERNAL_H
 #define FL__INTERNAL_H
 
+/* Large files where off_t would otherwise have 32 bits (glibc on 32-bit systems): without it, a log of 2 GiB or
+ * more cannot be opened (fstat() fails with EOVERFLOW) and a record cannot take the file past 2 GiB (EFBIG).
+ * Every source of lib/ includes this file before any other header, so it holds for each of them; the public
+ * functions take no off_t, so programs built either way call the library alike. */
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
+
 #include "forklog.h"
 
 #include <errno.h>

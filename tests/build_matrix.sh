@@ -5,7 +5,7 @@
 # which makes gcc look at other paths for uninitialised variables, and _FORTIFY_SOURCE (on by default in Ubuntu's
 # gcc, and in Debian's and Fedora's package builds), under which glibc marks more functions warn_unused_result;
 # and a 32-bit build (-m32, when the compiler can link one: Debian's gcc-multilib), where time_t, long and size_t
-# have other ranges.
+# have other ranges, and where off_t has 32 bits unless the sources ask for large files.
 # Usage: build_matrix.sh SOURCE_DIR CC WARNING_FLAGS
 set -eu
 src=$1 cc=$2 warnings=$3
@@ -33,6 +33,14 @@ printf 'int main(void) { return 0; }\n' >"$work/m32.c"
 m32="-m32"
 if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
   build -m32 -O2
+  # The 32-bit forklog(1), built as the README builds the demo (every source at once), appends to a log past
+  # 2 GiB (a sparse file), as the 64-bit one does.
+  # shellcheck disable=SC2086
+  "$cc" -m32 -O2 $warnings -Werror -I"$src/include" "$src"/lib/*.c "$src/tools/forklog.c" -pthread -o "$work/forklog32"
+  truncate -s 3G "$work/big.log"
+  "$work/forklog32" append "$work/big.log" "past 2 GiB" ||
+    { echo "FAIL: the 32-bit forklog(1) cannot append to a log of 3 GiB"; fail=1; }
+  [ "$(tail -c 11 "$work/big.log")" = "past 2 GiB" ] || { echo "FAIL: no record at the end of the 3 GiB log"; fail=1; }
 else
   m32="no -m32 (this compiler cannot link a 32-bit program: Debian's gcc-multilib)"
 fi
