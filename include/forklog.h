@@ -39,9 +39,13 @@
 extern "C" {
 #endif
 
-/* FORKLOG_API marks the exported functions. Override it (e.g. to `static`) before including this header. */
+/* FORKLOG_API marks the exported functions. Override it (e.g. to `static`) before including this header.
+ * FORKLOG_STATIC (single header): the functions are static to the file that defines FORKLOG_IMPLEMENTATION, which
+ * uses only some of them; `unused` keeps the others from failing a -Wall -Werror build. */
 #ifndef FORKLOG_API
-#if defined(FORKLOG_STATIC)
+#if defined(FORKLOG_STATIC) && defined(__GNUC__)
+#define FORKLOG_API static __attribute__((unused))
+#elif defined(FORKLOG_STATIC)
 #define FORKLOG_API static
 #elif defined(__GNUC__)
 #define FORKLOG_API __attribute__((visibility("default")))

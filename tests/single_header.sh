@@ -23,6 +23,16 @@ cd "$work"
 printf '#include "forklog.h"\nunsigned other(void);\nunsigned other(void) { return forklog_version(); }\n' > other.c
 "$cc" -DFORKLOG_SINGLE_HEADER -Wall -Wextra -Werror prog.c other.c -pthread -o prog2
 ./prog2 "$work/c.log"
+# FORKLOG_STATIC: the implementation's functions are static to the one file that includes it, which uses only
+# some of them; the others must not fail a -Werror build as unused, and none is exported.
+printf '#define FORKLOG_STATIC\n#define FORKLOG_IMPLEMENTATION\n#include "forklog.h"\nint main(void)\n{\n%s\n}\n' \
+  '    forklog *l; if (forklog_open(&l, "s.log", 0) < 0) return 1; forklog_info(l, "static"); return forklog_close(l);' \
+  >static.c
+"$cc" -Wall -Wextra -Wpedantic -Werror static.c -pthread -o prog-static
+./prog-static
+grep -q ' INFO pid=[0-9]* static$' s.log || { echo "FAIL: FORKLOG_STATIC: no record"; exit 1; }
+bad=$(nm -g --defined-only prog-static | awk '{print $3}' | grep '^forklog_' || true)
+if [ -n "$bad" ]; then echo "FAIL: FORKLOG_STATIC exports: $bad"; exit 1; fi
 # No library symbol but the public ones.
 "$cc" -DFORKLOG_SINGLE_HEADER -c prog.c -o prog.o
 bad=$(nm -g --defined-only prog.o | awk '{print $3}' | grep -v -e '^forklog_' -e '^main$' || true)
