@@ -1,22 +1,25 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# The library, the tool and the examples compiled with the project's warnings as errors under settings that the
-# default build does not use but users' builds do: CMake's MinSizeRel (-Os) and gcc's debugging level -Og, each of
-# which makes gcc look at other paths for uninitialised variables, and _FORTIFY_SOURCE (on by default in Ubuntu's
-# gcc, and in Debian's and Fedora's package builds), under which glibc marks more functions warn_unused_result;
-# and a 32-bit build (-m32, when the compiler can link one: Debian's gcc-multilib), where time_t, long and size_t
-# have other ranges, and where off_t has 32 bits unless the sources ask for large files.
+# The library, the tool, the examples and the benchmarks compiled with the project's warnings as errors under
+# settings that the default build does not use but users' builds do: CMake's MinSizeRel (-Os) and gcc's debugging
+# level -Og, each of which makes gcc look at other paths for uninitialised variables; _FORTIFY_SOURCE (on by
+# default in Ubuntu's gcc, and in Debian's and Fedora's package builds), under which glibc marks more functions
+# warn_unused_result; a 32-bit build (-m32, when the compiler can link one: Debian's gcc-multilib), where time_t,
+# long and size_t have other ranges, and where off_t has 32 bits unless the sources ask for large files; and
+# musl-gcc, whose pthread types are shaped otherwise than glibc's.
 # Usage: build_matrix.sh SOURCE_DIR CC WARNING_FLAGS
 set -eu
 src=$1 cc=$2 warnings=$3
 fail=0
 
-# build FLAGS...: every source compiled on its own, as CMake does, with the warnings as errors.
+# build FLAGS...: every source compiled on its own, as CMake does (with the feature macro it gives each), with the
+# warnings as errors; CC may be overridden for one call.
 build() {
-  for f in "$src"/lib/*.c "$src"/tools/forklog.c "$src"/examples/*.c; do
+  for f in "$src"/lib/*.c "$src"/tools/forklog.c "$src"/examples/*.c "$src"/bench/*.c; do
+    case $f in */lib/* | */examples/*) feature=-D_DEFAULT_SOURCE ;; *) feature=-D_GNU_SOURCE ;; esac
     # shellcheck disable=SC2086
-    out=$("$cc" "$@" $warnings -Werror -std=c11 -D_DEFAULT_SOURCE -I"$src/include" -c "$f" -o /dev/null 2>&1) || {
-      echo "FAIL: $cc $* ${f#"$src"/}:"
+    out=$(${with_cc:-$cc} "$@" $warnings -Werror -std=c11 $feature -I"$src/include" -c "$f" -o /dev/null 2>&1) || {
+      echo "FAIL: ${with_cc:-$cc} $* ${f#"$src"/}:"
       echo "$out" | sed 's/^/  /'
       fail=1
     }
@@ -36,7 +39,8 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
   # The 32-bit forklog(1), built as the README builds the demo (every source at once), appends to a log past
   # 2 GiB (a sparse file), as the 64-bit one does.
   # shellcheck disable=SC2086
-  "$cc" -m32 -O2 $warnings -Werror -I"$src/include" "$src"/lib/*.c "$src/tools/forklog.c" -pthread -o "$work/forklog32"
+  "$cc" -m32 -O2 $warnings -Werror -I"$src/include" "$src"/lib/*.c "$src/tools/forklog.c" -pthread -o "$work/forklog32" \
+    >"$work/m32.out" 2>&1 || { cat "$work/m32.out"; echo "FAIL: the 32-bit forklog(1) does not build"; exit 1; }
   truncate -s 3G "$work/big.log"
   "$work/forklog32" append "$work/big.log" "past 2 GiB" ||
     { echo "FAIL: the 32-bit forklog(1) cannot append to a log of 3 GiB"; fail=1; }
@@ -44,5 +48,14 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
 else
   m32="no -m32 (this compiler cannot link a 32-bit program: Debian's gcc-multilib)"
 fi
+# musl (tests/run installs musl-tools).
+musl="musl-gcc"
+if command -v musl-gcc >/dev/null 2>&1; then
+  with_cc=musl-gcc
+  build -O2
+  with_cc=
+else
+  musl="no musl-gcc"
+fi
 [ "$fail" -eq 0 ] || exit 1
-echo "build matrix OK: $cc with -Os, -Og, -D_FORTIFY_SOURCE=2, $m32"
+echo "build matrix OK: $cc with -Os, -Og, -D_FORTIFY_SOURCE=2, $m32; $musl"
