@@ -42,4 +42,12 @@ grep -q 'Criterion was not found' "$work/c3.out" || { cat "$work/c3.out"; fail "
 cmake -S "$src" -B "$work/b4" -DCMAKE_C_COMPILER="$cc" -DFORKLOG_BUILD_TESTS=OFF >"$work/c4.out" 2>&1 ||
   { cat "$work/c4.out"; fail "configure with FORKLOG_BUILD_TESTS=OFF"; }
 test ! -e "$work/b4/tests" || fail "tests/ configured with FORKLOG_BUILD_TESTS=OFF"
+# 5. CMake 3.16 to 3.20 (the README says 3.16 or later), which does not set PROJECT_IS_TOP_LEVEL (3.21): simulated
+# by unsetting it right after project(). With Criterion found (this test runs only then), configuring must still
+# build the tests and the examples, not skip them without a word.
+printf 'unset(PROJECT_IS_TOP_LEVEL)\n' >"$work/old-cmake.cmake"
+cmake -S "$src" -B "$work/b5" -DCMAKE_C_COMPILER="$cc" -DCMAKE_PROJECT_INCLUDE="$work/old-cmake.cmake" \
+  >"$work/c5.out" 2>&1 || { cat "$work/c5.out"; fail "configure as CMake before 3.21"; }
+test -e "$work/b5/tests" || { cat "$work/c5.out"; fail "CMake before 3.21: tests/ was not configured"; }
+test -e "$work/b5/examples" || fail "CMake before 3.21: examples/ was not configured"
 echo "build without tests OK"
