@@ -59,7 +59,7 @@ int rename(const char *from, const char *to)
 static volatile int fork_in_pread;
 static volatile pid_t pread_child;
 
-ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+static ssize_t fork_then_pread(int fd, void *buf, size_t count, off_t offset)
 {
     if (fork_in_pread) {
         fork_in_pread = 0;
@@ -71,6 +71,18 @@ ssize_t pread(int fd, void *buf, size_t count, off_t offset)
         pread_child = pid;
     }
     return syscall(SYS_pread64, fd, buf, count, offset);
+}
+
+/* Both names: the library is built with _FILE_OFFSET_BITS=64, which makes its pread() calls pread64() where off_t is
+ * 32 bits wide by default. */
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    return fork_then_pread(fd, buf, count, offset);
+}
+
+ssize_t pread64(int fd, void *buf, size_t count, off64_t offset)
+{
+    return fork_then_pread(fd, buf, count, (off_t)offset);
 }
 
 static forklog *open_log(const struct forklog_options *o)
