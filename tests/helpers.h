@@ -5,6 +5,7 @@
 #define FORKLOG_TEST_HELPERS_H
 
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -149,6 +150,19 @@ static inline char *th_fill_fs(const char *in)
     cr_assert_eq(errno, ENOSPC);
     close(fd);
     return filler;
+}
+
+/* fesetround() from libm, which neither the tests nor the library link: looked up at run time (NULL if not found). */
+static inline int (*th_fesetround(void))(int)
+{
+    void *m = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    if (!m)
+        m = dlopen("libm.so", RTLD_NOW | RTLD_LOCAL);
+    void *sym = m ? dlsym(m, "fesetround") : NULL;
+    int (*set)(int) = NULL;
+    if (sym)
+        memcpy(&set, &sym, sizeof set);
+    return set;
 }
 
 #endif

@@ -81,6 +81,33 @@ static inline pid_t cp_writer(forklog *log, const char *rec, enum fl__crash_poin
     return pid;
 }
 
+/* A holder of `rec` stopped with the lock, a writer of `post` whose record is then posted (*poster), and the
+ * holder continued until it stops again at point `then` (before it gathers, before it unlocks, ...). The holder
+ * exits 0 when its call returned 0, else with the call's errno (-rc). */
+static inline pid_t cp_holder_with_a_post(forklog *log, const char *rec, enum fl__crash_point then, const char *post,
+                                          pid_t *poster)
+{
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        fl__crash_arm(then, 1, FL__CRASH_STOP);
+        int rc = forklog_write(log, rec, strlen(rec));
+        _exit(rc < 0 ? -rc & 0x7f : 0);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
+    *poster = cp_writer(log, post, FL__CP_COUNT, 0);
+    if (!cp_wait_posted(log, 1)) {
+        kill(holder, SIGKILL);
+        kill(*poster, SIGKILL);
+        cr_assert_fail("the writer of \"%s\" did not post", post);
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop at %s", fl__crash_name(then));
+    return holder;
+}
+
 /* How many times line `want` (without its newline) is in buf. */
 static inline int cp_count_line(const char *buf, const char *want)
 {

@@ -307,23 +307,8 @@ Test(combine, a_poster_returns_once_its_record_is_written_while_the_holder_keeps
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t holder = fork();
-    cr_assert_neq(holder, -1);
-    if (holder == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
-        fl__crash_arm(FL__CP_UNLOCK, 1, FL__CRASH_STOP);
-        _exit(forklog_write(log, "holder record", 13) == 0 ? 0 : 1);
-    }
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
-    pid_t poster = cp_writer(log, "poster record", FL__CP_COUNT, 0);
-    if (!cp_wait_posted(log, 1)) {
-        kill(holder, SIGKILL);
-        kill(poster, SIGKILL);
-        cr_assert_fail("the poster did not post");
-    }
-    cr_assert_eq(kill(holder, SIGCONT), 0);
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before unlocking");
+    pid_t poster;
+    pid_t holder = cp_holder_with_a_post(log, "holder record", FL__CP_UNLOCK, "poster record", &poster);
     cr_assert_eq(log->seg->combined, 1, "the holder did not write the posted record");
     int st = th_wait_for(poster, 2);
     cr_assert_eq(kill(holder, SIGCONT), 0);
@@ -348,23 +333,8 @@ Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t holder = fork();
-    cr_assert_neq(holder, -1);
-    if (holder == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
-        fl__crash_arm(FL__CP_BATCH_GATHER, 1, FL__CRASH_STOP);
-        _exit(forklog_write(log, "holder record", 13) == 0 ? 0 : 1);
-    }
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
-    pid_t early = cp_writer(log, "early poster", FL__CP_COUNT, 0);
-    if (!cp_wait_posted(log, 1)) {
-        kill(holder, SIGKILL);
-        kill(early, SIGKILL);
-        cr_assert_fail("the early poster did not post");
-    }
-    cr_assert_eq(kill(holder, SIGCONT), 0);
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before gathering");
+    pid_t early;
+    pid_t holder = cp_holder_with_a_post(log, "holder record", FL__CP_BATCH_GATHER, "early poster", &early);
     char *old = th_path(dir, "combine.log.1");
     cr_assert_eq(rename(logpath, old), 0);
     cr_assert_eq(forklog_reopen(log), 0);
@@ -545,24 +515,8 @@ Test(combine, a_holder_that_cannot_reopen_does_not_fail_the_records_it_carries)
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t holder = fork();
-    cr_assert_neq(holder, -1);
-    if (holder == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
-        fl__crash_arm(FL__CP_BATCH_GATHER, 1, FL__CRASH_STOP);
-        int rc = forklog_write(log, "holder record", 13);
-        _exit(rc == 0 ? 0 : rc == -EMFILE ? 3 : 1);
-    }
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
-    pid_t early = cp_writer(log, "early poster", FL__CP_COUNT, 0);
-    if (!cp_wait_posted(log, 1)) {
-        kill(holder, SIGKILL);
-        kill(early, SIGKILL);
-        cr_assert_fail("the early poster did not post");
-    }
-    cr_assert_eq(kill(holder, SIGCONT), 0);
-    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop before gathering");
+    pid_t early;
+    pid_t holder = cp_holder_with_a_post(log, "holder record", FL__CP_BATCH_GATHER, "early poster", &early);
     char *old = th_path(dir, "combine.log.1");
     cr_assert_eq(rename(logpath, old), 0);
     cr_assert_eq(forklog_reopen(log), 0);
@@ -575,7 +529,7 @@ Test(combine, a_holder_that_cannot_reopen_does_not_fail_the_records_it_carries)
     int est = th_wait_for(early, 10);
     int lst = th_wait_for(late, 10);
     cr_assert(ok, "the late writer did not post");
-    cr_assert_eq(hst, 3, "the holder, which could not open the new file, returned status %d (3: -EMFILE)", hst);
+    cr_assert_eq(hst, EMFILE, "the holder, which could not open the new file, exited %d (%d: -EMFILE)", hst, EMFILE);
     cr_assert_eq(est, 0, "the early poster's call failed with the holder's error (status %d)", est);
     cr_assert_eq(lst, 0, "the late poster's call failed with the holder's error (status %d)", lst);
     cr_assert_eq(forklog_write(log, "after", 5), 0);

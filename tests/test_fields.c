@@ -1172,25 +1172,12 @@ Test(fields, a_field_that_fits_beside_a_short_message_is_kept)
     }
 }
 
-/* fesetround() from libm, which neither this program nor the library links: looked up at run time. */
-static int (*lookup_fesetround(void))(int)
-{
-    void *m = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
-    if (!m)
-        m = dlopen("libm.so", RTLD_NOW | RTLD_LOCAL);
-    void *sym = m ? dlsym(m, "fesetround") : NULL;
-    int (*set)(int) = NULL;
-    if (sym)
-        memcpy(&set, &sym, sizeof set);
-    return set;
-}
-
 /* A double field is the shortest form that reads back exactly, for a reader rounding to nearest, whatever rounding
  * mode the writer set with fesetround(), in which printf and strtod round otherwise: 12587.616 was written
  * 12587.615999999999 rounding downward, which reads back as another double, and 0.1 as 0.10000000000000001. */
 Test(fields, a_double_reads_back_exactly_in_every_rounding_mode)
 {
-    int (*set_round)(int) = lookup_fesetround();
+    int (*set_round)(int) = th_fesetround();
     if (!set_round)
         cr_skip_test("fesetround() not found in libm");
     static const int modes[] = {FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};

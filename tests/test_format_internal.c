@@ -740,24 +740,11 @@ Test(format_internal, vformat_the_formats_users_write)
     cr_assert_not(differ_check("%1$d", 1));
 }
 
-/* fesetround() from libm, which this program does not link (neither does the library): looked up at run time. */
-static int (*lookup_fesetround(void))(int)
-{
-    void *m = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
-    if (!m)
-        m = dlopen("libm.so", RTLD_NOW | RTLD_LOCAL);
-    void *sym = m ? dlsym(m, "fesetround") : NULL;
-    int (*set)(int) = NULL;
-    if (sym)
-        memcpy(&set, &sym, sizeof set);
-    return set;
-}
-
 /* In each rounding mode, the fast path's %f is what vsnprintf writes, or left to it; formats without %f are still
  * taken. The mode goes back to nearest afterwards. */
 Test(format_internal, vformat_in_every_rounding_mode)
 {
-    int (*set_round)(int) = lookup_fesetround();
+    int (*set_round)(int) = th_fesetround();
     if (!set_round)
         cr_skip_test("fesetround() not found in libm");
     static const struct {

@@ -1047,10 +1047,11 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
     check_records(logpath, want, 2);
 }
 
-Test(ring, the_age_bound_holds_when_the_first_writer_died_before_setting_the_due_time)
+/* The log's first ring record is published, and its writer killed before it sets the due time (still 0). Then one
+ * record of this process: with `wait_first`, flush_ms after that death, into this thread's ring (100 bytes); else at
+ * once, too large for a ring. Either finds the dead writer's record pending, and writes it with its own. */
+static void first_writer_died_before_the_due_time(int wait_first)
 {
-    /* The log's first ring record is published, and its writer killed before it sets the due time (still 0).
-     * Records that take no ring then find it pending, and write it with them. */
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 300};
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, &o), 0);
@@ -1064,37 +1065,27 @@ Test(ring, the_age_bound_holds_when_the_first_writer_died_before_setting_the_due
     }
     cr_assert_eq(th_wait_for(v, 10), 128 + SIGKILL);
     cr_assert(fl__rings_pending(log->seg) && atomic_load(&log->seg->due_ns) == 0);
-    write_len(log, 'B', 0, 3000); /* more than half a ring: written at once */
-    cr_assert(file_has(logpath, "V 000 "), "a record published without a due time waits while large ones go");
+    if (wait_first) {
+        usleep(400 * 1000);
+        write100(log, 'B', 0);
+    } else {
+        write_len(log, 'B', 0, 3000); /* more than half a ring: written at once */
+    }
+    cr_assert(file_has(logpath, "V 000 "), "a record published without a due time waits (%s)",
+              wait_first ? "a record older than flush_ms, beside a ring record" : "while large ones go");
     cr_assert_eq(forklog_close(log), 0);
     const char *want[] = {"V 000", "B 000"};
     check_records(logpath, want, 2);
 }
 
+Test(ring, the_age_bound_holds_when_the_first_writer_died_before_setting_the_due_time)
+{
+    first_writer_died_before_the_due_time(0);
+}
+
 Test(ring, the_age_bound_holds_for_ring_records_when_the_first_writer_died_before_setting_the_due_time)
 {
-    /* The log's first ring record is published, and its writer killed before it sets the due time (still 0).
-     * flush_ms later a record that goes into a ring finds no due time: the dead writer's record is older than
-     * flush_ms, so this call writes it, and does not set a due time flush_ms after itself. */
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 300};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
-    pid_t v = fork();
-    cr_assert_neq(v, -1);
-    if (v == 0) {
-        rc_child();
-        fl__crash_arm(FL__CP_RING_PUBLISHED, 1, FL__CRASH_KILL);
-        write100(log, 'V', 0);
-        _exit(1);
-    }
-    cr_assert_eq(th_wait_for(v, 10), 128 + SIGKILL);
-    cr_assert(fl__rings_pending(log->seg) && atomic_load(&log->seg->due_ns) == 0);
-    usleep(400 * 1000);
-    write100(log, 'A', 0); /* 100 bytes: into this thread's ring */
-    cr_assert(file_has(logpath, "V 000 "), "a record older than flush_ms, published without a due time, waits");
-    cr_assert_eq(forklog_close(log), 0);
-    const char *want[] = {"V 000", "A 000"};
-    check_records(logpath, want, 2);
+    first_writer_died_before_the_due_time(1);
 }
 
 Test(ring, a_handle_without_a_per_process_page_keeps_the_threads_order)
