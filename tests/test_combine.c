@@ -324,12 +324,15 @@ Test(combine, a_poster_returns_once_its_record_is_written_while_the_holder_keeps
     cr_assert_eq(forklog_close(log), 0);
 }
 
-Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
+/* forklog_reopen() promises that every process writes its next record to the file at path. A holder that synced
+ * its file before the reopen and gathers the posted records after it moves to the new file first, so that it never
+ * carries a record whose call began after the reopen had returned into the old, renamed file. The holder stops
+ * after its file was synced, before it gathers (BATCH_GATHER), with an early record posted; the log is moved away
+ * and reopened; then a late writer posts. With `no_fd`, the holder then cannot open the new file (its RLIMIT_NOFILE
+ * lowered to nothing; as well a file its credentials may not open): that failure is its own, as a failed sync
+ * before the gathering is, and the posters' calls must not fail with its error. */
+static void reopen_while_gathering(int no_fd)
 {
-    /* forklog_reopen() promises that every process writes its next record to the file at path. A holder that
-     * synced its file before the reopen and gathers the posted records after it must not carry a record whose
-     * call began after the reopen had returned into the old, renamed file. The holder stops after its file was
-     * synced, before it gathers (BATCH_GATHER); the log is moved away and reopened; then a writer posts. */
     forklog *log;
     cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
     cr_assert_eq(forklog_write(log, "before", 6), 0);
@@ -340,26 +343,43 @@ Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
     cr_assert_eq(forklog_reopen(log), 0);
     pid_t late = cp_writer(log, "late poster", FL__CP_COUNT, 0);
     int ok = cp_wait_posted(log, 2);
+    if (no_fd) {
+        struct rlimit none = {0, 0};
+        cr_assert_eq(prlimit(holder, RLIMIT_NOFILE, &none, NULL), 0);
+    }
     cr_assert_eq(kill(holder, SIGCONT), 0);
-    cr_assert_eq(th_wait_for(holder, 10), 0);
-    cr_assert_eq(th_wait_for(early, 10), 0);
-    cr_assert_eq(th_wait_for(late, 10), 0);
+    int hst = th_wait_for(holder, 10);
+    int est = th_wait_for(early, 10);
+    int lst = th_wait_for(late, 10);
     cr_assert(ok, "the late writer did not post");
+    cr_assert_eq(hst, no_fd ? EMFILE : 0, "the holder exited %d (%d: -EMFILE)", hst, EMFILE);
+    cr_assert_eq(est, 0, "the early poster's call failed (status %d)", est);
+    cr_assert_eq(lst, 0, "the late poster's call failed (status %d)", lst);
     cr_assert_eq(forklog_write(log, "after", 5), 0);
     size_t len;
-    char *buf = th_slurp(old, &len);
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "no file at path");
+    cr_assert_eq(cp_count_line(buf, "late poster"), 1, "the new file:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "after"), 1, "the new file:\n%s", buf);
+    int holder_n = cp_count_line(buf, "holder record"), early_n = cp_count_line(buf, "early poster");
+    free(buf);
+    buf = th_slurp(old, &len);
     cr_assert_not_null(buf);
     cr_assert_eq(cp_count_line(buf, "late poster"), 0,
                  "a record whose call began after forklog_reopen() returned went to the renamed file:\n%s", buf);
-    free(buf);
-    buf = th_slurp(logpath, &len);
-    cr_assert_not_null(buf, "no file at path");
-    cr_assert_eq(cp_count_line(buf, "late poster"), 1, "the new file:\n%s", buf);
-    cr_assert_eq(cp_count_line(buf, "after"), 1);
+    holder_n += cp_count_line(buf, "holder record");
+    early_n += cp_count_line(buf, "early poster"); /* its call began before the reopen: either file, once */
+    cr_assert_eq(holder_n, no_fd ? 0 : 1, "the holder's record is in the files %d times", holder_n);
+    cr_assert_eq(early_n, 1, "the early poster's record is in the files %d times", early_n);
     cp_assert_size_agrees(log, logpath);
     free(buf);
     free(old);
     cr_assert_eq(forklog_close(log), 0);
+}
+
+Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
+{
+    reopen_while_gathering(0);
 }
 
 Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobody)
@@ -507,51 +527,5 @@ Test(combine, a_posters_file_size_limit_does_not_fail_the_records_it_carries)
 
 Test(combine, a_holder_that_cannot_reopen_does_not_fail_the_records_it_carries)
 {
-    /* A holder that gathers posted records after a forklog_reopen() moves to the new file first. When it cannot
-     * (here its own RLIMIT_NOFILE: no descriptor for the open; as well a file its credentials may not open), that
-     * failure is its own, as a failed sync before the gathering is: the posters' calls must not fail with its
-     * error. The holder stops before it gathers (BATCH_GATHER); the log is moved and reopened; a writer posts;
-     * the holder's descriptor limit is then lowered to nothing and it goes on. */
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
-    cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t early;
-    pid_t holder = cp_holder_with_a_post(log, "holder record", FL__CP_BATCH_GATHER, "early poster", &early);
-    char *old = th_path(dir, "combine.log.1");
-    cr_assert_eq(rename(logpath, old), 0);
-    cr_assert_eq(forklog_reopen(log), 0);
-    pid_t late = cp_writer(log, "late poster", FL__CP_COUNT, 0);
-    int ok = cp_wait_posted(log, 2);
-    struct rlimit none = {0, 0};
-    cr_assert_eq(prlimit(holder, RLIMIT_NOFILE, &none, NULL), 0);
-    cr_assert_eq(kill(holder, SIGCONT), 0);
-    int hst = th_wait_for(holder, 10);
-    int est = th_wait_for(early, 10);
-    int lst = th_wait_for(late, 10);
-    cr_assert(ok, "the late writer did not post");
-    cr_assert_eq(hst, EMFILE, "the holder, which could not open the new file, exited %d (%d: -EMFILE)", hst, EMFILE);
-    cr_assert_eq(est, 0, "the early poster's call failed with the holder's error (status %d)", est);
-    cr_assert_eq(lst, 0, "the late poster's call failed with the holder's error (status %d)", lst);
-    cr_assert_eq(forklog_write(log, "after", 5), 0);
-    size_t len;
-    char *buf = th_slurp(logpath, &len);
-    cr_assert_not_null(buf, "no file at path");
-    cr_assert_eq(cp_count_line(buf, "late poster"), 1, "the new file:\n%s", buf);
-    cr_assert_eq(cp_count_line(buf, "holder record"), 0, "the new file:\n%s", buf);
-    cr_assert_eq(cp_count_line(buf, "after"), 1, "the new file:\n%s", buf);
-    free(buf);
-    buf = th_slurp(old, &len);
-    cr_assert_not_null(buf);
-    cr_assert_eq(cp_count_line(buf, "late poster"), 0, "the renamed file:\n%s", buf);
-    cr_assert_eq(cp_count_line(buf, "holder record"), 0, "the renamed file:\n%s", buf);
-    /* The early poster's call began before the reopen: either file, once. */
-    int early_n = cp_count_line(buf, "early poster");
-    free(buf);
-    buf = th_slurp(logpath, &len);
-    early_n += cp_count_line(buf, "early poster");
-    cr_assert_eq(early_n, 1, "the early poster's record is in the files %d times", early_n);
-    cp_assert_size_agrees(log, logpath);
-    free(buf);
-    free(old);
-    cr_assert_eq(forklog_close(log), 0);
+    reopen_while_gathering(1);
 }

@@ -1137,38 +1137,20 @@ static void *after_the_main_thread(void *arg)
     _exit(0);
 }
 
-Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back)
+/* A process's main thread ends with pthread_exit() while another goes on: it stays a zombie that tgkill() finds until
+ * the whole process ends. Its empty ring is still taken back when no other is free. With `groups`, in a process with
+ * many supplementary groups: its /proc/self/status has a long Groups line, and the NSpid line that says whether /proc
+ * shows this PID namespace comes after it, past the first 4 KiB. */
+static void main_thread_ends(int groups)
 {
-    /* A process's main thread ends with pthread_exit() while another goes on: it stays a zombie that tgkill()
-     * finds until the whole process ends. Its empty ring is still taken back when no other is free. */
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         rc_child();
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
-        if (forklog_open(&leader_log, logpath, &o) != 0 || rec100(leader_log, 'M', 0) != 0)
-            _exit(1);
-        uint64_t leader = atomic_load(&leader_log->seg->rings[0].owner);
-        pthread_t t;
-        if (pthread_create(&t, NULL, after_the_main_thread, (void *)(uintptr_t)leader) != 0)
-            _exit(5);
-        pthread_exit(NULL);
-    }
-    cr_assert_eq(th_wait_for(pid, 20), 0, "the ring of the main thread that ended was not taken back");
-}
-
-Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back_by_a_process_with_many_groups)
-{
-    /* The same, in a process with many supplementary groups: its /proc/self/status has a long Groups line, and
-     * the NSpid line that says whether /proc shows this PID namespace comes after it, past the first 4 KiB. */
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        gid_t groups[2000];
+        gid_t list[2000];
         for (unsigned i = 0; i < 2000; i++)
-            groups[i] = 1000000 + i;
-        if (setgroups(2000, groups) < 0)
+            list[i] = 1000000 + i;
+        if (groups && setgroups(2000, list) < 0)
             _exit(77);
         struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
         if (forklog_open(&leader_log, logpath, &o) != 0 || rec100(leader_log, 'M', 0) != 0)
@@ -1183,6 +1165,16 @@ Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back_by_a_process_with_
     if (st == 77)
         cr_skip_test("setgroups() is not allowed here");
     cr_assert_eq(st, 0, "the ring of the main thread that ended was not taken back (step %d)", st);
+}
+
+Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back)
+{
+    main_thread_ends(0);
+}
+
+Test(ring, the_ring_of_a_main_thread_that_ended_is_taken_back_by_a_process_with_many_groups)
+{
+    main_thread_ends(1);
 }
 
 Test(ring, a_flusher_stopped_after_moving_the_tails_has_not_ended_its_plan)
