@@ -423,8 +423,10 @@ static void fl__pool_log_queued(struct fl__pool *p, int all)
     size_t k = 0;
     while (k < p->nlogq && (all || fl__pool_log_free(p)))
         fl__pool_log_record(p, p->logq[k++]);
-    memmove(p->logq, p->logq + k, (p->nlogq - k) * sizeof *p->logq);
-    p->nlogq -= k;
+    if (k) {
+        memmove(p->logq, p->logq + k, (p->nlogq - k) * sizeof *p->logq);
+        p->nlogq -= k;
+    }
 }
 
 static void fl__pool_record(struct fl__pool *p, size_t i, int status, int code, int sig, pid_t worker, int64_t dur_ns)
