@@ -1069,6 +1069,39 @@ Test(join, buffered_records_survive_every_writer_exiting_without_close)
     buffered_survivors(1);
 }
 
+/* The segment is found through the path as given: a path through a symlinked directory names the same directory, so
+ * the same segment file and one lock with the real path; a hard link is another name in the directory, so another
+ * segment (docs/design.md, "What is guaranteed, and what is not"). A shared setting that conflicts tells which. */
+Test(join, a_symlinked_directory_shares_the_segment_and_a_hard_link_does_not)
+{
+    char *real = th_path(dir, "real"), *alias = th_path(dir, "alias");
+    cr_assert_eq(mkdir(real, 0700), 0);
+    cr_assert_eq(symlink("real", alias), 0);
+    char *by_real = th_path(real, "app.log"), *by_alias = th_path(alias, "app.log"),
+         *linked = th_path(real, "hard.log");
+    forklog *first;
+    cr_assert_eq(forklog_open(&first, by_real, &(struct forklog_options){.rotate_bytes = 4096}), 0);
+    cr_assert_eq(link(by_real, linked), 0);
+    char why[512] = "";
+    struct forklog_options other = {.rotate_bytes = 8192, .error = why, .error_size = sizeof why};
+    forklog *log = (forklog *)1;
+    cr_assert_eq(forklog_open(&log, by_alias, &other), -EINVAL,
+                 "the symlinked directory's path got a segment of its own");
+    cr_assert_not_null(strstr(why, "conflicts with 4096"), "%s", why);
+    cr_assert_eq(forklog_open(&log, linked, &other), 0, "a hard link shared the segment: %s", why);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert_eq(unlink(linked), 0);
+    cr_assert_eq(unlink(by_real), 0);
+    cr_assert_eq(unlink(alias), 0);
+    cr_assert_eq(rmdir(real), 0);
+    free(linked);
+    free(by_alias);
+    free(by_real);
+    free(alias);
+    free(real);
+}
+
 Test(join, a_private_segment_creates_no_file_and_is_not_shared)
 {
     struct forklog_options o = {.flags = FORKLOG_PRIVATE};
