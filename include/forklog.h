@@ -259,10 +259,12 @@ struct forklog_options {
  * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
  * another owner, wider permissions, a link, a directory), -EPROTO (a segment of another layout: another library
  * version or another C library; or a damaged one, whose sizes do not match its settings), -ENOSPC (the log's file
- * system is full: the segment file cannot be given its blocks), -ENAMETOOLONG,
- * -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when
- * set, receives a one-line explanation. On failure *out is set to NULL (when out is not NULL) and nothing is
- * created but the file itself. Thread-safe; not async-signal-safe.
+ * system is full: the segment file cannot be given its blocks), -ENAMETOOLONG (the path, or the segment file's
+ * name: `.NAME.forklog` is 9 bytes longer than the log's own, so a log file name of more than NAME_MAX - 9 bytes,
+ * 246 on most file systems, is refused although the file system takes it), -ENOMEM, and the other errors of
+ * open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set, receives a one-line explanation.
+ * On failure *out is set to NULL (when out is not NULL) and nothing is created but the file itself. Thread-safe;
+ * not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
 

@@ -1102,6 +1102,36 @@ Test(join, a_symlinked_directory_shares_the_segment_and_a_hard_link_does_not)
     free(real);
 }
 
+/* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
+ * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
+Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
+{
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    if (name_max < 16 || name_max > 1024)
+        cr_skip_test("no usable NAME_MAX here (%ld)", name_max);
+    char name[1040];
+    for (int extra = 0; extra <= 9; extra++) {
+        size_t n = (size_t)name_max - 9 + (size_t)extra;
+        memset(name, 'x', n);
+        name[n] = '\0';
+        char *path = th_path(dir, name);
+        char why[1600] = "";
+        struct forklog_options o = {.error = why, .error_size = sizeof why};
+        forklog *log = (forklog *)1;
+        int rc = forklog_open(&log, path, &o);
+        if (extra == 0) {
+            cr_assert_eq(rc, 0, "a %zu-byte name: %s", n, why);
+            cr_assert_eq(forklog_close(log), 0);
+        } else {
+            cr_assert_eq(rc, -ENAMETOOLONG, "a %zu-byte name: %d (%s)", n, rc, why);
+            cr_assert_null(log);
+            cr_assert_not_null(strstr(why, "segment file"), "%s", why);
+        }
+        unlink(path);
+        free(path);
+    }
+}
+
 Test(join, a_private_segment_creates_no_file_and_is_not_shared)
 {
     struct forklog_options o = {.flags = FORKLOG_PRIVATE};
