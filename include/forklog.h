@@ -341,8 +341,8 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level
  * out of range, NULL fields with nfields > 0, nfields > FORKLOG_MAX_FIELDS, a NULL or invalid key, an unknown
  * type), -ENOMEM, and the errors of write(2); nothing of the record is in the file after an error. A record below
- * the level returns 0 at once, before its fields are checked (only the NULL list and the count are). Thread-safe
- * and fork-safe; not async-signal-safe.
+ * the level returns 0 at once, before its fields are checked (only a NULL msg, a NULL list and the count are).
+ * Thread-safe and fork-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_log_fields(forklog *log, enum forklog_level level, const char *msg,
                                    const struct forklog_field *fields, size_t nfields);

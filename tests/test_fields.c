@@ -579,8 +579,12 @@ Test(fields, bad_input_is_einval_and_writes_nothing)
     cr_assert_eq(forklog_log_fields(log, FORKLOG_INFO, "m", &bt, 1), -EINVAL);
     cr_assert_eq(forklog_context_add(log, &bt, 1), -EINVAL);
     cr_assert_eq(forklog_context_add(log, NULL, 1), -EINVAL);
-    /* Below the level: 0 at once (the key is not even looked at). */
+    /* Below the level: 0 at once (the key is not even looked at); only a NULL message, a NULL list and the count
+     * are checked, as the header says. */
     cr_assert_eq(forklog_log_fields(log, FORKLOG_DEBUG, "m", &nk, 1), 0);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_DEBUG, NULL, &ok, 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_DEBUG, "m", NULL, 1), -EINVAL);
+    cr_assert_eq(forklog_log_fields(log, FORKLOG_DEBUG, "m", many, FORKLOG_MAX_FIELDS + 1), -EINVAL);
     cr_assert_eq(forklog_close(log), 0);
     size_t len;
     char *buf = th_slurp(path, &len);
