@@ -17,11 +17,11 @@
  *   - "fork-safe" means: a child forked at any moment (even while another thread of the parent is in the middle
  *     of a record) may use the inherited handle at once.
  *   - A record call (forklog_log(), forklog_log_fields(), forklog_write() and their variants) or forklog_flush()
- *     made by a signal handler that interrupted a record call or flush of the same thread, through any handle,
- *     fails with -EDEADLK and writes nothing: the interrupted call may hold the lock, which is not recursive, or
- *     be copying its record into the thread's buffer. These calls are not async-signal-safe all the same (they
- *     format with vsnprintf, may allocate); forklog_reopen(), forklog_set_level() and forklog_get_level() are,
- *     and so are forklog_version() and forklog_version_string().
+ *     made by a signal handler that interrupted a record call, a flush or a forklog_pool_map() of the same thread,
+ *     through any handle, fails with -EDEADLK and writes nothing: the interrupted call may hold the lock, which
+ *     is not recursive, or be copying its record into the thread's buffer. These calls are not async-signal-safe
+ *     all the same (they format with vsnprintf, may allocate); forklog_reopen(), forklog_set_level() and
+ *     forklog_get_level() are, and so are forklog_version() and forklog_version_string().
  *
  * Single-header use: in exactly one .c file of the program, `#define FORKLOG_IMPLEMENTATION` before
  * `#include "forklog.h"` (the generated single-file forklog.h), then `cc prog.c -pthread`. Compile that file in

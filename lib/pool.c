@@ -409,11 +409,18 @@ static int fl__pool_log_free(struct fl__pool *p)
 {
     if (!p->timeout_ns || p->nlive == 0)
         return 1;
+    /* Marked inside a call like a record's, for as long as it may hold the lock: a signal handler that interrupts
+     * it and writes to the log is refused with -EDEADLK instead of waiting for ever for this thread's lock. Already
+     * marked (the map called by such a handler): the record's own call will be refused, with no wait. */
+    struct fl__mine *my = fl__enter(p->o->log);
+    if (!my)
+        return 1;
     int rc = fl__trylock(p->o->log);
     if (rc == EBUSY)
         rc = fl__lock_yield(p->o->log, NULL); /* held for a record's write (microseconds), as a rule */
     if (rc == 0)
         fl__unlock(p->o->log);
+    fl__leave(my);
     return rc != EBUSY; /* held, or an error that the write itself will meet and report */
 }
 

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -473,6 +474,80 @@ Test(pool, worker_stopped_holding_the_log_lock_is_killed_after_timeout)
     int st = th_wait_for(pid, 20);
     cr_assert_neq(st, -2, "forklog_pool_map() hung behind a worker stopped while it held the log's lock");
     cr_assert_eq(st, 0, "status %d", st);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+/* A signal handler that writes to the pool's log, run while the parent holds the log's lock for its look at whether
+ * the lock is free (timeout_s): forklog_write() of a handler that interrupted a forklog call of its thread fails
+ * with -EDEADLK (docs/api.md), where waiting for the lock its own thread holds would hang the parent. */
+static forklog *handler_log;
+static volatile int handler_rc = 1;
+static void write_from_handler(int sig)
+{
+    (void)sig;
+    static const char rec[] = "from the handler\n";
+    handler_rc = forklog_write(handler_log, rec, sizeof rec - 1);
+}
+
+static int slow_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    usleep(50000);
+    return 0;
+}
+
+/* The pool in a child, stopped holding the lock at its first look (the tasks do not log, so it is the parent's):
+ * exit 0 when the handler's call was refused and every task ran ok. */
+static int run_handler_in_the_parents_look(const char *path)
+{
+    if (forklog_open(&handler_log, path, NULL) != 0)
+        return 2;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = write_from_handler;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0)
+        return 2;
+    struct forklog_pool_options o = {.workers = 2, .timeout_s = 10, .log = handler_log};
+    struct forklog_pool_report rep;
+    fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+    int rc = forklog_pool_map(&o, 6, slow_task, NULL, &rep);
+    if (rc != 0 || rep.ok != 6)
+        return 3;
+    if (handler_rc != -EDEADLK)
+        return 4;
+    return forklog_close(handler_log) == 0 ? 0 : 5;
+}
+
+Test(pool, a_handler_that_writes_while_the_parent_looks_at_the_lock_is_refused)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(run_handler_in_the_parents_look(path));
+    }
+    int st;
+    double end = th_now_s() + 10;
+    pid_t r;
+    while ((r = waitpid(pid, &st, WNOHANG | WUNTRACED)) == 0 && th_now_s() < end)
+        usleep(500);
+    cr_assert(r == pid && WIFSTOPPED(st), "the pool's parent did not stop holding the lock");
+    cr_assert_eq(kill(pid, SIGUSR1), 0);
+    cr_assert_eq(kill(pid, SIGCONT), 0);
+    st = th_wait_for(pid, 20);
+    cr_assert_neq(st, -2, "the handler's forklog_write() waited for the lock its own thread held: the pool hung");
+    cr_assert_eq(st, 0, "status %d", st);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(count_matching(buf, "from the handler"), 0);
+    cr_assert_eq(count_matching(buf, " task task="), 6);
+    free(buf);
     th_rmdir(dir);
     free(path);
     free(dir);
