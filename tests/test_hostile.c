@@ -319,6 +319,8 @@ static int reenter_child(forklog *log)
     }
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, NULL);
+    /* A signal already pending is discarded: a handler must not use the handle during or after its close. */
+    signal(SIGALRM, SIG_IGN);
     return forklog_close(log) == 0 ? 0 : 3;
 }
 
