@@ -18,8 +18,10 @@
  *     of a record) may use the inherited handle at once.
  *   - A record call (forklog_log(), forklog_log_fields(), forklog_write() and their variants) or forklog_flush()
  *     made by a signal handler that interrupted a record call, a flush or a forklog_pool_map() of the same thread,
- *     through any handle, fails with -EDEADLK and writes nothing: the interrupted call may hold the lock, which
- *     is not recursive, or be copying its record into the thread's buffer. These calls are not async-signal-safe
+ *     through any handle, fails with -EDEADLK and writes nothing when the interrupted call was past building its
+ *     record (appending it, flushing, or looking at the lock): it may hold the lock, which is not recursive, or be
+ *     copying its record into the thread's buffer. Interrupted while it still built its record, the handler's
+ *     call is written as any other. These calls are not async-signal-safe
  *     all the same (they format with vsnprintf, may allocate); forklog_reopen(), forklog_set_level() and
  *     forklog_get_level() are, and so are forklog_version() and forklog_version_string().
  *
