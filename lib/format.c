@@ -1686,16 +1686,25 @@ static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
 }
 
 /* Whether floating-point arithmetic rounds to nearest, the only mode fl__fixed rounds in (the C library's printf
- * follows fesetround()). The arithmetic itself is asked, not fegetround(), which would make the library depend on
- * libm: 1 plus three quarters of a unit in the last place goes up to the next double, and its negative down, only
- * when rounding to nearest (upward, downward and toward zero each round one of the two toward 1 or -1). The
- * operands are volatile so that the compiler computes the sums at run time, in the current mode; fesetround()
- * sets the mode of every unit the C library's printf may ask (x87 and SSE alike). */
+ * follows fesetround()), without fegetround(), which would make the library depend on libm. On x86-64 both units'
+ * rounding controls are read, the x87 control word's (which glibc's printf asks, and musl's computes with) and
+ * MXCSR's (double arithmetic): fesetround() sets both, and a program that set only one gets vsnprintf. Elsewhere
+ * the arithmetic itself is asked: 1 plus three quarters of a unit in the last place goes up to the next double,
+ * and its negative down, only when rounding to nearest (upward, downward and toward zero each round one of the two
+ * toward 1 or -1); the operands are volatile so that the sums are computed at run time, in the current mode. */
 static int fl__rounds_to_nearest(void)
 {
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned short x87;
+    unsigned int mxcsr;
+    __asm__ volatile("fnstcw %0" : "=m"(x87));
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    return !(x87 & 0x0c00) && !(mxcsr & 0x6000);
+#else
     static const volatile double one = 1.0, three_quarters_ulp = 0x1.8p-53;
     volatile double up = one + three_quarters_ulp, down = -one - three_quarters_ulp;
     return up == 0x1.0000000000001p0 && down == -0x1.0000000000001p0;
+#endif
 }
 
 int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)

@@ -778,6 +778,34 @@ Test(format_internal, vformat_in_every_rounding_mode)
     cr_assert(differ_check("%.1f %.2f", 0.25, third));
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* A program that sets one unit's rounding mode only, as fesetround() never does: glibc's printf asks the x87 control
+ * word, musl's computes in x87 arithmetic, double arithmetic rounds in SSE's MXCSR. The fast path must print what
+ * vsnprintf prints, or leave the format to it, with either unit rounding upward. */
+Test(format_internal, vformat_when_one_unit_rounds_otherwise)
+{
+    const double third = 1.0 / 3, values[] = {0.25, 1.0 / 3, -1.0 / 3, 2.5, 0.125, 123456.789};
+    unsigned short cw, up_cw;
+    unsigned int csr, up_csr;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    __asm__ volatile("stmxcsr %0" : "=m"(csr));
+    up_cw = (unsigned short)((cw & ~0x0c00u) | 0x0800u); /* x87 rounding control: upward */
+    up_csr = (csr & ~0x6000u) | 0x4000u;                 /* MXCSR rounding control: upward */
+    for (int unit = 0; unit < 2; unit++) {
+        if (unit == 0)
+            __asm__ volatile("fldcw %0" : : "m"(up_cw));
+        else
+            __asm__ volatile("ldmxcsr %0" : : "m"(up_csr));
+        for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+            differ_check("%f|%.0f|%.1f|%.3f", values[i], values[i], values[i], values[i]);
+        cr_assert(differ_check("%d %s", -7, "no %f here"));
+        __asm__ volatile("fldcw %0" : : "m"(cw));
+        __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+    }
+    cr_assert(differ_check("%.1f %.2f", 0.25, third));
+}
+#endif
+
 static double random_double(unsigned *seed)
 {
     uint64_t bits = (uint64_t)rand_r(seed) << 62 ^ (uint64_t)rand_r(seed) << 31 ^ (uint64_t)rand_r(seed);
