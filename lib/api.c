@@ -412,7 +412,8 @@ int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
         return rc;
     /* The handle's own descriptor, above 2, close-on-exec; the caller keeps fd. */
     if ((log->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
-        rc = -errno;
+        /* EINVAL here means an RLIMIT_NOFILE of 3 or less: no number above 2 exists, so no descriptor is left. */
+        rc = errno == EINVAL ? -EMFILE : -errno;
         fl__handle_free(log);
         return rc;
     }

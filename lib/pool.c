@@ -75,7 +75,8 @@ static int fl__pool_make_pipe(int fds[2], int flags)
             continue;
         int hi = fcntl(fds[k], F_DUPFD_CLOEXEC, 3); /* O_NONBLOCK belongs to the pipe, not the descriptor */
         if (hi < 0) {
-            int err = errno;
+            /* EINVAL means an RLIMIT_NOFILE of 3 or less: no number above 2 exists, so no descriptor is left. */
+            int err = errno == EINVAL ? EMFILE : errno;
             close(fds[0]);
             close(fds[1]);
             errno = err;

@@ -334,6 +334,26 @@ static unsigned long long vm_size_child(void)
     return kb * 1024;
 }
 
+/* A process whose RLIMIT_NOFILE leaves no number above 2 has no descriptor to give the handle: that is -EMFILE, as
+ * documented, not the -EINVAL that fcntl(F_DUPFD_CLOEXEC, 3) gives for a minimum at or above the limit (which
+ * would read as a bad argument or option). */
+Test(fd, no_descriptor_number_above_2_is_emfile)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        for (int fd = 3; fd < 4096; fd++)
+            close(fd);
+        struct rlimit rl = {3, 3};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(90);
+        forklog *log = (forklog *)0x1;
+        int rc = forklog_open_fd(&log, 1, NULL);
+        _exit(rc == -EMFILE && !log ? 0 : rc == -EINVAL ? 1 : 2);
+    }
+    cr_assert_eq(th_wait(pid), 0, "forklog_open_fd() with no descriptor number above 2 must fail with -EMFILE");
+}
+
 Test(fd, a_failed_open_leaves_the_callers_descriptor_as_it_was)
 {
     /* The open sets O_APPEND on the description the caller's descriptor shares; when it fails afterwards (here: no

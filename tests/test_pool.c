@@ -1934,6 +1934,33 @@ Test(pool, no_descriptor_left_every_task_recorded_not_run)
     free(dir);
 }
 
+/* The caller has closed 0, 1 and 2 and its RLIMIT_NOFILE is 3: the wake pipe lands on 0 and 1 and cannot be moved
+ * above 2. That is the documented "no descriptor left" case: every task not_run and -EMFILE, not the -EINVAL of
+ * fcntl(F_DUPFD_CLOEXEC, 3), which the pool documents only for bad arguments, before anything starts. */
+Test(pool, no_descriptor_number_above_2_is_emfile)
+{
+    enum { N = 4 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        for (int fd = 0; fd < 4096; fd++)
+            close(fd);
+        struct rlimit rl = {3, 3};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        struct forklog_pool_options o = {.workers = 1, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, ok_task, NULL, &out->rep);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0);
+    cr_assert_eq(out->rc, -EMFILE, "rc %d", out->rc);
+    cr_assert_eq(out->rep.not_run, N);
+    cr_assert_eq(out->rep.workers_started, 0);
+    check_counts(out->rc, out->res, N, &out->rep);
+    caller_out_free(out, N);
+}
+
 /* Task 0 hangs past the timeout; the others are quick. */
 static int first_hangs_task(size_t i, void *ctx)
 {
