@@ -175,7 +175,8 @@ struct forklog_options {
     enum forklog_level level;
     /* Format of forklog_log() records. 0: FORKLOG_FORMAT_TEXT. */
     enum forklog_format format;
-    /* Permission bits used when the file (or a rotated file) is created, before the umask. 0: 0644. */
+    /* Permission bits used when the file (or a rotated file) is created, before the umask. 0: 0644.
+     * Valid: 0 .. 07777. */
     unsigned mode;
     /* Bitwise OR of enum forklog_flag values; any other bit is -EINVAL. */
     unsigned flags;
@@ -256,18 +257,18 @@ struct forklog_options {
  * here or in a later reopen, ever blocks: a FIFO with no reader fails with -ENXIO at once; once open, writes
  * block as usual, and a write to a FIFO or pipe whose reader has gone fails with -EPIPE (with SIGPIPE ignored;
  * otherwise the signal ends the writer, as with any write).
- * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other
- * users), -ENOENT (missing parent directory), -EACCES (the log, the directory for its segment file, or a
- * segment file another user created while the caller is not in the log's group),
- * -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a unix socket), -EPERM (a segment file that is not the log's:
- * another owner, wider permissions, a link, a directory), -EPROTO (a segment of another layout: another library
- * version or another C library; or a damaged one, whose sizes do not match its settings), -ENOSPC (the log's file
- * system is full: the segment file cannot be given its blocks), -ENAMETOOLONG (the path, or the segment file's
- * name: `.NAME.forklog` is 9 bytes longer than the log's own, so a log file name of more than NAME_MAX - 9 bytes,
- * 246 on most file systems, is refused although the file system takes it), -ENOMEM, and the other errors of
- * open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set, receives a one-line explanation.
- * On failure *out is set to NULL (when out is not NULL) and nothing is created but the file itself. Thread-safe;
- * not async-signal-safe.
+ * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other users),
+ * -ENOENT (missing parent directory), -ENOTDIR, -EACCES (the log, the directory for its segment file, or a segment file
+ * another user created while the caller is not in the log's group), -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a
+ * unix socket), -EPERM (a segment file that is not the log's: another owner, wider permissions, a link, a directory),
+ * -EPROTO (a segment of another layout: another library version or another C library; or a damaged one, whose sizes do
+ * not match its settings), -ENOSPC (the log's file system is full: the segment file cannot be given its blocks),
+ * -ENAMETOOLONG (the path, or the segment file's name: `.NAME.forklog` is 9 bytes longer than the log's own, so a log
+ * file name of more than NAME_MAX - 9 bytes, 246 on most file systems, is refused although the file system takes it;
+ * likewise a path, made absolute, of more than PATH_MAX - 10 bytes, 4086), -EFBIG (RLIMIT_FSIZE below the segment's
+ * size), -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set,
+ * receives a one-line explanation. On failure *out is set to NULL (when out is not NULL) and nothing is created but the
+ * file itself. Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
 
@@ -302,11 +303,11 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
 FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts);
 
 /*
- * Formats one record (see enum forklog_format) and appends it whole. A record below the handle's level returns
- * 0 at once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then
- * ends with a marker: ` [forklog: N bytes cut]` in text, `"cut":N` in JSON); the count is capped at INT_MAX.
- * Errors: -EINVAL (NULL log or fmt, level out of range), -ENOMEM, and the errors of write(2) (-ENOSPC, -EFBIG,
- * -EIO, ...), after which nothing of the record is in the file. Thread-safe and fork-safe; not
+ * Formats one record (see enum forklog_format) and appends it whole. A record below the handle's level returns 0 at
+ * once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then ends with a
+ * marker: ` [forklog: N bytes cut]` in text, `"cut":N` in JSON); the count is capped at INT_MAX. Errors: -EINVAL (NULL
+ * log or fmt, level out of range, an encoding error in vsnprintf), -ENOMEM, and the errors of write(2) (-ENOSPC,
+ * -EFBIG, -EIO, ...), after which nothing of the record is in the file. Thread-safe and fork-safe; not
  * async-signal-safe (it formats with vsnprintf).
  */
 FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);
@@ -523,10 +524,10 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
 FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
 
 /*
- * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the
- * negative errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a
- * rotation), or -EDEADLK (see the conventions above); buffered records stay buffered on failure. Thread-safe and
- * fork-safe.
+ * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the negative
+ * errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a rotation), or
+ * -EINVAL (NULL log), or -EDEADLK (see the conventions above); buffered records stay buffered on failure. Thread-safe
+ * and fork-safe.
  */
 FORKLOG_API int forklog_flush(forklog *log);
 

@@ -6,6 +6,7 @@
 #include "points.h"
 #include "records.h"
 
+#include <limits.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -1130,6 +1131,43 @@ Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
         unlink(path);
         free(path);
     }
+}
+
+/* The same for the whole path: the segment file's path is 9 bytes longer than the log's, so a log path of
+ * PATH_MAX - 10 bytes opens and one of PATH_MAX - 9 (which open(2) takes) is -ENAMETOOLONG, as documented. */
+Test(join, a_log_path_too_long_for_its_segment_file_is_enametoolong)
+{
+    char *deep = malloc(PATH_MAX + 64);
+    cr_assert_not_null(deep);
+    strcpy(deep, dir);
+    char comp[201];
+    memset(comp, 'd', 200);
+    comp[200] = '\0';
+    while (strlen(deep) + 201 < PATH_MAX - 40) {
+        strcat(deep, "/");
+        strcat(deep, comp);
+        cr_assert(mkdir(deep, 0755) == 0 || errno == EEXIST, "mkdir: %s", strerror(errno));
+    }
+    size_t dl = strlen(deep);
+    char *path = malloc(PATH_MAX + 64);
+    cr_assert_not_null(path);
+    for (size_t len = PATH_MAX - 10; len <= PATH_MAX - 1; len++) {
+        size_t n = len - dl - 1;
+        snprintf(path, PATH_MAX + 64, "%s/%0*d", deep, (int)n, 0);
+        cr_assert_eq(strlen(path), len);
+        forklog *log = (forklog *)1;
+        int rc = forklog_open(&log, path, NULL);
+        if (len == PATH_MAX - 10) {
+            cr_assert_eq(rc, 0, "a %zu-byte path: %d", len, rc);
+            cr_assert_eq(forklog_close(log), 0);
+        } else {
+            cr_assert_eq(rc, -ENAMETOOLONG, "a %zu-byte path: %d", len, rc);
+            cr_assert_null(log);
+        }
+        unlink(path);
+    }
+    free(path);
+    free(deep);
 }
 
 Test(join, a_private_segment_creates_no_file_and_is_not_shared)
