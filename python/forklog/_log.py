@@ -69,10 +69,16 @@ def _id_opt(name, value):
 
 
 def _name_opt(name):
-    b = _utf8(name) if isinstance(name, str) else None
+    # Strict UTF-8: the C library takes only valid UTF-8 for a name, so a str with a lone surrogate (an
+    # os.fsdecode()d argv[0] of non-UTF-8 bytes) is refused here, as a bad option, rather than by forklog_open()
+    # as an OSError that no `except ValueError` catches.
+    try:
+        b = name.encode("utf-8") if isinstance(name, str) else None
+    except UnicodeEncodeError:
+        b = None
     if b is None or not 1 <= len(b) <= 64 or any(c < 0x20 or c == 0x7F for c in b):
-        raise OptionError("forklog: name must be a str of 1 to 64 bytes without control characters, not %r"
-                          % (name,))
+        raise OptionError("forklog: name must be a str of 1 to 64 bytes of UTF-8 without control characters, "
+                          "not %r" % (name,))
     return b
 
 

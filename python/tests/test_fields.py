@@ -129,7 +129,7 @@ def test_name_tid_keys_and_context_options(tmp_path):
 
 @pytest.mark.parametrize("options", [dict(name=""), dict(name="a\nb"), dict(name="x" * 65), dict(name=5),
                                      dict(keys="long"), dict(tid=1), dict(context=[1]),
-                                     dict(context={"bad key": 1})])
+                                     dict(context={"bad key": 1}), dict(name="app\udcff"), dict(name="app\ud800")])
 def test_bad_new_options_are_value_errors(tmp_path, options):
     with pytest.raises(ValueError):
         forklog.Log(str(tmp_path / "a.log"), **options)
