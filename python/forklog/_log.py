@@ -392,6 +392,9 @@ class Log:
         self._exit_closed = False  # closed by the worker's exit, not by the program (see _close_all, _once)
         self._close_done = False  # the C close has returned, whichever thread made it (see close)
         self._close_rc = 0  # and what it returned
+        # The thread ident of each close() in progress and of each thread holding the handle in _close_pending(): a
+        # second close() waits while another thread is closing (see close).
+        self._closing = []
         if unknown:
             raise OptionError("forklog: no option named %s" % ", ".join(sorted(unknown)))
         bpath = _path_bytes(path)
@@ -490,23 +493,31 @@ class Log:
         end comes back here) or another thread has taken it. Waits for the calls of other threads. Returns the
         C close's result, or 0."""
         calls = self._calls
-        if _get_ident() in calls:
+        me = _get_ident()
+        if me in calls:
             return 0
+        # In self._closing before taking the handle, and until the close is done or the handle given back: a
+        # close() that finds neither the handle nor a thread closing knows that nobody will close.
+        closing = self._closing
+        closing.append(me)
         try:
-            h = self._pending.pop()
-        except IndexError:
-            return 0  # another thread closes it
-        try:
-            while calls:  # only other threads' calls: this thread has none
-                time.sleep(0.0005)
-        except BaseException:
-            self._pending.append(h)  # interrupted (KeyboardInterrupt): the next close() or call's end goes on
-            raise
-        _open_logs.discard(self)
-        rc = _native.lib.forklog_close(h)
-        self._close_rc = rc
-        self._close_done = True
-        return rc
+            try:
+                h = self._pending.pop()
+            except IndexError:
+                return 0  # another thread closes it
+            try:
+                while calls:  # only other threads' calls: this thread has none
+                    time.sleep(0.0005)
+            except BaseException:
+                self._pending.append(h)  # interrupted (KeyboardInterrupt): the next close() or call's end goes on
+                raise
+            _open_logs.discard(self)
+            rc = _native.lib.forklog_close(h)
+            self._close_rc = rc
+            self._close_done = True
+            return rc
+        finally:
+            closing.remove(me)
 
     def _once(self, method, *args):
         """A call on a closed log: ValueError, unless the log was closed by this worker process's end (see
@@ -521,6 +532,7 @@ class Log:
         # A child has exactly one thread: no call of another thread is in flight here, and a lock that another
         # thread of the parent held at the fork would never be released. The C handle itself needs nothing.
         self._calls = []
+        self._closing = []  # a close() of another thread of the parent goes on there, not here
         self._pid = os.getpid()
 
     # ---- the public API --------------------------------------------------------------------------------------
@@ -669,29 +681,44 @@ class Log:
     def close(self):
         """Ends this process's use of the log (flushing buffered records). Waits for calls of other threads
         that are in progress. Called while this very thread is inside a call of the log (from a signal handler),
-        it refuses new calls at once and leaves the rest to the end of that call. Closing twice does nothing.
+        it refuses new calls at once and leaves the rest to the end of that call. A close() while another thread
+        closes waits for that close to end; closing again later does nothing.
         Other processes that hold the log are not affected."""
+        me = _get_ident()
+        closing = self._closing
+        if me in closing:
+            return  # a signal handler's close inside this thread's own close: that close goes on once it returns
+        # In self._closing before taking the handle: a second close() of another thread that finds the handle
+        # taken finds this one closing, and waits for it.
+        closing.append(me)
         try:
-            h = self._hbox.pop()
-        except IndexError:  # closed already, or being closed
-            if self._pending:
-                self._close_pending()
-            return
-        self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
-        self._pending.append(h)
-        self._close_pending()
-        if _get_ident() in self._calls:
-            return  # a signal handler's close inside a call of this thread: that call's end closes (see _call)
-        # The end of another thread's call may have taken the pending close before this thread did (see _call);
-        # that thread waits for the calls still in flight, then closes. Wait for it, so that this close() returns
-        # only once the log is closed, its buffered records written, as it promises. Should that thread give the
-        # close back (interrupted while it waits), this one takes it.
-        while not self._close_done:
-            if self._pending:
-                self._close_pending()
+            try:
+                h = self._hbox.pop()
+            except IndexError:  # closed already, or being closed by another thread
+                h = None
             else:
-                time.sleep(0.0005)
-        if self._close_rc < 0:
+                self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
+                self._pending.append(h)
+            if self._pending:
+                self._close_pending()
+            if me in self._calls:
+                return  # a signal handler's close inside a call of this thread: that call's end closes (see _call)
+            # Another thread may be closing: the close() that took the handle, or the end of a call that took the
+            # pending close (see _call), which waits for the calls still in flight, then closes. Wait for it, so
+            # that this close() returns only once the log is closed, its buffered records written, as it promises,
+            # whichever close() took the handle. Should that thread give the close back (interrupted while it
+            # waits), this one takes it. With no other thread closing and nothing pending, nobody closes here (a
+            # forked child of a process that was closing the log in another thread): return.
+            while not self._close_done:
+                if self._pending:
+                    self._close_pending()
+                elif len(closing) > 1:
+                    time.sleep(0.0005)
+                else:
+                    break
+        finally:
+            closing.remove(me)
+        if h is not None and self._close_done and self._close_rc < 0:
             raise _oserror(self._close_rc, "forklog_close", self._path)
 
     def __enter__(self):

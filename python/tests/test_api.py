@@ -353,6 +353,82 @@ def test_close_waits_for_other_threads_calls(tmp_path):
     assert not errors
 
 
+def test_a_second_close_from_another_thread_waits_for_the_first(tmp_path):
+    # Two threads close one log (logging.shutdown() at exit while another thread closes the handler) while a third
+    # is inside a call. The close() that takes the handle waits for that call; the other must not return before the
+    # log is closed either. The log is a FIFO, so that the test decides when the write may end.
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(rfd, True)
+    log = forklog.Log(path)
+    size = 200000  # more than a pipe holds: the write blocks until the test reads
+    state = {}
+
+    def writer():
+        log.write(b"w" * size)
+        state["written"] = True
+
+    def closer(name):
+        log.close()
+        state[name] = state.get("written", False)  # was the writer's call over when close() returned?
+
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.2)  # the pipe is full: the writer is inside its call
+    a = threading.Thread(target=closer, args=("a",))
+    a.start()
+    time.sleep(0.1)  # a has taken the handle and waits for the writer's call
+    b = threading.Thread(target=closer, args=("b",))
+    b.start()
+    b.join(0.3)
+    b_returned_early = not b.is_alive()
+    n = size + 1  # the record and its newline
+    while n > 0:
+        n -= len(os.read(rfd, min(n, 65536)))
+    for t in (w, a, b):
+        t.join(10)
+    os.close(rfd)
+    assert not b_returned_early, "the second close() returned while the log was still open"
+    assert state == {"written": True, "a": True, "b": True}
+    assert log.closed
+
+
+def test_a_close_interrupted_by_a_signal_handlers_close_goes_on(tmp_path):
+    # A signal handler that closes the log again while this thread's own close() waits for another thread's call
+    # returns at once (waiting there would wait for itself); the interrupted close() then goes on and closes.
+    import signal
+
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(rfd, True)
+    log = forklog.Log(path)
+    size = 200000
+    w = threading.Thread(target=log.write, args=(b"w" * size,))
+    w.start()
+    time.sleep(0.2)
+    seen = []
+
+    def on_alarm(signo, frame):
+        log.close()
+        seen.append(log.closed)
+        n = size + 1
+        while n > 0:
+            n -= len(os.read(rfd, min(n, 65536)))
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        log.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    w.join(10)
+    os.close(rfd)
+    assert seen == [True] and log.closed and not w.is_alive()
+
+
 def test_close_waits_even_when_a_finishing_call_takes_the_close_over(tmp_path):
     # close() hands the C close to whoever finishes last; a call of thread A that ends between close() leaving
     # the close pending and taking it back takes it over, and then waits for the calls still in flight (thread
