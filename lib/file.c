@@ -159,9 +159,20 @@ int fl__sync_file(forklog *log)
     }
     /* forklog_open_fd() of a regular file: the caller (or anybody else) may append through a descriptor of its
      * own between records; read where the file ends before every write, so that a cut after a failed write or
-     * a dead writer goes back to the end of the last whole record, not into one written since. */
+     * a dead writer goes back to the end of the last whole record, not into one written since. The same holds
+     * for a private segment (FORKLOG_PRIVATE, a path through /proc) of a named file: the log's other users, whose
+     * lock it does not share, append to the file between its records, and a cut to where it last wrote would
+     * take theirs. Its descriptor is its own open file (O_APPEND), so one lseek() tells where the file ends,
+     * at about half the cost of an fstat(). */
     if (!log->path[0] && atomic_load_explicit(&s->regular, memory_order_relaxed))
         s->file_known = 0;
+    else if (log->seg_fd < 0 && s->file_known && log->gen == s->gen &&
+             atomic_load_explicit(&s->regular, memory_order_relaxed)) {
+        off_t end = lseek(log->fd, 0, SEEK_END);
+        if (end < 0)
+            return -errno;
+        s->size = (uint64_t)end;
+    }
     if (log->gen == s->gen && s->file_known)
         return 0;
     if (log->gen != s->gen && !log->path[0]) {

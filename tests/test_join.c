@@ -1196,6 +1196,40 @@ Test(join, a_private_segment_creates_no_file_and_is_not_shared)
     free(fifo);
 }
 
+/* A private handle is not serialised with the log's other users, but what they wrote is not its to cut: a write of
+ * its own that fails (here EFBIG, past RLIMIT_FSIZE, after part of the record went in) cuts the file back to where
+ * it ended just before that record, not to where it ended when the private handle last wrote. */
+Test(join, a_failed_write_of_a_private_handle_keeps_what_the_other_users_wrote)
+{
+    struct forklog_options po = {.flags = FORKLOG_PRIVATE};
+    forklog *p = open_ok(&po);
+    char buf[RC_HEAD_MAX + 200];
+    cr_assert_eq(rc_write(p, buf, 'R', 1, 0, 0, 20), 0);
+    forklog *shared = open_ok(NULL);
+    for (unsigned q = 0; q < 100; q++)
+        cr_assert_eq(rc_write(shared, buf, 'R', 0, q, 0, 100), 0);
+    cr_assert_eq(forklog_close(shared), 0);
+    size_t before;
+    free(th_slurp(logpath, &before));
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {before + 10, before + 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        _exit(rc_write(p, buf, 'R', 1, 1, 0, 200) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the private handle's record did not fail with EFBIG");
+    size_t after;
+    free(th_slurp(logpath, &after));
+    cr_assert_eq(after, before, "the file went from %zu to %zu bytes: the failed write cut other records", before,
+                 after);
+    cr_assert_eq(forklog_close(p), 0);
+    unsigned want[2] = {100, 1};
+    check_records(2, want, 0);
+}
+
 /* ---- the segment's own protocol, killed at each step --------------------------------------------------------
  * A process dies at one step of forklog_open() or forklog_close(); then three writers open the log at once and
  * write. Every record that a call acknowledged is in the file once (the buffered records that writers left before
