@@ -250,7 +250,8 @@ struct forklog_options {
  * user to close removes the file. Settings that every process must share come from the segment: a zero
  * rotate_bytes, rotate_keep, flush_ms or buffer_size, and a FORKLOG_BUFFERED bit left clear, join what the log's
  * users have; an explicit value that differs is -EINVAL (opts->error names it). FORKLOG_PRIVATE keeps a segment
- * of the handle's own instead (see enum forklog_flag); a target that is not a regular file always gets one.
+ * of the handle's own instead (see enum forklog_flag); a target that is not a regular file always gets one, and
+ * so does a path through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdout), which names each process's own file.
  *
  * `path` may also name a FIFO, a character device or a pipe (/proc/self/fd/N): records are written whole as
  * long as each write is, but such a target is never rotated and a dead writer's fragment is never cut. No open,

@@ -33,6 +33,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #define FL__DEFAULT_BUFFER ((size_t)256 << 10)
@@ -43,6 +44,10 @@
 #endif
 /* Opens retried when the segment file is removed or rebuilt under the opener's feet. */
 #define FL__JOIN_TRIES 32
+/* statfs(2)'s f_type of /proc. */
+#define FL__PROC_MAGIC 0x9fa0
+/* Symbolic links followed, at most, to tell whether a path leads through /proc (the kernel's own limit). */
+#define FL__MAX_LINKS 40
 
 /* What must be equal for two processes to share a segment: pointer size, mutex size and the C library (glibc and
  * musl lay out pthread_mutex_t differently). */
@@ -669,6 +674,45 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     return rc;
 }
 
+/* Whether the absolute `path` reaches its file through /proc: /proc/self/fd/N, /dev/fd/N, /dev/stdout, or a symlink
+ * to one of them. Such a name is each process's own descriptor, so one path names another file in every process: a
+ * segment file beside it would be shared by processes that write different files (a record combined by one of them
+ * would go into its file, not its writer's), and in /proc it cannot even be created. Its directory is looked at
+ * with statfs(2), which follows links; a symlink at the last name is followed, up to FL__MAX_LINKS. */
+static int fl__name_per_process(const char *path)
+{
+    char *p = strdup(path);
+    int per = 0;
+    for (int links = 0; p && links <= FL__MAX_LINKS; links++) {
+        size_t dlen = (size_t)(strrchr(p, '/') + 1 - p);
+        char *d = malloc(dlen + 1), target[4096];
+        if (!d)
+            break;
+        memcpy(d, p, dlen);
+        d[dlen] = '\0';
+        struct statfs fs;
+        per = statfs(d, &fs) == 0 && fs.f_type == FL__PROC_MAGIC;
+        free(d);
+        struct stat st;
+        ssize_t n;
+        if (per || lstat(p, &st) < 0 || !S_ISLNK(st.st_mode) || (n = readlink(p, target, sizeof target - 1)) <= 0 ||
+            n == (ssize_t)sizeof target - 1)
+            break;
+        target[n] = '\0';
+        /* The link's target: absolute, or relative to the link's directory. */
+        size_t keep = target[0] == '/' ? 0 : dlen;
+        char *next = malloc(keep + (size_t)n + 1);
+        if (next) {
+            memcpy(next, p, keep);
+            memcpy(next + keep, target, (size_t)n + 1);
+        }
+        free(p);
+        p = next;
+    }
+    free(p);
+    return per;
+}
+
 int fl__seg_open(forklog *log, const struct forklog_options *o, const struct stat *st, char *err, size_t errlen)
 {
     log->seg = NULL;
@@ -679,7 +723,7 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
     int rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, err, errlen);
     if (rc < 0)
         return rc;
-    if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode))
+    if (!(o->flags & FORKLOG_PRIVATE) && S_ISREG(st->st_mode) && !fl__name_per_process(log->path))
         return fl__seg_named(log, o, st, err, errlen);
     /* Private: anonymous shared memory, zero-filled, seen by this process and its children only. Without swap
      * space reserved: the rings are FL__RINGS times buffer_size, of which a log uses what its writer threads fill,

@@ -1230,6 +1230,84 @@ Test(join, a_failed_write_of_a_private_handle_keeps_what_the_other_users_wrote)
     check_records(2, want, 0);
 }
 
+/* /dev/stdout, /dev/fd/N and /proc/self/fd/N name, in each process, that process's own descriptor: one path is another
+ * file in every process. Such a path gets a private segment, as FORKLOG_PRIVATE would: a segment file beside it would
+ * be shared by unrelated processes that write different files, and a record that one of them combined into its own
+ * write would land in the other's file. Here `out` stands for /dev/stdout (a link to /proc/self/fd/9), and two
+ * programs whose fd 9 is each a file of its own write through it at once: each file holds exactly its writer's
+ * records. A regular file opened as /proc/self/fd/N or /dev/fd/N (where no segment file can be created) is a log. */
+Test(join, a_path_through_proc_that_names_each_processs_own_file_gets_a_private_segment, .timeout = 60)
+{
+    char *link = th_path(dir, "out");
+    cr_assert_eq(symlink("/proc/self/fd/9", link), 0);
+    enum { N = 2, COUNT = 3000 };
+    struct report *r = new_report();
+    pid_t pid[N];
+    char *file[N];
+    for (unsigned k = 0; k < N; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "file%u", k);
+        file[k] = th_path(dir, name);
+        pid[k] = fork();
+        cr_assert_neq(pid[k], -1);
+        if (pid[k] == 0) {
+            rc_child();
+            int fd = open(file[k], O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd < 0 || dup2(fd, 9) != 9)
+                _exit(2);
+            forklog *log;
+            if (forklog_open(&log, link, NULL) != 0)
+                _exit(3);
+            atomic_fetch_add(&r->opened, 1);
+            while (atomic_load(&r->opened) < N)
+                usleep(100);
+            char buf[RC_HEAD_MAX + 64];
+            for (unsigned q = 0; q < COUNT; q++)
+                if (rc_write(log, buf, 'R', k, q, 0, 40) != 0)
+                    _exit(4);
+            _exit(forklog_close(log) == 0 ? 0 : 5);
+        }
+    }
+    for (unsigned k = 0; k < N; k++)
+        cr_assert_eq(th_wait_for(pid[k], 50), 0, "writer %u", k);
+    char *seg = th_path(dir, ".out.forklog");
+    struct stat st;
+    cr_assert_neq(lstat(seg, &st), 0, "a segment file was created beside the link");
+    free(seg);
+    for (unsigned k = 0; k < N; k++) {
+        struct rc_seen seen;
+        rc_seen_init(&seen, N, COUNT);
+        rc_scan(&seen, file[k], 0);
+        for (unsigned q = 0; q < COUNT; q++)
+            cr_assert_eq(rc_count(&seen, k, q), 1, "record %u of writer %u is %u times in its file", q, k,
+                         rc_count(&seen, k, q));
+        cr_assert_eq(seen.records, COUNT, "%s holds %zu records, %u of them its writer's", file[k], seen.records,
+                     COUNT);
+        rc_seen_free(&seen);
+        free(file[k]);
+    }
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    char name[32];
+    for (unsigned i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%s/%d", i == 0 ? "/proc/self/fd" : "/dev/fd", fd);
+        forklog *log = NULL;
+        char why[512] = "";
+        struct forklog_options o = {.error = why, .error_size = sizeof why};
+        int rc = forklog_open(&log, name, &o);
+        cr_assert_eq(rc, 0, "forklog_open(%s) of a regular file: %s (%s)", name, strerror(-rc), why);
+        cr_assert_eq(log->seg_fd, -1);
+        cr_assert_eq(forklog_write(log, "x", 1), 0);
+        cr_assert_eq(forklog_close(log), 0);
+    }
+    close(fd);
+    size_t len;
+    char *text = th_slurp(logpath, &len);
+    cr_assert_str_eq(text, "x\nx\n");
+    free(text);
+    free(link);
+}
+
 /* ---- the segment's own protocol, killed at each step --------------------------------------------------------
  * A process dies at one step of forklog_open() or forklog_close(); then three writers open the log at once and
  * write. Every record that a call acknowledged is in the file once (the buffered records that writers left before
