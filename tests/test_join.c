@@ -759,6 +759,63 @@ Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
     munmap(r, sizeof *r);
 }
 
+/* In a sticky directory (/tmp) only a file's owner, the directory's owner or root may remove it: a last user of the
+ * log that did not create its segment file cannot remove it. The file then stays, holding nothing, and the next
+ * opener uses it as any file left by the log's last users; the last close of its owner (or of root) removes it. */
+static pid_t open_write_close_as(uid_t uid, struct report *r, unsigned slot, const char *what)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        become(uid);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        atomic_store(&r->acked[slot], 1);
+        while (atomic_load(&r->go) <= slot)
+            usleep(200);
+        _exit(forklog_write(log, what, strlen(what)) == 0 && forklog_close(log) == 0 ? 0 : 4);
+    }
+    double end = th_now_s() + 10;
+    while (!atomic_load(&r->acked[slot]) && th_now_s() < end)
+        usleep(500);
+    cr_assert(atomic_load(&r->acked[slot]), "user %u could not open the log", (unsigned)uid);
+    return pid;
+}
+
+Test(join, in_a_sticky_directory_a_segment_file_its_last_user_may_not_remove_stays_and_is_used_again)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    cr_assert_eq(chmod(dir, 01777), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 1000, 1000), 0);
+    cr_assert_eq(chmod(logpath, 0666), 0);
+    struct report *r = new_report();
+    /* User 2000 creates the segment file, user 3000 joins; 2000 closes first, 3000 last. */
+    pid_t creator = open_write_close_as(2000, r, 0, "a");
+    pid_t last = open_write_close_as(3000, r, 1, "b");
+    atomic_store(&r->go, 1);
+    cr_assert_eq(th_wait_for(creator, 10), 0);
+    atomic_store(&r->go, 2);
+    cr_assert_eq(th_wait_for(last, 10), 0);
+    struct stat st;
+    cr_assert_eq(stat(segpath, &st), 0, "the segment file was removed by a user the sticky bit forbids it");
+    cr_assert_eq(st.st_uid, 2000);
+    /* Used again, by another user and then by its owner, whose close removes it. */
+    memset(r, 0, sizeof *r);
+    atomic_store(&r->go, 2);
+    cr_assert_eq(th_wait_for(open_write_close_as(3000, r, 0, "c"), 10), 0);
+    cr_assert_eq(th_wait_for(open_write_close_as(2000, r, 1, "d"), 10), 0);
+    cr_assert_not(seg_exists(), "the owner's last close left the segment file");
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "a\nb\nc\nd\n");
+    free(buf);
+    munmap(r, sizeof *r);
+}
+
 Test(join, a_directory_at_the_segment_path_is_refused_and_explained)
 {
     cr_assert_eq(mkdir(segpath, 0700), 0);
