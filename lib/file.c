@@ -300,6 +300,18 @@ static int fl__rotate(forklog *log)
         fl__rotated_name(from, cap, log->path, k - 1);
         fl__rotated_name(to, cap, log->path, k);
         if (rename(from, to) == 0) {
+            struct stat mst;
+            if (fl__name_kind(to, &mst) != 1) {
+                /* Something other than a regular file was put at `from` after the chain was looked at (a
+                 * directory, a symlink): rename() moves whatever is at a name. Put it back and stop, as if it had
+                 * been there at the look: moved up, it would end the chain one name higher, and every later
+                 * rotation would replace the files below it though rotate_keep allows more. What moved up
+                 * already only left a gap; path is still the log's file, and the record goes into it. */
+                (void)rename(to, from);
+                FL__STEP(s->state, FL__IDLE);
+                free(from);
+                return FL__ROTATE_DONE;
+            }
             moved = k == 1;
             FL__CRASH(ROTATE_RENAMED);
             continue;

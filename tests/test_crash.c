@@ -531,6 +531,59 @@ Test(crash, holder_dead_in_the_middle_of_a_rotation)
     free(one);
 }
 
+Test(crash, a_directory_put_at_a_rotated_name_during_a_rotation_is_not_moved)
+{
+    /* The rotation looks at path.1, path.2, ... with lstat() before it renames them. A directory put at path.1
+     * between the look and the renames (the rotator stopped at ROTATE_BEGIN, after its look) must still be left
+     * alone, as one put there before: moved up the chain to path.2, it would end the chain there, and every later
+     * rotation would replace path.1, deleting records though rotate_keep allows 5 files. */
+    struct forklog_options o = {.rotate_bytes = 100, .rotate_keep = 5};
+    forklog *log = open_log(&o);
+    char rec[81];
+    memset(rec, 'a', 80);
+    rec[80] = 0;
+    cr_assert_eq(forklog_write(log, rec, 80), 0);
+    rec[0] = 'b';
+    cr_assert_eq(forklog_write(log, rec, 80), 0); /* rotated: path.1 holds a */
+    char *one = th_path(dir, "crash.log.1"), *two = th_path(dir, "crash.log.2"), *away = th_path(dir, "moved-away");
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_ROTATE_BEGIN, 1, FL__CRASH_STOP);
+        rec[0] = 'c';
+        _exit(forklog_write(log, rec, 80) == 0 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(pid, 10), "the rotator did not stop at ROTATE_BEGIN");
+    /* Meanwhile path.1 is moved away (its records kept) and a directory is put in its place. */
+    cr_assert_eq(rename(one, away), 0);
+    cr_assert_eq(mkdir(one, 0755), 0);
+    cr_assert_eq(kill(pid, SIGCONT), 0);
+    cr_assert_eq(th_wait(pid), 0);
+    struct stat st;
+    cr_assert_eq(lstat(one, &st), 0);
+    cr_assert(S_ISDIR(st.st_mode), "the directory put at path.1 was moved");
+    cr_assert(lstat(two, &st) != 0 || S_ISREG(st.st_mode), "the rotation moved a directory to path.2");
+    /* Every record is still somewhere: the later rotations replace nothing while the directory ends the chain. */
+    for (int i = 0; i < 5; i++) {
+        rec[0] = (char)('d' + i);
+        cr_assert_eq(forklog_write(log, rec, 80), 0);
+    }
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(away, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(buf[0], 'a');
+    free(buf);
+    buf = read_all(&len);
+    cr_assert_eq(th_count_lines(buf, len), 7, "path holds b..h: the directory at path.1 stops rotation");
+    free(buf);
+    rmdir(one);
+    free(one);
+    free(two);
+    free(away);
+}
+
 Test(crash, holder_dead_in_the_middle_of_a_flush)
 {
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
