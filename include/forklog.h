@@ -180,8 +180,10 @@ struct forklog_options {
     unsigned mode;
     /* Bitwise OR of enum forklog_flag values; any other bit is -EINVAL. */
     unsigned flags;
-    /* Largest record in bytes as it lands in the file, newline included. A longer record is cut to this size and
-     * ends with a marker that says how many bytes were cut; the call then returns that count. 0: 1 MiB.
+    /* Largest record in bytes as it lands in the file, newline included. A longer record is cut to this size: its
+     * message is cut, with a marker that says how many of its bytes were cut, and the call then returns that
+     * count; a location or field that does not fit is left out whole, and when the message fits whole the record
+     * then has no marker and the call returns 0. 0: 1 MiB.
      * Valid: 256 .. 1 GiB. */
     size_t max_record;
     /* Size-based rotation: before a record would take the file past this many bytes, exactly one process
@@ -305,11 +307,11 @@ FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_opti
 
 /*
  * Formats one record (see enum forklog_format) and appends it whole. A record below the handle's level returns 0 at
- * once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then ends with a
- * marker: ` [forklog: N bytes cut]` in text, `"cut":N` in JSON); the count is capped at INT_MAX. Errors: -EINVAL (NULL
- * log or fmt, level out of range, an encoding error in vsnprintf), -ENOMEM, and the errors of write(2) (-ENOSPC,
- * -EFBIG, -EIO, ...), after which nothing of the record is in the file. Thread-safe and fork-safe; not
- * async-signal-safe (it formats with vsnprintf).
+ * once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then carries a
+ * marker: ` [forklog: N bytes cut]` right after the message in text, `"cut":N` as its last member in JSON); the
+ * count is capped at INT_MAX. Errors: -EINVAL (NULL log or fmt, level out of range, an encoding error in
+ * vsnprintf), -ENOMEM, and the errors of write(2) (-ENOSPC, -EFBIG, -EIO, ...), after which nothing of the record
+ * is in the file. Thread-safe and fork-safe; not async-signal-safe (it formats with vsnprintf).
  */
 FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);
 
@@ -339,8 +341,10 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  *     "fields.ts" are one key.
  *   - A key given twice (in the fields, in the handle's context, or in both) appears once: the last value given
  *     wins (the call's fields come after the context), at the place of that last one.
- *   - Fields that do not fit max_record are left out whole (the message is cut first down to what fits); the
- *     record always stays one valid line.
+ *   - Fields (and the location) that do not fit max_record are left out whole (the message is cut first down to
+ *     what fits); the record always stays one valid line. The cut marker and the return value count message
+ *     bytes only: a record whose message fits whole but whose field does not is written without that field,
+ *     without a marker, and the call returns 0.
  *   - In text, a message followed by anything (the location, context fields or the call's fields) is quoted, as
  *     a value is, when it holds '=' or starts with a quote; a message alone is written bare.
  * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level
