@@ -165,9 +165,16 @@ int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         else {
             /* A guest of a buffered log buffers nothing itself, but keeps the age bound of what the others
              * buffered, in rings or in the shared buffer (safe there: a failed write of it is retried later). */
-            if ((log->ring_cap || log->seg->buf_used) && fl__rings_due(log))
+            struct fl__seg *s = log->seg;
+            if ((log->ring_cap || s->buf_used) && fl__rings_due(log))
                 (void)fl__flush_locked(log);
-            if ((rc = fl__maybe_rotate(log, len)) == 0)
+            /* What the shared buffer holds goes to the file before a record that, with it, would pass rotate_bytes,
+             * as a native's record sends it (fl__append_buffered): the rotation below counts the file alone, and
+             * the buffer written after this record would push the file past the bound. */
+            if (log->rotate_bytes && s->buf_used && atomic_load_explicit(&s->regular, memory_order_relaxed) &&
+                s->size + s->buf_used + len > log->rotate_bytes)
+                rc = fl__flush_locked(log);
+            if (rc == 0 && (rc = fl__maybe_rotate(log, len)) == 0)
                 rc = fl__write_commit(log, iov, iovcnt, len, FL__WRITING);
         }
     }

@@ -1390,3 +1390,54 @@ Test(ring, a_file_system_without_fallocate_keeps_the_rings_sparse)
     free(path);
     free(small);
 }
+
+Test(ring, a_guest_record_in_a_rotating_buffered_log_keeps_the_files_within_rotate_bytes)
+{
+    /* A guest writes its records at once, beside the shared buffer the natives fill. Its second record fits the
+     * file but not the file and the buffer: the buffer must go first, or the next native record sends the buffer
+     * into the file after it, past rotate_bytes, before it rotates. */
+    struct forklog_options o = {
+        .flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 1000, .rotate_keep = 5, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    int go[2], rep[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(rep), 0);
+    forklog *gl;
+    pid_t pid = fork_guest(&gl);
+    if (pid == 0) {
+        close(go[1]);
+        close(rep[0]);
+        for (unsigned q = 0; q < 2; q++) {
+            if (!hear(go[0]))
+                _exit(6);
+            if (rec100(gl, 'G', q) != 0)
+                _exit(4);
+            say(rep[1], 'a');
+        }
+        _exit(forklog_close(gl) == 0 ? 0 : 5);
+    }
+    close(go[0]);
+    close(rep[1]);
+    write100(log, 'N', 0);
+    say(go[1], 'g');
+    char c = hear(rep[0]);
+    if (c == 0 && th_wait_for(pid, 10) == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    for (unsigned q = 1; q < 9; q++)
+        write100(log, 'N', q);
+    say(go[1], 'g');
+    cr_assert_eq(hear(rep[0]), 'a');
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    write100(log, 'N', 9);
+    cr_assert_eq(forklog_close(log), 0);
+    char *p1 = th_path(dir, "ring.log.1");
+    cr_assert_leq(file_size(p1), 1000, "%s holds %zu bytes, over rotate_bytes 1000", p1, file_size(p1));
+    cr_assert_eq(file_size(p1) + file_size(logpath), 1200);
+    for (unsigned q = 0; q < 12; q++) {
+        char want[16];
+        snprintf(want, sizeof want, "%c %03u ", q < 10 ? 'N' : 'G', q < 10 ? q : q - 10);
+        cr_assert(file_has(p1, want) != file_has(logpath, want), "%s is not in exactly one file", want);
+    }
+    free(p1);
+}
