@@ -139,7 +139,7 @@ struct fl__seg {
     atomic_uint reopen_req;         /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
     _Alignas(64) struct fl__slot slots[FL__SLOTS];
     struct fl__ring rings[FL__RINGS];
-    atomic_llong due_ns; /* rings: the first append after it writes every ring (coarse monotonic clock); set
+    atomic_llong due_ns; /* rings: the first append after it writes every ring (monotonic clock: fl__due_clock); set
                             flush_ns after its plan by every flush of all rings; 0 before the first record */
     uint32_t ring_phase; /* enum fl__ring_phase */
     uint32_t ring_spare;

@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #ifdef CLOCK_MONOTONIC_COARSE
-#define FL__COARSE_CLOCK CLOCK_MONOTONIC_COARSE /* a few ns through the vDSO; flush_ms needs no finer */
+#define FL__COARSE_CLOCK CLOCK_MONOTONIC_COARSE /* a few ns through the vDSO; its step: see fl__due_clock */
 #else
 #define FL__COARSE_CLOCK CLOCK_MONOTONIC
 #endif
@@ -45,6 +45,37 @@ static int64_t fl__coarse_ns(void)
     struct timespec ts;
     clock_gettime(FL__COARSE_CLOCK, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The coarse clock's step (a tick of the kernel: 1 to 10 ms), read once per process. */
+static int64_t fl__coarse_step(void)
+{
+    static atomic_llong step;
+    long long ns = atomic_load_explicit(&step, memory_order_relaxed);
+    if (!ns) {
+        struct timespec r;
+        ns = clock_getres(FL__COARSE_CLOCK, &r) == 0 ? (long long)r.tv_sec * 1000000000 + r.tv_nsec : 10000000;
+        if (ns <= 0)
+            ns = 1;
+        atomic_store_explicit(&step, ns, memory_order_relaxed);
+    }
+    return ns;
+}
+
+/* The clock of the age bound: a time no later than now, and in *late how much later now may be. The coarse clock
+ * lags the real time by up to a step, so a due time compared with it alone would be passed a step late: with
+ * flush_ms 1 and a 4 ms tick, records waited 4 ms. A due time is therefore set from the time returned and compared
+ * with that time plus *late, which flushes up to a step early, never late. Where flush_ms is within a few steps,
+ * that would flush at almost every call: the exact clock is read instead (*late 0). */
+static int64_t fl__due_clock(const forklog *log, int64_t *late)
+{
+    int64_t step = fl__coarse_step();
+    if (log->flush_ns < 8 * step) {
+        *late = 0;
+        return fl__mono_ns();
+    }
+    *late = step;
+    return fl__coarse_ns();
 }
 
 /* Ring k's bytes. The sizes are the handle's copies, checked against the segment's head at open: a segment that
@@ -202,7 +233,8 @@ static int fl__flush_some(forklog *log, int only)
     struct iovec iov[2 * FL__RINGS];
     int n = 0;
     size_t total = 0;
-    int64_t planned_at = only < 0 ? fl__coarse_ns() : 0;
+    int64_t late;
+    int64_t planned_at = only < 0 ? fl__due_clock(log, &late) : 0;
     for (unsigned k = 0; k < FL__RINGS; k++) {
         struct fl__ring *r = &s->rings[k];
         uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -286,16 +318,16 @@ static int fl__rings_out(forklog *log, int only, const struct iovec *iov, int io
 
 int fl__rings_due(forklog *log)
 {
-    int64_t now = fl__coarse_ns();
+    int64_t late, now = fl__due_clock(log, &late);
     if (!(log->flags & FL__GUEST)) {
         /* 0: no ring append has set it yet, or the one that would have died after publishing its record. */
         long long due = atomic_load_explicit(&log->seg->due_ns, memory_order_relaxed);
-        return due ? now >= due : fl__rings_pending(log->seg);
+        return due ? now + late >= due : fl__rings_pending(log->seg);
     }
     /* A guest's clock is not the due time's: it writes the rings at its first record and then once flush_ms has
      * passed on its own clock since it last did (monotonic clocks of any namespace run at the same rate). */
     struct fl__proc *p = log->proc;
-    if (p && now < p->guest_due_ns)
+    if (p && now + late < p->guest_due_ns)
         return 0;
     if (p)
         p->guest_due_ns = now + log->flush_ns;
@@ -541,7 +573,7 @@ int fl__ring_append(forklog *log, struct fl__mine *my, const struct iovec *iov, 
      * than flush_ns after any record still in a ring; the first append past it writes every ring. Only a flush of
      * every ring moves it later (0 until the log's first record), so an append needs no fence to tell the
      * flushers about its record. */
-    int64_t now = fl__coarse_ns();
+    int64_t late, now = fl__due_clock(log, &late);
     long long due = atomic_load_explicit(&s->due_ns, memory_order_relaxed);
     if (!due) {
         /* The log's first records: the earliest sets it (a lower due time is always safe). A record already in
@@ -562,7 +594,7 @@ int fl__ring_append(forklog *log, struct fl__mine *my, const struct iovec *iov, 
                                                           memory_order_relaxed)) {
             }
         }
-    } else if (now >= due)
+    } else if (now + late >= due)
         fl__flush_due(log, due);
     else if (!my->alone && h + len - atomic_load_explicit(&r->tail, memory_order_relaxed) > log->ring_cap / 2)
         fl__flush_early(log, k, my);

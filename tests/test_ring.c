@@ -1441,3 +1441,58 @@ Test(ring, a_guest_record_in_a_rotating_buffered_log_keeps_the_files_within_rota
     }
     free(p1);
 }
+
+struct x_at {
+    forklog *log;
+    unsigned seq;
+    double returned;
+};
+
+static void *write_x_at(void *p)
+{
+    struct x_at *a = p;
+    write100(a->log, 'X', a->seq);
+    a->returned = th_now_s();
+    return NULL;
+}
+
+/* A thread writes X NNN and ends; this thread then writes on. Every call that starts flush_ms after X NNN's call
+ * returned must find it due, and leave it in the file: the age bound, whatever the step of the clocks. */
+static void age_bound_at_every_call(unsigned flush_ms, unsigned rounds)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = flush_ms};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    unsigned m = 0;
+    write100(log, 'M', m++);
+    for (unsigned x = 0; x < rounds; x++) {
+        struct x_at a = {log, x, 0};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, write_x_at, &a), 0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        char want[16];
+        snprintf(want, sizeof want, "X %03u ", x);
+        for (;;) {
+            double start = th_now_s();
+            write100(log, 'M', m++);
+            if (start - a.returned >= flush_ms / 1e3) {
+                cr_assert(file_has(logpath, want), "%s waits %.1f ms after its call, flush_ms %u", want,
+                          (th_now_s() - a.returned) * 1e3, flush_ms);
+                break;
+            }
+            usleep(100);
+        }
+        usleep(1000 * (x % 7)); /* another phase of the clock's ticks */
+    }
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+Test(ring, the_age_bound_holds_at_every_call_with_a_flush_ms_below_the_clock_tick)
+{
+    age_bound_at_every_call(2, 20);
+}
+
+Test(ring, the_age_bound_holds_at_every_call_with_a_longer_flush_ms)
+{
+    age_bound_at_every_call(60, 8);
+}
