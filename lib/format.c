@@ -68,31 +68,46 @@ static void fl__rfc3339_slow(char out[27], long long sec, long nsec);
 
 /* The date and time of day change once a second: each thread keeps the last second it formatted. A forked
  * child inherits a copy that is still right. A thread starts with a real second and its real text, so that the
- * cache is right from its first record whatever that record's time (and the record path tests nothing more). */
+ * cache is right from its first record whatever that record's time (and the record path tests nothing more).
+ * A signal handler may log while its thread is building a record (docs/api.md), and so read or replace the cache
+ * in the middle of the interrupted call's read or update: `seq` is odd while an update is under way and moves with
+ * each one. A reader that finds it odd, or finds that it moved during its copy, formats the time itself; a handler
+ * that interrupted an update stores nothing. Without it, a record took the other call's date and time of day with
+ * its own microseconds. */
 static _Thread_local struct {
+    unsigned seq;
     time_t sec;
     char text[19]; /* YYYY-MM-DDTHH:MM:SS, no NUL (hence the initialiser's braces) */
-} fl__second_cache = {-1,
-                      {'1', '9', '6', '9', '-', '1', '2', '-', '3', '1', 'T', '2', '3', ':', '5', '9', ':', '5', '9'}};
+} fl__second_cache = {
+    0, -1, {'1', '9', '6', '9', '-', '1', '2', '-', '3', '1', 'T', '2', '3', ':', '5', '9', ':', '5', '9'}};
 
 static inline void fl__rfc3339_inline(char out[27], const struct timespec *ts)
 {
-    if (ts->tv_sec != fl__second_cache.sec) {
-        fl__rfc3339_slow(out, (long long)ts->tv_sec, ts->tv_nsec);
-        /* A clamped second is not kept: its fraction is clamped too, which the cached path would not do. The
-         * second goes through a variable so that gcc's -Wtype-limits does not call the test always true where
-         * time_t has 32 bits (and fail a -Werror build there). */
-        const long long sec = (long long)ts->tv_sec;
-        if (sec >= FL__SEC_MIN && sec <= FL__SEC_MAX) {
-            memcpy(fl__second_cache.text, out, 19);
-            fl__second_cache.sec = ts->tv_sec;
+    const unsigned seq = fl__second_cache.seq;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (!(seq & 1) && ts->tv_sec == fl__second_cache.sec) {
+        memcpy(out, fl__second_cache.text, 19);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (fl__second_cache.seq == seq) {
+            out[19] = '.';
+            fl__micros(out + 20, ts->tv_nsec);
+            out[26] = 'Z';
+            return;
         }
-        return;
     }
-    memcpy(out, fl__second_cache.text, 19);
-    out[19] = '.';
-    fl__micros(out + 20, ts->tv_nsec);
-    out[26] = 'Z';
+    fl__rfc3339_slow(out, (long long)ts->tv_sec, ts->tv_nsec);
+    /* A clamped second is not kept: its fraction is clamped too, which the cached path would not do. The
+     * second goes through a variable so that gcc's -Wtype-limits does not call the test always true where
+     * time_t has 32 bits (and fail a -Werror build there). */
+    const long long sec = (long long)ts->tv_sec;
+    if (sec >= FL__SEC_MIN && sec <= FL__SEC_MAX && !(fl__second_cache.seq & 1)) {
+        fl__second_cache.seq++;
+        atomic_signal_fence(memory_order_seq_cst);
+        memcpy(fl__second_cache.text, out, 19);
+        fl__second_cache.sec = ts->tv_sec;
+        atomic_signal_fence(memory_order_seq_cst);
+        fl__second_cache.seq++;
+    }
 }
 
 void fl__rfc3339(char out[27], const struct timespec *ts)
