@@ -327,7 +327,7 @@ static void fl__open_refuse(const struct forklog_options *o, int rc, const char 
                  path);
 }
 
-int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+static int fl__open_path(forklog **out, const char *path, const struct forklog_options *opts)
 {
     int rc = fl__open_begin(out, &opts);
     if (rc < 0)
@@ -357,6 +357,20 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     return 0;
 }
 
+/* The opens and the close are not cancellation points of their own: they reach open(), close(), pread(), write()
+ * and usleep() with descriptors of the moment open, the segment file's exclusive flock held, or a handle half made
+ * or half freed. A pthread_cancel() acted upon there left the descriptor, and with it the exclusive flock, for as
+ * long as the process lived: every later forklog_open() of the log, in any process, waited for ever. So
+ * cancellation is put off until the call has returned. */
+int forklog_open(forklog **out, const char *path, const struct forklog_options *opts)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    int rc = fl__open_path(out, path, opts);
+    pthread_setcancelstate(old, &old);
+    return rc;
+}
+
 /* Why forklog_open_fd() refuses a descriptor, in opts->error. */
 static int fl__fd_refuse(const struct forklog_options *o, int rc, const char *why)
 {
@@ -365,7 +379,7 @@ static int fl__fd_refuse(const struct forklog_options *o, int rc, const char *wh
     return rc;
 }
 
-int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
+static int fl__open_desc(forklog **out, int fd, const struct forklog_options *opts)
 {
     int rc = fl__open_begin(out, &opts);
     if (rc < 0)
@@ -434,6 +448,15 @@ int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
     }
     *out = log;
     return 0;
+}
+
+int forklog_open_fd(forklog **out, int fd, const struct forklog_options *opts)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    int rc = fl__open_desc(out, fd, opts);
+    pthread_setcancelstate(old, &old);
+    return rc;
 }
 
 static int fl__cut_result(size_t cut)
@@ -822,10 +845,8 @@ int forklog_reopen(forklog *log)
     return 0;
 }
 
-int forklog_close(forklog *log)
+static int fl__close(forklog *log)
 {
-    if (!log)
-        return 0;
     int rc = forklog_flush(log);
     fl__seg_close(log);
     if (log->proc) {
@@ -835,5 +856,16 @@ int forklog_close(forklog *log)
     if (close(log->fd) < 0 && rc == 0)
         rc = -errno;
     fl__handle_free(log);
+    return rc;
+}
+
+int forklog_close(forklog *log)
+{
+    if (!log)
+        return 0;
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    int rc = fl__close(log);
+    pthread_setcancelstate(old, &old);
     return rc;
 }

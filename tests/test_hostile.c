@@ -58,9 +58,17 @@ int rename(const char *from, const char *to)
  * library reads a segment file through a descriptor of the moment, which the child inherits. */
 static volatile int fork_in_pread;
 static volatile pid_t pread_child;
+/* When set, the next pread is where a pthread_cancel() of the calling thread lands: pread(2) is a cancellation
+ * point, so a request that arrived just before it is acted upon there. */
+static volatile int cancel_in_pread;
 
 static ssize_t fork_then_pread(int fd, void *buf, size_t count, off_t offset)
 {
+    if (cancel_in_pread) {
+        cancel_in_pread = 0;
+        pthread_cancel(pthread_self());
+        pthread_testcancel();
+    }
     if (fork_in_pread) {
         fork_in_pread = 0;
         pid_t pid = fork();
@@ -495,6 +503,54 @@ Test(hostile, a_child_forked_while_the_last_user_closes_does_not_keep_the_log_lo
     size_t len;
     char *buf = th_slurp(logpath, &len);
     cr_assert_eq(th_count_lines(buf, len), 11, "%s", buf);
+    free(buf);
+}
+
+static int count_fds(void);
+
+/* A thread cancelled in the middle of a call (pthread_cancel() is acted upon at the next cancellation point: open,
+ * close, pread, write, ...) must not leave the log's segment file locked. The last user's close holds the segment
+ * file's exclusive flock while it looks at the file (a pread); cancelled there, it never unlocked nor closed that
+ * description, and every later forklog_open() of the log, in any process, waited for the shared flock for as long
+ * as the cancelled thread's process lived. */
+static void *close_cancelled(void *arg)
+{
+    cancel_in_pread = 1;
+    forklog_close(arg);
+    cancel_in_pread = 0;
+    return NULL;
+}
+
+Test(hostile, a_thread_cancelled_in_the_last_close_does_not_keep_the_log_locked, .timeout = 60)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_info(log, "before"), 0);
+    int fds = count_fds();
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, close_cancelled, log), 0);
+    void *res;
+    cr_assert_eq(pthread_join(th, &res), 0);
+    int reached = !cancel_in_pread;
+    cancel_in_pread = 0;
+    cr_assert(reached, "the close never read the segment file");
+
+    /* This process lives on, as a server whose worker thread was cancelled would. Another process opens the log:
+     * it must not wait. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        forklog *l;
+        if (forklog_open(&l, logpath, NULL) != 0)
+            _exit(1);
+        _exit(forklog_info(l, "after") == 0 && forklog_close(l) == 0 ? 0 : 2);
+    }
+    int st = th_wait_for(pid, 10);
+    cr_assert_eq(st, 0, "the next open ended with %d (-2: it waited for the lock the cancelled close kept)", st);
+    cr_assert_eq(count_fds(), fds - 2, "descriptors left by the cancelled close: %d more than the handle's two",
+                 count_fds() - (fds - 2));
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(th_count_lines(buf, len), 2, "%s", buf);
     free(buf);
 }
 
