@@ -222,7 +222,10 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         if ((rc = fl__lock_sleep_once(log)) == ETIMEDOUT)
             rc = EBUSY;
     if (rc == 0) {
-        /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. */
+        /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. Not
+         * cancellable meanwhile: cancelled in its write, the slot would be written by the repairer and then stay
+         * DONE with no poster to free it, for every process of the log (fl__nocancel). */
+        const int cancel = fl__nocancel();
         if ((fl__slot_load(mine) & FL__SLOT_STATE) == FL__SLOT_POSTED) {
             int err = fl__sync_file(log);
             if (err == 0)
@@ -242,6 +245,7 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
             }
         }
         fl__unlock(log);
+        fl__cancel_back(cancel);
     } else if (rc < 0) {
         /* No lock: take the record back unless a holder has it already; then its result is the answer. */
         unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;

@@ -144,13 +144,44 @@ static void fl__own_fd(forklog *log)
     (void)fl__fd_take(log, fd); /* on failure the inherited description stays */
 }
 
+/* fl__sync_file, for a handle on an older generation: opens path and puts it under log->fd's number. Returns 0 or
+ * a negative errno. */
+static int fl__take_path(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    int fd = fl__open_log_file(log, O_CREAT);
+    if (fd < 0)
+        return fd;
+    FL__CRASH(REOPEN_OPENED);
+    /* When size, ino and dev are known, they describe the file this generation began with; path may name
+     * another file by now (the log's file was moved away and a new one created, without forklog_reopen():
+     * logrotate's `create`, a move by hand). Writing there with the old file's size would leave a torn
+     * record of ours uncut and make a cut after a failed write count our bytes. Start a new generation on
+     * the file at path instead, as a reopen would: every process moves to it before its next record. Any
+     * repair of the old file was done when the lock was taken, before this. */
+    if (s->file_known) {
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            int err = -errno;
+            close(fd);
+            return err;
+        }
+        if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+            fl__new_generation(s);
+    }
+    return fl__fd_take(log, fd);
+}
+
 /* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
  * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
 int fl__sync_file(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    if (log->proc && !log->proc->own_fd)
+    if (log->proc && !log->proc->own_fd) {
+        const int cancel = fl__nocancel();
         fl__own_fd(log);
+        fl__cancel_back(cancel);
+    }
     unsigned req = atomic_load_explicit(&s->reopen_req, memory_order_acquire);
     if (req != s->reopen_seen && log->path[0]) { /* forklog_open_fd(): no name, nothing to reopen */
         s->reopen_seen = req;
@@ -178,27 +209,10 @@ int fl__sync_file(forklog *log)
     if (log->gen != s->gen && !log->path[0]) {
         log->gen = s->gen; /* no name to open again: the descriptor stays the log */
     } else if (log->gen != s->gen) {
-        int fd = fl__open_log_file(log, O_CREAT);
-        if (fd < 0)
-            return fd;
-        FL__CRASH(REOPEN_OPENED);
-        /* When size, ino and dev are known, they describe the file this generation began with; path may name
-         * another file by now (the log's file was moved away and a new one created, without forklog_reopen():
-         * logrotate's `create`, a move by hand). Writing there with the old file's size would leave a torn
-         * record of ours uncut and make a cut after a failed write count our bytes. Start a new generation on
-         * the file at path instead, as a reopen would: every process moves to it before its next record. Any
-         * repair of the old file was done when the lock was taken, before this. */
-        if (s->file_known) {
-            struct stat st;
-            if (fstat(fd, &st) < 0) {
-                int err = -errno;
-                close(fd);
-                return err;
-            }
-            if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
-                fl__new_generation(s);
-        }
-        int rc = fl__fd_take(log, fd);
+        /* Not cancellable between the open() and the close() of fl__fd_take (fl__nocancel). */
+        const int cancel = fl__nocancel();
+        int rc = fl__take_path(log);
+        fl__cancel_back(cancel);
         if (rc < 0)
             return rc; /* still on the older generation: the next call tries again */
         log->gen = s->gen;
@@ -369,7 +383,9 @@ int fl__maybe_rotate(forklog *log, size_t len)
         if (!log->rotate_bytes || !log->path[0] || !atomic_load_explicit(&s->regular, memory_order_relaxed) ||
             s->size == 0 || s->size + len <= log->rotate_bytes)
             return 0;
+        const int cancel = fl__nocancel(); /* its renames, its open() and its close() */
         int rc = fl__rotate(log);
+        fl__cancel_back(cancel);
         if (rc != FL__ROTATE_ADOPTED)
             return rc;
     }

@@ -589,6 +589,24 @@ static inline void fl__leave(struct fl__mine *my)
     my->busy = 0;
 }
 
+/* Thread cancellation put off, around a step that reaches a cancellation point (open, read, write, close) while it
+ * holds what only its own process could give back: a descriptor between its open() and its close(), or a
+ * combining slot of its own. A thread cancelled elsewhere in a call leaves what a killed one leaves, which the
+ * next lock holder repairs. The request is acted upon at the thread's next cancellation point. The steps are the
+ * rare ones (a reopen, a rotation, a repair, a /proc read, a poster that writes its own slot): the record path
+ * itself pays nothing. */
+static inline int fl__nocancel(void)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+
+static inline void fl__cancel_back(int old)
+{
+    pthread_setcancelstate(old, &old);
+}
+
 /* Appends the bytes of iov[0..iovcnt) (len in all) as one record or a run of whole records, with rotation, reopen,
  * buffering and repair. Returns 0 or a negative errno (-EDEADLK: see struct fl__mine); on failure nothing of it is
  * in the file. Inline: the choice of path costs no call of its own.

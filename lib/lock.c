@@ -41,7 +41,7 @@ extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid, co
 
 /* The previous holder died with the lock (EOWNERDEAD). Finish or undo the write that seg->state says it was
  * doing, so that the file again ends after a whole record. Lock held. */
-static void fl__repair_file(forklog *log)
+static void fl__repair_file_now(forklog *log)
 {
     struct fl__seg *s = log->seg;
     s->repairs++;
@@ -89,6 +89,14 @@ static void fl__repair_file(forklog *log)
     if (fd >= 0 && fd != log->fd)
         close(fd);
     FL__STEP(s->state, FL__IDLE);
+}
+
+/* fl__repair_file_now, not cancellable between its open() and its close() (fl__nocancel). */
+static void fl__repair_file(forklog *log)
+{
+    const int cancel = fl__nocancel();
+    fl__repair_file_now(log);
+    fl__cancel_back(cancel);
 }
 
 /* After pthread_mutex_(try|clock)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held),

@@ -122,22 +122,20 @@ static int fl__ring_backed(forklog *log, unsigned k)
 /* The start of a small file (of /proc), at most cap - 1 bytes, NUL-terminated in buf. 0 if it cannot be read. */
 static int fl__read_head(const char *path, char *buf, size_t cap)
 {
+    const int cancel = fl__nocancel(); /* between the open() and the close() */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, cap - 1);
+    if (fd >= 0)
+        close(fd);
+    fl__cancel_back(cancel);
     if (n <= 0)
         return 0;
     buf[n] = '\0';
     return 1;
 }
 
-/* The line of a /proc file that begins with `key` (which starts with '\n'), from the end of the key to its newline
- * included, NUL-terminated in line (cap bytes). 0 if the file has none, cannot be read, or the line does not fit.
- * The file is read in pieces of a page: a line may come after many kilobytes (in /proc/PID/status, the Groups line
- * of a process in a few hundred groups pushes NSpid past the first 4 KiB). */
-static int fl__proc_line(const char *path, const char *key, char *line, size_t cap)
+/* fl__proc_line, with thread cancellation put off between its open() and its close() (fl__nocancel). */
+static int fl__proc_line_now(const char *path, const char *key, char *line, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -177,6 +175,18 @@ static int fl__proc_line(const char *path, const char *key, char *line, size_t c
         have = keep;
     }
     close(fd);
+    return found;
+}
+
+/* The line of a /proc file that begins with `key` (which starts with '\n'), from the end of the key to its newline
+ * included, NUL-terminated in line (cap bytes). 0 if the file has none, cannot be read, or the line does not fit.
+ * The file is read in pieces of a page: a line may come after many kilobytes (in /proc/PID/status, the Groups line
+ * of a process in a few hundred groups pushes NSpid past the first 4 KiB). */
+static int fl__proc_line(const char *path, const char *key, char *line, size_t cap)
+{
+    const int cancel = fl__nocancel();
+    int found = fl__proc_line_now(path, key, line, cap);
+    fl__cancel_back(cancel);
     return found;
 }
 

@@ -93,6 +93,35 @@ ssize_t pread64(int fd, void *buf, size_t count, off64_t offset)
     return fork_then_pread(fd, buf, count, (off_t)offset);
 }
 
+/* dup3(2) as the library sees it (interposed like rename above): when cancel_in_dup3 is set, a pthread_cancel() of
+ * the calling thread arrives while it puts a reopened file under its descriptor's number, between the open() of
+ * the new file and the close() of the descriptor it came in (both cancellation points). */
+static volatile int cancel_in_dup3;
+
+int dup3(int oldfd, int newfd, int flags)
+{
+    if (cancel_in_dup3) {
+        cancel_in_dup3 = 0;
+        pthread_cancel(pthread_self());
+    }
+    return (int)syscall(SYS_dup3, oldfd, newfd, flags);
+}
+
+/* write(2) as the library sees it (interposed like rename above): a pthread_cancel() of cancel_writer that arrives
+ * as it is about to write is acted upon there (write is a cancellation point). */
+static volatile int cancel_in_write;
+static pthread_t cancel_writer;
+
+ssize_t write(int fd, const void *buf, size_t count)
+{
+    if (cancel_in_write && pthread_equal(pthread_self(), cancel_writer)) {
+        cancel_in_write = 0;
+        pthread_cancel(pthread_self());
+        pthread_testcancel();
+    }
+    return syscall(SYS_write, fd, buf, count);
+}
+
 static forklog *open_log(const struct forklog_options *o)
 {
     forklog *log = NULL;
@@ -551,6 +580,83 @@ Test(hostile, a_thread_cancelled_in_the_last_close_does_not_keep_the_log_locked,
     size_t len;
     char *buf = th_slurp(logpath, &len);
     cr_assert_eq(th_count_lines(buf, len), 2, "%s", buf);
+    free(buf);
+}
+
+/* A thread cancelled while its record reopens the log (forklog_reopen() was called) between the open() of the new
+ * file and the close() of the descriptor it came in: the record is not written (its call never returned), the lock
+ * it held goes to the next writer as a dead holder's would, and no descriptor stays open. */
+static void *log_cancelled_in_reopen(void *arg)
+{
+    cancel_in_dup3 = 1;
+    forklog_info(arg, "cancelled");
+    cancel_in_dup3 = 0;
+    return NULL;
+}
+
+Test(hostile, a_thread_cancelled_in_a_reopen_leaves_no_descriptor, .timeout = 60)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_info(log, "before"), 0);
+    int fds = count_fds();
+    cr_assert_eq(forklog_reopen(log), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, log_cancelled_in_reopen, log), 0);
+    void *res;
+    cr_assert_eq(pthread_join(th, &res), 0);
+    int reached = !cancel_in_dup3;
+    cancel_in_dup3 = 0;
+    cr_assert(reached, "the record never reopened the file");
+    cr_assert_eq(forklog_info(log, "after"), 0);
+    cr_assert_eq(count_fds(), fds, "%d descriptors more after the cancelled reopen", count_fds() - fds);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert(strstr(buf, " before\n") && strstr(buf, " after\n"), "%s", buf);
+    free(buf);
+}
+
+/* A combining poster (direct mode: it found the lock taken and posted its record in a slot of the segment) that then
+ * takes the lock and writes its own slot, cancelled in that write(2): the next holder repairs the batch and writes
+ * the record, and the slot must become free again. Were it left DONE for a poster that is gone, it would stay taken
+ * for as long as the process lives, for every process of the log: 32 such cancellations end combining for all. */
+static void *post_cancelled(void *arg)
+{
+    forklog_info(arg, "posted");
+    pthread_testcancel(); /* the request is acted upon here if not in the call */
+    return NULL;
+}
+
+Test(hostile, a_poster_cancelled_in_its_write_leaves_its_slot_free, .timeout = 60)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_info(log, "before"), 0);
+    struct fl__seg *s = log->seg;
+    /* Hold the lock, as a writer of another process would, so that the thread posts its record. */
+    cr_assert_eq(pthread_mutex_lock(&s->mu), 0);
+    cancel_in_write = 1;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, post_cancelled, log), 0);
+    cancel_writer = th;
+    double end = th_now_s() + 10;
+    while (!atomic_load(&s->posted) && th_now_s() < end)
+        usleep(100);
+    cr_assert_neq(atomic_load(&s->posted), 0, "the thread posted nothing");
+    cr_assert_eq(pthread_mutex_unlock(&s->mu), 0); /* the poster takes it and writes its own slot */
+    void *res;
+    cr_assert_eq(pthread_join(th, &res), 0);
+    int reached = !cancel_in_write;
+    cancel_in_write = 0;
+    cr_assert(reached, "the poster never wrote");
+    cr_assert_eq(res, PTHREAD_CANCELED, "the poster's cancellation was lost");
+    cr_assert_eq(forklog_info(log, "after"), 0);
+    for (unsigned k = 0; k < FL__SLOTS; k++)
+        cr_assert_eq(atomic_load(&s->slots[k].word) & FL__SLOT_STATE, FL__SLOT_FREE,
+                     "slot %u is in state %u after every call returned", k, atomic_load(&s->slots[k].word) & 7u);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert(strstr(buf, " before\n") && strstr(buf, " after\n"), "%s", buf);
     free(buf);
 }
 
