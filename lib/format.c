@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #ifdef __SSE2__
@@ -1262,16 +1263,65 @@ long fl__pid(const forklog *log)
     return fl__pid_inline(log);
 }
 
-/* The kernel thread id, cached per thread; a forked child's thread (whose pid differs) asks again. */
+/* A number for this process, never the same twice along a line of forks: kept in a private page that a forked child
+ * sees zero-filled (MADV_WIPEONFORK), and taken at the process's first ask from a counter that fork() copies, so
+ * higher than any number its ancestors took before they forked. NULL page (no MADV_WIPEONFORK): 0, and the pid
+ * alone keys what it would. */
+static _Atomic(atomic_ullong *) fl__proc_key_page;
+static atomic_ullong fl__proc_keys;
+
+static void fl__proc_key_page_new(void)
+{
+#ifdef MADV_WIPEONFORK
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    void *m = mmap(NULL, pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return;
+    if (madvise(m, pg, MADV_WIPEONFORK) < 0) {
+        munmap(m, pg);
+        return;
+    }
+    atomic_store_explicit(&fl__proc_key_page, m, memory_order_release);
+#endif
+}
+
+void fl__proc_key_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fl__proc_key_page_new);
+}
+
+static unsigned long long fl__proc_key(void)
+{
+    atomic_ullong *p = atomic_load_explicit(&fl__proc_key_page, memory_order_acquire);
+    if (!p)
+        return 0;
+    unsigned long long key = atomic_load_explicit(p, memory_order_relaxed);
+    if (!key) {
+        unsigned long long mine = atomic_fetch_add_explicit(&fl__proc_keys, 1, memory_order_relaxed) + 1;
+        key = atomic_compare_exchange_strong(p, &key, mine) ? mine : key;
+    }
+    return key;
+}
+
+/* The kernel thread id, cached per thread and process. A forked child's only thread is a copy of the thread that
+ * forked, cache included, and its pid may be one that an ancestor had (pids are given again once free): a thread
+ * that logged forks a child that does not log and ends with its process, and the child's own child gets that pid.
+ * Keyed by the pid alone, that grandchild's records carried the id of the ancestor's thread; the process key tells
+ * them apart. */
 static _Thread_local struct {
     long pid, tid;
+    unsigned long long key;
 } fl__tid_cache;
 
 static long fl__tid(long pid)
 {
-    if (fl__tid_cache.pid != pid) {
+    unsigned long long key = fl__proc_key();
+    if (fl__tid_cache.pid != pid || fl__tid_cache.key != key) {
         fl__tid_cache.tid = (long)syscall(SYS_gettid);
         fl__tid_cache.pid = pid;
+        fl__tid_cache.key = key;
     }
     return fl__tid_cache.tid;
 }

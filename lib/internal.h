@@ -230,6 +230,10 @@ struct fl__loc {
  * "process.thread.id":<20>,` ... `"message":"`. A handle's own bound is log->prefix_max. */
 #define FL__PREFIX_MAX 192
 
+/* Sets up what keys the per-thread caches of format.c by process (a fork-wiped page, once per program). Called by
+ * the opens, before any record. */
+FL__INTERNAL void fl__proc_key_init(void);
+
 /* The pid of the calling process, from the handle's fork-wiped cache. */
 FL__INTERNAL long fl__pid(const forklog *log);
 

@@ -879,6 +879,88 @@ Test(ring, a_child_with_a_pid_its_ancestor_had_does_not_use_the_ancestors_ring)
     check_filled_and(logpath, more, sizeof more / sizeof more[0]);
 }
 
+/* FORKLOG_TID: each thread caches its thread id for its process. A thread that logged forks a child that does not
+ * log (its only thread a copy of that thread, with that cache), and the parent ends; the child's own child gets
+ * the parent's pid back. Its records must carry its own thread id (its pid: it is a main thread), not the id of
+ * the thread that wrote the cache two processes up. */
+struct tid_scene {
+    forklog *log;
+    int xc[2];
+};
+
+static void *tid_thread(void *p)
+{
+    struct tid_scene *sc = p;
+    if (forklog_info(sc->log, "T") != 0)
+        return (void *)1;
+    pid_t a = fork();
+    if (a == 0) {
+        pid_t want;
+        if (read(sc->xc[0], &want, sizeof want) != sizeof want)
+            _exit(1);
+        int rc = next_pid_is(want);
+        if (rc)
+            _exit(rc);
+        pid_t c = fork();
+        if (c == 0) {
+            if (getpid() != want)
+                _exit(78);
+            char msg[64];
+            snprintf(msg, sizeof msg, "C tid should be %d", (int)getpid());
+            _exit(forklog_info(sc->log, "%s", msg) == 0 ? 0 : 1);
+        }
+        _exit(th_wait_for(c, 10));
+    }
+    return (void *)(intptr_t)a;
+}
+
+static int scene_inherited_tid_cache(const char *path, int unused)
+{
+    (void)unused;
+    int xc[2], ap[2];
+    if (pipe(xc) < 0 || pipe(ap) < 0)
+        return 5;
+    pid_t p = fork();
+    if (p == 0) {
+        struct tid_scene sc = {.xc = {xc[0], xc[1]}};
+        if (forklog_open(&sc.log, path, &(struct forklog_options){.flags = FORKLOG_TID}) != 0)
+            _exit(3);
+        pthread_t th;
+        void *a;
+        if (pthread_create(&th, NULL, tid_thread, &sc) != 0 || pthread_join(th, &a) != 0 || (intptr_t)a <= 1)
+            _exit(4);
+        pid_t ap_ = (pid_t)(intptr_t)a;
+        _exit(write(ap[1], &ap_, sizeof ap_) == sizeof ap_ ? 0 : 6); /* the pid of the child, which outlives us */
+    }
+    pid_t a;
+    if (read(ap[0], &a, sizeof a) != sizeof a || th_wait(p) != 0)
+        return 7;
+    /* p is gone: its pid is free for the grandchild. */
+    if (write(xc[1], &p, sizeof p) != sizeof p)
+        return 8;
+    int st = th_wait_for(a, 20);
+    return st;
+}
+
+Test(ring, a_child_with_a_pid_its_ancestor_had_logs_its_own_thread_id)
+{
+    in_pid_namespace(scene_inherited_tid_cache, logpath, 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    char *c = strstr(buf, " C tid should be ");
+    cr_assert_not_null(c, "%s", buf);
+    int want = atoi(c + strlen(" C tid should be "));
+    char *line = c;
+    while (line > buf && line[-1] != '\n')
+        line--;
+    char *tid = strstr(line, " tid=");
+    cr_assert(tid && tid < c, "%s", buf);
+    cr_assert_eq(atoi(tid + 5), want, "the record carries another thread's id: %.*s", (int)(strchr(c, '\n') - line),
+                 line);
+    free(buf);
+}
+
 /* ---- the age bound on every path ------------------------------------------------------------------------------ */
 
 /* A record of `len` bytes "<tag> <seq>" padded with dots. */
