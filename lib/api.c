@@ -289,6 +289,7 @@ static int fl__handle_start(forklog *log, const struct forklog_options *opts)
     size_t pg = page > 0 ? (size_t)page : 4096;
     log->proc = fl__proc_new(pg);
     fl__proc_key_init();
+    fl__ring_clock_init();
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     log->max_spinners = cpus > 1 ? (unsigned)cpus - 1 : 0;
     return 0;

@@ -230,6 +230,9 @@ struct fl__loc {
  * "process.thread.id":<20>,` ... `"message":"`. A handle's own bound is log->prefix_max. */
 #define FL__PREFIX_MAX 192
 
+/* Reads the coarse clock's step for the age bound of the rings (ring.c). Called by the opens, before any record. */
+FL__INTERNAL void fl__ring_clock_init(void);
+
 /* Sets up what keys the per-thread caches of format.c by process (a fork-wiped page, once per program). Called by
  * the opens, before any record. */
 FL__INTERNAL void fl__proc_key_init(void);

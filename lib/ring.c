@@ -47,19 +47,15 @@ static int64_t fl__coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The coarse clock's step (a tick of the kernel: 1 to 10 ms), read once per process. */
-static int64_t fl__coarse_step(void)
+/* The coarse clock's step (a tick of the kernel: 1 to 10 ms), read by every open before its first record (0 before
+ * any: the coarse clock alone, as if it had no step). */
+static atomic_llong fl__coarse_step;
+
+void fl__ring_clock_init(void)
 {
-    static atomic_llong step;
-    long long ns = atomic_load_explicit(&step, memory_order_relaxed);
-    if (!ns) {
-        struct timespec r;
-        ns = clock_getres(FL__COARSE_CLOCK, &r) == 0 ? (long long)r.tv_sec * 1000000000 + r.tv_nsec : 10000000;
-        if (ns <= 0)
-            ns = 1;
-        atomic_store_explicit(&step, ns, memory_order_relaxed);
-    }
-    return ns;
+    struct timespec r;
+    long long ns = clock_getres(FL__COARSE_CLOCK, &r) == 0 ? (long long)r.tv_sec * 1000000000 + r.tv_nsec : 10000000;
+    atomic_store_explicit(&fl__coarse_step, ns > 0 ? ns : 1, memory_order_relaxed);
 }
 
 /* The clock of the age bound: a time no later than now, and in *late how much later now may be. The coarse clock
@@ -67,9 +63,13 @@ static int64_t fl__coarse_step(void)
  * flush_ms 1 and a 4 ms tick, records waited 4 ms. A due time is therefore set from the time returned and compared
  * with that time plus *late, which flushes up to a step early, never late. Where flush_ms is within a few steps,
  * that would flush at almost every call: the exact clock is read instead (*late 0). */
-static int64_t fl__due_clock(const forklog *log, int64_t *late)
+#ifdef __GNUC__
+__attribute__((always_inline))
+#endif
+static inline int64_t
+fl__due_clock(const forklog *log, int64_t *late)
 {
-    int64_t step = fl__coarse_step();
+    const int64_t step = atomic_load_explicit(&fl__coarse_step, memory_order_relaxed);
     if (log->flush_ns < 8 * step) {
         *late = 0;
         return fl__mono_ns();
