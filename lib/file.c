@@ -172,9 +172,8 @@ static int fl__take_path(forklog *log)
     return fl__fd_take(log, fd);
 }
 
-/* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
- * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
-int fl__sync_file(forklog *log)
+/* fl__sync_file past its usual case. */
+static int fl__sync_file_slow(forklog *log)
 {
     struct fl__seg *s = log->seg;
     if (log->proc && !log->proc->own_fd) {
@@ -229,6 +228,19 @@ int fl__sync_file(forklog *log)
         FL__CRASH(FILE_KNOWN);
     }
     return 0;
+}
+
+/* Makes this process's descriptor refer to the file of the current generation, reopening path by name when a
+ * rotation or forklog_reopen() happened since this process last wrote. Lock held. */
+int fl__sync_file(forklog *log)
+{
+    /* The usual record: this process's own descriptor, no reopen asked, a shared segment of a named file, the
+     * generation's file known; nothing to do. */
+    struct fl__seg *s = log->seg;
+    if ((!log->proc || log->proc->own_fd) && log->seg_fd >= 0 && log->gen == s->gen && s->file_known &&
+        atomic_load_explicit(&s->reopen_req, memory_order_acquire) == s->reopen_seen)
+        return 0;
+    return fl__sync_file_slow(log);
 }
 
 /* path (k = 0) or path.k, into buf of cap bytes (strlen(path) + 16 is enough). */
