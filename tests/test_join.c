@@ -1287,6 +1287,51 @@ Test(join, a_failed_write_of_a_private_handle_keeps_what_the_other_users_wrote)
     check_records(2, want, 0);
 }
 
+/* The same after a generation change: a process of the private handle's tree that moves to the generation another
+ * one started (here a forklog_reopen() of the parent) takes the size that process saw, and the log's other users
+ * append after it; its failed write cuts back to where the file ended just before its record. */
+Test(join, a_failed_write_of_a_private_handle_after_a_reopen_keeps_what_the_other_users_wrote)
+{
+    struct forklog_options po = {.flags = FORKLOG_PRIVATE};
+    forklog *p = open_ok(&po);
+    char buf[RC_HEAD_MAX + 200];
+    cr_assert_eq(rc_write(p, buf, 'R', 1, 0, 0, 20), 0);
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(go[1]);
+        size_t before;
+        if (read(go[0], &before, sizeof before) != (ssize_t)sizeof before)
+            _exit(3);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {before + 10, before + 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        _exit(rc_write(p, buf, 'R', 1, 2, 0, 200) == -EFBIG ? 0 : 1);
+    }
+    close(go[0]);
+    cr_assert_eq(forklog_reopen(p), 0);
+    cr_assert_eq(rc_write(p, buf, 'R', 1, 1, 0, 20), 0);
+    forklog *shared = open_ok(NULL);
+    for (unsigned q = 0; q < 100; q++)
+        cr_assert_eq(rc_write(shared, buf, 'R', 0, q, 0, 100), 0);
+    cr_assert_eq(forklog_close(shared), 0);
+    size_t before;
+    free(th_slurp(logpath, &before));
+    cr_assert_eq(write(go[1], &before, sizeof before), (ssize_t)sizeof before);
+    close(go[1]);
+    cr_assert_eq(th_wait(pid), 0, "the private handle's record did not fail with EFBIG");
+    size_t after;
+    free(th_slurp(logpath, &after));
+    cr_assert_eq(after, before, "the file went from %zu to %zu bytes: the failed write cut other records", before,
+                 after);
+    cr_assert_eq(forklog_close(p), 0);
+    unsigned want[2] = {100, 2};
+    check_records(2, want, 0);
+}
+
 /* /dev/stdout, /dev/fd/N and /proc/self/fd/N name, in each process, that process's own descriptor: one path is another
  * file in every process. Such a path gets a private segment, as FORKLOG_PRIVATE would: a segment file beside it would
  * be shared by unrelated processes that write different files, and a record that one of them combined into its own
