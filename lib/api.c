@@ -545,9 +545,14 @@ static int fl__emit(forklog *log, enum forklog_level level, const struct timespe
     if (!whole)
         len = fl__build(log, level, now, loc, ctx, msg, msglen, msg_total, fields, nfields, out, cap, &cut, NULL);
     struct iovec iov = {out, len};
+    /* A record built in memory of its own is not cancellable until that memory is freed: cancelled at its write(2),
+     * the thread would leave it taken for as long as its process lives (fl__nocancel). */
+    const int cancel = out != buf ? fl__nocancel() : 0;
     int rc = fl__append(log, &iov, 1, len);
-    if (out != buf)
+    if (out != buf) {
         free(out);
+        fl__cancel_back(cancel);
+    }
     return rc < 0 ? rc : fl__cut_result(cut);
 }
 
@@ -613,10 +618,15 @@ static int fl__vlog_slow(forklog *log, enum forklog_level level, const struct ti
         memcpy(aside, out + p, total);
         msg = aside;
     }
+    /* The message's own memory, as fl__emit's record: not cancellable until it is freed. */
+    const int cancel = heap ? fl__nocancel() : 0;
     rc = !tail && msglen == total ? fl__append_long(log, out, p, msg, total) : 1;
     if (rc == 1)
         rc = fl__emit(log, level, now, loc, ctx, msg, msglen, total, NULL, 0, out, FL__STACK_RECORD);
-    free(heap);
+    if (heap) {
+        free(heap);
+        fl__cancel_back(cancel);
+    }
     return rc;
 }
 
