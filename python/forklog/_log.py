@@ -392,9 +392,11 @@ class Log:
         self._exit_closed = False  # closed by the worker's exit, not by the program (see _close_all, _once)
         self._close_done = False  # the C close has returned, whichever thread made it (see close)
         self._close_rc = 0  # and what it returned
-        # The thread ident of each close() in progress and of each thread holding the handle in _close_pending(): a
-        # second close() waits while another thread is closing (see close).
+        self._handle = None  # the handle, until the C close is made (see close)
+        # The thread ident of each close() in progress (see close), and of each thread that may hold the handle taken
+        # from self._hbox or self._pending: a close() that finds the handle in neither waits while one does.
         self._closing = []
+        self._holding = []
         if unknown:
             raise OptionError("forklog: no option named %s" % ", ".join(sorted(unknown)))
         bpath = _path_bytes(path)
@@ -450,6 +452,7 @@ class Log:
             raise _oserror(rc, "forklog_open", bpath, errbuf.value.decode("utf-8", "replace"))
         self._h = h.value
         self._hv = h
+        self._handle = h.value
         self._hbox.append(h.value)
         # The absolute path, so that a pickled Log reopens the same file wherever it is unpickled.
         self._path = os.path.abspath(os.fsdecode(path))
@@ -496,11 +499,11 @@ class Log:
         me = _get_ident()
         if me in calls:
             return 0
-        # In self._closing before taking the handle, and until the close is done or the handle given back: a
-        # close() that finds neither the handle nor a thread closing knows that nobody will close.
-        closing = self._closing
-        closing.append(me)
+        holding = self._holding
         try:
+            # The appends are the first statements inside the try and the removes the first of the finally (see
+            # _call): an exception of a signal handler never leaves this thread in self._holding.
+            holding.append(me)
             try:
                 h = self._pending.pop()
             except IndexError:
@@ -512,12 +515,15 @@ class Log:
                 self._pending.append(h)  # interrupted (KeyboardInterrupt): the next close() or call's end goes on
                 raise
             _open_logs.discard(self)
+            # No instruction between these two runs a signal handler, so once self._handle is cleared the C close
+            # is made: a close() that finds the handle lost and self._handle set may close it itself (see close).
+            self._handle = None
             rc = _native.lib.forklog_close(h)
             self._close_rc = rc
             self._close_done = True
             return rc
         finally:
-            closing.remove(me)
+            holding.remove(me)
 
     def _once(self, method, *args):
         """A call on a closed log: ValueError, unless the log was closed by this worker process's end (see
@@ -533,6 +539,7 @@ class Log:
         # thread of the parent held at the fork would never be released. The C handle itself needs nothing.
         self._calls = []
         self._closing = []  # a close() of another thread of the parent goes on there, not here
+        self._holding = []
         self._pid = os.getpid()
 
     # ---- the public API --------------------------------------------------------------------------------------
@@ -686,19 +693,25 @@ class Log:
         Other processes that hold the log are not affected."""
         me = _get_ident()
         closing = self._closing
-        if me in closing:
+        holding = self._holding
+        if me in closing or me in holding:
             return  # a signal handler's close inside this thread's own close: that close goes on once it returns
-        # In self._closing before taking the handle: a second close() of another thread that finds the handle
-        # taken finds this one closing, and waits for it.
-        closing.append(me)
+        took = False
         try:
+            # The appends are the first statements inside the try and the removes the first of the finally (see
+            # _call): an exception of a signal handler never leaves this thread in self._closing, whose close()
+            # would then return at once for ever, nor in self._holding, for which the others would wait for ever.
+            closing.append(me)
+            holding.append(me)
             try:
                 h = self._hbox.pop()
             except IndexError:  # closed already, or being closed by another thread
-                h = None
+                pass
             else:
+                took = True
                 self._h = self._hv = None  # new calls are refused from here on; wait for those in progress
                 self._pending.append(h)
+            holding.remove(me)
             if self._pending:
                 self._close_pending()
             if me in self._calls:
@@ -707,18 +720,27 @@ class Log:
             # pending close (see _call), which waits for the calls still in flight, then closes. Wait for it, so
             # that this close() returns only once the log is closed, its buffered records written, as it promises,
             # whichever close() took the handle. Should that thread give the close back (interrupted while it
-            # waits), this one takes it. With no other thread closing and nothing pending, nobody closes here (a
-            # forked child of a process that was closing the log in another thread): return.
+            # waits), this one takes it. A handle that no thread holds, that is not pending and not closed was lost
+            # by a thread that an exception of a signal handler ended while it held it in a local variable (or by
+            # a thread of the parent, in a forked child): this close() makes its C close.
             while not self._close_done:
                 if self._pending:
                     self._close_pending()
-                elif len(closing) > 1:
+                elif holding:
                     time.sleep(0.0005)
+                elif self._handle is not None and not self._hbox:
+                    took = True
+                    self._h = self._hv = None
+                    self._pending.append(self._handle)
                 else:
                     break
         finally:
-            closing.remove(me)
-        if h is not None and self._close_done and self._close_rc < 0:
+            try:
+                closing.remove(me)
+            finally:
+                if me in holding:
+                    holding.remove(me)
+        if took and self._close_done and self._close_rc < 0:
             raise _oserror(self._close_rc, "forklog_close", self._path)
 
     def __enter__(self):
@@ -731,7 +753,7 @@ class Log:
 
     def __del__(self):
         try:
-            if self._hbox or self._pending:
+            if self._handle is not None:
                 self.close()
         except Exception:
             pass

@@ -564,3 +564,57 @@ def test_a_pickled_handler_keeps_its_class_filters_and_name(tmp_path):
         h2.close()
         h.close()
     assert [ln.split(" ", 3)[3] for ln in (tmp_path / "a.log").read_text().splitlines()] == ["[svc] item 1"]
+
+
+def test_an_exception_of_a_signal_handler_anywhere_in_close_leaves_a_log_that_close_closes(tmp_path):
+    # Python runs a signal handler (and raises its exception, KeyboardInterrupt or any other) right after a call
+    # instruction returns. Wherever that lands in close() (right after the handle was taken from its list, before
+    # it is given back, after the C close returned...), a later close() must close the log, exactly once: the
+    # segment file is gone and the log's records are in the file.
+    import dis
+    import sys
+
+    class Interrupt(BaseException):
+        pass
+
+    codes = {forklog.Log.close.__code__, forklog.Log._close_pending.__code__}
+    after_call = set()  # (code, offset) of each instruction that follows a call
+    for code in codes:
+        prev = None
+        for ins in dis.get_instructions(code):
+            if prev is not None and prev.opname.startswith("CALL"):
+                after_call.add((code, ins.offset))
+            prev = ins
+    path = tmp_path / "a.log"
+    k = 0
+    while True:
+        log = forklog.Log(str(path), buffered=True)
+        log.info("r%d" % k)
+        seen = [0]
+
+        def trace(frame, event, arg):
+            if frame.f_code not in codes:
+                return None
+            frame.f_trace_opcodes = True
+            if event == "opcode" and (frame.f_code, frame.f_lasti) in after_call:
+                seen[0] += 1
+                if seen[0] == k + 1:
+                    raise Interrupt()
+            return trace
+
+        sys.settrace(trace)
+        try:
+            log.close()
+            interrupted = False
+        except Interrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        log.close()
+        assert log.closed, "point %d: a second close() left the log open" % k
+        assert not os.path.exists(tmp_path / ".a.log.forklog"), "point %d: the log was not closed" % k
+        assert path.read_text().count("r%d" % k) == 1
+        if not interrupted:
+            break
+        k += 1
+    assert k > 3
