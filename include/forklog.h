@@ -221,8 +221,8 @@ struct forklog_options {
     uid_t owner;
     gid_t group;
     /* Where forklog_open() explains a failure in one line, NUL-terminated and cut to error_size bytes: which
-     * setting conflicts with the log's other users, why its segment file is not trusted, that the path is a FIFO
-     * with no reader, ... NULL: nowhere. */
+     * option is not valid, which setting conflicts with the log's other users, why its segment file is not
+     * trusted, that the path is a FIFO with no reader, ... NULL: nowhere. */
     char *error;
     size_t error_size;
     /* JSON key names (enum forklog_keys). 0: FORKLOG_KEYS_SHORT. */

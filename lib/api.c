@@ -51,37 +51,50 @@ int64_t fl__mono_ns(void)
 
 /* ---- the public calls -------------------------------------------------------------------------------------- */
 
-static int fl__check_options(const struct forklog_options *o)
+/* The first option that is not valid, in words for opts->error; NULL when every one is. */
+static const char *fl__bad_option(const struct forklog_options *o)
 {
     if (o->level != 0 && (o->level < FORKLOG_DEBUG || o->level > FORKLOG_ERROR))
-        return -EINVAL;
+        return "level is none of FORKLOG_DEBUG .. FORKLOG_ERROR (0: the default)";
     if (o->format != FORKLOG_FORMAT_TEXT && o->format != FORKLOG_FORMAT_JSON)
-        return -EINVAL;
+        return "format is neither FORKLOG_FORMAT_TEXT nor FORKLOG_FORMAT_JSON";
     if (o->mode > 07777)
-        return -EINVAL;
+        return "mode has bits past 07777";
     if (o->flags & ~(unsigned)(FORKLOG_SYNC | FORKLOG_BUFFERED | FORKLOG_PRIVATE | FORKLOG_TID))
-        return -EINVAL;
+        return "flags has a bit that is none of FORKLOG_SYNC, FORKLOG_BUFFERED, FORKLOG_PRIVATE, FORKLOG_TID";
     if (o->keys != FORKLOG_KEYS_SHORT && o->keys != FORKLOG_KEYS_ECS)
-        return -EINVAL;
+        return "keys is neither FORKLOG_KEYS_SHORT nor FORKLOG_KEYS_ECS";
     if (o->name) {
         size_t n = strnlen(o->name, 65);
         if (n == 0 || n > 64)
-            return -EINVAL;
+            return "name is empty or longer than 64 bytes";
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)o->name[i] < 0x20 || o->name[i] == 0x7f)
-                return -EINVAL;
+                return "name holds a control byte";
         if (!fl__utf8_valid(o->name, n))
-            return -EINVAL;
+            return "name is not UTF-8";
     }
     if (fl__check_fields(o->context, o->ncontext) < 0)
-        return -EINVAL;
+        return "context: a NULL list with a count, more than FORKLOG_MAX_FIELDS fields, a key that is not valid or a "
+               "type that is none";
     if (o->max_record != 0 && (o->max_record < FL__MIN_MAX_RECORD || o->max_record > FL__MAX_MAX_RECORD))
-        return -EINVAL;
+        return "max_record is outside 256 bytes .. 1 GiB (0: the default)";
     if (o->rotate_keep > FL__MAX_KEEP)
-        return -EINVAL;
+        return "rotate_keep is above 1000";
     if (o->buffer_size != 0 && (o->buffer_size < FL__MIN_BUFFER || o->buffer_size > FL__MAX_BUFFER))
-        return -EINVAL;
-    return 0;
+        return "buffer_size is outside 4 KiB .. 1 GiB (0: the default)";
+    return NULL;
+}
+
+/* 0 if every option is valid; else -EINVAL, with the first that is not named in opts->error. */
+static int fl__check_options(const struct forklog_options *o)
+{
+    const char *why = fl__bad_option(o);
+    if (!why)
+        return 0;
+    if (o->error && o->error_size)
+        snprintf(o->error, o->error_size, "%s", why);
+    return -EINVAL;
 }
 
 /* path made absolute against the current directory, so that a reopen after chdir() finds the same file. */

@@ -387,10 +387,21 @@ Test(core, invalid_options)
         {.rotate_keep = 1001},
         {.flags = FORKLOG_BUFFERED, .buffer_size = 100},
     };
+    /* The option each explanation must name. */
+    static const char *const named[] = {"level",      "format",     "mode",        "flags",
+                                        "max_record", "max_record", "rotate_keep", "buffer_size"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         forklog *log = (forklog *)0x1;
-        cr_assert_eq(forklog_open(&log, logpath, &bad[i]), -EINVAL, "options #%zu", i);
+        char why[256] = "stale";
+        struct forklog_options o = bad[i];
+        o.error = why;
+        o.error_size = sizeof why;
+        cr_assert_eq(forklog_open(&log, logpath, &o), -EINVAL, "options #%zu", i);
         cr_assert_null(log);
+        cr_assert(strncmp(why, named[i], strlen(named[i])) == 0, "options #%zu: \"%s\" does not name %s", i, why,
+                  named[i]);
+        log = (forklog *)0x1;
+        cr_assert_eq(forklog_open(&log, logpath, &bad[i]), -EINVAL, "options #%zu without error", i);
     }
     struct stat st;
     cr_assert_eq(stat(logpath, &st), -1, "invalid options must not create the file");
