@@ -507,6 +507,20 @@ Test(hostile, fork_while_a_thread_is_mid_record, .timeout = 110)
     rc_seen_free(&seen);
 }
 
+/* Another process opens the log, writes "after" and closes it; it exits 0, 1 (the open failed) or 2. */
+static pid_t fork_open_write_close(void)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        forklog *l;
+        if (forklog_open(&l, logpath, NULL) != 0)
+            _exit(1);
+        _exit(forklog_info(l, "after") == 0 && forklog_close(l) == 0 ? 0 : 2);
+    }
+    return pid;
+}
+
 /* The last user's close that cannot write the buffered records (a file size limit, a full disk) leaves the segment file
  * with them, for the next open to write. The close looks at the file through a description of its own, under the
  * exclusive flock; a child forked by another thread in that instant inherits the description, and with it the lock,
@@ -530,15 +544,7 @@ Test(hostile, a_child_forked_while_the_last_user_closes_does_not_keep_the_log_lo
 
     /* The child lives on, as a worker would. Another process opens the log: it must not wait, and it writes the
      * records the close left. */
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        forklog *l;
-        if (forklog_open(&l, logpath, NULL) != 0)
-            _exit(1);
-        _exit(forklog_info(l, "after") == 0 && forklog_close(l) == 0 ? 0 : 2);
-    }
-    int st = th_wait_for(pid, 10);
+    int st = th_wait_for(fork_open_write_close(), 10);
     kill(pread_child, SIGKILL);
     th_wait(pread_child);
     cr_assert_eq(st, 0, "the next open ended with %d (-2: it waited for the lock the forked child kept)", st);
@@ -578,15 +584,7 @@ Test(hostile, a_thread_cancelled_in_the_last_close_does_not_keep_the_log_locked,
 
     /* This process lives on, as a server whose worker thread was cancelled would. Another process opens the log:
      * it must not wait. */
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        forklog *l;
-        if (forklog_open(&l, logpath, NULL) != 0)
-            _exit(1);
-        _exit(forklog_info(l, "after") == 0 && forklog_close(l) == 0 ? 0 : 2);
-    }
-    int st = th_wait_for(pid, 10);
+    int st = th_wait_for(fork_open_write_close(), 10);
     cr_assert_eq(st, 0, "the next open ended with %d (-2: it waited for the lock the cancelled close kept)", st);
     cr_assert_eq(count_fds(), fds - 2, "descriptors left by the cancelled close: %d more than the handle's two",
                  count_fds() - (fds - 2));
