@@ -627,12 +627,27 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                 rc = -errno;
             else
                 rc = fl__still_there(segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
-            /* Not atomic (the exclusive lock is dropped first), which is safe: a process that gets the exclusive
-             * lock in between finds a built segment that nobody has used yet, and rebuilds it. */
-            if (rc == 0)
+            /* Not atomic (the exclusive lock is dropped first): a process that gets the exclusive lock in between
+             * finds a built segment that nobody has used yet and builds it again, with its own settings, and may
+             * even write, close as its last user and remove the file, all before this opener has the shared lock.
+             * So the opener looks again once it has it: the file still at segpath, as long as it was built, and
+             * its head still the one this opener built (every build counts itself in `builds`). Otherwise the segment
+             * it mapped is not the log's (another lock, sizes and settings it did not choose, or a removed file
+             * nobody else finds: its cut after a failed write took records the log's users wrote since), and it
+             * starts again. */
+            if (rc == 0) {
                 FL__CRASH(SEG_BUILT);
-            if (rc == 0 && fl__flock_sh(fd) < 0)
-                rc = -errno;
+                uint64_t builds = log->seg->head.builds;
+                struct fl__seg_head now;
+                if (fl__flock_sh(fd) < 0)
+                    rc = -errno;
+                else if (fstat(fd, &sst) < 0)
+                    rc = -errno;
+                else if (!fl__still_there(segpath, &sst) || (uint64_t)sst.st_size < log->seg_len ||
+                         pread(fd, &now, sizeof now, 0) != (ssize_t)sizeof now || now.ready != FL__READY ||
+                         now.builds != builds)
+                    rc = 1;
+            }
         } else if (errno == EWOULDBLOCK) {
             if (fl__flock_sh(fd) < 0) {
                 rc = -errno;
