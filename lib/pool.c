@@ -114,6 +114,7 @@ int on_exit(void (*fn)(int status, void *arg), void *arg);
 #define FL__POOL_CHECK_NS    100000000LL /* waitpid(WNOHANG) every worker at least this often (100 ms) */
 #define FL__POOL_LABEL_MAX   128         /* labels are cut (at a UTF-8 boundary) to this many bytes in records */
 #define FL__POOL_FD_SPARE    16          /* descriptors below RLIMIT_NOFILE that a second worker's pipe leaves */
+#define FL__POOL_FOREVER_S   1e9         /* seconds (about 31 years): a longer timeout_s is cut to this */
 
 /* Shared: the task counter and the parent's sleep flag, on separate cache lines. */
 struct fl__pool_head {
@@ -979,8 +980,12 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     struct rlimit rl;
     p->fd_limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)INT_MAX ? (int)rl.rlim_cur : INT_MAX;
     p->level = opts->level ? opts->level : FORKLOG_INFO;
-    p->timeout_ns = opts->timeout_s > 0 && opts->timeout_s < 1e9 ? (int64_t)(opts->timeout_s * 1e9) : 0;
-    if (opts->timeout_s > 0 && !p->timeout_ns)
+    /* A timeout of FL__POOL_FOREVER_S or more (INFINITY included) never comes in practice: it is kept at that, whose
+     * nanoseconds fit an int64_t with any CLOCK_MONOTONIC time added. Left to the check below, it would become a
+     * nanosecond and kill every task at once. */
+    double timeout_s = opts->timeout_s < FL__POOL_FOREVER_S ? opts->timeout_s : FL__POOL_FOREVER_S;
+    p->timeout_ns = timeout_s > 0 ? (int64_t)(timeout_s * 1e9) : 0;
+    if (timeout_s > 0 && !p->timeout_ns)
         p->timeout_ns = 1; /* below a nanosecond: every task times out at once */
     unsigned w = opts->workers;
     if (!w) {

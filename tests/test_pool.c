@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <forklog.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -197,6 +198,31 @@ Test(pool, timeout_kills_and_replaces_the_worker)
     cr_assert_geq(rep.max_s, 0.3);
     cr_assert_eq(rep.workers_started, 2, "the killed worker was replaced");
     cr_assert_neq(res[3].worker, res[2].worker);
+}
+
+static int short_sleep_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    usleep(20000);
+    return 0;
+}
+
+/* A timeout too long to ever come (31 years and more, INFINITY) is no timeout at all: no task is killed. It once
+ * fell through to the "below a nanosecond" case and killed every task at once. */
+Test(pool, huge_and_infinite_timeouts_kill_nothing)
+{
+    const double timeouts[] = {1e9, 1e12, 1e300, INFINITY};
+    for (size_t k = 0; k < sizeof timeouts / sizeof timeouts[0]; k++) {
+        struct forklog_task_result res[6];
+        struct forklog_pool_options o = {.workers = 2, .timeout_s = timeouts[k], .results = res};
+        struct forklog_pool_report rep;
+        int rc = forklog_pool_map(&o, 6, short_sleep_task, NULL, &rep);
+        cr_assert_eq(rc, 0, "timeout_s %g: rc %d, %zu timed out", timeouts[k], rc, rep.timed_out);
+        cr_assert_eq(rep.ok, 6);
+        cr_assert_eq(rep.workers_started, 2, "timeout_s %g: no worker killed and replaced", timeouts[k]);
+        for (size_t i = 0; i < 6; i++)
+            cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "timeout_s %g: task %zu", timeouts[k], i);
+    }
 }
 
 static int code_task(size_t i, void *ctx)
