@@ -904,8 +904,10 @@ static int fl__pool_setup(struct fl__pool *p)
         return -ENOMEM;
     p->map_len = (res_off + p->ntasks * sizeof(struct fl__pool_res) + pg - 1) / pg * pg;
     void *m = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    /* EAGAIN too (over RLIMIT_MEMLOCK under mlockall(MCL_FUTURE)) is no memory for the pool: returned as is, it
+     * would read as a failed fork, after which every task has its not_run record, while none has one here. */
     if (m == MAP_FAILED)
-        return -errno;
+        return -ENOMEM;
     p->map = m; /* zero-filled: every task FREE, every slot idle */
     p->head = m;
     p->slots = (struct fl__pool_slot *)(void *)((char *)m + slots_off);

@@ -1987,6 +1987,28 @@ Test(pool, no_descriptor_number_above_2_is_emfile)
     caller_out_free(out, N);
 }
 
+/* A caller that locks its future memory (mlockall(MCL_FUTURE), as real-time programs do) and has too small an
+ * RLIMIT_MEMLOCK for the pool's shared mapping: mmap() fails with EAGAIN. That is no memory for the pool, returned
+ * before any record as -ENOMEM; -EAGAIN means a failed fork, after which every task has its not_run record. Run in a
+ * child that drops to an unprivileged user, since root is not held to RLIMIT_MEMLOCK. */
+Test(pool, shared_mapping_over_the_memlock_limit_is_enomem)
+{
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(90);
+        struct rlimit rl = {1 << 20, 1 << 20};
+        if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0 || mlockall(MCL_FUTURE) != 0)
+            _exit(91);
+        struct forklog_pool_options o = {.workers = 1};
+        int rc = forklog_pool_map(&o, 100000, ok_task, NULL, NULL); /* a mapping of about 5 MB */
+        _exit(rc == -ENOMEM ? 0 : rc < 0 ? -rc : 92);
+    }
+    int st = th_wait_for(c, 30);
+    cr_assert_eq(st, 0, "exit %d (errno %d as the return value, 9x: setup)", st, st);
+}
+
 /* Task 0 hangs past the timeout; the others are quick. */
 static int first_hangs_task(size_t i, void *ctx)
 {
