@@ -192,12 +192,13 @@ static int fl__sync_file_slow(forklog *log)
      * a dead writer goes back to the end of the last whole record, not into one written since. The same holds
      * for a private segment (FORKLOG_PRIVATE, a path through /proc) of a named file: the log's other users, whose
      * lock it does not share, append to the file between its records, and a cut to where it last wrote would
-     * take theirs. Its descriptor is its own open file (O_APPEND), so one lseek() tells where the file ends,
-     * at about half the cost of an fstat(). It is read once the descriptor is the generation's file: a process that
+     * take theirs. One lseek() tells where the file ends, at about half the cost of an fstat(), and it also puts
+     * the description's position there: a description of forklog_open_fd() is the caller's too, and any of the
+     * caller's descriptors may clear the O_APPEND that the open set (fcntl F_SETFL); the write then goes to that
+     * position, which the appends of the handle's forked processes (descriptions of their own) do not move, and
+     * would land on their records. It is read once the descriptor is the generation's file: a process that
      * moves to a generation another process of the tree started (a reopen, a rotation) keeps the size that process
      * saw, which the others' records have passed since. */
-    if (!log->path[0] && atomic_load_explicit(&s->regular, memory_order_relaxed))
-        s->file_known = 0;
     if (log->gen != s->gen && !log->path[0]) {
         log->gen = s->gen; /* no name to open again: the descriptor stays the log */
     } else if (log->gen != s->gen) {
@@ -219,7 +220,8 @@ static int fl__sync_file_slow(forklog *log)
         atomic_store_explicit(&s->regular, S_ISREG(st.st_mode) ? 1u : 0u, memory_order_relaxed);
         FL__STEP(s->file_known, 1);
         FL__CRASH(FILE_KNOWN);
-    } else if (log->seg_fd < 0 && atomic_load_explicit(&s->regular, memory_order_relaxed)) {
+    }
+    if (log->seg_fd < 0 && atomic_load_explicit(&s->regular, memory_order_relaxed)) {
         off_t end = lseek(log->fd, 0, SEEK_END);
         if (end < 0)
             return -errno;

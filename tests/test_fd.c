@@ -296,6 +296,39 @@ Test(fd, regular_file_without_o_append_is_appended_to_and_the_caller_keeps_its_d
     free(path);
 }
 
+Test(fd, a_description_whose_o_append_another_descriptor_cleared_still_gets_every_record_at_the_end)
+{
+    /* forklog_open_fd() sets O_APPEND on the open file description, which the caller's descriptors share: any of
+     * them can clear it again (fcntl F_SETFL on a dup, a library that "fixes" the flags). The handle's descriptor
+     * then writes at the description's own position, which does not move when the handle's forked processes
+     * (descriptions of their own) append: the parent's next record went over the child's, acknowledged, record. */
+    char *path = th_path(dir, "cleared.out");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    forklog *log = open_fd(fd, NULL);
+    cr_assert_eq(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_APPEND), 0);
+    cr_assert_eq(forklog_write(log, "parent record one", 17), 0);
+    for (int i = 0; i < 3; i++) {
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            rc_child();
+            _exit(forklog_write(log, "child record", 12) == 0 && forklog_close(log) == 0 ? 0 : 1);
+        }
+        cr_assert_eq(th_wait_for(pid, HANG_S), 0);
+        cr_assert_eq(forklog_write(log, "parent record", 13), 0);
+    }
+    cr_assert_eq(forklog_close(log), 0);
+    close(fd);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "parent record one\nchild record\nparent record\nchild record\nparent record\n"
+                          "child record\nparent record\n");
+    free(buf);
+    free(path);
+}
+
 Test(fd, the_largest_buffer_opens_on_a_machine_with_less_memory_than_its_rings)
 {
     /* buffer_size 1 GiB: 64 rings of it are 64 GiB of address space, of which a log uses what its writers fill.
