@@ -359,7 +359,7 @@ static int fl__open_path(forklog **out, const char *path, const struct forklog_o
         return rc;
 
     /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
-    log->fd = fl__open_log_file(log, O_CREAT);
+    log->fd = fl__fd_above_stdio(fl__open_log_file(log, O_CREAT));
     if (log->fd < 0) {
         rc = log->fd;
         fl__open_refuse(opts, rc, log->path);

@@ -107,6 +107,17 @@ int fl__open_log_file(const forklog *log, int flags)
     return fd;
 }
 
+int fl__fd_above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    /* EINVAL means an RLIMIT_NOFILE of 3 or less: no number above 2 exists, so no descriptor is left. */
+    int err = high < 0 ? (errno == EINVAL ? -EMFILE : -errno) : 0;
+    close(fd);
+    return high < 0 ? err : high;
+}
+
 /* A forked process writes through its own open file description of the same inode, reopened through
  * /proc/self/fd (never by path): processes that share one description contend in the kernel for its position
  * lock (f_pos_lock) on every write(2). Once per process, lock held; if it cannot, it keeps the inherited one.

@@ -485,6 +485,12 @@ FL__INTERNAL void fl__new_generation(struct fl__seg *s);
  * the handle's owner and group. Returns the descriptor, in blocking mode, or a negative errno. */
 FL__INTERNAL int fl__open_log_file(const forklog *log, int flags);
 
+/* Moves a descriptor that a handle keeps for its whole life to a number above 2 (close-on-exec), closing the old
+ * number: a process started with 0, 1 or 2 closed gets them back from open(), and its own printf() or a library's
+ * message to stderr would then go into the log or the segment file. Returns the descriptor, or a negative errno
+ * (fd closed). */
+FL__INTERNAL int fl__fd_above_stdio(int fd);
+
 /* Makes this process's descriptor refer to the file of the current generation. Lock held. */
 FL__INTERNAL int fl__sync_file(forklog *log);
 

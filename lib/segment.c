@@ -586,6 +586,11 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             if (fd < 0 && errno == ENOENT)
                 continue; /* removed by its last user in between */
         }
+        if (fd >= 0 && (fd = fl__fd_above_stdio(fd)) < 0) {
+            rc = fd;
+            fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(-rc));
+            break;
+        }
         if (fd < 0) {
             rc = -errno;
             if (rc == -ELOOP || rc == -ENXIO || rc == -EISDIR) {

@@ -797,6 +797,50 @@ Test(hostile, no_fd_or_mapping_leak_over_2000_cycles, .timeout = 110)
     }
 }
 
+Test(hostile, a_process_started_with_0_1_and_2_closed_keeps_them_closed_and_its_output_out_of_the_log, .timeout = 60)
+{
+    /* A program started with its standard descriptors closed (`prog <&- >&- 2>&-`, some supervisors) gets 0, 1 and 2
+     * back from open(): the log's descriptor and the segment file's took them, and the program's own printf() (or a
+     * library's message to stderr), which it believes goes nowhere, went into the log unlocked, or over the segment's
+     * head, where every later opener of the log found a segment that "kept changing" (-EAGAIN). */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(0);
+        close(1);
+        close(2);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(10);
+        for (int fd = 0; fd < 3; fd++)
+            if (fcntl(fd, F_GETFD) != -1)
+                _exit(11 + fd); /* the handle took a standard descriptor */
+        if (forklog_write(log, "first", 5) != 0)
+            _exit(14);
+        static const char out[] = "what the program prints to its closed stdout and stderr, a hundred bytes or so\n";
+        if (write(1, out, sizeof out - 1) >= 0 || write(2, out, sizeof out - 1) >= 0)
+            _exit(15);
+        pid_t other = fork();
+        if (other < 0)
+            _exit(16);
+        if (other == 0) {
+            forklog *o;
+            _exit(forklog_open(&o, logpath, NULL) == 0 && forklog_write(o, "other", 5) == 0 && forklog_close(o) == 0
+                      ? 0
+                      : 1);
+        }
+        if (th_wait_for(other, 30) != 0)
+            _exit(17); /* another process could not join the log */
+        _exit(forklog_write(log, "last", 4) == 0 && forklog_close(log) == 0 ? 0 : 18);
+    }
+    cr_assert_eq(th_wait_for(pid, 50), 0, "the child failed at the step its exit code names");
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "first\nother\nlast\n");
+    free(buf);
+}
+
 /* ---- promise 9: permissions and symlinks ---------------------------------------------------------------- */
 
 static char *numbered(unsigned k)
