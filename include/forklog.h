@@ -621,7 +621,8 @@ struct forklog_pool_report {
  * FORKLOG_TASK_NOT_RUN and still get a record (status=not_run): only -EINVAL, and -ENOMEM for the pool's own
  * memory, are returned before any record. `report` may be NULL. A record is written by the parent for every task,
  * whatever became of its worker; with FORKLOG_BUFFERED the log is flushed before the call returns. Every worker
- * has ended when it returns. It reaps only its own workers (waitpid on their pids, never the tasks' children) and
+ * has ended when it returns. It reaps only its own workers (through a process descriptor of each, or by pid on a
+ * kernel without them; never the tasks' children) and
  * leaves the caller's signal dispositions, mask and other children as they were; a caller that ignores SIGCHLD,
  * or reaps in its handler, only loses the exit status of crashed workers (code -1). A task that calls exit() ends
  * its worker without running the caller's atexit handlers or flushing its stdio buffers. The pool's descriptors

@@ -38,6 +38,7 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #endif
 
 #if ATOMIC_INT_LOCK_FREE != 2 || ATOMIC_LONG_LOCK_FREE != 2
@@ -147,6 +148,7 @@ struct fl__pool_res {
 struct fl__pool_proc {
     pid_t pid;          /* 0: the slot is free */
     int fd;             /* read end of the worker's death pipe; -1 once it reported EOF */
+    int pidfd;          /* a process descriptor of the worker (fl__pool_pidfd), or -1 */
     int dying;          /* SIGKILLed by the parent, not reaped yet */
     size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
     int64_t fork_ns;
@@ -289,9 +291,12 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     /* The inherited pool descriptors other than our own pipe's write end and the wake write end: the read ends
      * and the other workers' pipes (whose write ends the parent has already closed). */
     close(p->wake_rd);
-    for (unsigned j = 0; j < p->nslots; j++)
+    for (unsigned j = 0; j < p->nslots; j++) {
         if (p->procs[j].pid && p->procs[j].fd >= 0)
             close(p->procs[j].fd);
+        if (p->procs[j].pid && p->procs[j].pidfd >= 0)
+            close(p->procs[j].pidfd);
+    }
     (void)death_wr; /* held open until exit: its EOF tells the parent we are gone */
 #ifdef __linux__
     /* Nothing left running if the parent dies; the check closes the race with a death before the prctl. */
@@ -551,6 +556,38 @@ static size_t fl__pool_collect(struct fl__pool *p)
 
 /* ---- the parent: workers ----------------------------------------------------------------------------------- */
 
+/* A worker is waited for and killed through a process descriptor where the kernel has them (pidfd_open(), Linux
+ * 5.3; waitid(P_PIDFD), 5.4): a pid names the worker only until it is reaped, and a caller that ignores SIGCHLD
+ * or reaps in its own handler takes it at its end, after which the pid may be another process's (a child of the
+ * caller's own, which waitpid(pid) would not tell from the worker, and which a kill at the deadline would hit).
+ * The descriptor names the worker for as long as it is open. Opened right after the fork, when the worker cannot
+ * have been reaped yet unless it died at once and the caller reaps (microseconds, before any task). Without one
+ * (an older kernel, no descriptor left) the worker is waited for and killed by its pid. */
+#define FL__P_PIDFD ((idtype_t)3) /* P_PIDFD, in <linux/wait.h> and glibc 2.36's <sys/wait.h> only */
+
+static int fl__pool_pidfd(pid_t pid)
+{
+#if defined(__linux__) && defined(SYS_pidfd_open)
+    /* Close-on-exec, as a pidfd always is; above 2, as the pool's pipes are (fl__pool_make_pipe). */
+    int fd = fl__fd_above_stdio((int)syscall(SYS_pidfd_open, pid, 0));
+    return fd >= 0 ? fd : -1;
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+static void fl__pool_kill(const struct fl__pool_proc *w)
+{
+#if defined(__linux__) && defined(SYS_pidfd_send_signal)
+    if (w->pidfd >= 0 && syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0) == 0)
+        return;
+    if (w->pidfd >= 0 && errno == ESRCH)
+        return; /* it has ended (a zombie, or reaped by the caller): nothing to kill, and its pid is not it */
+#endif
+    kill(w->pid, SIGKILL);
+}
+
 /* Forks a worker into free slot k. Returns 0 or a negative errno. */
 static int fl__pool_spawn(struct fl__pool *p, unsigned k)
 {
@@ -585,6 +622,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     struct fl__pool_proc *w = &p->procs[k];
     w->pid = pid;
     w->fd = fds[0];
+    w->pidfd = fl__pool_pidfd(pid);
     w->dying = 0;
     w->killed_task = SIZE_MAX;
     w->fork_ns = fl__mono_ns();
@@ -657,6 +695,9 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    w->pidfd = -1;
     if (!w->dying)
         p->nactive--;
     p->nlive--;
@@ -664,18 +705,39 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
     p->fork_retry = 0;
 }
 
-/* waitpid(WNOHANG) on worker k. Returns 1 if it has ended (and was handled). */
+/* waitpid(WNOHANG) on worker k, through its process descriptor when it has one (fl__pool_pidfd). Returns 1 if
+ * it has ended (and was handled). */
 static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
 {
-    int st = 0;
-    pid_t r;
+    struct fl__pool_proc *w = &p->procs[k];
+    int st = 0, r;
+    if (w->pidfd >= 0) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        do
+            r = waitid(FL__P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r == 0 && si.si_pid == 0)
+            return 0; /* running */
+        if (r == 0 || errno == ECHILD) {
+            /* As a wait status: an exit code in bits 8..15, or the signal (0x80: a core dump). */
+            if (r == 0)
+                st = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8
+                                              : (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+            fl__pool_ended(p, k, st, r == 0);
+            return 1;
+        }
+        close(w->pidfd); /* a kernel without waitid(P_PIDFD) (before 5.4): by pid from now on */
+        w->pidfd = -1;
+    }
+    pid_t pr;
     do
-        r = waitpid(p->procs[k].pid, &st, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
+        pr = waitpid(w->pid, &st, WNOHANG);
+    while (pr < 0 && errno == EINTR);
+    if (pr == 0)
         return 0;
     /* ECHILD: the caller ignores SIGCHLD (auto-reap) or reaped it itself: it has ended, status unknown. */
-    fl__pool_ended(p, k, st, r > 0);
+    fl__pool_ended(p, k, st, pr > 0);
     return 1;
 }
 
@@ -694,12 +756,12 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
         int64_t start;
         size_t t = atomic_load_explicit(&slot->task, memory_order_acquire);
         int claimed = 0;
-        /* Past a deadline the worker is killed by its pid, which is safe only while it is our unreaped child: a
-         * caller that ignores SIGCHLD, or reaps in its handler, may have taken it, and its pid may then be
-         * another process's. So it is checked first, with waitpid(WNOHANG): a worker found ended is handled as
-         * such, and one that is not is still ours to kill. What is left is the microseconds between the check
-         * and the kill, in which the worker would have to end, be reaped by the caller, and its pid be given to
-         * a new process. */
+        /* Past a deadline the worker is checked first (fl__pool_try_reap): one found ended is handled as such,
+         * and one that is not is killed. Through its process descriptor, that is the worker whatever the caller
+         * reaps. Without one, by its pid, which names the worker only while it is our unreaped child: a caller
+         * that ignores SIGCHLD, or reaps in its handler, may have taken it at its end, and its pid may be
+         * another process's by now, which waitpid(WNOHANG) does not tell from the worker if it is a child of the
+         * caller's own. */
         if (t != 0)
             w->idle_ns = 0; /* busy: an idle time starts again when next seen idle */
         if (t != 0 && t != FL__POOL_KILLED) {
@@ -749,7 +811,7 @@ static int64_t fl__pool_timeouts(struct fl__pool *p, int64_t now)
             continue;
         }
         if (claimed) {
-            kill(w->pid, SIGKILL); /* not reaped by the check above: still our child, but see there */
+            fl__pool_kill(w); /* not reaped by the check above: still our child, but see there */
             w->dying = 1;
             p->nactive--;
         } else if (start + p->timeout_ns < next) {
@@ -918,7 +980,7 @@ static int fl__pool_setup(struct fl__pool *p)
     if (!p->procs || !p->pfd || !p->pfd_slot)
         return -ENOMEM;
     for (unsigned k = 0; k < p->nslots; k++)
-        p->procs[k].fd = -1;
+        p->procs[k].fd = p->procs[k].pidfd = -1;
     int fds[2];
     if (fl__pool_make_pipe(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
         /* No descriptor for the wake pipe (EMFILE, ENFILE): no worker can start, but the call goes on so that

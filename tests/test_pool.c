@@ -1489,6 +1489,104 @@ Test(pool, worker_reaped_by_the_caller_before_its_deadline_is_not_killed)
     caller_out_free(out, N);
 }
 
+/* Task 0 leaves a grandchild that holds every descriptor of the worker for 3 s, publishes its worker's pid and
+ * ends the worker at once. */
+static _Atomic int *published_pid;
+
+static int publish_and_exit_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i != 0)
+        return 0;
+    if (fork() == 0) {
+        sleep(3);
+        _exit(0);
+    }
+    atomic_store(published_pid, (int)getpid());
+    _exit(5);
+}
+
+static void *map_publish_and_exit(void *arg)
+{
+    struct caller_out *out = arg;
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 1, .results = out->res};
+    out->rc = forklog_pool_map(&o, 2, publish_and_exit_task, NULL, &out->rep);
+    return NULL;
+}
+
+/* The init of a new PID namespace, with SIGCHLD ignored: runs the pool in a thread and, once task 0's worker has
+ * ended (reaped by the kernel at once), starts a child of its own with that worker's pid (ns_last_pid). Exit 0:
+ * the pool left that child alone; 10: the pool killed it; 77: the pid went to another process (try again). */
+static int the_callers_child_gets_the_workers_pid(struct caller_out *out)
+{
+    signal(SIGCHLD, SIG_IGN);
+    pthread_t th;
+    if (pthread_create(&th, NULL, map_publish_and_exit, out) != 0)
+        return 20;
+    int w;
+    while (!(w = atomic_load(published_pid)))
+        usleep(100);
+    while (kill(w, 0) == 0)
+        usleep(50);
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d", w - 1);
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, buf, (size_t)n) != n)
+        return 30;
+    close(fd);
+    pid_t c = fork();
+    if (c == 0) {
+        sleep(5);
+        _exit(0);
+    }
+    pthread_join(th, NULL);
+    int alive = c > 0 && kill(c, 0) == 0;
+    if (c > 0)
+        kill(c, SIGKILL);
+    return c != w ? 77 : alive ? 0 : 10;
+}
+
+/* A worker that ends while a grandchild holds its pipe, with SIGCHLD ignored, is gone at once; a child the caller
+ * starts next may get its pid (made certain here through ns_last_pid, in a PID namespace of the test's own). That
+ * child of the caller's own is not the worker: the pool must neither take its life for the task's nor kill it at
+ * the task's deadline. */
+Test(pool, a_new_child_of_the_caller_with_a_dead_workers_pid_is_not_killed_at_the_deadline)
+{
+    if (unshare(CLONE_NEWPID) < 0)
+        cr_skip_test("no PID namespace of its own (unshare: %s)", strerror(errno));
+    published_pid = mmap(NULL, sizeof *published_pid, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(published_pid, MAP_FAILED);
+    int code = 77;
+    for (int attempt = 0; attempt < 5 && code == 77; attempt++) {
+        struct caller_out *out = caller_out_new(2);
+        atomic_store(published_pid, 0);
+        pid_t init = fork(); /* pid 1 of the new namespace: a new one each time */
+        cr_assert_geq(init, 0);
+        if (init == 0)
+            _exit(the_callers_child_gets_the_workers_pid(out));
+        int st;
+        cr_assert_eq(waitpid(init, &st, 0), init);
+        cr_assert(WIFEXITED(st), "the namespace's init ended with wait status %#x", st);
+        code = WEXITSTATUS(st);
+        if (code == 30) {
+            caller_out_free(out, 2);
+            cr_skip_test("ns_last_pid cannot be written here");
+        }
+        cr_assert_neq(code, 10, "the pool killed the caller's own child, which had the dead worker's pid");
+        cr_assert(code == 0 || code == 77, "exit %d", code);
+        if (code == 0) {
+            cr_assert_eq(out->res[0].status, FORKLOG_TASK_CRASHED, "task 0: status %s",
+                         status_name(out->res[0].status));
+            cr_assert_lt(out->res[0].duration_s, 2, "task 0 took the caller's child's life: %f s",
+                         out->res[0].duration_s);
+            cr_assert_eq(out->res[1].status, FORKLOG_TASK_OK);
+        }
+        caller_out_free(out, 2);
+    }
+    munmap((void *)published_pid, sizeof *published_pid);
+    cr_assert_eq(code, 0, "the dead worker's pid never went to the caller's child in 5 tries");
+}
+
 Test(pool, sigchld_ignored_every_task_recorded)
 {
     run_with_sigchld(SIG_IGN, 0, FORKLOG_FORMAT_TEXT, 1);
