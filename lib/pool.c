@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,7 @@ struct fl__pool_slot {
     atomic_size_t done; /* tasks the worker finished: an idle worker whose count moves is not stuck */
     atomic_int phase;
     atomic_int exit_unknown; /* the worker's task called exit() and its status cannot be known (no on_exit()) */
+    atomic_int watched;      /* the parent has tried to open the worker's process descriptor: it may start */
 };
 
 /* Shared, one per task. Plain fields are written before the release store of phase (or of slot.task) that
@@ -304,6 +306,13 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     if (getppid() != p->parent)
         _exit(FL__POOL_EXIT_INIT);
 #endif
+    /* Nothing that can end the worker before the parent has its process descriptor (fl__pool_pidfd): a worker
+     * reaped by the caller before that would be known by its pid only. The parent opens it right after fork(). */
+    while (!atomic_load_explicit(&slot->watched, memory_order_acquire)) {
+        sched_yield();
+        if (getppid() != p->parent)
+            _exit(FL__POOL_EXIT_INIT);
+    }
     pid_t me = getpid();
     /* A task (or the initializer) that calls exit() would run, in the worker, the exit handlers and stdio
      * flushes it inherited from the caller: a caller's cleanup that removes its pid file or socket, output the
@@ -561,16 +570,26 @@ static size_t fl__pool_collect(struct fl__pool *p)
  * or reaps in its own handler takes it at its end, after which the pid may be another process's (a child of the
  * caller's own, which waitpid(pid) would not tell from the worker, and which a kill at the deadline would hit).
  * The descriptor names the worker for as long as it is open. Opened right after the fork, when the worker cannot
- * have been reaped yet unless it died at once and the caller reaps (microseconds, before any task). Without one
+ * have been reaped yet: it waits for it before anything else (slot.watched). Without one
  * (an older kernel, no descriptor left) the worker is waited for and killed by its pid. */
 #define FL__P_PIDFD ((idtype_t)3) /* P_PIDFD, in <linux/wait.h> and glibc 2.36's <sys/wait.h> only */
+#if defined(__linux__) && !defined(__alpha__)
+/* Numbers every architecture shares for system calls added since Linux 5.1 (alpha's are 110 higher); C libraries
+ * whose headers predate them (musl 1.2.3) do not name them. An older kernel answers ENOSYS: then by pid. */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#endif
 
-static int fl__pool_pidfd(pid_t pid)
+/* A process descriptor of worker `pid` (close-on-exec, as a pidfd always is), or -1. Nothing here is a
+ * cancellation point: the worker waits for it (slot.watched). */
+static int fl__pool_pidfd_open(pid_t pid)
 {
 #if defined(__linux__) && defined(SYS_pidfd_open)
-    /* Close-on-exec, as a pidfd always is; above 2, as the pool's pipes are (fl__pool_make_pipe). */
-    int fd = fl__fd_above_stdio((int)syscall(SYS_pidfd_open, pid, 0));
-    return fd >= 0 ? fd : -1;
+    return (int)syscall(SYS_pidfd_open, pid, 0);
 #else
     (void)pid;
     return -1;
@@ -607,6 +626,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     atomic_store(&p->slots[k].done, 0);
     atomic_store(&p->slots[k].phase, FL__POOL_STARTING);
     atomic_store(&p->slots[k].exit_unknown, 0);
+    atomic_store(&p->slots[k].watched, 0);
     pid_t pid = fork();
     if (pid < 0) {
         int err = -errno;
@@ -618,11 +638,16 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
         close(fds[0]);
         fl__pool_worker(p, k, fds[1]);
     }
+    int pidfd = fl__pool_pidfd_open(pid);
+    atomic_store_explicit(&p->slots[k].watched, 1, memory_order_release);
     close(fds[1]);
     struct fl__pool_proc *w = &p->procs[k];
     w->pid = pid;
     w->fd = fds[0];
-    w->pidfd = fl__pool_pidfd(pid);
+    /* Above 2, as the pool's pipes are (fl__pool_make_pipe). */
+    w->pidfd = pidfd >= 0 ? fl__fd_above_stdio(pidfd) : -1;
+    if (w->pidfd < 0)
+        w->pidfd = -1;
     w->dying = 0;
     w->killed_task = SIZE_MAX;
     w->fork_ns = fl__mono_ns();
