@@ -628,7 +628,8 @@ struct forklog_pool_report {
  * its worker without running the caller's atexit handlers or flushing its stdio buffers. The pool's descriptors
  * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
  * stay free below RLIMIT_NOFILE. Callable from a thread, and from a worker of another pool; not
- * async-signal-safe. docs/pool.md lists every failure mode and what it produces.
+ * async-signal-safe. A cancelled call (pthread_cancel()) kills and waits for its workers and frees what it holds
+ * before the thread ends. docs/pool.md lists every failure mode and what it produces.
  */
 FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task,
                                  void *ctx, struct forklog_pool_report *report);

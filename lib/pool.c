@@ -151,6 +151,7 @@ struct fl__pool_proc {
     pid_t pid;          /* 0: the slot is free */
     int fd;             /* read end of the worker's death pipe; -1 once it reported EOF */
     int pidfd;          /* a process descriptor of the worker (fl__pool_pidfd), or -1 */
+    int reaped;         /* ended and waited for: its pid may be another process's (fl__pool_cancelled) */
     int dying;          /* SIGKILLed by the parent, not reaped yet */
     size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
     int64_t fork_ns;
@@ -193,6 +194,7 @@ struct fl__pool {
     int fork_retry; /* a fork failed with workers alive: retry after the next reap */
     int64_t last_check;
     size_t workers_started;
+    int result; /* what the call returns */
 };
 
 static int64_t fl__pool_real_ns(void)
@@ -608,7 +610,7 @@ static void fl__pool_kill(const struct fl__pool_proc *w)
 }
 
 /* Forks a worker into free slot k. Returns 0 or a negative errno. */
-static int fl__pool_spawn(struct fl__pool *p, unsigned k)
+static int fl__pool_spawn_now(struct fl__pool *p, unsigned k)
 {
     int fds[2];
     if (fl__pool_make_pipe(fds, O_CLOEXEC) < 0)
@@ -643,6 +645,7 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     close(fds[1]);
     struct fl__pool_proc *w = &p->procs[k];
     w->pid = pid;
+    w->reaped = 0;
     w->fd = fds[0];
     /* Above 2, as the pool's pipes are (fl__pool_make_pipe). */
     w->pidfd = pidfd >= 0 ? fl__fd_above_stdio(pidfd) : -1;
@@ -657,6 +660,16 @@ static int fl__pool_spawn(struct fl__pool *p, unsigned k)
     p->nactive++;
     p->workers_started++;
     return 0;
+}
+
+/* fl__pool_spawn_now, not cancellable (fl__nocancel): cancelled at a close() between the fork and the slot's
+ * bookkeeping, the worker would be left running, unknown to fl__pool_cancelled. */
+static int fl__pool_spawn(struct fl__pool *p, unsigned k)
+{
+    const int cancel = fl__nocancel();
+    int rc = fl__pool_spawn_now(p, k);
+    fl__cancel_back(cancel);
+    return rc;
 }
 
 /* Forks workers until there are nworkers (or no task is left to take). */
@@ -745,6 +758,7 @@ static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
         if (r == 0 && si.si_pid == 0)
             return 0; /* running */
         if (r == 0 || errno == ECHILD) {
+            w->reaped = 1;
             /* As a wait status: an exit code in bits 8..15, or the signal (0x80: a core dump). */
             if (r == 0)
                 st = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8
@@ -761,6 +775,7 @@ static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
     while (pr < 0 && errno == EINTR);
     if (pr == 0)
         return 0;
+    w->reaped = 1;
     /* ECHILD: the caller ignores SIGCHLD (auto-reap) or reaped it itself: it has ended, status unknown. */
     fl__pool_ended(p, k, st, pr > 0);
     return 1;
@@ -1039,6 +1054,42 @@ static void fl__pool_teardown(struct fl__pool *p)
     free(p->logq);
 }
 
+/* Cleanup of a cancelled call (pthread_cleanup_push): every worker still there is killed and waited for (through
+ * its process descriptor, or its pid), then descriptors and memory go. The tasks not recorded yet get no record. */
+static void fl__pool_cancelled(void *arg)
+{
+    struct fl__pool *p = arg;
+    for (unsigned k = 0; k < p->nslots; k++)
+        if (p->procs[k].pid && !p->procs[k].reaped)
+            fl__pool_kill(&p->procs[k]);
+    for (unsigned k = 0; k < p->nslots; k++) {
+        struct fl__pool_proc *w = &p->procs[k];
+        if (!w->pid)
+            continue;
+        int r;
+        if (w->reaped) {
+            /* cancelled while its end was being recorded: nothing to wait for */
+        } else if (w->pidfd >= 0) {
+            siginfo_t si;
+            do
+                r = waitid(FL__P_PIDFD, (id_t)w->pidfd, &si, WEXITED);
+            while (r < 0 && errno == EINTR);
+        } else {
+            do
+                r = (int)waitpid(w->pid, NULL, 0);
+            while (r < 0 && errno == EINTR);
+        }
+        if (w->fd >= 0)
+            close(w->fd);
+        if (w->pidfd >= 0)
+            close(w->pidfd);
+        w->pid = 0;
+    }
+    fl__pool_teardown(p);
+}
+
+static void fl__pool_run(struct fl__pool *p, int64_t t0, struct forklog_pool_report *report);
+
 int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task, void *ctx,
                      struct forklog_pool_report *report)
 {
@@ -1092,7 +1143,21 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
         fl__pool_teardown(p);
         return rc;
     }
+    /* Cancelled (pthread_cancel()) at any cancellation point of the run (its poll(), a record's write), the call
+     * leaves nothing behind: fl__pool_cancelled kills and reaps its workers and frees the rest. */
+    pthread_cleanup_push(fl__pool_cancelled, p);
+    fl__pool_run(p, t0, report);
+    pthread_cleanup_pop(0);
+    rc = p->result;
+    fl__pool_teardown(p);
+    return rc;
+}
 
+/* The call's work, from the first fork to the summary; its result goes to p->result. */
+static void fl__pool_run(struct fl__pool *p, int64_t t0, struct forklog_pool_report *report)
+{
+    const struct forklog_pool_options *opts = p->o;
+    const size_t ntasks = p->ntasks;
     p->last_check = fl__mono_ns();
     for (;;) {
         if (p->nlogq)
@@ -1146,7 +1211,5 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     }
     if (report)
         *report = rep;
-    rc = p->stop_err && not_run ? p->stop_err : (int)(ntasks - rep.ok > INT_MAX ? INT_MAX : ntasks - rep.ok);
-    fl__pool_teardown(p);
-    return rc;
+    p->result = p->stop_err && not_run ? p->stop_err : (int)(ntasks - rep.ok > INT_MAX ? INT_MAX : ntasks - rep.ok);
 }

@@ -1587,6 +1587,53 @@ Test(pool, a_new_child_of_the_caller_with_a_dead_workers_pid_is_not_killed_at_th
     cr_assert_eq(code, 0, "the dead worker's pid never went to the caller's child in 5 tries");
 }
 
+static int sleep_long_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    sleep(60);
+    return 0;
+}
+
+static void *map_sleepers(void *log)
+{
+    struct forklog_pool_options o = {.workers = 3, .log = log};
+    forklog_pool_map(&o, 9, sleep_long_task, NULL, NULL);
+    return NULL;
+}
+
+/* pthread_cancel() of a thread inside forklog_pool_map(), asleep in its poll() while its workers run: the thread
+ * ends at once, and leaves no worker running or unreaped and no descriptor behind; the log stays usable. */
+Test(pool, a_cancelled_call_kills_and_reaps_its_workers_and_leaves_no_descriptor)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    int fds = count_fds();
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, map_sleepers, log), 0);
+    usleep(300000);
+    double t0 = th_now_s();
+    cr_assert_eq(pthread_cancel(th), 0);
+    void *ret;
+    cr_assert_eq(pthread_join(th, &ret), 0);
+    cr_assert_eq(ret, PTHREAD_CANCELED);
+    cr_assert_lt(th_now_s() - t0, 5, "the cancelled call took %f s to end", th_now_s() - t0);
+    errno = 0;
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a worker is left (running or unreaped)");
+    cr_assert_eq(errno, ECHILD);
+    cr_assert_eq(count_fds(), fds, "descriptors: %d before, %d after", fds, count_fds());
+    cr_assert_eq(forklog_info(log, "after the cancelled pool"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert(len > 0 && text[len - 1] == '\n' && strstr(text, "after the cancelled pool\n"), "log: %s", text);
+    cr_assert_null(strstr(text, "status="), "no task finished, so no task has a record: %s", text);
+    free(text);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 Test(pool, sigchld_ignored_every_task_recorded)
 {
     run_with_sigchld(SIG_IGN, 0, FORKLOG_FORMAT_TEXT, 1);
