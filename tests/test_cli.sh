@@ -330,6 +330,31 @@ stop)
     record_is x.log 1 INFO one
     absent .x.log.forklog
     ;;
+stop_midline)
+    # SIGTERM while append waits for the end of a line: the part of the line read so far is not a record (its
+    # end never came), so the log holds the whole lines only, and a warning says what was left out.
+    mkfifo in || fail "mkfifo"
+    { printf 'one\ntw' && exec sleep 60; } >in 2>/dev/null &
+    feeder=$!
+    "$bin" append x.log <in 2>err &
+    pid=$!
+    i=0
+    while [ ! -s x.log ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    sleep 0.2 # append now waits in read(2) for the rest of "tw"
+    kill -TERM $pid
+    wait $pid
+    got=$?
+    kill $feeder 2>/dev/null
+    [ $got -eq 143 ] || fail "append exited $got, not 143 (SIGTERM); stderr: $(cat err)"
+    # glibc's getline() gives back the part of the line it read when read(2) fails, musl's drops it: the warning
+    # comes only where there is something to drop.
+    [ ! -s err ] || stderr_is "forklog: warning: x.log: line 2 not written: append was stopped before its end (2 bytes dropped)"
+    lines_are x.log 1
+    record_is x.log 1 INFO one
+    ;;
 nomem)
     # A line that does not fit in memory: status 1 and the reason, not the end of the input taken for granted.
     (ulimit -v 100000 && exec "$bin" --version) >/dev/null 2>&1 ||

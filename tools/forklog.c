@@ -310,8 +310,16 @@ static int append_lines(forklog *log, const struct request *req, struct tally *t
     int status = ST_OK, err = 0;
 
     while (!stop_signal && (n = getline(&line, &cap, stdin)) >= 0) {
-        if (n > 0 && line[n - 1] == '\n')
+        if (n > 0 && line[n - 1] == '\n') {
             line[--n] = '\0';
+        } else if (stop_signal) {
+            /* getline() gives back what it has read of a line when a stop signal interrupts its read(2) (EINTR).
+             * That is not the line: written, it would be a record that looks whole but is not, and append ends
+             * between two records. A last line that ends the input without a newline is still a record. */
+            say("warning: %s: line %lu not written: append was stopped before its end (%zu bytes dropped)", req->path,
+                lineno + 1, (size_t)n);
+            break;
+        }
         size_t len = strlen(line);
         if (len < (size_t)n)
             say("warning: %s: line %lu cut at a NUL byte (%zu bytes dropped)", req->path, lineno + 1, (size_t)n - len);
