@@ -355,6 +355,35 @@ stop_midline)
     lines_are x.log 1
     record_is x.log 1 INFO one
     ;;
+stop_reading)
+    # SIGTERM while append is busy reading (here a 100 MB line that streams in faster than append takes it), not
+    # waiting in read(2): the signal interrupts no read, so append must not go on to wait for more input. The
+    # writer then keeps the pipe open without writing for 60 s; append must end long before that.
+    mkfifo in || fail "mkfifo"
+    { dd if=/dev/zero bs=1048576 count=100 2>/dev/null && exec sleep 60; } >in &
+    feeder=$!
+    "$bin" append x.log <in 2>err &
+    pid=$!
+    (sleep 30 && kill -KILL $pid) >/dev/null 2>&1 &
+    watchdog=$!
+    # The signal comes once append has read 10 MB, so that it is in the middle of the stream.
+    i=0
+    while [ ! -r "/proc/$pid/io" ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -r "/proc/$pid/io" ] || skip "/proc/PID/io cannot be read"
+    while r=$(sed -n 's/^rchar: //p' "/proc/$pid/io" 2>/dev/null) && [ "${r:-0}" -lt 10000000 ]; do :; done
+    start=$(date +%s)
+    kill -TERM $pid
+    wait $pid
+    got=$?
+    took=$(($(date +%s) - start))
+    kill $watchdog $feeder 2>/dev/null
+    [ $got -eq 143 ] || fail "append exited $got, not 143 (SIGTERM) after $took s; stderr: $(cat err)"
+    [ $took -lt 10 ] || fail "append took $took s to end after SIGTERM"
+    empty_file x.log || fail "the cut line was written: $(head -c 200 x.log)"
+    ;;
 nomem)
     # A line that does not fit in memory: status 1 and the reason, not the end of the input taken for granted.
     (ulimit -v 100000 && exec "$bin" --version) >/dev/null 2>&1 ||

@@ -203,9 +203,21 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
 /* The signal that asked append to stop (SIGINT, SIGTERM, SIGHUP), or 0. */
 static volatile sig_atomic_t stop_signal;
 
+/* /dev/null, open for reading from set_signals() on, or -1. */
+static int stop_input_fd = -1;
+
+/* A signal that interrupts a read(2) of stdin makes it fail with EINTR, and append ends. But one that comes while
+ * append is anywhere else (between its look at stop_signal and the read, or inside getline() while a long line
+ * streams in) interrupts no read: the next read would wait for input that may never come, and append would not
+ * end. So stdin becomes /dev/null here: every later read finds the end of the input at once. dup2() is
+ * async-signal-safe; errno is kept for the code that was interrupted. */
 static void on_stop(int sig)
 {
+    int saved = errno;
     stop_signal = sig;
+    if (stop_input_fd >= 0)
+        dup2(stop_input_fd, STDIN_FILENO);
+    errno = saved;
 }
 
 /* Before a command opens its log. A write past RLIMIT_FSIZE, or to a pipe or FIFO whose reader went away: fail
@@ -213,9 +225,12 @@ static void on_stop(int sig)
  * SIGTERM and SIGHUP (unless the tool was started with them ignored, as `nohup` does) end the command between two
  * records, with the log closed, rather than in the middle of one: a fatal signal stops write(2) between two pages
  * and would leave part of a record until the log's next writer cuts it. No SA_RESTART: a read of stdin that
- * waits returns at once. */
+ * waits returns at once, and on_stop() makes every later one find the end of the input. */
 static void set_signals(void)
 {
+    /* Only when descriptor 0 is standard input: if hold_std_fds() could not fill it, the log may take it. */
+    if (fcntl(STDIN_FILENO, F_GETFD) >= 0)
+        stop_input_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
     static const int stops[] = {SIGINT, SIGTERM, SIGHUP};
