@@ -79,6 +79,11 @@ usage)
     stderr_is "forklog: append: option '-l' needs a value"
     run 2 "$bin" append --json=1 x.log hello
     stderr_is "forklog: append: option '--json' takes no value"
+    # An unknown option in a cluster, after a long option: the message is about the cluster, not the option.
+    run 2 "$bin" append --json -xy x.log hello
+    stderr_is "forklog: append: unknown option '-x' (see forklog --help)"
+    run 2 "$bin" append --level=warn -jx x.log hello
+    stderr_is "forklog: append: unknown option '-j' (see forklog --help)"
     run 2 "$bin" append "" hello
     stderr_is "forklog: append: FILE is empty (see forklog --help)"
     run 2 "$bin" flush --json x.log

@@ -163,8 +163,14 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
     int opt;
 
     opterr = 0; /* getopt's own messages name argv[0], here the command: ours say more */
-    while ((opt = getopt_long(argc, argv, record_options ? "+:l:h" : "+:h",
-                              record_options ? append_longopts : flush_longopts, NULL)) != -1) {
+    for (;;) {
+        /* The word that an error is about: the one getopt took, or the one it stopped in ("-xy" stopped at 'x',
+         * with optind still on it), never the option before it. */
+        int word_at = optind;
+        opt = getopt_long(argc, argv, record_options ? "+:l:h" : "+:h",
+                          record_options ? append_longopts : flush_longopts, NULL);
+        if (opt == -1)
+            break;
         switch (opt) {
         case 'l':
             if (parse_level(optarg, &req->level) < 0) {
@@ -176,7 +182,7 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
         case 'h': *status = print_help(); return -1;
         case ':': *status = usage_error("%s: option '%s' needs a value", command, argv[optind - 1]); return -1;
         default: {
-            const char *word = argv[optind - 1];
+            const char *word = argv[optind > word_at ? optind - 1 : word_at];
             size_t name = strcspn(word, "=");
             if (optopt && strncmp(word, "--", 2) == 0) /* a long option given a value it does not take */
                 *status = usage_error("%s: option '%.*s' takes no value", command, (int)name, word);
