@@ -54,6 +54,11 @@ if command -v musl-gcc >/dev/null 2>&1; then
   with_cc=musl-gcc
   build -O2
   with_cc=
+  # musl's getopt leaves optind otherwise than glibc's after an error: forklog(1)'s usage errors, built with it.
+  # shellcheck disable=SC2086
+  musl-gcc -O2 $warnings -Werror -D_GNU_SOURCE -I"$src/include" "$src"/lib/*.c "$src/tools/forklog.c" -pthread \
+    -o "$work/forklog-musl" >"$work/musl.out" 2>&1 || { cat "$work/musl.out"; echo "FAIL: the musl forklog(1) does not build"; exit 1; }
+  sh "$src/tests/test_cli.sh" "$work/forklog-musl" usage || fail=1
 else
   musl="no musl-gcc"
 fi

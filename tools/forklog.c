@@ -180,7 +180,10 @@ static int parse_command(int argc, char **argv, int record_options, struct reque
             break;
         case 'j': req->format = FORKLOG_FORMAT_JSON; break;
         case 'h': *status = print_help(); return -1;
-        case ':': *status = usage_error("%s: option '%s' needs a value", command, argv[optind - 1]); return -1;
+        case ':':
+            /* Not argv[optind - 1]: musl's getopt leaves optind at argc + 1 here, where that is argv[argc], NULL. */
+            *status = usage_error("%s: option '%s' needs a value", command, argv[word_at]);
+            return -1;
         default: {
             const char *word = argv[optind > word_at ? optind - 1 : word_at];
             size_t name = strcspn(word, "=");
