@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -207,6 +206,21 @@ static void fl__ctx_free(struct fl__ctx *c)
     }
 }
 
+/* Whether s is the lower-case ASCII word `lower` in any case. Not strcasecmp(), which folds case by the program's
+ * locale: in a Turkish one the lower case of 'I' is not 'i', and FORKLOG_LEVEL=WARNING was not recognised. */
+static int fl__ascii_word(const char *s, const char *lower)
+{
+    for (;; s++, lower++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c - 'A' + 'a');
+        if (c != (unsigned char)*lower)
+            return 0;
+        if (!c)
+            return 1;
+    }
+}
+
 /* FORKLOG_LEVEL: debug, info, warn (warning), error in any case, or 1..4; anything else: 0 (not set). */
 static enum forklog_level fl__env_level(void)
 {
@@ -215,9 +229,9 @@ static enum forklog_level fl__env_level(void)
     if (!e)
         return (enum forklog_level)0;
     for (int i = 0; i < 4; i++)
-        if (strcasecmp(e, names[i]) == 0)
+        if (fl__ascii_word(e, names[i]))
             return (enum forklog_level)(i + 1);
-    if (strcasecmp(e, "warning") == 0)
+    if (fl__ascii_word(e, "warning"))
         return FORKLOG_WARN;
     if (e[0] >= '1' && e[0] <= '4' && e[1] == '\0')
         return (enum forklog_level)(e[0] - '0');

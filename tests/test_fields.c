@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fenv.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -845,6 +846,50 @@ Test(fields, level_from_the_environment)
     cr_assert_eq(forklog_get_level(log), FORKLOG_ERROR);
     forklog_close(log);
     unsetenv("FORKLOG_LEVEL");
+    free(path);
+}
+
+/* A Turkish locale, tr_TR.UTF-8: the installed one, else one built with localedef(1) in the test's directory (through
+ * LOCPATH); (locale_t)0 when neither can be had. */
+static locale_t turkish_locale(void)
+{
+    locale_t tr = newlocale(LC_CTYPE_MASK, "tr_TR.UTF-8", (locale_t)0);
+    if (tr)
+        return tr;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "localedef -i tr_TR -f UTF-8 '%s/tr_TR.UTF-8' >/dev/null 2>&1", dir);
+    (void)system(cmd); /* exit status 1 (warnings) still builds it */
+    setenv("LOCPATH", dir, 1);
+    tr = newlocale(LC_CTYPE_MASK, "tr_TR.UTF-8", (locale_t)0);
+    unsetenv("LOCPATH");
+    return tr;
+}
+
+/* FORKLOG_LEVEL is read in any case whatever the program's locale: in a Turkish one, where the lower case of 'I' is
+ * not 'i', strcasecmp() found WARNING unknown and the handle logged at INFO. */
+Test(fields, level_from_the_environment_in_a_turkish_locale)
+{
+    locale_t tr = turkish_locale();
+    if (!tr)
+        cr_skip_test("no tr_TR.UTF-8 locale, and localedef cannot build one");
+    char *path = th_path(dir, "a.log");
+    locale_t old = uselocale(tr);
+    static const struct {
+        const char *env;
+        int level;
+    } cases[] = {{"WARNING", 3}, {"Warning", 3}, {"INFO", 2}, {"DEBUG", 1}, {"ERROR", 4}, {"debug", 1}};
+    int got[sizeof cases / sizeof cases[0]];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setenv("FORKLOG_LEVEL", cases[i].env, 1);
+        forklog *log;
+        got[i] = forklog_open(&log, path, NULL) == 0 ? forklog_get_level(log) : -1;
+        forklog_close(log);
+    }
+    uselocale(old);
+    freelocale(tr);
+    unsetenv("FORKLOG_LEVEL");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_expect_eq(got[i], cases[i].level, "FORKLOG_LEVEL=%s in tr_TR.UTF-8: level %d", cases[i].env, got[i]);
     free(path);
 }
 
