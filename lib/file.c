@@ -194,8 +194,13 @@ static int fl__sync_file_slow(forklog *log)
     }
     unsigned req = atomic_load_explicit(&s->reopen_req, memory_order_acquire);
     if (req != s->reopen_seen && log->path[0]) { /* forklog_open_fd(): no name, nothing to reopen */
-        s->reopen_seen = req;
+        /* The new generation first, the request marked seen last: a holder killed in between leaves the request
+         * pending, and the next holder starts one more generation (one more reopen by name, harmless). In the
+         * other order it left the request seen and no new generation, and every process went on writing to the
+         * renamed file after forklog_reopen() had returned. */
         fl__new_generation(s);
+        FL__CRASH(REOPEN_TAKEN);
+        FL__STEP(s->reopen_seen, req);
         FL__CRASH(REOPEN_SEEN);
     }
     /* forklog_open_fd() of a regular file: the caller (or anybody else) may append through a descriptor of its

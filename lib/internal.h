@@ -336,6 +336,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(LOCK_HELD, "the lock is held and consistent, before the held hint is set")                                       \
     X(UNLOCK, "the held hint was cleared, before pthread_mutex_unlock()")                                              \
     X(OWN_FD_OPENED, "a forked process opened its own description of the file, before the swap")                       \
+    X(REOPEN_TAKEN, "a reopen request started a new generation, before the request is marked seen")                    \
     X(REOPEN_SEEN, "a reopen request became a new generation, before anybody reopened")                                \
     X(REOPEN_OPENED, "path was reopened by name, before the new descriptor replaced the old")                          \
     X(FILE_KNOWN, "the size and identity of a new generation's file were read, before the write")                      \

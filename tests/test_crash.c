@@ -353,6 +353,44 @@ Test(crash, torn_record_cut_when_a_reopen_is_pending)
     free(buf);
 }
 
+Test(crash, a_holder_killed_while_it_takes_a_reopen_request_does_not_lose_it)
+{
+    /* logrotate renames the log and asks for a reopen (nocreate, SIGHUP); the first lock holder after the request
+     * dies halfway through turning it into a new generation. forklog_reopen() returned 0, so every process must
+     * still move to path before its next record: the request must be neither lost with the dead holder nor left
+     * for ever to the renamed file. */
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "one", 3), 0);
+    char *old = th_path(dir, "crash.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_REOPEN_TAKEN, 1, FL__CRASH_KILL);
+        _exit(forklog_write(log, "dead", 4) == 0 ? 50 : 51); /* the crash point was not reached */
+    }
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL, "the holder did not die at REOPEN_TAKEN");
+    pid_t child = fork();
+    cr_assert_neq(child, -1);
+    if (child == 0)
+        _exit(forklog_write(log, "two", 3) == 0 && forklog_close(log) == 0 ? 0 : 1);
+    cr_assert_eq(th_wait(child), 0);
+    cr_assert_eq(forklog_write(log, "three", 5), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(old, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "one\n", "records written after the reopen returned went to the renamed file");
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "nobody reopened %s after forklog_reopen() returned", logpath);
+    cr_assert_str_eq(buf, "two\nthree\n");
+    free(buf);
+    free(old);
+}
+
 Test(crash, completed_write_of_a_dead_holder_is_kept)
 {
     forklog *log = open_log(NULL);

@@ -59,6 +59,7 @@ static const struct {
     {"LOCK_HELD", "DCBRQ"},
     {"UNLOCK", "DCBRQ"},
     {"OWN_FD_OPENED", "DCBRQ"},
+    {"REOPEN_TAKEN", "DCBRQ"},
     {"REOPEN_SEEN", "DCBRQ"},
     {"REOPEN_OPENED", "DCBRQ"},
     {"FILE_KNOWN", "DCBRQ"},
