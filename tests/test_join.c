@@ -1534,6 +1534,114 @@ SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
 SEG_POINT(joiner_dies_holding_the_shared_lock, "SEG_JOIN_LOCKED")
 SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
 
+/* Writer `id` opens the log with `o` (buffered, nothing ever ages out), writes n records of 100 bytes and exits
+ * without closing: its records stay in the segment, for the next opener to recover. */
+static void leave_with(const struct forklog_options *o, unsigned id, unsigned n)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        forklog *log;
+        if (forklog_open(&log, logpath, o) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        for (unsigned q = 0; q < n; q++)
+            if (rc_write(log, buf, 'R', id, q, 0, 100) != 0)
+                _exit(4);
+        _exit(0);
+    }
+    cr_assert_eq(th_wait(pid), 0);
+    cr_assert(seg_exists());
+}
+
+/* An opener that finds itself alone writes what the last users left (fl__recover) through the same steps as a
+ * lock holder: a reopen by name, the file's size read, a flush of the rings or the buffer. It holds no mutex
+ * there, only the exclusive flock, so a death there leaves no EOWNERDEAD: the next opener alone must repair it.
+ * The opener is killed at the `hit`-th passage of `point` in its recovery; then `victims` more die there the same
+ * way, each recovering what the one before left; then three writers open, write and close: nobody waits or fails,
+ * every left record is in the log exactly once and whole, and the last close removes the segment file. */
+static void run_recover_point(const char *point, unsigned hit, const struct forklog_options *o, unsigned victims)
+{
+    enum fl__crash_point cp = cp_find(point);
+    enum { LEFT = 30, N = 3, RECORDS = 100, ID_LEFT = 10, ID_LEFT2 = 11, ID_VICTIM = 12 };
+    leave_with(o, ID_LEFT, LEFT);
+    /* A second user, so that the rings flush holds two rings' data. */
+    leave_with(o, ID_LEFT2, LEFT);
+    for (unsigned v = 0; v < victims; v++) {
+        pid_t victim = fork();
+        cr_assert_neq(victim, -1);
+        if (victim == 0) {
+            fl__crash_arm(cp, hit, FL__CRASH_KILL);
+            forklog *log;
+            if (forklog_open(&log, logpath, o) != 0)
+                _exit(3);
+            char buf[RC_HEAD_MAX + 100];
+            if (rc_write(log, buf, 'R', ID_VICTIM + v, 0, 0, 50) != 0)
+                _exit(4);
+            forklog_close(log);
+            _exit(5); /* never reached the point */
+        }
+        cr_assert_eq(th_wait_for(victim, 10), 128 + SIGKILL, "the opener %u did not die at %s (hit %u)", v, point, hit);
+        cr_assert(seg_exists(), "%s: the dead opener's segment file is gone", point);
+    }
+
+    struct report *r = new_report();
+    pid_t pid[N];
+    for (unsigned i = 0; i < N; i++)
+        pid[i] = start_opener(r, i, RECORDS, 100, o->flags, 0);
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(th_wait_for(pid[i], 10), 0, "%s: writer %u failed or waited", point, i);
+    cr_assert_not(seg_exists(), "%s: the last close left the segment file", point);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned q = 0; q < RECORDS; q++)
+            cr_assert_eq(rc_count(&seen, i, q), 1, "%s: record %u/%u is there %u times", point, i, q,
+                         rc_count(&seen, i, q));
+    for (unsigned q = 0; q < LEFT; q++) {
+        cr_assert_eq(rc_count(&seen, ID_LEFT, q), 1, "%s: left record %u is there %u times", point, q,
+                     rc_count(&seen, ID_LEFT, q));
+        cr_assert_eq(rc_count(&seen, ID_LEFT2, q), 1, "%s: left record %u of the second user is there %u times", point,
+                     q, rc_count(&seen, ID_LEFT2, q));
+    }
+    /* The first victim died in its recovery, before its record; a later one, which found nothing left to write
+     * (its predecessor's write was whole), may die at the same point in the flush of its own record at close. */
+    size_t theirs = 0;
+    for (unsigned v = 0; v < victims; v++) {
+        unsigned c = rc_count(&seen, ID_VICTIM + v, 0);
+        cr_assert_leq(c, v ? 1u : 0u, "%s: the record of victim %u is there %u times", point, v, c);
+        theirs += c;
+    }
+    cr_assert_eq(seen.records, N * RECORDS + 2 * LEFT + theirs, "%s: %zu records in the log", point, seen.records);
+    rc_seen_free(&seen);
+}
+
+static const struct forklog_options recover_rings = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+static const struct forklog_options recover_buffer = {
+    .flags = FORKLOG_BUFFERED, .flush_ms = 600000, .rotate_bytes = 1 << 30, .rotate_keep = 2};
+
+#define RECOVER_POINT(test, point, hit, opts, victims)                                                                 \
+    Test(join, test)                                                                                                   \
+    {                                                                                                                  \
+        run_recover_point(point, hit, &opts, victims);                                                                 \
+    }
+RECOVER_POINT(recovery_dies_after_reopening_the_log_rings, "REOPEN_OPENED", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_after_reading_the_file_rings, "FILE_KNOWN", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_after_planning_the_rings_flush, "RING_TARGET", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_with_the_rings_flush_planned, "RING_PLANNED", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_before_writing_the_rings, "WRITE_BEGIN", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_with_half_the_rings_written, "WRITE_TORN", 1, recover_rings, 2)
+RECOVER_POINT(recovery_dies_with_the_rings_written, "WRITE_DONE", 1, recover_rings, 2)
+RECOVER_POINT(recovery_dies_with_the_rings_flush_committed, "WRITE_COMMITTED", 1, recover_rings, 1)
+RECOVER_POINT(recovery_dies_before_releasing_the_rings, "RING_RELEASED", 1, recover_rings, 2)
+RECOVER_POINT(recovery_dies_after_reopening_the_log_buffer, "REOPEN_OPENED", 1, recover_buffer, 1)
+RECOVER_POINT(recovery_dies_after_setting_the_buffer_target, "WRITE_TARGET", 1, recover_buffer, 1)
+RECOVER_POINT(recovery_dies_with_half_the_buffer_written, "WRITE_TORN", 1, recover_buffer, 2)
+RECOVER_POINT(recovery_dies_with_the_buffer_written, "WRITE_DONE", 1, recover_buffer, 2)
+RECOVER_POINT(recovery_dies_with_the_buffer_flush_committed, "WRITE_COMMITTED", 1, recover_buffer, 1)
+
 Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user_from_removing)
 {
     /* An opener whose settings conflict with the segment's holds the segment file's shared flock (stopped there)
@@ -1576,6 +1684,77 @@ Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user
     cr_assert_not(seg_exists());
 }
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
+
+/* A joiner's first record reopens the log by name (its generation is never current), with the lock held. A joiner
+ * killed at `point` of its first record, while the builder and three more writers share the log: nobody waits or fails,
+ * every acknowledged record is there once, the joiner's record at most once, and the last close removes the segment
+ * file. With `moved`, the log was moved away (and a new one created by the joiner's open) before that record, so its
+ * reopen finds another file. */
+static void run_first_record_point(const char *point, int moved)
+{
+    enum fl__crash_point cp = cp_find(point);
+    enum { N = 3, RECORDS = 200, ID_BUILDER = 10, ID_VICTIM = 11 };
+    forklog *builder = open_ok(NULL);
+    char buf[RC_HEAD_MAX + 100];
+    cr_assert_eq(rc_write(builder, buf, 'R', ID_BUILDER, 0, 0, 50), 0);
+    char *moved_to = th_path(dir, "join.log.moved");
+    if (moved)
+        cr_assert_eq(rename(logpath, moved_to), 0);
+    pid_t victim = fork();
+    cr_assert_neq(victim, -1);
+    if (victim == 0) {
+        rc_child();
+        fl__crash_arm(cp, 1, FL__CRASH_KILL);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        if (rc_write(log, buf, 'R', ID_VICTIM, 0, 0, 50) != 0)
+            _exit(4);
+        _exit(5); /* never reached the point */
+    }
+    cr_assert_eq(th_wait_for(victim, 10), 128 + SIGKILL, "the joiner did not die at %s", point);
+    struct report *r = new_report();
+    pid_t pid[N];
+    for (unsigned i = 0; i < N; i++)
+        pid[i] = start_opener(r, i, RECORDS, 100, 0, 0);
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(th_wait_for(pid[i], 10), 0, "%s: writer %u failed or waited", point, i);
+    cr_assert_eq(rc_write(builder, buf, 'R', ID_BUILDER, 1, 0, 50), 0);
+    cp_assert_size_agrees(builder, logpath);
+    cr_assert_eq(forklog_close(builder), 0);
+    cr_assert_not(seg_exists(), "%s: the last close left the segment file", point);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 4096);
+    rc_scan(&seen, logpath, 0);
+    if (moved)
+        rc_scan(&seen, moved_to, 1);
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned q = 0; q < RECORDS; q++)
+            cr_assert_eq(rc_count(&seen, i, q), 1, "%s: record %u/%u is there %u times", point, i, q,
+                         rc_count(&seen, i, q));
+    for (unsigned q = 0; q < 2; q++)
+        cr_assert_eq(rc_count(&seen, ID_BUILDER, q), 1, "%s: the builder's record %u", point, q);
+    cr_assert_eq(rc_count(&seen, ID_VICTIM, 0), 0, "%s: the joiner's record", point);
+    cr_assert_eq(seen.records, N * RECORDS + 2, "%s: %zu records", point, seen.records);
+    rc_seen_free(&seen);
+    free(moved_to);
+}
+
+Test(join, joiner_dies_after_reopening_the_log_at_its_first_record)
+{
+    run_first_record_point("REOPEN_OPENED", 0);
+}
+
+Test(join, joiner_dies_after_reopening_a_log_moved_away_at_its_first_record)
+{
+    run_first_record_point("REOPEN_OPENED", 1);
+}
+
+Test(join, joiner_dies_after_starting_a_generation_on_a_moved_log_at_its_first_record)
+{
+    run_first_record_point("FILE_KNOWN", 1);
+}
 
 Test(join, an_open_that_cannot_size_the_segment_leaves_no_segment_file)
 {
@@ -1704,4 +1883,154 @@ Test(join, a_segment_built_before_the_machine_started_is_not_recovered)
     buf = th_slurp(logpath, &len);
     cr_assert_str_eq(buf, "left\nleft\nleft\nafter\n");
     free(buf);
+}
+
+/* ---- random kills over open, write, reopen and close cycles --------------------------------------------------- */
+
+/* Seconds of random kills per mode (FORKLOG_CYCLE_SECONDS overrides), and the bound every survivor has, once the
+ * kills stop, to finish its cycles (the quiet tail). */
+#define CYCLE_SECONDS_DEFAULT 5.0
+#define CYCLE_QUIET_S         15.0
+enum { CYC_LIVE = 5, CYC_IDS = 4096, CYC_RECORDS = 120 };
+
+struct cycles {
+    atomic_uint acked[CYC_IDS]; /* records 0 .. acked-1 of worker id returned 0 */
+    atomic_uint opens, reopens, closes;
+};
+
+/* A worker: until it has written CYC_RECORDS records, opens the log itself, writes 1..12 records (a reopen before
+ * some), and closes. Exits 0, or 3 (open), 4 (write), 5 (close) with the error in *why. */
+static _Noreturn void cycle_worker(struct cycles *c, const struct forklog_options *o, unsigned id)
+{
+    rc_child();
+    unsigned seed = id * 2654435761u + 7;
+    char buf[RC_HEAD_MAX + 400];
+    unsigned q = 0;
+    while (q < CYC_RECORDS) {
+        forklog *log;
+        if (forklog_open(&log, logpath, o) != 0)
+            _exit(3);
+        atomic_fetch_add(&c->opens, 1);
+        unsigned n = 1 + (unsigned)rand_r(&seed) % 12;
+        for (unsigned k = 0; k < n && q < CYC_RECORDS; k++, q++) {
+            if (rand_r(&seed) % 6 == 0) {
+                forklog_reopen(log);
+                atomic_fetch_add(&c->reopens, 1);
+            }
+            if (rc_write(log, buf, 'R', id, q, 0, 20 + (size_t)rand_r(&seed) % 380) != 0)
+                _exit(4);
+            atomic_store(&c->acked[id], q + 1);
+        }
+        if (forklog_close(log) != 0)
+            _exit(5);
+        atomic_fetch_add(&c->closes, 1);
+    }
+    _exit(0);
+}
+
+static void run_cycles(const char *mode, const struct forklog_options *o)
+{
+    double seconds = CYCLE_SECONDS_DEFAULT;
+    const char *env = getenv("FORKLOG_CYCLE_SECONDS");
+    if (env && atof(env) > 0)
+        seconds = atof(env);
+    struct cycles *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(c, MAP_FAILED);
+    pid_t live[CYC_LIVE];
+    unsigned live_id[CYC_LIVE], next = 0, kills = 0, done = 0;
+    for (unsigned i = 0; i < CYC_LIVE; i++) {
+        live_id[i] = next++;
+        if ((live[i] = fork()) == 0)
+            cycle_worker(c, o, live_id[i]);
+    }
+    unsigned seed = 12345;
+    double end = th_now_s() + seconds;
+    while (th_now_s() < end && next < CYC_IDS) {
+        usleep(500 + (unsigned)rand_r(&seed) % 4000);
+        unsigned i = (unsigned)rand_r(&seed) % CYC_LIVE;
+        int st;
+        pid_t r = waitpid(live[i], &st, WNOHANG);
+        if (r == 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], &st, 0);
+            kills++;
+            /* It may have finished between the look and the kill: then it ended on its own. */
+            if (WIFEXITED(st))
+                cr_assert_eq(WEXITSTATUS(st), 0, "%s: worker %u ended with %d", mode, live_id[i], WEXITSTATUS(st));
+        } else {
+            cr_assert_eq(r, live[i]);
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: worker %u ended with %d", mode, live_id[i],
+                      WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            done++;
+        }
+        live_id[i] = next++;
+        if ((live[i] = fork()) == 0)
+            cycle_worker(c, o, live_id[i]);
+    }
+    /* The quiet tail: no more kills; every survivor must finish its cycles within the bound. */
+    double quiet = th_now_s(), slowest = 0;
+    for (unsigned i = 0; i < CYC_LIVE; i++) {
+        int st = th_wait_for(live[i], CYCLE_QUIET_S - (th_now_s() - quiet));
+        cr_assert_eq(st, 0, "%s: worker %u ended with %d after the kills stopped (-2: still running after %.0f s)",
+                     mode, live_id[i], st, CYCLE_QUIET_S);
+        double t = th_now_s() - quiet;
+        slowest = t > slowest ? t : slowest;
+        done++;
+    }
+    /* Whatever the killed left buffered is written by the next open that finds itself alone. */
+    forklog *last = open_ok(o);
+    cr_assert_eq(forklog_close(last), 0);
+    cr_assert_not(seg_exists(), "%s: the last close left the segment file", mode);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, CYC_IDS, CYC_RECORDS);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned k = 1; o->rotate_bytes && k <= o->rotate_keep; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "join.log.%u", k);
+        char *p = th_path(dir, name);
+        rc_scan(&seen, p, k);
+        free(p);
+    }
+    for (unsigned id = 0; id < next; id++) {
+        unsigned acked = atomic_load(&c->acked[id]);
+        for (unsigned q = 0; q < CYC_RECORDS; q++) {
+            unsigned n = rc_count(&seen, id, q);
+            if (q < acked)
+                cr_assert_eq(n, 1, "%s: acknowledged record %u of worker %u is there %u times", mode, q, id, n);
+            else if (q == acked)
+                cr_assert_leq(n, 1, "%s: the record in flight %u of worker %u is there %u times", mode, q, id, n);
+            else
+                cr_assert_eq(n, 0, "%s: record %u of worker %u was never written but is there", mode, q, id);
+        }
+    }
+    rc_seen_free(&seen);
+    fprintf(stderr,
+            "cycles %s: %.0f s, %u workers (%u killed, %u finished), %u opens, %u closes, %u reopens; the last "
+            "survivor finished %.2f s after the kills stopped (bound %.0f s)\n",
+            mode, seconds, next, kills, done, atomic_load(&c->opens), atomic_load(&c->closes), atomic_load(&c->reopens),
+            slowest, CYCLE_QUIET_S);
+    munmap(c, sizeof *c);
+}
+
+Test(join, random_kills_over_open_write_reopen_close_cycles_direct, .timeout = 120)
+{
+    run_cycles("direct", &(struct forklog_options){0});
+}
+
+Test(join, random_kills_over_open_write_reopen_close_cycles_buffered, .timeout = 120)
+{
+    run_cycles("buffered", &(struct forklog_options){.flags = FORKLOG_BUFFERED, .buffer_size = 4096});
+}
+
+Test(join, random_kills_over_open_write_reopen_close_cycles_rotating, .timeout = 120)
+{
+    run_cycles("rotating", &(struct forklog_options){.rotate_bytes = 32768, .rotate_keep = 1000});
+}
+
+Test(join, random_kills_over_open_write_reopen_close_cycles_buffered_rotating, .timeout = 120)
+{
+    run_cycles("buffered rotating",
+               &(struct forklog_options){
+                   .flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 32768, .rotate_keep = 1000});
 }
