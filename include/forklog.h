@@ -368,7 +368,8 @@ FORKLOG_API int forklog_log_fields_at(forklog *log, enum forklog_level level, co
  * later inherit the context. Strings are copied. Returns 0. Errors: -EINVAL (NULL log, NULL fields with n > 0,
  * n > FORKLOG_MAX_FIELDS, an invalid key or type, or more than FORKLOG_MAX_FIELDS distinct keys in all),
  * -ENOMEM. Thread-safe (records being written meanwhile carry either the old or the new context, whole) and
- * fork-safe; not async-signal-safe. The memory is released by forklog_close().
+ * fork-safe; not async-signal-safe. The context it replaces is freed at once when the process has one thread
+ * (/proc/self/task tells), else kept until forklog_close() (another thread may be reading it).
  */
 FORKLOG_API int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t n);
 

@@ -829,6 +829,14 @@ int forklog_log_fields_at(forklog *log, enum forklog_level level, const char *fi
     return fl__log_fields(log, level, &loc, msg, fields, nfields);
 }
 
+/* Whether the calling process has one thread: /proc/self/task has a link per thread beyond its own two. 0 when it
+ * cannot tell (no /proc). */
+static int fl__one_thread(void)
+{
+    struct stat st;
+    return stat("/proc/self/task", &st) == 0 && st.st_nlink == 3;
+}
+
 int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t n)
 {
     if (!log || (n && !fields) || n > FORKLOG_MAX_FIELDS)
@@ -841,10 +849,18 @@ int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t
             return rc;
         if (!c)
             return 0; /* nothing before, nothing added */
-        /* The old context stays allocated (a record of another thread may be reading it) until close. */
+        /* The old context stays allocated (a record of another thread may be reading it) until close, or until a
+         * call finds the process with one thread: then no record is being built but by a signal handler that
+         * interrupted this call, and that one reads the new context. So a single-threaded worker that adds
+         * context per request does not grow. */
         c->prev = old;
-        if (atomic_compare_exchange_strong_explicit(&log->ctx, &old, c, memory_order_acq_rel, memory_order_acquire))
+        if (atomic_compare_exchange_strong_explicit(&log->ctx, &old, c, memory_order_acq_rel, memory_order_acquire)) {
+            if (old && fl__one_thread()) {
+                c->prev = NULL;
+                fl__ctx_free(old);
+            }
             return 0;
+        }
         free(c); /* another thread added first: merge again with its context */
     }
 }
