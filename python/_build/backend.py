@@ -60,6 +60,10 @@ else:
         distinfo = "%s-%s.dist-info" % (name, version)
         files = list(files)
         files.append((distinfo + "/METADATA", _metadata(project).encode("utf-8")))
+        # The license text goes with every copy (the MIT License asks for it), as setuptools' own backend puts
+        # LICENSE into the .dist-info folder.
+        with open(os.path.join(_ROOT, "LICENSE"), "rb") as f:
+            files.append((distinfo + "/LICENSE", f.read()))
         files.append((distinfo + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: forklog-backend\n"
                       b"Root-Is-Purelib: true\nTag: py3-none-any\n"))
         record = "".join("%s,%s,%d\n" % (arc, _record_hash(data), len(data)) for arc, data in files)

@@ -29,5 +29,8 @@ def test_pip_install_no_build_isolation_offline(tmp_path, wheel_package):
                        env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(str(target))
-    meta = next(target.glob("forklog-*.dist-info")) / "METADATA"
-    assert "Name: forklog" in meta.read_text()
+    distinfo = next(target.glob("forklog-*.dist-info"))
+    assert "Name: forklog" in (distinfo / "METADATA").read_text()
+    # The MIT License asks for its text in every copy: the installed package carries the repository's LICENSE.
+    with open(os.path.join(os.path.dirname(PKG), "LICENSE")) as f:
+        assert (distinfo / "LICENSE").read_text() == f.read()
