@@ -11,6 +11,10 @@ trap 'rm -rf "$work"' EXIT
 # The license line comes first, once.
 head -n 1 "$single" | grep -qx '/\* SPDX-License-Identifier: MIT \*/' || { echo "FAIL: no SPDX line first"; exit 1; }
 test "$(grep -c SPDX-License-Identifier "$single")" -eq 1 || { echo "FAIL: more than one SPDX line"; exit 1; }
+# The header is copied alone into other projects: it carries the license's whole text (the MIT License asks for its
+# notice in every copy), in its first comment, as ` * LINE`.
+sed -n '/^ \* MIT License$/,/^ \*\/$/{/^ \*\/$/d;s/^ \* \{0,1\}//;p}' "$single" >"$work/license"
+cmp -s "$work/license" "$src/../LICENSE" || { echo "FAIL: the header does not carry the text of LICENSE"; exit 1; }
 cp "$single" "$work/forklog.h"
 cp "$src/consumer/prog.c" "$work/prog.c"
 cd "$work"
