@@ -60,4 +60,15 @@ set(CPACK_DEBIAN_TOOLS_DESCRIPTION "${PROJECT_DESCRIPTION} (command-line tool)
  This package holds the forklog command, which appends records to a log from the shell next to the log's
  other writers.")
 
+# Debian's policy: every package carries its license as /usr/share/doc/PACKAGE/copyright. These files are for the
+# packages only: EXCLUDE_FROM_ALL leaves them out of a plain `cmake --install` (which installs the license as
+# share/doc/forklog/LICENSE), while cpack installs each component on its own, which includes them.
+foreach(component_package IN ITEMS runtime:libforklog0 dev:libforklog-dev tools:forklog-tools)
+  string(REPLACE ":" ";" component_package "${component_package}")
+  list(GET component_package 0 component)
+  list(GET component_package 1 package)
+  install(FILES ${PROJECT_SOURCE_DIR}/LICENSE DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/${package}
+          RENAME copyright COMPONENT ${component} EXCLUDE_FROM_ALL)
+endforeach()
+
 include(CPack)

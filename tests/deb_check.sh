@@ -68,6 +68,12 @@ has libforklog-dev /usr/share/man/man3/forklog_open.3
 lacks libforklog-dev 'libforklog\.so\.0'
 has forklog-tools /usr/bin/forklog
 has forklog-tools /usr/share/man/man1/forklog.1
+# Debian's policy: each package carries its license as /usr/share/doc/PACKAGE/copyright.
+for p in $pkgs; do
+  has "$p" "/usr/share/doc/$p/copyright"
+  dpkg-deb --fsys-tarfile "$(deb "$p")" | tar -xOf - "./usr/share/doc/$p/copyright" | cmp -s - "$src/LICENSE" ||
+    fail "$p: /usr/share/doc/$p/copyright is not LICENSE"
+done
 dpkg-deb -f "$(deb libforklog0)" Depends | grep -q 'libc6' || fail "libforklog0 does not depend on libc6"
 dpkg-deb -f "$(deb libforklog-dev)" Depends | grep -qF "libforklog0 (= $version)" ||
   fail "libforklog-dev does not depend on libforklog0 (= $version)"
