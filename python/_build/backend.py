@@ -6,6 +6,7 @@ module is exactly setuptools.build_meta. When it cannot (a Python that ships set
 `pip install --no-build-isolation` and no network), the wheel, a pure-Python one, is built here with the
 standard library: the package's files, and METADATA from pyproject.toml. sdists are always setuptools'.
 """
+import ast
 import base64
 import hashlib
 import os
@@ -20,11 +21,52 @@ try:
 except ImportError:
     _HAVE_WHEEL = False
 
+try:
+    import tomllib  # Python 3.11 and later
+except ImportError:
+    tomllib = None
+if os.environ.get("FORKLOG_BUILD_WITHOUT_TOMLLIB"):
+    tomllib = None  # as before Python 3.11 (test_install.py)
+
+
+def _toml_value(text):
+    if text.startswith("{"):
+        items = (item.partition("=") for item in text.strip("{}").split(",") if item.strip())
+        return {key.strip(): _toml_value(value.strip()) for key, _, value in items}
+    if text in ("true", "false"):
+        return text == "true"
+    return ast.literal_eval(text)
+
+
+def toml_subset(text):
+    """pyproject.toml read without tomllib, which Python has from 3.11 on only (the package supports 3.8): tables,
+    and keys whose values are strings, numbers, booleans, arrays of them (over several lines) or inline tables.
+    test_install.py holds it to tomllib's result on this package's pyproject.toml."""
+    data, table = {}, None
+    lines = iter(text.splitlines())
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            table = data
+            for part in line.strip("[]").split("."):
+                table = table.setdefault(part.strip(), {})
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if value.startswith("["):
+            while not value.rstrip().endswith("]"):
+                more = next(lines).strip()
+                if not more.startswith("#"):
+                    value += " " + more
+        table[key.strip().strip('"')] = _toml_value(value)
+    return data
+
+
 if _HAVE_WHEEL and not os.environ.get("FORKLOG_BUILD_WITHOUT_WHEEL"):
     from setuptools.build_meta import *  # noqa: F401,F403
 else:
-    import tomllib
-
     get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
     build_sdist = _setuptools.build_sdist
 
@@ -32,7 +74,8 @@ else:
 
     def _project():
         with open(os.path.join(_ROOT, "pyproject.toml"), "rb") as f:
-            data = tomllib.load(f)
+            text = f.read()
+        data = tomllib.loads(text.decode("utf-8")) if tomllib else toml_subset(text.decode("utf-8"))
         return data["project"], data["tool"]["setuptools"]["packages"]
 
     def _metadata(project):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
 """`pip install --no-build-isolation ./python` works offline, with setuptools' backend and without `wheel`."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,11 +15,13 @@ def _have_pip():
 
 
 @pytest.mark.skipif(not _have_pip(), reason="pip is not installed for this Python")
-@pytest.mark.parametrize("wheel_package", ["if-present", "without"])
+@pytest.mark.parametrize("wheel_package", ["if-present", "without", "without-tomllib"])
 def test_pip_install_no_build_isolation_offline(tmp_path, wheel_package):
     env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    if wheel_package == "without":
+    if wheel_package.startswith("without"):
         env["FORKLOG_BUILD_WITHOUT_WHEEL"] = "1"  # the backend's own wheel builder, as on a Python without `wheel`
+    if wheel_package == "without-tomllib":
+        env["FORKLOG_BUILD_WITHOUT_TOMLLIB"] = "1"  # and as before Python 3.11, which has no tomllib
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--target",
                         str(target), PKG], env=env, capture_output=True, text=True, timeout=300)
@@ -34,3 +37,14 @@ def test_pip_install_no_build_isolation_offline(tmp_path, wheel_package):
     # The MIT License asks for its text in every copy: the installed package carries the repository's LICENSE.
     with open(os.path.join(os.path.dirname(PKG), "LICENSE")) as f:
         assert (distinfo / "LICENSE").read_text() == f.read()
+
+
+def test_backend_reads_pyproject_as_tomllib_does():
+    """Before Python 3.11 (no tomllib) the build backend reads pyproject.toml itself: the same data as tomllib."""
+    tomllib = pytest.importorskip("tomllib")
+    spec = importlib.util.spec_from_file_location("forklog_build_backend", os.path.join(PKG, "_build", "backend.py"))
+    backend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(backend)
+    with open(os.path.join(PKG, "pyproject.toml"), encoding="utf-8") as f:
+        text = f.read()
+    assert backend.toml_subset(text) == tomllib.loads(text)
