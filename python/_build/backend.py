@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: MIT
-"""PEP 517 build backend of the forklog Python package: setuptools, with no other dependency.
+"""PEP 517 build backend of the forklog Python package: setuptools when it can, the standard library otherwise.
 
-setuptools (before 70.1) needs the separate `wheel` package to build a wheel. When `wheel` can be imported this
-module is exactly setuptools.build_meta. When it cannot (a Python that ships setuptools but not `wheel`, with
-`pip install --no-build-isolation` and no network), the wheel, a pure-Python one, is built here with the
-standard library: the package's files, and METADATA from pyproject.toml. sdists are always setuptools'.
+setuptools (before 70.1) needs the separate `wheel` package to build a wheel. When setuptools and `wheel` can be
+imported this module is exactly setuptools.build_meta. When either cannot (a Python that ships setuptools but not
+`wheel`, or a venv of Python 3.12 or later, which has no setuptools, with `pip install --no-build-isolation` and no
+network), the wheel, a pure-Python one, is built here with the standard library: the package's files, and METADATA
+from pyproject.toml. sdists are always setuptools'.
 """
 import ast
 import base64
@@ -12,7 +13,12 @@ import hashlib
 import os
 import zipfile
 
-from setuptools import build_meta as _setuptools
+try:
+    from setuptools import build_meta as _setuptools
+except ImportError:
+    _setuptools = None
+if os.environ.get("FORKLOG_BUILD_WITHOUT_SETUPTOOLS"):
+    _setuptools = None  # as in a venv of Python 3.12 or later (test_install.py)
 
 try:
     import wheel  # noqa: F401
@@ -64,11 +70,19 @@ def toml_subset(text):
     return data
 
 
-if _HAVE_WHEEL and not os.environ.get("FORKLOG_BUILD_WITHOUT_WHEEL"):
+if _setuptools and _HAVE_WHEEL and not os.environ.get("FORKLOG_BUILD_WITHOUT_WHEEL"):
     from setuptools.build_meta import *  # noqa: F401,F403
 else:
-    get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
-    build_sdist = _setuptools.build_sdist
+    if _setuptools:
+        get_requires_for_build_sdist = _setuptools.get_requires_for_build_sdist
+        build_sdist = _setuptools.build_sdist
+    else:
+
+        def get_requires_for_build_sdist(config_settings=None):
+            return ["setuptools>=61"]
+
+        def build_sdist(sdist_directory, config_settings=None):
+            raise RuntimeError("forklog: building an sdist needs setuptools, which this Python does not have")
 
     _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

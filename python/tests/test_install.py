@@ -15,13 +15,15 @@ def _have_pip():
 
 
 @pytest.mark.skipif(not _have_pip(), reason="pip is not installed for this Python")
-@pytest.mark.parametrize("wheel_package", ["if-present", "without", "without-tomllib"])
+@pytest.mark.parametrize("wheel_package", ["if-present", "without", "without-tomllib", "without-setuptools"])
 def test_pip_install_no_build_isolation_offline(tmp_path, wheel_package):
     env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     if wheel_package.startswith("without"):
         env["FORKLOG_BUILD_WITHOUT_WHEEL"] = "1"  # the backend's own wheel builder, as on a Python without `wheel`
     if wheel_package == "without-tomllib":
         env["FORKLOG_BUILD_WITHOUT_TOMLLIB"] = "1"  # and as before Python 3.11, which has no tomllib
+    if wheel_package == "without-setuptools":
+        env["FORKLOG_BUILD_WITHOUT_SETUPTOOLS"] = "1"  # as in a venv of Python 3.12 or later
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--target",
                         str(target), PKG], env=env, capture_output=True, text=True, timeout=300)
