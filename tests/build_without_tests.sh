@@ -50,4 +50,16 @@ cmake -S "$src" -B "$work/b5" -DCMAKE_C_COMPILER="$cc" -DCMAKE_PROJECT_INCLUDE="
   >"$work/c5.out" 2>&1 || { cat "$work/c5.out"; fail "configure as CMake before 3.21"; }
 test -e "$work/b5/tests" || { cat "$work/c5.out"; fail "CMake before 3.21: tests/ was not configured"; }
 test -e "$work/b5/examples" || fail "CMake before 3.21: examples/ was not configured"
+# 6. Another compiler than the one Criterion was built for (musl-gcc, which does not look in /usr/include, when
+# installed): Criterion is found through pkg-config but cannot be used, so the tests are skipped, in one line, and
+# the rest builds.
+if command -v musl-gcc >/dev/null 2>&1; then
+  cmake -S "$src" -B "$work/b6" -DCMAKE_C_COMPILER=musl-gcc -DFORKLOG_WERROR=ON >"$work/c6.out" 2>&1 ||
+    { cat "$work/c6.out"; fail "configure with musl-gcc"; }
+  test "$(grep -c 'tests skipped' "$work/c6.out")" -eq 1 ||
+    { cat "$work/c6.out"; fail "musl-gcc: no 'tests skipped' line"; }
+  test ! -e "$work/b6/tests" || fail "musl-gcc: tests/ was configured"
+  cmake --build "$work/b6" -j 2 >"$work/b6.out" 2>&1 || { cat "$work/b6.out"; fail "build with musl-gcc"; }
+  "$work/b6/tools/forklog" --version
+fi
 echo "build without tests OK"
