@@ -1753,7 +1753,10 @@ static int fl__fixed(uint64_t bits, int prec, uint64_t *ip, uint64_t *fp)
 /* Whether floating-point arithmetic rounds to nearest, the only mode fl__fixed rounds in (the C library's printf
  * follows fesetround()), without fegetround(), which would make the library depend on libm. On x86-64 both units'
  * rounding controls are read, the x87 control word's (which glibc's printf asks, and musl's computes with) and
- * MXCSR's (double arithmetic): fesetround() sets both, and a program that set only one gets vsnprintf. Elsewhere
+ * MXCSR's (double arithmetic): fesetround() sets both, and a program that set only one gets vsnprintf. The x87
+ * precision control must be its default, 64 bits: musl's printf computes its digits and its rounding in long double
+ * arithmetic, which a program that set 53 or 24 bits (as some do for results that match other platforms) rounds
+ * at that precision, so that its %f then prints other digits than the exact ones fl__fixed prints. Elsewhere
  * the arithmetic itself is asked: 1 plus three quarters of a unit in the last place goes up to the next double,
  * and its negative down, only when rounding to nearest (upward, downward and toward zero each round one of the two
  * toward 1 or -1); the operands are volatile so that the sums are computed at run time, in the current mode. */
@@ -1764,7 +1767,7 @@ static int fl__rounds_to_nearest(void)
     unsigned int mxcsr;
     __asm__ volatile("fnstcw %0" : "=m"(x87));
     __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    return !(x87 & 0x0c00) && !(mxcsr & 0x6000);
+    return (x87 & 0x0f00) == 0x0300 && !(mxcsr & 0x6000);
 #else
     static const volatile double one = 1.0, three_quarters_ulp = 0x1.8p-53;
     volatile double up = one + three_quarters_ulp, down = -one - three_quarters_ulp;

@@ -804,6 +804,31 @@ Test(format_internal, vformat_when_one_unit_rounds_otherwise)
     }
     cr_assert(differ_check("%.1f %.2f", 0.25, third));
 }
+
+/* A program that lowers the x87 precision control to 53 or 24 bits (rounding still to nearest): musl's printf computes
+ * %f in long double arithmetic, which then rounds at that precision and prints other digits than the exact ones
+ * (musl-gcc: 1.0/3 as %.2f is 0.34, as %.17f 0.33333333333333332). The fast path must leave %f to vsnprintf then;
+ * glibc's printf, which computes with integers, prints the same either way, so the bytes are checked too. */
+Test(format_internal, vformat_when_the_x87_precision_is_not_64_bits)
+{
+    const double third = 1.0 / 3, values[] = {0.25, 1.0 / 3, -1.0 / 3, 2.5, 0.1, 123456.789012345678};
+    unsigned short cw, low_cw;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    static const unsigned short precisions[] = {0x0200, 0x0000}; /* 53 bits, 24 bits */
+    for (int k = 0; k < 2; k++) {
+        low_cw = (unsigned short)((cw & ~0x0f00u) | precisions[k]); /* rounding to nearest, lower precision */
+        __asm__ volatile("fldcw %0" : : "m"(low_cw));
+        for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+            int taken = differ_check("%f|%.0f|%.2f|%.17f", values[i], values[i], values[i], values[i]);
+            __asm__ volatile("fldcw %0" : : "m"(cw));
+            cr_assert_not(taken, "precision control %#x: %%f of %a taken by the fast path", precisions[k], values[i]);
+            __asm__ volatile("fldcw %0" : : "m"(low_cw));
+        }
+        cr_assert(differ_check("%d %s", -7, "no %f here"));
+        __asm__ volatile("fldcw %0" : : "m"(cw));
+    }
+    cr_assert(differ_check("%.1f %.2f", 0.25, third));
+}
 #endif
 
 static double random_double(unsigned *seed)
