@@ -1415,16 +1415,15 @@ Test(join, a_path_through_proc_that_names_each_processs_own_file_gets_a_private_
  * write. Every record that a call acknowledged is in the file once (the buffered records that writers left before
  * the death included), nothing is torn, nobody waits, and the last close removes the segment file. */
 
-/* Leaves the segment file holding `n` acknowledged buffered records of writer `id`: a writer that exits without
- * closing. */
-static void leave_buffered(unsigned id, unsigned n)
+/* Writer `id` opens the log with `o` (buffered, nothing ever ages out), writes n records of 100 bytes and exits
+ * without closing: its records stay in the segment, for the next opener to recover. */
+static void leave_with(const struct forklog_options *o, unsigned id, unsigned n)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
         forklog *log;
-        if (forklog_open(&log, logpath, &o) != 0)
+        if (forklog_open(&log, logpath, o) != 0)
             _exit(3);
         char buf[RC_HEAD_MAX + 100];
         for (unsigned q = 0; q < n; q++)
@@ -1434,6 +1433,14 @@ static void leave_buffered(unsigned id, unsigned n)
     }
     cr_assert_eq(th_wait(pid), 0);
     cr_assert(seg_exists());
+}
+
+/* Leaves the segment file holding `n` acknowledged buffered records of writer `id`: a writer that exits without
+ * closing. */
+static void leave_buffered(unsigned id, unsigned n)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+    leave_with(&o, id, n);
 }
 
 Test(join, an_opener_slow_to_lock_recovers_what_a_user_left_in_between)
@@ -1533,26 +1540,6 @@ SEG_POINT(opener_dies_after_sizing_the_segment, "SEG_SIZED")
 SEG_POINT(opener_dies_after_building_before_the_shared_lock, "SEG_BUILT")
 SEG_POINT(joiner_dies_holding_the_shared_lock, "SEG_JOIN_LOCKED")
 SEG_POINT(joiner_dies_after_joining, "SEG_JOINED")
-
-/* Writer `id` opens the log with `o` (buffered, nothing ever ages out), writes n records of 100 bytes and exits
- * without closing: its records stay in the segment, for the next opener to recover. */
-static void leave_with(const struct forklog_options *o, unsigned id, unsigned n)
-{
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        forklog *log;
-        if (forklog_open(&log, logpath, o) != 0)
-            _exit(3);
-        char buf[RC_HEAD_MAX + 100];
-        for (unsigned q = 0; q < n; q++)
-            if (rc_write(log, buf, 'R', id, q, 0, 100) != 0)
-                _exit(4);
-        _exit(0);
-    }
-    cr_assert_eq(th_wait(pid), 0);
-    cr_assert(seg_exists());
-}
 
 /* An opener that finds itself alone writes what the last users left (fl__recover) through the same steps as a
  * lock holder: a reopen by name, the file's size read, a flush of the rings or the buffer. It holds no mutex
