@@ -19,6 +19,19 @@
 #include <time.h>
 #include <unistd.h>
 
+/* 1 in a build with AddressSanitizer or ThreadSanitizer: freed memory is kept in quarantine (resident memory tells
+ * nothing), mlockall() does nothing, and the leak check cannot run in a process that changed its user. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TH_SANITIZED 1
+#endif
+#endif
+#ifndef TH_SANITIZED
+#define TH_SANITIZED 0
+#endif
+
 /* A fresh directory per test (Criterion runs tests in parallel). The caller frees the result. */
 static inline char *th_tmpdir(void)
 {

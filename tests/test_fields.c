@@ -1121,18 +1121,6 @@ Test(fields, records_keep_the_context_while_another_thread_replaces_it)
     free(path);
 }
 
-/* AddressSanitizer keeps freed memory in quarantine: resident memory tells nothing there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FREED_MEMORY_KEPT 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FREED_MEMORY_KEPT 1
-#endif
-#endif
-#ifndef FREED_MEMORY_KEPT
-#define FREED_MEMORY_KEPT 0
-#endif
-
 /* Resident memory of this process, in KiB (/proc/self/statm), or -1. */
 static long resident_kib(void)
 {
@@ -1167,7 +1155,7 @@ Test(fields, a_single_threaded_process_adding_context_per_request_does_not_grow)
         long grew = resident_kib() - before;
         if (forklog_info(log, "last") != 0)
             _exit(3);
-        _exit(FREED_MEMORY_KEPT || (before > 0 && grew < 4096) ? 0 : 4);
+        _exit(TH_SANITIZED || (before > 0 && grew < 4096) ? 0 : 4);
     }
     int st;
     cr_assert_eq(waitpid(c, &st, 0), c);
