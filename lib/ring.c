@@ -279,6 +279,16 @@ static int fl__flush_some(forklog *log, int only)
             atomic_store_explicit(&s->due_ns, planned_at + log->flush_ns, memory_order_relaxed);
         return 0;
     }
+    /* The file was synced when the lock was taken, and a record planned above may have been appended after a
+     * forklog_reopen() that returned since (the flusher's sync came first): that record must go to the file at path,
+     * never to the one renamed away. The reopen was counted before the record was published, so the acquire of its
+     * head above makes it visible here (as the slot's acquire does for combining). Before ring_target, which counts
+     * from the new file's size. A failed sync writes nothing: the records stay in their rings. */
+    if (log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen) {
+        int rc = fl__sync_file(log);
+        if (rc < 0)
+            return rc;
+    }
     s->ring_target = s->size + total;
     FL__CRASH(RING_TARGET);
     FL__STEP(s->ring_phase, FL__RINGS_PLANNED);

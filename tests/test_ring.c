@@ -1287,6 +1287,47 @@ Test(ring, a_flusher_stopped_after_moving_the_tails_has_not_ended_its_plan)
     check_records(logpath, want, 2);
 }
 
+/* A record appended to a ring after a forklog_reopen() returned goes to the file at path, as in direct mode, even when
+ * the process that writes it out took the lock, and synced its file, before that reopen: the flusher (F) stops
+ * after its sync (FILE_KNOWN, with the lock), the log is renamed and reopened, and this thread appends C; F's plan
+ * takes C, which must not follow the records before it into the renamed file. */
+Test(ring, a_record_appended_after_a_reopen_is_not_flushed_into_the_renamed_file)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'A', 0);
+    /* A pending reopen, so that F's sync starts a generation and reads its file (FILE_KNOWN). */
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid_t f = fork();
+    cr_assert_neq(f, -1);
+    if (f == 0) {
+        rc_child();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_FILE_KNOWN, 1, FL__CRASH_STOP);
+        _exit(forklog_flush(log) == 0 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(f, 10), "the flusher did not stop after its sync");
+    char *old = th_path(dir, "ring.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    write100(log, 'C', 0); /* into this thread's ring, with no lock: F holds it */
+    kill(f, SIGCONT);
+    cr_assert_eq(th_wait_for(f, 10), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    /* A was appended before the reopen: either file may hold it, once. */
+    size_t olen, nlen;
+    char *ob = th_slurp(old, &olen), *nb = th_slurp(logpath, &nlen);
+    cr_assert(ob && nb);
+    cr_assert_null(strstr(ob, "C 000"), "the record appended after the reopen is in the renamed file: [%s]", ob);
+    cr_assert_not_null(strstr(nb, "C 000"), "the record appended after the reopen is not at path: [%s]", nb);
+    cr_assert_eq((strstr(ob, "A 000") != NULL) + (strstr(nb, "A 000") != NULL), 1);
+    cr_assert_eq(th_count_lines(ob, olen) + th_count_lines(nb, nlen), 2);
+    free(ob);
+    free(nb);
+    free(old);
+}
+
 /* This new PID namespace sees the outer namespace's /proc (in_pid_namespace mounts no other): the number of W, a
  * live single-threaded writer here, is there a zombie of the outer namespace (z). A writer that finds no ring free
  * asks after every owner, and W must not count as gone (only a /proc of this namespace may say a thread is a
