@@ -28,7 +28,20 @@
  * a lock held longer (a slow disk, a stopped holder) costs one futex call per sleeper per period. */
 #define FL__SLEEP_NS 10000000
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+/* ThreadSanitizer up to LLVM 14 does not intercept pthread_mutex_clocklock(): a lock taken by a sleeper was then
+ * invisible to it, so every access that holder made under the lock was reported as a race with the previous
+ * holder's, and its unlock as the unlock of an unlocked mutex. A build for it sleeps with pthread_mutex_timedlock(),
+ * which every version intercepts (on CLOCK_REALTIME: a change of the wall clock may stretch one sleep, in that
+ * build only). */
+#if defined(__SANITIZE_THREAD__)
+#define FL__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FL__TSAN 1
+#endif
+#endif
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30)) && !defined(FL__TSAN)
 /* glibc declares it only under _GNU_SOURCE. CLOCK_MONOTONIC: a change of the wall clock must not stretch a
  * sleep. musl has only pthread_mutex_timedlock(), on CLOCK_REALTIME. */
 extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid, const struct timespec *abstime);
