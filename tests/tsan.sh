@@ -11,6 +11,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-tsan}
+case $build in /*) ;; *) build=$PWD/$build ;; esac
 cc=${CC:-clang}
 tests=${TESTS:-"test_fields test_ring test_combine test_hostile test_stress test_core test_crash test_targets test_format_internal"}
 cmake -S . -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS="-fsanitize=thread -g -O1" \
@@ -24,7 +25,7 @@ trap 'rm -rf "$reports"' EXIT
 failed=0
 for t in $tests; do
   start=$(date +%s)
-  if ! LD_PRELOAD="$PWD/$build/tsan_criterion_shim.so" \
+  if ! LD_PRELOAD="$build/tsan_criterion_shim.so" \
     TSAN_OPTIONS="die_after_fork=0 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp log_path=$reports/$t" \
     "$build/tests/$t" --jobs 2 --timeout 120 >"$reports/$t.out" 2>&1; then
     tail -n 20 "$reports/$t.out"
