@@ -150,9 +150,11 @@ static struct fl__proc *fl__proc_new(size_t page)
 }
 
 /* A new context: the entries of `old` whose keys `fields` do not give again, then fields[0..n) but those given
- * again later in it, keys and strings copied. *out is NULL when that leaves nothing. Returns 0, -EINVAL or
- * -ENOMEM. */
-static int fl__ctx_merge(const struct fl__ctx *old, const struct forklog_field *fields, size_t n, struct fl__ctx **out)
+ * again later in it, keys and strings copied. Keys are compared as the records of key set ks write them (see
+ * fl__same_key), as the records compare them, so that "ts" and "fields.ts" count as one of the FORKLOG_MAX_FIELDS
+ * distinct keys. *out is NULL when that leaves nothing. Returns 0, -EINVAL or -ENOMEM. */
+static int fl__ctx_merge(int ks, const struct fl__ctx *old, const struct forklog_field *fields, size_t n,
+                         struct fl__ctx **out)
 {
     *out = NULL;
     int rc = fl__check_fields(fields, n);
@@ -164,7 +166,7 @@ static int fl__ctx_merge(const struct fl__ctx *old, const struct forklog_field *
         const struct forklog_field *f = i < nold ? &old->f[i] : &fields[i - nold];
         int again = 0;
         for (size_t j = i < nold ? 0 : i - nold + 1; j < n && !again; j++)
-            again = strcmp(fields[j].key, f->key) == 0;
+            again = fl__same_key(ks, fields[j].key, f->key);
         if (again)
             continue;
         if (cnt == FORKLOG_MAX_FIELDS)
@@ -251,7 +253,8 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
 {
     int rc;
     struct fl__ctx *ctx;
-    if ((rc = fl__ctx_merge(NULL, opts->context, opts->ncontext, &ctx)) < 0)
+    const int ks = opts->format == FORKLOG_FORMAT_JSON && opts->keys == FORKLOG_KEYS_ECS;
+    if ((rc = fl__ctx_merge(ks, NULL, opts->context, opts->ncontext, &ctx)) < 0)
         return rc;
     size_t plen = strlen(path);
     forklog *log = malloc(sizeof *log + plen + 1);
@@ -844,7 +847,7 @@ int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t
     struct fl__ctx *old = atomic_load_explicit(&log->ctx, memory_order_acquire);
     for (;;) {
         struct fl__ctx *c;
-        int rc = fl__ctx_merge(old, fields, n, &c);
+        int rc = fl__ctx_merge(log->format == FORKLOG_FORMAT_JSON && log->keys == FORKLOG_KEYS_ECS, old, fields, n, &c);
         if (rc < 0)
             return rc;
         if (!c)

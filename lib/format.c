@@ -832,6 +832,12 @@ static int fl__same_written_key(const char *a, size_t an, int apre, const char *
     return memcmp(a, "fields.", 7) == 0 && memcmp(a + 7, b, bn) == 0;
 }
 
+int fl__same_key(int ks, const char *a, const char *b)
+{
+    size_t an = strlen(a), bn = strlen(b);
+    return fl__same_written_key(a, an, fl__is_builtin(ks, a, an), b, bn, fl__is_builtin(ks, b, bn));
+}
+
 /* Renders what follows the message: the location, the context, the call's fields, each whole or not at all, into
  * out[0..cap); a field whose key (as written) a later one of the context or the call gives again is left out, so
  * that the last value wins. The call has at most FORKLOG_MAX_FIELDS fields, and so has the context (fl__check_fields

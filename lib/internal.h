@@ -308,6 +308,10 @@ FL__INTERNAL long fl__tail_fast(const forklog *log, const struct fl__loc *loc, c
 /* 0 if fields[0..n) are valid (keys, types), else -EINVAL. */
 FL__INTERNAL int fl__check_fields(const struct forklog_field *fields, size_t n);
 
+/* Whether the valid keys a and b are written as one name in records of the key set ks (1: JSON with the ECS keys,
+ * 0: any other): a key that is one of the record's own is written `fields.KEY`, so "ts" and "fields.ts" are one. */
+FL__INTERNAL int fl__same_key(int ks, const char *a, const char *b);
+
 /* Formats fmt into out[0..cap) without vsnprintf for the conversions it knows (%d %i %u %x %X %c %s %f %F %%, with
  * flags - + space 0, a width, a precision and the length modifiers hh h l ll j z t), byte for byte as vsnprintf
  * would. Returns the length (no NUL is written), or -1 when it does not take the format (another conversion, a

@@ -553,6 +553,40 @@ Test(fields, time_nanoseconds_out_of_range_are_normalised_without_overflow)
     free(path);
 }
 
+/* "ts" and "fields.ts" are one key (docs/design.md, "Keys"): a context of 64 distinct keys, "ts" among them, takes
+ * "fields.ts" as a new value of a key it has, not as a 65th key; so do "message" and "fields.message" with the ECS
+ * keys, where "message" is one of the record's own. */
+Test(fields, context_add_counts_keys_as_written)
+{
+    for (int ecs = 0; ecs < 2; ecs++) {
+        char names[FORKLOG_MAX_FIELDS][8];
+        struct forklog_field ctx[FORKLOG_MAX_FIELDS];
+        for (int i = 0; i < FORKLOG_MAX_FIELDS - 1; i++) {
+            snprintf(names[i], sizeof names[i], "k%d", i);
+            ctx[i] = FORKLOG_INT(names[i], i);
+        }
+        const char *own = ecs ? "message" : "ts", *renamed = ecs ? "fields.message" : "fields.ts";
+        ctx[FORKLOG_MAX_FIELDS - 1] = FORKLOG_INT(own, 1);
+        struct forklog_options o = {.format = ecs ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT,
+                                    .keys = ecs ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT,
+                                    .context = ctx,
+                                    .ncontext = FORKLOG_MAX_FIELDS};
+        char *path;
+        forklog *log = open_log(ecs ? "w2.log" : "w1.log", &o, &path);
+        struct forklog_field again = FORKLOG_INT(renamed, 2);
+        OK(forklog_context_add(log, &again, 1));
+        OK(forklog_log_fields(log, FORKLOG_INFO, "m", NULL, 0));
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        char want[64];
+        snprintf(want, sizeof want, ecs ? "\"%s\":2" : " %s=2", renamed);
+        cr_assert_not_null(strstr(buf, want), "%s", buf);
+        cr_assert_null(strstr(strstr(buf, want) + strlen(want), renamed), "%s twice: %s", renamed, buf);
+        free(buf);
+        free(path);
+    }
+}
+
 Test(fields, bad_input_is_einval_and_writes_nothing)
 {
     char *path;
