@@ -704,8 +704,10 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
         char marker[64];
         int ml = snprintf(marker, sizeof marker, " [forklog: %lld bytes cut]", e->ret);
         if (quoted) {
-            if (!gr_lit(s, n, &i, marker))
+            if (!gr_lit(s, n, &i, marker)) {
+                free(msg.p);
                 GR_FAIL(err, "no cut marker '%s' after the quoted message", marker);
+            }
         } else {
             if (mend < (size_t)ml || memcmp(s + mend - ml, marker, (size_t)ml) != 0)
                 GR_FAIL(err, "no cut marker '%s' at the end of the bare message", marker);
@@ -788,9 +790,18 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
         memcpy(keys[nt], tf[nt].key, 96);
         nt++;
     }
+    /* A record read as one whose tail was all left out wrote its message bare; with a field or the location beside
+     * it, a message that holds '=' or starts with a quote would be quoted, its quotes and backslashes escaped: that
+     * much more room is what a missing field or location must not have found. */
+    size_t requote = 0;
+    if (!tail && e->has_fields_after && (memchr(e->msg, '=', e->msglen) || (e->msglen && e->msg[0] == '"'))) {
+        requote = 2;
+        for (size_t k = 0; k < e->msglen; k++)
+            requote += e->msg[k] == '"' || e->msg[k] == '\\';
+    }
     size_t k0 = 0;
     if (e->loc && (nt == 0 || strcmp(tf[0].key, "file") != 0)) {
-        if (e->ret <= 0 && n + 1 + gr_loc_len(e->file, e->line, e->func, false, false) <= e->max_record)
+        if (e->ret <= 0 && n + 1 + requote + gr_loc_len(e->file, e->line, e->func, false, false) <= e->max_record)
             ok = false, snprintf(err->msg, sizeof err->msg, "location left out though it fits");
     } else if (e->loc) {
         struct gr_buf ln = {0};
@@ -821,7 +832,7 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
                     ok = false, snprintf(err->msg, sizeof err->msg, "key %.96s twice", tf[a].key);
     }
     if (ok)
-        ok = gr_fields_match(e, (const char(*)[96])keys + k0, nt - k0, gr_text_eq_cb, tf + k0, n + 1, err);
+        ok = gr_fields_match(e, (const char(*)[96])keys + k0, nt - k0, gr_text_eq_cb, tf + k0, n + 1 + requote, err);
     for (size_t k = 0; k < nt; k++)
         gr_tfield_free(&tf[k]);
     return ok;

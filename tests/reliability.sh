@@ -6,7 +6,8 @@
 #   2. random kills with a quiet tail (the chaos tests, several rounds with fresh kill schedules: after the kills
 #      stop, every surviving writer must finish within a bound), every crash point in every mode again, and the
 #      rotation stress test;
-#   3. libFuzzer (clang) on the record formatter (text and JSON, with and without fields) and the escaper.
+#   3. libFuzzer (clang) on the record formatter (text and JSON, with and without fields), the escaper, the printf
+#      fast path and the public record API (records read back by tests/grammar.h).
 # It installs what it misses (Debian packages), uses the build folder of tests/run (BUILD_DIR, default build;
 # configured here if missing) and fails, non-zero, at the first failure. About 4 to 6 minutes on 2 cores.
 # Settings (environment): BUILD_DIR, FUZZ_SECONDS (per fuzzer, default 30).
@@ -113,17 +114,17 @@ run_criterion "test_rotate" "$logs/rotate" "$build/tests/test_rotate" --jobs 2 -
 grep -E '^(size rotation|logrotate)' "$logs/rotate" || true
 
 # ---- 3. libFuzzer -----------------------------------------------------------------------------------------------
-step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, fuzz_vformat, ${fuzz_seconds} s each"
+step "libFuzzer: fuzz_format, fuzz_fields, fuzz_escape, fuzz_vformat, fuzz_api, ${fuzz_seconds} s each"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DFORKLOG_FUZZ=ON -DFORKLOG_WERROR=ON \
   -DFORKLOG_BUILD_EXAMPLES=OFF -DFORKLOG_BUILD_BENCH=OFF -DBUILD_TESTING=OFF >"$logs/fuzz-configure" 2>&1 ||
   { cat "$logs/fuzz-configure"; fail "configuring build-fuzz"; }
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_format fuzz_fields fuzz_escape fuzz_vformat
-for f in fuzz_format fuzz_fields fuzz_escape fuzz_vformat; do
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_format fuzz_fields fuzz_escape fuzz_vformat fuzz_api
+for f in fuzz_format fuzz_fields fuzz_escape fuzz_vformat fuzz_api; do
   corpus=build-fuzz/corpus/$f
   mkdir -p "$corpus" build-fuzz/artifacts
   if ! "build-fuzz/fuzz/$f" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="build-fuzz/artifacts/$f-" "$corpus" >"$logs/$f" 2>&1; then
-    grep -E 'fuzz_format:|ERROR|SUMMARY|Test unit written' "$logs/$f" | head -n 20
+    grep -E 'fuzz_format:|fuzz_api:|ERROR|SUMMARY|Test unit written' "$logs/$f" | head -n 20
     tail -n 30 "$logs/$f"
     fail "$f found a failing input (in build-fuzz/artifacts; replay: build-fuzz/fuzz/$f <file>)"
   fi
