@@ -201,40 +201,6 @@ static bool field_valid(const struct forklog_field *f)
     return key_valid(f->key) && f->type >= FORKLOG_FIELD_STR && f->type <= FORKLOG_FIELD_TIME;
 }
 
-static struct gr_field to_gr(const struct forklog_field *f, bool json, bool ecs)
-{
-    struct gr_field g;
-    memset(&g, 0, sizeof g);
-    gr_written_key(g.key, sizeof g.key, f->key, json, ecs);
-    g.type = f->type;
-    switch (f->type) {
-    case FORKLOG_FIELD_STR:
-        g.s = f->v.s ? strdup(f->v.s) : NULL;
-        g.slen = f->v.s ? strlen(f->v.s) : 0;
-        break;
-    case FORKLOG_FIELD_INT: g.i = f->v.i; break;
-    case FORKLOG_FIELD_UINT: g.u = f->v.u; break;
-    case FORKLOG_FIELD_DBL: g.d = f->v.d; break;
-    case FORKLOG_FIELD_BOOL: g.b = f->v.b != 0; break;
-    case FORKLOG_FIELD_DUR: g.ns = f->v.ns; break;
-    case FORKLOG_FIELD_TIME: g.sec = f->v.t.sec, g.nsec = f->v.t.nsec; break;
-    }
-    return g;
-}
-
-/* Appends g to list, removing an earlier field with the same written key (the last wins, at its place). */
-static void merge(struct gr_field *list, size_t *n, struct gr_field g)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp(list[i].key, g.key) == 0) {
-            free(list[i].s);
-            memmove(&list[i], &list[i + 1], (*n - i - 1) * sizeof *list);
-            (*n)--;
-            break;
-        }
-    list[(*n)++] = g;
-}
-
 static int memfd = -1;
 
 /* The sweep driver's (FUZZ_API_SWEEP): a max_record that overrides the input's, and the last record's length. */
@@ -304,7 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t ncur = 0;
     for (size_t i = 0; i < nctx; i++) {
         if (valid)
-            merge(cur, &ncur, to_gr(&ctx[i], json, ecs));
+            gr_merge(cur, &ncur, gr_expected(&ctx[i], json, ecs));
         free_field(&ctx[i]);
     }
     if (!valid) {
@@ -337,7 +303,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FAIL("context_add of %s fields returned %d", ok ? "valid" : "invalid", rc);
         for (size_t i = 0; i < na; i++) {
             if (ok)
-                merge(cur, &ncur, to_gr(&add[i], json, ecs));
+                gr_merge(cur, &ncur, gr_expected(&add[i], json, ecs));
             free_field(&add[i]);
         }
     }
@@ -387,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         nall++;
     }
     for (size_t i = 0; i < nf && ok; i++)
-        merge(all, &nall, to_gr(&f[i], json, ecs));
+        gr_merge(all, &nall, gr_expected(&f[i], json, ecs));
     if (fesetround(rounding[cfg2 & 3]) != 0)
         abort();
     char *fmt = NULL;

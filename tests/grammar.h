@@ -110,6 +110,41 @@ static inline void gr_written_key(char *out, size_t outsz, const char *key, bool
     snprintf(out, outsz, "%s", key);
 }
 
+/* The field a reader must find for f, written with `json` and `ecs` (its string copied: free it). */
+static inline struct gr_field gr_expected(const struct forklog_field *f, bool json, bool ecs)
+{
+    struct gr_field g;
+    memset(&g, 0, sizeof g);
+    gr_written_key(g.key, sizeof g.key, f->key, json, ecs);
+    g.type = f->type;
+    switch (f->type) {
+    case FORKLOG_FIELD_STR:
+        g.s = f->v.s ? strdup(f->v.s) : NULL;
+        g.slen = f->v.s ? strlen(f->v.s) : 0;
+        break;
+    case FORKLOG_FIELD_INT: g.i = f->v.i; break;
+    case FORKLOG_FIELD_UINT: g.u = f->v.u; break;
+    case FORKLOG_FIELD_DBL: g.d = f->v.d; break;
+    case FORKLOG_FIELD_BOOL: g.b = f->v.b != 0; break;
+    case FORKLOG_FIELD_DUR: g.ns = f->v.ns; break;
+    case FORKLOG_FIELD_TIME: g.sec = f->v.t.sec, g.nsec = f->v.t.nsec; break;
+    }
+    return g;
+}
+
+/* Appends g to list, removing an earlier field with the same written key (the last wins, at its place). */
+static inline void gr_merge(struct gr_field *list, size_t *n, struct gr_field g)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i].key, g.key) == 0) {
+            free(list[i].s);
+            memmove(&list[i], &list[i + 1], (*n - i - 1) * sizeof *list);
+            (*n)--;
+            break;
+        }
+    list[(*n)++] = g;
+}
+
 /* Length of the valid UTF-8 sequence at s (RFC 3629: no overlong form, no surrogate, nothing past U+10FFFF), or
  * 0 when the bytes there are not one. */
 static inline size_t gr_utf8_len(const unsigned char *s, size_t n)

@@ -251,40 +251,6 @@ static void free_field(struct forklog_field *f)
         free((char *)f->v.s);
 }
 
-static struct gr_field to_gr(const struct forklog_field *f, bool json, bool ecs)
-{
-    struct gr_field g;
-    memset(&g, 0, sizeof g);
-    gr_written_key(g.key, sizeof g.key, f->key, json, ecs);
-    g.type = f->type;
-    switch (f->type) {
-    case FORKLOG_FIELD_STR:
-        g.s = f->v.s ? strdup(f->v.s) : NULL;
-        g.slen = f->v.s ? strlen(f->v.s) : 0;
-        break;
-    case FORKLOG_FIELD_INT: g.i = f->v.i; break;
-    case FORKLOG_FIELD_UINT: g.u = f->v.u; break;
-    case FORKLOG_FIELD_DBL: g.d = f->v.d; break;
-    case FORKLOG_FIELD_BOOL: g.b = f->v.b != 0; break;
-    case FORKLOG_FIELD_DUR: g.ns = f->v.ns; break;
-    case FORKLOG_FIELD_TIME: g.sec = f->v.t.sec, g.nsec = f->v.t.nsec; break;
-    }
-    return g;
-}
-
-/* Appends g to list, removing an earlier field with the same written key (the last wins, at its place). */
-static void merge(struct gr_field *list, size_t *n, struct gr_field g)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp(list[i].key, g.key) == 0) {
-            free(list[i].s);
-            memmove(&list[i], &list[i + 1], (*n - i - 1) * sizeof *list);
-            (*n)--;
-            break;
-        }
-    list[(*n)++] = g;
-}
-
 /* ---- one run --------------------------------------------------------------------------------------------------- */
 
 struct cfg {
@@ -348,7 +314,7 @@ static int run(const struct cfg *c, uint64_t seed, int nrec, int *nchecked)
     struct gr_field cur[FORKLOG_MAX_FIELDS * 2];
     size_t ncur = 0;
     for (size_t i = 0; i < nctx; i++)
-        merge(cur, &ncur, to_gr(&ctx[i], c->json, c->ecs));
+        gr_merge(cur, &ncur, gr_expected(&ctx[i], c->json, c->ecs));
     for (size_t i = 0; i < nctx; i++)
         free_field(&ctx[i]);
     size_t mr = c->max_record ? c->max_record : 1 << 20;
@@ -363,7 +329,7 @@ static int run(const struct cfg *c, uint64_t seed, int nrec, int *nchecked)
             rc = forklog_context_add(log, add, na);
             cr_assert_eq(rc, 0, "context_add: %d", rc);
             for (size_t i = 0; i < na; i++) {
-                merge(cur, &ncur, to_gr(&add[i], c->json, c->ecs));
+                gr_merge(cur, &ncur, gr_expected(&add[i], c->json, c->ecs));
                 free_field(&add[i]);
             }
         }
@@ -397,7 +363,7 @@ static int run(const struct cfg *c, uint64_t seed, int nrec, int *nchecked)
             x->msg = rnd_message(mr);
             e->msg = x->msg, e->msglen = strlen(x->msg);
             for (size_t i = 0; i < nf; i++)
-                merge(all, &nall, to_gr(&f[i], c->json, c->ecs));
+                gr_merge(all, &nall, gr_expected(&f[i], c->json, c->ecs));
             rc = loc ? forklog_log_fields_at(log, e->level, e->file, e->line, e->func, x->msg, f, nf)
                      : forklog_log_fields(log, e->level, x->msg, f, nf);
             for (size_t i = 0; i < nf; i++)
@@ -582,7 +548,7 @@ Test(grammar, a_field_left_out_for_room_leaves_no_marker_and_returns_0)
         struct gr_field g[3];
         memset(g, 0, sizeof g);
         for (int i = 0; i < 3; i++)
-            g[i] = to_gr(&f[i], json, false);
+            g[i] = gr_expected(&f[i], json, false);
         e.fields = g, e.nfields = 3;
         struct gr_err err = {{0}};
         cr_assert(gr_check(&e, buf, len - 1, &err), "%s", err.msg);
