@@ -150,7 +150,7 @@ struct fl__pool_res {
 struct fl__pool_proc {
     pid_t pid;          /* 0: the slot is free */
     int fd;             /* read end of the worker's death pipe; -1 once it reported EOF */
-    int pidfd;          /* a process descriptor of the worker (fl__pool_pidfd), or -1 */
+    int pidfd;          /* a process descriptor of the worker (fl__pool_pidfd_open), or -1 */
     int reaped;         /* ended and waited for: its pid may be another process's (fl__pool_cancelled) */
     int dying;          /* SIGKILLed by the parent, not reaped yet */
     size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
@@ -308,7 +308,7 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     if (getppid() != p->parent)
         _exit(FL__POOL_EXIT_INIT);
 #endif
-    /* Nothing that can end the worker before the parent has its process descriptor (fl__pool_pidfd): a worker
+    /* Nothing that can end the worker before the parent has its process descriptor (fl__pool_pidfd_open): a worker
      * reaped by the caller before that would be known by its pid only. The parent opens it right after fork(). */
     while (!atomic_load_explicit(&slot->watched, memory_order_acquire)) {
         sched_yield();
@@ -743,7 +743,7 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
     p->fork_retry = 0;
 }
 
-/* waitpid(WNOHANG) on worker k, through its process descriptor when it has one (fl__pool_pidfd). Returns 1 if
+/* waitpid(WNOHANG) on worker k, through its process descriptor when it has one (fl__pool_pidfd_open). Returns 1 if
  * it has ended (and was handled). */
 static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
 {
