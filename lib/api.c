@@ -253,8 +253,7 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
 {
     int rc;
     struct fl__ctx *ctx;
-    const int ks = opts->format == FORKLOG_FORMAT_JSON && opts->keys == FORKLOG_KEYS_ECS;
-    if ((rc = fl__ctx_merge(ks, NULL, opts->context, opts->ncontext, &ctx)) < 0)
+    if ((rc = fl__ctx_merge(fl__keyset_of(opts->format, opts->keys), NULL, opts->context, opts->ncontext, &ctx)) < 0)
         return rc;
     size_t plen = strlen(path);
     forklog *log = malloc(sizeof *log + plen + 1);
@@ -847,7 +846,7 @@ int forklog_context_add(forklog *log, const struct forklog_field *fields, size_t
     struct fl__ctx *old = atomic_load_explicit(&log->ctx, memory_order_acquire);
     for (;;) {
         struct fl__ctx *c;
-        int rc = fl__ctx_merge(log->format == FORKLOG_FORMAT_JSON && log->keys == FORKLOG_KEYS_ECS, old, fields, n, &c);
+        int rc = fl__ctx_merge(fl__keyset_of(log->format, log->keys), old, fields, n, &c);
         if (rc < 0)
             return rc;
         if (!c)

@@ -310,7 +310,7 @@ static const struct fl__str fl__builtin[2][FL__K_COUNT] = {
 /* The key set of a handle's records: text always uses the short names. */
 static int fl__keyset(const forklog *log)
 {
-    return log->format == FORKLOG_FORMAT_JSON && log->keys == FORKLOG_KEYS_ECS;
+    return fl__keyset_of(log->format, log->keys);
 }
 
 static int fl__is_builtin(int ks, const char *k, size_t klen)

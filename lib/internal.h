@@ -308,6 +308,13 @@ FL__INTERNAL long fl__tail_fast(const forklog *log, const struct fl__loc *loc, c
 /* 0 if fields[0..n) are valid (keys, types), else -EINVAL. */
 FL__INTERNAL int fl__check_fields(const struct forklog_field *fields, size_t n);
 
+/* The key set of records in `format` with `keys` (1: JSON with the ECS keys; 0: any other, text always using the
+ * short names), as fl__same_key and the record builder take it. */
+static inline int fl__keyset_of(enum forklog_format format, enum forklog_keys keys)
+{
+    return format == FORKLOG_FORMAT_JSON && keys == FORKLOG_KEYS_ECS;
+}
+
 /* Whether the valid keys a and b are written as one name in records of the key set ks (1: JSON with the ECS keys,
  * 0: any other): a key that is one of the record's own is written `fields.KEY`, so "ts" and "fields.ts" are one. */
 FL__INTERNAL int fl__same_key(int ks, const char *a, const char *b);
