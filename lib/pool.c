@@ -73,18 +73,12 @@ static int fl__pool_make_pipe(int fds[2], int flags)
     if (fl__pool_pipe(fds, flags) < 0)
         return -1;
     for (int k = 0; k < 2; k++) {
-        if (fds[k] > 2)
-            continue;
-        int hi = fcntl(fds[k], F_DUPFD_CLOEXEC, 3); /* O_NONBLOCK belongs to the pipe, not the descriptor */
+        int hi = fl__fd_above_stdio(fds[k]); /* O_NONBLOCK belongs to the pipe, not the descriptor: it stays */
         if (hi < 0) {
-            /* EINVAL means an RLIMIT_NOFILE of 3 or less: no number above 2 exists, so no descriptor is left. */
-            int err = errno == EINVAL ? EMFILE : errno;
-            close(fds[0]);
-            close(fds[1]);
-            errno = err;
+            close(fds[1 - k]); /* fds[k] is closed already */
+            errno = -hi;
             return -1;
         }
-        close(fds[k]);
         fds[k] = hi;
     }
     return 0;
