@@ -103,27 +103,8 @@ static bool name_valid(const char *s)
     return true;
 }
 
-static const char *const special_keys[] = {"ts",
-                                           "level",
-                                           "pid",
-                                           "tid",
-                                           "app",
-                                           "msg",
-                                           "file",
-                                           "line",
-                                           "func",
-                                           "cut",
-                                           "@timestamp",
-                                           "log.level",
-                                           "process.pid",
-                                           "message",
-                                           "service.name",
-                                           "process.thread.id",
-                                           "log.origin.file.name",
-                                           "log.origin.file.line",
-                                           "log.origin.function",
-                                           "forklog.cut",
-                                           "fields.ts",
+/* Keys to try beside the record's own names (gr_builtin_key). */
+static const char *const special_keys[] = {"fields.ts",
                                            "fields.msg",
                                            "fields.message",
                                            "fields.cut",
@@ -145,10 +126,10 @@ static struct forklog_field take_field(struct in *in)
     struct forklog_field f;
     memset(&f, 0, sizeof f);
     unsigned kb = (unsigned)take(in, 1);
-    if (kb < 0xc0)
-        f.key = strdup(special_keys[kb % (sizeof special_keys / sizeof *special_keys)]);
-    else
-        f.key = take_str(in, 80);
+    size_t j = kb % (GR_BUILTIN_KEYS + sizeof special_keys / sizeof *special_keys);
+    f.key = kb >= 0xc0            ? take_str(in, 80)
+            : j < GR_BUILTIN_KEYS ? strdup(gr_builtin_key(j))
+                                  : strdup(special_keys[j - GR_BUILTIN_KEYS]);
     unsigned tb = (unsigned)take(in, 1);
     f.type = tb == 0xff ? 0 : tb == 0xfe ? 8 : (enum forklog_field_type)(1 + tb % 7);
     uint64_t v = take(in, 8);

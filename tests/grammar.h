@@ -98,6 +98,13 @@ static const char *const gr_ecs_keys[] = {
     "service.name",        "message",    "log.origin.file.name", "log.origin.file.line",
     "log.origin.function", "forklog.cut"};
 
+/* The record's own names of both key sets, one by one (i < GR_BUILTIN_KEYS): keys that tests try as field keys. */
+#define GR_BUILTIN_KEYS 20
+static inline const char *gr_builtin_key(size_t i)
+{
+    return i < 10 ? gr_short_keys[i] : gr_ecs_keys[i - 10];
+}
+
 /* The key as written (docs/design.md "Keys"). */
 static inline void gr_written_key(char *out, size_t outsz, const char *key, bool json, bool ecs)
 {

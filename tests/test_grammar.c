@@ -127,39 +127,16 @@ static char *rnd_message(size_t max_record)
 
 /* ---- keys and fields ------------------------------------------------------------------------------------------- */
 
-static const char *const special_keys[] = {"ts",
-                                           "level",
-                                           "pid",
-                                           "tid",
-                                           "app",
-                                           "msg",
-                                           "file",
-                                           "line",
-                                           "func",
-                                           "cut",
-                                           "@timestamp",
-                                           "log.level",
-                                           "process.pid",
-                                           "message",
-                                           "service.name",
-                                           "process.thread.id",
-                                           "log.origin.file.name",
-                                           "log.origin.file.line",
-                                           "log.origin.function",
-                                           "forklog.cut",
-                                           "fields.ts",
-                                           "fields.msg",
-                                           "fields.message",
-                                           "k",
-                                           "k",
-                                           "x-y",
-                                           "a.b@c",
-                                           "fields.fields.ts"};
+/* Keys to try beside the record's own names (gr_builtin_key). */
+static const char *const special_keys[] = {"fields.ts", "fields.msg", "fields.message", "k",
+                                           "k",         "x-y",        "a.b@c",          "fields.fields.ts"};
 
 static char *rnd_key(void)
 {
-    if (rndn(2))
-        return strdup(special_keys[rndn(sizeof special_keys / sizeof *special_keys)]);
+    if (rndn(2)) {
+        size_t j = rndn(GR_BUILTIN_KEYS + sizeof special_keys / sizeof *special_keys);
+        return strdup(j < GR_BUILTIN_KEYS ? gr_builtin_key(j) : special_keys[j - GR_BUILTIN_KEYS]);
+    }
     static const char kc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-";
     size_t l = rndn(4) == 0 ? FORKLOG_MAX_KEY : 1 + rndn(6);
     char *k = malloc(l + 1);
