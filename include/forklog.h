@@ -222,7 +222,8 @@ struct forklog_options {
     gid_t group;
     /* Where forklog_open() explains a failure in one line, NUL-terminated and cut to error_size bytes: which
      * option is not valid, which setting conflicts with the log's other users, why its segment file is not
-     * trusted, that the path is a FIFO with no reader, ... NULL: nowhere. */
+     * trusted, that the path is a FIFO with no reader, ... Empty when the error code says it all (the log file's
+     * own open(2) failing with ENOENT or EACCES, for example). NULL: nowhere. */
     char *error;
     size_t error_size;
     /* JSON key names (enum forklog_keys). 0: FORKLOG_KEYS_SHORT. */
@@ -270,8 +271,8 @@ struct forklog_options {
  * file name of more than NAME_MAX - 9 bytes, 246 on most file systems, is refused although the file system takes it;
  * likewise a path, made absolute, of more than PATH_MAX - 10 bytes, 4086), -EFBIG (RLIMIT_FSIZE below the segment's
  * size), -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set,
- * receives a one-line explanation. On failure *out is set to NULL (when out is not NULL) and nothing is created but the
- * file itself. Thread-safe; not async-signal-safe.
+ * receives a one-line explanation where the error code alone does not say what is wrong. On failure *out is set to NULL
+ * (when out is not NULL) and nothing is created but the file itself. Thread-safe; not async-signal-safe.
  */
 FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forklog_options *opts);
 

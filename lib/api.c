@@ -85,15 +85,19 @@ static const char *fl__bad_option(const struct forklog_options *o)
     return NULL;
 }
 
+/* Why an open refuses its arguments, in opts->error. Returns rc. */
+static int fl__refuse(const struct forklog_options *o, int rc, const char *why)
+{
+    if (o->error && o->error_size)
+        snprintf(o->error, o->error_size, "%s", why);
+    return rc;
+}
+
 /* 0 if every option is valid; else -EINVAL, with the first that is not named in opts->error. */
 static int fl__check_options(const struct forklog_options *o)
 {
     const char *why = fl__bad_option(o);
-    if (!why)
-        return 0;
-    if (o->error && o->error_size)
-        snprintf(o->error, o->error_size, "%s", why);
-    return -EINVAL;
+    return why ? fl__refuse(o, -EINVAL, why) : 0;
 }
 
 /* path made absolute against the current directory, so that a reopen after chdir() finds the same file. */
@@ -340,7 +344,7 @@ static int fl__open_begin(forklog **out, const struct forklog_options **opts)
         *opts = &defaults;
     if ((*opts)->error && (*opts)->error_size)
         (*opts)->error[0] = '\0';
-    return out ? fl__check_options(*opts) : -EINVAL;
+    return out ? fl__check_options(*opts) : fl__refuse(*opts, -EINVAL, "out is NULL");
 }
 
 /* Why the log file could not be opened, in opts->error, where strerror(ENXIO) ("No such device or address") says
@@ -364,7 +368,7 @@ static int fl__open_path(forklog **out, const char *path, const struct forklog_o
     if (rc < 0)
         return rc;
     if (!path || !path[0])
-        return -EINVAL;
+        return fl__refuse(opts, -EINVAL, path ? "the path is empty" : "the path is NULL");
     char *abs = fl__absolute(path, &rc);
     if (!abs)
         return rc;
@@ -402,21 +406,13 @@ int forklog_open(forklog **out, const char *path, const struct forklog_options *
     return rc;
 }
 
-/* Why forklog_open_fd() refuses a descriptor, in opts->error. */
-static int fl__fd_refuse(const struct forklog_options *o, int rc, const char *why)
-{
-    if (o->error && o->error_size)
-        snprintf(o->error, o->error_size, "%s", why);
-    return rc;
-}
-
 static int fl__open_desc(forklog **out, int fd, const struct forklog_options *opts)
 {
     int rc = fl__open_begin(out, &opts);
     if (rc < 0)
         return rc;
     if (opts->rotate_bytes || opts->rotate_keep)
-        return fl__fd_refuse(opts, -EINVAL, "rotation needs a path: rotate_bytes and rotate_keep must be 0");
+        return fl__refuse(opts, -EINVAL, "rotation needs a path: rotate_bytes and rotate_keep must be 0");
     if (fd < 0)
         return -EBADF;
 
@@ -428,10 +424,10 @@ static int fl__open_desc(forklog **out, int fd, const struct forklog_options *op
     if (S_ISDIR(st.st_mode))
         return -EISDIR;
     if ((fl & O_ACCMODE) != O_WRONLY && (fl & O_ACCMODE) != O_RDWR)
-        return fl__fd_refuse(opts, -EBADF, "the descriptor is not open for writing");
+        return fl__refuse(opts, -EBADF, "the descriptor is not open for writing");
     if (!S_ISREG(st.st_mode) && (fl & O_NONBLOCK))
-        return fl__fd_refuse(opts, -EINVAL,
-                             "the descriptor is in non-blocking mode: a record could be cut short by EAGAIN");
+        return fl__refuse(opts, -EINVAL,
+                          "the descriptor is in non-blocking mode: a record could be cut short by EAGAIN");
     struct forklog_options o = *opts;
     o.flags |= FORKLOG_PRIVATE; /* no name, so no segment file: the segment is this handle's own */
     if (!S_ISREG(st.st_mode))
@@ -445,11 +441,11 @@ static int fl__open_desc(forklog **out, int fd, const struct forklog_options *op
             return -errno;
         if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0) {
             rc = -errno;
-            return fl__fd_refuse(opts, rc, "the socket is not connected");
+            return fl__refuse(opts, rc, "the socket is not connected");
         }
         /* A datagram carries one record; the buffer would put several records in one. */
         if ((type == SOCK_DGRAM || type == SOCK_SEQPACKET) && (o.flags & FORKLOG_BUFFERED))
-            return fl__fd_refuse(opts, -EINVAL, "FORKLOG_BUFFERED on a datagram socket: one record per datagram");
+            return fl__refuse(opts, -EINVAL, "FORKLOG_BUFFERED on a datagram socket: one record per datagram");
     }
 
     forklog *log;

@@ -317,6 +317,17 @@ Test(core, bad_input_null_and_empty)
     cr_assert_eq(forklog_open(&log, NULL, NULL), -EINVAL);
     cr_assert_null(log);
     cr_assert_eq(forklog_open(&log, "", NULL), -EINVAL);
+    /* Each refusal says what it refused. */
+    char why[128];
+    const struct forklog_options o = {.error = why, .error_size = sizeof why};
+    cr_assert_eq(forklog_open(NULL, logpath, &o), -EINVAL);
+    cr_assert_str_eq(why, "out is NULL");
+    cr_assert_eq(forklog_open(&log, NULL, &o), -EINVAL);
+    cr_assert_str_eq(why, "the path is NULL");
+    cr_assert_eq(forklog_open(&log, "", &o), -EINVAL);
+    cr_assert_str_eq(why, "the path is empty");
+    struct stat st;
+    cr_assert_eq(stat(logpath, &st), -1, "nothing may be created");
     cr_assert_eq(forklog_write(NULL, "x", 1), -EINVAL);
     cr_assert_eq(forklog_log(NULL, FORKLOG_INFO, "x"), -EINVAL);
     cr_assert_eq(forklog_flush(NULL), -EINVAL);
