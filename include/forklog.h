@@ -294,7 +294,10 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
  *     short write) under the lock, so records of any size up to max_record are never interleaved among the
  *     processes of the handle. A writer killed in the middle of a record leaves its first part in the stream:
  *     nothing can be taken back from a pipe or a socket. When the reader has gone, a write fails with -EPIPE
- *     once SIGPIPE is ignored (otherwise the signal ends the writer, as with any write).
+ *     once SIGPIPE is ignored (otherwise the signal ends the writer, as with any write). Made non-blocking
+ *     after the open (through fd, or by any process sharing its open file description), or given a send
+ *     timeout (SO_SNDTIMEO): a record that finds no room at all fails with -EAGAIN and nothing of it is sent;
+ *     one that went out in part is finished, the call waiting for room as a blocking write would.
  *   - A connected datagram socket (SOCK_DGRAM, SOCK_SEQPACKET): one record per datagram. A record larger than
  *     the socket takes fails with -EMSGSIZE and nothing of it is sent. FORKLOG_BUFFERED is -EINVAL there.
  * Errors: -EINVAL (NULL out, bad option, rotation asked for, a descriptor other than a regular file in

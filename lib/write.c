@@ -8,10 +8,29 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
-/* Writes all of iov to fd, looping on short writes and EINTR. Returns 0 or -errno. */
+/* After a write(2) failed with errno: whether to write again. EINTR, and EAGAIN once some bytes went out (`sent`):
+ * a descriptor made non-blocking after the open (by the caller, or by any process sharing its open file
+ * description) or given a send timeout (SO_SNDTIMEO) stops with EAGAIN when the pipe or socket is full, and the part
+ * of the records already in it cannot be taken back; returned, it stayed there with the lock released, and the next
+ * record was glued to it. So the rest goes out as a blocking write would send it, once there is room. With nothing
+ * sent, EAGAIN is the call's error: nothing of the records is in the stream. */
+static int fl__write_again(int fd, int err, int sent)
+{
+    if (err == EINTR)
+        return 1;
+    if ((err != EAGAIN && err != EWOULDBLOCK) || !sent)
+        return 0;
+    struct pollfd pfd = {fd, POLLOUT, 0};
+    (void)poll(&pfd, 1, -1); /* EINTR, or an error the next write reports */
+    return 1;
+}
+
+/* Writes all of iov to fd, looping on short writes, EINTR and EAGAIN in the middle (fl__write_again). Returns 0 or
+ * -errno. */
 static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
 {
     if (iovcnt == 1) {
@@ -21,7 +40,7 @@ static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
         while (left > 0) {
             ssize_t n = write(fd, p, left);
             if (n < 0) {
-                if (errno == EINTR)
+                if (fl__write_again(fd, errno, p != iov_in->iov_base))
                     continue;
                 return -errno;
             }
@@ -37,13 +56,15 @@ static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
         return -EINVAL;
     memcpy(iov, iov_in, sizeof iov[0] * (size_t)iovcnt);
     struct iovec *v = iov;
+    int sent = 0;
     while (iovcnt > 0) {
         ssize_t n = writev(fd, v, iovcnt);
         if (n < 0) {
-            if (errno == EINTR)
+            if (fl__write_again(fd, errno, sent))
                 continue;
             return -errno;
         }
+        sent = 1;
         if (n == 0)
             return -EIO; /* no progress with bytes left: never loop forever */
         size_t left = (size_t)n;

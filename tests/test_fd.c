@@ -2,7 +2,8 @@
 /* forklog_open_fd(): a log made of a descriptor the program already has. A pipe read by another process, with
  * records far above PIPE_BUF from 8 forked writers; a stream and a datagram socketpair; a terminal (a pty); the
  * null device; a regular file opened without O_APPEND; the descriptors it refuses (nothing written, nothing
- * leaked); and a reader that goes away (-EPIPE, no hang). Records are self-checking (records.h) and read back;
+ * leaked); a reader that goes away (-EPIPE, no hang); and a pipe made non-blocking, or a socket given a send
+ * timeout, after the open (EAGAIN in the middle of a record). Records are self-checking (records.h) and read back;
  * children never assert: they report through their exit status. */
 #include "records.h"
 
@@ -571,4 +572,93 @@ Test(fd, reader_gone_is_epipe_without_a_hang)
     w = fork_writer_until_error(sv[0], -1);
     close(sv[0]);
     cr_assert_eq(th_wait_for(w, HANG_S), 0, "socket: the write after the peer closed was not -EPIPE at once");
+}
+
+/* A reader that starts 300 ms late, then drains rfd into `out` in bursts (64 KiB, then a 10 ms pause), so that the
+ * writer finds the stream full for longer than a short send timeout, at its first large record for sure. Exit 0 at end
+ * of file, 1 on an error. */
+static pid_t fork_slow_copier(int rfd, int wfd, const char *out)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        rc_child();
+        close(wfd);
+        int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (ofd < 0)
+            _exit(1);
+        char buf[4096];
+        usleep(300000);
+        for (unsigned i = 1;; i++) {
+            ssize_t n = read(rfd, buf, sizeof buf);
+            if (n == 0)
+                _exit(0);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                _exit(1);
+            }
+            if (write(ofd, buf, (size_t)n) != n)
+                _exit(1);
+            if (i % 16 == 0)
+                usleep(10000);
+        }
+    }
+    return pid;
+}
+
+/* The handle's description made non-blocking after the open (by the caller through its own descriptor, or by any
+ * process sharing the description), or given a send timeout (SO_SNDTIMEO, which forklog_open_fd() cannot see): a
+ * write(2) then stops with EAGAIN when the stream is full, after part of a large record went out. That part cannot
+ * be taken back: the call returned -EAGAIN with it in the stream, and the next record was glued to it. A record
+ * whose call returned 0 must be there whole, once; one whose call failed must not be there at all. */
+static void nonblocking_case(int wfd, int rfd, int setfl)
+{
+    enum { RECORDS = 40 };
+    char *out = th_path(dir, "nonblock.out");
+    pid_t copier = fork_slow_copier(rfd, wfd, out);
+    close(rfd);
+    forklog *log = open_fd(wfd, NULL);
+    if (setfl)
+        cr_assert_eq(fcntl(wfd, F_SETFL, fcntl(wfd, F_GETFL) | O_NONBLOCK), 0);
+    else {
+        struct timeval tv = {0, 2000};
+        cr_assert_eq(setsockopt(wfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+    }
+    close(wfd);
+    char *buf = malloc(RC_HEAD_MAX + ((size_t)512 << 10));
+    cr_assert_not_null(buf);
+    int rcs[RECORDS];
+    unsigned failed = 0;
+    for (unsigned s = 0; s < RECORDS; s++) {
+        rcs[s] = rc_write(log, buf, 'R', 0, s, 0, s % 2 ? (size_t)512 << 10 : 3000);
+        cr_assert(rcs[s] == 0 || rcs[s] == -EAGAIN, "record %u: %s", s, strerror(-rcs[s]));
+        failed += rcs[s] != 0;
+    }
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(th_wait_for(copier, 60), 0, "the reader did not see the end of the stream");
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, RECORDS);
+    cr_assert_geq(rc_scan(&seen, out, 0), 0, "%s: no output", out);
+    for (unsigned s = 0; s < RECORDS; s++)
+        cr_assert_eq(rc_count(&seen, 0, s), rcs[s] == 0 ? 1u : 0u, "record %u (call returned %d): %u copies", s, rcs[s],
+                     rc_count(&seen, 0, s));
+    cr_assert_eq(seen.records, (size_t)RECORDS - failed);
+    rc_seen_free(&seen);
+    free(buf);
+    free(out);
+}
+
+Test(fd, a_pipe_made_non_blocking_after_the_open_never_gets_part_of_a_record)
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    nonblocking_case(p[1], p[0], 1);
+}
+
+Test(fd, a_stream_socket_with_a_send_timeout_never_gets_part_of_a_record)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    nonblocking_case(sv[0], sv[1], 0);
 }
