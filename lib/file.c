@@ -160,6 +160,13 @@ static void fl__own_fd(forklog *log)
 static int fl__take_path(forklog *log)
 {
     struct fl__seg *s = log->seg;
+    /* path is opened again by name, and the directory it names may no longer be the one this segment was found in
+     * (moved away, and a new one made at its name). The file there then belongs to the segment there, and writing
+     * it under this lock would let two locks order one file: a cut of ours after a failed write or a dead writer
+     * would take the records that the other lock's users wrote since. */
+    int rc = fl__seg_follow(log);
+    if (rc < 0)
+        return rc;
     int fd = fl__open_log_file(log, O_CREAT);
     if (fd < 0)
         return fd;
@@ -299,6 +306,10 @@ static int fl__rotate(forklog *log)
 {
     struct fl__seg *s = log->seg;
     struct stat st;
+    /* A directory at path's name that another segment serves (see fl__take_path): its files are not this lock's to
+     * rename, and the record goes into the current file, as when a rotation cannot happen. */
+    if (fl__seg_follow(log) < 0)
+        return FL__ROTATE_DONE;
     int at_path = fl__name_kind(log->path, &st);
     if (at_path < 0)
         return FL__ROTATE_DONE; /* not a regular file: never renamed; the record stays where the log writes */

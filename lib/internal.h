@@ -669,6 +669,13 @@ FL__INTERNAL int fl__flush(forklog *log);
 FL__INTERNAL int fl__seg_open(forklog *log, const struct forklog_options *o, const struct stat *st, char *err,
                               size_t errlen);
 
+/* Whether the segment file that every opener of log->path finds now, in the directory path names, is this handle's:
+ * 0 when it is (or the segment is private), after moving this segment there when that directory has none (it was
+ * moved away and a new one made at its name, or a symlink to it was pointed elsewhere); -ESTALE when another
+ * segment serves it, or this one cannot be moved there. A handle must not reopen path, nor rename it, otherwise:
+ * the file there is another lock's, whose users' records a cut of ours would take. Lock held. */
+FL__INTERNAL int fl__seg_follow(const forklog *log);
+
 /* Unmaps the segment and, when this was its last user and it holds nothing, removes its file. */
 FL__INTERNAL void fl__seg_close(forklog *log);
 

@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define FL__DEFAULT_BUFFER ((size_t)256 << 10)
@@ -788,6 +789,68 @@ static void fl__seg_remove_unused(int fd, const char *segpath)
         unlink(segpath);
     }
     flock(fd, LOCK_UN);
+}
+
+/* The renameat2(2) flag that keeps a name already taken: declared only under _GNU_SOURCE, and musl has no wrapper
+ * before 1.2.5, so the system call is made directly. */
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+/* Where the segment file of this handle is now, into buf (cap bytes): the name /proc gives its descriptor, or, for a
+ * file that was created unnamed (O_TMPFILE: /proc names it `#INODE (deleted)` for good), `.NAME.forklog` beside the
+ * log file the handle writes, which a rotation or a reopen keeps in the segment's directory. 1 when that name is the
+ * file *mine, 0 otherwise. */
+static int fl__seg_now_at(const forklog *log, const struct stat *mine, char *buf, size_t cap)
+{
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", log->seg_fd);
+    ssize_t n = readlink(link, buf, cap - 1);
+    if (n > 0 && n < (ssize_t)cap - 1) {
+        buf[n] = '\0';
+        if (buf[0] == '/' && fl__still_there(buf, mine))
+            return 1;
+    }
+    snprintf(link, sizeof link, "/proc/self/fd/%d", log->fd);
+    const char *base = strrchr(log->path, '/') + 1;
+    n = readlink(link, buf, cap - 1);
+    if (n <= 0 || n >= (ssize_t)cap - 1)
+        return 0;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (buf[0] != '/' || !slash || (size_t)(slash + 1 - buf) + strlen(base) + 10 > cap)
+        return 0;
+    snprintf(slash + 1, cap - (size_t)(slash + 1 - buf), ".%s.forklog", base);
+    return fl__still_there(buf, mine);
+}
+
+int fl__seg_follow(const forklog *log)
+{
+    if (log->seg_fd < 0 || !log->path[0])
+        return 0; /* a private segment is nobody else's: nothing beside the log to agree with */
+    struct stat mine, there;
+    if (fstat(log->seg_fd, &mine) < 0)
+        return -errno;
+    char *segpath = fl__seg_path(log->path);
+    if (!segpath)
+        return -ENOMEM;
+    int rc = -ESTALE;
+    if (stat(segpath, &there) == 0) {
+        if (there.st_ino == mine.st_ino && there.st_dev == mine.st_dev)
+            rc = 0;
+    } else if (errno == ENOENT && mine.st_nlink == 1) {
+        /* Nobody serves the log's directory now: it is new (the old one was moved away and a new one made at its
+         * name, or a symlink to it points elsewhere). Our segment moves there, under the name every later opener
+         * of path looks for, so that they join this lock rather than build another one over the same file;
+         * RENAME_NOREPLACE, so that a segment another opener has just built there is never replaced. */
+        char *from = malloc(4096);
+        if (from && fl__seg_now_at(log, &mine, from, 4096) &&
+            syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, segpath, RENAME_NOREPLACE) == 0)
+            rc = 0;
+        free(from);
+    }
+    free(segpath);
+    return rc;
 }
 
 void fl__seg_close(forklog *log)

@@ -1162,6 +1162,117 @@ Test(join, a_symlinked_directory_shares_the_segment_and_a_hard_link_does_not)
 
 /* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
  * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
+/* The log's directory moved away and a new one made at its name (an archiving job, or a symlink to the directory
+ * pointed elsewhere), and the old processes told to reopen: the path now names a file in the new directory, and a
+ * process started since has built the segment there. A handle of the old segment must not write that file under its
+ * own lock: its cut after a failed write went back to where its own records ended and took the new process's
+ * acknowledged records with it. The old handle's records fail with -ESTALE instead; the new process keeps every
+ * record. */
+Test(join, a_reopen_into_a_directory_that_another_segment_serves_fails_and_cuts_nothing)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *old, *fresh;
+    cr_assert_eq(forklog_open(&old, path, NULL), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
+    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    cr_assert_eq(forklog_reopen(old), 0);
+    int old_two = forklog_info(old, "old two");
+    cr_assert_eq(forklog_info(fresh, "new two"), 0);
+    cr_assert_eq(forklog_info(fresh, "new three"), 0);
+    /* A worker of the old handle whose write is cut short (RLIMIT_FSIZE, as a full disk would) cuts it back. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct stat st;
+        if (stat(path, &st) < 0)
+            _exit(3);
+        struct rlimit rl = {(rlim_t)st.st_size + 10, (rlim_t)st.st_size + 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(3);
+        char big[200];
+        memset(big, 'x', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        int rc = forklog_info(old, "%s", big);
+        _exit(rc == -ESTALE ? 0 : rc == -EFBIG ? 1 : 2);
+    }
+    int st = th_wait(pid);
+    cr_assert_eq(forklog_close(fresh), 0);
+    cr_assert_eq(forklog_close(old), 0);
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(text);
+    cr_assert_not_null(strstr(text, "new two"), "an acknowledged record of the new directory's log was cut:\n%s", text);
+    cr_assert_not_null(strstr(text, "new three"), "an acknowledged record of the new directory's log was cut:\n%s",
+                       text);
+    cr_assert_null(strstr(text, "old two"), "the old segment's handle wrote into the new directory's log:\n%s", text);
+    cr_assert_eq(old_two, -ESTALE);
+    cr_assert_eq(st, 0, "the old handle's worker wrote into the new directory's log (exit %d)", st);
+    free(text);
+    char *old_log = th_path(moved, "app.log"), *old_seg = th_path(moved, ".app.log.forklog");
+    cr_assert_eq(unlink(old_log), 0);
+    unlink(old_seg);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(moved), 0);
+    cr_assert_eq(rmdir(sub), 0);
+    free(old_seg);
+    free(old_log);
+    free(path);
+    free(moved);
+    free(sub);
+}
+
+/* The same move with nobody in the new directory yet: the old handle's reopen takes its segment file there, so that a
+ * process that opens the path afterwards joins it (its conflicting setting is refused) instead of building a second
+ * lock over the same file, and nothing is left behind in the moved directory. */
+Test(join, a_reopen_into_a_new_directory_takes_the_segment_there)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log"),
+         *seg = th_path(sub, ".app.log.forklog"), *old_seg = th_path(moved, ".app.log.forklog");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *old, *fresh = (forklog *)1;
+    cr_assert_eq(forklog_open(&old, path, &(struct forklog_options){.rotate_bytes = 4096}), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_reopen(old), 0);
+    cr_assert_eq(forklog_info(old, "old two"), 0);
+    struct stat st;
+    cr_assert_eq(stat(seg, &st), 0, "the segment did not follow the reopen into the new directory");
+    cr_assert_neq(stat(old_seg, &st), 0, "the moved directory still holds the segment file");
+    char why[512] = "";
+    cr_assert_eq(forklog_open(&fresh, path,
+                              &(struct forklog_options){.rotate_bytes = 8192, .error = why, .error_size = sizeof why}),
+                 -EINVAL, "a new opener built a second segment over the file the old handle writes");
+    cr_assert_not_null(strstr(why, "conflicts with 4096"), "%s", why);
+    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
+    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    cr_assert_eq(forklog_info(old, "old three"), 0);
+    cr_assert_eq(forklog_close(fresh), 0);
+    cr_assert_eq(forklog_close(old), 0);
+    cr_assert_neq(stat(seg, &st), 0, "the last user left the segment file");
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(text);
+    cr_assert_eq(th_count_lines(text, len), 3, "%s", text);
+    free(text);
+    char *old_log = th_path(moved, "app.log");
+    cr_assert_eq(unlink(old_log), 0);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(moved), 0);
+    cr_assert_eq(rmdir(sub), 0);
+    free(old_log);
+    free(old_seg);
+    free(seg);
+    free(path);
+    free(moved);
+    free(sub);
+}
+
 Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
 {
     long name_max = pathconf(dir, _PC_NAME_MAX);
