@@ -254,8 +254,21 @@ size_t fl__escape(int mode, char *dst, size_t cap, const char *src, size_t len, 
                    !(json && s[j] >= 0x80))
                 j++;
             take = put_len = j - i;
-            if (o + put_len > cap)
-                take = put_len = cap - o;
+            if (o + put_len > cap) {
+                /* Cut where the room ends, but never inside a valid UTF-8 sequence: a message of valid UTF-8 then
+                 * stays valid UTF-8 when it is cut (the text format keeps non-ASCII bytes as they are). A cut
+                 * inside a character moves back to its first byte, at most 3 bytes; bytes that are not UTF-8 are
+                 * cut where they are. */
+                size_t end = i + (cap - o), lead = end;
+                while (lead > i && end - lead < 3 && (s[lead] & 0xC0) == 0x80)
+                    lead--;
+                if (lead < end && (s[lead] & 0xC0) == 0xC0) {
+                    size_t n = fl__utf8_len(s + lead, j - lead);
+                    if (n && lead + n > end)
+                        end = lead;
+                }
+                take = put_len = end - i;
+            }
         }
         if (put_len == 0 || o + put_len > cap)
             break;

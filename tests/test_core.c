@@ -277,6 +277,70 @@ Test(core, formatted_truncation_text_and_json)
     }
 }
 
+/* Whether buf[0..len) is valid UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF). */
+static int valid_utf8(const unsigned char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        size_t n = c < 0x80                 ? 1
+                   : c >= 0xC2 && c <= 0xDF ? 2
+                   : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4
+                                            : 0;
+        if (!n || i + n > len)
+            return 0;
+        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        if (n > 1 && (s[i + 1] < lo || s[i + 1] > hi))
+            return 0;
+        for (size_t k = 2; k < n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* A text message of valid UTF-8 that must be cut is cut between characters, never inside one: the record stays
+ * valid UTF-8, whichever record call wrote it and wherever the room ends (every offset of 2-, 3- and 4-byte
+ * characters), and the kept bytes and the count still add up to the message. */
+Test(core, text_truncation_never_splits_a_utf8_character)
+{
+    static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    struct forklog_options o = {.max_record = 300};
+    for (size_t c = 0; c < sizeof chars / sizeof *chars; c++)
+        for (size_t pad = 0; pad < 4; pad++)
+            for (int call = 0; call < 3; call++) {
+                char msg[2000];
+                size_t n = pad, cl = strlen(chars[c]);
+                memset(msg, 'a', pad);
+                while (n + cl < sizeof msg) {
+                    memcpy(msg + n, chars[c], cl);
+                    n += cl;
+                }
+                msg[n] = '\0';
+                forklog *log = open_with(&o);
+                struct forklog_field f = FORKLOG_STR("k", "v");
+                int rc = call == 0   ? forklog_info(log, "%s", msg)
+                         : call == 1 ? forklog_log_at(log, FORKLOG_INFO, "f.c", 7, "fn", "%s", msg)
+                                     : forklog_log_fields(log, FORKLOG_INFO, msg, &f, 1);
+                forklog_close(log);
+                cr_assert_gt(rc, 0, "the message is cut");
+                size_t len;
+                char *buf = read_log(&len);
+                cr_assert_leq(len, 300);
+                cr_assert_eq(th_count_lines(buf, len), 1);
+                cr_assert(valid_utf8((const unsigned char *)buf, len),
+                          "char %zu, %zu bytes before it, call %d: the record is not valid UTF-8: %.*s", c, pad, call,
+                          (int)len, buf);
+                char *m = strchr(buf, pad ? 'a' : chars[c][0]);
+                char *marker = strstr(buf, " [forklog: ");
+                cr_assert(m && marker && m < marker);
+                cr_assert_eq((size_t)(marker - m) + (size_t)rc, n, "kept %zu + cut %d", (size_t)(marker - m), rc);
+                free(buf);
+                unlink(logpath);
+            }
+}
+
 Test(core, large_formatted_record_whole)
 {
     forklog *log = open_with(NULL);
