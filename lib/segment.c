@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -140,14 +141,24 @@ static int fl__seg_fill(int fd, size_t core)
     return 0;
 }
 
-/* `dir/.NAME.forklog` for the absolute path `dir/NAME`, malloc'd. */
-static char *fl__seg_path(const char *path)
+/* `dir/.NAME.forklog` for the absolute path `dir/NAME`, into out when it fits in cap bytes (its NUL included).
+ * Returns the bytes it takes. */
+static size_t fl__seg_name(char *out, size_t cap, const char *path)
 {
     const char *base = strrchr(path, '/') + 1;
-    size_t dlen = (size_t)(base - path), blen = strlen(base);
-    char *p = malloc(dlen + blen + 10);
+    const size_t dlen = (size_t)(base - path), need = dlen + strlen(base) + 10;
+    if (need <= cap)
+        snprintf(out, cap, "%.*s.%s.forklog", (int)dlen, path, base);
+    return need;
+}
+
+/* The same, malloc'd. */
+static char *fl__seg_path(const char *path)
+{
+    const size_t need = fl__seg_name(NULL, 0, path);
+    char *p = malloc(need);
     if (p)
-        snprintf(p, dlen + blen + 10, "%.*s.%s.forklog", (int)dlen, path, base);
+        fl__seg_name(p, need, path);
     return p;
 }
 
@@ -763,16 +774,34 @@ int fl__seg_open(forklog *log, const struct forklog_options *o, const struct sta
 }
 
 /* Whether a segment file that nobody else holds is empty: no unfinished write, no record in the buffer or a ring.
- * Read with pread(2): this process has unmapped it already. */
+ * Read with pread(2), field by field: this process has unmapped it already, and the last close of a process out of
+ * memory (RLIMIT_AS, an exhausted heap) must still tell, or it would leave the file beside the log. */
+#define FL__SEG_PREAD(fd, field, into)                                                                                 \
+    (pread((fd), &(into), sizeof(into), (off_t)offsetof(struct fl__seg, field)) == (ssize_t)sizeof(into))
 static int fl__seg_file_idle(int fd)
 {
-    /* On the heap: the structure is some 35 KiB, too much for the stack of a small thread. */
-    struct fl__seg *s = aligned_alloc(_Alignof(struct fl__seg), sizeof *s);
-    int idle = s && pread(fd, s, sizeof *s, 0) == (ssize_t)sizeof *s && s->state == FL__IDLE &&
-               s->batch_phase == FL__BATCH_NONE && s->ring_phase == FL__RINGS_IDLE && s->buf_used == 0 &&
-               !fl__rings_pending(s);
-    free(s);
-    return idle;
+    uint32_t state, batch_phase, ring_phase;
+    size_t buf_used;
+    _Static_assert(sizeof state == sizeof(((struct fl__seg *)0)->state) &&
+                       sizeof batch_phase == sizeof(((struct fl__seg *)0)->batch_phase) &&
+                       sizeof ring_phase == sizeof(((struct fl__seg *)0)->ring_phase),
+                   "the fields read back are 32 bits wide");
+    if (!FL__SEG_PREAD(fd, state, state) || !FL__SEG_PREAD(fd, batch_phase, batch_phase) ||
+        !FL__SEG_PREAD(fd, ring_phase, ring_phase) || !FL__SEG_PREAD(fd, buf_used, buf_used))
+        return 0;
+    if (state != FL__IDLE || batch_phase != FL__BATCH_NONE || ring_phase != FL__RINGS_IDLE || buf_used != 0)
+        return 0;
+    /* The rings: what fl__rings_pending() reads, head against tail of each (an atomic 64-bit word is stored as a
+     * plain one). */
+    for (unsigned k = 0; k < FL__RINGS; k++) {
+        uint64_t ht[2];
+        _Static_assert(offsetof(struct fl__ring, tail) == offsetof(struct fl__ring, head) + sizeof(uint64_t) &&
+                           sizeof(atomic_ullong) == sizeof(uint64_t),
+                       "a ring's head and tail are two adjacent 64-bit words");
+        if (!FL__SEG_PREAD(fd, rings[k].head, ht) || ht[0] != ht[1])
+            return 0;
+    }
+    return 1;
 }
 
 /* Removes the segment file at segpath, open as fd (a description of this process's own, which no mapping of ours
@@ -862,11 +891,14 @@ void fl__seg_close(forklog *log)
     close(log->seg_fd);
     /* The last user removes the file: nobody else holds it (an exclusive lock on a description of our own; a forked
      * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. */
-    char *segpath = fl__seg_path(log->path);
-    int fd = segpath ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) : -1;
+    /* The name on the stack, not the heap: a process out of memory still removes the file. The path, made absolute
+     * at open, is such that open() took the name at open time: shorter than PATH_MAX. */
+    char segpath[PATH_MAX];
+    int fd = fl__seg_name(segpath, sizeof segpath, log->path) <= sizeof segpath
+                 ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+                 : -1;
     if (fd >= 0) {
         fl__seg_remove_unused(fd, segpath);
         close(fd);
     }
-    free(segpath);
 }

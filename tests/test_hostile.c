@@ -797,6 +797,52 @@ Test(hostile, no_fd_or_mapping_leak_over_2000_cycles, .timeout = 110)
     }
 }
 
+/* The last close of a process that has run out of memory (its RLIMIT_AS reached, its heap used up) still removes the
+ * segment file, which holds nothing: the check that it is empty and its name need no allocation. Direct and
+ * buffered (the rings). */
+Test(hostile, the_last_close_of_a_process_out_of_memory_removes_the_segment_file, .timeout = 60)
+{
+    struct forklog_options opts[2] = {{0}, {.flags = FORKLOG_BUFFERED, .buffer_size = 64 << 10}};
+    char *seg = th_path(dir, ".hostile.log.forklog");
+    for (int k = 0; k < 2; k++) {
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            forklog *log;
+            if (forklog_open(&log, logpath, &opts[k]) != 0)
+                _exit(1);
+            if (forklog_log(log, FORKLOG_INFO, "record %d", k) != 0 || forklog_flush(log) != 0)
+                _exit(2);
+            unsigned long long vm = 0;
+            FILE *f = fopen("/proc/self/statm", "r");
+            if (!f || fscanf(f, "%llu", &vm) != 1)
+                _exit(77);
+            fclose(f);
+            /* Below what the process maps by the size of the segment, so that unmapping it makes no room either. */
+            struct stat sst;
+            if (stat(seg, &sst) != 0)
+                _exit(4);
+            struct rlimit rl = {(rlim_t)(vm * (unsigned long long)sysconf(_SC_PAGESIZE) - (size_t)sst.st_size),
+                                RLIM_INFINITY};
+            if (setrlimit(RLIMIT_AS, &rl) != 0)
+                _exit(77);
+            while (malloc(32)) /* nothing left on the heap, and no room to grow it */
+                ;
+            _exit(forklog_close(log) == 0 ? 0 : 3);
+        }
+        int st = th_wait(pid);
+        if (st == 77)
+            cr_skip_test("cannot limit the address space");
+        cr_assert_eq(st, 0, "child step %d failed (mode %d)", st, k);
+        cr_assert_neq(access(seg, F_OK), 0, "the segment file is left after the last close (mode %d)", k);
+    }
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(th_count_lines(buf, len), 2, "both records are in the file");
+    free(buf);
+    free(seg);
+}
 Test(hostile, a_process_started_with_0_1_and_2_closed_keeps_them_closed_and_its_output_out_of_the_log, .timeout = 60)
 {
     /* A program started with its standard descriptors closed (`prog <&- >&- 2>&-`, some supervisors) gets 0, 1 and 2
