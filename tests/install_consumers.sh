@@ -56,6 +56,36 @@ fi
 if needs_forklog_so prog-archive; then echo "FAIL: prog-archive needs libforklog.so"; exit 1; fi
 ./prog-archive "$work/pc/archive.log"
 
+# libforklog.a defines no global name but the public ones: a program is free to name its own functions as it
+# likes (fl__pid here, a name of the library's internals), and links with the archive as it does with the shared
+# library, whose version script keeps the internal names local.
+cat >names.c <<'EOF'
+#include <forklog.h>
+#include <unistd.h>
+int fl__pid(void);
+int fl__pid(void) { return (int)getpid(); }
+int main(int argc, char **argv)
+{
+    forklog *log;
+    if (argc != 2 || forklog_open(&log, argv[1], NULL) < 0)
+        return 1;
+    return forklog_info(log, "own name %d", fl__pid()) != 0 || forklog_close(log) != 0;
+}
+EOF
+for how in archive static; do
+  case $how in
+    # shellcheck disable=SC2046
+    archive) "$cc" names.c $(pkg-config --cflags forklog) "$libdir/libforklog.a" -pthread -o names-$how ;;
+    # shellcheck disable=SC2046
+    static) "$cc" -static names.c $(pkg-config --static --cflags --libs forklog) -o names-$how ;;
+  esac || { echo "FAIL: a program with a function named fl__pid does not link with libforklog.a ($how)"; exit 1; }
+  ./names-$how "$work/pc/names-$how.log"
+  grep -q ' own name [0-9]*$' "$work/pc/names-$how.log"
+done
+bad=$(nm -g --defined-only "$libdir/libforklog.a" | awk 'NF == 3 {print $3}' | grep -v -e '^forklog_' -e '^FORKLOG_' |
+      sort -u | tr '\n' ' ' || true)
+if [ -n "$bad" ]; then echo "FAIL: libforklog.a defines names that are not public API: $bad"; exit 1; fi
+
 # find_package(forklog): forklog::forklog and forklog::forklog_static.
 cmake -S "$src/consumer" -B "$work/fp" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_C_COMPILER="$cc" \
       -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
@@ -67,5 +97,6 @@ if needs_forklog_so "$work/fp/consumer_static"; then echo "FAIL: consumer_static
 
 # The single header is installed next to forklog.h.
 test -f "$work/prefix/include/forklog_single.h"
-echo "install consumers OK: pkg-config (shared with rpath and LD_LIBRARY_PATH, fully static, libforklog.a)," \
+echo "install consumers OK: pkg-config (shared with rpath and LD_LIBRARY_PATH, fully static, libforklog.a, no" \
+     "internal name in libforklog.a)," \
      "find_package (forklog::forklog, forklog::forklog_static)"
