@@ -642,7 +642,9 @@ FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t
 #ifdef __cplusplus
 }
 
-/* C++: forklog_info_kv(log, "msg", FORKLOG_STR("k", v), ...) through a variadic template. */
+/* C++: forklog_info_kv(log, "msg", FORKLOG_STR("k", v), ...) through a variadic template. A template must have C++
+ * linkage, and C++ programs often include a C header inside `extern "C" { }`: the template says its own. */
+extern "C++" {
 template <typename... F>
 static inline int forklog__log_kv(forklog *log, enum forklog_level level, const char *file, int line, const char *func,
                                   const char *msg, const F &...f)
@@ -650,6 +652,7 @@ static inline int forklog__log_kv(forklog *log, enum forklog_level level, const 
     const struct forklog_field a[] = {f...};
     return file ? forklog_log_fields_at(log, level, file, line, func, msg, a, sizeof...(f))
                 : forklog_log_fields(log, level, msg, a, sizeof...(f));
+}
 }
 #ifdef FORKLOG_LOCATION
 #define FORKLOG__KVPP(log, level, msg, ...)                                                                            \

@@ -86,6 +86,33 @@ bad=$(nm -g --defined-only "$libdir/libforklog.a" | awk 'NF == 3 {print $3}' | g
       sort -u | tr '\n' ' ' || true)
 if [ -n "$bad" ]; then echo "FAIL: libforklog.a defines names that are not public API: $bad"; exit 1; fi
 
+# C++ (when there is a C++ compiler): the declarations and the _kv macros' template, also for a program that
+# includes the header inside `extern "C" { }`, as C++ programs often do with a C header.
+if command -v c++ >/dev/null 2>&1; then
+  cat >prog.cc <<'EOF'
+extern "C" {
+#include <forklog.h>
+}
+int main(int argc, char **argv)
+{
+    forklog *log;
+    if (argc != 2 || forklog_open(&log, argv[1], nullptr) < 0)
+        return 1;
+    int rc = forklog_info_kv(log, "from C++", FORKLOG_STR("lang", "c++"), FORKLOG_INT("std", __cplusplus));
+    return rc != 0 || forklog_close(log) != 0;
+}
+EOF
+  for std in c++11 c++20; do
+    # shellcheck disable=SC2046
+    c++ -std=$std -Wall -Wextra -Wpedantic -Werror prog.cc $(pkg-config --cflags --libs forklog) -Wl,-rpath,"$libdir" \
+        -o prog-cxx || { echo "FAIL: a C++ program (-std=$std) does not build against the installed header"; exit 1; }
+    ./prog-cxx "$work/pc/cxx-$std.log"
+    grep -q ' from C++ lang=c++ std=[0-9]*$' "$work/pc/cxx-$std.log"
+  done
+else
+  echo "c++ not found: C++ consumers not checked"
+fi
+
 # find_package(forklog): forklog::forklog and forklog::forklog_static.
 cmake -S "$src/consumer" -B "$work/fp" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_C_COMPILER="$cc" \
       -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
