@@ -2017,7 +2017,7 @@ int fl__vformat(char *out, size_t cap, const char *fmt, va_list ap)
             nd = fl__ndigits(ip);
             if (!width && !plus && !space) {
                 /* No padding and no sign but '-': straight into the output. */
-                size_t neg = bits >> 63, need = neg + nd + (prec ? (size_t)prec + 1 : 0);
+                size_t neg = (size_t)(bits >> 63), need = neg + nd + (prec ? (size_t)prec + 1 : 0);
                 if (need > cap - o)
                     return -1;
                 out[o] = '-';

@@ -49,6 +49,22 @@ if command -v musl-gcc >/dev/null 2>&1; then
 else
   echo "musl-gcc not found: musl build not checked"
 fi
+# The implementation is compiled with the user's own flags: common strict warnings must not fail a -Werror build,
+# on a 64-bit target nor on a 32-bit one (-m32, when the compiler can link one), where size_t and long are narrower
+# than the 64-bit integers the library computes with.
+strict="-Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow -Wcast-qual -Wstrict-prototypes"
+strict="$strict -Wmissing-prototypes -Wundef -Werror"
+# shellcheck disable=SC2086
+"$cc" -O2 $strict -DFORKLOG_SINGLE_HEADER -c prog.c -o strict.o ||
+  { echo "FAIL: the implementation does not build with $strict"; exit 1; }
+printf 'int main(void) { return 0; }\n' >m32.c
+if "$cc" -m32 m32.c -o m32 >/dev/null 2>&1; then
+  # shellcheck disable=SC2086
+  "$cc" -m32 -D_FILE_OFFSET_BITS=64 -O2 $strict -DFORKLOG_SINGLE_HEADER -c prog.c -o strict32.o ||
+    { echo "FAIL: the implementation does not build for -m32 with $strict"; exit 1; }
+else
+  echo "no -m32 (Debian's gcc-multilib): the 32-bit build with strict warnings not checked"
+fi
 # The declarations compile as C++.
 if command -v c++ >/dev/null 2>&1; then
   printf '#include "forklog.h"\nint main() { forklog *l = 0; return forklog_close(l); }\n' > cpp.cc
