@@ -273,16 +273,20 @@ def _field_value(f, value, keep):
         f.type, f.v.s = _native.FIELD_STR, b
 
 
-# Every open Log of this process, so that a forked child can reset their Python-side locks (see _after_fork), and
-# so that each process closes its logs when it exits.
+# Every open Log of this process, so that each process closes its logs when it exits.
 _open_logs = weakref.WeakSet()
+# Every Log of this process, open or not, so that a forked child resets their lists of calls and closes in flight
+# (see _after_fork_in_child). A log leaves _open_logs as its C close begins, while the thread making that close is
+# still in its self._holding: a child forked then must reset that log too, or its close() waits for that thread of
+# the parent for ever.
+_all_logs = weakref.WeakSet()
 
 
 _get_ident = threading.get_ident
 
 
 def _after_fork_in_child():
-    for log in list(_open_logs):
+    for log in list(_all_logs):
         log._reinit_after_fork()
 
 
@@ -458,6 +462,7 @@ class Log:
         self._path = os.path.abspath(os.fsdecode(path))
         self._level = o.level
         self._pid = os.getpid()
+        _all_logs.add(self)
         _open_logs.add(self)
         if _in_worker():
             _close_at_worker_exit()

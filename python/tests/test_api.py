@@ -330,6 +330,56 @@ def test_fork_while_another_thread_logs_never_deadlocks_the_child(tmp_path):
     assert path.read_text().count(" child\n") == 30
 
 
+@pytest.mark.parametrize("how", ["log", "handler"])
+def test_fork_while_another_thread_is_inside_the_c_close_never_deadlocks_the_child(tmp_path, monkeypatch, how):
+    # A thread of the parent closes the log (a Handler's close(), logging.shutdown()) and is inside the C close when
+    # another thread forks. The child has none of the parent's threads: its close() (or a worker's close at its end,
+    # or logging.shutdown() at its exit) must not wait for the parent's closing thread. forklog_close is held until
+    # the fork is done, so that the fork lands there every time.
+    path = tmp_path / "a.log"
+    if how == "log":
+        log = forklog.Log(str(path))
+        close = log.close
+    else:
+        h = forklog.Handler(str(path))
+        log, close = h.log, h.close
+    real_close = _native.lib.forklog_close
+    inside, go = threading.Event(), threading.Event()
+
+    def held_close(handle):
+        inside.set()
+        go.wait(10)
+        return real_close(handle)
+
+    monkeypatch.setattr(_native.lib, "forklog_close", held_close)
+    t = threading.Thread(target=close)
+    t.start()
+    try:
+        assert inside.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                close()
+                os._exit(0 if log.closed else 1)
+            finally:
+                os._exit(2)
+        deadline = time.monotonic() + 10
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("a child forked while another thread was inside the C close hung in close()")
+            time.sleep(0.001)
+    finally:
+        go.set()
+        t.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert log.closed
+
+
 def test_close_waits_for_other_threads_calls(tmp_path):
     log = forklog.Log(str(tmp_path / "a.log"))
     errors = []
