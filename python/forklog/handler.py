@@ -2,6 +2,7 @@
 """forklog.Handler: a logging.Handler that appends every LogRecord as one whole record through forklog."""
 import logging
 import sys
+import threading
 from threading import get_ident as _get_ident
 
 from . import _native
@@ -202,6 +203,12 @@ class Handler(logging.Handler):
             _report("flush", e)
 
     def close(self):
+        # At interpreter exit (the main thread has stopped: logging.shutdown(), an exit callback), exit callbacks that
+        # run later may still log: one registered before logging was imported runs after logging.shutdown(). Their
+        # records go through a handle of the log opened for each alone (Log._once), as after a worker's exit close,
+        # and as logging.FileHandler reopens its file for them. A Handler the program closed earlier still refuses.
+        if not self._log.closed and not threading.main_thread().is_alive():
+            self._log._exit_closed = True
         try:
             self._log.close()
         except Exception as e:

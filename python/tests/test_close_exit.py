@@ -187,6 +187,30 @@ def test_a_record_written_by_an_earlier_exit_callback_is_kept(tmp_path, how, buf
     assert sorted(os.listdir(tmp_path)) == ["a.log"]
 
 
+# An exit callback registered before logging was imported runs after logging.shutdown(), which has closed every
+# Handler by then: its record must still reach the log (logging.FileHandler reopens its file for it), through a
+# handle of the log opened for that record alone, and the log's segment file must still be gone in the end.
+AT_EXIT_BEFORE_LOGGING = """
+    import atexit, sys
+    path, buffered = sys.argv[1], sys.argv[2] == "1"
+    atexit.register(lambda: sys.modules["logging"].getLogger("app").warning("shutting down"))
+    import logging, forklog
+    logging.getLogger().addHandler(forklog.Handler(path, buffered=buffered))
+    logging.getLogger("app").warning("running")
+"""
+
+
+@pytest.mark.parametrize("buffered", [0, 1])
+def test_a_record_written_by_an_exit_callback_after_logging_shutdown_is_kept(tmp_path, buffered):
+    path = tmp_path / "a.log"
+    r = _run(AT_EXIT_BEFORE_LOGGING, path, buffered)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = path.read_text().splitlines()
+    assert [line.split(" ", 3)[3] for line in lines] == ["running", "shutting down"], lines
+    assert sorted(os.listdir(tmp_path)) == ["a.log"]
+
+
 # ---- a Handler's level is the handler's only ----------------------------------------------------------------------
 @pytest.mark.parametrize("level", [logging.WARNING, "warn", forklog.ERROR])
 def test_a_handlers_level_can_be_lowered_later(tmp_path, level):
