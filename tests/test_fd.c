@@ -83,8 +83,10 @@ static void fork_writers(forklog *log, pid_t *pids, unsigned writers, unsigned r
     }
 }
 
-/* A reader process: copies everything from rfd to `out` until end of file. Exit 0, or 1 on an error. */
-static pid_t fork_copier(int rfd, int wfd, const char *out)
+/* A reader process: copies everything from rfd to `out` until end of file. Exit 0, or 1 on an error. A slow one
+ * starts 300 ms late, then drains in bursts (4 KiB reads, a 10 ms pause every 16), so that a writer finds the stream
+ * full for longer than a short send timeout, at its first large record for sure. */
+static pid_t fork_reader(int rfd, int wfd, const char *out, int slow)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
@@ -94,9 +96,12 @@ static pid_t fork_copier(int rfd, int wfd, const char *out)
         int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (ofd < 0)
             _exit(1);
-        char *buf = malloc(1 << 16);
-        for (;;) {
-            ssize_t n = read(rfd, buf, 1 << 16);
+        const size_t cap = slow ? 4096 : 1 << 16;
+        char *buf = malloc(cap);
+        if (slow)
+            usleep(300000);
+        for (unsigned i = 1;; i++) {
+            ssize_t n = read(rfd, buf, cap);
             if (n == 0)
                 _exit(0);
             if (n < 0) {
@@ -106,6 +111,8 @@ static pid_t fork_copier(int rfd, int wfd, const char *out)
             }
             if (write(ofd, buf, (size_t)n) != n)
                 _exit(1);
+            if (slow && i % 16 == 0)
+                usleep(10000);
         }
     }
     return pid;
@@ -129,7 +136,7 @@ static void check_complete(const char *path, unsigned writers, unsigned records)
 static void stream_case(int wfd, int rfd, unsigned writers, unsigned records, size_t big)
 {
     char *out = th_path(dir, "stream.out");
-    pid_t copier = fork_copier(rfd, wfd, out);
+    pid_t copier = fork_reader(rfd, wfd, out, 0);
     close(rfd);
     forklog *log = open_fd(wfd, NULL);
     close(wfd); /* the handle has its own copy: the caller may close its descriptor at once */
@@ -574,39 +581,6 @@ Test(fd, reader_gone_is_epipe_without_a_hang)
     cr_assert_eq(th_wait_for(w, HANG_S), 0, "socket: the write after the peer closed was not -EPIPE at once");
 }
 
-/* A reader that starts 300 ms late, then drains rfd into `out` in bursts (64 KiB, then a 10 ms pause), so that the
- * writer finds the stream full for longer than a short send timeout, at its first large record for sure. Exit 0 at end
- * of file, 1 on an error. */
-static pid_t fork_slow_copier(int rfd, int wfd, const char *out)
-{
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        rc_child();
-        close(wfd);
-        int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (ofd < 0)
-            _exit(1);
-        char buf[4096];
-        usleep(300000);
-        for (unsigned i = 1;; i++) {
-            ssize_t n = read(rfd, buf, sizeof buf);
-            if (n == 0)
-                _exit(0);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                _exit(1);
-            }
-            if (write(ofd, buf, (size_t)n) != n)
-                _exit(1);
-            if (i % 16 == 0)
-                usleep(10000);
-        }
-    }
-    return pid;
-}
-
 /* The handle's description made non-blocking after the open (by the caller through its own descriptor, or by any
  * process sharing the description), or given a send timeout (SO_SNDTIMEO, which forklog_open_fd() cannot see): a
  * write(2) then stops with EAGAIN when the stream is full, after part of a large record went out. That part cannot
@@ -616,7 +590,7 @@ static void nonblocking_case(int wfd, int rfd, int setfl)
 {
     enum { RECORDS = 40 };
     char *out = th_path(dir, "nonblock.out");
-    pid_t copier = fork_slow_copier(rfd, wfd, out);
+    pid_t copier = fork_reader(rfd, wfd, out, 1);
     close(rfd);
     forklog *log = open_fd(wfd, NULL);
     if (setfl)

@@ -1160,8 +1160,23 @@ Test(join, a_symlinked_directory_shares_the_segment_and_a_hard_link_does_not)
     free(real);
 }
 
-/* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
- * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
+/* Removes what the two tests below leave: the log at path in the directory sub, the moved directory with the old
+ * log (and the old segment file, when the test leaves it), and frees the three names. */
+static void remove_moved_log(char *sub, char *moved, char *path)
+{
+    char *old_log = th_path(moved, "app.log"), *old_seg = th_path(moved, ".app.log.forklog");
+    cr_assert_eq(unlink(old_log), 0);
+    unlink(old_seg);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(moved), 0);
+    cr_assert_eq(rmdir(sub), 0);
+    free(old_seg);
+    free(old_log);
+    free(path);
+    free(moved);
+    free(sub);
+}
+
 /* The log's directory moved away and a new one made at its name (an archiving job, or a symlink to the directory
  * pointed elsewhere), and the old processes told to reopen: the path now names a file in the new directory, and a
  * process started since has built the segment there. A handle of the old segment must not write that file under its
@@ -1213,17 +1228,7 @@ Test(join, a_reopen_into_a_directory_that_another_segment_serves_fails_and_cuts_
     cr_assert_eq(old_two, -ESTALE);
     cr_assert_eq(st, 0, "the old handle's worker wrote into the new directory's log (exit %d)", st);
     free(text);
-    char *old_log = th_path(moved, "app.log"), *old_seg = th_path(moved, ".app.log.forklog");
-    cr_assert_eq(unlink(old_log), 0);
-    unlink(old_seg);
-    cr_assert_eq(unlink(path), 0);
-    cr_assert_eq(rmdir(moved), 0);
-    cr_assert_eq(rmdir(sub), 0);
-    free(old_seg);
-    free(old_log);
-    free(path);
-    free(moved);
-    free(sub);
+    remove_moved_log(sub, moved, path);
 }
 
 /* The same move with nobody in the new directory yet: the old handle's reopen takes its segment file there, so that a
@@ -1260,19 +1265,13 @@ Test(join, a_reopen_into_a_new_directory_takes_the_segment_there)
     cr_assert_not_null(text);
     cr_assert_eq(th_count_lines(text, len), 3, "%s", text);
     free(text);
-    char *old_log = th_path(moved, "app.log");
-    cr_assert_eq(unlink(old_log), 0);
-    cr_assert_eq(unlink(path), 0);
-    cr_assert_eq(rmdir(moved), 0);
-    cr_assert_eq(rmdir(sub), 0);
-    free(old_log);
     free(old_seg);
     free(seg);
-    free(path);
-    free(moved);
-    free(sub);
+    remove_moved_log(sub, moved, path);
 }
 
+/* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
+ * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
 Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
 {
     long name_max = pathconf(dir, _PC_NAME_MAX);

@@ -274,6 +274,20 @@ class _NoSecrets(logging.Filter):
         return "password" not in record.getMessage()
 
 
+def _wait_child(pid, hung, timeout=10):
+    """The wait status of the child pid; the test fails with the message `hung` (the child killed) past timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(hung)
+        time.sleep(0.001)
+
+
 # ---- fork and pickling ---------------------------------------------------------------------------------------------
 def test_a_forked_child_uses_the_inherited_log_and_its_close_leaves_the_parents(tmp_path):
     path = tmp_path / "a.log"
@@ -314,15 +328,7 @@ def test_fork_while_another_thread_logs_never_deadlocks_the_child(tmp_path):
                     log.close()
                 finally:
                     os._exit(0)
-            deadline = time.monotonic() + 10
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    os.kill(pid, 9)
-                    pytest.fail("a child forked while a thread was logging hung")
-                time.sleep(0.001)
+            _wait_child(pid, "a child forked while a thread was logging hung")
     finally:
         stop.set()
         t.join()
@@ -363,16 +369,7 @@ def test_fork_while_another_thread_is_inside_the_c_close_never_deadlocks_the_chi
                 os._exit(0 if log.closed else 1)
             finally:
                 os._exit(2)
-        deadline = time.monotonic() + 10
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("a child forked while another thread was inside the C close hung in close()")
-            time.sleep(0.001)
+        status = _wait_child(pid, "a child forked while another thread was inside the C close hung in close()")
     finally:
         go.set()
         t.join()
