@@ -190,6 +190,13 @@ static int fl__take_path(forklog *log)
     return fl__fd_take(log, fd);
 }
 
+/* Whether log->fd is the file of the segment's current generation (known: s->file_known). */
+static int fl__is_gen_file(const forklog *log)
+{
+    struct stat st;
+    return fstat(log->fd, &st) == 0 && (uint64_t)st.st_ino == log->seg->ino && (uint64_t)st.st_dev == log->seg->dev;
+}
+
 /* fl__sync_file past its usual case. */
 static int fl__sync_file_slow(forklog *log)
 {
@@ -224,6 +231,10 @@ static int fl__sync_file_slow(forklog *log)
      * saw, which the others' records have passed since. */
     if (log->gen != s->gen && !log->path[0]) {
         log->gen = s->gen; /* no name to open again: the descriptor stays the log */
+    } else if (log->gen == 0 && s->file_known && fl__is_gen_file(log)) {
+        /* A joiner's first record, its descriptor (opened by name at open) already the generation's file: taken as
+         * it is, with no second open, which a process at its descriptor limit could not make. */
+        log->gen = s->gen;
     } else if (log->gen != s->gen) {
         /* Not cancellable between the open() and the close() of fl__fd_take (fl__nocancel). */
         const int cancel = fl__nocancel();

@@ -508,7 +508,8 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
         log->flags |= FL__GUEST;
     log->seg = s;
     log->seg_len = (size_t)h.seg_len;
-    /* A generation that is never current: the first record reopens path by name and reads where the file is. */
+    /* A generation that is never current: the first record, lock held, takes the descriptor as it is when it is the
+     * generation's file, and reopens path by name otherwise (fl__sync_file). */
     log->gen = 0;
     FL__CRASH(SEG_JOINED);
     return 0;

@@ -759,6 +759,58 @@ Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
     munmap(r, sizeof *r);
 }
 
+/* A process that joins a log with exactly the two descriptors a handle keeps (the log and its segment file) left
+ * under its RLIMIT_NOFILE: its records are written. Its first record used to open the path once more, to be sure of
+ * the generation's file, and every record failed with -EMFILE; the descriptor it opened at open is that file. In
+ * direct and buffered mode, the parent's handle open all along. */
+Test(join, a_joiner_with_no_descriptor_to_spare_writes_its_records)
+{
+    for (int k = 0; k < 2; k++) {
+        const struct forklog_options o = {.flags = k ? FORKLOG_BUFFERED : 0u};
+        forklog *parent;
+        cr_assert_eq(forklog_open(&parent, logpath, &o), 0);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            struct rlimit rl = {64, 64};
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(10);
+            int fill[64], n = 0, fd;
+            while ((fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+                fill[n++] = fd;
+            if (n < 2)
+                _exit(11);
+            close(fill[--n]);
+            close(fill[--n]);
+            forklog *log;
+            if (forklog_open(&log, logpath, &o) != 0)
+                _exit(12);
+            int rc = 0;
+            for (int i = 0; i < 3 && rc == 0; i++)
+                rc = forklog_log(log, FORKLOG_INFO, "joiner %d", i);
+            if (rc != 0)
+                _exit(13);
+            _exit(forklog_close(log) == 0 ? 0 : 14);
+        }
+        cr_assert_eq(th_wait(pid), 0,
+                     "mode %d: the joiner failed (exit code: 10 limit, 11 fill, 12 open, 13 record, "
+                     "14 close)",
+                     k);
+        cr_assert_eq(forklog_close(parent), 0);
+        size_t len;
+        char *text = th_slurp(logpath, &len);
+        cr_assert_not_null(text);
+        cr_assert_eq(th_count_lines(text, len), 3, "mode %d:\n%s", k, text);
+        for (int i = 0; i < 3; i++) {
+            char want[32];
+            snprintf(want, sizeof want, "joiner %d\n", i);
+            cr_assert_not_null(strstr(text, want), "mode %d: %s missing", k, want);
+        }
+        free(text);
+        cr_assert_eq(unlink(logpath), 0);
+    }
+}
+
 /* In a sticky directory (/tmp) only a file's owner, the directory's owner or root may remove it: a last user of the
  * log that did not create its segment file cannot remove it. The file then stays, holding nothing, and the next
  * opener uses it as any file left by the log's last users; the last close of its owner (or of root) removes it. */
@@ -1782,11 +1834,11 @@ Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user
 }
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
 
-/* A joiner's first record reopens the log by name (its generation is never current), with the lock held. A joiner
- * killed at `point` of its first record, while the builder and three more writers share the log: nobody waits or fails,
- * every acknowledged record is there once, the joiner's record at most once, and the last close removes the segment
- * file. With `moved`, the log was moved away (and a new one created by the joiner's open) before that record, so its
- * reopen finds another file. */
+/* A joiner's first record reopens the log by name (its generation is never current) when its descriptor is not the
+ * generation's file, with the lock held. A joiner killed at `point` of its first record, while the builder and three
+ * more writers share the log: nobody waits or fails, every acknowledged record is there once, the joiner's record at
+ * most once, and the last close removes the segment file. With `moved`, the log was moved away (and a new one created
+ * by the joiner's open) before that record, so its reopen finds another file. */
 static void run_first_record_point(const char *point, int moved)
 {
     enum fl__crash_point cp = cp_find(point);
@@ -1838,9 +1890,34 @@ static void run_first_record_point(const char *point, int moved)
     free(moved_to);
 }
 
-Test(join, joiner_dies_after_reopening_the_log_at_its_first_record)
+/* A joiner whose descriptor is the generation's file (nothing moved the log since its open opened it) takes it as
+ * it is at its first record: it never reaches REOPEN_OPENED, and its record is written once. */
+Test(join, a_joiner_whose_descriptor_is_the_logs_file_does_not_reopen_it)
 {
-    run_first_record_point("REOPEN_OPENED", 0);
+    forklog *builder = open_ok(NULL);
+    char buf[RC_HEAD_MAX + 100];
+    cr_assert_eq(rc_write(builder, buf, 'R', 10, 0, 0, 50), 0);
+    pid_t victim = fork();
+    cr_assert_neq(victim, -1);
+    if (victim == 0) {
+        rc_child();
+        fl__crash_arm(cp_find("REOPEN_OPENED"), 1, FL__CRASH_KILL);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        if (rc_write(log, buf, 'R', 11, 0, 0, 50) != 0)
+            _exit(4);
+        _exit(forklog_close(log) == 0 ? 5 : 6);
+    }
+    cr_assert_eq(th_wait_for(victim, 10), 5, "the joiner reopened the log it had open, or failed");
+    cr_assert_eq(forklog_close(builder), 0);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 64, 16);
+    rc_scan(&seen, logpath, 0);
+    cr_assert_eq(rc_count(&seen, 10, 0), 1);
+    cr_assert_eq(rc_count(&seen, 11, 0), 1);
+    cr_assert_eq(seen.records, 2);
+    rc_seen_free(&seen);
 }
 
 Test(join, joiner_dies_after_reopening_a_log_moved_away_at_its_first_record)
