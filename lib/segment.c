@@ -828,30 +828,36 @@ static void fl__seg_remove_unused(int fd, const char *segpath)
 #endif
 
 /* Where the segment file of this handle is now, into buf (cap bytes): the name /proc gives its descriptor, or, for a
- * file that was created unnamed (O_TMPFILE: /proc names it `#INODE (deleted)` for good), `.NAME.forklog` beside the
- * log file the handle writes, which a rotation or a reopen keeps in the segment's directory. 1 when that name is the
- * file *mine, 0 otherwise. */
+ * file that was created unnamed (O_TMPFILE: /proc names it `DIR/#INODE (deleted)` for good), `.NAME.forklog` in
+ * that directory, where the file was linked and which carries the unnamed entry with it when it moves; or, for such a
+ * file that an earlier move took out of that directory, `.NAME.forklog` beside the log file the handle writes, which
+ * a rotation or a reopen keeps in the segment's directory. The log file alone is not enough: it may have left the
+ * moved directory (an archiving job that takes it elsewhere, a log name that is a symlink to another directory's
+ * file), and the handle that built the segment then failed every reopen with -ESTALE although nobody served the new
+ * directory. 1 when that name is the file *mine, 0 otherwise. */
 static int fl__seg_now_at(const forklog *log, const struct stat *mine, char *buf, size_t cap)
 {
-    char link[32];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", log->seg_fd);
-    ssize_t n = readlink(link, buf, cap - 1);
-    if (n > 0 && n < (ssize_t)cap - 1) {
+    const char *base = strrchr(log->path, '/') + 1;
+    const int fds[2] = {log->seg_fd, log->fd};
+    for (int k = 0; k < 2; k++) {
+        char link[32];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fds[k]);
+        ssize_t n = readlink(link, buf, cap - 1);
+        if (n <= 0 || n >= (ssize_t)cap - 1)
+            continue;
         buf[n] = '\0';
-        if (buf[0] == '/' && fl__still_there(buf, mine))
+        char *slash = strrchr(buf, '/');
+        if (buf[0] != '/' || !slash)
+            continue;
+        if (k == 0 && fl__still_there(buf, mine))
+            return 1;
+        if ((size_t)(slash + 1 - buf) + strlen(base) + 10 > cap)
+            continue;
+        snprintf(slash + 1, cap - (size_t)(slash + 1 - buf), ".%s.forklog", base);
+        if (fl__still_there(buf, mine))
             return 1;
     }
-    snprintf(link, sizeof link, "/proc/self/fd/%d", log->fd);
-    const char *base = strrchr(log->path, '/') + 1;
-    n = readlink(link, buf, cap - 1);
-    if (n <= 0 || n >= (ssize_t)cap - 1)
-        return 0;
-    buf[n] = '\0';
-    char *slash = strrchr(buf, '/');
-    if (buf[0] != '/' || !slash || (size_t)(slash + 1 - buf) + strlen(base) + 10 > cap)
-        return 0;
-    snprintf(slash + 1, cap - (size_t)(slash + 1 - buf), ".%s.forklog", base);
-    return fl__still_there(buf, mine);
+    return 0;
 }
 
 int fl__seg_follow(const forklog *log)

@@ -1322,6 +1322,48 @@ Test(join, a_reopen_into_a_new_directory_takes_the_segment_there)
     remove_moved_log(sub, moved, path);
 }
 
+/* The same move, where the log file that the handle writes is no longer in the moved directory: the archiving job took
+ * it elsewhere (or the log's name is a symlink to a file in another directory). The segment file of the handle that
+ * built the segment was created unnamed (O_TMPFILE), so /proc names it by its directory alone: its reopen must still
+ * find it there and take it into the new directory, which nobody serves, rather than fail with -ESTALE for ever. */
+Test(join, a_builders_reopen_into_a_new_directory_takes_the_segment_there_when_the_log_file_moved_elsewhere)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log"),
+         *seg = th_path(sub, ".app.log.forklog"), *old_seg = th_path(moved, ".app.log.forklog"),
+         *old_log = th_path(moved, "app.log"), *archived = th_path(dir, "app.log.1");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *old;
+    cr_assert_eq(forklog_open(&old, path, NULL), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(rename(old_log, archived), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_reopen(old), 0);
+    int rc = forklog_info(old, "old two");
+    struct stat st;
+    int seg_there = stat(seg, &st) == 0;
+    cr_assert_eq(forklog_close(old), 0);
+    cr_assert_eq(rc, 0, "the reopen into a directory that nobody serves failed: %s", strerror(-rc));
+    cr_assert(seg_there, "the segment did not follow the reopen into the new directory");
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(text);
+    cr_assert_eq(th_count_lines(text, len), 1, "%s", text);
+    free(text);
+    unlink(old_seg);
+    cr_assert_eq(unlink(archived), 0);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_eq(rmdir(moved), 0);
+    cr_assert_eq(rmdir(sub), 0);
+    free(archived);
+    free(old_log);
+    free(old_seg);
+    free(seg);
+    free(path);
+    free(moved);
+    free(sub);
+}
+
 /* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
  * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
 Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
