@@ -874,15 +874,22 @@ int fl__seg_follow(const forklog *log)
     if (stat(segpath, &there) == 0) {
         if (there.st_ino == mine.st_ino && there.st_dev == mine.st_dev)
             rc = 0;
-    } else if (errno == ENOENT && mine.st_nlink == 1) {
+    } else if (errno != ENOENT) {
+        /* The directory path names cannot be reached (ENOTDIR, EACCES, ELOOP): the open of path would fail the
+         * same way, and that is the error docs/api.md gives for a reopen; -ESTALE says the handle is lost for good. */
+        rc = -errno;
+    } else if (mine.st_nlink == 1) {
         /* Nobody serves the log's directory now: it is new (the old one was moved away and a new one made at its
          * name, or a symlink to it points elsewhere). Our segment moves there, under the name every later opener
          * of path looks for, so that they join this lock rather than build another one over the same file;
          * RENAME_NOREPLACE, so that a segment another opener has just built there is never replaced. */
         char *from = malloc(4096);
-        if (from && fl__seg_now_at(log, &mine, from, 4096) &&
-            syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, segpath, RENAME_NOREPLACE) == 0)
-            rc = 0;
+        if (from && fl__seg_now_at(log, &mine, from, 4096)) {
+            if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, segpath, RENAME_NOREPLACE) == 0)
+                rc = 0;
+            else if (errno == ENOENT || errno == ENOTDIR)
+                rc = -errno; /* no directory at path's name yet (moved away, none made since): not lost, -ENOENT */
+        }
         free(from);
     }
     free(segpath);

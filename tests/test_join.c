@@ -1364,6 +1364,32 @@ Test(join, a_builders_reopen_into_a_new_directory_takes_the_segment_there_when_t
     free(sub);
 }
 
+/* The log's directory moved away and none made at its name yet: the path cannot be opened, and a reopen says so with
+ * the error docs/api.md gives for it (-ENOENT), not -ESTALE, whose advice (close the handle and open the log again)
+ * does not apply: once the directory is back, with nobody serving it, the same handle's next record goes there. */
+Test(join, a_reopen_into_a_directory_that_is_gone_is_enoent_until_it_is_back)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, path, NULL), 0);
+    cr_assert_eq(forklog_info(log, "one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    int gone = forklog_info(log, "two");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    int back = forklog_info(log, "three");
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(gone, -ENOENT, "a reopen into a directory that is gone: %d (%s)", gone, strerror(-gone));
+    cr_assert_eq(back, 0, "%s", strerror(-back));
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(text);
+    cr_assert_eq(th_count_lines(text, len), 1, "%s", text);
+    free(text);
+    remove_moved_log(sub, moved, path);
+}
+
 /* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
  * but whose segment name it does not is -ENAMETOOLONG, with the segment file named in the explanation. */
 Test(join, a_log_name_too_long_for_its_segment_file_is_enametoolong)
