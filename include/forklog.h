@@ -471,18 +471,21 @@ static inline struct forklog_field forklog_field_timespec(const char *key, struc
     f.key = key, f.type = FORKLOG_FIELD_TIME, f.v.t.sec = (long long)ts.tv_sec, f.v.t.nsec = ts.tv_nsec;
     return f;
 }
+/* The field is built without a struct timespec: where time_t has 32 bits (a 32-bit glibc program built without
+ * _TIME_BITS=64), a time_t cannot hold a time after January 2038 nor the clamped +-9.2e18, and the time was written
+ * as another one (2100-01-01 as 1963-11-25, 1e18 as 1922-11-22 instead of 9999-12-31). */
 static inline struct forklog_field forklog_field_time(const char *key, double seconds)
 {
-    struct timespec ts;
+    struct forklog_field f;
     if (!(seconds == seconds) || seconds > 9.2e18 || seconds < -9.2e18)
         seconds = seconds > 0 ? 9.2e18 : seconds < 0 ? -9.2e18 : 0;
     long long s = (long long)seconds;
     if ((double)s > seconds)
         s--; /* floor */
     long ns = (long)((seconds - (double)s) * 1e9);
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = ns < 0 ? 0 : ns > 999999999 ? 999999999 : ns;
-    return forklog_field_timespec(key, ts);
+    f.key = key, f.type = FORKLOG_FIELD_TIME, f.v.t.sec = s;
+    f.v.t.nsec = ns < 0 ? 0 : ns > 999999999 ? 999999999 : ns;
+    return f;
 }
 
 #define FORKLOG_STR(k, v)      forklog_field_str((k), (v))

@@ -45,6 +45,19 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
   "$work/forklog32" append "$work/big.log" "past 2 GiB" ||
     { echo "FAIL: the 32-bit forklog(1) cannot append to a log of 3 GiB"; fail=1; }
   [ "$(tail -c 11 "$work/big.log")" = "past 2 GiB" ] || { echo "FAIL: no record at the end of the 3 GiB log"; fail=1; }
+  # At run time, which the Criterion suite cannot do there: a caller with a 32-bit time_t and one with
+  # _TIME_BITS=64, each built (as the single header is) with the library's sources and their crash points
+  # (tests/abi32_check.c says what each check holds).
+  for bits in "" "-D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64"; do
+    # shellcheck disable=SC2086
+    "$cc" -m32 -O2 $bits $warnings -Werror -D_DEFAULT_SOURCE -DFL__CRASH_POINTS -I"$src/include" -I"$src/lib" \
+      "$src"/lib/*.c "$src/tests/abi32_check.c" -pthread -o "$work/abi32" >"$work/m32.out" 2>&1 ||
+      { cat "$work/m32.out"; echo "FAIL: tests/abi32_check.c does not build with -m32 $bits"; exit 1; }
+    mkdir -p "$work/abi32.d"
+    for check in time; do
+      "$work/abi32" "$check" "$work/abi32.d" || { echo "FAIL: -m32 $bits: abi32_check $check"; fail=1; }
+    done
+  done
 else
   m32="no -m32 (this compiler cannot link a 32-bit program: Debian's gcc-multilib)"
 fi

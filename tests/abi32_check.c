@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* Run-time checks for builds the Criterion suite does not run: a 32-bit program (-m32), with a 32-bit time_t or
+ * with _TIME_BITS=64, built with every source of lib/ and its crash points (tests/build_matrix.sh builds and runs
+ * it; Criterion itself cannot be linked there). Usage: abi32_check TEST DIR; exit status 0 when it holds.
+ *   time:  FORKLOG_TIME of a double is written as the time it is, after January 2038 and clamped at the years
+ *          0000 .. 9999, whatever the caller's time_t. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "forklog.h"
+/* Last (for the crash points): lib/internal.h asks for a 64-bit time_t, too late here on purpose, so that this
+ * file is a caller with the time_t its build gives it. */
+#include "internal.h"
+
+static int fails;
+#define FAIL(...) (fprintf(stderr, "FAIL: " __VA_ARGS__), fputc('\n', stderr), fails++)
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static forklog *open_log(const char *dir, const char *name, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", dir, name);
+    unlink(path);
+    forklog *log = NULL;
+    int rc = forklog_open(&log, path, NULL);
+    if (rc < 0) {
+        FAIL("forklog_open(%s): %s", path, strerror(-rc));
+        exit(1);
+    }
+    return log;
+}
+
+static void check_time(const char *dir)
+{
+    char path[4096];
+    forklog *log = open_log(dir, "time.log", path, sizeof path);
+    forklog_info_kv(log, "t", FORKLOG_TIME("a", 2208988800.5), FORKLOG_TIME("b", 4102444800.0), FORKLOG_TIME("c", 1e18),
+                    FORKLOG_TIME("d", -1e18), FORKLOG_TIME("e", -1.25));
+    forklog_close(log);
+    const char *want = " t a=2040-01-01T00:00:00.500000Z b=2100-01-01T00:00:00.000000Z c=9999-12-31T23:59:59.999999Z "
+                       "d=0000-01-01T00:00:00.000000Z e=1969-12-31T23:59:58.750000Z\n";
+    const char *got = read_all(path);
+    if (!got || !strstr(got, want))
+        FAIL("FORKLOG_TIME with a %zu-bit time_t:\n  got  %s  want ...%s", sizeof(time_t) * 8, got ? got : "", want);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3)
+        return 2;
+    if (!strcmp(argv[1], "time"))
+        check_time(argv[2]);
+    else
+        return 2;
+    return fails != 0;
+}
