@@ -43,8 +43,17 @@
 
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30)) && !defined(FL__TSAN)
 /* glibc declares it only under _GNU_SOURCE. CLOCK_MONOTONIC: a change of the wall clock must not stretch a
- * sleep. musl has only pthread_mutex_timedlock(), on CLOCK_REALTIME. */
+ * sleep. musl has only pthread_mutex_timedlock(), on CLOCK_REALTIME. Where time_t is 64 bits on a 32-bit system
+ * (_TIME_BITS=64, glibc 2.34 and later), the function that takes that struct timespec is
+ * __pthread_mutex_clocklock64, as glibc's own declaration says: under the plain name, the 32-bit one read the
+ * 64-bit seconds' high half as the nanoseconds, so that every wait ended at once and a waiter spun on a held lock
+ * instead of sleeping. */
+#ifdef __USE_TIME_BITS64
+extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid,
+                                   const struct timespec *abstime) __asm__("__pthread_mutex_clocklock64");
+#else
 extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid, const struct timespec *abstime);
+#endif
 #define FL__SLEEP_CLOCK            CLOCK_MONOTONIC
 #define fl__mutex_sleep(mu, until) pthread_mutex_clocklock((mu), CLOCK_MONOTONIC, (until))
 #else

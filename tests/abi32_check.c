@@ -3,10 +3,13 @@
  * with _TIME_BITS=64, built with every source of lib/ and its crash points (tests/build_matrix.sh builds and runs
  * it; Criterion itself cannot be linked there). Usage: abi32_check TEST DIR; exit status 0 when it holds.
  *   time:  FORKLOG_TIME of a double is written as the time it is, after January 2038 and clamped at the years
- *          0000 .. 9999, whatever the caller's time_t. */
+ *          0000 .. 9999, whatever the caller's time_t.
+ *   wait:  a writer waiting for a lock whose holder is stopped sleeps in bounded waits: it uses almost no CPU. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,12 +60,67 @@ static void check_time(const char *dir)
         FAIL("FORKLOG_TIME with a %zu-bit time_t:\n  got  %s  want ...%s", sizeof(time_t) * 8, got ? got : "", want);
 }
 
+static long cpu_ticks(pid_t pid)
+{
+    char p[64], buf[1024];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *c = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* After the command name: state, then utime and stime are the 12th and 13th numbers. */
+    if (!c || sscanf(c + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (long)(ut + st);
+}
+
+static void check_wait(const char *dir)
+{
+    char path[4096];
+    forklog *log = open_log(dir, "wait.log", path, sizeof path);
+    pid_t holder = fork();
+    if (holder == 0) {
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        _exit(forklog_write(log, "holder", 6) == 0 ? 0 : 1);
+    }
+    int st;
+    waitpid(holder, &st, WUNTRACED);
+    pid_t waiter = fork();
+    if (waiter == 0)
+        _exit(forklog_write(log, "waiter", 6) == 0 ? 0 : 1);
+    usleep(200000);
+    long t0 = cpu_ticks(waiter);
+    sleep(2);
+    long t1 = cpu_ticks(waiter);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (t0 < 0 || t1 < 0 || t1 - t0 > hz / 5)
+        FAIL("a writer waiting 2 s for a stopped holder's lock used %.2f s of CPU (it should sleep)",
+             (double)(t1 - t0) / (double)hz);
+    kill(holder, SIGCONT);
+    waitpid(holder, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        FAIL("holder status %#x", st);
+    waitpid(waiter, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        FAIL("waiter status %#x", st);
+    forklog_close(log);
+    const char *got = read_all(path);
+    if (!got || strcmp(got, "holder\nwaiter\n") != 0)
+        FAIL("wait.log holds: %s", got ? got : "(nothing)");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3)
         return 2;
     if (!strcmp(argv[1], "time"))
         check_time(argv[2]);
+    else if (!strcmp(argv[1], "wait"))
+        check_wait(argv[2]);
     else
         return 2;
     return fails != 0;
