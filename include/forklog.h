@@ -28,7 +28,8 @@
  * Single-header use: in exactly one .c file of the program, `#define FORKLOG_IMPLEMENTATION` before
  * `#include "forklog.h"` (the generated single-file forklog.h), then `cc prog.c -pthread`. Compile that file in
  * the default gnu mode, or define _DEFAULT_SOURCE (or _GNU_SOURCE) before any #include. On a 32-bit system, also
- * define _FILE_OFFSET_BITS=64 for that file (the library's own build does), or its log cannot grow past 2 GiB.
+ * define _FILE_OFFSET_BITS=64 and _TIME_BITS=64 for that file (the library's own build does), or its log cannot grow
+ * past 2 GiB, and its records' timestamps are wrong from January 2038 on.
  */
 #ifndef FORKLOG_H
 #define FORKLOG_H

@@ -16,6 +16,13 @@
 #ifndef _FILE_OFFSET_BITS
 #define _FILE_OFFSET_BITS 64
 #endif
+/* And a 64-bit time_t where it would otherwise have 32 bits (glibc 2.34 and later on 32-bit systems; glibc asks for
+ * large files with it): without it, clock_gettime(CLOCK_REALTIME) fails with EOVERFLOW from January 2038 on, and
+ * every record's timestamp (and a pool record's `start`) was whatever the stack held. The public functions take no
+ * time_t either. */
+#if !defined(_TIME_BITS) && _FILE_OFFSET_BITS == 64
+#define _TIME_BITS 64
+#endif
 
 #include "forklog.h"
 

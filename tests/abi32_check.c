@@ -4,6 +4,8 @@
  * it; Criterion itself cannot be linked there). Usage: abi32_check TEST DIR; exit status 0 when it holds.
  *   time:  FORKLOG_TIME of a double is written as the time it is, after January 2038 and clamped at the years
  *          0000 .. 9999, whatever the caller's time_t.
+ *   clock: each record's timestamp is the clock's, run with tests/y2038_shim.c preloaded (the wall clock 20 years
+ *          ahead, its 32-bit clock_gettime() failing with EOVERFLOW as glibc's does then).
  *   wait:  a writer waiting for a lock whose holder is stopped sleeps in bounded waits: it uses almost no CPU. */
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +60,19 @@ static void check_time(const char *dir)
     const char *got = read_all(path);
     if (!got || !strstr(got, want))
         FAIL("FORKLOG_TIME with a %zu-bit time_t:\n  got  %s  want ...%s", sizeof(time_t) * 8, got ? got : "", want);
+}
+
+static void check_clock(const char *dir)
+{
+    char path[4096];
+    forklog *log = open_log(dir, "clock.log", path, sizeof path);
+    forklog_info(log, "r");
+    forklog_close(log);
+    const char *got = read_all(path);
+    /* The shim runs the wall clock 631152000 s (20 years) ahead: the record is from 2044 at least. */
+    int year = got ? atoi(got) : 0;
+    if (year < 2044 || year > 2099)
+        FAIL("a record written in 2044 or later has the timestamp %.27s", got ? got : "(none)");
 }
 
 static long cpu_ticks(pid_t pid)
@@ -119,6 +134,8 @@ int main(int argc, char **argv)
         return 2;
     if (!strcmp(argv[1], "time"))
         check_time(argv[2]);
+    else if (!strcmp(argv[1], "clock"))
+        check_clock(argv[2]);
     else if (!strcmp(argv[1], "wait"))
         check_wait(argv[2]);
     else

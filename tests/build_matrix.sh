@@ -47,7 +47,10 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
   [ "$(tail -c 11 "$work/big.log")" = "past 2 GiB" ] || { echo "FAIL: no record at the end of the 3 GiB log"; fail=1; }
   # At run time, which the Criterion suite cannot do there: a caller with a 32-bit time_t and one with
   # _TIME_BITS=64, each built (as the single header is) with the library's sources and their crash points
-  # (tests/abi32_check.c says what each check holds).
+  # (tests/abi32_check.c says what each check holds), the clock moved past January 2038 by tests/y2038_shim.c.
+  # shellcheck disable=SC2086
+  "$cc" -m32 -O2 -shared -fPIC "$src/tests/y2038_shim.c" -o "$work/y2038_shim.so" >"$work/m32.out" 2>&1 ||
+    { cat "$work/m32.out"; echo "FAIL: tests/y2038_shim.c does not build"; exit 1; }
   for bits in "" "-D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64"; do
     # shellcheck disable=SC2086
     "$cc" -m32 -O2 $bits $warnings -Werror -D_DEFAULT_SOURCE -DFL__CRASH_POINTS -I"$src/include" -I"$src/lib" \
@@ -57,6 +60,8 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
     for check in time wait; do
       "$work/abi32" "$check" "$work/abi32.d" || { echo "FAIL: -m32 $bits: abi32_check $check"; fail=1; }
     done
+    LD_PRELOAD="$work/y2038_shim.so" "$work/abi32" clock "$work/abi32.d" ||
+      { echo "FAIL: -m32 $bits: abi32_check clock"; fail=1; }
   done
 else
   m32="no -m32 (this compiler cannot link a 32-bit program: Debian's gcc-multilib)"
