@@ -1257,24 +1257,27 @@ long fl__tail_fast(const forklog *log, const struct fl__loc *loc, const struct f
     return fl__tail_fast_as(0, log, loc, ctx, f, n, out, o, cap);
 }
 
-static size_t fl__field_bound(const struct forklog_field *f)
+/* The bounds are summed in 64 bits: where size_t has 32, six times a message or a string of 716 MB, or of 11 MB in
+ * each of 64 fields, wrapped around to a small bound, and the record was cut to it (or its fields left out) although
+ * it fitted max_record. 128 fields of up to 4 GiB each (six times over) stay far below 2^64. */
+static uint64_t fl__field_bound(const struct forklog_field *f)
 {
-    size_t n = 16 + 7 + strlen(f->key);
-    return n + (f->type == FORKLOG_FIELD_STR && f->v.s ? 6 * strlen(f->v.s) + 2 : 64);
+    uint64_t n = 16 + 7 + (uint64_t)strlen(f->key);
+    return n + (f->type == FORKLOG_FIELD_STR && f->v.s ? 6 * (uint64_t)strlen(f->v.s) + 2 : 64);
 }
 
 size_t fl__build_bound(const forklog *log, size_t msglen, const struct fl__loc *loc, const struct fl__ctx *ctx,
                        const struct forklog_field *fields, size_t nfields)
 {
-    size_t n =
-        (log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * msglen + 2 + FL__MARKER_MAX + 4;
+    uint64_t n = (uint64_t)(log->prefix_max ? log->prefix_max : FL__PREFIX_MAX + log->app_len) + 6 * (uint64_t)msglen +
+                 2 + FL__MARKER_MAX + 4;
     if (loc && loc->file)
-        n += 3 * 64 + 6 * strlen(loc->file) + (loc->func ? 6 * strlen(loc->func) : 0);
+        n += 3 * 64 + 6 * (uint64_t)strlen(loc->file) + (loc->func ? 6 * (uint64_t)strlen(loc->func) : 0);
     for (size_t k = 0; ctx && k < ctx->n; k++)
         n += fl__field_bound(&ctx->f[k]);
     for (size_t k = 0; k < nfields; k++)
         n += fl__field_bound(&fields[k]);
-    return n;
+    return n < SIZE_MAX ? (size_t)n : SIZE_MAX;
 }
 
 long fl__pid(const forklog *log)

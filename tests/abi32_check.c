@@ -6,11 +6,14 @@
  *          0000 .. 9999, whatever the caller's time_t.
  *   clock: each record's timestamp is the clock's, run with tests/y2038_shim.c preloaded (the wall clock 20 years
  *          ahead, its 32-bit clock_gettime() failing with EOVERFLOW as glibc's does then).
- *   wait:  a writer waiting for a lock whose holder is stopped sleeps in bounded waits: it uses almost no CPU. */
+ *   wait:  a writer waiting for a lock whose holder is stopped sleeps in bounded waits: it uses almost no CPU.
+ *   bound: a field of 11 MB given 64 times (one key: the record has it once) fits a max_record of 32 MiB and is
+ *          written, although six times its bytes 64 times over pass 4 GiB, where a 32-bit size_t wraps. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +76,39 @@ static void check_clock(const char *dir)
     int year = got ? atoi(got) : 0;
     if (year < 2044 || year > 2099)
         FAIL("a record written in 2044 or later has the timestamp %.27s", got ? got : "(none)");
+}
+
+static void check_bound(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bound.log", dir);
+    unlink(path);
+    forklog *log = NULL;
+    struct forklog_options o = {.max_record = 32u << 20};
+    if (forklog_open(&log, path, &o) < 0) {
+        FAIL("forklog_open(%s)", path);
+        return;
+    }
+    /* 384 times len (6 times, 64 fields) is 2^32 + 128. */
+    const size_t len = 11184811;
+    char *v = malloc(len + 1);
+    if (!v) {
+        FAIL("no memory");
+        return;
+    }
+    memset(v, 'v', len);
+    v[len] = '\0';
+    struct forklog_field f[64];
+    for (int k = 0; k < 64; k++)
+        f[k] = FORKLOG_STR("k", v);
+    int rc = forklog_log_fields(log, FORKLOG_INFO, "m", f, 64);
+    forklog_close(log);
+    free(v);
+    struct stat st = {0};
+    if (rc != 0 || stat(path, &st) < 0 || (size_t)st.st_size < len)
+        FAIL("a record with a field of %zu bytes and a max_record of 32 MiB: rc %d, %lld bytes in the file", len, rc,
+             (long long)st.st_size);
+    unlink(path);
 }
 
 static long cpu_ticks(pid_t pid)
@@ -138,6 +174,8 @@ int main(int argc, char **argv)
         check_clock(argv[2]);
     else if (!strcmp(argv[1], "wait"))
         check_wait(argv[2]);
+    else if (!strcmp(argv[1], "bound"))
+        check_bound(argv[2]);
     else
         return 2;
     return fails != 0;

@@ -57,7 +57,7 @@ if "$cc" -m32 "$work/m32.c" -o "$work/m32" >/dev/null 2>&1; then
       "$src"/lib/*.c "$src/tests/abi32_check.c" -pthread -o "$work/abi32" >"$work/m32.out" 2>&1 ||
       { cat "$work/m32.out"; echo "FAIL: tests/abi32_check.c does not build with -m32 $bits"; exit 1; }
     mkdir -p "$work/abi32.d"
-    for check in time wait; do
+    for check in time wait bound; do
       "$work/abi32" "$check" "$work/abi32.d" || { echo "FAIL: -m32 $bits: abi32_check $check"; fail=1; }
     done
     LD_PRELOAD="$work/y2038_shim.so" "$work/abi32" clock "$work/abi32.d" ||
