@@ -904,9 +904,9 @@ void fl__seg_close(forklog *log)
         return;
     close(log->seg_fd);
     /* The last user removes the file: nobody else holds it (an exclusive lock on a description of our own; a forked
-     * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. */
-    /* The name on the stack, not the heap: a process out of memory still removes the file. The path, made absolute
-     * at open, is such that open() took the name at open time: shorter than PATH_MAX. */
+     * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. Its name is
+     * built on the stack, not the heap, so that a process out of memory still removes it: shorter than PATH_MAX, as
+     * the open of the same name was. */
     char segpath[PATH_MAX];
     int fd = fl__seg_name(segpath, sizeof segpath, log->path) <= sizeof segpath
                  ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
