@@ -51,8 +51,18 @@ ctx = mp.get_context("fork")
 METHODS = ["forklog", "forklog-raw", "forklog-buffered", "forklog-log", "logging-null", "lock-open", "manager-lock",
            "filehandler"]
 
-# the records' message: "request dNNNNNNNNN cost 0.000012 xxxx", padded so that each line is RECORD bytes
-MSG_RE = re.compile(rb"request (d\d{9}) cost 0\.000012 x*")
+# the records' message: "request dNNNNNNNNN cost 0.000012 xxxx", padded so that each line is RECORD bytes. A line
+# is whole only if all of it matches, from its prefix (forklog's, or the Python methods' FMT) to the last byte of
+# the padding: a search for the message alone would take a line made of a torn record's first bytes and another
+# whole record for a whole record, and a record cut in its padding for a whole one.
+FORKLOG_PREFIX = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z INFO pid=\d+ "
+FMT_PREFIX = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pid=\d+ "
+
+
+def line_re(method, pad):
+    """The whole line of a record of this method, its id as group 1."""
+    prefix = FORKLOG_PREFIX if method in ("forklog", "forklog-buffered", "forklog-log") else FMT_PREFIX
+    return re.compile(prefix + rb"request (d\d{9}) cost 0\.000012 " + b"x" * pad)
 
 
 class LockOpenHandler(logging.Handler):
@@ -142,16 +152,18 @@ def task(args):
         h.flush()
 
 
-def check(path, n):
-    """(whole records, torn or foreign lines, records missing): every id 0..n-1 is expected once."""
+def check(path, n, method, pad):
+    """(whole records, torn, foreign or repeated lines, records missing): every id 0..n-1 is expected once, each
+    line exactly as the method writes it with this padding."""
     with open(path, "rb") as f:
         lines = f.read().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    seen, torn = set(), 0
+    # The bytes after the last newline, if any, are a torn record even when they match (only its newline lost).
+    last = lines.pop()
+    whole = line_re(method, pad)
+    seen, torn = set(), 1 if last else 0
     for ln in lines:
-        m = MSG_RE.search(ln)
-        if not m or m.end() != len(ln) or m.group(1) in seen:
+        m = whole.fullmatch(ln)
+        if not m or m.group(1) in seen:
             torn += 1
             continue
         seen.add(m.group(1))
@@ -193,7 +205,7 @@ def run(method, procs, n, workdir):
         inherited.close()
     if method == "logging-null":
         return n / (t1 - t0), cpu, 0, 0, 0.0
-    whole, torn, missing = check(path, n)
+    whole, torn, missing = check(path, n, method, pad)
     size = os.path.getsize(path) / max(whole + torn, 1)
     if method != "filehandler" and (torn or missing):
         sys.exit("python_handler: CHECK FAILED: %s P=%d: %d torn, %d missing" % (method, procs, torn, missing))
