@@ -6,7 +6,8 @@
  * (Python's Pool.map(chunksize=1) on the same count).
  *
  * The clock runs around forklog_pool_map() as a whole: forking the workers, every task, the records, reaping.
- * With a log, the file is checked afterwards: one record per task (plus the summary), every line whole.
+ * With a log, the file is checked afterwards: one whole `ok` record of each task, once, and one summary of all the
+ * tasks ok (-c FILE checks a file alone).
  */
 #include <forklog.h>
 
@@ -43,40 +44,121 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Counts the lines of the file; returns -1 if it does not end with a newline. */
-static long count_lines(const char *path)
+/* Whether the line l[0..len) is all of pattern pat: P_TS is a timestamp (2026-12-06T01:03:40.806540Z), P_INT one or
+ * more digits (their value goes to the next *num), P_DUR a number as the pool writes a duration (digits, '.', 'e',
+ * '+', '-'), any other byte itself. */
+#define P_TS  "\001"
+#define P_INT "\002"
+#define P_DUR "\003"
+
+static int match(const char *l, size_t len, const char *pat, size_t *num, int nnum)
 {
+    const char *e = l + len;
+    for (; *pat; pat++) {
+        if (*pat == P_TS[0]) {
+            static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+            if ((size_t)(e - l) < sizeof shape - 1)
+                return 0;
+            for (size_t i = 0; i < sizeof shape - 1; i++)
+                if (shape[i] == 'd' ? l[i] < '0' || l[i] > '9' : l[i] != shape[i])
+                    return 0;
+            l += sizeof shape - 1;
+        } else if (*pat == P_INT[0]) {
+            size_t v = 0;
+            const char *d = l;
+            for (; l < e && *l >= '0' && *l <= '9'; l++)
+                v = v * 10 + (size_t)(*l - '0');
+            if (l == d || l - d > 19)
+                return 0;
+            if (nnum-- > 0)
+                *num++ = v;
+        } else if (*pat == P_DUR[0]) {
+            const char *d = l;
+            while (l < e && ((*l >= '0' && *l <= '9') || *l == '.' || *l == 'e' || *l == '+' || *l == '-'))
+                l++;
+            if (l == d)
+                return 0;
+        } else if (l == e || *l++ != *pat) {
+            return 0;
+        }
+    }
+    return l == e;
+}
+
+/* The file of one run with a log: one whole `ok` record of each task 0 .. ntasks-1, once, and one summary saying
+ * that every task was ok, each line whole. Returns NULL, or what is wrong (msg, cap) with the line's byte offset.
+ * Counting lines would not do: the summary's line stood in for a lost task record, a repeated one went unseen,
+ * and a record torn by another one was still a line. */
+static const char *check_file(const char *path, size_t ntasks, int json, char *msg, size_t cap)
+{
+    static const char task_text[] = P_TS " INFO pid=" P_INT " task task=" P_INT " status=ok cost=" P_DUR
+                                         " worker=" P_INT " code=0 signal=0 start=" P_TS;
+    static const char task_json[] =
+        "{\"ts\":\"" P_TS "\",\"level\":\"info\",\"pid\":" P_INT ",\"msg\":\"task\",\"task\":" P_INT
+        ",\"status\":\"ok\",\"cost\":" P_DUR ",\"worker\":" P_INT ",\"code\":0,\"signal\":0,\"start\":\"" P_TS "\"}";
+    static const char sum_text[] =
+        P_TS " INFO pid=" P_INT " pool summary tasks=" P_INT " ok=" P_INT
+             " failed=0 crashed=0 timeout=0 not_run=0 workers=" P_INT " wall=" P_DUR " min=" P_DUR " p50=" P_DUR
+             " p95=" P_DUR " p99=" P_DUR " max=" P_DUR " mean=" P_DUR " tasks_per_s=" P_DUR;
+    static const char sum_json[] =
+        "{\"ts\":\"" P_TS "\",\"level\":\"info\",\"pid\":" P_INT ",\"msg\":\"pool summary\",\"tasks\":" P_INT
+        ",\"ok\":" P_INT ",\"failed\":0,\"crashed\":0,\"timeout\":0,\"not_run\":0,\"workers\":" P_INT ",\"wall\":" P_DUR
+        ",\"min\":" P_DUR ",\"p50\":" P_DUR ",\"p95\":" P_DUR ",\"p99\":" P_DUR ",\"max\":" P_DUR ",\"mean\":" P_DUR
+        ",\"tasks_per_s\":" P_DUR "}";
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size == 0) {
-        close(fd);
-        return st.st_size == 0 ? 0 : -1;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        snprintf(msg, cap, "cannot read it: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return msg;
     }
     size_t n = (size_t)st.st_size;
-    const char *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    const char *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
     close(fd);
-    if (m == MAP_FAILED)
-        return -1;
-    long lines = 0;
-    for (const char *p = m, *e = m + n; p < e;) {
-        const char *nl = memchr(p, '\n', (size_t)(e - p));
-        if (!nl) {
-            lines = -1;
-            break;
-        }
-        lines++;
-        p = nl + 1;
+    if (m == MAP_FAILED) {
+        snprintf(msg, cap, "cannot map it: %s", strerror(errno));
+        return msg;
     }
-    munmap((void *)(uintptr_t)m, n);
-    return lines;
+    unsigned char *seen = calloc(ntasks ? ntasks : 1, 1);
+    if (!seen) {
+        snprintf(msg, cap, "out of memory");
+        return msg;
+    }
+    const char *err = NULL;
+    size_t tasks = 0, summaries = 0, off = 0;
+    while (off < n && !err) {
+        const char *l = m + off, *nl = memchr(l, '\n', n - off);
+        size_t len = nl ? (size_t)(nl - l) : n - off, v[4];
+        if (!nl)
+            snprintf(msg, cap, "the last record has no newline (torn), at byte %zu", off), err = msg;
+        else if (match(l, len, json ? task_json : task_text, v, 2)) {
+            if (v[1] >= ntasks || seen[v[1]])
+                snprintf(msg, cap, "task %zu recorded again or out of range, at byte %zu", v[1], off), err = msg;
+            else
+                seen[v[1]] = 1, tasks++;
+        } else if (match(l, len, json ? sum_json : sum_text, v, 3)) {
+            if (summaries++ || v[1] != ntasks || v[2] != ntasks)
+                snprintf(msg, cap, "a second summary, or not of %zu ok tasks, at byte %zu", ntasks, off), err = msg;
+        } else {
+            snprintf(msg, cap, "not a whole task or summary record (torn?), at byte %zu", off), err = msg;
+        }
+        off += len + 1;
+    }
+    if (!err && (tasks != ntasks || summaries != 1))
+        snprintf(msg, cap, "%zu task records and %zu summaries, expected %zu and 1", tasks, summaries, ntasks),
+            err = msg;
+    free(seen);
+    if (n)
+        munmap((void *)(uintptr_t)m, n);
+    return err;
 }
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: forklog_bench_pool [-n TASKS (100000)] [-w WORKERS (2)] [-r RUNS (5)] [-d DIR (/var/tmp)]\n"
-               "                          [-m log|nolog|both (both)] [-f text|json (text)]\n");
+               "                          [-m log|nolog|both (both)] [-f text|json (text)]\n"
+               "       forklog_bench_pool -c FILE [-n TASKS] [-f text|json]: only check FILE, a run's log\n");
 }
 
 int main(int argc, char **argv)
@@ -87,6 +169,7 @@ int main(int argc, char **argv)
     const char *dirarg = "/var/tmp";
     const char *mode = "both";
     int json = 0;
+    const char *check_only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -105,12 +188,23 @@ int main(int argc, char **argv)
         case 'd': dirarg = v; break;
         case 'm': mode = v; break;
         case 'f': json = !strcmp(v, "json"); break;
+        case 'c': check_only = v; break;
         default: usage(stderr); return 2;
         }
     }
     if (ntasks == 0 || workers == 0 || runs < 1 || runs > 100) {
         usage(stderr);
         return 2;
+    }
+    if (check_only) {
+        /* -c FILE: only the check of a run's file (of -n tasks, format -f), to show that it fails on a broken one. */
+        char why[160];
+        if (check_file(check_only, ntasks, json, why, sizeof why)) {
+            fprintf(stderr, "forklog_bench_pool: CHECK FAILED: %s: %s\n", check_only, why);
+            return 2;
+        }
+        printf("forklog_bench_pool: %s: %zu task records and the summary, whole\n", check_only, ntasks);
+        return 0;
     }
 
     char dir[PATH_MAX];
@@ -175,12 +269,9 @@ int main(int argc, char **argv)
             }
             if (log) {
                 forklog_close(log);
-                long lines = count_lines(path);
-                /* One record per task, plus the summary record(s) the pool writes at the end. */
-                if (lines < (long)ntasks || lines > (long)ntasks + 8) {
-                    fprintf(stderr,
-                            "forklog_bench_pool: %s has %ld whole lines, expected %zu task records (+summary)\n", path,
-                            lines, ntasks);
+                char why[160];
+                if (check_file(path, ntasks, json, why, sizeof why)) {
+                    fprintf(stderr, "forklog_bench_pool: CHECK FAILED: %s: %s (the file is kept)\n", path, why);
                     return 2;
                 }
                 unlink(path);
