@@ -7,7 +7,8 @@
  * forklog_pool_map() forks the workers; each task does one real GET /?data=data<N> over TCP, reads the whole
  * response, checks for 200, and logs `request data<N> cost <seconds>` itself; the pool adds one timing record per
  * item (label data<N>) and a summary. The demo then prints the summary, reads the log back (every record whole,
- * exactly one timing record and one request record per item), shows a few of its records and explains the count.
+ * exactly one timing record and one request record per item from this run's processes, whatever other processes
+ * write to the same log meanwhile), shows a few of its records and explains the count.
  * The log goes into a new temporary folder (its path is printed), so that running the demo leaves nothing behind
  * in the current folder.
  *
@@ -158,9 +159,42 @@ static int send_request(size_t i, void *ctx)
 
 /* ---- the log check ------------------------------------------------------------------------------------------ */
 
+/* This run's writers: the demo itself (the pool's timing and summary records) and the pool's workers (the request
+ * records), found in the timing records. Another process may write the same log at the same time (a second demo
+ * given the same -o, the log's other programs): its records are not this run's, and are neither counted nor
+ * shown. */
+struct run {
+    pid_t parent;
+    pid_t *workers;
+    size_t nworkers;
+};
+
+/* The pid of a record (`... pid=4242 ...`), or -1. */
+static long record_pid(const char *line)
+{
+    const char *p = strstr(line, " pid=");
+    return p ? strtol(p + 5, NULL, 10) : -1;
+}
+
+static int is_worker(const struct run *run, long pid)
+{
+    for (size_t i = 0; i < run->nworkers; i++)
+        if (run->workers[i] == pid)
+            return 1;
+    return 0;
+}
+
+/* Whether a record is one of this run's that contains `what`. */
+static int ours(const struct run *run, const char *line, const char *what)
+{
+    long pid = record_pid(line);
+    return strstr(line, what) && (pid == run->parent || is_worker(run, pid));
+}
+
 /* Reads path from offset `from` and checks: every record whole (a timestamp, a level, a pid, a newline), and per
- * item exactly one pool timing record and one request record. Returns the number of records, or -1. */
-static long check_log(const char *path, off_t from, size_t n, char **labels, int expect_ok)
+ * item exactly one pool timing record and one request record of this run. Fills run->workers. Returns the number
+ * of this run's records, or -1. */
+static long check_log(const char *path, off_t from, size_t n, char **labels, int expect_ok, struct run *run)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -187,7 +221,12 @@ static long check_log(const char *path, off_t from, size_t n, char **labels, int
     }
     buf[len] = '\0';
     unsigned *timing = calloc(n, sizeof *timing), *requests = calloc(n, sizeof *requests);
-    if (n && (!timing || !requests)) {
+    size_t lines = 0;
+    for (const char *c = buf; (c = strchr(c, '\n')); c++)
+        lines++;
+    run->nworkers = 0;
+    run->workers = malloc((lines ? lines : 1) * sizeof *run->workers);
+    if ((n && (!timing || !requests)) || !run->workers) {
         fprintf(stderr, "log check: out of memory\n");
         free(timing);
         free(requests);
@@ -195,35 +234,53 @@ static long check_log(const char *path, off_t from, size_t n, char **labels, int
         return -1;
     }
     long records = 0, summaries = 0, bad = 0;
-    for (char *line = buf; *line;) {
-        char *end = strchr(line, '\n');
-        *end = '\0';
-        records++;
-        /* 2026-11-28T16:05:13.123456Z INFO pid=4242 ... */
-        char *sp = strchr(line, ' ');
-        if (strlen(line) < 40 || line[4] != '-' || line[10] != 'T' || line[26] != 'Z' || !sp || !strstr(sp, " pid=")) {
-            fprintf(stderr, "log check: not a whole record: %s\n", line);
-            bad++;
-        }
-        const char *t = strstr(line, " task task=");
-        const char *r = strstr(line, " request data");
-        size_t idx;
-        if (t && sscanf(t, " task task=%zu ", &idx) == 1 && idx < n) {
-            const char *l = strstr(t, " label=");
-            if (!l || strcmp(l + 7, labels[idx]) != 0 || (expect_ok && !strstr(t, " status=ok "))) {
-                fprintf(stderr, "log check: unexpected timing record: %s\n", line);
+    /* First the demo's own records, which name the workers; then the workers' records. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (char *line = buf; *line;) {
+            char *end = strchr(line, '\n');
+            *end = '\0';
+            long pid = record_pid(line);
+            /* 2026-11-28T16:05:13.123456Z INFO pid=4242 ... : whatever process wrote it */
+            char *sp = strchr(line, ' ');
+            if (pass == 0 &&
+                (strlen(line) < 40 || line[4] != '-' || line[10] != 'T' || line[26] != 'Z' || !sp || pid <= 0)) {
+                fprintf(stderr, "log check: not a whole record: %s\n", line);
                 bad++;
             }
-            timing[idx]++;
-        } else if (r && sscanf(r, " request data%zu cost ", &idx) == 1 && idx >= 1 && idx <= n) {
-            requests[idx - 1]++;
-        } else if (strstr(line, " pool summary tasks=")) {
-            summaries++;
-        } else {
-            fprintf(stderr, "log check: unexpected record: %s\n", line);
-            bad++;
+            const char *t = strstr(line, " task task=");
+            const char *r = strstr(line, " request data");
+            const char *w = strstr(line, " worker=");
+            size_t idx;
+            if (pass == 0 && pid == run->parent) {
+                records++;
+                if (t && sscanf(t, " task task=%zu ", &idx) == 1 && idx < n) {
+                    const char *l = strstr(t, " label=");
+                    if (!l || strcmp(l + 7, labels[idx]) != 0 || (expect_ok && !strstr(t, " status=ok "))) {
+                        fprintf(stderr, "log check: unexpected timing record: %s\n", line);
+                        bad++;
+                    }
+                    timing[idx]++;
+                    long wpid = w ? strtol(w + 8, NULL, 10) : 0;
+                    if (wpid > 0 && !is_worker(run, wpid))
+                        run->workers[run->nworkers++] = (pid_t)wpid;
+                } else if (strstr(line, " pool summary tasks=")) {
+                    summaries++;
+                } else {
+                    fprintf(stderr, "log check: unexpected record: %s\n", line);
+                    bad++;
+                }
+            } else if (pass == 1 && pid != run->parent && is_worker(run, pid)) {
+                records++;
+                if (r && sscanf(r, " request data%zu cost ", &idx) == 1 && idx >= 1 && idx <= n) {
+                    requests[idx - 1]++;
+                } else {
+                    fprintf(stderr, "log check: unexpected record: %s\n", line);
+                    bad++;
+                }
+            }
+            *end = '\n';
+            line = end + 1;
         }
-        line = end + 1;
     }
     for (size_t i = 0; i < n; i++) {
         if (timing[i] != 1 || (expect_ok && requests[i] != 1)) {
@@ -241,8 +298,9 @@ static long check_log(const char *path, off_t from, size_t n, char **labels, int
     return bad ? -1 : records;
 }
 
-/* Prints the first `want` records of the log (from offset `from`) that contain `what`, indented. */
-static void show_records(const char *path, off_t from, const char *what, int want)
+/* Prints the first `want` records of this run in the log (from offset `from`) that contain `what`, whole and
+ * indented. */
+static void show_records(const char *path, off_t from, const struct run *run, const char *what, int want)
 {
     FILE *f = fopen(path, "r");
     if (!f || fseeko(f, from, SEEK_SET) != 0) {
@@ -250,12 +308,14 @@ static void show_records(const char *path, off_t from, const char *what, int wan
             fclose(f);
         return;
     }
-    char line[1024];
-    while (want > 0 && fgets(line, sizeof line, f))
-        if (strstr(line, what)) {
+    char *line = NULL;
+    size_t cap = 0;
+    while (want > 0 && getline(&line, &cap, f) > 0)
+        if (ours(run, line, what)) {
             printf("    %s", line);
             want--;
         }
+    free(line);
     fclose(f);
 }
 
@@ -385,27 +445,32 @@ int main(int argc, char **argv)
            rep.p50_s * 1e3, rep.p95_s * 1e3, rep.p99_s * 1e3, rep.max_s * 1e3, rep.mean_s * 1e3);
     printf("wall %.3f s, %.0f requests/s, %zu worker processes\n", rep.wall_s, rep.tasks_per_s, rep.workers_started);
 
-    long records = check_log(path, from, (size_t)items, d.labels, bad == 0);
+    struct run run = {.parent = getpid()};
+    long records = check_log(path, from, (size_t)items, d.labels, bad == 0, &run);
     for (long i = 0; d.labels && i < items; i++)
         free(d.labels[i]);
     free(d.labels);
     if (records < 0) {
         printf("log check: FAILED\n");
+        free(run.workers);
         return 1;
     }
     printf("log check: OK (%ld records)\n", records);
-    if (bad != 0)
+    if (bad != 0) {
+        free(run.workers);
         return 1;
+    }
     printf("\n%s now holds, from this run:\n"
            "  %ld `request` records, one per item, each written by the task in its worker process:\n",
            path, items);
-    show_records(path, from, " request data", 2);
+    show_records(path, from, &run, " request data", 2);
     printf("  %ld `task` records, one per item, written by the pool in the parent with each task's cost and status\n"
            "  (even a task whose worker crashed or timed out gets one):\n",
            items);
-    show_records(path, from, " task task=", 2);
+    show_records(path, from, &run, " task task=", 2);
     printf("  and 1 `pool summary` record: %ld + %ld + 1 = %ld records, every one a whole line:\n", items, items,
            2 * items + 1);
-    show_records(path, from, " pool summary ", 1);
+    show_records(path, from, &run, " pool summary ", 1);
+    free(run.workers);
     return bad == 0 ? 0 : 1;
 }

@@ -80,15 +80,22 @@ int main(int argc, char **argv)
     printf("durations: min %.1f ms, p50 %.1f ms, p95 %.1f ms, max %.1f ms; wall %.2f s\n", rep.min_s * 1e3,
            rep.p50_s * 1e3, rep.p95_s * 1e3, rep.max_s * 1e3, rep.wall_s);
 
-    /* This run's records: one `task task=N status=...` record per job, one `pool summary` record. */
+    /* This run's records: one `task task=N status=...` record per job, one `pool summary` record, all written by
+     * this process. Another process may write the same log at the same time (a second run given the same LOGFILE,
+     * the log's other programs): its records are not counted. */
     FILE *f = fopen(argv[1], "r");
     if (!f || fseeko(f, from, SEEK_SET) != 0) {
         perror(argv[1]);
         return 1;
     }
-    char line[1024];
+    char own[32];
+    snprintf(own, sizeof own, " pid=%ld ", (long)getpid());
+    char *line = NULL;
+    size_t cap = 0;
     size_t ok = 0, failed = 0, crashed = 0, timeout = 0, records = 0, summary = 0;
-    while (fgets(line, sizeof line, f)) {
+    while (getline(&line, &cap, f) > 0) {
+        if (!strstr(line, own))
+            continue;
         records++;
         ok += strstr(line, " status=ok ") != NULL;
         failed += strstr(line, " status=failed ") != NULL && strstr(line, " code=7 ") != NULL;
@@ -96,6 +103,7 @@ int main(int argc, char **argv)
         timeout += strstr(line, " status=timeout ") != NULL && strstr(line, " label=job-31") != NULL;
         summary += strstr(line, " pool summary tasks=40 ") != NULL;
     }
+    free(line);
     fclose(f);
     if (bad != 3 || ok != rep.ok || ok != JOBS - 3 || failed != 1 || crashed != 1 || timeout != 1 || summary != 1 ||
         records != JOBS + 1) {

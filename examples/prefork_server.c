@@ -253,7 +253,9 @@ int main(int argc, char **argv)
     }
 
     /* Read this run's records back: one whole `GET /item/<i> 200` record per request, and who served them. Only
-     * a regular file can be (a device such as /dev/full reads forever). */
+     * a regular file can be (a device such as /dev/full reads forever). This run's records are those of its
+     * workers: another process may write the same log at the same time (a second run given the same LOGFILE, the
+     * log's other programs), and its records, even its own `GET /item/` ones, are not counted. */
     FILE *f = fopen(argv[1], "r");
     if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || fseeko(f, from, SEEK_SET) != 0) {
         fprintf(stderr, "%s: cannot be read back\n", argv[1]);
@@ -261,33 +263,29 @@ int main(int argc, char **argv)
             fclose(f);
         f = NULL;
     }
-    char line[1024];
-    int records = 0, bad = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int records = 0, bad = 0, served[MAX_WORKERS] = {0};
     unsigned char *seen = calloc((size_t)nreq, 1);
-    while (f && seen && fgets(line, sizeof line, f)) {
-        const char *get = strstr(line, " GET /item/");
-        if (!get)
+    while (f && seen && getline(&line, &cap, f) > 0) {
+        const char *get = strstr(line, " GET /item/"), *pid = strstr(line, " pid=");
+        int w = started;
+        if (get && pid)
+            for (w = 0; w < started && strtol(pid + 5, NULL, 10) != pids[w]; w++)
+                ;
+        if (w == started)
             continue;
         int i;
         if (!strchr(line, '\n') || sscanf(get, " GET /item/%d 200 ", &i) != 1 || i < 0 || i >= nreq || seen[i]++)
             bad++;
         records++;
+        served[w]++;
     }
+    free(line);
     if (f)
         fclose(f);
-    for (int w = 0; w < nworkers && records > 0; w++) {
-        char pid[32];
-        snprintf(pid, sizeof pid, " pid=%d ", (int)pids[w]);
-        int n = 0;
-        f = fopen(argv[1], "r");
-        if (f && fseeko(f, from, SEEK_SET) != 0)
-            fclose(f), f = NULL;
-        while (f && fgets(line, sizeof line, f))
-            n += strstr(line, pid) && strstr(line, " GET /item/");
-        if (f)
-            fclose(f);
-        printf("worker %d (pid %d): %d requests\n", w, (int)pids[w], n);
-    }
+    for (int w = 0; w < nworkers && records > 0; w++)
+        printf("worker %d (pid %d): %d requests\n", w, (int)pids[w], served[w]);
     free(seen);
     if (failed || bad || records != nreq || failed_workers || log_failed) {
         printf("FAIL: %d requests, %d failed, %d records, %d bad, %d workers failed\n", nreq, failed, records, bad,

@@ -52,6 +52,13 @@ prefork)
   "$prog" "$work/access.log" 2 50 >"$work/out2" || { cat "$work/out2"; fail "second run on the same log"; }
   grep -qx 'OK: 50 requests, 50 records' "$work/out2" || fail "second run: $(cat "$work/out2")"
   test "$(grep -c ' GET /item/' "$work/access.log")" -eq 350 || fail "not 350 request records after two runs"
+  # Two runs at once on one log: each counts its own records, not the other's.
+  "$prog" "$work/both.log" 2 500 >"$work/both1" 2>&1 & other=$!
+  st=0; "$prog" "$work/both.log" 2 500 >"$work/both2" 2>&1 || st=$?
+  wait "$other" || fail "two runs at once: the first failed: $(tail -n 1 "$work/both1")"
+  [ "$st" -eq 0 ] || fail "two runs at once: the second failed: $(tail -n 1 "$work/both2")"
+  grep -qx 'OK: 500 requests, 500 records' "$work/both1" || fail "two runs at once: $(cat "$work/both1")"
+  test "$(grep -c ' GET /item/' "$work/both.log")" -eq 1000 || fail "two runs at once: not 1000 request records"
   # Every record fails (/dev/full: ENOSPC): each request is answered 500, not 200, and the program fails.
   if [ -w /dev/full ]; then
     st=0; timeout -k 5 30 "$prog" /dev/full 2 5 >"$work/full.out" 2>"$work/full.err" || st=$?
@@ -84,6 +91,13 @@ pool)
   "$prog" "$work/jobs.log" >"$work/out2" || { cat "$work/out2"; fail "second run on the same log"; }
   grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/out2" || fail "second run: unexpected output"
   test "$(wc -l <"$work/jobs.log")" -eq 82 || fail "not 82 records after two runs"
+  # Two runs at once on one log: each counts its own records, not the other's.
+  "$prog" "$work/both.log" >"$work/both1" 2>&1 & other=$!
+  st=0; "$prog" "$work/both.log" >"$work/both2" 2>&1 || st=$?
+  wait "$other" || fail "two runs at once: the first failed: $(tail -n 1 "$work/both1")"
+  [ "$st" -eq 0 ] || fail "two runs at once: the second failed: $(tail -n 1 "$work/both2")"
+  grep -qx 'OK: 37 ok, 1 failed, 1 crashed, 1 timeout, 41 records' "$work/both2" || fail "two runs at once: $(cat "$work/both2")"
+  test "$(wc -l <"$work/both.log")" -eq 82 || fail "two runs at once: not 82 records"
   ;;
 stdout)
   # A pipe: 1 + 4 * 25 + 1 whole records, 25 per worker, each worker record 64 KiB (more than PIPE_BUF, so that
@@ -233,6 +247,21 @@ demo)
   cat "$work/out"
   [ "$st" -eq 0 ] || fail "exit status $st"
   grep -qx 'log check: OK (101 records)' "$work/out" || fail "unexpected output"
+  # Two runs at once on one log: each checks and shows its own records, not the other's.
+  "$prog" -w 4 -n 2000 -o "$work/both.log" >"$work/both1" 2>&1 & other=$!
+  st=0; "$prog" -w 4 -n 2000 -o "$work/both.log" >"$work/both2" 2>&1 || st=$?
+  wait "$other" || fail "two runs at once: the first failed: $(head -n 3 "$work/both1")"
+  [ "$st" -eq 0 ] || fail "two runs at once: the second failed: $(head -n 3 "$work/both2")"
+  for f in "$work/both1" "$work/both2"; do
+    grep -qx 'log check: OK (4001 records)' "$f" || fail "two runs at once: $(head -n 8 "$f")"
+    # The records shown are lines of the log, and this run's: the summary is the demo's own.
+    grep '^    ' "$f" | sed 's/^    //' | while IFS= read -r line; do
+      grep -qxF "$line" "$work/both.log" || { echo "not a line of the log: $line"; exit 1; }
+    done || fail "two runs at once: a record shown is not in the log"
+    [ "$(grep -c "^    .* pid=$(sed -n 's/^    .* pid=\([0-9]*\) pool summary .*/\1/p' "$f") " "$f")" -eq 3 ] ||
+      fail "two runs at once: the task and summary records shown are not all this run's: $(cat "$f")"
+  done
+  test "$(wc -l <"$work/both.log")" -eq 8002 || fail "two runs at once: not 8002 records"
   # SIGTERM to the demo in the middle of its requests: its server child and its pool's workers end with it.
   "$prog" -w 4 -n 1000000 -o "$work/term.log" >"$work/term.out" 2>&1 &
   app=$!
