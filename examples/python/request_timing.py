@@ -9,7 +9,9 @@ nobody waits on a dead worker, and it works with every start method.
 
 A local HTTP server (127.0.0.1, a free port, in a thread) serves /data1 .. /dataN with a small delay; a Pool of
 workers fetches each item, times it, and logs `request dataK cost SECONDS`; the summary (count, p50, p95) is
-read back from the log. Offline and bounded (every request has a timeout).
+read back from the log: this run's records only, those its workers wrote past the log's size at the start, so that
+the log may hold older records and be written by other processes at the same time (a second run given the same
+--log). Offline and bounded (every request has a timeout).
 
 Run: PYTHONPATH=python FORKLOG_LIBRARY=build/libforklog.so python3 examples/python/request_timing.py
      [-n 200] [-w 4] [--start-method fork|spawn|forkserver] [--log request.log]
@@ -68,15 +70,21 @@ def send_request(item):
         r.read()
     cost = time.perf_counter() - start
     logging.getLogger(LOGGER).info("request %s cost %.6f", item, cost)
-    return item
+    return item, os.getpid()
 
 
-def summarise(log_path, items):
+def summarise(log_path, start, pids, items):
+    """This run's records: those from offset `start` written by one of the workers' `pids`."""
     costs, seen = [], []
-    with open(log_path, encoding="utf-8") as f:
-        for line in f:
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        for raw in f:
+            line = raw.decode("utf-8", "replace")
             m = LINE_RE.fullmatch(line.rstrip("\n"))
-            if not m:
+            pid = re.search(r" pid=(\d+) ", line)
+            if not pid or int(pid.group(1)) not in pids:
+                continue  # another process's record
+            if not m or not line.endswith("\n"):
                 raise SystemExit("request_timing: unexpected line in %s: %r" % (log_path, line[:120]))
             seen.append(m.group(2))
             costs.append(float(m.group(3)))
@@ -94,7 +102,7 @@ def main():
     ap.add_argument("-w", "--workers", type=int, default=4, help="worker processes (default 4)")
     ap.add_argument("--start-method", default=None, choices=mp.get_all_start_methods(),
                     help="multiprocessing start method (default: the platform's)")
-    ap.add_argument("--log", default="request.log", help="the log file, replaced if present (request.log)")
+    ap.add_argument("--log", default="request.log", help="the log file, appended to (request.log)")
     a = ap.parse_args()
     if a.n < 1 or a.workers < 1:
         ap.error("-n and --workers must be at least 1")
@@ -104,8 +112,8 @@ def main():
     # the child.
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
     base_url = "http://127.0.0.1:%d" % server.server_address[1]
-    if os.path.exists(a.log):
-        os.unlink(a.log)
+    # The log is appended to, never replaced: another run may be writing it. This run's records start at its size.
+    start = os.path.getsize(a.log) if os.path.exists(a.log) else 0
     items = ["data%d" % i for i in range(1, a.n + 1)]
     ctx = mp.get_context(a.start_method)
     t0 = time.perf_counter()
@@ -119,7 +127,7 @@ def main():
     wall = time.perf_counter() - t0
     server.shutdown()
     server.server_close()
-    count, p50, p95 = summarise(a.log, items)
+    count, p50, p95 = summarise(a.log, start, {pid for _, pid in done}, items)
     print("request_timing: %d requests by %d %s workers in %.2f s; logged %d records to %s"
           % (len(done), a.workers, ctx.get_start_method(), wall, count, a.log))
     print("cost: count %d, p50 %.4f s, p95 %.4f s" % (count, p50, p95))
