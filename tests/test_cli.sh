@@ -174,6 +174,27 @@ help_version)
         stderr_is "forklog: cannot write to standard output: No space left on device"
     fi
     ;;
+closed_fds)
+    # Started with a standard descriptor closed (a daemon, a cron wrapper): a closed stdout is no place help or
+    # the version was written to, a closed stdin is no empty input (exit status 1, the log not created), and the
+    # log never takes descriptor 0, 1 or 2.
+    for opt in --help --version "append --help"; do
+        # shellcheck disable=SC2086 # the words of $opt are separate arguments
+        "$bin" $opt >&- 2>err
+        [ $? -eq 1 ] || fail "'$opt' with stdout closed did not exit 1"
+        stderr_is "forklog: cannot write to standard output: Bad file descriptor"
+    done
+    "$bin" append x.log <&- >out 2>err
+    [ $? -eq 1 ] || fail "append with stdin closed did not exit 1"
+    stderr_is "forklog: cannot read standard input: Bad file descriptor"
+    absent x.log
+    run 0 "$bin" append x.log words <&-
+    "$bin" append x.log more words >&- 2>&-
+    [ $? -eq 0 ] || fail "append of words with stdout and stderr closed did not exit 0"
+    lines_are x.log 2
+    record_is x.log 1 INFO "words"
+    record_is x.log 2 INFO "more words"
+    ;;
 words)
     run 0 "$bin" append x.log hello
     run 0 "$bin" append x.log "  two  spaces " kept -x -- --json "" end

@@ -67,10 +67,19 @@ static void say(const char *fmt, ...)
 
 #define usage_error(...) (say(__VA_ARGS__), ST_USAGE)
 
+/* The standard descriptors (bit 0 for stdin, 1 for stdout, 2 for stderr) that were closed when forklog started,
+ * and that hold_std_fds() filled with /dev/null. */
+static unsigned closed_at_start;
+
 /* --help and --version go to stdout: a full disk there is still a failure to report (a closed pipe ends the
- * program with SIGPIPE, as it does cat). */
+ * program with SIGPIPE, as it does cat), and so is a stdout that was closed: what went to the /dev/null that
+ * holds its place reached nobody. */
 static int finish_stdout(void)
 {
+    if (closed_at_start & 2) {
+        say("cannot write to standard output: %s", strerror(EBADF));
+        return ST_FAILED;
+    }
     if (fflush(stdout) != 0 || ferror(stdout)) {
         say("cannot write to standard output: %s", strerror(errno));
         return ST_FAILED;
@@ -93,12 +102,16 @@ static int print_version(void)
 
 /* A tool started with 0, 1 or 2 closed (by a daemon, a careless cron wrapper) would give one of those numbers to
  * the log's descriptor, and its own stderr messages would then land in the log as bogus records. Hold them with
- * /dev/null first. open() takes the lowest free number, and 0..2 are filled in order, so it lands on `fd`. */
+ * /dev/null first. open() takes the lowest free number, and 0..2 are filled in order, so it lands on `fd`. Which
+ * were closed is kept: a closed stdin is not an empty input, nor a closed stdout a place help was written to. */
 static void hold_std_fds(void)
 {
     for (int fd = 0; fd <= 2; fd++)
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0)
-            return;
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            closed_at_start |= 1u << fd;
+            if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0)
+                return;
+        }
 }
 
 static int parse_level(const char *name, enum forklog_level *out)
@@ -370,7 +383,12 @@ static int cmd_append(int argc, char **argv)
     if (first_word < 0)
         return status;
 
-    /* Everything that can be refused is refused before the file is opened (which may create it). */
+    /* Everything that can be refused is refused before the file is opened (which may create it). A closed stdin
+     * cannot be read: that is not an empty input (it would write nothing and succeed). */
+    if (first_word == argc && (closed_at_start & 1)) {
+        say("cannot read standard input: %s", strerror(EBADF));
+        return ST_FAILED;
+    }
     char *msg = NULL;
     if (first_word < argc && !(msg = join_words(argc - first_word, argv + first_word))) {
         say("cannot join the message: %s", strerror(ENOMEM));
