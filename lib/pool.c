@@ -173,6 +173,7 @@ struct fl__pool {
     ino_t wake_ino;
     pid_t parent;
     int fd_limit;       /* RLIMIT_NOFILE (soft) when the call started */
+    int exit_handler;   /* the worker's exit handler was registered by the parent (glibc: fl__pool_exit_handler) */
     int64_t timeout_ns; /* 0: none */
     enum forklog_level level;
     size_t mid;   /* every task below mid has been looked at by fl__pool_collect */
@@ -283,6 +284,22 @@ static void fl__pool_wake(struct fl__pool *p)
     }
 }
 
+/* Registers the worker's exit handler in the parent, before any fork, so that every worker inherits it (glibc).
+ * Registered in the worker instead, it would take glibc's lock of the exit handler list, which fork() does not
+ * take (musl's does): a worker forked while another thread of the caller held it, registering a handler of its
+ * own (atexit(), a C++ static's destructor), would wait for ever for a lock that no thread of the worker holds,
+ * before its initializer. In the caller, and in any process that is not a worker, the handler does nothing
+ * (fl__pool_self). It is registered once per call, after every handler the caller registered before the call,
+ * so it still runs before those in a worker; glibc keeps each registration (32 bytes) until the process ends. */
+static int fl__pool_exit_handler(void)
+{
+#ifdef __GLIBC__
+    return on_exit(fl__pool_on_exit, NULL) == 0;
+#else
+    return 0;
+#endif
+}
+
 static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_wr)
 {
     struct fl__pool_slot *slot = &p->slots[k];
@@ -312,15 +329,18 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     pid_t me = getpid();
     /* A task (or the initializer) that calls exit() would run, in the worker, the exit handlers and stdio
      * flushes it inherited from the caller: a caller's cleanup that removes its pid file or socket, output the
-     * caller still had buffered written a second time. A handler registered now runs before those (they run in
-     * the reverse order of registration) and ends the worker with _exit() instead; handlers that the task
-     * registers itself still run first, as they should. If the registration fails, exit() stays as it was. */
+     * caller still had buffered written a second time. A handler registered after those (now, or with glibc by
+     * the parent just before its forks: fl__pool_exit_handler) runs before them (they run in the reverse order of
+     * registration) and ends the worker with _exit() instead; handlers that the task registers itself still run
+     * first, as they should. If the registration fails, exit() stays as it was. musl's fork() takes the lock of
+     * its exit handler list, so a worker may register there. */
     fl__pool_self = me;
     fl__pool_forked = 0; /* inherited as 1 by a worker of a pool that a task runs */
     if (!fl__pool_atfork_done && pthread_atfork(NULL, NULL, fl__pool_atfork_child) == 0)
         fl__pool_atfork_done = 1;
 #ifdef __GLIBC__
-    (void)on_exit(fl__pool_on_exit, NULL);
+    if (!p->exit_handler)
+        (void)on_exit(fl__pool_on_exit, NULL); /* the parent could not: see fl__pool_exit_handler */
 #else
     fl__pool_self_exit = &slot->exit_unknown;
     (void)atexit(fl__pool_at_exit);
@@ -1132,6 +1152,7 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     /* Twice the workers: a replacement can start while the worker it replaces is being killed. */
     p->nslots = 2 * w;
     p->max_init_failures = opts->max_init_failures ? opts->max_init_failures : 2 * w + 2;
+    p->exit_handler = fl__pool_exit_handler();
     int rc = fl__pool_setup(p);
     if (rc < 0) {
         fl__pool_teardown(p);

@@ -1864,6 +1864,51 @@ Test(pool, tasks_calling_exit_do_not_run_the_callers_exit_handlers)
     free(dir);
 }
 
+/* Another thread of the caller registers exit handlers all along (as atexit() calls in libraries, or C++ statics'
+ * destructors, do on first use) while the pool forks 200 workers, one per task: a worker forked while that thread
+ * held the C library's lock of the exit handler list must not wait for it before it runs its task. */
+static atomic_int registering_stop, registering_started;
+static void registered_handler(void)
+{
+}
+static void *register_exit_handlers(void *arg)
+{
+    (void)arg;
+    for (long n = 0; n < 2000000 && !atomic_load(&registering_stop); n++) {
+        if (atexit(registered_handler) != 0)
+            break;
+        if (n == 1000)
+            atomic_store(&registering_started, 1);
+    }
+    atomic_store(&registering_started, 1);
+    return NULL;
+}
+
+Test(pool, workers_forked_while_another_thread_registers_exit_handlers_run)
+{
+    enum { N = 200 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, register_exit_handlers, NULL) != 0)
+            _exit(2);
+        while (!atomic_load(&registering_started))
+            sched_yield();
+        struct forklog_pool_options o = {.workers = 2, .max_tasks_per_worker = 1, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, ok_task, NULL, &out->rep);
+        atomic_store(&registering_stop, 1);
+        pthread_join(t, NULL);
+        _exit(0); /* not exit(): two million handlers */
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0, "the pool hung (a worker waits for the exit handler list's lock)");
+    cr_assert_eq(out->rc, 0, "rc %d", out->rc);
+    check_counts(out->rc, out->res, N, &out->rep);
+    cr_assert_eq(out->rep.ok, N);
+    caller_out_free(out, N);
+}
+
 /* When ctx says the caller had closed descriptors 0, 1 and 2, every task first checks that they are still closed
  * (no task opens any): the pool's own descriptors must not take those numbers, where a task would print into them
  * or close them. Then task i % 4: 0 closes descriptors 0, 1 and 2; 1 and 2 write 64 KiB to stdout and to stderr,
