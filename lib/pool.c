@@ -1155,6 +1155,9 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     p->exit_handler = fl__pool_exit_handler();
     int rc = fl__pool_setup(p);
     if (rc < 0) {
+        /* No task ran, and `results` says not_run for each: so does the report, whose counts add up to ntasks. */
+        if (report)
+            report->not_run = ntasks;
         fl__pool_teardown(p);
         return rc;
     }

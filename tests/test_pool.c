@@ -2193,12 +2193,25 @@ Test(pool, shared_mapping_over_the_memlock_limit_is_enomem)
         struct rlimit rl = {1 << 20, 1 << 20};
         if (setrlimit(RLIMIT_MEMLOCK, &rl) != 0 || mlockall(MCL_FUTURE) != 0)
             _exit(91);
-        struct forklog_pool_options o = {.workers = 1};
-        int rc = forklog_pool_map(&o, 100000, ok_task, NULL, NULL); /* a mapping of about 5 MB */
-        _exit(rc == -ENOMEM ? 0 : rc < 0 ? -rc : 92);
+        enum { N = 100000 }; /* a mapping of about 5 MB */
+        static struct forklog_task_result res[N];
+        memset(res, 0xff, sizeof res);
+        struct forklog_pool_options o = {.workers = 1, .results = res};
+        struct forklog_pool_report rep;
+        memset(&rep, 0xff, sizeof rep);
+        int rc = forklog_pool_map(&o, N, ok_task, NULL, &rep);
+        if (rc != -ENOMEM)
+            _exit(rc < 0 ? -rc : 92);
+        /* No task ran: the results say not_run for each, and the report's counts add up to the tasks as well. */
+        for (size_t i = 0; i < N; i++)
+            if (res[i].status != FORKLOG_TASK_NOT_RUN || res[i].worker != 0)
+                _exit(93);
+        if (rep.not_run != N || rep.ok || rep.failed || rep.crashed || rep.timed_out || rep.workers_started)
+            _exit(94);
+        _exit(0);
     }
     int st = th_wait_for(c, 30);
-    cr_assert_eq(st, 0, "exit %d (errno %d as the return value, 9x: setup)", st, st);
+    cr_assert_eq(st, 0, "exit %d (errno %d as the return value, 9x: setup, 93: results, 94: report)", st, st);
 }
 
 /* Task 0 hangs past the timeout; the others are quick. */
