@@ -145,6 +145,7 @@ struct fl__pool_proc {
     pid_t pid;          /* 0: the slot is free */
     int fd;             /* read end of the worker's death pipe; -1 once it reported EOF */
     int pidfd;          /* a process descriptor of the worker (fl__pool_pidfd_open), or -1 */
+    int pidfd_polled;   /* its pidfd is polled: cleared if it reports readable while the worker is not reapable */
     int reaped;         /* ended and waited for: its pid may be another process's (fl__pool_cancelled) */
     int dying;          /* SIGKILLed by the parent, not reaped yet */
     size_t killed_task; /* the task claimed as timed out, or SIZE_MAX */
@@ -665,6 +666,7 @@ static int fl__pool_spawn_now(struct fl__pool *p, unsigned k)
     w->pidfd = pidfd >= 0 ? fl__fd_above_stdio(pidfd) : -1;
     if (w->pidfd < 0)
         w->pidfd = -1;
+    w->pidfd_polled = 1;
     w->dying = 0;
     w->killed_task = SIZE_MAX;
     w->fork_ns = fl__mono_ns();
@@ -889,6 +891,15 @@ static void fl__pool_wait(struct fl__pool *p, int64_t deadline)
         struct fl__pool_proc *w = &p->procs[k];
         if (!w->pid)
             continue;
+        /* A process descriptor is readable once its process has ended, whoever holds the worker's pipe: a
+         * grandchild that a task left running keeps the pipe open, and its EOF would come only with that
+         * grandchild's end, leaving the worker's end to the periodic check (up to 100 ms late, its slot not
+         * replaced meanwhile). The pipe is still polled: it is all a kernel without process descriptors offers. */
+        if (w->pidfd >= 0 && w->pidfd_polled) {
+            p->pfd_slot[n] = k;
+            p->pfd[n].fd = w->pidfd;
+            p->pfd[n++].events = POLLIN;
+        }
         if (w->fd >= 0) {
             p->pfd_slot[n] = k;
             p->pfd[n].fd = w->fd;
@@ -920,11 +931,22 @@ static void fl__pool_wait(struct fl__pool *p, int64_t deadline)
         if (!p->pfd[j].revents)
             continue;
         unsigned k = p->pfd_slot[j];
-        if (!fl__pool_try_reap(p, k)) {
+        struct fl__pool_proc *w = &p->procs[k];
+        if (!w->pid)
+            continue; /* reaped at its other descriptor's entry */
+        int is_pidfd = p->pfd[j].fd == w->pidfd;
+        if (p->pfd[j].fd != w->fd && !is_pidfd)
+            continue; /* that descriptor was closed at its other entry (a kernel without waitid(P_PIDFD)) */
+        if (fl__pool_try_reap(p, k))
+            continue;
+        if (is_pidfd) {
+            /* Readable while not reapable (it should not happen): not polled again, the periodic check remains. */
+            w->pidfd_polled = 0;
+        } else {
             /* EOF (or a stray byte) while the process lives: stop polling its pipe, poll its pid instead. */
-            close(p->procs[k].fd);
-            p->procs[k].fd = -1;
-            p->procs[k].hup_ns = fl__mono_ns();
+            close(w->fd);
+            w->fd = -1;
+            w->hup_ns = fl__mono_ns();
         }
     }
 }
@@ -1029,8 +1051,9 @@ static int fl__pool_setup(struct fl__pool *p)
     p->slots = (struct fl__pool_slot *)(void *)((char *)m + slots_off);
     p->res = (struct fl__pool_res *)(void *)((char *)m + res_off);
     p->procs = calloc(p->nslots, sizeof *p->procs);
-    p->pfd = calloc((size_t)p->nslots + 1, sizeof *p->pfd);
-    p->pfd_slot = calloc((size_t)p->nslots + 1, sizeof *p->pfd_slot);
+    /* The wake pipe, and per worker its pipe and its process descriptor. */
+    p->pfd = calloc(2 * (size_t)p->nslots + 1, sizeof *p->pfd);
+    p->pfd_slot = calloc(2 * (size_t)p->nslots + 1, sizeof *p->pfd_slot);
     if (!p->procs || !p->pfd || !p->pfd_slot)
         return -ENOMEM;
     for (unsigned k = 0; k < p->nslots; k++)
