@@ -1746,10 +1746,11 @@ static int lingering_grandchild_task(size_t i, void *ctx)
 }
 
 /* A worker whose pipe a grandchild holds open is seen ended when it ends (its process descriptor), not at the next
- * 100 ms check: 30 workers, one after the other, take far less than the 1.5 s or more those checks would cost. */
+ * 100 ms check: 40 workers, one after the other, take far less than the 2 s or more those checks would cost (4 s
+ * measured), so that a loaded machine does not make the bound. */
 Test(pool, a_grandchild_holding_the_pipe_does_not_delay_the_next_worker)
 {
-    enum { N = 30 };
+    enum { N = 40 };
     int hold[2];
     cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
     struct forklog_task_result res[N];
@@ -1763,7 +1764,7 @@ Test(pool, a_grandchild_holding_the_pipe_does_not_delay_the_next_worker)
     cr_assert_eq(rc, 0, "rc %d", rc);
     check_counts(rc, res, N, &rep);
     cr_assert_eq(rep.workers_started, N);
-    cr_assert_lt(took, 1.0, "%d workers took %.3f s: each one's end was seen late", N, took);
+    cr_assert_lt(took, 2.0, "%d workers took %.3f s: each one's end was seen late", N, took);
 }
 
 Test(pool, tasks_with_children_and_lingering_grandchildren)
