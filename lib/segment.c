@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -442,9 +443,15 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     if ((rc = fl__seg_bytes(log, &buf_cap, &ring_cap, &len, err, errlen)) < 0)
         return rc;
     /* Truncating to 0 first zero-fills every byte: the segment is built from nothing. From here on the file holds
-     * nothing to keep, and an open that fails removes it (it would otherwise stay, empty, beside the log). */
-    if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0) {
+     * nothing to keep, and an open that fails removes it (it would otherwise stay, empty, beside the log). A size
+     * past RLIMIT_FSIZE is refused here, before ftruncate(): the kernel would fail it with EFBIG but also raise
+     * SIGXFSZ, whose default action kills a caller that never writes near its limit and was promised -EFBIG. */
+    struct rlimit fsize;
+    if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY && (rlim_t)len > fsize.rlim_cur)
+        rc = -EFBIG;
+    else if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)len) < 0)
         rc = -errno;
+    if (rc < 0) {
         fl__explain(err, errlen, "cannot size %s: %s", segpath, strerror(-rc));
         fl__seg_drop(segpath, sst);
         return rc;

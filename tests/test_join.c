@@ -2033,6 +2033,28 @@ Test(join, an_open_that_cannot_size_the_segment_leaves_no_segment_file)
     cr_assert_not(seg_exists());
 }
 
+Test(join, an_open_that_cannot_size_the_segment_fails_with_efbig_with_sigxfsz_left_at_its_default)
+{
+    /* forklog_open() is documented to fail with -EFBIG when RLIMIT_FSIZE is below the segment's size. A process
+     * that keeps SIGXFSZ at its default (most do) and whose records stay far below its limit must get that error,
+     * not be killed by the signal that growing the segment file past the limit raises. The same for a buffered
+     * log, whose segment is 16 MiB at the default buffer_size, under a limit of 1 MiB. */
+    for (int buffered = 0; buffered < 2; buffered++) {
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            struct rlimit rl = {buffered ? 1 << 20 : 16384, buffered ? 1 << 20 : 16384};
+            struct forklog_options o = {.flags = buffered ? FORKLOG_BUFFERED : 0};
+            forklog *log;
+            _exit(setrlimit(RLIMIT_FSIZE, &rl) == 0 && forklog_open(&log, logpath, &o) == -EFBIG ? 0 : 1);
+        }
+        int st = th_wait(pid);
+        cr_assert_eq(st, 0, "%s: the open should fail with -EFBIG (status %d; %d is death by SIGXFSZ)",
+                     buffered ? "buffered" : "unbuffered", st, 128 + SIGXFSZ);
+        cr_assert_not(seg_exists(), "the failed open left its segment file");
+    }
+}
+
 Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
 {
     /* The last user's close cannot write the buffer (a file size limit): the close fails, the segment file stays
