@@ -194,13 +194,21 @@ static int ours(const struct run *run, const char *line, const char *what)
 /* Reads path from offset `from` and checks: every record whole (a timestamp, a level, a pid, a newline), and per
  * item exactly one pool timing record and one request record of this run. Fills run->workers. Returns the number
  * of this run's records, or -1. */
-static long check_log(const char *path, off_t from, size_t n, char **labels, int expect_ok, struct run *run)
+static long check_log(const char *path, off_t from, ino_t ino, size_t n, char **labels, int expect_ok, struct run *run)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        fprintf(stderr, "log check: cannot open %s: %s\n", path, strerror(errno));
         return -1;
+    }
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < from) {
+    if (fstat(fd, &st) < 0 || st.st_ino != ino || st.st_size < from) {
+        /* The check reads the file at path only: a log that another of its users rotates (its rotate_bytes is
+         * shared) or that was replaced holds only part of the run, or none of it. */
+        fprintf(stderr,
+                "log check: %s is no longer the file the run began with (rotated or replaced by another "
+                "program): its records cannot all be counted here\n",
+                path);
         close(fd);
         return -1;
     }
@@ -420,6 +428,7 @@ int main(int argc, char **argv)
         waitpid(server, NULL, 0);
         return 1;
     }
+    const ino_t ino = stat(path, &st) == 0 ? st.st_ino : 0;
 
     printf("forklog %s demo: %ld items, %ld workers, server http://127.0.0.1:%u/, log %s\n", forklog_version_string(),
            items, workers, (unsigned)ntohs(d.server.sin_port), path);
@@ -446,7 +455,7 @@ int main(int argc, char **argv)
     printf("wall %.3f s, %.0f requests/s, %zu worker processes\n", rep.wall_s, rep.tasks_per_s, rep.workers_started);
 
     struct run run = {.parent = getpid()};
-    long records = check_log(path, from, (size_t)items, d.labels, bad == 0, &run);
+    long records = check_log(path, from, ino, (size_t)items, d.labels, bad == 0, &run);
     for (long i = 0; d.labels && i < items; i++)
         free(d.labels[i]);
     free(d.labels);
