@@ -1212,8 +1212,8 @@ Test(join, a_symlinked_directory_shares_the_segment_and_a_hard_link_does_not)
     free(real);
 }
 
-/* Removes what the two tests below leave: the log at path in the directory sub, the moved directory with the old
- * log (and the old segment file, when the test leaves it), and frees the three names. */
+/* Removes what the moved-directory tests below leave: the log at path in the directory sub, the moved directory with
+ * the old log (and the old segment file, when the test leaves it), and frees the three names. */
 static void remove_moved_log(char *sub, char *moved, char *path)
 {
     char *old_log = th_path(moved, "app.log"), *old_seg = th_path(moved, ".app.log.forklog");
@@ -1350,18 +1350,12 @@ Test(join, a_builders_reopen_into_a_new_directory_takes_the_segment_there_when_t
     cr_assert_not_null(text);
     cr_assert_eq(th_count_lines(text, len), 1, "%s", text);
     free(text);
-    unlink(old_seg);
-    cr_assert_eq(unlink(archived), 0);
-    cr_assert_eq(unlink(path), 0);
-    cr_assert_eq(rmdir(moved), 0);
-    cr_assert_eq(rmdir(sub), 0);
+    cr_assert_eq(rename(archived, old_log), 0); /* back where remove_moved_log() looks for it */
     free(archived);
     free(old_log);
     free(old_seg);
     free(seg);
-    free(path);
-    free(moved);
-    free(sub);
+    remove_moved_log(sub, moved, path);
 }
 
 /* The log's directory moved away and none made at its name yet: the path cannot be opened, and a reopen says so with
