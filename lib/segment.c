@@ -874,9 +874,9 @@ int fl__seg_follow(const forklog *log)
     struct stat mine, there;
     if (fstat(log->seg_fd, &mine) < 0)
         return -errno;
-    char *segpath = fl__seg_path(log->path);
-    if (!segpath)
-        return -ENOMEM;
+    char segpath[PATH_MAX]; /* as long as the open of the same name allowed (see fl__seg_close) */
+    if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath)
+        return -ENAMETOOLONG;
     int rc = -ESTALE;
     if (stat(segpath, &there) == 0) {
         if (there.st_ino == mine.st_ino && there.st_dev == mine.st_dev)
@@ -890,16 +890,14 @@ int fl__seg_follow(const forklog *log)
          * name, or a symlink to it points elsewhere). Our segment moves there, under the name every later opener
          * of path looks for, so that they join this lock rather than build another one over the same file;
          * RENAME_NOREPLACE, so that a segment another opener has just built there is never replaced. */
-        char *from = malloc(4096);
-        if (from && fl__seg_now_at(log, &mine, from, 4096)) {
+        char from[PATH_MAX];
+        if (fl__seg_now_at(log, &mine, from, sizeof from)) {
             if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, segpath, RENAME_NOREPLACE) == 0)
                 rc = 0;
             else if (errno == ENOENT || errno == ENOTDIR)
                 rc = -errno; /* no directory at path's name yet (moved away, none made since): not lost, -ENOENT */
         }
-        free(from);
     }
-    free(segpath);
     return rc;
 }
 
