@@ -1631,14 +1631,15 @@ Test(ring, the_age_bound_holds_at_every_call_with_a_longer_flush_ms)
 /* ---- blocks reserved ahead on ext file systems ---------------------------------------------------------------- */
 
 /* A directory on an ext4 file system (with extents, where fallocate(2) reserves blocks): the test's own directory
- * when it is on one, else a 64 MiB one on a loop device. NULL where neither can be had (the test then skips). */
+ * when it is on one, else a 64 MiB one on a loop device. The test skips where neither can be had. */
 static char *ext4_dir(void)
 {
     struct statfs fs;
     cr_assert_eq(statfs(dir, &fs), 0);
-    if (fs.f_type == 0xEF53)
-        return strdup(dir);
-    return ext_fs(dir, "64M", "extent");
+    char *d = fs.f_type == 0xEF53 ? strdup(dir) : ext_fs(dir, "64M", "extent");
+    if (!d)
+        cr_skip_test("no ext4 file system here (the test directory is on another, and no loop device to make one)");
+    return d;
 }
 
 /* Bytes of blocks the file at path has past its content (rounded up to pages), on top of 64 KiB for an extent
@@ -1665,8 +1666,6 @@ Test(ring, a_busy_buffered_log_reserves_blocks_ahead_and_its_last_close_gives_th
     /* The blocks a busy log reserved past its file's end are given back by the last close, whoever reserved them:
      * here a worker killed after its flushes (which reserved more) and the parent, which closes last. */
     char *d = ext4_dir();
-    if (!d)
-        cr_skip_test("no ext4 file system here (the test directory is on another, and no loop device to make one)");
     char *path = th_path(d, "busy.log");
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024};
     forklog *log;
@@ -1712,8 +1711,6 @@ Test(ring, a_quiet_buffered_log_reserves_nothing)
     /* Flushes of a few records (the age bound, forklog_flush) never reserve: a log that writes little keeps the
      * blocks its content needs, while it is open too. */
     char *d = ext4_dir();
-    if (!d)
-        cr_skip_test("no ext4 file system here (the test directory is on another, and no loop device to make one)");
     char *path = th_path(d, "quiet.log");
     struct forklog_options o = {.flags = FORKLOG_BUFFERED};
     forklog *log;
@@ -1734,8 +1731,6 @@ Test(ring, a_reopen_and_a_rotation_give_back_the_blocks_of_the_file_left)
     /* A reopen after the file was renamed away, then size-based rotation: each file the log left, renamed or
      * rotated, has no blocks past its end, while the log is still open. */
     char *d = ext4_dir();
-    if (!d)
-        cr_skip_test("no ext4 file system here (the test directory is on another, and no loop device to make one)");
     char *path = th_path(d, "moved.log"), *old = th_path(d, "moved.log.old");
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024};
     forklog *log;
