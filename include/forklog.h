@@ -109,9 +109,7 @@ enum forklog_flag {
      * death of its writer: any other process's next call past flush_ms, flush or close writes it. If every process
      * using the log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment
      * file and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
-     * only with a FORKLOG_PRIVATE segment, or in a machine crash (the segment file is then rebuilt). On ext2/3/4, a
-     * named log's flushes of 64 KiB or more reserve the file's blocks up to 4 MiB past its end (fallocate(2), size
-     * and content unchanged), given back when the log leaves the file (reopen, rotation) and at its last close. */
+     * only with a FORKLOG_PRIVATE segment, or in a machine crash (the segment file is then rebuilt). */
     FORKLOG_BUFFERED = 1u << 1,
     /* A segment of this handle's own, in anonymous shared memory, instead of the log's shared segment file: only
      * this process and the processes forked from it (after this call) share the lock, and no file is created

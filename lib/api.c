@@ -268,9 +268,6 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
     memcpy(log->path, path, plen + 1);
     atomic_init(&log->ctx, ctx);
     atomic_init(&log->rings_backed, 0);
-    log->pre_end = 0;
-    log->pre_gen = 0;
-    log->pre_no = 0;
     log->keys = opts->keys;
     log->app_tok = NULL;
     log->app_len = 0;

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 /* Linux's (glibc and musl), declared only under _GNU_SOURCE. */
@@ -156,15 +155,6 @@ static void fl__own_fd(forklog *log)
     (void)fl__fd_take(log, fd); /* on failure the inherited description stays */
 }
 
-/* The handle leaves the file of log->fd for another (a reopen, a rotation): the blocks it reserved past that file's
- * end are given back. */
-static void fl__leave_file(forklog *log)
-{
-    if (log->pre_end && log->pre_gen == log->gen)
-        fl__trim_file(log->fd);
-    log->pre_end = 0;
-}
-
 /* fl__sync_file, for a handle on an older generation: opens path and puts it under log->fd's number. Returns 0 or
  * a negative errno. */
 static int fl__take_path(forklog *log)
@@ -197,7 +187,6 @@ static int fl__take_path(forklog *log)
         if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
             fl__new_generation(s);
     }
-    fl__leave_file(log);
     return fl__fd_take(log, fd);
 }
 
@@ -424,7 +413,6 @@ static int fl__rotate(forklog *log)
         return fd;
     }
     FL__CRASH(ROTATE_CREATED);
-    fl__leave_file(log);
     int taken = fl__fd_take(log, fd);
     fl__new_generation(s);
     FL__STEP(s->state, FL__IDLE);
@@ -452,59 +440,4 @@ int fl__maybe_rotate(forklog *log, size_t len)
             return rc;
     }
     return 0;
-}
-
-/* Blocks reserved ahead. On ext2/3/4, a buffered write that extends a file reserves a block for each new page as it
- * copies (delayed allocation), which took about as long as the copy itself: a busy buffered log's flushes spent half
- * their time there. A reservation of the blocks ahead (fallocate(2) with FALLOC_FL_KEEP_SIZE: the size and the
- * content stay as they are) lets the writes find them. It is made only for large flushes (a busy log: a quiet
- * one's flushes of a few records never reserve), FL__PREALLOC past what the flush needs, and given back when the
- * handle leaves the file and at the log's last close. Other file systems reserve nothing: XFS reserves ahead by
- * itself, and on tmpfs the blocks would be memory. A reservation that fails (a full disk, a quota, a file system
- * that cannot) is not tried again on that file: the flush writes as it would have. */
-#define FL__EXT_MAGIC      0xEF53 /* statfs(2)'s f_type of ext2, ext3 and ext4 */
-#define FL__PREALLOC       ((uint64_t)4 << 20)
-#define FL__PREALLOC_FLUSH ((size_t)64 << 10)
-#ifndef FALLOC_FL_KEEP_SIZE
-#define FALLOC_FL_KEEP_SIZE 0x01
-#endif
-
-void fl__prealloc(forklog *log, size_t len)
-{
-    struct fl__seg *s = log->seg;
-    /* A named log with a shared segment only: its last close gives the blocks back. Not with FORKLOG_SYNC, whose
-     * fdatasync() after each flush would convert the reserved blocks it wrote, one flush at a time. */
-    if (len < FL__PREALLOC_FLUSH || log->seg_fd < 0 || !log->path[0] || (log->flags & FORKLOG_SYNC) ||
-        !atomic_load_explicit(&s->regular, memory_order_relaxed))
-        return;
-    if (log->pre_gen != log->gen) {
-        log->pre_gen = log->gen;
-        log->pre_end = 0;
-        log->pre_no = 0;
-    }
-    if (log->pre_no || s->size + len <= log->pre_end)
-        return;
-    struct statfs fs;
-    if (!log->pre_end && (fstatfs(log->fd, &fs) < 0 || fs.f_type != FL__EXT_MAGIC)) {
-        log->pre_no = 1;
-        return;
-    }
-    const uint64_t want = len + FL__PREALLOC;
-    if (fl__fallocate(log->fd, FALLOC_FL_KEEP_SIZE, (off_t)s->size, (off_t)want) == 0)
-        log->pre_end = s->size + want;
-    else
-        log->pre_no = 1;
-}
-
-void fl__trim_file(int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        return;
-    /* The blocks of the content, rounded up to whole pages, and a few more: an extent tree's or indirect blocks. */
-    const uint64_t content = ((uint64_t)st.st_size + 4095) / 4096 * 4096 + ((uint64_t)64 << 10);
-    /* A failure leaves the blocks reserved (the content is the same either way); its result is tested only for
-     * glibc's _FORTIFY_SOURCE, which marks ftruncate() warn_unused_result. */
-    if ((uint64_t)st.st_blocks * 512 > content && ftruncate(fd, st.st_size) < 0)
-        return;
 }

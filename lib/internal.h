@@ -212,9 +212,6 @@ struct forklog {
     size_t prefix_max;             /* most bytes fl__prefix writes for this handle */
     _Atomic(struct fl__ctx *) ctx; /* this process's context fields; NULL: none (see forklog_context_add) */
     atomic_ullong rings_backed;    /* bit k: ring k's blocks were reserved through this handle (ring.c) */
-    uint64_t pre_end; /* the file of generation pre_gen has blocks reserved past its end up to here (fl__prealloc) */
-    uint32_t pre_gen;
-    int pre_no; /* no reservation on generation pre_gen's file: another file system, or a reservation failed */
     /* "" for forklog_open_fd(): no name, so no reopen and no rotation; the descriptor is the log. */
     char path[]; /* absolute, so that a child that chdir()s reopens the same file */
 };
@@ -518,23 +515,6 @@ FL__INTERNAL int fl__sync_file(forklog *log);
 
 /* Rotates first when `len` more bytes would take the file past rotate_bytes. Lock held, file synced. */
 FL__INTERNAL int fl__maybe_rotate(forklog *log, size_t len);
-
-/* Before a flush of len buffered bytes: reserves the file's blocks ahead of its end, so that the writes of a busy
- * buffered log find them there (see docs/design.md, "Blocks reserved ahead"). Lock held, file synced. */
-FL__INTERNAL void fl__prealloc(forklog *log, size_t len);
-
-/* Gives back the blocks the file of fd has past its end (a same-size ftruncate), when there are more than a few. */
-FL__INTERNAL void fl__trim_file(int fd);
-
-/* Linux's fallocate(2) (glibc and musl), declared only under _GNU_SOURCE. With a 64-bit off_t on a 32-bit glibc
- * (_FILE_OFFSET_BITS=64), the function that takes one is fallocate64. */
-#if defined(__GLIBC__) && defined(__USE_FILE_OFFSET64)
-int fallocate64(int fd, int mode, off_t offset, off_t len);
-#define fl__fallocate fallocate64
-#else
-int fallocate(int fd, int mode, off_t offset, off_t len);
-#define fl__fallocate fallocate
-#endif
 
 /* ---- writing with the lock held (write.c) --------------------------------------------------------------------- */
 

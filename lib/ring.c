@@ -85,6 +85,16 @@ static unsigned char *fl__ring_data(const forklog *log, unsigned k)
     return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
 }
 
+/* Linux's fallocate(2) (glibc and musl), declared only under _GNU_SOURCE. With a 64-bit off_t on a 32-bit glibc
+ * (_FILE_OFFSET_BITS=64), the function that takes one is fallocate64. */
+#if defined(__GLIBC__) && defined(__USE_FILE_OFFSET64)
+int fallocate64(int fd, int mode, off_t offset, off_t len);
+#define fl__fallocate fallocate64
+#else
+int fallocate(int fd, int mode, off_t offset, off_t len);
+#define fl__fallocate fallocate
+#endif
+
 /* Whether ring k may be written: its bytes have blocks in the segment file. The rings are sparse (64 of them, most
  * never used), and a store into a page of a MAP_SHARED mapping that has no block must allocate one: on a full file
  * system the kernel answers with SIGBUS, which would kill the writer where its call must fail with -ENOSPC. So a

@@ -587,7 +587,7 @@ static int fl__seg_create(const char *segpath, const struct stat *lst, mode_t wa
 }
 
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
-static void fl__seg_remove_unused(int fd, const char *segpath, int logfd);
+static void fl__seg_remove_unused(int fd, const char *segpath);
 
 static int fl__seg_named(forklog *log, const struct forklog_options *o, const struct stat *lst, char *err,
                          size_t errlen)
@@ -685,7 +685,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                 /* Settings that conflict with the segment's: this opener was never a user. A last user that closed
                  * meanwhile could not remove the file (this shared lock stood in its way): do it for it. */
                 if (rc == -EINVAL)
-                    fl__seg_remove_unused(fd, segpath, -1);
+                    fl__seg_remove_unused(fd, segpath);
             }
         } else {
             rc = -errno;
@@ -813,18 +813,15 @@ static int fl__seg_file_idle(int fd)
 }
 
 /* Removes the segment file at segpath, open as fd (a description of this process's own, which no mapping of ours
- * holds), when nobody else holds it and it holds nothing to write; the log's file, logfd (-1: none), then gets back
- * the blocks reserved past its end (fl__prealloc), by whichever process reserved them. Leaves fd unlocked, for the
- * caller to close: a child that another thread of the process forks meanwhile shares the description, and would
- * otherwise keep its exclusive flock, left on a file that still holds records (a flush that failed), for as long as it
- * lives: every later opener of the log would wait for ever. */
-static void fl__seg_remove_unused(int fd, const char *segpath, int logfd)
+ * holds), when nobody else holds it and it holds nothing to write. Leaves fd unlocked, for the caller to close: a
+ * child that another thread of the process forks meanwhile shares the description, and would otherwise keep its
+ * exclusive flock, left on a file that still holds records (a flush that failed), for as long as it lives: every
+ * later opener of the log would wait for ever. */
+static void fl__seg_remove_unused(int fd, const char *segpath)
 {
     struct stat st;
     if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st) &&
         fl__seg_file_idle(fd)) {
-        if (logfd >= 0)
-            fl__trim_file(logfd);
         FL__CRASH(SEG_CLOSE_ALONE);
         unlink(segpath);
     }
@@ -920,7 +917,7 @@ void fl__seg_close(forklog *log)
                  ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
                  : -1;
     if (fd >= 0) {
-        fl__seg_remove_unused(fd, segpath, log->fd);
+        fl__seg_remove_unused(fd, segpath);
         close(fd);
     }
 }

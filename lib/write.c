@@ -99,8 +99,6 @@ static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t l
 int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state)
 {
     struct fl__seg *s = log->seg;
-    if (state == FL__FLUSHING)
-        fl__prealloc(log, len);
     s->target = s->size + len;
     FL__CRASH(WRITE_TARGET);
     FL__STEP(s->state, state);

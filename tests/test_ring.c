@@ -11,7 +11,6 @@
 #include <sched.h>
 #include <grp.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 
 static char *dir, *logpath;
 
@@ -1443,10 +1442,10 @@ Test(ring, a_full_file_system_gives_a_new_writer_no_ring_and_kills_nobody)
     free(small);
 }
 
-/* An ext file system of `size` made with mkfs.ext4's `features`, mounted at dir/small from a loop image, in a mount
- * namespace of the test's own. Returns its path (malloc'd), or NULL where that cannot be had (not root, no mkfs.ext4,
- * no loop device). */
-static char *ext_fs(const char *in, const char *size, const char *features)
+/* A 16 MiB ext file system whose files have no extents (an ext2 or ext3 file system, as the ext4 driver mounts them):
+ * fallocate(2) is EOPNOTSUPP there. Mounted at dir/small from a loop image, in a mount namespace of the test's own.
+ * Returns its path (malloc'd), or NULL where that cannot be had (not root, no mkfs.ext4, no loop device). */
+static char *ext_no_extents_fs(const char *in)
 {
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return NULL;
@@ -1454,22 +1453,15 @@ static char *ext_fs(const char *in, const char *size, const char *features)
     char cmd[1024];
     cr_assert_eq(mkdir(small, 0755), 0);
     snprintf(cmd, sizeof cmd,
-             "truncate -s %s '%s' && mkfs.ext4 -q -F -O %s '%s' >/dev/null 2>&1 && "
+             "truncate -s 16M '%s' && mkfs.ext4 -q -F -O ^extent,^has_journal,^64bit '%s' >/dev/null 2>&1 && "
              "mount -o loop '%s' '%s' 2>/dev/null",
-             size, img, features, img, img, small);
+             img, img, img, small);
     free(img);
     if (system(cmd) != 0) {
         free(small);
         return NULL;
     }
     return small;
-}
-
-/* A 16 MiB ext file system whose files have no extents (an ext2 or ext3 file system, as the ext4 driver mounts them):
- * fallocate(2) is EOPNOTSUPP there. */
-static char *ext_no_extents_fs(const char *in)
-{
-    return ext_fs(in, "16M", "^extent,^has_journal,^64bit");
 }
 
 static forklog *request_log;
@@ -1626,152 +1618,4 @@ Test(ring, the_age_bound_holds_at_every_call_with_a_flush_ms_below_the_clock_tic
 Test(ring, the_age_bound_holds_at_every_call_with_a_longer_flush_ms)
 {
     age_bound_at_every_call(60, 8);
-}
-
-/* ---- blocks reserved ahead on ext file systems ---------------------------------------------------------------- */
-
-/* A directory on an ext4 file system (with extents, where fallocate(2) reserves blocks): the test's own directory
- * when it is on one, else a 64 MiB one on a loop device. The test skips where neither can be had. */
-static char *ext4_dir(void)
-{
-    struct statfs fs;
-    cr_assert_eq(statfs(dir, &fs), 0);
-    char *d = fs.f_type == 0xEF53 ? strdup(dir) : ext_fs(dir, "64M", "extent");
-    if (!d)
-        cr_skip_test("no ext4 file system here (the test directory is on another, and no loop device to make one)");
-    return d;
-}
-
-/* Bytes of blocks the file at path has past its content (rounded up to pages), on top of 64 KiB for an extent
- * tree's blocks; 0 when none. */
-static long long reserved_past_end(const char *path)
-{
-    struct stat st;
-    cr_assert_eq(stat(path, &st), 0);
-    long long extra = (long long)st.st_blocks * 512 - ((long long)st.st_size + 4095) / 4096 * 4096 - (64 << 10);
-    return extra > 0 ? extra : 0;
-}
-
-/* Writer id's records from..to-1 (100 to 300 bytes). */
-static void write_range(forklog *log, unsigned id, unsigned from, unsigned to)
-{
-    char buf[512];
-    unsigned seed = id;
-    for (unsigned q = from; q < to; q++)
-        cr_assert_eq(rc_write(log, buf, 'R', id, q, 0, 100 + rc_size(&seed, 200)), 0);
-}
-
-Test(ring, a_busy_buffered_log_reserves_blocks_ahead_and_its_last_close_gives_them_back)
-{
-    /* The blocks a busy log reserved past its file's end are given back by the last close, whoever reserved them:
-     * here a worker killed after its flushes (which reserved more) and the parent, which closes last. */
-    char *d = ext4_dir();
-    char *path = th_path(d, "busy.log");
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, path, &o), 0);
-    write_range(log, 0, 0, 20000);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_gt(reserved_past_end(path), 1 << 20, "a busy buffered log reserved no blocks ahead");
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        char buf[512];
-        unsigned seed = 1;
-        for (unsigned q = 0; q < 40000; q++)
-            if (rc_write(log, buf, 'R', 1, q, 0, 100 + rc_size(&seed, 200)) != 0)
-                _exit(1);
-        if (forklog_flush(log) != 0)
-            _exit(2);
-        raise(SIGKILL);
-        _exit(3);
-    }
-    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
-    cr_assert_gt(reserved_past_end(path), 1 << 20);
-    cr_assert_eq(forklog_close(log), 0);
-    cr_assert_eq(reserved_past_end(path), 0, "the last close left %lld bytes of blocks past the end",
-                 reserved_past_end(path));
-    /* Every record once, whole, in each writer's order (writer 0: 20000 records, writer 1: 40000). */
-    struct rc_seen seen;
-    rc_seen_init(&seen, 2, 40000);
-    rc_scan(&seen, path, 0);
-    for (unsigned q = 0; q < 40000; q++) {
-        cr_assert_eq(rc_count(&seen, 0, q), q < 20000 ? 1u : 0u, "writer 0 record %u", q);
-        cr_assert_eq(rc_count(&seen, 1, q), 1u, "writer 1 record %u", q);
-    }
-    cr_assert_eq(seen.records, (size_t)60000);
-    rc_seen_free(&seen);
-    free(path);
-    free(d);
-}
-
-Test(ring, a_quiet_buffered_log_reserves_nothing)
-{
-    /* Flushes of a few records (the age bound, forklog_flush) never reserve: a log that writes little keeps the
-     * blocks its content needs, while it is open too. */
-    char *d = ext4_dir();
-    char *path = th_path(d, "quiet.log");
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, path, &o), 0);
-    for (unsigned k = 0; k < 50; k++) {
-        write_range(log, 0, 10 * k, 10 * k + 10);
-        cr_assert_eq(forklog_flush(log), 0);
-    }
-    cr_assert_eq(reserved_past_end(path), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    check_file_in_order(path, 1, 500);
-    free(path);
-    free(d);
-}
-
-Test(ring, a_reopen_and_a_rotation_give_back_the_blocks_of_the_file_left)
-{
-    /* A reopen after the file was renamed away, then size-based rotation: each file the log left, renamed or
-     * rotated, has no blocks past its end, while the log is still open. */
-    char *d = ext4_dir();
-    char *path = th_path(d, "moved.log"), *old = th_path(d, "moved.log.old");
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, path, &o), 0);
-    write_range(log, 0, 0, 20000);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_gt(reserved_past_end(path), 1 << 20);
-    cr_assert_eq(rename(path, old), 0);
-    cr_assert_eq(forklog_reopen(log), 0);
-    write_range(log, 0, 20000, 20001);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(reserved_past_end(old), 0, "the file renamed away kept %lld bytes of blocks past its end",
-                 reserved_past_end(old));
-    cr_assert_eq(forklog_close(log), 0);
-
-    char *rot = th_path(d, "rot.log");
-    struct forklog_options r = {
-        .flags = FORKLOG_BUFFERED, .buffer_size = 256 * 1024, .rotate_bytes = 3 << 20, .rotate_keep = 4};
-    cr_assert_eq(forklog_open(&log, rot, &r), 0);
-    write_range(log, 0, 0, 40000); /* about 8 MB: three rotations */
-    cr_assert_eq(forklog_flush(log), 0);
-    char name[4096];
-    struct rc_seen seen;
-    rc_seen_init(&seen, 1, 40000);
-    for (unsigned k = 1; k <= 2; k++) {
-        snprintf(name, sizeof name, "%s.%u", rot, k);
-        cr_assert_eq(reserved_past_end(name), 0, "%s kept %lld bytes of blocks past its end", name,
-                     reserved_past_end(name));
-    }
-    cr_assert_eq(forklog_close(log), 0);
-    for (unsigned k = 0; k <= 4; k++) {
-        if (k)
-            snprintf(name, sizeof name, "%s.%u", rot, k);
-        if (access(k ? name : rot, F_OK) == 0)
-            rc_scan(&seen, k ? name : rot, k);
-    }
-    for (unsigned q = 0; q < 40000; q++)
-        cr_assert_eq(rc_count(&seen, 0, q), 1u, "record %u", q);
-    rc_seen_free(&seen);
-    free(rot);
-    free(old);
-    free(path);
-    free(d);
 }
