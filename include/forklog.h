@@ -257,6 +257,10 @@ struct forklog_options {
  * of the handle's own instead (see enum forklog_flag); a target that is not a regular file always gets one, and
  * so does a path through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdout), which names each process's own file.
  *
+ * A regular file that ends in the middle of a line (a line another program left unfinished, a record cut off by a
+ * machine crash) gets a newline before the first record, so that every record starts a line of its own; the open
+ * itself writes nothing. So does the file that a reopen or a rotation moves the log to.
+ *
  * `path` may also name a FIFO, a character device or a pipe (/proc/self/fd/N): records are written whole as
  * long as each write is, but such a target is never rotated and a dead writer's fragment is never cut. No open,
  * here or in a later reopen, ever blocks: a FIFO with no reader fails with -ENXIO at once; once open, writes

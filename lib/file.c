@@ -197,6 +197,30 @@ static int fl__is_gen_file(const forklog *log)
     return fstat(log->fd, &st) == 0 && (uint64_t)st.st_ino == log->seg->ino && (uint64_t)st.st_dev == log->seg->dev;
 }
 
+/* Whether the regular file of fd, size bytes long, ends in the middle of a line: its last byte is not a newline
+ * (a line that another program left unfinished, a record torn by a machine crash, a fragment a failed cut left).
+ * The log's descriptors are write-only: the byte is read through a read-only description of the same file, opened
+ * through /proc/self/fd. 0 when it cannot be read (no /proc, no read permission). */
+int fl__ends_mid_line(int fd, uint64_t size)
+{
+    if (size == 0)
+        return 0;
+    char c = '\n';
+    ssize_t n = pread(fd, &c, 1, (off_t)(size - 1));
+    if (n < 0 && errno == EBADF) {
+        char link[32];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        const int cancel = fl__nocancel();
+        int rfd = open(link, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (rfd >= 0) {
+            n = pread(rfd, &c, 1, (off_t)(size - 1));
+            close(rfd);
+        }
+        fl__cancel_back(cancel);
+    }
+    return n == 1 && c != '\n';
+}
+
 /* fl__sync_file past its usual case. */
 static int fl__sync_file_slow(forklog *log)
 {
@@ -248,6 +272,21 @@ static int fl__sync_file_slow(forklog *log)
         struct stat st;
         if (fstat(log->fd, &st) < 0)
             return -errno;
+        if (S_ISREG(st.st_mode) && fl__ends_mid_line(log->fd, (uint64_t)st.st_size)) {
+            /* The file ends in the middle of a line: a newline ends it first, or the first record would be glued
+             * onto it and no reader could tell where that record begins. A holder killed after the newline leaves
+             * a file that ends in one, and the next holder adds none. */
+            ssize_t n;
+            if (lseek(log->fd, 0, SEEK_END) < 0)
+                return -errno;
+            while ((n = write(log->fd, "\n", 1)) < 0 && errno == EINTR) {
+            }
+            if (n != 1)
+                return n < 0 ? -errno : -EIO;
+            FL__CRASH(FILE_NEWLINE);
+            if (fstat(log->fd, &st) < 0)
+                return -errno;
+        }
         s->size = (uint64_t)st.st_size;
         s->ino = (uint64_t)st.st_ino;
         s->dev = (uint64_t)st.st_dev;

@@ -357,6 +357,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(REOPEN_TAKEN, "a reopen request started a new generation, before the request is marked seen")                    \
     X(REOPEN_SEEN, "a reopen request became a new generation, before anybody reopened")                                \
     X(REOPEN_OPENED, "path was reopened by name, before the new descriptor replaced the old")                          \
+    X(FILE_NEWLINE, "a newline ended the unfinished last line of a new generation's file, before its size is read")    \
     X(FILE_KNOWN, "the size and identity of a new generation's file were read, before the write")                      \
     X(ROTATE_BEGIN, "state ROTATING, before the first rename")                                                         \
     X(ROTATE_RENAMED, "one rename of the rotation was done (one hit per rename)")                                      \
@@ -498,6 +499,8 @@ FL__INTERNAL void fl__unlock(forklog *log);
 
 /* Records a new generation of the file: every process reopens path before its next record. Lock held. */
 FL__INTERNAL void fl__new_generation(struct fl__seg *s);
+/* Whether the regular file of fd, size bytes long, does not end in a newline (0 when that cannot be read). */
+FL__INTERNAL int fl__ends_mid_line(int fd, uint64_t size);
 
 /* Opens path for appending (O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY and `flags`), never blocking on a FIFO
  * with no reader; with O_CREAT in `flags`, creates it with the handle's mode when missing and then gives it to

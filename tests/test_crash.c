@@ -13,6 +13,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -648,6 +650,173 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
         p += n;
     }
     free(buf);
+}
+
+/* ---- a file that ends in the middle of a line ------------------------------------------------------------ */
+
+/* Writes `content` to path, replacing the file. */
+static void put_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+}
+
+static void assert_log_is(const char *want)
+{
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_eq(len, strlen(want), "the log holds %zu bytes:\n%s", len, buf);
+    cr_assert_str_eq(buf, want);
+    free(buf);
+}
+
+/* A line another program left unfinished (or a record torn by a machine crash) is ended with a newline before the
+ * first record, in every way of opening the log; opening alone writes nothing, and a file that ends in a newline,
+ * or an empty one, gets none. */
+Test(crash, a_log_that_ends_mid_line_gets_its_first_record_on_a_line_of_its_own)
+{
+    static const struct {
+        const char *name;
+        struct forklog_options o;
+        int by_fd;
+    } ways[] = {
+        {"named", {.flags = 0}, 0},
+        {"buffered", {.flags = FORKLOG_BUFFERED}, 0},
+        {"buffered rotating", {.flags = FORKLOG_BUFFERED, .rotate_bytes = 1 << 20, .rotate_keep = 2}, 0},
+        {"private", {.flags = FORKLOG_PRIVATE}, 0},
+        {"forklog_open_fd", {.flags = 0}, 1},
+    };
+    static const struct {
+        const char *before, *after;
+    } files[] = {
+        {"line one\nhalf a li", "line one\nhalf a li\nfirst\nsecond\n"},
+        {"x", "x\nfirst\nsecond\n"},
+        {"line one\n", "line one\nfirst\nsecond\n"},
+        {"", "first\nsecond\n"},
+    };
+    for (size_t w = 0; w < sizeof ways / sizeof ways[0]; w++) {
+        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+            put_file(logpath, files[f].before);
+            forklog *log = NULL;
+            int fd = -1;
+            if (ways[w].by_fd) {
+                fd = open(logpath, O_WRONLY | O_CLOEXEC);
+                cr_assert_geq(fd, 0);
+                cr_assert_eq(forklog_open_fd(&log, fd, &ways[w].o), 0, "%s", ways[w].name);
+            } else {
+                log = open_log(&ways[w].o);
+            }
+            assert_log_is(files[f].before); /* the open wrote nothing */
+            cr_assert_eq(forklog_write(log, "first", 5), 0, "%s", ways[w].name);
+            cr_assert_eq(forklog_write(log, "second", 6), 0, "%s", ways[w].name);
+            cr_assert_eq(forklog_close(log), 0, "%s", ways[w].name);
+            if (fd >= 0)
+                close(fd);
+            assert_log_is(files[f].after);
+        }
+    }
+}
+
+/* forklog_reopen() onto a file that ends mid-line: the new generation's first record is on a line of its own too,
+ * and the renamed file is left as it was. */
+Test(crash, a_reopen_onto_a_file_that_ends_mid_line_ends_that_line_first)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "one", 3), 0);
+    char *moved = moved_name();
+    cr_assert_eq(rename(logpath, moved), 0);
+    put_file(logpath, "someone else's half li");
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, "two", 3), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(moved, "one\n");
+    assert_log_is("someone else's half li\ntwo\n");
+    free(moved);
+}
+
+/* The first record's holder dies after the newline (FILE_NEWLINE), or after reading the file that the newline
+ * ended (FILE_KNOWN): the next holder adds no second newline, and its record follows on a line of its own. */
+Test(crash, a_holder_killed_after_ending_a_line_leaves_one_newline)
+{
+    static const enum fl__crash_point at[] = {FL__CP_FILE_NEWLINE, FL__CP_FILE_KNOWN};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        put_file(logpath, "line one\nhalf a li");
+        forklog *log = open_log(NULL);
+        pid_t victim = cp_writer(log, "dead", at[i], 1);
+        cr_assert_eq(th_wait(victim), 128 + SIGKILL, "the writer did not die at %s", fl__crash_name(at[i]));
+        assert_log_is("line one\nhalf a li\n");
+        cr_assert_eq(forklog_write(log, "next", 4), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        assert_log_is("line one\nhalf a li\nnext\n");
+    }
+}
+
+/* The newline cannot be written (RLIMIT_FSIZE at the file's size): the record fails with -EFBIG and the file is
+ * unchanged; once the limit is raised, the line is ended and the record written. */
+Test(crash, a_newline_that_cannot_be_written_fails_the_record_and_changes_nothing)
+{
+    put_file(logpath, "half a li");
+    forklog *log = open_log(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {9, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(10);
+        if (forklog_write(log, "first", 5) != -EFBIG)
+            _exit(11);
+        if (file_size(logpath) != 9)
+            _exit(12);
+        rl.rlim_cur = RLIM_INFINITY;
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(13);
+        _exit(forklog_write(log, "second", 6) == 0 ? 0 : 14);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the child failed at the step its exit code names");
+    cr_assert_eq(forklog_write(log, "third", 5), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_log_is("half a li\nsecond\nthird\n");
+}
+
+/* Sets (on) or clears the append-only attribute of path (FS_APPEND_FL). Returns 0, or -errno where the file system
+ * or the credentials do not allow it. */
+static int set_append_only(const char *path, int on)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int flags = 0, rc = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (rc == 0) {
+        flags = on ? flags | FS_APPEND_FL : flags & ~FS_APPEND_FL;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    rc = rc < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* An append-only file cannot be cut: the fragment of a writer killed mid-record stays, and the next record starts
+ * on a line of its own after it. */
+Test(crash, the_fragment_an_append_only_file_keeps_is_ended_before_the_next_record)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    int rc = set_append_only(logpath, 1);
+    if (rc < 0) {
+        forklog_close(log);
+        cr_skip_test("no append-only attribute here: %s", strerror(-rc));
+    }
+    pid_t holder = start_holder(log, HOLD_WRITING_HALF, "0123456789\n", 11);
+    int st = th_wait(holder);
+    int next = forklog_write(log, "next", 4);
+    cr_assert_eq(set_append_only(logpath, 0), 0);
+    cr_assert_eq(st, 128 + SIGKILL);
+    cr_assert_eq(next, 0);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_log_is("before\n01234\nnext\n");
 }
 
 /* ---- the chaos test ---------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ static const struct mode modes[] = {
 };
 
 /* Where each point must be reached: D direct, C combining, B buffered (rings), R rotating, Q buffered and rotating
- * (the locked buffer). The segment's points ("") are
+ * (the locked buffer). FILE_NEWLINE ("") is passed only for a file that ends mid-line: test_crash kills there. The
+ * segment's points ("") are
  * passed by forklog_open() and forklog_close(), not by records: test_join kills there. The rings' ownership points
  * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring stops
  * there. */
@@ -62,6 +63,7 @@ static const struct {
     {"REOPEN_TAKEN", "DCBRQ"},
     {"REOPEN_SEEN", "DCBRQ"},
     {"REOPEN_OPENED", "DCBRQ"},
+    {"FILE_NEWLINE", ""},
     {"FILE_KNOWN", "DCBRQ"},
     {"ROTATE_BEGIN", "RQ"},
     {"ROTATE_RENAMED", "RQ"},
