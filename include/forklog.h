@@ -589,7 +589,8 @@ enum forklog_task_status {
 struct forklog_task_result {
     enum forklog_task_status status;
     int code;          /* FAILED: the task's return value; CRASHED by exit: the exit status (-1: unknown); else 0 */
-    int signal;        /* CRASHED or TIMEOUT: the signal that ended the worker; else 0 */
+    int signal;        /* CRASHED or TIMEOUT: the signal that ended the worker; else 0 (also a TIMEOUT whose
+                        * worker exited on its own as the parent was killing it) */
     pid_t worker;      /* pid of the worker that ran it; 0 if never run */
     double start;      /* wall-clock start, seconds since the Unix epoch (CLOCK_REALTIME) */
     double duration_s; /* CLOCK_MONOTONIC duration; for CRASHED/TIMEOUT, until the parent saw it end */
