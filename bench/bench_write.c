@@ -237,21 +237,25 @@ static void load(char *out, size_t cap)
 }
 
 /* CPU seconds the whole machine spent busy (/proc/stat), and those of this process and its reaped children. The
- * difference over a run is what other processes took from the benchmark: the noise indicator of a shared host. */
-static double machine_busy_s(void)
+ * difference over a run is what other processes took from the benchmark: the noise indicator of a shared host.
+ * *steal: the seconds a hypervisor gave this machine's virtual CPUs to others (steal time), which no process of
+ * this machine used. */
+static double machine_busy_s(double *steal)
 {
     FILE *f = fopen("/proc/stat", "r");
     unsigned long long v[8] = {0};
+    *steal = 0;
     if (!f)
         return 0;
     int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
                    &v[7]);
     fclose(f);
-    if (n < 8)
+    if (n < 7)
         return 0;
-    long hz = sysconf(_SC_CLK_TCK);
-    /* user nice system idle iowait irq softirq steal: everything but idle and iowait */
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)(hz > 0 ? hz : 100);
+    double hz = (double)(sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100);
+    *steal = n >= 8 ? (double)v[7] / hz : 0;
+    /* user nice system idle iowait irq softirq: everything but idle and iowait */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
 }
 
 static double own_cpu_s(void)
@@ -1175,7 +1179,7 @@ int main(int argc, char **argv)
     fflush(out);
 
     int64_t tstart = now_ns();
-    double busy0 = machine_busy_s(), own0 = own_cpu_s();
+    double steal0, busy0 = machine_busy_s(&steal0), own0 = own_cpu_s();
     if (c.csv)
         printf("size,procs,method,runs,records_per_run,median_rec_s,min_rec_s,max_rec_s,q1_rec_s,q3_rec_s,"
                "ratio_to_floor,median_MB_s,lat_samples,p50_us,p99_us,p999_us\n");
@@ -1293,12 +1297,15 @@ int main(int argc, char **argv)
 
     load(load1, sizeof load1);
     double secs = (double)(now_ns() - tstart) / 1e9;
-    double others = (machine_busy_s() - busy0) - (own_cpu_s() - own0);
+    double steal, others = (machine_busy_s(&steal) - busy0) - (own_cpu_s() - own0);
     if (others < 0)
         others = 0;
+    steal -= steal0;
     fprintf(out, "%s%sload at end (/proc/loadavg): %s; benchmark took %.0f s\n", c.csv ? "" : "\n", cm, load1, secs);
-    fprintf(out, "%sother processes used %.1f CPU-seconds during the run (%.2f of the %ld CPUs on average)\n", cm,
-            others, others / secs, ncpu);
+    fprintf(out,
+            "%sother processes used %.1f CPU-seconds during the run (%.2f of the %ld CPUs on average); the hypervisor "
+            "gave %.1f CPU-seconds of this machine's CPUs to others (steal time)\n",
+            cm, others, others / secs, ncpu, steal);
     if (!c.keep_files)
         rmdir(dir);
     return 0;

@@ -225,10 +225,13 @@ def cpu_seconds(pids):
 
 
 def busy_cpu_seconds():
-    """CPU time spent by the whole machine (every CPU, every process) since boot, in seconds."""
+    """CPU time spent by the whole machine (every CPU, every process) since boot, in seconds, and the time a
+    hypervisor gave the machine's virtual CPUs to others (steal time)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[0:3]) + sum(v[5:7])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
+    hz = os.sysconf("SC_CLK_TCK")
+    steal = v[7] / hz if len(v) > 7 else 0.0
+    return (sum(v[0:3]) + sum(v[5:7])) / hz, steal  # user nice system irq softirq
 
 
 def own_cpu_seconds():
@@ -270,7 +273,7 @@ def main():
         commit = "?"
     with open("/proc/loadavg") as f:
         load0 = f.read().strip()
-    busy0, ours0 = busy_cpu_seconds(), own_cpu_seconds()
+    (busy0, steal0), ours0 = busy_cpu_seconds(), own_cpu_seconds()
     print("python_handler: %s, Python %s, forklog %s (%s), commit %s, %d CPUs, dir %s, load at start: %s" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), sys.version.split()[0], forklog.library_version(),
         forklog.library_path, commit, os.cpu_count(), workdir, load0))
@@ -307,9 +310,10 @@ def main():
             print("%-16s %3d %10.0f %19s %9s %9s %9s %8.2f %6.1f %d/%d" % (
                 m, procs, med, "%.0f-%.0f" % (lo, hi), ratio("lock-open"), ratio("manager-lock"),
                 ratio("filehandler"), cpu, size, torn, missing))
-    busy, ours = busy_cpu_seconds() - busy0, own_cpu_seconds() - ours0
-    print("load at end: %s; the CPUs were busy %.1f s, %.1f s of it this benchmark's, %.1f s other processes'" % (
-        load1, busy, ours, max(busy - ours, 0.0)))
+    (busy, steal), ours = busy_cpu_seconds(), own_cpu_seconds() - ours0
+    busy, steal = busy - busy0, steal - steal0
+    print("load at end: %s; the CPUs were busy %.1f s, %.1f s of it this benchmark's, %.1f s other processes'; "
+          "the hypervisor gave %.1f s of them to others (steal time)" % (load1, busy, ours, max(busy - ours, 0.0), steal))
 
 
 if __name__ == "__main__":
