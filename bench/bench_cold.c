@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forklog_bench_cold: where a direct-mode record's time goes besides its write(2). One process, one writer, 100 B
+ * records, no buffering: each record is built and then written with one write(2), as the P=1 cells of
+ * forklog_bench run. The program defines write() and writev() itself (the library is linked statically, so its
+ * calls are these), times every system call, and prints per record the time outside it (the user-space part: the
+ * loop, formatting, the lock and the bookkeeping) beside the time inside it. Methods run in rotation, R rounds of
+ * n records each; the medians are printed.
+ *
+ * The user-space part of a direct record runs right after the kernel's write path has taken the CPU's caches and
+ * branch predictors, so it costs several times what the same instructions cost in a loop without system calls
+ * (forklog_bench's buffered methods); this program measures that cost where it is paid.
+ *
+ * usage: forklog_bench_cold [-n RECORDS] [-r ROUNDS] [-d DIR]       defaults: -n 20000 -r 15 -d /var/tmp
+ */
+#include <forklog.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REC        100
+#define MAX_ROUNDS 101
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Nanoseconds spent inside write(2) and writev(2) since the last reset. */
+static long long in_kernel_ns;
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    long long t = now_ns();
+    ssize_t r = (ssize_t)syscall(SYS_write, fd, buf, n);
+    in_kernel_ns += now_ns() - t;
+    return r;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    long long t = now_ns();
+    ssize_t r = (ssize_t)syscall(SYS_writev, fd, iov, cnt);
+    in_kernel_ns += now_ns() - t;
+    return r;
+}
+
+enum method { FLOOR, RAW, TEXT, REQUEST, ITEMS, PAIR, KV4, METHODS };
+static const char *const names[METHODS] = {
+    "floor (write(2))",          "forklog_write", "forklog_log \"%s\"", "\"request %s cost %.6f s\"",
+    "\"%d items in %ld ms %s\"", "\"%s: %s\"",    "four typed fields"};
+
+static forklog *log_;
+static int floor_fd;
+static char rec[REC + 1], msg[METHODS][REC + 1];
+
+static int one(enum method m, long i)
+{
+    const struct forklog_field kv4[4] = {FORKLOG_STR("method", "GET"), FORKLOG_INT("status", 200),
+                                         FORKLOG_DUR_NS("cost", 1234567), FORKLOG_UINT("bytes", 4321)};
+    switch (m) {
+    case FLOOR: return write(floor_fd, rec, REC) == REC ? 0 : -EIO;
+    case RAW: return forklog_write(log_, rec, REC);
+    case TEXT: return forklog_log(log_, FORKLOG_INFO, "%s", msg[m]);
+    case REQUEST:
+        return forklog_log(log_, FORKLOG_INFO, "request %s cost %.6f s", msg[m], (double)(i % 1000) / 1000.0 + 1e-4);
+    case ITEMS:
+        return forklog_log(log_, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900), 10000L + i % 90000,
+                           msg[m]);
+    case PAIR: return forklog_log(log_, FORKLOG_INFO, "%s: %s", "open", msg[m]);
+    case KV4: return forklog_log_fields(log_, FORKLOG_INFO, msg[m], kv4, 4);
+    default: return -EINVAL;
+    }
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    long n = 20000;
+    int rounds = 15;
+    const char *dir = "/var/tmp";
+    for (int opt; (opt = getopt(argc, argv, "n:r:d:h")) != -1;) {
+        if (opt == 'n')
+            n = atol(optarg);
+        else if (opt == 'r')
+            rounds = atoi(optarg);
+        else if (opt == 'd')
+            dir = optarg;
+        else {
+            fprintf(stderr, "usage: %s [-n RECORDS] [-r ROUNDS] [-d DIR]\n", argv[0]);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (n < 1 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "%s: -n at least 1, -r 1..%d\n", argv[0], MAX_ROUNDS);
+        return 2;
+    }
+    char path[4096], fpath[4096];
+    snprintf(path, sizeof path, "%s/forklog_bench_cold.%ld.log", dir, (long)getpid());
+    snprintf(fpath, sizeof fpath, "%s/forklog_bench_cold.%ld.floor", dir, (long)getpid());
+    int rc = forklog_open(&log_, path, NULL);
+    floor_fd = open(fpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (rc < 0 || floor_fd < 0) {
+        fprintf(stderr, "%s: cannot open the logs in %s\n", argv[0], dir);
+        return 1;
+    }
+    memset(rec, 'a', REC - 1);
+    rec[REC - 1] = '\n';
+    /* Each method's message so that its record is REC bytes: one record with a 50-byte message, measured. */
+    for (int m = TEXT; m < METHODS; m++) {
+        memset(msg[m], 'b', 50);
+        struct stat st;
+        if (stat(path, &st) != 0 || one((enum method)m, 0) < 0) {
+            fprintf(stderr, "%s: %s: the first record failed\n", argv[0], names[m]);
+            return 1;
+        }
+        off_t was = st.st_size;
+        if (stat(path, &st) != 0 || st.st_size - was > 50 + REC || st.st_size - was < 51) {
+            fprintf(stderr, "%s: %s: a record of another size than expected\n", argv[0], names[m]);
+            return 1;
+        }
+        long len = 50 + REC - (long)(st.st_size - was);
+        if (len < 1) {
+            fprintf(stderr, "%s: %s: its fixed part alone is over %d bytes\n", argv[0], names[m], REC);
+            return 1;
+        }
+        memset(msg[m], 0, sizeof msg[m]);
+        memset(msg[m], 'b', (size_t)len);
+    }
+    static double user[METHODS][MAX_ROUNDS], sys[METHODS][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < METHODS; k++) {
+            int m = (k + r) % METHODS; /* rotated: no method always runs after the same one */
+            in_kernel_ns = 0;
+            long long t0 = now_ns();
+            for (long i = 0; i < n; i++)
+                if (one((enum method)m, i) < 0) {
+                    fprintf(stderr, "%s: %s: a record failed\n", argv[0], names[m]);
+                    return 1;
+                }
+            long long total = now_ns() - t0;
+            user[m][r] = (double)(total - in_kernel_ns) / (double)n;
+            sys[m][r] = (double)in_kernel_ns / (double)n;
+        }
+    }
+    printf("%ld records of %d B per method and round, %d rounds; medians, ns per record\n", n, REC, rounds);
+    printf("%-28s %10s %10s %10s %9s\n", "method", "outside", "in write", "total", "vs floor");
+    double floor_total = 0;
+    for (int m = 0; m < METHODS; m++) {
+        double t[MAX_ROUNDS];
+        for (int r = 0; r < rounds; r++)
+            t[r] = user[m][r] + sys[m][r];
+        qsort(user[m], (size_t)rounds, sizeof(double), cmp);
+        qsort(sys[m], (size_t)rounds, sizeof(double), cmp);
+        qsort(t, (size_t)rounds, sizeof(double), cmp);
+        if (m == FLOOR)
+            floor_total = t[rounds / 2];
+        printf("%-28s %10.0f %10.0f %10.0f %8.2fx\n", names[m], user[m][rounds / 2], sys[m][rounds / 2], t[rounds / 2],
+               floor_total / t[rounds / 2]);
+    }
+    forklog_close(log_);
+    close(floor_fd);
+    unlink(path);
+    unlink(fpath);
+    return 0;
+}
