@@ -295,6 +295,7 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
  *     with F_SETFL, on the open file description it shares with fd, so the caller's own writes through fd go to
  *     the end too. A dead writer's fragment is cut back as with forklog_open(), between the processes of the
  *     handle; writers outside it (the caller writing through fd, another program) are not serialised with them.
+ *     A file that ends in the middle of a line gets a newline before the first record, as with forklog_open().
  *   - A pipe, a FIFO, a stream socket, a terminal or another device: each record is one write(2) (looped on a
  *     short write) under the lock, so records of any size up to max_record are never interleaved among the
  *     processes of the handle. A writer killed in the middle of a record leaves its first part in the stream:
