@@ -259,7 +259,8 @@ struct forklog_options {
  *
  * A regular file that ends in the middle of a line (a line another program left unfinished, a record cut off by a
  * machine crash) gets a newline before the first record, so that every record starts a line of its own; the open
- * itself writes nothing. So does the file that a reopen or a rotation moves the log to.
+ * itself writes nothing. So does the file that a reopen or a rotation moves the log to. The last byte is read
+ * through /proc/self/fd: without /proc, or without read permission on the file, nothing is added.
  *
  * `path` may also name a FIFO, a character device or a pipe (/proc/self/fd/N): records are written whole as
  * long as each write is, but such a target is never rotated and a dead writer's fragment is never cut. No open,

@@ -268,7 +268,7 @@ static int fl__sync_file_slow(forklog *log)
             return rc; /* still on the older generation: the next call tries again */
         log->gen = s->gen;
     }
-    if (!s->file_known) {
+    if (s->file_known != 1) {
         struct stat st;
         if (fstat(log->fd, &st) < 0)
             return -errno;
@@ -310,7 +310,7 @@ int fl__sync_file(forklog *log)
     /* The usual record: this process's own descriptor, no reopen asked, a shared segment of a named file, the
      * generation's file known; nothing to do. */
     struct fl__seg *s = log->seg;
-    if ((!log->proc || log->proc->own_fd) && log->seg_fd >= 0 && log->gen == s->gen && s->file_known &&
+    if ((!log->proc || log->proc->own_fd) && log->seg_fd >= 0 && log->gen == s->gen && s->file_known == 1 &&
         atomic_load_explicit(&s->reopen_req, memory_order_acquire) == s->reopen_seen)
         return 0;
     return fl__sync_file_slow(log);

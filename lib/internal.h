@@ -128,7 +128,7 @@ struct fl__seg {
     uint64_t target;       /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
     uint64_t ino, dev;     /* identity of the current file, for repair */
     uint32_t gen;          /* file generation: bumped by every rotation and reopen */
-    uint32_t file_known;   /* size/ino/dev describe generation gen */
+    uint32_t file_known;   /* size/ino/dev describe generation gen (2: and its last line is unfinished) */
     uint32_t state;        /* enum fl__state */
     uint32_t reopen_seen;  /* reopen_req value already turned into a generation */
     atomic_uint held;      /* a hint for spinning waiters: the lock is taken */

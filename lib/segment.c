@@ -262,9 +262,10 @@ static int fl__seg_build(forklog *log, struct fl__seg *s, size_t seg_len, uint64
     s->ino = (uint64_t)st->st_ino;
     s->dev = (uint64_t)st->st_dev;
     s->gen = 1;
-    /* A file that ends in the middle of a line is left unknown: the first record's holder ends that line with a
-     * newline, under the lock (fl__sync_file), and reads the file again. Opening the log writes nothing. */
-    s->file_known = S_ISREG(st->st_mode) && fl__ends_mid_line(log->fd, (uint64_t)st->st_size) ? 0 : 1;
+    /* A file that ends in the middle of a line is known (its identity is checked as any file's) but not final
+     * (2): the first record's holder ends that line with a newline, under the lock (fl__sync_file), and reads the
+     * file again. Opening the log writes nothing. */
+    s->file_known = S_ISREG(st->st_mode) && fl__ends_mid_line(log->fd, (uint64_t)st->st_size) ? 2 : 1;
     atomic_init(&s->regular, S_ISREG(st->st_mode) ? 1u : 0u);
     s->buf_cap = buf_cap;
     s->ring_cap = ring_cap;

@@ -819,6 +819,32 @@ Test(crash, the_fragment_an_append_only_file_keeps_is_ended_before_the_next_reco
     assert_log_is("before\n01234\nnext\n");
 }
 
+/* The log ends mid-line at open, and is moved away and replaced (no forklog_reopen()) before anybody writes. A new
+ * opener writes first: as in every_process_moves_to_the_file_a_new_opener_found_at_path, every process follows it
+ * to the file at path, and a failed write of the first opener is cut back within that file; the moved file is left
+ * as it was. */
+Test(crash, a_moved_log_that_ended_mid_line_is_followed_after_a_new_opener)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    put_file(logpath, "line one\nline two\nhalf a li");
+    forklog *log = open_log(NULL);
+    char *moved = moved_name();
+    move_and_replace(moved);
+    cr_assert_eq(th_wait(new_opener("opener record\n", 0)), 0);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    struct rlimit old, rl;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    rl = (struct rlimit){25, old.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    int rc = forklog_write(log, "a record that cannot be written whole", 37);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    cr_assert_eq(rc, -EFBIG);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(logpath, "opener record\nafter\n");
+    assert_file_is(moved, "line one\nline two\nhalf a li");
+    free(moved);
+}
+
 /* ---- the chaos test ---------------------------------------------------------------------------------------
  * Writers append self-checking records; the parent SIGKILLs one at random moments (a third of the kills aimed at
  * the current lock holder while it is in the middle of a write, a third at a waiter the instant the lock is
