@@ -7,9 +7,9 @@
  * loop, formatting, the lock and the bookkeeping) beside the time inside it. Methods run in rotation, R rounds of
  * n records each; the medians are printed.
  *
- * The user-space part of a direct record runs right after the kernel's write path has taken the CPU's caches and
- * branch predictors, so it costs several times what the same instructions cost in a loop without system calls
- * (forklog_bench's buffered methods); this program measures that cost where it is paid.
+ * A second table runs forklog_write() and one format in buffered mode (no system call per record: the flushes'
+ * write(2) is timed and left out) with nothing, a getppid() or a write(2) of 100 B to another file between two
+ * records: what a system call, and the kernel's write path, cost the user-space part of the record that follows.
  *
  * usage: forklog_bench_cold [-n RECORDS] [-r ROUNDS] [-d DIR]       defaults: -n 20000 -r 15 -d /var/tmp
  */
@@ -60,25 +60,25 @@ static const char *const names[METHODS] = {
     "floor (write(2))",          "forklog_write", "forklog_log \"%s\"", "\"request %s cost %.6f s\"",
     "\"%d items in %ld ms %s\"", "\"%s: %s\"",    "four typed fields"};
 
-static forklog *log_;
-static int floor_fd;
+static forklog *log_, *buffered;
+static int floor_fd, other_fd;
 static char rec[REC + 1], msg[METHODS][REC + 1];
 
-static int one(enum method m, long i)
+static int one(forklog *log, enum method m, long i)
 {
     const struct forklog_field kv4[4] = {FORKLOG_STR("method", "GET"), FORKLOG_INT("status", 200),
                                          FORKLOG_DUR_NS("cost", 1234567), FORKLOG_UINT("bytes", 4321)};
     switch (m) {
     case FLOOR: return write(floor_fd, rec, REC) == REC ? 0 : -EIO;
-    case RAW: return forklog_write(log_, rec, REC);
-    case TEXT: return forklog_log(log_, FORKLOG_INFO, "%s", msg[m]);
+    case RAW: return forklog_write(log, rec, REC);
+    case TEXT: return forklog_log(log, FORKLOG_INFO, "%s", msg[m]);
     case REQUEST:
-        return forklog_log(log_, FORKLOG_INFO, "request %s cost %.6f s", msg[m], (double)(i % 1000) / 1000.0 + 1e-4);
+        return forklog_log(log, FORKLOG_INFO, "request %s cost %.6f s", msg[m], (double)(i % 1000) / 1000.0 + 1e-4);
     case ITEMS:
-        return forklog_log(log_, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900), 10000L + i % 90000,
+        return forklog_log(log, FORKLOG_INFO, "%d items in %ld ms %s", 100 + (int)(i % 900), 10000L + i % 90000,
                            msg[m]);
-    case PAIR: return forklog_log(log_, FORKLOG_INFO, "%s: %s", "open", msg[m]);
-    case KV4: return forklog_log_fields(log_, FORKLOG_INFO, msg[m], kv4, 4);
+    case PAIR: return forklog_log(log, FORKLOG_INFO, "%s: %s", "open", msg[m]);
+    case KV4: return forklog_log_fields(log, FORKLOG_INFO, msg[m], kv4, 4);
     default: return -EINVAL;
     }
 }
@@ -110,12 +110,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: -n at least 1, -r 1..%d\n", argv[0], MAX_ROUNDS);
         return 2;
     }
-    char path[4096], fpath[4096];
+    char path[4096], fpath[4096], bpath[4096], opath[4096];
     snprintf(path, sizeof path, "%s/forklog_bench_cold.%ld.log", dir, (long)getpid());
     snprintf(fpath, sizeof fpath, "%s/forklog_bench_cold.%ld.floor", dir, (long)getpid());
+    snprintf(bpath, sizeof bpath, "%s/forklog_bench_cold.%ld.buffered", dir, (long)getpid());
+    snprintf(opath, sizeof opath, "%s/forklog_bench_cold.%ld.other", dir, (long)getpid());
+    const struct forklog_options bo = {.flags = FORKLOG_BUFFERED};
     int rc = forklog_open(&log_, path, NULL);
+    int brc = forklog_open(&buffered, bpath, &bo);
     floor_fd = open(fpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    if (rc < 0 || floor_fd < 0) {
+    other_fd = open(opath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (rc < 0 || brc < 0 || floor_fd < 0 || other_fd < 0) {
         fprintf(stderr, "%s: cannot open the logs in %s\n", argv[0], dir);
         return 1;
     }
@@ -125,7 +130,7 @@ int main(int argc, char **argv)
     for (int m = TEXT; m < METHODS; m++) {
         memset(msg[m], 'b', 50);
         struct stat st;
-        if (stat(path, &st) != 0 || one((enum method)m, 0) < 0) {
+        if (stat(path, &st) != 0 || one(log_, (enum method)m, 0) < 0) {
             fprintf(stderr, "%s: %s: the first record failed\n", argv[0], names[m]);
             return 1;
         }
@@ -149,7 +154,7 @@ int main(int argc, char **argv)
             in_kernel_ns = 0;
             long long t0 = now_ns();
             for (long i = 0; i < n; i++)
-                if (one((enum method)m, i) < 0) {
+                if (one(log_, (enum method)m, i) < 0) {
                     fprintf(stderr, "%s: %s: a record failed\n", argv[0], names[m]);
                     return 1;
                 }
@@ -173,9 +178,49 @@ int main(int argc, char **argv)
         printf("%-28s %10.0f %10.0f %10.0f %8.2fx\n", names[m], user[m][rounds / 2], sys[m][rounds / 2], t[rounds / 2],
                floor_total / t[rounds / 2]);
     }
+
+    /* Buffered, with something between two records. Every case reads the clock twice around it, nothing
+     * included, so that the timing costs each the same. */
+    static const char *const between[3] = {"nothing", "getppid()", "write(2) 100 B"};
+    static const enum method brec[2] = {RAW, REQUEST};
+    static double bu[2][3][MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < 6; k++) {
+            int c = (k + r) % 6, m = c / 3, b = c % 3;
+            in_kernel_ns = 0;
+            long long t0 = now_ns();
+            for (long i = 0; i < n; i++) {
+                if (one(buffered, brec[m], i) < 0) {
+                    fprintf(stderr, "%s: buffered %s: a record failed\n", argv[0], names[brec[m]]);
+                    return 1;
+                }
+                long long a = now_ns();
+                if (b == 1)
+                    (void)syscall(SYS_getppid);
+                else if (b == 2 && syscall(SYS_write, other_fd, rec, REC) != REC)
+                    return 1;
+                in_kernel_ns += now_ns() - a;
+            }
+            bu[m][b][r] = (double)(now_ns() - t0 - in_kernel_ns) / (double)n;
+        }
+    }
+    printf("\nFORKLOG_BUFFERED, ns per record outside every system call, with between two records:\n");
+    printf("%-28s %10s %10s %15s\n", "method", between[0], between[1], between[2]);
+    for (int m = 0; m < 2; m++) {
+        printf("%-28s", names[brec[m]]);
+        for (int b = 0; b < 3; b++) {
+            qsort(bu[m][b], (size_t)rounds, sizeof(double), cmp);
+            printf(" %*.0f", b == 2 ? 15 : 10, bu[m][b][rounds / 2]);
+        }
+        printf("\n");
+    }
     forklog_close(log_);
+    forklog_close(buffered);
     close(floor_fd);
+    close(other_fd);
     unlink(path);
     unlink(fpath);
+    unlink(bpath);
+    unlink(opath);
     return 0;
 }
