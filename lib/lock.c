@@ -86,17 +86,19 @@ static void fl__repair_file_now(forklog *log)
     }
     /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
      * turned into a new generation: fl__sync_file would first re-read size from the torn file and keep the
-     * fragment. A process still on an older generation opens path by name; the identity check skips a file
-     * that is no longer the dead holder's (renamed away since: its fragment stays, see docs/design.md). So does a
-     * process whose descriptor is not its generation's file: a child forked while another thread of its parent
-     * completed a reopen holds the new generation with the old file's descriptor until its fl__sync_file, which
-     * comes after this repair. */
+     * fragment. The file is this process's descriptor's when that is the same file (its inode and device),
+     * whatever generation this process is on: a process that opened the log by name and has not written yet
+     * holds it, and may be the only one that still reaches it once the file is renamed away. Otherwise path is
+     * opened by name, and the identity check skips a file that is no longer the dead holder's: a process on an
+     * older generation, or a child forked while another thread of its parent completed a reopen (it holds the new
+     * generation with the old file's descriptor until its fl__sync_file, which comes after this repair). */
     struct stat st;
-    int fd = log->fd;
-    if (log->gen != s->gen || fstat(fd, &st) != 0 || (uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+    int fd = log->fd, reached = 0;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
         fd = open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd >= 0 && s->file_known && (fd == log->fd || fstat(fd, &st) == 0) && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_ino == s->ino && (uint64_t)st.st_dev == s->dev) {
+        reached = 1;
         if ((uint64_t)st.st_size == s->target) {
             /* The write completed: the record (or buffer) is whole in the file; keep it. */
             s->size = s->target;
@@ -110,6 +112,12 @@ static void fl__repair_file_now(forklog *log)
     }
     if (fd >= 0 && fd != log->fd)
         close(fd);
+    /* The dead holder's file is out of this process's reach (renamed away, and path names another file or none,
+     * or cannot be opened): its fragment stays, and size no longer says where it ends. Nobody may append there
+     * again with that size, which a later cut would go back to, taking the records written since: every process
+     * reopens path by name before its next record, as after a forklog_reopen(). */
+    if (!reached && s->file_known)
+        fl__new_generation(s);
     FL__STEP(s->state, FL__IDLE);
 }
 

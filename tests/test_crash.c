@@ -456,6 +456,130 @@ static void assert_file_is(const char *path, const char *want)
     free(buf);
 }
 
+/* Writes `content` to path, replacing the file. */
+static void put_file(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+}
+
+/* A writer forked from log that dies at point `cp` while writing `rec` (a whole line). */
+static void die_writing(forklog *log, enum fl__crash_point cp, const char *rec)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(cp, 1, FL__CRASH_KILL);
+        _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 50 : 51);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the writer did not die at %s", fl__crash_name(cp));
+}
+
+/* A writer dies mid-record, and logrotate renames the log (with `create`, or not) before anybody else writes and
+ * before it asks for a reopen. The next holder is a process that opened the log by name and has not written yet:
+ * its descriptor is the renamed file, which it repairs (the fragment cut) and writes, as the log's other processes
+ * do until the reopen. A dead holder's completed write is kept there too; after the reopen, records go to path. */
+Test(crash, a_joiner_repairs_the_file_renamed_after_a_death_before_its_first_record)
+{
+    for (int create = 0; create < 2; create++) {
+        char *moved = moved_name();
+        unlink(logpath);
+        unlink(moved);
+        forklog *log = open_log(NULL);
+        cr_assert_eq(forklog_write(log, "A0", 2), 0);
+        int go[2], ready[2];
+        cr_assert_eq(pipe(go), 0);
+        cr_assert_eq(pipe(ready), 0);
+        pid_t joiner = fork();
+        cr_assert_neq(joiner, -1);
+        if (joiner == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            forklog *j;
+            char c;
+            if (forklog_open(&j, logpath, NULL) != 0 || write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+                _exit(2);
+            _exit(forklog_write(j, "J0", 2) == 0 && forklog_close(j) == 0 ? 0 : 1);
+        }
+        char c;
+        cr_assert_eq(read(ready[0], &c, 1), 1, "the joiner did not open the log");
+        close(ready[0]);
+        close(ready[1]);
+        char torn[1001];
+        memset(torn, 'W', sizeof torn - 2);
+        torn[sizeof torn - 2] = '\n';
+        torn[sizeof torn - 1] = '\0';
+        die_writing(log, FL__CP_WRITE_TORN, torn);
+        cr_assert_eq(rename(logpath, moved), 0);
+        if (create)
+            put_file(logpath, "");
+        cr_assert_eq(write(go[1], "g", 1), 1);
+        cr_assert_eq(th_wait(joiner), 0, "the joiner's record failed");
+        close(go[0]);
+        close(go[1]);
+        cr_assert_eq(forklog_write(log, "A1", 2), 0);
+        die_writing(log, FL__CP_WRITE_DONE, "W2\n");
+        cr_assert_eq(forklog_write(log, "A2", 2), 0);
+        cr_assert_eq(forklog_reopen(log), 0);
+        cr_assert_eq(forklog_write(log, "A3", 2), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        assert_file_is(moved, "A0\nJ0\nA1\nW2\nA2\n");
+        assert_file_is(logpath, "A3\n");
+        free(moved);
+    }
+}
+
+/* A writer dies mid-record, and logrotate renames the log and creates a new one; the next holder is a process on an
+ * older generation (it has not written since a reopen) that can open no descriptor, so it can neither reach the
+ * renamed file nor move to the new one: its record fails. The fragment stays in the renamed file, and nobody may
+ * append there again with a size that no longer says where that file ends (a later cut back to it would take the
+ * records written since): every process moves to the file at path before its next record. */
+Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process_to_path)
+{
+    char *old = th_path(dir, "crash.log.old");
+    char *moved = moved_name();
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_write(log, "A0", 2), 0);
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t older = fork(); /* stays on the first generation */
+    cr_assert_neq(older, -1);
+    if (older == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        struct rlimit rl = {64, 64};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(3);
+        while (dup(0) >= 0) {
+        }
+        int rc = forklog_write(log, "C0", 2);
+        _exit(rc < 0 ? 0 : 4);
+    }
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_write(log, "A1", 2), 0);
+    die_writing(log, FL__CP_WRITE_TORN, "a record that dies half way through\n");
+    cr_assert_eq(rename(logpath, moved), 0);
+    put_file(logpath, "");
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    cr_assert_eq(th_wait(older), 0, "the older process's record did not fail");
+    close(go[0]);
+    close(go[1]);
+    cr_assert_eq(forklog_write(log, "A2", 2), 0);
+    die_writing(log, FL__CP_WRITE_TORN, "another record that dies half way through\n");
+    cr_assert_eq(forklog_write(log, "A3", 2), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    assert_file_is(old, "A0\n");
+    assert_file_is(moved, "A1\na record that dies"); /* its first half */
+    assert_file_is(logpath, "A2\nA3\n");
+    free(moved);
+    free(old);
+}
+
 Test(crash, torn_record_of_a_new_opener_after_a_move_is_cut)
 {
     /* The new opener writes to the file now at path; it dies half way through. The next writer, on the old
@@ -653,15 +777,6 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
 }
 
 /* ---- a file that ends in the middle of a line ------------------------------------------------------------ */
-
-/* Writes `content` to path, replacing the file. */
-static void put_file(const char *path, const char *content)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
-    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    close(fd);
-}
 
 static void assert_log_is(const char *want)
 {
