@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Linux's (glibc and musl), declared only under _GNU_SOURCE. */
@@ -334,6 +335,25 @@ static int fl__name_kind(const char *name, struct stat *st)
     return S_ISREG(st->st_mode) ? 1 : -1;
 }
 
+/* Renames `from` back to `to` (path), but never over another file: only over a symlink, which is replaced rather
+ * than followed. Where RENAME_NOREPLACE is missing (a kernel before 3.15, a file system without it), link() and
+ * unlink() do the same, never replacing either. Anything else at `to` (a file another program created there, a
+ * FIFO) stays, and `from` keeps its name. */
+static void fl__put_back(const char *from, const char *to)
+{
+    int rc = -1;
+#if defined(__linux__) && defined(SYS_renameat2)
+    rc = (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1u /* RENAME_NOREPLACE */);
+#else
+    errno = ENOSYS;
+#endif
+    if (rc < 0 && (errno == ENOSYS || errno == EINVAL) && (rc = link(from, to)) == 0)
+        (void)unlink(from);
+    struct stat st;
+    if (rc < 0 && errno == EEXIST && lstat(to, &st) == 0 && S_ISLNK(st.st_mode))
+        (void)rename(from, to);
+}
+
 /* Results of fl__rotate besides a negative errno. */
 enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1 };
 
@@ -434,11 +454,12 @@ static int fl__rotate(forklog *log)
     if (fd == -EEXIST)
         fd = fl__open_log_file(log, O_NOFOLLOW);
     if (fd < 0 && moved) {
-        /* No new file (a symlink was planted at path after the rename, say). A new generation would make every
-         * process reopen path by name, through that symlink. Put the old file back at path instead (rename()
-         * replaces what is there, never follows it) and stay on it: nobody reopens, and the record goes into it.
-         * If even that fails, the old file keeps the name path.1 until a later rotation succeeds. */
-        (void)rename(to, log->path);
+        /* No new file (a symlink was planted at path after the rename, say, or a FIFO, or a file this process may
+         * not open). A new generation would make every process reopen path by name, through that symlink. Put the
+         * old file back at path instead, over a symlink but over nothing else (fl__put_back), and stay on it:
+         * nobody reopens, and the record goes into it. If it cannot go back, it keeps the name path.1 until a later
+         * rotation, which finds what is at path. */
+        fl__put_back(to, log->path);
         FL__STEP(s->state, FL__IDLE);
         free(from);
         return FL__ROTATE_DONE;

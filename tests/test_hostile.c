@@ -41,7 +41,7 @@ TestSuite(hostile, .init = setup, .fini = teardown);
  * (symbol interposition), so a test can plant a symlink at path in the instant between fl__rotate's
  * rename(path, path.1) and its creation of the new path: the race an attacker would have to win. Otherwise it is
  * plain rename. */
-static volatile int plant_after_rename;
+static volatile int plant_after_rename; /* 1: a symlink to plant_target; 2: a FIFO */
 static char plant_target[4096];
 static volatile int planted;
 
@@ -49,8 +49,9 @@ int rename(const char *from, const char *to)
 {
     int rc = renameat(AT_FDCWD, from, AT_FDCWD, to);
     if (rc == 0 && plant_after_rename && logpath && strcmp(from, logpath) == 0) {
+        int fifo = plant_after_rename == 2;
         plant_after_rename = 0;
-        planted = symlink(plant_target, logpath) == 0 ? 1 : -1;
+        planted = (fifo ? mkfifo(logpath, 0644) : symlink(plant_target, logpath)) == 0 ? 1 : -1;
     }
     return rc;
 }
@@ -1044,6 +1045,38 @@ Test(hostile, rotation_never_follows_a_symlink_planted_at_path_after_the_rename)
     fprintf(stderr, "symlink planted after rename: the rotating record returned %d (%s)\n", rc, strerror(-rc));
     rc_seen_free(&seen);
     free(secret);
+}
+
+/* A FIFO (with no reader) appears at path right after the rotation renamed the log's file to path.1: the new file
+ * cannot be created nor the FIFO opened. The log's file goes back to path only over nothing but a symlink: the FIFO
+ * stays, and the log writes on into its file, under the name path.1. */
+Test(hostile, rotation_puts_the_file_back_over_nothing_another_program_put_at_path)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    unsigned q = 0;
+    for (; q < 3; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0);
+    plant_after_rename = 2;
+    cr_assert_eq(rc_write(log, buf, 'R', 0, q++, 0, 60), 0);
+    cr_assert_eq(planted, 1, "the test could not make its FIFO");
+    for (; q < 10; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    cr_assert_eq(forklog_close(log), 0);
+    struct stat st;
+    cr_assert_eq(lstat(logpath, &st), 0);
+    cr_assert(S_ISFIFO(st.st_mode), "the FIFO at path was replaced");
+    char *one = numbered(1);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 16);
+    rc_scan(&seen, one, 1);
+    for (unsigned k = 0; k < q; k++)
+        cr_assert_eq(rc_count(&seen, 0, k), 1, "record %u is in %s %u times", k, one, rc_count(&seen, 0, k));
+    cr_assert_eq(seen.records, q);
+    rc_seen_free(&seen);
+    unlink(logpath);
+    free(one);
 }
 
 static void become_nobody(void)
