@@ -258,6 +258,31 @@ static pid_t spawn_cli(int *feed)
     return pid;
 }
 
+/* `forklog append` joins a log whose users chose FORKLOG_BUFFERED: a line it read is in the file while the pipeline
+ * waits for its next one (within a few flush intervals), not only at the next line or the end of the input. */
+Test(join, the_command_line_tool_writes_out_a_buffered_logs_line_while_its_input_waits)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    forklog *app = open_ok(&o);
+    cr_assert_eq(forklog_write(app, "the application's record", 24), 0);
+    cr_assert_eq(forklog_flush(app), 0);
+    int feed;
+    pid_t cli = spawn_cli(&feed);
+    const char line[] = "a line of a pipeline that then waits\n";
+    cr_assert_eq(write(feed, line, sizeof line - 1), (ssize_t)(sizeof line - 1));
+    int there = 0;
+    for (double until = th_now_s() + 5; !there && th_now_s() < until; usleep(20000)) {
+        size_t len;
+        char *buf = th_slurp(logpath, &len);
+        there = buf && strstr(buf, "a line of a pipeline that then waits\n") != NULL;
+        free(buf);
+    }
+    close(feed);
+    cr_assert_eq(th_wait_for(cli, 10), 0, "forklog append failed");
+    cr_assert(there, "the line stayed in the buffer while the pipeline waited");
+    cr_assert_eq(forklog_close(app), 0);
+}
+
 Test(join, a_forked_pool_shell_pipelines_and_a_spawned_program_write_one_log, .timeout = 120)
 {
     /* At once: a forked pool of 4 writers on the parent's handle, 3 `forklog append` processes fed from pipes,

@@ -13,12 +13,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Exit codes (man page, EXIT STATUS): like grep and diff, 1 for "it did not work", 2 for "you asked wrongly". */
@@ -333,6 +336,91 @@ static int put_record(forklog *log, const struct request *req, const char *msg, 
     return rc;
 }
 
+/* While append waits for its next line, the records it wrote may sit in a buffered log's shared memory
+ * (FORKLOG_BUFFERED, which the log's other users may have chosen): the library writes them at its next call once
+ * flush_ms has passed, and a pipeline that goes quiet makes no call. A thread of its own writes them out when no
+ * line came for IDLE_FLUSH_MS; on a log that is not buffered forklog_flush() does nothing. */
+#define IDLE_FLUSH_MS 100
+
+struct idle_flush {
+    forklog *log;
+    atomic_ulong records; /* written so far by the main thread */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    int stop; /* under mu */
+    pthread_t thread;
+};
+
+static void *idle_flusher(void *arg)
+{
+    struct idle_flush *f = arg;
+    unsigned long seen = 0, flushed = 0;
+    pthread_mutex_lock(&f->mu);
+    while (!f->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += IDLE_FLUSH_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&f->wake, &f->mu, &until) == 0 || f->stop)
+            continue;
+        unsigned long now = atomic_load(&f->records);
+        if (now == seen && now != flushed) {
+            pthread_mutex_unlock(&f->mu);
+            (void)forklog_flush(f->log); /* a failure stays in the buffer, for the next flush or the close */
+            pthread_mutex_lock(&f->mu);
+            flushed = now;
+        }
+        seen = now;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* Starts the thread, with the stop signals blocked in it (they must interrupt the main thread's read). Returns 0,
+ * or -1 when it could not be started: append then goes on without it. */
+static int idle_flush_start(struct idle_flush *f, forklog *log)
+{
+    f->log = log;
+    atomic_init(&f->records, 0);
+    f->stop = 0;
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return -1;
+    int ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&f->wake, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!ok)
+        return -1;
+    pthread_mutex_init(&f->mu, NULL);
+    sigset_t stops, old;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stops, &old);
+    int rc = pthread_create(&f->thread, NULL, idle_flusher, f);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        pthread_cond_destroy(&f->wake);
+        pthread_mutex_destroy(&f->mu);
+        return -1;
+    }
+    return 0;
+}
+
+static void idle_flush_stop(struct idle_flush *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->stop = 1;
+    pthread_cond_signal(&f->wake);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    pthread_cond_destroy(&f->wake);
+    pthread_mutex_destroy(&f->mu);
+}
+
 /* One record per line of stdin. getline() because a line has no length limit here: a 100 KiB line from a
  * compiler is one record (cut by the library at the log's max_record, with a marker). A failed record does not
  * stop the loop: the program writing into the pipe (`make 2>&1 | forklog append build.log`) must not be killed
@@ -345,6 +433,8 @@ static int append_lines(forklog *log, const struct request *req, struct tally *t
     ssize_t n;
     unsigned long lineno = 0;
     int status = ST_OK, err = 0;
+    struct idle_flush idle;
+    int flusher = idle_flush_start(&idle, log) == 0;
 
     while (!stop_signal && (n = getline(&line, &cap, stdin)) >= 0) {
         if (n > 0 && line[n - 1] == '\n') {
@@ -360,12 +450,17 @@ static int append_lines(forklog *log, const struct request *req, struct tally *t
         size_t len = strlen(line);
         if (len < (size_t)n)
             say("warning: %s: line %lu cut at a NUL byte (%zu bytes dropped)", req->path, lineno + 1, (size_t)n - len);
-        if (put_record(log, req, line, ++lineno, t) == -EPIPE) {
+        int rc = put_record(log, req, line, ++lineno, t);
+        if (flusher)
+            atomic_fetch_add(&idle.records, 1);
+        if (rc == -EPIPE) {
             status = ST_FAILED;
             break;
         }
     }
     err = errno;
+    if (flusher)
+        idle_flush_stop(&idle);
     /* getline() fails without setting the error indicator when it runs out of memory: not the end of the input. */
     if (status == ST_OK && !stop_signal && (ferror(stdin) || !feof(stdin))) {
         say("cannot read standard input: %s", strerror(err));
