@@ -551,11 +551,16 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(2);
-        struct rlimit rl = {64, 64};
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
             _exit(3);
+        rl.rlim_cur = 64;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(77); /* refused here (Valgrind keeps the limit of its own) */
         while (dup(0) >= 0) {
         }
+        if (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0)
+            _exit(77); /* the limit does not hold here (Valgrind keeps descriptors of its own) */
         int rc = forklog_write(log, "C0", 2);
         _exit(rc < 0 ? 0 : 4);
     }
@@ -566,7 +571,10 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
     cr_assert_eq(rename(logpath, moved), 0);
     put_file(logpath, "");
     cr_assert_eq(write(go[1], "g", 1), 1);
-    cr_assert_eq(th_wait(older), 0, "the older process's record did not fail");
+    int st = th_wait(older);
+    if (st == 77)
+        cr_skip_test("RLIMIT_NOFILE does not stop a process from opening descriptors here");
+    cr_assert_eq(st, 0, "the older process's record did not fail (exit status %d)", st);
     close(go[0]);
     close(go[1]);
     cr_assert_eq(forklog_write(log, "A2", 2), 0);
