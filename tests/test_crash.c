@@ -465,17 +465,11 @@ static void put_file(const char *path, const char *content)
     close(fd);
 }
 
-/* A writer forked from log that dies at point `cp` while writing `rec` (a whole line). */
+/* A writer forked from log (cp_writer) that dies at point `cp` while writing `rec` (a whole line). */
 static void die_writing(forklog *log, enum fl__crash_point cp, const char *rec)
 {
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        fl__crash_arm(cp, 1, FL__CRASH_KILL);
-        _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 50 : 51);
-    }
-    cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the writer did not die at %s", fl__crash_name(cp));
+    cr_assert_eq(th_wait(cp_writer(log, rec, cp, 1)), 128 + SIGKILL, "the writer did not die at %s",
+                 fl__crash_name(cp));
 }
 
 /* A writer dies mid-record, and logrotate renames the log (with `create`, or not) before anybody else writes and
