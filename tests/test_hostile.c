@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -54,6 +55,29 @@ int rename(const char *from, const char *to)
         planted = (fifo ? mkfifo(logpath, 0644) : symlink(plant_target, logpath)) == 0 ? 1 : -1;
     }
     return rc;
+}
+
+/* syscall(2) as the library sees it (interposed like rename above). When refuse_renameat2 is set, renameat2 fails
+ * with that errno, as on a kernel before Linux 3.15 (ENOSYS) or a file system without RENAME_NOREPLACE (EINVAL): the
+ * library then puts a file back with link(2) and unlink(2). Every other system call goes through. */
+static volatile int refuse_renameat2;
+
+long syscall(long n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (n == SYS_renameat2 && refuse_renameat2) {
+        errno = refuse_renameat2;
+        return -1;
+    }
+    static long (*real)(long, ...);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "syscall");
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 /* pread(2) as the library sees it (interposed like rename above). When fork_in_pread is set, the next pread forks a
@@ -996,8 +1020,9 @@ Test(hostile, symlinks_at_rotated_names_are_never_followed_or_replaced)
         free(secret[k]);
 }
 
-Test(hostile, rotation_never_follows_a_symlink_planted_at_path_after_the_rename)
+static void symlink_planted_after_the_rename(int renameat2_errno)
 {
+    refuse_renameat2 = renameat2_errno;
     const char *content = "not the log\n";
     char *secret = plant_secret("secret", content);
     snprintf(plant_target, sizeof plant_target, "%s", secret);
@@ -1047,11 +1072,23 @@ Test(hostile, rotation_never_follows_a_symlink_planted_at_path_after_the_rename)
     free(secret);
 }
 
+Test(hostile, rotation_never_follows_a_symlink_planted_at_path_after_the_rename)
+{
+    symlink_planted_after_the_rename(0);
+}
+
+/* The same where renameat2(2) is refused: the put-back's link(2) meets the symlink (EEXIST), which it replaces. */
+Test(hostile, rotation_never_follows_a_symlink_planted_at_path_without_renameat2)
+{
+    symlink_planted_after_the_rename(ENOSYS);
+}
+
 /* A FIFO (with no reader) appears at path right after the rotation renamed the log's file to path.1: the new file
  * cannot be created nor the FIFO opened. The log's file goes back to path only over nothing but a symlink: the FIFO
  * stays, and the log writes on into its file, under the name path.1. */
-Test(hostile, rotation_puts_the_file_back_over_nothing_another_program_put_at_path)
+static void fifo_planted_after_the_rename(int renameat2_errno)
 {
+    refuse_renameat2 = renameat2_errno;
     struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
     forklog *log = open_log(&o);
     char buf[RC_HEAD_MAX + 100];
@@ -1077,6 +1114,85 @@ Test(hostile, rotation_puts_the_file_back_over_nothing_another_program_put_at_pa
     rc_seen_free(&seen);
     unlink(logpath);
     free(one);
+}
+
+Test(hostile, rotation_puts_the_file_back_over_nothing_another_program_put_at_path)
+{
+    fifo_planted_after_the_rename(0);
+}
+
+/* The same where renameat2(2) is refused, as by a file system without RENAME_NOREPLACE: link(2) fails on the FIFO
+ * (EEXIST) and the FIFO stays. */
+Test(hostile, rotation_puts_the_file_back_over_nothing_else_without_renameat2)
+{
+    fifo_planted_after_the_rename(EINVAL);
+}
+
+/* Nothing is at path after the rename, but the new file cannot be opened (the process is out of descriptors): the
+ * log's file goes back to path, and the record that rotated goes into it with the others, once. */
+static void nothing_planted_after_the_rename(int renameat2_errno)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    unsigned q = 0;
+    for (; q < 2; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        /* The child's first record opens its own description of the file; its second rotates. */
+        if (rc_write(log, buf, 'R', 0, 2, 0, 60) != 0)
+            _exit(1);
+        refuse_renameat2 = renameat2_errno;
+        struct rlimit rl, was;
+        if (getrlimit(RLIMIT_NOFILE, &was) != 0)
+            _exit(2);
+        int lowest = dup(0);
+        if (lowest < 0)
+            _exit(3);
+        close(lowest);
+        rl = was;
+        rl.rlim_cur = (rlim_t)lowest;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(77); /* refused here (Valgrind keeps the limit of its own) */
+        int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (probe >= 0)
+            _exit(77); /* the limit does not hold here (Valgrind keeps descriptors of its own) */
+        if (rc_write(log, buf, 'R', 0, 3, 0, 60) != 0)
+            _exit(4);
+        if (setrlimit(RLIMIT_NOFILE, &was) != 0)
+            _exit(5);
+        _exit(forklog_close(log) == 0 ? 0 : 6);
+    }
+    int st = th_wait(pid);
+    if (st == 77)
+        cr_skip_test("RLIMIT_NOFILE does not stop a process from opening descriptors here");
+    cr_assert_eq(st, 0, "the child that rotated failed at step %d", st);
+    q = 4;
+    cr_assert_eq(forklog_close(log), 0);
+    mode_of(logpath);
+    char *one = numbered(1);
+    struct stat st1;
+    cr_assert(lstat(one, &st1) != 0 && errno == ENOENT, "%s is left after the put-back", one);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 16);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned k = 0; k < q; k++)
+        cr_assert_eq(rc_count(&seen, 0, k), 1, "record %u is in %s %u times", k, logpath, rc_count(&seen, 0, k));
+    cr_assert_eq(seen.records, q);
+    rc_seen_free(&seen);
+    free(one);
+}
+
+Test(hostile, rotation_puts_the_file_back_at_a_free_path)
+{
+    nothing_planted_after_the_rename(0);
+}
+
+Test(hostile, rotation_puts_the_file_back_at_a_free_path_without_renameat2)
+{
+    nothing_planted_after_the_rename(ENOSYS);
 }
 
 static void become_nobody(void)
