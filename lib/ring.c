@@ -465,7 +465,9 @@ static unsigned fl__owned_ring(forklog *log, struct fl__mine *my)
 {
     struct fl__proc *p = log->proc;
     uint64_t key = p ? atomic_load_explicit(&p->ring_key, memory_order_relaxed) : 0;
-    if (key == my->key)
+    /* A cached "none" is not an answer: the thread may own a ring all the same (one it took back by its pid and tid
+     * but could not back, see fl__find_ring), in which its records wait. */
+    if (key == my->key && my->ring < FL__RINGS)
         return my->ring;
     if (key == my->other_key)
         return my->other_ring;

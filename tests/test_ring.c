@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <grp.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 static char *dir, *logpath;
 
@@ -29,6 +30,40 @@ static void teardown(void)
 }
 
 TestSuite(ring, .init = setup, .fini = teardown);
+
+/* fallocate(2) as the library sees it: test_ring is linked with --wrap for both names the library may call
+ * (lib/ring.c). When refuse_fallocate is set it fails with ENOSPC, as XFS and btrfs do on a full file system even
+ * for a range that has its blocks already; otherwise it is the system call (with 64-bit arguments: on a 32-bit
+ * machine the refusal is all it does, and the tests that need more skip there). */
+static volatile int refuse_fallocate, fallocate_refused;
+
+static int wrapped_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    if (refuse_fallocate) {
+        fallocate_refused++;
+        errno = ENOSPC;
+        return -1;
+    }
+#if UINTPTR_MAX > 0xffffffffu
+    return (int)syscall(SYS_fallocate, fd, mode, off, len);
+#else
+    (void)fd, (void)mode, (void)off, (void)len;
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}
+
+int __wrap_fallocate(int fd, int mode, off_t off, off_t len);
+int __wrap_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    return wrapped_fallocate(fd, mode, off, len);
+}
+
+int __wrap_fallocate64(int fd, int mode, off_t off, off_t len);
+int __wrap_fallocate64(int fd, int mode, off_t off, off_t len)
+{
+    return wrapped_fallocate(fd, mode, off, len);
+}
 
 /* Reads the log at path and checks that writer id wrote records 0 .. want-1, each once, in order of seq. */
 static void check_file_in_order(const char *path, unsigned writers, unsigned want)
@@ -1440,6 +1475,42 @@ Test(ring, a_full_file_system_gives_a_new_writer_no_ring_and_kills_nobody)
     free(filler);
     free(path);
     free(small);
+}
+
+/* One thread, two handles of one buffered log. Its records through the first wait in its ring; through the second,
+ * the thread finds that ring by its pid and tid and takes it, but cannot reserve its blocks (ENOSPC, as XFS and btrfs
+ * answer on a full file system even for blocks the file has). Its records through the second handle are then
+ * written at once, each after what waits in the ring: the thread's records stay in the order of its calls. */
+Test(ring, a_thread_whose_ring_cannot_be_backed_again_keeps_its_order)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *a, *b;
+    cr_assert_eq(forklog_open(&a, logpath, &o), 0);
+    cr_assert_eq(forklog_open(&b, logpath, &o), 0);
+    write100(a, 'A', 0);
+    write100(a, 'A', 1);
+    refuse_fallocate = 1;
+    write100(b, 'B', 0);
+    write100(b, 'B', 1);
+    refuse_fallocate = 0;
+    cr_assert_gt(fallocate_refused, 0, "the second handle reserved no blocks: the case is not reached");
+    write100(a, 'A', 2);
+    cr_assert_eq(forklog_flush(a), 0);
+    cr_assert_eq(forklog_close(b), 0);
+    cr_assert_eq(forklog_close(a), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    static const char *const order[] = {"A 000", "A 001", "B 000", "B 001", "A 002"};
+    char *line = buf;
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        cr_assert(line + 100 <= buf + len, "the file ends before %s", order[i]);
+        cr_assert(memcmp(line, order[i], 5) == 0, "record %zu is [%.5s], not %s", i, line, order[i]);
+        cr_assert_eq(line[99], '\n');
+        line += 100;
+    }
+    cr_assert_eq(line, buf + len, "more in the file than the thread wrote");
+    free(buf);
 }
 
 /* A 16 MiB ext file system whose files have no extents (an ext2 or ext3 file system, as the ext4 driver mounts them):
