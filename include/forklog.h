@@ -21,7 +21,9 @@
  *     through any handle, fails with -EDEADLK and writes nothing when the interrupted call was past building its
  *     record (appending it, flushing, or looking at the lock): it may hold the lock, which is not recursive, or be
  *     copying its record into the thread's buffer. Interrupted while it still built its record, the handler's
- *     call is written as any other. These calls are not async-signal-safe
+ *     call is written as any other. A child that such a handler forks may make calls of its own, but must end in
+ *     the handler (_exit() or exec): returning from it, the child would go on with its parent's interrupted call
+ *     and could write the parent's records twice or overwrite one. These calls are not async-signal-safe
  *     all the same (they format with vsnprintf, may allocate); forklog_reopen(), forklog_set_level() and
  *     forklog_get_level() are, and so are forklog_version() and forklog_version_string().
  *

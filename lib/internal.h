@@ -541,7 +541,8 @@ FL__INTERNAL int fl__append_plain(forklog *log, const struct iovec *iov, int iov
  * busy: the pid of the process in which the thread is inside one, else 0. A signal handler that interrupts such a
  * call and makes another on the same thread is refused with -EDEADLK: the interrupted call may hold the lock, which
  * is not recursive (the handler would wait for ever), or be copying its record into the thread's ring (the two
- * records would overwrite each other). A pid, not a flag: a child forked by such a handler is not inside the call.
+ * records would overwrite each other). A pid, not a flag: a child forked by such a handler may make calls of its own
+ * while in the handler (it must end there, docs/api.md: returning, it would go on with its parent's call).
  * The ring: remembered for the last handle the thread wrote through, and the one before it (so that a thread that
  * writes two logs in turn finds both rings at once). Keyed by the handle's ring key in this process (struct
  * fl__proc's ring_key): a segment mapped again, or another log's, may come back at the same address, and a forked
