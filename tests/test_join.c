@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <grp.h>
+#include <sys/prctl.h>
 #include <sys/file.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -659,6 +660,59 @@ Test(join, the_segment_file_follows_the_permissions_of_the_log)
     }
     cr_assert_eq(th_wait(pid), 0, "another user could read the segment of a log it may not write");
     cr_assert_eq(forklog_close(log), 0);
+}
+
+/* A group-writable log whose owner is not in the log's group: the owner's segment file cannot have the log's group,
+ * and keeps no group bits, which would grant the owner's own group the lock and the buffer of a log its members may
+ * not write. */
+Test(join, a_segment_file_that_cannot_have_the_logs_group_grants_no_group)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    cr_assert_eq(chmod(dir, 0777), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 61000, 62000), 0);
+    cr_assert_eq(chmod(logpath, 0664), 0);
+    int ready[2], go[2];
+    cr_assert_eq(pipe(ready), 0);
+    cr_assert_eq(pipe(go), 0);
+    pid_t owner = fork();
+    cr_assert_neq(owner, -1);
+    if (owner == 0) {
+        become(61000);                    /* the log's owner, in its own group 61000 only */
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* after the change of user, which clears it */
+        forklog *log;
+        char c = forklog_open(&log, logpath, NULL) == 0 ? 'o' : 'x';
+        if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+            _exit(2);
+        _exit(forklog_write(log, "owner\n", 6) == 0 && forklog_close(log) == 0 ? 0 : 3);
+    }
+    char c;
+    cr_assert_eq(read(ready[0], &c, 1), 1);
+    cr_assert_eq(c, 'o', "the owner could not open its log");
+    struct stat st;
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_uid, 61000);
+    cr_assert_eq(st.st_mode & S_IRWXG, 0, "segment %04o, group %d: the group's bits for a group not the log's",
+                 st.st_mode & 07777, (int)st.st_gid);
+    /* A member of the owner's group, not of the log's: may neither write the log nor open its segment. */
+    pid_t outsider = fork();
+    cr_assert_neq(outsider, -1);
+    if (outsider == 0) {
+        gid_t groups[1] = {61000};
+        if (setgroups(1, groups) < 0 || setgid(64000) < 0 || setuid(64000) < 0)
+            _exit(90);
+        int fd = open(segpath, O_RDWR);
+        _exit(fd < 0 && errno == EACCES ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(outsider), 0, "a user outside the log's group may open its segment read-write");
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    cr_assert_eq(th_wait(owner), 0);
+    close(ready[0]), close(ready[1]), close(go[0]), close(go[1]);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "owner\n");
+    free(buf);
 }
 
 Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
