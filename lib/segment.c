@@ -399,6 +399,22 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         builds = h.builds;
         built = 0;
     }
+    if (!built && sst->st_size > 0) {
+        /* Not built: a builder died before it was done, and left the file empty, zeros, or a head with our magic
+         * and no ready word. Anything else is another program's file at our name, never truncated or used. */
+        unsigned char b[sizeof h];
+        ssize_t n = pread(fd, b, sizeof b, 0);
+        if (n < 0)
+            return -errno;
+        int zeros = 1;
+        for (ssize_t i = 0; i < n && zeros; i++)
+            zeros = b[i] == 0;
+        if (!zeros && (n < (ssize_t)sizeof FL__MAGIC || memcmp(b, FL__MAGIC, sizeof FL__MAGIC) != 0)) {
+            fl__explain(err, errlen, "%s is not a forklog segment file (remove it, or open with FORKLOG_PRIVATE)",
+                        segpath);
+            return -EPROTO;
+        }
+    }
     if (built) {
         /* Built and used before: its head must be ours to read the rest. */
         if (!fl__head_ok(&h, segpath, err, errlen) || !fl__sizes_ok(log, &h, NULL, segpath, err, errlen))

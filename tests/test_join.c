@@ -501,6 +501,24 @@ Test(join, a_segment_of_another_layout_or_c_library_is_refused)
     memcpy(other.magic, "notours", 8);
     write_head(&other);
     refused(-EPROTO, "not a forklog segment");
+    /* Not built (no ready word), as a builder killed half way leaves it, but not a builder's either: another
+     * program's file at the segment's name is never truncated or used. */
+    other.ready = 0;
+    write_head(&other);
+    refused(-EPROTO, "not a forklog segment");
+    static const char text[] = "somebody's own file, which is no forklog segment at all\n";
+    put_bytes(segpath, text, sizeof text - 1);
+    refused(-EPROTO, "not a forklog segment");
+    /* What a builder killed before its head leaves (zeros, or our magic without the ready word) is built anew. */
+    char zeros[4096] = {0};
+    put_bytes(segpath, zeros, sizeof zeros);
+    forklog *again = open_ok(NULL);
+    cr_assert_eq(forklog_close(again), 0);
+    other = h;
+    other.ready = 0;
+    write_head(&other);
+    again = open_ok(NULL);
+    cr_assert_eq(forklog_close(again), 0);
     /* The same while somebody holds it (a joiner, not a rebuilder, reads the head). */
     other = h;
     other.layout = h.layout + 1;
