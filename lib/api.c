@@ -378,15 +378,25 @@ static int fl__open_path(forklog **out, const char *path, const struct forklog_o
     if (rc < 0)
         return rc;
 
+    /* The log file and its segment file are found in one directory, resolved once for the whole open (a symlinked
+     * directory flipped meanwhile, or a directory renamed, cannot give the file of one and the lock of another). */
+    struct fl__dir d;
+    if ((rc = fl__dir_enter(log, &d)) < 0) {
+        fl__handle_free(log);
+        return rc;
+    }
     /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
     log->fd = fl__fd_above_stdio(fl__open_log_file(log, O_CREAT));
     if (log->fd < 0) {
+        fl__dir_leave(&d);
         rc = log->fd;
         fl__open_refuse(opts, rc, log->path);
         fl__handle_free(log);
         return rc;
     }
-    if ((rc = fl__handle_start(log, opts)) < 0)
+    rc = fl__handle_start(log, opts);
+    fl__dir_leave(&d);
+    if (rc < 0)
         return rc;
     *out = log;
     return 0;

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,81 @@
 
 /* Linux's (glibc and musl), declared only under _GNU_SOURCE. */
 int dup3(int oldfd, int newfd, int flags);
+#if !defined(O_PATH) && defined(__O_PATH)
+#define O_PATH __O_PATH /* glibc names it only under _GNU_SOURCE */
+#endif
+
+/* The operation in progress on this thread's names (fl__dir_enter): its handle, its directory, and whether that is a
+ * descriptor of the operation's own (closed when it ends, or when fl__dir_spare gives it back). */
+static _Thread_local const forklog *fl__dir_log;
+static _Thread_local int fl__dir_fd;
+static _Thread_local int fl__dir_own;
+
+int fl__dir_enter(const forklog *log, struct fl__dir *d)
+{
+    d->nested = fl__dir_log == log;
+    if (d->nested) {
+        d->fd = fl__dir_fd;
+        return 0;
+    }
+    d->fd = AT_FDCWD;
+#ifdef O_PATH
+    /* The directory's name, on the stack (a close out of memory still needs it): a path too long for PATH_MAX is
+     * looked up whole, and fails as it always did. */
+    const char *slash = strrchr(log->path, '/');
+    char dirpath[PATH_MAX];
+    size_t dlen = slash ? (size_t)(slash + 1 - log->path) : 0;
+    if (slash && slash[1] && dlen < sizeof dirpath) {
+        memcpy(dirpath, log->path, dlen);
+        dirpath[dlen] = '\0';
+        int fd = open(dirpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        /* EINVAL: a kernel without O_PATH. EMFILE, ENFILE: no descriptor to spare: the names are then looked up
+         * whole, as they are without O_PATH. */
+        if (fd < 0 && errno != EINVAL && errno != EMFILE && errno != ENFILE)
+            return -errno;
+        if (fd >= 0)
+            d->fd = fd;
+    }
+#endif
+    d->prev_log = fl__dir_log;
+    d->prev_fd = fl__dir_fd;
+    d->prev_own = fl__dir_own;
+    fl__dir_log = log;
+    fl__dir_fd = d->fd;
+    fl__dir_own = d->fd != AT_FDCWD;
+    return 0;
+}
+
+void fl__dir_leave(struct fl__dir *d)
+{
+    if (d->nested)
+        return; /* part of the operation that entered first, which ends it */
+    if (fl__dir_own)
+        close(fl__dir_fd);
+    fl__dir_log = d->prev_log;
+    fl__dir_fd = d->prev_fd;
+    fl__dir_own = d->prev_own;
+}
+
+int fl__dir_now(void)
+{
+    return fl__dir_fd;
+}
+
+int fl__dir_spare(void)
+{
+    if (!fl__dir_own)
+        return 0;
+    close(fl__dir_fd);
+    fl__dir_fd = AT_FDCWD;
+    fl__dir_own = 0;
+    return 1;
+}
+
+const char *fl__dir_name(int dir, const char *name)
+{
+    return dir == AT_FDCWD ? name : strrchr(name, '/') + 1;
+}
 
 /* Puts the file of fd under log->fd's number (close-on-exec, as every descriptor of the library) and closes fd.
  * The number stays the same: fork() in another thread of this process copies the descriptor table and the
@@ -68,20 +144,26 @@ int fl__open_log_file(const forklog *log, int flags)
 {
     const int base = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (flags & ~(O_CREAT | O_EXCL));
     int fd, created = 0;
+    struct fl__dir d;
+    if ((fd = fl__dir_enter(log, &d)) < 0)
+        return fd;
+again:;
+    const int dir = fl__dir_now();
+    const char *name = fl__dir_name(dir, log->path);
     if (!(flags & O_CREAT)) {
-        fd = open(log->path, base);
+        fd = openat(dir, name, base);
     } else if (flags & O_EXCL) {
-        fd = open(log->path, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+        fd = openat(dir, name, base | O_CREAT | O_EXCL, (mode_t)log->mode);
         created = fd >= 0;
     } else {
         /* Only a file this call creates is given away, and plain O_CREAT does not say whether it did: open an
          * existing file first, and create a missing one with O_EXCL, which fails if somebody else created it in
          * between (then it is opened as it is). */
         for (int tries = 0;; tries++) {
-            fd = open(log->path, base);
+            fd = openat(dir, name, base);
             if (fd >= 0 || errno != ENOENT)
                 break;
-            fd = open(log->path, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+            fd = openat(dir, name, base | O_CREAT | O_EXCL, (mode_t)log->mode);
             if (fd >= 0 || errno != EEXIST) {
                 created = fd >= 0;
                 break;
@@ -89,13 +171,19 @@ int fl__open_log_file(const forklog *log, int flags)
             if (tries == 1) {
                 /* Twice missing, twice there: path is a dangling symlink, which O_EXCL never follows. Create its
                  * target, as open(2) does; it keeps the creator's owner. */
-                fd = open(log->path, base | O_CREAT, (mode_t)log->mode);
+                fd = openat(dir, name, base | O_CREAT, (mode_t)log->mode);
                 break;
             }
         }
     }
+    /* No descriptor left for the file but the directory's: the operation gives that back and looks path up whole
+     * (fl__dir_spare), as a process with no descriptor to spare always did. */
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare())
+        goto again;
+    int err = errno;
+    fl__dir_leave(&d);
     if (fd < 0)
-        return -errno;
+        return -err;
     if (created) {
         FL__CRASH(FILE_CREATED);
         fl__give_away(log, fd);
@@ -158,13 +246,14 @@ static void fl__own_fd(forklog *log)
 
 /* fl__sync_file, for a handle on an older generation: opens path and puts it under log->fd's number. Returns 0 or
  * a negative errno. */
-static int fl__take_path(forklog *log)
+static int fl__take_path_in(forklog *log)
 {
     struct fl__seg *s = log->seg;
     /* path is opened again by name, and the directory it names may no longer be the one this segment was found in
      * (moved away, and a new one made at its name). The file there then belongs to the segment there, and writing
      * it under this lock would let two locks order one file: a cut of ours after a failed write or a dead writer
-     * would take the records that the other lock's users wrote since. */
+     * would take the records that the other lock's users wrote since. The segment file is checked, and the file
+     * opened, in the one directory the caller resolved (fl__take_path). */
     int rc = fl__seg_follow(log);
     if (rc < 0)
         return rc;
@@ -189,6 +278,17 @@ static int fl__take_path(forklog *log)
             fl__new_generation(s);
     }
     return fl__fd_take(log, fd);
+}
+
+static int fl__take_path(forklog *log)
+{
+    struct fl__dir d;
+    int rc = fl__dir_enter(log, &d);
+    if (rc < 0)
+        return rc;
+    rc = fl__take_path_in(log);
+    fl__dir_leave(&d);
+    return rc;
 }
 
 /* Whether log->fd is the file of the segment's current generation (known: s->file_known). */
@@ -326,11 +426,11 @@ static void fl__rotated_name(char *buf, size_t cap, const char *path, unsigned k
         snprintf(buf, cap, "%s.%u", path, k);
 }
 
-/* What lstat() finds at a name: a regular file (1), nothing (0), or anything else (-1): a directory, a symlink
- * (wherever it points), a FIFO, a device, a socket, or a name that cannot be looked at. */
-static int fl__name_kind(const char *name, struct stat *st)
+/* What lstat() finds at a name (in dir): a regular file (1), nothing (0), or anything else (-1): a directory, a
+ * symlink (wherever it points), a FIFO, a device, a socket, or a name that cannot be looked at. */
+static int fl__name_kind(int dir, const char *name, struct stat *st)
 {
-    if (lstat(name, st) < 0)
+    if (fstatat(dir, fl__dir_name(dir, name), st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : -1;
     return S_ISREG(st->st_mode) ? 1 : -1;
 }
@@ -339,19 +439,21 @@ static int fl__name_kind(const char *name, struct stat *st)
  * than followed. Where RENAME_NOREPLACE is missing (a kernel before 3.15, a file system without it), link() and
  * unlink() do the same, never replacing either. Anything else at `to` (a file another program created there, a
  * FIFO) stays, and `from` keeps its name. */
-static void fl__put_back(const char *from, const char *to)
+static void fl__put_back(int dir, const char *from, const char *to)
 {
     int rc = -1;
+    from = fl__dir_name(dir, from);
+    to = fl__dir_name(dir, to);
 #if defined(__linux__) && defined(SYS_renameat2)
-    rc = (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 1u /* RENAME_NOREPLACE */);
+    rc = (int)syscall(SYS_renameat2, dir, from, dir, to, 1u /* RENAME_NOREPLACE */);
 #else
     errno = ENOSYS;
 #endif
-    if (rc < 0 && (errno == ENOSYS || errno == EINVAL) && (rc = link(from, to)) == 0)
-        (void)unlink(from);
+    if (rc < 0 && (errno == ENOSYS || errno == EINVAL) && (rc = linkat(dir, from, dir, to, 0)) == 0)
+        (void)unlinkat(dir, from, 0);
     struct stat st;
-    if (rc < 0 && errno == EEXIST && lstat(to, &st) == 0 && S_ISLNK(st.st_mode))
-        (void)rename(from, to);
+    if (rc < 0 && errno == EEXIST && fstatat(dir, to, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        (void)renameat(dir, from, dir, to);
 }
 
 /* Results of fl__rotate besides a negative errno. */
@@ -370,9 +472,10 @@ enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1 };
  * happen and is not an error: the record goes into the current file, and the next record of a process that can
  * rotate does. Returns FL__ROTATE_DONE (rotated, or the record stays in the current file), FL__ROTATE_ADOPTED
  * (path held another regular file, which the log now writes: its size is to be checked again), or a negative
- * errno when the log's file is gone from path and no new one could be created.
+ * errno when the log's file is gone from path and no new one could be created. Every name is looked up in the one
+ * directory dir (fl__dir_enter): the segment's check, the names' look and the renames agree on where they are.
  */
-static int fl__rotate(forklog *log)
+static int fl__rotate_in(forklog *log, int dir)
 {
     struct fl__seg *s = log->seg;
     struct stat st;
@@ -380,7 +483,7 @@ static int fl__rotate(forklog *log)
      * rename, and the record goes into the current file, as when a rotation cannot happen. */
     if (fl__seg_follow(log) < 0)
         return FL__ROTATE_DONE;
-    int at_path = fl__name_kind(log->path, &st);
+    int at_path = fl__name_kind(dir, log->path, &st);
     if (at_path < 0)
         return FL__ROTATE_DONE; /* not a regular file: never renamed; the record stays where the log writes */
     if (at_path == 1 && ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)) {
@@ -403,7 +506,7 @@ static int fl__rotate(forklog *log)
         for (unsigned k = 1; k <= log->rotate_keep; k++) {
             fl__rotated_name(to, cap, log->path, k);
             struct stat kst;
-            int kind = fl__name_kind(to, &kst);
+            int kind = fl__name_kind(dir, to, &kst);
             if (kind < 0)
                 break; /* left alone: path.(k-1) is the oldest kept, and replaced */
             last = k;
@@ -422,15 +525,15 @@ static int fl__rotate(forklog *log)
     for (unsigned k = last; k >= 1; k--) {
         fl__rotated_name(from, cap, log->path, k - 1);
         fl__rotated_name(to, cap, log->path, k);
-        if (rename(from, to) == 0) {
+        if (renameat(dir, fl__dir_name(dir, from), dir, fl__dir_name(dir, to)) == 0) {
             struct stat mst;
-            if (fl__name_kind(to, &mst) != 1) {
+            if (fl__name_kind(dir, to, &mst) != 1) {
                 /* Something other than a regular file was put at `from` after the chain was looked at (a
                  * directory, a symlink): rename() moves whatever is at a name. Put it back and stop, as if it had
                  * been there at the look: moved up, it would end the chain one name higher, and every later
                  * rotation would replace the files below it though rotate_keep allows more. What moved up
                  * already only left a gap; path is still the log's file, and the record goes into it. */
-                (void)rename(to, from);
+                (void)renameat(dir, fl__dir_name(dir, to), dir, fl__dir_name(dir, from));
                 FL__STEP(s->state, FL__IDLE);
                 free(from);
                 return FL__ROTATE_DONE;
@@ -453,13 +556,14 @@ static int fl__rotate(forklog *log)
     int fd = fl__open_log_file(log, O_CREAT | O_EXCL | O_NOFOLLOW);
     if (fd == -EEXIST)
         fd = fl__open_log_file(log, O_NOFOLLOW);
+    dir = fl__dir_now(); /* the open may have given the directory's descriptor back (fl__dir_spare) */
     if (fd < 0 && moved) {
         /* No new file (a symlink was planted at path after the rename, say, or a FIFO, or a file this process may
          * not open). A new generation would make every process reopen path by name, through that symlink. Put the
          * old file back at path instead, over a symlink but over nothing else (fl__put_back), and stay on it:
          * nobody reopens, and the record goes into it. If it cannot go back, it keeps the name path.1 until a later
          * rotation, which finds what is at path. */
-        fl__put_back(to, log->path);
+        fl__put_back(dir, to, log->path);
         FL__STEP(s->state, FL__IDLE);
         free(from);
         return FL__ROTATE_DONE;
@@ -481,6 +585,16 @@ static int fl__rotate(forklog *log)
     log->gen = s->gen;
     int rc = fl__sync_file(log);
     FL__CRASH(ROTATE_DONE);
+    return rc;
+}
+
+static int fl__rotate(forklog *log)
+{
+    struct fl__dir d;
+    if (fl__dir_enter(log, &d) < 0)
+        return FL__ROTATE_DONE; /* path's directory cannot be reached: nothing can be renamed there */
+    int rc = fl__rotate_in(log, d.fd);
+    fl__dir_leave(&d);
     return rc;
 }
 

@@ -513,6 +513,34 @@ FL__INTERNAL int fl__open_log_file(const forklog *log, int flags);
  * (fd closed). */
 FL__INTERNAL int fl__fd_above_stdio(int fd);
 
+/* One operation on a handle's names (an open, a reopen, a rotation, the segment file's follow and removal) resolves
+ * the directory that path names once, and reaches the log file, its segment file and its rotated names relative to
+ * that one descriptor (openat, fstatat, renameat, linkat, unlinkat): a symlinked directory flipped, or a directory
+ * renamed, in the middle of the operation cannot make it take one directory's file and the other's lock. Calls made
+ * within an operation of the same handle on the same thread (the recovery of an open, the reopen of a rotation) reuse
+ * its directory. Where the directory cannot be opened with O_PATH, fd is AT_FDCWD and every name is looked up whole,
+ * as a path, each time. */
+struct fl__dir {
+    int fd;     /* the directory, or AT_FDCWD, when the operation began (see fl__dir_now) */
+    int nested; /* part of an operation of the same handle already in progress, which ends it */
+    const forklog *prev_log;
+    int prev_fd, prev_own;
+};
+/* Begins an operation on log's names: d->fd is the directory of log->path. Returns 0, or the negative errno of the
+ * directory's lookup (-ENOENT: no directory at its name), which an open of path would have failed with. */
+FL__INTERNAL int fl__dir_enter(const forklog *log, struct fl__dir *d);
+/* Ends it; the thread's outer operation, if any, is current again. */
+FL__INTERNAL void fl__dir_leave(struct fl__dir *d);
+/* The directory of the operation in progress on this thread. */
+FL__INTERNAL int fl__dir_now(void);
+/* For a process with no descriptor to spare (EMFILE, ENFILE), which could open the log file and its segment file but
+ * not the directory besides: closes the operation's directory, whose names are looked up whole from here on, as
+ * without O_PATH. Returns 1 if there was one to close, 0 otherwise. */
+FL__INTERNAL int fl__dir_spare(void);
+/* The name to give the *at() calls with dir for `name`, a path in the directory of the handle's path: its last
+ * component, or the whole path when dir is AT_FDCWD. */
+FL__INTERNAL const char *fl__dir_name(int dir, const char *name);
+
 /* Makes this process's descriptor refer to the file of the current generation. Lock held. */
 FL__INTERNAL int fl__sync_file(forklog *log);
 

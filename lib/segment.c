@@ -192,19 +192,25 @@ static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
            (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP)) || (lst->st_mode & S_IWOTH);
 }
 
-/* Whether `path` still names the file whose fstat is *st (an opener may hold a file that was removed since). */
-static int fl__still_there(const char *path, const struct stat *st)
+/* Whether `path` still names the file whose fstat is *st (an opener may hold a file that was removed since); path
+ * is looked up in dir (fl__dir_name), or whole with AT_FDCWD. */
+static int fl__still_there(int dir, const char *path, const struct stat *st)
 {
     struct stat now;
-    return stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev;
+    return fstatat(dir, fl__dir_name(dir, path), &now, 0) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev;
 }
 
 /* Removes the segment file that the caller holds alone (exclusive flock) and that holds nothing, if `path` still
- * names it (fstat *st). An opener that waits for the lock on it then finds it gone and starts again. */
-static void fl__seg_drop(const char *path, const struct stat *st)
+ * names it (fstat *st) in the directory of the open in progress. An opener that waits for the lock on it then finds
+ * it gone and starts again. */
+static void fl__seg_drop(const forklog *log, const char *path, const struct stat *st)
 {
-    if (fl__still_there(path, st))
-        unlink(path);
+    struct fl__dir d;
+    if (fl__dir_enter(log, &d) < 0)
+        return;
+    if (fl__still_there(d.fd, path, st))
+        unlinkat(d.fd, fl__dir_name(d.fd, path), 0);
+    fl__dir_leave(&d);
 }
 
 static int fl__mutex_init(pthread_mutex_t *mu)
@@ -474,25 +480,25 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         rc = -errno;
     if (rc < 0) {
         fl__explain(err, errlen, "cannot size %s: %s", segpath, strerror(-rc));
-        fl__seg_drop(segpath, sst);
+        fl__seg_drop(log, segpath, sst);
         return rc;
     }
     size_t core = sizeof(struct fl__seg) + buf_cap;
     if ((rc = fl__seg_fill(fd, core < len ? core : len)) < 0) {
         fl__explain(err, errlen, "cannot fill %s: %s", segpath, strerror(-rc));
-        fl__seg_drop(segpath, sst);
+        fl__seg_drop(log, segpath, sst);
         return rc;
     }
     FL__CRASH(SEG_SIZED);
     struct fl__seg *s = fl__seg_map(fd, len, &rc);
     if (!s) {
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
-        fl__seg_drop(segpath, sst);
+        fl__seg_drop(log, segpath, sst);
         return rc;
     }
     if ((rc = fl__seg_build(log, s, len, builds + 1, &now)) < 0) {
         munmap(s, len);
-        fl__seg_drop(segpath, sst);
+        fl__seg_drop(log, segpath, sst);
         return rc;
     }
     log->seg = s;
@@ -580,23 +586,25 @@ static void fl__seg_give(int fd, const struct stat *lst, mode_t want)
  * which the log's other users could never open (-EACCES) nor trust (-EPERM) until somebody removed it by hand.
  * Where the file system or the kernel has no O_TMPFILE, or /proc is missing, the file is created in place. Returns
  * the descriptor, or -1 with errno set (EEXIST: somebody else's is there). */
-static int fl__seg_create(const char *segpath, const struct stat *lst, mode_t want)
+static int fl__seg_create(int dir, const char *segpath, const struct stat *lst, mode_t want)
 {
 #ifdef O_TMPFILE
     size_t dlen = (size_t)(strrchr(segpath, '/') + 1 - segpath);
-    char *dirpath = malloc(dlen + 1);
+    char *dirpath = dir == AT_FDCWD ? malloc(dlen + 1) : NULL;
     int fd = -1;
     if (dirpath) {
         memcpy(dirpath, segpath, dlen);
         dirpath[dlen] = '\0';
         fd = open(dirpath, O_RDWR | O_TMPFILE | O_CLOEXEC, want);
         free(dirpath);
+    } else if (dir != AT_FDCWD) {
+        fd = openat(dir, ".", O_RDWR | O_TMPFILE | O_CLOEXEC, want);
     }
     if (fd >= 0) {
         fl__seg_give(fd, lst, want);
         char link[32];
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-        if (linkat(AT_FDCWD, link, AT_FDCWD, segpath, AT_SYMLINK_FOLLOW) == 0)
+        if (linkat(AT_FDCWD, link, dir, fl__dir_name(dir, segpath), AT_SYMLINK_FOLLOW) == 0)
             return fd;
         int e = errno;
         close(fd);
@@ -606,31 +614,54 @@ static int fl__seg_create(const char *segpath, const struct stat *lst, mode_t wa
         }
     }
 #endif
-    int fd2 = open(segpath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, want);
+    int fd2 =
+        openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, want);
     if (fd2 >= 0)
         fl__seg_give(fd2, lst, want);
     return fd2;
 }
 
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
-static void fl__seg_remove_unused(int fd, const char *segpath);
+static void fl__seg_remove_unused(int fd, int dir, const char *segpath);
 
+/* Every name here is looked up in the directory that the open resolved for the log file (fl__dir_enter): the segment
+ * file found is the one beside the file the open holds, whatever happens meanwhile to the names that lead there. */
 static int fl__seg_named(forklog *log, const struct forklog_options *o, const struct stat *lst, char *err,
                          size_t errlen)
 {
     char *segpath = fl__seg_path(log->path);
     if (!segpath)
         return -ENOMEM;
+    if (strlen(segpath) >= PATH_MAX) {
+        /* Looked up in its directory, the name would do; but the close and a reopen build it whole (fl__seg_close,
+         * fl__seg_follow), and without O_PATH it is looked up whole: a path the system does not take. */
+        fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(ENAMETOOLONG));
+        free(segpath);
+        return -ENAMETOOLONG;
+    }
+    struct fl__dir d;
+    int rc = fl__dir_enter(log, &d);
+    if (rc < 0) {
+        free(segpath);
+        return rc;
+    }
+    int dir = d.fd;
     mode_t want = fl__seg_mode(lst->st_mode);
-    int rc = -EAGAIN;
+    rc = -EAGAIN;
     for (int tries = 0; tries < FL__JOIN_TRIES; tries++) {
-        int fd = fl__seg_create(segpath, lst, want);
+        int fd = fl__seg_create(dir, segpath, lst, want);
         if (fd >= 0) {
             FL__CRASH(SEG_CREATED);
         } else if (errno == EEXIST) {
-            fd = open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+            fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
             if (fd < 0 && errno == ENOENT)
                 continue; /* removed by its last user in between */
+        }
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare()) {
+            /* The log file took the last descriptor but the directory's, which this open gives back: it goes on by
+             * the segment file's whole name, as a process with no descriptor to spare always did. */
+            dir = fl__dir_now();
+            continue;
         }
         if (fd >= 0 && (fd = fl__fd_above_stdio(fd)) < 0) {
             rc = fd;
@@ -677,7 +708,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             if (fstat(fd, &sst) < 0)
                 rc = -errno;
             else
-                rc = fl__still_there(segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
+                rc = fl__still_there(dir, segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
+            dir = fl__dir_now(); /* the recovery's reopen may have given the directory back (fl__dir_spare) */
             /* Not atomic (the exclusive lock is dropped first): a process that gets the exclusive lock in between
              * finds a built segment that nobody has used yet and builds it again, with its own settings, and may
              * even write, close as its last user and remove the file, all before this opener has the shared lock.
@@ -694,7 +726,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                     rc = -errno;
                 else if (fstat(fd, &sst) < 0)
                     rc = -errno;
-                else if (!fl__still_there(segpath, &sst) || (uint64_t)sst.st_size < log->seg_len ||
+                else if (!fl__still_there(dir, segpath, &sst) || (uint64_t)sst.st_size < log->seg_len ||
                          pread(fd, &now, sizeof now, 0) != (ssize_t)sizeof now || now.ready != FL__READY ||
                          now.builds != builds)
                     rc = 1;
@@ -707,11 +739,11 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                 if (fstat(fd, &sst) < 0)
                     rc = -errno;
                 else
-                    rc = fl__still_there(segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
+                    rc = fl__still_there(dir, segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
                 /* Settings that conflict with the segment's: this opener was never a user. A last user that closed
                  * meanwhile could not remove the file (this shared lock stood in its way): do it for it. */
                 if (rc == -EINVAL)
-                    fl__seg_remove_unused(fd, segpath);
+                    fl__seg_remove_unused(fd, dir, segpath);
             }
         } else {
             rc = -errno;
@@ -736,6 +768,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     }
     if (rc == -EAGAIN)
         fl__explain(err, errlen, "%s kept changing: gave up after %d tries", segpath, FL__JOIN_TRIES);
+    fl__dir_leave(&d);
     free(segpath);
     return rc;
 }
@@ -843,13 +876,13 @@ static int fl__seg_file_idle(int fd)
  * child that another thread of the process forks meanwhile shares the description, and would otherwise keep its
  * exclusive flock, left on a file that still holds records (a flush that failed), for as long as it lives: every
  * later opener of the log would wait for ever. */
-static void fl__seg_remove_unused(int fd, const char *segpath)
+static void fl__seg_remove_unused(int fd, int dir, const char *segpath)
 {
     struct stat st;
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(segpath, &st) &&
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && fl__still_there(dir, segpath, &st) &&
         fl__seg_file_idle(fd)) {
         FL__CRASH(SEG_CLOSE_ALONE);
-        unlink(segpath);
+        unlinkat(dir, fl__dir_name(dir, segpath), 0);
     }
     flock(fd, LOCK_UN);
 }
@@ -882,12 +915,12 @@ static int fl__seg_now_at(const forklog *log, const struct stat *mine, char *buf
         char *slash = strrchr(buf, '/');
         if (buf[0] != '/' || !slash)
             continue;
-        if (k == 0 && fl__still_there(buf, mine))
+        if (k == 0 && fl__still_there(AT_FDCWD, buf, mine))
             return 1;
         if ((size_t)(slash + 1 - buf) + strlen(base) + 10 > cap)
             continue;
         snprintf(slash + 1, cap - (size_t)(slash + 1 - buf), ".%s.forklog", base);
-        if (fl__still_there(buf, mine))
+        if (fl__still_there(AT_FDCWD, buf, mine))
             return 1;
     }
     return 0;
@@ -903,8 +936,15 @@ int fl__seg_follow(const forklog *log)
     char segpath[PATH_MAX]; /* as long as the open of the same name allowed (see fl__seg_close) */
     if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath)
         return -ENAMETOOLONG;
-    int rc = -ESTALE;
-    if (stat(segpath, &there) == 0) {
+    /* Looked up in the directory of the operation in progress (a reopen, a rotation), where it opens or renames the
+     * log's files: the segment found is the one beside them. */
+    struct fl__dir d;
+    int rc = fl__dir_enter(log, &d);
+    if (rc < 0)
+        return rc; /* the directory path names cannot be reached, as the open of path could not (-ENOENT: gone) */
+    const char *segname = fl__dir_name(d.fd, segpath);
+    rc = -ESTALE;
+    if (fstatat(d.fd, segname, &there, 0) == 0) {
         if (there.st_ino == mine.st_ino && there.st_dev == mine.st_dev)
             rc = 0;
     } else if (errno != ENOENT) {
@@ -918,12 +958,13 @@ int fl__seg_follow(const forklog *log)
          * RENAME_NOREPLACE, so that a segment another opener has just built there is never replaced. */
         char from[PATH_MAX];
         if (fl__seg_now_at(log, &mine, from, sizeof from)) {
-            if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, segpath, RENAME_NOREPLACE) == 0)
+            if (syscall(SYS_renameat2, AT_FDCWD, from, d.fd, segname, RENAME_NOREPLACE) == 0)
                 rc = 0;
             else if (errno == ENOENT || errno == ENOTDIR)
                 rc = -errno; /* no directory at path's name yet (moved away, none made since): not lost, -ENOENT */
         }
     }
+    fl__dir_leave(&d);
     return rc;
 }
 
@@ -939,11 +980,13 @@ void fl__seg_close(forklog *log)
      * built on the stack, not the heap, so that a process out of memory still removes it: shorter than PATH_MAX, as
      * the open of the same name was. */
     char segpath[PATH_MAX];
-    int fd = fl__seg_name(segpath, sizeof segpath, log->path) <= sizeof segpath
-                 ? open(segpath, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-                 : -1;
+    struct fl__dir d;
+    if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath || fl__dir_enter(log, &d) < 0)
+        return;
+    int fd = openat(d.fd, fl__dir_name(d.fd, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd >= 0) {
-        fl__seg_remove_unused(fd, segpath);
+        fl__seg_remove_unused(fd, d.fd, segpath);
         close(fd);
     }
+    fl__dir_leave(&d);
 }

@@ -38,18 +38,22 @@ static void teardown(void)
 
 TestSuite(hostile, .init = setup, .fini = teardown);
 
-/* rename(2) as the library sees it. The test program's definition takes the place of libc's for the library too
+/* renameat(2) as the library sees it. The test program's definition takes the place of libc's for the library too
  * (symbol interposition), so a test can plant a symlink at path in the instant between fl__rotate's
- * rename(path, path.1) and its creation of the new path: the race an attacker would have to win. Otherwise it is
- * plain rename. */
+ * rename of path to path.1 (relative to path's directory) and its creation of the new path: the race an attacker
+ * would have to win. Otherwise it is plain renameat. */
 static volatile int plant_after_rename; /* 1: a symlink to plant_target; 2: a FIFO */
 static char plant_target[4096];
 static volatile int planted;
 
-int rename(const char *from, const char *to)
+int renameat(int fromdir, const char *from, int todir, const char *to)
 {
-    int rc = renameat(AT_FDCWD, from, AT_FDCWD, to);
-    if (rc == 0 && plant_after_rename && logpath && strcmp(from, logpath) == 0) {
+    static int (*real)(int, const char *, int, const char *);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "renameat");
+    int rc = real(fromdir, from, todir, to);
+    if (rc == 0 && plant_after_rename && logpath &&
+        strcmp(from, fromdir == AT_FDCWD ? logpath : strrchr(logpath, '/') + 1) == 0) {
         int fifo = plant_after_rename == 2;
         plant_after_rename = 0;
         planted = (fifo ? mkfifo(logpath, 0644) : symlink(plant_target, logpath)) == 0 ? 1 : -1;

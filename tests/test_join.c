@@ -7,6 +7,7 @@
 #include "records.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <stdatomic.h>
@@ -45,6 +46,92 @@ int fchown(int fd, uid_t owner, gid_t group)
     if (kill_before_fchown)
         raise(SIGKILL);
     return (int)syscall(SYS_fchown, fd, owner, group);
+}
+
+/* stat(2) and fstatat(2) as the library sees them (built with 64-bit file offsets: stat64 and fstatat64), as
+ * flock above: when armed (flip_seg_name), right after the first lookup of a segment file of that name, the
+ * symlinked directory flip_link is pointed at flip_to, atomically, as a deploy does; flipped says it happened. */
+static const char *volatile flip_seg_name;
+static char flip_link[PATH_MAX], flip_to[64];
+static volatile int flipped;
+
+/* Points the symlink `link` at `target`, atomically (a new link renamed over it). */
+static int flip_symlink(const char *link, const char *target)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.new", link);
+    unlink(tmp);
+    return symlink(target, tmp) == 0 && rename(tmp, link) == 0 ? 0 : -1;
+}
+
+static void flip_after(const char *name)
+{
+    const char *want = flip_seg_name, *slash = strrchr(name, '/');
+    if (!want || strcmp(slash ? slash + 1 : name, want) != 0)
+        return;
+    flip_seg_name = NULL;
+    flipped = flip_symlink(flip_link, flip_to) == 0 ? 1 : -1;
+}
+
+/* open(2) and openat(2) as the library sees them, the same way: when armed (flip_log_name), right after the first
+ * open of a file of that name for writing, the symlinked directory flip_link is pointed at flip_to. */
+static const char *volatile flip_log_name;
+
+static void flip_after_open(const char *name, int flags)
+{
+    const char *want = flip_log_name, *slash = strrchr(name, '/');
+    if (!want || (flags & O_ACCMODE) != O_WRONLY || strcmp(slash ? slash + 1 : name, want) != 0)
+        return;
+    flip_log_name = NULL;
+    flipped = flip_symlink(flip_link, flip_to) == 0 ? 1 : -1;
+}
+
+int open64(const char *name, int flags, ...)
+{
+    static int (*real)(const char *, int, ...);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "open64");
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, unsigned) : 0;
+    va_end(ap);
+    int fd = real(name, flags, mode);
+    flip_after_open(name, flags);
+    return fd;
+}
+
+int openat64(int at, const char *name, int flags, ...)
+{
+    static int (*real)(int, const char *, int, ...);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "openat64");
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, unsigned) : 0;
+    va_end(ap);
+    int fd = real(at, name, flags, mode);
+    flip_after_open(name, flags);
+    return fd;
+}
+
+int stat64(const char *name, struct stat64 *st)
+{
+    static int (*real)(const char *, struct stat64 *);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "stat64");
+    int rc = real(name, st);
+    flip_after(name);
+    return rc;
+}
+
+int fstatat64(int at, const char *name, struct stat64 *st, int flags)
+{
+    static int (*real)(int, const char *, struct stat64 *, int);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "fstatat64");
+    int rc = real(at, name, st, flags);
+    flip_after(name);
+    return rc;
 }
 
 static char *dir, *logpath, *segpath;
@@ -1479,6 +1566,253 @@ Test(join, a_reopen_into_a_directory_that_is_gone_is_enoent_until_it_is_back)
     cr_assert_eq(th_count_lines(text, len), 1, "%s", text);
     free(text);
     remove_moved_log(sub, moved, path);
+}
+
+/* A deploy's directories: dir/v1 and dir/v2, and dir/cur a symlink to v1; the log is named through it. */
+struct deploy {
+    char *v1, *v2, *cur, *path, *v1_log, *v2_log, *v1_seg, *v2_seg;
+};
+
+static void deploy_make(struct deploy *d)
+{
+    d->v1 = th_path(dir, "v1");
+    d->v2 = th_path(dir, "v2");
+    d->cur = th_path(dir, "cur");
+    d->path = th_path(d->cur, "app.log");
+    d->v1_log = th_path(d->v1, "app.log");
+    d->v2_log = th_path(d->v2, "app.log");
+    d->v1_seg = th_path(d->v1, ".app.log.forklog");
+    d->v2_seg = th_path(d->v2, ".app.log.forklog");
+    cr_assert_eq(mkdir(d->v1, 0700), 0);
+    cr_assert_eq(mkdir(d->v2, 0700), 0);
+    cr_assert_eq(symlink("v1", d->cur), 0);
+    snprintf(flip_link, sizeof flip_link, "%s", d->cur);
+    snprintf(flip_to, sizeof flip_to, "v2");
+    flipped = 0;
+}
+
+static void deploy_free(struct deploy *d)
+{
+    char **all[] = {&d->v1, &d->v2, &d->cur, &d->path, &d->v1_log, &d->v2_log, &d->v1_seg, &d->v2_seg};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        free(*all[k]);
+}
+
+/* How many times `what` occurs in the file at `path`, whose lines must number `lines`, each a whole record. */
+static void deploy_expect(const char *path, size_t lines, const char *const *what, size_t n)
+{
+    size_t len = 0;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(text, "%s is missing", path);
+    cr_assert_eq(th_count_lines(text, len), lines, "%s:\n%s", path, text);
+    cr_assert(len == 0 || text[len - 1] == '\n', "%s ends in a torn record:\n%s", path, text);
+    cr_assert_null(strstr(text, "xxxx"), "a cut left part of a failed record in %s:\n%s", path, text);
+    for (size_t k = 0; k < n; k++) {
+        const char *at = strstr(text, what[k]);
+        cr_assert_not_null(at, "the acknowledged record \"%s\" is not in %s:\n%s", what[k], path, text);
+        cr_assert_null(strstr(at + 1, what[k]), "\"%s\" is twice in %s:\n%s", what[k], path, text);
+    }
+    free(text);
+}
+
+/* Whether the descriptor fd and the file at path are one file. */
+static int same_file(int fd, const char *path)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* A record that fails part way, from a child of the handle: its file may grow by 10 bytes more only (RLIMIT_FSIZE,
+ * as a full disk would), so the write is cut short and the lock's holder cuts the file back to where the lock says
+ * it ended. Returns the child's exit status: 0 when the record failed with -EFBIG. */
+static int failed_record_cut_back(forklog *log)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct stat st;
+        if (fstat(log->fd, &st) < 0)
+            _exit(3);
+        struct rlimit rl = {(rlim_t)st.st_size + 10, (rlim_t)st.st_size + 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(3);
+        char big[200];
+        memset(big, 'x', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        _exit(forklog_info(log, "%s", big) == -EFBIG ? 0 : 1);
+    }
+    return th_wait(pid);
+}
+
+/* A deploy flips the log's symlinked directory (cur -> v1 becomes cur -> v2) while a process opens cur/app.log, after
+ * it found v1's file and v1's segment file: the open resolves the directory once, so the process keeps the file and
+ * the lock of v1, wherever cur points by the time it looks again. Had it looked cur up again, it would have built a
+ * segment in v2 over v1's file: two locks on one file, and its cut after a failed write would take the records that
+ * v1's other users wrote meanwhile. */
+Test(join, an_open_through_a_symlinked_directory_flipped_midway_keeps_one_directorys_file_and_lock)
+{
+    struct deploy d;
+    deploy_make(&d);
+    forklog *old;
+    cr_assert_eq(forklog_open(&old, d.v1_log, NULL), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    int go[2], back[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(back), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP); /* found v1's file and v1's segment file */
+        forklog *log;
+        if (forklog_open(&log, d.path, NULL) != 0)
+            _exit(3);
+        struct stat seg;
+        char c = fstat(log->seg_fd, &seg) == 0 ? 'o' : 'e';
+        if (write(back[1], &c, 1) != 1 || write(back[1], &seg.st_ino, sizeof seg.st_ino) != sizeof seg.st_ino ||
+            read(go[0], &c, 1) != 1)
+            _exit(4);
+        if (forklog_info(log, "new one") != 0)
+            _exit(5);
+        int cut = failed_record_cut_back(log);
+        _exit(forklog_close(log) == 0 && cut == 0 ? 0 : 6);
+    }
+    cr_assert(cp_wait_stopped(pid, 10), "the opener did not stop at SEG_JOIN_LOCKED");
+    cr_assert_eq(flip_symlink(d.cur, "v2"), 0);
+    kill(pid, SIGCONT);
+    char c = 0;
+    ino_t seg_ino = 0;
+    cr_assert_eq(read(back[0], &c, 1), 1, "the opener's open failed");
+    cr_assert_eq(read(back[0], &seg_ino, sizeof seg_ino), (ssize_t)sizeof seg_ino);
+    cr_assert_eq(forklog_info(old, "old two"), 0);
+    cr_assert_eq(forklog_info(old, "old three"), 0);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    int st = th_wait(pid);
+    struct stat v1_seg, v2_seg;
+    cr_assert_eq(stat(d.v1_seg, &v1_seg), 0);
+    int v2_seg_there = stat(d.v2_seg, &v2_seg) == 0;
+    cr_assert_eq(forklog_close(old), 0);
+    cr_assert_eq(st, 0, "the flipped opener failed (exit %d)", st);
+    cr_assert_eq(seg_ino, v1_seg.st_ino, "the flipped opener took another lock than the one of the file it writes");
+    cr_assert_not(v2_seg_there, "the flipped opener built a segment in v2");
+    const char *const want[] = {"old one", "new one", "old two", "old three"};
+    deploy_expect(d.v1_log, 4, want, 4);
+    struct stat none;
+    cr_assert_neq(stat(d.v2_log, &none), 0, "the flipped opener created a file in v2");
+    close(go[0]);
+    close(go[1]);
+    close(back[0]);
+    close(back[1]);
+    deploy_free(&d);
+}
+
+/* The same flip at the very instant the open has the log file (v1's) and has not yet looked for its segment file: the
+ * segment file is looked for in the directory where the log file was found, v1, and not in v2, where the open would
+ * have built a second lock over v1's file. */
+Test(join, an_open_through_a_symlinked_directory_flipped_right_after_the_log_file_takes_that_directorys_lock)
+{
+    struct deploy d;
+    deploy_make(&d);
+    forklog *old, *log;
+    cr_assert_eq(forklog_open(&old, d.v1_log, NULL), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    flip_log_name = "app.log";
+    int rc = forklog_open(&log, d.path, NULL);
+    flip_log_name = NULL;
+    cr_assert_eq(flipped, 1, "the test could not flip the directory during the open");
+    cr_assert_eq(rc, 0, "%s", strerror(-rc));
+    cr_assert(same_file(log->fd, d.v1_log), "the open did not take the file it found first");
+    cr_assert(same_file(log->seg_fd, d.v1_seg), "the open took another lock than the one of the file it writes");
+    cr_assert_eq(forklog_info(log, "new one"), 0);
+    cr_assert_eq(forklog_info(old, "old two"), 0);
+    cr_assert_eq(forklog_info(old, "old three"), 0);
+    int cut = failed_record_cut_back(log);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_eq(forklog_close(old), 0);
+    cr_assert_eq(cut, 0, "the failed record (exit %d)", cut);
+    struct stat none;
+    cr_assert_neq(stat(d.v2_seg, &none), 0, "the open left a segment file in v2");
+    cr_assert_neq(stat(d.v2_log, &none), 0, "the open created a file in v2");
+    const char *const want[] = {"old one", "new one", "old two", "old three"};
+    deploy_expect(d.v1_log, 4, want, 4);
+    deploy_free(&d);
+}
+
+/* The same flip during a reopen, right after the handle found its own segment file at cur's directory (v1) and before
+ * it opens cur/app.log again: the reopen opens v1's file, in the directory where it found its segment, and not v2's,
+ * which v2's own segment serves. Writing v2's file under v1's lock, its cut after a failed write went back to where
+ * v1's lock said the file ended and took the records that v2's users wrote meanwhile. */
+Test(join, a_reopen_through_a_symlinked_directory_flipped_midway_keeps_one_directorys_file_and_lock)
+{
+    struct deploy d;
+    deploy_make(&d);
+    forklog *fresh, *h;
+    cr_assert_eq(forklog_open(&fresh, d.v2_log, NULL), 0);
+    cr_assert_eq(forklog_info(fresh, "fresh one"), 0);
+    cr_assert_eq(forklog_open(&h, d.path, NULL), 0);
+    cr_assert_eq(forklog_info(h, "h one"), 0);
+    cr_assert_eq(forklog_reopen(h), 0);
+    flip_seg_name = ".app.log.forklog";
+    int rc = forklog_info(h, "h two");
+    flip_seg_name = NULL;
+    cr_assert_eq(flipped, 1, "the test could not flip the directory during the reopen");
+    cr_assert_eq(rc, 0, "%s", strerror(-rc));
+    cr_assert(same_file(h->fd, d.v1_log), "the reopen took the file of the directory flipped to");
+    cr_assert(same_file(h->seg_fd, d.v1_seg), "the reopen's handle has another lock than v1's");
+    cr_assert_eq(forklog_info(fresh, "fresh two"), 0);
+    cr_assert_eq(forklog_info(fresh, "fresh three"), 0);
+    int cut = failed_record_cut_back(h);
+    cr_assert_eq(forklog_close(h), 0);
+    cr_assert_eq(forklog_close(fresh), 0);
+    cr_assert_eq(cut, 0, "the failed record of the reopened handle (exit %d)", cut);
+    const char *const mine[] = {"h one", "h two"}, *const theirs[] = {"fresh one", "fresh two", "fresh three"};
+    deploy_expect(d.v1_log, 2, mine, 2);
+    deploy_expect(d.v2_log, 3, theirs, 3);
+    deploy_free(&d);
+}
+
+/* The same flip during a rotation, after the rotator checked its segment file and the names at cur's directory (v1),
+ * before the first rename (ROTATE_BEGIN): the renames and the new file are v1's, and v2's file, which v2's own segment
+ * serves, is neither renamed nor replaced. */
+Test(join, a_rotation_through_a_symlinked_directory_flipped_midway_renames_one_directorys_files)
+{
+    struct deploy d;
+    deploy_make(&d);
+    const struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 3};
+    forklog *fresh, *h;
+    cr_assert_eq(forklog_open(&fresh, d.v2_log, &o), 0);
+    cr_assert_eq(forklog_info(fresh, "fresh one"), 0);
+    cr_assert_eq(forklog_open(&h, d.path, &o), 0);
+    char pad[160];
+    memset(pad, 'p', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    cr_assert_eq(forklog_info(h, "h one %s", pad), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(FL__CP_ROTATE_BEGIN, 1, FL__CRASH_STOP);
+        _exit(forklog_info(h, "h two %s", pad) == 0 && fl__crash_hits(FL__CP_ROTATE_BEGIN) == 1 ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(pid, 10), "the rotator did not stop at ROTATE_BEGIN");
+    cr_assert_eq(flip_symlink(d.cur, "v2"), 0);
+    kill(pid, SIGCONT);
+    int st = th_wait(pid);
+    cr_assert_eq(forklog_info(fresh, "fresh two"), 0);
+    cr_assert_eq(forklog_close(h), 0);
+    cr_assert_eq(forklog_close(fresh), 0);
+    cr_assert_eq(st, 0, "the rotating record (exit %d)", st);
+    char *v1_rotated = th_path(d.v1, "app.log.1"), *v2_rotated = th_path(d.v2, "app.log.1");
+    struct stat none;
+    cr_assert_neq(stat(v2_rotated, &none), 0, "the rotation renamed v2's file, which another lock serves");
+    const char *const one[] = {"h one"}, *const two[] = {"h two"}, *const theirs[] = {"fresh one", "fresh two"};
+    deploy_expect(v1_rotated, 1, one, 1);
+    deploy_expect(d.v1_log, 1, two, 1);
+    deploy_expect(d.v2_log, 2, theirs, 2);
+    free(v2_rotated);
+    free(v1_rotated);
+    deploy_free(&d);
 }
 
 /* The segment file's name is the log's with 9 bytes more (`.NAME.forklog`): a log name that the file system takes
