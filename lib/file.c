@@ -244,6 +244,11 @@ static void fl__own_fd(forklog *log)
     (void)fl__fd_take(log, fd); /* on failure the inherited description stays */
 }
 
+int fl__same_file(const struct fl__seg *s, const struct stat *st)
+{
+    return (uint64_t)st->st_ino == s->ino && (uint64_t)st->st_dev == s->dev && (uint64_t)st->st_size >= s->size;
+}
+
 /* fl__sync_file, for a handle on an older generation: opens path and puts it under log->fd's number. Returns 0 or
  * a negative errno. */
 static int fl__take_path_in(forklog *log)
@@ -274,7 +279,7 @@ static int fl__take_path_in(forklog *log)
             close(fd);
             return err;
         }
-        if ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+        if (!fl__same_file(s, &st))
             fl__new_generation(s);
     }
     return fl__fd_take(log, fd);
@@ -295,7 +300,7 @@ static int fl__take_path(forklog *log)
 static int fl__is_gen_file(const forklog *log)
 {
     struct stat st;
-    return fstat(log->fd, &st) == 0 && (uint64_t)st.st_ino == log->seg->ino && (uint64_t)st.st_dev == log->seg->dev;
+    return fstat(log->fd, &st) == 0 && fl__same_file(log->seg, &st);
 }
 
 /* Whether the regular file of fd, size bytes long, ends in the middle of a line: its last byte is not a newline

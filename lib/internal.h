@@ -513,6 +513,13 @@ FL__INTERNAL int fl__open_log_file(const forklog *log, int flags);
  * (fd closed). */
 FL__INTERNAL int fl__fd_above_stdio(int fd);
 
+/* Whether the file of *st is the one the segment's generation describes (file_known): its inode and device, and at
+ * least the size the log knows it to have. A shorter file is another one that was given the same inode number once
+ * the generation's file was removed (ext4 gives a freed number to the next file it creates), or the file cut short
+ * behind the log's back: written with that size, a cut after a failed write or a dead writer would go back to a
+ * size the file no longer has, and leave the fragment. */
+FL__INTERNAL int fl__same_file(const struct fl__seg *s, const struct stat *st);
+
 /* One operation on a handle's names (an open, a reopen, a rotation, the segment file's follow and removal) resolves
  * the directory that path names once, and reaches the log file, its segment file and its rotated names relative to
  * that one descriptor (openat, fstatat, renameat, linkat, unlinkat): a symlinked directory flipped, or a directory

@@ -94,10 +94,10 @@ static void fl__repair_file_now(forklog *log)
      * generation with the old file's descriptor until its fl__sync_file, which comes after this repair). */
     struct stat st;
     int fd = log->fd, reached = 0;
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)
+    if (fstat(fd, &st) != 0 || !fl__same_file(s, &st))
         fd = open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd >= 0 && s->file_known && (fd == log->fd || fstat(fd, &st) == 0) && S_ISREG(st.st_mode) &&
-        (uint64_t)st.st_ino == s->ino && (uint64_t)st.st_dev == s->dev) {
+        fl__same_file(s, &st)) {
         reached = 1;
         if ((uint64_t)st.st_size == s->target) {
             /* The write completed: the record (or buffer) is whole in the file; keep it. */

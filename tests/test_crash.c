@@ -472,6 +472,28 @@ static void die_writing(forklog *log, enum fl__crash_point cp, const char *rec)
                  fl__crash_name(cp));
 }
 
+/* The generation's file is cut short behind the log's back (`: > app.log`) while the process that moved the log to
+ * it is gone and the others are idle on an older generation. A new opener finds the file it opened has the
+ * generation's inode and device but not its size: it is not that file as the log knows it, and the new opener starts
+ * a new generation on it instead of appending with the old size. Its torn record is then cut by the next holder.
+ * (The same holds for a file removed and another created at path with the freed inode number.) */
+Test(crash, a_file_cut_short_behind_the_logs_back_is_not_taken_with_its_old_size)
+{
+    forklog *idle = open_log(NULL);
+    cr_assert_eq(forklog_write(idle, "d1", 2), 0);
+    char *moved = moved_name();
+    cr_assert_eq(rename(logpath, moved), 0);
+    cr_assert_eq(forklog_reopen(idle), 0);
+    cr_assert_eq(th_wait(new_opener("c1, the record that moves the log to a new file\n", 0)), 0);
+    cr_assert_eq(truncate(logpath, 0), 0);
+    cr_assert_eq(th_wait(new_opener("c2, killed half way through its write\n", 1)), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(idle, "d2", 2), 0);
+    cr_assert_eq(forklog_close(idle), 0);
+    assert_file_is(moved, "d1\n");
+    assert_file_is(logpath, "d2\n");
+    free(moved);
+}
+
 /* A writer dies mid-record, and logrotate renames the log (with `create`, or not) before anybody else writes and
  * before it asks for a reopen. The next holder is a process that opened the log by name and has not written yet:
  * its descriptor is the renamed file, which it repairs (the fragment cut) and writes, as the log's other processes
