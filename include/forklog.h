@@ -257,7 +257,8 @@ struct forklog_options {
  * rotate_bytes, rotate_keep, flush_ms or buffer_size, and a FORKLOG_BUFFERED bit left clear, join what the log's
  * users have; an explicit value that differs is -EINVAL (opts->error names it). FORKLOG_PRIVATE keeps a segment
  * of the handle's own instead (see enum forklog_flag); a target that is not a regular file always gets one, and
- * so does a path through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdout), which names each process's own file.
+ * so does a path through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdout, /proc/self/cwd/...), which names each
+ * process's own file.
  *
  * A regular file that ends in the middle of a line (a line another program left unfinished, a record cut off by a
  * machine crash) gets a newline before the first record, so that every record starts a line of its own; the open

@@ -773,16 +773,22 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     return rc;
 }
 
-/* Whether the absolute `path` reaches its file through /proc: /proc/self/fd/N, /dev/fd/N, /dev/stdout, or a symlink
- * to one of them. Such a name is each process's own descriptor, so one path names another file in every process: a
- * segment file beside it would be shared by processes that write different files (a record combined by one of them
- * would go into its file, not its writer's), and in /proc it cannot even be created. Its directory is looked at
- * with statfs(2), which follows links; a symlink at the last name is followed, up to FL__MAX_LINKS. */
+/* Whether the absolute `path` reaches its file through /proc: /proc/self/fd/N, /dev/fd/N, /dev/stdout, a path under
+ * /proc/self/cwd or /proc/self/root, or a symlink to one of them. Such a name is each process's own (descriptor,
+ * working directory, root), so one path names another file in every process: a segment file beside it would be
+ * shared by processes that write different files (a record combined by one of them would go into its file, not its
+ * writer's), and in /proc it cannot even be created. A path whose text begins with /proc/ is one; otherwise its
+ * directory is looked at with statfs(2), which follows links (and so does not see /proc/self/cwd: it reports the
+ * directory cwd leads to); a symlink at the last name is followed, up to FL__MAX_LINKS. */
 static int fl__name_per_process(const char *path)
 {
     char *p = strdup(path);
     int per = 0;
     for (int links = 0; p && links <= FL__MAX_LINKS; links++) {
+        if (strncmp(p, "/proc/", 6) == 0) {
+            per = 1;
+            break;
+        }
         size_t dlen = (size_t)(strrchr(p, '/') + 1 - p);
         char *d = malloc(dlen + 1), target[4096];
         if (!d)

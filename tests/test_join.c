@@ -2058,9 +2058,19 @@ Test(join, a_path_through_proc_that_names_each_processs_own_file_gets_a_private_
         cr_assert_eq(forklog_close(log), 0);
     }
     close(fd);
+    /* A path under /proc/self/cwd is each process's working directory: no segment file is made or shared there. */
+    cr_assert_eq(chdir(dir), 0);
+    const char *base = strrchr(logpath, '/') + 1;
+    snprintf(name, sizeof name, "/proc/self/cwd/%s", base);
+    forklog *log = NULL;
+    cr_assert_eq(forklog_open(&log, name, NULL), 0);
+    cr_assert_eq(log->seg_fd, -1, "%s got a shared segment", name);
+    cr_assert_eq(forklog_write(log, "x", 1), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    cr_assert_neq(lstat(segpath, &st), 0, "a segment file was made beside %s", name);
     size_t len;
     char *text = th_slurp(logpath, &len);
-    cr_assert_str_eq(text, "x\nx\n");
+    cr_assert_str_eq(text, "x\nx\nx\n");
     free(text);
     free(link);
 }
