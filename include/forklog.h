@@ -565,7 +565,8 @@ FORKLOG_API int forklog_reopen(forklog *log);
  * Releases this process's use of the handle: flushes buffered records, closes the descriptor, unmaps the
  * segment and frees the handle. Call it in each process that holds the handle and no longer needs it. The last
  * process to close a log removes its segment file (when it holds no record and no unfinished write, and, in a sticky
- * directory such as /tmp, when that process may remove it: see docs/design.md). No other thread of
+ * directory such as /tmp or after the process dropped its privileges, when that process may remove it: see
+ * docs/design.md). No other thread of
  * the process may use the handle during or after the call, and no signal handler either: a handler that calls
  * forklog_reopen() or forklog_set_level() (SIGHUP, SIGUSR1) must be blocked or reset before the handle is closed,
  * or a signal arriving during or after the call uses a freed handle (and an unmapped segment: SIGSEGV). Returns 0,
