@@ -1137,8 +1137,13 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     if (!(opts->timeout_s >= 0) || opts->workers > FL__POOL_MAX_WORKERS ||
         (opts->level != 0 && (opts->level < FORKLOG_DEBUG || opts->level > FORKLOG_ERROR)))
         return -EINVAL;
-    if (ntasks > SIZE_MAX / sizeof(struct fl__pool_res))
+    if (ntasks > SIZE_MAX / sizeof(struct fl__pool_res)) {
+        /* As when the mapping cannot be made (below): no task ran, and the report's counts add up to ntasks. No
+         * results array of that many entries can exist, so `results` is left alone. */
+        if (report)
+            report->not_run = ntasks;
         return -ENOMEM;
+    }
     if (opts->results)
         memset(opts->results, 0, ntasks * sizeof *opts->results);
     if (ntasks == 0)

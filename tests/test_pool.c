@@ -2495,6 +2495,25 @@ Test(pool, a_tasks_child_made_by_fork_without_handlers_ends_there)
 }
 #endif
 
+/* ---- unusual callers and tasks -------------------------------------------------------------------------------- */
+
+/* More tasks than any pool mapping can hold: -ENOMEM before anything starts, and the report says not_run for each
+ * task, as when the mapping cannot be made. */
+Test(pool, too_many_tasks_for_memory_is_enomem_with_every_task_not_run)
+{
+    const size_t sizes[] = {SIZE_MAX, SIZE_MAX / 2, SIZE_MAX / 40};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        struct forklog_pool_options o = {.workers = 1};
+        struct forklog_pool_report rep;
+        memset(&rep, 0xff, sizeof rep);
+        int rc = forklog_pool_map(&o, sizes[k], ok_task, NULL, &rep);
+        cr_assert_eq(rc, -ENOMEM, "ntasks %zu: rc %d", sizes[k], rc);
+        cr_assert_eq(rep.not_run, sizes[k], "ntasks %zu: not_run %zu", sizes[k], rep.not_run);
+        cr_assert_eq(rep.ok + rep.failed + rep.crashed + rep.timed_out + rep.workers_started, 0);
+        cr_assert_eq(rep.wall_s, 0);
+    }
+}
+
 /* ---- hostile labels -------------------------------------------------------------------------------------------- */
 
 static char *big_label; /* 1 MiB of U+20AC (3 bytes each) */
