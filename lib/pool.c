@@ -220,8 +220,9 @@ static _Noreturn void fl__pool_worker_exit(struct fl__pool *p, int code)
     _exit(code);
 }
 
-/* The pid of the worker this process is, 0 in the caller. A process that a task forks inherits it, and with it
- * the exit handler below, which the pid check makes a no-op there. */
+/* The pid of the worker this process is, 0 in the caller. A process that a task forks inherits the exit handler
+ * below, which is a no-op there: fork() clears this (fl__pool_atfork_child), and the pid check covers a process made
+ * without fork handlers (_Fork(), a raw clone), unless one made so after the worker has ended gets its pid. */
 static pid_t fl__pool_self;
 
 #ifdef __GLIBC__
@@ -253,6 +254,9 @@ static int fl__pool_atfork_done; /* the registration is inherited: once per proc
 static void fl__pool_atfork_child(void)
 {
     fl__pool_forked = 1;
+    /* Not a worker, whatever pid it has or gets: once the worker has ended, a process that this one forks may get
+     * the worker's pid, and its exit() must run its handlers and flush its stdio as anywhere else. */
+    fl__pool_self = 0;
 }
 
 /* A task (or initializer) that forks and whose child returns instead of exiting would bring the child back into

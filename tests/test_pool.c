@@ -10,6 +10,7 @@
 #include <forklog.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -2496,6 +2497,122 @@ Test(pool, a_tasks_child_made_by_fork_without_handlers_ends_there)
 #endif
 
 /* ---- unusual callers and tasks -------------------------------------------------------------------------------- */
+
+/* A process that a task forks outlives the worker, and later forks a child that gets the dead worker's pid (made
+ * certain with ns_last_pid, in a PID namespace of the test's own). That child is no worker: its exit() must flush
+ * its stdio and run its atexit handlers, as in any process. */
+static int reuse_go[2], reuse_back[2];
+static const char *reuse_out, *reuse_marker;
+
+static void reuse_atexit(void)
+{
+    close(open(reuse_marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+}
+
+static int fork_a_helper_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    pid_t h = fork();
+    if (h != 0)
+        return h < 0; /* the worker */
+    /* The helper: waits for its go, then forks the child that gets the worker's pid. */
+    char c;
+    if (read(reuse_go[0], &c, 1) != 1)
+        _exit(1);
+    pid_t c2 = fork();
+    if (c2 == 0) {
+        FILE *f = fopen(reuse_out, "w");
+        if (!f)
+            _exit(2);
+        fputs("flushed by exit()\n", f); /* left in the stream's buffer: exit() flushes it */
+        atexit(reuse_atexit);
+        exit(0);
+    }
+    int st = 0;
+    if (c2 > 0)
+        waitpid(c2, &st, 0);
+    int msg[2] = {(int)c2, st};
+    ssize_t n = write(reuse_back[1], msg, sizeof msg);
+    _exit(n == (ssize_t)sizeof msg ? 0 : 3);
+}
+
+/* The init of the namespace. Exit 0: the child with the worker's pid exited normally; 10: its stdio buffer was
+ * not flushed or its atexit handler did not run; 30: ns_last_pid cannot be written; 77: the pid went elsewhere;
+ * other: setup. */
+static int pid_reuse_in_namespace(void)
+{
+    if (pipe(reuse_go) < 0 || pipe(reuse_back) < 0)
+        return 20;
+    struct forklog_task_result res[1];
+    struct forklog_pool_options o = {.workers = 1, .results = res, .timeout_s = 10};
+    if (forklog_pool_map(&o, 1, fork_a_helper_task, NULL, NULL) != 0)
+        return 21;
+    pid_t w = res[0].worker;
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d", (int)w - 1);
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, buf, (size_t)n) != n) {
+        kill(-1, SIGKILL); /* the helper, in this namespace */
+        return 30;
+    }
+    close(fd);
+    if (write(reuse_go[1], "g", 1) != 1)
+        return 22;
+    struct pollfd pfd = {reuse_back[0], POLLIN, 0};
+    int msg[2];
+    if (poll(&pfd, 1, 10000) != 1 || read(reuse_back[0], msg, sizeof msg) != (ssize_t)sizeof msg)
+        return 23;
+    while (waitpid(-1, NULL, 0) > 0) { /* the helper, ours since its worker ended */
+    }
+    if (msg[0] != (int)w)
+        return 77;
+    if (msg[1] != 0)
+        return 24;
+    size_t len;
+    char *text = th_slurp(reuse_out, &len);
+    int flushed = text && strcmp(text, "flushed by exit()\n") == 0;
+    free(text);
+    struct stat st;
+    return flushed && stat(reuse_marker, &st) == 0 ? 0 : 10;
+}
+
+Test(pool, a_tasks_child_with_a_dead_workers_pid_exits_as_any_process)
+{
+    char *dir = th_tmpdir();
+    char *out = th_path(dir, "stdio");
+    char *marker = th_path(dir, "atexit");
+    reuse_out = out;
+    reuse_marker = marker;
+    int code = 77;
+    for (int attempt = 0; attempt < 5 && code == 77; attempt++) {
+        unlink(out);
+        unlink(marker);
+        pid_t m = fork();
+        cr_assert_geq(m, 0);
+        if (m == 0) {
+            if (unshare(CLONE_NEWPID) < 0)
+                _exit(40);
+            pid_t init = fork(); /* pid 1 of the new namespace */
+            if (init == 0)
+                _exit(pid_reuse_in_namespace());
+            int ist;
+            if (init < 0 || waitpid(init, &ist, 0) != init)
+                _exit(41);
+            _exit(WIFEXITED(ist) ? WEXITSTATUS(ist) : 42);
+        }
+        code = th_wait_for(m, 30);
+    }
+    th_rmdir(dir);
+    free(marker);
+    free(out);
+    free(dir);
+    if (code == 40)
+        cr_skip_test("no PID namespace of its own (unshare)");
+    if (code == 30)
+        cr_skip_test("ns_last_pid cannot be written here");
+    cr_assert_neq(code, 10, "exit() in the child with the dead worker's pid ended it as if it were the worker");
+    cr_assert_eq(code, 0, "exit %d", code);
+}
 
 /* More tasks than any pool mapping can hold: -ENOMEM before anything starts, and the report says not_run for each
  * task, as when the mapping cannot be made. */
