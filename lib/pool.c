@@ -305,6 +305,27 @@ static int fl__pool_exit_handler(void)
 #endif
 }
 
+#ifdef __linux__
+/* Whether the parent has ended. getppid() tells, but only while the parent is in the worker's PID namespace: a
+ * caller that has moved its children into a new one (unshare(CLONE_NEWPID)) is not, and getppid() is 0 in the
+ * worker while the parent lives and, after its death, as long as the new parent (a reaper of the caller's own
+ * namespace) is outside as well. Then the worker's pipe tells: once no read end of it is left, its write end
+ * polls POLLERR. The parent holds the read end until it has reaped the worker. Other copies only delay the answer:
+ * a sibling forked after this worker holds one until its own start closes it (microseconds), and a process that
+ * another thread of the caller forks meanwhile (a worker of another pool, say) until it ends or executes a program
+ * (the pipe is close-on-exec). Only a parent that died before the prctl() below is left to this check. */
+static int fl__pool_orphan(const struct fl__pool *p, int death_wr)
+{
+    pid_t pp = getppid();
+    if (pp == p->parent)
+        return 0;
+    if (pp != 0)
+        return 1; /* another process has taken the worker over */
+    struct pollfd pfd = {death_wr, 0, 0};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR);
+}
+#endif
+
 static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_wr)
 {
     struct fl__pool_slot *slot = &p->slots[k];
@@ -321,15 +342,20 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
 #ifdef __linux__
     /* Nothing left running if the parent dies; the check closes the race with a death before the prctl. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != p->parent)
+    if (fl__pool_orphan(p, death_wr))
         _exit(FL__POOL_EXIT_INIT);
 #endif
     /* Nothing that can end the worker before the parent has its process descriptor (fl__pool_pidfd_open): a worker
      * reaped by the caller before that would be known by its pid only. The parent opens it right after fork(). */
     while (!atomic_load_explicit(&slot->watched, memory_order_acquire)) {
         sched_yield();
+#ifdef __linux__
+        if (fl__pool_orphan(p, death_wr))
+            _exit(FL__POOL_EXIT_INIT);
+#else
         if (getppid() != p->parent)
             _exit(FL__POOL_EXIT_INIT);
+#endif
     }
     pid_t me = getpid();
     /* A task (or the initializer) that calls exit() would run, in the worker, the exit handlers and stdio

@@ -2498,6 +2498,64 @@ Test(pool, a_tasks_child_made_by_fork_without_handlers_ends_there)
 
 /* ---- unusual callers and tasks -------------------------------------------------------------------------------- */
 
+/* A caller that has moved its future children into a new PID namespace (unshare(CLONE_NEWPID)), with that
+ * namespace's init started, as a sandbox or a container runtime does: its workers are its children as usual, but
+ * getppid() is 0 in each (the parent is outside their namespace). They must run every task. */
+Test(pool, a_caller_whose_children_are_in_a_new_pid_namespace_runs_every_task)
+{
+    enum { N = 8 };
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct caller_out *out = caller_out_new(N);
+    pid_t m = fork();
+    cr_assert_geq(m, 0);
+    if (m == 0) {
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(40);
+        pid_t init = fork(); /* pid 1 of the new namespace: it must outlive the workers */
+        if (init == 0) {
+            for (;;)
+                pause();
+        }
+        if (init < 0)
+            _exit(41);
+        int fds = count_fds();
+        struct forklog_pool_options o = {.workers = 2, .log = log, .results = out->res, .timeout_s = 10};
+        out->rc = forklog_pool_map(&o, N, ok_task, NULL, &out->rep);
+        out->failures = count_fds() != fds;
+        kill(init, SIGKILL);
+        if (waitpid(init, NULL, 0) != init)
+            out->failures++;
+        if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+            out->failures++; /* a worker is left */
+        forklog_close(log);
+        _exit(0);
+    }
+    int st = th_wait_for(m, 30);
+    forklog_close(log);
+    if (st == 40) {
+        caller_out_free(out, N);
+        th_rmdir(dir);
+        free(path);
+        free(dir);
+        cr_skip_test("no PID namespace of its own (unshare)");
+    }
+    cr_assert_eq(st, 0, "the caller ended with %d", st);
+    cr_assert_eq(out->rc, 0, "rc %d (%s): ok %zu, not_run %zu, workers %zu", out->rc,
+                 out->rc < 0 ? strerror(-out->rc) : "tasks not ok", out->rep.ok, out->rep.not_run,
+                 out->rep.workers_started);
+    cr_assert_eq(out->failures, 0, "descriptors or children left in the caller");
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(out->res[i].status, FORKLOG_TASK_OK, "task %zu: %s", i, status_name(out->res[i].status));
+    check_counts(out->rc, out->res, N, &out->rep);
+    free(check_log(path, 0, N, out->res, &out->rep));
+    caller_out_free(out, N);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* A process that a task forks outlives the worker, and later forks a child that gets the dead worker's pid (made
  * certain with ns_last_pid, in a PID namespace of the test's own). That child is no worker: its exit() must flush
  * its stdio and run its atexit handlers, as in any process. */
