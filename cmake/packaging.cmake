@@ -26,7 +26,8 @@ set(CPACK_COMPONENT_TOOLS_DEPENDS runtime)
 
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
-# Depends: libc6 from dpkg-shlibdeps (dpkg-dev), and each component's own package at this exact version.
+# Depends: libc6 and libgcc-s1 (the C personality routine of the library's -fexceptions build) from dpkg-shlibdeps
+# (dpkg-dev), and each component's own package at this exact version.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${PROJECT_BINARY_DIR})

@@ -587,7 +587,8 @@ enum forklog_task_status {
     FORKLOG_TASK_NOT_RUN = 0, /* never started (the pool gave up: see forklog_pool_map's errors) */
     FORKLOG_TASK_OK = 1,      /* returned 0 */
     FORKLOG_TASK_FAILED = 2,  /* returned non-zero: code holds the value */
-    FORKLOG_TASK_CRASHED = 3, /* its worker died: signal, or exit code in code when it exited */
+    FORKLOG_TASK_CRASHED = 3, /* its worker died: signal, or exit code in code when it exited (126: the task
+                               * unwound out of it, by pthread_exit() or a C++ exception) */
     FORKLOG_TASK_TIMEOUT = 4  /* ran past timeout_s: the worker was killed */
 };
 
@@ -645,7 +646,12 @@ struct forklog_pool_report {
  * kernel without them; never the tasks' children) and
  * leaves the caller's signal dispositions, mask and other children as they were; a caller that ignores SIGCHLD,
  * or reaps in its handler, only loses the exit status of crashed workers (code -1). A task that calls exit() ends
- * its worker without running the caller's atexit handlers or flushing its stdio buffers. The pool's descriptors
+ * its worker without running the caller's atexit handlers or flushing its stdio buffers. A task or initializer that
+ * unwinds out of its worker (pthread_exit(), or a C++ exception caught only by the caller) ends it with _exit(126):
+ * the task is recorded CRASHED with code 126 (an initializer counts as failed), and neither the caller's code nor
+ * the pool's own cleanup runs in the worker; this needs the library compiled with -fexceptions, as its build does
+ * where the compiler can link it (for the single header: the file that defines FORKLOG_IMPLEMENTATION). A label
+ * callback that throws ends the call as a cancelled one (below), then the exception goes on. The pool's descriptors
  * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
  * stay free below RLIMIT_NOFILE. Callable from a thread, and from a worker of another pool; not
  * async-signal-safe. A cancelled call (pthread_cancel()) kills and waits for its workers and frees what it holds

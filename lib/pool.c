@@ -105,12 +105,13 @@ int on_exit(void (*fn)(int status, void *arg), void *arg);
  * worker) as timed out. */
 #define FL__POOL_KILLED SIZE_MAX
 
-#define FL__POOL_EXIT_INIT   125         /* a worker whose initializer failed (the slot phase is what counts) */
-#define FL__POOL_MAX_WORKERS 65536u      /* more is a bad option (-EINVAL) */
-#define FL__POOL_CHECK_NS    100000000LL /* waitpid(WNOHANG) every worker at least this often (100 ms) */
-#define FL__POOL_LABEL_MAX   128         /* labels are cut (at a UTF-8 boundary) to this many bytes in records */
-#define FL__POOL_FD_SPARE    16          /* descriptors below RLIMIT_NOFILE that a second worker's pipe leaves */
-#define FL__POOL_FOREVER_S   1e9         /* seconds (about 31 years): a longer timeout_s is cut to this */
+#define FL__POOL_EXIT_INIT    125         /* a worker whose initializer failed (the slot phase is what counts) */
+#define FL__POOL_EXIT_UNWOUND 126         /* a worker whose stack unwound out of the task or initializer */
+#define FL__POOL_MAX_WORKERS  65536u      /* more is a bad option (-EINVAL) */
+#define FL__POOL_CHECK_NS     100000000LL /* waitpid(WNOHANG) every worker at least this often (100 ms) */
+#define FL__POOL_LABEL_MAX    128         /* labels are cut (at a UTF-8 boundary) to this many bytes in records */
+#define FL__POOL_FD_SPARE     16          /* descriptors below RLIMIT_NOFILE that a second worker's pipe leaves */
+#define FL__POOL_FOREVER_S    1e9         /* seconds (about 31 years): a longer timeout_s is cut to this */
 
 /* Shared: the task counter and the parent's sleep flag, on separate cache lines. */
 struct fl__pool_head {
@@ -305,6 +306,19 @@ static int fl__pool_exit_handler(void)
 #endif
 }
 
+/* The cleanup of fl__pool_worker, which never returns: reached only when the stack unwinds out of it, because the
+ * task or the initializer called pthread_exit() or threw a C++ exception that nothing below caught (one that a
+ * catch of the caller's, above forklog_pool_map(), would catch; with no catch at all, std::terminate() aborts the
+ * worker first). Past this frame the worker would run the parent's cleanup of a cancelled call (killing the
+ * parent's other workers) or the caller's own code after the call. It ends here instead, as a crash with exit
+ * status FL__POOL_EXIT_UNWOUND. Needs the library compiled with -fexceptions (CMakeLists.txt), without which
+ * unwinding skips the cleanups of C frames. A process that the task forked and that unwinds ends here too. */
+static void fl__pool_unwound(int *unused)
+{
+    (void)unused;
+    _exit(FL__POOL_EXIT_UNWOUND);
+}
+
 #ifdef __linux__
 /* Whether the parent has ended. getppid() tells, but only while the parent is in the worker's PID namespace: a
  * caller that has moved its children into a new one (unshare(CLONE_NEWPID)) is not, and getppid() is 0 in the
@@ -328,6 +342,8 @@ static int fl__pool_orphan(const struct fl__pool *p, int death_wr)
 
 static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_wr)
 {
+    __attribute__((cleanup(fl__pool_unwound))) int unwound = 0;
+    (void)unwound;
     struct fl__pool_slot *slot = &p->slots[k];
     /* The inherited pool descriptors other than our own pipe's write end and the wake write end: the read ends
      * and the other workers' pipes (whose write ends the parent has already closed). */
@@ -1220,7 +1236,8 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
         return rc;
     }
     /* Cancelled (pthread_cancel()) at any cancellation point of the run (its poll(), a record's write), the call
-     * leaves nothing behind: fl__pool_cancelled kills and reaps its workers and frees the rest. */
+     * leaves nothing behind: fl__pool_cancelled kills and reaps its workers and frees the rest. So does a label
+     * callback that throws a C++ exception: built with -fexceptions, the cleanup runs on any unwinding. */
     pthread_cleanup_push(fl__pool_cancelled, p);
     fl__pool_run(p, t0, report);
     pthread_cleanup_pop(0);

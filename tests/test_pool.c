@@ -2498,6 +2498,116 @@ Test(pool, a_tasks_child_made_by_fork_without_handlers_ends_there)
 
 /* ---- unusual callers and tasks -------------------------------------------------------------------------------- */
 
+/* Task 1 calls pthread_exit() once task 0 runs in the other worker, which returns 0 a little later: the stack
+ * unwinds out of task 1's worker, which must end there, as a crash with exit status 126, and nothing else. Past
+ * the worker's own frame the unwinding would reach the cleanup of the parent's call (fl__pool_cancelled), which
+ * kills every worker the parent had forked before and frees the pool. */
+struct unwind_shared {
+    atomic_int started[2];
+    atomic_int inits;
+};
+static struct unwind_shared *unwind_sh;
+
+/* Waits (at most 5 s) until both tasks run, each in its own worker. */
+static void both_tasks_started(size_t i)
+{
+    atomic_store(&unwind_sh->started[i], 1);
+    for (int k = 0; k < 5000 && !(atomic_load(&unwind_sh->started[0]) && atomic_load(&unwind_sh->started[1])); k++)
+        usleep(1000);
+}
+
+static int pthread_exit_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    both_tasks_started(i);
+    if (i == 1)
+        pthread_exit(NULL);
+    usleep(100000);
+    return 0;
+}
+
+Test(pool, a_task_calling_pthread_exit_ends_only_its_worker_as_a_crash)
+{
+    unwind_sh = mmap(NULL, sizeof *unwind_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(unwind_sh, MAP_FAILED);
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    int fds = count_fds();
+    struct forklog_task_result res[2];
+    struct forklog_pool_options o = {.workers = 2, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 2, pthread_exit_task, NULL, &rep);
+    cr_assert_eq(count_fds(), fds, "descriptors: %d before, %d after", fds, count_fds());
+    errno = 0;
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a worker is left (running or unreaped)");
+    cr_assert_eq(errno, ECHILD);
+    cr_assert_eq(res[0].status, FORKLOG_TASK_OK, "task 0: %s, code %d, signal %d", status_name(res[0].status),
+                 res[0].code, res[0].signal);
+    cr_assert_eq(res[1].status, FORKLOG_TASK_CRASHED, "task 1: %s", status_name(res[1].status));
+    cr_assert_eq(res[1].code, 126, "task 1: code %d", res[1].code);
+    cr_assert_eq(res[1].signal, 0, "task 1: signal %d", res[1].signal);
+    cr_assert_neq(res[0].worker, res[1].worker);
+    cr_assert_eq(rc, 1, "rc %d", rc);
+    check_counts(rc, res, 2, &rep);
+    forklog_close(log);
+    free(check_log(path, 0, 2, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+    munmap(unwind_sh, sizeof *unwind_sh);
+}
+
+/* The first initializer to run returns 0; every other one calls pthread_exit(). Each of those workers must end
+ * as a worker whose initializer failed, leaving the one that works to run every task. */
+static int pthread_exit_init(void *arg)
+{
+    (void)arg;
+    if (atomic_fetch_add(&unwind_sh->inits, 1) != 0)
+        pthread_exit(NULL);
+    return 0;
+}
+
+static int sleep_50ms_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    usleep(50000);
+    return 0;
+}
+
+Test(pool, an_initializer_calling_pthread_exit_is_a_failed_initializer)
+{
+    unwind_sh = mmap(NULL, sizeof *unwind_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(unwind_sh, MAP_FAILED);
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    int fds = count_fds();
+    enum { N = 4 };
+    struct forklog_task_result res[N];
+    struct forklog_pool_options o = {
+        .workers = 2, .log = log, .results = res, .init = pthread_exit_init, .max_init_failures = 3};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, N, sleep_50ms_task, NULL, &rep);
+    cr_assert_eq(count_fds(), fds, "descriptors: %d before, %d after", fds, count_fds());
+    errno = 0;
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a worker is left (running or unreaped)");
+    cr_assert_eq(errno, ECHILD);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(res[i].status, FORKLOG_TASK_OK, "task %zu: %s, code %d, signal %d", i, status_name(res[i].status),
+                     res[i].code, res[i].signal);
+    cr_assert_eq(rc, 0, "rc %d", rc);
+    cr_assert_geq(rep.workers_started, 2);
+    cr_assert_geq(atomic_load(&unwind_sh->inits), 2);
+    check_counts(rc, res, N, &rep);
+    forklog_close(log);
+    free(check_log(path, 0, N, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+    munmap(unwind_sh, sizeof *unwind_sh);
+}
+
 /* A caller that has moved its future children into a new PID namespace (unshare(CLONE_NEWPID)), with that
  * namespace's init started, as a sandbox or a container runtime does: its workers are its children as usual, but
  * getppid() is 0 in each (the parent is outside their namespace). They must run every task. */
