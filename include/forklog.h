@@ -646,12 +646,15 @@ struct forklog_pool_report {
  * kernel without them; never the tasks' children) and
  * leaves the caller's signal dispositions, mask and other children as they were; a caller that ignores SIGCHLD,
  * or reaps in its handler, only loses the exit status of crashed workers (code -1). A task that calls exit() ends
- * its worker without running the caller's atexit handlers or flushing its stdio buffers. A task or initializer that
- * unwinds out of its worker (pthread_exit(), or a C++ exception caught only by the caller) ends it with _exit(126):
- * the task is recorded CRASHED with code 126 (an initializer counts as failed), and neither the caller's code nor
- * the pool's own cleanup runs in the worker; this needs the library compiled with -fexceptions, as its build does
- * where the compiler can link it (for the single header: the file that defines FORKLOG_IMPLEMENTATION). A label
- * callback that throws ends the call as a cancelled one (below), then the exception goes on. The pool's descriptors
+ * its worker without running the caller's atexit handlers or flushing its stdio buffers; with glibc it first runs
+ * the destructors of the calling thread's C++ thread_local objects (the copies of the caller's thread's included),
+ * then the exit handlers registered after the call began (by the task, or by another thread before that worker's
+ * fork). quick_exit() runs every at_quick_exit handler, the caller's included. A task or initializer that unwinds
+ * out of its worker (pthread_exit(), or a C++ exception caught only by the caller) ends it with _exit(126): the
+ * task is recorded CRASHED with code 126 (an initializer counts as failed), and neither the caller's code nor the
+ * pool's own cleanup runs in the worker; this needs the library compiled with -fexceptions, as its build does where
+ * the compiler can link it (for the single header: the file that defines FORKLOG_IMPLEMENTATION). A label callback
+ * that throws ends the call as a cancelled one (below), then the exception goes on. The pool's descriptors
  * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
  * stay free below RLIMIT_NOFILE. Callable from a thread, and from a worker of another pool; not
  * async-signal-safe. A cancelled call (pthread_cancel()) kills and waits for its workers and frees what it holds
