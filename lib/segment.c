@@ -186,7 +186,7 @@ static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
         return 0;
     if ((seg->st_mode & 07777) & ~fl__seg_mode(lst->st_mode))
         return 0;
-    if ((seg->st_mode & S_IRWXG) && seg->st_gid != lst->st_gid)
+    if ((seg->st_mode & S_IRWXG) && seg->st_gid != lst->st_gid && !(lst->st_mode & S_IWOTH))
         return 0; /* the group's bits for another group than the log's: they grant what the log does not */
     return seg->st_uid == lst->st_uid || seg->st_uid == 0 || seg->st_uid == geteuid() ||
            (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP)) || (lst->st_mode & S_IWOTH);
@@ -561,8 +561,8 @@ static int fl__flock_sh(int fd)
 
 /* Gives a new segment file the log's owner and group (failing without CAP_CHOWN: the creator's, with the log's
  * group when the creator is a member of it) and exactly the bits `want`, whatever the umask. The group's bits only
- * when the file has the log's group: kept by a creator outside it, they would grant the creator's own group, whose
- * members may not write the log, its lock and its buffer. */
+ * when the file has the log's group, or everybody may write the log: kept by a creator outside that group, they
+ * would grant the creator's own group, whose members may not write the log, its lock and its buffer. */
 static void fl__seg_give(int fd, const struct stat *lst, mode_t want)
 {
     if (fchown(fd, lst->st_uid, lst->st_gid) < 0 && fchown(fd, (uid_t)-1, lst->st_gid) < 0) {
@@ -571,7 +571,7 @@ static void fl__seg_give(int fd, const struct stat *lst, mode_t want)
          * in gcc. */
     }
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_gid != lst->st_gid)
+    if (!(lst->st_mode & S_IWOTH) && (fstat(fd, &st) < 0 || st.st_gid != lst->st_gid))
         want &= (mode_t)~S_IRWXG;
     (void)fchmod(fd, want);
 }
