@@ -89,6 +89,14 @@ int fl__dir_spare(void)
     return 1;
 }
 
+int fl__open_spare(const char *path, int flags)
+{
+    int fd = open(path, flags);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare())
+        fd = open(path, flags);
+    return fd;
+}
+
 const char *fl__dir_name(int dir, const char *name)
 {
     return dir == AT_FDCWD ? name : strrchr(name, '/') + 1;
@@ -317,7 +325,7 @@ int fl__ends_mid_line(int fd, uint64_t size)
         char link[32];
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         const int cancel = fl__nocancel();
-        int rfd = open(link, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        int rfd = fl__open_spare(link, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (rfd >= 0) {
             n = pread(rfd, &c, 1, (off_t)(size - 1));
             close(rfd);

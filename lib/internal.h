@@ -544,6 +544,10 @@ FL__INTERNAL int fl__dir_now(void);
  * not the directory besides: closes the operation's directory, whose names are looked up whole from here on, as
  * without O_PATH. Returns 1 if there was one to close, 0 otherwise. */
 FL__INTERNAL int fl__dir_spare(void);
+/* open(2), and once more if it fails for want of a descriptor (EMFILE, ENFILE) and the operation in progress gives its
+ * directory's back (fl__dir_spare): an open made within an operation (the boot id, a /proc read) needs no more
+ * descriptors than it did without one. */
+FL__INTERNAL int fl__open_spare(const char *path, int flags);
 /* The name to give the *at() calls with dir for `name`, a path in the directory of the handle's path: its last
  * component, or the whole path when dir is AT_FDCWD. */
 FL__INTERNAL const char *fl__dir_name(int dir, const char *name);

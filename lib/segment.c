@@ -232,7 +232,7 @@ static int fl__mutex_init(pthread_mutex_t *mu)
 static void fl__boot_id(char boot[36])
 {
     memset(boot, 0, 36);
-    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    int fd = fl__open_spare("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
     if (read(fd, boot, 36) != 36)
@@ -989,9 +989,16 @@ void fl__seg_close(forklog *log)
     struct fl__dir d;
     if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath || fl__dir_enter(log, &d) < 0)
         return;
-    int fd = openat(d.fd, fl__dir_name(d.fd, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int dir = d.fd;
+    int fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare()) {
+        /* The directory took the number the segment's descriptor freed: given back, the name is looked up whole,
+         * as a last user with no descriptor to spare always did. */
+        dir = fl__dir_now();
+        fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    }
     if (fd >= 0) {
-        fl__seg_remove_unused(fd, d.fd, segpath);
+        fl__seg_remove_unused(fd, dir, segpath);
         close(fd);
     }
     fl__dir_leave(&d);

@@ -1882,6 +1882,72 @@ Test(join, a_log_path_too_long_for_its_segment_file_is_enametoolong)
     free(deep);
 }
 
+/* Fills the descriptor table up to the soft RLIMIT_NOFILE (lowered to 64) but `free` numbers; returns how many it
+ * took (closed by the caller's _exit). In a child only. */
+static int fill_descriptors(int free)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    rl.rlim_cur = 64;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    int fds[64], n = 0, fd;
+    while (n < 64 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        fds[n++] = fd;
+    for (int k = 0; k < free && n > 0; k++)
+        close(fds[--n]);
+    return n;
+}
+
+/* A process with few descriptors free: an open, which holds the log's directory as well as the log file and the
+ * segment file while it builds, still reads the machine's boot id into the segment (with three free), and the last
+ * close, with none free, still removes the segment file. */
+Test(join, a_process_at_its_descriptor_limit_builds_a_whole_segment_and_removes_it_at_close)
+{
+    char boot[37] = {0};
+    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
+    if (bfd < 0 || read(bfd, boot, 36) != 36)
+        cr_skip_test("no boot id here");
+    close(bfd);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        if (fill_descriptors(3) < 0)
+            _exit(77);
+        char *probe = th_path(dir, "probe"), *probe2 = th_path(dir, "probe2");
+        int a = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int b = open(probe2, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int c = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int d = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        /* Three free, as the kernel counts them (Valgrind keeps a limit of its own). */
+        if (a < 0 || b < 0 || c < 0 || d >= 0)
+            _exit(77);
+        close(a), close(b), close(c), unlink(probe), unlink(probe2);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(2);
+        if (memcmp(log->seg->head.boot, boot, 36) != 0)
+            _exit(3); /* the builder could not read the boot id: a segment of an earlier boot would be trusted */
+        if (forklog_write(log, "at the limit", 12) != 0)
+            _exit(4);
+        while (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0) {
+        }
+        if (forklog_close(log) != 0)
+            _exit(5);
+        struct stat st;
+        _exit(stat(segpath, &st) == 0 ? 6 : 0);
+    }
+    int st = th_wait(pid);
+    if (st == 77)
+        cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
+    cr_assert_eq(st, 0, "failed at step %d (3: no boot id in the segment; 6: the segment file left)", st);
+    size_t len;
+    char *text = th_slurp(logpath, &len);
+    cr_assert_str_eq(text, "at the limit\n");
+    free(text);
+}
+
 Test(join, a_private_segment_creates_no_file_and_is_not_shared)
 {
     struct forklog_options o = {.flags = FORKLOG_PRIVATE};
