@@ -818,6 +818,12 @@ Test(join, a_segment_file_that_cannot_have_the_logs_group_grants_no_group)
     char *buf = th_slurp(logpath, &len);
     cr_assert_str_eq(buf, "owner\n");
     free(buf);
+    /* Such a file found with the group's bits (left by another build, or planted) is refused and left as it is. */
+    cr_assert_neq(access(segpath, F_OK), 0, "the owner's last close left the segment file");
+    put_bytes(segpath, "", 0);
+    cr_assert_eq(chown(segpath, 61000, 61000), 0);
+    cr_assert_eq(chmod(segpath, 0660), 0);
+    refused(-EPERM, "is not the log's segment file");
 }
 
 Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
