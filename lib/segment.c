@@ -621,6 +621,71 @@ static int fl__seg_create(int dir, const char *segpath, const struct stat *lst, 
     return fd2;
 }
 
+/* The descriptors of a segment file that a call of this process opened for itself and may lock alone (to build the
+ * segment, or to remove its file as the last user), each as fd + 1 in a slot (0: free). A child that another
+ * thread forks meanwhile gets a copy of each, which shares its open file description and so its flock: were this
+ * process killed before it unlocks, the child would hold the exclusive lock for as long as it lives, and every
+ * later opener of the log would wait for it. The child closes its copies at once, in fork()'s handler: it cannot
+ * use them (the call that opened them goes on in the parent only), and its close drops no lock of the parent's.
+ * A fork between the open and the slot's filling is seen by fork()'s count (the prepare handler runs before the
+ * child's memory is copied): the caller closes that descriptor, unlocked, and opens another. A slot is emptied
+ * after the descriptor is unlocked (or left with the shared lock a handle keeps) and before it is closed, so that a
+ * child never closes a number that is something else by then. More calls at once than slots go untracked. */
+#define FL__ALONE_SLOTS 16
+static atomic_int fl__alone_fds[FL__ALONE_SLOTS];
+static atomic_uint fl__alone_forks;
+static pthread_once_t fl__alone_once = PTHREAD_ONCE_INIT;
+
+static void fl__alone_atfork_prepare(void)
+{
+    atomic_fetch_add(&fl__alone_forks, 1);
+}
+
+static void fl__alone_atfork_child(void)
+{
+    for (unsigned k = 0; k < FL__ALONE_SLOTS; k++) {
+        int v = atomic_exchange(&fl__alone_fds[k], 0);
+        if (v > 0)
+            close(v - 1);
+    }
+}
+
+static void fl__alone_register(void)
+{
+    (void)pthread_atfork(fl__alone_atfork_prepare, NULL, fl__alone_atfork_child);
+}
+
+/* fork()'s count, read before a descriptor is opened, for fl__alone_hold(). */
+static unsigned fl__alone_begin(void)
+{
+    pthread_once(&fl__alone_once, fl__alone_register);
+    return atomic_load(&fl__alone_forks);
+}
+
+/* Tracks fd, opened after fl__alone_begin() returned forks. Returns its slot for fl__alone_drop(), -1 when none was
+ * free, or -2 when a fork came in between: the child may hold an untracked copy, so fd must be closed unlocked. */
+static int fl__alone_hold(int fd, unsigned forks)
+{
+    int slot = -1;
+    for (int k = 0; k < FL__ALONE_SLOTS && slot < 0; k++) {
+        int free_slot = 0;
+        if (atomic_compare_exchange_strong(&fl__alone_fds[k], &free_slot, fd + 1))
+            slot = k;
+    }
+    if (atomic_load(&fl__alone_forks) != forks) {
+        if (slot >= 0)
+            atomic_store(&fl__alone_fds[slot], 0);
+        return -2;
+    }
+    return slot;
+}
+
+static void fl__alone_drop(int slot)
+{
+    if (slot >= 0)
+        atomic_store(&fl__alone_fds[slot], 0);
+}
+
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
 static void fl__seg_remove_unused(int fd, int dir, const char *segpath);
 
@@ -649,6 +714,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     mode_t want = fl__seg_mode(lst->st_mode);
     rc = -EAGAIN;
     for (int tries = 0; tries < FL__JOIN_TRIES; tries++) {
+        const unsigned forks = fl__alone_begin();
         int fd = fl__seg_create(dir, segpath, lst, want);
         if (fd >= 0) {
             FL__CRASH(SEG_CREATED);
@@ -700,6 +766,12 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             rc = -EPERM;
             break;
         }
+        const int slot = fl__alone_hold(fd, forks);
+        if (slot == -2) {
+            close(
+                fd); /* forked meanwhile: the child may keep a copy, which this description is never to be locked in */
+            continue;
+        }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             FL__CRASH(SEG_ALONE);
             /* Read the file again now that nobody else may change it: between the fstat above and the lock, another
@@ -749,7 +821,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             rc = -errno;
         }
         if (rc == 0) {
-            log->seg_fd = fd;
+            log->seg_fd = fd; /* shared by the children forked from now on, as the handle is */
+            fl__alone_drop(slot);
             break;
         }
         if (log->seg) {
@@ -759,6 +832,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
         /* Unlocked before it is closed: a child that another thread forked meanwhile shares this description, and
          * would otherwise keep its flock (an exclusive one: every later opener waits for ever) while it lives. */
         flock(fd, LOCK_UN);
+        fl__alone_drop(slot);
         close(fd);
         if (rc < 0)
             break;
@@ -990,16 +1064,26 @@ void fl__seg_close(forklog *log)
     if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath || fl__dir_enter(log, &d) < 0)
         return;
     int dir = d.fd;
-    int fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare()) {
-        /* The directory took the number the segment's descriptor freed: given back, the name is looked up whole,
-         * as a last user with no descriptor to spare always did. */
-        dir = fl__dir_now();
-        fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    }
-    if (fd >= 0) {
-        fl__seg_remove_unused(fd, dir, segpath);
+    /* A fork by another thread between the open and its tracking (fl__alone_hold): that description is closed
+     * unlocked and another opened; after three, the file is left for the next opener, as a dead user's is. */
+    for (int tries = 0; tries < 3; tries++) {
+        const unsigned forks = fl__alone_begin();
+        int fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare()) {
+            /* The directory took the number the segment's descriptor freed: given back, the name is looked up
+             * whole, as a last user with no descriptor to spare always did. */
+            dir = fl__dir_now();
+            fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        }
+        if (fd < 0)
+            break;
+        const int slot = fl__alone_hold(fd, forks);
+        if (slot != -2)
+            fl__seg_remove_unused(fd, dir, segpath);
+        fl__alone_drop(slot);
         close(fd);
+        if (slot != -2)
+            break;
     }
     fl__dir_leave(&d);
 }

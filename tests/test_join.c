@@ -14,6 +14,7 @@
 #include <grp.h>
 #include <sys/prctl.h>
 #include <sys/file.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -28,13 +29,46 @@ extern char **environ;
  * and goes on when continued. */
 static int stop_before_flock_ex;
 
+/* And when armed (fork_when_alone), right after its next non-blocking exclusive flock that succeeds, another thread
+ * of the process (forker_main) calls fork(), and the flock returns once the child is made: a program's own fork()
+ * while the library holds a segment file alone. The child sleeps, its pid in forked_pid[0]. */
+static volatile int fork_when_alone;
+static atomic_int fork_asked, fork_made;
+
+static void fork_in_other_thread(void)
+{
+    atomic_store(&fork_asked, 1);
+    while (!atomic_load(&fork_made))
+        usleep(100);
+}
+
 int flock(int fd, int operation)
 {
     if (stop_before_flock_ex && operation == (LOCK_EX | LOCK_NB)) {
         stop_before_flock_ex = 0;
         raise(SIGSTOP);
     }
-    return (int)syscall(SYS_flock, fd, operation);
+    int rc = (int)syscall(SYS_flock, fd, operation);
+    if (rc == 0 && fork_when_alone && operation == (LOCK_EX | LOCK_NB)) {
+        fork_when_alone = 0;
+        fork_in_other_thread();
+    }
+    return rc;
+}
+
+static void *forker_main(void *arg)
+{
+    pid_t *forked_pid = arg;
+    while (!atomic_load(&fork_asked))
+        usleep(100);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sleep(30); /* the test kills it long before */
+        _exit(0);
+    }
+    forked_pid[0] = pid;
+    atomic_store(&fork_made, 1);
+    return NULL;
 }
 
 /* The same for fchown(2): when armed, the process is SIGKILLed at its next call, before the call is made (a death
@@ -76,6 +110,9 @@ static void flip_after(const char *name)
 /* open(2) and openat(2) as the library sees them, the same way: when armed (flip_log_name), right after the first
  * open of a file of that name for writing, the symlinked directory flip_link is pointed at flip_to. */
 static const char *volatile flip_log_name;
+/* And when armed (fork_after_rdwr_open), right after the next open for reading and writing that succeeds (the
+ * segment file's: the log's are write-only), the fork of fork_when_alone. */
+static volatile int fork_after_rdwr_open;
 
 static void flip_after_open(const char *name, int flags)
 {
@@ -97,6 +134,10 @@ int open64(const char *name, int flags, ...)
     va_end(ap);
     int fd = real(name, flags, mode);
     flip_after_open(name, flags);
+    if (fd >= 0 && fork_after_rdwr_open && (flags & O_ACCMODE) == O_RDWR) {
+        fork_after_rdwr_open = 0;
+        fork_in_other_thread();
+    }
     return fd;
 }
 
@@ -111,6 +152,10 @@ int openat64(int at, const char *name, int flags, ...)
     va_end(ap);
     int fd = real(at, name, flags, mode);
     flip_after_open(name, flags);
+    if (fd >= 0 && fork_after_rdwr_open && (flags & O_ACCMODE) == O_RDWR) {
+        fork_after_rdwr_open = 0;
+        fork_in_other_thread();
+    }
     return fd;
 }
 
@@ -893,6 +938,69 @@ Test(join, an_opener_killed_while_it_creates_the_segment_file_locks_nobody_out)
     int st = th_wait(pid);
     cr_assert_eq(st, 0, "the log's owner could not open its log after an opener died creating the segment (%d)", st);
     cr_assert_not(seg_exists());
+}
+
+/* A process killed while it holds the segment file alone (building the segment, or removing it as the last user),
+ * after another of its threads forked: the child had copies of the process's descriptors, among them the one locked
+ * alone, or the one opened to be (forked between the segment file's open and its lock). Later openers wait for
+ * nobody, and the child holds nothing that keeps the last user's close from removing the file. */
+Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_waiting)
+{
+    pid_t *forked_pid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(forked_pid, MAP_FAILED);
+    static const char *const when[3] = {"built", "removed", "opened to be built"};
+    size_t lines = 0;
+    for (int k = 0; k < 3; k++) {
+        forked_pid[0] = 0;
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            rc_child();
+            pthread_t t;
+            if (pthread_create(&t, NULL, forker_main, forked_pid) != 0)
+                _exit(2);
+            forklog *log;
+            if (k != 1) {
+                fl__crash_arm(FL__CP_SEG_ALONE, 1, FL__CRASH_KILL);
+                if (k == 0)
+                    fork_when_alone = 1;
+                else
+                    fork_after_rdwr_open = 1;
+                (void)forklog_open(&log, logpath, NULL);
+                _exit(3);
+            }
+            if (forklog_open(&log, logpath, NULL) != 0 || forklog_info(log, "before") != 0)
+                _exit(4);
+            fl__crash_arm(FL__CP_SEG_CLOSE_ALONE, 1, FL__CRASH_KILL);
+            fork_when_alone = 1;
+            (void)forklog_close(log);
+            _exit(5);
+        }
+        cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the segment %s", when[k]);
+        cr_assert_gt(forked_pid[0], 0, "the segment %s: no fork", when[k]);
+        lines += k == 1 ? 2 : 1;
+        pid_t opener = fork();
+        cr_assert_neq(opener, -1);
+        if (opener == 0) {
+            rc_child();
+            forklog *log;
+            if (forklog_open(&log, logpath, NULL) != 0)
+                _exit(6);
+            _exit(forklog_info(log, "after") == 0 && forklog_close(log) == 0 ? 0 : 7);
+        }
+        int st = th_wait_for(opener, 5);
+        const int left = seg_exists(); /* the forked child still lives */
+        kill(forked_pid[0], SIGKILL);
+        cr_assert_eq(st, 0, "the segment %s by a killed process after a fork: a later opener %s (%d)", when[k],
+                     st == -2 ? "still waited after 5 s" : "failed", st);
+        cr_assert_not(left, "the segment %s: the later opener's close left its file", when[k]);
+        size_t len;
+        char *got = th_slurp(logpath, &len);
+        cr_assert_eq(th_count_lines(got, len), lines, "the segment %s: %zu lines", when[k], th_count_lines(got, len));
+        cr_assert(k != 1 || strstr(got, " before\n"));
+        free(got);
+    }
+    munmap(forked_pid, 4096);
 }
 
 Test(join, a_log_everybody_may_write_is_shared_by_users_who_do_not_own_it)
