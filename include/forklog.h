@@ -279,7 +279,8 @@ struct forklog_options {
  * -ENAMETOOLONG (the path, or the segment file's name: `.NAME.forklog` is 9 bytes longer than the log's own, so a log
  * file name of more than NAME_MAX - 9 bytes, 246 on most file systems, is refused although the file system takes it;
  * likewise a path, made absolute, of more than PATH_MAX - 10 bytes, 4086), -EFBIG (RLIMIT_FSIZE below the segment's
- * size), -ENOMEM, and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set,
+ * size), -EAGAIN (the segment file was removed or rebuilt under the opener 32 times in a row: try again), -ENOMEM,
+ * and the other errors of open(2), fstat(2), flock(2), ftruncate(2) and mmap(2). opts->error, when set,
  * receives a one-line explanation where the error code alone does not say what is wrong. On failure *out is set to NULL
  * (when out is not NULL) and nothing is created but the file itself. Thread-safe; not async-signal-safe.
  */
