@@ -101,17 +101,18 @@ enum forklog_flag {
      * after every flush); nothing is synced on a FIFO, pipe, socket or device. */
     FORKLOG_SYNC = 1u << 0,
     /* Records are copied into the shared segment and written in large write(2) calls: when a buffer fills, on the
-     * first call of any process using the log once the oldest record is older than flush_ms (no timer writes
-     * them between calls), on forklog_flush() and on forklog_close(). Without rotation, each
-     * writer thread appends to a buffer of its own (up to 64 per log, buffer_size bytes each) with no lock at all;
-     * a thread beyond the 64th, and a process of another PID or time namespace than the log's other users, writes
-     * each record at once under the lock; a flush writes them all, so the records of one thread keep their order but
-     * those of different threads are not written in the order of their calls. With rotation, one buffer is filled under
-     * the lock, in the order of the calls. Because the buffers are shared, a record whose call returned survives the
-     * death of its writer: any other process's next call past flush_ms, flush or close writes it. If every process
-     * using the log dies before a flush (SIGKILL, or _exit() without forklog_close()), the records stay in the segment
-     * file and the next forklog_open() of the log writes them out, whole and once, before anything else. They are lost
-     * only with a FORKLOG_PRIVATE segment, or in a machine crash (the segment file is then rebuilt). */
+     * first record call of any process using the log once the oldest record is older than flush_ms (no timer
+     * writes them between calls, and a call the level filters out does not look), on forklog_flush() and on
+     * forklog_close(). Without rotation, each writer thread appends to a buffer of its own (up to 64 per log,
+     * buffer_size bytes each) with no lock at all; a thread beyond the 64th, and a process of another PID or time
+     * namespace than the log's other users, writes each record at once under the lock; a flush writes them all, so the
+     * records of one thread keep their order but those of different threads are not written in the order of their
+     * calls. With rotation, one buffer is filled under the lock, in the order of the calls. Because the buffers are
+     * shared, a record whose call returned survives the death of its writer: any other process's next call past
+     * flush_ms, flush or close writes it. If every process using the log dies before a flush (SIGKILL, or _exit()
+     * without forklog_close()), the records stay in the segment file and the next forklog_open() of the log writes them
+     * out, whole and once, before anything else. They are lost only with a FORKLOG_PRIVATE segment, or in a machine
+     * crash (the segment file is then rebuilt). */
     FORKLOG_BUFFERED = 1u << 1,
     /* A segment of this handle's own, in anonymous shared memory, instead of the log's shared segment file: only
      * this process and the processes forked from it (after this call) share the lock, and no file is created
@@ -204,8 +205,8 @@ struct forklog_options {
      * a symlink, a FIFO, ...) is left alone and ends the chain, so path.(K-1) is then the oldest file kept and
      * the one replaced (K = 1: no rotation happens at all, see rotate_bytes). */
     unsigned rotate_keep;
-    /* FORKLOG_BUFFERED: the longest a record may wait in the buffer, in milliseconds, checked on every call.
-     * 0: 100. */
+    /* FORKLOG_BUFFERED: the longest a record may wait in the buffer, in milliseconds, checked on every call that
+     * writes a record (a call the level filters out checks nothing, so that it stays one comparison). 0: 100. */
     unsigned flush_ms;
     /* FORKLOG_BUFFERED: the size of each writer thread's buffer (without rotation; a record over half of it is
      * written at once) or of the log's one buffer (with rotation), in bytes. 0: 256 KiB. Valid: 4 KiB .. 1 GiB.

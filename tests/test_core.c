@@ -633,6 +633,25 @@ Test(core, buffered_age_bound_flushes_on_next_call)
     forklog_close(log);
 }
 
+/* A call that the level filters out stays one comparison: it does not look at the buffer's age. */
+Test(core, buffered_age_bound_is_checked_by_calls_that_write_not_by_filtered_ones)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 20, .level = FORKLOG_WARN};
+    forklog *log = open_with(&o);
+    cr_assert_eq(forklog_write(log, "a", 1), 0);
+    usleep(50 * 1000);
+    cr_assert_eq(forklog_info(log, "filtered"), 0);
+    size_t len;
+    char *buf = read_log(&len);
+    cr_assert_eq(len, 0, "a filtered call flushed");
+    free(buf);
+    cr_assert_eq(forklog_write(log, "b", 1), 0);
+    buf = read_log(&len);
+    cr_assert_str_eq(buf, "a\nb\n");
+    free(buf);
+    forklog_close(log);
+}
+
 Test(core, buffered_records_survive_writer_death)
 {
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
