@@ -965,6 +965,18 @@ static void fl__pool_wait(struct fl__pool *p, int64_t deadline)
         ms = d > INT_MAX ? INT_MAX : (int)d;
     }
     int rc = poll(p->pfd, n, ms);
+    if (rc < 0 && errno != EINTR) {
+        /* poll(2) refuses more descriptors than RLIMIT_NOFILE, which another thread may lower during the call
+         * (EINVAL), and may lack kernel memory for them (ENOMEM): failing at once, every time, it would make this
+         * loop spin. The wake pipe alone is polled then, so a completion still wakes the parent, and with even
+         * that refused the call only sleeps; worker ends are found by the periodic check meanwhile. */
+        n = 1;
+        rc = poll(p->pfd, n, ms);
+        if (rc < 0 && errno != EINTR) {
+            n = 0;
+            rc = poll(p->pfd, n, ms);
+        }
+    }
     atomic_store(&p->head->sleeping, 0);
     if (rc <= 0)
         return;

@@ -2419,6 +2419,127 @@ Test(pool, descriptors_for_one_worker_survive_a_timeout)
     free(dir);
 }
 
+/* Shared between a forked caller, its pool's workers and the test process. */
+static struct lowered_nofile {
+    atomic_int started; /* tasks that have begun */
+    atomic_int lowered; /* the caller has lowered RLIMIT_NOFILE */
+    double cpu_s;       /* CPU time of the caller (every thread) while the limit was low */
+    double wall_s;      /* and the wall time */
+} * lowered_nofile;
+
+/* Tasks 0..2 wait for the caller to lower its descriptor limit, then: 0 ends ok, 1 dies of SIGSEGV, 2 fails with
+ * 5. The others run afterwards, on the two workers left (the crashed one cannot be replaced: no descriptor for a
+ * pipe): 5 hangs past timeout_s, the rest end ok. */
+static int lowered_nofile_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&lowered_nofile->started, 1);
+    for (int k = 0; k < 10000 && !atomic_load(&lowered_nofile->lowered); k++)
+        usleep(1000);
+    usleep(i < 3 ? 400000 : 200000);
+    switch (i) {
+    case 1: die_of(SIGSEGV); break;
+    case 2: return 5;
+    case 5:
+        for (;;)
+            sleep(60);
+    default: break;
+    }
+    return 0;
+}
+
+struct lowered_nofile_map {
+    forklog *log;
+    struct caller_out *out;
+};
+
+static void *map_lowered_nofile(void *arg)
+{
+    struct lowered_nofile_map *m = arg;
+    struct forklog_pool_options o = {.workers = 3, .timeout_s = 1.5, .log = m->log, .results = m->out->res};
+    m->out->rc = forklog_pool_map(&o, 7, lowered_nofile_task, NULL, &m->out->rep);
+    return NULL;
+}
+
+static double cpu_now_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Another thread of the caller lowers RLIMIT_NOFILE to 2 while the pool runs: fewer descriptors than the parent
+ * polls (the wake pipe, and a pipe and a process descriptor per worker), so poll(2) refuses them all with EINVAL.
+ * The call still sleeps between its looks (little CPU), records the crash and the timeout met meanwhile, returns
+ * with every task recorded, and leaves no worker and no descriptor behind. */
+Test(pool, descriptor_limit_lowered_below_the_polled_count_while_the_pool_sleeps)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    enum { N = 7 };
+    struct caller_out *out = caller_out_new(N);
+    lowered_nofile = mmap(NULL, sizeof *lowered_nofile, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(lowered_nofile, MAP_FAILED);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        forklog *log;
+        if (forklog_open(&log, path, NULL) != 0)
+            _exit(3);
+        int before = count_fds();
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(4);
+        struct lowered_nofile_map m = {log, out};
+        pthread_t th;
+        if (pthread_create(&th, NULL, map_lowered_nofile, &m) != 0)
+            _exit(5);
+        for (int k = 0; k < 10000 && atomic_load(&lowered_nofile->started) < 3; k++)
+            usleep(1000);
+        struct rlimit low = {2, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+            _exit(6);
+        double cpu0 = cpu_now_s(), t0 = th_now_s();
+        atomic_store(&lowered_nofile->lowered, 1);
+        pthread_join(th, NULL);
+        lowered_nofile->cpu_s = cpu_now_s() - cpu0;
+        lowered_nofile->wall_s = th_now_s() - t0;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(7);
+        errno = 0;
+        if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+            _exit(8); /* a worker is left, running or unreaped */
+        if (count_fds() != before)
+            _exit(9);
+        forklog_close(log);
+        _exit(0);
+    }
+    int st = th_wait_for(c, 30);
+    cr_assert_eq(st, 0, "caller exit %d (-2: still running after 30 s; 8: a worker left; 9: a descriptor left)", st);
+    cr_assert_eq(out->rc, 3, "rc %d", out->rc);
+    cr_assert_eq(out->res[1].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(out->res[1].signal, SIGSEGV);
+    cr_assert_eq(out->res[2].status, FORKLOG_TASK_FAILED);
+    cr_assert_eq(out->res[2].code, 5);
+    cr_assert_eq(out->res[5].status, FORKLOG_TASK_TIMEOUT);
+    cr_assert_eq(out->res[5].signal, SIGKILL);
+    for (size_t i = 0; i < N; i++)
+        if (i != 1 && i != 2 && i != 5)
+            cr_assert_eq(out->res[i].status, FORKLOG_TASK_OK, "task %zu: status %d", i, out->res[i].status);
+    check_counts(out->rc, out->res, N, &out->rep);
+    free(check_log(path, 0, N, out->res, &out->rep));
+    /* About 2 s with the limit low; a parent that polls in a loop without sleeping burns as much CPU. */
+    cr_assert_lt(lowered_nofile->cpu_s, 0.1 * lowered_nofile->wall_s, "%.3f s of CPU in %.3f s", lowered_nofile->cpu_s,
+                 lowered_nofile->wall_s);
+    munmap(lowered_nofile, sizeof *lowered_nofile);
+    caller_out_free(out, N);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* ---- a task's child that returns from the task ------------------------------------------------------------- */
 
 /* The process that ran each task (shared with the workers), and how task 0 forks. */
