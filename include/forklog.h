@@ -198,7 +198,8 @@ struct forklog_options {
      * never fails or loses a record: the record goes into the current file, which may then grow past
      * rotate_bytes until a process that can rotate writes. That is the case for a process that may not rename
      * in the directory (EACCES, EPERM, EROFS: say, a worker that dropped its privileges), and when path.1 is
-     * not a regular file (see rotate_keep). */
+     * not a regular file (see rotate_keep). A process whose rotation could not be made tries again after a
+     * second, or at its next record once another process rotated or reopened the log. */
     unsigned long long rotate_bytes;
     /* Rotated files kept: path.1 (newest) .. path.N. 0: 5. Valid: 1 .. 1000.
      * Rotation only ever moves or replaces regular files: a name path.K that holds anything else (a directory,

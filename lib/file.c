@@ -470,7 +470,12 @@ static void fl__put_back(int dir, const char *from, const char *to)
 }
 
 /* Results of fl__rotate besides a negative errno. */
-enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1 };
+enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1, FL__ROTATE_REFUSED = 2 };
+
+/* How long a process whose rotation could not be made writes on into the current file before it tries again,
+ * unless another process rotates or reopens first: each try costs it a look at every name of the chain and a
+ * refused rename (or two renames, when the new file cannot be created), ~8 system calls on every record. */
+#define FL__ROTATE_RETRY_NS 1000000000LL
 
 /*
  * Renames path to path.1 (path.1 to path.2, ...) and starts a new file, which every other process adopts before
@@ -483,10 +488,11 @@ enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1 };
  * every name up to it holds one. When nothing may be renamed (a process without write permission on the
  * directory, path.1 that is not a regular file, path that is not the log's regular file), the rotation does not
  * happen and is not an error: the record goes into the current file, and the next record of a process that can
- * rotate does. Returns FL__ROTATE_DONE (rotated, or the record stays in the current file), FL__ROTATE_ADOPTED
- * (path held another regular file, which the log now writes: its size is to be checked again), or a negative
- * errno when the log's file is gone from path and no new one could be created. Every name is looked up in the one
- * directory dir (fl__dir_enter): the segment's check, the names' look and the renames agree on where they are.
+ * rotate does. Returns FL__ROTATE_DONE (rotated, or the record stays in the current file for a passing reason),
+ * FL__ROTATE_REFUSED (the rotation cannot be made as things are: the record stays in the current file),
+ * FL__ROTATE_ADOPTED (path held another regular file, which the log now writes: its size is to be checked again),
+ * or a negative errno when the log's file is gone from path and no new one could be created. Every name is looked up in
+ * the one directory dir (fl__dir_enter): the segment's check, the names' look and the renames agree on where they are.
  */
 static int fl__rotate_in(forklog *log, int dir)
 {
@@ -495,10 +501,10 @@ static int fl__rotate_in(forklog *log, int dir)
     /* A directory at path's name that another segment serves (see fl__take_path): its files are not this lock's to
      * rename, and the record goes into the current file, as when a rotation cannot happen. */
     if (fl__seg_follow(log) < 0)
-        return FL__ROTATE_DONE;
+        return FL__ROTATE_REFUSED;
     int at_path = fl__name_kind(dir, log->path, &st);
     if (at_path < 0)
-        return FL__ROTATE_DONE; /* not a regular file: never renamed; the record stays where the log writes */
+        return FL__ROTATE_REFUSED; /* not a regular file: never renamed; the record stays where the log writes */
     if (at_path == 1 && ((uint64_t)st.st_ino != s->ino || (uint64_t)st.st_dev != s->dev)) {
         /* Another regular file is at path: the log's file was moved away, and perhaps a new one created, without
          * a forklog_reopen(). Renaming that file is not the log's business; writing to it is, as a reopen would. */
@@ -528,7 +534,7 @@ static int fl__rotate_in(forklog *log, int dir)
         }
         if (last == 0) {
             free(from);
-            return FL__ROTATE_DONE; /* path.1 is not a regular file: no rotation can happen */
+            return FL__ROTATE_REFUSED; /* path.1 is not a regular file: no rotation can happen */
         }
     }
 
@@ -562,7 +568,7 @@ static int fl__rotate_in(forklog *log, int dir)
          * up already only left a gap; path is still the log's file, and the record goes into it. */
         FL__STEP(s->state, FL__IDLE);
         free(from);
-        return FL__ROTATE_DONE;
+        return FL__ROTATE_REFUSED;
     }
     /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path; if somebody created path since
      * the rename, append to it, still never through a symlink. */
@@ -579,7 +585,7 @@ static int fl__rotate_in(forklog *log, int dir)
         fl__put_back(dir, to, log->path);
         FL__STEP(s->state, FL__IDLE);
         free(from);
-        return FL__ROTATE_DONE;
+        return FL__ROTATE_REFUSED;
     }
     free(from);
     if (fd < 0) {
@@ -605,7 +611,7 @@ static int fl__rotate(forklog *log)
 {
     struct fl__dir d;
     if (fl__dir_enter(log, &d) < 0)
-        return FL__ROTATE_DONE; /* path's directory cannot be reached: nothing can be renamed there */
+        return FL__ROTATE_REFUSED; /* path's directory cannot be reached: nothing can be renamed there */
     int rc = fl__rotate_in(log, d.fd);
     fl__dir_leave(&d);
     return rc;
@@ -620,9 +626,17 @@ int fl__maybe_rotate(forklog *log, size_t len)
         if (!log->rotate_bytes || !log->path[0] || !atomic_load_explicit(&s->regular, memory_order_relaxed) ||
             s->size == 0 || s->size + len <= log->rotate_bytes)
             return 0;
+        if (log->rotate_wait_ns && log->rotate_wait_gen == s->gen && fl__mono_ns() < log->rotate_wait_ns)
+            return 0;                      /* refused a moment ago, and nobody rotated or reopened since */
         const int cancel = fl__nocancel(); /* its renames, its open() and its close() */
         int rc = fl__rotate(log);
         fl__cancel_back(cancel);
+        log->rotate_wait_ns = 0;
+        if (rc == FL__ROTATE_REFUSED) {
+            log->rotate_wait_gen = s->gen;
+            log->rotate_wait_ns = fl__mono_ns() + FL__ROTATE_RETRY_NS;
+            return 0;
+        }
         if (rc != FL__ROTATE_ADOPTED)
             return rc;
     }

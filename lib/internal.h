@@ -201,6 +201,11 @@ struct forklog {
     size_t max_record;
     unsigned long long rotate_bytes;
     unsigned rotate_keep;
+    /* A rotation this process could not make (it may not rename in the directory, path.1 is not a regular file,
+     * ...): not tried again before rotate_wait_ns (fl__mono_ns) while the generation stays rotate_wait_gen. Lock
+     * held. */
+    int64_t rotate_wait_ns;
+    uint32_t rotate_wait_gen;
     int64_t flush_ns;
     unsigned max_spinners;  /* online CPUs - 1: more spinners than that would only delay the holder */
     struct fl__proc *proc;  /* in a private MADV_WIPEONFORK page, zero in a fresh child; NULL if unsupported */

@@ -7,6 +7,7 @@
 #include "records.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <grp.h>
 #include <pthread.h>
 #include <sys/socket.h>
@@ -362,6 +363,18 @@ Test(targets, unix_socket_is_enxio_and_nothing_is_created)
 
 /* ---- privilege drop: owner and group of created files ------------------------------------------------- */
 
+/* renameat(2) as the library calls it, counted: how often a process tries to rotate. */
+static unsigned renames_tried;
+
+int renameat(int from_dir, const char *from, int to_dir, const char *to)
+{
+    static int (*real)(int, const char *, int, const char *);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "renameat");
+    renames_tried++;
+    return real(from_dir, from, to_dir, to);
+}
+
 static void need_root(void)
 {
     if (geteuid() != 0)
@@ -448,6 +461,77 @@ Test(targets, workers_that_dropped_privileges_lose_no_record)
     fprintf(stderr, "privilege drop: %u files, %u of them grown past rotate_bytes by workers that may not rotate\n",
             files, over);
     rc_seen_free(&seen);
+}
+
+/* A worker that may not rename in the log's directory tries a rotation once, then writes on into the current file
+ * without trying again for a second (each try costs it ~8 system calls per record), unless another process rotates
+ * or reopens meanwhile: then it tries at its next record. */
+Test(targets, a_worker_whose_rotation_is_refused_tries_again_after_a_second_or_a_rotation)
+{
+    need_root();
+    cr_assert_eq(chmod(dir, 0755), 0);
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 5, .owner = NOBODY, .group = NOBODY};
+    forklog *log = open_log(logpath, &o);
+    int to_parent[2], to_child[2];
+    cr_assert_eq(pipe(to_parent), 0);
+    cr_assert_eq(pipe(to_child), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        drop_privileges();
+        close(to_parent[0]);
+        close(to_child[1]);
+        /* 50 records of ~100 B: past rotate_bytes at the 4th; one refused try in all. */
+        int rc = write_records(log, 1, 0, 50, 60);
+        if (rc)
+            _exit(rc);
+        if (renames_tried != 1)
+            _exit(70 + (int)(renames_tried < 9 ? renames_tried : 9));
+        usleep(1100 * 1000);
+        if ((rc = write_records(log, 1, 50, 10, 60)) != 0)
+            _exit(rc);
+        if (renames_tried != 2)
+            _exit(80 + (int)(renames_tried < 9 ? renames_tried : 9));
+        /* The parent rotates: the next record past rotate_bytes tries again at once. */
+        char c = 'r';
+        if (write(to_parent[1], &c, 1) != 1 || read(to_child[0], &c, 1) != 1)
+            _exit(91);
+        if ((rc = write_records(log, 1, 60, 10, 60)) != 0)
+            _exit(rc);
+        _exit(renames_tried == 3 ? 0 : 100 + (int)(renames_tried < 9 ? renames_tried : 9));
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    char c;
+    cr_assert_eq(read(to_parent[0], &c, 1), 1,
+                 "the worker ended early with code %d (10 + a failing record; 70 + its tries after the first records, "
+                 "80 + after a second: 1 and 2 expected)",
+                 th_wait(pid));
+    char buf[RC_HEAD_MAX + 64];
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 0, 0, 60), 0);
+    assert_listing("t.log t.log.1");
+    cr_assert_eq(write(to_child[1], &c, 1), 1);
+    int st = th_wait(pid);
+    cr_assert_eq(st, 0,
+                 "the worker failed with code %d (10 + a failing record; 70 + its tries after the first records, 80 + "
+                 "after a second, 100 + after the parent's rotation: 1, 2 and 3 expected)",
+                 st);
+    cr_assert_eq(forklog_close(log), 0);
+    /* Every record once: the worker's first 60 in t.log.1, the parent's and the worker's last 10 in t.log. */
+    char *one = rotated(logpath, 1);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 2, 70);
+    rc_scan(&seen, one, 1);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned q = 0; q < 70; q++)
+        cr_assert(rc_count(&seen, 1, q) == 1 && seen.file[1 * 70 + q] == (q < 60 ? 1 : 0), "worker record %u", q);
+    cr_assert(rc_count(&seen, 0, 0) == 1 && seen.file[0] == 0);
+    cr_assert_eq(seen.records, 71);
+    rc_seen_free(&seen);
+    free(one);
+    close(to_parent[0]);
+    close(to_child[1]);
 }
 
 Test(targets, a_worker_that_may_not_rotate_writes_into_the_current_file)
