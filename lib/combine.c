@@ -87,20 +87,26 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
     int rc = 0, synced = 1;
     if (nt && log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen)
         synced = (rc = fl__sync_file(log)) == 0;
-    if (synced) {
+    /* Posters look at `regular` before they take the lock, and a reopen may since have moved the log to a FIFO, a
+     * pipe or a device: what a holder killed in the middle of a write put there cannot be told apart from a
+     * whole write, and counts as written (fl__repair_file), so the taken records would be acknowledged unwritten.
+     * They go back to their slots instead, and this holder writes its own record alone. */
+    const int alone = synced && nt && !atomic_load_explicit(&s->regular, memory_order_relaxed);
+    if (synced && !alone) {
         s->batch_target = s->size + total;
         FL__CRASH(BATCH_TARGET);
         FL__STEP(s->batch_phase, FL__BATCH_WRITE);
         rc = fl__write_commit(log, iov, n, total, FL__WRITING);
         FL__CRASH(BATCH_WRITTEN);
     }
-    if (nt && (!synced || (rc == -EFBIG && s->file_known))) {
+    if (nt && (!synced || alone || (rc == -EFBIG && s->file_known))) {
         /* This process could not move to the new file (its descriptor limit, its credentials), or its
          * RLIMIT_FSIZE failed the write: either is this process's failure, not the posters'. Their records go back
          * to their slots (nothing of the batch is in the file: never written, or the failed write was cut; a death
          * from here on reposts every slot still TAKEN), for their posters or another holder to write, as a failed
-         * sync before the gathering would have left them. With EFBIG this process's own record is written alone,
-         * which its limit may let through; a failed sync fails it. */
+         * sync before the gathering would have left them. With EFBIG, or a file that is not regular, this
+         * process's own record is written alone, which its limit may let through; a failed sync fails it. Each
+         * poster then writes its own record when it gets the lock. */
         FL__STEP(s->batch_phase, FL__BATCH_GATHER);
         for (int i = 0; i < nt; i++) {
             fl__slot_set(&s->slots[taken[i]], FL__SLOT_POSTED);
