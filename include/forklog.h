@@ -327,8 +327,10 @@ FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_opti
  * once. Returns 0, or a positive count of message bytes that were cut to fit max_record (the record then carries a
  * marker: ` [forklog: N bytes cut]` right after the message in text, `"cut":N` as its last member in JSON); the
  * count is capped at INT_MAX. Errors: -EINVAL (NULL log or fmt, level out of range, an encoding error in
- * vsnprintf), -ENOMEM, and the errors of write(2) (-ENOSPC, -EFBIG, -EIO, ...), after which nothing of the record
- * is in the file. Thread-safe and fork-safe; not async-signal-safe (it formats with vsnprintf).
+ * vsnprintf), -ENOMEM, the errors of write(2) (-ENOSPC, -EFBIG, -EIO, ...), and of open(2) when this process cannot
+ * open path (-EMFILE, -ENFILE, -EACCES: to follow forklog_reopen() or a rotation, or to repair what a writer killed
+ * mid-write left, which is then left to the next lock holder), after which nothing of the record is in the file.
+ * Thread-safe and fork-safe; not async-signal-safe (it formats with vsnprintf).
  */
 FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);
 
@@ -544,14 +546,16 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
  * prefix, no escaping, no level. len 0 writes an empty line. Returns 0, or a positive count of bytes cut to fit
  * max_record (the record then ends with ` [forklog: N bytes cut]\n`), capped at INT_MAX. Errors: -EINVAL (NULL
  * log, or NULL record with len > 0), -EDEADLK (called by a signal handler that interrupted a forklog call of the
- * same thread: see the conventions above), and the errors of write(2), after which nothing of the record is in the
- * file. Thread-safe and fork-safe; not async-signal-safe (the lock is a pthread mutex and is not recursive).
+ * same thread: see the conventions above), the errors of write(2), and those of open(2) as forklog_log(), after
+ * which nothing of the record is in the file. Thread-safe and fork-safe; not async-signal-safe (the lock is a pthread
+ * mutex and is not recursive).
  */
 FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
 
 /*
  * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the negative
- * errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a rotation), or
+ * errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a rotation) or a
+ * writer killed mid-write left a repair this process cannot make (see forklog_log()), or
  * -EINVAL (NULL log), or -EDEADLK (see the conventions above); buffered records stay buffered on failure. Thread-safe
  * and fork-safe.
  */

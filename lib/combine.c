@@ -9,14 +9,19 @@
  * was written, so every slot it had TAKEN is posted again (and every POSTED slot flagged again, since the holder
  * may have swapped the `posted` bits out already); in WRITE the batch is in the file exactly when the file repair
  * kept the write (size reached batch_target), else it is posted again; in FINISH the write's result is batch_rc.
+ * A repairer that cannot make the file repair (it cannot open path: lib/lock.c) makes no batch repair either: the
+ * slots stay TAKEN, and the next holder repairs both.
  * So a record is written once, and a call returns 0 only when its record is in the file.
  */
 #include "internal.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <string.h>
+
+/* How long a poster whose record a dead holder took, and which cannot make the repair itself, waits before it looks
+ * at its slot and tries the lock again: the period of a sleep on the lock (FL__SLEEP_NS, lib/lock.c). */
+#define FL__REPAIR_WAIT_NS 10000000
 
 static unsigned fl__slot_load(struct fl__slot *sl)
 {
@@ -227,6 +232,24 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
     while (rc == EBUSY && (fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
         if ((rc = fl__lock_sleep_once(log)) == ETIMEDOUT)
             rc = EBUSY;
+    if (rc < 0) {
+        /* No lock: take the record back unless a holder has it already; then its result is the answer. */
+        unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&mine->word, &w, FL__SLOT_FREE))
+            return rc;
+        /* Still TAKEN once this process held the lock and failed: the holder that took it died, and this process
+         * could not make the repair (fl__locked: it cannot open path), which alone tells whether the record is in
+         * the file. It waits for the next holder's repair, as for any holder, and tries the lock again each period,
+         * making the repair itself once it can: then the slot is DONE, or POSTED again for it to write. Not
+         * cancellable in the pause: the slot is its own. */
+        while ((fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE) {
+            const int cancel = fl__nocancel();
+            nanosleep(&(struct timespec){0, FL__REPAIR_WAIT_NS}, NULL);
+            fl__cancel_back(cancel);
+            if ((fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE && (rc = fl__trylock(log)) == 0)
+                break;
+        }
+    }
     if (rc == 0) {
         /* With the lock held the slot is POSTED and flagged (nobody wrote it yet: write it now) or DONE. Not
          * cancellable meanwhile: cancelled in its write, the slot would be written by the repairer and then stay
@@ -252,13 +275,6 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         }
         fl__unlock(log);
         fl__cancel_back(cancel);
-    } else if (rc < 0) {
-        /* No lock: take the record back unless a holder has it already; then its result is the answer. */
-        unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
-        if (atomic_compare_exchange_strong(&mine->word, &w, FL__SLOT_FREE))
-            return rc;
-        while ((fl__slot_load(mine) & FL__SLOT_STATE) != FL__SLOT_DONE)
-            sched_yield();
     }
     FL__CRASH(POST_DONE_SEEN);
     rc = mine->rc;

@@ -79,7 +79,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 7u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 8u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -129,7 +129,7 @@ struct fl__seg {
     uint64_t ino, dev;     /* identity of the current file, for repair */
     uint32_t gen;          /* file generation: bumped by every rotation and reopen */
     uint32_t file_known;   /* size/ino/dev describe generation gen (2: and its last line is unfinished) */
-    uint32_t state;        /* enum fl__state */
+    uint32_t state;        /* enum fl__state; not IDLE on a consistent lock: a repair is still to be made */
     uint32_t reopen_seen;  /* reopen_req value already turned into a generation */
     atomic_uint held;      /* a hint for spinning waiters: the lock is taken */
     atomic_uint spinners;  /* waiters spinning now; at most max_spinners spin, the rest sleep at once */
@@ -354,8 +354,9 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
 #define FL__CRASH_POINT_LIST(X)                                                                                        \
     X(LOCK_ACQUIRED, "the mutex was acquired (0 or EOWNERDEAD), before any repair")                                    \
     X(LOCK_SLEEP_TIMEOUT, "a sleeper's bounded wait ran out, before it looks at the lock again")                       \
-    X(REPAIR_FILE, "EOWNERDEAD: the file was repaired, before the batch repair")                                       \
-    X(REPAIR_BATCH, "EOWNERDEAD: the batch was repaired, before pthread_mutex_consistent()")                           \
+    X(REPAIR_FILE, "EOWNERDEAD (or a repair left undone): the file was repaired, before the batch repair")             \
+    X(REPAIR_BATCH, "the batch was repaired, before pthread_mutex_consistent() (after EOWNERDEAD)")                    \
+    X(REPAIR_DEFERRED, "a repairer that cannot open path left state as it was, before pthread_mutex_consistent()")     \
     X(LOCK_HELD, "the lock is held and consistent, before the held hint is set")                                       \
     X(UNLOCK, "the held hint was cleared, before pthread_mutex_unlock()")                                              \
     X(OWN_FD_OPENED, "a forked process opened its own description of the file, before the swap")                       \

@@ -5,8 +5,10 @@
  *
  * Invariant, with the lock held and state FL__IDLE: the file of generation seg->gen ends at seg->size, right after
  * the last whole record, and seg->buf holds whole records not yet written. A lock holder that dies leaves
- * seg->state (and seg->batch_phase) saying what it was doing; the next holder gets EOWNERDEAD and restores the
- * invariant before it calls pthread_mutex_consistent().
+ * seg->state (and seg->batch_phase, seg->ring_phase) saying what it was doing; the next holder gets EOWNERDEAD and
+ * restores the invariant before it calls pthread_mutex_consistent(). A holder that cannot look at the dead holder's
+ * file (it cannot open path: its descriptor limit, its credentials) changes nothing, makes the mutex consistent,
+ * unlocks and fails its call; every later holder finds state not IDLE, which no live holder leaves, and repairs.
  *
  * No waiter ever sleeps on a free lock for long. The kernel wakes one sleeper per unlock (and one when a holder
  * dies); if that sleeper dies before it takes the lock, its wake-up is gone. The kernel makes up for it only when
@@ -61,20 +63,22 @@ extern int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clockid, co
 #define fl__mutex_sleep(mu, until) pthread_mutex_timedlock((mu), (until))
 #endif
 
-/* The previous holder died with the lock (EOWNERDEAD). Finish or undo the write that seg->state says it was
- * doing, so that the file again ends after a whole record. Lock held. */
-static void fl__repair_file_now(forklog *log)
+/* The previous holder died with the lock (EOWNERDEAD), or died and left a repair nobody could make yet (state not
+ * IDLE on a lock taken normally). Finish or undo the write that seg->state says it was doing, so that the file again
+ * ends after a whole record. Returns 0, or the errno of an open(2) of path that failed for a reason of this process's
+ * own (EMFILE, ENFILE, EACCES, ENOMEM, ...): it cannot tell where the dead holder's file ends, and nothing is changed.
+ * Lock held. */
+static int fl__repair_file_now(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    s->repairs++;
     if (s->state == FL__ROTATING) {
         /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). */
         fl__new_generation(s);
         FL__STEP(s->state, FL__IDLE);
-        return;
+        return 0;
     }
     if (s->state != FL__WRITING && s->state != FL__FLUSHING)
-        return;
+        return 0;
     if (!s->regular) {
         /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays, and
          * counts as written: the buffer and the rings it was writing are not written again (at most once). */
@@ -82,7 +86,7 @@ static void fl__repair_file_now(forklog *log)
         if (s->state == FL__FLUSHING)
             s->buf_used = 0;
         FL__STEP(s->state, FL__IDLE);
-        return;
+        return 0;
     }
     /* Repair the file the dead holder wrote, that of generation s->gen, before a pending forklog_reopen() is
      * turned into a new generation: fl__sync_file would first re-read size from the torn file and keep the
@@ -91,13 +95,27 @@ static void fl__repair_file_now(forklog *log)
      * holds it, and may be the only one that still reaches it once the file is renamed away. Otherwise path is
      * opened by name, and the identity check skips a file that is no longer the dead holder's: a process on an
      * older generation, or a child forked while another thread of its parent completed a reopen (it holds the new
-     * generation with the old file's descriptor until its fl__sync_file, which comes after this repair). */
+     * generation with the old file's descriptor until its fl__sync_file, which comes after this repair). A file
+     * the generation does not know (file_known 0) has nothing to compare with, and is not looked for. */
     struct stat st;
     int fd = log->fd, reached = 0;
-    if (fstat(fd, &st) != 0 || !fl__same_file(s, &st))
-        fd = open(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd >= 0 && s->file_known && (fd == log->fd || fstat(fd, &st) == 0) && S_ISREG(st.st_mode) &&
-        fl__same_file(s, &st)) {
+    if (s->file_known && (fstat(fd, &st) != 0 || !fl__same_file(s, &st))) {
+        fd = fl__open_spare(log->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        /* Not opened for a reason of this process's own (its descriptor limit, its credentials, its memory): the
+         * file at path may well be the dead holder's, this process cannot tell. Deciding it out of reach would
+         * leave a fragment uncut, and count a completed batch as not written and post its records again (written
+         * twice). The repair is left to the next holder, everything as it is; only ENOENT says for sure that no
+         * file is there. Anything else at path (a FIFO with no reader, a directory) is also left: a process that
+         * cannot open path could not reopen it after a new generation either. */
+        if (fd < 0 && errno != ENOENT)
+            return errno;
+        if (fd >= 0 && fstat(fd, &st) != 0) {
+            int err = errno;
+            close(fd);
+            return err;
+        }
+    }
+    if (fd >= 0 && s->file_known && S_ISREG(st.st_mode) && fl__same_file(s, &st)) {
         reached = 1;
         if ((uint64_t)st.st_size == s->target) {
             /* The write completed: the record (or buffer) is whole in the file; keep it. */
@@ -112,44 +130,69 @@ static void fl__repair_file_now(forklog *log)
     }
     if (fd >= 0 && fd != log->fd)
         close(fd);
-    /* The dead holder's file is out of this process's reach (renamed away, and path names another file or none,
-     * or cannot be opened): its fragment stays, and size no longer says where it ends. Nobody may append there
-     * again with that size, which a later cut would go back to, taking the records written since: every process
-     * reopens path by name before its next record, as after a forklog_reopen(). */
+    /* The dead holder's file is out of this process's reach (renamed away, and path names another file or none):
+     * its fragment stays, and size no longer says where it ends. Nobody may append there again with that size,
+     * which a later cut would go back to, taking the records written since: every process reopens path by name
+     * before its next record, as after a forklog_reopen(). */
     if (!reached && s->file_known)
         fl__new_generation(s);
     FL__STEP(s->state, FL__IDLE);
+    return 0;
 }
 
 /* fl__repair_file_now, not cancellable between its open() and its close() (fl__nocancel). */
-static void fl__repair_file(forklog *log)
+static int fl__repair_file(forklog *log)
 {
     const int cancel = fl__nocancel();
-    fl__repair_file_now(log);
+    int rc = fl__repair_file_now(log);
     fl__cancel_back(cancel);
+    return rc;
 }
 
-/* After pthread_mutex_(try|clock)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held),
- * EBUSY, ETIMEDOUT, or a negative errno. */
-static int fl__locked(forklog *log, int rc)
+/* The lock was taken with EOWNERDEAD (rc), or normally (rc 0) with a repair still to make: repairs the file, then the
+ * batch and the rings, which read what the file repair decided. Returns 0 with the lock held (made consistent), or
+ * an errno with the lock released. A repair this process cannot make (fl__repair_file_now) changes nothing: the
+ * mutex is made consistent all the same (no later locker may get ENOTRECOVERABLE for it) and released, and the call
+ * fails with the error; the next holder finds state not IDLE and makes the repair. Out of line: the record path only
+ * tests for it. */
+__attribute__((noinline)) static int fl__repair(forklog *log, int rc)
 {
     struct fl__seg *s = log->seg;
-    if (rc == 0 || rc == EOWNERDEAD)
-        FL__CRASH(LOCK_ACQUIRED);
-    if (rc == EOWNERDEAD) {
-        fl__repair_file(log);
+    if (rc == EOWNERDEAD)
+        s->repairs++;
+    int err = fl__repair_file(log);
+    if (err == 0) {
         FL__CRASH(REPAIR_FILE);
         fl__repair_batch(s);
         fl__repair_rings(s);
         FL__CRASH(REPAIR_BATCH);
-        rc = pthread_mutex_consistent(&s->mu);
-        if (rc != 0) {
-            /* It cannot fail on the robust mutex that returned EOWNERDEAD; if it ever does, the caller gets the
-             * error and must not keep the lock, or every other writer would wait for as long as this process
-             * lives. Unlocked without being made consistent, the mutex cannot be recovered: every later lock
-             * fails with ENOTRECOVERABLE, until the next opener that finds itself alone builds a new one. */
-            pthread_mutex_unlock(&s->mu);
-        }
+    } else {
+        FL__CRASH(REPAIR_DEFERRED);
+    }
+    if (rc == EOWNERDEAD && (rc = pthread_mutex_consistent(&s->mu)) != 0) {
+        /* It cannot fail on the robust mutex that returned EOWNERDEAD; if it ever does, the caller gets the error
+         * and must not keep the lock, or every other writer would wait for as long as this process lives.
+         * Unlocked without being made consistent, the mutex cannot be recovered: every later lock fails with
+         * ENOTRECOVERABLE, until the next opener that finds itself alone builds a new one. */
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+    if (err != 0)
+        pthread_mutex_unlock(&s->mu);
+    return err;
+}
+
+/* After pthread_mutex_(try|clock)lock: repairs what a dead holder left, marks the lock held. Returns 0 (held),
+ * EBUSY, ETIMEDOUT, or a negative errno. Every live holder leaves state IDLE when it unlocks; a lock taken with
+ * state not IDLE was left by a repairer that could not make the repair (fl__repair), and its repair is made now:
+ * one load of a word in the line that `held` is stored to below. */
+static int fl__locked(forklog *log, int rc)
+{
+    struct fl__seg *s = log->seg;
+    if (rc == 0 || rc == EOWNERDEAD) {
+        FL__CRASH(LOCK_ACQUIRED);
+        if (rc == EOWNERDEAD || s->state != FL__IDLE)
+            rc = fl__repair(log, rc);
     }
     if (rc == 0) {
         FL__CRASH(LOCK_HELD);
@@ -239,13 +282,16 @@ void fl__unlock(forklog *log)
 int fl__recover(forklog *log)
 {
     struct fl__seg *s = log->seg;
-    if (s->state != FL__IDLE)
-        fl__repair_file(log);
+    /* A repair this process cannot make (it cannot open path) fails the open and leaves the segment file as it is,
+     * for the next opener to repair: the segment is built anew after this, and a repair left undone would be lost. */
+    int rc = s->state != FL__IDLE ? fl__repair_file(log) : 0;
+    if (rc != 0)
+        return -rc;
     fl__repair_batch(s);
     fl__repair_rings(s);
     /* The file may have changed while nobody used the log (moved, truncated, removed): read its size afresh. */
     fl__new_generation(s);
-    int rc = fl__sync_file(log);
+    rc = fl__sync_file(log);
     if (rc == 0)
         rc = fl__flush_locked(log);
     return rc;

@@ -611,3 +611,140 @@ Test(combine, a_record_posted_before_the_log_became_a_fifo_is_not_lost_with_a_ho
     free(old);
     free(out);
 }
+
+/* A holder writes a combined batch (its record and two posted ones) into the file of a new generation (the log was
+ * renamed and forklog_reopen()ed) and dies at `point`. The next holder is a process still on the older generation,
+ * whose descriptor is the renamed file, and that can open nothing (RLIMIT_NOFILE 0; as well a file its credentials
+ * may not open): it cannot tell whether the batch is whole in the file at path, nor cut a fragment there. It must
+ * change nothing (state, batch phase) and fail its own call with -EMFILE, or, with `killed`, die right there
+ * (REPAIR_DEFERRED) and leave the repair to the next holder as a dead holder does. The posters can look: the first to
+ * take the lock makes the repair, and every poster's call returns 0 with its record in the file once, nothing torn
+ * left. With `blind`, poster 0 can open nothing either and takes the lock first: it fails the repair as well, and its
+ * call waits, neither returning nor taking its record back; given its descriptors back, with poster 1 still stopped,
+ * it makes the repair itself. */
+static void repair_left_by_a_process_without_descriptors(const char *point, int killed, int blind)
+{
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    const enum fl__crash_point deferred = killed ? cp_find("REPAIR_DEFERRED") : FL__CP_COUNT;
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t older = fork(); /* stays on the first generation: it writes only after the holder's death */
+    cr_assert_neq(older, -1);
+    if (older == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(100);
+        if (killed)
+            fl__crash_arm(deferred, 1, FL__CRASH_KILL);
+        int rc = forklog_write(log, "older record", 12);
+        _exit(rc < 0 ? -rc & 0x7f : 0);
+    }
+    char *old = th_path(dir, "combine.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    pid_t holder = cp_stopped_holder(log, "holder record", cp_find(point), 1);
+    enum { N = 2 };
+    pid_t posters[N];
+    for (int i = 0; i < N; i++) {
+        posters[i] = fork();
+        cr_assert_neq(posters[i], -1);
+        if (posters[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            fl__crash_arm(FL__CP_POST_FLAGGED, 1, FL__CRASH_STOP); /* posted: the holder takes its record */
+            char rec[64];
+            snprintf(rec, sizeof rec, "poster %d record", i);
+            _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
+        }
+        cr_assert(cp_wait_stopped(posters[i], 10), "poster %d did not post", i);
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int st = th_wait_for(holder, 10);
+    cr_assert_eq(st, 128 + SIGKILL, "the holder did not die at %s (status %d)", point, st);
+    struct rlimit none = {0, 0};
+    cr_assert_eq(prlimit(older, RLIMIT_NOFILE, &none, NULL), 0);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    int ost = th_wait_for(older, 10);
+    /* What the holder's death left, as the process that could not look leaves it (nobody holds the lock now). */
+    uint32_t state = log->seg->state, phase = log->seg->batch_phase;
+    int pst[N], waited = 1;
+    uint32_t blind_state = FL__WRITING;
+    if (blind) {
+        struct rlimit was, soft_none; /* the soft limit alone: only a privileged process may raise the hard one */
+        cr_assert_eq(prlimit(posters[0], RLIMIT_NOFILE, NULL, &was), 0);
+        soft_none = (struct rlimit){0, was.rlim_max};
+        cr_assert_eq(prlimit(posters[0], RLIMIT_NOFILE, &soft_none, NULL), 0);
+        cr_assert_eq(kill(posters[0], SIGCONT), 0);
+        usleep(300000);
+        int raw;
+        waited = waitpid(posters[0], &raw, WNOHANG) == 0;
+        if (!waited)
+            pst[0] = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+        blind_state = log->seg->state;
+        /* Its descriptors back, with poster 1 still stopped: it must make the repair itself. */
+        if (waited) {
+            cr_assert_eq(prlimit(posters[0], RLIMIT_NOFILE, &was, NULL), 0);
+            pst[0] = th_wait_for(posters[0], 10);
+        }
+    }
+    for (int i = blind; i < N; i++) {
+        cr_assert_eq(kill(posters[i], SIGCONT), 0);
+        pst[i] = th_wait_for(posters[i], 10);
+    }
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "no file at path");
+    cr_assert(len > 0 && buf[len - 1] == '\n', "the file ends with a fragment:\n%s", buf);
+    const int holder_n = strcmp(point, "WRITE_DONE") == 0; /* a completed write is kept, a torn one cut */
+    for (int i = 0; i < N; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "poster %d record", i);
+        cr_assert_eq(pst[i], 0, "poster %d's call failed (status %d)", i, pst[i]);
+        cr_assert_eq(cp_count_line(buf, want), 1, "%s, acknowledged, is in the file %d times:\n%s", want,
+                     cp_count_line(buf, want), buf);
+    }
+    cr_assert_eq(cp_count_line(buf, "holder record"), holder_n, "the dead holder's record:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "after"), 1, "%s", buf);
+    cr_assert_eq(th_count_lines(buf, len), (size_t)(N + 1 + holder_n), "stray lines:\n%s", buf);
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    buf = th_slurp(old, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "before\n", "the renamed file:\n%s", buf);
+    free(buf);
+
+    cr_assert_eq(ost, killed ? 128 + SIGKILL : EMFILE, "the process that could not look: status %d (%d: -EMFILE)", ost,
+                 EMFILE);
+    cr_assert_eq(state, FL__WRITING, "the process that could not look changed the state to %u", state);
+    cr_assert_eq(phase, FL__BATCH_WRITE, "the process that could not look changed the batch phase to %u", phase);
+    cr_assert(waited, "the poster that could not look returned (status %d) before the repair was made", pst[0]);
+    cr_assert_eq(blind_state, FL__WRITING, "the poster that could not look changed the state to %u", blind_state);
+    close(go[0]);
+    close(go[1]);
+    free(old);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+Test(combine, a_completed_batch_is_not_written_again_by_a_repairer_that_cannot_open_the_file)
+{
+    repair_left_by_a_process_without_descriptors("WRITE_DONE", 0, 0);
+}
+
+Test(combine, a_torn_batch_is_cut_after_a_repairer_that_cannot_open_the_file)
+{
+    repair_left_by_a_process_without_descriptors("WRITE_TORN", 0, 0);
+}
+
+Test(combine, a_poster_that_cannot_open_the_file_waits_for_the_repair_of_its_batch)
+{
+    repair_left_by_a_process_without_descriptors("WRITE_DONE", 0, 1);
+}
+
+Test(combine, a_repairer_killed_after_leaving_the_repair_undone_is_repaired_after)
+{
+    repair_left_by_a_process_without_descriptors("WRITE_DONE", 1, 0);
+}

@@ -548,11 +548,15 @@ Test(crash, a_joiner_repairs_the_file_renamed_after_a_death_before_its_first_rec
 }
 
 /* A writer dies mid-record, and logrotate renames the log and creates a new one; the next holder is a process on an
- * older generation (it has not written since a reopen) that can open no descriptor, so it can neither reach the
- * renamed file nor move to the new one: its record fails. The fragment stays in the renamed file, and nobody may
- * append there again with a size that no longer says where that file ends (a later cut back to it would take the
- * records written since): every process moves to the file at path before its next record. */
-Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process_to_path)
+ * older generation (it has not written since a reopen), whose descriptor is not the dead holder's file.
+ * When it can open path (`no_fd` 0), it finds another file there: the dead holder's file is out of its reach. The
+ * fragment stays in the renamed file, and nobody may append there again with a size that no longer says where that
+ * file ends (a later cut back to it would take the records written since): every process moves to the file at path
+ * before its next record.
+ * When it can open no descriptor (`no_fd` 1), it cannot tell whether path is still the dead holder's file: it changes
+ * nothing and its record fails (-EMFILE). The next holder, whose descriptor is the renamed file, cuts the fragment
+ * there, and the log goes on in that file until a reopen. */
+static void unreachable_after_a_death(int no_fd)
 {
     char *old = th_path(dir, "crash.log.old");
     char *moved = moved_name();
@@ -567,18 +571,20 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(2);
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-            _exit(3);
-        rl.rlim_cur = 64;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            _exit(77); /* refused here (Valgrind keeps the limit of its own) */
-        while (dup(0) >= 0) {
+        if (no_fd) {
+            struct rlimit rl;
+            if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(3);
+            rl.rlim_cur = 64;
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(77); /* refused here (Valgrind keeps the limit of its own) */
+            while (dup(0) >= 0) {
+            }
+            if (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0)
+                _exit(77); /* the limit does not hold here (Valgrind keeps descriptors of its own) */
         }
-        if (open("/dev/null", O_RDONLY | O_CLOEXEC) >= 0)
-            _exit(77); /* the limit does not hold here (Valgrind keeps descriptors of its own) */
         int rc = forklog_write(log, "C0", 2);
-        _exit(rc < 0 ? 0 : 4);
+        _exit(no_fd ? (rc == -EMFILE ? 0 : 4) : rc == 0 ? 0 : 5);
     }
     cr_assert_eq(rename(logpath, old), 0);
     cr_assert_eq(forklog_reopen(log), 0);
@@ -590,7 +596,8 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
     int st = th_wait(older);
     if (st == 77)
         cr_skip_test("RLIMIT_NOFILE does not stop a process from opening descriptors here");
-    cr_assert_eq(st, 0, "the older process's record did not fail (exit status %d)", st);
+    cr_assert_eq(st, 0, "the older process's record: exit status %d (4: not -EMFILE; 5: failed)", st);
+    cr_assert_eq(log->seg->state, no_fd ? FL__WRITING : FL__IDLE, "the older process left state %u", log->seg->state);
     close(go[0]);
     close(go[1]);
     cr_assert_eq(forklog_write(log, "A2", 2), 0);
@@ -598,10 +605,25 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
     cr_assert_eq(forklog_write(log, "A3", 2), 0);
     cr_assert_eq(forklog_close(log), 0);
     assert_file_is(old, "A0\n");
-    assert_file_is(moved, "A1\na record that dies"); /* its first half */
-    assert_file_is(logpath, "A2\nA3\n");
+    if (no_fd) {
+        assert_file_is(moved, "A1\nA2\nA3\n");
+        assert_file_is(logpath, "");
+    } else {
+        assert_file_is(moved, "A1\na record that dies"); /* its first half */
+        assert_file_is(logpath, "C0\nA2\nA3\n");
+    }
     free(moved);
     free(old);
+}
+
+Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process_to_path)
+{
+    unreachable_after_a_death(0);
+}
+
+Test(crash, a_repair_that_cannot_open_path_is_left_to_a_holder_that_reaches_the_file)
+{
+    unreachable_after_a_death(1);
 }
 
 Test(crash, torn_record_of_a_new_opener_after_a_move_is_cut)

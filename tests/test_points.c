@@ -42,7 +42,8 @@ static const struct mode modes[] = {
 };
 
 /* Where each point must be reached: D direct, C combining, B buffered (rings), R rotating, Q buffered and rotating
- * (the locked buffer). FILE_NEWLINE ("") is passed only for a file that ends mid-line: test_crash kills there. The
+ * (the locked buffer). FILE_NEWLINE ("") is passed only for a file that ends mid-line: test_crash kills there.
+ * REPAIR_DEFERRED ("") is passed only by a repairer that cannot open the log's path: test_combine kills there. The
  * segment's points ("") are
  * passed by forklog_open() and forklog_close(), not by records: test_join kills there. The rings' ownership points
  * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring stops
@@ -57,6 +58,7 @@ static const struct {
     {"LOCK_SLEEP_TIMEOUT", "DCBRQ"},
     {"REPAIR_FILE", "DCBRQ"},
     {"REPAIR_BATCH", "DCBRQ"},
+    {"REPAIR_DEFERRED", ""},
     {"LOCK_HELD", "DCBRQ"},
     {"UNLOCK", "DCBRQ"},
     {"OWN_FD_OPENED", "DCBRQ"},
