@@ -328,8 +328,8 @@ FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_opti
  * marker: ` [forklog: N bytes cut]` right after the message in text, `"cut":N` as its last member in JSON); the
  * count is capped at INT_MAX. Errors: -EINVAL (NULL log or fmt, level out of range, an encoding error in
  * vsnprintf), -ENOMEM, the errors of write(2) (-ENOSPC, -EFBIG, -EIO, ...), and of open(2) when this process cannot
- * open path (-EMFILE, -ENFILE, -EACCES: to follow forklog_reopen() or a rotation, or to repair what a writer killed
- * mid-write left, which is then left to the next lock holder), after which nothing of the record is in the file.
+ * open path (-EMFILE, -ENFILE, -EACCES, ...: to follow forklog_reopen() or a rotation, or to repair what a writer
+ * killed mid-write left, which is then left to the next lock holder), after which nothing of the record is in the file.
  * Thread-safe and fork-safe; not async-signal-safe (it formats with vsnprintf).
  */
 FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);

@@ -191,8 +191,15 @@ static int fl__locked(forklog *log, int rc)
     struct fl__seg *s = log->seg;
     if (rc == 0 || rc == EOWNERDEAD) {
         FL__CRASH(LOCK_ACQUIRED);
-        if (rc == EOWNERDEAD || s->state != FL__IDLE)
-            rc = fl__repair(log, rc);
+        if (rc == EOWNERDEAD || s->state != FL__IDLE) {
+            /* A repair that failed released the lock: its errno, whatever it is (an open(2) of path may fail with
+             * EBUSY or ETIMEDOUT too), is a failure of this call, never the EBUSY or ETIMEDOUT of a lock that
+             * another process holds, which the callers would wait on or take for a lock of their own. */
+            int err = fl__repair(log, rc);
+            if (err != 0)
+                return -err;
+            rc = 0;
+        }
     }
     if (rc == 0) {
         FL__CRASH(LOCK_HELD);

@@ -8,6 +8,7 @@
 #include "records.h"
 
 #include <dlfcn.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -32,6 +33,41 @@ int pthread_mutex_consistent(pthread_mutex_t *mu)
     if (!real)
         *(void **)&real = dlsym(RTLD_NEXT, "pthread_mutex_consistent");
     return real ? real(mu) : EINVAL;
+}
+
+/* open(2) as the library sees it (open64 with 64-bit file offsets): when fail_open_for_writing is set, an open for
+ * writing fails with that errno, as an open of path may for reasons of the caller's own (EBUSY: a terminal in
+ * exclusive mode at path; ETIMEDOUT: a file on a network file system). */
+static int fail_open_for_writing;
+
+static int open_as(const char *sym, const char *name, int flags, va_list ap)
+{
+    mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? (mode_t)va_arg(ap, unsigned) : 0;
+    if (fail_open_for_writing && (flags & O_ACCMODE) != O_RDONLY) {
+        errno = fail_open_for_writing;
+        return -1;
+    }
+    int (*real)(const char *, int, ...);
+    *(void **)&real = dlsym(RTLD_NEXT, sym);
+    return real ? real(name, flags, mode) : -1;
+}
+
+int open(const char *name, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    int fd = open_as("open", name, flags, ap);
+    va_end(ap);
+    return fd;
+}
+
+int open64(const char *name, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    int fd = open_as("open64", name, flags, ap);
+    va_end(ap);
+    return fd;
 }
 
 static void setup(void)
@@ -553,9 +589,10 @@ Test(crash, a_joiner_repairs_the_file_renamed_after_a_death_before_its_first_rec
  * fragment stays in the renamed file, and nobody may append there again with a size that no longer says where that
  * file ends (a later cut back to it would take the records written since): every process moves to the file at path
  * before its next record.
- * When it can open no descriptor (`no_fd` 1), it cannot tell whether path is still the dead holder's file: it changes
- * nothing and its record fails (-EMFILE). The next holder, whose descriptor is the renamed file, cuts the fragment
- * there, and the log goes on in that file until a reopen. */
+ * When it can open no descriptor (`no_fd` EMFILE), or its open of path fails otherwise (`no_fd` EBUSY or ETIMEDOUT,
+ * which must not read as a lock that another process holds), it cannot tell whether path is still the dead holder's
+ * file: it changes nothing and its record fails with that error. The next holder, whose descriptor is the renamed
+ * file, cuts the fragment there, and the log goes on in that file until a reopen. */
 static void unreachable_after_a_death(int no_fd)
 {
     char *old = th_path(dir, "crash.log.old");
@@ -571,7 +608,9 @@ static void unreachable_after_a_death(int no_fd)
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(2);
-        if (no_fd) {
+        if (no_fd == EBUSY || no_fd == ETIMEDOUT) {
+            fail_open_for_writing = no_fd;
+        } else if (no_fd) {
             struct rlimit rl;
             if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
                 _exit(3);
@@ -584,7 +623,7 @@ static void unreachable_after_a_death(int no_fd)
                 _exit(77); /* the limit does not hold here (Valgrind keeps descriptors of its own) */
         }
         int rc = forklog_write(log, "C0", 2);
-        _exit(no_fd ? (rc == -EMFILE ? 0 : 4) : rc == 0 ? 0 : 5);
+        _exit(no_fd ? (rc == -no_fd ? 0 : 4) : rc == 0 ? 0 : 5);
     }
     cr_assert_eq(rename(logpath, old), 0);
     cr_assert_eq(forklog_reopen(log), 0);
@@ -593,10 +632,12 @@ static void unreachable_after_a_death(int no_fd)
     cr_assert_eq(rename(logpath, moved), 0);
     put_file(logpath, "");
     cr_assert_eq(write(go[1], "g", 1), 1);
-    int st = th_wait(older);
+    int st = th_wait_for(older, 10);
     if (st == 77)
         cr_skip_test("RLIMIT_NOFILE does not stop a process from opening descriptors here");
-    cr_assert_eq(st, 0, "the older process's record: exit status %d (4: not -EMFILE; 5: failed)", st);
+    cr_assert_eq(st, 0,
+                 "the older process's record: exit status %d (4: not -%d; 5: failed; -2: still running after 10 s)", st,
+                 no_fd);
     cr_assert_eq(log->seg->state, no_fd ? FL__WRITING : FL__IDLE, "the older process left state %u", log->seg->state);
     close(go[0]);
     close(go[1]);
@@ -623,7 +664,17 @@ Test(crash, a_repair_that_cannot_reach_the_dead_holders_file_moves_every_process
 
 Test(crash, a_repair_that_cannot_open_path_is_left_to_a_holder_that_reaches_the_file)
 {
-    unreachable_after_a_death(1);
+    unreachable_after_a_death(EMFILE);
+}
+
+Test(crash, a_repair_whose_open_of_path_is_busy_fails_its_call_and_is_left_to_the_next_holder)
+{
+    unreachable_after_a_death(EBUSY);
+}
+
+Test(crash, a_repair_whose_open_of_path_times_out_fails_its_call_and_is_left_to_the_next_holder)
+{
+    unreachable_after_a_death(ETIMEDOUT);
 }
 
 Test(crash, torn_record_of_a_new_opener_after_a_move_is_cut)
