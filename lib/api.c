@@ -280,6 +280,8 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
     log->max_record = opts->max_record ? opts->max_record : FL__DEFAULT_MAX_RECORD;
     log->rotate_bytes = opts->rotate_bytes;
     log->rotate_keep = opts->rotate_keep ? opts->rotate_keep : FL__DEFAULT_KEEP;
+    log->rotate_wait_ns = 0;
+    log->rotate_wait_gen = 0;
     log->flush_ns = (int64_t)(opts->flush_ms ? opts->flush_ms : FL__DEFAULT_FLUSH_MS) * 1000000;
     log->owner = opts->owner ? opts->owner : (uid_t)-1;
     log->group = opts->group ? opts->group : (gid_t)-1;
