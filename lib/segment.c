@@ -768,8 +768,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
         }
         const int slot = fl__alone_hold(fd, forks);
         if (slot == -2) {
-            close(
-                fd); /* forked meanwhile: the child may keep a copy, which this description is never to be locked in */
+            /* Forked meanwhile: the child may keep a copy, so this description is never to be locked in. */
+            close(fd);
             continue;
         }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
