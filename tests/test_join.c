@@ -942,15 +942,16 @@ Test(join, an_opener_killed_while_it_creates_the_segment_file_locks_nobody_out)
 
 /* A process killed while it holds the segment file alone (building the segment, or removing it as the last user),
  * after another of its threads forked: the child had copies of the process's descriptors, among them the one locked
- * alone, or the one opened to be (forked between the segment file's open and its lock). Later openers wait for
- * nobody, and the child holds nothing that keeps the last user's close from removing the file. */
+ * alone, or the one opened to be (forked between the segment file's open and its lock, in an open or a close).
+ * Later openers wait for nobody, and the child holds nothing that keeps the last user's close from removing the
+ * file. */
 Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_waiting)
 {
     pid_t *forked_pid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq(forked_pid, MAP_FAILED);
-    static const char *const when[3] = {"built", "removed", "opened to be built"};
+    static const char *const when[4] = {"built", "removed", "opened to be built", "opened to be removed"};
     size_t lines = 0;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         forked_pid[0] = 0;
         pid_t pid = fork();
         cr_assert_neq(pid, -1);
@@ -960,7 +961,7 @@ Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_wa
             if (pthread_create(&t, NULL, forker_main, forked_pid) != 0)
                 _exit(2);
             forklog *log;
-            if (k != 1) {
+            if (k == 0 || k == 2) {
                 fl__crash_arm(FL__CP_SEG_ALONE, 1, FL__CRASH_KILL);
                 if (k == 0)
                     fork_when_alone = 1;
@@ -972,13 +973,16 @@ Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_wa
             if (forklog_open(&log, logpath, NULL) != 0 || forklog_info(log, "before") != 0)
                 _exit(4);
             fl__crash_arm(FL__CP_SEG_CLOSE_ALONE, 1, FL__CRASH_KILL);
-            fork_when_alone = 1;
+            if (k == 1)
+                fork_when_alone = 1;
+            else
+                fork_after_rdwr_open = 1;
             (void)forklog_close(log);
             _exit(5);
         }
         cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the segment %s", when[k]);
         cr_assert_gt(forked_pid[0], 0, "the segment %s: no fork", when[k]);
-        lines += k == 1 ? 2 : 1;
+        lines += k % 2 ? 2 : 1;
         pid_t opener = fork();
         cr_assert_neq(opener, -1);
         if (opener == 0) {
@@ -997,7 +1001,7 @@ Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_wa
         size_t len;
         char *got = th_slurp(logpath, &len);
         cr_assert_eq(th_count_lines(got, len), lines, "the segment %s: %zu lines", when[k], th_count_lines(got, len));
-        cr_assert(k != 1 || strstr(got, " before\n"));
+        cr_assert(k % 2 == 0 || strstr(got, " before\n"));
         free(got);
     }
     munmap(forked_pid, 4096);
