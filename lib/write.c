@@ -138,6 +138,11 @@ int fl__flush_locked(forklog *log)
         s->buf_used = 0; /* only a damaged segment says so: nothing of it is written */
     if (rc < 0 || s->buf_used == 0)
         return rc;
+    /* The buffer goes to the file as its records would have: a file that it would take past rotate_bytes is rotated
+     * first. Each record was buffered with room for it under the bound, so only a file that grew since without the
+     * buffer's knowledge needs it: the log reopened onto a larger file, or a file found at path and adopted. */
+    if ((rc = fl__maybe_rotate(log, s->buf_used)) < 0)
+        return rc;
     struct iovec iov = {s->buf, s->buf_used};
     return fl__write_commit(log, &iov, 1, s->buf_used, FL__FLUSHING);
 }

@@ -499,3 +499,51 @@ Test(rotate, child_forked_during_a_reopen_writes_to_the_new_file)
     cr_assert_eq(forklog_close(log), 0);
     free(old);
 }
+
+/* Buffered records written after a reopen onto a file that is already near rotate_bytes: the flush rotates first,
+ * as a record would, so that no file passes the bound by a buffer (here by 500 bytes). Each way a flush comes:
+ * forklog_flush(), forklog_close(), and the next record when the buffer and it would pass the bound. */
+Test(rotate, a_buffer_flushed_after_a_reopen_onto_a_file_near_the_bound_rotates_first)
+{
+    for (int how = 0; how < 3; how++) {
+        struct forklog_options o = {
+            .flags = FORKLOG_BUFFERED, .rotate_bytes = 1000, .rotate_keep = 3, .flush_ms = 60000};
+        forklog *log;
+        cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+        char rec[100];
+        memset(rec, 'a' + how, sizeof rec);
+        rec[sizeof rec - 1] = '\n';
+        for (int i = 0; i < 5; i++)
+            cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+        /* The log moved away and another file, of 950 bytes, put at its name; then a reopen. */
+        char *moved = th_path(dir, "moved");
+        cr_assert_eq(rename(logpath, moved), 0);
+        char big[950];
+        memset(big, 'x', sizeof big);
+        big[sizeof big - 1] = '\n';
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, big, sizeof big), (ssize_t)sizeof big);
+        close(fd);
+        cr_assert_eq(forklog_reopen(log), 0);
+        if (how == 0)
+            cr_assert_eq(forklog_flush(log), 0);
+        else if (how == 2)
+            cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        char *one = rotated_name(1);
+        struct stat st;
+        cr_assert_eq(stat(one, &st), 0, "how %d: no rotation", how);
+        cr_assert_eq(st.st_size, (off_t)sizeof big, "how %d: %s holds %lld bytes", how, one, (long long)st.st_size);
+        cr_assert_eq(stat(logpath, &st), 0);
+        cr_assert_eq(st.st_size, (off_t)(sizeof rec * (how == 2 ? 6 : 5)), "how %d: %s holds %lld bytes", how, logpath,
+                     (long long)st.st_size);
+        cr_assert_eq(stat(moved, &st), 0);
+        cr_assert_eq(st.st_size, 0, "how %d: the moved file got records", how);
+        unlink(one);
+        unlink(moved);
+        unlink(logpath);
+        free(one);
+        free(moved);
+    }
+}
