@@ -194,6 +194,23 @@ closed_fds)
     lines_are x.log 2
     record_is x.log 1 INFO "words"
     record_is x.log 2 INFO "more words"
+    # A FILE that names a closed standard descriptor (/dev/stdout, /proc/self/fd/N) is no log: what the tool holds
+    # its place with reaches nobody, so a record "written" there is lost. Refused, exit status 1.
+    "$bin" append /dev/stdout hello >&- 2>err
+    [ $? -eq 1 ] || fail "append to /dev/stdout with stdout closed did not exit 1"
+    stderr_is "forklog: cannot open /dev/stdout: Bad file descriptor (standard output is closed)"
+    "$bin" append /proc/self/fd/0 hello <&- >out 2>err
+    [ $? -eq 1 ] || fail "append to /proc/self/fd/0 with stdin closed did not exit 1"
+    stderr_is "forklog: cannot open /proc/self/fd/0: Bad file descriptor (standard input is closed)"
+    "$bin" flush /dev/stdout >&- 2>err
+    [ $? -eq 1 ] || fail "flush of /dev/stdout with stdout closed did not exit 1"
+    stderr_is "forklog: cannot open /dev/stdout: Bad file descriptor (standard output is closed)"
+    "$bin" append /dev/stderr hello 2>&-
+    [ $? -eq 1 ] || fail "append to /dev/stderr with stderr closed did not exit 1"
+    # /dev/null itself, named, is a log like any other, whatever is closed.
+    "$bin" append /dev/null hello >&- 2>err
+    [ $? -eq 0 ] || fail "append to /dev/null with stdout closed did not exit 0: $(cat err)"
+    lines_are x.log 2
     ;;
 words)
     run 0 "$bin" append x.log hello

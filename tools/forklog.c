@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,17 +105,36 @@ static int print_version(void)
 }
 
 /* A tool started with 0, 1 or 2 closed (by a daemon, a careless cron wrapper) would give one of those numbers to
- * the log's descriptor, and its own stderr messages would then land in the log as bogus records. Hold them with
- * /dev/null first. open() takes the lowest free number, and 0..2 are filled in order, so it lands on `fd`. Which
- * were closed is kept: a closed stdin is not an empty input, nor a closed stdout a place help was written to. */
+ * the log's descriptor, and its own stderr messages would then land in the log as bogus records. Hold them first,
+ * each with the read end of a pipe of its own whose write end is closed: a read finds the end of the input, a write
+ * fails (EBADF) without a signal, and the pipe is this process's alone, so that a FILE naming a closed descriptor
+ * (/dev/stdout, /proc/self/fd/1) is told from every other file (closed_named). pipe() takes the lowest free number
+ * for the read end, and 0..2 are filled in order, so it lands on `fd`. Which were closed is kept: a closed stdin
+ * is not an empty input, nor a closed stdout a place help was written to. */
 static void hold_std_fds(void)
 {
     for (int fd = 0; fd <= 2; fd++)
         if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
-            closed_at_start |= 1u << fd;
-            if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0)
+            int p[2];
+            if (pipe(p) < 0)
                 return;
+            closed_at_start |= 1u << fd;
+            close(p[1]);
         }
+}
+
+/* The standard descriptor (0, 1 or 2) that was closed at start and that `path` names (/dev/stdout, /dev/fd/2,
+ * /proc/self/fd/0, a symlink to one of them), or -1. Opened as a log, it would be the pipe that holds its place:
+ * records written there reach nobody. */
+static int closed_named(const char *path)
+{
+    struct stat a, b;
+    if (!closed_at_start || stat(path, &a) < 0)
+        return -1;
+    for (int fd = 0; fd <= 2; fd++)
+        if ((closed_at_start & (1u << fd)) && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            return fd;
+    return -1;
 }
 
 static int parse_level(const char *name, enum forklog_level *out)
@@ -286,6 +306,12 @@ static int open_log(forklog **log, const struct request *req)
      * (and where the library shares a log's settings between its openers, theirs apply). The minimum level stays
      * the default (info, or FORKLOG_LEVEL): -l sets the record's level, not the log's filter, so `-l debug`
      * records are dropped like any other debug record. */
+    static const char *const std_names[] = {"standard input", "standard output", "standard error"};
+    int closed = closed_named(req->path);
+    if (closed >= 0) {
+        say("cannot open %s: %s (%s is closed)", req->path, strerror(EBADF), std_names[closed]);
+        return ST_FAILED;
+    }
     char why[512] = "";
     struct forklog_options opts = {0};
     opts.format = req->format;
