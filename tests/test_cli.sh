@@ -257,6 +257,30 @@ stdin)
     record_is nul.log 1 INFO a
     record_is nul.log 2 INFO d
     ;;
+stdin_is_the_log)
+    # Standard input that is the log itself (a regular file or a pipe, by any name: a hard link, /dev/stdin) would
+    # give append its own records back as lines, each written again, for ever: the file grows until the disk is full.
+    # Refused, as cat(1) refuses "input file is output file", with nothing written. The file size limit and the
+    # timeout bound a tool that loops.
+    command -v timeout >/dev/null || skip "timeout(1) is needed to bound a tool that loops"
+    echo seed >x.log
+    ln x.log link.log
+    for name in x.log link.log; do
+        (ulimit -f 2048 && exec timeout 20 "$bin" append "$name" <x.log) >out 2>err
+        got=$?
+        [ "$got" -eq 1 ] || fail "append $name <x.log exited $got, not 1; stderr: $(cat err)"
+        stderr_is "forklog: cannot append to $name: standard input is that file (its own records would come back as lines for ever)"
+        [ "$(cat x.log)" = seed ] || fail "append $name <x.log wrote to x.log"
+    done
+    echo line | (ulimit -f 2048 && exec timeout 20 "$bin" append /dev/stdin) >out 2>err
+    got=$?
+    [ "$got" -eq 1 ] || fail "append /dev/stdin from a pipe exited $got, not 1; stderr: $(cat err)"
+    stderr_is "forklog: cannot append to /dev/stdin: standard input is that file (its own records would come back as lines for ever)"
+    # A message given as words reads no input: the same file as stdin is then no loop.
+    run 0 "$bin" append x.log words <x.log
+    lines_are x.log 2
+    record_is x.log 2 INFO words
+    ;;
 cut)
     # Longer than the log's largest record (1 MiB by default): written cut, with a warning, and still status 0.
     head -c 1200000 /dev/zero | tr '\0' 'b' >huge

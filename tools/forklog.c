@@ -496,6 +496,16 @@ static int append_lines(forklog *log, const struct request *req, struct tally *t
     return status;
 }
 
+/* Whether standard input is the file at `path` (by any name), and a regular file or a pipe: append would read its
+ * own records back as lines and write each again, for ever, until the disk is full (cat(1) refuses the same with
+ * "input file is output file"). A terminal is read and written without a loop. */
+static int stdin_is(const char *path)
+{
+    struct stat in, log;
+    return fstat(STDIN_FILENO, &in) == 0 && (S_ISREG(in.st_mode) || S_ISFIFO(in.st_mode)) && stat(path, &log) == 0 &&
+           in.st_dev == log.st_dev && in.st_ino == log.st_ino;
+}
+
 static int cmd_append(int argc, char **argv)
 {
     struct request req = {NULL, FORKLOG_INFO, FORKLOG_FORMAT_TEXT};
@@ -508,6 +518,11 @@ static int cmd_append(int argc, char **argv)
      * cannot be read: that is not an empty input (it would write nothing and succeed). */
     if (first_word == argc && (closed_at_start & 1)) {
         say("cannot read standard input: %s", strerror(EBADF));
+        return ST_FAILED;
+    }
+    if (first_word == argc && stdin_is(req.path)) {
+        say("cannot append to %s: standard input is that file (its own records would come back as lines for ever)",
+            req.path);
         return ST_FAILED;
     }
     char *msg = NULL;
