@@ -314,7 +314,8 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
  *   - A connected datagram socket (SOCK_DGRAM, SOCK_SEQPACKET): one record per datagram. A record larger than
  *     the socket takes fails with -EMSGSIZE and nothing of it is sent. FORKLOG_BUFFERED is -EINVAL there.
  * Errors: -EINVAL (NULL out, bad option, rotation asked for, a descriptor other than a regular file in
- * non-blocking mode, FORKLOG_BUFFERED on a datagram socket), -EBADF (fd < 0, not open, or not open for
+ * non-blocking mode, a descriptor that is no file, pipe, socket or device such as an eventfd or a timerfd,
+ * FORKLOG_BUFFERED on a datagram socket), -EBADF (fd < 0, not open, or not open for
  * writing: O_RDONLY or O_PATH), -EISDIR (a directory), -ENOTCONN (a socket that is not connected), -EMFILE,
  * -ENOMEM, and the errors of fcntl(2), fstat(2) and mmap(2); opts->error, when set, receives a one-line
  * explanation. Nothing is written on failure, *out is set to NULL, and fd's file status flags are as they were

@@ -437,6 +437,11 @@ static int fl__open_desc(forklog **out, int fd, const struct forklog_options *op
         return -EISDIR;
     if ((fl & O_ACCMODE) != O_WRONLY && (fl & O_ACCMODE) != O_RDWR)
         return fl__refuse(opts, -EBADF, "the descriptor is not open for writing");
+    /* An inode with no file type (an eventfd, a timerfd, an epoll instance) takes no record: each write of one
+     * fails with EINVAL, which would read as a bad argument of the record call. */
+    if (!(st.st_mode & S_IFMT))
+        return fl__refuse(opts, -EINVAL,
+                          "the descriptor is not a file, a pipe, a socket or a device (an eventfd, a timerfd, ...)");
     if (!S_ISREG(st.st_mode) && (fl & O_NONBLOCK))
         return fl__refuse(opts, -EINVAL,
                           "the descriptor is in non-blocking mode: a record could be cut short by EAGAIN");

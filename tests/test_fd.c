@@ -8,8 +8,11 @@
 #include "records.h"
 
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <termios.h>
 
 /* Seconds a call that must not block has before the test calls it a hang. */
@@ -527,6 +530,30 @@ Test(fd, bad_descriptors_are_refused_and_nothing_is_written)
     close(sv[1]);
     close(fd);
     free(path);
+}
+
+/* A descriptor that is no file at all (an eventfd, a timerfd, an epoll instance: an inode with no file type) is
+ * open for writing and passed every check, and then every record failed with -EINVAL, the code of a bad argument.
+ * Refused at open, as the other descriptors records cannot go through. */
+Test(fd, a_descriptor_that_is_no_file_is_refused_at_open)
+{
+    char err[160];
+    struct forklog_options o = {.error = err, .error_size = sizeof err};
+    int efd = eventfd(0, EFD_CLOEXEC);
+    cr_assert_geq(efd, 0);
+    refused(efd, &o, -EINVAL, "an eventfd");
+    cr_assert(strstr(err, "not a file"), "error text: %s", err);
+    struct pollfd pf = {efd, POLLIN, 0};
+    cr_assert_eq(poll(&pf, 1, 0), 0, "something was written to the eventfd");
+    close(efd);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    cr_assert_geq(tfd, 0);
+    refused(tfd, &o, -EINVAL, "a timerfd");
+    close(tfd);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    cr_assert_geq(ep, 0);
+    refused(ep, &o, -EINVAL, "an epoll instance");
+    close(ep);
 }
 
 /* A child that ignores SIGPIPE and writes 256 KiB records through a handle of wfd until a call fails: exit 0 if
