@@ -451,6 +451,36 @@ stop_reading)
     [ $took -lt 10 ] || fail "append took $took s to end after SIGTERM"
     empty_file x.log || fail "the cut line was written: $(head -c 200 x.log)"
     ;;
+stop_blocked_write)
+    # SIGTERM while a record's write waits for a FIFO's reader that does not read: the write is finished first,
+    # so append goes on waiting; a second SIGTERM ends it at once (status 143).
+    mkfifo ff || fail "mkfifo"
+    sleep 60 <ff &
+    reader=$!
+    yes | "$bin" append ff 2>err &
+    pid=$!
+    (sleep 30 && kill -KILL $pid) >/dev/null 2>&1 &
+    watchdog=$!
+    # Blocked once the FIFO's 64 KiB are full: the process sleeps in the kernel's pipe write.
+    i=0
+    while [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" != S ] ||
+        ! grep -q pipe_write "/proc/$pid/wchan" 2>/dev/null; do
+        [ $i -lt 100 ] || { [ -r "/proc/$pid/wchan" ] && skip "/proc/PID/wchan does not name pipe_write"; fail "append never blocked"; }
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -TERM $pid
+    sleep 1
+    kill -0 $pid 2>/dev/null || fail "append ended at the first SIGTERM with its write unfinished"
+    start=$(date +%s)
+    kill -TERM $pid
+    wait $pid
+    got=$?
+    took=$(($(date +%s) - start))
+    kill $watchdog $reader 2>/dev/null
+    [ $got -eq 143 ] || fail "append exited $got, not 143 (SIGTERM) after $took s; stderr: $(cat err)"
+    [ $took -lt 10 ] || fail "append took $took s to end after the second SIGTERM"
+    ;;
 nomem)
     # A line that does not fit in memory: status 1 and the reason, not the end of the input taken for granted.
     (ulimit -v 100000 && exec "$bin" --version) >/dev/null 2>&1 ||

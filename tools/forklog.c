@@ -50,7 +50,7 @@ static const char usage_text[] = "Usage: forklog append [-l LEVEL] [--json] FILE
                                  "Records below the log's minimum level are dropped: info, or the level in the\n"
                                  "environment variable FORKLOG_LEVEL, or the one a writer of the log set with\n"
                                  "forklog_set_level(). SIGINT, SIGTERM and SIGHUP end append between two records\n"
-                                 "and flush once its write is done.\n"
+                                 "and flush once its write is done; a second one ends either at once.\n"
                                  "\n"
                                  "Exit status: 0 ok; 1 the log could not be opened, written, flushed or closed, or\n"
                                  "standard input could not be read; 2 usage error; 128+N ended by signal N.\n"
@@ -255,9 +255,18 @@ static int stop_input_fd = -1;
  * append is anywhere else (between its look at stop_signal and the read, or inside getline() while a long line
  * streams in) interrupts no read: the next read would wait for input that may never come, and append would not
  * end. So stdin becomes /dev/null here: every later read finds the end of the input at once. dup2() is
- * async-signal-safe; errno is kept for the code that was interrupted. */
+ * async-signal-safe; errno is kept for the code that was interrupted.
+ * A record's write(2) is finished first, and the library goes on with it after a signal: a log that is a pipe or a
+ * FIFO whose reader stopped reading holds it for as long as the reader likes. A second stop signal therefore ends
+ * the program at once, as the signal itself would have (signal() and raise() are async-signal-safe): a record in
+ * the middle of its write is then left as a writer killed there leaves it. */
 static void on_stop(int sig)
 {
+    if (stop_signal) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     int saved = errno;
     stop_signal = sig;
     if (stop_input_fd >= 0)
