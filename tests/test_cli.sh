@@ -374,6 +374,49 @@ pipe)
     stderr_is "forklog: cannot write to /dev/stdout: Broken pipe"
     grep -Eqx "$ts INFO pid=[0-9]+ y" first || fail "the first record was '$(cat first)'"
     ;;
+std_socket)
+    # Standard output or error that is a socket (a systemd service's stream to the journal): /dev/stdout and
+    # /dev/stderr cannot be opened again by name, so the descriptor itself is the log. Every line arrives whole,
+    # in order; a socket at a path in the file system is still refused.
+    command -v python3 >/dev/null || skip "python3 is needed to give forklog a socket"
+    python3 - "$bin" "$work" <<'PY' || fail "see above"
+import socket, subprocess, sys, threading
+bin, work = sys.argv[1], sys.argv[2]
+def run(args, stdin=b"", fd=1):
+    a, b = socket.socketpair()
+    out = {"stdout": a} if fd == 1 else {"stderr": a, "stdout": subprocess.DEVNULL}
+    p = subprocess.Popen([bin] + args, stdin=subprocess.PIPE, **out,
+                         **({"stderr": subprocess.PIPE} if fd == 1 else {}))
+    a.close()
+    chunks = []
+    def drain():
+        while chunk := b.recv(65536):
+            chunks.append(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    err = p.communicate(stdin, timeout=60)[1] or b""
+    reader.join(60)
+    return p.returncode, err, b"".join(chunks)
+rc, err, got = run(["append", "/dev/stdout", "hello", "socket"])
+assert rc == 0 and err == b"", (rc, err)
+assert got.endswith(b" INFO pid=%d hello socket\n" % int(got.split(b"pid=")[1].split()[0])) and got.count(b"\n") == 1, got
+lines = b"".join(b"line %d %s\n" % (i, b"x" * (i * 37 % 3000)) for i in range(2000))
+rc, err, got = run(["append", "/dev/stdout"], lines)
+assert rc == 0 and err == b"", (rc, err)
+recs = got.split(b"\n")
+assert recs[-1] == b"" and len(recs) == 2001, len(recs)
+for i, r in enumerate(recs[:-1]):
+    assert r.endswith(b" line %d %s" % (i, b"x" * (i * 37 % 3000))), (i, r[:80])
+rc, err, got = run(["append", "--json", "/dev/stderr", "to", "stderr"], fd=2)
+assert rc == 0 and got.startswith(b'{"ts":') and got.endswith(b'"msg":"to stderr"}\n'), (rc, got)
+rc, err, got = run(["flush", "/dev/stdout"])
+assert rc == 0 and err == b"" and got == b"", (rc, err, got)
+s = socket.socket(socket.AF_UNIX)
+s.bind(work + "/sock")
+p = subprocess.run([bin, "append", work + "/sock", "x"], capture_output=True, timeout=60)
+assert p.returncode == 1 and b"is a unix socket" in p.stderr, p
+PY
+    ;;
 stop)
     # SIGTERM while append waits for input: it ends between records, with every record whole and the log closed
     # (its segment file removed), and dies of the signal (status 143).

@@ -137,6 +137,20 @@ static int closed_named(const char *path)
     return -1;
 }
 
+/* The standard descriptor (0, 1 or 2) that `path` names (/dev/stdout, /dev/fd/2, /proc/self/fd/1, a symlink to
+ * one of them) when that descriptor is a socket, as a systemd service's standard output is (a stream to the
+ * journal), or -1. open(2) cannot open a socket through /proc, so the descriptor itself is made the log. */
+static int std_socket_named(const char *path)
+{
+    struct stat a, b;
+    if (stat(path, &a) < 0 || !S_ISSOCK(a.st_mode))
+        return -1;
+    for (int fd = 0; fd <= 2; fd++)
+        if (fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            return fd;
+    return -1;
+}
+
 static int parse_level(const char *name, enum forklog_level *out)
 {
     static const struct {
@@ -327,7 +341,8 @@ static int open_log(forklog **log, const struct request *req)
     opts.error = why;
     opts.error_size = sizeof why;
 
-    int rc = forklog_open(log, req->path, &opts);
+    int sock = std_socket_named(req->path);
+    int rc = sock >= 0 ? forklog_open_fd(log, sock, &opts) : forklog_open(log, req->path, &opts);
     if (rc < 0) {
         if (why[0])
             say("cannot open %s: %s (%s)", req->path, strerror(-rc), why);
