@@ -104,11 +104,12 @@ enum forklog_flag {
      * first record call of any process using the log once the oldest record is older than flush_ms (no timer
      * writes them between calls, and a call the level filters out does not look), on forklog_flush() and on
      * forklog_close(). Without rotation, each writer thread appends to a buffer of its own (up to 64 per log,
-     * buffer_size bytes each) with no lock at all; a thread beyond the 64th, and a process of another PID or time
-     * namespace than the log's other users, writes each record at once under the lock; a flush writes them all, so the
-     * records of one thread keep their order but those of different threads are not written in the order of their
-     * calls. With rotation, one buffer is filled under the lock, in the order of the calls. Because the buffers are
-     * shared, a record whose call returned survives the death of its writer: any other process's next call past
+     * buffer_size bytes each) with no lock at all; a thread beyond the 64th, and a process of another time namespace
+     * than the log's other users, writes each record at once under the lock (a process of another PID namespace is
+     * refused by forklog_open() with -EXDEV: the lock cannot be shared across PID namespaces); a flush writes them all,
+     * so the records of one thread keep their order but those of different threads are not written in the order of
+     * their calls. With rotation, one buffer is filled under the lock, in the order of the calls. Because the buffers
+     * are shared, a record whose call returned survives the death of its writer: any other process's next call past
      * flush_ms, flush or close writes it. If every process using the log dies before a flush (SIGKILL, or _exit()
      * without forklog_close()), the records stay in the segment file and the next forklog_open() of the log writes them
      * out, whole and once, before anything else. They are lost only with a FORKLOG_PRIVATE segment, or in a machine
@@ -276,6 +277,7 @@ struct forklog_options {
  * -ENOENT (missing parent directory), -ENOTDIR, -EACCES (the log, the directory for its segment file, or a segment file
  * another user created while the caller is not in the log's group), -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a
  * unix socket), -EPERM (a segment file that is not the log's: another owner, wider permissions, a link, a directory),
+ * -EXDEV (the log is in use by processes of another PID namespace: its lock cannot be shared across them),
  * -EPROTO (a segment of another layout: another library version or another C library; or a damaged one, whose sizes do
  * not match its settings), -ENOSPC (the log's file system is full: the segment file cannot be given its blocks),
  * -ENAMETOOLONG (the path, or the segment file's name: `.NAME.forklog` is 9 bytes longer than the log's own, so a log

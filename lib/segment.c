@@ -535,9 +535,22 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
         munmap(s, (size_t)h.seg_len);
         return -EINVAL;
     }
-    fl__adopt_settings(log, &h);
     uint64_t pidns, timens;
     fl__namespaces(&pidns, &timens);
+    if (pidns && h.pidns && pidns != h.pidns) {
+        /* The robust mutex names its holder by thread id as the holder's PID namespace numbers it, and the kernel
+         * that cleans up after a thread killed while it takes the mutex compares that id with the dying thread's own,
+         * as the dying thread's namespace numbers it: a thread of another namespace with the holder's number (pid 2
+         * of two containers) frees the lock under its live holder, and the next writer repairs and writes beside
+         * it. No process of another PID namespace takes this lock. */
+        munmap(s, (size_t)h.seg_len);
+        fl__explain(err, errlen,
+                    "%s is used by processes of another PID namespace, and the log's lock cannot be shared across PID "
+                    "namespaces (share the PID namespace, or open with FORKLOG_PRIVATE)",
+                    log->path);
+        return -EXDEV;
+    }
+    fl__adopt_settings(log, &h);
     if (fl__guest(pidns, timens, &h))
         log->flags |= FL__GUEST;
     log->seg = s;
@@ -812,9 +825,10 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                     rc = -errno;
                 else
                     rc = fl__still_there(dir, segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
-                /* Settings that conflict with the segment's: this opener was never a user. A last user that closed
-                 * meanwhile could not remove the file (this shared lock stood in its way): do it for it. */
-                if (rc == -EINVAL)
+                /* Settings that conflict with the segment's, or another PID namespace: this opener was never a user. A
+                 * last user that closed meanwhile could not remove the file (this shared lock stood in its way): do it
+                 * for it. */
+                if (rc == -EINVAL || rc == -EXDEV)
                     fl__seg_remove_unused(fd, dir, segpath);
             }
         } else {

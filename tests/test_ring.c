@@ -9,6 +9,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080 /* Linux 5.6; older headers lack it */
+#endif
 #include <grp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -430,11 +433,11 @@ Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_agai
     cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
 }
 
-/* In a new PID namespace (this process's children are pid 1 there): opens the log by name, writes `count`
- * records as writers id and id + 1 (two threads), closes. Exit status 0, 77 when no namespace can be made. */
+/* In a new time namespace (this process's children are in it): opens the log by name, writes `count` records as
+ * writers id and id + 1 (two threads), closes. Exit status 0, 77 when no namespace can be made. */
 static int guest(const char *path, unsigned flags, unsigned id, unsigned count)
 {
-    if (unshare(CLONE_NEWPID) < 0)
+    if (unshare(CLONE_NEWTIME) < 0)
         return 77;
     pid_t pid = fork();
     if (pid < 0)
@@ -463,8 +466,8 @@ static int guest(const char *path, unsigned flags, unsigned id, unsigned count)
     return th_wait_for(pid, 60);
 }
 
-/* Two processes that are both pid 1 (of two new PID namespaces), with threads of the same ids, write `flags` records
- * beside a writer of the log's own: every record is there once and in order. */
+/* Two processes of two new time namespaces, whose clocks are not the log's, write `flags` records beside a writer
+ * of the log's own: every record is there once and in order. */
 static void guests_and_a_native(const char *path, unsigned flags)
 {
     struct forklog_options o = {.flags = flags};
@@ -487,17 +490,18 @@ static void guests_and_a_native(const char *path, unsigned flags)
     for (unsigned g = 0; g < 2; g++)
         st[g] = th_wait_for(pid[g], 60);
     if (st[0] == 77 || st[1] == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
     cr_assert_eq(st[0], 0, "guest 0 failed: %d", st[0]);
     cr_assert_eq(st[1], 0, "guest 1 failed: %d", st[1]);
     cr_assert_eq(forklog_close(log), 0);
     check_file_in_order(path, 5, 2000);
 }
 
-Test(ring, processes_of_other_pid_namespaces_share_the_log)
+Test(ring, processes_of_other_time_namespaces_share_the_log)
 {
-    /* They cannot be told apart by pid and tid, so they take no ring (buffered) and no combining slot (direct) and
-     * write at once, under the lock. */
+    /* Their monotonic clocks are not the log's, so they take no ring (buffered) and no combining slot (direct) and
+     * write at once, under the lock. (A process of another PID namespace is refused: see
+     * a_process_of_another_pid_namespace_killed_waiting_for_the_lock_does_not_free_it_under_its_holder.) */
     guests_and_a_native(logpath, FORKLOG_BUFFERED);
     char *direct = th_path(dir, "direct.log");
     guests_and_a_native(direct, 0);
@@ -1065,10 +1069,10 @@ Test(ring, the_age_bound_holds_for_a_thread_that_finds_no_ring_free)
     check_records(logpath, want, n);
 }
 
-/* Forks a process that enters a new PID namespace and forks a guest there (its pid 1), which opens the log buffered:
- * returns that handle in the guest, and the first process's pid in the test process. The first process ends as the
- * guest does (its exit status), or with 77 when unshare(CLONE_NEWPID) is not allowed; a guest whose open fails, or
- * whose handle is not a guest's, exits with 3. */
+/* Forks a process that enters a new time namespace and forks a guest there, which opens the log buffered: returns
+ * that handle in the guest, and the first process's pid in the test process. The first process ends as the guest
+ * does (its exit status), or with 77 when unshare(CLONE_NEWTIME) is not allowed; a guest whose open fails, or whose
+ * handle is not a guest's, exits with 3. */
 static pid_t fork_guest(forklog **gl)
 {
     pid_t pid = fork();
@@ -1076,7 +1080,7 @@ static pid_t fork_guest(forklog **gl)
     if (pid != 0)
         return pid;
     rc_child();
-    if (unshare(CLONE_NEWPID) < 0)
+    if (unshare(CLONE_NEWTIME) < 0)
         _exit(77);
     pid_t g = fork();
     if (g != 0)
@@ -1121,7 +1125,7 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     say(go[1], 'g');
     char c = hear(rep[0]);
     if (c == 0 && th_wait_for(pid, 10) == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
     cr_assert_eq(c, 'a', "a guest's first record left an older record in its ring");
     /* The due time is flush_ms away again; N 001 waits in the ring until the guest's clock says it is due. */
     cr_assert_eq(forklog_flush(log), 0);
@@ -1157,7 +1161,7 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
     }
     int rc = th_wait_for(pid, 30);
     if (rc == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
     cr_assert_eq(rc, 0, "a guest's record left an older record in the shared buffer (%d)", rc);
     cr_assert_eq(forklog_close(log), 0);
     const char *want[] = {"N 000", "G 000"};
@@ -1617,7 +1621,7 @@ Test(ring, a_guest_record_in_a_rotating_buffered_log_keeps_the_files_within_rota
     say(go[1], 'g');
     char c = hear(rep[0]);
     if (c == 0 && th_wait_for(pid, 10) == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
     for (unsigned q = 1; q < 9; q++)
         write100(log, 'N', q);
     say(go[1], 'g');
@@ -1689,4 +1693,142 @@ Test(ring, the_age_bound_holds_at_every_call_with_a_flush_ms_below_the_clock_tic
 Test(ring, the_age_bound_holds_at_every_call_with_a_longer_flush_ms)
 {
     age_bound_at_every_call(60, 8);
+}
+
+/* Runs a writer of record `rec` as pid 2 of a new PID namespace (pid 1 waits for it), that first arms `stop_at` to stop
+ * it (0: none). Returns the pid of the namespace's init, as this process sees it: killing it kills the writer. Its
+ * exit status: the writer's (0: its call returned 0), 77 when no namespace can be made, 3 when its open failed with
+ * -EXDEV, 2 when it failed otherwise. */
+static pid_t writer_in_a_new_pid_namespace(const char *rec, enum fl__crash_point stop_at)
+{
+    pid_t m = fork();
+    cr_assert_neq(m, -1);
+    if (m == 0) {
+        rc_child();
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t init = fork();
+        if (init < 0)
+            _exit(2);
+        if (init == 0) {
+            rc_child();
+            pid_t w = fork(); /* pid 2: pid 1 ignores the SIGSTOP it raises itself */
+            if (w < 0)
+                _exit(2);
+            if (w == 0) {
+                rc_child();
+                forklog *log;
+                struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+                int rc = forklog_open(&log, logpath, &o);
+                if (rc < 0)
+                    _exit(rc == -EXDEV ? 3 : 2);
+                if (stop_at != FL__CP_COUNT)
+                    fl__crash_arm(stop_at, 1, FL__CRASH_STOP);
+                _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
+            }
+            int st;
+            while (waitpid(w, &st, WUNTRACED) == w && WIFSTOPPED(st)) {
+            }
+            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+        }
+        int st;
+        if (waitpid(init, &st, 0) != init)
+            _exit(2);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+    return m;
+}
+
+/* The pid of the process whose NSpid line ends with `2` and whose parent's parent is `m` (the writer of
+ * writer_in_a_new_pid_namespace), 0 if none yet. */
+static pid_t pid_two_under(pid_t m)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "for i in $(pgrep -P %d); do for w in $(pgrep -P $i); do echo $w; done; done", (int)m);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    int w = 0;
+    if (fscanf(f, "%d", &w) != 1)
+        w = 0;
+    pclose(f);
+    return w;
+}
+
+/* The robust mutex names its holder by thread id, as the holder's own PID namespace numbers it, and the kernel
+ * that cleans up after a thread killed in the middle of taking it compares that id with the dying thread's, as the
+ * dying thread's namespace numbers it. Two processes that are both pid 2 of two namespaces (two containers sharing
+ * the log's directory): one holds the lock (stopped before its write), the other is killed while it waits for it.
+ * Nobody else may take the lock until the holder has unlocked it, and the log must stay whole. */
+Test(ring, a_process_of_another_pid_namespace_killed_waiting_for_the_lock_does_not_free_it_under_its_holder,
+     .timeout = 60)
+{
+    forklog *log;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    /* The holder: pid 2 of a namespace, stopped with the lock held, its record's target set. */
+    pid_t hm = writer_in_a_new_pid_namespace("holder", cp_find("WRITE_BEGIN"));
+    pid_t h = 0;
+    double until = th_now_s() + 10;
+    int st = -1;
+    while (th_now_s() < until) {
+        pid_t r = waitpid(hm, &st, WNOHANG);
+        if (r == hm)
+            break;
+        h = pid_two_under(hm);
+        char path[64], state[256] = "";
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)h);
+        FILE *f = h ? fopen(path, "r") : NULL;
+        if (f) {
+            if (!fgets(state, sizeof state, f))
+                state[0] = 0;
+            fclose(f);
+        }
+        const char *close_paren = strrchr(state, ')');
+        if (close_paren && close_paren[2] == 'T')
+            break;
+        h = 0;
+        usleep(2000);
+    }
+    if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 3) {
+        /* Refused at open: no process of another PID namespace ever takes the lock. */
+        cr_assert_eq(forklog_write(log, "after", 5), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        size_t len;
+        char *buf = th_slurp(logpath, &len);
+        cr_assert_str_eq(buf, "before\nafter\n");
+        free(buf);
+        return;
+    }
+    cr_assert_neq(h, 0, "the holder of another PID namespace did not stop with the lock (status %d)", st);
+    /* The waiter: pid 2 of another namespace, killed (with its namespace) while it sleeps on the lock. */
+    pid_t wm = writer_in_a_new_pid_namespace("waiter", FL__CP_COUNT);
+    usleep(300000);
+    kill(wm, SIGKILL); /* its init: the namespace goes with it */
+    pid_t wi = 0;
+    for (int i = 0; i < 100 && !wi; i++) {
+        wi = pid_two_under(wm);
+        usleep(1000);
+    }
+    (void)wi;
+    waitpid(wm, NULL, 0);
+    /* A writer of this namespace: it must wait for the holder. */
+    pid_t n = fork();
+    cr_assert_neq(n, -1);
+    if (n == 0) {
+        rc_child();
+        _exit(forklog_write(log, "native", 6) == 0 ? 0 : 1);
+    }
+    usleep(500000);
+    int got_in = waitpid(n, &st, WNOHANG) == n;
+    kill(h, SIGCONT);
+    if (!got_in)
+        cr_assert_eq(th_wait_for(n, 10), 0);
+    cr_assert_eq(th_wait_for(hm, 10), 0, "the holder's call failed");
+    cr_assert_not(got_in, "a writer took the lock while a process of another PID namespace held it");
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
 }
