@@ -482,19 +482,24 @@ class Log:
     # call early) only after an instruction such as a call, so an entry is always removed once it is added. (Python
     # 3.9 and older check for signals before almost any instruction: there an exception raised by a signal
     # handler can still end a call between the two, and a later close() then waits for ever.)
+    #
+    # A call that finds the handle cleared leaves self._calls before it goes on (to _once, or to its ValueError): it
+    # does not use the handle, and a close() must not wait for it. Threads that keep logging after an exit's close
+    # (daemon threads, a worker's threads not yet joined) would otherwise keep an entry there most of the time, each
+    # record through a handle opened for it alone, and hold that close, and with it the process's exit, for ever.
     def _call(self, fn, *args):
         calls = self._calls
         me = _get_ident()
         try:
             calls.append(me)
             h = self._h
-            if h is None:
-                return self._once("_call", fn, *args)
-            return fn(h, *args)
+            if h is not None:
+                return fn(h, *args)
         finally:
             calls.remove(me)
             if self._pending:
                 self._close_pending()
+        return self._once("_call", fn, *args)
 
     def _close_pending(self):
         """Does the C close that close() left pending, unless this thread is still inside a call of this log (its
@@ -585,13 +590,14 @@ class Log:
         try:
             calls.append(me)
             hv = self._hv
-            if hv is None:
-                return self._once("_log", lv, b)
-            rc = _log_msg(hv, lv, b, None, _SIZE0)
+            if hv is not None:
+                rc = _log_msg(hv, lv, b, None, _SIZE0)
         finally:
             calls.remove(me)
             if self._pending:
                 self._close_pending()
+        if hv is None:  # closed: outside self._calls (see _call)
+            return self._once("_log", lv, b)
         if rc < 0:
             raise _oserror(rc, _LOG_MSG_NAME, self._path)
         return rc
@@ -666,13 +672,14 @@ class Log:
         try:
             calls.append(me)
             h = self._h
-            if h is None:
-                return self._once("write", b)
-            rc = _lib.forklog_write(h, b, len(b))
+            if h is not None:
+                rc = _lib.forklog_write(h, b, len(b))
         finally:
             calls.remove(me)
             if self._pending:
                 self._close_pending()
+        if h is None:  # closed: outside self._calls (see _call)
+            return self._once("write", b)
         if rc < 0:
             raise _oserror(rc, "forklog_write", self._path)
         return rc

@@ -182,11 +182,14 @@ class Handler(logging.Handler):
             try:
                 calls.append(me)  # first in the try, and removed first in the finally: see Log._call
                 hv = log._hv
-                rc = _log_msg(hv, lv, b, None, _SIZE0) if hv is not None else log._once("_log", lv, b)
+                if hv is not None:
+                    rc = _log_msg(hv, lv, b, None, _SIZE0)
             finally:
                 calls.remove(me)
                 if log._pending:
                     log._close_pending()
+            if hv is None:  # closed: outside the calls in flight (see Log._call)
+                rc = log._once("_log", lv, b)
             if rc < 0:
                 raise _oserror(rc, _LOG_MSG_NAME, log._path)
         except RecursionError:  # as logging's handlers do

@@ -368,3 +368,56 @@ def test_a_log_closed_by_the_program_still_refuses_calls(tmp_path):
     for call in (lambda: log.info("x"), lambda: log.write("x"), log.flush, lambda: log.level):
         with pytest.raises(ValueError):
             call()
+
+
+# ---- threads that keep logging while the log is closed at an exit ---------------------------------------------------
+# At interpreter exit (logging.shutdown()) and at a worker's end, the log is closed while threads the program did not
+# join (daemon threads) may keep logging; their records then go through a handle opened for each. The close waits for
+# the calls that use the handle it closes, not for these: two threads that log without a pause must not hold the
+# close (and with it the exit of the process) for ever.
+BUSY_THREADS_AT_EXIT = """
+    import logging, multiprocessing as mp, sys, threading, time, forklog
+    path, how, buffered = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+
+    def spin(lg, k):
+        n = 0
+        while True:
+            lg.info("bg%d %d", k, n)
+            n += 1
+
+    def start(path):
+        lg = logging.getLogger("app")
+        lg.addHandler(forklog.Handler(path, buffered=buffered))
+        lg.setLevel(logging.INFO)
+        for k in range(2):
+            threading.Thread(target=spin, args=(lg, k), daemon=True).start()
+        time.sleep(0.2)
+
+    if __name__ == "__main__":
+        if how == "exit":
+            start(path)  # then the interpreter exits: logging.shutdown() closes the handler
+        else:
+            p = mp.get_context(how).Process(target=start, args=(path,))
+            p.start()
+            p.join(20)
+            print(p.exitcode)
+            if p.exitcode is None:
+                p.kill()
+"""
+
+
+@pytest.mark.parametrize("buffered", [0, 1])
+@pytest.mark.parametrize("how", ["exit", "fork", "spawn"])
+def test_threads_that_keep_logging_do_not_hold_the_close_at_exit(tmp_path, how, buffered):
+    path = tmp_path / "a.log"
+    script = tmp_path / "busy.py"
+    script.write_text(textwrap.dedent(BUSY_THREADS_AT_EXIT))
+    try:
+        r = subprocess.run([sys.executable, str(script), str(path), how, str(buffered)], capture_output=True,
+                           text=True, timeout=40)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit within 40 s: its close waits for the threads that keep logging")
+    assert r.returncode == 0 and r.stdout.strip() == ("" if how == "exit" else "0"), r.stdout + r.stderr
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("a.log"))
+    assert data.endswith(b"\n") and data.count(b"\n") > 10
+    assert all(TEXT_LINE.match(ln) for ln in data.decode().splitlines())
