@@ -619,6 +619,21 @@ static size_t fl__dtoa(char *out, double d, int json)
             out[n++] = '"';
         return n;
     }
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    /* The exact digits and the midpoints of fl__dtoa_exact are long double arithmetic, and so are musl's printf and
+     * strtod: with the x87 precision control below 64 bits (a program may set 53 or 24 bits), they round at that
+     * precision, and the number written read back as another double. It is computed at 64 bits, in the program's
+     * rounding mode, and the control word is put back. */
+    unsigned short x87;
+    __asm__ volatile("fnstcw %0" : "=m"(x87));
+    if ((x87 & 0x0300) != 0x0300) {
+        const unsigned short full = (unsigned short)(x87 | 0x0300);
+        __asm__ volatile("fldcw %0" : : "m"(full) : "memory");
+        size_t n = fl__dtoa(out, d, json);
+        __asm__ volatile("fldcw %0" : : "m"(x87) : "memory");
+        return n;
+    }
+#endif
     if (d != 0 && !fl__rounds_to_nearest()) {
         size_t o = 0;
         if (d < 0)

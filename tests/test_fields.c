@@ -1355,3 +1355,58 @@ Test(fields, a_double_reads_back_exactly_in_every_rounding_mode)
     free(buf);
     free(path);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* A double field is the same shortest form when the program lowered the x87 precision control to 53 or 24 bits
+ * (rounding still to nearest), as some do for results that match other platforms: the exact digits and the
+ * midpoints between neighbours are long double arithmetic, which then rounds at that precision: 4165.900000000001
+ * was written 4165.9 (glibc, 53 bits) and 4165.89990234375 (musl, 24 bits), each another double. */
+Test(fields, a_double_reads_back_exactly_when_the_x87_precision_is_not_64_bits)
+{
+    static const double values[] = {4165.900000000001,
+                                    8.54716437468,
+                                    17.64233,
+                                    0.1,
+                                    -0.3,
+                                    1.0 / 3,
+                                    1e300,
+                                    -4.9406564584124654e-324,
+                                    2.2250738585072014e-308,
+                                    1.7976931348623157e308,
+                                    456624005.509443};
+    static const unsigned short precisions[] = {0x0200, 0x0000}; /* 53 bits, 24 bits */
+    const size_t nv = sizeof values / sizeof values[0];
+    char *path;
+    forklog *log = open_log("x87.log", NULL, &path);
+    unsigned short cw;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    for (size_t k = 0; k <= 2; k++) {
+        const unsigned short low = k < 2 ? (unsigned short)((cw & ~0x0f00u) | precisions[k]) : cw;
+        for (size_t i = 0; i < nv; i++) {
+            struct forklog_field f = FORKLOG_DBL("d", values[i]);
+            __asm__ volatile("fldcw %0" : : "m"(low) : "memory");
+            int rc = forklog_log_fields(log, FORKLOG_INFO, "v", &f, 1);
+            __asm__ volatile("fldcw %0" : : "m"(cw) : "memory");
+            cr_assert_eq(rc, 0);
+        }
+    }
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; i < nv; i++) {
+            char *line = text_line(buf, (int)(k * nv + i));
+            const char *v = strstr(line, " d=");
+            cr_assert_not_null(v, "%s", line);
+            double back = strtod(v + 3, NULL);
+            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "precision %#x: %a written %s, read back as %a",
+                      precisions[k], values[i], v + 3, back);
+            /* The same bytes as the default precision writes (the last of the three passes). */
+            char *full = text_line(buf, (int)(2 * nv + i));
+            cr_assert_str_eq(strstr(full, " d="), v, "precision %#x", precisions[k]);
+            free(full);
+            free(line);
+        }
+    free(buf);
+    free(path);
+}
+#endif
