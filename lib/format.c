@@ -524,14 +524,16 @@ static size_t fl__dtoa_exact(char *out, double a)
     uint64_t bits;
     memcpy(&bits, &a, sizeof bits);
 #if LDBL_MANT_DIG >= 64 && LDBL_MANT_DIG != 106
-    /* The neighbours' gaps are exact differences (Sterbenz); past the largest double, the gap it would have. */
+    /* The neighbours' gaps are exact differences (Sterbenz); past the largest double, the gap it would have. In long
+     * double: double arithmetic would take a subnormal neighbour for 0 under SSE's denormals-are-zero. */
     double up, down;
     uint64_t ub = bits + 1, db = bits - 1;
     memcpy(&up, &ub, sizeof up);
     memcpy(&down, &db, sizeof down);
-    const double gap_up = (ub >> 52) == 0x7ff ? a - down : up - a, gap_down = a - down;
-    lon = fl__exact_digits((long double)a - (long double)gap_down / 2, lo, &lox);
-    hin = fl__exact_digits((long double)a + (long double)gap_up / 2, hi, &hix);
+    const long double gap_up = (ub >> 52) == 0x7ff ? (long double)a - down : (long double)up - a,
+                      gap_down = (long double)a - down;
+    lon = fl__exact_digits((long double)a - gap_down / 2, lo, &lox);
+    hin = fl__exact_digits((long double)a + gap_up / 2, hi, &hix);
 #endif
     char c[18];
     int cx = x;
@@ -634,17 +636,27 @@ static size_t fl__dtoa(char *out, double d, int json)
         return n;
     }
 #endif
-    if (d != 0 && !fl__rounds_to_nearest()) {
+    /* Zero, the sign and the read-back are asked of the bits: under SSE's denormals-are-zero (set by -ffast-math's
+     * start-up code), a subnormal compares equal to 0, and to whatever subnormal its digits read back as. */
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    if ((bits << 1) != 0 && !fl__rounds_to_nearest()) {
         size_t o = 0;
-        if (d < 0)
+        if (bits >> 63)
             out[o++] = '-';
-        return o + fl__dtoa_exact(out + o, d < 0 ? -d : d);
+        bits &= ~((uint64_t)1 << 63);
+        double a;
+        memcpy(&a, &bits, sizeof a);
+        return o + fl__dtoa_exact(out + o, a);
     }
     char buf[64];
     int n = 0;
     for (int prec = 15; prec <= 17; prec++) {
         n = snprintf(buf, sizeof buf, "%.*g", prec, d);
-        if (prec == 17 || strtod(buf, NULL) == d)
+        if (prec == 17)
+            break;
+        double back = strtod(buf, NULL);
+        if (memcmp(&back, &d, sizeof d) == 0)
             break;
     }
     size_t o = 0;

@@ -1409,4 +1409,59 @@ Test(fields, a_double_reads_back_exactly_when_the_x87_precision_is_not_64_bits)
     free(buf);
     free(path);
 }
+
+/* And when the program set SSE's denormals-are-zero and flush-to-zero (MXCSR bits 6 and 15, as -ffast-math's start-up
+ * code does): subnormal operands of double arithmetic and comparisons count as 0 then, so a subnormal compared equal
+ * to whatever it was read back as, and 2.472085641077927e-309 was written 2.47208564107793e-309, another double. */
+Test(fields, a_double_reads_back_exactly_with_denormals_are_zero)
+{
+    int (*set_round)(int) = th_fesetround();
+    if (!set_round)
+        cr_skip_test("fesetround() not found in libm");
+    static const double values[] = {0x0.1c71224016dc4p-1022,
+                                    -0x0.81fc011949e1fp-1022,
+                                    0x0.fffffffffffffp-1022,
+                                    0x1p-1022,
+                                    -0x1.0000000000001p-1022,
+                                    0x0.0000000000001p-1022,
+                                    0.1};
+    static const int modes[] = {FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+    const size_t nv = sizeof values / sizeof values[0], nm = sizeof modes / sizeof modes[0];
+    char *path;
+    forklog *log = open_log("daz.log", NULL, &path);
+    unsigned csr;
+    __asm__ volatile("stmxcsr %0" : "=m"(csr));
+    const unsigned daz = csr | 0x8040u;
+    for (size_t m = 0; m <= nm; m++) {
+        for (size_t i = 0; i < nv; i++) {
+            struct forklog_field f = FORKLOG_DBL("d", values[i]);
+            if (m < nm) {
+                cr_assert_eq(set_round(modes[m]), 0);
+                __asm__ volatile("ldmxcsr %0" : : "m"(daz) : "memory");
+            }
+            int rc = forklog_log_fields(log, FORKLOG_INFO, "v", &f, 1);
+            __asm__ volatile("ldmxcsr %0" : : "m"(csr) : "memory");
+            cr_assert_eq(set_round(FE_TONEAREST), 0);
+            cr_assert_eq(rc, 0);
+        }
+    }
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    for (size_t m = 0; m < nm; m++)
+        for (size_t i = 0; i < nv; i++) {
+            char *line = text_line(buf, (int)(m * nv + i));
+            const char *v = strstr(line, " d=");
+            cr_assert_not_null(v, "%s", line);
+            double back = strtod(v + 3, NULL);
+            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "mode %zu: %a written %s, read back as %a", m,
+                      values[i], v + 3, back);
+            /* The same bytes as without denormals-are-zero, rounding to nearest (the last pass). */
+            char *plain = text_line(buf, (int)(nm * nv + i));
+            cr_assert_str_eq(strstr(plain, " d="), v, "mode %zu", m);
+            free(plain);
+            free(line);
+        }
+    free(buf);
+    free(path);
+}
 #endif
