@@ -1279,7 +1279,12 @@ static void fl__pool_run(struct fl__pool *p, int64_t t0, struct forklog_pool_rep
         for (unsigned k = 0; k < p->nslots; k++)
             if (p->procs[k].pid && (all || p->procs[k].hup_ns))
                 (void)fl__pool_try_reap(p, k);
+        /* A worker forked now was not there when the deadlines were taken: its initializer's (or, with none, its
+         * first task's) comes timeout_s after its fork at the earliest, and the wait must not pass it. */
+        const size_t started = p->workers_started;
         fl__pool_fill(p);
+        if (p->timeout_ns && p->workers_started != started && now + p->timeout_ns < deadline)
+            deadline = now + p->timeout_ns;
         if (p->nlive == 0 && (p->stop || atomic_load_explicit(&p->head->next, memory_order_relaxed) >= p->ntasks))
             break;
         if (progress)

@@ -1386,6 +1386,46 @@ static char *check_log(const char *path, int json, size_t n, const struct forklo
     return buf;
 }
 
+/* Task 0 and task 2 run 90 ms and return 0; task 1 kills its worker. Task 0 is the first worker's first task, task 2
+ * the first task of a worker forked to replace the one task 1 killed (with one worker, each runs in a new one). */
+static int slow_first_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 1)
+        die_of(SIGKILL);
+    usleep(90000);
+    return 0;
+}
+
+/* The first task of a worker just forked, the pool's first or a replacement, is held to timeout_s like any other:
+ * killed at 30 ms, well before the pool's periodic check (100 ms), not left to return at 90 ms and be recorded ok. */
+Test(pool, the_first_task_of_a_new_worker_times_out_at_its_deadline)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct forklog_task_result res[3];
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 0.03, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 3, slow_first_task, NULL, &rep);
+    forklog_close(log);
+    for (size_t i = 0; i < 3; i += 2) {
+        cr_assert_eq(res[i].status, FORKLOG_TASK_TIMEOUT, "task %zu: %s after %f s", i, status_name(res[i].status),
+                     res[i].duration_s);
+        cr_assert_eq(res[i].signal, SIGKILL);
+        cr_assert_geq(res[i].duration_s, 0.03, "task %zu killed only past the timeout (%f)", i, res[i].duration_s);
+    }
+    cr_assert_eq(res[1].status, FORKLOG_TASK_CRASHED);
+    cr_assert_eq(res[1].signal, SIGKILL);
+    cr_assert_eq(rc, 3);
+    cr_assert_eq(rep.timed_out, 2);
+    cr_assert_eq(rep.workers_started, 3);
+    free(check_log(path, 0, 3, res, &rep));
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* What a forked caller (a child of the test process that calls forklog_pool_map) hands back: shared memory. */
 struct caller_out {
     int rc;
