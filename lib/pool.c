@@ -227,6 +227,9 @@ static _Noreturn void fl__pool_worker_exit(struct fl__pool *p, int code)
 static pid_t fl__pool_self;
 
 #ifdef __GLIBC__
+/* Whether the worker this process is (fl__pool_self) has the handler below registered. */
+static int fl__pool_self_handler;
+
 /* Registered in every worker (see fl__pool_worker): ends the worker at once, with the status given to exit(). */
 static void fl__pool_on_exit(int status, void *arg)
 {
@@ -300,6 +303,11 @@ static void fl__pool_wake(struct fl__pool *p)
 static int fl__pool_exit_handler(void)
 {
 #ifdef __GLIBC__
+    /* Called in a worker (a task that runs a pool of its own), on_exit() would take that same lock, which the worker
+     * may hold for ever, copied held from the fork: it would wait there before it forks anything. The worker's own
+     * handler is already registered, and the workers it forks inherit it: it ends them as well (fl__pool_self). */
+    if (fl__pool_self == getpid() && fl__pool_self_handler)
+        return 1;
     return on_exit(fl__pool_on_exit, NULL) == 0;
 #else
     return 0;
@@ -386,8 +394,8 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     if (!fl__pool_atfork_done && pthread_atfork(NULL, NULL, fl__pool_atfork_child) == 0)
         fl__pool_atfork_done = 1;
 #ifdef __GLIBC__
-    if (!p->exit_handler)
-        (void)on_exit(fl__pool_on_exit, NULL); /* the parent could not: see fl__pool_exit_handler */
+    /* the parent could not: see fl__pool_exit_handler */
+    fl__pool_self_handler = p->exit_handler || on_exit(fl__pool_on_exit, NULL) == 0;
 #else
     fl__pool_self_exit = &slot->exit_unknown;
     (void)atexit(fl__pool_at_exit);

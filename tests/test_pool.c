@@ -2084,6 +2084,42 @@ Test(pool, workers_forked_while_another_thread_registers_exit_handlers_run)
     caller_out_free(out, N);
 }
 
+/* A task that runs a pool of its own, of one task. */
+static int nested_one_task(size_t i, void *ctx)
+{
+    (void)i, (void)ctx;
+    struct forklog_pool_options o = {.workers = 1};
+    return forklog_pool_map(&o, 1, ok_task, NULL, NULL);
+}
+
+/* The same, each task running a pool of its own: a worker forked while the other thread held the lock of the exit
+ * handler list has it held for ever, and the nested call must not wait for it (it registered its exit handler there,
+ * and waited for ever before forking anything). */
+Test(pool, nested_pools_in_workers_forked_while_another_thread_registers_exit_handlers_run)
+{
+    enum { N = 200 };
+    struct caller_out *out = caller_out_new(N);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, register_exit_handlers, NULL) != 0)
+            _exit(2);
+        while (!atomic_load(&registering_started))
+            sched_yield();
+        struct forklog_pool_options o = {.workers = 2, .max_tasks_per_worker = 1, .results = out->res};
+        out->rc = forklog_pool_map(&o, N, nested_one_task, NULL, &out->rep);
+        atomic_store(&registering_stop, 1);
+        pthread_join(t, NULL);
+        _exit(0); /* not exit(): two million handlers */
+    }
+    cr_assert_eq(th_wait_for(c, 30), 0, "the pool hung (a nested call waits for the exit handler list's lock)");
+    cr_assert_eq(out->rc, 0, "rc %d", out->rc);
+    check_counts(out->rc, out->res, N, &out->rep);
+    cr_assert_eq(out->rep.ok, N);
+    caller_out_free(out, N);
+}
+
 /* When ctx says the caller had closed descriptors 0, 1 and 2, every task first checks that they are still closed
  * (no task opens any): the pool's own descriptors must not take those numbers, where a task would print into them
  * or close them. Then task i % 4: 0 closes descriptors 0, 1 and 2; 1 and 2 write 64 KiB to stdout and to stderr,
