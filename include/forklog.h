@@ -618,8 +618,10 @@ struct forklog_pool_options {
     int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok */
     void *init_arg;
     unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
-    double timeout_s;              /* per task, per worker initializer, and per idle worker (one that finishes
-                                      no task that long: stopped or stuck outside a task); 0: none */
+    double timeout_s;              /* per task, per worker initializer (with none, per worker start: a worker
+                                      not ready that long after its fork counts as a failed initializer), and
+                                      per idle worker (one that finishes no task that long: stopped or stuck
+                                      outside a task); 0: none */
     forklog *log;                  /* where timing records go; NULL: none */
     /* Label of task `index` for its record (say, the name of the data item the task works on), called in the
      * parent only; cut to 128 bytes (at a UTF-8 boundary) in the record. NULL, or a NULL return: no label. */

@@ -1234,7 +1234,7 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     double timeout_s = opts->timeout_s < FL__POOL_FOREVER_S ? opts->timeout_s : FL__POOL_FOREVER_S;
     p->timeout_ns = timeout_s > 0 ? (int64_t)(timeout_s * 1e9) : 0;
     if (timeout_s > 0 && !p->timeout_ns)
-        p->timeout_ns = 1; /* below a nanosecond: every task times out at once */
+        p->timeout_ns = 1; /* below a nanosecond: no worker is ready in time (a failed initializer each) */
     unsigned w = opts->workers;
     if (!w) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
