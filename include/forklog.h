@@ -669,10 +669,10 @@ struct forklog_pool_report {
  * that throws ends the call as a cancelled one (below), then the exception goes on. The pool's descriptors
  * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
  * stay free below RLIMIT_NOFILE; a limit lowered during the call below the descriptors it polls only delays its
- * seeing a worker end (100 ms at most). Callable from a thread, and from a worker of another pool (with glibc, an
- * inner task's exit() then also runs the exit handlers that the outer task registered before the call); not
- * async-signal-safe. A cancelled call (pthread_cancel()) kills and waits for its workers and frees what it holds
- * before the thread ends. docs/pool.md lists every failure mode and what it produces.
+ * seeing a worker end (100 ms at most). Callable from a thread, and from a worker of another pool (with glibc, if
+ * that pool's caller has had other threads, an inner task's exit() also runs the exit handlers that the outer task
+ * registered before the call); not async-signal-safe. A cancelled call (pthread_cancel()) kills and waits for its
+ * workers and frees what it holds before the thread ends. docs/pool.md lists every failure mode and what it produces.
  */
 FORKLOG_API int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, forklog_task_fn task,
                                  void *ctx, struct forklog_pool_report *report);

@@ -85,6 +85,10 @@ static int fl__pool_make_pipe(int fds[2], int flags)
 }
 
 #ifdef __GLIBC__
+#if __GLIBC_PREREQ(2, 32)
+#include <sys/single_threaded.h>
+#define FL__POOL_SINGLE_THREADED() (__libc_single_threaded != 0) /* the process never had another thread */
+#endif
 /* on_exit() is glibc's, declared only under _DEFAULT_SOURCE; the pool builds in strict C11 mode too. */
 int on_exit(void (*fn)(int status, void *arg), void *arg);
 #endif
@@ -176,6 +180,7 @@ struct fl__pool {
     pid_t parent;
     int fd_limit;       /* RLIMIT_NOFILE (soft) when the call started */
     int exit_handler;   /* the worker's exit handler was registered by the parent (glibc: fl__pool_exit_handler) */
+    int exit_lock_free; /* no other thread can hold glibc's exit handler lock at a fork (fl__pool_exit_lock_free) */
     int64_t timeout_ns; /* 0: none */
     enum forklog_level level;
     size_t mid;   /* every task below mid has been looked at by fl__pool_collect */
@@ -227,8 +232,9 @@ static _Noreturn void fl__pool_worker_exit(struct fl__pool *p, int code)
 static pid_t fl__pool_self;
 
 #ifdef __GLIBC__
-/* Whether the worker this process is (fl__pool_self) has the handler below registered. */
-static int fl__pool_self_handler;
+/* Whether the worker this process is (fl__pool_self) has the handler below registered, and whether its copy of
+ * glibc's exit handler lock is sure to be free (see fl__pool_exit_lock_free). */
+static int fl__pool_self_handler, fl__pool_self_lock_free;
 
 /* Registered in every worker (see fl__pool_worker): ends the worker at once, with the status given to exit(). */
 static void fl__pool_on_exit(int status, void *arg)
@@ -303,12 +309,24 @@ static void fl__pool_wake(struct fl__pool *p)
 static int fl__pool_exit_handler(void)
 {
 #ifdef __GLIBC__
-    /* Called in a worker (a task that runs a pool of its own), on_exit() would take that same lock, which the worker
-     * may hold for ever, copied held from the fork: it would wait there before it forks anything. The worker's own
+    /* Called in a worker (a task that runs a pool of its own) forked while another thread could hold that same lock,
+     * on_exit() could wait for ever for it, copied held from the fork, before forking anything. The worker's own
      * handler is already registered, and the workers it forks inherit it: it ends them as well (fl__pool_self). */
-    if (fl__pool_self == getpid() && fl__pool_self_handler)
+    if (fl__pool_self == getpid() && fl__pool_self_handler && !fl__pool_self_lock_free)
         return 1;
     return on_exit(fl__pool_on_exit, NULL) == 0;
+#else
+    return 0;
+#endif
+}
+
+/* Whether the workers forked by this call get glibc's exit handler lock free for sure: the calling process has never
+ * had another thread (__libc_single_threaded, glibc 2.32), and, if it is a worker itself, got it free in turn. Without
+ * __libc_single_threaded the answer is no. */
+static int fl__pool_exit_lock_free(void)
+{
+#if defined(__GLIBC__) && defined(FL__POOL_SINGLE_THREADED)
+    return FL__POOL_SINGLE_THREADED() && (fl__pool_self != getpid() || fl__pool_self_lock_free);
 #else
     return 0;
 #endif
@@ -396,6 +414,7 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
 #ifdef __GLIBC__
     /* the parent could not: see fl__pool_exit_handler */
     fl__pool_self_handler = p->exit_handler || on_exit(fl__pool_on_exit, NULL) == 0;
+    fl__pool_self_lock_free = p->exit_lock_free;
 #else
     fl__pool_self_exit = &slot->exit_unknown;
     (void)atexit(fl__pool_at_exit);
@@ -1246,6 +1265,7 @@ int forklog_pool_map(const struct forklog_pool_options *opts, size_t ntasks, for
     /* Twice the workers: a replacement can start while the worker it replaces is being killed. */
     p->nslots = 2 * w;
     p->max_init_failures = opts->max_init_failures ? opts->max_init_failures : 2 * w + 2;
+    p->exit_lock_free = fl__pool_exit_lock_free();
     p->exit_handler = fl__pool_exit_handler();
     int rc = fl__pool_setup(p);
     if (rc < 0) {
