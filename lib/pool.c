@@ -510,7 +510,8 @@ static int fl__pool_grow(size_t **v, size_t *cap)
  * with timeout_s the parent writes a record only after it found the lock free (taking it once, which also
  * repairs what a killed holder left); otherwise the record waits in p->logq and the parent goes on supervising.
  * A worker may still take the lock in the microseconds between this look and the write, and be stopped right
- * there: that is left. Without timeout_s, a stopped worker keeps the pool waiting anyway. */
+ * there: that is left. Without timeout_s, a stopped worker keeps the pool waiting anyway. A log that is not a regular
+ * file must also have room for a record (below). */
 static int fl__pool_log_free(struct fl__pool *p)
 {
     if (!p->timeout_ns || p->nlive == 0)
@@ -527,7 +528,17 @@ static int fl__pool_log_free(struct fl__pool *p)
     if (rc == 0)
         fl__unlock(p->o->log);
     fl__leave(my);
-    return rc != EBUSY; /* held, or an error that the write itself will meet and report */
+    if (rc == EBUSY)
+        return 0;
+    /* A log that is not a regular file (a FIFO, a pipe, a socket, a device) takes no more bytes for as long as its
+     * reader does not read: the write would wait for that reader, and no deadline would be kept meanwhile. The
+     * record waits until the target has room for one (POLLOUT: a free page of a pipe, more than a record). */
+    if (!atomic_load_explicit(&p->o->log->seg->regular, memory_order_relaxed)) {
+        struct pollfd pfd = {p->o->log->fd, POLLOUT, 0};
+        if (poll(&pfd, 1, 0) == 0)
+            return 0;
+    }
+    return 1; /* free, or an error that the write itself will meet and report */
 }
 
 /* Writes the records waiting in p->logq, in order, while the log's lock is found free (every one when `all`). */

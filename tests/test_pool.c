@@ -1426,6 +1426,62 @@ Test(pool, the_first_task_of_a_new_worker_times_out_at_its_deadline)
     free(dir);
 }
 
+static int task0_hangs(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 0)
+        sleep(60);
+    return 0;
+}
+
+/* The log is a FIFO whose reader reads nothing for 2 s, so that the parent's records fill it (64 KiB) at once: a
+ * record's write would wait for the reader, and the hanging task 0 would be killed only then. It is killed at its
+ * deadline; the records wait in the parent, and every one is in the FIFO once the reader reads. */
+Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back)
+{
+    char *dir = th_tmpdir();
+    char *fifo = th_path(dir, "pool.fifo");
+    char *copy = th_path(dir, "copy.log");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int rd = open(fifo, O_RDONLY | O_NONBLOCK);
+    cr_assert_geq(rd, 0);
+    pid_t reader = fork(); /* before the log is open: it holds no write end, and sees EOF at its close */
+    cr_assert_geq(reader, 0);
+    if (reader == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        sleep(2);
+        int out = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0 || fcntl(rd, F_SETFL, 0) < 0)
+            _exit(1);
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(rd, buf, sizeof buf)) > 0)
+            if (write(out, buf, (size_t)n) != n)
+                _exit(1);
+        _exit(n == 0 ? 0 : 1);
+    }
+    close(rd);
+    forklog *log = open_log(fifo, FORKLOG_FORMAT_TEXT);
+    enum { N = 2000 };
+    struct forklog_task_result *res = calloc(N, sizeof *res);
+    cr_assert_not_null(res);
+    struct forklog_pool_options o = {.workers = 2, .timeout_s = 0.3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, N, task0_hangs, NULL, &rep);
+    forklog_close(log);
+    cr_assert_eq(th_wait_for(reader, 30), 0, "the reader did not copy the FIFO to its end");
+    cr_assert_eq(res[0].status, FORKLOG_TASK_TIMEOUT, "%s", status_name(res[0].status));
+    cr_assert_lt(res[0].duration_s, 1.5, "task 0 killed after %f s, when the reader began to read", res[0].duration_s);
+    cr_assert_eq(rc, 1);
+    cr_assert_eq(rep.ok, N - 1);
+    free(check_log(copy, 0, N, res, &rep));
+    free(res);
+    th_rmdir(dir);
+    free(copy);
+    free(fifo);
+    free(dir);
+}
+
 /* What a forked caller (a child of the test process that calls forklog_pool_map) hands back: shared memory. */
 struct caller_out {
     int rc;
