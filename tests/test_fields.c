@@ -1302,6 +1302,27 @@ Test(fields, a_field_that_fits_beside_a_short_message_is_kept)
     }
 }
 
+/* Checks a log of `passes` + 1 passes over values[0..nv), one record `v d=VALUE` each, pass after pass: every value
+ * reads back as itself, in the same bytes as the last pass (the writer's usual settings) wrote; `what` names the
+ * setting of a pass in a failure's message. Frees buf. */
+static void check_doubles_read_back(char *buf, const double *values, size_t nv, size_t passes, const char *what)
+{
+    for (size_t m = 0; m < passes; m++)
+        for (size_t i = 0; i < nv; i++) {
+            char *line = text_line(buf, (int)(m * nv + i));
+            const char *v = strstr(line, " d=");
+            cr_assert_not_null(v, "%s", line);
+            double back = strtod(v + 3, NULL);
+            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "%s %zu: %a written %s, read back as %a", what, m,
+                      values[i], v + 3, back);
+            char *usual = text_line(buf, (int)(passes * nv + i));
+            cr_assert_str_eq(strstr(usual, " d="), v, "%s %zu", what, m);
+            free(usual);
+            free(line);
+        }
+    free(buf);
+}
+
 /* A double field is the shortest form that reads back exactly, for a reader rounding to nearest, whatever rounding
  * mode the writer set with fesetround(), in which printf and strtod round otherwise: 12587.616 was written
  * 12587.615999999999 rounding downward, which reads back as another double, and 0.1 as 0.10000000000000001. */
@@ -1337,22 +1358,8 @@ Test(fields, a_double_reads_back_exactly_in_every_rounding_mode)
     }
     cr_assert_eq(set_round(FE_TONEAREST), 0);
     cr_assert_eq(forklog_close(log), 0);
-    char *buf = slurp(path);
-    for (size_t m = 0; m <= 3; m++)
-        for (size_t i = 0; i < nv; i++) {
-            char *line = text_line(buf, (int)(m * nv + i));
-            const char *v = strstr(line, " d=");
-            cr_assert_not_null(v, "%s", line);
-            double back = strtod(v + 3, NULL);
-            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "mode %zu: %a written %s, read back as %a", m,
-                      values[i], v + 3, back);
-            /* The same bytes as rounding to nearest writes (the last of the four passes). */
-            char *nearest = text_line(buf, (int)(3 * nv + i));
-            cr_assert_str_eq(strstr(nearest, " d="), v, "mode %zu", m);
-            free(nearest);
-            free(line);
-        }
-    free(buf);
+    /* The last of the four passes rounds to nearest. */
+    check_doubles_read_back(slurp(path), values, nv, 3, "mode");
     free(path);
 }
 
@@ -1391,22 +1398,8 @@ Test(fields, a_double_reads_back_exactly_when_the_x87_precision_is_not_64_bits)
         }
     }
     cr_assert_eq(forklog_close(log), 0);
-    char *buf = slurp(path);
-    for (size_t k = 0; k < 2; k++)
-        for (size_t i = 0; i < nv; i++) {
-            char *line = text_line(buf, (int)(k * nv + i));
-            const char *v = strstr(line, " d=");
-            cr_assert_not_null(v, "%s", line);
-            double back = strtod(v + 3, NULL);
-            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "precision %#x: %a written %s, read back as %a",
-                      precisions[k], values[i], v + 3, back);
-            /* The same bytes as the default precision writes (the last of the three passes). */
-            char *full = text_line(buf, (int)(2 * nv + i));
-            cr_assert_str_eq(strstr(full, " d="), v, "precision %#x", precisions[k]);
-            free(full);
-            free(line);
-        }
-    free(buf);
+    /* The last of the three passes has the default precision; pass 0 is 53 bits, pass 1 24 bits. */
+    check_doubles_read_back(slurp(path), values, nv, 2, "precision pass");
     free(path);
 }
 
@@ -1446,22 +1439,8 @@ Test(fields, a_double_reads_back_exactly_with_denormals_are_zero)
         }
     }
     cr_assert_eq(forklog_close(log), 0);
-    char *buf = slurp(path);
-    for (size_t m = 0; m < nm; m++)
-        for (size_t i = 0; i < nv; i++) {
-            char *line = text_line(buf, (int)(m * nv + i));
-            const char *v = strstr(line, " d=");
-            cr_assert_not_null(v, "%s", line);
-            double back = strtod(v + 3, NULL);
-            cr_assert(memcmp(&back, &values[i], sizeof back) == 0, "mode %zu: %a written %s, read back as %a", m,
-                      values[i], v + 3, back);
-            /* The same bytes as without denormals-are-zero, rounding to nearest (the last pass). */
-            char *plain = text_line(buf, (int)(nm * nv + i));
-            cr_assert_str_eq(strstr(plain, " d="), v, "mode %zu", m);
-            free(plain);
-            free(line);
-        }
-    free(buf);
+    /* The last pass is without denormals-are-zero, rounding to nearest. */
+    check_doubles_read_back(slurp(path), values, nv, nm, "mode");
     free(path);
 }
 #endif

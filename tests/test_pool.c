@@ -2115,7 +2115,9 @@ static void *register_exit_handlers(void *arg)
     return NULL;
 }
 
-Test(pool, workers_forked_while_another_thread_registers_exit_handlers_run)
+/* Runs 200 tasks `task`, one per worker, while another thread of the caller keeps registering exit handlers:
+ * every task must run, within 30 s. */
+static void map_while_another_thread_registers_exit_handlers(forklog_task_fn task, const char *hang)
 {
     enum { N = 200 };
     struct caller_out *out = caller_out_new(N);
@@ -2128,16 +2130,21 @@ Test(pool, workers_forked_while_another_thread_registers_exit_handlers_run)
         while (!atomic_load(&registering_started))
             sched_yield();
         struct forklog_pool_options o = {.workers = 2, .max_tasks_per_worker = 1, .results = out->res};
-        out->rc = forklog_pool_map(&o, N, ok_task, NULL, &out->rep);
+        out->rc = forklog_pool_map(&o, N, task, NULL, &out->rep);
         atomic_store(&registering_stop, 1);
         pthread_join(t, NULL);
         _exit(0); /* not exit(): two million handlers */
     }
-    cr_assert_eq(th_wait_for(c, 30), 0, "the pool hung (a worker waits for the exit handler list's lock)");
+    cr_assert_eq(th_wait_for(c, 30), 0, "the pool hung (%s)", hang);
     cr_assert_eq(out->rc, 0, "rc %d", out->rc);
     check_counts(out->rc, out->res, N, &out->rep);
     cr_assert_eq(out->rep.ok, N);
     caller_out_free(out, N);
+}
+
+Test(pool, workers_forked_while_another_thread_registers_exit_handlers_run)
+{
+    map_while_another_thread_registers_exit_handlers(ok_task, "a worker waits for the exit handler list's lock");
 }
 
 /* A task that runs a pool of its own, of one task. */
@@ -2153,27 +2160,8 @@ static int nested_one_task(size_t i, void *ctx)
  * and waited for ever before forking anything). */
 Test(pool, nested_pools_in_workers_forked_while_another_thread_registers_exit_handlers_run)
 {
-    enum { N = 200 };
-    struct caller_out *out = caller_out_new(N);
-    pid_t c = fork();
-    cr_assert_geq(c, 0);
-    if (c == 0) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, register_exit_handlers, NULL) != 0)
-            _exit(2);
-        while (!atomic_load(&registering_started))
-            sched_yield();
-        struct forklog_pool_options o = {.workers = 2, .max_tasks_per_worker = 1, .results = out->res};
-        out->rc = forklog_pool_map(&o, N, nested_one_task, NULL, &out->rep);
-        atomic_store(&registering_stop, 1);
-        pthread_join(t, NULL);
-        _exit(0); /* not exit(): two million handlers */
-    }
-    cr_assert_eq(th_wait_for(c, 30), 0, "the pool hung (a nested call waits for the exit handler list's lock)");
-    cr_assert_eq(out->rc, 0, "rc %d", out->rc);
-    check_counts(out->rc, out->res, N, &out->rep);
-    cr_assert_eq(out->rep.ok, N);
-    caller_out_free(out, N);
+    map_while_another_thread_registers_exit_handlers(nested_one_task,
+                                                     "a nested call waits for the exit handler list's lock");
 }
 
 /* When ctx says the caller had closed descriptors 0, 1 and 2, every task first checks that they are still closed

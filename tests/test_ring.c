@@ -647,9 +647,10 @@ static void check_records(const char *path, const char *const *want, size_t n)
     free(buf);
 }
 
-/* Runs scene(path, arg) as pid 1 of a new PID namespace, where it may choose the pid of its next child through
- * ns_last_pid. Skips the test where no such namespace can be made (exit status 77 or 78). */
-static void in_pid_namespace(int (*scene)(const char *, int), const char *path, int arg)
+/* Forks a process that enters a new PID namespace and runs init_main(s, arg) as pid 1 there. Returns the first
+ * process's pid: it ends as its pid 1 does (the exit status init_main returned, 128 + N for signal N), with 77 when
+ * unshare(CLONE_NEWPID) is not allowed, and kills its pid 1, and so the namespace, when it is killed. */
+static pid_t fork_pid_namespace(int (*init_main)(const char *, int), const char *s, int arg)
 {
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
@@ -660,11 +661,20 @@ static void in_pid_namespace(int (*scene)(const char *, int), const char *path, 
         pid_t init = fork();
         if (init < 0)
             _exit(2);
-        if (init == 0)
-            _exit(scene(path, arg));
+        if (init == 0) {
+            rc_child();
+            _exit(init_main(s, arg));
+        }
         _exit(th_wait_for(init, 60));
     }
-    int st = th_wait_for(pid, 90);
+    return pid;
+}
+
+/* Runs scene(path, arg) as pid 1 of a new PID namespace, where it may choose the pid of its next child through
+ * ns_last_pid. Skips the test where no such namespace can be made (exit status 77 or 78). */
+static void in_pid_namespace(int (*scene)(const char *, int), const char *path, int arg)
+{
+    int st = th_wait_for(fork_pid_namespace(scene, path, arg), 90);
     if (st == 77)
         cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
     if (st == 78)
@@ -1695,48 +1705,36 @@ Test(ring, the_age_bound_holds_at_every_call_with_a_longer_flush_ms)
     age_bound_at_every_call(60, 8);
 }
 
-/* Runs a writer of record `rec` as pid 2 of a new PID namespace (pid 1 waits for it), that first arms `stop_at` to stop
- * it (0: none). Returns the pid of the namespace's init, as this process sees it: killing it kills the writer. Its
- * exit status: the writer's (0: its call returned 0), 77 when no namespace can be made, 3 when its open failed with
- * -EXDEV, 2 when it failed otherwise. */
+/* As pid 1 of a new PID namespace: runs a writer of record `rec` as pid 2 (pid 1 ignores the SIGSTOP it would raise
+ * itself), which first arms crash point `stop_at` to stop it (FL__CP_COUNT: none). Returns the writer's exit status
+ * (0: its call returned 0), 3 when its open failed with -EXDEV, 2 when it failed otherwise. */
+static int pid_one_runs_a_writer(const char *rec, int stop_at)
+{
+    pid_t w = fork();
+    if (w < 0)
+        return 2;
+    if (w == 0) {
+        rc_child();
+        forklog *log;
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED};
+        int rc = forklog_open(&log, logpath, &o);
+        if (rc < 0)
+            _exit(rc == -EXDEV ? 3 : 2);
+        if (stop_at != FL__CP_COUNT)
+            fl__crash_arm((enum fl__crash_point)stop_at, 1, FL__CRASH_STOP);
+        _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
+    }
+    int st;
+    while (waitpid(w, &st, WUNTRACED) == w && WIFSTOPPED(st)) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs pid_one_runs_a_writer(rec, stop_at) in a new PID namespace (fork_pid_namespace): returns the first process's
+ * pid; killing it kills the namespace. */
 static pid_t writer_in_a_new_pid_namespace(const char *rec, enum fl__crash_point stop_at)
 {
-    pid_t m = fork();
-    cr_assert_neq(m, -1);
-    if (m == 0) {
-        rc_child();
-        if (unshare(CLONE_NEWPID) < 0)
-            _exit(77);
-        pid_t init = fork();
-        if (init < 0)
-            _exit(2);
-        if (init == 0) {
-            rc_child();
-            pid_t w = fork(); /* pid 2: pid 1 ignores the SIGSTOP it raises itself */
-            if (w < 0)
-                _exit(2);
-            if (w == 0) {
-                rc_child();
-                forklog *log;
-                struct forklog_options o = {.flags = FORKLOG_BUFFERED};
-                int rc = forklog_open(&log, logpath, &o);
-                if (rc < 0)
-                    _exit(rc == -EXDEV ? 3 : 2);
-                if (stop_at != FL__CP_COUNT)
-                    fl__crash_arm(stop_at, 1, FL__CRASH_STOP);
-                _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
-            }
-            int st;
-            while (waitpid(w, &st, WUNTRACED) == w && WIFSTOPPED(st)) {
-            }
-            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        }
-        int st;
-        if (waitpid(init, &st, 0) != init)
-            _exit(2);
-        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    }
-    return m;
+    return fork_pid_namespace(pid_one_runs_a_writer, rec, (int)stop_at);
 }
 
 /* The pid of the process whose NSpid line ends with `2` and whose parent's parent is `m` (the writer of
