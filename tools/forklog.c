@@ -108,7 +108,7 @@ static int print_version(void)
  * the log's descriptor, and its own stderr messages would then land in the log as bogus records. Hold them first,
  * each with the read end of a pipe of its own whose write end is closed: a read finds the end of the input, a write
  * fails (EBADF) without a signal, and the pipe is this process's alone, so that a FILE naming a closed descriptor
- * (/dev/stdout, /proc/self/fd/1) is told from every other file (closed_named). pipe() takes the lowest free number
+ * (/dev/stdout, /proc/self/fd/1) is told from every other file (std_fd_named). pipe() takes the lowest free number
  * for the read end, and 0..2 are filled in order, so it lands on `fd`. Which were closed is kept: a closed stdin
  * is not an empty input, nor a closed stdout a place help was written to. */
 static void hold_std_fds(void)
@@ -123,30 +123,15 @@ static void hold_std_fds(void)
         }
 }
 
-/* The standard descriptor (0, 1 or 2) that was closed at start and that `path` names (/dev/stdout, /dev/fd/2,
- * /proc/self/fd/0, a symlink to one of them), or -1. Opened as a log, it would be the pipe that holds its place:
- * records written there reach nobody. */
-static int closed_named(const char *path)
+/* The standard descriptor (0, 1 or 2), among the bits of `among`, that `path` names (/dev/stdout, /dev/fd/2,
+ * /proc/self/fd/0, a symlink to one of them), or -1; *st receives what path names. */
+static int std_fd_named(const char *path, unsigned among, struct stat *st)
 {
-    struct stat a, b;
-    if (!closed_at_start || stat(path, &a) < 0)
+    struct stat b;
+    if (!among || stat(path, st) < 0)
         return -1;
     for (int fd = 0; fd <= 2; fd++)
-        if ((closed_at_start & (1u << fd)) && fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-            return fd;
-    return -1;
-}
-
-/* The standard descriptor (0, 1 or 2) that `path` names (/dev/stdout, /dev/fd/2, /proc/self/fd/1, a symlink to
- * one of them) when that descriptor is a socket, as a systemd service's standard output is (a stream to the
- * journal), or -1. open(2) cannot open a socket through /proc, so the descriptor itself is made the log. */
-static int std_socket_named(const char *path)
-{
-    struct stat a, b;
-    if (stat(path, &a) < 0 || !S_ISSOCK(a.st_mode))
-        return -1;
-    for (int fd = 0; fd <= 2; fd++)
-        if (fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        if ((among & (1u << fd)) && fstat(fd, &b) == 0 && st->st_dev == b.st_dev && st->st_ino == b.st_ino)
             return fd;
     return -1;
 }
@@ -329,8 +314,11 @@ static int open_log(forklog **log, const struct request *req)
      * (and where the library shares a log's settings between its openers, theirs apply). The minimum level stays
      * the default (info, or FORKLOG_LEVEL): -l sets the record's level, not the log's filter, so `-l debug`
      * records are dropped like any other debug record. */
+    /* A FILE that names a standard descriptor closed at start would be the pipe that holds its place (see
+     * hold_std_fds): records written there reach nobody. */
     static const char *const std_names[] = {"standard input", "standard output", "standard error"};
-    int closed = closed_named(req->path);
+    struct stat st;
+    int closed = std_fd_named(req->path, closed_at_start, &st);
     if (closed >= 0) {
         say("cannot open %s: %s (%s is closed)", req->path, strerror(EBADF), std_names[closed]);
         return ST_FAILED;
@@ -341,8 +329,10 @@ static int open_log(forklog **log, const struct request *req)
     opts.error = why;
     opts.error_size = sizeof why;
 
-    int sock = std_socket_named(req->path);
-    int rc = sock >= 0 ? forklog_open_fd(log, sock, &opts) : forklog_open(log, req->path, &opts);
+    /* A standard descriptor that is a socket, as a systemd service's standard output is (a stream to the journal):
+     * open(2) cannot open a socket through /proc, so the descriptor itself is made the log. */
+    int fd = std_fd_named(req->path, 7u, &st);
+    int rc = fd >= 0 && S_ISSOCK(st.st_mode) ? forklog_open_fd(log, fd, &opts) : forklog_open(log, req->path, &opts);
     if (rc < 0) {
         if (why[0])
             say("cannot open %s: %s (%s)", req->path, strerror(-rc), why);
