@@ -469,6 +469,35 @@ static void fl__put_back(int dir, const char *from, const char *to)
         (void)renameat(dir, from, dir, to);
 }
 
+/* Removes the name `one` (path.1, looked at as *at_one) when it is a second name of the file at path (*at_path): what
+ * fl__put_back without renameat2 leaves when its process dies between the link(2) and the unlink(2). Every record
+ * in that file would be in two files, and with rotate_keep 1 every later rotation would rename path onto path.1, its
+ * own other name, which rename(2) does nothing for, and the file would grow past rotate_bytes for ever. The file
+ * stays at path, where the put-back was taking it. Returns 1 when the name went. */
+static int fl__drop_second_name(int dir, const char *one, const struct stat *at_path, const struct stat *at_one)
+{
+    if (at_path->st_ino != at_one->st_ino || at_path->st_dev != at_one->st_dev)
+        return 0;
+    return unlinkat(dir, fl__dir_name(dir, one), 0) == 0;
+}
+
+void fl__rotate_repair(forklog *log)
+{
+    struct fl__dir d;
+    if (!log->path[0] || fl__dir_enter(log, &d) < 0)
+        return;
+    size_t cap = strlen(log->path) + 16;
+    char *one = malloc(cap);
+    if (one) {
+        fl__rotated_name(one, cap, log->path, 1);
+        struct stat a, b;
+        if (fl__name_kind(d.fd, log->path, &a) == 1 && fl__name_kind(d.fd, one, &b) == 1)
+            (void)fl__drop_second_name(d.fd, one, &a, &b);
+        free(one);
+    }
+    fl__dir_leave(&d);
+}
+
 /* Results of fl__rotate besides a negative errno. */
 enum { FL__ROTATE_DONE = 0, FL__ROTATE_ADOPTED = 1, FL__ROTATE_REFUSED = 2 };
 
@@ -526,6 +555,8 @@ static int fl__rotate_in(forklog *log, int dir)
             fl__rotated_name(to, cap, log->path, k);
             struct stat kst;
             int kind = fl__name_kind(dir, to, &kst);
+            if (kind == 1 && k == 1 && fl__drop_second_name(dir, to, &st, &kst))
+                kind = 0; /* path.1 was the log's file under a second name: free now */
             if (kind < 0)
                 break; /* left alone: path.(k-1) is the oldest kept, and replaced */
             last = k;

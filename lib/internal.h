@@ -564,6 +564,10 @@ FL__INTERNAL int fl__sync_file(forklog *log);
 /* Rotates first when `len` more bytes would take the file past rotate_bytes. Lock held, file synced. */
 FL__INTERNAL int fl__maybe_rotate(forklog *log, size_t len);
 
+/* The repair after a holder died mid-rotation: removes the name path.1 when it is a second name of the file at path,
+ * which a put-back killed between its link(2) and its unlink(2) leaves. Lock held. */
+FL__INTERNAL void fl__rotate_repair(forklog *log);
+
 /* ---- writing with the lock held (write.c) --------------------------------------------------------------------- */
 
 /* The most pieces one write takes: a record of up to 4 and every posted one (combining), or two per ring (a flush

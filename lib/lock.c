@@ -72,7 +72,9 @@ static int fl__repair_file_now(forklog *log)
 {
     struct fl__seg *s = log->seg;
     if (s->state == FL__ROTATING) {
-        /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). */
+        /* Some renames may be done, some not; nothing was written. Everyone reopens path (creating it). A put-back
+         * may have been cut between its link and its unlink: path.1 then goes, if it is path's file again. */
+        fl__rotate_repair(log);
         fl__new_generation(s);
         FL__STEP(s->state, FL__IDLE);
         return 0;

@@ -84,6 +84,19 @@ long syscall(long n, ...)
     return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
+/* unlinkat(2) as the library sees it (interposed like rename above): when kill_in_unlink is set, the process dies
+ * instead of removing a name that ends in it: a writer killed between the link(2) and the unlink(2) of a put-back
+ * without renameat2. */
+static const char *volatile kill_in_unlink;
+
+int unlinkat(int dirfd, const char *name, int flags)
+{
+    size_t n = strlen(name), k = kill_in_unlink ? strlen(kill_in_unlink) : 0;
+    if (k && n >= k && strcmp(name + n - k, kill_in_unlink) == 0)
+        raise(SIGKILL);
+    return (int)syscall(SYS_unlinkat, dirfd, name, flags);
+}
+
 /* pread(2) as the library sees it (interposed like rename above). When fork_in_pread is set, the next pread forks a
  * child that only waits (a pre-fork server's new worker): another thread of the process forking at the moment the
  * library reads a segment file through a descriptor of the moment, which the child inherits. */
@@ -1202,6 +1215,98 @@ Test(hostile, rotation_puts_the_file_back_at_a_free_path)
 Test(hostile, rotation_puts_the_file_back_at_a_free_path_without_renameat2)
 {
     nothing_planted_after_the_rename(ENOSYS);
+}
+
+/* A process out of descriptors rotates without renameat2, and is killed between the link(2) that puts the log's file
+ * back at path and the unlink(2) of path.1: the one file has both names. A process of its own forklog_open() writes
+ * on: no record may be in two files, and the rotations that follow must move the file, never rename it onto its
+ * other name (a no-op) and write on past rotate_bytes. */
+static void put_back_killed_between_link_and_unlink(unsigned keep)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = keep};
+    forklog *log = open_log(&o); /* the survivor's own handle, opened first: the segment stays in use */
+    char buf[RC_HEAD_MAX + 100];
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        forklog *mine = NULL;
+        if (forklog_open(&mine, logpath, &o) != 0)
+            _exit(1);
+        for (unsigned q = 0; q < 3; q++)
+            if (rc_write(mine, buf, 'R', 0, q, 0, 60) != 0)
+                _exit(2);
+        refuse_renameat2 = ENOSYS;
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(3);
+        int lowest = dup(0);
+        if (lowest < 0)
+            _exit(4);
+        close(lowest);
+        rl.rlim_cur = (rlim_t)lowest;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(77);
+        char *probe = th_path(dir, "probe");
+        int pfd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        struct stat pst;
+        if (pfd >= 0 || lstat(probe, &pst) == 0)
+            _exit(77); /* RLIMIT_NOFILE does not hold as the kernel's does (Valgrind) */
+        kill_in_unlink = "hostile.log.1";
+        (void)rc_write(mine, buf, 'R', 0, 3, 0, 60); /* the rotation's put-back kills it */
+        _exit(5);
+    }
+    int st = th_wait_for(pid, 20);
+    if (st == 77)
+        cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
+    cr_assert_eq(st, 128 + SIGKILL, "the child was to die in its put-back, ended with %d", st);
+    const unsigned n = 40;
+    /* A record short enough to need no rotation (three of 60 bytes are in the file, the killed fourth never
+     * was): the repair after the death, before it, leaves the file one name. */
+    cr_assert_eq(rc_write(log, buf, 'R', 0, 4, 0, 0), 0, "record 4");
+    struct stat s0, sk;
+    char *one = numbered(1);
+    cr_assert_eq(lstat(logpath, &s0), 0);
+    cr_assert(lstat(one, &sk) != 0 || sk.st_ino != s0.st_ino || sk.st_dev != s0.st_dev,
+              "%s is %s under another name after the repair", one, logpath);
+    free(one);
+    for (unsigned q = 5; q < n; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    cr_assert_eq(forklog_close(log), 0);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, n);
+    cr_assert_eq(lstat(logpath, &s0), 0);
+    long long size = rc_scan(&seen, logpath, 0);
+    cr_assert_leq(size, 300, "%s has %lld bytes", logpath, size);
+    for (unsigned k = 1; k <= keep; k++) {
+        char *name = numbered(k);
+        if (lstat(name, &sk) == 0)
+            cr_assert(sk.st_ino != s0.st_ino || sk.st_dev != s0.st_dev, "%s is %s under another name", name, logpath);
+        size = rc_scan(&seen, name, k);
+        cr_assert_leq(size, 300, "%s has %lld bytes", name, size);
+        free(name);
+    }
+    for (unsigned q = n - 3; q < n; q++) /* the last three records: in path or path.1 with keep 1 */
+        cr_assert_eq(rc_count(&seen, 0, q), 1, "record %u is in the files %u times", q, rc_count(&seen, 0, q));
+    for (unsigned q = 0; q < n; q++)
+        if (q != 3) /* never acknowledged: once or not at all; gone only when rotated out of the chain */
+            cr_assert_leq(rc_count(&seen, 0, q), 1, "record %u is in the files %u times", q, rc_count(&seen, 0, q));
+    for (unsigned q = 0; keep == 20 && q < n; q++)
+        if (q != 3)
+            cr_assert_eq(rc_count(&seen, 0, q), 1, "record %u is in the files %u times", q, rc_count(&seen, 0, q));
+    cr_assert_leq(rc_count(&seen, 0, 3), 1, "record 3 is in the files %u times", rc_count(&seen, 0, 3));
+    rc_seen_free(&seen);
+}
+
+Test(hostile, a_put_back_killed_between_link_and_unlink_leaves_one_name)
+{
+    put_back_killed_between_link_and_unlink(20);
+}
+
+/* With rotate_keep 1, path.1 is the whole chain: the next rotation renames path onto path.1, its own other name. */
+Test(hostile, a_put_back_killed_between_link_and_unlink_leaves_one_name_keep_1)
+{
+    put_back_killed_between_link_and_unlink(1);
 }
 
 static void become_nobody(void)
