@@ -825,10 +825,11 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                     rc = -errno;
                 else
                     rc = fl__still_there(dir, segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
-                /* Settings that conflict with the segment's, or another PID namespace: this opener was never a user. A
-                 * last user that closed meanwhile could not remove the file (this shared lock stood in its way): do it
-                 * for it. */
-                if (rc == -EINVAL || rc == -EXDEV)
+                /* Refused (settings that conflict with the segment's, another PID namespace, a segment it cannot
+                 * map): this opener was never a user. A last user that closed meanwhile could not remove the file
+                 * (this shared lock stood in its way): do it for it. Not a file of another layout or a damaged one
+                 * (-EPROTO), which is never read past its head, nor changed. */
+                if (rc < 0 && rc != -EPROTO)
                     fl__seg_remove_unused(fd, dir, segpath);
             }
         } else {
@@ -1068,36 +1069,68 @@ void fl__seg_close(forklog *log)
     munmap(log->seg, log->seg_len);
     if (log->seg_fd < 0)
         return;
-    close(log->seg_fd);
     /* The last user removes the file: nobody else holds it (an exclusive lock on a description of our own; a forked
      * child's or a mapping shares the one just closed and would keep it), and it holds nothing to write. Its name is
      * built on the stack, not the heap, so that a process out of memory still removes it: shorter than PATH_MAX, as
-     * the open of the same name was. */
-    char segpath[PATH_MAX];
-    struct fl__dir d;
-    if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath || fl__dir_enter(log, &d) < 0)
+     * the open of the same name was. It is looked for beside the log's name; when the file is no longer there (the
+     * log's directory was moved away, or a symlink to it pointed elsewhere, and no reopen took the file along:
+     * fl__seg_follow), where it is now, as /proc names it while its descriptor is still open: left there, it would
+     * stay beside a log nobody uses. */
+    char segpath[PATH_MAX], at[PATH_MAX];
+    struct stat mine;
+    if (fl__seg_name(segpath, sizeof segpath, log->path) > sizeof segpath) {
+        close(log->seg_fd);
         return;
-    int dir = d.fd;
+    }
+    const int moved = fstat(log->seg_fd, &mine) == 0 && !fl__still_there(AT_FDCWD, segpath, &mine) &&
+                      fl__seg_now_at(log, &mine, at, sizeof at);
+    close(log->seg_fd);
+    struct fl__dir d;
+    int dir = AT_FDCWD, own = -1;
+    const char *name = segpath;
+    if (moved) {
+        name = at;
+#ifdef O_PATH
+        char *slash = strrchr(at, '/');
+        *slash = '\0';
+        own = open(slash == at ? "/" : at, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        *slash = '/';
+        dir = own >= 0 ? own : AT_FDCWD; /* none to spare: the name is looked up whole */
+#endif
+    } else if (fl__dir_enter(log, &d) < 0) {
+        return;
+    } else {
+        dir = d.fd;
+    }
     /* A fork by another thread between the open and its tracking (fl__alone_hold): that description is closed
      * unlocked and another opened; after three, the file is left for the next opener, as a dead user's is. */
     for (int tries = 0; tries < 3; tries++) {
         const unsigned forks = fl__alone_begin();
-        int fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && fl__dir_spare()) {
+        int fd = openat(dir, fl__dir_name(dir, name), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && (moved ? own >= 0 : fl__dir_spare())) {
             /* The directory took the number the segment's descriptor freed: given back, the name is looked up
              * whole, as a last user with no descriptor to spare always did. */
-            dir = fl__dir_now();
-            fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+            if (moved) {
+                close(own);
+                own = -1;
+            }
+            dir = moved ? AT_FDCWD : fl__dir_now();
+            fd = openat(dir, fl__dir_name(dir, name), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         }
         if (fd < 0)
             break;
+        struct stat st;
         const int slot = fl__alone_hold(fd, forks);
-        if (slot != -2)
-            fl__seg_remove_unused(fd, dir, segpath);
+        /* Found by where its file was a moment ago: only that file. */
+        if (slot != -2 && (!moved || (fstat(fd, &st) == 0 && st.st_ino == mine.st_ino && st.st_dev == mine.st_dev)))
+            fl__seg_remove_unused(fd, dir, name);
         fl__alone_drop(slot);
         close(fd);
         if (slot != -2)
             break;
     }
-    fl__dir_leave(&d);
+    if (own >= 0)
+        close(own);
+    if (!moved)
+        fl__dir_leave(&d);
 }

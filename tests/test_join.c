@@ -1624,6 +1624,48 @@ Test(join, a_reopen_into_a_new_directory_takes_the_segment_there)
     remove_moved_log(sub, moved, path);
 }
 
+/* The log's directory moved away and a new one made at its name, and no reopen since: the handle's last close removes
+ * its segment file in the moved directory, where it is, and leaves the one another user holds in the new directory. */
+Test(join, a_last_close_after_the_logs_directory_moved_removes_the_segment_file_where_it_is)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log"),
+         *seg = th_path(sub, ".app.log.forklog"), *old_seg = th_path(moved, ".app.log.forklog"),
+         *old_log = th_path(moved, "app.log");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *old, *fresh;
+    cr_assert_eq(forklog_open(&old, path, NULL), 0);
+    cr_assert_eq(forklog_info(old, "old one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
+    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    cr_assert_eq(forklog_info(old, "old two"), 0);
+    cr_assert_eq(forklog_close(old), 0);
+    struct stat st;
+    cr_assert_neq(stat(old_seg, &st), 0, "the last user of the moved directory's segment file left it");
+    cr_assert_eq(stat(seg, &st), 0, "the close removed the segment file another user holds");
+    cr_assert_eq(forklog_info(fresh, "new two"), 0);
+    cr_assert_eq(forklog_close(fresh), 0);
+    cr_assert_neq(stat(seg, &st), 0, "the last user left the segment file");
+    const char *want[2][2] = {{"old one", "old two"}, {"new one", "new two"}};
+    char *files[2] = {old_log, path};
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        char *text = th_slurp(files[k], &len);
+        cr_assert_not_null(text);
+        cr_assert_eq(th_count_lines(text, len), 2, "%s", text);
+        for (int i = 0; i < 2; i++) {
+            const char *at = strstr(text, want[k][i]);
+            cr_assert(at && !strstr(at + 1, want[k][i]), "%s is not once in %s: %s", want[k][i], files[k], text);
+        }
+        free(text);
+    }
+    free(old_log);
+    free(old_seg);
+    free(seg);
+    remove_moved_log(sub, moved, path);
+}
+
 /* The same move, where the log file that the handle writes is no longer in the moved directory: the archiving job took
  * it elsewhere (or the log's name is a symlink to a file in another directory). The segment file of the handle that
  * built the segment was created unnamed (O_TMPFILE), so /proc names it by its directory alone: its reopen must still
@@ -2518,6 +2560,66 @@ Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user
     cr_assert_eq(forklog_write(first, "still works", 11), 0);
     cr_assert_eq(forklog_close(first), 0);
     cr_assert_not(seg_exists());
+}
+Test(join, a_joiner_that_cannot_map_the_segment_removes_the_file_its_lock_kept_the_last_user_from_removing)
+{
+    /* As above, but the opener is refused because the segment does not fit in its address space (-ENOMEM at the
+     * mapping, its RLIMIT_AS reached): it was never a user either, and removes the file the last close left. */
+    if (TH_SANITIZED)
+        cr_skip_test("a sanitizer's runtime maps its own memory and dies when RLIMIT_AS refuses it");
+    struct forklog_options a = {.flags = FORKLOG_BUFFERED, .buffer_size = (size_t)16 << 20}; /* a 1 GiB segment */
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t b = fork();
+    cr_assert_neq(b, -1);
+    if (b == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(2);
+        unsigned long long vm = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%llu", &vm) != 1)
+            _exit(77);
+        fclose(f);
+        struct rlimit rl = {(rlim_t)(vm * (unsigned long long)sysconf(_SC_PAGESIZE) + ((unsigned long long)256 << 20)),
+                            RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(77);
+        fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP);
+        forklog *log;
+        _exit(forklog_open(&log, logpath, NULL) == -ENOMEM ? 0 : 1);
+    }
+    close(go[0]);
+    forklog *first = open_ok(&a);
+    cr_assert_eq(forklog_write(first, "one", 3), 0);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
+    int st = 0;
+    pid_t r;
+    for (double end = th_now_s() + 10; (r = waitpid(b, &st, WNOHANG | WUNTRACED)) == 0 && th_now_s() < end;)
+        usleep(500);
+    if (r == b && WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        forklog_close(first);
+        cr_skip_test("cannot limit the address space");
+    }
+    if (r != b || !WIFSTOPPED(st)) {
+        kill(b, SIGKILL);
+        if (r != b)
+            waitpid(b, &st, 0);
+        cr_assert_fail("the joiner did not stop with the shared lock");
+    }
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert(seg_exists(), "the close removed the file under another opener's shared lock");
+    kill(b, SIGCONT);
+    cr_assert_eq(th_wait_for(b, 10), 0, "the joiner was not refused with -ENOMEM");
+    cr_assert_not(seg_exists(), "nobody uses the log, and its segment file is still there");
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert(len == 4 && memcmp(buf, "one\n", 4) == 0, "the log holds %zu bytes", len);
+    free(buf);
 }
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
 
