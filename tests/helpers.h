@@ -94,6 +94,20 @@ static inline int th_wait(pid_t pid)
 }
 
 /* CLOCK_MONOTONIC in seconds. */
+/* The bytes this process maps (its address space: the first field of /proc/self/statm, in pages), or 0 when
+ * /proc does not say. */
+static inline unsigned long long th_mapped_bytes(void)
+{
+    unsigned long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu", &pages) != 1)
+        pages = 0;
+    fclose(f);
+    return pages * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
 static inline double th_now_s(void)
 {
     struct timespec ts;

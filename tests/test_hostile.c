@@ -857,17 +857,14 @@ Test(hostile, the_last_close_of_a_process_out_of_memory_removes_the_segment_file
                 _exit(1);
             if (forklog_log(log, FORKLOG_INFO, "record %d", k) != 0 || forklog_flush(log) != 0)
                 _exit(2);
-            unsigned long long vm = 0;
-            FILE *f = fopen("/proc/self/statm", "r");
-            if (!f || fscanf(f, "%llu", &vm) != 1)
+            const unsigned long long vm = th_mapped_bytes();
+            if (!vm)
                 _exit(77);
-            fclose(f);
             /* Below what the process maps by the size of the segment, so that unmapping it makes no room either. */
             struct stat sst;
             if (stat(seg, &sst) != 0)
                 _exit(4);
-            struct rlimit rl = {(rlim_t)(vm * (unsigned long long)sysconf(_SC_PAGESIZE) - (size_t)sst.st_size),
-                                RLIM_INFINITY};
+            struct rlimit rl = {(rlim_t)(vm - (size_t)sst.st_size), RLIM_INFINITY};
             if (setrlimit(RLIMIT_AS, &rl) != 0)
                 _exit(77);
             while (malloc(32)) /* nothing left on the heap, and no room to grow it */

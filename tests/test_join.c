@@ -1531,6 +1531,20 @@ static void remove_moved_log(char *sub, char *moved, char *path)
     free(sub);
 }
 
+/* Opens `path` (in the new directory `sub`) as *old and writes "old one"; moves `sub` to `moved` and makes a new
+ * `sub`; opens `path` there as *fresh and writes "new one". */
+static void open_then_move_the_directory(const char *sub, const char *moved, const char *path, forklog **old,
+                                         forklog **fresh)
+{
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_open(old, path, NULL), 0);
+    cr_assert_eq(forklog_info(*old, "old one"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_open(fresh, path, NULL), 0);
+    cr_assert_eq(forklog_info(*fresh, "new one"), 0);
+}
+
 /* The log's directory moved away and a new one made at its name (an archiving job, or a symlink to the directory
  * pointed elsewhere), and the old processes told to reopen: the path now names a file in the new directory, and a
  * process started since has built the segment there. A handle of the old segment must not write that file under its
@@ -1540,14 +1554,8 @@ static void remove_moved_log(char *sub, char *moved, char *path)
 Test(join, a_reopen_into_a_directory_that_another_segment_serves_fails_and_cuts_nothing)
 {
     char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log");
-    cr_assert_eq(mkdir(sub, 0700), 0);
     forklog *old, *fresh;
-    cr_assert_eq(forklog_open(&old, path, NULL), 0);
-    cr_assert_eq(forklog_info(old, "old one"), 0);
-    cr_assert_eq(rename(sub, moved), 0);
-    cr_assert_eq(mkdir(sub, 0700), 0);
-    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
-    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    open_then_move_the_directory(sub, moved, path, &old, &fresh);
     cr_assert_eq(forklog_reopen(old), 0);
     int old_two = forklog_info(old, "old two");
     cr_assert_eq(forklog_info(fresh, "new two"), 0);
@@ -1631,14 +1639,8 @@ Test(join, a_last_close_after_the_logs_directory_moved_removes_the_segment_file_
     char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log"),
          *seg = th_path(sub, ".app.log.forklog"), *old_seg = th_path(moved, ".app.log.forklog"),
          *old_log = th_path(moved, "app.log");
-    cr_assert_eq(mkdir(sub, 0700), 0);
     forklog *old, *fresh;
-    cr_assert_eq(forklog_open(&old, path, NULL), 0);
-    cr_assert_eq(forklog_info(old, "old one"), 0);
-    cr_assert_eq(rename(sub, moved), 0);
-    cr_assert_eq(mkdir(sub, 0700), 0);
-    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
-    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    open_then_move_the_directory(sub, moved, path, &old, &fresh);
     cr_assert_eq(forklog_info(old, "old two"), 0);
     cr_assert_eq(forklog_close(old), 0);
     struct stat st;
@@ -2578,13 +2580,10 @@ Test(join, a_joiner_that_cannot_map_the_segment_removes_the_file_its_lock_kept_t
         close(go[1]);
         if (read(go[0], &c, 1) != 1)
             _exit(2);
-        unsigned long long vm = 0;
-        FILE *f = fopen("/proc/self/statm", "r");
-        if (!f || fscanf(f, "%llu", &vm) != 1)
+        const unsigned long long vm = th_mapped_bytes();
+        if (!vm)
             _exit(77);
-        fclose(f);
-        struct rlimit rl = {(rlim_t)(vm * (unsigned long long)sysconf(_SC_PAGESIZE) + ((unsigned long long)256 << 20)),
-                            RLIM_INFINITY};
+        struct rlimit rl = {(rlim_t)(vm + ((unsigned long long)256 << 20)), RLIM_INFINITY};
         if (setrlimit(RLIMIT_AS, &rl) != 0)
             _exit(77);
         fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP);
