@@ -23,15 +23,16 @@
  * at its slot and tries the lock again: the period of a sleep on the lock (FL__SLEEP_NS, lib/lock.c). */
 #define FL__REPAIR_WAIT_NS 10000000
 
-static unsigned fl__slot_load(struct fl__slot *sl)
+static unsigned long long fl__slot_load(struct fl__slot *sl)
 {
     return atomic_load_explicit(&sl->word, memory_order_acquire);
 }
 
-/* Moves a slot to `state`, keeping its poster. Only the lock holder moves a TAKEN slot, so a store is enough. */
+/* Moves a slot to `state`, keeping its poster and claim count. Only the lock holder moves a TAKEN slot, so a store is
+ * enough. */
 static void fl__slot_set(struct fl__slot *sl, unsigned state)
 {
-    unsigned w = atomic_load_explicit(&sl->word, memory_order_relaxed);
+    unsigned long long w = atomic_load_explicit(&sl->word, memory_order_relaxed);
     atomic_store_explicit(&sl->word, (w & ~FL__SLOT_STATE) | state, memory_order_release);
 }
 
@@ -74,7 +75,7 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
     FL__CRASH(BATCH_SWAPPED);
     for (unsigned k = 0; posted; k++, posted >>= 1) {
         struct fl__slot *sl = &s->slots[k];
-        unsigned w = fl__slot_load(sl);
+        unsigned long long w = fl__slot_load(sl);
         /* A compare-and-swap: a poster that could not get the lock may be taking its record back. */
         if (!(posted & 1) || (w & FL__SLOT_STATE) != FL__SLOT_POSTED ||
             !atomic_compare_exchange_strong_explicit(&sl->word, &w, (w & ~FL__SLOT_STATE) | FL__SLOT_TAKEN,
@@ -136,24 +137,29 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
 
 /* Claims a free slot for this process; NULL when all are in use. Slots left by dead processes (FILLING, POSTED or
  * DONE) are taken back here when none is free: a poster killed at the wrong moment cannot free its own, and the
- * record of a dead poster was never acknowledged. The owner is part of the word, so the compare-and-swap fails if
- * the slot changed hands since it was read. */
-static struct fl__slot *fl__slot_claim(forklog *log, int pid)
+ * record of a dead poster was never acknowledged. The owner and the claim count are part of the word, so the
+ * compare-and-swap fails if the slot changed hands since it was read, even to a process born since then with the
+ * dead poster's pid. *claimed receives the word the slot now holds. */
+static struct fl__slot *fl__slot_claim(forklog *log, int pid, unsigned long long *claimed)
 {
     struct fl__seg *s = log->seg;
-    unsigned mine = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_FILLING;
+    const unsigned long long me = (unsigned long long)pid << FL__SLOT_BITS | FL__SLOT_FILLING;
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned i = 0; i < FL__SLOTS; i++) {
             struct fl__slot *sl = &s->slots[((unsigned)pid + i) % FL__SLOTS];
-            unsigned w = FL__SLOT_FREE;
+            unsigned long long w = fl__slot_load(sl);
+            if ((w & FL__SLOT_STATE) != FL__SLOT_FREE) {
+                if (pass == 0 || (w & FL__SLOT_STATE) == FL__SLOT_TAKEN || FL__SLOT_PID(w) <= 0 ||
+                    kill(FL__SLOT_PID(w), 0) == 0 || errno != ESRCH)
+                    continue;
+                FL__CRASH(POST_RECLAIM);
+            }
+            const unsigned long long mine = ((w & ~FL__SLOT_OWNER) + FL__SLOT_CLAIM) | me;
             if (atomic_compare_exchange_strong_explicit(&sl->word, &w, mine, memory_order_acquire,
-                                                        memory_order_relaxed))
+                                                        memory_order_relaxed)) {
+                *claimed = mine;
                 return sl;
-            if (pass == 1 && (w & FL__SLOT_STATE) != FL__SLOT_TAKEN && FL__SLOT_PID(w) > 0 &&
-                kill(FL__SLOT_PID(w), 0) < 0 && errno == ESRCH &&
-                atomic_compare_exchange_strong_explicit(&sl->word, &w, mine, memory_order_acquire,
-                                                        memory_order_relaxed))
-                return sl;
+            }
         }
     }
     return NULL;
@@ -180,8 +186,8 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
         return rc;
     if (rc == 0)
         return fl__write_own(log, iov, iovcnt, len);
-    int pid = (int)fl__pid(log);
-    struct fl__slot *mine = fl__slot_claim(log, pid);
+    unsigned long long claimed;
+    struct fl__slot *mine = fl__slot_claim(log, (int)fl__pid(log), &claimed);
     if (!mine) {
         /* Every slot in use: wait for the lock like the plain path. */
         if ((rc = fl__lock(log)) < 0)
@@ -234,8 +240,8 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
             rc = EBUSY;
     if (rc < 0) {
         /* No lock: take the record back unless a holder has it already; then its result is the answer. */
-        unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
-        if (atomic_compare_exchange_strong(&mine->word, &w, FL__SLOT_FREE))
+        unsigned long long w = claimed - FL__SLOT_FILLING + FL__SLOT_POSTED;
+        if (atomic_compare_exchange_strong(&mine->word, &w, claimed & ~FL__SLOT_OWNER))
             return rc;
         /* Still TAKEN once this process held the lock and failed: the holder that took it died, and this process
          * could not make the repair (fl__locked: it cannot open path), which alone tells whether the record is in
@@ -266,8 +272,8 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
             /* Still POSTED: this process's failure gave the records back (fl__write_batch). Under its file size
              * limit this one is written alone from its slot, which is FILLING meanwhile, so that no holder writes it
              * again should this process die; when it could not move to the new file, that failure is its answer. */
-            unsigned w = (unsigned)pid << FL__SLOT_BITS | FL__SLOT_POSTED;
-            if (atomic_compare_exchange_strong(&mine->word, &w, w - FL__SLOT_POSTED + FL__SLOT_FILLING)) {
+            unsigned long long w = claimed - FL__SLOT_FILLING + FL__SLOT_POSTED;
+            if (atomic_compare_exchange_strong(&mine->word, &w, claimed)) {
                 struct iovec v = {mine->data, mine->len};
                 mine->rc = err < 0 && err != -EFBIG ? err : fl__write_commit(log, &v, 1, mine->len, FL__WRITING);
                 fl__slot_set(mine, FL__SLOT_DONE);
@@ -278,6 +284,6 @@ int fl__append_combining(forklog *log, const struct iovec *iov, int iovcnt, size
     }
     FL__CRASH(POST_DONE_SEEN);
     rc = mine->rc;
-    atomic_store_explicit(&mine->word, FL__SLOT_FREE, memory_order_release);
+    atomic_store_explicit(&mine->word, claimed & ~FL__SLOT_OWNER, memory_order_release); /* FREE, the count kept */
     return rc;
 }

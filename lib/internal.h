@@ -53,20 +53,23 @@ enum fl__state {
 
 /* Combining (direct mode): a writer that finds the lock taken posts its record in a slot; the next lock holder
  * writes every posted record together with its own in one writev(2) and marks them done. A slot's word holds its
- * state in the low bits and its poster's pid above them, so that one compare-and-swap both changes the state and
- * proves whose slot it is. A slot goes FREE -> FILLING -> POSTED (poster, lock-free), POSTED -> TAKEN -> DONE
- * (lock holder), DONE -> FREE (poster). */
+ * state in the low bits, its poster's pid above them (a Linux pid is below 2^22), and above those the number of
+ * times the slot was claimed, so that one compare-and-swap both changes the state and proves whose slot it is: a
+ * slot that changed hands since it was read fails it, even when its new poster was given the pid of the old one.
+ * A slot goes FREE -> FILLING -> POSTED (poster, lock-free), POSTED -> TAKEN -> DONE (lock holder), DONE -> FREE
+ * (poster); a claim (FREE, or a dead poster's slot, -> FILLING) counts one more. */
 #define FL__SLOTS       32
 #define FL__SLOT_CAP    1024
 #define FL__SLOT_BITS   3u
-#define FL__SLOT_STATE  ((1u << FL__SLOT_BITS) - 1)
-#define FL__SLOT_PID(w) ((int)((w) >> FL__SLOT_BITS))
+#define FL__SLOT_STATE  ((1ull << FL__SLOT_BITS) - 1)
+#define FL__SLOT_PID(w) ((int)((w) >> FL__SLOT_BITS & ((1u << 22) - 1)))
+#define FL__SLOT_CLAIM  (1ull << (FL__SLOT_BITS + 22)) /* one claim in the count */
+#define FL__SLOT_OWNER  (FL__SLOT_CLAIM - 1)           /* the state and pid bits */
 enum fl__slot_state { FL__SLOT_FREE, FL__SLOT_FILLING, FL__SLOT_POSTED, FL__SLOT_TAKEN, FL__SLOT_DONE };
 struct fl__slot {
-    atomic_uint word; /* enum fl__slot_state | poster's pid << FL__SLOT_BITS */
-    uint32_t len;     /* bytes in data */
-    int32_t rc;       /* DONE: the result of the write that carried it */
-    uint32_t spare;
+    atomic_ullong word; /* claims << 25 | poster's pid << FL__SLOT_BITS | enum fl__slot_state */
+    uint32_t len;       /* bytes in data */
+    int32_t rc;         /* DONE: the result of the write that carried it */
     char data[FL__SLOT_CAP];
 };
 
@@ -79,7 +82,7 @@ enum fl__batch_phase { FL__BATCH_NONE = 0, FL__BATCH_GATHER = 1, FL__BATCH_WRITE
  * the segment, `ready` last; read by every opener (with pread(2)) before it maps the rest. */
 #define FL__MAGIC  "forklog"
 #define FL__READY  0x52454459u /* "REDY" */
-#define FL__LAYOUT 8u          /* bumped whenever struct fl__seg changes meaning */
+#define FL__LAYOUT 9u          /* bumped whenever struct fl__seg changes meaning */
 struct fl__seg_head {
     char magic[8];         /* FL__MAGIC */
     uint32_t layout;       /* FL__LAYOUT << 20 | sizeof(struct fl__seg) */
@@ -385,6 +388,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(RING_TARGET, "a flush took every ring's head and set ring_target, before phase PLANNED")                         \
     X(RING_PLANNED, "a flush took every ring's head and set ring_target, before the write")                            \
     X(RING_RELEASED, "the rings' tails were moved past the written data, before phase IDLE")                           \
+    X(POST_RECLAIM, "a waiter found every slot used and one's poster gone, before it takes that slot")                 \
     X(POST_CLAIMED, "a waiter claimed a slot (FILLING), before copying its record")                                    \
     X(POST_POSTED, "the slot is POSTED, before its bit in `posted` is set")                                            \
     X(POST_FLAGGED, "the slot is POSTED and flagged, before the waiter waits")                                         \

@@ -748,3 +748,177 @@ Test(combine, a_repairer_killed_after_leaving_the_repair_undone_is_repaired_afte
 {
     repair_left_by_a_process_without_descriptors("WRITE_DONE", 1, 0);
 }
+
+/* ---- a dead poster's pid given again while its slot is being taken back ---------------------------------------- */
+
+/* Forks a process that enters a new PID namespace and runs scene() as pid 1 there, where the pid of its next child
+ * can be chosen (ns_last_pid). Returns scene's result (a step number on failure), 77 when no such namespace can be
+ * made, 78 when its pids cannot be chosen. */
+static int in_new_pid_namespace(int (*scene)(void))
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t init = fork();
+        if (init < 0)
+            _exit(2);
+        if (init == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            _exit(scene());
+        }
+        _exit(th_wait_for(init, 60));
+    }
+    return th_wait_for(pid, 90);
+}
+
+/* In the scene (no assertion there: a forked child's failing assertion hangs the runner), a writer of `rec` that
+ * first arms point cp at its hit-th passage (none when hit is 0). Exits 0 when its call returned 0. */
+static pid_t scene_writer(forklog *log, const char *rec, enum fl__crash_point cp, unsigned hit,
+                          enum fl__crash_action action)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (hit)
+            fl__crash_arm(cp, hit, action);
+        _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+/* A writer of `rec` stopped with the lock held (LOCK_HELD); 0 when it did not stop. */
+static pid_t scene_holder(forklog *log, const char *rec)
+{
+    pid_t pid = scene_writer(log, rec, FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+    return pid > 0 && cp_wait_stopped(pid, 10) ? pid : 0;
+}
+
+static int scene_posted(forklog *log, int n)
+{
+    double until = th_now_s() + 10;
+    while (__builtin_popcount(atomic_load(&log->seg->posted)) < n && th_now_s() < until)
+        usleep(500);
+    return __builtin_popcount(atomic_load(&log->seg->posted)) >= n;
+}
+
+/* The slot whose word names poster pid in state `state`; FL__SLOTS if none. */
+static unsigned scene_slot(forklog *log, pid_t pid, unsigned state)
+{
+    for (unsigned k = 0; k < FL__SLOTS; k++) {
+        unsigned long long w = atomic_load(&log->seg->slots[k].word);
+        if (FL__SLOT_PID(w) == pid && (w & FL__SLOT_STATE) == state)
+            return k;
+    }
+    return FL__SLOTS;
+}
+
+/* D posts, its record is written, and it dies before freeing its slot (POST_DONE_SEEN); 31 live posters hold the
+ * other slots. R finds every slot used, sees D gone, and stops right before it takes D's slot (POST_RECLAIM).
+ * Meanwhile the slot changes hands: R2 takes it back, posts, is written and frees it; N is born with D's pid, takes
+ * the free slot, is written, and stops after it saw its slot done (its word now as D left it). R goes on while a
+ * holder keeps the lock, then N frees its slot. The slot R read was D's, not N's: R must not take N's, or N frees
+ * it under R's posted record, which no holder then writes, and R's call returns 0 for a record not in the file. */
+static int scene_pid_back_while_its_slot_is_taken_back(void)
+{
+    forklog *log;
+    if (forklog_open(&log, logpath, NULL) != 0 || forklog_write(log, "before", 6) != 0)
+        return 3;
+    pid_t h1 = scene_holder(log, "holder 1");
+    if (!h1)
+        return 4;
+    pid_t d = scene_writer(log, "D record", FL__CP_POST_DONE_SEEN, 1, FL__CRASH_KILL);
+    if (!scene_posted(log, 1))
+        return 5;
+    pid_t fill[FL__SLOTS - 1];
+    for (int i = 0; i < FL__SLOTS - 1; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "filler %d", i);
+        fill[i] = scene_writer(log, rec, FL__CP_POST_FLAGGED, 1, FL__CRASH_STOP);
+        if (!cp_wait_stopped(fill[i], 10))
+            return 6;
+    }
+    if (kill(h1, SIGCONT) != 0 || th_wait_for(h1, 10) != 0 || th_wait_for(d, 10) != 128 + SIGKILL)
+        return 7;
+    unsigned k = scene_slot(log, d, FL__SLOT_DONE);
+    if (k == FL__SLOTS)
+        return 8;
+    pid_t h2 = scene_holder(log, "holder 2");
+    if (!h2)
+        return 9;
+    pid_t r = scene_writer(log, "R record", FL__CP_POST_RECLAIM, 1, FL__CRASH_STOP);
+    if (!cp_wait_stopped(r, 10))
+        return 10;
+    pid_t r2 = scene_writer(log, "R2 record", FL__CP_COUNT, 0, 0);
+    if (!scene_posted(log, 1) || kill(h2, SIGCONT) != 0 || th_wait_for(h2, 10) != 0 || th_wait_for(r2, 10) != 0)
+        return 11;
+    if ((atomic_load(&log->seg->slots[k].word) & FL__SLOT_STATE) != FL__SLOT_FREE)
+        return 12;
+    pid_t h3 = scene_holder(log, "holder 3");
+    if (!h3)
+        return 13;
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    char num[32];
+    int len = snprintf(num, sizeof num, "%d", (int)d - 1);
+    if (fd < 0 || write(fd, num, (size_t)len) != len)
+        return 78;
+    close(fd);
+    pid_t n = scene_writer(log, "N record", FL__CP_POST_DONE_SEEN, 1, FL__CRASH_STOP);
+    if (n != d)
+        return 14;
+    if (!scene_posted(log, 1) || kill(h3, SIGCONT) != 0 || th_wait_for(h3, 10) != 0 || !cp_wait_stopped(n, 10))
+        return 15;
+    if (scene_slot(log, d, FL__SLOT_DONE) != k)
+        return 16;
+    pid_t h4 = scene_holder(log, "holder 4");
+    if (!h4 || kill(r, SIGCONT) != 0)
+        return 17;
+    /* R posts in the slot it took, or waits for the lock having found none. */
+    double until = th_now_s() + 0.5;
+    while (scene_slot(log, r, FL__SLOT_POSTED) == FL__SLOTS && th_now_s() < until)
+        usleep(500);
+    if (kill(n, SIGCONT) != 0 || th_wait_for(n, 10) != 0)
+        return 18;
+    if (kill(h4, SIGCONT) != 0 || th_wait_for(h4, 10) != 0)
+        return 19;
+    if (th_wait_for(r, 10) != 0)
+        return 20;
+    for (int i = 0; i < FL__SLOTS - 1; i++)
+        if (kill(fill[i], SIGCONT) != 0 || th_wait_for(fill[i], 10) != 0)
+            return 21;
+    if (forklog_write(log, "after", 5) != 0 || forklog_close(log) != 0)
+        return 22;
+
+    size_t size;
+    char *buf = th_slurp(logpath, &size);
+    if (!buf)
+        return 23;
+    static const char *const once[] = {"before",   "holder 1", "holder 2",  "holder 3", "holder 4",
+                                       "D record", "R record", "R2 record", "N record", "after"};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof once / sizeof once[0] && !rc; i++)
+        if (cp_count_line(buf, once[i]) != 1)
+            rc = 30 + (int)i; /* 36: R's call returned 0, its record is not in the file */
+    for (int i = 0; i < FL__SLOTS - 1 && !rc; i++) {
+        char rec[32];
+        snprintf(rec, sizeof rec, "filler %d", i);
+        if (cp_count_line(buf, rec) != 1)
+            rc = 40;
+    }
+    if (!rc && th_count_lines(buf, size) != sizeof once / sizeof once[0] + FL__SLOTS - 1)
+        rc = 41;
+    free(buf);
+    return rc;
+}
+
+Test(combine, a_dead_posters_pid_given_again_while_its_slot_is_taken_back_loses_no_record, .timeout = 60)
+{
+    int st = in_new_pid_namespace(scene_pid_back_while_its_slot_is_taken_back);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    if (st == 78)
+        cr_skip_test("the pids of a new PID namespace cannot be chosen here (ns_last_pid)");
+    cr_assert_eq(st, 0, "the scene failed at step %d (36: a call returned 0 and its record is not in the file)", st);
+}

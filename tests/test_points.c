@@ -43,9 +43,10 @@ static const struct mode modes[] = {
 
 /* Where each point must be reached: D direct, C combining, B buffered (rings), R rotating, Q buffered and rotating
  * (the locked buffer). FILE_NEWLINE ("") is passed only for a file that ends mid-line: test_crash kills there.
- * REPAIR_DEFERRED ("") is passed only by a repairer that cannot open the log's path: test_combine kills there. The
- * segment's points ("") are
- * passed by forklog_open() and forklog_close(), not by records: test_join kills there. The rings' ownership points
+ * REPAIR_DEFERRED ("") is passed only by a repairer that cannot open the log's path: test_combine kills there.
+ * POST_RECLAIM ("") is passed only by a poster that finds every slot used and one of them left by a dead poster:
+ * test_combine stops there. The segment's points ("") are passed by forklog_open() and forklog_close(), not by
+ * records: test_join kills there. The rings' ownership points
  * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring stops
  * there. */
 static const struct {
@@ -79,6 +80,7 @@ static const struct {
     {"WRITE_COMMITTED", "DCBRQ"},
     {"BUF_COPIED", "Q"},
     {"BUF_PUBLISHED", "Q"},
+    {"POST_RECLAIM", ""},
     {"POST_CLAIMED", "C"},
     {"POST_POSTED", "C"},
     {"POST_FLAGGED", "C"},
