@@ -135,6 +135,79 @@ COMBINE_POINT(holder_dies_after_marking_one_slot_done, "BATCH_MARKED", 1)
 COMBINE_POINT(holder_dies_after_marking_every_slot_done, "BATCH_MARKED", 3)
 COMBINE_POINT(holder_dies_before_unlocking, "UNLOCK", 1)
 
+/* The holder dies at the hit-th passage of `point` with three posted records in its batch, and the next holder
+ * dies too, at `repair` (REPAIR_FILE: the file repaired, the batch not yet; REPAIR_BATCH: both, before the mutex
+ * is made consistent): the posters, stopped once posted, make the repair again when continued. Every poster's call
+ * returns 0 with its record once in the file, the dead holder's at most once, nothing torn. */
+static void run_repairer_dies(const char *point, unsigned hit, const char *repair)
+{
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = cp_stopped_holder(log, "holder record", cp_find(point), hit);
+    pid_t posters[POSTERS];
+    for (int i = 0; i < POSTERS; i++) {
+        posters[i] = fork();
+        cr_assert_neq(posters[i], -1);
+        if (posters[i] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            fl__crash_arm(FL__CP_POST_FLAGGED, 1, FL__CRASH_STOP); /* posted: the holder takes its record */
+            char rec[64];
+            snprintf(rec, sizeof rec, "poster %d record", i);
+            _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
+        }
+        cr_assert(cp_wait_stopped(posters[i], 10), "poster %d did not post", i);
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int st = th_wait_for(holder, 10);
+    cr_assert_eq(st, 128 + SIGKILL, "the holder did not die at %s (status %d)", point, st);
+    const uint32_t phase = log->seg->batch_phase;
+    uint32_t open_phase = FL__BATCH_GATHER; /* BATCH_TAKEN: taking slots */
+    if (strncmp(point, "WRITE_", 6) == 0)
+        open_phase = FL__BATCH_WRITE;
+    else if (strcmp(point, "BATCH_MARKED") == 0)
+        open_phase = FL__BATCH_FINISH;
+    cr_assert_eq(phase, open_phase, "the holder died with batch phase %u, not %u", phase, open_phase);
+    pid_t repairer = cp_writer(log, "repairer record", cp_find(repair), 1);
+    st = th_wait_for(repairer, 10);
+    cr_assert_eq(st, 128 + SIGKILL, "the next holder did not die at %s (status %d)", repair, st);
+    for (int i = 0; i < POSTERS; i++) {
+        cr_assert_eq(kill(posters[i], SIGCONT), 0);
+        st = th_wait_for(posters[i], 10);
+        cr_assert_eq(st, 0, "poster %d: status %d (batch phase %u at the holder's death)", i, st, phase);
+    }
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert(len > 0 && buf[len - 1] == '\n', "the file ends with a fragment:\n%s", buf);
+    int holder_n = cp_count_line(buf, "holder record");
+    cr_assert_leq(holder_n, 1, "%s", buf);
+    cr_assert_eq(cp_count_line(buf, "repairer record"), 0, "%s", buf);
+    for (int i = 0; i < POSTERS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "poster %d record", i);
+        cr_assert_eq(cp_count_line(buf, want), 1, "%s: %d times (batch phase %u at the holder's death):\n%s", want,
+                     cp_count_line(buf, want), phase, buf);
+    }
+    cr_assert_eq(th_count_lines(buf, len), (size_t)(POSTERS + 2 + holder_n), "stray lines:\n%s", buf);
+    cp_assert_size_agrees(log, logpath);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+#define COMBINE_REPAIR(test, point, hit, repair)                                                                       \
+    Test(combine, test)                                                                                                \
+    {                                                                                                                  \
+        run_repairer_dies(point, hit, repair);                                                                         \
+    }
+COMBINE_REPAIR(a_repairer_dies_after_the_file_repair_of_a_batch_being_gathered, "BATCH_TAKEN", 2, "REPAIR_FILE")
+COMBINE_REPAIR(a_repairer_dies_after_the_file_repair_of_a_torn_batch, "WRITE_TORN", 1, "REPAIR_FILE")
+COMBINE_REPAIR(a_repairer_dies_after_the_file_repair_of_a_written_batch, "WRITE_DONE", 1, "REPAIR_FILE")
+COMBINE_REPAIR(a_repairer_dies_after_the_file_repair_of_a_batch_being_marked, "BATCH_MARKED", 1, "REPAIR_FILE")
+COMBINE_REPAIR(a_repairer_dies_after_the_batch_repair_of_a_torn_batch, "WRITE_TORN", 1, "REPAIR_BATCH")
+COMBINE_REPAIR(a_repairer_dies_after_the_batch_repair_of_a_written_batch, "WRITE_DONE", 1, "REPAIR_BATCH")
+
 /* Every slot is left by a poster that died at `point`; three new posters must still post (they can only by taking
  * those slots back), and every acknowledged record is in the file once. */
 static void run_leaked(const char *point)
