@@ -276,7 +276,8 @@ struct forklog_options {
  * Errors: -EINVAL (NULL out or path, empty path, bad option, a setting that conflicts with the log's other users),
  * -ENOENT (missing parent directory), -ENOTDIR, -EACCES (the log, the directory for its segment file, or a segment file
  * another user created while the caller is not in the log's group), -EISDIR, -EROFS, -ENXIO (a FIFO with no reader, a
- * unix socket), -EPERM (a segment file that is not the log's: another owner, wider permissions, a link, a directory),
+ * unix socket), -EPERM (a segment file that is not the log's: another owner, a link, a directory; or wider permissions
+ * than the log's write bits give, which the file's owner or root narrows instead, when its owner is trusted),
  * -EXDEV (the log is in use by processes of another PID namespace: its lock cannot be shared across them),
  * -EPROTO (a segment of another layout: another library version or another C library; or a damaged one, whose sizes do
  * not match its settings), -ENOSPC (the log's file system is full: the segment file cannot be given its blocks),

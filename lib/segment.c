@@ -19,7 +19,8 @@
  * with one link, owned by the log's owner, root or the caller (or by the log's group when the log is group-writable; or
  * by anybody when everybody may write the log), and grants no access that the log's write bits do not: a user who
  * cannot write the log cannot take its lock or read its buffer, and a file another user planted is refused (-EPERM)
- * rather than trusted.
+ * rather than trusted. A file of a trusted owner that grants more than the log does now (its mode or group changed
+ * since) is given the log's owner, group and bits by an opener that may (fl__seg_narrow), and used.
  */
 #include "internal.h"
 
@@ -176,20 +177,29 @@ static mode_t fl__seg_mode(mode_t log_mode)
     return m ? m : S_IRUSR | S_IWUSR;
 }
 
-/* Whether an existing segment file may be used for the log whose fstat is *lst (see the top of this file). When
- * everybody may write the log, its owner does not matter: any user could create it (a creator that may not give
- * it to the log's owner or group keeps it), and its owner can do nothing to the log that every other user cannot
- * (write and read the segment, take its flock, write the log); its sizes are checked before they are used. */
-static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
+/* Whether an existing segment file is a regular file of one name whose owner may serve the log whose fstat is *lst
+ * (see the top of this file), whatever its bits. When everybody may write the log, its owner does not matter: any
+ * user could create it (a creator that may not give it to the log's owner or group keeps it), and its owner can do
+ * nothing to the log that every other user cannot (write and read the segment, take its flock, write the log); its
+ * sizes are checked before they are used. */
+static int fl__seg_owner_trusted(const struct stat *seg, const struct stat *lst)
 {
     if (!S_ISREG(seg->st_mode) || seg->st_nlink != 1)
+        return 0;
+    return seg->st_uid == lst->st_uid || seg->st_uid == 0 || seg->st_uid == geteuid() ||
+           (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP)) || (lst->st_mode & S_IWOTH);
+}
+
+/* The same, and its bits grant nothing that the log's write bits do not. */
+static int fl__seg_trusted(const struct stat *seg, const struct stat *lst)
+{
+    if (!fl__seg_owner_trusted(seg, lst))
         return 0;
     if ((seg->st_mode & 07777) & ~fl__seg_mode(lst->st_mode))
         return 0;
     if ((seg->st_mode & S_IRWXG) && seg->st_gid != lst->st_gid && !(lst->st_mode & S_IWOTH))
         return 0; /* the group's bits for another group than the log's: they grant what the log does not */
-    return seg->st_uid == lst->st_uid || seg->st_uid == 0 || seg->st_uid == geteuid() ||
-           (seg->st_gid == lst->st_gid && (lst->st_mode & S_IWGRP)) || (lst->st_mode & S_IWOTH);
+    return 1;
 }
 
 /* Whether `path` still names the file whose fstat is *st (an opener may hold a file that was removed since); path
@@ -589,6 +599,24 @@ static void fl__seg_give(int fd, const struct stat *lst, mode_t want)
     (void)fchmod(fd, want);
 }
 
+/* A segment file of a trusted owner whose bits grant more than the log's write bits do now: the log's mode or group
+ * changed since the file was made (a chmod that took a write bit away, logrotate's `create 0640 app adm` for a log
+ * that was 0660 app:app), while the log was in use or after its users died. Refused, it kept every later opener
+ * out, the log's owner and root included, for as long as the log was in use (for ever, for a file the dead left),
+ * and removing it by hand while the log was in use gave the log two locks. An opener that may (the file's owner, or
+ * root) gives it the log's owner, group and bits, as a new one gets them, and uses it. A descriptor opened under the
+ * old bits stays open: one of a user the log no longer grants, as that user's descriptor of the log stays; or, had a
+ * user of the log (the only owner trusted here) made the file wide on purpose, one that user could as well have
+ * handed over through a process of its own. Anybody else changes nothing and is refused. Returns 1 when the file is
+ * trusted now (*sst read again). */
+static int fl__seg_narrow(int fd, struct stat *sst, const struct stat *lst)
+{
+    if (!fl__seg_owner_trusted(sst, lst))
+        return 0;
+    fl__seg_give(fd, lst, fl__seg_mode(lst->st_mode));
+    return fstat(fd, sst) == 0 && fl__seg_trusted(sst, lst);
+}
+
 #if !defined(O_TMPFILE) && defined(__O_TMPFILE)
 #define O_TMPFILE __O_TMPFILE /* glibc names it only under _GNU_SOURCE */
 #endif
@@ -768,7 +796,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             close(fd); /* removed by its last user since we opened it: a new one is due */
             continue;
         }
-        if (!fl__seg_trusted(&sst, lst)) {
+        if (!fl__seg_trusted(&sst, lst) && !fl__seg_narrow(fd, &sst, lst)) {
             fl__explain(err, errlen,
                         "%s is not the log's segment file: owner %u, group %u, mode %04o, %u link(s), where the log "
                         "is owner %u, group %u, mode %04o (remove it, or open with FORKLOG_PRIVATE)",

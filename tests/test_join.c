@@ -863,12 +863,166 @@ Test(join, a_segment_file_that_cannot_have_the_logs_group_grants_no_group)
     char *buf = th_slurp(logpath, &len);
     cr_assert_str_eq(buf, "owner\n");
     free(buf);
-    /* Such a file found with the group's bits (left by another build, or planted) is refused and left as it is. */
+    /* Such a file found with the group's bits (left by another build, or made by hand): a member of the log's group,
+     * who may neither open nor change it, is refused and leaves it as it is; root gives it the log's group and uses
+     * it. */
     cr_assert_neq(access(segpath, F_OK), 0, "the owner's last close left the segment file");
     put_bytes(segpath, "", 0);
     cr_assert_eq(chown(segpath, 61000, 61000), 0);
     cr_assert_eq(chmod(segpath, 0660), 0);
-    refused(-EPERM, "is not the log's segment file");
+    pid_t member = fork();
+    cr_assert_neq(member, -1);
+    if (member == 0) {
+        gid_t groups[1] = {62000};
+        if (setgroups(1, groups) < 0 || setgid(63000) < 0 || setuid(63000) < 0)
+            _exit(90);
+        forklog *log = (forklog *)1;
+        _exit(forklog_open(&log, logpath, NULL) == -EACCES && log == NULL ? 0 : 1); /* not in group 61000 */
+    }
+    cr_assert_eq(th_wait(member), 0, "a member of the log's group used a segment file that grants another group");
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert(st.st_gid == 61000 && (st.st_mode & 07777) == 0660, "the refused file was changed");
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert(st.st_uid == 61000 && st.st_gid == 62000 && (st.st_mode & 07777) == 0660,
+              "segment %u:%u %04o: not the log's owner and group", (unsigned)st.st_uid, (unsigned)st.st_gid,
+              st.st_mode & 07777);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
+/* The log's mode or group changed while its segment file exists: logrotate's `create 0640 app adm` (the log was
+ * 0660 app:app), a chmod that takes a class's write bit away, while the log is in use or after its users died. The
+ * segment file, built for the old bits, now grants what the log does not. Its owner (or root) opening the log gives
+ * it the log's owner, group and bits and uses it; refused until every user closed (or for ever, for a file the dead
+ * left), the log's own owner could open its log no more, and the explanation's advice to remove the file would have
+ * given the log two locks while its users wrote. A user of the log who may not change the file is still refused, and
+ * the file left as it is. */
+Test(join, a_segment_file_whose_log_lost_a_write_bit_is_narrowed_by_its_owner_and_used)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    cr_assert_eq(chmod(dir, 0777), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 61000, 61000), 0);
+    cr_assert_eq(chmod(logpath, 0660), 0);
+    struct report *r = new_report();
+    pid_t first = fork();
+    cr_assert_neq(first, -1);
+    if (first == 0) {
+        rc_child();
+        become(61000);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* after the change of user, which clears it */
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0 || forklog_write(log, "old", 3) != 0)
+            _exit(3);
+        atomic_store(&r->opened, 1);
+        while (!atomic_load(&r->go))
+            usleep(200);
+        _exit(forklog_reopen(log) == 0 && forklog_write(log, "first", 5) == 0 && forklog_close(log) == 0 ? 0 : 4);
+    }
+    double end = th_now_s() + 10;
+    while (!atomic_load(&r->opened) && th_now_s() < end)
+        usleep(500);
+    cr_assert(atomic_load(&r->opened), "the log's owner could not open its log");
+    struct stat st;
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0660);
+    /* logrotate, `create 0640 61000 62000`: the log moved away, a new one made with another group and no group write.
+     */
+    char *old = th_path(dir, "join.log.1");
+    cr_assert_eq(rename(logpath, old), 0);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 61000, 62000), 0);
+    cr_assert_eq(chmod(logpath, 0640), 0);
+    /* Another process of the log's owner (a worker started afresh, a cron job) opens the log and writes. */
+    pid_t second = fork();
+    cr_assert_neq(second, -1);
+    if (second == 0) {
+        rc_child();
+        become(61000);
+        forklog *log;
+        char why[512] = "";
+        struct forklog_options o = {.error = why, .error_size = sizeof why};
+        int rc = forklog_open(&log, logpath, &o);
+        if (rc != 0) {
+            fprintf(stderr, "the log's owner, after the log's group changed: %s (%s)\n", strerror(-rc), why);
+            _exit(rc == -EPERM ? 5 : 6);
+        }
+        _exit(forklog_write(log, "second", 6) == 0 && forklog_close(log) == 0 ? 0 : 7);
+    }
+    int st2 = th_wait_for(second, 10);
+    atomic_store(&r->go, 1);
+    cr_assert_eq(th_wait_for(first, 10), 0);
+    cr_assert_eq(st2, 0, "the log's owner could not open its log once its group changed (%d)", st2);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "second\nfirst\n");
+    free(buf);
+    buf = th_slurp(old, &len);
+    cr_assert_str_eq(buf, "old\n");
+    free(buf);
+    cr_assert_not(seg_exists(), "the last close left the segment file");
+
+    /* A segment file of a 0666 log that its users left when they died; the log is 0644 since. A member of the log's
+     * group who may write it but not change the file is refused, and the file left as it is; root (or the owner)
+     * gives it the log's bits, recovers it and writes. */
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(unlink(old), 0);
+    free(old);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 61000, 62000), 0);
+    cr_assert_eq(chmod(logpath, 0666), 0);
+    pid_t dead = fork();
+    cr_assert_neq(dead, -1);
+    if (dead == 0) {
+        rc_child();
+        become(61000);
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0 || forklog_write(log, "dead", 4) != 0)
+            _exit(3);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    cr_assert_eq(th_wait(dead), 128 + SIGKILL);
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0666);
+    cr_assert_eq(chmod(logpath, 0664), 0);
+    size_t before;
+    char *seg_before = file_bytes(segpath, &before);
+    pid_t member = fork();
+    cr_assert_neq(member, -1);
+    if (member == 0) {
+        rc_child();
+        gid_t groups[1] = {62000};
+        if (setgroups(1, groups) < 0 || setgid(63000) < 0 || setuid(63000) < 0)
+            _exit(90);
+        forklog *log = (forklog *)1;
+        char why[512] = "";
+        struct forklog_options o = {.error = why, .error_size = sizeof why};
+        _exit(forklog_open(&log, logpath, &o) == -EPERM && log == NULL && strstr(why, "is not the log's segment file")
+                  ? 0
+                  : 1);
+    }
+    cr_assert_eq(th_wait(member), 0, "a user who may not change the segment file was not refused");
+    size_t after;
+    char *seg_after = file_bytes(segpath, &after);
+    cr_assert(before == after && memcmp(seg_before, seg_after, before) == 0, "the refused segment was changed");
+    free(seg_before);
+    free(seg_after);
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0666, "the refused segment's bits were changed");
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(stat(segpath, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0660, "segment %04o: not the bits of a 0664 log", st.st_mode & 07777);
+    cr_assert_eq(st.st_uid, 61000);
+    cr_assert_eq(st.st_gid, 62000);
+    cr_assert_eq(forklog_write(log, "root", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "dead\nroot\n");
+    free(buf);
+    cr_assert_not(seg_exists());
+    munmap(r, sizeof *r);
 }
 
 Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
