@@ -252,8 +252,9 @@ struct forklog_options {
  * Returns 0 and stores the handle in *out.
  *
  * The segment is the file `.NAME.forklog` in the log's directory (NAME being the log's file name), created with
- * the read and write bits of whoever may write the log (a 0644 log gets a 0600 segment) and given the log's
- * owner and group. The first opener builds it; the others join it. An opener that finds nobody using it (every
+ * the read and write bits of whoever may write the log (a 0644 log gets a 0600 segment; a class that may write but
+ * not read the log, 0622, may read the records that pass through the segment) and given the log's owner and group.
+ * The first opener builds it; the others join it. An opener that finds nobody using it (every
  * previous user is gone: closed, died, or the machine rebooted) first finishes what the last users left (a torn
  * record is cut, records left in the buffer are written) and then builds it anew with its own settings. The last
  * user to close removes the file. Settings that every process must share come from the segment: a zero
