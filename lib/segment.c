@@ -756,10 +756,11 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
     rc = -EAGAIN;
     for (int tries = 0; tries < FL__JOIN_TRIES; tries++) {
         const unsigned forks = fl__alone_begin();
-        int fd = fl__seg_create(dir, segpath, lst, want);
+        int fd = fl__seg_create(dir, segpath, lst, want), existing = 0;
         if (fd >= 0) {
             FL__CRASH(SEG_CREATED);
         } else if (errno == EEXIST) {
+            existing = 1;
             fd = openat(dir, fl__dir_name(dir, segpath), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
             if (fd < 0 && errno == ENOENT)
                 continue; /* removed by its last user in between */
@@ -781,8 +782,27 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                 rc = -EPERM;
                 fl__explain(err, errlen, "%s is not the log's segment file (a link, a directory or a special file)",
                             segpath);
+            } else if (!existing) {
+                /* Nobody's file is there, and this process could not make one (a directory it may not write). */
+                fl__explain(err, errlen, "cannot create the log's segment file %s: %s%s", segpath, strerror(-rc),
+                            rc == -EACCES || rc == -EPERM || rc == -EROFS
+                                ? " (the log's first user makes it in the log's directory; FORKLOG_PRIVATE needs no "
+                                  "file there)"
+                                : "");
             } else {
-                fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(-rc));
+                /* Another user's file, whose bits let this process in through no class (a log whose mode or group
+                 * changed since, a log owner outside the log's group): its owner and bits say which. */
+                struct stat sst;
+                if (fstatat(dir, fl__dir_name(dir, segpath), &sst, AT_SYMLINK_NOFOLLOW) == 0)
+                    fl__explain(
+                        err, errlen,
+                        "cannot open the log's segment file %s: %s (owner %u, group %u, mode %04o, where the log "
+                        "is owner %u, group %u, mode %04o)",
+                        segpath, strerror(-rc), (unsigned)sst.st_uid, (unsigned)sst.st_gid,
+                        (unsigned)(sst.st_mode & 07777), (unsigned)lst->st_uid, (unsigned)lst->st_gid,
+                        (unsigned)(lst->st_mode & 07777));
+                else
+                    fl__explain(err, errlen, "cannot open the log's segment file %s: %s", segpath, strerror(-rc));
             }
             break;
         }

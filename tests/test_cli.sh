@@ -151,7 +151,7 @@ permission)
     # A log anybody may write, in a folder where nobody may create the segment file: the library says which file.
     mkdir closed && echo before >closed/w.log && chmod 666 closed/w.log
     run 1 as_nobody "$bin" append closed/w.log hello
-    stderr_is "forklog: cannot open closed/w.log: Permission denied (cannot open the log's segment file $work/closed/.w.log.forklog: Permission denied)"
+    stderr_is "forklog: cannot open closed/w.log: Permission denied (cannot create the log's segment file $work/closed/.w.log.forklog: Permission denied (the log's first user makes it in the log's directory; FORKLOG_PRIVATE needs no file there))"
     [ "$(cat closed/w.log)" = before ] || fail "closed/w.log changed: $(cat closed/w.log)"
     ;;
 help_version)

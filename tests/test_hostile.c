@@ -1344,14 +1344,15 @@ Test(hostile, file_of_another_user)
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         become_nobody();
-        /* It may not create the log's segment file in that directory either: it says so, and a private segment
-         * is the way to write anyway. */
+        /* It may not create the log's segment file in that directory either: it says so (that the file could not
+         * be created, not opened: there is none), and a private segment is the way to write anyway. */
         struct forklog_options o = {.rotate_bytes = 100};
         forklog *log;
         char why[256];
         o.error = why;
         o.error_size = sizeof why;
-        if (forklog_open(&log, logpath, &o) != -EACCES || !strstr(why, ".hostile.log.forklog"))
+        if (forklog_open(&log, logpath, &o) != -EACCES || !strstr(why, "cannot create the log's segment file") ||
+            !strstr(why, ".hostile.log.forklog") || !strstr(why, "FORKLOG_PRIVATE"))
             _exit(6);
         o.flags = FORKLOG_PRIVATE;
         if (forklog_open(&log, logpath, &o) != 0)
