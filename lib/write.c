@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* After a write(2) failed with errno: whether to write again. EINTR, and EAGAIN once some bytes went out (`sent`):
@@ -30,9 +31,10 @@ static int fl__write_again(int fd, int err, int sent)
 }
 
 /* Writes all of iov to fd, looping on short writes, EINTR and EAGAIN in the middle (fl__write_again). Returns 0 or
- * -errno. */
-static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
+ * -errno; *done receives the bytes that went in either way. */
+static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt, size_t *done)
 {
+    *done = 0;
     if (iovcnt == 1) {
         /* The usual case, one buffer: no iovec copy. */
         const char *p = iov_in->iov_base;
@@ -48,6 +50,7 @@ static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
                 return -EIO;
             p += n;
             left -= (size_t)n;
+            *done += (size_t)n;
         }
         return 0;
     }
@@ -67,6 +70,7 @@ static int fl__write_all(int fd, const struct iovec *iov_in, int iovcnt)
         sent = 1;
         if (n == 0)
             return -EIO; /* no progress with bytes left: never loop forever */
+        *done += (size_t)n;
         size_t left = (size_t)n;
         while (iovcnt > 0 && left >= v->iov_len) {
             left -= v->iov_len;
@@ -108,7 +112,8 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         fl__write_half(log->fd, iov, iovcnt, len);
     FL__CRASH(WRITE_TORN);
 #endif
-    int rc = fl__write_all(log->fd, iov, iovcnt);
+    size_t done;
+    int rc = fl__write_all(log->fd, iov, iovcnt, &done);
     if (rc == 0)
         FL__CRASH(WRITE_DONE);
     /* Only a regular file is synced: on a FIFO, a pipe or a character device fdatasync() fails with EINVAL after
@@ -117,7 +122,16 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         fdatasync(log->fd) < 0)
         rc = -errno;
     if (rc < 0) {
-        /* Nothing of a failed record stays: cut back to the last whole record. */
+        /* Nothing of a failed record stays: cut back to the last whole record, where size says it ends. A regular
+         * file shorter than that plus what went in of the record was cut short behind the log's back since (`: >
+         * app.log` to free a disk, logrotate's copytruncate): size lies past its end, and a cut there would extend
+         * the file with zeros and keep the fragment (or, past RLIMIT_FSIZE, fail and keep it). The fragment is then
+         * the last `done` bytes, and where it begins is where the log ends from now on. size is stored before the
+         * cut, so that a holder killed in between leaves a fragment that the repair cuts back to it. */
+        struct stat st;
+        if (atomic_load_explicit(&s->regular, memory_order_relaxed) && fstat(log->fd, &st) == 0 &&
+            S_ISREG(st.st_mode) && (uint64_t)st.st_size < s->size + done)
+            s->size = (uint64_t)st.st_size > done ? (uint64_t)st.st_size - done : 0;
         if (ftruncate(log->fd, (off_t)s->size) < 0)
             s->file_known = 0;
     } else {

@@ -257,6 +257,82 @@ Test(hostile, rlimit_fsize_fails_whole_and_recovers)
     free(buf);
 }
 
+/* The log cut short behind its back while in use (`: > app.log` to free a disk, logrotate's copytruncate): the
+ * segment's idea of where the last whole record ends lies past the file's end from then on. A write that then failed
+ * cut the file back to that point: ftruncate() extended the file with zeros up to it and kept the failed record's
+ * fragment, or (past RLIMIT_FSIZE) failed and kept the fragment alone. The failed record's own bytes are what goes. */
+Test(hostile, a_failed_write_after_the_log_was_cut_short_behind_its_back_leaves_nothing_of_it)
+{
+    forklog *log = open_log(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        char r[1000];
+        fill(r, 'a', sizeof r);
+        for (int i = 0; i < 8; i++)
+            if (forklog_write(log, r, sizeof r) != 0)
+                _exit(10);
+        if (truncate(logpath, 0) != 0)
+            _exit(11);
+        if (set_fsize(5500) != 0)
+            _exit(12);
+        fill(r, 'b', sizeof r);
+        for (int i = 0; i < 5; i++)
+            if (forklog_write(log, r, sizeof r) != 0)
+                _exit(13);
+        fill(r, 'c', sizeof r);
+        if (forklog_write(log, r, sizeof r) != -EFBIG) /* 500 bytes go in, then EFBIG */
+            _exit(14);
+        if (fd_size(log->fd) != 5000)
+            _exit(15); /* the failed record's fragment stayed */
+        if (set_fsize(RLIM_INFINITY) != 0 || forklog_write(log, r, sizeof r) != 0 || fd_size(log->fd) != 6000)
+            _exit(16);
+        _exit(forklog_close(log) == 0 ? 0 : 17);
+    }
+    int st = th_wait(pid);
+    cr_assert_eq(st, 0, "the child failed at step %d", st);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 6000);
+    for (size_t k = 0; k < 6; k++)
+        cr_assert(buf[k * 1000] == (k < 5 ? 'b' : 'c') && buf[k * 1000 + 999] == '\n', "record %zu is not whole", k);
+    free(buf);
+
+    /* A full file system, where the cut extended the file with zeros (root: a small tmpfs of the test's own). */
+    char *small = th_small_fs(dir, "size=256k");
+    if (!small)
+        cr_skip_test("no mount namespace of its own here (needs root)");
+    char *path = th_path(small, "cut.log");
+    cr_assert_eq(forklog_open(&log, path, NULL), 0);
+    char r[3000];
+    fill(r, 'd', sizeof r);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(forklog_write(log, r, sizeof r), 0);
+    cr_assert_eq(truncate(path, 0), 0);
+    fill(r, 'e', sizeof r);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(forklog_write(log, r, sizeof r), 0);
+    char *filler = th_fill_fs(small);
+    cr_assert_eq(forklog_write(log, r, sizeof r), -ENOSPC);
+    cr_assert_eq(fd_size(log->fd), 6000, "a failed write left the file %lld bytes long", (long long)fd_size(log->fd));
+    cr_assert_eq(log->seg->size, 6000, "the log counts %llu bytes", (unsigned long long)log->seg->size);
+    cr_assert_eq(unlink(filler), 0);
+    fill(r, 'f', sizeof r);
+    cr_assert_eq(forklog_write(log, r, sizeof r), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    buf = th_slurp(path, &len);
+    cr_assert_eq(len, 9000);
+    for (size_t k = 0; k < 3; k++)
+        cr_assert(buf[k * 3000] == (k < 2 ? 'e' : 'f') && buf[k * 3000 + 2999] == '\n', "record %zu is not whole", k);
+    free(buf);
+    cr_assert_eq(umount(small), 0);
+    free(filler);
+    free(path);
+    free(small);
+}
+
 Test(hostile, rlimit_fsize_buffered_flush_keeps_the_buffer)
 {
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000, .buffer_size = 4096};
