@@ -180,8 +180,10 @@ struct forklog_options {
     enum forklog_level level;
     /* Format of forklog_log() records. 0: FORKLOG_FORMAT_TEXT. */
     enum forklog_format format;
-    /* Permission bits used when the file (or a rotated file) is created, before the umask. 0: 0644.
-     * Valid: 0 .. 07777. */
+    /* Permission bits used when the file (or a rotated file) is created, before the umask. 0: 0644 for the file
+     * forklog_open() creates; the new file of a rotation, or of a reopen that finds path missing, then gets the
+     * bits of the file it follows, whatever the umask (as logrotate's `create` does), so that every user who could
+     * write the log still can. Valid: 0 .. 07777. */
     unsigned mode;
     /* Bitwise OR of enum forklog_flag values; any other bit is -EINVAL. */
     unsigned flags;
@@ -217,10 +219,12 @@ struct forklog_options {
     /* Owner and group given, with fchown(2), to every file the log creates: path when forklog_open() creates
      * it, the new path of a rotation, and path when a reopen finds it missing and creates it (logrotate's
      * `create MODE OWNER GROUP`, for a privileged process whose forked workers drop their privileges and must
-     * still open and write the files). Files that already exist are never changed. 0: left as created (the
-     * creator's), each field on its own; (uid_t)-1 and (gid_t)-1 mean the same. Root (0) can therefore not be
-     * asked for, which is never needed: a file root creates is root's already, and a process without
-     * CAP_CHOWN cannot give a file away. Giving a file away needs CAP_CHOWN (for the group: being a member of
+     * still open and write the files). Files that already exist are never changed. 0, each field on its own:
+     * the creator's for the file forklog_open() creates, and for the new file of a rotation or a reopen the owner
+     * (group) of the file it follows, as logrotate's `create` makes it (a root cron job's record that rotates a
+     * service's log leaves the new file the service's); (uid_t)-1 and (gid_t)-1 mean the same. Root (0) can
+     * therefore not be asked for, which is never needed: a file root creates is root's already, and a process
+     * without CAP_CHOWN cannot give a file away. Giving a file away needs CAP_CHOWN (for the group: being a member of
      * it is enough). A failed fchown() is ignored, and the record is written anyway: the file keeps the
      * creator's owner and group. If the process dies between creating a file and fchown(), the file keeps
      * them too. */

@@ -275,7 +275,7 @@ static int fl__handle_new(forklog **out, const char *path, const struct forklog_
     if (!log->level)
         log->level = FORKLOG_INFO;
     log->format = opts->format;
-    log->mode = opts->mode ? opts->mode : 0644;
+    log->mode = opts->mode;
     log->flags = opts->flags;
     log->max_record = opts->max_record ? opts->max_record : FL__DEFAULT_MAX_RECORD;
     log->rotate_bytes = opts->rotate_bytes;
@@ -388,7 +388,7 @@ static int fl__open_path(forklog **out, const char *path, const struct forklog_o
         return rc;
     }
     /* Never blocks: a FIFO with no reader is -ENXIO, not a hang. */
-    log->fd = fl__fd_above_stdio(fl__open_log_file(log, O_CREAT));
+    log->fd = fl__fd_above_stdio(fl__open_log_file(log, O_CREAT, NULL));
     if (log->fd < 0) {
         fl__dir_leave(&d);
         rc = log->fd;

@@ -132,24 +132,32 @@ static int fl__blocking(int fd)
     return 0;
 }
 
-/* Gives a file the log has just created to the configured owner and group. A failure (a process without
- * CAP_CHOWN, say) is ignored: the file keeps the creator's owner and group, and the record that needed the file
- * is written all the same. fchown() fails as a whole when the owner may not be changed, so the group, which its
- * members may set without privilege, is then tried alone. */
-static void fl__give_away(const forklog *log, int fd)
+/* Gives a file the log has just created to the configured owner and group; for a file that follows another one
+ * (`like`: a rotation's, a reopen's), an owner or group not configured is that file's, and without a configured
+ * mode it gets that file's permission bits, whatever the umask, as logrotate's `create` makes the new file. The
+ * log's users are whoever may write the file it follows: a new file of the rotating process's own, 0644 under its
+ * umask, failed every other user's next record with -EACCES (a root cron job's record that rotated a service's log
+ * locked the service out). A failure (a process without CAP_CHOWN, say) is ignored: the file keeps the creator's
+ * owner and group, and the record that needed the file is written all the same. fchown() fails as a whole when the
+ * owner may not be changed, so the group, which its members may set without privilege, is then tried alone. */
+static void fl__give_away(const forklog *log, int fd, const struct stat *like)
 {
-    if (log->owner == (uid_t)-1 && log->group == (gid_t)-1)
-        return;
-    if (fchown(fd, log->owner, log->group) == 0 || log->owner == (uid_t)-1 || log->group == (gid_t)-1)
-        return;
-    /* Its result is tested only because glibc's _FORTIFY_SOURCE marks fchown() warn_unused_result, which a (void)
-     * cast does not silence in gcc: a failure here is ignored as the first one is. */
-    if (fchown(fd, (uid_t)-1, log->group) < 0)
-        return;
+    uid_t owner = log->owner != (uid_t)-1 || !like ? log->owner : like->st_uid;
+    gid_t group = log->group != (gid_t)-1 || !like ? log->group : like->st_gid;
+    if (owner != (uid_t)-1 || group != (gid_t)-1) {
+        /* Its result is tested only because glibc's _FORTIFY_SOURCE marks fchown() warn_unused_result, which a
+         * (void) cast does not silence in gcc: a failure of the second is ignored as the first one is. */
+        if (fchown(fd, owner, group) < 0 && owner != (uid_t)-1 && group != (gid_t)-1 &&
+            fchown(fd, (uid_t)-1, group) < 0) {
+        }
+    }
+    if (like && !log->mode)
+        (void)fchmod(fd, like->st_mode & 0777);
 }
 
-int fl__open_log_file(const forklog *log, int flags)
+int fl__open_log_file(const forklog *log, int flags, const struct stat *like)
 {
+    const mode_t mode = log->mode ? (mode_t)log->mode : like ? like->st_mode & 0777 : 0644;
     const int base = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (flags & ~(O_CREAT | O_EXCL));
     int fd, created = 0;
     struct fl__dir d;
@@ -161,7 +169,7 @@ again:;
     if (!(flags & O_CREAT)) {
         fd = openat(dir, name, base);
     } else if (flags & O_EXCL) {
-        fd = openat(dir, name, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+        fd = openat(dir, name, base | O_CREAT | O_EXCL, mode);
         created = fd >= 0;
     } else {
         /* Only a file this call creates is given away, and plain O_CREAT does not say whether it did: open an
@@ -171,7 +179,7 @@ again:;
             fd = openat(dir, name, base);
             if (fd >= 0 || errno != ENOENT)
                 break;
-            fd = openat(dir, name, base | O_CREAT | O_EXCL, (mode_t)log->mode);
+            fd = openat(dir, name, base | O_CREAT | O_EXCL, mode);
             if (fd >= 0 || errno != EEXIST) {
                 created = fd >= 0;
                 break;
@@ -179,7 +187,7 @@ again:;
             if (tries == 1) {
                 /* Twice missing, twice there: path is a dangling symlink, which O_EXCL never follows. Create its
                  * target, as open(2) does; it keeps the creator's owner. */
-                fd = openat(dir, name, base | O_CREAT, (mode_t)log->mode);
+                fd = openat(dir, name, base | O_CREAT, mode);
                 break;
             }
         }
@@ -194,7 +202,7 @@ again:;
         return -err;
     if (created) {
         FL__CRASH(FILE_CREATED);
-        fl__give_away(log, fd);
+        fl__give_away(log, fd, like);
     }
     int rc = fl__blocking(fd);
     if (rc < 0) {
@@ -202,6 +210,13 @@ again:;
         return rc;
     }
     return fd;
+}
+
+/* The file the log writes now (this process's descriptor's), whose owner, group and bits a file that follows it
+ * takes where the handle sets none (fl__give_away); NULL when it is no regular file. */
+static const struct stat *fl__like(const forklog *log, struct stat *st)
+{
+    return fstat(log->fd, st) == 0 && S_ISREG(st->st_mode) ? st : NULL;
 }
 
 int fl__fd_above_stdio(int fd)
@@ -270,7 +285,8 @@ static int fl__take_path_in(forklog *log)
     int rc = fl__seg_follow(log);
     if (rc < 0)
         return rc;
-    int fd = fl__open_log_file(log, O_CREAT);
+    struct stat like;
+    int fd = fl__open_log_file(log, O_CREAT, fl__like(log, &like));
     if (fd < 0)
         return fd;
     FL__CRASH(REOPEN_OPENED);
@@ -603,9 +619,10 @@ static int fl__rotate_in(forklog *log, int dir)
     }
     /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path; if somebody created path since
      * the rename, append to it, still never through a symlink. */
-    int fd = fl__open_log_file(log, O_CREAT | O_EXCL | O_NOFOLLOW);
+    struct stat like;
+    int fd = fl__open_log_file(log, O_CREAT | O_EXCL | O_NOFOLLOW, fl__like(log, &like));
     if (fd == -EEXIST)
-        fd = fl__open_log_file(log, O_NOFOLLOW);
+        fd = fl__open_log_file(log, O_NOFOLLOW, NULL);
     dir = fl__dir_now(); /* the open may have given the directory's descriptor back (fl__dir_spare) */
     if (fd < 0 && moved) {
         /* No new file (a symlink was planted at path after the rename, say, or a FIFO, or a file this process may

@@ -199,7 +199,8 @@ struct forklog {
     uint32_t gen;
     enum forklog_level level;
     enum forklog_format format;
-    unsigned mode;
+    unsigned mode;  /* opts->mode; 0: not given (0644, or for the new file of a rotation or a reopen the bits of the
+                       file it follows) */
     unsigned flags; /* the FORKLOG_ flags in force, and FL__GUEST */
     size_t max_record;
     unsigned long long rotate_bytes;
@@ -514,8 +515,10 @@ FL__INTERNAL int fl__ends_mid_line(int fd, uint64_t size);
 
 /* Opens path for appending (O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY and `flags`), never blocking on a FIFO
  * with no reader; with O_CREAT in `flags`, creates it with the handle's mode when missing and then gives it to
- * the handle's owner and group. Returns the descriptor, in blocking mode, or a negative errno. */
-FL__INTERNAL int fl__open_log_file(const forklog *log, int flags);
+ * the handle's owner and group; what the handle leaves unset, a file that follows another one (`like`, the fstat
+ * of the file it follows; NULL for forklog_open()) takes from that file. Returns the descriptor, in blocking mode,
+ * or a negative errno. */
+FL__INTERNAL int fl__open_log_file(const forklog *log, int flags, const struct stat *like);
 
 /* Moves a descriptor that a handle keeps for its whole life to a number above 2 (close-on-exec), closing the old
  * number: a process started with 0, 1 or 2 closed gets them back from open(), and its own printf() or a library's

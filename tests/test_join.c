@@ -1031,6 +1031,134 @@ Test(join, a_segment_file_whose_log_lost_a_write_bit_is_narrowed_by_its_owner_an
     munmap(r, sizeof *r);
 }
 
+/* Runs as `uid` (its own group): opens the log with rotate_bytes 300, writes "before", says so, waits for go, then
+ * writes "after" (after a forklog_reopen() when `reopen`). Exit status 0, or the step that failed. */
+static pid_t start_user_writer(struct report *r, uid_t uid, int reopen)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        become(uid);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* after the change of user, which clears it */
+        umask(022);
+        forklog *log;
+        struct forklog_options o = {.rotate_bytes = 300};
+        if (forklog_open(&log, logpath, &o) != 0 || forklog_write(log, "before", 6) != 0)
+            _exit(3);
+        atomic_store(&r->opened, 1);
+        while (!atomic_load(&r->go))
+            usleep(200);
+        if (reopen && forklog_reopen(log) != 0)
+            _exit(4);
+        int rc = forklog_write(log, "after", 5);
+        if (rc != 0) {
+            fprintf(stderr, "user %u, after another user's rotation or reopen: %s\n", (unsigned)uid, strerror(-rc));
+            _exit(5);
+        }
+        _exit(forklog_close(log) == 0 ? 0 : 6);
+    }
+    double end = th_now_s() + 10;
+    while (!atomic_load(&r->opened) && th_now_s() < end)
+        usleep(500);
+    cr_assert(atomic_load(&r->opened), "user %u could not open the log", (unsigned)uid);
+    return pid;
+}
+
+static void assert_file(const char *path, uid_t uid, gid_t gid, mode_t mode)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+    cr_assert(st.st_uid == uid && st.st_gid == gid && (st.st_mode & 07777) == mode,
+              "%s is %u:%u %04o, wanted %u:%u %04o", path, (unsigned)st.st_uid, (unsigned)st.st_gid,
+              (unsigned)(st.st_mode & 07777), (unsigned)uid, (unsigned)gid, (unsigned)mode);
+}
+
+/* A log several users write, rotated or re-created by one of them with no owner, group or mode in its options (a root
+ * cron job's `forklog append` on a service's log, a second user of a 0666 log): the new file is the old one's
+ * owner's, group's and bits' (as far as the process may give them: root, or for the group a member), as logrotate's
+ * `create` makes it. It was the rotating process's own, 0644 under its umask: every other user's next record failed
+ * with -EACCES, and every later opener was refused (the segment file is the old owner's, which no longer owns the
+ * log). */
+Test(join, a_rotation_or_reopen_by_another_user_keeps_the_logs_owner_group_and_bits)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root, to act as other users");
+    cr_assert_eq(chmod(dir, 0777), 0);
+    char *one = th_path(dir, "join.log.1");
+    char big[400];
+    memset(big, 'r', sizeof big - 1);
+    big[sizeof big - 1] = '\n';
+    for (int reopen = 0; reopen < 2; reopen++) {
+        /* A service's 0640 log of 65534; root (umask 022) rotates it, or re-creates it at a reopen. */
+        unlink(logpath);
+        unlink(one);
+        put_bytes(logpath, "", 0);
+        cr_assert_eq(chown(logpath, 65534, 65534), 0);
+        cr_assert_eq(chmod(logpath, 0640), 0);
+        struct report *r = new_report();
+        pid_t service = start_user_writer(r, 65534, reopen);
+        mode_t old = umask(022);
+        forklog *log = open_ok(NULL);
+        if (reopen) {
+            cr_assert_eq(rename(logpath, one), 0);
+            cr_assert_eq(forklog_reopen(log), 0);
+            cr_assert_eq(forklog_write(log, "root", 4), 0);
+        } else {
+            cr_assert_eq(forklog_write(log, big, sizeof big), 0);
+        }
+        umask(old);
+        assert_file(logpath, 65534, 65534, 0640);
+        atomic_store(&r->go, 1);
+        int st = th_wait_for(service, 10);
+        cr_assert_eq(st, 0, "the service failed at step %d after root's %s", st, reopen ? "reopen" : "rotation");
+        forklog *again = open_ok(NULL); /* and the log opens again, for root as for anybody */
+        cr_assert_eq(forklog_close(again), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        size_t len;
+        char *buf = th_slurp(logpath, &len);
+        cr_assert_not_null(strstr(buf, "after\n"));
+        free(buf);
+        cr_assert_not(seg_exists());
+        munmap(r, sizeof *r);
+    }
+    /* A 0666 log of 61000 that 62000 also writes: 62000 rotates it. It may not give the file away, but the bits
+     * stay the log's, and 61000 writes on. */
+    unlink(logpath);
+    unlink(one);
+    put_bytes(logpath, "", 0);
+    cr_assert_eq(chown(logpath, 61000, 61000), 0);
+    cr_assert_eq(chmod(logpath, 0666), 0);
+    struct report *r = new_report();
+    pid_t first = start_user_writer(r, 61000, 0);
+    pid_t second = fork();
+    cr_assert_neq(second, -1);
+    if (second == 0) {
+        rc_child();
+        become(62000);
+        umask(022);
+        forklog *log;
+        _exit(forklog_open(&log, logpath, NULL) == 0 && forklog_write(log, big, sizeof big) == 0 &&
+                      forklog_close(log) == 0
+                  ? 0
+                  : 1);
+    }
+    cr_assert_eq(th_wait_for(second, 10), 0);
+    assert_file(logpath, 62000, 62000, 0666);
+    atomic_store(&r->go, 1);
+    int st = th_wait_for(first, 10);
+    cr_assert_eq(st, 0, "the log's owner failed at step %d after another user's rotation", st);
+    size_t len;
+    char *buf = th_slurp(one, &len); /* 400 + 6 bytes are past rotate_bytes: "after" rotated once more */
+    cr_assert(len == sizeof big && memcmp(buf, big, sizeof big) == 0);
+    free(buf);
+    buf = th_slurp(logpath, &len);
+    cr_assert_str_eq(buf, "after\n");
+    free(buf);
+    munmap(r, sizeof *r);
+    free(one);
+}
+
 Test(join, a_segment_file_planted_by_another_user_is_refused_and_never_used)
 {
     if (geteuid() != 0)

@@ -372,8 +372,10 @@ class Log:
       flush_ms     buffered: the longest a record waits in the buffer (shared setting; 0: 100)
       buffer_size  buffered: the shared buffer's size, 4 KiB .. 1 GiB (shared setting; 0: 256 KiB)
       max_record   largest record in bytes, 256 .. 1 GiB (0: 1 MiB); longer records are cut with a marker
-      mode         permission bits of files the log creates, before the umask (0: 0o644)
-      owner, group uid and gid given to files the log creates (None: left as created)
+      mode         permission bits of files the log creates, before the umask (0: 0o644, and for a
+                   rotation's new file the bits of the file it follows)
+      owner, group uid and gid given to files the log creates (None: the creator's, and for a rotation's
+                   new file those of the file it follows, where the process may give them)
       name         the program's name, in every record: `app=NAME` in text, "app" in JSON (1 to 64 bytes)
       tid          True: every record also carries the calling thread's kernel thread id
       keys         JSON key names: 'short' (default: ts, level, pid, msg, ...) or 'ecs' (@timestamp,
