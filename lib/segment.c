@@ -346,7 +346,8 @@ static int fl__sizes_ok(forklog *log, const struct fl__seg_head *h, const struct
         fl__shape(buffered, h->buffer_size, h->rotate_bytes, &buf_cap, &ring_cap, &len) < 0 || h->seg_len != len) {
         fl__explain(err, errlen,
                     "%s is damaged: it says it is %llu bytes long, where its settings (flags %#x, buffer_size %llu, "
-                    "rotate_bytes %llu) make a segment of %zu (remove it, or open with FORKLOG_PRIVATE)",
+                    "rotate_bytes %llu) make a segment of %zu (remove it once no process uses the log, or open with "
+                    "FORKLOG_PRIVATE)",
                     segpath, (unsigned long long)h->seg_len, (unsigned)h->flags, (unsigned long long)h->buffer_size,
                     (unsigned long long)h->rotate_bytes, len);
         return 0;
@@ -354,7 +355,7 @@ static int fl__sizes_ok(forklog *log, const struct fl__seg_head *h, const struct
     if (s && (s->buf_cap != buf_cap || s->ring_cap != ring_cap)) {
         fl__explain(err, errlen,
                     "%s is damaged: its buffer is %zu bytes and its rings %zu, where its settings make %zu and %zu "
-                    "(remove it, or open with FORKLOG_PRIVATE)",
+                    "(remove it once no process uses the log, or open with FORKLOG_PRIVATE)",
                     segpath, s->buf_cap, s->ring_cap, buf_cap, ring_cap);
         return 0;
     }
@@ -819,7 +820,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
         if (!fl__seg_trusted(&sst, lst) && !fl__seg_narrow(fd, &sst, lst)) {
             fl__explain(err, errlen,
                         "%s is not the log's segment file: owner %u, group %u, mode %04o, %u link(s), where the log "
-                        "is owner %u, group %u, mode %04o (remove it, or open with FORKLOG_PRIVATE)",
+                        "is owner %u, group %u, mode %04o (remove it once no process uses the log, or open with "
+                        "FORKLOG_PRIVATE)",
                         segpath, (unsigned)sst.st_uid, (unsigned)sst.st_gid, (unsigned)(sst.st_mode & 07777),
                         (unsigned)sst.st_nlink, (unsigned)lst->st_uid, (unsigned)lst->st_gid,
                         (unsigned)(lst->st_mode & 07777));
