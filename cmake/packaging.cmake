@@ -12,7 +12,11 @@
 set(CPACK_PACKAGE_NAME forklog)
 set(CPACK_PACKAGE_VENDOR "The forklog authors")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+# Each package's Description is its own CPACK_DEBIAN_<COMPONENT>_DESCRIPTION: the first line is its synopsis, the
+# rest its extended description, written as plain text (CPack indents each line by one space, puts " ." for an empty
+# line, and would keep a line that already starts with a space as a verbatim one). CPack would put a summary set here
+# before every package's first line, which then becomes the same synopsis for the three packages, so it is empty.
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "")
 set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 set(CPACK_RESOURCE_FILE_README ${PROJECT_SOURCE_DIR}/README.md)
 set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/build[^/]*/" "__pycache__")
@@ -38,28 +42,31 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
 # library as soon as the package is installed.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
+# Debian wants description lines of at most 80 columns.
+set(FORKLOG_DEB_ABOUT "forklog lets many processes append whole records to one log file: each call
+appends one record with one write(2) under a robust, process-shared lock, so
+records are never torn or interleaved, and a writer killed in the middle of a
+record leaves nothing of it behind. No server process, no daemon.")
 set(CPACK_DEBIAN_RUNTIME_DESCRIPTION "${PROJECT_DESCRIPTION} (shared library)
- forklog lets many processes append whole records to one log file: each call appends one record with one
- write(2) under a robust, process-shared lock, so records are never torn or interleaved, and a writer killed
- in the middle of a record leaves nothing of it behind. No server process, no daemon.
- .
- This package holds the shared library.")
+${FORKLOG_DEB_ABOUT}
+
+This package holds the shared library.")
 
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libforklog-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_DESCRIPTION "${PROJECT_DESCRIPTION} (development files)
- forklog lets many processes append whole records to one log file.
- .
- This package holds the header, the single-header form, the static library, the pkg-config file, the CMake
- package and the man pages of the functions.")
+${FORKLOG_DEB_ABOUT}
+
+This package holds the header, the single-header form, the static library, the
+pkg-config file, the CMake package and the man pages of the functions.")
 
 set(CPACK_DEBIAN_TOOLS_PACKAGE_NAME forklog-tools)
 set(CPACK_DEBIAN_TOOLS_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_TOOLS_DESCRIPTION "${PROJECT_DESCRIPTION} (command-line tool)
- forklog lets many processes append whole records to one log file.
- .
- This package holds the forklog command, which appends records to a log from the shell next to the log's
- other writers.")
+${FORKLOG_DEB_ABOUT}
+
+This package holds the forklog command, which appends records to a log from the
+shell next to the log's other writers.")
 
 # Debian's policy: every package carries its license as /usr/share/doc/PACKAGE/copyright. These files are for the
 # packages only: EXCLUDE_FROM_ALL leaves them out of a plain `cmake --install` (which installs the license as

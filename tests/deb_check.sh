@@ -80,6 +80,19 @@ dpkg-deb -f "$(deb libforklog-dev)" Depends | grep -qF "libforklog0 (= $version)
 dpkg-deb -f "$(deb forklog-tools)" Depends | grep -qF "libforklog0 (= $version)" ||
   fail "forklog-tools does not depend on libforklog0 (= $version)"
 for p in $pkgs; do echo "deb_check: $p: $(dpkg-deb -f "$(deb "$p")" Depends)"; done
+# Description: a synopsis of each package's own, then an extended description in Debian's syntax: every line
+# indented by exactly one space (two would make it a verbatim line), " ." between paragraphs, at most 80 columns.
+synopses=$(for p in $pkgs; do dpkg-deb -f "$(deb "$p")" Description | head -n 1; done)
+[ "$(echo "$synopses" | sort -u | wc -l)" -eq 3 ] || fail "the packages do not have a synopsis each: $synopses"
+for p in $pkgs; do
+  dpkg-deb -f "$(deb "$p")" Description >"$work/description"
+  sed -n 1p "$work/description" | grep -q '^[^ ]' || fail "$p: no synopsis: $(sed -n 1p "$work/description")"
+  [ "$(wc -l <"$work/description")" -ge 3 ] || fail "$p: no extended description"
+  if sed 1d "$work/description" | grep -qv '^ [^ ]'; then
+    fail "$p: description lines that are not indented by one space: $(sed 1d "$work/description" | grep -v '^ [^ ]')"
+  fi
+  if awk 'length($0) > 80' "$work/description" | grep -q .; then fail "$p: description lines over 80 columns"; fi
+done
 
 # 3. Install, use.
 installed=yes
