@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Every function the shared library exports has a man page in man/ (a page covers the names in its NAME section;
-# a link page, `.so man3/PAGE.3`, covers its own name), and every page formats with no groff warning
-# (groff -man -ww -z).
+# a link page, `.so man3/PAGE.3`, covers its own name), every name in a NAME section has a file of its own (the
+# page, or a link to it), and every page formats with no groff warning (groff -man -ww -z).
 # Usage: man_pages.sh LIBFORKLOG_SO MAN_DIR
 set -eu
 lib=$1 man=$(cd "$2" && pwd)
@@ -26,6 +26,22 @@ for page in "$man"/*.3; do
     echo
   fi
 done | sort -u >"$work/documented"
+
+# Every name in a page's NAME section has a file of its own in man/, the page or a link to it, so that `man NAME`
+# finds what the page's NAME section (and so whatis and apropos) promises.
+for page in "$man"/*.3; do
+  head -n 5 "$page" | grep -q '^\.so ' && continue
+  for name in $(sed -n '/^\.SH NAME/,/^\.SH /{/^\.SH/d;p}' "$page" | tr '\n' ' ' | sed 's/ \\-.*//' | tr ',' ' ' |
+                sed 's/\\f[BIRP]//g'); do
+    if [ ! -f "$man/$name.3" ]; then
+      echo "FAIL: $(basename "$page") names $name, which has no page $name.3 (a link: .so man3/$(basename "$page"))"
+      fail=1
+    elif [ "$man/$name.3" != "$page" ] && ! grep -qx ".so man3/$(basename "$page")" "$man/$name.3"; then
+      echo "FAIL: $name.3 is not a link to $(basename "$page"), whose NAME section has $name"
+      fail=1
+    fi
+  done
+done
 
 # The functions the library exports.
 nm -D --defined-only "$lib" | awk '$2 == "T" && $3 ~ /^forklog_/ {sub(/@.*/, "", $3); print $3}' | sort -u >"$work/exported"
