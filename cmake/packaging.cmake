@@ -2,13 +2,13 @@
 # Packages, with CPack: `cpack -G DEB` in a build configured with -DCMAKE_INSTALL_PREFIX=/usr gives three Debian
 # packages, one per install component, in Debian's layout (GNUInstallDirs puts the libraries in
 # lib/<multiarch> under /usr):
-#   libforklog0     runtime: libforklog.so.0 and libforklog.so.0.1.0, the license
+#   libforklog0     runtime: libforklog.so.0 and libforklog.so.0.1.0
 #   libforklog-dev  dev: forklog.h and forklog_single.h, libforklog.so, libforklog.a, forklog.pc, the CMake
 #                   package, the man pages of section 3
 #   forklog-tools   tools: the forklog command and forklog(1)
 # The command is a package of its own, as Debian's policy wants for a library package (whose name carries the
 # soname, so that two sonames can be installed side by side). tests/deb_check.sh builds, installs, uses and
-# removes them.
+# removes them. Each package has the license as /usr/share/doc/PACKAGE/copyright (below).
 set(CPACK_PACKAGE_NAME forklog)
 set(CPACK_PACKAGE_VENDOR "The forklog authors")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})

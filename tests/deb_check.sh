@@ -58,6 +58,8 @@ has libforklog0 "/usr/lib/$multiarch/libforklog.so.0"
 has libforklog0 "/usr/lib/$multiarch/$soname_file"
 lacks libforklog0 '\.a$'
 lacks libforklog0 '/include/'
+# Nothing at a path without the soname, which libforklog1 would want too (only its copyright file).
+lacks libforklog0 '^/usr/share/doc/forklog/'
 has libforklog-dev /usr/include/forklog.h
 has libforklog-dev /usr/include/forklog_single.h
 has libforklog-dev "/usr/lib/$multiarch/libforklog.so"
