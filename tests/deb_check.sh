@@ -6,7 +6,8 @@
 #   2. check what each holds (Debian's layout: /usr/lib/<multiarch>) and its Depends;
 #   3. `dpkg -i` all three; build a program with `pkg-config forklog` against the installed files, run it with no
 #      library path (the loader's cache must know libforklog.so.0), build it fully static too, build the CMake
-#      consumer with find_package(forklog) and nothing else, run forklog(1);
+#      consumer with find_package(forklog) and nothing else, run forklog(1); pkg-config and find_package must find
+#      the package's files, not another install's (/usr/local, or a prefix in the environment);
 #   4. `dpkg -r` them and check that nothing is left.
 # Installs dpkg-dev (dpkg-shlibdeps) when missing. Usage: tests/deb_check.sh   (BUILD_DIR: kept, default temporary)
 set -eu
@@ -101,6 +102,12 @@ installed=yes
 # shellcheck disable=SC2046
 $sudo dpkg -i $(for p in $pkgs; do deb "$p"; done) >/dev/null
 ldconfig -p | grep -q "libforklog.so.0 " || fail "the loader's cache does not know libforklog.so.0"
+# The package's files, not those of another install that pkg-config, CMake or the shell would find first: one in
+# /usr/local, or a private prefix in PKG_CONFIG_PATH, CMAKE_PREFIX_PATH or PATH.
+unset PKG_CONFIG_PATH CMAKE_PREFIX_PATH
+pcdir=$(pkg-config --variable=pcfiledir forklog)
+[ "$pcdir" = "/usr/lib/$multiarch/pkgconfig" ] ||
+  fail "pkg-config finds forklog.pc in $pcdir, not in /usr/lib/$multiarch/pkgconfig: another install is in the way"
 mkdir "$work/pc"
 cp "$src/tests/consumer/prog.c" "$work/pc/"
 cd "$work/pc"
@@ -113,10 +120,12 @@ cc -static prog.c $(pkg-config --static --cflags --libs forklog) -o prog-static
 ./prog-static "$work/pc/static.log"
 cmake -S "$src/tests/consumer" -B "$work/fp" >/dev/null
 cmake --build "$work/fp" >/dev/null
+grep -qx "forklog_DIR:PATH=/usr/lib/$multiarch/cmake/forklog" "$work/fp/CMakeCache.txt" ||
+  fail "find_package(forklog) found $(sed -n 's/^forklog_DIR:PATH=//p' "$work/fp/CMakeCache.txt"), not the package's"
 env -u LD_LIBRARY_PATH "$work/fp/consumer" "$work/fp/out.log"
 "$work/fp/consumer_static" "$work/fp/static.log"
-forklog --version
-forklog append "$work/pc/cli.log" "installed from the Debian package"
+/usr/bin/forklog --version
+/usr/bin/forklog append "$work/pc/cli.log" "installed from the Debian package"
 grep -q 'installed from the Debian package' "$work/pc/cli.log" || fail "forklog(1) wrote nothing"
 cd "$src"
 
