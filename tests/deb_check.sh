@@ -8,7 +8,7 @@
 #      library path (the loader's cache must know libforklog.so.0), build it fully static too, build the CMake
 #      consumer with find_package(forklog) and nothing else, run forklog(1); pkg-config and find_package must find
 #      the package's files, not another install's (/usr/local, or a prefix in the environment);
-#   4. `dpkg -r` them and check that nothing is left.
+#   4. `dpkg -P` them and check that nothing is left.
 # Installs dpkg-dev (dpkg-shlibdeps) when missing. Usage: tests/deb_check.sh   (BUILD_DIR: kept, default temporary)
 set -eu
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ pkgs="forklog-tools libforklog-dev libforklog0"
 installed=""
 cleanup() {
   # shellcheck disable=SC2086
-  [ -z "$installed" ] || $sudo dpkg -r $pkgs >/dev/null 2>&1 || true
+  [ -z "$installed" ] || $sudo dpkg -P $pkgs >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 fail() { echo "deb_check: FAIL: $*" >&2; exit 1; }
@@ -33,7 +33,7 @@ for p in dpkg-dev cmake gcc pkg-config; do
 done
 for p in $pkgs; do
   if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "installed"; then
-    fail "$p is already installed: this check installs and removes it, remove it first (dpkg -r $p)"
+    fail "$p is already installed: this check installs and removes it, remove it first (dpkg -P $p)"
   fi
 done
 
@@ -131,10 +131,13 @@ cd "$src"
 
 # 4. Remove.
 # shellcheck disable=SC2086
-$sudo dpkg -r $pkgs >/dev/null
+$sudo dpkg -P $pkgs >/dev/null
 installed=""
 for f in /usr/include/forklog.h "/usr/lib/$multiarch/libforklog.so.0" "/usr/lib/$multiarch/libforklog.a" \
          /usr/bin/forklog; do
-  test ! -e "$f" || fail "$f is still there after dpkg -r"
+  test ! -e "$f" || fail "$f is still there after dpkg -P"
+done
+for p in $pkgs; do
+  ! dpkg-query -W "$p" >/dev/null 2>&1 || fail "dpkg still lists $p after dpkg -P"
 done
 echo "deb_check OK: $pkgs built, installed, used and removed"
