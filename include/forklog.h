@@ -369,10 +369,10 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  *     "fields.ts" are one key.
  *   - A key given twice (in the fields, in the handle's context, or in both) appears once: the last value given
  *     wins (the call's fields come after the context), at the place of that last one.
- *   - Fields (and the location) that do not fit max_record are left out whole (the message is cut first down to
- *     what fits); the record always stays one valid line. The cut marker and the return value count message
- *     bytes only: a record whose message fits whole but whose field does not is written without that field,
- *     without a marker, and the call returns 0.
+ *   - Fields (and the location) that do not fit max_record are left out whole (the message is cut first, as far
+ *     as its marker allows; a message of at most 48 bytes once escaped is never cut); the record always stays one
+ *     valid line. The cut marker and the return value count message bytes only: a record whose message fits whole
+ *     but whose field does not is written without that field, without a marker, and the call returns 0.
  *   - In text, a message followed by anything (the location, context fields or the call's fields) is quoted, as
  *     a value is, when it holds '=' or starts with a quote; a message alone is written bare.
  * Returns 0 or a positive count of message bytes cut, as forklog_log(). Errors: -EINVAL (NULL log or msg, level

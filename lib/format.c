@@ -1614,6 +1614,21 @@ int fl__copy_esc(char *dst, const char *src, size_t len, int json)
     return (int)fl__scan_as(dst, src, len, json, 0, 1);
 }
 
+/* The cut marker reporting `count` message bytes cut into out (FL__MARKER_MAX bytes): ` [forklog: N bytes cut]` after
+ * a text message, `,"cut":N` (the key set's name) before the end of a JSON record. Returns its length. */
+static size_t fl__marker(char *out, int json, int ks, size_t count)
+{
+    int n = json ? snprintf(out, FL__MARKER_MAX, ",\"%s\":%zu", fl__builtin[ks][FL__K_CUT].s, count)
+                 : snprintf(out, FL__MARKER_MAX, " [forklog: %zu bytes cut]", count);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* The length fl__marker gives for `count`, without writing it. */
+static size_t fl__marker_len(int json, int ks, size_t count)
+{
+    return (json ? 4 + fl__builtin[ks][FL__K_CUT].n : sizeof " [forklog:  bytes cut]" - 1) + fl__ndigits(count);
+}
+
 size_t fl__build(const forklog *log, enum forklog_level level, const struct timespec *now, const struct fl__loc *loc,
                  const struct fl__ctx *ctx, const char *msg, size_t msglen, size_t msg_total,
                  const struct forklog_field *fields, size_t nfields, char *out, size_t cap, size_t *cut, int *whole)
@@ -1631,22 +1646,26 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
     const int has_tail = (loc && loc->file) || (ctx && ctx->n) || nfields;
     const int quote_text = !json && msglen && (msg[0] == '"' || memchr(msg, '=', msglen));
     /* First as if the message fits: the tail may take all the room but the message's quotes (a field that does
-     * not fit is left out whole). If the message must be cut, again with room kept for the cut marker. But a message
-     * whose escaped form takes no more room than the marker would is never cut: the second pass then keeps room
-     * for the message whole instead, so that the tail gets at least the room it would get beside a marker, and
-     * no field that fits beside the whole message is left out. */
+     * not fit is left out whole). If the message must be cut, again with room kept for the cut marker. But a short
+     * message, one of at most FL__MARKER_MAX bytes escaped (the widest marker of all), is never cut: the second pass
+     * then keeps room for the message whole instead, and no field that fits beside the whole message is left out. */
     const size_t quotes = json ? 1 : quote_text && has_tail ? 2 : 0;
     size_t short_len = SIZE_MAX; /* the escaped message's length when it is that short, else SIZE_MAX */
-    if (msglen == msg_total && msglen <= 2 + FL__MARKER_MAX) {
-        char scratch[2 + FL__MARKER_MAX];
-        size_t used, elen = fl__escape(json ? 1 : quotes ? 2 : 0, scratch, sizeof scratch - quotes, msg, msglen, &used);
+    if (msglen == msg_total && msglen <= FL__MARKER_MAX) {
+        char scratch[FL__MARKER_MAX];
+        size_t used, elen = fl__escape(json ? 1 : quotes ? 2 : 0, scratch, sizeof scratch, msg, msglen, &used);
         if (used == msglen)
             short_len = elen;
     }
+    /* The widest marker this message can need (the count it reports is at most msg_total): the tail of a record
+     * whose message must be cut gets all the room but that, so that a field is left out only when it does not fit
+     * beside the message cut as far as its marker allows. Room for the widest marker of all (FL__MARKER_MAX) left
+     * out fields that fitted beside the one the record needed, and kept a few dozen message bytes in their place. */
+    const size_t widest = fl__marker_len(json, ks, msg_total);
     for (int attempt = 0;; attempt++) {
         const size_t reserve = !attempt                ? quotes + close
                                : short_len != SIZE_MAX ? quotes + short_len + close
-                                                       : 2 + FL__MARKER_MAX + close;
+                                                       : quotes + widest + close;
         size_t tcap = cap > p + reserve ? cap - p - reserve : 0;
         int left_out = 0;
         size_t tlen = has_tail ? fl__tail(json, ks, loc, ctx, fields, nfields, out + p, tcap, &left_out) : 0;
@@ -1665,28 +1684,26 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
         if (attempt == 0 && cut_bytes)
             continue;
         char marker[FL__MARKER_MAX];
-        int markerlen = 0;
+        size_t markerlen = 0;
         if (cut_bytes) {
-            /* Make room for the marker, whose width depends on the count it reports: FL__MARKER_MAX bytes (the
-             * room kept for it) first, then the width of the last marker, which a smaller count never widens, so
-             * that the record ends as near cap as the message's escapes allow. Each pass writes the message
-             * again, the same bytes as far as it goes. */
-            for (size_t mroom = FL__MARKER_MAX, pass = 0; pass < 4 && (size_t)markerlen != mroom; pass++) {
+            /* Make room for the marker, whose width depends on the count it reports: the widest one's (the room
+             * kept for it) first, then the width of the last marker, which a smaller count never widens, so that
+             * the record ends as near cap as the message's escapes allow. Each pass writes the message again, the
+             * same bytes as far as it goes. */
+            for (size_t mroom = widest, pass = 0; pass < 4 && markerlen != mroom; pass++) {
                 if (markerlen)
-                    mroom = (size_t)markerlen;
+                    mroom = markerlen;
                 mlen = fl__escape(mode, out + o, room > mroom ? room - mroom : 0, msg, msglen, &used);
                 cut_bytes = msg_total - used;
-                markerlen =
-                    json ? snprintf(marker, sizeof marker, ",\"%s\":%zu", fl__builtin[ks][FL__K_CUT].s, cut_bytes)
-                         : snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]", cut_bytes);
+                markerlen = fl__marker(marker, json, ks, cut_bytes);
             }
         }
         o += mlen;
         if (json || quoted)
             out[o++] = '"';
         if (!json && markerlen) {
-            memcpy(out + o, marker, (size_t)markerlen);
-            o += (size_t)markerlen;
+            memcpy(out + o, marker, markerlen);
+            o += markerlen;
         }
         if (tlen) {
             memmove(out + o, out + tstart, tlen);
@@ -1694,8 +1711,8 @@ size_t fl__build(const forklog *log, enum forklog_level level, const struct time
         }
         if (json) {
             if (markerlen) {
-                memcpy(out + o, marker, (size_t)markerlen);
-                o += (size_t)markerlen;
+                memcpy(out + o, marker, markerlen);
+                o += markerlen;
             }
             out[o++] = '}';
         }

@@ -1302,6 +1302,119 @@ Test(fields, a_field_that_fits_beside_a_short_message_is_kept)
     }
 }
 
+/* A field is left out of a record whose message is cut only when it does not fit beside the message cut as far as its
+ * marker allows: the tail once got all the room but that of the widest marker of all (48 bytes), so that a field that
+ * fitted beside the marker the record needed (` [forklog: 1000 bytes cut]`, `,"cut":1000`) was left out, and a few
+ * dozen bytes of the message were kept in its place (in 24 of these 110 text records, and 38 JSON ones with the short
+ * keys). */
+Test(fields, a_field_that_fits_beside_the_cut_marker_is_kept)
+{
+    for (int fmt = 0; fmt < 3; fmt++) {
+        const bool json = fmt > 0, ecs = fmt == 2;
+        char *path;
+        struct forklog_options o = {.max_record = 300,
+                                    .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT,
+                                    .keys = ecs ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT};
+        forklog *log = open_log("wide.log", &o, &path);
+        char msg[1001], v[300];
+        memset(msg, 'm', 1000);
+        msg[1000] = '\0';
+        for (int n = 150; n < 260; n++) {
+            memset(v, 'v', (size_t)n);
+            v[n] = '\0';
+            struct forklog_field f = FORKLOG_STR("k", v);
+            int rc = forklog_log_fields(log, FORKLOG_INFO, msg, &f, 1);
+            cr_assert_gt(rc, 0, "n=%d: the message is cut (%d)", n, rc);
+        }
+        cr_assert_eq(forklog_close(log), 0);
+        char *buf = slurp(path);
+        const char *line = buf, *msgkey = ecs ? "\"message\":\"" : "\"msg\":\"";
+        char marker[64];
+        size_t mk = (size_t)(json ? snprintf(marker, sizeof marker, ",\"%s\":1000", ecs ? "forklog.cut" : "cut")
+                                  : snprintf(marker, sizeof marker, " [forklog: 1000 bytes cut]"));
+        int kept = 0;
+        for (int n = 150; n < 260; n++) {
+            const char *nl = strchr(line, '\n');
+            cr_assert_not_null(nl);
+            size_t len = (size_t)(nl - line) + 1;
+            cr_assert_leq(len, 300, "n=%d: %zu bytes", n, len);
+            /* The prefix: up to the message's first byte. */
+            const char *m = json ? strstr(line, msgkey) : strstr(line, " pid=");
+            cr_assert(m && m < nl);
+            size_t prefix = json ? (size_t)(m - line) + strlen(msgkey) : (size_t)(strchr(m + 1, ' ') - line) + 1;
+            const char *field = json ? ",\"k\":\"" : " k=";
+            if (memmem(line, len, field, strlen(field))) {
+                kept++;
+            } else {
+                /* Left out: it must not fit beside the message cut to nothing but the widest marker it can have. */
+                size_t with =
+                    prefix + (json ? 1 : 0) + mk + strlen(field) + (size_t)n + (json ? 1 : 0) + (json ? 2 : 1);
+                cr_assert_gt(with, 300, "fmt=%d n=%d: the field (%zu bytes with the marker) left out of: %.*s", fmt, n,
+                             with, (int)len, line);
+            }
+            line = nl + 1;
+        }
+        cr_assert_gt(kept, 0);
+        free(buf);
+        unlink(path);
+        free(path);
+    }
+}
+
+/* The documented line between the two: a message of at most 48 bytes once escaped is never cut, and a field that
+ * does not fit beside it whole is left out; a longer one is cut, as far as its marker allows, for a field that fits
+ * beside that. Each record: the message, then one field sized to fit beside the message cut to its marker, not whole.
+ */
+Test(fields, a_message_of_48_bytes_is_never_cut_and_a_longer_one_is_for_a_field)
+{
+    for (int json = 0; json <= 1; json++)
+        for (size_t mlen = 40; mlen <= 60; mlen++) {
+            char *path;
+            struct forklog_options o = {.max_record = 256, .format = json ? FORKLOG_FORMAT_JSON : FORKLOG_FORMAT_TEXT};
+            forklog *log = open_log("short48.log", &o, &path);
+            char msg[64], v[256];
+            memset(msg, 'm', mlen);
+            msg[mlen] = '\0';
+            /* A first record without the field gives the prefix's length. */
+            OK(forklog_log_fields(log, FORKLOG_INFO, "", NULL, 0));
+            cr_assert_eq(forklog_close(log), 0);
+            char *buf = slurp(path);
+            size_t prefix = strlen(buf) - (json ? 3 : 1); /* `"}\n` or `\n` after an empty message */
+            free(buf);
+            unlink(path);
+            /* The widest marker of this message, and the field that fits beside it but not beside the whole message. */
+            char marker[64];
+            size_t mk = (size_t)(json ? snprintf(marker, sizeof marker, ",\"cut\":%zu", mlen)
+                                      : snprintf(marker, sizeof marker, " [forklog: %zu bytes cut]", mlen));
+            size_t close = json ? 3 : 1, sep = json ? 7 : 3; /* `,"k":"` and `"`, or ` k=` */
+            size_t n = 256 - prefix - close - mk - sep;      /* the longest value that fits beside the marker */
+            cr_assert_lt(n, sizeof v);
+            memset(v, 'v', n);
+            v[n] = '\0';
+            log = open_log("short48.log", &o, &path);
+            struct forklog_field f = FORKLOG_STR("k", v);
+            int rc = forklog_log_fields(log, FORKLOG_INFO, msg, &f, 1);
+            cr_assert_eq(forklog_close(log), 0);
+            buf = slurp(path);
+            size_t len = strlen(buf);
+            cr_assert_leq(len, 256);
+            const bool has_field = strstr(buf, json ? ",\"k\":\"v" : " k=v") != NULL;
+            if (mlen <= 48) {
+                cr_assert_eq(rc, 0, "json=%d mlen=%zu: a short message is never cut (%d): %s", json, mlen, rc, buf);
+                cr_assert(strstr(buf, msg), "json=%d mlen=%zu: %s", json, mlen, buf);
+                cr_assert_not(has_field, "json=%d mlen=%zu: the field fits beside the whole message: %s", json, mlen,
+                              buf);
+            } else {
+                cr_assert_eq((size_t)rc, mlen, "json=%d mlen=%zu: cut to its marker (%d): %s", json, mlen, rc, buf);
+                cr_assert(has_field, "json=%d mlen=%zu: the field fits beside the marker: %s", json, mlen, buf);
+                cr_assert_eq(len, 256, "json=%d mlen=%zu: %zu bytes: %s", json, mlen, len, buf);
+            }
+            free(buf);
+            unlink(path);
+            free(path);
+        }
+}
+
 /* Checks a log of `passes` + 1 passes over values[0..nv), one record `v d=VALUE` each, pass after pass: every value
  * reads back as itself, in the same bytes as the last pass (the writer's usual settings) wrote; `what` names the
  * setting of a pass in a failure's message. Frees buf. */
