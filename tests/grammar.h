@@ -616,19 +616,31 @@ static const char *const gr_level_json[] = {"", "debug", "info", "warn", "error"
 
 /* Checks that the kept message reads back as the input, cut by e->ret bytes; fields may be left out whole. */
 /* A field missing from a record is allowed only when it does not fit beside what the record holds (the code's
- * documented "left out whole"); gr_strict_fields makes any missing field of an uncut record an error. */
+ * documented "left out whole"); gr_strict_fields makes any missing field of an uncut record an error. reclen is the
+ * fewest bytes the record takes with what it kept: for a cut record, with its message cut as far as a marker allows
+ * (gr_cut_len), since a field is left out only then. */
 static bool gr_strict_fields;
 
 static inline bool gr_missing_ok(const struct gr_expect *e, const struct gr_field *f, size_t reclen, struct gr_err *err)
 {
-    if (e->ret > 0)
-        return true;
-    if (gr_strict_fields)
+    if (gr_strict_fields && e->ret <= 0)
         GR_FAIL(err, "field %s left out of a record of %zu bytes with no cut marker and 0 returned", f->key, reclen);
     if (reclen + gr_field_len(f, e->json) <= e->max_record)
-        GR_FAIL(err, "field %s (%zu bytes) left out though it fits the %zu-byte record", f->key,
-                gr_field_len(f, e->json), reclen);
+        GR_FAIL(err, "field %s (%zu bytes) left out though it fits the %zu-byte record%s", f->key,
+                gr_field_len(f, e->json), reclen, e->ret > 0 ? " with its message cut to the marker" : "");
     return true;
+}
+
+/* The fewest bytes of a cut record with the tail it kept (tail bytes, before the end), its message cut to nothing
+ * but the widest marker it can need (one that reports the whole message cut) and its quotes: prefix bytes up to the
+ * message. A text message that holds '=' or starts with a quote is counted quoted, as it is beside a field. */
+static inline size_t gr_cut_len(const struct gr_expect *e, size_t prefix, size_t tail)
+{
+    char widest[64];
+    int w = e->json ? snprintf(widest, sizeof widest, ",\"%s\":%zu", e->ecs ? "forklog.cut" : "cut", e->msglen)
+                    : snprintf(widest, sizeof widest, " [forklog: %zu bytes cut]", e->msglen);
+    size_t quotes = e->json ? 1 : (memchr(e->msg, '=', e->msglen) || (e->msglen && e->msg[0] == '"')) ? 2 : 0;
+    return prefix + quotes + (size_t)w + tail + (e->json ? 2 : 1);
 }
 
 static inline bool gr_fields_match(const struct gr_expect *e, const char (*keys)[96], size_t nkeys,
@@ -715,6 +727,7 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
     if (!gr_lit(s, n, &i, " "))
         GR_FAIL(err, "no space before the message");
     /* The message. */
+    const size_t msg_start = i;
     struct gr_buf msg = {0};
     bool quoted = i < n && s[i] == '"' && tail;
     size_t mend;
@@ -814,6 +827,7 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
     free(msg.p);
     if (!ok)
         return false;
+    const size_t tail_start = i;
     /* Location and fields. */
     struct gr_tfield tf[200];
     char keys[200][96];
@@ -841,9 +855,10 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
         for (size_t k = 0; k < e->msglen; k++)
             requote += e->msg[k] == '"' || e->msg[k] == '\\';
     }
+    const size_t reclen = e->ret > 0 ? gr_cut_len(e, msg_start, n - tail_start) : n + 1 + requote;
     size_t k0 = 0;
     if (e->loc && (nt == 0 || strcmp(tf[0].key, "file") != 0)) {
-        if (e->ret <= 0 && n + 1 + requote + gr_loc_len(e->file, e->line, e->func, false, false) <= e->max_record)
+        if (reclen + gr_loc_len(e->file, e->line, e->func, false, false) <= e->max_record)
             ok = false, snprintf(err->msg, sizeof err->msg, "location left out though it fits");
     } else if (e->loc) {
         struct gr_buf ln = {0};
@@ -874,7 +889,7 @@ static inline bool gr_check_text(const struct gr_expect *e, const char *s, size_
                     ok = false, snprintf(err->msg, sizeof err->msg, "key %.96s twice", tf[a].key);
     }
     if (ok)
-        ok = gr_fields_match(e, (const char(*)[96])keys + k0, nt - k0, gr_text_eq_cb, tf + k0, n + 1 + requote, err);
+        ok = gr_fields_match(e, (const char(*)[96])keys + k0, nt - k0, gr_text_eq_cb, tf + k0, reclen, err);
     for (size_t k = 0; k < nt; k++)
         gr_tfield_free(&tf[k]);
     return ok;
@@ -887,7 +902,8 @@ enum gr_jtype { GR_JSTR, GR_JNUM, GR_JTRUE, GR_JFALSE, GR_JNULL };
 struct gr_jmember {
     struct gr_buf key;
     enum gr_jtype type;
-    struct gr_buf val; /* decoded string, or the number's text */
+    struct gr_buf val;   /* decoded string, or the number's text */
+    size_t at, vat, end; /* offsets in the line: the key's opening quote, the value's first byte, past the value */
 };
 
 static inline int gr_hex4(const char *s, size_t n, size_t i, unsigned *v)
@@ -1037,11 +1053,13 @@ static inline bool gr_json_parse(const char *s, size_t n, struct gr_jmember *m, 
             GR_FAIL(err, "too many members");
         struct gr_jmember *x = &m[(*nm)++];
         memset(x, 0, sizeof *x);
+        x->at = i;
         if (!gr_json_string(s, n, &i, &x->key, err))
             return false;
         if (i >= n || s[i] != ':')
             GR_FAIL(err, "':' expected at %zu", i);
         i++;
+        x->vat = i;
         if (i < n && s[i] == '"') {
             x->type = GR_JSTR;
             if (!gr_json_string(s, n, &i, &x->val, err))
@@ -1057,6 +1075,7 @@ static inline bool gr_json_parse(const char *s, size_t n, struct gr_jmember *m, 
             if (!gr_json_number(s, n, &i, &x->val, err))
                 return false;
         }
+        x->end = i;
         if (i < n && s[i] == ',') {
             i++;
             continue;
@@ -1169,9 +1188,12 @@ static inline bool gr_check_json_members(const struct gr_expect *e, struct gr_jm
         GR_FAIL(err, "bad msg member (%s)", k < nm ? m[k].key.p : "none");
     if (!gr_msg_eq(e, m[k].val.p, m[k].val.n, err))
         return false;
+    /* The record's length with what it kept; for a cut record, with its message cut to the marker: the prefix up to
+     * the message's first byte, the tail from past its closing quote to the comma before the cut member. */
+    const size_t reclen = e->ret > 0 && nm > k + 1 ? gr_cut_len(e, m[k].vat + 1, m[nm - 1].at - 1 - m[k].end) : n + 1;
     k++;
     if (e->loc && !KEY_IS(6)) {
-        if (e->ret <= 0 && n + 1 + gr_loc_len(e->file, e->line, e->func, true, e->ecs) <= e->max_record)
+        if (reclen + gr_loc_len(e->file, e->line, e->func, true, e->ecs) <= e->max_record)
             GR_FAIL(err, "location left out though it fits");
     } else if (e->loc) {
         struct gr_buf want = {0};
@@ -1213,7 +1235,7 @@ static inline bool gr_check_json_members(const struct gr_expect *e, struct gr_jm
     char(*keys)[96] = calloc(end - k + 1, 96);
     for (size_t j = k; j < end; j++)
         snprintf(keys[j - k], 96, "%s", m[j].key.p);
-    bool ok = gr_fields_match(e, (const char(*)[96])keys, end - k, gr_json_eq_cb, m + k, n + 1, err);
+    bool ok = gr_fields_match(e, (const char(*)[96])keys, end - k, gr_json_eq_cb, m + k, reclen, err);
     free(keys);
     return ok;
 }
