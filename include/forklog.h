@@ -439,10 +439,11 @@ FORKLOG_API int forklog_get_level(forklog *log);
  * Constructors, usable in C and C++: FORKLOG_STR(key, const char *), FORKLOG_INT(key, long long),
  * FORKLOG_UINT(key, unsigned long long), FORKLOG_DBL(key, double), FORKLOG_BOOL(key, int),
  * FORKLOG_DUR(key, double seconds), FORKLOG_DUR_NS(key, long long ns), FORKLOG_TIMESPEC(key, struct timespec),
- * FORKLOG_TIME(key, double seconds since the epoch; in C also a struct timespec). FORKLOG_DUR and FORKLOG_TIME of a
+ * FORKLOG_TIME(key, double seconds since the epoch; in C11 also a struct timespec). FORKLOG_DUR and FORKLOG_TIME of a
  * NaN give 0; a duration past +-292 years clamps there, and a time is written clamped to the years 0000 .. 9999.
- * In C11, FORKLOG_F(key, value) picks the type from the value's: strings, signed and unsigned integers (char is
- * signed), float and double, _Bool (note that C's `true` before C23 is an int), struct timespec (a time).
+ * In C11, FORKLOG_F(key, value) picks the type from the value's: strings (char arrays too), signed and unsigned
+ * integers (char is signed), float and double, _Bool (note that C's `true` before C23 is an int), struct timespec (a
+ * time); a value of any other type (long double, void * and so a bare NULL, unsigned char *) does not compile.
  * Durations always need FORKLOG_DUR. */
 static inline struct forklog_field forklog_field_str(const char *key, const char *s)
 {
