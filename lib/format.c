@@ -326,12 +326,22 @@ static int fl__keyset(const forklog *log)
     return fl__keyset_of(log->format, log->keys);
 }
 
+/* Whether a field's key is taken by the record's own keys, and is then written `fields.KEY`: one of them, or, in the
+ * ECS key set, whose consumers (Elasticsearch) read a dotted name as a path of objects, a key on the path of one
+ * (`log`, `log.origin`, `process`, `service`: an object there) or below one (`message.x`, `log.level.y`: a value
+ * there). Such a key would make the record's types clash, and the whole record be refused by the index. */
 static int fl__is_builtin(int ks, const char *k, size_t klen)
 {
-    for (int i = 0; i < FL__K_COUNT; i++)
-        if (fl__builtin[ks][i].n == klen && fl__builtin[ks][i].s[0] == k[0] &&
-            memcmp(fl__builtin[ks][i].s, k, klen) == 0)
+    for (int i = 0; i < FL__K_COUNT; i++) {
+        const struct fl__str b = fl__builtin[ks][i];
+        if (b.s[0] != k[0])
+            continue;
+        if (b.n == klen  ? memcmp(b.s, k, klen) == 0
+            : !ks        ? 0
+            : b.n > klen ? b.s[klen] == '.' && memcmp(b.s, k, klen) == 0
+                         : k[b.n] == '.' && memcmp(b.s, k, b.n) == 0)
             return 1;
+    }
     return 0;
 }
 
@@ -1006,7 +1016,9 @@ static inline int fl__is_builtin_fast(int ks, const char *k, size_t klen)
                                               ['m'] = 1u << 7,
                                               ['p'] = 1u << 11 | 1u << 17,
                                               ['s'] = 1u << 12}};
-    return (lengths[ks][(unsigned char)k[0]] >> (klen & 31) & 1) && fl__is_builtin(ks, k, klen);
+    /* The ECS key set also takes the keys on a name's path and below it (fl__is_builtin): any length. */
+    return (ks ? lengths[ks][(unsigned char)k[0]] != 0 : lengths[ks][(unsigned char)k[0]] >> (klen & 31) & 1) &&
+           fl__is_builtin(ks, k, klen);
 }
 
 /* The decimal digits of v (below 10^4) at p, without leading zeros; returns their end. */

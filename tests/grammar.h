@@ -109,11 +109,18 @@ static inline const char *gr_builtin_key(size_t i)
 static inline void gr_written_key(char *out, size_t outsz, const char *key, bool json, bool ecs)
 {
     const char *const *set = json && ecs ? gr_ecs_keys : gr_short_keys;
-    for (int i = 0; i < 10; i++)
-        if (strcmp(key, set[i]) == 0) {
+    const size_t kl = strlen(key);
+    for (int i = 0; i < 10; i++) {
+        const size_t bl = strlen(set[i]);
+        /* The ECS keys also take the keys on a name's path (an object there) and below it (a value there). */
+        const bool path = json && ecs &&
+                          ((kl < bl && set[i][kl] == '.' && strncmp(set[i], key, kl) == 0) ||
+                           (kl > bl && key[bl] == '.' && strncmp(key, set[i], bl) == 0));
+        if (strcmp(key, set[i]) == 0 || path) {
             snprintf(out, outsz, "fields.%s", key);
             return;
         }
+    }
     snprintf(out, outsz, "%s", key);
 }
 

@@ -816,6 +816,50 @@ Test(fields, ecs_keys)
     free(path);
 }
 
+/* With the ECS keys, whose consumers read a dotted name as a path of objects, a key on the path of one of the record's
+ * own keys (`log`, `log.origin`, `process`, `service`, `forklog`) or below one (`message.x`, `log.level.y`) is
+ * written `fields.KEY` too (docs/design.md, "Keys"): the record's types never clash. Keys beside them (`log.logger`,
+ * `process.name`, `services`) are written as given, and so is every key with the short keys. Through the fast path
+ * (fields alone) and the general one (a context, a location). */
+Test(fields, ecs_keys_on_or_below_a_records_own_key_are_renamed)
+{
+    static const char *const given[] = {
+        "log",        "log.origin",   "log.origin.file", "process",     "process.thread",
+        "service",    "forklog",      "message.x",       "log.level.y", "@timestamp.z",
+        "log.logger", "process.name", "services",        "messages",    "log.originx"};
+    enum { N = sizeof given / sizeof given[0], RENAMED = 10 };
+    for (int keys = 0; keys < 2; keys++)
+        for (int general = 0; general < 2; general++) {
+            char *path;
+            struct forklog_field ctx[] = {FORKLOG_STR("env", "prod")};
+            struct forklog_options o = {.format = FORKLOG_FORMAT_JSON,
+                                        .keys = keys ? FORKLOG_KEYS_ECS : FORKLOG_KEYS_SHORT,
+                                        .context = general ? ctx : NULL,
+                                        .ncontext = general ? 1 : 0};
+            forklog *log = open_log("a.log", &o, &path);
+            struct forklog_field f[N];
+            for (int i = 0; i < N; i++)
+                f[i] = FORKLOG_INT(given[i], i);
+            OK(forklog_log_fields(log, FORKLOG_INFO, "m", f, N));
+            cr_assert_eq(forklog_close(log), 0);
+            char *buf = slurp(path);
+            struct ck_member m[40];
+            int n = json_line(buf, 0, m, 40);
+            cr_assert_gt(n, N, "%s", buf);
+            for (int i = 0; i < N; i++) {
+                char want[80], num[8];
+                snprintf(want, sizeof want, "%s%s", keys && i < RENAMED ? "fields." : "", given[i]);
+                snprintf(num, sizeof num, "%d", i);
+                cr_assert_str_eq(m[n - N + i].key, want, "keys %d general %d: %s", keys, general, buf);
+                expect_member(m, n, want, 'n', num);
+            }
+            ck_members_free(m, n);
+            free(buf);
+            unlink(path);
+            free(path);
+        }
+}
+
 Test(fields, set_level_reaches_every_process)
 {
     char *path;

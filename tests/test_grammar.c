@@ -128,8 +128,9 @@ static char *rnd_message(size_t max_record)
 /* ---- keys and fields ------------------------------------------------------------------------------------------- */
 
 /* Keys to try beside the record's own names (gr_builtin_key). */
-static const char *const special_keys[] = {"fields.ts", "fields.msg", "fields.message", "k",
-                                           "k",         "x-y",        "a.b@c",          "fields.fields.ts"};
+static const char *const special_keys[] = {"fields.ts",  "fields.msg", "fields.message",   "k",         "k",
+                                           "x-y",        "a.b@c",      "fields.fields.ts", "log",       "process",
+                                           "log.origin", "message.x",  "fields.log",       "log.logger"};
 
 static char *rnd_key(void)
 {
