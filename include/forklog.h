@@ -485,11 +485,13 @@ static inline struct forklog_field forklog_field_dur_ns(const char *key, long lo
 }
 static inline struct forklog_field forklog_field_dur(const char *key, double seconds)
 {
+    /* No == on a double (NaN is the value that is neither below, above nor between: 0), so that a program built
+     * with -Wfloat-equal -Werror can include this header. */
     double ns = seconds * 1e9;
-    long long v = !(ns == ns)     ? 0
-                  : ns >= 9.2e18  ? 9223372036854775807LL
-                  : ns <= -9.2e18 ? -9223372036854775807LL
-                                  : (long long)(ns + (ns < 0 ? -0.5 : 0.5));
+    long long v = ns >= 9.2e18           ? 9223372036854775807LL
+                  : ns <= -9.2e18        ? -9223372036854775807LL
+                  : ns < 0.0 || ns > 0.0 ? (long long)(ns + (ns < 0 ? -0.5 : 0.5))
+                                         : 0;
     return forklog_field_dur_ns(key, v);
 }
 static inline struct forklog_field forklog_field_timespec(const char *key, struct timespec ts)
@@ -504,7 +506,7 @@ static inline struct forklog_field forklog_field_timespec(const char *key, struc
 static inline struct forklog_field forklog_field_time(const char *key, double seconds)
 {
     struct forklog_field f;
-    if (!(seconds == seconds) || seconds > 9.2e18 || seconds < -9.2e18)
+    if (!(seconds >= -9.2e18 && seconds <= 9.2e18)) /* out of range, or NaN (then 0) */
         seconds = seconds > 0 ? 9.2e18 : seconds < 0 ? -9.2e18 : 0;
     long long s = (long long)seconds;
     if ((double)s > seconds)

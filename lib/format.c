@@ -617,10 +617,13 @@ static size_t fl__dtoa_exact(char *out, double a)
  * are `NaN`, `+Inf`, `-Inf` (quoted in JSON). out has room for 48 bytes. */
 static size_t fl__dtoa(char *out, double d, int json)
 {
-    const char *special = d != d                        ? "NaN"
-                          : d > 1.7976931348623157e308  ? "+Inf"
-                          : d < -1.7976931348623157e308 ? "-Inf"
-                                                        : 0;
+    /* From the bits, not d != d: the single header builds with the program's flags (-Wfloat-equal, -ffast-math). */
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    const uint64_t mag = bits & 0x7fffffffffffffffull;
+    const char *special = mag > 0x7ff0000000000000ull    ? "NaN"
+                          : mag == 0x7ff0000000000000ull ? (bits >> 63 ? "-Inf" : "+Inf")
+                                                         : 0;
     if (special) {
         size_t n = 0, l = strlen(special);
         if (json)
@@ -648,8 +651,6 @@ static size_t fl__dtoa(char *out, double d, int json)
 #endif
     /* Zero, the sign and the read-back are asked of the bits: under SSE's denormals-are-zero (set by -ffast-math's
      * start-up code), a subnormal compares equal to 0, and to whatever subnormal its digits read back as. */
-    uint64_t bits;
-    memcpy(&bits, &d, sizeof bits);
     if ((bits << 1) != 0 && !fl__rounds_to_nearest()) {
         size_t o = 0;
         if (bits >> 63)
@@ -1849,7 +1850,9 @@ static int fl__rounds_to_nearest(void)
 #else
     static const volatile double one = 1.0, three_quarters_ulp = 0x1.8p-53;
     volatile double up = one + three_quarters_ulp, down = -one - three_quarters_ulp;
-    return up == 0x1.0000000000001p0 && down == -0x1.0000000000001p0;
+    /* Neither below nor above: equal (no == on a double, for the single header's -Wfloat-equal builds). */
+    return !(up < 0x1.0000000000001p0 || up > 0x1.0000000000001p0) &&
+           !(down < -0x1.0000000000001p0 || down > -0x1.0000000000001p0);
 #endif
 }
 

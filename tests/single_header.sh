@@ -53,7 +53,7 @@ fi
 # on a 64-bit target nor on a 32-bit one (-m32, when the compiler can link one), where size_t and long are narrower
 # than the 64-bit integers the library computes with.
 strict="-Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow -Wcast-qual -Wstrict-prototypes"
-strict="$strict -Wmissing-prototypes -Wundef -Werror"
+strict="$strict -Wmissing-prototypes -Wundef -Wfloat-equal -Werror"
 # shellcheck disable=SC2086
 "$cc" -O2 $strict -DFORKLOG_SINGLE_HEADER -c prog.c -o strict.o ||
   { echo "FAIL: the implementation does not build with $strict"; exit 1; }

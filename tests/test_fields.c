@@ -587,6 +587,31 @@ Test(fields, context_add_counts_keys_as_written)
     }
 }
 
+/* forklog_field_dur() of the values with no duration in nanoseconds: NaN is 0, beyond +-9.2e18 ns the bound, zero
+ * of either sign 0; the rest rounds half away from zero. */
+Test(fields, a_duration_of_nan_infinity_or_zero_seconds)
+{
+    static const struct {
+        double s;
+        long long ns;
+    } cases[] = {{NAN, 0},
+                 {-NAN, 0},
+                 {INFINITY, 9223372036854775807LL},
+                 {-INFINITY, -9223372036854775807LL},
+                 {1e300, 9223372036854775807LL},
+                 {-1e300, -9223372036854775807LL},
+                 {0.0, 0},
+                 {-0.0, 0},
+                 {2.5e-9, 3},
+                 {-2.5e-9, -3},
+                 {0.0052, 5200000}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct forklog_field f = forklog_field_dur("d", cases[i].s);
+        cr_assert_eq(f.type, FORKLOG_FIELD_DUR);
+        cr_assert_eq(f.v.ns, cases[i].ns, "%g s: %lld ns, not %lld", cases[i].s, f.v.ns, cases[i].ns);
+    }
+}
+
 Test(fields, bad_input_is_einval_and_writes_nothing)
 {
     char *path;
