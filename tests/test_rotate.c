@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static char *dir, *logpath;
@@ -211,6 +212,66 @@ Test(rotate, small_keep_deletes_the_oldest)
     }
     cr_assert_eq(seen.file[N - 1], 3, "the newest record is in path");
     rc_seen_free(&seen);
+}
+
+/* The size of the file of path, of path.k (k > 0), or -1 when there is none. */
+static long long size_of(unsigned k)
+{
+    char *p = rotated_name(k);
+    struct stat st;
+    long long size = stat(p, &st) == 0 ? (long long)st.st_size : -1;
+    free(p);
+    return size;
+}
+
+/* The bound exactly: a record that brings the file to rotate_bytes goes into it, and the next one rotates; a record
+ * larger than rotate_bytes goes into an empty file as it is (nothing to rotate, no empty path.1), and the next record
+ * rotates that file. Direct and buffered (the one buffer of a rotating log). */
+Test(rotate, a_file_fills_to_rotate_bytes_exactly_and_an_empty_file_is_never_rotated)
+{
+    const unsigned flags[] = {0, FORKLOG_BUFFERED};
+    char rec[100], big[1500];
+    memset(rec, 'r', sizeof rec);
+    rec[sizeof rec - 1] = '\n';
+    memset(big, 'b', sizeof big);
+    big[sizeof big - 1] = '\n';
+    for (unsigned f = 0; f < sizeof flags / sizeof flags[0]; f++) {
+        struct forklog_options o = {.flags = flags[f], .rotate_bytes = 1000, .rotate_keep = 5};
+        forklog *log;
+        cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+        for (unsigned i = 0; i < 10; i++)
+            cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(size_of(0), 1000, "flags %u: ten records of 100 bytes fill rotate_bytes 1000", flags[f]);
+        cr_assert_eq(size_of(1), -1, "flags %u: rotated before a record that would pass rotate_bytes", flags[f]);
+        cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(size_of(2), -1, "flags %u", flags[f]);
+        cr_assert_eq(size_of(1), 1000, "flags %u", flags[f]);
+        cr_assert_eq(size_of(0), 100, "flags %u", flags[f]);
+        cr_assert_eq(forklog_close(log), 0);
+        for (unsigned k = 0; k <= 1; k++) {
+            char *p = rotated_name(k);
+            cr_assert_eq(unlink(p), 0);
+            free(p);
+        }
+
+        cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+        cr_assert_eq(forklog_write(log, big, sizeof big), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(size_of(1), -1, "flags %u: an empty file was rotated", flags[f]);
+        cr_assert_eq(size_of(0), (long long)sizeof big, "flags %u", flags[f]);
+        cr_assert_eq(forklog_write(log, big, sizeof big), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        cr_assert_eq(size_of(2), -1, "flags %u", flags[f]);
+        cr_assert_eq(size_of(1), (long long)sizeof big, "flags %u", flags[f]);
+        cr_assert_eq(size_of(0), (long long)sizeof big, "flags %u", flags[f]);
+        for (unsigned k = 0; k <= 1; k++) {
+            char *p = rotated_name(k);
+            cr_assert_eq(unlink(p), 0);
+            free(p);
+        }
+    }
 }
 
 Test(rotate, small_keep_many_processes)
