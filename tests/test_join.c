@@ -3063,16 +3063,16 @@ Test(join, an_open_that_cannot_size_the_segment_fails_with_efbig_with_sigxfsz_le
     }
 }
 
-Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
+/* The last user's close cannot write the buffered records (a file size limit): the close fails, the segment file
+ * stays with the records, and the next open writes them, once. Then an open that cannot write them fails itself and
+ * keeps them. rotate_bytes 0: the records wait in the rings; otherwise in the one buffer of a rotating log. */
+static void close_whose_flush_fails(unsigned long long rotate_bytes)
 {
-    /* The last user's close cannot write the buffer (a file size limit): the close fails, the segment file stays
-     * with the records, and the next open writes them, once. Then an open that cannot write them fails itself and
-     * keeps them. */
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
         signal(SIGXFSZ, SIG_IGN);
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000};
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .rotate_bytes = rotate_bytes};
         forklog *log;
         if (forklog_open(&log, logpath, &o) != 0)
             _exit(3);
@@ -3106,6 +3106,16 @@ Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
     cr_assert_not(seg_exists());
     unsigned want[1] = {50};
     check_records(1, want, 0);
+}
+
+Test(join, a_close_whose_flush_fails_leaves_the_records_for_the_next_open)
+{
+    close_whose_flush_fails(0);
+}
+
+Test(join, a_close_whose_flush_of_the_shared_buffer_fails_leaves_the_records_for_the_next_open)
+{
+    close_whose_flush_fails(1 << 20);
 }
 
 /* A child writes `n` buffered records and exits without closing: they stay in the segment file. */
