@@ -13,6 +13,7 @@
 #define CLONE_NEWTIME 0x00000080 /* Linux 5.6; older headers lack it */
 #endif
 #include <grp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -603,6 +604,116 @@ Test(ring, a_ring_or_buffer_that_a_damaged_segment_overstates_is_not_read)
     cr_assert_eq(memcmp(buf, "B 001 ", 6), 0);
     free(buf);
     free(other);
+}
+
+/* The records of thread B, in its ring. */
+static void *write_three(void *arg)
+{
+    forklog *log = arg;
+    for (unsigned seq = 0; seq < 3; seq++)
+        write100(log, 'B', seq);
+    return NULL;
+}
+
+/* A flush of every ring that fails (here the file size limit) plans every ring and moves no tail; a later flush of one
+ * ring alone (a record of more than half a ring, written after what its thread's ring holds) must plan the others
+ * afresh, at their tails: with the failed plan's heads left in them, its success would move the other rings' tails
+ * past records it never wrote, and they would be lost. */
+Test(ring, a_flush_of_one_ring_after_a_failed_flush_of_all_loses_no_other_rings_records)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    pthread_t b;
+    cr_assert_eq(pthread_create(&b, NULL, write_three, log), 0);
+    cr_assert_eq(pthread_join(b, NULL), 0);
+    write100(log, 'A', 0);
+    struct rlimit was, none = {0, 0};
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    none.rlim_max = was.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
+    cr_assert_eq(forklog_flush(log), -EFBIG);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    cr_assert_eq(file_size(logpath), 0);
+    /* More than half a ring: written at once, after ring A alone. */
+    char big[3000];
+    memset(big, 'L', sizeof big);
+    big[sizeof big - 1] = '\n';
+    cr_assert_eq(forklog_write(log, big, sizeof big), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    /* A's record and the long one, then B's three at the close. */
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 100 + sizeof big + 3 * 100, "%zu bytes, not A's record, the long one and B's three", len);
+    cr_assert_eq(memcmp(buf, "A 000 ", 6), 0);
+    cr_assert_eq(memcmp(buf + 100, big, sizeof big), 0);
+    for (unsigned seq = 0; seq < 3; seq++) {
+        char want[8];
+        snprintf(want, sizeof want, "B %03u ", seq);
+        cr_assert_eq(memcmp(buf + 100 + sizeof big + 100 * seq, want, 6), 0, "B's record %u", seq);
+    }
+    free(buf);
+}
+
+/* Thread B's records: 30 of 100 bytes, in its ring (past half of it, but no other ring holds any: not written yet). */
+static void *write_thirty(void *arg)
+{
+    forklog *log = arg;
+    for (unsigned seq = 0; seq < 30; seq++)
+        write100(log, 'B', seq);
+    return NULL;
+}
+
+/* A flush of the rings that fails plans them (ring_target, the heads) and writes nothing: it must end its plan. Left
+ * planned, the next holder to repair after a death would take the plan for a flush that died when the file has the
+ * planned size (here: another program appended as many bytes, and a reopen made the log read the file's size again),
+ * and move the tails past records never written. */
+Test(ring, a_failed_flush_leaves_no_plan_that_a_later_repair_would_take_for_written)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    pthread_t b;
+    cr_assert_eq(pthread_create(&b, NULL, write_thirty, log), 0);
+    cr_assert_eq(pthread_join(b, NULL), 0);
+    struct rlimit was, none;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    none = (struct rlimit){0, was.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
+    cr_assert_eq(forklog_flush(log), -EFBIG);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    /* Another program appends a line as long as the failed flush; the log is reopened. */
+    char line[3000];
+    memset(line, 'L', sizeof line);
+    line[sizeof line - 1] = '\n';
+    int fd = open(logpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, line, sizeof line), (ssize_t)sizeof line);
+    close(fd);
+    cr_assert_eq(forklog_reopen(log), 0);
+    /* A holder dies with the lock once it has read the file's size: the next holder repairs. */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        fl__crash_arm(FL__CP_FILE_KNOWN, 1, FL__CRASH_KILL);
+        forklog_flush(log);
+        _exit(3);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, sizeof line + 30 * 100, "%zu bytes: B's records are gone", len);
+    cr_assert_eq(memcmp(buf, line, sizeof line), 0);
+    for (unsigned seq = 0; seq < 30; seq++) {
+        char want[8];
+        snprintf(want, sizeof want, "B %03u ", seq);
+        cr_assert_eq(memcmp(buf + sizeof line + 100 * seq, want, 6), 0, "B's record %u", seq);
+    }
+    free(buf);
 }
 
 /* ---- one writer per ring, whatever pids come back ------------------------------------------------------------ */
