@@ -434,6 +434,40 @@ Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_agai
     cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
 }
 
+Test(ring, a_flusher_of_the_shared_buffer_killed_after_writing_to_a_fifo_leaves_nothing_to_write_again)
+{
+    /* The one buffer of a rotating log, on a FIFO: what the dead flusher wrote counts as written, as the rings' do. */
+    char *fifo = th_path(dir, "fifo.log");
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    int r = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(r, 0);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000, .rotate_bytes = 1 << 20};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, fifo, &o), 0);
+    cr_assert_gt(log->buf_cap, 0);
+    cr_assert_eq(forklog_write(log, "acked by the parent\n", 20), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        if (forklog_write(log, "acked by the child\n", 19) != 0)
+            _exit(2);
+        fl__crash_arm(FL__CP_WRITE_DONE, 1, FL__CRASH_KILL);
+        forklog_flush(log);
+        _exit(3);
+    }
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    char buf[256];
+    ssize_t n = read(r, buf, sizeof buf - 1);
+    close(r);
+    cr_assert_gt(n, 0);
+    buf[n] = 0;
+    cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
+    free(fifo);
+}
+
 /* In a new time namespace (this process's children are in it): opens the log by name, writes `count` records as
  * writers id and id + 1 (two threads), closes. Exit status 0, 77 when no namespace can be made. */
 static int guest(const char *path, unsigned flags, unsigned id, unsigned count)
