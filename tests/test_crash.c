@@ -792,6 +792,35 @@ Test(crash, holder_dead_in_the_middle_of_a_rotation)
     free(one);
 }
 
+Test(crash, a_record_torn_right_after_its_rotation_is_cut_in_the_new_file)
+{
+    /* The record that takes the file past rotate_bytes rotates it, and its writer dies with half of it written into
+     * the new file. The rotation made the new file the generation's (its identity, its size 0), so the next holder,
+     * whose own descriptor is still the rotated file, finds the fragment at path and cuts it. */
+    struct forklog_options o = {.rotate_bytes = 1000, .rotate_keep = 5};
+    forklog *log = open_log(&o);
+    char rec[601];
+    memset(rec, 'a', 600);
+    rec[600] = 0;
+    cr_assert_eq(forklog_write(log, rec, 600), 0);
+    rec[0] = 'b';
+    pid_t holder = start_holder(log, HOLD_WRITING_HALF, rec, 600);
+    cr_assert_eq(th_wait(holder), 128 + SIGKILL);
+    cr_assert_eq(file_size(logpath), 300, "the dead writer left half its record in the new file");
+    cr_assert_eq(forklog_write(log, "next", 4), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = read_all(&len);
+    cr_assert_str_eq(buf, "next\n", "the fragment must be cut (file size %zu)", len);
+    free(buf);
+    char *one = th_path(dir, "crash.log.1");
+    buf = th_slurp(one, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(len, 601, "path.1 holds the first record, %zu bytes", len);
+    free(buf);
+    free(one);
+}
+
 Test(crash, a_directory_put_at_a_rotated_name_during_a_rotation_is_not_moved)
 {
     /* The rotation looks at path.1, path.2, ... with lstat() before it renames them. A directory put at path.1
