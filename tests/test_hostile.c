@@ -1291,6 +1291,40 @@ Test(hostile, rotation_puts_the_file_back_at_a_free_path_without_renameat2)
     nothing_planted_after_the_rename(ENOSYS);
 }
 
+/* The log's file was removed behind its back, and the rotation that a record needs cannot create a new one (no
+ * descriptor left): the record fails, and every process leaves the removed file for path. A later record that fits the
+ * old file's size must still go to a new file at path, never into the file that has no name. */
+Test(hostile, a_rotation_that_cannot_create_the_removed_file_moves_the_log_to_path_all_the_same)
+{
+    struct forklog_options o = {.rotate_bytes = 1000, .rotate_keep = 5};
+    forklog *log = open_log(&o);
+    char rec[900];
+    memset(rec, 'a', sizeof rec);
+    rec[sizeof rec - 1] = '\n';
+    cr_assert_eq(forklog_write(log, rec, sizeof rec), 0);
+    cr_assert_eq(unlink(logpath), 0);
+    struct rlimit was, none;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
+    int lowest = dup(0);
+    cr_assert_geq(lowest, 0);
+    close(lowest);
+    none = (struct rlimit){(rlim_t)lowest, was.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+    memset(rec, 'b', 199);
+    rec[199] = '\n';
+    int rc = forklog_write(log, rec, 200); /* 900 + 200: past rotate_bytes */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
+    cr_assert_eq(rc, -EMFILE);
+    cr_assert_neq(access(logpath, F_OK), 0, "nothing was created at path");
+    cr_assert_eq(forklog_write(log, "small", 5), 0); /* 900 + 6: within rotate_bytes */
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf, "the record went into the removed file: nothing at path");
+    cr_assert_str_eq(buf, "small\n");
+    free(buf);
+}
+
 /* A process out of descriptors rotates without renameat2, and is killed between the link(2) that puts the log's file
  * back at path and the unlink(2) of path.1: the one file has both names. A process of its own forklog_open() writes
  * on: no record may be in two files, and the rotations that follow must move the file, never rename it onto its
