@@ -2851,6 +2851,43 @@ Test(join, a_refused_joiner_removes_the_segment_file_its_lock_kept_the_last_user
     cr_assert_eq(forklog_close(first), 0);
     cr_assert_not(seg_exists());
 }
+Test(join, a_joiner_refused_for_another_layout_leaves_the_file_when_its_user_has_gone)
+{
+    /* A segment file of another layout (another forklog version's), used by its own program: an opener takes its
+     * shared lock (stopped there), the program goes, and the opener is refused with -EPROTO. Unlike a refusal for
+     * conflicting settings, that file is never read past its head nor changed: it stays, though nobody holds it. */
+    forklog *log = open_ok(NULL);
+    cr_assert_eq(forklog_write(log, "kept", 4), 0);
+    struct fl__seg_head other = log->seg->head;
+    cr_assert_eq(forklog_close(log), 0);
+    other.layout++;
+    write_head(&other);
+    size_t before;
+    char *seg_before = file_bytes(segpath, &before);
+    int user = open(segpath, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(user, 0);
+    cr_assert_eq(flock(user, LOCK_SH), 0);
+    pid_t b = fork();
+    cr_assert_neq(b, -1);
+    if (b == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(user); /* the lock stays the program's, whose descriptor is the parent's */
+        fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP);
+        forklog *mine;
+        _exit(forklog_open(&mine, logpath, NULL) == -EPROTO ? 0 : 1);
+    }
+    cr_assert(cp_wait_stopped(b, 10), "the joiner did not stop with the shared lock");
+    close(user);
+    kill(b, SIGCONT);
+    cr_assert_eq(th_wait_for(b, 10), 0, "the joiner was not refused with -EPROTO");
+    cr_assert(seg_exists(), "the refused joiner removed a segment file of another layout");
+    size_t after;
+    char *seg_after = file_bytes(segpath, &after);
+    cr_assert(before == after && memcmp(seg_before, seg_after, before) == 0, "the segment file was changed");
+    free(seg_before);
+    free(seg_after);
+}
+
 Test(join, a_joiner_that_cannot_map_the_segment_removes_the_file_its_lock_kept_the_last_user_from_removing)
 {
     /* As above, but the opener is refused because the segment does not fit in its address space (-ENOMEM at the
