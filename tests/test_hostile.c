@@ -1325,6 +1325,42 @@ Test(hostile, a_rotation_that_cannot_create_the_removed_file_moves_the_log_to_pa
     free(buf);
 }
 
+/* path.1 is the log's file under a second name, which the repair of a put-back killed between its link(2) and its
+ * unlink(2) could not remove (a repairer that may not write the directory leaves it so; here the link is made by
+ * hand): the next rotation's look at path.1 removes that name. Otherwise every record would be in two files, and with
+ * rotate_keep 1 each rotation would rename path onto its own other name, which rename(2) does nothing for, and the
+ * file would grow past rotate_bytes for ever. */
+Test(hostile, a_rotation_removes_path_1_when_it_is_the_logs_file_under_a_second_name)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 1};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    for (unsigned q = 0; q < 3; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    char *one = numbered(1);
+    cr_assert_eq(link(logpath, one), 0);
+    const unsigned n = 40;
+    for (unsigned q = 3; q < n; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    cr_assert_eq(forklog_close(log), 0);
+    struct stat s0, s1;
+    cr_assert_eq(lstat(logpath, &s0), 0);
+    cr_assert_eq(lstat(one, &s1), 0);
+    cr_assert(s0.st_ino != s1.st_ino || s0.st_dev != s1.st_dev, "%s is %s under another name", one, logpath);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, n);
+    long long size = rc_scan(&seen, logpath, 0);
+    cr_assert_leq(size, 300, "%s has %lld bytes", logpath, size);
+    size = rc_scan(&seen, one, 1);
+    cr_assert_leq(size, 300, "%s has %lld bytes", one, size);
+    for (unsigned q = 0; q < n; q++) /* rotated out of the chain (rotate_keep 1), or there once */
+        cr_assert_leq(rc_count(&seen, 0, q), 1, "record %u is in the files %u times", q, rc_count(&seen, 0, q));
+    for (unsigned q = n - 3; q < n; q++)
+        cr_assert_eq(rc_count(&seen, 0, q), 1, "record %u is in the files %u times", q, rc_count(&seen, 0, q));
+    rc_seen_free(&seen);
+    free(one);
+}
+
 /* A process out of descriptors rotates without renameat2, and is killed between the link(2) that puts the log's file
  * back at path and the unlink(2) of path.1: the one file has both names. A process of its own forklog_open() writes
  * on: no record may be in two files, and the rotations that follow must move the file, never rename it onto its
