@@ -36,16 +36,16 @@ static void teardown(void)
 TestSuite(ring, .init = setup, .fini = teardown);
 
 /* fallocate(2) as the library sees it: test_ring is linked with --wrap for both names the library may call
- * (lib/ring.c). When refuse_fallocate is set it fails with ENOSPC, as XFS and btrfs do on a full file system even
- * for a range that has its blocks already; otherwise it is the system call (with 64-bit arguments: on a 32-bit
- * machine the refusal is all it does, and the tests that need more skip there). */
+ * (lib/ring.c). When refuse_fallocate is 1 it fails with ENOSPC, as XFS and btrfs do on a full file system even
+ * for a range that has its blocks already; set to another errno, with that one; otherwise it is the system call (with
+ * 64-bit arguments: on a 32-bit machine the refusal is all it does, and the tests that need more skip there). */
 static volatile int refuse_fallocate, fallocate_refused;
 
 static int wrapped_fallocate(int fd, int mode, off_t off, off_t len)
 {
     if (refuse_fallocate) {
         fallocate_refused++;
-        errno = ENOSPC;
+        errno = refuse_fallocate == 1 ? ENOSPC : refuse_fallocate;
         return -1;
     }
 #if UINTPTR_MAX > 0xffffffffu
@@ -747,6 +747,27 @@ Test(ring, a_failed_flush_leaves_no_plan_that_a_later_repair_would_take_for_writ
         snprintf(want, sizeof want, "B %03u ", seq);
         cr_assert_eq(memcmp(buf + sizeof line + 100 * seq, want, 6), 0, "B's record %u", seq);
     }
+    free(buf);
+}
+
+Test(ring, a_file_system_that_cannot_reserve_blocks_still_gives_each_writer_a_ring)
+{
+    /* fallocate(2) not supported (EOPNOTSUPP: ext2 and ext3 files, ramfs, most FUSE file systems): the ring stays
+     * sparse, as before any reservation, and is used: the append takes no lock and the record waits in it. Only a
+     * refusal for want of space gives the writer no ring. */
+    refuse_fallocate = EOPNOTSUPP;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    write100(log, 'A', 0);
+    refuse_fallocate = 0;
+    cr_assert_gt(fallocate_refused, 0, "the ring's blocks were not asked for");
+    cr_assert_eq(file_size(logpath), 0, "the record was written at once: the writer got no ring");
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(len, 100);
+    cr_assert_eq(memcmp(buf, "A 000 ", 6), 0);
     free(buf);
 }
 
