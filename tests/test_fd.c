@@ -650,6 +650,42 @@ static void nonblocking_case(int wfd, int rfd, int setfl)
     free(out);
 }
 
+Test(fd, a_record_that_finds_a_non_blocking_pipe_full_fails_with_eagain_and_sends_nothing)
+{
+    /* The caller made the description non-blocking after the open, and the reader does not read: a record that finds
+     * no room for any of its bytes fails with -EAGAIN at once, nothing of it sent, rather than wait for room as one
+     * that sent a part must. */
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    forklog *log = open_fd(p[1], NULL);
+    cr_assert_eq(fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK), 0);
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (write(p[1], junk, sizeof junk) > 0) {
+    }
+    while (write(p[1], junk, 1) == 1) {
+    }
+    cr_assert_eq(errno, EAGAIN);
+    pid_t w = fork();
+    cr_assert_neq(w, -1);
+    if (w == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(forklog_write(log, "the record", 10) == -EAGAIN ? 0 : 1);
+    }
+    int st = th_wait_for(w, HANG_S);
+    if (st == -2) {
+        kill(w, SIGKILL);
+        th_wait(w);
+    }
+    cr_assert_eq(st, 0, "the record: status %d (1: not -EAGAIN; -2: still waiting for room after %.0f s)", st, HANG_S);
+    cr_assert_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    ssize_t n;
+    while ((n = read(p[0], junk, sizeof junk)) > 0)
+        cr_assert_null(memchr(junk, 't', (size_t)n), "part of the failed record is in the pipe");
+    cr_assert_eq(forklog_close(log), 0);
+    close(p[0]);
+}
+
 Test(fd, a_pipe_made_non_blocking_after_the_open_never_gets_part_of_a_record)
 {
     int p[2];
