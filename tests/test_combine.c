@@ -135,18 +135,11 @@ COMBINE_POINT(holder_dies_after_marking_one_slot_done, "BATCH_MARKED", 1)
 COMBINE_POINT(holder_dies_after_marking_every_slot_done, "BATCH_MARKED", 3)
 COMBINE_POINT(holder_dies_before_unlocking, "UNLOCK", 1)
 
-/* The holder dies at the hit-th passage of `point` with three posted records in its batch, and the next holder
- * dies too, at `repair` (REPAIR_FILE: the file repaired, the batch not yet; REPAIR_BATCH: both, before the mutex
- * is made consistent): the posters, stopped once posted, make the repair again when continued. Every poster's call
- * returns 0 with its record once in the file, the dead holder's at most once, nothing torn. */
-static void run_repairer_dies(const char *point, unsigned hit, const char *repair)
+/* Forks n posters, each stopped once its record ("poster I record") is posted, then lets the stopped holder go on to
+ * its death at `point`. */
+static void posters_then_holder_dies(forklog *log, pid_t *posters, int n, pid_t holder, const char *point)
 {
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
-    cr_assert_eq(forklog_write(log, "before", 6), 0);
-    pid_t holder = cp_stopped_holder(log, "holder record", cp_find(point), hit);
-    pid_t posters[POSTERS];
-    for (int i = 0; i < POSTERS; i++) {
+    for (int i = 0; i < n; i++) {
         posters[i] = fork();
         cr_assert_neq(posters[i], -1);
         if (posters[i] == 0) {
@@ -161,6 +154,20 @@ static void run_repairer_dies(const char *point, unsigned hit, const char *repai
     cr_assert_eq(kill(holder, SIGCONT), 0);
     int st = th_wait_for(holder, 10);
     cr_assert_eq(st, 128 + SIGKILL, "the holder did not die at %s (status %d)", point, st);
+}
+
+/* The holder dies at the hit-th passage of `point` with three posted records in its batch, and the next holder
+ * dies too, at `repair` (REPAIR_FILE: the file repaired, the batch not yet; REPAIR_BATCH: both, before the mutex
+ * is made consistent): the posters, stopped once posted, make the repair again when continued. Every poster's call
+ * returns 0 with its record once in the file, the dead holder's at most once, nothing torn. */
+static void run_repairer_dies(const char *point, unsigned hit, const char *repair)
+{
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = cp_stopped_holder(log, "holder record", cp_find(point), hit);
+    pid_t posters[POSTERS];
+    posters_then_holder_dies(log, posters, POSTERS, holder, point);
     const uint32_t phase = log->seg->batch_phase;
     uint32_t open_phase = FL__BATCH_GATHER; /* BATCH_TAKEN: taking slots */
     if (strncmp(point, "WRITE_", 6) == 0)
@@ -169,7 +176,7 @@ static void run_repairer_dies(const char *point, unsigned hit, const char *repai
         open_phase = FL__BATCH_FINISH;
     cr_assert_eq(phase, open_phase, "the holder died with batch phase %u, not %u", phase, open_phase);
     pid_t repairer = cp_writer(log, "repairer record", cp_find(repair), 1);
-    st = th_wait_for(repairer, 10);
+    int st = th_wait_for(repairer, 10);
     cr_assert_eq(st, 128 + SIGKILL, "the next holder did not die at %s (status %d)", repair, st);
     for (int i = 0; i < POSTERS; i++) {
         cr_assert_eq(kill(posters[i], SIGCONT), 0);
@@ -721,21 +728,7 @@ static void repair_left_by_a_process_without_descriptors(const char *point, int 
     pid_t holder = cp_stopped_holder(log, "holder record", cp_find(point), 1);
     enum { N = 2 };
     pid_t posters[N];
-    for (int i = 0; i < N; i++) {
-        posters[i] = fork();
-        cr_assert_neq(posters[i], -1);
-        if (posters[i] == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            fl__crash_arm(FL__CP_POST_FLAGGED, 1, FL__CRASH_STOP); /* posted: the holder takes its record */
-            char rec[64];
-            snprintf(rec, sizeof rec, "poster %d record", i);
-            _exit(forklog_write(log, rec, strlen(rec)) == 0 ? 0 : 1);
-        }
-        cr_assert(cp_wait_stopped(posters[i], 10), "poster %d did not post", i);
-    }
-    cr_assert_eq(kill(holder, SIGCONT), 0);
-    int st = th_wait_for(holder, 10);
-    cr_assert_eq(st, 128 + SIGKILL, "the holder did not die at %s (status %d)", point, st);
+    posters_then_holder_dies(log, posters, N, holder, point);
     struct rlimit none = {0, 0};
     cr_assert_eq(prlimit(older, RLIMIT_NOFILE, &none, NULL), 0);
     cr_assert_eq(write(go[1], "g", 1), 1);

@@ -401,16 +401,10 @@ Test(ring, a_thread_back_from_another_log_writes_to_its_own_ring)
     free(other);
 }
 
-Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_again)
+/* A record acknowledged to this process and one to a child, which is then killed once its flush of them is written;
+ * then "after", and the close. The stream must hold each once. */
+static void flusher_killed_after_writing(forklog *log)
 {
-    /* On a pipe nothing can be measured after a death: what the dead flusher was writing counts as written (at
-     * most once), as the shared buffer's records do. */
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
-    forklog *log;
-    cr_assert_eq(forklog_open_fd(&log, p[1], &o), 0);
-    cr_assert_gt(log->seg->ring_cap, 0);
     cr_assert_eq(forklog_write(log, "acked by the parent\n", 20), 0);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
@@ -425,13 +419,32 @@ Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_agai
     cr_assert_eq(th_wait(pid), 128 + SIGKILL);
     cr_assert_eq(forklog_write(log, "after\n", 6), 0);
     cr_assert_eq(forklog_close(log), 0);
-    close(p[1]);
+}
+
+/* What the stream read through r (closed here) holds after flusher_killed_after_writing: each record once. */
+static void stream_holds_each_once(int r)
+{
     char buf[256];
-    ssize_t n = read(p[0], buf, sizeof buf - 1);
-    close(p[0]);
+    ssize_t n = read(r, buf, sizeof buf - 1);
+    close(r);
     cr_assert_gt(n, 0);
     buf[n] = 0;
     cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
+}
+
+Test(ring, a_flusher_killed_after_writing_to_a_pipe_leaves_nothing_to_write_again)
+{
+    /* On a pipe nothing can be measured after a death: what the dead flusher was writing counts as written (at
+     * most once), as the shared buffer's records do. */
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open_fd(&log, p[1], &o), 0);
+    cr_assert_gt(log->seg->ring_cap, 0);
+    flusher_killed_after_writing(log);
+    close(p[1]);
+    stream_holds_each_once(p[0]);
 }
 
 Test(ring, a_flusher_of_the_shared_buffer_killed_after_writing_to_a_fifo_leaves_nothing_to_write_again)
@@ -445,26 +458,8 @@ Test(ring, a_flusher_of_the_shared_buffer_killed_after_writing_to_a_fifo_leaves_
     forklog *log;
     cr_assert_eq(forklog_open(&log, fifo, &o), 0);
     cr_assert_gt(log->buf_cap, 0);
-    cr_assert_eq(forklog_write(log, "acked by the parent\n", 20), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        if (forklog_write(log, "acked by the child\n", 19) != 0)
-            _exit(2);
-        fl__crash_arm(FL__CP_WRITE_DONE, 1, FL__CRASH_KILL);
-        forklog_flush(log);
-        _exit(3);
-    }
-    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
-    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    char buf[256];
-    ssize_t n = read(r, buf, sizeof buf - 1);
-    close(r);
-    cr_assert_gt(n, 0);
-    buf[n] = 0;
-    cr_assert_str_eq(buf, "acked by the parent\nacked by the child\nafter\n");
+    flusher_killed_after_writing(log);
+    stream_holds_each_once(r);
     free(fifo);
 }
 
@@ -640,13 +635,41 @@ Test(ring, a_ring_or_buffer_that_a_damaged_segment_overstates_is_not_read)
     free(other);
 }
 
-/* The records of thread B, in its ring. */
-static void *write_three(void *arg)
+/* Thread B of ring_b_records: its records, in its ring. */
+struct ring_b {
+    forklog *log;
+    unsigned n;
+};
+static void *write_b(void *arg)
 {
-    forklog *log = arg;
-    for (unsigned seq = 0; seq < 3; seq++)
-        write100(log, 'B', seq);
+    struct ring_b *b = arg;
+    for (unsigned seq = 0; seq < b->n; seq++)
+        write100(b->log, 'B', seq);
     return NULL;
+}
+
+/* A buffered log of 4 KiB and no age bound whose thread B, ended now, wrote n records of 100 bytes into its ring. */
+static forklog *ring_b_records(unsigned n)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    struct ring_b b = {NULL, n};
+    cr_assert_eq(forklog_open(&b.log, logpath, &o), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, write_b, &b), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    return b.log;
+}
+
+/* A flush of every ring that fails: under a file size limit of 0, -EFBIG (SIGXFSZ ignored). */
+static void flush_fails_at_the_size_limit(forklog *log)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit was, none;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    none = (struct rlimit){0, was.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
+    cr_assert_eq(forklog_flush(log), -EFBIG);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
 }
 
 /* A flush of every ring that fails (here the file size limit) plans every ring and moves no tail; a later flush of one
@@ -655,20 +678,9 @@ static void *write_three(void *arg)
  * past records it never wrote, and they would be lost. */
 Test(ring, a_flush_of_one_ring_after_a_failed_flush_of_all_loses_no_other_rings_records)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
-    pthread_t b;
-    cr_assert_eq(pthread_create(&b, NULL, write_three, log), 0);
-    cr_assert_eq(pthread_join(b, NULL), 0);
+    forklog *log = ring_b_records(3);
     write100(log, 'A', 0);
-    struct rlimit was, none = {0, 0};
-    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
-    none.rlim_max = was.rlim_max;
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
-    cr_assert_eq(forklog_flush(log), -EFBIG);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    flush_fails_at_the_size_limit(log);
     cr_assert_eq(file_size(logpath), 0);
     /* More than half a ring: written at once, after ring A alone. */
     char big[3000];
@@ -690,34 +702,15 @@ Test(ring, a_flush_of_one_ring_after_a_failed_flush_of_all_loses_no_other_rings_
     free(buf);
 }
 
-/* Thread B's records: 30 of 100 bytes, in its ring (past half of it, but no other ring holds any: not written yet). */
-static void *write_thirty(void *arg)
-{
-    forklog *log = arg;
-    for (unsigned seq = 0; seq < 30; seq++)
-        write100(log, 'B', seq);
-    return NULL;
-}
-
 /* A flush of the rings that fails plans them (ring_target, the heads) and writes nothing: it must end its plan. Left
  * planned, the next holder to repair after a death would take the plan for a flush that died when the file has the
  * planned size (here: another program appended as many bytes, and a reopen made the log read the file's size again),
  * and move the tails past records never written. */
 Test(ring, a_failed_flush_leaves_no_plan_that_a_later_repair_would_take_for_written)
 {
-    signal(SIGXFSZ, SIG_IGN);
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
-    forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
-    pthread_t b;
-    cr_assert_eq(pthread_create(&b, NULL, write_thirty, log), 0);
-    cr_assert_eq(pthread_join(b, NULL), 0);
-    struct rlimit was, none;
-    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
-    none = (struct rlimit){0, was.rlim_max};
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &none), 0);
-    cr_assert_eq(forklog_flush(log), -EFBIG);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    /* Thread B's 30 records: past half of its ring, but no other ring holds any: not written yet. */
+    forklog *log = ring_b_records(30);
+    flush_fails_at_the_size_limit(log);
     /* Another program appends a line as long as the failed flush; the log is reopened. */
     char line[3000];
     memset(line, 'L', sizeof line);
