@@ -1219,6 +1219,23 @@ Test(hostile, rotation_puts_the_file_back_over_nothing_else_without_renameat2)
     fifo_planted_after_the_rename(EINVAL);
 }
 
+/* Whether RLIMIT_NOFILE, just lowered to the lowest free descriptor, holds as the kernel's does: a file created with
+ * O_EXCL under it is refused before it exists. Valgrind keeps a limit of its own, checked after the kernel's open:
+ * the file is made, then its descriptor refused, and a rotation's new file would be left at path. */
+static bool nofile_limit_holds(void)
+{
+    char *probe = th_path(dir, "probe");
+    int pfd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    struct stat pst;
+    const bool holds = pfd < 0 && lstat(probe, &pst) != 0;
+    if (pfd >= 0)
+        close(pfd);
+    if (!holds)
+        unlink(probe);
+    free(probe);
+    return holds;
+}
+
 /* Nothing is at path after the rename, but the new file cannot be opened (the process is out of descriptors): the
  * log's file goes back to path, and the record that rotated goes into it with the others, once. */
 static void nothing_planted_after_the_rename(int renameat2_errno)
@@ -1247,13 +1264,7 @@ static void nothing_planted_after_the_rename(int renameat2_errno)
         rl.rlim_cur = (rlim_t)lowest;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             _exit(77); /* refused here (Valgrind keeps the limit of its own) */
-        /* The limit must hold as the kernel's does: a file created with O_EXCL under it is refused before it
-         * exists. Valgrind keeps a limit of its own, checked after the kernel's open: the file is made, then its
-         * descriptor refused, and the rotation's new file would be left at path. */
-        char *probe = th_path(dir, "probe");
-        int pfd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        struct stat pst;
-        if (pfd >= 0 || lstat(probe, &pst) == 0)
+        if (!nofile_limit_holds())
             _exit(77);
         if (rc_write(log, buf, 'R', 0, 3, 0, 60) != 0)
             _exit(4);
@@ -1310,6 +1321,11 @@ Test(hostile, a_rotation_that_cannot_create_the_removed_file_moves_the_log_to_pa
     close(lowest);
     none = (struct rlimit){(rlim_t)lowest, was.rlim_max};
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+    if (!nofile_limit_holds()) {
+        cr_assert_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
+    }
     memset(rec, 'b', 199);
     rec[199] = '\n';
     int rc = forklog_write(log, rec, 200); /* 900 + 200: past rotate_bytes */
@@ -1391,11 +1407,8 @@ static void put_back_killed_between_link_and_unlink(unsigned keep)
         rl.rlim_cur = (rlim_t)lowest;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             _exit(77);
-        char *probe = th_path(dir, "probe");
-        int pfd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        struct stat pst;
-        if (pfd >= 0 || lstat(probe, &pst) == 0)
-            _exit(77); /* RLIMIT_NOFILE does not hold as the kernel's does (Valgrind) */
+        if (!nofile_limit_holds())
+            _exit(77);
         kill_in_unlink = "hostile.log.1";
         (void)rc_write(mine, buf, 'R', 0, 3, 0, 60); /* the rotation's put-back kills it */
         _exit(5);
