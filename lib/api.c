@@ -918,6 +918,17 @@ int forklog_reopen(forklog *log)
 static int fl__close(forklog *log)
 {
     int rc = forklog_flush(log);
+    /* Called while a thread cancelled inside a call of this handle unwinds (a cleanup handler, a C++ destructor), the
+     * thread may still hold the lock, taken through this handle's mapping. The kernel frees a dead holder's lock
+     * only through the mapping it was taken in: unmapped first, the lock would stay held by a thread that no longer
+     * exists, and every process of the log would wait for it for ever. It is released here instead, its state left
+     * as the cancelled call left it (not IDLE in the middle of a write), which the next holder repairs as it repairs
+     * a dead holder's. The flush above failed with -EDEADLK: that thread is still inside its call. A robust mutex
+     * checks its owner (glibc and musl): the unlock is EPERM, and changes nothing, unless this thread holds it, so
+     * the record path keeps no note of which lock a thread holds. `held`, a hint, is left to the next holder: a
+     * waiter that spins on it sleeps on the lock, which this unlock wakes. */
+    if (fl__my.busy == fl__pid(log))
+        (void)pthread_mutex_unlock(&log->seg->mu);
     fl__seg_close(log);
     if (log->proc) {
         long page = sysconf(_SC_PAGESIZE);

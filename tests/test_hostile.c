@@ -843,6 +843,48 @@ Test(hostile, a_thread_cancelled_in_the_write_of_a_long_record_leaves_no_memory,
     free(msg);
 }
 
+/* A thread cancelled at its write(2) still holds the lock while its cleanup handlers run, and a handler (or a C++
+ * destructor) that closes the thread's own handle unmaps the lock: the kernel, which frees a dead holder's lock
+ * through the mapping it was taken in, could then never free it, and every other handle of the log waited for ever.
+ * The close releases it; the next holder repairs what the cancelled write left. */
+static void close_in_cleanup(void *log)
+{
+    (void)forklog_close(log);
+}
+
+static void *log_cancelled_then_close(void *arg)
+{
+    (void)arg;
+    forklog *own = open_log(NULL);
+    pthread_cleanup_push(close_in_cleanup, own);
+    cancel_writer = pthread_self();
+    cancel_in_write = 1;
+    (void)forklog_info(own, "cancelled");
+    cancel_in_write = 0;
+    pthread_testcancel();
+    pthread_cleanup_pop(1);
+    return NULL;
+}
+
+Test(hostile, a_handle_closed_by_the_cleanup_of_a_thread_cancelled_in_its_write_leaves_the_log_unlocked, .timeout = 30)
+{
+    forklog *log = open_log(NULL);
+    cr_assert_eq(forklog_info(log, "before"), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, log_cancelled_then_close, NULL), 0);
+    void *res;
+    cr_assert_eq(pthread_join(th, &res), 0);
+    cr_assert_eq(res, PTHREAD_CANCELED, "the write was not where the thread was cancelled");
+    /* Before the fix this call waited for the lock for ever (the test's timeout). */
+    cr_assert_eq(forklog_info(log, "after"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_eq(th_count_lines(buf, len), 2, "%s", buf);
+    cr_assert(strstr(buf, " before\n") && strstr(buf, " after\n") && !strstr(buf, "cancelled"), "%s", buf);
+    free(buf);
+}
+
 /* ---- promise 8: no descriptor or mapping leak ---------------------------------------------------------- */
 
 static int count_fds(void)
