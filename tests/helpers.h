@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -134,6 +135,57 @@ static inline int th_wait_for(pid_t pid, double limit)
         }
         usleep(1000);
     }
+}
+
+/* Forks a process that enters a new PID namespace and runs init_main(s, arg) as pid 1 there. Returns the first
+ * process's pid: it ends as its pid 1 does (the exit status init_main returned, 128 + N for signal N), with 77 when
+ * unshare(CLONE_NEWPID) is not allowed, and kills its pid 1, and so the namespace, when it is killed. Both die with
+ * the test's process. */
+static inline pid_t th_fork_pid_namespace(int (*init_main)(const char *, int), const char *s, int arg)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (unshare(CLONE_NEWPID) < 0)
+            _exit(77);
+        pid_t init = fork();
+        if (init < 0)
+            _exit(2);
+        if (init == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            _exit(init_main(s, arg));
+        }
+        _exit(th_wait_for(init, 60));
+    }
+    return pid;
+}
+
+/* Runs scene(s, arg) as pid 1 of a new PID namespace, where it may choose the pid of its next child
+ * (th_next_pid_is), and returns its exit status. Skips the test where no such namespace can be made (77) or its pids
+ * cannot be chosen (the scene returns 78). */
+static inline int th_pid_namespace_scene(int (*scene)(const char *, int), const char *s, int arg)
+{
+    int st = th_wait_for(th_fork_pid_namespace(scene, s, arg), 90);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
+    if (st == 78)
+        cr_skip_test("the pids of a new PID namespace cannot be chosen here (ns_last_pid)");
+    return st;
+}
+
+/* Makes the next child of the calling process (in its PID namespace) get pid `want`, if free, through ns_last_pid.
+ * 0, or -1 when it cannot be written. */
+static inline int th_next_pid_is(pid_t want)
+{
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    char num[32];
+    int n = snprintf(num, sizeof num, "%d", (int)want - 1);
+    int ok = write(fd, num, (size_t)n) == n;
+    close(fd);
+    return ok ? 0 : -1;
 }
 
 /* Removes a test directory and what is in it (one level). A test that mounted a small file system there

@@ -817,29 +817,6 @@ Test(combine, a_repairer_killed_after_leaving_the_repair_undone_is_repaired_afte
 
 /* ---- a dead poster's pid given again while its slot is being taken back ---------------------------------------- */
 
-/* Forks a process that enters a new PID namespace and runs scene() as pid 1 there, where the pid of its next child
- * can be chosen (ns_last_pid). Returns scene's result (a step number on failure), 77 when no such namespace can be
- * made, 78 when its pids cannot be chosen. */
-static int in_new_pid_namespace(int (*scene)(void))
-{
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (unshare(CLONE_NEWPID) < 0)
-            _exit(77);
-        pid_t init = fork();
-        if (init < 0)
-            _exit(2);
-        if (init == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            _exit(scene());
-        }
-        _exit(th_wait_for(init, 60));
-    }
-    return th_wait_for(pid, 90);
-}
-
 /* In the scene (no assertion there: a forked child's failing assertion hangs the runner), a writer of `rec` that
  * first arms point cp at its hit-th passage (none when hit is 0). Exits 0 when its call returned 0. */
 static pid_t scene_writer(forklog *log, const char *rec, enum fl__crash_point cp, unsigned hit,
@@ -886,9 +863,11 @@ static unsigned scene_slot(forklog *log, pid_t pid, unsigned state)
  * Meanwhile the slot changes hands: R2 takes it back, posts, is written and frees it; N is born with D's pid, takes
  * the free slot, is written, and stops after it saw its slot done (its word now as D left it). R goes on while a
  * holder keeps the lock, then N frees its slot. The slot R read was D's, not N's: R must not take N's, or N frees
- * it under R's posted record, which no holder then writes, and R's call returns 0 for a record not in the file. */
-static int scene_pid_back_while_its_slot_is_taken_back(void)
+ * it under R's posted record, which no holder then writes, and R's call returns 0 for a record not in the file.
+ * Pid 1 of a PID namespace of its own (th_pid_namespace_scene), where N can be given D's pid (th_next_pid_is). */
+static int scene_pid_back_while_its_slot_is_taken_back(const char *unused, int unused_arg)
 {
+    (void)unused, (void)unused_arg;
     forklog *log;
     if (forklog_open(&log, logpath, NULL) != 0 || forklog_write(log, "before", 6) != 0)
         return 3;
@@ -925,12 +904,8 @@ static int scene_pid_back_while_its_slot_is_taken_back(void)
     pid_t h3 = scene_holder(log, "holder 3");
     if (!h3)
         return 13;
-    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
-    char num[32];
-    int len = snprintf(num, sizeof num, "%d", (int)d - 1);
-    if (fd < 0 || write(fd, num, (size_t)len) != len)
+    if (th_next_pid_is(d))
         return 78;
-    close(fd);
     pid_t n = scene_writer(log, "N record", FL__CP_POST_DONE_SEEN, 1, FL__CRASH_STOP);
     if (n != d)
         return 14;
@@ -981,10 +956,6 @@ static int scene_pid_back_while_its_slot_is_taken_back(void)
 
 Test(combine, a_dead_posters_pid_given_again_while_its_slot_is_taken_back_loses_no_record, .timeout = 60)
 {
-    int st = in_new_pid_namespace(scene_pid_back_while_its_slot_is_taken_back);
-    if (st == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
-    if (st == 78)
-        cr_skip_test("the pids of a new PID namespace cannot be chosen here (ns_last_pid)");
+    int st = th_pid_namespace_scene(scene_pid_back_while_its_slot_is_taken_back, NULL, 0);
     cr_assert_eq(st, 0, "the scene failed at step %d (36: a call returned 0 and its record is not in the file)", st);
 }

@@ -806,52 +806,11 @@ static void check_records(const char *path, const char *const *want, size_t n)
     free(buf);
 }
 
-/* Forks a process that enters a new PID namespace and runs init_main(s, arg) as pid 1 there. Returns the first
- * process's pid: it ends as its pid 1 does (the exit status init_main returned, 128 + N for signal N), with 77 when
- * unshare(CLONE_NEWPID) is not allowed, and kills its pid 1, and so the namespace, when it is killed. */
-static pid_t fork_pid_namespace(int (*init_main)(const char *, int), const char *s, int arg)
-{
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        if (unshare(CLONE_NEWPID) < 0)
-            _exit(77);
-        pid_t init = fork();
-        if (init < 0)
-            _exit(2);
-        if (init == 0) {
-            rc_child();
-            _exit(init_main(s, arg));
-        }
-        _exit(th_wait_for(init, 60));
-    }
-    return pid;
-}
-
-/* Runs scene(path, arg) as pid 1 of a new PID namespace, where it may choose the pid of its next child through
- * ns_last_pid. Skips the test where no such namespace can be made (exit status 77 or 78). */
+/* Runs scene(path, arg) as pid 1 of a new PID namespace (th_pid_namespace_scene); it must return 0. */
 static void in_pid_namespace(int (*scene)(const char *, int), const char *path, int arg)
 {
-    int st = th_wait_for(fork_pid_namespace(scene, path, arg), 90);
-    if (st == 77)
-        cr_skip_test("unshare(CLONE_NEWPID) is not allowed here");
-    if (st == 78)
-        cr_skip_test("the pids of a new PID namespace cannot be chosen here (ns_last_pid)");
+    int st = th_pid_namespace_scene(scene, path, arg);
     cr_assert_eq(st, 0, "the scene failed at step %d", st);
-}
-
-/* Makes the next child of this process (in its PID namespace) get pid `want`, if free. 0, or 78. */
-static int next_pid_is(pid_t want)
-{
-    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
-    if (fd < 0)
-        return 78;
-    char num[32];
-    int n = snprintf(num, sizeof num, "%d", (int)want - 1);
-    int ok = write(fd, num, (size_t)n) == n;
-    close(fd);
-    return ok ? 0 : 78;
 }
 
 static int fill_go[2];
@@ -946,9 +905,8 @@ static int scene_pid_reused_during_a_take_back(const char *path, int stop)
     }
     if (!cp_wait_stopped(r, 10))
         return 8;
-    int rc = next_pid_is(d);
-    if (rc)
-        return rc;
+    if (th_next_pid_is(d))
+        return 78;
     pid_t q = fork();
     if (q == 0) {
         say(qr[1], rec100(log, 'Q', 0) == 0 ? 'a' : 'e');
@@ -1064,12 +1022,12 @@ static int scene_inherited_ring_cache(const char *path, int unused)
     if (hear(xr[0]) != 'a' || ring_of(log, x) != k) /* X took A's ring back */
         return 8;
     uint64_t head = atomic_load(&log->seg->rings[k].head);
-    int rc = next_pid_is(a);
-    if (rc)
-        return rc;
+    if (th_next_pid_is(a))
+        return 78;
     if (write(bc[1], &a, sizeof a) != sizeof a)
         return 9;
-    if ((rc = th_wait_for(b, 10)) != 0)
+    int rc = th_wait_for(b, 10);
+    if (rc != 0)
         return rc == 78 ? 78 : 10;
     if (atomic_load(&log->seg->rings[k].head) != head || ring_of(log, x) != k)
         return 11; /* C wrote into X's ring */
@@ -1106,9 +1064,8 @@ static void *tid_thread(void *p)
         pid_t want;
         if (read(sc->xc[0], &want, sizeof want) != sizeof want)
             _exit(1);
-        int rc = next_pid_is(want);
-        if (rc)
-            _exit(rc);
+        if (th_next_pid_is(want))
+            _exit(78);
         pid_t c = fork();
         if (c == 0) {
             if (getpid() != want)
@@ -1547,7 +1504,7 @@ static int scene_a_live_writer_that_proc_shows_as_a_zombie(const char *path, int
     int up[2], end[2];
     if (forklog_open(&log, path, &o) != 0 || pipe(up) < 0 || pipe(end) < 0)
         return 2;
-    if (next_pid_is(z))
+    if (th_next_pid_is(z))
         return 78;
     pid_t w = fork();
     if (w == 0) {
@@ -1889,11 +1846,11 @@ static int pid_one_runs_a_writer(const char *rec, int stop_at)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* Runs pid_one_runs_a_writer(rec, stop_at) in a new PID namespace (fork_pid_namespace): returns the first process's
+/* Runs pid_one_runs_a_writer(rec, stop_at) in a new PID namespace (th_fork_pid_namespace): returns the first process's
  * pid; killing it kills the namespace. */
 static pid_t writer_in_a_new_pid_namespace(const char *rec, enum fl__crash_point stop_at)
 {
-    return fork_pid_namespace(pid_one_runs_a_writer, rec, (int)stop_at);
+    return th_fork_pid_namespace(pid_one_runs_a_writer, rec, (int)stop_at);
 }
 
 /* The pid of the process whose NSpid line ends with `2` and whose parent's parent is `m` (the writer of
