@@ -906,12 +906,13 @@ static void print_tail(const struct config *c, size_t size, struct cell (*cells)
     }
 }
 
-/* 1234567 -> "1.23M", 45678 -> "45.7k" */
+/* 1234567 -> "1.23M", 45678 -> "45.7k"; the unit is chosen by the value as rounded to 3 digits, so that 999,600 is
+ * "1M", not "1e+03k". */
 static void human(char *out, size_t cap, double v)
 {
-    if (v >= 1e6)
+    if (v >= 999.5e3)
         snprintf(out, cap, "%.3gM", v / 1e6);
-    else if (v >= 1e3)
+    else if (v >= 999.5)
         snprintf(out, cap, "%.3gk", v / 1e3);
     else
         snprintf(out, cap, "%.3g", v);
