@@ -626,7 +626,9 @@ struct forklog_task_result {
 
 struct forklog_pool_options {
     unsigned workers;       /* 0: number of online CPUs; fewer run when fork() fails or descriptors run short */
-    int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok */
+    int (*init)(void *arg); /* run once in every worker after fork, like Pool(initializer=...); 0 = ok. The place
+                               to change the worker's user (setuid()): on Linux a worker dies with a killed
+                               caller (PR_SET_PDEATHSIG), which the worker sets again after a user change here */
     void *init_arg;
     unsigned max_tasks_per_worker; /* 0: unlimited; a worker that reached it is replaced */
     double timeout_s;              /* per task, per worker initializer (with none, per worker start: a worker

@@ -366,6 +366,25 @@ static int fl__pool_orphan(const struct fl__pool *p, int death_wr)
 }
 #endif
 
+/* The kernel clears a process's parent-death signal when its effective user or group (or its file system user or
+ * group) changes: an initializer or a task that drops privileges, as pre-fork servers do, would leave its worker
+ * running after the parent is killed, hanging for ever in a task or draining the queue for nobody. Set again where
+ * it was cleared, then the same check as at the start, since the parent may have died meanwhile. One prctl() when
+ * nothing changed. */
+static void fl__pool_rearm(const struct fl__pool *p, int death_wr)
+{
+#ifdef __linux__
+    int sig = 0;
+    if (prctl(PR_GET_PDEATHSIG, &sig) == 0 && sig == SIGKILL)
+        return;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (fl__pool_orphan(p, death_wr))
+        _exit(FL__POOL_EXIT_INIT);
+#else
+    (void)p, (void)death_wr;
+#endif
+}
+
 static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_wr)
 {
     __attribute__((cleanup(fl__pool_unwound))) int unwound = 0;
@@ -380,7 +399,7 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         if (p->procs[j].pid && p->procs[j].pidfd >= 0)
             close(p->procs[j].pidfd);
     }
-    (void)death_wr; /* held open until exit: its EOF tells the parent we are gone */
+    /* death_wr is held open until exit: its EOF tells the parent we are gone */
 #ifdef __linux__
     /* Nothing left running if the parent dies; the check closes the race with a death before the prctl. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -421,6 +440,7 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
 #endif
     int irc = p->o->init ? p->o->init(p->o->init_arg) : 0;
     fl__pool_not_a_worker(me, irc, FL__POOL_PID_CHECK_NS); /* once per worker: always by its pid */
+    fl__pool_rearm(p, death_wr);
     if (irc != 0) {
         atomic_store(&slot->phase, FL__POOL_INIT_FAILED);
         fl__pool_worker_exit(p, FL__POOL_EXIT_INIT);
@@ -457,6 +477,11 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         size_t cur = i + 1;
         if (!atomic_compare_exchange_strong(&slot->task, &cur, 0))
             fl__pool_park(); /* timed out at the deadline: the parent records the result published above */
+        /* Only after a task of 10 us or more, as for the pid check: a system call per tiny task would double its
+         * cost. A user change takes less than a microsecond once warm, so a tiny task that changes it leaves the
+         * worker without its parent-death signal until a longer task ends (docs/pool.md: do it in the initializer). */
+        if (dur >= FL__POOL_PID_CHECK_NS)
+            fl__pool_rearm(p, death_wr);
         if (atomic_load(&p->head->sleeping) && atomic_exchange(&p->head->sleeping, 0))
             fl__pool_wake(p);
     }

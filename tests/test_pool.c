@@ -2284,6 +2284,90 @@ Test(pool, tasks_calling_setsid_and_a_timeout)
     free(dir);
 }
 
+/* ---- a caller killed while its workers run ----------------------------------------------------------------------- */
+
+/* Shared with the workers: the pid of each worker that got to its hanging task. */
+struct orphan_scene {
+    atomic_int hanging;
+    pid_t pid[4];
+};
+
+/* What drops the privileges of a worker, as pre-fork servers do: the kernel clears a process's parent-death signal
+ * when its effective user or group changes. */
+enum { DROP_NONE, DROP_IN_INIT, DROP_IN_TASK };
+static int drop_mode;
+
+static int drop_privileges(void *arg)
+{
+    (void)arg;
+    return setgid(65534) != 0 || setuid(65534) != 0;
+}
+
+/* With DROP_IN_TASK, task i < 2 drops the privileges of its worker and returns; every other task hangs. */
+static int orphan_task(size_t i, void *ctx)
+{
+    struct orphan_scene *sc = ctx;
+    if (drop_mode == DROP_IN_TASK && i < 2)
+        return drop_privileges(NULL) || usleep(1000) != 0;
+    sc->pid[atomic_fetch_add(&sc->hanging, 1)] = getpid();
+    for (;;)
+        pause();
+}
+
+/* A caller killed (SIGKILL) while each of its two workers hangs in a task: no worker outlives it, also when the
+ * initializer or an earlier task changed the worker's user (which clears the parent-death signal). The workers hold
+ * the write end of a pipe the test reads: its EOF says that every one of them has ended. */
+static void run_caller_killed(int mode)
+{
+    if (mode != DROP_NONE && geteuid() != 0)
+        cr_skip_test("changing a worker's user needs root");
+    struct orphan_scene *sc = mmap(NULL, sizeof *sc, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(sc, MAP_FAILED);
+    memset(sc, 0, sizeof *sc);
+    int hold[2];
+    cr_assert_eq(pipe(hold), 0);
+    drop_mode = mode;
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(hold[0]);
+        struct forklog_pool_options o = {.workers = 2, .init = mode == DROP_IN_INIT ? drop_privileges : NULL};
+        (void)forklog_pool_map(&o, mode == DROP_IN_TASK ? 4 : 2, orphan_task, sc, NULL);
+        _exit(0);
+    }
+    close(hold[1]);
+    double end = th_now_s() + 20;
+    while (atomic_load(&sc->hanging) < 2 && th_now_s() < end)
+        usleep(1000);
+    int started = atomic_load(&sc->hanging);
+    kill(c, SIGKILL);
+    (void)th_wait(c);
+    struct pollfd pfd = {hold[0], POLLIN, 0};
+    int ended = poll(&pfd, 1, 5000) == 1;
+    for (int k = 0; k < started; k++)
+        kill(sc->pid[k], SIGKILL); /* whatever the outcome: nothing left behind by the test */
+    close(hold[0]);
+    munmap(sc, sizeof *sc);
+    cr_assert_eq(started, 2, "%d workers got to their task", started);
+    cr_assert(ended, "a worker still ran 5 s after its caller was killed");
+}
+
+Test(pool, workers_end_with_their_killed_caller)
+{
+    run_caller_killed(DROP_NONE);
+}
+
+Test(pool, workers_whose_initializer_changed_their_user_end_with_their_killed_caller)
+{
+    run_caller_killed(DROP_IN_INIT);
+}
+
+Test(pool, workers_whose_task_changed_their_user_end_with_their_killed_caller)
+{
+    run_caller_killed(DROP_IN_TASK);
+}
+
 /* ---- hostile callers: a thousand workers, few descriptors -------------------------------------------------------- */
 
 static int short_task(size_t i, void *ctx)
