@@ -560,7 +560,11 @@ static int fl__pool_log_free(struct fl__pool *p)
      * record waits until the target has room for one (POLLOUT: a free page of a pipe, more than a record). */
     if (!atomic_load_explicit(&p->o->log->seg->regular, memory_order_relaxed)) {
         struct pollfd pfd = {p->o->log->fd, POLLOUT, 0};
-        if (poll(&pfd, 1, 0) == 0)
+        int n;
+        /* Even with no wait, poll() fails with EINTR when a signal is pending: that says nothing of the room. */
+        while ((n = poll(&pfd, 1, 0)) < 0 && errno == EINTR) {
+        }
+        if (n == 0)
             return 0;
     }
     return 1; /* free, or an error that the write itself will meet and report */

@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -1434,10 +1435,20 @@ static int task0_hangs(size_t i, void *ctx)
     return 0;
 }
 
+static volatile sig_atomic_t fifo_alarms;
+
+static void fifo_on_alarm(int sig)
+{
+    (void)sig;
+    fifo_alarms++;
+}
+
 /* The log is a FIFO whose reader reads nothing for 2 s, so that the parent's records fill it (64 KiB) at once: a
  * record's write would wait for the reader, and the hanging task 0 would be killed only then. It is killed at its
- * deadline; the records wait in the parent, and every one is in the FIFO once the reader reads. */
-Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back)
+ * deadline; the records wait in the parent, and every one is in the FIFO once the reader reads. With `flood`, a
+ * 20 us interval timer interrupts the caller's calls meanwhile (a handler without SA_RESTART): a look at the FIFO's
+ * room that fails with EINTR must not be taken for room. */
+static void run_log_fifo_unread(int flood)
 {
     char *dir = th_tmpdir();
     char *fifo = th_path(dir, "pool.fifo");
@@ -1467,7 +1478,21 @@ Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back)
     cr_assert_not_null(res);
     struct forklog_pool_options o = {.workers = 2, .timeout_s = 0.3, .log = log, .results = res};
     struct forklog_pool_report rep;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fifo_on_alarm;
+    sigemptyset(&sa.sa_mask);
+    struct itimerval on = {{0, 20}, {0, 20}}, off = {{0, 0}, {0, 0}};
+    if (flood) {
+        cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0);
+        cr_assert_eq(setitimer(ITIMER_REAL, &on, NULL), 0);
+    }
     int rc = forklog_pool_map(&o, N, task0_hangs, NULL, &rep);
+    if (flood) {
+        setitimer(ITIMER_REAL, &off, NULL);
+        sigaction(SIGALRM, &old, NULL);
+        cr_assert_geq(fifo_alarms, 100, "no flood: %d alarms", (int)fifo_alarms);
+    }
     forklog_close(log);
     cr_assert_eq(th_wait_for(reader, 30), 0, "the reader did not copy the FIFO to its end");
     cr_assert_eq(res[0].status, FORKLOG_TASK_TIMEOUT, "%s", status_name(res[0].status));
@@ -1480,6 +1505,16 @@ Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back)
     free(copy);
     free(fifo);
     free(dir);
+}
+
+Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back)
+{
+    run_log_fifo_unread(0);
+}
+
+Test(pool, a_log_fifo_that_its_reader_does_not_read_holds_no_deadline_back_under_a_signal_flood)
+{
+    run_log_fifo_unread(1);
 }
 
 /* What a forked caller (a child of the test process that calls forklog_pool_map) hands back: shared memory. */
