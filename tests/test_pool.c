@@ -1854,6 +1854,11 @@ Test(pool, sigchld_ignored_every_task_recorded)
     run_with_sigchld(SIG_IGN, 0, FORKLOG_FORMAT_TEXT, 1);
 }
 
+Test(pool, sigchld_default_with_sa_nocldwait_every_task_recorded)
+{
+    run_with_sigchld(SIG_DFL, SA_NOCLDWAIT, FORKLOG_FORMAT_TEXT, 1);
+}
+
 Test(pool, sigchld_handler_reaping_workers_with_sa_restart)
 {
     run_with_sigchld(reap_everything, SA_RESTART, FORKLOG_FORMAT_TEXT, 2);
