@@ -123,14 +123,17 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         rc = -errno;
     if (rc < 0) {
         /* Nothing of a failed record stays: cut back to the last whole record, where size says it ends. A regular
-         * file shorter than that plus what went in of the record was cut short behind the log's back since (`: >
-         * app.log` to free a disk, logrotate's copytruncate): size lies past its end, and a cut there would extend
-         * the file with zeros and keep the fragment (or, past RLIMIT_FSIZE, fail and keep it). The fragment is then
+         * file of another length than that plus what went in of the record was changed behind the log's back since.
+         * Shorter, it was cut short (`: > app.log` to free a disk, logrotate's copytruncate): size lies past its
+         * end, and a cut there would extend the file with zeros and keep the fragment (or, past RLIMIT_FSIZE, fail
+         * and keep it). Longer, another writer appended to it since the last record (a program writing without
+         * forklog, a FORKLOG_PRIVATE handle): a cut to size would take as many bytes of the records before, whose
+         * calls returned, and the next record would be glued to what is left of them. Either way the fragment is
          * the last `done` bytes, and where it begins is where the log ends from now on. size is stored before the
          * cut, so that a holder killed in between leaves a fragment that the repair cuts back to it. */
         struct stat st;
         if (atomic_load_explicit(&s->regular, memory_order_relaxed) && fstat(log->fd, &st) == 0 &&
-            S_ISREG(st.st_mode) && (uint64_t)st.st_size < s->size + done)
+            S_ISREG(st.st_mode) && (uint64_t)st.st_size != s->size + done)
             s->size = (uint64_t)st.st_size > done ? (uint64_t)st.st_size - done : 0;
         if (ftruncate(log->fd, (off_t)s->size) < 0)
             s->file_known = 0;

@@ -2503,6 +2503,43 @@ Test(join, a_failed_write_of_a_private_handle_after_a_reopen_keeps_what_the_othe
     check_records(2, want, 0);
 }
 
+/* The other way round: a FORKLOG_PRIVATE handle (or any program writing the file without forklog) appends between
+ * two records of the shared segment's users, so the file ends past where their segment says. A failed write of
+ * theirs then cuts back only its own fragment: not to the segment's size, which would take the tail of the record
+ * written just before it, acknowledged, and glue the next record onto what was left. */
+Test(join, a_failed_write_after_a_private_handle_appended_keeps_every_acknowledged_record)
+{
+    forklog *shared = open_ok(NULL);
+    char buf[RC_HEAD_MAX + 200];
+    for (unsigned q = 0; q < 50; q++)
+        cr_assert_eq(rc_write(shared, buf, 'R', 0, q, 0, 100), 0);
+    struct forklog_options po = {.flags = FORKLOG_PRIVATE};
+    forklog *p = open_ok(&po);
+    cr_assert_eq(rc_write(p, buf, 'R', 1, 0, 0, 20), 0);
+    cr_assert_eq(forklog_close(p), 0);
+    cr_assert_eq(rc_write(shared, buf, 'R', 0, 50, 0, 100), 0);
+    size_t before;
+    free(th_slurp(logpath, &before));
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {before + 10, before + 10};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        _exit(rc_write(shared, buf, 'R', 0, 51, 0, 200) == -EFBIG ? 0 : 1);
+    }
+    cr_assert_eq(th_wait(pid), 0, "the shared handle's record did not fail with EFBIG");
+    size_t after;
+    free(th_slurp(logpath, &after));
+    cr_assert_eq(after, before, "the file went from %zu to %zu bytes: the failed write cut acknowledged records",
+                 before, after);
+    cr_assert_eq(rc_write(shared, buf, 'R', 0, 51, 0, 100), 0);
+    cr_assert_eq(forklog_close(shared), 0);
+    unsigned want[2] = {52, 1};
+    check_records(2, want, 0);
+}
+
 /* /dev/stdout, /dev/fd/N and /proc/self/fd/N name, in each process, that process's own descriptor: one path is another
  * file in every process. Such a path gets a private segment, as FORKLOG_PRIVATE would: a segment file beside it would
  * be shared by unrelated processes that write different files, and a record that one of them combined into its own
