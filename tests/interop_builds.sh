@@ -6,7 +6,8 @@
 # which then opens it again. Every one joins the same segment (the builds agree on its layout and ABI word), every
 # record is there once, whole, in its writer's order, the JSON lines parse, and the last close removes the segment
 # file. Meanwhile the single header built against musl, and with another layout number, are refused with -EPROTO
-# and write nothing.
+# and write nothing. Then a program with two copies of the library, libforklog.a and libforklog.so, uses one log
+# through both.
 # Usage: interop_builds.sh SINGLE_HEADER TESTS_SOURCE_DIR CC INCLUDE_DIR LIBFORKLOG_SO LIBFORKLOG_A FORKLOG_CLI
 set -eu
 single=$1 src=$2 cc=$3 inc=$4 so=$5 a=$6 cli=$7
@@ -89,4 +90,22 @@ if command -v python3 >/dev/null 2>&1; then
 n = sum(1 for line in open(sys.argv[1], encoding="utf-8") if line.startswith("{") and json.loads(line))
 sys.exit(0 if n == 3 * int(sys.argv[2]) else "%d JSON lines, not %d" % (n, 3 * int(sys.argv[2])))' "$log" $N
 fi
-echo "interop builds OK: $(wc -l <"$log") records from 4 builds and forklog(1)"
+
+# Two copies of the library in one process (libforklog.a linked, libforklog.so loaded with dlopen), both on one log,
+# each thread writing through both in turn, direct and buffered: every record once, in order, and the segment file
+# removed once both copies closed.
+"$cc" -I"$inc" "$src/interop_two_copies.c" -o two "$a" -pthread -ldl
+for mode in direct buffered; do
+  ./two "$so" "$work/two-$mode.log" $mode || fail "two copies in one process, $mode: status $?"
+  [ ! -e "$work/.two-$mode.log.forklog" ] || fail "two copies in one process, $mode: the segment file was left"
+  awk '{ if (!match($0, /^I id=[0-9]+ seq=[0-9]+ \|[a-z]+$/)) { print "FAIL: " $0; bad = 1; next }
+    split($0, f, /[ =|]+/); id = f[3] + 0; seq = f[5] + 0
+    if ((id in last) && seq != last[id] + 1) { print "FAIL: record " id "/" seq " after " last[id]; bad = 1 }
+    if (!(id in last) && seq != 0) { print "FAIL: writer " id " begins at " seq; bad = 1 }
+    if (!(id in total)) ids++
+    last[id] = seq; total[id]++ }
+    END { if (total[1] != 2000 || total[2] != 2000 || total[11] != 2000 || total[12] != 2000 || ids != 4) {
+      print "FAIL: records per writer: " total[1] + 0, total[2] + 0, total[11] + 0, total[12] + 0; bad = 1 }
+      exit bad }' "$work/two-$mode.log" || fail "two copies in one process, $mode"
+done
+echo "interop builds OK: $(wc -l <"$log") records from 4 builds and forklog(1); two copies in one process"
