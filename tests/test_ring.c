@@ -1589,7 +1589,7 @@ Test(ring, a_full_file_system_gives_a_new_writer_no_ring_and_kills_nobody)
     cr_assert_eq(unlink(filler), 0);
     write100(log, 'A', 0);
     cr_assert_eq(forklog_close(log), 0);
-    char names[102][6];
+    char names[102][16];
     const char *want[102];
     size_t n = 0;
     snprintf(names[n], sizeof names[n], "F 000");
