@@ -975,6 +975,44 @@ Test(ring, a_pid_reused_while_its_ring_is_taken_back_leaves_the_ring_one_writer)
     free(other);
 }
 
+/* A process whose thread has a ring writes through a second handle of the same log: the thread takes that ring by its
+ * pid and tid, for a key it did not have (RING_ADOPTED), and is killed right there, its first handle's record A 000
+ * waiting in the ring. The ring's owner is gone with its tag moved: the next thread that finds no ring free must
+ * write A 000 (once) and take the ring back, and a thread that only writes it out (the close) must not write it
+ * again. */
+Test(ring, a_thread_killed_as_it_takes_its_ring_by_its_pid_and_tid_loses_no_record)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 60000};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    pthread_t th[FL__RINGS - 1];
+    cr_assert(fill_rings(&log, th));
+    pid_t a = fork();
+    cr_assert_neq(a, -1);
+    if (a == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        forklog *second;
+        if (rec100(log, 'A', 0) != 0 || forklog_open(&second, logpath, &o) != 0)
+            _exit(3);
+        fl__crash_arm(FL__CP_RING_ADOPTED, 1, FL__CRASH_KILL);
+        _exit(rec100(second, 'A', 1) == 0 ? 0 : 4);
+    }
+    cr_assert_eq(th_wait_for(a, 10), 128 + SIGKILL, "the writer did not die as it took its ring");
+    struct fl__seg *s = log->seg;
+    unsigned k = ring_of(log, a);
+    cr_assert_lt(k, FL__RINGS, "no ring bears the dead writer's pid and tid");
+    cr_assert_eq(atomic_load(&s->rings[k].owner) & ~FL__OWNER_ID, FL__OWNER_TAG, "the ring's tag did not move");
+    cr_assert_eq(atomic_load(&s->rings[k].head) - atomic_load(&s->rings[k].tail), 100, "A 000 is not in the ring");
+    /* Every other ring has a live owner: this thread's record takes the dead writer's ring back. */
+    double t0 = th_now_s();
+    cr_assert_eq(rec100(log, 'P', 0), 0);
+    cr_assert_lt(th_now_s() - t0, 2.0, "the next writer waited %.3f s", th_now_s() - t0);
+    cr_assert_eq(ring_of(log, a), FL__RINGS, "the dead writer's ring was not taken back");
+    unfill_rings(th);
+    cr_assert_eq(forklog_close(log), 0);
+    check_filled_and(logpath, (const char *const[]){"A 000", "P 000"}, 2);
+}
+
 /* A writes A 000 (taking the last free ring) and forks B, which never logs; A exits, X takes A's ring back and
  * writes X 000 into it. B forks C, which gets A's pid: C inherited the memory of A's thread, "ring k of this
  * handle, pid A", but it is not A and ring k is X's now. C must not write into it. */
