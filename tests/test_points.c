@@ -7,11 +7,13 @@
  *   - no writer waits on a free lock: every survivor finishes within a bound;
  *   - the size the segment believes is the file's real size.
  * The table `reach` says in which modes each point must be reached; a point missing from it fails the test, so a
- * new protocol step cannot be added without being killed at. Children never assert: they report through their
- * exit status and shared memory. */
+ * new protocol step cannot be added without being killed at. A point reached in no mode here ("") must be named by
+ * another test's source (FL__CP_NAME or "NAME"), the staged test that stops or kills there. Children never assert: they
+ * report through their exit status and shared memory. */
 #include "points.h"
 #include "records.h"
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -47,8 +49,8 @@ static const struct mode modes[] = {
  * POST_RECLAIM ("") is passed only by a poster that finds every slot used and one of them left by a dead poster:
  * test_combine stops there. The segment's points ("") are passed by forklog_open() and forklog_close(), not by
  * records: test_join kills there. The rings' ownership points
- * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring stops
- * there. */
+ * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring kills or
+ * stops there. */
 static const struct {
     const char *point;
     const char *modes;
@@ -303,6 +305,50 @@ static void run_mode(char letter)
         reached += ok;
     }
     fprintf(stderr, "crash points %s: %d points, each killed at, every invariant held\n", m->name, reached);
+}
+
+/* Whether a test source other than this one names point `name` as a staged test arms it: FL__CP_NAME, or "NAME"
+ * (cp_find, a table of names). */
+static int armed_elsewhere(const char *name)
+{
+    char code[64], quoted[64];
+    snprintf(code, sizeof code, "FL__CP_%s", name);
+    snprintf(quoted, sizeof quoted, "\"%s\"", name);
+    DIR *d = opendir(TESTS_SOURCE_DIR);
+    cr_assert_not_null(d, "cannot list %s", TESTS_SOURCE_DIR);
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 3 || strcmp(e->d_name + n - 2, ".c") != 0 || strcmp(e->d_name, "test_points.c") == 0)
+            continue;
+        char *path = th_path(TESTS_SOURCE_DIR, e->d_name);
+        size_t len;
+        char *src = th_slurp(path, &len);
+        cr_assert_not_null(src, "cannot read %s", path);
+        for (const char *at = src; !found && (at = strstr(at, code)); at += strlen(code)) {
+            char next = at[strlen(code)];
+            found = !(next == '_' || (next >= 'A' && next <= 'Z') || (next >= '0' && next <= '9'));
+        }
+        found = found || strstr(src, quoted) != NULL;
+        free(src);
+        free(path);
+    }
+    closedir(d);
+    return found;
+}
+
+Test(points, every_point_not_reached_here_is_killed_at_by_another_test)
+{
+    /* A point this test does not reach in any mode ("" in `reach`) is proven only by a staged test of its own: one
+     * that stops or kills a process there. A new point, or one whose only test was dropped, fails here. */
+    for (int c = 0; c < FL__CP_COUNT; c++) {
+        const char *name = fl__crash_name((enum fl__crash_point)c);
+        const char *where = reach_modes((enum fl__crash_point)c);
+        cr_assert_not_null(where, "crash point %s has no row in this test's table", name);
+        if (!*where)
+            cr_expect(armed_elsewhere(name), "crash point %s is reached by no mode here and armed by no other test",
+                      name);
+    }
 }
 
 Test(points, every_point_direct, .timeout = 240)
