@@ -378,7 +378,8 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(WRITE_BEGIN, "state WRITING or FLUSHING and target set, before write(2)")                                        \
     X(WRITE_TORN, "part of the record or buffer is in the file (a test build writes half, then dies)")                 \
     X(WRITE_DONE, "every byte is in the file, before size = target")                                                   \
-    X(WRITE_COMMITTED, "size = target, before state IDLE")                                                             \
+    X(WRITE_SIZED, "size = target, before a flush of the shared buffer empties it")                                    \
+    X(WRITE_COMMITTED, "size = target (the shared buffer emptied by its flush), before state IDLE")                    \
     X(BUF_COPIED, "the record is copied into the shared buffer, before buf_used publishes it")                         \
     X(BUF_PUBLISHED, "buf_used includes the record, before an age or fill flush")                                      \
     X(RING_CLAIMED, "a writer thread claimed a ring, before its first record")                                         \

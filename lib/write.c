@@ -139,6 +139,7 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             s->file_known = 0;
     } else {
         s->size = s->target;
+        FL__CRASH(WRITE_SIZED);
         if (state == FL__FLUSHING)
             s->buf_used = 0;
         FL__CRASH(WRITE_COMMITTED);

@@ -902,6 +902,54 @@ Test(crash, holder_dead_in_the_middle_of_a_flush)
     free(buf);
 }
 
+/* The flusher of the shared buffer (of a buffered log with rotation) killed after its write, at each step of the
+ * commit: every byte in the file (WRITE_DONE), size moved to the write's end (WRITE_SIZED), the buffer emptied
+ * (WRITE_COMMITTED). Each leaves a different segment, and the next holder must keep the write and empty the buffer
+ * from each: every record once, the segment's size the file's. */
+Test(crash, a_flusher_of_the_shared_buffer_killed_at_each_step_of_its_commit_writes_each_record_once)
+{
+    static const char *const steps[] = {"WRITE_DONE", "WRITE_SIZED", "WRITE_COMMITTED"};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        const enum fl__crash_point step = cp_find(steps[i]);
+        char name[32];
+        snprintf(name, sizeof name, "commit%zu.log", i);
+        char *path = th_path(dir, name);
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 60000, .rotate_bytes = 1 << 20};
+        forklog *log;
+        cr_assert_eq(forklog_open(&log, path, &o), 0);
+        char want[1024];
+        size_t len = 0;
+        for (int r = 0; r < 20; r++) {
+            int n = snprintf(want + len, sizeof want - len, "buffered %d\n", r);
+            cr_assert_eq(forklog_write(log, want + len, (size_t)n - 1), 0);
+            len += (size_t)n;
+        }
+        cr_assert_eq(log->seg->buf_used, len, "the records are not in the shared buffer");
+        pid_t f = fork();
+        cr_assert_neq(f, -1);
+        if (f == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            fl__crash_arm(step, 1, FL__CRASH_KILL);
+            _exit(forklog_flush(log) == 0 ? 0 : 1);
+        }
+        cr_assert_eq(th_wait_for(f, 10), 128 + SIGKILL, "%s: the flusher did not die there", steps[i]);
+        cr_assert_eq(file_size(path), (off_t)len, "%s: the buffer is not whole in the file", steps[i]);
+        double t0 = th_now_s();
+        cr_assert_eq(forklog_write(log, "after", 5), 0);
+        cr_assert_lt(th_now_s() - t0, 2.0, "%s: the next writer waited", steps[i]);
+        cr_assert_eq(forklog_flush(log), 0);
+        cp_assert_size_agrees(log, path);
+        cr_assert_eq(forklog_close(log), 0);
+        memcpy(want + len, "after\n", 7);
+        size_t got;
+        char *buf = th_slurp(path, &got);
+        cr_assert_not_null(buf);
+        cr_assert_str_eq(buf, want, "%s: the log holds\n%s", steps[i], buf);
+        free(buf);
+        free(path);
+    }
+}
+
 /* ---- a file that ends in the middle of a line ------------------------------------------------------------ */
 
 static void assert_log_is(const char *want)

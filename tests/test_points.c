@@ -79,6 +79,7 @@ static const struct {
     {"WRITE_BEGIN", "DCBRQ"},
     {"WRITE_TORN", "DCBRQ"},
     {"WRITE_DONE", "DCBRQ"},
+    {"WRITE_SIZED", "DCBRQ"},
     {"WRITE_COMMITTED", "DCBRQ"},
     {"BUF_COPIED", "Q"},
     {"BUF_PUBLISHED", "Q"},
