@@ -792,6 +792,64 @@ Test(crash, holder_dead_in_the_middle_of_a_rotation)
     free(one);
 }
 
+/* The writer of a record that takes the file past rotate_bytes killed at each step of its rotation. The next
+ * holder, a process whose descriptor is the file the rotation began with, finishes it or leaves it undone, and
+ * writes a record that would still fit in that file: before any rename (ROTATE_BEGIN) the file stays the log's;
+ * once path is renamed to path.1 (ROTATE_RENAMED), path created (FILE_CREATED, ROTATE_CREATED) or the rotation done
+ * (ROTATE_DONE), the record goes to the new file at path, never into path.1 behind it. The dead writer's record is
+ * nowhere. */
+Test(crash, a_holder_killed_at_each_step_of_a_rotation_leaves_it_done_or_undone)
+{
+    static const struct {
+        const char *point;
+        const char *at_path, *at_one; /* NULL: no such file */
+    } steps[] = {
+        {"ROTATE_BEGIN", "old\nnew\n", NULL}, {"ROTATE_RENAMED", "new\n", "old\n"}, {"FILE_CREATED", "new\n", "old\n"},
+        {"ROTATE_CREATED", "new\n", "old\n"}, {"ROTATE_DONE", "new\n", "old\n"},
+    };
+    char rec[121];
+    memset(rec, 'd', sizeof rec);
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        const enum fl__crash_point point = cp_find(steps[i].point);
+        char name[32], one_name[40];
+        snprintf(name, sizeof name, "rotating%zu.log", i);
+        snprintf(one_name, sizeof one_name, "%s.1", name);
+        char *path = th_path(dir, name), *one = th_path(dir, one_name);
+        struct forklog_options o = {.rotate_bytes = 100, .rotate_keep = 5};
+        forklog *log;
+        cr_assert_eq(forklog_open(&log, path, &o), 0);
+        cr_assert_eq(forklog_write(log, "old", 3), 0);
+        pid_t w = fork();
+        cr_assert_neq(w, -1);
+        if (w == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            fl__crash_arm(point, 1, FL__CRASH_KILL);
+            _exit(forklog_write(log, rec, sizeof rec) == 0 ? 0 : 1);
+        }
+        cr_assert_eq(th_wait_for(w, 10), 128 + SIGKILL, "%s: the writer did not die there", steps[i].point);
+        double t0 = th_now_s();
+        cr_assert_eq(forklog_write(log, "new", 3), 0);
+        cr_assert_lt(th_now_s() - t0, 2.0, "%s: the next writer waited", steps[i].point);
+        cp_assert_size_agrees(log, path);
+        cr_assert_eq(forklog_close(log), 0);
+        size_t len;
+        char *buf = th_slurp(path, &len);
+        cr_assert_not_null(buf, "%s: no file at path", steps[i].point);
+        cr_assert_str_eq(buf, steps[i].at_path, "%s: path holds\n%s", steps[i].point, buf);
+        free(buf);
+        buf = th_slurp(one, &len);
+        if (steps[i].at_one) {
+            cr_assert_not_null(buf, "%s: no path.1", steps[i].point);
+            cr_assert_str_eq(buf, steps[i].at_one, "%s: path.1 holds\n%s", steps[i].point, buf);
+        } else {
+            cr_assert_null(buf, "%s: path.1 holds\n%s", steps[i].point, buf);
+        }
+        free(buf);
+        free(path);
+        free(one);
+    }
+}
+
 Test(crash, a_record_torn_right_after_its_rotation_is_cut_in_the_new_file)
 {
     /* The record that takes the file past rotate_bytes rotates it, and its writer dies with half of it written into
