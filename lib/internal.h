@@ -419,10 +419,11 @@ enum fl__crash_point {
 };
 
 #ifdef FL__CRASH_POINTS
-/* What an armed crash point does when reached. */
-enum fl__crash_action { FL__CRASH_KILL = 1, FL__CRASH_STOP = 2 };
+/* What an armed crash point does when reached. FL__CRASH_EXIT ends the calling thread alone (pthread_exit), as a
+ * cancellation acted upon there would: a thread that ends holding the lock while its process lives on. */
+enum fl__crash_action { FL__CRASH_KILL = 1, FL__CRASH_STOP = 2, FL__CRASH_EXIT = 3 };
 /* Arms point `cp` in this process: at its `hit`-th passage (1 = the next one) the process raises SIGKILL, or
- * SIGSTOP (and goes on when continued). hit 0 disarms it. A forked child inherits the
+ * SIGSTOP (and goes on when continued), or the passing thread ends. hit 0 disarms it. A forked child inherits the
  * arming and the counts, so a test arms in the child that is to die. */
 FL__INTERNAL void fl__crash_arm(enum fl__crash_point cp, unsigned hit, enum fl__crash_action action);
 /* How many times this process passed point cp. */

@@ -346,7 +346,10 @@ int fl__crash_next(enum fl__crash_point cp)
 void fl__crash_at(enum fl__crash_point cp)
 {
     unsigned long hit = atomic_fetch_add(&fl__cp[cp].hits, 1) + 1;
-    if (hit == atomic_load(&fl__cp[cp].fire_at))
-        raise(atomic_load(&fl__cp[cp].action) == FL__CRASH_STOP ? SIGSTOP : SIGKILL);
+    if (hit != atomic_load(&fl__cp[cp].fire_at))
+        return;
+    if (atomic_load(&fl__cp[cp].action) == FL__CRASH_EXIT)
+        pthread_exit(NULL);
+    raise(atomic_load(&fl__cp[cp].action) == FL__CRASH_STOP ? SIGSTOP : SIGKILL);
 }
 #endif

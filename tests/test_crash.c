@@ -286,11 +286,16 @@ Test(crash, a_holder_that_cannot_make_the_lock_consistent_does_not_keep_it)
     free(buf);
 }
 
+/* The thread ends holding the lock while its process lives on, as one cancelled at its write(2) does: state WRITING,
+ * target and the held hint set, nothing written (WRITE_BEGIN, where the thread alone ends). Returns (NULL) only
+ * from there. */
 static void *hold_and_exit(void *arg)
 {
     forklog *log = arg;
-    intptr_t rc = pthread_mutex_lock(&log->seg->mu);
-    return (void *)rc; /* the thread ends holding the lock */
+    fl__crash_arm(FL__CP_WRITE_BEGIN, 1, FL__CRASH_EXIT);
+    int rc = forklog_write(log, "never", 5);
+    fl__crash_arm(FL__CP_WRITE_BEGIN, 0, 0);
+    return (void *)(intptr_t)(rc == 0 ? 1 : 2);
 }
 
 Test(crash, holder_thread_exits_holding_the_lock)
@@ -300,8 +305,9 @@ Test(crash, holder_thread_exits_holding_the_lock)
     cr_assert_eq(pthread_create(&th, NULL, hold_and_exit, log), 0);
     void *ret;
     cr_assert_eq(pthread_join(th, &ret), 0);
-    cr_assert_eq((intptr_t)ret, 0);
-    /* The thread is gone but its process lives: the lock counts as dead all the same. */
+    cr_assert_eq((intptr_t)ret, 0, "the thread did not end at its write");
+    cr_assert(log->seg->state == FL__WRITING && atomic_load(&log->seg->held), "the thread left no write begun");
+    /* The thread is gone but its process lives: the lock counts as dead all the same, and its write is repaired. */
     double t0 = th_now_s();
     int rc = forklog_write(log, "after thread death", 18);
     cr_assert_eq(rc, 0, "%s", strerror(-rc));
