@@ -91,8 +91,17 @@ static int fl__write_batch(forklog *log, const struct iovec *own, int owncnt, si
      * forklog_reopen() that returned since: that record must go to the file at path, never to the one renamed away.
      * The reopen was counted before the record was posted, so the slot's acquire above makes it visible here. */
     int rc = 0, synced = 1;
-    if (nt && log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen)
+    if (nt && log->path[0] && atomic_load_explicit(&s->reopen_req, memory_order_acquire) != s->reopen_seen) {
+        /* Not cancellable (fl__nocancel): state is IDLE here, and the slots this holder took are its own to give
+         * back. Cancelled at a cancellation point of the move (the read of the new file's last byte, the newline
+         * that ends its line), a thread whose cleanup closes its handle releases the lock as a live holder does, not
+         * as a dead one: nobody repairs a lock taken normally with state IDLE, and each poster took its slot's old
+         * result for its record's. Put off, the cancellation is acted upon at the batch's write, state WRITING,
+         * which the next holder repairs. */
+        const int cancel = fl__nocancel();
         synced = (rc = fl__sync_file(log)) == 0;
+        fl__cancel_back(cancel);
+    }
     /* Posters look at `regular` before they take the lock, and a reopen may since have moved the log to a FIFO, a
      * pipe or a device: what a holder killed in the middle of a write put there cannot be told apart from a
      * whole write, and counts as written (fl__repair_file), so the taken records would be acknowledged unwritten.

@@ -420,11 +420,13 @@ enum fl__crash_point {
 
 #ifdef FL__CRASH_POINTS
 /* What an armed crash point does when reached. FL__CRASH_EXIT ends the calling thread alone (pthread_exit), as a
- * cancellation acted upon there would: a thread that ends holding the lock while its process lives on. */
-enum fl__crash_action { FL__CRASH_KILL = 1, FL__CRASH_STOP = 2, FL__CRASH_EXIT = 3 };
+ * cancellation acted upon there would: a thread that ends holding the lock while its process lives on.
+ * FL__CRASH_CANCEL asks for the calling thread's cancellation there (pthread_cancel), as another thread may at any
+ * moment; it is acted upon at the next cancellation point the thread reaches with cancellation enabled. */
+enum fl__crash_action { FL__CRASH_KILL = 1, FL__CRASH_STOP = 2, FL__CRASH_EXIT = 3, FL__CRASH_CANCEL = 4 };
 /* Arms point `cp` in this process: at its `hit`-th passage (1 = the next one) the process raises SIGKILL, or
- * SIGSTOP (and goes on when continued), or the passing thread ends. hit 0 disarms it. A forked child inherits the
- * arming and the counts, so a test arms in the child that is to die. */
+ * SIGSTOP (and goes on when continued), or the passing thread ends or is asked to. hit 0 disarms it. A forked child
+ * inherits the arming and the counts, so a test arms in the child that is to die. */
 FL__INTERNAL void fl__crash_arm(enum fl__crash_point cp, unsigned hit, enum fl__crash_action action);
 /* How many times this process passed point cp. */
 FL__INTERNAL unsigned long fl__crash_hits(enum fl__crash_point cp);

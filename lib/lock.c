@@ -348,8 +348,12 @@ void fl__crash_at(enum fl__crash_point cp)
     unsigned long hit = atomic_fetch_add(&fl__cp[cp].hits, 1) + 1;
     if (hit != atomic_load(&fl__cp[cp].fire_at))
         return;
-    if (atomic_load(&fl__cp[cp].action) == FL__CRASH_EXIT)
+    const int action = atomic_load(&fl__cp[cp].action);
+    if (action == FL__CRASH_EXIT)
         pthread_exit(NULL);
-    raise(atomic_load(&fl__cp[cp].action) == FL__CRASH_STOP ? SIGSTOP : SIGKILL);
+    if (action == FL__CRASH_CANCEL)
+        pthread_cancel(pthread_self());
+    else
+        raise(action == FL__CRASH_STOP ? SIGSTOP : SIGKILL);
 }
 #endif

@@ -462,6 +462,73 @@ Test(combine, a_record_posted_after_a_reopen_returned_goes_to_the_new_file)
     reopen_while_gathering(0);
 }
 
+/* The thread of a_holder_cancelled_while_it_moves_its_batch_to_a_reopened_file_loses_no_record that holds the lock:
+ * its cleanup handler closes the handle of its cancelled call, which releases the lock (docs/api.md). */
+static forklog *cancelled_log;
+
+static void close_cancelled(void *log)
+{
+    (void)forklog_close(log);
+}
+
+static void *write_cancelled(void *arg)
+{
+    (void)arg;
+    pthread_cleanup_push(close_cancelled, cancelled_log);
+    (void)forklog_write(cancelled_log, "holder record", 13);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+Test(combine, a_holder_cancelled_while_it_moves_its_batch_to_a_reopened_file_loses_no_record)
+{
+    /* A holder has taken a posted record when a forklog_reopen() makes it move to the file at path before it writes
+     * the batch. Its cancellation, asked for once the record is taken (BATCH_TAKEN), is acted upon at the first
+     * cancellation point it reaches, and its cleanup handler closes the handle, which releases the lock; its process
+     * lives on. The poster's call must not return 0 unless its record is in the file, once. */
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = fork();
+    cr_assert_neq(holder, -1);
+    if (holder == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        cancelled_log = log;
+        fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_BATCH_GATHER, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_BATCH_TAKEN, 1, FL__CRASH_CANCEL);
+        pthread_t th;
+        void *res = NULL;
+        if (pthread_create(&th, NULL, write_cancelled, NULL) != 0 || pthread_join(th, &res) != 0)
+            _exit(2);
+        _exit(res == PTHREAD_CANCELED ? 0 : 3);
+    }
+    cr_assert(cp_wait_stopped(holder, 10), "the holder did not stop with the lock");
+    pid_t poster = cp_writer(log, "poster record", FL__CP_COUNT, 0);
+    int posted = cp_wait_posted(log, 1);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int gathering = cp_wait_stopped(holder, 10);
+    cr_assert_eq(forklog_reopen(log), 0);
+    if (gathering)
+        cr_assert_eq(kill(holder, SIGCONT), 0);
+    int pst = th_wait_for(poster, 10);
+    int hst = th_wait_for(holder, 10);
+    cr_assert(posted, "the poster did not post");
+    cr_assert(gathering, "the holder did not stop to gather the batch");
+    cr_assert_eq(hst, 0, "the holder's thread was not cancelled (status %d)", hst);
+    cr_assert_eq(pst, 0, "the poster's call failed or never returned (status %d)", pst);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(cp_count_line(buf, "poster record"), 1, "the poster's call returned 0, and the file holds:\n%s", buf);
+    cr_assert_eq(cp_count_line(buf, "holder record"), 0, "%s", buf);
+    cr_assert_eq(cp_count_line(buf, "before") + cp_count_line(buf, "after"), 2, "%s", buf);
+    free(buf);
+    cp_assert_size_agrees(log, logpath);
+    cr_assert_eq(forklog_close(log), 0);
+}
+
 Test(combine, a_full_file_system_fails_posted_records_with_enospc_and_kills_nobody)
 {
     /* The segment file is sized sparse; a page of its MAP_SHARED mapping first stored into needs a block of the
