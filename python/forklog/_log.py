@@ -104,7 +104,7 @@ _OPEN_HINTS = {
     _errno.ENXIO: "a FIFO with no reader, or a unix socket",
     _errno.EPERM: "the log's segment file .NAME.forklog is not trusted (another owner, wider permissions, a link)",
     _errno.EPROTO: "another forklog version or C library uses this log",
-    _errno.EINVAL: "an option the C library refused, or one that conflicts with the log's other users",
+    _errno.EINVAL: "a setting that conflicts with the log's other users",
 }
 _WRITE_HINTS = {
     _errno.ENOSPC: "the disk is full; nothing of the record is in the file",
@@ -383,7 +383,7 @@ class Log:
       context      a dict of fields every record of this handle carries (see log())
     name, tid, keys and context need a library with typed fields (forklog.have_fields()).
 
-    Errors: OptionError (a ValueError) for a bad argument, before anything is opened; OSError with the errno and
+    Errors: OptionError (a ValueError) for a bad argument, before anything is created; OSError with the errno and
     the library's explanation when the open or a write fails; ValueError for any use after close().
     """
 
@@ -455,7 +455,14 @@ class Log:
         h = ctypes.c_void_p()
         rc = _native.lib.forklog_open(ctypes.byref(h), bpath, ctypes.byref(po))
         if rc < 0:
-            raise _oserror(rc, "forklog_open", bpath, errbuf.value.decode("utf-8", "replace"))
+            why = errbuf.value.decode("utf-8", "replace")
+            if rc == -_errno.EINVAL and " conflicts with " not in why:
+                # The C library's EINVAL is a bad option, unless a shared setting conflicts with the log's users
+                # (an OSError, as any state of the log found at open). Options valid one by one may still be bad
+                # together, which only the C library checks: a max_record too small for the prefix that the name,
+                # the key set and tid make.
+                raise OptionError("forklog: %s" % (why or "an option the C library refused"))
+            raise _oserror(rc, "forklog_open", bpath, why)
         self._h = h.value
         self._hv = h
         self._handle = h.value

@@ -41,6 +41,28 @@ def test_bad_option_is_a_value_error_and_creates_nothing(tmp_path, options):
     assert not os.listdir(tmp_path)
 
 
+def test_options_bad_together_are_an_option_error_and_create_nothing(tmp_path):
+    # Each valid alone; together, the prefix of every record (a 64-byte name, JSON with the ECS keys: 233 bytes)
+    # leaves no room in max_record for a message. The C library refuses them with EINVAL: a bad option.
+    with pytest.raises(forklog.OptionError, match="max_record 256 is too small"):
+        forklog.Log(str(tmp_path / "a.log"), max_record=256, name="n" * 64, json=True, keys="ecs")
+    with pytest.raises(forklog.OptionError):
+        forklog.Handler(str(tmp_path / "a.log"), max_record=256, name="n" * 64, json=True, keys="ecs", tid=True)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_setting_that_conflicts_with_the_logs_users_is_an_oserror(tmp_path):
+    # Not a bad option: the same value is fine for a log nobody uses. OSError (EINVAL) naming the conflict.
+    path = str(tmp_path / "a.log")
+    with forklog.Log(path, rotate_bytes=1 << 20) as log:
+        with pytest.raises(OSError) as e:
+            forklog.Log(path, rotate_bytes=1 << 21)
+        assert not isinstance(e.value, ValueError)
+        assert e.value.errno == errno.EINVAL and "rotate_bytes 2097152 conflicts with 1048576" in str(e.value)
+        log.write("kept")
+    assert (tmp_path / "a.log").read_text() == "kept\n"
+
+
 @pytest.mark.parametrize("path", ["", 123, None, "a\0b", b""])
 def test_bad_path_is_a_value_error(path):
     with pytest.raises(ValueError):
