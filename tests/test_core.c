@@ -2,11 +2,13 @@
 /* The core contract: record formats, levels, max_record, bad input, version, fork inheritance. */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <forklog.h>
 #include <limits.h>
 #include <pwd.h>
 #include <regex.h>
 #include <time.h>
+#include <wchar.h>
 
 static char *dir, *logpath;
 
@@ -39,6 +41,18 @@ static char *read_log(size_t *len)
     char *buf = th_slurp(logpath, len);
     cr_assert_not_null(buf, "log file missing");
     return buf;
+}
+
+/* Whether directory d holds nothing (hidden files, such as a log's segment file, count). */
+static int dir_is_empty(const char *d)
+{
+    DIR *dp = opendir(d);
+    cr_assert_not_null(dp, "opendir %s: %s", d, strerror(errno));
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dp));)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(dp);
+    return n == 0;
 }
 
 static void assert_matches(const char *line, const char *pattern)
@@ -405,6 +419,11 @@ Test(core, bad_input_null_and_empty)
     cr_assert_eq(forklog_log(log, (enum forklog_level)0, "x"), -EINVAL);
     cr_assert_eq(forklog_log(log, (enum forklog_level)5, "x"), -EINVAL);
     cr_assert_eq(forklog_log(log, (enum forklog_level) - 1, "x"), -EINVAL);
+    /* An encoding error in vsnprintf: a lone UTF-16 surrogate has no multibyte form in any locale. */
+    static const wchar_t surrogate[] = {0xd800, 0};
+    cr_assert_eq(forklog_log(log, FORKLOG_INFO, "%ls", surrogate), -EINVAL);
+    cr_assert_eq(forklog_log(log, FORKLOG_ERROR, "before %lc after", (wint_t)0xd800), -EINVAL);
+    cr_assert_eq(forklog_get_level(NULL), -EINVAL);
     forklog_close(log);
     size_t len;
     char *buf = read_log(&len);
@@ -425,10 +444,63 @@ Test(core, bad_paths)
     close(fd);
     cr_assert_eq(forklog_open(&log, notdir, NULL), -ENOTDIR);
     free(notdir);
+    char *loop = th_path(dir, "loop.log");
+    cr_assert_eq(symlink(loop, loop), 0);
+    cr_assert_eq(forklog_open(&log, loop, NULL), -ELOOP);
+    cr_assert_null(log);
+    free(loop);
+    char *slash = th_path(dir, "new.log/");
+    cr_assert_eq(forklog_open(&log, slash, NULL), -EISDIR);
+    cr_assert_null(log);
+    free(slash);
     size_t len;
     char *buf = read_log(&len);
     cr_assert_eq(len, 0);
     free(buf);
+    /* Nothing else was created: no other file, no segment file beside the log. */
+    cr_assert_eq(unlink(logpath), 0);
+    char *link = th_path(dir, "loop.log");
+    cr_assert_eq(unlink(link), 0);
+    free(link);
+    cr_assert(dir_is_empty(dir), "a refused open left a file behind");
+}
+
+/* A log on a read-only file system: -EROFS, an existing file left as it was, and nothing created beside it. */
+Test(core, read_only_file_system_is_erofs)
+{
+    char *small = th_small_fs(dir, "size=64k");
+    if (!small)
+        cr_skip_test("no mount namespace of its own here (needs root)");
+    char *path = th_path(small, "ro.log");
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, "before\n", 7), 7);
+    close(fd);
+    cr_assert_eq(mount(NULL, small, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0, "remount: %s", strerror(errno));
+    forklog *log = (forklog *)0x1;
+    char why[256];
+    struct forklog_options o = {.error = why, .error_size = sizeof why};
+    cr_assert_eq(forklog_open(&log, path, &o), -EROFS);
+    cr_assert_null(log);
+    char *fresh = th_path(small, "new.log");
+    cr_assert_eq(forklog_open(&log, fresh, NULL), -EROFS);
+    cr_assert_null(log);
+    struct forklog_options p = {.flags = FORKLOG_PRIVATE};
+    cr_assert_eq(forklog_open(&log, path, &p), -EROFS);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_str_eq(buf, "before\n");
+    free(buf);
+    DIR *d = opendir(small);
+    cr_assert_not_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        cr_assert(!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "ro.log"),
+                  "%s was created on a read-only file system", e->d_name);
+    closedir(d);
+    cr_assert_eq(umount(small), 0);
+    free(fresh);
+    free(path);
+    free(small);
 }
 
 Test(core, unwritable_file_is_eacces)
@@ -461,6 +533,17 @@ Test(core, unwritable_file_is_eacces)
 
 Test(core, invalid_options)
 {
+    char name65[66], name64[65];
+    memset(name65, 'n', 65);
+    name65[65] = '\0';
+    memcpy(name64, name65, 64);
+    name64[64] = '\0';
+    struct forklog_field ctx65[FORKLOG_MAX_FIELDS + 1];
+    char keys[FORKLOG_MAX_FIELDS + 1][8];
+    for (int i = 0; i <= FORKLOG_MAX_FIELDS; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        ctx65[i] = FORKLOG_INT(keys[i], i);
+    }
     const struct forklog_options bad[] = {
         {.level = (enum forklog_level)9},
         {.format = (enum forklog_format)7},
@@ -470,10 +553,18 @@ Test(core, invalid_options)
         {.max_record = ((size_t)1 << 30) + 1},
         {.rotate_keep = 1001},
         {.flags = FORKLOG_BUFFERED, .buffer_size = 100},
+        {.buffer_size = ((size_t)1 << 30) + 1},
+        {.keys = (enum forklog_keys)2},
+        {.name = name65},
+        {.context = NULL, .ncontext = 1},
+        {.context = ctx65, .ncontext = FORKLOG_MAX_FIELDS + 1},
+        /* Each option valid alone, but the prefix they make (233 bytes) leaves no 64 bytes for a message. */
+        {.max_record = 256, .format = FORKLOG_FORMAT_JSON, .keys = FORKLOG_KEYS_ECS, .name = name64},
     };
     /* The option each explanation must name. */
-    static const char *const named[] = {"level",      "format",     "mode",        "flags",
-                                        "max_record", "max_record", "rotate_keep", "buffer_size"};
+    static const char *const named[] = {"level",      "format",      "mode",        "flags",       "max_record",
+                                        "max_record", "rotate_keep", "buffer_size", "buffer_size", "keys",
+                                        "name",       "context",     "context",     "max_record"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         forklog *log = (forklog *)0x1;
         char why[256] = "stale";
@@ -487,8 +578,8 @@ Test(core, invalid_options)
         log = (forklog *)0x1;
         cr_assert_eq(forklog_open(&log, logpath, &bad[i]), -EINVAL, "options #%zu without error", i);
     }
-    struct stat st;
-    cr_assert_eq(stat(logpath, &st), -1, "invalid options must not create the file");
+    cr_assert_eq(sizeof named / sizeof named[0], sizeof bad / sizeof bad[0]);
+    cr_assert(dir_is_empty(dir), "invalid options must create nothing, neither the file nor its segment file");
 }
 
 Test(core, mode_under_umask)

@@ -587,6 +587,45 @@ Test(fields, context_add_counts_keys_as_written)
     }
 }
 
+/* A refused forklog_context_add() changes nothing: more than FORKLOG_MAX_FIELDS fields in one call, or a call that
+ * would make a 65th distinct key, leaves the context every later record carries as it was, and no field of the
+ * refused call, not even the valid ones before the one that is not, gets into a record. */
+Test(fields, a_refused_context_add_leaves_the_context_as_it_was)
+{
+    char names[FORKLOG_MAX_FIELDS + 1][8];
+    struct forklog_field many[FORKLOG_MAX_FIELDS + 1];
+    for (int i = 0; i <= FORKLOG_MAX_FIELDS; i++) {
+        snprintf(names[i], sizeof names[i], "k%d", i);
+        many[i] = FORKLOG_INT(names[i], i);
+    }
+    char *path;
+    forklog *log = open_log("a.log", NULL, &path);
+    cr_assert_eq(forklog_context_add(NULL, many, 1), -EINVAL);
+    cr_assert_eq(forklog_context_add(log, many, FORKLOG_MAX_FIELDS + 1), -EINVAL);
+    OK(forklog_log_fields(log, FORKLOG_INFO, "none", NULL, 0));
+    OK(forklog_context_add(log, many, FORKLOG_MAX_FIELDS));
+    struct forklog_field extra[] = {FORKLOG_INT("k0", 100), FORKLOG_INT("extra", 1)};
+    cr_assert_eq(forklog_context_add(log, extra, 2), -EINVAL, "a 65th distinct key");
+    struct forklog_field bad[] = {FORKLOG_INT("k1", 101), FORKLOG_INT("bad key", 1)};
+    cr_assert_eq(forklog_context_add(log, bad, 2), -EINVAL, "an invalid key after a valid one");
+    OK(forklog_log_fields(log, FORKLOG_INFO, "all", NULL, 0));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    char *second = strchr(buf, '\n');
+    cr_assert_not_null(second);
+    *second++ = '\0';
+    cr_assert(strlen(buf) > 5 && !strcmp(buf + strlen(buf) - 5, " none"), "the first record has fields: %s", buf);
+    cr_assert_null(strstr(buf, "k0="), "the refused context reached a record: %s", buf);
+    char want[1024] = " all";
+    for (int i = 0; i < FORKLOG_MAX_FIELDS; i++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), " k%d=%d", i, i);
+    strcat(want, "\n");
+    cr_assert_not_null(strstr(second, want), "the context is not the 64 fields of the call that was taken: %s", second);
+    cr_assert_eq(strchr(second, '\n')[1], '\0', "one record after the refusals: %s", second);
+    free(buf);
+    free(path);
+}
+
 /* forklog_field_dur() of the values with no duration in nanoseconds: NaN is 0, beyond +-9.2e18 ns the bound, zero
  * of either sign 0; the rest rounds half away from zero. */
 Test(fields, a_duration_of_nan_infinity_or_zero_seconds)

@@ -142,20 +142,43 @@ static int ok_task(size_t i, void *ctx)
 
 Test(pool, bad_inputs)
 {
-    struct forklog_pool_options o = {0};
+    /* Each refusal runs nothing and writes nothing: no record in the log, the report left zeroed. */
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct forklog_pool_options o = {.log = log};
     struct forklog_pool_report rep;
     cr_assert_eq(forklog_pool_map(NULL, 3, ok_task, NULL, &rep), -EINVAL);
     cr_assert_eq(forklog_pool_map(&o, 3, NULL, NULL, &rep), -EINVAL);
     o.timeout_s = -1;
     cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    o.timeout_s = NAN;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    o.timeout_s = -INFINITY;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
     o.timeout_s = 0;
+    o.workers = 65537;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, &rep), -EINVAL);
+    o.workers = 0;
     o.level = (enum forklog_level)9;
     cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    o.level = (enum forklog_level) - 1;
+    cr_assert_eq(forklog_pool_map(&o, 3, ok_task, NULL, NULL), -EINVAL);
+    struct forklog_pool_report zero;
+    memset(&zero, 0, sizeof zero);
+    cr_assert_eq(memcmp(&rep, &zero, sizeof rep), 0, "a refused call leaves the report zeroed");
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(len, 0, "a refused call wrote to the log: %s", buf);
+    free(buf);
+    free(path);
+    th_rmdir(dir);
+    free(dir);
+    o.log = NULL;
     o.level = 0;
     memset(&rep, 0xff, sizeof rep);
     cr_assert_eq(forklog_pool_map(&o, 0, ok_task, NULL, &rep), 0);
-    struct forklog_pool_report zero;
-    memset(&zero, 0, sizeof zero);
     cr_assert_eq(memcmp(&rep, &zero, sizeof rep), 0, "ntasks 0 leaves an empty report");
 }
 
