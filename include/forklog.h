@@ -338,7 +338,9 @@ FORKLOG_API int forklog_open_fd(forklog **out, int fd, const struct forklog_opti
  * count is capped at INT_MAX. Errors: -EINVAL (NULL log or fmt, level out of range, an encoding error in
  * vsnprintf), -ENOMEM, the errors of write(2) (-ENOSPC, -EFBIG, -EIO, ...), and of open(2) when this process cannot
  * open path (-EMFILE, -ENFILE, -EACCES, ...: to follow forklog_reopen() or a rotation, or to repair what a writer
- * killed mid-write left, which is then left to the next lock holder), after which nothing of the record is in the file.
+ * killed mid-write left, which is then left to the next lock holder), -ESTALE (after a reopen or a rotation: the log's
+ * directory was moved away and another segment serves the one now at its name, or the handle's segment file was
+ * removed; close the handle and open the log again: docs/api.md), after which nothing of the record is in the file.
  * Thread-safe and fork-safe; not async-signal-safe (it formats with vsnprintf).
  */
 FORKLOG_API int forklog_log(forklog *log, enum forklog_level level, const char *fmt, ...) FORKLOG_PRINTF(3, 4);
@@ -560,17 +562,19 @@ static inline struct forklog_field forklog_field_time(const char *key, double se
  * prefix, no escaping, no level. len 0 writes an empty line. Returns 0, or a positive count of bytes cut to fit
  * max_record (the record then ends with ` [forklog: N bytes cut]\n`), capped at INT_MAX. Errors: -EINVAL (NULL
  * log, or NULL record with len > 0), -EDEADLK (called by a signal handler that interrupted a forklog call of the
- * same thread: see the conventions above), the errors of write(2), and those of open(2) as forklog_log(), after
- * which nothing of the record is in the file. Thread-safe and fork-safe; not async-signal-safe (the lock is a pthread
- * mutex and is not recursive).
+ * same thread: see the conventions above), the errors of write(2), and those of open(2) and -ESTALE as forklog_log(),
+ * after which nothing of the record is in the file. Thread-safe and fork-safe; not async-signal-safe (the lock is a
+ * pthread mutex and is not recursive).
  */
 FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
 
 /*
  * Writes out every buffered record (FORKLOG_BUFFERED); without that flag it only returns 0. Returns 0 or the negative
  * errno of write(2), or of open(2) when the log must be reopened first (after forklog_reopen() or a rotation) or a
- * writer killed mid-write left a repair this process cannot make (see forklog_log()), or
- * -EINVAL (NULL log), or -EDEADLK (see the conventions above); buffered records stay buffered on failure. Thread-safe
+ * writer killed mid-write left a repair this process cannot make (see forklog_log()), or -ESTALE (see forklog_log();
+ * the records stay in the handle's segment file, and go into the log of the directory it is in when a process next
+ * opens that), or -EINVAL (NULL log), or -EDEADLK (see the conventions above); buffered records stay buffered on
+ * failure. Thread-safe
  * and fork-safe.
  */
 FORKLOG_API int forklog_flush(forklog *log);

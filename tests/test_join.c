@@ -1881,6 +1881,60 @@ Test(join, a_reopen_into_a_directory_that_another_segment_serves_fails_and_cuts_
     remove_moved_log(sub, moved, path);
 }
 
+/* The same move with a buffered handle (a buffer per writer thread, no rotation), where a record call takes no lock
+ * and looks at no file: after the reopen, record calls go on returning 0 until the thread's buffer is full, and only
+ * the call that must then write it fails with -ESTALE, as do forklog_flush() and forklog_close(). Every record
+ * taken stays in the handle's segment file, in the moved directory, and goes into the log there, whole and once,
+ * when a process next opens it; nothing of it reaches the new directory's log. */
+Test(join, a_buffered_handle_whose_reopen_finds_another_segment_keeps_its_records_for_the_moved_log)
+{
+    char *sub = th_path(dir, "app"), *moved = th_path(dir, "app.old"), *path = th_path(sub, "app.log");
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    forklog *old, *fresh;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = 4096};
+    cr_assert_eq(forklog_open(&old, path, &o), 0);
+    cr_assert_eq(forklog_info(old, "old 0"), 0);
+    cr_assert_eq(rename(sub, moved), 0);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_eq(forklog_open(&fresh, path, NULL), 0);
+    cr_assert_eq(forklog_info(fresh, "new one"), 0);
+    cr_assert_eq(forklog_reopen(old), 0);
+    cr_assert_eq(forklog_flush(old), -ESTALE);
+    int taken = 1, rc = 0;
+    while (taken < 1000 && (rc = forklog_info(old, "old %d %060d", taken, 0)) == 0)
+        taken++;
+    cr_assert_eq(rc, -ESTALE, "record %d: %d", taken, rc);
+    cr_assert_gt(taken, 2, "the buffer took no record after the reopen");
+    cr_assert_eq(forklog_close(old), -ESTALE);
+    cr_assert_eq(forklog_close(fresh), 0);
+    size_t len;
+    char *text = th_slurp(path, &len);
+    cr_assert_not_null(strstr(text, " new one\n"), "the new log holds: %s", text);
+    cr_assert_eq(th_count_lines(text, len), 1, "the new log holds: %s", text);
+    free(text);
+    char *old_log = th_path(moved, "app.log");
+    forklog *again;
+    cr_assert_eq(forklog_open(&again, old_log, NULL), 0);
+    cr_assert_eq(forklog_close(again), 0);
+    text = th_slurp(old_log, &len);
+    cr_assert_eq(th_count_lines(text, len), (size_t)taken, "%d records taken, the moved log holds:\n%s", taken, text);
+    const char *at = text;
+    for (int i = 0; i < taken; i++) {
+        char want[96];
+        if (i == 0)
+            snprintf(want, sizeof want, " old 0\n");
+        else
+            snprintf(want, sizeof want, " old %d %060d\n", i, 0);
+        const char *found = strstr(at, want);
+        cr_assert_not_null(found, "record %d is missing or out of order:\n%s", i, text);
+        cr_assert_null(strstr(found + 1, want), "record %d twice", i);
+        at = found + strlen(want);
+    }
+    free(text);
+    free(old_log);
+    remove_moved_log(sub, moved, path);
+}
+
 /* The same move with nobody in the new directory yet: the old handle's reopen takes its segment file there, so that a
  * process that opens the path afterwards joins it (its conflicting setting is refused) instead of building a second
  * lock over the same file, and nothing is left behind in the moved directory. */
