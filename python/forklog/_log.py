@@ -655,12 +655,17 @@ class Log:
 
     def context_add(self, **fields):
         """Adds fields that every later record of this process carries (processes forked later inherit them;
-        the others are not touched). A key already in the context takes the new value."""
+        the others are not touched). A key already in the context takes the new value. OptionError for a bad key,
+        more than 64 fields, or a context that would then hold more than 64 distinct keys; nothing is added."""
         if not _native.HAVE_CONTEXT:
             raise OptionError("forklog: context_add() needs a newer libforklog than %s" % _native.library_path)
         arr, n, keep = _fields_array(fields, True)
         rc = self._call(_lib.forklog_context_add, arr, n)
         del keep
+        if rc == -_errno.EINVAL:
+            # The keys and the count were checked above: what is left is the one limit only the C library can
+            # count, the context's distinct keys, which a forked child's own additions share.
+            raise OptionError("forklog: the context would hold more than %d distinct keys" % _native.MAX_FIELDS)
         if rc < 0:
             raise _oserror(rc, "forklog_context_add", self._path)
 

@@ -136,6 +136,21 @@ def test_bad_new_options_are_value_errors(tmp_path, options):
     assert not (tmp_path / "a.log").exists()
 
 
+def test_context_add_refused_is_an_option_error_and_changes_nothing(tmp_path):
+    path = tmp_path / "a.log"
+    with forklog.Log(str(path), context={"region": "eu"}) as log:
+        for bad in ({"bad key": 1}, {"k%d" % i: i for i in range(65)}):
+            with pytest.raises(forklog.OptionError):
+                log.context_add(**bad)
+        log.context_add(**{"k%d" % i: i for i in range(63)})
+        # A 65th distinct key: only the C library counts them (the context is the process's, not the Log's).
+        with pytest.raises(forklog.OptionError, match="64"):
+            log.context_add(k0=100, extra=1)
+        log.info("m")
+    line = path.read_text()
+    assert line.endswith(" m region=eu " + " ".join("k%d=%d" % (i, i) for i in range(63)) + "\n"), line
+
+
 def test_set_level_reaches_every_user_of_the_log(tmp_path):
     path = tmp_path / "a.log"
     with forklog.Log(str(path)) as a, forklog.Log(str(path)) as b:
