@@ -1535,6 +1535,9 @@ Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
         _exit(ok ? (forklog_close(log) == 0 ? 0 : 5) : 1);
     }
     cr_assert_eq(th_wait(pid), 0, "a joiner did not take the segment's settings");
+    /* Records in the buffer while joiners are refused: a refusal writes, cuts and drops nothing of them. */
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(forklog_info(first, "buffered %d", i), 0);
     /* Each explicit value that differs is refused, and named. */
     static const struct {
         struct forklog_options o;
@@ -1559,6 +1562,15 @@ Test(join, settings_come_from_the_segment_and_a_conflict_is_named)
     forklog *same = open_ok(&a);
     cr_assert_eq(forklog_close(same), 0);
     cr_assert_eq(forklog_close(first), 0);
+    size_t len;
+    char *text = th_slurp(logpath, &len);
+    cr_assert_eq(th_count_lines(text, len), 3, "%s", text);
+    for (int i = 0; i < 3; i++) {
+        char want[32];
+        snprintf(want, sizeof want, " buffered %d\n", i);
+        cr_assert_not_null(strstr(text, want), "record %d lost:\n%s", i, text);
+    }
+    free(text);
     /* An unbuffered log refuses a buffered joiner. */
     forklog *plain = open_ok(NULL);
     forklog *log = (forklog *)1;
