@@ -574,7 +574,9 @@ FORKLOG_API int forklog_write(forklog *log, const void *record, size_t len);
  * writer killed mid-write left a repair this process cannot make (see forklog_log()), or -ESTALE (see forklog_log();
  * the records stay in the handle's segment file, and go into the log of the directory it is in when a process next
  * opens that), or -EINVAL (NULL log), or -EDEADLK (see the conventions above); buffered records stay buffered on
- * failure. Thread-safe
+ * failure, but on a FIFO, a pipe, a socket or a device the bytes that went out before the write failed (its reader
+ * went away in the middle of it) count as written, and the next flush begins with the rest of the record that went
+ * out in part: nothing can be taken back from a stream, and a FIFO keeps them for its next reader. Thread-safe
  * and fork-safe.
  */
 FORKLOG_API int forklog_flush(forklog *log);

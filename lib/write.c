@@ -100,6 +100,32 @@ static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t l
 }
 #endif
 
+/* A flush to a FIFO, a pipe, a socket or a device failed after `sent` bytes went out (the reader went away in the
+ * middle of it): those bytes are in the stream, and nothing takes them back. A FIFO keeps what its reader left in the
+ * pipe for its next reader, which got them a second time when the next flush wrote the whole buffer again, the
+ * record that went out in part cut short and glued to the first one sent again. They count as written, as a dead
+ * flusher's do on such a target (fl__repair_file_now): dropped from the front of the shared buffer, or of the rings
+ * in the order of the plan, so that the next flush begins with the rest of the record that went out in part. Made
+ * while the state is still FLUSHING: a holder killed here is repaired as one killed in its write (everything
+ * counts as written, at most once). */
+static void fl__drop_sent(struct fl__seg *s, size_t sent)
+{
+    if (s->ring_phase == FL__RINGS_PLANNED) {
+        for (unsigned k = 0; k < FL__RINGS && sent > 0; k++) {
+            struct fl__ring *r = &s->rings[k];
+            uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+            uint64_t n = r->planned - t < sent ? r->planned - t : sent;
+            atomic_store_explicit(&r->tail, t + n, memory_order_release);
+            sent -= (size_t)n;
+        }
+    } else if (sent < s->buf_used) {
+        memmove(s->buf, s->buf + sent, s->buf_used - sent);
+        s->buf_used -= sent;
+    } else {
+        s->buf_used = 0;
+    }
+}
+
 int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state)
 {
     struct fl__seg *s = log->seg;
@@ -131,6 +157,8 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
          * calls returned, and the next record would be glued to what is left of them. Either way the fragment is
          * the last `done` bytes, and where it begins is where the log ends from now on. size is stored before the
          * cut, so that a holder killed in between leaves a fragment that the repair cuts back to it. */
+        if (state == FL__FLUSHING && done && !atomic_load_explicit(&s->regular, memory_order_relaxed))
+            fl__drop_sent(s, done);
         struct stat st;
         if (atomic_load_explicit(&s->regular, memory_order_relaxed) && fstat(log->fd, &st) == 0 &&
             S_ISREG(st.st_mode) && (uint64_t)st.st_size != s->size + done)

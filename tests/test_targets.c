@@ -305,6 +305,100 @@ Test(targets, fifo_without_a_reader_never_blocks)
     assert_listing("t.log");
 }
 
+/* A reader of a FIFO that reads `want` bytes into buf, then goes away (closes its end). */
+struct short_reader {
+    int fd;
+    char *buf;
+    size_t want, got;
+};
+
+static void *read_then_leave(void *arg)
+{
+    struct short_reader *r = arg;
+    while (r->got < r->want) {
+        ssize_t n = read(r->fd, r->buf + r->got, r->want - r->got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        r->got += (size_t)n;
+    }
+    close(r->fd);
+    return NULL;
+}
+
+/* A reader of a FIFO that reads into buf (want bytes at most) to the end of the stream. */
+static void *read_to_the_end(void *arg)
+{
+    struct short_reader *r = arg;
+    while (r->got < r->want) {
+        ssize_t n = read(r->fd, r->buf + r->got, r->want - r->got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        r->got += (size_t)n;
+    }
+    return NULL;
+}
+
+/* A FIFO's reader goes away in the middle of a flush of the buffered records (a log shipper that restarts): the
+ * flush fails with -EPIPE, and the bytes that went into the FIFO are in it, waiting in the pipe for its next reader;
+ * nothing can take them back. Kept in the buffer and written again by the next flush, they reached the next reader
+ * twice, the first time with the record that went out in part cut short and glued to the first record sent again.
+ * The next flush goes on from the first byte that did not go out: the stream the two readers get, one after the
+ * other, is every record once, in order, each whole. */
+Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_twice)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    for (int rotating = 0; rotating < 2; rotating++) {
+        /* Without rotation each writer thread has a buffer of its own; with it (ignored on a FIFO: the log has the
+         * one buffer of a rotating log) records wait in one shared buffer. */
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED,
+                                    .flush_ms = 600000,
+                                    .buffer_size = (size_t)1 << 20,
+                                    .rotate_bytes = rotating ? (1u << 30) : 0};
+        forklog *log = open_log(logpath, &o);
+        char rec[128], *stream = malloc((size_t)1 << 20);
+        cr_assert_not_null(stream);
+        size_t slen = 0;
+        for (int i = 0; i < 3000; i++) {
+            int n = snprintf(rec, sizeof rec, "record %04d %070d\n", i, i);
+            cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
+            memcpy(stream + slen, rec, (size_t)n);
+            slen += (size_t)n;
+        }
+        r.buf = malloc(r.want);
+        r.got = 0;
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+        int rc = forklog_flush(log);
+        pthread_join(t, NULL);
+        cr_assert_eq(r.got, r.want);
+        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+        /* The next reader, and the flush that finds it. */
+        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+        cr_assert_not_null(next.buf = malloc(next.want));
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        pthread_join(t, NULL);
+        close(next.fd);
+        size_t len = next.got;
+        cr_assert_eq(r.want + len, slen, "the readers got %zu + %zu bytes of a stream of %zu%s", r.want, len, slen,
+                     rotating ? " (rotating)" : "");
+        cr_assert(memcmp(r.buf, stream, r.want) == 0 && memcmp(next.buf, stream + r.want, len) == 0,
+                  "the readers did not get the records once each, in order%s", rotating ? " (rotating)" : "");
+        free(next.buf);
+        free(r.buf);
+        free(stream);
+        r.fd = open_reader(logpath); /* for the next round; the last is closed below */
+    }
+    close(r.fd);
+}
+
 Test(targets, character_device_is_never_renamed)
 {
     /* A private /dev/null (1, 3), so that a failure cannot rename the real one. */
