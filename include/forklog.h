@@ -314,8 +314,10 @@ FORKLOG_API int forklog_open(forklog **out, const char *path, const struct forkl
  *   - A pipe, a FIFO, a stream socket, a terminal or another device: each record is one write(2) (looped on a
  *     short write) under the lock, so records of any size up to max_record are never interleaved among the
  *     processes of the handle. A writer killed in the middle of a record leaves its first part in the stream:
- *     nothing can be taken back from a pipe or a socket. When the reader has gone, a write fails with -EPIPE
- *     once SIGPIPE is ignored (otherwise the signal ends the writer, as with any write). Made non-blocking
+ *     nothing can be taken back from a pipe or a socket. So does a record that fails after part of it went out
+ *     (its reader went away in the middle of it; a FIFO keeps that part for its next reader), and the next record
+ *     then begins with a newline, so that it starts a line of its own. When the reader has gone, a write fails
+ *     with -EPIPE once SIGPIPE is ignored (otherwise the signal ends the writer, as with any write). Made non-blocking
  *     after the open (through fd, or by any process sharing its open file description), or given a send
  *     timeout (SO_SNDTIMEO): a record that finds no room at all fails with -EAGAIN and nothing of it is sent;
  *     one that went out in part is finished, the call waiting for room as a blocking write would.

@@ -402,12 +402,15 @@ static int fl__sync_file_slow(forklog *log)
         struct stat st;
         if (fstat(log->fd, &st) < 0)
             return -errno;
-        if (S_ISREG(st.st_mode) && fl__ends_mid_line(log->fd, (uint64_t)st.st_size)) {
-            /* The file ends in the middle of a line: a newline ends it first, or the first record would be glued
-             * onto it and no reader could tell where that record begins. A holder killed after the newline leaves
-             * a file that ends in one, and the next holder adds none. */
+        const int reg = S_ISREG(st.st_mode);
+        if (reg ? fl__ends_mid_line(log->fd, (uint64_t)st.st_size) : s->file_known == 2) {
+            /* The file ends in the middle of a line (a stream: a record failed after part of it went out, see
+             * fl__write_commit): a newline ends it first, or the first record would be glued onto it and no reader
+             * could tell where that record begins. A holder killed after the newline leaves a file that ends in
+             * one, and the next holder adds none (a stream, which cannot be read back, then gets an empty line). A
+             * newline that cannot be written fails the record. */
             ssize_t n;
-            if (lseek(log->fd, 0, SEEK_END) < 0)
+            if (reg && lseek(log->fd, 0, SEEK_END) < 0)
                 return -errno;
             while ((n = write(log->fd, "\n", 1)) < 0 && errno == EINTR) {
             }

@@ -131,7 +131,8 @@ struct fl__seg {
     uint64_t target;       /* FL__WRITING / FL__FLUSHING: where the file ends once the write completes */
     uint64_t ino, dev;     /* identity of the current file, for repair */
     uint32_t gen;          /* file generation: bumped by every rotation and reopen */
-    uint32_t file_known;   /* size/ino/dev describe generation gen (2: and its last line is unfinished) */
+    uint32_t file_known;   /* size/ino/dev describe generation gen (2: and its last line is unfinished, on a regular
+                            * file or on a stream that a failed record left in the middle of one) */
     uint32_t state;        /* enum fl__state; not IDLE on a consistent lock: a repair is still to be made */
     uint32_t reopen_seen;  /* reopen_req value already turned into a generation */
     atomic_uint held;      /* a hint for spinning waiters: the lock is taken */

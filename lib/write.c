@@ -165,6 +165,12 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             s->size = (uint64_t)st.st_size > done ? (uint64_t)st.st_size - done : 0;
         if (ftruncate(log->fd, (off_t)s->size) < 0)
             s->file_known = 0;
+        /* A record that went out in part to a FIFO, a pipe, a socket or a device (the reader went away in the middle
+         * of it) left its first part in the stream, where a FIFO keeps it for its next reader: that stream now ends
+         * in the middle of a line, and the next record is to begin a line of its own (fl__sync_file), as on a regular
+         * file that ends so. A flush that went out in part goes on where it stopped instead (fl__drop_sent). */
+        if (state == FL__WRITING && done && !atomic_load_explicit(&s->regular, memory_order_relaxed))
+            s->file_known = 2;
     } else {
         s->size = s->target;
         FL__CRASH(WRITE_SIZED);

@@ -399,6 +399,50 @@ Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_tw
     close(r.fd);
 }
 
+/* The same in direct mode: a record whose reader goes away while it is written fails with -EPIPE, and its first part
+ * stays in the FIFO for the next reader. The next record was glued to that fragment, one line for the reader, where
+ * the record a call acknowledged could not be found. As a regular file that ends in the middle of a line gets a
+ * newline before the next record, the fragment is ended first: the next reader gets it on a line of its own, then
+ * every later record whole. */
+Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_record_is_not_glued_to)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    forklog *log = open_log(logpath, NULL);
+    size_t big = (size_t)200 << 10;
+    char *rec = malloc(big);
+    cr_assert_not_null(rec);
+    memset(rec, 'A', big - 1);
+    rec[big - 1] = '\n';
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+    int rc = forklog_write(log, rec, big);
+    pthread_join(t, NULL);
+    cr_assert_eq(rc, -EPIPE, "the record whose reader went away: %d", rc);
+    struct short_reader next = {.fd = open_reader(logpath), .want = big};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    cr_assert_eq(forklog_write(log, "next record", 11), 0);
+    cr_assert_eq(forklog_info(log, "and %s", "another"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    size_t len = next.got;
+    cr_assert_gt(len, 30);
+    cr_assert_eq(th_count_lines(next.buf, len), 3, "the fragment, then two whole records");
+    char *first_nl = memchr(next.buf, '\n', len);
+    for (char *p = next.buf; p < first_nl; p++)
+        cr_assert_eq(*p, 'A', "the fragment's line holds something else at byte %zu", (size_t)(p - next.buf));
+    cr_assert(!strncmp(first_nl + 1, "next record\n", 12), "the record after the fragment: %.40s", first_nl + 1);
+    cr_assert(memcmp(next.buf + len - 13, " and another\n", 13) == 0, "the last record is not whole");
+    cr_assert_not_null(memmem(first_nl + 13, len - (size_t)(first_nl + 13 - next.buf), " INFO pid=", 10));
+    free(next.buf);
+    free(r.buf);
+    free(rec);
+}
+
 Test(targets, character_device_is_never_renamed)
 {
     /* A private /dev/null (1, 3), so that a failure cannot rename the real one. */
