@@ -345,6 +345,18 @@ static void fl__pool_unwound(int *unused)
     _exit(FL__POOL_EXIT_UNWOUND);
 }
 
+/* poll() of one descriptor without waiting: the events it has now (revents), 0 for none, -1 for an error. Even with no
+ * wait, poll() fails with EINTR when a signal is pending, which says nothing of the descriptor: it is asked again. */
+static int fl__poll_now(int fd, short events, short *revents)
+{
+    struct pollfd pfd = {fd, events, 0};
+    int n;
+    while ((n = poll(&pfd, 1, 0)) < 0 && errno == EINTR) {
+    }
+    *revents = pfd.revents;
+    return n;
+}
+
 #ifdef __linux__
 /* Whether the parent has ended. getppid() tells, but only while the parent is in the worker's PID namespace: a
  * caller that has moved its children into a new one (unshare(CLONE_NEWPID)) is not, and getppid() is 0 in the
@@ -361,8 +373,8 @@ static int fl__pool_orphan(const struct fl__pool *p, int death_wr)
         return 0;
     if (pp != 0)
         return 1; /* another process has taken the worker over */
-    struct pollfd pfd = {death_wr, 0, 0};
-    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR);
+    short ev;
+    return fl__poll_now(death_wr, 0, &ev) == 1 && (ev & POLLERR);
 }
 #endif
 
@@ -559,12 +571,8 @@ static int fl__pool_log_free(struct fl__pool *p)
      * reader does not read: the write would wait for that reader, and no deadline would be kept meanwhile. The
      * record waits until the target has room for one (POLLOUT: a free page of a pipe, more than a record). */
     if (!atomic_load_explicit(&p->o->log->seg->regular, memory_order_relaxed)) {
-        struct pollfd pfd = {p->o->log->fd, POLLOUT, 0};
-        int n;
-        /* Even with no wait, poll() fails with EINTR when a signal is pending: that says nothing of the room. */
-        while ((n = poll(&pfd, 1, 0)) < 0 && errno == EINTR) {
-        }
-        if (n == 0)
+        short ev;
+        if (fl__poll_now(p->o->log->fd, POLLOUT, &ev) == 0)
             return 0;
     }
     return 1; /* free, or an error that the write itself will meet and report */
