@@ -374,7 +374,7 @@ class Log:
       max_record   largest record in bytes, 256 .. 1 GiB (0: 1 MiB); longer records are cut with a marker
       mode         permission bits of files the log creates, before the umask (0: 0o644, and for a
                    rotation's new file the bits of the file it follows)
-      owner, group uid and gid given to files the log creates (None: the creator's, and for a rotation's
+      owner, group uid and gid given to files the log creates (None or 0: the creator's, and for a rotation's
                    new file those of the file it follows, where the process may give them)
       name         the program's name, in every record: `app=NAME` in text, "app" in JSON (1 to 64 bytes)
       tid          True: every record also carries the calling thread's kernel thread id
