@@ -371,8 +371,10 @@ FORKLOG_API int forklog_vlog_at(forklog *log, enum forklog_level level, const ch
  *   - A key that is one of the record's own keys (those of the key set: ts, level, pid, tid, app, msg, file,
  *     line, func, cut; or the ECS names) is written as `fields.KEY`; so, with the ECS names, whose consumers read
  *     a dotted key as a path of objects, is a key on the path of one or below it ("log", "process", "service",
- *     "message.x": its type would clash with the record's own; "process.name" is written as given). Keys are
- *     compared as written: "ts" and "fields.ts" are one key.
+ *     "message.x": its type would clash with the record's own; "process.name" is written as given). A key with
+ *     an empty step in its path ("a..b", ".a", "a.") and two keys of which one is the other's path ("a" and
+ *     "a.b") are written as given: Elasticsearch refuses such a record. Keys are compared as written: "ts" and
+ *     "fields.ts" are one key.
  *   - A key given twice (in the fields, in the handle's context, or in both) appears once: the last value given
  *     wins (the call's fields come after the context), at the place of that last one.
  *   - Fields (and the location) that do not fit max_record are left out whole (the message is cut first, as far
