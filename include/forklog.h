@@ -688,7 +688,8 @@ struct forklog_pool_report {
  * out of its worker (pthread_exit(), or a C++ exception caught only by the caller) ends it with _exit(126): the
  * task is recorded CRASHED with code 126 (an initializer counts as failed), and neither the caller's code nor the
  * pool's own cleanup runs in the worker; this needs the library compiled with -fexceptions, as its build does where
- * the compiler can link it (for the single header: the file that defines FORKLOG_IMPLEMENTATION). A label callback
+ * the compiler can link it (for the single header: the file that defines FORKLOG_IMPLEMENTATION), except for a
+ * pthread_exit() with musl, whose pthread_exit() runs cleanup handlers instead of unwinding. A label callback
  * that throws ends the call as a cancelled one (below), then the exception goes on. The pool's descriptors
  * never take the numbers 0, 1 or 2, and while a worker runs, another is forked only if at least 16 descriptors
  * stay free below RLIMIT_NOFILE; a limit lowered during the call below the descriptors it polls only delays its

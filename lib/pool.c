@@ -357,6 +357,20 @@ static int fl__poll_now(int fd, short events, short *revents)
     return n;
 }
 
+#ifndef __GLIBC__
+/* musl's pthread_exit() does not unwind the stack, so fl__pool_unwound is not run: it runs the handlers that
+ * pthread_cleanup_push() registered, newest first. The worker's copy of that list holds the caller's cleanup of a
+ * cancelled call (fl__pool_cancelled, pushed before the fork), which killed the worker's siblings and unmapped the
+ * pool's memory, after which its exit handler crashed with SIGSEGV; and with another thread alive, the worker was
+ * left running without its task loop for as long as that thread lived. This handler, pushed in the worker, runs
+ * before it (after the task's own) and ends the worker as fl__pool_unwound does. */
+static void fl__pool_thread_exited(void *unused)
+{
+    (void)unused;
+    _exit(FL__POOL_EXIT_UNWOUND);
+}
+#endif
+
 #ifdef __linux__
 /* Whether the parent has ended. getppid() tells, but only while the parent is in the worker's PID namespace: a
  * caller that has moved its children into a new one (unshare(CLONE_NEWPID)) is not, and getppid() is 0 in the
@@ -450,6 +464,9 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
     fl__pool_self_exit = &slot->exit_unknown;
     (void)atexit(fl__pool_at_exit);
 #endif
+#ifndef __GLIBC__
+    pthread_cleanup_push(fl__pool_thread_exited, NULL);
+#endif
     int irc = p->o->init ? p->o->init(p->o->init_arg) : 0;
     fl__pool_not_a_worker(me, irc, FL__POOL_PID_CHECK_NS); /* once per worker: always by its pid */
     fl__pool_rearm(p, death_wr);
@@ -497,6 +514,9 @@ static _Noreturn void fl__pool_worker(struct fl__pool *p, unsigned k, int death_
         if (atomic_load(&p->head->sleeping) && atomic_exchange(&p->head->sleeping, 0))
             fl__pool_wake(p);
     }
+#ifndef __GLIBC__
+    pthread_cleanup_pop(0);
+#endif
     fl__pool_worker_exit(p, 0);
 }
 

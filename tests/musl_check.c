@@ -16,11 +16,13 @@
  *             protocols (pt_required) must have killed it in one log at least, and the robust mutex's EOWNERDEAD
  *             repair must have run. MUSL_CHECK_VERBOSE=1 lists the points no writer died at.
  *   pool:     forklog_pool_map() with a task whose worker dies (SIGKILL), one that calls exit() (the caller's exit
- *             handler and its buffered stdio must not run in the worker) and one that sleeps past the timeout: the
+ *             handler and its buffered stdio must not run in the worker), one that calls pthread_exit() (its worker
+ *             ends with _exit(126), and the other workers' tasks go on) and one that sleeps past the timeout: the
  *             call returns within a bound, with the outcome of each task and one record per task.
  *   rotate:   4 writers, direct then buffered, on a log rotated every 64 KiB: no file past the bound, no record
  *             split or lost or doubled across the files, each writer's records in order from the oldest file. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -496,7 +498,7 @@ static void check_points(const char *dir)
 
 /* ---- pool ------------------------------------------------------------------------------------------------------ */
 
-enum { POOL_TASKS = 10, POOL_CRASH = 2, POOL_EXIT = 4, POOL_STALL = 6 };
+enum { POOL_TASKS = 10, POOL_CRASH = 2, POOL_EXIT = 4, POOL_STALL = 6, POOL_THREAD_EXIT = 8 };
 static pid_t pool_caller;
 static char pool_marker[4096];
 
@@ -519,12 +521,35 @@ static int pool_task(size_t i, void *ctx)
         exit(7);
     if (i == POOL_STALL)
         sleep(30);
+    if (i == POOL_THREAD_EXIT)
+        pthread_exit(NULL);
     usleep(100 * 1000); /* the other workers' tasks run meanwhile */
+    return 0;
+}
+
+/* Task 1 calls pthread_exit() while task 0 runs in the worker forked before its own. */
+static int pool_sibling_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    usleep(i ? 100 * 1000 : 500 * 1000);
+    if (i == 1)
+        pthread_exit(NULL);
     return 0;
 }
 
 static void check_pool(const char *dir)
 {
+    {
+        struct forklog_task_result res[2];
+        struct forklog_pool_options o = {.workers = 2, .timeout_s = 5.0, .results = res};
+        int rc = forklog_pool_map(&o, 2, pool_sibling_task, NULL, NULL);
+        if (rc != 1 || res[0].status != FORKLOG_TASK_OK || res[1].status != FORKLOG_TASK_CRASHED ||
+            res[1].code != 126 || res[1].signal != 0)
+            fail("a task that called pthread_exit(): returned %d; the other task status %d signal %d, its own status "
+                 "%d code %d signal %d (want 1; ok; crashed with code 126)",
+                 rc, (int)res[0].status, res[0].signal, (int)res[1].status, res[1].code, res[1].signal);
+    }
+
     char path[4096];
     snprintf(path, sizeof path, "%s/pool.log", dir);
     forklog *log = open_log(path, NULL);
@@ -554,7 +579,7 @@ static void check_pool(const char *dir)
         fail("a task's exit() wrote the caller's buffered output (%lld bytes in %s)", (long long)st.st_size, out);
     fclose(buffered);
     unlink(out);
-    if (rc != 3 || rep.ok != POOL_TASKS - 3 || rep.crashed != 2 || rep.timed_out != 1) {
+    if (rc != 4 || rep.ok != POOL_TASKS - 4 || rep.crashed != 3 || rep.timed_out != 1) {
         char outcome[POOL_TASKS * 24] = "";
         for (int i = 0; i < POOL_TASKS; i++)
             snprintf(outcome + strlen(outcome), sizeof outcome - strlen(outcome), " %d:%d/%d/%d", i, (int)res[i].status,
@@ -578,13 +603,17 @@ static void check_pool(const char *dir)
         if (sscanf(t, " task task=%zu status=%15s", &i, word) != 2 || i >= POOL_TASKS)
             fail("pool.log: a task record that does not parse: %s", line);
         count[i]++;
-        enum forklog_task_status want = i == POOL_CRASH || i == POOL_EXIT ? FORKLOG_TASK_CRASHED
-                                        : i == POOL_STALL                 ? FORKLOG_TASK_TIMEOUT
-                                                                          : FORKLOG_TASK_OK;
+        enum forklog_task_status want = i == POOL_CRASH || i == POOL_EXIT || i == POOL_THREAD_EXIT
+                                            ? FORKLOG_TASK_CRASHED
+                                        : i == POOL_STALL ? FORKLOG_TASK_TIMEOUT
+                                                          : FORKLOG_TASK_OK;
         if (res[i].status != want || strcmp(word, status[want]) != 0)
             fail("task %zu: status %d, recorded %s; expected %s", i, (int)res[i].status, word, status[want]);
     }
     fclose(f);
+    if (res[POOL_THREAD_EXIT].code != 126 || res[POOL_THREAD_EXIT].signal != 0)
+        fail("a task that called pthread_exit() ended its worker with code %d, signal %d: not _exit(126)",
+             res[POOL_THREAD_EXIT].code, res[POOL_THREAD_EXIT].signal);
     for (int i = 0; i < POOL_TASKS; i++)
         if (count[i] != 1)
             fail("task %d has %d records", i, count[i]);
