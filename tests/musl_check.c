@@ -191,18 +191,15 @@ static long long scan(struct seen *s, const char *path)
     return (long long)len;
 }
 
-/* Adds the rotated files (path.N .. path.1, oldest first) and then path to *s; returns how many files there were. */
+/* Adds the rotated files (path.N .. path.1, oldest first) and then path to *s; returns how many files there were. A
+ * rotation killed between two of its renames leaves a name free below older files (the next rotation fills it):
+ * every name up to path.1000 is looked at. */
 static int scan_all(struct seen *s, const char *path, long long *largest)
 {
     char name[4200];
-    int files = 0, k = 1;
-    for (struct stat st; k <= 1000; k++) {
-        snprintf(name, sizeof name, "%s.%d", path, k);
-        if (stat(name, &st) != 0)
-            break;
-    }
+    int files = 0;
     *largest = 0;
-    for (k--; k >= 0; k--) {
+    for (int k = 1000; k >= 0; k--) {
         if (k)
             snprintf(name, sizeof name, "%s.%d", path, k);
         long long n = scan(s, k ? name : path);
@@ -220,8 +217,7 @@ static void remove_all(const char *path)
     unlink(path);
     for (int k = 1; k <= 1000; k++) {
         snprintf(name, sizeof name, "%s.%d", path, k);
-        if (unlink(name) != 0)
-            break;
+        unlink(name);
     }
 }
 
