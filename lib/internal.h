@@ -378,6 +378,7 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(WRITE_TARGET, "target set, before state WRITING or FLUSHING")                                                    \
     X(WRITE_BEGIN, "state WRITING or FLUSHING and target set, before write(2)")                                        \
     X(WRITE_TORN, "part of the record or buffer is in the file (a test build writes half, then dies)")                 \
+    X(WRITE_FAILED, "a write failed; a stream's sent bytes dropped from the buffer, the stream marked mid-line")       \
     X(WRITE_DONE, "every byte is in the file, before size = target")                                                   \
     X(WRITE_SIZED, "size = target, before a flush of the shared buffer empties it")                                    \
     X(WRITE_COMMITTED, "size = target (the shared buffer emptied by its flush), before state IDLE")                    \

@@ -157,8 +157,18 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
          * calls returned, and the next record would be glued to what is left of them. Either way the fragment is
          * the last `done` bytes, and where it begins is where the log ends from now on. size is stored before the
          * cut, so that a holder killed in between leaves a fragment that the repair cuts back to it. */
-        if (state == FL__FLUSHING && done && !atomic_load_explicit(&s->regular, memory_order_relaxed))
-            fl__drop_sent(s, done);
+        const int stream = !atomic_load_explicit(&s->regular, memory_order_relaxed);
+        if (stream && done) {
+            /* What went out stays in the stream, and ends in the middle of a line. A holder killed from here on is
+             * repaired as one killed in its write, and everything it was writing counts as written, the rest of
+             * the record that went out in part too: the next record is to begin a line of its own (fl__sync_file).
+             * Marked before the drop, so that no death leaves the fragment without the mark; a flusher that lives
+             * on clears it below, and its next flush goes on where this one stopped. */
+            s->file_known = 2;
+            if (state == FL__FLUSHING)
+                fl__drop_sent(s, done);
+        }
+        FL__CRASH(WRITE_FAILED);
         struct stat st;
         if (atomic_load_explicit(&s->regular, memory_order_relaxed) && fstat(log->fd, &st) == 0 &&
             S_ISREG(st.st_mode) && (uint64_t)st.st_size != s->size + done)
@@ -168,9 +178,10 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
         /* A record that went out in part to a FIFO, a pipe, a socket or a device (the reader went away in the middle
          * of it) left its first part in the stream, where a FIFO keeps it for its next reader: that stream now ends
          * in the middle of a line, and the next record is to begin a line of its own (fl__sync_file), as on a regular
-         * file that ends so. A flush that went out in part goes on where it stopped instead (fl__drop_sent). */
-        if (state == FL__WRITING && done && !atomic_load_explicit(&s->regular, memory_order_relaxed))
-            s->file_known = 2;
+         * file that ends so. A flush that went out in part goes on where it stopped instead (fl__drop_sent): no
+         * newline may come in the middle of the record it cut. */
+        if (stream && done)
+            s->file_known = state == FL__WRITING ? 2 : 0;
     } else {
         s->size = s->target;
         FL__CRASH(WRITE_SIZED);

@@ -51,7 +51,8 @@ static const struct mode modes[] = {
  * test_combine stops there. The segment's points ("") are passed by forklog_open() and forklog_close(), not by
  * records: test_join kills there. The rings' ownership points
  * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring kills or
- * stops there. */
+ * stops there. WRITE_FAILED ("") is passed only by a write that fails: test_targets kills there, after a FIFO's
+ * reader went away in the middle of a record or a flush. */
 static const struct {
     const char *point;
     const char *modes;
@@ -79,6 +80,7 @@ static const struct {
     {"WRITE_TARGET", "DCBRQ"},
     {"WRITE_BEGIN", "DCBRQ"},
     {"WRITE_TORN", "DCBRQ"},
+    {"WRITE_FAILED", ""},
     {"WRITE_DONE", "DCBRQ"},
     {"WRITE_SIZED", "DCBRQ"},
     {"WRITE_COMMITTED", "DCBRQ"},

@@ -4,6 +4,7 @@
  * parent whose workers drop their privileges), and rotated names that hold something other than a regular file.
  * Every record is self-checking (records.h) and read back; children never assert: they report through their
  * exit status, each failing step with its own code. */
+#include "points.h"
 #include "records.h"
 
 #include <dirent.h>
@@ -441,6 +442,159 @@ Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_re
     free(next.buf);
     free(r.buf);
     free(rec);
+}
+
+/* A forked child that writes rec (or flushes, rec NULL), armed to be killed at crash point cp. It closes its copy of
+ * reader, a FIFO's read end, which would otherwise keep the FIFO's reader there after the reader went away. Returns
+ * its pid; it exits 1 if it lives through the call. */
+static pid_t killed_at(forklog *log, enum fl__crash_point cp, int reader, const void *rec, size_t len)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        close(reader);
+        signal(SIGPIPE, SIG_IGN);
+        fl__crash_arm(cp, 1, FL__CRASH_KILL);
+        if (rec)
+            (void)forklog_write(log, rec, len);
+        else
+            (void)forklog_flush(log);
+        _exit(1);
+    }
+    return pid;
+}
+
+/* The flusher of the flush whose reader goes away is a forked child killed right after it dropped what went out from
+ * the buffer or the rings, the state still FLUSHING (WRITE_FAILED): its repair counts all it was writing as written
+ * (at most once, as for any flusher that dies on a stream), the rest of the record that went out in part too. That
+ * part stays in the FIFO for the next reader, and the next record, which another process writes and flushes, was
+ * glued to it. What the two readers get, one after the other, is the records in order, each once, the last one sent
+ * cut short on a line of its own, then the next record whole. */
+Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets_no_glued_line)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    static const char after[] = "the record after the death\n";
+    for (int rotating = 0; rotating < 2; rotating++) {
+        struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+        cr_assert_not_null(r.buf = malloc(r.want));
+        struct forklog_options o = {.flags = FORKLOG_BUFFERED,
+                                    .flush_ms = 600000,
+                                    .buffer_size = (size_t)1 << 20,
+                                    .rotate_bytes = rotating ? (1u << 30) : 0};
+        forklog *log = open_log(logpath, &o);
+        char rec[128], *stream = malloc((size_t)1 << 20);
+        cr_assert_not_null(stream);
+        size_t slen = 0;
+        for (int i = 0; i < 3000; i++) {
+            int n = snprintf(rec, sizeof rec, "record %04d %070d\n", i, i);
+            cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
+            memcpy(stream + slen, rec, (size_t)n);
+            slen += (size_t)n;
+        }
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
+        pthread_join(t, NULL);
+        cr_assert_eq(r.got, r.want);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+        cr_assert_not_null(next.buf = malloc(next.want));
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+        cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        pthread_join(t, NULL);
+        close(next.fd);
+        /* Both readers' bytes, one after the other. */
+        size_t len = r.got + next.got, alen = sizeof after - 1;
+        char *got = malloc(len + 1);
+        cr_assert_not_null(got);
+        memcpy(got, r.buf, r.got);
+        memcpy(got + r.got, next.buf, next.got);
+        cr_assert_gt(len, r.want + alen, "the next reader got %zu bytes%s", next.got, rotating ? " (rotating)" : "");
+        cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
+                  rotating ? " (rotating)" : "");
+        size_t pre = len - alen - 1; /* the stream's bytes, before the newline that ends the fragment */
+        cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s", got + pre - 40,
+                     rotating ? " (rotating)" : "");
+        cr_assert_lt(pre, slen);
+        cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order%s",
+                  rotating ? " (rotating)" : "");
+        free(got);
+        free(next.buf);
+        free(r.buf);
+        free(stream);
+    }
+}
+
+/* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
+ * child killed once it marked the stream as ending mid-line (WRITE_FAILED); 1: the record fails in this process, and
+ * the writer of the next one is a child killed right after the newline that ends the fragment (FILE_NEWLINE),
+ * before its record. Then this process writes the next record. The next reader must get the fragment on a line of
+ * its own (an empty line after it at most, from the newline of a writer killed before its record), then the
+ * record. */
+static void fragment_then_next_record(int how)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    forklog *log = open_log(logpath, NULL);
+    size_t big = (size_t)200 << 10;
+    char *rec = malloc(big);
+    cr_assert_not_null(rec);
+    memset(rec, 'A', big - 1);
+    rec[big - 1] = '\n';
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+    if (how == 0) {
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, rec, big);
+        pthread_join(t, NULL);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the writer was not killed at WRITE_FAILED");
+    } else {
+        int rc = forklog_write(log, rec, big);
+        pthread_join(t, NULL);
+        cr_assert_eq(rc, -EPIPE, "the record whose reader went away: %d", rc);
+    }
+    struct short_reader next = {.fd = open_reader(logpath), .want = big};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    if (how == 1)
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_FILE_NEWLINE, -1, "victim\n", 7), HANG_S), 128 + SIGKILL,
+                     "the next writer was not killed at FILE_NEWLINE");
+    cr_assert_eq(forklog_write(log, "next record\n", 12), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    size_t len = next.got;
+    char *nl = memchr(next.buf, '\n', len);
+    cr_assert_not_null(nl, "the next reader got no line");
+    size_t frag = (size_t)(nl - next.buf);
+    cr_assert(frag > 0 && frag < big - 1, "the fragment's line is %zu bytes", frag);
+    for (size_t i = 0; i < frag; i++)
+        cr_assert_eq(next.buf[i], 'A', "the fragment's line holds something else at byte %zu: %.40s", i, next.buf + i);
+    const char *rest = nl + 1;
+    size_t left = len - frag - 1;
+    if (left > 0 && rest[0] == '\n') {
+        rest++; /* the newline of a writer killed before its record */
+        left--;
+    }
+    cr_assert(left == 12 && !memcmp(rest, "next record\n", 12), "after the fragment: %zu bytes, %.40s", left, rest);
+    free(next.buf);
+    free(r.buf);
+    free(rec);
+}
+
+Test(targets, a_direct_writer_killed_after_its_record_failed_mid_fifo_leaves_the_next_record_a_line_of_its_own)
+{
+    fragment_then_next_record(0);
+}
+
+Test(targets, a_writer_killed_after_ending_a_fifos_fragment_leaves_the_next_record_a_line_of_its_own)
+{
+    fragment_then_next_record(1);
 }
 
 Test(targets, character_device_is_never_renamed)
