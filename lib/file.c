@@ -365,8 +365,15 @@ static int fl__sync_file_slow(forklog *log)
         /* The new generation first, the request marked seen last: a holder killed in between leaves the request
          * pending, and the next holder starts one more generation (one more reopen by name, harmless). In the
          * other order it left the request seen and no new generation, and every process went on writing to the
-         * renamed file after forklog_reopen() had returned. */
+         * renamed file after forklog_reopen() had returned. A stream that a failed record left in the middle of a
+         * line (file_known 2) still ends there when path names it again (a reopen of the same FIFO: the pipe keeps
+         * the fragment for its next reader), and the next record must still begin with a newline: the mark is kept,
+         * with the identity that says which stream it is. A reopen that finds another file at path starts one more
+         * generation, which knows nothing (fl__take_path_in). */
+        const uint32_t mid_line =
+            s->file_known == 2 && !atomic_load_explicit(&s->regular, memory_order_relaxed) ? 2 : 0;
         fl__new_generation(s);
+        s->file_known = mid_line;
         FL__CRASH(REOPEN_TAKEN);
         FL__STEP(s->reopen_seen, req);
         FL__CRASH(REOPEN_SEEN);

@@ -532,9 +532,9 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
  * child killed once it marked the stream as ending mid-line (WRITE_FAILED); 1: the record fails in this process, and
  * the writer of the next one is a child killed right after the newline that ends the fragment (FILE_NEWLINE),
- * before its record. Then this process writes the next record. The next reader must get the fragment on a line of
- * its own (an empty line after it at most, from the newline of a writer killed before its record), then the
- * record. */
+ * before its record; 2: the record fails in this process, and a forklog_reopen() of the same FIFO comes before the
+ * next record. Then this process writes the next record. The next reader must get the fragment on a line of its
+ * own (an empty line after it at most, from the newline of a writer killed before its record), then the record. */
 static void fragment_then_next_record(int how)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -564,6 +564,8 @@ static void fragment_then_next_record(int how)
     if (how == 1)
         cr_assert_eq(th_wait_for(killed_at(log, FL__CP_FILE_NEWLINE, -1, "victim\n", 7), HANG_S), 128 + SIGKILL,
                      "the next writer was not killed at FILE_NEWLINE");
+    if (how == 2)
+        cr_assert_eq(forklog_reopen(log), 0);
     cr_assert_eq(forklog_write(log, "next record\n", 12), 0);
     cr_assert_eq(forklog_close(log), 0);
     pthread_join(t, NULL);
@@ -595,6 +597,13 @@ Test(targets, a_direct_writer_killed_after_its_record_failed_mid_fifo_leaves_the
 Test(targets, a_writer_killed_after_ending_a_fifos_fragment_leaves_the_next_record_a_line_of_its_own)
 {
     fragment_then_next_record(1);
+}
+
+/* A reopen of the same FIFO makes a new generation, which knew nothing of the fragment the failed record left in
+ * the pipe: the next record was glued to it. */
+Test(targets, a_reopen_of_the_same_fifo_after_a_fragment_leaves_the_next_record_a_line_of_its_own)
+{
+    fragment_then_next_record(2);
 }
 
 Test(targets, character_device_is_never_renamed)
