@@ -197,6 +197,7 @@ struct forklog {
     size_t buffer_size; /* FORKLOG_BUFFERED: the buffer_size this handle builds a segment with (a joined one has its
                            own) */
     int fd;
+    unsigned ring_first; /* lock held: the ring that the flush of the rings in progress writes first (fl__ring_at) */
     uint32_t gen;
     enum forklog_level level;
     enum forklog_format format;
@@ -585,6 +586,13 @@ FL__INTERNAL void fl__rotate_repair(forklog *log);
 
 /* The most pieces one write takes: a record of up to 4 and every posted one (combining), or two per ring (a flush
  * of the rings, each of which may wrap). */
+/* The i-th ring that a flush of the rings writes: ring `first` (the one that a failed flush to a stream left with the
+ * rest of a record, see fl__flush_some), then the others in their order. */
+static inline unsigned fl__ring_at(unsigned first, unsigned i)
+{
+    return i == 0 ? first : i <= first ? i - 1 : i;
+}
+
 #define FL__IOV_MAX (FL__SLOTS + 4 > 2 * FL__RINGS ? FL__SLOTS + 4 : 2 * FL__RINGS)
 
 /* Writes len bytes that end whole records and commits them, or cuts the file back and fails. */

@@ -245,10 +245,23 @@ static int fl__flush_some(forklog *log, int only)
     size_t total = 0;
     int64_t late;
     int64_t planned_at = only < 0 ? fl__due_clock(log, &late) : 0;
-    for (unsigned k = 0; k < FL__RINGS; k++) {
+    /* A flush to a stream that failed after part of it went out left the rest of a record at the tail of one ring,
+     * the one ring whose tail is short of its last plan (fl__drop_sent). That rest must follow its first part in the
+     * stream before anything else, or a record of another ring (or one written at once after this flush) would cut
+     * it in two, glued to its first part: that ring is written first, whichever ring this flush is for. A regular
+     * file keeps no such rest (a failed write is cut back), and its rings are written in their order. */
+    unsigned cut = atomic_load_explicit(&s->regular, memory_order_relaxed) ? FL__RINGS : 0;
+    while (cut < FL__RINGS && s->rings[cut].planned == atomic_load_explicit(&s->rings[cut].tail, memory_order_relaxed))
+        cut++;
+    const int rest = cut < FL__RINGS;
+    log->ring_first = rest ? cut : 0;
+    for (unsigned i = 0; i < FL__RINGS; i++) {
+        const unsigned k = fl__ring_at(log->ring_first, i);
         struct fl__ring *r = &s->rings[k];
         uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
-        uint64_t h = only < 0 || (unsigned)only == k ? atomic_load_explicit(&r->head, memory_order_acquire) : t;
+        uint64_t h = only < 0 || (unsigned)only == k || (rest && k == cut)
+                         ? atomic_load_explicit(&r->head, memory_order_acquire)
+                         : t;
         if (h - t > cap) {
             /* Only a damaged segment holds more than a ring (or a tail past the head): what it says is not
              * written, and the ring starts again empty. */

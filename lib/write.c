@@ -107,15 +107,22 @@ static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t l
  * flusher's do on such a target (fl__repair_file_now): dropped from the front of the shared buffer, or of the rings
  * in the order of the plan, so that the next flush begins with the rest of the record that went out in part. Made
  * while the state is still FLUSHING: a holder killed here is repaired as one killed in its write (everything
- * counts as written, at most once). */
-static void fl__drop_sent(struct fl__seg *s, size_t sent)
+ * still in the plan counts as written, at most once). */
+static void fl__drop_sent(forklog *log, size_t sent)
 {
+    struct fl__seg *s = log->seg;
     if (s->ring_phase == FL__RINGS_PLANNED) {
-        for (unsigned k = 0; k < FL__RINGS && sent > 0; k++) {
-            struct fl__ring *r = &s->rings[k];
+        /* The rings in the order they were written. Those that nothing of went out are taken out of the plan (planned
+         * at their tail, as a ring the flush was not for): after this, the one ring whose tail is short of its plan
+         * is the one that holds the rest of a record that went out in part, which the next flush writes first. */
+        for (unsigned i = 0; i < FL__RINGS; i++) {
+            struct fl__ring *r = &s->rings[fl__ring_at(log->ring_first, i)];
             uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
             uint64_t n = r->planned - t < sent ? r->planned - t : sent;
-            atomic_store_explicit(&r->tail, t + n, memory_order_release);
+            if (n)
+                atomic_store_explicit(&r->tail, t + n, memory_order_release);
+            else
+                r->planned = t;
             sent -= (size_t)n;
         }
     } else if (sent < s->buf_used) {
@@ -166,7 +173,7 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
              * on clears it below, and its next flush goes on where this one stopped. */
             s->file_known = 2;
             if (state == FL__FLUSHING)
-                fl__drop_sent(s, done);
+                fl__drop_sent(log, done);
         }
         FL__CRASH(WRITE_FAILED);
         struct stat st;

@@ -529,6 +529,139 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
     }
 }
 
+/* A writer thread that appends n records "<tag> NNNN ..." to its own ring, then waits (its ring stays its own) until
+ * told to end. */
+struct ring_writer {
+    forklog *log;
+    char tag;
+    unsigned n;
+    pthread_barrier_t done, end;
+    pthread_t t;
+};
+
+static int ring_record(char *rec, size_t cap, char tag, unsigned i)
+{
+    return snprintf(rec, cap, "%c %04u %070u\n", tag, i, i);
+}
+
+static void *ring_writer_run(void *arg)
+{
+    struct ring_writer *w = arg;
+    char rec[128];
+    for (unsigned i = 0; i < w->n; i++)
+        if (forklog_write(w->log, rec, (size_t)ring_record(rec, sizeof rec, w->tag, i)) != 0)
+            break;
+    pthread_barrier_wait(&w->done);
+    pthread_barrier_wait(&w->end);
+    return NULL;
+}
+
+/* Starts w's thread and waits until its records are in its ring; appends them to stream. */
+static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
+{
+    pthread_barrier_init(&w->done, NULL, 2);
+    pthread_barrier_init(&w->end, NULL, 2);
+    cr_assert_eq(pthread_create(&w->t, NULL, ring_writer_run, w), 0);
+    pthread_barrier_wait(&w->done);
+    for (unsigned i = 0; i < w->n; i++)
+        *slen += (size_t)ring_record(stream + *slen, 128, w->tag, i);
+}
+
+/* The flush whose reader goes away writes three rings, and stops in the middle of a record of the second; nothing of
+ * the third went out. The first ring gets a record since. die 0: the flush fails in this process, and the rest of
+ * the record cut short is what the next flush must begin with; it began with the first ring, and the record was cut
+ * in two by the one that ring got since, its first part glued to it. What the two readers get, one after the other,
+ * is every record once, each whole. die 1: the flusher is a forked child killed after the drop (WRITE_FAILED): the
+ * rest of the second ring counts as written, the fragment gets a line of its own, and the third ring's records, of
+ * which nothing went out, are written after the first ring's new record. */
+static void three_rings_one_cut(int die)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
+    forklog *log = open_log(logpath, &o);
+    char rec[128], *stream = malloc((size_t)1 << 20), *tail = malloc(4096);
+    cr_assert(stream && tail);
+    size_t slen = 0, tlen = 0;
+    for (unsigned i = 0; i < 100; i++) { /* this thread's ring, the first one */
+        int n = ring_record(rec, sizeof rec, 'm', i);
+        cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
+        memcpy(stream + slen, rec, (size_t)n);
+        slen += (size_t)n;
+    }
+    struct ring_writer w = {.log = log, .tag = 't', .n = 3000}, u = {.log = log, .tag = 'u', .n = 10};
+    ring_writer_start(&w, stream, &slen);
+    /* The tail of the stream: the first ring's record written after the failed flush, then the third ring's. */
+    static const char after[] = "m after the failed flush\n";
+    memcpy(tail, after, sizeof after - 1);
+    tlen = sizeof after - 1;
+    ring_writer_start(&u, tail, &tlen);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+    if (die) {
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
+        pthread_join(t, NULL);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+    } else {
+        int rc = forklog_flush(log);
+        pthread_join(t, NULL);
+        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+    }
+    cr_assert_eq(r.got, r.want);
+    cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+    struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    pthread_barrier_wait(&w.end);
+    pthread_barrier_wait(&u.end);
+    pthread_join(w.t, NULL);
+    pthread_join(u.t, NULL);
+    size_t len = r.got + next.got;
+    char *got = malloc(len);
+    cr_assert_not_null(got);
+    memcpy(got, r.buf, r.got);
+    memcpy(got + r.got, next.buf, next.got);
+    if (!die) {
+        cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
+                     slen + tlen);
+        memcpy(stream + slen, tail, tlen);
+        size_t at = 0;
+        while (at < len && got[at] == stream[at])
+            at++;
+        cr_assert_eq(at, len, "the readers' stream differs from the records at byte %zu: %.60s", at, got + at);
+    } else {
+        cr_assert_gt(len, r.want + tlen, "the next reader got %zu bytes", next.got);
+        cr_assert(memcmp(got + len - tlen, tail, tlen) == 0,
+                  "the stream does not end with the first ring's new record and the third ring's records: %.60s",
+                  got + (len > tlen + 30 ? len - tlen - 30 : 0));
+        size_t pre = len - tlen - 1; /* the stream's bytes, before the newline that ends the fragment */
+        cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s", got + pre - 40);
+        cr_assert_lt(pre, slen);
+        cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order");
+    }
+    free(got);
+    free(next.buf);
+    free(r.buf);
+    free(stream);
+    free(tail);
+}
+
+Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_by_another_ring)
+{
+    three_rings_one_cut(0);
+}
+
+Test(targets, a_flusher_of_rings_killed_after_a_failed_flush_keeps_the_rings_nothing_of_went_out)
+{
+    three_rings_one_cut(1);
+}
+
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
  * child killed once it marked the stream as ending mid-line (WRITE_FAILED); 1: the record fails in this process, and
  * the writer of the next one is a child killed right after the newline that ends the fragment (FILE_NEWLINE),
