@@ -313,21 +313,6 @@ struct short_reader {
     size_t want, got;
 };
 
-static void *read_then_leave(void *arg)
-{
-    struct short_reader *r = arg;
-    while (r->got < r->want) {
-        ssize_t n = read(r->fd, r->buf + r->got, r->want - r->got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        r->got += (size_t)n;
-    }
-    close(r->fd);
-    return NULL;
-}
-
 /* A reader of a FIFO that reads into buf (want bytes at most) to the end of the stream. */
 static void *read_to_the_end(void *arg)
 {
@@ -343,6 +328,46 @@ static void *read_to_the_end(void *arg)
     return NULL;
 }
 
+/* The same, then the reader goes away (closes its end): with `want` short of the stream, in the middle of it. */
+static void *read_then_leave(void *arg)
+{
+    read_to_the_end(arg);
+    close(((struct short_reader *)arg)->fd);
+    return NULL;
+}
+
+/* A line of len bytes (malloc'd): 'A's, then its newline. */
+static char *line_of_a(size_t len)
+{
+    char *rec = malloc(len);
+    cr_assert_not_null(rec);
+    memset(rec, 'A', len - 1);
+    rec[len - 1] = '\n';
+    return rec;
+}
+
+/* A buffered log on the FIFO at logpath holding 3000 records of 90 bytes, none written yet: in the rings of its
+ * writer threads, or (rotating: ignored on a FIFO, but the log then has the one buffer of a rotating log) in one
+ * shared buffer. *stream receives the bytes they make, in order (malloc'd), *slen their count. */
+static forklog *buffered_3000(int rotating, char **stream, size_t *slen)
+{
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED,
+                                .flush_ms = 600000,
+                                .buffer_size = (size_t)1 << 20,
+                                .rotate_bytes = rotating ? (1u << 30) : 0};
+    forklog *log = open_log(logpath, &o);
+    char rec[128];
+    cr_assert_not_null(*stream = malloc((size_t)1 << 20));
+    *slen = 0;
+    for (int i = 0; i < 3000; i++) {
+        int n = snprintf(rec, sizeof rec, "record %04d %070d\n", i, i);
+        cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
+        memcpy(*stream + *slen, rec, (size_t)n);
+        *slen += (size_t)n;
+    }
+    return log;
+}
+
 /* A FIFO's reader goes away in the middle of a flush of the buffered records (a log shipper that restarts): the
  * flush fails with -EPIPE, and the bytes that went into the FIFO are in it, waiting in the pipe for its next reader;
  * nothing can take them back. Kept in the buffer and written again by the next flush, they reached the next reader
@@ -355,22 +380,9 @@ Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_tw
     cr_assert_eq(mkfifo(logpath, 0600), 0);
     struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
     for (int rotating = 0; rotating < 2; rotating++) {
-        /* Without rotation each writer thread has a buffer of its own; with it (ignored on a FIFO: the log has the
-         * one buffer of a rotating log) records wait in one shared buffer. */
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED,
-                                    .flush_ms = 600000,
-                                    .buffer_size = (size_t)1 << 20,
-                                    .rotate_bytes = rotating ? (1u << 30) : 0};
-        forklog *log = open_log(logpath, &o);
-        char rec[128], *stream = malloc((size_t)1 << 20);
-        cr_assert_not_null(stream);
-        size_t slen = 0;
-        for (int i = 0; i < 3000; i++) {
-            int n = snprintf(rec, sizeof rec, "record %04d %070d\n", i, i);
-            cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
-            memcpy(stream + slen, rec, (size_t)n);
-            slen += (size_t)n;
-        }
+        char *stream;
+        size_t slen;
+        forklog *log = buffered_3000(rotating, &stream, &slen);
         r.buf = malloc(r.want);
         r.got = 0;
         pthread_t t;
@@ -413,10 +425,7 @@ Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_re
     cr_assert_not_null(r.buf = malloc(r.want));
     forklog *log = open_log(logpath, NULL);
     size_t big = (size_t)200 << 10;
-    char *rec = malloc(big);
-    cr_assert_not_null(rec);
-    memset(rec, 'A', big - 1);
-    rec[big - 1] = '\n';
+    char *rec = line_of_a(big);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
     int rc = forklog_write(log, rec, big);
@@ -479,20 +488,9 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
     for (int rotating = 0; rotating < 2; rotating++) {
         struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
         cr_assert_not_null(r.buf = malloc(r.want));
-        struct forklog_options o = {.flags = FORKLOG_BUFFERED,
-                                    .flush_ms = 600000,
-                                    .buffer_size = (size_t)1 << 20,
-                                    .rotate_bytes = rotating ? (1u << 30) : 0};
-        forklog *log = open_log(logpath, &o);
-        char rec[128], *stream = malloc((size_t)1 << 20);
-        cr_assert_not_null(stream);
-        size_t slen = 0;
-        for (int i = 0; i < 3000; i++) {
-            int n = snprintf(rec, sizeof rec, "record %04d %070d\n", i, i);
-            cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
-            memcpy(stream + slen, rec, (size_t)n);
-            slen += (size_t)n;
-        }
+        char *stream;
+        size_t slen;
+        forklog *log = buffered_3000(rotating, &stream, &slen);
         pthread_t t;
         cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
         pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
@@ -676,10 +674,7 @@ static void fragment_then_next_record(int how)
     cr_assert_not_null(r.buf = malloc(r.want));
     forklog *log = open_log(logpath, NULL);
     size_t big = (size_t)200 << 10;
-    char *rec = malloc(big);
-    cr_assert_not_null(rec);
-    memset(rec, 'A', big - 1);
-    rec[big - 1] = '\n';
+    char *rec = line_of_a(big);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
     if (how == 0) {
