@@ -278,18 +278,14 @@ static pid_t writer(forklog *log, struct shared *sh, unsigned id, unsigned n, si
 
 /* ---- writers --------------------------------------------------------------------------------------------------- */
 
-static void check_writers_with(const char *dir, unsigned flags, const char *what)
+/* w forked writers of n records each, up to max bytes, through log; each must end well within 30 s. Closes log. */
+static void run_writers(forklog *log, unsigned w, unsigned n, size_t max, const char *what)
 {
-    enum { W = 6, N = 200 };
-    char path[4096];
-    snprintf(path, sizeof path, "%s/writers.log", dir);
-    struct forklog_options o = {.flags = flags};
-    forklog *log = open_log(path, &o);
     struct shared *sh = shared_new();
-    pid_t pid[W];
-    for (unsigned i = 0; i < W; i++)
-        pid[i] = writer(log, sh, i, N, 70000);
-    for (unsigned i = 0; i < W; i++) {
+    pid_t pid[MAX_IDS];
+    for (unsigned i = 0; i < w; i++)
+        pid[i] = writer(log, sh, i, n, max);
+    for (unsigned i = 0; i < w; i++) {
         int st = wait_for(pid[i], 30, 0);
         if (st != 0)
             fail("%s: writer %u ended with status %#x (-1: not within 30 s; error %s)", what, i, (unsigned)st,
@@ -297,6 +293,16 @@ static void check_writers_with(const char *dir, unsigned flags, const char *what
     }
     if (forklog_close(log) != 0)
         fail("%s: forklog_close", what);
+    munmap(sh, sizeof *sh);
+}
+
+static void check_writers_with(const char *dir, unsigned flags, const char *what)
+{
+    enum { W = 6, N = 200 };
+    char path[4096];
+    snprintf(path, sizeof path, "%s/writers.log", dir);
+    struct forklog_options o = {.flags = flags};
+    run_writers(open_log(path, &o), W, N, 70000, what);
     struct seen *s = malloc(sizeof *s);
     seen_init(s);
     scan(s, path);
@@ -305,7 +311,6 @@ static void check_writers_with(const char *dir, unsigned flags, const char *what
     if (s->records != W * N)
         fail("%s: %zu records, not %d", what, s->records, W * N);
     free(s);
-    munmap(sh, sizeof *sh);
     remove_all(path);
 }
 
@@ -626,19 +631,7 @@ static void check_rotate_with(const char *dir, unsigned flags, const char *what)
     char path[4096];
     snprintf(path, sizeof path, "%s/rotate.log", dir);
     struct forklog_options o = {.flags = flags, .rotate_bytes = BOUND, .rotate_keep = 1000};
-    forklog *log = open_log(path, &o);
-    struct shared *sh = shared_new();
-    pid_t pid[W];
-    for (unsigned i = 0; i < W; i++)
-        pid[i] = writer(log, sh, i, N, 9000);
-    for (unsigned i = 0; i < W; i++) {
-        int st = wait_for(pid[i], 30, 0);
-        if (st != 0)
-            fail("%s: writer %u ended with status %#x (-1: not within 30 s; error %s)", what, i, (unsigned)st,
-                 strerror(-atomic_load(&sh->error[i])));
-    }
-    if (forklog_close(log) != 0)
-        fail("%s: forklog_close", what);
+    run_writers(open_log(path, &o), W, N, 9000, what);
     struct seen *s = malloc(sizeof *s);
     seen_init(s);
     long long largest;
@@ -648,7 +641,6 @@ static void check_rotate_with(const char *dir, unsigned flags, const char *what)
     if (files < 10 || largest > BOUND)
         fail("%s: %d files, the largest of %lld bytes (rotate_bytes %d)", what, files, largest, BOUND);
     free(s);
-    munmap(sh, sizeof *sh);
     remove_all(path);
 }
 
