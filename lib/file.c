@@ -269,7 +269,11 @@ static void fl__own_fd(forklog *log)
 
 int fl__same_file(const struct fl__seg *s, const struct stat *st)
 {
-    return (uint64_t)st->st_ino == s->ino && (uint64_t)st->st_dev == s->dev && (uint64_t)st->st_size >= s->size;
+    if ((uint64_t)st->st_ino != s->ino || (uint64_t)st->st_dev != s->dev)
+        return 0;
+    /* A FIFO or a device has no size: its st_size stays 0, while size counts the bytes that went out to it. */
+    const unsigned regular = atomic_load_explicit(&s->regular, memory_order_relaxed);
+    return S_ISREG(st->st_mode) ? regular && (uint64_t)st->st_size >= s->size : !regular;
 }
 
 /* fl__sync_file, for a handle on an older generation: opens path and puts it under log->fd's number. Returns 0 or

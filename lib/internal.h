@@ -533,11 +533,12 @@ FL__INTERNAL int fl__open_log_file(const forklog *log, int flags, const struct s
  * (fd closed). */
 FL__INTERNAL int fl__fd_above_stdio(int fd);
 
-/* Whether the file of *st is the one the segment's generation describes (file_known): its inode and device, and at
- * least the size the log knows it to have. A shorter file is another one that was given the same inode number once
- * the generation's file was removed (ext4 gives a freed number to the next file it creates), or the file cut short
- * behind the log's back: written with that size, a cut after a failed write or a dead writer would go back to a
- * size the file no longer has, and leave the fragment. */
+/* Whether the file of *st is the one the segment's generation describes (file_known): its inode and device, and, for
+ * a regular file, at least the size the log knows it to have. A shorter file is another one that was given the same
+ * inode number once the generation's file was removed (ext4 gives a freed number to the next file it creates), or
+ * the file cut short behind the log's back: written with that size, a cut after a failed write or a dead writer would
+ * go back to a size the file no longer has, and leave the fragment. A FIFO or a device is the same by its identity
+ * alone (its size is always 0), and only when the generation knew a stream: a regular file is never the same as one. */
 FL__INTERNAL int fl__same_file(const struct fl__seg *s, const struct stat *st);
 
 /* One operation on a handle's names (an open, a reopen, a rotation, the segment file's follow and removal) resolves

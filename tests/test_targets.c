@@ -664,8 +664,9 @@ Test(targets, a_flusher_of_rings_killed_after_a_failed_flush_keeps_the_rings_not
  * child killed once it marked the stream as ending mid-line (WRITE_FAILED); 1: the record fails in this process, and
  * the writer of the next one is a child killed right after the newline that ends the fragment (FILE_NEWLINE),
  * before its record; 2: the record fails in this process, and a forklog_reopen() of the same FIFO comes before the
- * next record. Then this process writes the next record. The next reader must get the fragment on a line of its
- * own (an empty line after it at most, from the newline of a writer killed before its record), then the record. */
+ * next record; 3: as 2, after a whole record that the first reader got. Then this process writes the next record. The
+ * next reader must get the fragment on a line of its own (an empty line after it at most, from the newline of a writer
+ * killed before its record), then the record. */
 static void fragment_then_next_record(int how)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -676,6 +677,8 @@ static void fragment_then_next_record(int how)
     size_t big = (size_t)200 << 10;
     char *rec = line_of_a(big);
     pthread_t t;
+    if (how == 3)
+        cr_assert_eq(forklog_write(log, "whole record\n", 13), 0);
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
     if (how == 0) {
         pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, rec, big);
@@ -692,7 +695,7 @@ static void fragment_then_next_record(int how)
     if (how == 1)
         cr_assert_eq(th_wait_for(killed_at(log, FL__CP_FILE_NEWLINE, -1, "victim\n", 7), HANG_S), 128 + SIGKILL,
                      "the next writer was not killed at FILE_NEWLINE");
-    if (how == 2)
+    if (how >= 2)
         cr_assert_eq(forklog_reopen(log), 0);
     cr_assert_eq(forklog_write(log, "next record\n", 12), 0);
     cr_assert_eq(forklog_close(log), 0);
@@ -732,6 +735,14 @@ Test(targets, a_writer_killed_after_ending_a_fifos_fragment_leaves_the_next_reco
 Test(targets, a_reopen_of_the_same_fifo_after_a_fragment_leaves_the_next_record_a_line_of_its_own)
 {
     fragment_then_next_record(2);
+}
+
+/* The same after a whole record: the segment counted the bytes that went out to the FIFO as its size, which the FIFO
+ * found again at path (its size always 0) was shorter than, so the reopen took it for another file, started one more
+ * generation, which knew nothing of the fragment, and the next record was glued to it. */
+Test(targets, a_reopen_of_the_same_fifo_after_records_and_a_fragment_leaves_the_next_record_a_line_of_its_own)
+{
+    fragment_then_next_record(3);
 }
 
 Test(targets, character_device_is_never_renamed)
