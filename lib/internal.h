@@ -150,10 +150,11 @@ struct fl__seg {
     atomic_uint reopen_req;         /* bumped by forklog_reopen(), lock-free (async-signal-safe) */
     _Alignas(64) struct fl__slot slots[FL__SLOTS];
     struct fl__ring rings[FL__RINGS];
-    atomic_llong due_ns; /* rings: the first append after it writes every ring (monotonic clock: fl__due_clock); set
-                            flush_ns after its plan by every flush of all rings; 0 before the first record */
-    uint32_t ring_phase; /* enum fl__ring_phase */
-    uint32_t ring_spare;
+    atomic_llong due_ns;  /* rings: the first append after it writes every ring (monotonic clock: fl__due_clock); set
+                             flush_ns after its plan by every flush of all rings; 0 before the first record */
+    uint32_t ring_phase;  /* enum fl__ring_phase */
+    uint32_t ring_rest;   /* on a stream: 1 + the ring whose tail is in the middle of a record that a failed flush
+                             sent in part (fl__drop_sent), written first by the next flush; 0: none */
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
     size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */

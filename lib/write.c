@@ -113,18 +113,25 @@ static void fl__drop_sent(forklog *log, size_t sent)
     struct fl__seg *s = log->seg;
     if (s->ring_phase == FL__RINGS_PLANNED) {
         /* The rings in the order they were written. Those that nothing of went out are taken out of the plan (planned
-         * at their tail, as a ring the flush was not for): after this, the one ring whose tail is short of its plan
-         * is the one that holds the rest of a record that went out in part, which the next flush writes first. */
+         * at their tail, as a ring the flush was not for). The one ring that went out in part, its tail short of its
+         * plan, holds the rest of a record that went out in part, which the next flush writes first: ring_rest says
+         * which, since its plan alone does not (the next plan, which a failed write that sends nothing or a death
+         * before the write leaves behind, is short of every ring's tail that holds a record). */
+        unsigned rest = 0;
         for (unsigned i = 0; i < FL__RINGS; i++) {
-            struct fl__ring *r = &s->rings[fl__ring_at(log->ring_first, i)];
+            const unsigned k = fl__ring_at(log->ring_first, i);
+            struct fl__ring *r = &s->rings[k];
             uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
             uint64_t n = r->planned - t < sent ? r->planned - t : sent;
             if (n)
                 atomic_store_explicit(&r->tail, t + n, memory_order_release);
             else
                 r->planned = t;
+            if (n && t + n != r->planned)
+                rest = k + 1;
             sent -= (size_t)n;
         }
+        s->ring_rest = rest;
     } else if (sent < s->buf_used) {
         memmove(s->buf, s->buf + sent, s->buf_used - sent);
         s->buf_used -= sent;

@@ -571,7 +571,10 @@ static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
  * in two by the one that ring got since, its first part glued to it. What the two readers get, one after the other,
  * is every record once, each whole. die 1: the flusher is a forked child killed after the drop (WRITE_FAILED): the
  * rest of the second ring counts as written, the fragment gets a line of its own, and the third ring's records, of
- * which nothing went out, are written after the first ring's new record. */
+ * which nothing went out, are written after the first ring's new record. die 2 and 3: as 0, with between the first
+ * ring's new record and the next reader a flush that sends nothing (2: no reader, -EPIPE) or a flusher killed once it
+ * planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the second ring
+ * must still be written first. */
 static void three_rings_one_cut(int die)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -598,7 +601,7 @@ static void three_rings_one_cut(int die)
     ring_writer_start(&u, tail, &tlen);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-    if (die) {
+    if (die == 1) {
         pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
         pthread_join(t, NULL);
         cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
@@ -609,6 +612,11 @@ static void three_rings_one_cut(int die)
     }
     cr_assert_eq(r.got, r.want);
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+    if (die == 2)
+        cr_assert_eq(forklog_flush(log), -EPIPE, "a flush with no reader");
+    if (die == 3)
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_RING_TARGET, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the flusher was not killed at RING_TARGET");
     struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
     cr_assert_not_null(next.buf = malloc(next.want));
     cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
@@ -625,7 +633,7 @@ static void three_rings_one_cut(int die)
     cr_assert_not_null(got);
     memcpy(got, r.buf, r.got);
     memcpy(got + r.got, next.buf, next.got);
-    if (!die) {
+    if (die != 1) {
         cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
                      slen + tlen);
         memcpy(stream + slen, tail, tlen);
@@ -658,6 +666,19 @@ Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_by_another_ri
 Test(targets, a_flusher_of_rings_killed_after_a_failed_flush_keeps_the_rings_nothing_of_went_out)
 {
     three_rings_one_cut(1);
+}
+
+/* The ring that holds the rest was told by its tail short of its plan, as every ring is that a flush planned and did
+ * not write: the first ring, with its new record, was taken for it and written first, that record glued to the
+ * fragment and the rest written after it on a line of its own. */
+Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flush_that_sent_nothing)
+{
+    three_rings_one_cut(2);
+}
+
+Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flusher_killed_once_it_planned)
+{
+    three_rings_one_cut(3);
 }
 
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
