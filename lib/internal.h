@@ -153,8 +153,9 @@ struct fl__seg {
     atomic_llong due_ns;  /* rings: the first append after it writes every ring (monotonic clock: fl__due_clock); set
                              flush_ns after its plan by every flush of all rings; 0 before the first record */
     uint32_t ring_phase;  /* enum fl__ring_phase */
-    uint32_t ring_rest;   /* on a stream: 1 + the ring whose tail is in the middle of a record that a failed flush
-                             sent in part (fl__drop_sent), written first by the next flush; 0: none */
+    uint32_t flush_rest;  /* on a stream: what holds the rest of a record that a failed flush sent in part, written
+                             first by the next flush (fl__drop_sent): 1 + its ring, or FL__RINGS + 1 for the shared
+                             buffer's front; 0: none */
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
     size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */

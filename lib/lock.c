@@ -87,6 +87,13 @@ static int fl__repair_file_now(forklog *log)
         s->size = s->target;
         if (s->state == FL__FLUSHING)
             s->buf_used = 0;
+        /* A flush that began with the rest of a record a failed flush cut short (flush_rest, fl__drop_sent) counts
+         * it as written too, though the dead flusher may have sent nothing of it: the stream may end in the middle of
+         * that record, and the next record begins with a newline (fl__sync_file), an empty line at worst. */
+        if (s->state == FL__FLUSHING && s->flush_rest >= 1 && s->flush_rest <= FL__RINGS + 1)
+            s->file_known = 2;
+        if (s->state == FL__FLUSHING)
+            s->flush_rest = 0;
         FL__STEP(s->state, FL__IDLE);
         return 0;
     }

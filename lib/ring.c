@@ -246,11 +246,11 @@ static int fl__flush_some(forklog *log, int only)
     int64_t late;
     int64_t planned_at = only < 0 ? fl__due_clock(log, &late) : 0;
     /* A flush to a stream that failed after part of it went out left the rest of a record at the tail of one ring,
-     * which ring_rest names (fl__drop_sent). That rest must follow its first part in the stream before anything else,
+     * which flush_rest names (fl__drop_sent). That rest must follow its first part in the stream before anything else,
      * or a record of another ring (or one written at once after this flush) would cut it in two, glued to its first
      * part: that ring is written first, whichever ring this flush is for. A regular file keeps no such rest (a failed
      * write is cut back), and its rings are written in their order. */
-    const uint32_t rest_at = atomic_load_explicit(&s->regular, memory_order_relaxed) ? 0 : s->ring_rest;
+    const uint32_t rest_at = atomic_load_explicit(&s->regular, memory_order_relaxed) ? 0 : s->flush_rest;
     const int rest = rest_at >= 1 && rest_at <= FL__RINGS; /* more only in a damaged segment: no rest */
     const unsigned cut = rest ? rest_at - 1 : FL__RINGS;
     log->ring_first = rest ? cut : 0;
@@ -330,7 +330,7 @@ void fl__repair_rings(struct fl__seg *s)
     if (s->size == s->ring_target) {
         for (unsigned k = 0; k < FL__RINGS; k++)
             atomic_store_explicit(&s->rings[k].tail, s->rings[k].planned, memory_order_release);
-        s->ring_rest = 0; /* the rest of a record cut short was in the plan (fl__flush_some), and counts as written */
+        s->flush_rest = 0; /* the rest of a record cut short was in the plan (fl__flush_some), and counts as written */
         FL__CRASH(RING_RELEASED);
     }
     FL__STEP(s->ring_phase, FL__RINGS_IDLE);

@@ -114,7 +114,7 @@ static void fl__drop_sent(forklog *log, size_t sent)
     if (s->ring_phase == FL__RINGS_PLANNED) {
         /* The rings in the order they were written. Those that nothing of went out are taken out of the plan (planned
          * at their tail, as a ring the flush was not for). The one ring that went out in part, its tail short of its
-         * plan, holds the rest of a record that went out in part, which the next flush writes first: ring_rest says
+         * plan, holds the rest of a record that went out in part, which the next flush writes first: flush_rest says
          * which, since its plan alone does not (the next plan, which a failed write that sends nothing or a death
          * before the write leaves behind, is short of every ring's tail that holds a record). */
         unsigned rest = 0;
@@ -131,12 +131,17 @@ static void fl__drop_sent(forklog *log, size_t sent)
                 rest = k + 1;
             sent -= (size_t)n;
         }
-        s->ring_rest = rest;
-    } else if (sent < s->buf_used) {
-        memmove(s->buf, s->buf + sent, s->buf_used - sent);
-        s->buf_used -= sent;
+        s->flush_rest = rest;
     } else {
-        s->buf_used = 0;
+        /* The shared buffer goes on from its front, where the rest is; a flusher killed in its next write needs to
+         * know that the stream ends in the middle of a line (fl__repair_file_now). */
+        s->flush_rest = sent < s->buf_used && s->buf[sent - 1] != '\n' ? FL__RINGS + 1 : 0;
+        if (sent < s->buf_used) {
+            memmove(s->buf, s->buf + sent, s->buf_used - sent);
+            s->buf_used -= sent;
+        } else {
+            s->buf_used = 0;
+        }
     }
 }
 
@@ -199,8 +204,10 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
     } else {
         s->size = s->target;
         FL__CRASH(WRITE_SIZED);
-        if (state == FL__FLUSHING)
+        if (state == FL__FLUSHING) {
             s->buf_used = 0;
+            s->flush_rest = 0; /* the rest went out first */
+        }
         FL__CRASH(WRITE_COMMITTED);
     }
     FL__STEP(s->state, FL__IDLE);

@@ -527,6 +527,60 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
     }
 }
 
+/* The flush whose reader goes away fails in this process, and leaves the rest of the record it cut short to the next
+ * flush; the next flusher is a forked child killed before its write (WRITE_BEGIN), which sent nothing. All it was to
+ * write counts as written, as for any flusher that dies on a stream, the rest of the record cut short too: the FIFO
+ * ends in the middle of that record, and the next record, which this process writes and flushes, was glued to it.
+ * What the two readers get, one after the other, is the records in order, each once, the last one sent cut short on
+ * a line of its own, then the next record whole: in the rings, and in the shared buffer of a rotating log. */
+Test(targets, a_buffered_fifo_whose_flusher_dies_before_writing_the_rest_of_a_cut_record_gets_no_glued_line)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    static const char after[] = "the record after the death\n";
+    for (int rotating = 0; rotating < 2; rotating++) {
+        struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+        cr_assert_not_null(r.buf = malloc(r.want));
+        char *stream;
+        size_t slen;
+        forklog *log = buffered_3000(rotating, &stream, &slen);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+        int rc = forklog_flush(log);
+        pthread_join(t, NULL);
+        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+        cr_assert_eq(r.got, r.want);
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_BEGIN, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the flusher was not killed at WRITE_BEGIN");
+        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+        cr_assert_not_null(next.buf = malloc(next.want));
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+        cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        pthread_join(t, NULL);
+        close(next.fd);
+        size_t len = r.got + next.got, alen = sizeof after - 1;
+        char *got = malloc(len + 1);
+        cr_assert_not_null(got);
+        memcpy(got, r.buf, r.got);
+        memcpy(got + r.got, next.buf, next.got);
+        cr_assert_gt(len, r.want + alen, "the next reader got %zu bytes%s", next.got, rotating ? " (rotating)" : "");
+        cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
+                  rotating ? " (rotating)" : "");
+        size_t pre = len - alen - 1; /* the stream's bytes, before the newline that ends the fragment */
+        cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s", got + pre - 40,
+                     rotating ? " (rotating)" : "");
+        cr_assert_lt(pre, slen);
+        cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order%s",
+                  rotating ? " (rotating)" : "");
+        free(got);
+        free(next.buf);
+        free(r.buf);
+        free(stream);
+    }
+}
+
 /* A writer thread that appends n records "<tag> NNNN ..." to its own ring, then waits (its ring stays its own) until
  * told to end. */
 struct ring_writer {
@@ -574,7 +628,9 @@ static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
  * which nothing went out, are written after the first ring's new record. die 2 and 3: as 0, with between the first
  * ring's new record and the next reader a flush that sends nothing (2: no reader, -EPIPE) or a flusher killed once it
  * planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the second ring
- * must still be written first. */
+ * must still be written first. die 4: as 0, then a flusher killed before its write (WRITE_BEGIN), which sent nothing:
+ * all it was to write counts as written, as in 1, and the record this process writes after it gets a line of its own,
+ * not glued to the fragment that the failed flush left in the FIFO. */
 static void three_rings_one_cut(int die)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -617,6 +673,14 @@ static void three_rings_one_cut(int die)
     if (die == 3)
         cr_assert_eq(th_wait_for(killed_at(log, FL__CP_RING_TARGET, -1, NULL, 0), HANG_S), 128 + SIGKILL,
                      "the flusher was not killed at RING_TARGET");
+    if (die == 4) {
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_BEGIN, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the flusher was not killed at WRITE_BEGIN");
+        static const char death[] = "m after the death\n";
+        memcpy(tail, death, sizeof death - 1); /* all that was planned before is gone: the tail is this record */
+        tlen = sizeof death - 1;
+        cr_assert_eq(forklog_write(log, death, tlen), 0);
+    }
     struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
     cr_assert_not_null(next.buf = malloc(next.want));
     cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
@@ -633,7 +697,7 @@ static void three_rings_one_cut(int die)
     cr_assert_not_null(got);
     memcpy(got, r.buf, r.got);
     memcpy(got + r.got, next.buf, next.got);
-    if (die != 1) {
+    if (die != 1 && die != 4) {
         cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
                      slen + tlen);
         memcpy(stream + slen, tail, tlen);
@@ -679,6 +743,11 @@ Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flush
 Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flusher_killed_once_it_planned)
 {
     three_rings_one_cut(3);
+}
+
+Test(targets, a_flusher_of_rings_killed_before_its_write_after_a_failed_flush_leaves_no_glued_line)
+{
+    three_rings_one_cut(4);
 }
 
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
