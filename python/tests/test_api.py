@@ -136,6 +136,58 @@ def test_write_error_is_an_oserror_with_errno():
         assert e.value.errno == errno.ENOSPC
 
 
+def _fifo_reader(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def test_a_fifo_whose_reader_goes_away_is_a_broken_pipe_error_and_the_next_reader_gets_whole_lines(tmp_path):
+    # A log shipper that restarts: the reader of the FIFO goes away in the middle of a record larger than the pipe,
+    # then comes back. Log raises BrokenPipeError; the Handler hands it to handleError() and never raises; the next
+    # reader gets what went out of the cut record on a line of its own, then every later record whole.
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    rfd = _fifo_reader(path)
+    log = forklog.Log(path)
+    h = _Recording(path)
+    lg = _logger("forklog-fifo", h)
+    t = threading.Thread(target=lambda: (os.read(rfd, 1000), time.sleep(0.2), os.close(rfd)))
+    t.start()
+    with pytest.raises(BrokenPipeError) as e:
+        log.write(b"A" * 200000)  # more than the pipe holds: the reader leaves while it is written
+    t.join()
+    assert e.value.errno == errno.EPIPE and "reader" in str(e.value)
+    with pytest.raises(BrokenPipeError):
+        log.info("no reader")
+    lg.info("no reader either")  # no exception here
+    assert len(h.errors) == 1 and h.errors[0][1].errno == errno.EPIPE
+    rfd = _fifo_reader(path)
+    chunks = []
+
+    def drain():  # the fragment fills the pipe: the next records go in only as it is read
+        while True:
+            b = os.read(rfd, 65536)
+            if not b:
+                break
+            chunks.append(b)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    log.info("next record")
+    lg.info("handler record")
+    log.close()
+    h.close()
+    t.join(60)
+    os.close(rfd)
+    got = b"".join(chunks)
+    lines = got.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 4, lines[:-1]
+    assert lines[0] and set(lines[0]) == {ord("A")} and len(lines[0]) < 200000 - 1000
+    assert lines[1].endswith(b" INFO pid=%d next record" % os.getpid()), lines[1]
+    assert lines[2].endswith(b" INFO pid=%d handler record" % os.getpid()), lines[2]
+
+
 def test_open_error_is_an_oserror_with_errno_and_path(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         forklog.Log(str(tmp_path / "missing" / "a.log"))
