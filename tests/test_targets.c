@@ -474,13 +474,11 @@ static pid_t killed_at(forklog *log, enum fl__crash_point cp, int reader, const 
     return pid;
 }
 
-/* The flusher of the flush whose reader goes away is a forked child killed right after it dropped what went out from
- * the buffer or the rings, the state still FLUSHING (WRITE_FAILED): its repair counts all it was writing as written
- * (at most once, as for any flusher that dies on a stream), the rest of the record that went out in part too. That
- * part stays in the FIFO for the next reader, and the next record, which another process writes and flushes, was
- * glued to it. What the two readers get, one after the other, is the records in order, each once, the last one sent
- * cut short on a line of its own, then the next record whole. */
-Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets_no_glued_line)
+/* A buffered log on a FIFO (its writer threads' rings, or the shared buffer of a rotating log) whose reader goes away
+ * in the middle of a flush, and a flusher killed: the flusher of that flush, right after it dropped what went out
+ * (WRITE_FAILED); or (before_rest) the next flusher, before it sent anything of the rest of the record that flush
+ * cut short (WRITE_BEGIN). Then this process writes and flushes one record for the next reader. */
+static void flusher_dies_then_next_record(int before_rest)
 {
     signal(SIGPIPE, SIG_IGN);
     cr_assert_eq(mkfifo(logpath, 0600), 0);
@@ -493,10 +491,19 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
         forklog *log = buffered_3000(rotating, &stream, &slen);
         pthread_t t;
         cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
-        pthread_join(t, NULL);
-        cr_assert_eq(r.got, r.want);
-        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+        if (!before_rest) {
+            pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
+            pthread_join(t, NULL);
+            cr_assert_eq(r.got, r.want);
+            cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+        } else {
+            int rc = forklog_flush(log);
+            pthread_join(t, NULL);
+            cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+            cr_assert_eq(r.got, r.want);
+            cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_BEGIN, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                         "the flusher was not killed at WRITE_BEGIN");
+        }
         struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
         cr_assert_not_null(next.buf = malloc(next.want));
         cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
@@ -527,6 +534,17 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
     }
 }
 
+/* The flusher of the flush whose reader goes away is a forked child killed right after it dropped what went out from
+ * the buffer or the rings, the state still FLUSHING (WRITE_FAILED): its repair counts all it was writing as written
+ * (at most once, as for any flusher that dies on a stream), the rest of the record that went out in part too. That
+ * part stays in the FIFO for the next reader, and the next record, which another process writes and flushes, was
+ * glued to it. What the two readers get, one after the other, is the records in order, each once, the last one sent
+ * cut short on a line of its own, then the next record whole. */
+Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets_no_glued_line)
+{
+    flusher_dies_then_next_record(0);
+}
+
 /* The flush whose reader goes away fails in this process, and leaves the rest of the record it cut short to the next
  * flush; the next flusher is a forked child killed before its write (WRITE_BEGIN), which sent nothing. All it was to
  * write counts as written, as for any flusher that dies on a stream, the rest of the record cut short too: the FIFO
@@ -535,50 +553,7 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets
  * a line of its own, then the next record whole: in the rings, and in the shared buffer of a rotating log. */
 Test(targets, a_buffered_fifo_whose_flusher_dies_before_writing_the_rest_of_a_cut_record_gets_no_glued_line)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    static const char after[] = "the record after the death\n";
-    for (int rotating = 0; rotating < 2; rotating++) {
-        struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
-        cr_assert_not_null(r.buf = malloc(r.want));
-        char *stream;
-        size_t slen;
-        forklog *log = buffered_3000(rotating, &stream, &slen);
-        pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-        int rc = forklog_flush(log);
-        pthread_join(t, NULL);
-        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
-        cr_assert_eq(r.got, r.want);
-        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_BEGIN, -1, NULL, 0), HANG_S), 128 + SIGKILL,
-                     "the flusher was not killed at WRITE_BEGIN");
-        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
-        cr_assert_not_null(next.buf = malloc(next.want));
-        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-        cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
-        cr_assert_eq(forklog_flush(log), 0);
-        cr_assert_eq(forklog_close(log), 0);
-        pthread_join(t, NULL);
-        close(next.fd);
-        size_t len = r.got + next.got, alen = sizeof after - 1;
-        char *got = malloc(len + 1);
-        cr_assert_not_null(got);
-        memcpy(got, r.buf, r.got);
-        memcpy(got + r.got, next.buf, next.got);
-        cr_assert_gt(len, r.want + alen, "the next reader got %zu bytes%s", next.got, rotating ? " (rotating)" : "");
-        cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
-                  rotating ? " (rotating)" : "");
-        size_t pre = len - alen - 1; /* the stream's bytes, before the newline that ends the fragment */
-        cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s", got + pre - 40,
-                     rotating ? " (rotating)" : "");
-        cr_assert_lt(pre, slen);
-        cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order%s",
-                  rotating ? " (rotating)" : "");
-        free(got);
-        free(next.buf);
-        free(r.buf);
-        free(stream);
-    }
+    flusher_dies_then_next_record(1);
 }
 
 /* A writer thread that appends n records "<tag> NNNN ..." to its own ring, then waits (its ring stays its own) until
