@@ -11,6 +11,9 @@
  *     a pipe, and the parent starts the clock when it closes that pipe. A cell ends when the last writer has
  *     written its last record (for the buffered mode: after its forklog_flush()). Process start and exit are
  *     not timed.
+ *   - Warm-up: before the first round of each size and P, every method runs once unrecorded (-w; default 1). On
+ *     a virtual machine, the first writes into memory the guest never touched wait for the host to back it
+ *     (5-10x slower here), and the cells run first took that for their own cost.
  *   - Rounds: for round r (0..R-1), every selected method runs once, in an order rotated by r, so slow drift of
  *     the machine hits every method alike. The rate of a cell is the median of its R runs; the spread is min-max
  *     (and the inter-quartile range in CSV). The ratio is this median over the floor's median for the same size
@@ -149,6 +152,7 @@ struct config {
     int methods[M_COUNT];
     int nmethods;
     int repeats;
+    int warmup;     /* unrecorded rounds before the first of each size and P */
     size_t records; /* 0: default per size */
     int per_writer;
     int sample_every;
@@ -958,6 +962,8 @@ static void usage(FILE *f)
                "              formats and four typed fields, text) and their -buf forms (FORKLOG_BUFFERED); short\n"
                "              forms without forklog- (fmt-request, kv4-buf, ...)\n"
                "  -r N        runs of every cell (default 5); the median is reported\n"
+               "  -w N        unrecorded rounds of every method before the first run of each size and P (default\n"
+               "              1): the first writes of a fresh machine fault in memory the later ones reuse\n"
                "  -n N        records per cell, split over the P writers (default per size: 300000 for <=256 B,\n"
                "              1000000 for the buffered methods there; 150000 for <=4 KiB, 8000 above)\n"
                "  --per-writer  -n counts records per writer instead of per cell\n"
@@ -1014,6 +1020,7 @@ static void parse_args(int argc, char **argv, struct config *c)
         c->methods[m] = m;
     c->nmethods = M_COUNT;
     c->repeats = 5;
+    c->warmup = 1;
     c->sample_every = 8;
     c->timeout_s = 120;
     int r_set = 0;
@@ -1035,7 +1042,7 @@ static void parse_args(int argc, char **argv, struct config *c)
             c->any_fs = 1;
         } else if (!strcmp(a, "--keep")) {
             c->keep_files = 1;
-        } else if (a[0] == '-' && strchr("PsmrnSdt", a[1]) && a[1] && !a[2]) {
+        } else if (a[0] == '-' && strchr("PsmrwnSdt", a[1]) && a[1] && !a[2]) {
             if (!v) {
                 usage(stderr);
                 die("%s needs a value", a);
@@ -1076,6 +1083,11 @@ static void parse_args(int argc, char **argv, struct config *c)
                     die("bad -r value: %s (1..64)", v);
                 c->repeats = (int)x;
                 r_set = 1;
+                break;
+            case 'w':
+                if (parse_size(v, &x) < 0 || x > 64)
+                    die("bad -w value: %s (0..64)", v);
+                c->warmup = (int)x;
                 break;
             case 'n':
                 if (parse_size(v, &x) < 0 || x < 1)
@@ -1174,9 +1186,10 @@ int main(int argc, char **argv)
     fprintf(out, "%sdir %s (fs: %s, statfs type 0x%lx)\n", cm, dir, fs, (unsigned long)sfs.f_type);
     fprintf(out, "%sload at start (/proc/loadavg): %s\n", cm, load0);
     fprintf(out,
-            "%swork: %s; %d runs per cell, methods rotated per round; latency: 1 call in %d timed (random gaps)%s\n",
+            "%swork: %s; %d runs per cell after %d warm-up round(s), methods rotated per round; latency: 1 call in %d "
+            "timed (random gaps)%s\n",
             cm, c.per_writer ? "fixed records per writer" : "fixed records per cell, split over the P writers",
-            c.repeats, c.sample_every, c.quick ? "; QUICK mode" : "");
+            c.repeats, c.warmup, c.sample_every, c.quick ? "; QUICK mode" : "");
     fflush(out);
 
     int64_t tstart = now_ns();
@@ -1193,11 +1206,19 @@ int main(int argc, char **argv)
             int procs = c.procs[pi];
             fprintf(stderr, "forklog_bench: size %zu, P=%d, %d rounds of %d methods...\n", size, procs, c.repeats,
                     c.nmethods);
-            for (int round = 0; round < c.repeats; round++) {
+            for (int round = -c.warmup; round < c.repeats; round++) {
                 for (int k = 0; k < c.nmethods; k++) {
-                    int m = c.methods[(k + round) % c.nmethods];
+                    int m = c.methods[((k + round) % c.nmethods + c.nmethods) % c.nmethods];
                     struct cell *cl = &cells[pi][m];
                     size_t n = records_per_cell(&c, size, m);
+                    if (round < 0) {
+                        /* A warm-up run: its time and latencies are dropped. */
+                        int64_t *wl = NULL;
+                        size_t wn = 0, wcap = 0;
+                        (void)run_once(&c, m, procs, size, n, dir, &wl, &wn, &wcap);
+                        free(wl);
+                        continue;
+                    }
                     int64_t ns = run_once(&c, m, procs, size, n, dir, &cl->lat, &cl->nlat, &cl->cap_lat);
                     size_t total = c.per_writer ? n * (size_t)procs : n;
                     cl->records = total;
