@@ -52,6 +52,8 @@
 enum method {
     M_FLOOR, /* unlocked write(2) on the O_APPEND descriptor the parent opened before fork */
     M_OWNFD, /* unlocked write(2); each writer opens the file itself (own open file description) */
+    M_BULK,  /* unlocked write(2) of a 64 KiB block of whole records, each writer's own, on the inherited
+              * descriptor: the kernel's copy into the file alone, the most any buffered method can reach */
     M_FLOCK, /* flock(LOCK_EX) / write / flock(LOCK_UN); each writer opens its own descriptor (flock locks
               * belong to the open file description, so an inherited one would not exclude anybody) */
     M_FCNTL, /* fcntl(F_SETLKW) whole-file write lock / write / unlock on the inherited descriptor */
@@ -77,6 +79,7 @@ enum method {
 
 static const char *const method_names[M_COUNT] = {"floor",
                                                   "own-fd",
+                                                  "bulk",
                                                   "flock",
                                                   "fcntl",
                                                   "sem",
@@ -110,6 +113,13 @@ static int method_is_buffered(int m)
     return m == M_BUF || m >= M_FMT_REQ_B;
 }
 
+/* Methods whose records go to the file in blocks (forklog's buffered ones and the bulk bound): their cells get more
+ * records. */
+static int method_is_batched(int m)
+{
+    return method_is_buffered(m) || m == M_BULK;
+}
+
 /* A formatted method's message is `before` bytes, the checked body, `after` bytes. */
 #define KV4_TAIL " method=GET status=200 cost=0.001234567 bytes=4321"
 static size_t fmt_before(int m)
@@ -136,6 +146,7 @@ static size_t fmt_after(int m)
 #define MAX_LIST    16
 #define MAX_WRITERS 512
 #define HDR_LEN     13 /* "www.ssssssss." : writer id (3 hex), sequence (8 hex), dots */
+#define BULK_BLOCK  65536
 
 /* Bytes around the message in a forklog_log record, with a pid of up to 7 digits (text:
  * `2026-11-28T16:05:13.123456Z INFO pid=NNNNNNN msg\n`, JSON:
@@ -360,6 +371,11 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
         if (fd < 0)
             child_fail(sh, "open %s: %s", r->path, strerror(errno));
     }
+    /* M_BULK: the block (64 KiB, or one record when a record is larger) and the bytes in it. */
+    char *block = NULL;
+    size_t bcap = blen > BULK_BLOCK ? blen : BULK_BLOCK, bused = 0;
+    if (m == M_BULK)
+        block = xmalloc(bcap);
     struct flock lk;
     memset(&lk, 0, sizeof lk);
     lk.l_whence = SEEK_SET;
@@ -398,6 +414,14 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
         switch (m) {
         case M_FLOOR:
         case M_OWNFD: write_once(sh, fd, rec, blen); break;
+        case M_BULK:
+            if (bused + blen > bcap) {
+                write_once(sh, fd, block, bused);
+                bused = 0;
+            }
+            memcpy(block + bused, rec, blen);
+            bused += blen;
+            break;
         case M_FLOCK:
             while ((rc = flock(fd, LOCK_EX)) < 0 && errno == EINTR) {
             }
@@ -457,6 +481,9 @@ static void writer(const struct run *r, unsigned w, int ready_fd, int go_fd)
         if (rc != 0)
             child_fail(sh, "%s record %zu returned %d (%s)", method_names[m], i, rc, rc < 0 ? strerror(-rc) : "cut");
     }
+    if (bused)
+        write_once(sh, fd, block, bused);
+    free(block);
     if (method_is_buffered(m)) {
         int rc = forklog_flush(r->log);
         if (rc != 0)
@@ -955,7 +982,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: forklog_bench [options]\n"
                "  -P LIST     writer counts, comma-separated (default 1,2,4,8)\n"
                "  -s LIST     record sizes in bytes, K/M suffixes allowed (default 100,1K,64K)\n"
-               "  -m LIST     methods (default all): floor,own-fd,flock,fcntl,sem,forklog-raw,forklog-text,\n"
+               "  -m LIST     methods (default all): floor,own-fd,bulk,flock,fcntl,sem,forklog-raw,forklog-text,\n"
                "              forklog-json,forklog-buffered,forklog-join (short forms: raw,text,json,buffered,join;\n"
                "              join: writers exec'd, each opening the log itself), forklog-fmt-request,\n"
                "              forklog-fmt-items, forklog-fmt-pair, forklog-kv4 (records as users write them: printf\n"
@@ -965,7 +992,7 @@ static void usage(FILE *f)
                "  -w N        unrecorded rounds of every method before the first run of each size and P (default\n"
                "              1): the first writes of a fresh machine fault in memory the later ones reuse\n"
                "  -n N        records per cell, split over the P writers (default per size: 300000 for <=256 B,\n"
-               "              1000000 for the buffered methods there; 150000 for <=4 KiB, 8000 above)\n"
+               "              1000000 for the buffered methods and bulk there; 150000 for <=4 KiB, 8000 above)\n"
                "  --per-writer  -n counts records per writer instead of per cell\n"
                "  -S N        time 1 call in N on average, random gaps (default 8; 1 = every call)\n"
                "  -d DIR      directory for the files (a fresh subdirectory is made there; default /var/tmp)\n"
@@ -1124,7 +1151,7 @@ static void parse_args(int argc, char **argv, struct config *c)
 static size_t default_records(size_t size, int m)
 {
     if (size <= 256)
-        return method_is_buffered(m) ? 1000000 : 300000;
+        return method_is_batched(m) ? 1000000 : 300000;
     return size <= 4096 ? 150000 : 8000;
 }
 
@@ -1237,7 +1264,7 @@ int main(int argc, char **argv)
             size_t n = records_per_cell(&c, size, M_FLOOR), nb = records_per_cell(&c, size, M_BUF);
             int any_buffered = 0;
             for (int k = 0; k < c.nmethods; k++)
-                any_buffered |= method_is_buffered(c.methods[k]);
+                any_buffered |= method_is_batched(c.methods[k]);
             char more[64] = "";
             if (any_buffered && nb != n)
                 snprintf(more, sizeof more, " (buffered methods: %zu)", nb);
