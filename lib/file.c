@@ -414,6 +414,12 @@ static int fl__sync_file_slow(forklog *log)
         if (fstat(log->fd, &st) < 0)
             return -errno;
         const int reg = S_ISREG(st.st_mode);
+        /* A failed flush to a stream left the rest of a record it sent in part, for the next flush to begin with
+         * (fl__drop_sent); in another file, a regular one or another stream, that rest would begin it with a
+         * fragment. Its first part went to the stream the log knew last (ino and dev, overwritten below). */
+        if (s->flush_rest && ((s->flush_rest & FL__REST_DROPPING) || reg || (uint64_t)st.st_ino != s->ino ||
+                              (uint64_t)st.st_dev != s->dev))
+            fl__drop_rest(log);
         if (reg ? fl__ends_mid_line(log->fd, (uint64_t)st.st_size) : s->file_known == 2) {
             /* The file ends in the middle of a line (a stream: a record failed after part of it went out, see
              * fl__write_commit): a newline ends it first, or the first record would be glued onto it and no reader

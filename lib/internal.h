@@ -108,11 +108,12 @@ struct fl__seg_head {
  * bearing its pid and tid (its own, or a gone thread's whose pid and tid came back) takes it by moving the tag
  * with a compare-and-swap, and a ring is freed (0) only by a compare-and-swap of the word its freer found gone:
  * of the two, the second fails. */
-#define FL__RINGS        64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
-#define FL__OWNER_ID     ((1ull << 44) - 1) /* the pid and tid bits of an owner word */
-#define FL__OWNER_TAG    (1ull << 44)       /* one step of its tag */
-#define FL__OWNER_PID(w) ((long)((w) >> 22 & ((1u << 22) - 1)))
-#define FL__OWNER_TID(w) ((long)((w) & ((1u << 22) - 1)))
+#define FL__RINGS         64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
+#define FL__REST_DROPPING 0x80000000u        /* in flush_rest: see there */
+#define FL__OWNER_ID      ((1ull << 44) - 1) /* the pid and tid bits of an owner word */
+#define FL__OWNER_TAG     (1ull << 44)       /* one step of its tag */
+#define FL__OWNER_PID(w)  ((long)((w) >> 22 & ((1u << 22) - 1)))
+#define FL__OWNER_TID(w)  ((long)((w) & ((1u << 22) - 1)))
 struct fl__ring {
     _Alignas(64) atomic_ullong owner; /* tag << 44 | pid << 22 | tid of the writer thread; 0: free */
     atomic_ullong head;               /* bytes published by the owner */
@@ -155,7 +156,8 @@ struct fl__seg {
     uint32_t ring_phase;  /* enum fl__ring_phase */
     uint32_t flush_rest;  /* on a stream: what holds the rest of a record that a failed flush sent in part, written
                              first by the next flush (fl__drop_sent): 1 + its ring, or FL__RINGS + 1 for the shared
-                             buffer's front; 0: none */
+                             buffer's front; 0: none. With FL__REST_DROPPING: the log moved to another file, and the
+                             ring's rest, which ends where its `planned` says, is being dropped (fl__drop_rest) */
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
     size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */
@@ -372,6 +374,8 @@ FL__INTERNAL int fl__utf8_valid(const char *s, size_t len);
     X(REOPEN_SEEN, "a reopen request became a new generation, before anybody reopened")                                \
     X(REOPEN_OPENED, "path was reopened by name, before the new descriptor replaced the old")                          \
     X(FILE_NEWLINE, "a newline ended the unfinished last line of a new generation's file, before its size is read")    \
+    X(REST_MARKED, "the log moved off a stream that holds a record's first part: where its rest ends is marked")       \
+    X(REST_DROPPED, "the rest of a record cut short in a stream the log moved off was dropped from its ring")          \
     X(FILE_KNOWN, "the size and identity of a new generation's file were read, before the write")                      \
     X(ROTATE_BEGIN, "state ROTATING, before the first rename")                                                         \
     X(ROTATE_RENAMED, "one rename of the rotation was done (one hit per rename)")                                      \
@@ -655,6 +659,10 @@ FL__INTERNAL int fl__flush_rings(forklog *log);
 /* After a holder died in a rings flush (ring_phase PLANNED): the tails move past the data if it reached the file.
  * Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_rings(struct fl__seg *s);
+
+/* The log's file is no longer the stream that a failed flush sent the first part of a record to (flush_rest): the
+ * rest of that record is dropped from its ring, and no longer written first. Lock held, from fl__sync_file. */
+FL__INTERNAL void fl__drop_rest(forklog *log);
 
 /* Lock held, before a record that is written at once (a guest's, or one that takes no ring): whether what the log
  * buffers (every ring; for a guest, the shared buffer too) is to be written first, for the age bound. A native

@@ -245,6 +245,9 @@ static int fl__flush_some(forklog *log, int only)
     size_t total = 0;
     int64_t late;
     int64_t planned_at = only < 0 ? fl__due_clock(log, &late) : 0;
+plan:
+    n = 0;
+    total = 0;
     /* A flush to a stream that failed after part of it went out left the rest of a record at the tail of one ring,
      * which flush_rest names (fl__drop_sent). That rest must follow its first part in the stream before anything else,
      * or a record of another ring (or one written at once after this flush) would cut it in two, glued to its first
@@ -300,6 +303,9 @@ static int fl__flush_some(forklog *log, int only)
         int rc = fl__sync_file(log);
         if (rc < 0)
             return rc;
+        /* The move may have dropped the rest of a record from a ring (fl__drop_rest), or ended what the rest was
+         * written first for: planned again, on the new file. */
+        goto plan;
     }
     s->ring_target = s->size + total;
     FL__CRASH(RING_TARGET);
@@ -314,6 +320,39 @@ static int fl__flush_some(forklog *log, int only)
         FL__STEP(s->ring_phase, FL__RINGS_IDLE); /* nothing written: the tails stay */
     }
     return rc;
+}
+
+void fl__drop_rest(forklog *log)
+{
+    struct fl__seg *s = log->seg;
+    const uint32_t fr = s->flush_rest;
+    const size_t cap = log->ring_cap;
+    if (!(fr & FL__REST_DROPPING)) {
+        /* The rest is the ring's bytes from its tail to the first newline. The shared buffer's (FL__RINGS + 1)
+         * stays: its front cannot be taken off in a step that a death leaves either done or undone. */
+        if (fr >= 1 && fr <= FL__RINGS && cap) {
+            struct fl__ring *r = &s->rings[fr - 1];
+            const uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+            const uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+            const unsigned char *d = fl__ring_data(log, fr - 1);
+            uint64_t e = t;
+            while (e != h && e - t < cap && d[e % cap] != '\n')
+                e++;
+            /* Where the rest ends is kept where no step before the next flush's plan looks (the ring's plan was
+             * given up when that flush failed), then the mark: a holder killed from here on leaves the drop for the
+             * next one to finish, to the same place, however often it is done again. */
+            r->planned = e != h && e - t < cap ? e + 1 : t;
+            FL__STEP(s->flush_rest, fr | FL__REST_DROPPING);
+            FL__CRASH(REST_MARKED);
+        }
+    }
+    const uint32_t k = (s->flush_rest & ~FL__REST_DROPPING) - 1;
+    if ((s->flush_rest & FL__REST_DROPPING) && k < FL__RINGS) {
+        struct fl__ring *r = &s->rings[k];
+        atomic_store_explicit(&r->tail, r->planned, memory_order_release);
+        FL__CRASH(REST_DROPPED);
+    }
+    FL__STEP(s->flush_rest, 0);
 }
 
 int fl__flush_rings(forklog *log)

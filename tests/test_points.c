@@ -52,7 +52,8 @@ static const struct mode modes[] = {
  * records: test_join kills there. The rings' ownership points
  * ("") are passed only when a thread finds a ring bearing its pid and tid, or every ring taken: test_ring kills or
  * stops there. WRITE_FAILED ("") is passed only by a write that fails: test_targets kills there, after a FIFO's
- * reader went away in the middle of a record or a flush. */
+ * reader went away in the middle of a record or a flush. REST_MARKED and REST_DROPPED ("") are passed only when the
+ * log moves off a FIFO after such a flush: test_targets kills there. */
 static const struct {
     const char *point;
     const char *modes;
@@ -71,6 +72,8 @@ static const struct {
     {"REOPEN_SEEN", "DCBRQ"},
     {"REOPEN_OPENED", "DCBRQ"},
     {"FILE_NEWLINE", ""},
+    {"REST_MARKED", ""},
+    {"REST_DROPPED", ""},
     {"FILE_KNOWN", "DCBRQ"},
     {"ROTATE_BEGIN", "RQ"},
     {"ROTATE_RENAMED", "RQ"},

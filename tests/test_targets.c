@@ -594,6 +594,75 @@ static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
         *slen += (size_t)ring_record(stream + *slen, 128, w->tag, i);
 }
 
+/* The log moves to a regular file (the FIFO removed, forklog_reopen() creates a file at path) after a failed flush
+ * cut a record of ring `t` short in the FIFO (sent: the bytes of the stream its reader read). The rest of that record
+ * belongs to the FIFO its first part went to: the new file must hold whole records only, every record of `t` after
+ * the one cut short, the first ring's new record and `u`'s, each once, `t`'s in order. how 0: the move in this
+ * process; 1 and 2: the mover is a forked child killed at REST_MARKED or REST_DROPPED, in the middle of dropping
+ * the rest, and this process finishes the move. */
+static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, size_t sent, int how,
+                                 struct ring_writer *w, struct ring_writer *u)
+{
+    static const char after[] = "m after the move\n";
+    /* What the pipe took beyond what the reader read went out too: the FIFO keeps it for its next reader. */
+    int rd = open(logpath, O_RDONLY | O_NONBLOCK);
+    cr_assert_geq(rd, 0);
+    char chunk[4096];
+    ssize_t got_n;
+    while ((got_n = read(rd, chunk, sizeof chunk)) > 0) {
+        cr_assert(memcmp(chunk, stream + sent, (size_t)got_n) == 0, "the FIFO holds other bytes than the stream's");
+        sent += (size_t)got_n;
+    }
+    close(rd);
+    size_t cut = sent;
+    while (cut < slen && stream[cut - 1] != '\n')
+        cut++; /* the end of the record that went out in part */
+    cr_assert_lt(cut, slen);
+    cr_assert_neq(stream[sent - 1], '\n', "the failed flush did not cut a record");
+    cr_assert_eq(stream[cut], 't', "the record cut short is not the second ring's");
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    if (how) {
+        const int point = how == 1 ? FL__CP_REST_MARKED : FL__CP_REST_DROPPED;
+        cr_assert_eq(th_wait_for(killed_at(log, point, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the mover was not killed at %s", how == 1 ? "REST_MARKED" : "REST_DROPPED");
+    }
+    cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_barrier_wait(&w->end);
+    pthread_barrier_wait(&u->end);
+    pthread_join(w->t, NULL);
+    pthread_join(u->t, NULL);
+    size_t len;
+    char *got = th_slurp(logpath, &len);
+    unsigned next_t = 0, next_u = 0, afters = 0;
+    cr_assert_eq(sscanf(stream + cut, "t %u", &next_t), 1);
+    const unsigned first_t = next_t;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(got + at, '\n', len - at);
+        cr_assert_not_null(nl, "the file ends in the middle of a line: %.60s", got + at);
+        size_t n = (size_t)(nl - (got + at)) + 1;
+        char rec[128];
+        unsigned i = 0;
+        if (n == sizeof after - 1 && memcmp(got + at, after, n) == 0) {
+            afters++;
+        } else {
+            cr_assert(n < sizeof rec && sscanf(got + at, "%*c %u", &i) == 1 && (got[at] == 't' || got[at] == 'u') &&
+                          (size_t)ring_record(rec, sizeof rec, got[at], i) == n && memcmp(rec, got + at, n) == 0,
+                      "a line of the new file is not a whole record: %.*s", (int)(n < 60 ? n : 60), got + at);
+            unsigned *next = got[at] == 't' ? &next_t : &next_u;
+            cr_assert_eq(i, *next, "record %c %u where %u was due", got[at], i, *next);
+            (*next)++;
+        }
+        at += n;
+    }
+    cr_assert_eq(afters, 1);
+    cr_assert_eq(next_t, w->n, "the second ring's records end at %u of %u (from %u)", next_t, w->n, first_t);
+    cr_assert_eq(next_u, u->n);
+    free(got);
+}
+
 /* The flush whose reader goes away writes three rings, and stops in the middle of a record of the second; nothing of
  * the third went out. The first ring gets a record since. die 0: the flush fails in this process, and the rest of
  * the record cut short is what the next flush must begin with; it began with the first ring, and the record was cut
@@ -642,6 +711,13 @@ static void three_rings_one_cut(int die)
         cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
     }
     cr_assert_eq(r.got, r.want);
+    if (die >= 5) {
+        moved_on_after_a_cut(log, stream, slen, r.got, die - 5, &w, &u);
+        free(r.buf);
+        free(stream);
+        free(tail);
+        return;
+    }
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
     if (die == 2)
         cr_assert_eq(forklog_flush(log), -EPIPE, "a flush with no reader");
@@ -723,6 +799,21 @@ Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flush
 Test(targets, a_flusher_of_rings_killed_before_its_write_after_a_failed_flush_leaves_no_glued_line)
 {
     three_rings_one_cut(4);
+}
+
+Test(targets, a_record_cut_in_a_fifo_is_not_continued_in_the_file_the_log_moves_to)
+{
+    three_rings_one_cut(5);
+}
+
+Test(targets, a_mover_killed_once_it_marked_where_the_rest_of_a_cut_record_ends_leaves_whole_records)
+{
+    three_rings_one_cut(6);
+}
+
+Test(targets, a_mover_killed_once_it_dropped_the_rest_of_a_cut_record_leaves_whole_records)
+{
+    three_rings_one_cut(7);
 }
 
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
