@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <grp.h>
 #include <pthread.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
@@ -814,6 +815,93 @@ Test(targets, a_mover_killed_once_it_marked_where_the_rest_of_a_cut_record_ends_
 Test(targets, a_mover_killed_once_it_dropped_the_rest_of_a_cut_record_leaves_whole_records)
 {
     three_rings_one_cut(7);
+}
+
+/* A direct writer's record of 200,000 bytes into a FIFO nobody reads yet, and the writer killed: by SIGKILL while
+ * it waits in write(2) on the full pipe (how 0), or right after a write(2) that sent all of it (how 1: WRITE_DONE,
+ * before the size moved); how 2: as 0, the same bytes as 2,000 buffered records of 100 bytes, their flusher killed.
+ * Then a reader comes, and this process writes "after". 0 and 2: the reader gets the 65,536 bytes the pipe took, a
+ * newline, and "after" on a line of its own (before, "after" was glued to the fragment, and the line made of both was
+ * neither record); 1: the whole record, and "after" after one empty line at most. */
+static void big_record_writer_killed(int how)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    const size_t big = 200000;
+    struct short_reader r = {.fd = open_reader(logpath), .want = big + 64};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    struct forklog_options o = {.flags = how == 2 ? FORKLOG_BUFFERED : 0, .flush_ms = 600000};
+    forklog *log = open_log(logpath, &o);
+    char *rec = line_of_a(big);
+    if (how == 2) /* the same bytes as 2,000 records of 100 bytes, buffered */
+        for (size_t i = 0; i < big; i += 100)
+            rec[i + 99] = '\n';
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        close(r.fd);
+        if (how == 1)
+            fl__crash_arm(FL__CP_WRITE_DONE, 1, FL__CRASH_KILL);
+        if (how == 2) {
+            for (size_t i = 0; i < big; i += 100)
+                if (forklog_write(log, rec + i, 100) != 0)
+                    _exit(2);
+            (void)forklog_flush(log);
+        } else {
+            (void)forklog_write(log, rec, big);
+        }
+        _exit(1);
+    }
+    pthread_t t;
+    if (how == 1) {
+        /* The child's write of all of it needs a reader. */
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &r), 0);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the writer was not killed at WRITE_DONE");
+    } else {
+        int full = 0;
+        for (int i = 0; i < 10000 && full < 65536; i++) {
+            cr_assert_eq(ioctl(r.fd, FIONREAD, &full), 0);
+            usleep(1000);
+        }
+        cr_assert_eq(full, 65536, "the pipe did not fill up: %d bytes", full);
+        usleep(20000); /* the writer waits in write(2) for room */
+        cr_assert_eq(kill(pid, SIGKILL), 0);
+        cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &r), 0);
+    }
+    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(r.fd);
+    if (how == 1) {
+        cr_assert(r.got == big + 6 || r.got == big + 7, "the reader got %zu bytes", r.got);
+        cr_assert(memcmp(r.buf, rec, big) == 0, "the record is not whole");
+        const char *end = r.got == big + 7 ? "\nafter\n" : "after\n";
+        cr_assert(memcmp(r.buf + big, end, r.got - big) == 0, "after the record: %.7s", r.buf + big);
+    } else {
+        cr_assert_eq(r.got, (size_t)65536 + 7, "the reader got %zu bytes", r.got);
+        cr_assert(memcmp(r.buf, rec, 65536) == 0, "the stream is not the first 65,536 bytes of the records");
+        cr_assert(memcmp(r.buf + 65536, "\nafter\n", 7) == 0, "the next record is glued to the fragment: ...%.17s",
+                  r.buf + 65526);
+    }
+    free(r.buf);
+    free(rec);
+}
+
+Test(targets, a_writer_killed_in_the_middle_of_a_big_record_to_a_fifo_leaves_the_next_record_a_line_of_its_own)
+{
+    big_record_writer_killed(0);
+}
+
+Test(targets, a_writer_killed_after_a_big_record_went_whole_to_a_fifo_leaves_at_most_an_empty_line)
+{
+    big_record_writer_killed(1);
+}
+
+Test(targets, a_flusher_killed_in_the_middle_of_its_flush_to_a_fifo_leaves_the_next_record_a_line_of_its_own)
+{
+    big_record_writer_killed(2);
 }
 
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
