@@ -21,6 +21,7 @@ _KEYS = {"short": 0, "ecs": 1}
 _FORMAT_TEXT, _FORMAT_JSON = 0, 1
 
 _UINT_MAX = 2**32 - 1
+_INT_MAX = 2**31 - 1
 _SIZE_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_size_t)) - 1
 _ERRBUF = 512
 
@@ -80,6 +81,11 @@ def _name_opt(name):
         raise OptionError("forklog: name must be a str of 1 to 64 bytes of UTF-8 without control characters, "
                           "not %r" % (name,))
     return b
+
+
+def _is_fd(path):
+    # A descriptor, as open() takes one: an int, but not a bool.
+    return isinstance(path, int) and not isinstance(path, bool)
 
 
 def _path_bytes(path):
@@ -360,6 +366,12 @@ class Log:
     `.NAME.forklog` beside the log. A process forked after the open (a multiprocessing worker with the "fork"
     start method, os.fork()) may use the inherited object as is: the C handle is fork-safe.
 
+    `path` may also be a file descriptor (an int, as open() takes one) that the program already has: stdout or
+    stderr (a pipe, a terminal, a unix socket such as the journal's), a pipe, a socket or a file, through
+    forklog_open_fd(). The log then has a lock of its own, shared with the processes forked after the open only;
+    the caller keeps the descriptor (the log writes through a duplicate). Such a log has no path (`path` is
+    None), cannot rotate (rotate_bytes, rotate_keep) and cannot be sent to another process.
+
     Options (keyword only; 0 means the C library's default, or, for the settings the log's users share, whatever
     the log's current users have):
       level        minimum level written: 'debug', 'info' (default), 'warn', 'error' or forklog.DEBUG .. ERROR
@@ -405,7 +417,16 @@ class Log:
         self._holding = []
         if unknown:
             raise OptionError("forklog: no option named %s" % ", ".join(sorted(unknown)))
-        bpath = _path_bytes(path)
+        fd = path if _is_fd(path) else None
+        if fd is not None:
+            if fd < 0 or fd > _INT_MAX:
+                raise OptionError("forklog: a descriptor must be from 0 to %d, not %d" % (_INT_MAX, fd))
+            if not _native.HAVE_OPEN_FD:
+                raise OptionError("forklog: a log of a descriptor needs a newer libforklog than %s"
+                                  % _native.library_path)
+            bpath = None
+        else:
+            bpath = _path_bytes(path)
         self._settings = dict(level=level, json=json, buffered=buffered, sync=sync, private=private,
                               rotate_bytes=rotate_bytes, rotate_keep=rotate_keep, flush_ms=flush_ms,
                               buffer_size=buffer_size, max_record=max_record, mode=mode, owner=owner,
@@ -453,7 +474,10 @@ class Log:
         o.error = ctypes.cast(errbuf, ctypes.c_void_p)
         o.error_size = _ERRBUF
         h = ctypes.c_void_p()
-        rc = _native.lib.forklog_open(ctypes.byref(h), bpath, ctypes.byref(po))
+        if fd is None:
+            rc = _native.lib.forklog_open(ctypes.byref(h), bpath, ctypes.byref(po))
+        else:
+            rc = _native.lib.forklog_open_fd(ctypes.byref(h), fd, ctypes.byref(po))
         if rc < 0:
             why = errbuf.value.decode("utf-8", "replace")
             if rc == -_errno.EINVAL and " conflicts with " not in why:
@@ -462,13 +486,14 @@ class Log:
                 # together, which only the C library checks: a max_record too small for the prefix that the name,
                 # the key set and tid make.
                 raise OptionError("forklog: %s" % (why or "an option the C library refused"))
-            raise _oserror(rc, "forklog_open", bpath, why)
+            raise _oserror(rc, "forklog_open" if fd is None else "forklog_open_fd", bpath, why)
         self._h = h.value
         self._hv = h
         self._handle = h.value
         self._hbox.append(h.value)
         # The absolute path, so that a pickled Log reopens the same file wherever it is unpickled.
-        self._path = os.path.abspath(os.fsdecode(path))
+        self._path = os.path.abspath(os.fsdecode(path)) if fd is None else None
+        self._fd = fd
         self._level = o.level
         self._pid = os.getpid()
         _all_logs.add(self)
@@ -550,7 +575,7 @@ class Log:
         the same options for this call alone."""
         if not self._exit_closed:
             raise ValueError("forklog: I/O operation on a closed log")
-        with Log(self._path, **self._settings) as once:
+        with Log(self._path if self._fd is None else self._fd, **self._settings) as once:
             return getattr(once, method)(*args)
 
     def _reinit_after_fork(self):
@@ -564,8 +589,14 @@ class Log:
     # ---- the public API --------------------------------------------------------------------------------------
     @property
     def path(self):
-        """The log's absolute path."""
+        """The log's absolute path; None for a log of a descriptor."""
         return self._path
+
+    @property
+    def fd(self):
+        """The descriptor the log was opened on (the caller's, not the log's duplicate); None for a log of a
+        path."""
+        return self._fd
 
     @property
     def closed(self):
@@ -789,10 +820,14 @@ class Log:
         # path there with the same options, and so joins the same shared segment.
         if self._h is None:
             raise ValueError("forklog: cannot send a closed log to another process")
+        if self._fd is not None:
+            raise ValueError("forklog: cannot send a log of a descriptor to another process (its lock is shared "
+                             "with forked processes only): open it there, on the descriptor that process has")
         return (_reopen_log, (self._path, self._settings))
 
     def __repr__(self):
-        return "<forklog.Log %r%s>" % (self._path, " closed" if self._h is None else "")
+        what = repr(self._path) if self._fd is None else "fd %d" % self._fd
+        return "<forklog.Log %s%s>" % (what, " closed" if self._h is None else "")
 
 
 def _reopen_log(path, settings):

@@ -118,6 +118,11 @@ lib.forklog_reopen.argtypes = [_handle_p]
 lib.forklog_reopen.restype = ctypes.c_int
 lib.forklog_close.argtypes = [_handle_p]
 lib.forklog_close.restype = ctypes.c_int
+# forklog_open_fd() came after the first libraries: a Log of a descriptor needs it (HAVE_OPEN_FD).
+HAVE_OPEN_FD = hasattr(lib, "forklog_open_fd")
+if HAVE_OPEN_FD:
+    lib.forklog_open_fd.argtypes = [ctypes.POINTER(_handle_p), ctypes.c_int, ctypes.POINTER(PaddedOptions)]
+    lib.forklog_open_fd.restype = ctypes.c_int
 
 # Entry points that libraries before typed fields do not have are looked up by name below, so that this
 # binding keeps working with them.

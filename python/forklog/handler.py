@@ -92,6 +92,10 @@ class Handler(logging.Handler):
     itself writes every level, so setLevel() may lower the handler's later. Every other keyword is an option of
     forklog.Log (buffered, rotate_bytes, rotate_keep, ...).
 
+    `path` may be a file descriptor (an int): forklog.Handler(sys.stdout.fileno()) writes whole records to stdout,
+    whatever it is (a pipe, a terminal, the journal's socket), serialised with the processes forked afterwards (see
+    forklog.Log).
+
     Created in the parent before a "fork" Pool, the handler (and the logging set-up that holds it) is inherited
     by the workers, which use it as is. With "spawn" or "forkserver", create it in each worker's initializer:
     each opens the same path and joins the log's shared segment. A Handler sent to another process (pickled, e.g.
@@ -225,11 +229,15 @@ class Handler(logging.Handler):
         # formatter, filters and name there, opening the same log.
         if self._log.closed:
             raise ValueError("forklog: cannot send a closed handler to another process")
+        if self._log.fd is not None:
+            raise ValueError("forklog: cannot send a handler of a descriptor to another process (its lock is shared "
+                             "with forked processes only): create it there, on the descriptor that process has")
         return (_reopen_handler, (type(self), self._log.path, self.level, self._raw, self._options, self.formatter,
                                   list(self.filters), self.get_name()))
 
     def __repr__(self):
-        return "<forklog.Handler %s (%s)>" % (self._log.path, logging.getLevelName(self.level))
+        what = self._log.path if self._log.fd is None else "fd %d" % self._log.fd
+        return "<forklog.Handler %s (%s)>" % (what, logging.getLevelName(self.level))
 
 
 def _reopen_handler(cls, path, level, raw, options, formatter, filters=(), name=None):

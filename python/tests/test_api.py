@@ -63,7 +63,7 @@ def test_a_setting_that_conflicts_with_the_logs_users_is_an_oserror(tmp_path):
     assert (tmp_path / "a.log").read_text() == "kept\n"
 
 
-@pytest.mark.parametrize("path", ["", 123, None, "a\0b", b""])
+@pytest.mark.parametrize("path", ["", 1.5, None, "a\0b", b"", True])
 def test_bad_path_is_a_value_error(path):
     with pytest.raises(ValueError):
         forklog.Log(path)
