@@ -110,6 +110,7 @@ struct fl__seg_head {
  * of the two, the second fails. */
 #define FL__RINGS         64 /* a ring per writer thread: beyond 64 live threads, a thread writes under the lock */
 #define FL__REST_DROPPING 0x80000000u        /* in flush_rest: see there */
+#define FL__REST_LINE_END 0x40000000u        /* in flush_rest: see there */
 #define FL__OWNER_ID      ((1ull << 44) - 1) /* the pid and tid bits of an owner word */
 #define FL__OWNER_TAG     (1ull << 44)       /* one step of its tag */
 #define FL__OWNER_PID(w)  ((long)((w) >> 22 & ((1u << 22) - 1)))
@@ -157,7 +158,10 @@ struct fl__seg {
     uint32_t flush_rest;  /* on a stream: what holds the rest of a record that a failed flush sent in part, written
                              first by the next flush (fl__drop_sent): 1 + its ring, or FL__RINGS + 1 for the shared
                              buffer's front; 0: none. With FL__REST_DROPPING: the log moved to another file, and the
-                             ring's rest, which ends where its `planned` says, is being dropped (fl__drop_rest) */
+                             ring's rest, which ends where its `planned` says, is being dropped (fl__drop_rest). With
+                             FL__REST_LINE_END: what went out of that ring ended a line, and what follows in it is
+                             whole records, written first only to keep a record of several lines together on the
+                             same stream; another file takes them as they are, nothing dropped */
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
     size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */

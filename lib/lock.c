@@ -97,7 +97,8 @@ static int fl__repair_file_now(forklog *log)
             s->buf_used = 0;
         /* A flush that began with the rest of a record a failed flush cut short (flush_rest, fl__drop_sent) counts
          * it as written too, though the dead flusher may have sent nothing of it: the stream may end in the middle of
-         * that record, and the next record begins with a newline (fl__sync_file), an empty line at worst. */
+         * that record, and the next record begins with a newline (fl__sync_file), an empty line at worst. A rest
+         * marked FL__REST_LINE_END is whole records: nothing was cut short, and the mark is not made. */
         if (s->state == FL__FLUSHING && s->flush_rest >= 1 && s->flush_rest <= FL__RINGS + 1)
             s->file_known = 2;
         if (s->state == FL__FLUSHING)

@@ -253,7 +253,8 @@ plan:
      * or a record of another ring (or one written at once after this flush) would cut it in two, glued to its first
      * part: that ring is written first, whichever ring this flush is for. A regular file keeps no such rest (a failed
      * write is cut back), and its rings are written in their order. */
-    const uint32_t rest_at = atomic_load_explicit(&s->regular, memory_order_relaxed) ? 0 : s->flush_rest;
+    const uint32_t rest_at =
+        atomic_load_explicit(&s->regular, memory_order_relaxed) ? 0 : s->flush_rest & ~FL__REST_LINE_END;
     const int rest = rest_at >= 1 && rest_at <= FL__RINGS; /* more only in a damaged segment: no rest */
     const unsigned cut = rest ? rest_at - 1 : FL__RINGS;
     log->ring_first = rest ? cut : 0;
@@ -329,7 +330,8 @@ void fl__drop_rest(forklog *log)
     const size_t cap = log->ring_cap;
     if (!(fr & FL__REST_DROPPING)) {
         /* The rest is the ring's bytes from its tail to the first newline. The shared buffer's (FL__RINGS + 1)
-         * stays: its front cannot be taken off in a step that a death leaves either done or undone. */
+         * stays: its front cannot be taken off in a step that a death leaves either done or undone. A ring whose
+         * part that went out ended a line (FL__REST_LINE_END) holds no rest: its records stay, whole. */
         if (fr >= 1 && fr <= FL__RINGS && cap) {
             struct fl__ring *r = &s->rings[fr - 1];
             const uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);

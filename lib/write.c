@@ -123,12 +123,17 @@ static void fl__drop_sent(forklog *log, size_t sent)
             struct fl__ring *r = &s->rings[k];
             uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
             uint64_t n = r->planned - t < sent ? r->planned - t : sent;
+            if (n && t + n != r->planned) {
+                /* Whether the last byte that went out ended a line, read before the tail moves past it (its owner
+                 * may then write there): a flush that stopped at the end of a record cut nothing short, and the
+                 * record after it must not be dropped for a rest when the log moves to another file. */
+                const unsigned char *d = s->buf + log->buf_cap + (size_t)k * log->ring_cap;
+                rest = (k + 1) | (d[(t + n - 1) % log->ring_cap] == '\n' ? FL__REST_LINE_END : 0);
+            }
             if (n)
                 atomic_store_explicit(&r->tail, t + n, memory_order_release);
             else
                 r->planned = t;
-            if (n && t + n != r->planned)
-                rest = k + 1;
             sent -= (size_t)n;
         }
         s->flush_rest = rest;

@@ -817,6 +817,76 @@ Test(targets, a_mover_killed_once_it_dropped_the_rest_of_a_cut_record_leaves_who
     three_rings_one_cut(7);
 }
 
+struct flusher {
+    forklog *log;
+    int rc;
+};
+
+static void *flush_run(void *arg)
+{
+    struct flusher *f = arg;
+    f->rc = forklog_flush(f->log);
+    return NULL;
+}
+
+/* Records of 128 bytes: 512 of them fill an empty pipe (65,536 bytes) to the byte. */
+static int record_128(char *rec, size_t cap, unsigned i)
+{
+    return snprintf(rec, cap, "r %04u %0120u\n", i, i);
+}
+
+/* A failed flush to a FIFO that stopped at the end of a record: 1,000 buffered records of 128 bytes, the pipe takes
+ * the first 512 of them whole, and its reader goes away without reading (a log shipper that restarts). Nothing was
+ * cut short; the log then moves to a regular file (the FIFO removed, forklog_reopen() creates a file at path). The
+ * 488 records that did not go out, each acknowledged, must be in the new file, each once, in order: none taken for
+ * the rest of a record cut short and dropped. */
+Test(targets, a_flush_that_stopped_at_the_end_of_a_record_loses_no_record_when_the_log_moves)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    int rd = open_reader(logpath);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
+    forklog *log = open_log(logpath, &o);
+    char rec[256];
+    const unsigned n = 1000;
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(forklog_write(log, rec, (size_t)record_128(rec, sizeof rec, i)), 0);
+    struct flusher f = {.log = log};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, flush_run, &f), 0);
+    int full = 0;
+    for (int i = 0; i < 10000 && full < 65536; i++) {
+        cr_assert_eq(ioctl(rd, FIONREAD, &full), 0);
+        usleep(1000);
+    }
+    cr_assert_eq(full, 65536, "the pipe did not fill up: %d bytes", full);
+    usleep(20000); /* the flusher waits in write(2) for room */
+    close(rd);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    size_t len;
+    char *got = th_slurp(logpath, &len);
+    unsigned next = 512;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(got + at, '\n', len - at);
+        cr_assert_not_null(nl, "the file ends in the middle of a line: %.60s", got + at);
+        size_t k = (size_t)(nl - (got + at)) + 1;
+        unsigned i = 0;
+        cr_assert(sscanf(got + at, "r %u", &i) == 1 && (size_t)record_128(rec, sizeof rec, i) == k &&
+                      memcmp(rec, got + at, k) == 0,
+                  "a line of the new file is not a whole record: %.*s", (int)(k < 60 ? k : 60), got + at);
+        cr_assert_eq(i, next, "record %u where %u was due", i, next);
+        next++;
+        at += k;
+    }
+    cr_assert_eq(next, n, "the new file's records end at %u of %u", next, n);
+    free(got);
+}
+
 /* A direct writer's record of 200,000 bytes into a FIFO nobody reads yet, and the writer killed: by SIGKILL while
  * it waits in write(2) on the full pipe (how 0), or right after a write(2) that sent all of it (how 1: WRITE_DONE,
  * before the size moved); how 2: as 0, the same bytes as 2,000 buffered records of 100 bytes, their flusher killed.
