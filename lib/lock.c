@@ -85,12 +85,17 @@ static int fl__repair_file_now(forklog *log)
     if (!s->regular) {
         /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays, and
          * counts as written: the buffer and the rings it was writing are not written again (at most once). A write
-         * of more than PIPE_BUF bytes may have been cut short by the death (a writer blocked on a full pipe, killed
-         * with part of its record in it) unless it was seen to end (size moved to target, WRITE_SIZED): the stream
-         * may then end in the middle of a record, and the next record begins with a newline (fl__sync_file), or it
-         * would be glued to the fragment; an empty line at worst, for a write that ended just before the death. Up
-         * to PIPE_BUF bytes, a pipe takes a write whole or not at all. */
-        if (s->size != s->target && s->target - s->size > PIPE_BUF)
+         * may have been cut short by the death (a writer blocked on a full pipe, killed with part of its record in
+         * it) unless it was seen to end (size moved to target, WRITE_SIZED): the stream may then end in the middle
+         * of a record, and the next record begins with a newline (fl__sync_file), or it would be glued to the
+         * fragment; an empty line at worst, for a write that ended just before the death. Up to PIPE_BUF bytes, a
+         * pipe or a FIFO takes a write whole or not at all; a socket, a terminal or a device may take part of a
+         * write of any length (a stream socket takes it in pieces of its send buffer). The repairer's descriptor
+         * tells which, when it is the stream the log knows; otherwise the stream is taken for one that may. */
+        struct stat pst;
+        const int fifo = fstat(log->fd, &pst) == 0 && S_ISFIFO(pst.st_mode) && (uint64_t)pst.st_ino == s->ino &&
+                         (uint64_t)pst.st_dev == s->dev;
+        if (s->size != s->target && (!fifo || s->target - s->size > PIPE_BUF))
             s->file_known = 2;
         s->size = s->target;
         if (s->state == FL__FLUSHING)

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <grp.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -972,6 +973,62 @@ Test(targets, a_writer_killed_after_a_big_record_went_whole_to_a_fifo_leaves_at_
 Test(targets, a_flusher_killed_in_the_middle_of_its_flush_to_a_fifo_leaves_the_next_record_a_line_of_its_own)
 {
     big_record_writer_killed(2);
+}
+
+/* A stream socket takes a write in pieces (a unix socket: of half its send buffer), whatever its length: the writer
+ * of a record of 4,000 bytes, under PIPE_BUF, killed while it waits for room, leaves the first piece in the stream.
+ * forklog_open_fd() of a socketpair with the smallest send buffer, a record of 1,000 bytes first, nobody reading yet;
+ * then a reader comes, and this process writes "after": it must begin a line of its own, not be glued to the
+ * fragment (the line made of both is neither record). */
+Test(targets,
+     a_writer_killed_in_the_middle_of_a_small_record_to_a_stream_socket_leaves_the_next_record_a_line_of_its_own)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int sndbuf = 1; /* the kernel's smallest */
+    cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+    forklog *log = NULL;
+    cr_assert_eq(forklog_open_fd(&log, sv[0], NULL), 0);
+    const size_t pre = 1000, small = 4000;
+    cr_assert_leq(small, (size_t)PIPE_BUF);
+    char *first = line_of_a(pre), *rec = line_of_a(small);
+    memset(rec, 'B', small - 1);
+    cr_assert_eq(forklog_write(log, first, pre), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        close(sv[1]);
+        (void)forklog_write(log, rec, small);
+        _exit(1);
+    }
+    int queued = 0, was = -1;
+    for (int i = 0; i < 2000 && (queued <= (int)pre || queued != was); i++) {
+        was = queued;
+        usleep(10000);
+        cr_assert_eq(ioctl(sv[1], FIONREAD, &queued), 0);
+    }
+    cr_assert(queued > (int)pre && queued < (int)(pre + small), "the socket took %d bytes", queued);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+    struct short_reader r = {.fd = sv[1], .want = pre + small + 64};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &r), 0);
+    cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    close(sv[0]);
+    pthread_join(t, NULL);
+    close(sv[1]);
+    cr_assert_eq(r.got, (size_t)queued + 7, "the reader got %zu bytes", r.got);
+    cr_assert(memcmp(r.buf, first, pre) == 0 && memcmp(r.buf + pre, rec, (size_t)queued - pre) == 0,
+              "the stream is not the first record and a fragment of the second");
+    cr_assert(memcmp(r.buf + queued, "\nafter\n", 7) == 0, "the next record is glued to the fragment: ...%.17s",
+              r.buf + queued - 10);
+    free(r.buf);
+    free(rec);
+    free(first);
 }
 
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
