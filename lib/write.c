@@ -279,10 +279,16 @@ int fl__append_plain(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             rc = fl__append_buffered(log, iov, iovcnt, len);
         else {
             /* A guest of a buffered log buffers nothing itself, but keeps the age bound of what the others
-             * buffered, in rings or in the shared buffer (safe there: a failed write of it is retried later). */
+             * buffered, in rings or in the shared buffer (safe there: a failed write of it is retried later). A
+             * stream that holds the first part of a record a failed flush cut short (flush_rest) takes the rest of
+             * it before anything else (fl__flush_some), due or not, or this record would be glued to that part;
+             * when it cannot, the record fails, as a native's written at once does (fl__rings_out). */
             struct fl__seg *s = log->seg;
-            if ((log->ring_cap || s->buf_used) && fl__rings_due(log))
-                (void)fl__flush_locked(log);
+            if (((log->ring_cap || s->buf_used) && fl__rings_due(log)) || s->flush_rest) {
+                int flushed = fl__flush_locked(log);
+                if (flushed < 0 && s->flush_rest)
+                    rc = flushed;
+            }
             /* What the shared buffer holds goes to the file before a record that, with it, would pass rotate_bytes,
              * as a native's record sends it (fl__append_buffered): the rotation below counts the file alone, and
              * the buffer written after this record would push the file past the bound. */

@@ -13,6 +13,7 @@
 #define CLONE_NEWTIME 0x00000080 /* Linux 5.6; older headers lack it */
 #endif
 #include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1304,6 +1305,132 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     cr_assert_eq(forklog_close(log), 0);
     const char *want[] = {"N 000", "N 001", "G 000", "G 001"};
     check_records(logpath, want, 4);
+}
+
+struct flusher {
+    forklog *log;
+    int rc;
+};
+
+static void *flush_run(void *arg)
+{
+    struct flusher *f = arg;
+    f->rc = forklog_flush(f->log);
+    return NULL;
+}
+
+/* Reads a stream to its end (cap bytes at most). */
+struct reader {
+    int fd;
+    char *buf;
+    size_t cap, len;
+};
+
+static void *read_all(void *arg)
+{
+    struct reader *r = arg;
+    ssize_t n;
+    while (r->len < r->cap && ((n = read(r->fd, r->buf + r->len, r->cap - r->len)) > 0 || (n < 0 && errno == EINTR)))
+        r->len += n > 0 ? (size_t)n : 0;
+    return NULL;
+}
+
+/* A flush of the rings to a FIFO cut a record short: its reader went away once the pipe was full (a log shipper that
+ * restarts), the first part of the record in the pipe, the rest in the native's ring for the next flush to begin
+ * with. A guest, which takes no ring, then writes a record at once, flush_ms not yet passed on its clock since its
+ * first: that record must not follow the first part, glued to it (the line made of both is neither record, and the
+ * rest then stands alone). What the next reader gets is every record once, each a whole line. The log is a regular
+ * file when the guest joins it (a FIFO's segment is private), and forklog_reopen() moves it to a FIFO made at path. */
+Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_a_fifo)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
+    forklog *log;
+    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
+    int go[2], rep[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(rep), 0);
+    forklog *gl;
+    pid_t pid = fork_guest(&gl);
+    if (pid == 0) {
+        close(go[1]);
+        close(rep[0]);
+        say(rep[1], 'o'); /* opened */
+        for (unsigned q = 0; q < 2; q++) {
+            if (!hear(go[0]))
+                _exit(6);
+            if (rec100(gl, 'G', q) != 0)
+                _exit(4);
+            say(rep[1], 'a');
+        }
+        _exit(forklog_close(gl) == 0 ? 0 : 5);
+    }
+    close(go[0]);
+    close(rep[1]);
+    char c = hear(rep[0]);
+    int st = c ? 0 : th_wait_for(pid, 10);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
+    cr_assert_eq(c, 'o', "the guest's open (the guest's exit status %d)", st);
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    say(go[1], 'g');
+    c = hear(rep[0]);
+    cr_assert_eq(c, 'a', "the guest's first record (the guest's exit status %d)", c ? 0 : th_wait_for(pid, 10));
+    enum { N = 1000 };
+    for (unsigned i = 0; i < N; i++)
+        write100(log, 'N', i);
+    struct flusher f = {.log = log};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, flush_run, &f), 0);
+    int full = 0, was = -1;
+    for (int i = 0; i < 2000 && (full <= 100 || full != was); i++) {
+        was = full;
+        usleep(10000);
+        cr_assert_eq(ioctl(rd, FIONREAD, &full), 0);
+    }
+    /* The flusher waits in write(2) for room, the pipe full, with a record cut short in it. */
+    cr_assert(full > 100 && full < 100 * N && full % 100 != 0, "the pipe holds %d bytes", full);
+    close(rd);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
+    /* The next reader gets what the pipe kept, then the rest. */
+    rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
+    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
+    cr_assert_not_null(r.buf = malloc(r.cap));
+    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
+    say(go[1], 'g');
+    cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(rd);
+    char *buf = r.buf;
+    size_t len = r.len;
+    unsigned seen_n[N] = {0}, seen_g[2] = {0};
+    for (size_t at = 0; at < len; at += 100) {
+        const char *line = buf + at;
+        const char *nl = memchr(line, '\n', len - at);
+        cr_assert_not_null(nl, "the stream ends in the middle of a line");
+        unsigned q = 0;
+        cr_assert(nl - line == 99 && (line[0] == 'N' || line[0] == 'G') && sscanf(line + 2, "%u", &q) == 1 &&
+                      q < (line[0] == 'N' ? N : 2u),
+                  "a line that is not a whole record: [%.*s]", (int)(nl - line), line);
+        for (const char *p = line + 6; p < nl; p++)
+            cr_assert_eq(*p, '.', "a line that is not a whole record: [%.*s]", (int)(nl - line), line);
+        (line[0] == 'N' ? seen_n : seen_g)[q]++;
+    }
+    for (unsigned i = 0; i < N; i++)
+        cr_assert_eq(seen_n[i], 1, "N %03u is there %u times", i, seen_n[i]);
+    cr_assert(seen_g[0] == 1 && seen_g[1] == 1, "the guest's records: %u and %u", seen_g[0], seen_g[1]);
+    free(buf);
 }
 
 Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
