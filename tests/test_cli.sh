@@ -498,8 +498,17 @@ stop_blocked_write)
     # SIGTERM while a record's write waits for a FIFO's reader that does not read: the write is finished first,
     # so append goes on waiting; a second SIGTERM ends it at once (status 143).
     mkfifo ff || fail "mkfifo"
-    sleep 60 <ff &
+    # The reader opens the FIFO read-write, which does not wait for a writer, and holds it before append opens it:
+    # append's open does not wait for a reader (ENXIO without one), and a reader still on its way to open() under
+    # load made append fail at once, never to block.
+    sleep 60 <>ff &
     reader=$!
+    i=0
+    until [ "$(readlink "/proc/$reader/fd/0" 2>/dev/null)" = "$work/ff" ]; do
+        [ $i -lt 200 ] || { kill $reader; fail "the reader never opened the FIFO"; }
+        sleep 0.05
+        i=$((i + 1))
+    done
     yes | "$bin" append ff 2>err &
     pid=$!
     (sleep 30 && kill -KILL $pid) >/dev/null 2>&1 &
@@ -508,7 +517,13 @@ stop_blocked_write)
     i=0
     while [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" != S ] ||
         ! grep -q pipe_write "/proc/$pid/wchan" 2>/dev/null; do
-        [ $i -lt 100 ] || { [ -r "/proc/$pid/wchan" ] && skip "/proc/PID/wchan does not name pipe_write"; fail "append never blocked"; }
+        if [ $i -ge 100 ]; then
+            named=0
+            [ -r "/proc/$pid/wchan" ] && named=1
+            kill -KILL $pid $watchdog $reader 2>/dev/null
+            [ $named -eq 0 ] || skip "/proc/PID/wchan does not name pipe_write"
+            fail "append never blocked; stderr: $(cat err)"
+        fi
         sleep 0.1
         i=$((i + 1))
     done
