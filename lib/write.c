@@ -127,8 +127,22 @@ static void fl__drop_sent(forklog *log, size_t sent)
                 /* Whether the last byte that went out ended a line, read before the tail moves past it (its owner
                  * may then write there): a flush that stopped at the end of a record cut nothing short, and the
                  * record after it must not be dropped for a rest when the log moves to another file. */
-                const unsigned char *d = s->buf + log->buf_cap + (size_t)k * log->ring_cap;
-                rest = (k + 1) | (d[(t + n - 1) % log->ring_cap] == '\n' ? FL__REST_LINE_END : 0);
+                const size_t cap = log->ring_cap;
+                const unsigned char *d = s->buf + log->buf_cap + (size_t)k * cap;
+                const int line_end = d[(t + n - 1) % cap] == '\n';
+                rest = (k + 1) | (line_end ? FL__REST_LINE_END : 0);
+                /* A flusher killed from here on (WRITE_FAILED) is repaired as one killed in its write: what is in
+                 * the plan counts as written. Of this ring, that is what went out and the rest of the record it cut
+                 * short, up to that record's newline; the whole records after it stay, for the next flush. Before
+                 * the tail moves: a death in between leaves the plan at least as short as the tail. */
+                uint64_t end = t + n;
+                if (!line_end) {
+                    while (end < r->planned && d[end % cap] != '\n')
+                        end++;
+                    if (end < r->planned)
+                        end++; /* the newline that ends the record cut short */
+                }
+                r->planned = end;
             }
             if (n)
                 atomic_store_explicit(&r->tail, t + n, memory_order_release);

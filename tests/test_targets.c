@@ -524,11 +524,28 @@ static void flusher_dies_then_next_record(int before_rest)
         cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
                   rotating ? " (rotating)" : "");
         size_t pre = len - alen - 1; /* the stream's bytes, before the newline that ends the fragment */
-        cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s", got + pre - 40,
-                     rotating ? " (rotating)" : "");
-        cr_assert_lt(pre, slen);
-        cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order%s",
-                  rotating ? " (rotating)" : "");
+        if (!before_rest && !rotating) {
+            /* The rings: the records after the one cut short were in the dead flusher's plan but never went out,
+             * and stay for the next flush: after the fragment's newline come those records, then the next one. */
+            pre = 0;
+            while (pre < len && pre < slen && got[pre] == stream[pre])
+                pre++;
+            cr_assert(pre < slen && stream[pre] != '\n' && pre > 0 && stream[pre - 1] != '\n',
+                      "the stream was not cut in the middle of a record (at byte %zu)", pre);
+            const char *end = memchr(stream + pre, '\n', slen - pre);
+            cr_assert_not_null(end);
+            size_t rest = (size_t)(end + 1 - stream), more = slen - rest; /* the records that never went out */
+            cr_assert_eq(len, pre + 1 + more + alen, "the readers got %zu bytes, not %zu", len, pre + 1 + more + alen);
+            cr_assert_eq(got[pre], '\n', "the next record is glued to the fragment: ...%.50s", got + pre - 40);
+            cr_assert(memcmp(got + pre + 1, stream + rest, more) == 0,
+                      "the records after the one cut short are not there once each, in order");
+        } else {
+            cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s",
+                         got + pre - 40, rotating ? " (rotating)" : "");
+            cr_assert_lt(pre, slen);
+            cr_assert(memcmp(got, stream, pre) == 0, "the readers did not get the records once each, in order%s",
+                      rotating ? " (rotating)" : "");
+        }
         free(got);
         free(next.buf);
         free(r.buf);
@@ -670,8 +687,9 @@ static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, 
  * the record cut short is what the next flush must begin with; it began with the first ring, and the record was cut
  * in two by the one that ring got since, its first part glued to it. What the two readers get, one after the other,
  * is every record once, each whole. die 1: the flusher is a forked child killed after the drop (WRITE_FAILED): the
- * rest of the second ring counts as written, the fragment gets a line of its own, and the third ring's records, of
- * which nothing went out, are written after the first ring's new record. die 2 and 3: as 0, with between the first
+ * rest of the record cut short counts as written, the fragment gets a line of its own, and the second ring's records
+ * after it and the third ring's, of which nothing went out, are written in ring order after the first ring's new
+ * record. die 2 and 3: as 0, with between the first
  * ring's new record and the next reader a flush that sends nothing (2: no reader, -EPIPE) or a flusher killed once it
  * planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the second ring
  * must still be written first. die 4: as 0, then a flusher killed before its write (WRITE_BEGIN), which sent nothing:
@@ -750,7 +768,25 @@ static void three_rings_one_cut(int die)
     cr_assert_not_null(got);
     memcpy(got, r.buf, r.got);
     memcpy(got + r.got, next.buf, next.got);
-    if (die != 1 && die != 4) {
+    if (die == 1) {
+        /* What went out, the fragment's newline, then the rings in their order: the first ring's new record, the
+         * second ring's records after the one cut short (in the dead flusher's plan, never sent), the third's. */
+        size_t pre = 0;
+        while (pre < len && pre < slen && got[pre] == stream[pre])
+            pre++;
+        cr_assert(pre > 0 && pre < slen && stream[pre - 1] != '\n', "the stream was not cut in the middle of a record");
+        const char *end = memchr(stream + pre, '\n', slen - pre);
+        cr_assert_not_null(end);
+        size_t rest = (size_t)(end + 1 - stream), alen = sizeof after - 1;
+        cr_assert_eq(len, pre + 1 + alen + (slen - rest) + (tlen - alen), "the readers got %zu bytes", len);
+        cr_assert_eq(got[pre], '\n', "the next record is glued to the fragment: ...%.50s", got + pre - 40);
+        cr_assert(memcmp(got + pre + 1, after, alen) == 0, "the first ring's new record is not next: %.60s",
+                  got + pre + 1);
+        cr_assert(memcmp(got + pre + 1 + alen, stream + rest, slen - rest) == 0,
+                  "the second ring's records after the one cut short are not there once each, in order");
+        cr_assert(memcmp(got + len - (tlen - alen), tail + alen, tlen - alen) == 0,
+                  "the third ring's records do not end the stream");
+    } else if (die != 4) {
         cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
                      slen + tlen);
         memcpy(stream + slen, tail, tlen);
