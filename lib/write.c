@@ -205,6 +205,12 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             s->file_known = 2;
             if (state == FL__FLUSHING)
                 fl__drop_sent(log, done);
+        } else if (stream) {
+            /* Nothing went out, and the stream is as it was: a holder killed from here on is not repaired as one
+             * killed in its write, which would count all it was writing as written, the buffer and the rings' records
+             * that never went out. size stays short of ring_target: the rings' tails stay, and so do the shared
+             * buffer and the rest of a record that an earlier flush cut short (flush_rest), written first next time. */
+            FL__STEP(s->state, FL__IDLE);
         }
         FL__CRASH(WRITE_FAILED);
         struct stat st;

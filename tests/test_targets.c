@@ -575,6 +575,39 @@ Test(targets, a_buffered_fifo_whose_flusher_dies_before_writing_the_rest_of_a_cu
     flusher_dies_then_next_record(1);
 }
 
+/* A buffered log on a FIFO whose reader went away before the flush: the flush fails with -EPIPE, nothing of it went
+ * out, and its flusher, a forked child, is killed right there (WRITE_FAILED). It was repaired as one killed in its
+ * write, everything in its plan counted as written: every record, each acknowledged and none sent, was lost. The next
+ * reader gets them all, once each, in order (the rings, then the one buffer of a rotating log). */
+Test(targets, a_flusher_killed_after_a_flush_that_sent_nothing_loses_no_record)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    for (int rotating = 0; rotating < 2; rotating++) {
+        int rfd = open_reader(logpath);
+        char *stream;
+        size_t slen;
+        forklog *log = buffered_3000(rotating, &stream, &slen);
+        close(rfd);
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_FAILED, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the flusher was not killed at WRITE_FAILED%s", rotating ? " (rotating)" : "");
+        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+        cr_assert_not_null(next.buf = malloc(next.want));
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        pthread_join(t, NULL);
+        close(next.fd);
+        cr_assert_eq(next.got, slen, "the next reader got %zu bytes of %zu%s", next.got, slen,
+                     rotating ? " (rotating)" : "");
+        cr_assert(memcmp(next.buf, stream, slen) == 0, "the reader did not get the records once each, in order%s",
+                  rotating ? " (rotating)" : "");
+        free(next.buf);
+        free(stream);
+    }
+}
+
 /* A writer thread that appends n records "<tag> NNNN ..." to its own ring, then waits (its ring stays its own) until
  * told to end. */
 struct ring_writer {
@@ -694,7 +727,8 @@ static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, 
  * planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the second ring
  * must still be written first. die 4: as 0, then a flusher killed before its write (WRITE_BEGIN), which sent nothing:
  * all it was to write counts as written, as in 1, and the record this process writes after it gets a line of its own,
- * not glued to the fragment that the failed flush left in the FIFO. */
+ * not glued to the fragment that the failed flush left in the FIFO. die 8: as 2, the flusher of the flush that sends
+ * nothing a forked child killed once that flush failed (WRITE_FAILED): the same stream as 0. */
 static void three_rings_one_cut(int die)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -731,7 +765,7 @@ static void three_rings_one_cut(int die)
         cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
     }
     cr_assert_eq(r.got, r.want);
-    if (die >= 5) {
+    if (die >= 5 && die <= 7) {
         moved_on_after_a_cut(log, stream, slen, r.got, die - 5, &w, &u);
         free(r.buf);
         free(stream);
@@ -741,6 +775,9 @@ static void three_rings_one_cut(int die)
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
     if (die == 2)
         cr_assert_eq(forklog_flush(log), -EPIPE, "a flush with no reader");
+    if (die == 8)
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_FAILED, -1, NULL, 0), HANG_S), 128 + SIGKILL,
+                     "the flusher of the flush with no reader was not killed at WRITE_FAILED");
     if (die == 3)
         cr_assert_eq(th_wait_for(killed_at(log, FL__CP_RING_TARGET, -1, NULL, 0), HANG_S), 128 + SIGKILL,
                      "the flusher was not killed at RING_TARGET");
@@ -827,6 +864,14 @@ Test(targets, a_flusher_of_rings_killed_after_a_failed_flush_keeps_the_rings_not
 Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flush_that_sent_nothing)
 {
     three_rings_one_cut(2);
+}
+
+/* The same with the flusher of the flush that sends nothing killed right after it failed (WRITE_FAILED): it was
+ * repaired as one killed in its write, and all it planned counted as written, the rest of the record cut short and
+ * every ring's records, none of which went out. */
+Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_lost_after_a_flusher_killed_once_it_sent_nothing)
+{
+    three_rings_one_cut(8);
 }
 
 Test(targets, a_record_cut_by_a_failed_flush_of_rings_is_not_split_after_a_flusher_killed_once_it_planned)
