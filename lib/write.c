@@ -131,8 +131,8 @@ static void fl__drop_sent(forklog *log, size_t sent)
                 const unsigned char *d = s->buf + log->buf_cap + (size_t)k * cap;
                 const int line_end = d[(t + n - 1) % cap] == '\n';
                 rest = (k + 1) | (line_end ? FL__REST_LINE_END : 0);
-                /* A flusher killed from here on (WRITE_FAILED) is repaired as one killed in its write: what is in
-                 * the plan counts as written. Of this ring, that is what went out and the rest of the record it cut
+                /* A flusher killed before the drop is done is repaired as one killed in its write: what is in the
+                 * plan counts as written. Of this ring, that is what went out and the rest of the record it cut
                  * short, up to that record's newline; the whole records after it stay, for the next flush. Before
                  * the tail moves: a death in between leaves the plan at least as short as the tail. */
                 uint64_t end = t + n;
@@ -200,11 +200,20 @@ int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t l
             /* What went out stays in the stream, and ends in the middle of a line. A holder killed from here on is
              * repaired as one killed in its write, and everything it was writing counts as written, the rest of
              * the record that went out in part too: the next record is to begin a line of its own (fl__sync_file).
-             * Marked before the drop, so that no death leaves the fragment without the mark; a flusher that lives
-             * on clears it below, and its next flush goes on where this one stopped. */
+             * Marked before the drop, so that no death leaves the fragment without the mark; a flusher clears it
+             * once the drop is done, and its next flush goes on where this one stopped. */
             s->file_known = 2;
-            if (state == FL__FLUSHING)
+            if (state == FL__FLUSHING) {
                 fl__drop_sent(log, done);
+                /* The drop is done: the tails and the shared buffer's front are where the stream stopped, and
+                 * flush_rest names the rest, which the next flush begins with. A holder killed from here on leaves
+                 * them so, as a flusher that lives on does: repaired as one killed in its write, it would count the
+                 * rest as written, never sent, and put a newline before what follows (the lines of a record of
+                 * several lines after another record). The mark goes first: a death in between is one in the drop,
+                 * whose repair marks the stream again where it ends in the middle of a line. */
+                s->file_known = 0;
+                FL__STEP(s->state, FL__IDLE);
+            }
         } else if (stream) {
             /* Nothing went out, and the stream is as it was: a holder killed from here on is not repaired as one
              * killed in its write, which would count all it was writing as written, the buffer and the rings' records

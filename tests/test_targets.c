@@ -524,21 +524,13 @@ static void flusher_dies_then_next_record(int before_rest)
         cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
                   rotating ? " (rotating)" : "");
         size_t pre = len - alen - 1; /* the stream's bytes, before the newline that ends the fragment */
-        if (!before_rest && !rotating) {
-            /* The rings: the records after the one cut short were in the dead flusher's plan but never went out,
-             * and stay for the next flush: after the fragment's newline come those records, then the next one. */
-            pre = 0;
-            while (pre < len && pre < slen && got[pre] == stream[pre])
-                pre++;
-            cr_assert(pre < slen && stream[pre] != '\n' && pre > 0 && stream[pre - 1] != '\n',
-                      "the stream was not cut in the middle of a record (at byte %zu)", pre);
-            const char *end = memchr(stream + pre, '\n', slen - pre);
-            cr_assert_not_null(end);
-            size_t rest = (size_t)(end + 1 - stream), more = slen - rest; /* the records that never went out */
-            cr_assert_eq(len, pre + 1 + more + alen, "the readers got %zu bytes, not %zu", len, pre + 1 + more + alen);
-            cr_assert_eq(got[pre], '\n', "the next record is glued to the fragment: ...%.50s", got + pre - 40);
-            cr_assert(memcmp(got + pre + 1, stream + rest, more) == 0,
-                      "the records after the one cut short are not there once each, in order");
+        if (!before_rest) {
+            /* The dead flusher had dropped what went out: the next flush goes on where the stream stopped, as after
+             * a flusher that lives on, and the readers get every record once, in order, each whole. */
+            cr_assert_eq(len, slen + alen, "the readers got %zu bytes, not %zu%s", len, slen + alen,
+                         rotating ? " (rotating)" : "");
+            cr_assert(memcmp(got, stream, slen) == 0, "the readers did not get the records once each, in order%s",
+                      rotating ? " (rotating)" : "");
         } else {
             cr_assert_eq(got[pre], '\n', "the record after the death is glued to the fragment: ...%.50s%s",
                          got + pre - 40, rotating ? " (rotating)" : "");
@@ -554,11 +546,10 @@ static void flusher_dies_then_next_record(int before_rest)
 }
 
 /* The flusher of the flush whose reader goes away is a forked child killed right after it dropped what went out from
- * the buffer or the rings, the state still FLUSHING (WRITE_FAILED): its repair counts all it was writing as written
- * (at most once, as for any flusher that dies on a stream), the rest of the record that went out in part too. That
- * part stays in the FIFO for the next reader, and the next record, which another process writes and flushes, was
- * glued to it. What the two readers get, one after the other, is the records in order, each once, the last one sent
- * cut short on a line of its own, then the next record whole. */
+ * the buffer or the rings (WRITE_FAILED). The first part of the record cut short stays in the FIFO for the next
+ * reader, and the rest of it, in the buffer or its ring, is what the next flush begins with, as after a flusher that
+ * lives on: what the two readers get, one after the other, is every record once, in order, each whole, then the
+ * next record, which this process writes and flushes. */
 Test(targets, a_buffered_fifo_whose_flusher_dies_after_its_reader_went_away_gets_no_glued_line)
 {
     flusher_dies_then_next_record(0);
@@ -720,15 +711,13 @@ static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, 
  * the record cut short is what the next flush must begin with; it began with the first ring, and the record was cut
  * in two by the one that ring got since, its first part glued to it. What the two readers get, one after the other,
  * is every record once, each whole. die 1: the flusher is a forked child killed after the drop (WRITE_FAILED): the
- * rest of the record cut short counts as written, the fragment gets a line of its own, and the second ring's records
- * after it and the third ring's, of which nothing went out, are written in ring order after the first ring's new
- * record. die 2 and 3: as 0, with between the first
- * ring's new record and the next reader a flush that sends nothing (2: no reader, -EPIPE) or a flusher killed once it
- * planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the second ring
- * must still be written first. die 4: as 0, then a flusher killed before its write (WRITE_BEGIN), which sent nothing:
- * all it was to write counts as written, as in 1, and the record this process writes after it gets a line of its own,
- * not glued to the fragment that the failed flush left in the FIFO. die 8: as 2, the flusher of the flush that sends
- * nothing a forked child killed once that flush failed (WRITE_FAILED): the same stream as 0. */
+ * same stream as 0 (the drop was done, and the second ring is still written first). die 2 and 3: as 0, with between the
+ * first ring's new record and the next reader a flush that sends nothing (2: no reader, -EPIPE) or a flusher killed
+ * once it planned every ring (3: RING_TARGET), which leave every ring that holds a record short of that plan: the
+ * second ring must still be written first. die 4: as 0, then a flusher killed before its write (WRITE_BEGIN), which
+ * sent nothing: all it was to write counts as written, as in 1, and the record this process writes after it gets a line
+ * of its own, not glued to the fragment that the failed flush left in the FIFO. die 8: as 2, the flusher of the flush
+ * that sends nothing a forked child killed once that flush failed (WRITE_FAILED): the same stream as 0. */
 static void three_rings_one_cut(int die)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -805,25 +794,7 @@ static void three_rings_one_cut(int die)
     cr_assert_not_null(got);
     memcpy(got, r.buf, r.got);
     memcpy(got + r.got, next.buf, next.got);
-    if (die == 1) {
-        /* What went out, the fragment's newline, then the rings in their order: the first ring's new record, the
-         * second ring's records after the one cut short (in the dead flusher's plan, never sent), the third's. */
-        size_t pre = 0;
-        while (pre < len && pre < slen && got[pre] == stream[pre])
-            pre++;
-        cr_assert(pre > 0 && pre < slen && stream[pre - 1] != '\n', "the stream was not cut in the middle of a record");
-        const char *end = memchr(stream + pre, '\n', slen - pre);
-        cr_assert_not_null(end);
-        size_t rest = (size_t)(end + 1 - stream), alen = sizeof after - 1;
-        cr_assert_eq(len, pre + 1 + alen + (slen - rest) + (tlen - alen), "the readers got %zu bytes", len);
-        cr_assert_eq(got[pre], '\n', "the next record is glued to the fragment: ...%.50s", got + pre - 40);
-        cr_assert(memcmp(got + pre + 1, after, alen) == 0, "the first ring's new record is not next: %.60s",
-                  got + pre + 1);
-        cr_assert(memcmp(got + pre + 1 + alen, stream + rest, slen - rest) == 0,
-                  "the second ring's records after the one cut short are not there once each, in order");
-        cr_assert(memcmp(got + len - (tlen - alen), tail + alen, tlen - alen) == 0,
-                  "the third ring's records do not end the stream");
-    } else if (die != 4) {
+    if (die != 4) {
         cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
                      slen + tlen);
         memcpy(stream + slen, tail, tlen);
@@ -897,6 +868,94 @@ Test(targets, a_mover_killed_once_it_marked_where_the_rest_of_a_cut_record_ends_
 Test(targets, a_mover_killed_once_it_dropped_the_rest_of_a_cut_record_leaves_whole_records)
 {
     three_rings_one_cut(7);
+}
+
+/* A thread that appends n records of two lines each, "t NNNN ...\n" then "t NNNN second line\n", to its own ring. */
+static int two_line_record(char *rec, size_t cap, unsigned i)
+{
+    return snprintf(rec, cap, "t %04u %090u\nt %04u second line\n", i, i, i);
+}
+
+static void *two_line_writer_run(void *arg)
+{
+    struct ring_writer *w = arg;
+    char rec[160];
+    for (unsigned i = 0; i < w->n; i++)
+        if (forklog_write(w->log, rec, (size_t)two_line_record(rec, sizeof rec, i)) != 0)
+            break;
+    pthread_barrier_wait(&w->done);
+    pthread_barrier_wait(&w->end);
+    return NULL;
+}
+
+/* A flush of two rings to a FIFO whose reader goes away in the middle of it cuts a record of two lines
+ * (forklog_write() takes a newline inside a record) of the second ring short, and its flusher is a forked child
+ * killed right after the drop of what went out (WRITE_FAILED); the first ring gets a record since. The dead flusher's
+ * plan of the second ring ended at the first newline after the cut: the record's second line was left in the ring,
+ * the mark that it goes first went with the repair, and the next flush wrote the first ring's new record before it,
+ * between the two lines of one record. What the readers get is every record, its lines together. */
+Test(targets, a_record_of_two_lines_cut_by_a_flusher_killed_after_a_failed_flush_keeps_its_lines_together)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
+    forklog *log = open_log(logpath, &o);
+    char rec[160];
+    for (unsigned i = 0; i < 100; i++) { /* this thread's ring, the first one */
+        int n = ring_record(rec, sizeof rec, 'm', i);
+        cr_assert_eq(forklog_write(log, rec, (size_t)n), 0);
+    }
+    struct ring_writer w = {.log = log, .n = 3000};
+    pthread_barrier_init(&w.done, NULL, 2);
+    pthread_barrier_init(&w.end, NULL, 2);
+    cr_assert_eq(pthread_create(&w.t, NULL, two_line_writer_run, &w), 0);
+    pthread_barrier_wait(&w.done);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+    pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+    static const char after[] = "m after the failed flush\n";
+    cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
+    struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    pthread_barrier_wait(&w.end);
+    pthread_join(w.t, NULL);
+    size_t len = r.got + next.got;
+    char *got = malloc(len);
+    cr_assert_not_null(got);
+    memcpy(got, r.buf, r.got);
+    memcpy(got + r.got, next.buf, next.got);
+    /* Every second line of a record follows the line its record began with (whole, or the part of it that went out
+     * before the reader left), and the second ring's records come once each, in order. */
+    unsigned seconds = 0;
+    const char *prev = NULL;
+    for (size_t at = 0; at < len;) {
+        const char *line = got + at, *nl = memchr(line, '\n', len - at);
+        cr_assert_not_null(nl, "the stream ends in the middle of a line");
+        unsigned i;
+        if (sscanf(line, "t %u second lin%c", &i, rec) == 2) {
+            char head[16];
+            snprintf(head, sizeof head, "t %04u ", i);
+            cr_assert(prev && strncmp(prev, head, strlen(head)) == 0 && strncmp(prev, line, strlen(head) + 1) != 0,
+                      "the second line of record t %u follows another line: %.40s", i, prev ? prev : "(none)");
+            cr_assert_eq(i, seconds, "record t %u where %u was due", i, seconds);
+            seconds++;
+        }
+        prev = line;
+        at = (size_t)(nl + 1 - got);
+    }
+    cr_assert_eq(seconds, w.n, "the second ring's records end at %u of %u", seconds, w.n);
+    free(got);
+    free(next.buf);
+    free(r.buf);
 }
 
 struct flusher {
