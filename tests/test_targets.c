@@ -958,6 +958,109 @@ Test(targets, a_record_of_two_lines_cut_by_a_flusher_killed_after_a_failed_flush
     free(r.buf);
 }
 
+/* A line of 16,000 bytes: "w NNNN ", 'x's, its newline. */
+static void big_line(char *rec, unsigned i)
+{
+    memset(rec, 'x', 16000);
+    memcpy(rec, "w ", 2);
+    char id[8];
+    snprintf(id, sizeof id, "%04u ", i);
+    memcpy(rec + 2, id, 5);
+    rec[15999] = '\n';
+}
+
+/* A ring of 128 KiB, written and flushed once up to 64,000 bytes, then holding seven records of 16,000 bytes, whose
+ * fifth wraps around the ring's end; the flush of those, to a FIFO whose reader leaves after 10,000 bytes, stops
+ * after about as much as the pipe takes beyond that: in the record that wraps. move 0: a next reader, the flusher
+ * killed at WRITE_FAILED; 1: the log moves to a regular file. Either way every record is whole and once: in the
+ * stream, the rest of the one cut short first; in the new file, those after it. */
+static void cut_across_the_wrap(int move)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    struct short_reader a = {.fd = open_reader(logpath), .want = 4 * 16000};
+    cr_assert_not_null(a.buf = malloc(a.want));
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)128 << 10};
+    forklog *log = open_log(logpath, &o);
+    char *stream = malloc(11 * 16000);
+    cr_assert_not_null(stream);
+    for (unsigned i = 0; i < 4; i++) {
+        big_line(stream + i * 16000, i);
+        cr_assert_eq(forklog_write(log, stream + i * 16000, 16000), 0);
+    }
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &a), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(a.got, a.want);
+    for (unsigned i = 4; i < 11; i++) {
+        big_line(stream + i * 16000, i);
+        cr_assert_eq(forklog_write(log, stream + i * 16000, 16000), 0);
+    }
+    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r.buf = malloc(r.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
+    if (!move) {
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
+        pthread_join(t, NULL);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+    } else {
+        int rc = forklog_flush(log);
+        pthread_join(t, NULL);
+        cr_assert_eq(rc, -EPIPE);
+    }
+    const char *s0 = stream + 4 * 16000; /* what the failed flush was to write */
+    const size_t slen = 7 * 16000;
+    size_t sent = r.got;
+    cr_assert(memcmp(r.buf, s0, r.got) == 0);
+    if (!move) {
+        struct short_reader next = {.fd = open_reader(logpath), .want = slen};
+        cr_assert_not_null(next.buf = malloc(next.want));
+        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        pthread_join(t, NULL);
+        close(next.fd);
+        cr_assert_eq(sent + next.got, slen, "the readers got %zu + %zu bytes of %zu", sent, next.got, slen);
+        cr_assert(memcmp(next.buf, s0 + sent, next.got) == 0, "the next reader's bytes are not the rest of the stream");
+        free(next.buf);
+    } else {
+        int rd = open(logpath, O_RDONLY | O_NONBLOCK);
+        cr_assert_geq(rd, 0);
+        char chunk[4096];
+        ssize_t n;
+        while ((n = read(rd, chunk, sizeof chunk)) > 0) {
+            cr_assert(memcmp(chunk, s0 + sent, (size_t)n) == 0, "the FIFO holds other bytes than the stream's");
+            sent += (size_t)n;
+        }
+        close(rd);
+        cr_assert(sent % 16000 != 0 && sent / 16000 == 4, "the flush was cut at %zu, not in the record that wraps",
+                  sent);
+        cr_assert_eq(unlink(logpath), 0);
+        cr_assert_eq(forklog_reopen(log), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        size_t len;
+        char *got = th_slurp(logpath, &len);
+        cr_assert_eq(len, 2 * 16000, "the new file holds %zu bytes", len);
+        cr_assert(memcmp(got, s0 + 5 * 16000, len) == 0, "the new file does not hold the records after the cut one");
+        free(got);
+    }
+    free(r.buf);
+    free(a.buf);
+    free(stream);
+}
+
+Test(targets, a_record_cut_where_its_ring_wraps_is_finished_once_after_a_flusher_killed_after_the_cut)
+{
+    cut_across_the_wrap(0);
+}
+
+Test(targets, a_record_cut_where_its_ring_wraps_is_dropped_to_its_end_when_the_log_moves)
+{
+    cut_across_the_wrap(1);
+}
+
 struct flusher {
     forklog *log;
     int rc;
