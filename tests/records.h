@@ -200,4 +200,17 @@ static inline long long rc_scan(struct rc_seen *s, const char *path, unsigned fi
     return (long long)len;
 }
 
+/* A thread that flushes a log (its result in rc): a flush that waits in write(2) while the test acts. */
+struct flusher {
+    forklog *log;
+    int rc;
+};
+
+static inline void *flush_run(void *arg)
+{
+    struct flusher *f = arg;
+    f->rc = forklog_flush(f->log);
+    return NULL;
+}
+
 #endif

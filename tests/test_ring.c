@@ -1256,6 +1256,41 @@ static pid_t fork_guest(forklog **gl)
     return 0;
 }
 
+/* A guest child (fork_guest) that says 'o' on rep once it runs (when `opened`), then writes records G 000 and G 001,
+ * each when told on go and saying 'a' after it, and exits: 0, or the step that failed (4 a record, 5 the close, 6 no
+ * word on go). */
+static void guest_two_records(forklog *gl, const int go[2], const int rep[2], int opened)
+{
+    close(go[1]);
+    close(rep[0]);
+    if (opened)
+        say(rep[1], 'o');
+    for (unsigned q = 0; q < 2; q++) {
+        if (!hear(go[0]))
+            _exit(6);
+        if (rec100(gl, 'G', q) != 0)
+            _exit(4);
+        say(rep[1], 'a');
+    }
+    _exit(forklog_close(gl) == 0 ? 0 : 5);
+}
+
+/* Opens the log at logpath with o, and forks a guest_two_records() child of it, its ends of go and rep closed here;
+ * returns its pid. */
+static pid_t open_with_a_guest(const struct forklog_options *o, forklog **log, int go[2], int rep[2], int opened)
+{
+    cr_assert_eq(forklog_open(log, logpath, o), 0);
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(rep), 0);
+    forklog *gl;
+    pid_t pid = fork_guest(&gl);
+    if (pid == 0)
+        guest_two_records(gl, go, rep, opened);
+    close(go[0]);
+    close(rep[1]);
+    return pid;
+}
+
 Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
 {
     /* A guest (pid 1 of a new PID namespace) takes no ring; it writes the rings at its first record, and then
@@ -1307,18 +1342,6 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     check_records(logpath, want, 4);
 }
 
-struct flusher {
-    forklog *log;
-    int rc;
-};
-
-static void *flush_run(void *arg)
-{
-    struct flusher *f = arg;
-    f->rc = forklog_flush(f->log);
-    return NULL;
-}
-
 /* Reads a stream to its end (cap bytes at most). */
 struct reader {
     int fd;
@@ -1346,27 +1369,8 @@ Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_
     signal(SIGPIPE, SIG_IGN);
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
     forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
     int go[2], rep[2];
-    cr_assert_eq(pipe(go), 0);
-    cr_assert_eq(pipe(rep), 0);
-    forklog *gl;
-    pid_t pid = fork_guest(&gl);
-    if (pid == 0) {
-        close(go[1]);
-        close(rep[0]);
-        say(rep[1], 'o'); /* opened */
-        for (unsigned q = 0; q < 2; q++) {
-            if (!hear(go[0]))
-                _exit(6);
-            if (rec100(gl, 'G', q) != 0)
-                _exit(4);
-            say(rep[1], 'a');
-        }
-        _exit(forklog_close(gl) == 0 ? 0 : 5);
-    }
-    close(go[0]);
-    close(rep[1]);
+    pid_t pid = open_with_a_guest(&o, &log, go, rep, 1);
     char c = hear(rep[0]);
     int st = c ? 0 : th_wait_for(pid, 10);
     if (st == 77)
@@ -1888,26 +1892,8 @@ Test(ring, a_guest_record_in_a_rotating_buffered_log_keeps_the_files_within_rota
     struct forklog_options o = {
         .flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 1000, .rotate_keep = 5, .flush_ms = 60000};
     forklog *log;
-    cr_assert_eq(forklog_open(&log, logpath, &o), 0);
     int go[2], rep[2];
-    cr_assert_eq(pipe(go), 0);
-    cr_assert_eq(pipe(rep), 0);
-    forklog *gl;
-    pid_t pid = fork_guest(&gl);
-    if (pid == 0) {
-        close(go[1]);
-        close(rep[0]);
-        for (unsigned q = 0; q < 2; q++) {
-            if (!hear(go[0]))
-                _exit(6);
-            if (rec100(gl, 'G', q) != 0)
-                _exit(4);
-            say(rep[1], 'a');
-        }
-        _exit(forklog_close(gl) == 0 ? 0 : 5);
-    }
-    close(go[0]);
-    close(rep[1]);
+    pid_t pid = open_with_a_guest(&o, &log, go, rep, 0);
     write100(log, 'N', 0);
     say(go[1], 'g');
     char c = hear(rep[0]);

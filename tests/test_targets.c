@@ -338,6 +338,54 @@ static void *read_then_leave(void *arg)
     return NULL;
 }
 
+/* A reader of the FIFO at logpath that reads to the end while this process flushes and closes log. */
+static struct short_reader flush_and_close_for_the_next_reader(forklog *log)
+{
+    struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    return next;
+}
+
+/* A FIFO made at logpath, a reader *r of it that will take 10,000 bytes, and a buffered log on it (rings of 1 MiB,
+ * records flushed only when asked); SIGPIPE ignored. */
+static forklog *buffered_fifo_log(struct short_reader *r)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    *r = (struct short_reader){.fd = open_reader(logpath), .want = 10000};
+    cr_assert_not_null(r->buf = malloc(r->want));
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
+    return open_log(logpath, &o);
+}
+
+/* What reader a got, then what reader b got, in one buffer (malloc'd) of *len bytes. */
+static char *both_readers(const struct short_reader *a, const struct short_reader *b, size_t *len)
+{
+    *len = a->got + b->got;
+    char *got = malloc(*len + 1);
+    cr_assert_not_null(got);
+    memcpy(got, a->buf, a->got);
+    memcpy(got + a->got, b->buf, b->got);
+    return got;
+}
+
+/* The FIFO at logpath removed, log moved by forklog_reopen() to the regular file it then creates there, flushed and
+ * closed: that file's bytes (malloc'd, *len of them). */
+static char *moved_to_a_file(forklog *log, size_t *len)
+{
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    return th_slurp(logpath, len);
+}
+
 /* A line of len bytes (malloc'd): 'A's, then its newline. */
 static char *line_of_a(size_t len)
 {
@@ -394,13 +442,7 @@ Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_tw
         cr_assert_eq(r.got, r.want);
         cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
         /* The next reader, and the flush that finds it. */
-        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
-        cr_assert_not_null(next.buf = malloc(next.want));
-        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-        cr_assert_eq(forklog_flush(log), 0);
-        cr_assert_eq(forklog_close(log), 0);
-        pthread_join(t, NULL);
-        close(next.fd);
+        struct short_reader next = flush_and_close_for_the_next_reader(log);
         size_t len = next.got;
         cr_assert_eq(r.want + len, slen, "the readers got %zu + %zu bytes of a stream of %zu%s", r.want, len, slen,
                      rotating ? " (rotating)" : "");
@@ -476,6 +518,23 @@ static pid_t killed_at(forklog *log, enum fl__crash_point cp, int reader, const 
     return pid;
 }
 
+/* A flush of log while reader r reads its 10,000 bytes and goes away: in this process, which gets -EPIPE, or (killed)
+ * in a forked child killed once the flush failed and dropped what went out (WRITE_FAILED). */
+static void flush_as_the_reader_leaves(forklog *log, struct short_reader *r, int killed)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, r), 0);
+    if (killed) {
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r->fd, NULL, 0);
+        pthread_join(t, NULL);
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+    } else {
+        int rc = forklog_flush(log);
+        pthread_join(t, NULL);
+        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+    }
+}
+
 /* A buffered log on a FIFO (its writer threads' rings, or the shared buffer of a rotating log) whose reader goes away
  * in the middle of a flush, and a flusher killed: the flusher of that flush, right after it dropped what went out
  * (WRITE_FAILED); or (before_rest) the next flusher, before it sent anything of the rest of the record that flush
@@ -514,12 +573,8 @@ static void flusher_dies_then_next_record(int before_rest)
         cr_assert_eq(forklog_close(log), 0);
         pthread_join(t, NULL);
         close(next.fd);
-        /* Both readers' bytes, one after the other. */
-        size_t len = r.got + next.got, alen = sizeof after - 1;
-        char *got = malloc(len + 1);
-        cr_assert_not_null(got);
-        memcpy(got, r.buf, r.got);
-        memcpy(got + r.got, next.buf, next.got);
+        size_t len, alen = sizeof after - 1;
+        char *got = both_readers(&r, &next, &len);
         cr_assert_gt(len, r.want + alen, "the next reader got %zu bytes%s", next.got, rotating ? " (rotating)" : "");
         cr_assert(memcmp(got + len - alen, after, alen) == 0, "the record after the death is not whole at the end%s",
                   rotating ? " (rotating)" : "");
@@ -582,14 +637,7 @@ Test(targets, a_flusher_killed_after_a_flush_that_sent_nothing_loses_no_record)
         close(rfd);
         cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_FAILED, -1, NULL, 0), HANG_S), 128 + SIGKILL,
                      "the flusher was not killed at WRITE_FAILED%s", rotating ? " (rotating)" : "");
-        struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
-        cr_assert_not_null(next.buf = malloc(next.want));
-        pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-        cr_assert_eq(forklog_flush(log), 0);
-        cr_assert_eq(forklog_close(log), 0);
-        pthread_join(t, NULL);
-        close(next.fd);
+        struct short_reader next = flush_and_close_for_the_next_reader(log);
         cr_assert_eq(next.got, slen, "the next reader got %zu bytes of %zu%s", next.got, slen,
                      rotating ? " (rotating)" : "");
         cr_assert(memcmp(next.buf, stream, slen) == 0, "the reader did not get the records once each, in order%s",
@@ -637,6 +685,22 @@ static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
         *slen += (size_t)ring_record(stream + *slen, 128, w->tag, i);
 }
 
+/* Reads what the FIFO at logpath still holds (what the pipe took beyond what its reader read), which must be the
+ * stream's bytes from `sent` on; returns `sent` past them. */
+static size_t fifo_rest(const char *stream, size_t sent)
+{
+    int rd = open(logpath, O_RDONLY | O_NONBLOCK);
+    cr_assert_geq(rd, 0);
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(rd, chunk, sizeof chunk)) > 0) {
+        cr_assert(memcmp(chunk, stream + sent, (size_t)n) == 0, "the FIFO holds other bytes than the stream's");
+        sent += (size_t)n;
+    }
+    close(rd);
+    return sent;
+}
+
 /* The log moves to a regular file (the FIFO removed, forklog_reopen() creates a file at path) after a failed flush
  * cut a record of ring `t` short in the FIFO (sent: the bytes of the stream its reader read). The rest of that record
  * belongs to the FIFO its first part went to: the new file must hold whole records only, every record of `t` after
@@ -648,15 +712,7 @@ static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, 
 {
     static const char after[] = "m after the move\n";
     /* What the pipe took beyond what the reader read went out too: the FIFO keeps it for its next reader. */
-    int rd = open(logpath, O_RDONLY | O_NONBLOCK);
-    cr_assert_geq(rd, 0);
-    char chunk[4096];
-    ssize_t got_n;
-    while ((got_n = read(rd, chunk, sizeof chunk)) > 0) {
-        cr_assert(memcmp(chunk, stream + sent, (size_t)got_n) == 0, "the FIFO holds other bytes than the stream's");
-        sent += (size_t)got_n;
-    }
-    close(rd);
+    sent = fifo_rest(stream, sent);
     size_t cut = sent;
     while (cut < slen && stream[cut - 1] != '\n')
         cut++; /* the end of the record that went out in part */
@@ -720,12 +776,8 @@ static void moved_on_after_a_cut(forklog *log, const char *stream, size_t slen, 
  * that sends nothing a forked child killed once that flush failed (WRITE_FAILED): the same stream as 0. */
 static void three_rings_one_cut(int die)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
-    cr_assert_not_null(r.buf = malloc(r.want));
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
-    forklog *log = open_log(logpath, &o);
+    struct short_reader r;
+    forklog *log = buffered_fifo_log(&r);
     char rec[128], *stream = malloc((size_t)1 << 20), *tail = malloc(4096);
     cr_assert(stream && tail);
     size_t slen = 0, tlen = 0;
@@ -742,17 +794,7 @@ static void three_rings_one_cut(int die)
     memcpy(tail, after, sizeof after - 1);
     tlen = sizeof after - 1;
     ring_writer_start(&u, tail, &tlen);
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-    if (die == 1) {
-        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
-        pthread_join(t, NULL);
-        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
-    } else {
-        int rc = forklog_flush(log);
-        pthread_join(t, NULL);
-        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
-    }
+    flush_as_the_reader_leaves(log, &r, die == 1);
     cr_assert_eq(r.got, r.want);
     if (die >= 5 && die <= 7) {
         moved_on_after_a_cut(log, stream, slen, r.got, die - 5, &w, &u);
@@ -778,22 +820,13 @@ static void three_rings_one_cut(int die)
         tlen = sizeof death - 1;
         cr_assert_eq(forklog_write(log, death, tlen), 0);
     }
-    struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
-    cr_assert_not_null(next.buf = malloc(next.want));
-    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    pthread_join(t, NULL);
-    close(next.fd);
+    struct short_reader next = flush_and_close_for_the_next_reader(log);
     pthread_barrier_wait(&w.end);
     pthread_barrier_wait(&u.end);
     pthread_join(w.t, NULL);
     pthread_join(u.t, NULL);
-    size_t len = r.got + next.got;
-    char *got = malloc(len);
-    cr_assert_not_null(got);
-    memcpy(got, r.buf, r.got);
-    memcpy(got + r.got, next.buf, next.got);
+    size_t len;
+    char *got = both_readers(&r, &next, &len);
     if (die != 4) {
         cr_assert_eq(len, slen + tlen, "the readers got %zu + %zu bytes of a stream of %zu", r.got, next.got,
                      slen + tlen);
@@ -896,12 +929,8 @@ static void *two_line_writer_run(void *arg)
  * between the two lines of one record. What the readers get is every record, its lines together. */
 Test(targets, a_record_of_two_lines_cut_by_a_flusher_killed_after_a_failed_flush_keeps_its_lines_together)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
-    cr_assert_not_null(r.buf = malloc(r.want));
-    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
-    forklog *log = open_log(logpath, &o);
+    struct short_reader r;
+    forklog *log = buffered_fifo_log(&r);
     char rec[160];
     for (unsigned i = 0; i < 100; i++) { /* this thread's ring, the first one */
         int n = ring_record(rec, sizeof rec, 'm', i);
@@ -919,20 +948,11 @@ Test(targets, a_record_of_two_lines_cut_by_a_flusher_killed_after_a_failed_flush
     cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
     static const char after[] = "m after the failed flush\n";
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
-    struct short_reader next = {.fd = open_reader(logpath), .want = (size_t)2 << 20};
-    cr_assert_not_null(next.buf = malloc(next.want));
-    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    pthread_join(t, NULL);
-    close(next.fd);
+    struct short_reader next = flush_and_close_for_the_next_reader(log);
     pthread_barrier_wait(&w.end);
     pthread_join(w.t, NULL);
-    size_t len = r.got + next.got;
-    char *got = malloc(len);
-    cr_assert_not_null(got);
-    memcpy(got, r.buf, r.got);
-    memcpy(got + r.got, next.buf, next.got);
+    size_t len;
+    char *got = both_readers(&r, &next, &len);
     /* Every second line of a record follows the line its record began with (whole, or the part of it that went out
      * before the reader left), and the second ring's records come once each, in order. */
     unsigned seconds = 0;
@@ -999,16 +1019,7 @@ static void cut_across_the_wrap(int move)
     }
     struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
     cr_assert_not_null(r.buf = malloc(r.want));
-    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-    if (!move) {
-        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, NULL, 0);
-        pthread_join(t, NULL);
-        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
-    } else {
-        int rc = forklog_flush(log);
-        pthread_join(t, NULL);
-        cr_assert_eq(rc, -EPIPE);
-    }
+    flush_as_the_reader_leaves(log, &r, !move);
     const char *s0 = stream + 4 * 16000; /* what the failed flush was to write */
     const size_t slen = 7 * 16000;
     size_t sent = r.got;
@@ -1025,23 +1036,11 @@ static void cut_across_the_wrap(int move)
         cr_assert(memcmp(next.buf, s0 + sent, next.got) == 0, "the next reader's bytes are not the rest of the stream");
         free(next.buf);
     } else {
-        int rd = open(logpath, O_RDONLY | O_NONBLOCK);
-        cr_assert_geq(rd, 0);
-        char chunk[4096];
-        ssize_t n;
-        while ((n = read(rd, chunk, sizeof chunk)) > 0) {
-            cr_assert(memcmp(chunk, s0 + sent, (size_t)n) == 0, "the FIFO holds other bytes than the stream's");
-            sent += (size_t)n;
-        }
-        close(rd);
+        sent = fifo_rest(s0, sent);
         cr_assert(sent % 16000 != 0 && sent / 16000 == 4, "the flush was cut at %zu, not in the record that wraps",
                   sent);
-        cr_assert_eq(unlink(logpath), 0);
-        cr_assert_eq(forklog_reopen(log), 0);
-        cr_assert_eq(forklog_flush(log), 0);
-        cr_assert_eq(forklog_close(log), 0);
         size_t len;
-        char *got = th_slurp(logpath, &len);
+        char *got = moved_to_a_file(log, &len);
         cr_assert_eq(len, 2 * 16000, "the new file holds %zu bytes", len);
         cr_assert(memcmp(got, s0 + 5 * 16000, len) == 0, "the new file does not hold the records after the cut one");
         free(got);
@@ -1059,18 +1058,6 @@ Test(targets, a_record_cut_where_its_ring_wraps_is_finished_once_after_a_flusher
 Test(targets, a_record_cut_where_its_ring_wraps_is_dropped_to_its_end_when_the_log_moves)
 {
     cut_across_the_wrap(1);
-}
-
-struct flusher {
-    forklog *log;
-    int rc;
-};
-
-static void *flush_run(void *arg)
-{
-    struct flusher *f = arg;
-    f->rc = forklog_flush(f->log);
-    return NULL;
 }
 
 /* Records of 128 bytes: 512 of them fill an empty pipe (65,536 bytes) to the byte. */
@@ -1108,12 +1095,8 @@ Test(targets, a_flush_that_stopped_at_the_end_of_a_record_loses_no_record_when_t
     close(rd);
     pthread_join(t, NULL);
     cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
-    cr_assert_eq(unlink(logpath), 0);
-    cr_assert_eq(forklog_reopen(log), 0);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(forklog_close(log), 0);
     size_t len;
-    char *got = th_slurp(logpath, &len);
+    char *got = moved_to_a_file(log, &len);
     unsigned next = 512;
     for (size_t at = 0; at < len;) {
         const char *nl = memchr(got + at, '\n', len - at);
