@@ -352,16 +352,22 @@ static struct short_reader flush_and_close_for_the_next_reader(forklog *log)
     return next;
 }
 
-/* A FIFO made at logpath, a reader *r of it that will take 10,000 bytes, and a buffered log on it (rings of 1 MiB,
- * records flushed only when asked); SIGPIPE ignored. */
-static forklog *buffered_fifo_log(struct short_reader *r)
+/* A FIFO made at logpath, a reader *r of it that will take 10,000 bytes, and a log on it with options o (NULL: the
+ * defaults); SIGPIPE ignored. */
+static forklog *fifo_log(struct short_reader *r, const struct forklog_options *o)
 {
     signal(SIGPIPE, SIG_IGN);
     cr_assert_eq(mkfifo(logpath, 0600), 0);
     *r = (struct short_reader){.fd = open_reader(logpath), .want = 10000};
     cr_assert_not_null(r->buf = malloc(r->want));
+    return open_log(logpath, o);
+}
+
+/* fifo_log() of a buffered log (rings of 1 MiB, records flushed only when asked). */
+static forklog *buffered_fifo_log(struct short_reader *r)
+{
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
-    return open_log(logpath, &o);
+    return fifo_log(r, &o);
 }
 
 /* What reader a got, then what reader b got, in one buffer (malloc'd) of *len bytes. */
@@ -463,11 +469,8 @@ Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_tw
  * every later record whole. */
 Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_record_is_not_glued_to)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
-    cr_assert_not_null(r.buf = malloc(r.want));
-    forklog *log = open_log(logpath, NULL);
+    struct short_reader r;
+    forklog *log = fifo_log(&r, NULL);
     size_t big = (size_t)200 << 10;
     char *rec = line_of_a(big);
     pthread_t t;
@@ -1266,11 +1269,8 @@ Test(targets,
  * killed before its record), then the record. */
 static void fragment_then_next_record(int how)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
-    cr_assert_not_null(r.buf = malloc(r.want));
-    forklog *log = open_log(logpath, NULL);
+    struct short_reader r;
+    forklog *log = fifo_log(&r, NULL);
     size_t big = (size_t)200 << 10;
     char *rec = line_of_a(big);
     pthread_t t;
