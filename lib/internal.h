@@ -664,6 +664,13 @@ FL__INTERNAL int fl__flush_rings(forklog *log);
  * Lock held, after the file repair. */
 FL__INTERNAL void fl__repair_rings(struct fl__seg *s);
 
+/* Ring k's bytes. The sizes are the handle's copies, checked against the segment's head at open: a segment that
+ * another process damages later cannot move them. */
+static inline unsigned char *fl__ring_data(const forklog *log, unsigned k)
+{
+    return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
+}
+
 /* The log's file is no longer the stream that a failed flush sent the first part of a record to (flush_rest): the
  * rest of that record is dropped from its ring, and no longer written first. Lock held, from fl__sync_file. */
 FL__INTERNAL void fl__drop_rest(forklog *log);

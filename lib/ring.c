@@ -78,13 +78,6 @@ fl__due_clock(const forklog *log, int64_t *late)
     return fl__coarse_ns();
 }
 
-/* Ring k's bytes. The sizes are the handle's copies, checked against the segment's head at open: a segment that
- * another process damages later cannot move them. */
-static unsigned char *fl__ring_data(const forklog *log, unsigned k)
-{
-    return log->seg->buf + log->buf_cap + (size_t)k * log->ring_cap;
-}
-
 /* Linux's fallocate(2) (glibc and musl), declared only under _GNU_SOURCE. With a 64-bit off_t on a 32-bit glibc
  * (_FILE_OFFSET_BITS=64), the function that takes one is fallocate64. */
 #if defined(__GLIBC__) && defined(__USE_FILE_OFFSET64)

@@ -128,7 +128,7 @@ static void fl__drop_sent(forklog *log, size_t sent)
                  * may then write there): a flush that stopped at the end of a record cut nothing short, and the
                  * record after it must not be dropped for a rest when the log moves to another file. */
                 const size_t cap = log->ring_cap;
-                const unsigned char *d = s->buf + log->buf_cap + (size_t)k * cap;
+                const unsigned char *d = fl__ring_data(log, k);
                 const int line_end = d[(t + n - 1) % cap] == '\n';
                 rest = (k + 1) | (line_end ? FL__REST_LINE_END : 0);
                 /* A flusher killed before the drop is done is repaired as one killed in its write: what is in the
