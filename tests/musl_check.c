@@ -253,6 +253,23 @@ static struct shared *shared_new(void)
     return sh;
 }
 
+/* A forked writer's work: `n` records (sizes from size index `id` on, cut to less than `max` bytes of payload past
+ * it), each acknowledged one published in sh; then the close. Exits 0, 3 at the first call that fails (its error in
+ * sh), 4 when the close fails. */
+static _Noreturn void write_acked(forklog *log, struct shared *sh, unsigned id, unsigned n, size_t max)
+{
+    for (unsigned q = 0; q < n; q++) {
+        size_t len = sizes[(id + q) % NSIZES];
+        int rc = put(log, id, q, len > max ? len % max : len);
+        if (rc != 0) {
+            atomic_store(&sh->error[id], rc);
+            _exit(3);
+        }
+        atomic_store(&sh->acked[id], q + 1);
+    }
+    _exit(forklog_close(log) == 0 ? 0 : 4);
+}
+
 /* A forked writer of `n` records (sizes from size index `first` on, up to `max` bytes of payload); it publishes each
  * acknowledged record in sh, closes its handle and exits 0, or exits 3 at the first call that fails. */
 static pid_t writer(forklog *log, struct shared *sh, unsigned id, unsigned n, size_t max)
@@ -262,16 +279,7 @@ static pid_t writer(forklog *log, struct shared *sh, unsigned id, unsigned n, si
         fail("fork: %s", strerror(errno));
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        for (unsigned q = 0; q < n; q++) {
-            size_t len = sizes[(id + q) % NSIZES];
-            int rc = put(log, id, q, len > max ? len % max : len);
-            if (rc != 0) {
-                atomic_store(&sh->error[id], rc);
-                _exit(3);
-            }
-            atomic_store(&sh->acked[id], q + 1);
-        }
-        _exit(forklog_close(log) == 0 ? 0 : 4);
+        write_acked(log, sh, id, n, max);
     }
     return pid;
 }
@@ -361,15 +369,7 @@ static pid_t pt_writer(forklog *log, struct shared *sh, unsigned id, enum fl__cr
             fl__crash_arm(FL__CP_LOCK_HELD, 1, FL__CRASH_STOP);
         if (cp != FL__CP_COUNT)
             fl__crash_arm(cp, 1, FL__CRASH_KILL);
-        for (unsigned q = 0; q < PT_N; q++) {
-            int rc = put(log, id, q, sizes[(id + q) % NSIZES] % 5000);
-            if (rc != 0) {
-                atomic_store(&sh->error[id], rc);
-                _exit(3);
-            }
-            atomic_store(&sh->acked[id], q + 1);
-        }
-        _exit(forklog_close(log) == 0 ? 0 : 4);
+        write_acked(log, sh, id, PT_N, 5000);
     }
     return pid;
 }

@@ -462,44 +462,6 @@ Test(targets, a_buffered_fifo_whose_reader_goes_away_mid_flush_gets_no_record_tw
     close(r.fd);
 }
 
-/* The same in direct mode: a record whose reader goes away while it is written fails with -EPIPE, and its first part
- * stays in the FIFO for the next reader. The next record was glued to that fragment, one line for the reader, where
- * the record a call acknowledged could not be found. As a regular file that ends in the middle of a line gets a
- * newline before the next record, the fragment is ended first: the next reader gets it on a line of its own, then
- * every later record whole. */
-Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_record_is_not_glued_to)
-{
-    struct short_reader r;
-    forklog *log = fifo_log(&r, NULL);
-    size_t big = (size_t)200 << 10;
-    char *rec = line_of_a(big);
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-    int rc = forklog_write(log, rec, big);
-    pthread_join(t, NULL);
-    cr_assert_eq(rc, -EPIPE, "the record whose reader went away: %d", rc);
-    struct short_reader next = {.fd = open_reader(logpath), .want = big};
-    cr_assert_not_null(next.buf = malloc(next.want));
-    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
-    cr_assert_eq(forklog_write(log, "next record", 11), 0);
-    cr_assert_eq(forklog_info(log, "and %s", "another"), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    pthread_join(t, NULL);
-    close(next.fd);
-    size_t len = next.got;
-    cr_assert_gt(len, 30);
-    cr_assert_eq(th_count_lines(next.buf, len), 3, "the fragment, then two whole records");
-    char *first_nl = memchr(next.buf, '\n', len);
-    for (char *p = next.buf; p < first_nl; p++)
-        cr_assert_eq(*p, 'A', "the fragment's line holds something else at byte %zu", (size_t)(p - next.buf));
-    cr_assert(!strncmp(first_nl + 1, "next record\n", 12), "the record after the fragment: %.40s", first_nl + 1);
-    cr_assert(memcmp(next.buf + len - 13, " and another\n", 13) == 0, "the last record is not whole");
-    cr_assert_not_null(memmem(first_nl + 13, len - (size_t)(first_nl + 13 - next.buf), " INFO pid=", 10));
-    free(next.buf);
-    free(r.buf);
-    free(rec);
-}
-
 /* A forked child that writes rec (or flushes, rec NULL), armed to be killed at crash point cp. It closes its copy of
  * reader, a FIFO's read end, which would otherwise keep the FIFO's reader there after the reader went away. Returns
  * its pid; it exits 1 if it lives through the call. */
@@ -521,21 +483,58 @@ static pid_t killed_at(forklog *log, enum fl__crash_point cp, int reader, const 
     return pid;
 }
 
-/* A flush of log while reader r reads its 10,000 bytes and goes away: in this process, which gets -EPIPE, or (killed)
- * in a forked child killed once the flush failed and dropped what went out (WRITE_FAILED). */
-static void flush_as_the_reader_leaves(forklog *log, struct short_reader *r, int killed)
+/* A record rec of len bytes written to log (rec NULL: a flush of log) while reader r reads its 10,000 bytes and goes
+ * away: in this process, which gets -EPIPE, or (killed) in a forked child killed once the write failed (and, a flush,
+ * dropped what went out: WRITE_FAILED). */
+static void as_the_reader_leaves(forklog *log, struct short_reader *r, int killed, const char *rec, size_t len)
 {
+    const char *what = rec ? "record" : "flush";
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, r), 0);
     if (killed) {
-        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r->fd, NULL, 0);
+        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r->fd, rec, len);
         pthread_join(t, NULL);
-        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the flusher was not killed at WRITE_FAILED");
+        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the %s's writer was not killed at WRITE_FAILED", what);
     } else {
-        int rc = forklog_flush(log);
+        int rc = rec ? forklog_write(log, rec, len) : forklog_flush(log);
         pthread_join(t, NULL);
-        cr_assert_eq(rc, -EPIPE, "the flush whose reader went away: %d", rc);
+        cr_assert_eq(rc, -EPIPE, "the %s whose reader went away: %d", what, rc);
     }
+}
+
+/* The same in direct mode: a record whose reader goes away while it is written fails with -EPIPE, and its first part
+ * stays in the FIFO for the next reader. The next record was glued to that fragment, one line for the reader, where
+ * the record a call acknowledged could not be found. As a regular file that ends in the middle of a line gets a
+ * newline before the next record, the fragment is ended first: the next reader gets it on a line of its own, then
+ * every later record whole. */
+Test(targets, a_record_whose_fifo_reader_goes_away_leaves_a_fragment_the_next_record_is_not_glued_to)
+{
+    struct short_reader r;
+    forklog *log = fifo_log(&r, NULL);
+    size_t big = (size_t)200 << 10;
+    char *rec = line_of_a(big);
+    as_the_reader_leaves(log, &r, 0, rec, big);
+    pthread_t t;
+    struct short_reader next = {.fd = open_reader(logpath), .want = big};
+    cr_assert_not_null(next.buf = malloc(next.want));
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
+    cr_assert_eq(forklog_write(log, "next record", 11), 0);
+    cr_assert_eq(forklog_info(log, "and %s", "another"), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(next.fd);
+    size_t len = next.got;
+    cr_assert_gt(len, 30);
+    cr_assert_eq(th_count_lines(next.buf, len), 3, "the fragment, then two whole records");
+    char *first_nl = memchr(next.buf, '\n', len);
+    for (char *p = next.buf; p < first_nl; p++)
+        cr_assert_eq(*p, 'A', "the fragment's line holds something else at byte %zu", (size_t)(p - next.buf));
+    cr_assert(!strncmp(first_nl + 1, "next record\n", 12), "the record after the fragment: %.40s", first_nl + 1);
+    cr_assert(memcmp(next.buf + len - 13, " and another\n", 13) == 0, "the last record is not whole");
+    cr_assert_not_null(memmem(first_nl + 13, len - (size_t)(first_nl + 13 - next.buf), " INFO pid=", 10));
+    free(next.buf);
+    free(r.buf);
+    free(rec);
 }
 
 /* A buffered log on a FIFO (its writer threads' rings, or the shared buffer of a rotating log) whose reader goes away
@@ -797,7 +796,7 @@ static void three_rings_one_cut(int die)
     memcpy(tail, after, sizeof after - 1);
     tlen = sizeof after - 1;
     ring_writer_start(&u, tail, &tlen);
-    flush_as_the_reader_leaves(log, &r, die == 1);
+    as_the_reader_leaves(log, &r, die == 1, NULL, 0);
     cr_assert_eq(r.got, r.want);
     if (die >= 5 && die <= 7) {
         moved_on_after_a_cut(log, stream, slen, r.got, die - 5, &w, &u);
@@ -1022,7 +1021,7 @@ static void cut_across_the_wrap(int move)
     }
     struct short_reader r = {.fd = open_reader(logpath), .want = 10000};
     cr_assert_not_null(r.buf = malloc(r.want));
-    flush_as_the_reader_leaves(log, &r, !move);
+    as_the_reader_leaves(log, &r, !move, NULL, 0);
     const char *s0 = stream + 4 * 16000; /* what the failed flush was to write */
     const size_t slen = 7 * 16000;
     size_t sent = r.got;
@@ -1276,16 +1275,7 @@ static void fragment_then_next_record(int how)
     pthread_t t;
     if (how == 3)
         cr_assert_eq(forklog_write(log, "whole record\n", 13), 0);
-    cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
-    if (how == 0) {
-        pid_t pid = killed_at(log, FL__CP_WRITE_FAILED, r.fd, rec, big);
-        pthread_join(t, NULL);
-        cr_assert_eq(th_wait_for(pid, HANG_S), 128 + SIGKILL, "the writer was not killed at WRITE_FAILED");
-    } else {
-        int rc = forklog_write(log, rec, big);
-        pthread_join(t, NULL);
-        cr_assert_eq(rc, -EPIPE, "the record whose reader went away: %d", rc);
-    }
+    as_the_reader_leaves(log, &r, how == 0, rec, big);
     struct short_reader next = {.fd = open_reader(logpath), .want = big};
     cr_assert_not_null(next.buf = malloc(next.want));
     cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &next), 0);
