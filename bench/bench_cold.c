@@ -11,12 +11,18 @@
  * write(2) is timed and left out) with nothing, a getppid() or a write(2) of 100 B to another file between two
  * records: what a system call, and the kernel's write path, cost the user-space part of the record that follows.
  *
+ * A third table times the two steps that no timestamped record written under the lock can skip, alone: reading
+ * the clock (clock_gettime(CLOCK_REALTIME), as a record's timestamp does) and locking and unlocking a robust
+ * process-shared mutex (as the append lock is); and the highest ratio to the floor that a record could reach if it
+ * cost the floor's loop, its write(2) and those two steps, and nothing else.
+ *
  * usage: forklog_bench_cold [-n RECORDS] [-r ROUNDS] [-d DIR]       defaults: -n 20000 -r 15 -d /var/tmp
  */
 #include <forklog.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +220,50 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
+    /* The two steps alone, and the floor's loop without the timing of its write(2) (which the first table adds to
+     * every method alike), in rotation as above. */
+    pthread_mutexattr_t ma;
+    pthread_mutex_t mx;
+    if (pthread_mutexattr_init(&ma) != 0 || pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED) != 0 ||
+        pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST) != 0 || pthread_mutex_init(&mx, &ma) != 0) {
+        fprintf(stderr, "%s: cannot make a robust process-shared mutex\n", argv[0]);
+        return 1;
+    }
+    static double step[3][MAX_ROUNDS];
+    volatile long sink = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < 3; k++) {
+            int c = (k + r) % 3;
+            long long t0 = now_ns();
+            for (long i = 0; i < n; i++) {
+                if (c == 0) {
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    sink += ts.tv_nsec;
+                } else if (c == 1) {
+                    if (pthread_mutex_lock(&mx) != 0)
+                        return 1;
+                    sink++;
+                    pthread_mutex_unlock(&mx);
+                } else if (syscall(SYS_write, floor_fd, rec, REC) != REC) {
+                    return 1;
+                }
+            }
+            step[c][r] = (double)(now_ns() - t0) / (double)n;
+        }
+    }
+    (void)sink;
+    pthread_mutex_destroy(&mx);
+    pthread_mutexattr_destroy(&ma);
+    for (int c = 0; c < 3; c++)
+        qsort(step[c], (size_t)rounds, sizeof(double), cmp);
+    double clock_ns = step[0][rounds / 2], lock_ns = step[1][rounds / 2], bare = step[2][rounds / 2];
+    printf("\nThe steps no timestamped record written under the lock can skip, alone, ns per call:\n");
+    printf("%-44s %10.0f\n", "clock_gettime(CLOCK_REALTIME)", clock_ns);
+    printf("%-44s %10.0f\n", "robust shared mutex, lock and unlock", lock_ns);
+    printf("%-44s %10.0f\n", "floor, its write(2) not timed", bare);
+    printf("%-44s %9.2fx\n", "that floor + both steps, vs that floor", bare / (bare + clock_ns + lock_ns));
+
     forklog_close(log_);
     forklog_close(buffered);
     close(floor_fd);
