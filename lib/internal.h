@@ -609,6 +609,13 @@ static inline unsigned fl__ring_at(unsigned first, unsigned i)
 /* Writes len bytes that end whole records and commits them, or cuts the file back and fails. */
 FL__INTERNAL int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state);
 
+/* A flush of the rings to a stream failed after `sent` bytes went out, in the order of the plan from ring `first`
+ * (fl__ring_at): cuts each ring's plan down to what is to count as written should its flusher die, what went out
+ * and the rest of the record it cut short; a ring nothing of went out is planned at its tail. Moves no tail, and
+ * done again to the same tails and sent it changes nothing. Returns what flush_rest is to say: 1 + the ring that
+ * holds the rest of that record (with FL__REST_LINE_END when what went out ended a line), or 0. Lock held. */
+FL__INTERNAL unsigned fl__plan_sent(forklog *log, unsigned first, size_t sent);
+
 /* Writes out the shared buffer. Lock held, file synced. */
 FL__INTERNAL int fl__flush_locked(forklog *log);
 

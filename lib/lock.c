@@ -83,6 +83,16 @@ static int fl__repair_file_now(forklog *log)
     if (s->state != FL__WRITING && s->state != FL__FLUSHING)
         return 0;
     if (!s->regular) {
+        if (s->state == FL__FLUSHING && s->ring_phase == FL__RINGS_PLANNED && s->target != s->ring_target &&
+            log->ring_cap) {
+            /* Killed in its drop of what a failed flush sent, before every ring's plan was cut down (fl__drop_sent):
+             * target says where the stream stopped, and no tail has moved. The plans are cut down again, to the same
+             * place, in the order of that flush, which flush_rest still tells; a ring nothing of went out is not
+             * counted as written. */
+            const uint32_t at = s->flush_rest & ~FL__REST_LINE_END;
+            (void)fl__plan_sent(log, at >= 1 && at <= FL__RINGS ? at - 1 : 0, (size_t)(s->target - s->size));
+            s->target = s->ring_target;
+        }
         /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays, and
          * counts as written: the buffer and the rings it was writing are not written again (at most once). A write
          * may have been cut short by the death (a writer blocked on a full pipe, killed with part of its record in

@@ -100,6 +100,41 @@ static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t l
 }
 #endif
 
+unsigned fl__plan_sent(forklog *log, unsigned first, size_t sent)
+{
+    struct fl__seg *s = log->seg;
+    unsigned rest = 0;
+    for (unsigned i = 0; i < FL__RINGS; i++) {
+        const unsigned k = fl__ring_at(first, i);
+        struct fl__ring *r = &s->rings[k];
+        const uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        const uint64_t n = r->planned - t < sent ? r->planned - t : sent;
+        if (n && t + n != r->planned) {
+            /* Whether the last byte that went out ended a line, read before the tail moves past it (its owner may
+             * then write there): a flush that stopped at the end of a record cut nothing short, and the record after
+             * it must not be dropped for a rest when the log moves to another file. */
+            const size_t cap = log->ring_cap;
+            const unsigned char *d = fl__ring_data(log, k);
+            const int line_end = d[(t + n - 1) % cap] == '\n';
+            rest = (k + 1) | (line_end ? FL__REST_LINE_END : 0);
+            /* Of this ring, what counts as written after a death is what went out and the rest of the record it cut
+             * short, up to that record's newline; the whole records after it stay, for the next flush. */
+            uint64_t end = t + n;
+            if (!line_end) {
+                while (end < r->planned && d[end % cap] != '\n')
+                    end++;
+                if (end < r->planned)
+                    end++; /* the newline that ends the record cut short */
+            }
+            r->planned = end;
+        } else if (!n) {
+            r->planned = t; /* nothing of it went out: out of the plan, as a ring the flush was not for */
+        }
+        sent -= (size_t)n;
+    }
+    return rest;
+}
+
 /* A flush to a FIFO, a pipe, a socket or a device failed after `sent` bytes went out (the reader went away in the
  * middle of it): those bytes are in the stream, and nothing takes them back. A FIFO keeps what its reader left in the
  * pipe for its next reader, which got them a second time when the next flush wrote the whole buffer again, the
@@ -107,7 +142,7 @@ static void fl__write_half(int fd, const struct iovec *iov, int iovcnt, size_t l
  * flusher's do on such a target (fl__repair_file_now): dropped from the front of the shared buffer, or of the rings
  * in the order of the plan, so that the next flush begins with the rest of the record that went out in part. Made
  * while the state is still FLUSHING: a holder killed here is repaired as one killed in its write (everything
- * still in the plan counts as written, at most once). */
+ * still in the plan counts as written, at most once), the rings' plans first cut down to what went out. */
 static void fl__drop_sent(forklog *log, size_t sent)
 {
     struct fl__seg *s = log->seg;
@@ -116,41 +151,27 @@ static void fl__drop_sent(forklog *log, size_t sent)
          * at their tail, as a ring the flush was not for). The one ring that went out in part, its tail short of its
          * plan, holds the rest of a record that went out in part, which the next flush writes first: flush_rest says
          * which, since its plan alone does not (the next plan, which a failed write that sends nothing or a death
-         * before the write leaves behind, is short of every ring's tail that holds a record). */
-        unsigned rest = 0;
+         * before the write leaves behind, is short of every ring's tail that holds a record).
+         *
+         * The plans are cut down one ring after another, and a flusher killed before the last one counted every
+         * ring the drop had not reached as written, records that never went out. So where the stream stopped is
+         * kept first, in target (which said the whole plan): until target says the whole plan again, the repair
+         * cuts the plans down itself, to the same place (fl__plan_sent changes nothing it already did), and no tail
+         * moves before that. */
+        FL__STEP(s->target, s->size + sent);
+        const unsigned rest = fl__plan_sent(log, log->ring_first, sent);
+        /* Every plan cut down: a flusher killed from here on is repaired as one killed in its write. Before
+         * flush_rest changes: until then the repair finds where the plan began from it (fl__repair_file_now). */
+        FL__STEP(s->target, s->ring_target);
+        s->flush_rest = rest;
         for (unsigned i = 0; i < FL__RINGS; i++) {
-            const unsigned k = fl__ring_at(log->ring_first, i);
-            struct fl__ring *r = &s->rings[k];
-            uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
-            uint64_t n = r->planned - t < sent ? r->planned - t : sent;
-            if (n && t + n != r->planned) {
-                /* Whether the last byte that went out ended a line, read before the tail moves past it (its owner
-                 * may then write there): a flush that stopped at the end of a record cut nothing short, and the
-                 * record after it must not be dropped for a rest when the log moves to another file. */
-                const size_t cap = log->ring_cap;
-                const unsigned char *d = fl__ring_data(log, k);
-                const int line_end = d[(t + n - 1) % cap] == '\n';
-                rest = (k + 1) | (line_end ? FL__REST_LINE_END : 0);
-                /* A flusher killed before the drop is done is repaired as one killed in its write: what is in the
-                 * plan counts as written. Of this ring, that is what went out and the rest of the record it cut
-                 * short, up to that record's newline; the whole records after it stay, for the next flush. Before
-                 * the tail moves: a death in between leaves the plan at least as short as the tail. */
-                uint64_t end = t + n;
-                if (!line_end) {
-                    while (end < r->planned && d[end % cap] != '\n')
-                        end++;
-                    if (end < r->planned)
-                        end++; /* the newline that ends the record cut short */
-                }
-                r->planned = end;
-            }
+            struct fl__ring *r = &s->rings[fl__ring_at(log->ring_first, i)];
+            const uint64_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+            const uint64_t n = r->planned - t < sent ? r->planned - t : sent;
             if (n)
                 atomic_store_explicit(&r->tail, t + n, memory_order_release);
-            else
-                r->planned = t;
             sent -= (size_t)n;
         }
-        s->flush_rest = rest;
     } else {
         /* The shared buffer goes on from its front, where the rest is; a flusher killed in its next write needs to
          * know that the stream ends in the middle of a line (fl__repair_file_now). */
