@@ -1441,6 +1441,112 @@ Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_
     free(buf);
 }
 
+#ifndef F_GETPIPE_SZ
+#define F_GETPIPE_SZ 1032 /* Linux's, named only under _GNU_SOURCE */
+#endif
+
+/* The same with the one shared buffer of a rotating log, and a flush whose part that went out ends right after the
+ * first line of a record of two lines (forklog_write() takes a newline inside a record): the pipe, which the reader
+ * leaves without reading, takes the buffer up to that newline. Nothing was cut short in the middle of a line, so the
+ * flush named no rest (a ring's would be FL__REST_LINE_END), and the guest's next record, flush_ms not passed on its
+ * clock, was written at once: between the two lines of a record whose call had returned. What the next reader gets
+ * is every record whole, the lines of each together. */
+Test(ring, a_guests_record_does_not_come_between_the_lines_of_a_record_a_failed_flush_of_the_shared_buffer_cut)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct forklog_options o = {
+        .flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20, .rotate_bytes = 1u << 30};
+    forklog *log;
+    int go[2], rep[2];
+    pid_t pid = open_with_a_guest(&o, &log, go, rep, 1);
+    char c = hear(rep[0]);
+    int st = c ? 0 : th_wait_for(pid, 10);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
+    cr_assert_eq(c, 'o', "the guest's open (the guest's exit status %d)", st);
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
+    cr_assert_eq(forklog_reopen(log), 0);
+    /* The guest's first record writes what the buffer holds first, and the next write of the buffer is then due on
+     * its clock flush_ms later. */
+    write100(log, 'P', 0);
+    say(go[1], 'g');
+    c = hear(rep[0]);
+    cr_assert_eq(c, 'a', "the guest's first record (the guest's exit status %d)", c ? 0 : th_wait_for(pid, 10));
+    char first[200];
+    for (size_t got = 0; got < sizeof first;) {
+        ssize_t k = read(rd, first + got, sizeof first - got);
+        cr_assert_gt(k, 0, "the buffer and the guest's first record in the FIFO");
+        got += (size_t)k;
+    }
+    cr_assert(first[0] == 'P' && first[100] == 'G', "the FIFO holds [%.*s]", 200, first);
+    /* Records of 128 bytes up to the pipe's size, the last of them the first line of a record of two lines. */
+    const int pipe_size = fcntl(rd, F_GETPIPE_SZ);
+    cr_assert(pipe_size > 0 && pipe_size % 128 == 0, "a pipe of %d bytes", pipe_size);
+    const unsigned two = (unsigned)pipe_size / 128 - 1, n = two + 11;
+    char rec[256];
+    for (unsigned i = 0; i < n; i++) {
+        memset(rec, '.', 128);
+        int k = snprintf(rec, sizeof rec, "N %04u ", i);
+        rec[k] = '.';
+        rec[127] = '\n';
+        size_t len = 128;
+        if (i == two)
+            len += (size_t)snprintf(rec + 128, sizeof rec - 128, "N %04u second line\n", i);
+        cr_assert_eq(forklog_write(log, rec, len), 0);
+    }
+    struct flusher f = {.log = log};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, flush_run, &f), 0);
+    int full = 0;
+    for (int i = 0; i < 2000 && full < pipe_size; i++) {
+        usleep(10000);
+        cr_assert_eq(ioctl(rd, FIONREAD, &full), 0);
+    }
+    cr_assert_eq(full, pipe_size, "the pipe holds %d bytes", full);
+    close(rd); /* the reader goes away without reading */
+    pthread_join(t, NULL);
+    cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
+    rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
+    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
+    cr_assert_not_null(r.buf = malloc(r.cap));
+    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
+    say(go[1], 'g');
+    cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(rd);
+    unsigned next = 0, guests = 0;
+    const char *prev = NULL;
+    for (size_t at = 0; at < r.len;) {
+        const char *line = r.buf + at, *nl = memchr(line, '\n', r.len - at);
+        cr_assert_not_null(nl, "the stream ends in the middle of a line");
+        unsigned q = 0;
+        if (line[0] == 'G') {
+            guests++;
+        } else if (strncmp(line + 6, " second line\n", 13) == 0) {
+            cr_assert(sscanf(line, "N %u", &q) == 1 && q == two && prev && strncmp(prev, line, 7) == 0,
+                      "the second line of record N %04u follows another line: %.20s", two, prev ? prev : "(none)");
+        } else {
+            cr_assert(nl - line == 127 && sscanf(line, "N %u", &q) == 1 && q == next,
+                      "a line that is not record N %04u: [%.*s]", next, (int)(nl - line < 60 ? nl - line : 60), line);
+            next++;
+        }
+        prev = line;
+        at = (size_t)(nl + 1 - r.buf);
+    }
+    cr_assert_eq(next, n);
+    cr_assert_eq(guests, 1);
+    free(r.buf);
+}
+
 Test(ring, a_guest_keeps_the_age_bound_of_the_shared_buffer)
 {
     /* A buffered, rotating log buffers in one shared buffer under the lock, not in rings. A guest buffers nothing
