@@ -159,9 +159,9 @@ struct fl__seg {
                              first by the next flush (fl__drop_sent): 1 + its ring, or FL__RINGS + 1 for the shared
                              buffer's front; 0: none. With FL__REST_DROPPING: the log moved to another file, and the
                              ring's rest, which ends where its `planned` says, is being dropped (fl__drop_rest). With
-                             FL__REST_LINE_END: what went out of that ring ended a line, and what follows in it is
-                             whole records, written first only to keep a record of several lines together on the
-                             same stream; another file takes them as they are, nothing dropped */
+                             FL__REST_LINE_END: what went out of that ring (or the shared buffer) ended a line, and
+                             what follows in it is whole lines, written first only to keep a record of several lines
+                             together on the same stream; another file takes them as they are, nothing dropped */
     uint64_t ring_target; /* FL__RINGS_PLANNED: the rings' data is in the file once size reaches this */
     size_t ring_cap;      /* bytes of each ring; 0 unless the rings are used */
     int64_t buf_first_ns; /* CLOCK_MONOTONIC time of the oldest buffered record */

@@ -174,8 +174,13 @@ static void fl__drop_sent(forklog *log, size_t sent)
         }
     } else {
         /* The shared buffer goes on from its front, where the rest is; a flusher killed in its next write needs to
-         * know that the stream ends in the middle of a line (fl__repair_file_now). */
-        s->flush_rest = sent < s->buf_used && s->buf[sent - 1] != '\n' ? FL__RINGS + 1 : 0;
+         * know that the stream ends in the middle of a line (fl__repair_file_now). What went out may end at a newline
+         * inside a record of several lines: its later lines are then at the front, and are named all the same (as
+         * FL__REST_LINE_END, no newline due), so that a guest's record written at once goes after them, not between
+         * the lines of that record (fl__append_plain). */
+        s->flush_rest = sent >= s->buf_used        ? 0
+                        : s->buf[sent - 1] != '\n' ? FL__RINGS + 1
+                                                   : (FL__RINGS + 1) | FL__REST_LINE_END;
         if (sent < s->buf_used) {
             memmove(s->buf, s->buf + sent, s->buf_used - sent);
             s->buf_used -= sent;
