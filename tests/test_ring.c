@@ -1641,10 +1641,31 @@ Test(ring, a_handle_without_a_per_process_page_keeps_the_threads_order)
 
 static forklog *leader_log;
 
+/* Whether this process's main thread has ended: /proc says its state is Z, as the library reads it (fl__owner_gone).
+ * Waits for it at most 10 s. */
+static int main_thread_is_a_zombie(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)getpid());
+    for (double end = th_now_s() + 10; th_now_s() < end; usleep(1000)) {
+        char buf[256] = "";
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return 0;
+        int got = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        const char *close_paren = got ? strrchr(buf, ')') : NULL;
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z')
+            return 1;
+    }
+    return 0;
+}
+
 static void *after_the_main_thread(void *arg)
 {
     uint64_t leader = (uint64_t)(uintptr_t)arg;
-    usleep(100 * 1000); /* the main thread has ended */
+    if (!main_thread_is_a_zombie())
+        _exit(6);
     struct fl__seg *s = leader_log->seg;
     if (forklog_flush(leader_log) != 0) /* its ring empty */
         _exit(2);
@@ -1690,6 +1711,7 @@ static void main_thread_ends(int groups)
     int st = th_wait_for(pid, 20);
     if (st == 77)
         cr_skip_test("setgroups() is not allowed here");
+    cr_assert_neq(st, 6, "the main thread did not end (its state never Z) within 10 s");
     cr_assert_eq(st, 0, "the ring of the main thread that ended was not taken back (step %d)", st);
 }
 
