@@ -2,12 +2,15 @@
 """The API's contract: bad input, closed logs, errors with errno and explanation, the library not found, the
 Handler that never raises, fork, pickling, and the options struct matching the C header."""
 import errno
+import fcntl
 import logging
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
@@ -474,6 +477,15 @@ def test_close_waits_for_other_threads_calls(tmp_path):
     assert not errors
 
 
+def _wait_until_the_pipe_holds_bytes(rfd, what):
+    """Waits (at most 10 s) until the pipe read through rfd holds a byte: the writer of a record larger than the pipe
+    is then inside its C call, where it stays until the test reads."""
+    deadline = time.monotonic() + 10
+    while struct.unpack("i", fcntl.ioctl(rfd, termios.FIONREAD, b"\0\0\0\0"))[0] == 0:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
+
+
 def test_a_second_close_from_another_thread_waits_for_the_first(tmp_path):
     # Two threads close one log (logging.shutdown() at exit while another thread closes the handler) while a third
     # is inside a call. The close() that takes the handle waits for that call; the other must not return before the
@@ -496,7 +508,7 @@ def test_a_second_close_from_another_thread_waits_for_the_first(tmp_path):
 
     w = threading.Thread(target=writer)
     w.start()
-    time.sleep(0.2)  # the pipe is full: the writer is inside its call
+    _wait_until_the_pipe_holds_bytes(rfd, "the writer's call wrote nothing")  # the writer is inside its call
     a = threading.Thread(target=closer, args=("a",))
     a.start()
     time.sleep(0.1)  # a has taken the handle and waits for the writer's call
@@ -528,7 +540,7 @@ def test_a_close_interrupted_by_a_signal_handlers_close_goes_on(tmp_path):
     size = 200000
     w = threading.Thread(target=log.write, args=(b"w" * size,))
     w.start()
-    time.sleep(0.2)
+    _wait_until_the_pipe_holds_bytes(rfd, "the writer's call wrote nothing")  # the writer is inside its call
     seen = []
 
     def on_alarm(signo, frame):
