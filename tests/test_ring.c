@@ -1367,6 +1367,46 @@ static void *read_all(void *arg)
     return NULL;
 }
 
+/* Opens the log at logpath with o and a guest of it (open_with_a_guest), then makes path a FIFO, opens its reader
+ * (*rd) and moves the log there. Skips the test where the guest cannot be made. Returns the guest's pid. */
+static pid_t a_guest_on_a_fifo(const struct forklog_options *o, forklog **log, int go[2], int rep[2], int *rd)
+{
+    pid_t pid = open_with_a_guest(o, log, go, rep, 1);
+    char c = hear(rep[0]);
+    int st = c ? 0 : th_wait_for(pid, 10);
+    if (st == 77)
+        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
+    cr_assert_eq(c, 'o', "the guest's open (the guest's exit status %d)", st);
+    cr_assert_eq(unlink(logpath), 0);
+    cr_assert_eq(mkfifo(logpath, 0600), 0);
+    *rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(*rd, 0);
+    cr_assert_eq(fcntl(*rd, F_SETFL, fcntl(*rd, F_GETFL) & ~O_NONBLOCK), 0);
+    cr_assert_eq(forklog_reopen(*log), 0);
+    return pid;
+}
+
+/* A next reader of the FIFO at logpath, to which the guest `pid` then writes its second record; then the log is
+ * flushed and closed. Returns what that reader got. */
+static struct reader the_guests_second_record_to_the_next_reader(forklog *log, pid_t pid, int go[2], int rep[2])
+{
+    int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    cr_assert_geq(rd, 0);
+    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
+    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
+    cr_assert_not_null(r.buf = malloc(r.cap));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
+    say(go[1], 'g');
+    cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
+    cr_assert_eq(th_wait_for(pid, 10), 0);
+    cr_assert_eq(forklog_flush(log), 0);
+    cr_assert_eq(forklog_close(log), 0);
+    pthread_join(t, NULL);
+    close(rd);
+    return r;
+}
+
 /* A flush of the rings to a FIFO cut a record short: its reader went away once the pipe was full (a log shipper that
  * restarts), the first part of the record in the pipe, the rest in the native's ring for the next flush to begin
  * with. A guest, which takes no ring, then writes a record at once, flush_ms not yet passed on its clock since its
@@ -1378,21 +1418,10 @@ Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_
     signal(SIGPIPE, SIG_IGN);
     struct forklog_options o = {.flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20};
     forklog *log;
-    int go[2], rep[2];
-    pid_t pid = open_with_a_guest(&o, &log, go, rep, 1);
-    char c = hear(rep[0]);
-    int st = c ? 0 : th_wait_for(pid, 10);
-    if (st == 77)
-        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
-    cr_assert_eq(c, 'o', "the guest's open (the guest's exit status %d)", st);
-    cr_assert_eq(unlink(logpath), 0);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    cr_assert_geq(rd, 0);
-    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
-    cr_assert_eq(forklog_reopen(log), 0);
+    int go[2], rep[2], rd;
+    pid_t pid = a_guest_on_a_fifo(&o, &log, go, rep, &rd);
     say(go[1], 'g');
-    c = hear(rep[0]);
+    char c = hear(rep[0]);
     cr_assert_eq(c, 'a', "the guest's first record (the guest's exit status %d)", c ? 0 : th_wait_for(pid, 10));
     enum { N = 1000 };
     for (unsigned i = 0; i < N; i++)
@@ -1412,19 +1441,7 @@ Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_
     pthread_join(t, NULL);
     cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
     /* The next reader gets what the pipe kept, then the rest. */
-    rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    cr_assert_geq(rd, 0);
-    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
-    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
-    cr_assert_not_null(r.buf = malloc(r.cap));
-    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
-    say(go[1], 'g');
-    cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
-    cr_assert_eq(th_wait_for(pid, 10), 0);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    pthread_join(t, NULL);
-    close(rd);
+    struct reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
     char *buf = r.buf;
     size_t len = r.len;
     unsigned seen_n[N] = {0}, seen_g[2] = {0};
@@ -1462,24 +1479,13 @@ Test(ring, a_guests_record_does_not_come_between_the_lines_of_a_record_a_failed_
     struct forklog_options o = {
         .flags = FORKLOG_BUFFERED, .flush_ms = 600000, .buffer_size = (size_t)1 << 20, .rotate_bytes = 1u << 30};
     forklog *log;
-    int go[2], rep[2];
-    pid_t pid = open_with_a_guest(&o, &log, go, rep, 1);
-    char c = hear(rep[0]);
-    int st = c ? 0 : th_wait_for(pid, 10);
-    if (st == 77)
-        cr_skip_test("unshare(CLONE_NEWTIME) is not allowed here");
-    cr_assert_eq(c, 'o', "the guest's open (the guest's exit status %d)", st);
-    cr_assert_eq(unlink(logpath), 0);
-    cr_assert_eq(mkfifo(logpath, 0600), 0);
-    int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    cr_assert_geq(rd, 0);
-    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
-    cr_assert_eq(forklog_reopen(log), 0);
+    int go[2], rep[2], rd;
+    pid_t pid = a_guest_on_a_fifo(&o, &log, go, rep, &rd);
     /* The guest's first record writes what the buffer holds first, and the next write of the buffer is then due on
      * its clock flush_ms later. */
     write100(log, 'P', 0);
     say(go[1], 'g');
-    c = hear(rep[0]);
+    char c = hear(rep[0]);
     cr_assert_eq(c, 'a', "the guest's first record (the guest's exit status %d)", c ? 0 : th_wait_for(pid, 10));
     char first[200];
     for (size_t got = 0; got < sizeof first;) {
@@ -1515,19 +1521,7 @@ Test(ring, a_guests_record_does_not_come_between_the_lines_of_a_record_a_failed_
     close(rd); /* the reader goes away without reading */
     pthread_join(t, NULL);
     cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
-    rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    cr_assert_geq(rd, 0);
-    cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
-    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
-    cr_assert_not_null(r.buf = malloc(r.cap));
-    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
-    say(go[1], 'g');
-    cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
-    cr_assert_eq(th_wait_for(pid, 10), 0);
-    cr_assert_eq(forklog_flush(log), 0);
-    cr_assert_eq(forklog_close(log), 0);
-    pthread_join(t, NULL);
-    close(rd);
+    struct reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
     unsigned next = 0, guests = 0;
     const char *prev = NULL;
     for (size_t at = 0; at < r.len;) {

@@ -690,6 +690,13 @@ static void ring_writer_start(struct ring_writer *w, char *stream, size_t *slen)
         *slen += (size_t)ring_record(stream + *slen, 128, w->tag, i);
 }
 
+/* Lets w's thread end (it keeps its ring until then) and waits for it. */
+static void ring_writer_end(struct ring_writer *w)
+{
+    pthread_barrier_wait(&w->end);
+    pthread_join(w->t, NULL);
+}
+
 /* Reads what the FIFO at logpath still holds (what the pipe took beyond what its reader read), which must be the
  * stream's bytes from `sent` on; returns `sent` past them. */
 static size_t fifo_rest(const char *stream, size_t sent)
@@ -826,10 +833,8 @@ static void three_rings_one_cut(int die)
         cr_assert_eq(forklog_write(log, death, tlen), 0);
     }
     struct short_reader next = flush_and_close_for_the_next_reader(log);
-    pthread_barrier_wait(&w.end);
-    pthread_barrier_wait(&u.end);
-    pthread_join(w.t, NULL);
-    pthread_join(u.t, NULL);
+    ring_writer_end(&w);
+    ring_writer_end(&u);
     size_t len;
     char *got = both_readers(&r, &next, &len);
     if (die != 4) {
@@ -1003,10 +1008,8 @@ static void killed_in_the_drop(int when)
     static const char after[] = "m after the death\n";
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
     struct short_reader next = flush_and_close_for_the_next_reader(log);
-    pthread_barrier_wait(&w.end);
-    pthread_barrier_wait(&u.end);
-    pthread_join(w.t, NULL);
-    pthread_join(u.t, NULL);
+    ring_writer_end(&w);
+    ring_writer_end(&u);
     size_t len;
     char *got = both_readers(&r, &next, &len);
     static unsigned seen_m[100], seen_t[3000], seen_u[10];
@@ -1109,8 +1112,7 @@ Test(targets, a_record_of_two_lines_cut_by_a_flusher_killed_after_a_failed_flush
     static const char after[] = "m after the failed flush\n";
     cr_assert_eq(forklog_write(log, after, sizeof after - 1), 0);
     struct short_reader next = flush_and_close_for_the_next_reader(log);
-    pthread_barrier_wait(&w.end);
-    pthread_join(w.t, NULL);
+    ring_writer_end(&w);
     size_t len;
     char *got = both_readers(&r, &next, &len);
     /* Every second line of a record follows the line its record began with (whole, or the part of it that went out
