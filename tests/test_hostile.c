@@ -1344,6 +1344,61 @@ Test(hostile, rotation_puts_the_file_back_at_a_free_path_without_renameat2)
     nothing_planted_after_the_rename(ENOSYS);
 }
 
+/* rotate_keep 1, and path.1 holds the oldest kept records: a rotation replaces path.1 with path. A process with no
+ * descriptor left for the new file writes a record that needs the rotation. The rotation cannot be made, and must
+ * then delete nothing: the record goes into the current file, and path.1 keeps its records until a rotation is made.
+ * (Its renames first put path onto path.1, deleting the file there, and then the log's file back at path.) */
+Test(hostile, a_rotation_that_cannot_open_the_new_file_deletes_no_kept_file)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 1};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 200];
+    char *one = numbered(1);
+    unsigned q = 0;
+    for (; q < 4; q++) /* three records of 84 bytes fill path; the fourth rotates them to path.1 */
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
+    cr_assert_eq(access(one, F_OK), 0, "the fourth record did not rotate");
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        /* The child's first record opens its own description of the file; its second needs the rotation. */
+        if (rc_write(log, buf, 'R', 0, 4, 0, 60) != 0)
+            _exit(1);
+        struct rlimit rl, was;
+        if (getrlimit(RLIMIT_NOFILE, &was) != 0)
+            _exit(2);
+        int lowest = dup(0);
+        if (lowest < 0)
+            _exit(3);
+        close(lowest);
+        rl = was;
+        rl.rlim_cur = (rlim_t)lowest;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(77);
+        if (!nofile_limit_holds())
+            _exit(77);
+        if (rc_write(log, buf, 'R', 0, 5, 0, 150) != 0) /* 168 + 175 bytes: past rotate_bytes */
+            _exit(4);
+        if (setrlimit(RLIMIT_NOFILE, &was) != 0)
+            _exit(5);
+        _exit(forklog_close(log) == 0 ? 0 : 6);
+    }
+    int st = th_wait(pid);
+    if (st == 77)
+        cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
+    cr_assert_eq(st, 0, "the child failed at step %d", st);
+    cr_assert_eq(forklog_close(log), 0);
+    struct rc_seen seen;
+    rc_seen_init(&seen, 1, 8);
+    rc_scan(&seen, logpath, 0);
+    rc_scan(&seen, one, 1);
+    for (unsigned k = 0; k < 6; k++)
+        cr_assert_eq(rc_count(&seen, 0, k), 1, "record %u is in the files %u times", k, rc_count(&seen, 0, k));
+    cr_assert_eq(seen.records, 6);
+    rc_seen_free(&seen);
+    free(one);
+}
+
 /* The log's file was removed behind its back, and the rotation that a record needs cannot create a new one (no
  * descriptor left): the record fails, and every process leaves the removed file for path. A later record that fits the
  * old file's size must still go to a new file at path, never into the file that has no name. */
