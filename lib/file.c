@@ -586,6 +586,7 @@ static int fl__rotate_in(forklog *log, int dir)
     /* The names to shift: path.1 .. path.last. When path is already gone (moved or removed behind forklog's
      * back), the rotation has in effect happened: only the new file is missing, and nothing is shifted. */
     unsigned last = 0;
+    int replaces = 0; /* the first rename replaces path.last, the oldest kept file */
     if (at_path == 1) {
         for (unsigned k = 1; k <= log->rotate_keep; k++) {
             fl__rotated_name(to, cap, log->path, k);
@@ -596,6 +597,7 @@ static int fl__rotate_in(forklog *log, int dir)
             if (kind < 0)
                 break; /* left alone: path.(k-1) is the oldest kept, and replaced */
             last = k;
+            replaces = kind == 1;
             if (kind == 0)
                 break; /* a free name: the shift ends here, nothing is replaced */
         }
@@ -603,6 +605,16 @@ static int fl__rotate_in(forklog *log, int dir)
             free(from);
             return FL__ROTATE_REFUSED; /* path.1 is not a regular file: no rotation can happen */
         }
+    }
+    /* A process at its descriptor limit (EMFILE) finds that it cannot open the new file only after the renames, and
+     * puts the log's file back at path: the oldest kept file, which the first rename replaced, was then deleted for
+     * a rotation that was not made (with rotate_keep 1, path.1 and every record in it). So a descriptor number is
+     * held from before the first rename until the open; the directory's own, which the open gives back when it
+     * needs one (fl__dir_spare), serves as well. Without either, the rotation does not happen. */
+    int spare = -1;
+    if (replaces && dir == AT_FDCWD && (spare = fcntl(log->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        free(from);
+        return FL__ROTATE_REFUSED;
     }
 
     FL__STEP(s->state, FL__ROTATING);
@@ -622,6 +634,8 @@ static int fl__rotate_in(forklog *log, int dir)
                 (void)renameat(dir, fl__dir_name(dir, to), dir, fl__dir_name(dir, from));
                 FL__STEP(s->state, FL__IDLE);
                 free(from);
+                if (spare >= 0)
+                    close(spare);
                 return FL__ROTATE_DONE;
             }
             moved = k == 1;
@@ -635,8 +649,12 @@ static int fl__rotate_in(forklog *log, int dir)
          * up already only left a gap; path is still the log's file, and the record goes into it. */
         FL__STEP(s->state, FL__IDLE);
         free(from);
+        if (spare >= 0)
+            close(spare);
         return FL__ROTATE_REFUSED;
     }
+    if (spare >= 0)
+        close(spare);
     /* O_EXCL | O_NOFOLLOW: the new file is ours, never a symlink planted at path; if somebody created path since
      * the rename, append to it, still never through a symlink. */
     struct stat like;
