@@ -1278,21 +1278,17 @@ static bool nofile_limit_holds(void)
     return holds;
 }
 
-/* Nothing is at path after the rename, but the new file cannot be opened (the process is out of descriptors): the
- * log's file goes back to path, and the record that rotated goes into it with the others, once. */
-static void nothing_planted_after_the_rename(int renameat2_errno)
+/* A forked child writes record `first` (which opens its own description of the file), then, with no descriptor left
+ * (RLIMIT_NOFILE lowered to the lowest free one) and renameat2() failing with renameat2_errno (0: not), record
+ * `second` of n bytes of body, which needs a rotation, and closes. Skips the test where the limit is refused or does
+ * not hold as the kernel's does (Valgrind keeps a limit of its own). */
+static void a_rotation_out_of_descriptors(forklog *log, unsigned first, unsigned second, size_t n, int renameat2_errno)
 {
-    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
-    forklog *log = open_log(&o);
-    char buf[RC_HEAD_MAX + 100];
-    unsigned q = 0;
-    for (; q < 2; q++)
-        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
-        /* The child's first record opens its own description of the file; its second rotates. */
-        if (rc_write(log, buf, 'R', 0, 2, 0, 60) != 0)
+        char buf[RC_HEAD_MAX + 200];
+        if (rc_write(log, buf, 'R', 0, first, 0, 60) != 0)
             _exit(1);
         refuse_renameat2 = renameat2_errno;
         struct rlimit rl, was;
@@ -1304,11 +1300,9 @@ static void nothing_planted_after_the_rename(int renameat2_errno)
         close(lowest);
         rl = was;
         rl.rlim_cur = (rlim_t)lowest;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            _exit(77); /* refused here (Valgrind keeps the limit of its own) */
-        if (!nofile_limit_holds())
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || !nofile_limit_holds())
             _exit(77);
-        if (rc_write(log, buf, 'R', 0, 3, 0, 60) != 0)
+        if (rc_write(log, buf, 'R', 0, second, 0, n) != 0)
             _exit(4);
         if (setrlimit(RLIMIT_NOFILE, &was) != 0)
             _exit(5);
@@ -1318,6 +1312,19 @@ static void nothing_planted_after_the_rename(int renameat2_errno)
     if (st == 77)
         cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
     cr_assert_eq(st, 0, "the child that rotated failed at step %d", st);
+}
+
+/* Nothing is at path after the rename, but the new file cannot be opened (the process is out of descriptors): the
+ * log's file goes back to path, and the record that rotated goes into it with the others, once. */
+static void nothing_planted_after_the_rename(int renameat2_errno)
+{
+    struct forklog_options o = {.rotate_bytes = 300, .rotate_keep = 20};
+    forklog *log = open_log(&o);
+    char buf[RC_HEAD_MAX + 100];
+    unsigned q = 0;
+    for (; q < 2; q++)
+        cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0);
+    a_rotation_out_of_descriptors(log, 2, 3, 60, renameat2_errno);
     q = 4;
     cr_assert_eq(forklog_close(log), 0);
     mode_of(logpath);
@@ -1358,35 +1365,7 @@ Test(hostile, a_rotation_that_cannot_open_the_new_file_deletes_no_kept_file)
     for (; q < 4; q++) /* three records of 84 bytes fill path; the fourth rotates them to path.1 */
         cr_assert_eq(rc_write(log, buf, 'R', 0, q, 0, 60), 0, "record %u", q);
     cr_assert_eq(access(one, F_OK), 0, "the fourth record did not rotate");
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        /* The child's first record opens its own description of the file; its second needs the rotation. */
-        if (rc_write(log, buf, 'R', 0, 4, 0, 60) != 0)
-            _exit(1);
-        struct rlimit rl, was;
-        if (getrlimit(RLIMIT_NOFILE, &was) != 0)
-            _exit(2);
-        int lowest = dup(0);
-        if (lowest < 0)
-            _exit(3);
-        close(lowest);
-        rl = was;
-        rl.rlim_cur = (rlim_t)lowest;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            _exit(77);
-        if (!nofile_limit_holds())
-            _exit(77);
-        if (rc_write(log, buf, 'R', 0, 5, 0, 150) != 0) /* 168 + 175 bytes: past rotate_bytes */
-            _exit(4);
-        if (setrlimit(RLIMIT_NOFILE, &was) != 0)
-            _exit(5);
-        _exit(forklog_close(log) == 0 ? 0 : 6);
-    }
-    int st = th_wait(pid);
-    if (st == 77)
-        cr_skip_test("RLIMIT_NOFILE does not hold here as the kernel's does (under Valgrind, say)");
-    cr_assert_eq(st, 0, "the child failed at step %d", st);
+    a_rotation_out_of_descriptors(log, 4, 5, 150, 0); /* 168 + 175 bytes: past rotate_bytes */
     cr_assert_eq(forklog_close(log), 0);
     struct rc_seen seen;
     rc_seen_init(&seen, 1, 8);
