@@ -213,4 +213,26 @@ static inline void *flush_run(void *arg)
     return NULL;
 }
 
+/* A reader of a FIFO (or any stream) on a thread of its own: buf takes `want` bytes at most, `got` of them read. */
+struct short_reader {
+    int fd;
+    char *buf;
+    size_t want, got;
+};
+
+/* A reader of a FIFO that reads into buf (want bytes at most) to the end of the stream. */
+static inline void *read_to_the_end(void *arg)
+{
+    struct short_reader *r = arg;
+    while (r->got < r->want) {
+        ssize_t n = read(r->fd, r->buf + r->got, r->want - r->got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        r->got += (size_t)n;
+    }
+    return NULL;
+}
+
 #endif

@@ -1351,22 +1351,6 @@ Test(ring, a_guest_keeps_the_age_bound_of_the_rings)
     check_records(logpath, want, 4);
 }
 
-/* Reads a stream to its end (cap bytes at most). */
-struct reader {
-    int fd;
-    char *buf;
-    size_t cap, len;
-};
-
-static void *read_all(void *arg)
-{
-    struct reader *r = arg;
-    ssize_t n;
-    while (r->len < r->cap && ((n = read(r->fd, r->buf + r->len, r->cap - r->len)) > 0 || (n < 0 && errno == EINTR)))
-        r->len += n > 0 ? (size_t)n : 0;
-    return NULL;
-}
-
 /* Opens the log at logpath with o and a guest of it (open_with_a_guest), then makes path a FIFO, opens its reader
  * (*rd) and moves the log there. Skips the test where the guest cannot be made. Returns the guest's pid. */
 static pid_t a_guest_on_a_fifo(const struct forklog_options *o, forklog **log, int go[2], int rep[2], int *rd)
@@ -1388,15 +1372,15 @@ static pid_t a_guest_on_a_fifo(const struct forklog_options *o, forklog **log, i
 
 /* A next reader of the FIFO at logpath, to which the guest `pid` then writes its second record; then the log is
  * flushed and closed. Returns what that reader got. */
-static struct reader the_guests_second_record_to_the_next_reader(forklog *log, pid_t pid, int go[2], int rep[2])
+static struct short_reader the_guests_second_record_to_the_next_reader(forklog *log, pid_t pid, int go[2], int rep[2])
 {
     int rd = open(logpath, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     cr_assert_geq(rd, 0);
     cr_assert_eq(fcntl(rd, F_SETFL, fcntl(rd, F_GETFL) & ~O_NONBLOCK), 0);
-    struct reader r = {.fd = rd, .cap = (size_t)1 << 20};
-    cr_assert_not_null(r.buf = malloc(r.cap));
+    struct short_reader r = {.fd = rd, .want = (size_t)1 << 20};
+    cr_assert_not_null(r.buf = malloc(r.want));
     pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, read_all, &r), 0);
+    cr_assert_eq(pthread_create(&t, NULL, read_to_the_end, &r), 0);
     say(go[1], 'g');
     cr_assert_eq(hear(rep[0]), 'a', "the guest's second record");
     cr_assert_eq(th_wait_for(pid, 10), 0);
@@ -1441,9 +1425,9 @@ Test(ring, a_guests_record_is_not_glued_to_a_record_a_failed_flush_cut_short_in_
     pthread_join(t, NULL);
     cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
     /* The next reader gets what the pipe kept, then the rest. */
-    struct reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
+    struct short_reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
     char *buf = r.buf;
-    size_t len = r.len;
+    size_t len = r.got;
     unsigned seen_n[N] = {0}, seen_g[2] = {0};
     for (size_t at = 0; at < len; at += 100) {
         const char *line = buf + at;
@@ -1521,11 +1505,11 @@ Test(ring, a_guests_record_does_not_come_between_the_lines_of_a_record_a_failed_
     close(rd); /* the reader goes away without reading */
     pthread_join(t, NULL);
     cr_assert_eq(f.rc, -EPIPE, "the flush whose reader went away: %d", f.rc);
-    struct reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
+    struct short_reader r = the_guests_second_record_to_the_next_reader(log, pid, go, rep);
     unsigned next = 0, guests = 0;
     const char *prev = NULL;
-    for (size_t at = 0; at < r.len;) {
-        const char *line = r.buf + at, *nl = memchr(line, '\n', r.len - at);
+    for (size_t at = 0; at < r.got;) {
+        const char *line = r.buf + at, *nl = memchr(line, '\n', r.got - at);
         cr_assert_not_null(nl, "the stream ends in the middle of a line");
         unsigned q = 0;
         if (line[0] == 'G') {

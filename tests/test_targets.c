@@ -311,28 +311,6 @@ Test(targets, fifo_without_a_reader_never_blocks)
     assert_listing("t.log");
 }
 
-/* A reader of a FIFO that reads `want` bytes into buf, then goes away (closes its end). */
-struct short_reader {
-    int fd;
-    char *buf;
-    size_t want, got;
-};
-
-/* A reader of a FIFO that reads into buf (want bytes at most) to the end of the stream. */
-static void *read_to_the_end(void *arg)
-{
-    struct short_reader *r = arg;
-    while (r->got < r->want) {
-        ssize_t n = read(r->fd, r->buf + r->got, r->want - r->got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        r->got += (size_t)n;
-    }
-    return NULL;
-}
-
 /* The same, then the reader goes away (closes its end): with `want` short of the stream, in the middle of it. */
 static void *read_then_leave(void *arg)
 {
