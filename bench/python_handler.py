@@ -12,6 +12,9 @@ Every method is a logging.Handler on the same logger and formatter path, so only
                  logging handler; its ratios compare a different amount of Python work)
   logging-null   a handler whose emit() does nothing: what logging itself costs per record (Logger.info, the
                  LogRecord, the handler call), the most any handler can reach; it writes no file
+  least-call     the least any handler over the library does per record: record.getMessage(), the encoding, and
+                 one ctypes call of the record path (forklog_log_fields()) that returns at once, the log's level
+                 being above the record's; it writes nothing: the most a writing handler of this package can reach
   lock-open      (a) a multiprocessing.Lock passed through Pool(initializer=...); each record opens the file
                  ('a+'), writes, closes it, under the lock, as the widespread recipe does
   manager-lock   (b) the same with a Manager().Lock() (a round trip to the manager process per acquire/release)
@@ -43,13 +46,15 @@ import tempfile
 import time
 
 import forklog
+from forklog._native import SIZE0 as _SIZE0
+from forklog._native import log_msg as _log_msg
 
 RECORD = 100  # bytes in the file, newline included (forklog text and the Python methods' format alike)
 FMT = "%(asctime)s %(levelname)s pid=%(process)d %(message)s"
 LOGGER = "bench"
 ctx = mp.get_context("fork")
-METHODS = ["forklog", "forklog-raw", "forklog-buffered", "forklog-log", "logging-null", "lock-open", "manager-lock",
-           "filehandler"]
+METHODS = ["forklog", "forklog-raw", "forklog-buffered", "forklog-log", "logging-null", "least-call", "lock-open",
+           "manager-lock", "filehandler"]
 
 # the records' message: "request dNNNNNNNNN cost 0.000012 xxxx", padded so that each line is RECORD bytes. A line
 # is whole only if all of it matches, from its prefix (forklog's, or the Python methods' FMT) to the last byte of
@@ -89,6 +94,20 @@ class NullHandler(logging.Handler):
 
     def emit(self, record):
         pass
+
+
+class LeastCallHandler(logging.Handler):
+    """least-call: the steps no handler over the library can skip, and nothing else: the message, its encoding
+    and one call of the record path through ctypes, as forklog.Handler makes it (the package's per-record
+    function, forklog_log_fields() without fields). The log's level is ERROR, so the library returns at its first
+    check and writes nothing."""
+
+    def __init__(self, path):
+        logging.Handler.__init__(self)
+        self.log = forklog.Log(path, level="error")
+
+    def emit(self, record):
+        _log_msg(self.log._hv, forklog.INFO, record.getMessage().encode("utf-8"), None, _SIZE0)
 
 
 def pad_for(method):
@@ -133,6 +152,8 @@ class Factory:
             return forklog.Handler(self.path, buffered=True)
         if self.method == "logging-null":
             return NullHandler()
+        if self.method == "least-call":
+            return LeastCallHandler(self.path)
         if self.method in ("lock-open", "manager-lock"):
             return LockOpenHandler(self.path, self.lock)
         return self.inherited  # filehandler: the parent's, inherited through fork
@@ -203,7 +224,11 @@ def run(method, procs, n, workdir):
         mgr.shutdown()
     if inherited is not None:
         inherited.close()
-    if method == "logging-null":
+    if method in ("logging-null", "least-call"):  # nothing written
+        if method == "least-call":
+            if os.path.getsize(path):
+                sys.exit("python_handler: CHECK FAILED: least-call wrote records")
+            os.unlink(path)
         return n / (t1 - t0), cpu, 0, 0, 0.0
     whole, torn, missing = check(path, n, method, pad)
     size = os.path.getsize(path) / max(whole + torn, 1)
