@@ -1600,6 +1600,54 @@ Test(ring, the_age_bound_holds_for_ring_records_when_the_first_writer_died_befor
     first_writer_died_before_the_due_time(1);
 }
 
+/* The log's first ring record, V 000, is published and its writer V killed before it sets the due time (still 0).
+ * flush_ms later, the next record comes from a process given V's pid (and so its tid): it takes V's ring by its pid
+ * and tid, and appends B 000 behind V 000, older than flush_ms by then. That call must write V 000: with no due time
+ * set, a ring that held a record before the writer's own counts as due, the writer's ring as much as another. */
+static int scene_first_writer_died_and_its_pid_came_back(const char *path, int unused)
+{
+    (void)unused;
+    struct forklog_options o = {.flags = FORKLOG_BUFFERED, .buffer_size = 4096, .flush_ms = 300};
+    forklog *log;
+    if (forklog_open(&log, path, &o) != 0)
+        return 3;
+    pid_t v = fork();
+    if (v < 0)
+        return 4;
+    if (v == 0) {
+        fl__crash_arm(FL__CP_RING_PUBLISHED, 1, FL__CRASH_KILL);
+        _exit(rec100(log, 'V', 0) == 0 ? 0 : 1);
+    }
+    if (th_wait_for(v, 10) != 128 + SIGKILL)
+        return 5;
+    const unsigned k = ring_of(log, v);
+    if (k == FL__RINGS || atomic_load(&log->seg->due_ns) != 0 || !fl__rings_pending(log->seg))
+        return 6; /* V 000 waits in V's ring, and no due time is set */
+    usleep(400 * 1000);
+    if (th_next_pid_is(v))
+        return 78;
+    pid_t b = fork();
+    if (b < 0)
+        return 7;
+    if (b == 0)
+        _exit(getpid() != v ? 78 : rec100(log, 'B', 0) == 0 ? 0 : 1);
+    int st = th_wait_for(b, 10);
+    if (st != 0)
+        return st == 78 ? 78 : 8;
+    if (ring_of(log, v) != k || atomic_load(&log->seg->rings[k].owner) >> 44 != 1)
+        return 9; /* B took V's ring by its pid and tid */
+    if (!file_has(path, "V 000 "))
+        return 10; /* older than flush_ms, and still waiting after B's call */
+    return forklog_close(log) == 0 ? 0 : 11;
+}
+
+Test(ring, the_age_bound_holds_when_the_first_writer_died_before_setting_the_due_time_and_its_pid_came_back)
+{
+    in_pid_namespace(scene_first_writer_died_and_its_pid_came_back, logpath, 0);
+    const char *want[] = {"V 000", "B 000"};
+    check_records(logpath, want, 2);
+}
+
 Test(ring, a_handle_without_a_per_process_page_keeps_the_threads_order)
 {
     /* Two handles of one log in one thread; the second has no per-process page (its mmap() failed at the open:
