@@ -647,12 +647,17 @@ int fl__ring_append(forklog *log, struct fl__mine *my, const struct iovec *iov, 
     if (!due) {
         /* The log's first records: the earliest sets it (a lower due time is always safe). A record already in
          * another ring may be older than flush_ms: its writer published it and died (or was stopped) before it
-         * set the due time, and a due time flush_ms after this record would let it wait longer. Then every ring
-         * is written now, which sets the due time (unless another writer set it meanwhile: it saw no such record
-         * before its own, so its due time covers them). */
+         * set the due time, and a due time flush_ms after this record would let it wait longer. So may a record
+         * before this one in this ring: the ring of such a writer, taken by its pid and tid by a thread that got
+         * them back (fl__find_ring). Then every ring is written now, which sets the due time (unless another
+         * writer set it meanwhile: it saw no such record before its own, so its due time covers them). `before`:
+         * this ring's bytes before this record (more than a ring when a flush took this record too: none). */
+        const uint64_t before = h - atomic_load_explicit(&r->tail, memory_order_relaxed);
+        const int older_here = before != 0 && before <= log->ring_cap;
         unsigned j = 0;
-        while (j < FL__RINGS && (j == k || atomic_load_explicit(&s->rings[j].head, memory_order_relaxed) ==
-                                               atomic_load_explicit(&s->rings[j].tail, memory_order_relaxed)))
+        while (j < FL__RINGS && (j == k ? !older_here
+                                        : atomic_load_explicit(&s->rings[j].head, memory_order_relaxed) ==
+                                              atomic_load_explicit(&s->rings[j].tail, memory_order_relaxed)))
             j++;
         if (j < FL__RINGS) {
             fl__flush_due(log, 0);
