@@ -159,6 +159,24 @@ int openat64(int at, const char *name, int flags, ...)
     return fd;
 }
 
+/* mmap(2) as the library sees it, the same way: when armed (fork_after_seg_map), right after the next shared
+ * mapping of a file (the segment file's), the fork of fork_when_alone: a program's own fork() while the library has
+ * the segment mapped, its file locked alone. */
+static volatile int fork_after_seg_map;
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
+{
+    static void *(*real)(void *, size_t, int, int, int, off64_t);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "mmap64");
+    void *m = real(addr, len, prot, flags, fd, off);
+    if (m != MAP_FAILED && fork_after_seg_map && (flags & MAP_SHARED) && fd >= 0) {
+        fork_after_seg_map = 0;
+        fork_in_other_thread();
+    }
+    return m;
+}
+
 int stat64(const char *name, struct stat64 *st)
 {
     static int (*real)(const char *, struct stat64 *);
@@ -3049,6 +3067,134 @@ Test(join, a_joiner_that_cannot_map_the_segment_removes_the_file_its_lock_kept_t
     free(buf);
 }
 SEG_POINT(last_user_dies_before_removing_the_segment_file, "SEG_CLOSE_ALONE")
+
+/* A process killed while it holds the segment file alone with a segment of it mapped (the one its last users left,
+ * while it writes what they left; or the one it has just built, before it moves to the shared lock), after another
+ * of its threads forked: the child's copy of that mapping holds the segment file's open description, and with it
+ * the exclusive flock, for as long as the child lives. Later openers wait for nobody, and the last one's close
+ * removes the file. */
+Test(join, a_fork_while_the_segment_is_mapped_alone_keeps_no_later_opener_waiting)
+{
+    enum { LEFT = 20, ID_LEFT = 1, ID_AFTER = 2 };
+    pid_t *forked_pid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(forked_pid, MAP_FAILED);
+    static const char *const when[2] = {"recovering what its last users left", "built"};
+    const enum fl__crash_point point[2] = {cp_find("SEG_RECOVERED"), cp_find("SEG_BUILT")};
+    leave_buffered(ID_LEFT, LEFT);
+    for (unsigned k = 0; k < 2; k++) {
+        forked_pid[0] = 0;
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            rc_child();
+            pthread_t t;
+            if (pthread_create(&t, NULL, forker_main, forked_pid) != 0)
+                _exit(2);
+            fl__crash_arm(point[k], 1, FL__CRASH_KILL);
+            fork_after_seg_map = 1;
+            forklog *log;
+            (void)forklog_open(&log, logpath, NULL);
+            _exit(3);
+        }
+        cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the opener that %s did not die", when[k]);
+        cr_assert_gt(forked_pid[0], 0, "the segment %s: no fork", when[k]);
+        pid_t opener = fork();
+        cr_assert_neq(opener, -1);
+        if (opener == 0) {
+            rc_child();
+            forklog *log;
+            if (forklog_open(&log, logpath, NULL) != 0)
+                _exit(6);
+            char buf[RC_HEAD_MAX + 100];
+            if (rc_write(log, buf, 'R', ID_AFTER, k, 0, 100) != 0)
+                _exit(7);
+            _exit(forklog_close(log) == 0 ? 0 : 8);
+        }
+        int st = th_wait_for(opener, 5);
+        const int left = seg_exists(); /* the forked child still lives */
+        kill(forked_pid[0], SIGKILL);
+        cr_assert_eq(st, 0, "an opener killed with the segment %s after a fork: a later opener %s (%d)", when[k],
+                     st == -2 ? "still waited after 5 s" : "failed", st);
+        cr_assert_not(left, "the segment %s: the later opener's close left its file", when[k]);
+    }
+    struct rc_seen seen;
+    rc_seen_init(&seen, 4, 64);
+    rc_scan(&seen, logpath, 0);
+    for (unsigned q = 0; q < LEFT; q++)
+        cr_assert_eq(rc_count(&seen, ID_LEFT, q), 1, "left record %u is there %u times", q,
+                     rc_count(&seen, ID_LEFT, q));
+    for (unsigned k = 0; k < 2; k++)
+        cr_assert_eq(rc_count(&seen, ID_AFTER, k), 1, "the later opener's record %u is there %u times", k,
+                     rc_count(&seen, ID_AFTER, k));
+    cr_assert_eq(seen.records, LEFT + 2);
+    rc_seen_free(&seen);
+    munmap(forked_pid, 4096);
+}
+
+/* The same for an opener refused after it mapped the segment (settings that conflict with the segment's), whose lock
+ * kept the last user's close from removing the file: it converts its shared flock to the exclusive one to remove the
+ * file itself, and is killed there, after another of its threads forked while the segment was mapped. */
+Test(join, a_fork_while_a_refused_joiner_has_the_segment_mapped_keeps_no_later_opener_waiting)
+{
+    pid_t *forked_pid = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(forked_pid, MAP_FAILED);
+    forked_pid[0] = 0;
+    struct forklog_options a = {.rotate_bytes = 1 << 20};
+    int go[2];
+    cr_assert_eq(pipe(go), 0);
+    pid_t b = fork(); /* before the first open: an unrelated opener, which inherits no handle of the log */
+    cr_assert_neq(b, -1);
+    if (b == 0) {
+        rc_child();
+        pthread_t t;
+        char c;
+        close(go[1]);
+        if (pthread_create(&t, NULL, forker_main, forked_pid) != 0 || read(go[0], &c, 1) != 1)
+            _exit(2);
+        fl__crash_arm(FL__CP_SEG_JOIN_LOCKED, 1, FL__CRASH_STOP);
+        fl__crash_arm(FL__CP_SEG_CLOSE_ALONE, 1, FL__CRASH_KILL);
+        fork_after_seg_map = 1;
+        struct forklog_options o = {.rotate_bytes = 4096};
+        forklog *log;
+        (void)forklog_open(&log, logpath, &o);
+        _exit(3);
+    }
+    close(go[0]);
+    forklog *first = open_ok(&a);
+    cr_assert_eq(write(go[1], "g", 1), 1);
+    close(go[1]);
+    cr_assert(cp_wait_stopped(b, 10), "the joiner did not stop with the shared lock");
+    cr_assert_eq(forklog_close(first), 0);
+    cr_assert(seg_exists(), "the close removed the file under another opener's shared lock");
+    kill(b, SIGCONT);
+    cr_assert_eq(th_wait_for(b, 10), 128 + SIGKILL, "the refused joiner did not die removing the file");
+    cr_assert_gt(forked_pid[0], 0, "no fork");
+    pid_t opener = fork();
+    cr_assert_neq(opener, -1);
+    if (opener == 0) {
+        rc_child();
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(6);
+        char buf[RC_HEAD_MAX + 100];
+        if (rc_write(log, buf, 'R', 1, 0, 0, 100) != 0)
+            _exit(7);
+        _exit(forklog_close(log) == 0 ? 0 : 8);
+    }
+    int st = th_wait_for(opener, 5);
+    const int left = seg_exists(); /* the forked child still lives */
+    kill(forked_pid[0], SIGKILL);
+    cr_assert_eq(st, 0, "a refused joiner killed after a fork: a later opener %s (%d)",
+                 st == -2 ? "still waited after 5 s" : "failed", st);
+    cr_assert_not(left, "the later opener's close left the segment file");
+    struct rc_seen seen;
+    rc_seen_init(&seen, 4, 64);
+    rc_scan(&seen, logpath, 0);
+    cr_assert_eq(rc_count(&seen, 1, 0), 1, "the later opener's record is there %u times", rc_count(&seen, 1, 0));
+    cr_assert_eq(seen.records, 1);
+    rc_seen_free(&seen);
+    munmap(forked_pid, 4096);
+}
 
 /* A joiner's first record reopens the log by name (its generation is never current) when its descriptor is not the
  * generation's file, with the lock held. A joiner killed at `point` of its first record, while the builder and three
