@@ -397,9 +397,14 @@ static struct fl__seg *fl__seg_map(int fd, size_t len, int *rc)
     return m == MAP_FAILED ? NULL : m;
 }
 
+/* The same, and its undoing, for a file this call may hold alone (see fl__alone_map). */
+static struct fl__seg *fl__alone_map(int fd, size_t len, int slot, int *rc);
+static void fl__alone_unmap(void *m, size_t len, int slot);
+
 /* Alone with the segment file (exclusive flock): recover what its last users left, then build it anew with this
- * handle's settings. */
-static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const char *segpath, char *err, size_t errlen)
+ * handle's settings. slot: the descriptor's (fl__alone_hold), which its mappings share. */
+static int fl__seg_rebuild(forklog *log, int fd, int slot, const struct stat *sst, const char *segpath, char *err,
+                           size_t errlen)
 {
     struct fl__seg_head h;
     uint64_t builds = 0;
@@ -441,13 +446,13 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
             return -EPROTO;
         }
         builds = h.builds;
-        struct fl__seg *old = fl__seg_map(fd, (size_t)h.seg_len, &rc);
+        struct fl__seg *old = fl__alone_map(fd, (size_t)h.seg_len, slot, &rc);
         if (!old) {
             fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
             return rc;
         }
         if (!fl__sizes_ok(log, &h, old, segpath, err, errlen)) {
-            munmap(old, (size_t)h.seg_len);
+            fl__alone_unmap(old, (size_t)h.seg_len, slot);
             return -EPROTO;
         }
         /* The handle works on the old segment for a moment, with its settings and a generation that is never
@@ -461,7 +466,7 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         fl__adopt_settings(log, &h);
         log->gen = 0;
         rc = fl__recover(log);
-        munmap(old, (size_t)h.seg_len);
+        fl__alone_unmap(old, (size_t)h.seg_len, slot);
         log->seg = NULL;
         log->flags = flags;
         log->rotate_bytes = rotate_bytes;
@@ -501,14 +506,14 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
         return rc;
     }
     FL__CRASH(SEG_SIZED);
-    struct fl__seg *s = fl__seg_map(fd, len, &rc);
+    struct fl__seg *s = fl__alone_map(fd, len, slot, &rc);
     if (!s) {
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
         fl__seg_drop(log, segpath, sst);
         return rc;
     }
     if ((rc = fl__seg_build(log, s, len, builds + 1, &now)) < 0) {
-        munmap(s, len);
+        fl__alone_unmap(s, len, slot);
         fl__seg_drop(log, segpath, sst);
         return rc;
     }
@@ -517,9 +522,10 @@ static int fl__seg_rebuild(forklog *log, int fd, const struct stat *sst, const c
     return 0;
 }
 
-/* Joins a built segment (shared flock held). Returns 0, a negative errno, or 1 when it is not built (its builder
- * died): the caller tries again. */
-static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, const struct stat *sst,
+/* Joins a built segment (shared flock held; slot: the descriptor's, which its mapping shares until the open succeeds:
+ * refused, the opener may yet lock the file alone to remove it). Returns 0, a negative errno, or 1 when it is not
+ * built (its builder died): the caller tries again. */
+static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, int slot, const struct stat *sst,
                         const char *segpath, char *err, size_t errlen)
 {
     struct fl__seg_head h;
@@ -532,18 +538,18 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
         return -EPROTO;
     }
     int rc;
-    struct fl__seg *s = fl__seg_map(fd, (size_t)h.seg_len, &rc);
+    struct fl__seg *s = fl__alone_map(fd, (size_t)h.seg_len, slot, &rc);
     if (!s) {
         fl__explain(err, errlen, "cannot map %s: %s", segpath, strerror(-rc));
         return rc;
     }
     /* The sizes in the segment itself: read once here, from the mapping, and kept in the handle. */
     if (!fl__sizes_ok(log, &h, s, segpath, err, errlen)) {
-        munmap(s, (size_t)h.seg_len);
+        fl__alone_unmap(s, (size_t)h.seg_len, slot);
         return -EPROTO;
     }
     if (!fl__settings_agree(log, o, &h, err, errlen)) {
-        munmap(s, (size_t)h.seg_len);
+        fl__alone_unmap(s, (size_t)h.seg_len, slot);
         return -EINVAL;
     }
     uint64_t pidns, timens;
@@ -554,7 +560,7 @@ static int fl__seg_join(forklog *log, const struct forklog_options *o, int fd, c
          * as the dying thread's namespace numbers it: a thread of another namespace with the holder's number (pid 2
          * of two containers) frees the lock under its live holder, and the next writer repairs and writes beside
          * it. No process of another PID namespace takes this lock. */
-        munmap(s, (size_t)h.seg_len);
+        fl__alone_unmap(s, (size_t)h.seg_len, slot);
         fl__explain(err, errlen,
                     "%s is used by processes of another PID namespace, and the log's lock cannot be shared across PID "
                     "namespaces (share the PID namespace, or open with FORKLOG_PRIVATE)",
@@ -672,9 +678,16 @@ static int fl__seg_create(int dir, const char *segpath, const struct stat *lst, 
  * A fork between the open and the slot's filling is seen by fork()'s count (the prepare handler runs before the
  * child's memory is copied): the caller closes that descriptor, unlocked, and opens another. A slot is emptied
  * after the descriptor is unlocked (or left with the shared lock a handle keeps) and before it is closed, so that a
- * child never closes a number that is something else by then. More calls at once than slots go untracked. */
+ * child never closes a number that is something else by then. The same holds for a mapping of the file made while
+ * the slot is held (fl__alone_map), which holds the description as a copy of the descriptor does: the child unmaps
+ * it. More calls at once than slots go untracked. */
 #define FL__ALONE_SLOTS 16
 static atomic_int fl__alone_fds[FL__ALONE_SLOTS];
+/* The mapping of the segment file that the call of each slot has made with its descriptor (fl__alone_map), its
+ * address (0: none) and length: a child's copy of it would hold the file's open description, and so the exclusive
+ * flock, as a copy of the descriptor would. */
+static _Atomic(uintptr_t) fl__alone_maps[FL__ALONE_SLOTS];
+static atomic_size_t fl__alone_map_lens[FL__ALONE_SLOTS];
 static atomic_uint fl__alone_forks;
 static pthread_once_t fl__alone_once = PTHREAD_ONCE_INIT;
 
@@ -689,6 +702,9 @@ static void fl__alone_atfork_child(void)
         int v = atomic_exchange(&fl__alone_fds[k], 0);
         if (v > 0)
             close(v - 1);
+        uintptr_t at = atomic_exchange(&fl__alone_maps[k], 0);
+        if (at)
+            munmap((void *)at, atomic_load(&fl__alone_map_lens[k]));
     }
 }
 
@@ -724,8 +740,52 @@ static int fl__alone_hold(int fd, unsigned forks)
 
 static void fl__alone_drop(int slot)
 {
-    if (slot >= 0)
+    if (slot >= 0) {
+        atomic_store(&fl__alone_maps[slot], 0);
         atomic_store(&fl__alone_fds[slot], 0);
+    }
+}
+
+/* Maps len bytes of the segment file whose descriptor the call of `slot` tracks, tracked in that slot as the
+ * descriptor is, until the open succeeds. A child forked meanwhile gets a copy of every mapping, and a mapping holds
+ * the file's open description, and with it the flock: had the process been killed while it held the file alone (as
+ * it writes what the last users left, once it has built the segment, or as a refused joiner that removes the file
+ * the last user could not), the child kept the exclusive flock for as long as it lived, and every later opener of
+ * the log waited for it. So the range is first a reservation of anonymous memory, recorded in the slot, over which
+ * the file is then mapped: a child forked at any moment unmaps whatever is there (fl__alone_atfork_child). Untracked
+ * with no slot (-1). */
+static struct fl__seg *fl__alone_map(int fd, size_t len, int slot, int *rc)
+{
+    if (slot < 0)
+        return fl__seg_map(fd, len, rc);
+    void *r = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | FL__NORESERVE, -1, 0);
+    if (r == MAP_FAILED) {
+        *rc = -errno;
+        return NULL;
+    }
+    atomic_store(&fl__alone_map_lens[slot], len);
+    atomic_store(&fl__alone_maps[slot], (uintptr_t)r);
+    void *m = mmap(r, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    if (m == MAP_FAILED) {
+        *rc = -errno;
+        atomic_store(&fl__alone_maps[slot], 0);
+        munmap(r, len);
+        return NULL;
+    }
+    *rc = 0;
+    return m;
+}
+
+/* Unmaps what fl__alone_map mapped: the file's pages are first replaced by anonymous memory (a child forked from
+ * then on gets no copy of the file's mapping), the slot is emptied, and the range unmapped last (a child forked after
+ * that unmaps nothing that another thread has mapped at the same address since). */
+static void fl__alone_unmap(void *m, size_t len, int slot)
+{
+    if (slot >= 0) {
+        (void)mmap(m, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | FL__NORESERVE, -1, 0);
+        atomic_store(&fl__alone_maps[slot], 0);
+    }
+    munmap(m, len);
 }
 
 /* The log's shared segment file: opened (or created), checked, then built alone or joined. */
@@ -843,7 +903,8 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             if (fstat(fd, &sst) < 0)
                 rc = -errno;
             else
-                rc = fl__still_there(dir, segpath, &sst) ? fl__seg_rebuild(log, fd, &sst, segpath, err, errlen) : 1;
+                rc = fl__still_there(dir, segpath, &sst) ? fl__seg_rebuild(log, fd, slot, &sst, segpath, err, errlen)
+                                                         : 1;
             dir = fl__dir_now(); /* the recovery's reopen may have given the directory back (fl__dir_spare) */
             /* Not atomic (the exclusive lock is dropped first): a process that gets the exclusive lock in between
              * finds a built segment that nobody has used yet and builds it again, with its own settings, and may
@@ -874,7 +935,9 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
                 if (fstat(fd, &sst) < 0)
                     rc = -errno;
                 else
-                    rc = fl__still_there(dir, segpath, &sst) ? fl__seg_join(log, o, fd, &sst, segpath, err, errlen) : 1;
+                    rc = fl__still_there(dir, segpath, &sst)
+                             ? fl__seg_join(log, o, fd, slot, &sst, segpath, err, errlen)
+                             : 1;
                 /* Refused (settings that conflict with the segment's, another PID namespace, a segment it cannot
                  * map): this opener was never a user. A last user that closed meanwhile could not remove the file
                  * (this shared lock stood in its way): do it for it. Not a file of another layout or a damaged one
@@ -891,7 +954,7 @@ static int fl__seg_named(forklog *log, const struct forklog_options *o, const st
             break;
         }
         if (log->seg) {
-            munmap(log->seg, log->seg_len);
+            fl__alone_unmap(log->seg, log->seg_len, slot); /* built here: a joiner's is never kept on failure */
             log->seg = NULL;
         }
         /* Unlocked before it is closed: a child that another thread forked meanwhile shares this description, and
