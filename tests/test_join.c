@@ -2781,6 +2781,56 @@ Test(join, an_opener_slow_to_lock_recovers_what_a_user_left_in_between)
     rc_seen_free(&seen);
 }
 
+Test(join, an_opener_slow_to_lock_writes_where_a_reopen_in_between_moved_the_log)
+{
+    /* An opener opens the log's file and is stopped before its exclusive flock. Meanwhile the file is renamed away,
+     * as logrotate does, and another process opens the log (a new file at path), writes, calls forklog_reopen()
+     * and closes, the last user: the segment file goes. The first opener then builds the segment alone. It opened
+     * its file before the rename and the reopen: its records must go to the file at path, as a joiner's would, not
+     * into the file renamed away (which logrotate compresses and removes next). */
+    enum { SLOW = 3, ID_SLOW = 1, ID_OTHER = 2 };
+    char *moved = th_path(dir, "join.log.1");
+    pid_t slow = fork();
+    cr_assert_neq(slow, -1);
+    if (slow == 0) {
+        rc_child();
+        stop_before_flock_ex = 1;
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(3);
+        char buf[RC_HEAD_MAX + 100];
+        for (unsigned q = 0; q < SLOW; q++)
+            if (rc_write(log, buf, 'R', ID_SLOW, q, 0, 100) != 0)
+                _exit(4);
+        _exit(forklog_close(log) == 0 ? 0 : 5);
+    }
+    cr_assert(cp_wait_stopped(slow, 10), "the opener did not stop before its flock");
+    cr_assert_eq(rename(logpath, moved), 0);
+    forklog *other = open_ok(NULL);
+    char buf[RC_HEAD_MAX + 100];
+    cr_assert_eq(rc_write(other, buf, 'R', ID_OTHER, 0, 0, 100), 0);
+    cr_assert_eq(forklog_reopen(other), 0);
+    cr_assert_eq(forklog_close(other), 0);
+    cr_assert_not(seg_exists());
+    kill(slow, SIGCONT);
+    cr_assert_eq(th_wait_for(slow, 10), 0, "the slow opener failed");
+    cr_assert_not(seg_exists());
+    struct rc_seen seen, old;
+    rc_seen_init(&seen, 4, 64);
+    rc_seen_init(&old, 4, 64);
+    rc_scan(&seen, logpath, 0);
+    rc_scan(&old, moved, 1);
+    cr_assert_eq(old.records, 0, "%zu records went into the file renamed away before the reopen", old.records);
+    for (unsigned q = 0; q < SLOW; q++)
+        cr_assert_eq(rc_count(&seen, ID_SLOW, q), 1, "the slow opener's record %u is at path %u times", q,
+                     rc_count(&seen, ID_SLOW, q));
+    cr_assert_eq(rc_count(&seen, ID_OTHER, 0), 1);
+    cr_assert_eq(seen.records, SLOW + 1);
+    rc_seen_free(&seen);
+    rc_seen_free(&old);
+    free(moved);
+}
+
 static void run_seg_point(const char *point)
 {
     enum fl__crash_point cp = cp_find(point);
