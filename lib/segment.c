@@ -517,6 +517,13 @@ static int fl__seg_rebuild(forklog *log, int fd, int slot, const struct stat *ss
         fl__seg_drop(log, segpath, sst);
         return rc;
     }
+    /* The log's file was opened before the segment file was locked, and the log's last users may have moved it
+     * since (a rotation, or a rename by logrotate and a forklog_reopen(), then their last close removed the segment
+     * that held the request): path then names another file, or none. This handle's records go where a joiner's
+     * would, to path: the generation is one this handle is not on, and its first record reopens path by name. (After
+     * a recovery, whose sync reopened path, the descriptor is path's file, unless it moved again since.) */
+    if (!fl__still_there(fl__dir_now(), log->path, &now))
+        fl__new_generation(s);
     log->seg = s;
     log->seg_len = len;
     return 0;
