@@ -176,3 +176,69 @@ def test_a_log_or_handler_of_a_descriptor_cannot_be_sent_to_another_process():
     log.close()
     os.close(wfd)
     os.close(r)
+
+
+# ---- records after a fork worker's exit close ----------------------------------------------------------------------
+# A fork worker closes its logs as it ends, and the records its threads still write after that (threads it has not
+# joined yet) go through another handle. A log of a descriptor, or a private one, has a lock that only the processes
+# forked after its open share: a handle opened anew for those records would have a lock of its own, and their records
+# would interleave in the pipe with those its siblings write meanwhile.
+LATE = 40
+
+
+def _late_writer(log, go):
+    def late():
+        go.wait()
+        for i in range(LATE):
+            log.write(_record(0, i) + "x" * 70000)
+
+    threading.Thread(target=late).start()  # not a daemon: the worker waits for it after its exit close
+
+
+def _busy_writer(log, go):
+    go.wait()
+    for i in range(LATE):
+        log.write(_record(1, i) + "x" * 70000)
+
+
+@pytest.mark.parametrize("how", ["fd", "private_fifo"])
+def test_records_after_a_fork_workers_exit_close_stay_whole_beside_its_siblings(tmp_path, how):
+    import multiprocessing as mp
+
+    if how == "fd":
+        r, wfd = os.pipe()
+        log = forklog.Log(wfd, max_record=1 << 20)
+    else:
+        fifo = tmp_path / "a.fifo"
+        os.mkfifo(str(fifo))
+        r = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(r, True)
+        log = forklog.Log(str(fifo), private=True, max_record=1 << 20)
+    ctx = mp.get_context("fork")
+    go = ctx.Event()
+
+    def body():
+        procs = [ctx.Process(target=f, args=(log, go)) for f in (_late_writer, _busy_writer)]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0]
+        log.close()
+        if how == "fd":
+            os.close(wfd)
+
+    data = _read_while(r, body)
+    os.close(r)
+    lines = data.split(b"\n")
+    assert lines[-1] == b""
+    nxt = [0, 0]
+    for line in lines[:-1]:
+        w, i, _ = line.split(b" ", 2)
+        w, i = int(w), int(i)
+        whole = line.decode() == _record(w, i) + "x" * 70000  # not in the assert: pytest would print both
+        assert whole, "a record is not whole: %.60s" % line
+        assert i == nxt[w]
+        nxt[w] += 1
+    assert nxt == [LATE, LATE]
