@@ -302,10 +302,17 @@ def _close_all():
     fork and forkserver, skipping atexit). Code of the worker's may still log after it: its other threads (the
     worker joins them only later) and multiprocessing's own last words ("process exiting with exitcode 0"); a
     log closed here takes such a record through a handle opened for that record alone (Log._once). At interpreter
-    exit _flush_all() runs instead."""
+    exit _flush_all() runs instead.
+
+    A log of a descriptor, or a private one, has a lock that only the processes forked after its open share (this
+    worker's parent and siblings, for a log inherited from the parent): a handle opened anew would have a lock of its
+    own, and its records could interleave with theirs (in a pipe, past PIPE_BUF). Such a log's handle is written out
+    here and kept, not freed, and the late records go through it (see _once)."""
     for log in list(_open_logs):
         try:
             log._exit_closed = True
+            if log._fd is not None or log._settings["private"]:
+                log._late = log._handle
             log.close()
         except Exception:
             pass
@@ -411,6 +418,7 @@ class Log:
         self._close_done = False  # the C close has returned, whichever thread made it (see close)
         self._close_rc = 0  # and what it returned
         self._handle = None  # the handle, until the C close is made (see close)
+        self._late = None  # the handle that the exit close keeps for late records, unfreed (see _close_all)
         # The thread ident of each close() in progress (see close), and of each thread that may hold the handle taken
         # from self._hbox or self._pending: a close() that finds the handle in neither waits while one does.
         self._closing = []
@@ -562,7 +570,7 @@ class Log:
             # No instruction between these two runs a signal handler, so once self._handle is cleared the C close
             # is made: a close() that finds the handle lost and self._handle set may close it itself (see close).
             self._handle = None
-            rc = _native.lib.forklog_close(h)
+            rc = (_native.lib.forklog_flush if h == self._late else _native.lib.forklog_close)(h)
             self._close_rc = rc
             self._close_done = True
             return rc
@@ -572,9 +580,23 @@ class Log:
     def _once(self, method, *args):
         """A call on a closed log: ValueError, unless the log was closed by this worker process's end (see
         _close_all) and not by the program; then the call is made through a handle of the same log, opened with
-        the same options for this call alone."""
+        the same options for this call alone, or, for a log of a descriptor or a private one, through the handle that
+        close kept, written out at once."""
         if not self._exit_closed:
             raise ValueError("forklog: I/O operation on a closed log")
+        late = self._late
+        if late is not None:
+            # A log whose lock no new handle can join: the call goes through the handle the exit close kept, under
+            # the lock the processes forked from its opener share, and is written out at once (see _close_all).
+            # That handle is never freed, so no call here needs to be waited for.
+            once = Log.__new__(Log)
+            once.__dict__.update(self.__dict__, _h=late, _hv=ctypes.c_void_p(late), _calls=[], _pending=[],
+                                 _hbox=[], _handle=None, _late=None, _exit_closed=False)
+            rc = getattr(once, method)(*args)
+            frc = _native.lib.forklog_flush(late)
+            if frc < 0:
+                raise _oserror(frc, "forklog_flush", self._path)
+            return rc
         with Log(self._path if self._fd is None else self._fd, **self._settings) as once:
             return getattr(once, method)(*args)
 
