@@ -211,6 +211,52 @@ def test_a_record_written_by_an_exit_callback_after_logging_shutdown_is_kept(tmp
     assert sorted(os.listdir(tmp_path)) == ["a.log"]
 
 
+# The same on stdout, a pipe, with a child forked after the handler was made still writing to it: the handler of a
+# descriptor has a lock that only the processes forked after its open share, so a handle opened anew for the late
+# records would have a lock of its own, and their records of 70 to 135 KiB would be cut into the child's in the pipe.
+AT_EXIT_ON_A_PIPE = """
+    import atexit, os, sys
+    K = 40
+
+    def rec(w, i):
+        n = 70000 + (w * 7919 + i * 104729) % 65536
+        return "%d %d %s" % (w, i, "abcdefghijklmnopqrstuvwxyz"[(w + i) % 26] * n)
+
+    def late():  # registered before logging: runs after logging.shutdown() closed the handler
+        os.write(go_w, b"g")
+        for i in range(K):
+            sys.modules["logging"].getLogger("app").warning(rec(0, i))
+
+    atexit.register(late)
+    import logging, forklog
+    logging.getLogger().addHandler(forklog.Handler(sys.stdout.fileno(), raw=True, max_record=1 << 20))
+    go_r, go_w = os.pipe()
+    if os.fork() == 0:
+        os.read(go_r, 1)
+        for i in range(K):
+            logging.getLogger("app").warning(rec(1, i))
+        os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not forklog._native.HAVE_OPEN_FD, reason="the library has no forklog_open_fd()")
+def test_records_of_exit_callbacks_after_logging_shutdown_on_a_pipe_stay_whole_beside_a_forked_child(tmp_path):
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(AT_EXIT_ON_A_PIPE)], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    lines = r.stdout.split(b"\n")
+    assert lines[-1] == b""
+    nxt = [0, 0]
+    for line in lines[:-1]:
+        w, i, body = line.split(b" ", 2)
+        w, i = int(w), int(i)
+        n = 70000 + (w * 7919 + i * 104729) % 65536
+        whole = body == bytes([97 + (w + i) % 26]) * n  # not in the assert: pytest prints both
+        assert whole, "a record is not whole: %.60s" % line
+        assert i == nxt[w]
+        nxt[w] += 1
+    assert nxt == [40, 40]
+
+
 # ---- a Handler's level is the handler's only ----------------------------------------------------------------------
 @pytest.mark.parametrize("level", [logging.WARNING, "warn", forklog.ERROR])
 def test_a_handlers_level_can_be_lowered_later(tmp_path, level):
