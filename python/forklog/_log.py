@@ -310,10 +310,7 @@ def _close_all():
     here and kept, not freed, and the late records go through it (see _once)."""
     for log in list(_open_logs):
         try:
-            log._exit_closed = True
-            if log._fd is not None or log._settings["private"]:
-                log._late = log._handle
-            log.close()
+            log._close_at_exit()
         except Exception:
             pass
 
@@ -418,7 +415,7 @@ class Log:
         self._close_done = False  # the C close has returned, whichever thread made it (see close)
         self._close_rc = 0  # and what it returned
         self._handle = None  # the handle, until the C close is made (see close)
-        self._late = None  # the handle that the exit close keeps for late records, unfreed (see _close_all)
+        self._late = None  # the handle that the exit close keeps for late records, unfreed (see _close_at_exit)
         # The thread ident of each close() in progress (see close), and of each thread that may hold the handle taken
         # from self._hbox or self._pending: a close() that finds the handle in neither waits while one does.
         self._closing = []
@@ -587,7 +584,7 @@ class Log:
         late = self._late
         if late is not None:
             # A log whose lock no new handle can join: the call goes through the handle the exit close kept, under
-            # the lock the processes forked from its opener share, and is written out at once (see _close_all).
+            # the lock the processes forked from its opener share, and is written out at once (see _close_at_exit).
             # That handle is never freed, so no call here needs to be waited for.
             once = Log.__new__(Log)
             once.__dict__.update(self.__dict__, _h=late, _hv=ctypes.c_void_p(late), _calls=[], _pending=[],
@@ -599,6 +596,14 @@ class Log:
             return rc
         with Log(self._path if self._fd is None else self._fd, **self._settings) as once:
             return getattr(once, method)(*args)
+
+    def _close_at_exit(self):
+        """close() at a process's exit (see _close_all, Handler.close): later calls go through _once, and the handle of
+        a log of a descriptor or a private one is kept for them."""
+        self._exit_closed = True
+        if self._fd is not None or self._settings["private"]:
+            self._late = self._handle
+        self.close()
 
     def _reinit_after_fork(self):
         # A child has exactly one thread: no call of another thread is in flight here, and a lock that another

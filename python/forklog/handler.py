@@ -213,11 +213,15 @@ class Handler(logging.Handler):
         # At interpreter exit (the main thread has stopped: logging.shutdown(), an exit callback), exit callbacks that
         # run later may still log: one registered before logging was imported runs after logging.shutdown(). Their
         # records go through a handle of the log opened for each alone (Log._once), as after a worker's exit close,
-        # and as logging.FileHandler reopens its file for them. A Handler the program closed earlier still refuses.
-        if not self._log.closed and not threading.main_thread().is_alive():
-            self._log._exit_closed = True
+        # and as logging.FileHandler reopens its file for them; those of a log of a descriptor or a private one, whose
+        # lock no new handle shares with the processes forked after its open, through its own handle, kept for them
+        # (Log._close_at_exit). A Handler the program closed earlier still refuses.
+        at_exit = not self._log.closed and not threading.main_thread().is_alive()
         try:
-            self._log.close()
+            if at_exit:
+                self._log._close_at_exit()
+            else:
+                self._log.close()
         except Exception as e:
             _report("close", e)
         finally:
