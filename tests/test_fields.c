@@ -1263,6 +1263,96 @@ Test(fields, records_keep_the_context_while_another_thread_replaces_it)
     free(path);
 }
 
+enum { ADDERS = 4, ADDS = 200 };
+
+struct ctx_adder {
+    forklog *log;
+    pthread_barrier_t *go;
+    int t;
+    int failed;
+};
+
+/* Adds its own pair of keys ADDS times (both with the value of the round, in one call) and writes a record after
+ * each add. */
+static void *add_context(void *arg)
+{
+    struct ctx_adder *a = arg;
+    char ka[16], kb[16];
+    snprintf(ka, sizeof ka, "t%d.a", a->t);
+    snprintf(kb, sizeof kb, "t%d.b", a->t);
+    pthread_barrier_wait(a->go);
+    for (int i = 0; i < ADDS; i++) {
+        struct forklog_field pair[2] = {FORKLOG_INT(ka, i), FORKLOG_INT(kb, i)};
+        struct forklog_field own[2] = {FORKLOG_INT("t", a->t), FORKLOG_INT("i", i)};
+        if (forklog_context_add(a->log, pair, 2) != 0 || forklog_log_fields(a->log, FORKLOG_INFO, "m", own, 2) != 0)
+            a->failed = 1;
+    }
+    return NULL;
+}
+
+/* The value of the number member `key` of m[0..n), or -1 when the record has none. */
+static long long number_member(const struct ck_member *m, int n, const char *key)
+{
+    const struct ck_member *x = member(m, n, key);
+    if (!x)
+        return -1;
+    cr_assert_eq(x->type, 'n', "key %s is not a number", key);
+    return strtoll(x->str, NULL, 10);
+}
+
+/* Threads that add to the context at the same time lose none of each other's adds (a compare and swap that fails
+ * merges again with the context that won), and each record carries a context whole: both keys of one add with the
+ * same value, and at least the calling thread's own latest add. */
+Test(fields, context_adds_from_many_threads_keep_every_add)
+{
+    char *path;
+    struct forklog_field base = FORKLOG_STR("base", "b");
+    struct forklog_options o = {.format = FORKLOG_FORMAT_JSON, .context = &base, .ncontext = 1};
+    forklog *log = open_log("adders.jsonl", &o, &path);
+    pthread_barrier_t go;
+    cr_assert_eq(pthread_barrier_init(&go, NULL, ADDERS), 0);
+    struct ctx_adder a[ADDERS];
+    pthread_t th[ADDERS];
+    for (int t = 0; t < ADDERS; t++) {
+        a[t] = (struct ctx_adder){.log = log, .go = &go, .t = t};
+        cr_assert_eq(pthread_create(&th[t], NULL, add_context, &a[t]), 0);
+    }
+    for (int t = 0; t < ADDERS; t++) {
+        cr_assert_eq(pthread_join(th[t], NULL), 0);
+        cr_assert_eq(a[t].failed, 0, "a call of thread %d failed", t);
+    }
+    pthread_barrier_destroy(&go);
+    OK(forklog_log_fields(log, FORKLOG_INFO, "last", NULL, 0));
+    cr_assert_eq(forklog_close(log), 0);
+
+    char *buf = slurp(path);
+    int lines = 0;
+    for (const char *l = buf; (l = strchr(l, '\n')); l++)
+        lines++;
+    cr_assert_eq(lines, ADDERS * ADDS + 1);
+    for (int n = 0; n < lines; n++) {
+        struct ck_member m[32];
+        int k = json_line(buf, n, m, 32);
+        expect_member(m, k, "base", 's', "b");
+        const int last = n == lines - 1;
+        long long t = last ? -1 : number_member(m, k, "t"), i = last ? -1 : number_member(m, k, "i");
+        for (int u = 0; u < ADDERS; u++) {
+            char ka[16], kb[16];
+            snprintf(ka, sizeof ka, "t%d.a", u);
+            snprintf(kb, sizeof kb, "t%d.b", u);
+            long long va = number_member(m, k, ka), vb = number_member(m, k, kb);
+            cr_assert_eq(va, vb, "line %d: %s is %lld, %s is %lld", n, ka, va, kb, vb);
+            if (last)
+                cr_assert_eq(va, ADDS - 1, "the last record has %s = %lld: an add was lost", ka, va);
+            else if (u == t)
+                cr_assert_geq(va, i, "line %d: thread %lld's record %lld has its own %s = %lld", n, t, i, ka, va);
+        }
+        ck_members_free(m, k);
+    }
+    free(buf);
+    free(path);
+}
+
 /* Resident memory of this process, in KiB (/proc/self/statm), or -1. */
 static long resident_kib(void)
 {
