@@ -13,7 +13,11 @@
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
+#ifdef __GLIBC__
+#include <printf.h>
+#endif
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -1351,6 +1355,89 @@ Test(fields, context_adds_from_many_threads_keep_every_add)
     }
     free(buf);
     free(path);
+}
+
+#ifdef __GLIBC__
+/* A printf conversion of the test's own (%W, glibc's register_printf_specifier) that, the first time, stops the
+ * thread inside the formatting of its record's message until the test lets it go on: the record has read the
+ * handle's context then, and reads it again once the message is formatted. */
+static sem_t in_conversion, go_on;
+static atomic_int stop_once;
+
+static int print_w(FILE *s, const struct printf_info *info, const void *const *args)
+{
+    (void)info, (void)args;
+    if (atomic_exchange(&stop_once, 0)) {
+        sem_post(&in_conversion);
+        while (sem_wait(&go_on) != 0)
+            ;
+    }
+    return fprintf(s, "w");
+}
+
+static int print_w_args(const struct printf_info *info, size_t n, int *types, int *size)
+{
+    (void)info, (void)n, (void)types, (void)size;
+    return 0;
+}
+
+/* The format is not a literal: the compiler does not know %W. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void *log_with_w(void *arg)
+{
+    const char *fmt = "rec %W%s";
+    return (void *)(intptr_t)forklog_log(arg, FORKLOG_INFO, fmt, "");
+}
+#pragma GCC diagnostic pop
+#endif
+
+/* A context that forklog_context_add() replaces while another thread is in the middle of a record made with it
+ * stays allocated: that record carries it whole (not memory that the heap gave to something else meanwhile), and
+ * the next records carry the new one. */
+Test(fields, a_context_replaced_while_another_thread_formats_with_it_stays_whole)
+{
+#ifndef __GLIBC__
+    cr_skip_test("needs glibc's register_printf_specifier to stop a thread inside its record");
+#else
+    char *path;
+    struct forklog_field first = FORKLOG_STR("k", "first");
+    struct forklog_options o = {.context = &first, .ncontext = 1};
+    forklog *log = open_log("kept.log", &o, &path);
+    cr_assert_eq(register_printf_specifier('W', print_w, print_w_args), 0);
+    cr_assert_eq(sem_init(&in_conversion, 0, 0), 0);
+    cr_assert_eq(sem_init(&go_on, 0, 0), 0);
+    atomic_store(&stop_once, 1);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, log_with_w, log), 0);
+    while (sem_wait(&in_conversion) != 0)
+        ;
+    struct forklog_field second = FORKLOG_STR("k", "second");
+    OK(forklog_context_add(log, &second, 1));
+    /* Whatever the add freed would be handed out again here, and written over. */
+    enum { SIZES = 64 };
+    void *reuse[SIZES];
+    for (int i = 0; i < SIZES; i++) {
+        reuse[i] = malloc((size_t)(i + 1) * 8);
+        cr_assert_not_null(reuse[i]);
+        memset(reuse[i], 0xa5, (size_t)(i + 1) * 8);
+    }
+    sem_post(&go_on);
+    void *rc;
+    cr_assert_eq(pthread_join(th, &rc), 0);
+    cr_assert_eq((intptr_t)rc, 0);
+    for (int i = 0; i < SIZES; i++)
+        free(reuse[i]);
+    OK(forklog_info(log, "after"));
+    cr_assert_eq(forklog_close(log), 0);
+    char *buf = slurp(path);
+    long pid = (long)getpid();
+    expect_text(buf, 0, "INFO pid=%ld rec w k=first", pid);
+    expect_text(buf, 1, "INFO pid=%ld after k=second", pid);
+    cr_assert_null(strchr(strchr(strchr(buf, '\n') + 1, '\n') + 1, '\n'), "more than two records: %s", buf);
+    free(buf);
+    free(path);
+#endif
 }
 
 /* Resident memory of this process, in KiB (/proc/self/statm), or -1. */
