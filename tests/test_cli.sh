@@ -417,6 +417,30 @@ p = subprocess.run([bin, "append", work + "/sock", "x"], capture_output=True, ti
 assert p.returncode == 1 and b"is a unix socket" in p.stderr, p
 PY
     ;;
+read_error)
+    # Standard input that fails in the middle of a line (here with EAGAIN: a pipe that the process that made it
+    # left non-blocking, whose writer sent "one\ntw" and waits): the part of the line read so far is not a record,
+    # whose end never came, as with a stop signal. The whole line before it is; the status is 1, with the reason.
+    command -v python3 >/dev/null || skip "python3 is needed to give forklog a non-blocking pipe"
+    python3 - "$bin" append x.log >out 2>err <<'PY'
+import os, subprocess, sys
+r, w = os.pipe2(os.O_NONBLOCK)
+os.write(w, b"one\ntw")
+rc = subprocess.run(sys.argv[1:], stdin=r, timeout=60).returncode
+os.close(w)
+sys.exit(rc if rc >= 0 else 128 - rc)
+PY
+    got=$?
+    [ $got -eq 1 ] || fail "append exited $got, not 1; stderr: $(cat err)"
+    # glibc's getline() gives back the part of the line it read when read(2) fails, musl's drops it: the warning
+    # comes only where there is something to drop.
+    error="forklog: cannot read standard input: Resource temporarily unavailable"
+    [ "$(cat err)" = "$error" ] ||
+        stderr_is "forklog: warning: x.log: line 2 not written: standard input failed before its end (2 bytes dropped)
+$error"
+    lines_are x.log 1
+    record_is x.log 1 INFO one
+    ;;
 stop)
     # SIGTERM while append waits for input: it ends between records, with every record whole and the log closed
     # (its segment file removed), and dies of the signal (status 143).
