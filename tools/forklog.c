@@ -479,12 +479,15 @@ static int append_lines(forklog *log, const struct request *req, struct tally *t
     while (!stop_signal && (n = getline(&line, &cap, stdin)) >= 0) {
         if (n > 0 && line[n - 1] == '\n') {
             line[--n] = '\0';
-        } else if (stop_signal) {
-            /* getline() gives back what it has read of a line when a stop signal interrupts its read(2) (EINTR).
-             * That is not the line: written, it would be a record that looks whole but is not, and append ends
-             * between two records. A last line that ends the input without a newline is still a record. */
-            say("warning: %s: line %lu not written: append was stopped before its end (%zu bytes dropped)", req->path,
-                lineno + 1, (size_t)n);
+        } else if (stop_signal || ferror(stdin)) {
+            /* getline() gives back what it has read of a line when its read(2) fails: a stop signal interrupted it
+             * (EINTR), or standard input failed (EAGAIN on a descriptor left non-blocking, EIO, ...). That is not
+             * the line: written, it would be a record that looks whole but is not; append ends between two records
+             * (and reports the error below). A last line that ends the input without a newline is still a record. */
+            int e = errno;
+            say("warning: %s: line %lu not written: %s before its end (%zu bytes dropped)", req->path, lineno + 1,
+                stop_signal ? "append was stopped" : "standard input failed", (size_t)n);
+            errno = e;
             break;
         }
         size_t len = strlen(line);
