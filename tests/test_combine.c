@@ -1057,3 +1057,96 @@ Test(combine, a_dead_posters_pid_given_again_while_its_slot_is_taken_back_loses_
     int st = th_pid_namespace_scene(scene_pid_back_while_its_slot_is_taken_back, NULL, 0);
     cr_assert_eq(st, 0, "the scene failed at step %d (36: a call returned 0 and its record is not in the file)", st);
 }
+
+/* What a signal handler of a poster sees: its handler's record calls, through the poster's handle or through a handle
+ * of another log, made while the poster waits for its posted record to be written. */
+static struct handler_calls {
+    atomic_int runs;
+    int rc[8];       /* through the poster's handle */
+    int other_rc[8]; /* through the other log's handle */
+} * hcalls;
+static forklog *handler_own, *handler_other;
+
+static void log_from_handler(int sig)
+{
+    (void)sig;
+    const int k = atomic_load(&hcalls->runs);
+    if (k >= 8)
+        return;
+    const int saved = errno;
+    hcalls->rc[k] = forklog_write(handler_own, "handler record", 14);
+    hcalls->other_rc[k] = forklog_write(handler_other, "handler record", 14);
+    errno = saved;
+    atomic_store(&hcalls->runs, k + 1);
+}
+
+Test(combine, a_handler_that_logs_while_its_thread_waits_on_a_posted_record_is_refused_and_the_post_is_written_once)
+{
+    /* docs/api.md: a record call made by a signal handler that interrupted a record call of its thread, through any
+     * handle, fails with -EDEADLK and writes nothing. The poster's thread is past building its record: the record
+     * is in a slot, flagged, and the thread sleeps on the lock (a handler without SA_RESTART interrupts that sleep).
+     * Taken as a record of its own, the handler's would be posted beside it or wait for the lock for as long as the
+     * holder keeps it; the interrupted call must still return 0 with its record in the file once. */
+    enum { SIGNALS = 8 };
+    hcalls = mmap(NULL, sizeof *hcalls, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(hcalls, MAP_FAILED);
+    memset(hcalls, 0x7f, sizeof *hcalls);
+    atomic_store(&hcalls->runs, 0);
+    char *other = th_path(dir, "other.log");
+    cr_assert_eq(forklog_open(&handler_own, logpath, NULL), 0);
+    cr_assert_eq(forklog_open(&handler_other, other, NULL), 0);
+    cr_assert_eq(forklog_write(handler_own, "before", 6), 0);
+    pid_t holder = cp_stopped_holder(handler_own, "holder record", FL__CP_COUNT, 0);
+    pid_t poster = fork();
+    cr_assert_neq(poster, -1);
+    if (poster == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = log_from_handler;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGUSR1, &sa, NULL) != 0)
+            _exit(2);
+        _exit(forklog_write(handler_own, "poster record", 13) == 0 ? 0 : 1);
+    }
+    int posted = cp_wait_posted(handler_own, 1);
+    int ran = 0;
+    for (int i = 0; posted && i < SIGNALS; i++) {
+        usleep(20000); /* past the spinning and the yielding: the poster sleeps on the lock */
+        cr_assert_eq(kill(poster, SIGUSR1), 0);
+        double until = th_now_s() + 10;
+        while (atomic_load(&hcalls->runs) == i && th_now_s() < until)
+            usleep(200);
+        ran = atomic_load(&hcalls->runs);
+        if (ran != i + 1)
+            break;
+    }
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int hst = th_wait_for(holder, 10);
+    int pst = th_wait_for(poster, 10);
+    cr_assert(posted, "the poster did not post");
+    cr_assert_eq(ran, SIGNALS, "the handler ran %d times of %d: a record call of it hung", ran, SIGNALS);
+    for (int i = 0; i < SIGNALS; i++) {
+        cr_assert_eq(hcalls->rc[i], -EDEADLK, "the handler's call %d through the poster's handle returned %d", i,
+                     hcalls->rc[i]);
+        cr_assert_eq(hcalls->other_rc[i], -EDEADLK, "the handler's call %d through another log's handle returned %d", i,
+                     hcalls->other_rc[i]);
+    }
+    cr_assert_eq(hst, 0, "the holder's call failed (status %d)", hst);
+    cr_assert_eq(pst, 0, "the interrupted poster's call failed (status %d)", pst);
+    cr_assert_eq(forklog_write(handler_own, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(logpath, &len);
+    cr_assert_not_null(buf);
+    cr_assert_str_eq(buf, "before\nholder record\nposter record\nafter\n");
+    cp_assert_size_agrees(handler_own, logpath);
+    free(buf);
+    buf = th_slurp(other, &len);
+    cr_assert_not_null(buf);
+    cr_assert_eq(len, 0, "the other log holds:\n%s", buf);
+    free(buf);
+    cr_assert_eq(forklog_close(handler_other), 0);
+    cr_assert_eq(forklog_close(handler_own), 0);
+    munmap(hcalls, sizeof *hcalls);
+    free(other);
+}
