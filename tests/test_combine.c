@@ -1150,3 +1150,63 @@ Test(combine, a_handler_that_logs_while_its_thread_waits_on_a_posted_record_is_r
     munmap(hcalls, sizeof *hcalls);
     free(other);
 }
+
+/* One batch, its holder's RLIMIT_FSIZE (SIGXFSZ ignored) `room` bytes past the end of its own record: the writev(2)
+ * of the batch stops there, in the middle of a posted record, at its first byte or at its end, or it fits. */
+static void limited_batch(size_t room)
+{
+    forklog *log;
+    char name[64];
+    snprintf(name, sizeof name, "limited-%zu.log", room);
+    char *path = th_path(dir, name);
+    cr_assert_eq(forklog_open(&log, path, NULL), 0);
+    cr_assert_eq(forklog_write(log, "before", 6), 0);
+    pid_t holder = cp_stopped_holder(log, "holder record", FL__CP_COUNT, 0);
+    pid_t posters[POSTERS];
+    for (int i = 0; i < POSTERS; i++) {
+        char rec[64];
+        snprintf(rec, sizeof rec, "poster %d record", i);
+        posters[i] = cp_writer(log, rec, FL__CP_COUNT, 0);
+    }
+    int posted = cp_wait_posted(log, POSTERS);
+    struct rlimit rl = {7 + 14 + room, RLIM_INFINITY};
+    cr_assert_eq(prlimit(holder, RLIMIT_FSIZE, &rl, NULL), 0);
+    cr_assert_eq(kill(holder, SIGCONT), 0);
+    int hst = th_wait_for(holder, 10);
+    int pst[POSTERS];
+    for (int i = 0; i < POSTERS; i++)
+        pst[i] = th_wait_for(posters[i], 10);
+    cr_assert(posted, "room %zu: the posters did not post", room);
+    cr_assert_eq(hst, 0, "room %zu: the holder's record, which fits its limit, failed (status %d)", room, hst);
+    for (int i = 0; i < POSTERS; i++)
+        cr_assert_eq(pst[i], 0, "room %zu: poster %d's call failed (status %d)", room, i, pst[i]);
+    cr_assert_eq(forklog_write(log, "after", 5), 0);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_not_null(buf);
+    cr_assert(len > 0 && buf[len - 1] == '\n', "room %zu: the file ends with a fragment:\n%s", room, buf);
+    cr_assert_eq(strncmp(buf, "before\nholder record\n", 21), 0, "room %zu:\n%s", room, buf);
+    for (int i = 0; i < POSTERS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "poster %d record", i);
+        cr_assert_eq(cp_count_line(buf, want), 1, "room %zu: %s %d times:\n%s", room, want, cp_count_line(buf, want),
+                     buf);
+    }
+    cr_assert_eq(th_count_lines(buf, len), (size_t)(POSTERS + 3), "room %zu: stray lines:\n%s", room, buf);
+    cr_assert_str_eq(buf + len - 6, "after\n");
+    cp_assert_size_agrees(log, path);
+    free(buf);
+    cr_assert_eq(forklog_close(log), 0);
+    free(path);
+}
+
+Test(combine, a_batch_cut_by_its_holders_file_size_limit_anywhere_fails_no_record_and_leaves_no_fragment)
+{
+    /* The limit is the holder's own: whatever part of the batch went in before it is cut away, the posted records
+     * are given back and written whole, once, by their posters, and the holder's own record, which fits, is written
+     * alone; no call fails. Each posted record is 16 bytes. */
+    signal(SIGXFSZ, SIG_IGN);
+    static const size_t rooms[] = {0, 1, 15, 16, 17, 31, 32, 40, 47, 48};
+    for (size_t i = 0; i < sizeof rooms / sizeof rooms[0]; i++)
+        limited_batch(rooms[i]);
+}
