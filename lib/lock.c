@@ -34,8 +34,8 @@
 /* ThreadSanitizer up to LLVM 14 does not intercept pthread_mutex_clocklock(): a lock taken by a sleeper was then
  * invisible to it, so every access that holder made under the lock was reported as a race with the previous
  * holder's, and its unlock as the unlock of an unlocked mutex. A build for it sleeps with pthread_mutex_timedlock(),
- * which every version intercepts (on CLOCK_REALTIME: a change of the wall clock may stretch one sleep, in that
- * build only). */
+ * which every version intercepts (on CLOCK_REALTIME: a wall clock set back during a sleep stretches that sleep by
+ * as much, in that build and with musl, below). */
 #if defined(__SANITIZE_THREAD__)
 #define FL__TSAN 1
 #elif defined(__has_feature)
