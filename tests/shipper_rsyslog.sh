@@ -6,7 +6,15 @@
 # (omfwd) to the second, the "central" one (imtcp), which writes each message, as it came, to a file. While
 # shipper_writer's 8 processes write, the log is rotated by rename at least 20 times:
 #   rotate  forklog's own size-based rotation (rotate_bytes 64 KiB, rotate_keep 1000: about 30 renames, a file
-#           every ~0.1 s; a rename every 15 ms was too fast for imfile on a loaded machine);
+#           every ~0.1 s, each renaming the whole chain). The writers keep pace with the shipper: before each
+#           record, a worker waits while the records written outnumber the lines in the central file by MAX_LAG
+#           or more. imfile is then never more than MAX_LAG + WORKERS - 1 = 39 records behind the writers, fewer
+#           than any 64 KiB file holds (a record has at most 1,603 bytes), so it has opened each file at the name
+#           before the file is renamed, and read it to its end through that descriptor before it is renamed
+#           again. imfile (8.2302, inotify) further behind, as on a loaded machine, loses records of the files it
+#           had not reached or finished by then (whole files when it is stopped for 0.5 s every second and the
+#           bound is 128). A worker that waited 30 s without a new line in the central file stops the waiting of
+#           all of them, and the check names what is missing;
 #   reopen  logrotate every ~0.1 s (22 times) with `nocreate`, `rotate 2` and forklog_reopen() on SIGHUP in
 #           postrotate: the writers' next record creates the new file. The oldest kept file is copied aside for
 #           the check before logrotate deletes it; the deleted files free inode numbers that new files then
@@ -21,7 +29,7 @@
 # Exit 77 (skipped) only when rsyslogd is not installed or cannot run at all here.
 set -eu
 mode=$1 writer=$2
-WORKERS=8 RECORDS=300
+WORKERS=8 RECORDS=300 MAX_LAG=32
 fail() { echo "FAIL shipper_$mode: $*" >&2; exit 1; }
 case $mode in rotate | reopen | create) ;; *) fail "unknown mode" ;; esac
 command -v rsyslogd >/dev/null || { echo "SKIP: rsyslogd is not installed (Debian: rsyslog)"; exit 77; }
@@ -98,7 +106,7 @@ done
 
 case $mode in
 rotate)
-  "$writer" rotate "$log" $WORKERS $RECORDS 10000 65536 || fail "the writer failed"
+  "$writer" rotate "$log" $WORKERS $RECORDS 10000 65536 "$central" $MAX_LAG || fail "the writer failed"
   ;;
 reopen | create)
   if [ "$mode" = reopen ]; then newfile=nocreate; else newfile="create 0644"; fi
