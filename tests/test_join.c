@@ -1246,6 +1246,30 @@ Test(join, an_opener_killed_while_it_creates_the_segment_file_locks_nobody_out)
     cr_assert_not(seg_exists());
 }
 
+/* After a process was killed holding the segment file alone, with a child that another of its threads forked
+ * still alive (forked_pid[0]): a later opener opens the log, writes record (id, q) and closes within 5 s, its
+ * close removing the segment file. Then the child is killed. `what` names the scene in the messages. */
+static void a_later_opener_waits_for_nobody(const pid_t *forked_pid, unsigned id, unsigned q, const char *what)
+{
+    pid_t opener = fork();
+    cr_assert_neq(opener, -1);
+    if (opener == 0) {
+        rc_child();
+        forklog *log;
+        if (forklog_open(&log, logpath, NULL) != 0)
+            _exit(6);
+        char buf[RC_HEAD_MAX + 100];
+        if (rc_write(log, buf, 'R', id, q, 0, 100) != 0)
+            _exit(7);
+        _exit(forklog_close(log) == 0 ? 0 : 8);
+    }
+    int st = th_wait_for(opener, 5);
+    const int left = seg_exists(); /* the forked child still lives */
+    kill(forked_pid[0], SIGKILL);
+    cr_assert_eq(st, 0, "%s: a later opener %s (%d)", what, st == -2 ? "still waited after 5 s" : "failed", st);
+    cr_assert_not(left, "%s: the later opener's close left the segment file", what);
+}
+
 /* A process killed while it holds the segment file alone (building the segment, or removing it as the last user),
  * after another of its threads forked: the child had copies of the process's descriptors, among them the one locked
  * alone, or the one opened to be (forked between the segment file's open and its lock, in an open or a close).
@@ -1289,21 +1313,9 @@ Test(join, a_fork_while_the_segment_is_built_or_removed_keeps_no_later_opener_wa
         cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the segment %s", when[k]);
         cr_assert_gt(forked_pid[0], 0, "the segment %s: no fork", when[k]);
         lines += k % 2 ? 2 : 1;
-        pid_t opener = fork();
-        cr_assert_neq(opener, -1);
-        if (opener == 0) {
-            rc_child();
-            forklog *log;
-            if (forklog_open(&log, logpath, NULL) != 0)
-                _exit(6);
-            _exit(forklog_info(log, "after") == 0 && forklog_close(log) == 0 ? 0 : 7);
-        }
-        int st = th_wait_for(opener, 5);
-        const int left = seg_exists(); /* the forked child still lives */
-        kill(forked_pid[0], SIGKILL);
-        cr_assert_eq(st, 0, "the segment %s by a killed process after a fork: a later opener %s (%d)", when[k],
-                     st == -2 ? "still waited after 5 s" : "failed", st);
-        cr_assert_not(left, "the segment %s: the later opener's close left its file", when[k]);
+        char what[80];
+        snprintf(what, sizeof what, "the segment %s by a killed process after a fork", when[k]);
+        a_later_opener_waits_for_nobody(forked_pid, 1, (unsigned)k, what);
         size_t len;
         char *got = th_slurp(logpath, &len);
         cr_assert_eq(th_count_lines(got, len), lines, "the segment %s: %zu lines", when[k], th_count_lines(got, len));
@@ -3148,24 +3160,9 @@ Test(join, a_fork_while_the_segment_is_mapped_alone_keeps_no_later_opener_waitin
         }
         cr_assert_eq(th_wait(pid), 128 + SIGKILL, "the opener that %s did not die", when[k]);
         cr_assert_gt(forked_pid[0], 0, "the segment %s: no fork", when[k]);
-        pid_t opener = fork();
-        cr_assert_neq(opener, -1);
-        if (opener == 0) {
-            rc_child();
-            forklog *log;
-            if (forklog_open(&log, logpath, NULL) != 0)
-                _exit(6);
-            char buf[RC_HEAD_MAX + 100];
-            if (rc_write(log, buf, 'R', ID_AFTER, k, 0, 100) != 0)
-                _exit(7);
-            _exit(forklog_close(log) == 0 ? 0 : 8);
-        }
-        int st = th_wait_for(opener, 5);
-        const int left = seg_exists(); /* the forked child still lives */
-        kill(forked_pid[0], SIGKILL);
-        cr_assert_eq(st, 0, "an opener killed with the segment %s after a fork: a later opener %s (%d)", when[k],
-                     st == -2 ? "still waited after 5 s" : "failed", st);
-        cr_assert_not(left, "the segment %s: the later opener's close left its file", when[k]);
+        char what[80];
+        snprintf(what, sizeof what, "an opener killed with the segment %s after a fork", when[k]);
+        a_later_opener_waits_for_nobody(forked_pid, ID_AFTER, k, what);
     }
     struct rc_seen seen;
     rc_seen_init(&seen, 4, 64);
@@ -3219,24 +3216,7 @@ Test(join, a_fork_while_a_refused_joiner_has_the_segment_mapped_keeps_no_later_o
     kill(b, SIGCONT);
     cr_assert_eq(th_wait_for(b, 10), 128 + SIGKILL, "the refused joiner did not die removing the file");
     cr_assert_gt(forked_pid[0], 0, "no fork");
-    pid_t opener = fork();
-    cr_assert_neq(opener, -1);
-    if (opener == 0) {
-        rc_child();
-        forklog *log;
-        if (forklog_open(&log, logpath, NULL) != 0)
-            _exit(6);
-        char buf[RC_HEAD_MAX + 100];
-        if (rc_write(log, buf, 'R', 1, 0, 0, 100) != 0)
-            _exit(7);
-        _exit(forklog_close(log) == 0 ? 0 : 8);
-    }
-    int st = th_wait_for(opener, 5);
-    const int left = seg_exists(); /* the forked child still lives */
-    kill(forked_pid[0], SIGKILL);
-    cr_assert_eq(st, 0, "a refused joiner killed after a fork: a later opener %s (%d)",
-                 st == -2 ? "still waited after 5 s" : "failed", st);
-    cr_assert_not(left, "the later opener's close left the segment file");
+    a_later_opener_waits_for_nobody(forked_pid, 1, 0, "a refused joiner killed after a fork");
     struct rc_seen seen;
     rc_seen_init(&seen, 4, 64);
     rc_scan(&seen, logpath, 0);
