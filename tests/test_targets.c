@@ -1397,6 +1397,44 @@ Test(targets,
     free(first);
 }
 
+/* A datagram socket (SOCK_DGRAM, SOCK_SEQPACKET) sends each record whole or not at all, at any length: a writer
+ * killed in its write leaves no fragment. forklog_open_fd() of a socketpair of each type, a child killed right before
+ * its write (WRITE_BEGIN: nothing sent) and one killed right after it (WRITE_DONE: its datagram sent whole), then
+ * this process writes "after". The reader must get the second child's record and "after", one datagram each, and
+ * nothing else: a repair that took the socket for a stream that may end in the middle of a line put a newline before
+ * the next record, which a datagram socket sends as a datagram of its own (an empty message to syslog or the
+ * journal). */
+Test(targets, a_writer_killed_in_its_write_to_a_datagram_socket_leaves_no_empty_datagram)
+{
+    const int types[] = {SOCK_DGRAM, SOCK_SEQPACKET};
+    for (unsigned k = 0; k < 2; k++) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, types[k] | SOCK_CLOEXEC, 0, sv), 0);
+        forklog *log = NULL;
+        cr_assert_eq(forklog_open_fd(&log, sv[0], NULL), 0);
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_BEGIN, -1, "before\n", 7), HANG_S), 128 + SIGKILL,
+                     "the writer was not killed at WRITE_BEGIN");
+        cr_assert_eq(forklog_write(log, "between\n", 8), 0);
+        cr_assert_eq(th_wait_for(killed_at(log, FL__CP_WRITE_DONE, -1, "whole\n", 6), HANG_S), 128 + SIGKILL,
+                     "the writer was not killed at WRITE_DONE");
+        cr_assert_eq(forklog_write(log, "after\n", 6), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        close(sv[0]);
+        const char *want[] = {"between\n", "whole\n", "after\n"};
+        char buf[64];
+        for (unsigned i = 0; i < 3; i++) {
+            ssize_t n = recv(sv[1], buf, sizeof buf - 1, MSG_DONTWAIT);
+            cr_assert_gt(n, 0, "type %d: datagram %u: %s", types[k], i, n < 0 ? strerror(errno) : "none");
+            buf[n] = 0;
+            cr_assert_str_eq(buf, want[i], "type %d: datagram %u is %zd bytes, \"%.*s\" and a newline, not %s",
+                             types[k], i, n, (int)n - 1, buf, want[i]);
+        }
+        ssize_t n = recv(sv[1], buf, sizeof buf, MSG_DONTWAIT);
+        cr_assert(n <= 0, "type %d: a datagram more: %zd bytes", types[k], n);
+        close(sv[1]);
+    }
+}
+
 /* A record whose FIFO reader went away, then the next record. how 0: the writer of the failed record is a forked
  * child killed once it marked the stream as ending mid-line (WRITE_FAILED); 1: the record fails in this process, and
  * the writer of the next one is a child killed right after the newline that ends the fragment (FILE_NEWLINE),
