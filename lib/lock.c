@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,12 +101,19 @@ static int fl__repair_file_now(forklog *log)
          * of a record, and the next record begins with a newline (fl__sync_file), or it would be glued to the
          * fragment; an empty line at worst, for a write that ended just before the death. Up to PIPE_BUF bytes, a
          * pipe or a FIFO takes a write whole or not at all; a socket, a terminal or a device may take part of a
-         * write of any length (a stream socket takes it in pieces of its send buffer). The repairer's descriptor
-         * tells which, when it is the stream the log knows; otherwise the stream is taken for one that may. */
+         * write of any length (a stream socket takes it in pieces of its send buffer). A datagram socket
+         * (forklog_open_fd) sends a record whole or not at all, at any length: no fragment, and a newline would go
+         * out as a datagram of its own, an empty message. The repairer's descriptor tells which, when it is the
+         * stream the log knows; otherwise the stream is taken for one that may. */
         struct stat pst;
-        const int fifo = fstat(log->fd, &pst) == 0 && S_ISFIFO(pst.st_mode) && (uint64_t)pst.st_ino == s->ino &&
-                         (uint64_t)pst.st_dev == s->dev;
-        if (s->size != s->target && (!fifo || s->target - s->size > PIPE_BUF))
+        int type = 0;
+        socklen_t tlen = sizeof type;
+        const int known = fstat(log->fd, &pst) == 0 && (uint64_t)pst.st_ino == s->ino && (uint64_t)pst.st_dev == s->dev;
+        const int whole =
+            known && ((S_ISFIFO(pst.st_mode) && s->target - s->size <= PIPE_BUF) ||
+                      (S_ISSOCK(pst.st_mode) && getsockopt(log->fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 &&
+                       (type == SOCK_DGRAM || type == SOCK_SEQPACKET)));
+        if (s->size != s->target && !whole)
             s->file_known = 2;
         s->size = s->target;
         if (s->state == FL__FLUSHING)
