@@ -3632,3 +3632,127 @@ Test(join, random_kills_over_open_write_reopen_close_cycles_buffered_rotating, .
                &(struct forklog_options){
                    .flags = FORKLOG_BUFFERED, .buffer_size = 4096, .rotate_bytes = 32768, .rotate_keep = 1000});
 }
+
+/* Unrelated writers (each its own forklog_open()) rotate one log while one of them is killed at a step of its own
+ * rotation: before its first rename (ROTATE_BEGIN), after a rename (ROTATE_RENAMED: its first, third and sixth, in the
+ * middle of a full chain with rotate_keep 2), with the new file made but not yet taken (FILE_CREATED, ROTATE_CREATED),
+ * and once it is taken (ROTATE_DONE); direct and buffered. Every record whose call returned is in exactly one file,
+ * whole, each writer's sequence complete from its first record that is there on; no file holds more than
+ * rotate_bytes but for a lone record; at most one name of the chain is missing (the gap a rotation killed in the
+ * middle of its renames leaves). */
+static void rotation_killed_by_unrelated_writers(unsigned flags, unsigned keep)
+{
+    enum { N = 3, V = N, RECORDS = 150, SIZE = 100, ROT = 2048, NAMES = 200 };
+    static const struct {
+        const char *point;
+        unsigned hit;
+    } steps[] = {{"ROTATE_BEGIN", 1}, {"ROTATE_RENAMED", 1}, {"ROTATE_RENAMED", 3}, {"ROTATE_RENAMED", 6},
+                 {"FILE_CREATED", 1}, {"FILE_CREATED", 3},   {"ROTATE_CREATED", 2}, {"ROTATE_DONE", 2}};
+    for (size_t c = 0; c < sizeof steps / sizeof steps[0]; c++) {
+        const enum fl__crash_point cp = cp_find(steps[c].point);
+        struct forklog_options o = {.rotate_bytes = ROT, .rotate_keep = keep, .flags = flags};
+        forklog *log = open_ok(&o);
+        struct report *r = new_report();
+        pid_t pid[N + 1];
+        for (unsigned i = 0; i <= N; i++) {
+            pid[i] = fork();
+            cr_assert_neq(pid[i], -1);
+            if (pid[i] == 0) {
+                rc_child();
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (i == V)
+                    fl__crash_arm(cp, steps[c].hit, FL__CRASH_KILL);
+                struct forklog_options oo = {.flags = flags};
+                forklog *l;
+                if (forklog_open(&l, logpath, &oo) != 0)
+                    _exit(3);
+                atomic_fetch_add(&r->opened, 1);
+                while (!atomic_load(&r->go))
+                    usleep(200);
+                char *buf = malloc(RC_HEAD_MAX + SIZE);
+                unsigned seed = i * 13u + 5u;
+                for (unsigned q = 0; q < RECORDS; q++) {
+                    if (rc_write(l, buf, 'R', i, q, 0, rc_size(&seed, SIZE)) != 0)
+                        _exit(4);
+                    atomic_store(&r->acked[i], q + 1);
+                }
+                free(buf);
+                _exit(forklog_close(l) == 0 ? 0 : 5);
+            }
+        }
+        double end = th_now_s() + 10;
+        while (atomic_load(&r->opened) < N + 1 && th_now_s() < end)
+            usleep(500);
+        cr_assert_eq(atomic_load(&r->opened), N + 1);
+        atomic_store(&r->go, 1);
+        for (unsigned i = 0; i < N; i++)
+            cr_assert_eq(th_wait_for(pid[i], 30), 0, "%s/%u: writer %u failed", steps[c].point, steps[c].hit, i);
+        cr_assert_eq(th_wait_for(pid[V], 30), 128 + SIGKILL, "%s/%u: the victim was not killed there", steps[c].point,
+                     steps[c].hit);
+        char last[RC_HEAD_MAX + 8];
+        cr_assert_eq(rc_write(log, last, 'R', 63, 0, 0, 8), 0);
+        cr_assert_eq(forklog_close(log), 0);
+        cr_assert_not(seg_exists(), "%s/%u: the segment file stayed", steps[c].point, steps[c].hit);
+
+        struct rc_seen seen;
+        rc_seen_init(&seen, 64, 4096);
+        unsigned files = 0, highest = 0;
+        for (unsigned k = 0; k <= NAMES; k++) {
+            char name[64];
+            snprintf(name, sizeof name, k ? "join.log.%u" : "join.log", k);
+            char *p = th_path(dir, name);
+            size_t before = seen.records;
+            long long size = rc_scan(&seen, p, k);
+            if (size >= 0) {
+                files++;
+                highest = k;
+                size_t in_file = seen.records - before;
+                cr_assert(size <= ROT || in_file == 1,
+                          "%s/%u: %s holds %lld bytes in %zu records, past rotate_bytes %d", steps[c].point,
+                          steps[c].hit, name, size, in_file, ROT);
+                cr_assert(size > 0 || k == 0, "%s/%u: %s is empty", steps[c].point, steps[c].hit, name);
+            }
+            cr_assert_eq(unlink(p) == 0 || errno == ENOENT, 1);
+            free(p);
+        }
+        cr_assert_leq(highest, keep, "%s/%u: join.log.%u is beyond rotate_keep %u", steps[c].point, steps[c].hit,
+                      highest, keep);
+        cr_assert_geq(files, keep < 10 ? keep : 10, "%s/%u: only %u files: the writers did not rotate enough",
+                      steps[c].point, steps[c].hit, files);
+        cr_assert_leq(highest + 1 - files, 1, "%s/%u: %u names missing below join.log.%u", steps[c].point, steps[c].hit,
+                      highest + 1 - files, highest);
+        cr_assert_eq(rc_count(&seen, 63, 0), 1);
+        /* Each writer's records that are there: once each, and every one from the first that is there on (only the
+         * oldest files are deleted, and with a large rotate_keep none is: each sequence is there whole). */
+        for (unsigned i = 0; i <= N; i++) {
+            const unsigned upto = i == V ? atomic_load(&r->acked[V]) : RECORDS;
+            unsigned first = 0;
+            while (first < upto && rc_count(&seen, i, first) == 0)
+                first++;
+            cr_assert(keep < NAMES || first == 0, "%s/%u: writer %u's records 0 .. %u are missing", steps[c].point,
+                      steps[c].hit, i, first);
+            for (unsigned q = first; q < upto; q++)
+                cr_assert_eq(rc_count(&seen, i, q), 1, "%s/%u: writer %u record %u is there %u times (from %u on)",
+                             steps[c].point, steps[c].hit, i, q, rc_count(&seen, i, q), first);
+            if (i == V)
+                for (unsigned q = upto; q < RECORDS; q++)
+                    cr_assert_leq(rc_count(&seen, V, q), q == upto ? 1u : 0u,
+                                  "%s/%u: the victim's record %u, never acknowledged, is there %u times",
+                                  steps[c].point, steps[c].hit, q, rc_count(&seen, V, q));
+        }
+        rc_seen_free(&seen);
+        munmap(r, sizeof *r);
+    }
+}
+
+Test(join, a_rotation_killed_at_each_step_keeps_every_unrelated_writers_records_once_direct, .timeout = 120)
+{
+    rotation_killed_by_unrelated_writers(0, 200);
+    rotation_killed_by_unrelated_writers(0, 2);
+}
+
+Test(join, a_rotation_killed_at_each_step_keeps_every_unrelated_writers_records_once_buffered, .timeout = 120)
+{
+    rotation_killed_by_unrelated_writers(FORKLOG_BUFFERED, 200);
+    rotation_killed_by_unrelated_writers(FORKLOG_BUFFERED, 2);
+}
