@@ -3756,3 +3756,178 @@ Test(join, a_rotation_killed_at_each_step_keeps_every_unrelated_writers_records_
     rotation_killed_by_unrelated_writers(FORKLOG_BUFFERED, 200);
     rotation_killed_by_unrelated_writers(FORKLOG_BUFFERED, 2);
 }
+
+/* A rotation whose holder (an unrelated writer, its own forklog_open()) is stopped and then killed at a step of it,
+ * the file near rotate_bytes and path.1 already there: before anything moved (ROTATE_BEGIN), after path.1 moved up
+ * and before path did, after path moved to path.1 (ROTATE_RENAMED), with the new file made but not yet taken
+ * (FILE_CREATED, ROTATE_CREATED), and once it is (ROTATE_DONE). Three other unrelated writers then write a record
+ * small enough to fit in the old file: one that wrote before (on the old file's generation), a joiner whose first
+ * record this is (its descriptor opened by name before the rename), and one that opened the log while the rotation
+ * was stopped. All three go to the file at path, never into the file the dead rotation renamed to path.1; every
+ * acknowledged record is there once, no file is past rotate_bytes, and no kept file is gone. */
+/* An unrelated writer of rotation_killed_then_small_records: opens the log itself; writer 1 then writes a first record
+ * (on the generation of the file it opened); each reports, waits for go, and writes one small record. */
+static pid_t small_writer(struct report *r, unsigned flags, unsigned i)
+{
+    enum { SMALL = 10 };
+    static const unsigned ids[] = {1, 2, 4};
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        struct forklog_options oo = {.flags = flags};
+        forklog *l;
+        char b[RC_HEAD_MAX + SMALL];
+        if (forklog_open(&l, logpath, &oo) != 0)
+            _exit(3);
+        unsigned q = 0;
+        if (i == 1 && (rc_write(l, b, 'R', ids[i], q++, 0, SMALL) != 0 || forklog_flush(l) != 0))
+            _exit(4);
+        atomic_fetch_add(&r->opened, 1);
+        while (!atomic_load(&r->go))
+            usleep(200);
+        if (rc_write(l, b, 'R', ids[i], q, 0, SMALL) != 0 || forklog_flush(l) != 0)
+            _exit(4);
+        _exit(forklog_close(l) == 0 ? 0 : 5);
+    }
+    return pid;
+}
+
+static void rotation_killed_then_small_records(unsigned flags, const char *point, unsigned hit)
+{
+    enum { ROT = 2048, KEEP = 5, BIG = 800, SMALL = 10, P = 0, W0 = 1, W1 = 2, V = 3, W2 = 4 };
+    struct forklog_options o = {.rotate_bytes = ROT, .rotate_keep = KEEP, .flags = flags};
+    forklog *log = open_ok(&o);
+    char *buf = malloc(RC_HEAD_MAX + BIG);
+    cr_assert_not_null(buf);
+    unsigned seq = 0;
+    struct stat st;
+    /* The test process rotates once (path.1 is there), then fills the new file to within BIG of the bound. */
+    char *one = th_path(dir, "join.log.1");
+    while (access(one, F_OK) != 0) {
+        cr_assert_lt(seq, 100);
+        cr_assert_eq(rc_write(log, buf, 'R', P, seq++, 0, BIG), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+    }
+    for (;;) {
+        cr_assert_eq(stat(logpath, &st), 0);
+        if (st.st_size + BIG + RC_HEAD_MAX >= ROT)
+            break;
+        cr_assert_eq(rc_write(log, buf, 'R', P, seq++, 0, 50), 0);
+        cr_assert_eq(forklog_flush(log), 0);
+    }
+    struct report *r = new_report();
+    pid_t w[3];
+    for (unsigned i = 0; i < 2; i++)
+        w[i] = small_writer(r, flags, i);
+    double end = th_now_s() + 10;
+    while (atomic_load(&r->opened) < 2 && th_now_s() < end)
+        usleep(500);
+    cr_assert_eq(atomic_load(&r->opened), 2);
+    cr_assert_eq(stat(logpath, &st), 0);
+    cr_assert(st.st_size + 4 * (RC_HEAD_MAX + SMALL + 64) <= ROT, "%lld bytes: no room left for the small records",
+              (long long)st.st_size);
+    pid_t v = fork();
+    cr_assert_neq(v, -1);
+    if (v == 0) {
+        rc_child();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fl__crash_arm(cp_find(point), hit, FL__CRASH_STOP);
+        struct forklog_options oo = {.flags = flags};
+        forklog *l;
+        if (forklog_open(&l, logpath, &oo) != 0)
+            _exit(3);
+        char *b = malloc(2 * RC_HEAD_MAX + BIG + 1);
+        if (!b || rc_write(l, b, 'R', V, 0, 0, RC_HEAD_MAX + BIG + 1) != 0 || forklog_flush(l) != 0)
+            _exit(4);
+        _exit(forklog_close(l) == 0 ? 0 : 5);
+    }
+    cr_assert(cp_wait_stopped(v, 10), "%s/%u: the rotating writer did not stop there", point, hit);
+    w[2] = small_writer(r, flags, 2);
+    end = th_now_s() + 10;
+    while (atomic_load(&r->opened) < 3 && th_now_s() < end)
+        usleep(500);
+    cr_assert_eq(atomic_load(&r->opened), 3, "%s/%u: an opener waited for the stopped rotation", point, hit);
+    cr_assert_eq(kill(v, SIGKILL), 0);
+    cr_assert_eq(th_wait_for(v, 10), 128 + SIGKILL);
+    atomic_store(&r->go, 1);
+    for (unsigned i = 0; i < 3; i++)
+        cr_assert_eq(th_wait_for(w[i], 10), 0, "%s/%u: writer %u failed", point, hit, i);
+    cr_assert_eq(rc_write(log, buf, 'R', P, seq, 0, SMALL), 0);
+    cr_assert_eq(forklog_close(log), 0);
+
+    struct rc_seen seen;
+    rc_seen_init(&seen, 8, 256);
+    unsigned files = 0, highest = 0;
+    for (unsigned k = 0; k <= KEEP + 1; k++) {
+        char name[64];
+        snprintf(name, sizeof name, k ? "join.log.%u" : "join.log", k);
+        char *p = th_path(dir, name);
+        size_t before = seen.records;
+        long long size = rc_scan(&seen, p, k);
+        if (size >= 0) {
+            files++;
+            highest = k;
+            cr_assert(size <= ROT || seen.records - before == 1, "%s/%u: %s holds %lld bytes, past rotate_bytes %d",
+                      point, hit, name, size, ROT);
+        }
+        free(p);
+    }
+    cr_assert_leq(highest + 1 - files, 1, "%s/%u: %u names missing below join.log.%u", point, hit, highest + 1 - files,
+                  highest);
+    for (unsigned q = 0; q <= seq; q++)
+        cr_assert_eq(rc_count(&seen, P, q), 1, "%s/%u: the test process's record %u is there %u times", point, hit, q,
+                     rc_count(&seen, P, q));
+    cr_assert_eq(rc_count(&seen, W1, 0), 1, "%s/%u: the first record of the writer on the old generation", point, hit);
+    cr_assert_leq(rc_count(&seen, V, 0), 1, "%s/%u: the dead writer's record is there %u times", point, hit,
+                  rc_count(&seen, V, 0));
+    const struct {
+        unsigned id, seq;
+        const char *who;
+    } after[] = {{W0, 0, "the joiner's first record"},
+                 {W1, 1, "the record of the writer on the old generation"},
+                 {W2, 0, "the first record of the writer that opened in the middle of the rotation"}};
+    for (unsigned i = 0; i < 3; i++) {
+        unsigned id = after[i].id, q = after[i].seq;
+        cr_assert_eq(rc_count(&seen, id, q), 1, "%s/%u: %s is there %u times", point, hit, after[i].who,
+                     rc_count(&seen, id, q));
+        cr_assert_eq(seen.file[(size_t)id * seen.seqs + q], 0,
+                     "%s/%u: %s, written after the rotation was killed, went into join.log.%u", point, hit,
+                     after[i].who, seen.file[(size_t)id * seen.seqs + q]);
+    }
+    cr_assert_eq(seen.file[(size_t)P * seen.seqs + seq], 0);
+    rc_seen_free(&seen);
+    munmap(r, sizeof *r);
+    free(one);
+    free(buf);
+}
+
+static void rotation_killed_then_small_records_all(unsigned flags)
+{
+    static const struct {
+        const char *point;
+        unsigned hit;
+    } steps[] = {{"ROTATE_BEGIN", 1}, {"ROTATE_RENAMED", 1}, {"ROTATE_RENAMED", 2},
+                 {"FILE_CREATED", 1}, {"ROTATE_CREATED", 1}, {"ROTATE_DONE", 1}};
+    for (size_t c = 0; c < sizeof steps / sizeof steps[0]; c++) {
+        rotation_killed_then_small_records(flags, steps[c].point, steps[c].hit);
+        for (unsigned k = 0; k <= 7; k++) {
+            char name[64];
+            snprintf(name, sizeof name, k ? "join.log.%u" : "join.log", k);
+            char *p = th_path(dir, name);
+            cr_assert(unlink(p) == 0 || errno == ENOENT);
+            free(p);
+        }
+    }
+}
+
+Test(join, records_after_a_rotation_killed_at_each_step_go_to_the_file_at_path_direct)
+{
+    rotation_killed_then_small_records_all(0);
+}
+
+Test(join, records_after_a_rotation_killed_at_each_step_go_to_the_file_at_path_buffered)
+{
+    rotation_killed_then_small_records_all(FORKLOG_BUFFERED);
+}
