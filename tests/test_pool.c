@@ -2433,6 +2433,78 @@ Test(pool, workers_whose_task_changed_their_user_end_with_their_killed_caller)
     run_caller_killed(DROP_IN_TASK);
 }
 
+/* ---- RLIMIT_NPROC reached when a worker is replaced ------------------------------------------------------------ */
+
+/* A uid that no other process here has: RLIMIT_NPROC counts the processes of the caller's real uid. */
+#define NPROC_UID 54321
+
+/* Task 1 lowers its caller's RLIMIT_NPROC to 1 (prlimit(): a process may set the limits of another of its uid),
+ * which the caller already fills, then ends its worker: the replacement's fork fails, with no worker left. */
+static int nproc_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i != 1)
+        return 0;
+    struct rlimit one = {1, 1};
+    if (prlimit(getppid(), RLIMIT_NPROC, &one, NULL) != 0)
+        return 1;
+    _exit(7);
+}
+
+/* In a child of the test, as NPROC_UID, the log opened before: 0 when every outcome is the documented one, else the
+ * number of the check that failed. */
+static int run_nproc_reached(const char *path)
+{
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    if (setgid(NPROC_UID) != 0 || setuid(NPROC_UID) != 0)
+        return 1;
+    struct forklog_task_result res[6];
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 5, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int64_t t0 = fl__mono_ns();
+    int rc = forklog_pool_map(&o, 6, nproc_task, NULL, &rep);
+    int64_t took = fl__mono_ns() - t0;
+    forklog_close(log);
+    if (took > 3000000000LL)
+        return 3;
+    if (rc != -EAGAIN)
+        return 4;
+    if (rep.ok != 1 || rep.crashed != 1 || rep.not_run != 4 || rep.failed + rep.timed_out != 0)
+        return 5;
+    if (res[0].status != FORKLOG_TASK_OK || res[1].status != FORKLOG_TASK_CRASHED || res[1].code != 7)
+        return 6;
+    for (int i = 2; i < 6; i++)
+        if (res[i].status != FORKLOG_TASK_NOT_RUN)
+            return 7;
+    return 0;
+}
+
+Test(pool, rlimit_nproc_reached_when_replacing_the_only_worker_records_the_rest_not_run)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root to take a uid of its own, whose RLIMIT_NPROC counts only this test's processes");
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0)
+        _exit(run_nproc_reached(path));
+    int st;
+    cr_assert_eq(waitpid(c, &st, 0), c);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 7, "one record per task and the summary:\n%s", buf);
+    cr_assert_eq(count_matching(buf, " status=not_run cost=0 worker=0 "), 4, "%s", buf);
+    cr_assert_eq(count_matching(buf, "task=1 status=crashed "), 1, "%s", buf);
+    cr_assert_eq(count_matching(buf, "task=0 status=ok "), 1, "%s", buf);
+    cr_assert_eq(count_matching(buf, " ok=1 failed=0 crashed=1 timeout=0 not_run=4 workers=1 "), 1, "%s", buf);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
 /* ---- hostile callers: a thousand workers, few descriptors -------------------------------------------------------- */
 
 static int short_task(size_t i, void *ctx)
