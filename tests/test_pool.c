@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -2503,6 +2504,65 @@ Test(pool, rlimit_nproc_reached_when_replacing_the_only_worker_records_the_rest_
     th_rmdir(dir);
     free(path);
     free(dir);
+}
+
+/* ---- a worker traced by its caller ------------------------------------------------------------------------------ */
+
+/* Task 1 makes its worker traced by the caller (PTRACE_TRACEME), then crashes: under a tracer the signal stops the
+ * worker instead (a signal-delivery stop), which the caller's wait for that child reports. The worker has not ended
+ * there: nothing continues it, so it is killed at its deadline, and reaped. */
+static int traced_crash_task(size_t i, void *ctx)
+{
+    (void)ctx;
+    if (i == 1) {
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
+            return 1;
+        die_of(SIGSEGV);
+    }
+    return 0;
+}
+
+static void run_traced_worker_is_killed_and_reaped(void)
+{
+    char *dir = th_tmpdir();
+    char *path = th_path(dir, "pool.log");
+    forklog *log = open_log(path, FORKLOG_FORMAT_TEXT);
+    struct forklog_task_result res[4];
+    struct forklog_pool_options o = {.workers = 1, .timeout_s = 0.3, .log = log, .results = res};
+    struct forklog_pool_report rep;
+    int rc = forklog_pool_map(&o, 4, traced_crash_task, NULL, &rep);
+    forklog_close(log);
+    pid_t traced = res[1].worker;
+    cr_assert_gt(traced, 0);
+    int st;
+    pid_t w = waitpid(traced, &st, WNOHANG | __WALL);
+    int gone = w < 0 && errno == ECHILD;
+    if (!gone) {
+        kill(traced, SIGKILL);
+        while (waitpid(traced, &st, __WALL) < 0 && errno == EINTR) {
+        }
+    }
+    cr_assert(gone, "the traced worker outlived the pool (waitpid %d, status %#x)", (int)w, st);
+    cr_assert_eq(rc, 1, "rc %d", rc);
+    cr_assert_eq(rep.timed_out, 1);
+    cr_assert_eq(rep.ok, 3);
+    cr_assert_eq(res[1].status, FORKLOG_TASK_TIMEOUT, "status %d signal %d", (int)res[1].status, res[1].signal);
+    cr_assert_eq(res[1].signal, SIGKILL);
+    cr_assert_geq(res[1].duration_s, 0.3);
+    size_t len;
+    char *buf = th_slurp(path, &len);
+    cr_assert_eq(th_count_lines(buf, len), 5, "%s", buf);
+    cr_assert_eq(count_matching(buf, "task=1 status=timeout "), 1, "%s", buf);
+    cr_assert_eq(count_matching(buf, " ok=3 failed=0 crashed=0 timeout=1 not_run=0 "), 1, "%s", buf);
+    free(buf);
+    th_rmdir(dir);
+    free(path);
+    free(dir);
+}
+
+Test(pool, a_worker_its_task_made_traced_by_the_caller_and_stopped_in_a_crash_is_killed_and_reaped)
+{
+    run_traced_worker_is_killed_and_reaped();
 }
 
 /* ---- hostile callers: a thousand workers, few descriptors -------------------------------------------------------- */
