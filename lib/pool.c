@@ -900,6 +900,15 @@ static void fl__pool_ended(struct fl__pool *p, unsigned k, int st, int known)
     p->fork_retry = 0;
 }
 
+/* Whether a wait's report (siginfo_t.si_code) is a stop rather than an end. A worker whose task called
+ * ptrace(PTRACE_TRACEME) is traced by the thread that forked it, and wait reports every stop of a traced child,
+ * WEXITED alone or not: a signal that would have ended it (a crash), or any other, stops it there instead, and
+ * nothing continues it. It has not ended: it is a stopped task, killed at its deadline and reaped then. */
+static int fl__pool_stop_code(int code)
+{
+    return code == CLD_TRAPPED || code == CLD_STOPPED || code == CLD_CONTINUED;
+}
+
 /* waitpid(WNOHANG) on worker k, through its process descriptor when it has one (fl__pool_pidfd_open). Returns 1 if
  * it has ended (and was handled). */
 static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
@@ -914,6 +923,8 @@ static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
         while (r < 0 && errno == EINTR);
         if (r == 0 && si.si_pid == 0)
             return 0; /* running */
+        if (r == 0 && fl__pool_stop_code(si.si_code))
+            return 0; /* stopped under this thread's trace (see fl__pool_stop_code): not an end */
         if (r == 0 || errno == ECHILD) {
             w->reaped = 1;
             /* As a wait status: an exit code in bits 8..15, or the signal (0x80: a core dump). */
@@ -930,7 +941,7 @@ static int fl__pool_try_reap(struct fl__pool *p, unsigned k)
     do
         pr = waitpid(w->pid, &st, WNOHANG);
     while (pr < 0 && errno == EINTR);
-    if (pr == 0)
+    if (pr == 0 || (pr > 0 && WIFSTOPPED(st)))
         return 0;
     w->reaped = 1;
     /* ECHILD: the caller ignores SIGCHLD (auto-reap) or reaped it itself: it has ended, status unknown. */
@@ -1263,11 +1274,12 @@ static void fl__pool_cancelled(void *arg)
             siginfo_t si;
             do
                 r = waitid(FL__P_PIDFD, (id_t)w->pidfd, &si, WEXITED);
-            while (r < 0 && errno == EINTR);
+            while ((r < 0 && errno == EINTR) || (r == 0 && fl__pool_stop_code(si.si_code)));
         } else {
+            int st = 0;
             do
-                r = (int)waitpid(w->pid, NULL, 0);
-            while (r < 0 && errno == EINTR);
+                r = (int)waitpid(w->pid, &st, 0);
+            while ((r < 0 && errno == EINTR) || (r > 0 && WIFSTOPPED(st)));
         }
         if (w->fd >= 0)
             close(w->fd);
