@@ -616,6 +616,15 @@ FL__INTERNAL int fl__write_commit(forklog *log, const struct iovec *iov, int iov
  * holds the rest of that record (with FL__REST_LINE_END when what went out ended a line), or 0. Lock held. */
 FL__INTERNAL unsigned fl__plan_sent(forklog *log, unsigned first, size_t sent);
 
+/* In ring_target, of a log with the shared buffer, state FLUSHING: a drop of the buffer's front is under way
+ * (fl__drop_sent): ring_target says how many bytes went out, with this bit when the last of them ended a line, and
+ * batch_target how many of the bytes after them are at the front already. 0: no drop under way. */
+#define FL__BUF_DROP_LINE_END (1ull << 63)
+
+/* Moves the last used - sent bytes of the shared buffer to its front, from where batch_target says the move got,
+ * then cuts buf_used to them: done again after a death, it ends at the same place. Lock held. */
+FL__INTERNAL void fl__buf_drop_move(struct fl__seg *s, size_t sent, size_t used);
+
 /* Writes out the shared buffer. Lock held, file synced. */
 FL__INTERNAL int fl__flush_locked(forklog *log);
 

@@ -94,6 +94,23 @@ static int fl__repair_file_now(forklog *log)
             (void)fl__plan_sent(log, at >= 1 && at <= FL__RINGS ? at - 1 : 0, (size_t)(s->target - s->size));
             s->target = s->ring_target;
         }
+        if (s->state == FL__FLUSHING && !log->ring_cap && log->buf_cap && s->ring_target) {
+            /* Killed in its drop of what a failed flush of the shared buffer sent (fl__drop_sent): the records after
+             * the one it cut short never went out. The drop is finished, to the same place, and the next flush begins
+             * with the rest of that record, as after a flusher that lives on. */
+            const size_t sent = (size_t)(s->ring_target & ~FL__BUF_DROP_LINE_END);
+            const size_t used = (size_t)(s->target - s->size);
+            if (sent < used && used <= log->buf_cap && s->buf_used == used)
+                fl__buf_drop_move(s, sent, used);
+            s->flush_rest = (FL__RINGS + 1) | (s->ring_target & FL__BUF_DROP_LINE_END ? FL__REST_LINE_END : 0);
+            if (s->buf_used == 0 || s->buf_used > log->buf_cap) {
+                s->buf_used = 0;
+                s->flush_rest = 0;
+            }
+            s->file_known = 0;
+            FL__STEP(s->state, FL__IDLE);
+            return 0;
+        }
         /* A FIFO, a device, a socket: no size to compare, nothing to cut. What the dead holder wrote stays, and
          * counts as written: the buffer and the rings it was writing are not written again (at most once). A write
          * may have been cut short by the death (a writer blocked on a full pipe, killed with part of its record in

@@ -178,16 +178,38 @@ static void fl__drop_sent(forklog *log, size_t sent)
          * inside a record of several lines: its later lines are then at the front, and are named all the same (as
          * FL__REST_LINE_END, no newline due), so that a guest's record written at once goes after them, not between
          * the lines of that record (fl__append_plain). */
-        s->flush_rest = sent >= s->buf_used        ? 0
-                        : s->buf[sent - 1] != '\n' ? FL__RINGS + 1
-                                                   : (FL__RINGS + 1) | FL__REST_LINE_END;
-        if (sent < s->buf_used) {
-            memmove(s->buf, s->buf + sent, s->buf_used - sent);
-            s->buf_used -= sent;
-        } else {
-            s->buf_used = 0;
+        if (sent >= s->buf_used) {
+            s->flush_rest = 0;
+            s->buf_used = 0; /* all of it went out: a death from here on counts it as written, rightly */
+            return;
         }
+        /* The front cannot be taken off in one step, and a flusher killed in the middle of it was repaired as one
+         * killed in its write: the whole buffer counted as written, the records after the one cut short too, which
+         * never went out. So the drop is marked first (ring_target, unused by a log with the shared buffer: how much
+         * went out, and whether it ended a line), and the rest is moved to the front in pieces no longer than what
+         * went out, each copied from bytes that no earlier piece overwrote, with how far the move got after each
+         * (batch_target, unused too: no log with the shared buffer combines). The repair finishes the move from
+         * there (fl__repair_buf_drop), to the same place; buf_used is cut last. */
+        const size_t used = s->buf_used;
+        const int line_end = s->buf[sent - 1] == '\n';
+        s->batch_target = 0;
+        FL__STEP(s->ring_target, (uint64_t)sent | (line_end ? FL__BUF_DROP_LINE_END : 0));
+        s->flush_rest = (FL__RINGS + 1) | (line_end ? FL__REST_LINE_END : 0);
+        fl__buf_drop_move(s, sent, used);
     }
+}
+
+void fl__buf_drop_move(struct fl__seg *s, size_t sent, size_t used)
+{
+    const size_t left = used - sent;
+    size_t at = s->batch_target < left ? (size_t)s->batch_target : left;
+    while (at < left) {
+        const size_t n = left - at < sent ? left - at : sent;
+        memcpy(s->buf + at, s->buf + at + sent, n);
+        at += n;
+        FL__STEP(s->batch_target, at);
+    }
+    s->buf_used = left;
 }
 
 int fl__write_commit(forklog *log, const struct iovec *iov, int iovcnt, size_t len, enum fl__state state)
@@ -282,6 +304,7 @@ int fl__flush_locked(forklog *log)
         s->buf_used = 0; /* only a damaged segment says so: nothing of it is written */
     if (rc < 0 || s->buf_used == 0)
         return rc;
+    s->ring_target = 0; /* no drop of the buffer's front under way (fl__drop_sent) */
     /* The buffer goes to the file as its records would have: a file that it would take past rotate_bytes is rotated
      * first. Each record was buffered with room for it under the bound, so only a file that grew since without the
      * buffer's knowledge needs it: the log reopened onto a larger file, or a file found at path and adopted. */
