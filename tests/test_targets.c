@@ -899,6 +899,32 @@ static int at_epipe_return(pid_t pid)
     cr_assert_eq(ptrace(PTRACE_GETREGS, pid, NULL, &regs), 0);
     return (regs.orig_rax == SYS_write || regs.orig_rax == SYS_writev) && (long long)regs.rax == -EPIPE;
 }
+
+/* A child that will run forklog_flush(log) under this process's ptrace (its copy of the reader's descriptor closed,
+ * SIGPIPE ignored), stopped before it begins, with PTRACE_O_TRACESYSGOOD and PTRACE_O_EXITKILL set. Skips the test
+ * where ptrace is not allowed. */
+static pid_t traced_flusher(forklog *log, int reader_fd)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        rc_child();
+        close(reader_fd);
+        signal(SIGPIPE, SIG_IGN);
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
+            _exit(20);
+        raise(SIGSTOP);
+        (void)forklog_flush(log);
+        _exit(1);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 20)
+        cr_skip_test("ptrace is not allowed here");
+    cr_assert(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP);
+    cr_assert_eq(ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)), 0);
+    return pid;
+}
 #endif
 
 /* The flush whose reader goes away writes three rings, and stops in the middle of a record of the second; nothing of
@@ -932,24 +958,8 @@ static void killed_in_the_drop(int when)
     uint64_t tail0[FL__RINGS], plan0[FL__RINGS];
     for (unsigned k = 0; k < FL__RINGS; k++)
         tail0[k] = atomic_load(&s->rings[k].tail);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        close(r.fd);
-        signal(SIGPIPE, SIG_IGN);
-        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
-            _exit(20);
-        raise(SIGSTOP);
-        (void)forklog_flush(log);
-        _exit(1);
-    }
+    const pid_t pid = traced_flusher(log, r.fd);
     int st;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 20)
-        cr_skip_test("ptrace is not allowed here");
-    cr_assert(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP);
-    cr_assert_eq(ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)), 0);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
     int req = PTRACE_SYSCALL, sig = 0, failed = 0, there = 0;
@@ -1067,24 +1077,8 @@ static void killed_in_the_drop_of_the_shared_buffer(int when)
     forklog *log = buffered_3000(1, &stream, &slen);
     struct fl__seg *s = log->seg;
     cr_assert_eq(s->buf_used, slen, "the records are not in the shared buffer");
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        rc_child();
-        close(r.fd);
-        signal(SIGPIPE, SIG_IGN);
-        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
-            _exit(20);
-        raise(SIGSTOP);
-        (void)forklog_flush(log);
-        _exit(1);
-    }
+    const pid_t pid = traced_flusher(log, r.fd);
     int st;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 20)
-        cr_skip_test("ptrace is not allowed here");
-    cr_assert(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP);
-    cr_assert_eq(ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)), 0);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, read_then_leave, &r), 0);
     int req = PTRACE_SYSCALL, sig = 0, failed = 0, there = 0;
